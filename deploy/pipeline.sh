@@ -1,0 +1,273 @@
+#!/usr/bin/env bash
+# The whole kiln pipeline on the native stack (called by deploy/run, which has
+# installed, built and started Kafka + PostgreSQL):
+#   1. starts kiln-registry, kiln-preprocess and kiln-evaluator;
+#   2. imports Fashion-MNIST and fortunes from their Debian packages;
+#   3. trains every model of deploy/kiln.ini's `pipeline.models` until each has
+#      a promoted `production` version, showing live progress;
+#   4. prints each model's production version, its metrics and how to query it.
+# With --follow it keeps running: files dropped into the inbox folder are
+# ingested, trained on, evaluated, and promoted or rejected with the reason.
+#
+# Usage: deploy/pipeline.sh [--follow] [--timeout MINUTES] | --stop | --status
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${KILN_BUILD_DIR:-$root/build}
+stackdir=${KILN_STACK_DIR:-$root/.stack}
+state=${KILN_PIPELINE_DIR:-$stackdir/pipeline} # this pipeline's files:
+run=$state/run                                 #   PID files and logs of the services
+config=${KILN_CONFIG:-$root/deploy/kiln.ini}
+inbox=${KILN_INBOX:-$state/inbox}
+follow=0
+timeout_min=${KILN_PIPELINE_TIMEOUT_MIN:-120}
+
+say() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+# cfg KEY DEFAULT: a value of deploy/kiln.ini (KILN_* environment first).
+cfg() {
+    local key=$1 def=${2-} env section k v
+    env=KILN_$(tr 'a-z.-' 'A-Z__' <<<"$key")
+    if [ -n "${!env:-}" ]; then echo "${!env}"; return; fi
+    section=${key%.*} k=${key##*.}
+    v=$(awk -v s="[$section]" -v k="$k" '
+        /^[ \t]*\[/ { gsub(/[ \t]/, ""); in_s = ($0 == s); next }
+        in_s && $0 ~ "^[ \t]*" k "[ \t]*=" { sub(/^[^=]*=[ \t]*/, ""); sub(/[ \t]+$/, ""); print; exit }
+    ' "$config")
+    echo "${v:-$def}"
+}
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# start NAME PORT COMMAND...: runs a service in the background, logs in $run.
+start() {
+    local name=$1 port=$2; shift 2
+    if pid_alive "$run/$name.pid"; then return 0; fi
+    setsid "$@" >>"$run/$name.log" 2>&1 </dev/null &
+    echo $! >"$run/$name.pid"
+    if [ "$port" != "-" ]; then
+        local i
+        for ((i = 0; i < 150; i++)); do
+            curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null && return 0
+            pid_alive "$run/$name.pid" || die "$name exited at start: see $run/$name.log"
+            sleep 0.2
+        done
+        die "$name does not answer on port $port: see $run/$name.log"
+    fi
+}
+
+# Stops the services, producers of work first and the registry last, so the
+# trainers' final checkpoints still reach it.
+stop_all() {
+    local f pid
+    for f in "$run"/trainer-*.pid "$run"/ingest-*.pid "$run/preprocess.pid" "$run/evaluator.pid" \
+        "$run/registry.pid"; do
+        [ -e "$f" ] || continue
+        pid=$(cat "$f")
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+            for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+            kill -KILL -- "-$pid" 2>/dev/null || true
+            say "stopped $(basename "$f" .pid)"
+        fi
+        rm -f "$f"
+    done
+}
+
+# metric PORT NAME: the sum of a Prometheus metric's series on a service.
+metric() { # "-" when the service does not answer (stopped, or not yet up)
+    { curl -fsS "http://127.0.0.1:$1/metrics" 2>/dev/null || true; } |
+        awk -v n="$2" '$1 == n || index($1, n "{") == 1 { s += $2; f = 1 } END { if (f) printf "%g", s; else printf "-" }'
+}
+
+case ${1:-} in
+--stop) stop_all; exit 0 ;;
+--status)
+    for f in "$run"/*.pid; do [ -e "$f" ] && { pid_alive "$f" && echo "$(basename "$f" .pid): running" || echo "$(basename "$f" .pid): dead"; }; done
+    exit 0 ;;
+-h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+esac
+while [ $# -gt 0 ]; do
+    case $1 in
+    --follow) follow=1 ;;
+    --timeout) timeout_min=$2; shift ;;
+    *) die "unknown argument $1 (see --help)" ;;
+    esac
+    shift
+done
+
+# Debian's OpenBLAS 0.3.21 picks its AVX2 kernels on AVX-512 CPUs it does not
+# know; its SKYLAKEX kernels are ~35% faster for our convolutions there
+# (docs/nn.md). Only where every AVX-512 subset they use is present.
+if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
+    flags=$(grep -m1 '^flags' /proc/cpuinfo || true)
+    have=1
+    for f in avx512f avx512cd avx512bw avx512dq avx512vl; do [[ " $flags " == *" $f "* ]] || have=0; done
+    ((have)) && export OPENBLAS_CORETYPE=SKYLAKEX
+fi
+
+mkdir -p "$run" "$inbox"
+eval "$("$root/deploy/stack" env)"
+export KILN_KAFKA_BROKERS KILN_PG_CONNINFO KILN_CONFIG=$config
+
+# The registry's first admin token: made once, kept private in the stack dir.
+tokfile=$state/registry-admin-token
+[ -s "$tokfile" ] || (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$tokfile")
+export KILN_REGISTRY_ADMIN_TOKEN=$(cat "$tokfile") KILN_REGISTRY_TOKEN=$(cat "$tokfile")
+reg_port=$(cfg registry.port 8080)
+export KILN_REGISTRY_URL=http://127.0.0.1:$reg_port
+
+cd "$root" # relative paths of the config (tokenizer files) are from here
+t0=$SECONDS
+say "starting the services (logs in $run)"
+start registry "$reg_port" "$build/registry/kiln-registry" --config "$config"
+
+# The fortunes' own BPE vocabulary: trained once, registered in the registry
+# (model fortunes-bpe) so its hash is in the lineage of every model using it.
+tok=$state/tokenizer/fortunes.tiktoken
+export KILN_DATASET_FORTUNES_TOKENIZER=$tok
+if [ ! -s "$tok" ]; then
+    mkdir -p "$(dirname "$tok")"
+    say "training the fortunes BPE vocabulary ($(cfg pipeline.tokenizer_vocab 4096) ids)"
+    "$build/preprocess/kiln-preprocess" tokenizer train --out "$tok" \
+        --vocab "$(cfg pipeline.tokenizer_vocab 4096)" --separator % \
+        --register fortunes-bpe /usr/share/games/fortunes >"$run/tokenizer.json" 2>>"$run/tokenizer.log" ||
+        { rm -f "$tok"; die "tokenizer training failed: see $run/tokenizer.log"; }
+fi
+
+start preprocess "$(cfg preprocess.port 8082)" "$build/preprocess/kiln-preprocess" --config "$config"
+start evaluator "$(cfg evaluator.port 8084)" "$build/evaluator/kiln-evaluator" --config "$config"
+
+models=$(cfg pipeline.models "cnn-fmnist gpt-fortunes")
+# Each dataset is imported once per stack (a marker records it), so running
+# the main job again resumes training instead of feeding the data twice.
+: >"$run/import.log"
+for ds in fashion-mnist fortunes; do
+    [ -e "$state/imported.$ds" ] && continue
+    say "importing $ds (Debian package)"
+    "$build/ingest/kiln-ingest" --config "$config" import "$ds" 2> >(tee -a "$run/import.log" >&2)
+    touch "$state/imported.$ds"
+done
+sleep 0.5 # let the tee processes flush
+# What this run delivered, from the importers' closing log lines.
+imported=$(jq -s '[.[] | select(.delivered != null) | .delivered] | add // 0' "$run/import.log" 2>/dev/null || echo 0)
+
+# Train only once preprocess has caught up: the evaluator freezes each eval
+# set at its first evaluation, and it must hold the whole held-out split.
+pp_port=$(cfg preprocess.port 8082)
+say "waiting for preprocess to consume the $imported records imported"
+while :; do
+    seen=$(metric "$pp_port" kiln_preprocess_records_in_total)
+    [ "$seen" != "-" ] && awk -v a="$seen" -v b="$imported" 'BEGIN { exit !(a >= b) }' && break
+    pid_alive "$run/preprocess.pid" || die "preprocess died: see $run/preprocess.log"
+    sleep 2
+done
+sleep "$(( $(cfg preprocess.flush_ms 2000) / 1000 + 3 ))" # its last transaction commits
+say "preprocess consumed $seen records; starting the trainers"
+
+port=$(cfg trainer.port 8083)
+declare -A trainer_port
+# Without --follow each trainer finishes its pass over the stream (it
+# checkpoints and exits once no data came for a while); with it, it goes on.
+idle=()
+((follow)) || idle=(--idle-exit "$(cfg pipeline.idle_exit_seconds 20)")
+for m in $models; do
+    trainer_port[$m]=$port
+    start "trainer-$m" "$port" "$build/trainer/kiln-trainer" --config "$config" --model "$m" \
+        --port "$port" "${idle[@]}"
+    port=$((port + 10))
+done
+
+if ((follow)); then
+    start ingest-follow "$(cfg ingest.port 8081)" "$build/ingest/kiln-ingest" --config "$config" \
+        --port "$(cfg ingest.port 8081)" --dataset "$(cfg pipeline.inbox_dataset fortunes)" \
+        files "$inbox" --follow --state "$state/inbox.state"
+    say "watching $inbox: files dropped there are ingested into dataset $(cfg pipeline.inbox_dataset fortunes)"
+fi
+
+# prod_version MODEL: the version behind its production alias, or "".
+prod_version() {
+    "$build/registry/kilnctl" --json deploy "$1" 2>/dev/null | jq -r '.version // empty' 2>/dev/null || true
+}
+
+# trainers_done: every trainer has exited (0: clean); a failure stops the job.
+trainers_done() {
+    local m f rc=0
+    for m in $models; do
+        f=$run/trainer-$m.pid
+        pid_alive "$f" && rc=1
+    done
+    return $rc
+}
+
+# evaluations_done: each model's newest version has been decided.
+evaluations_done() {
+    local m st
+    for m in $models; do
+        st=$("$build/registry/kilnctl" --json versions "$m" --sort -version --limit 1 2>/dev/null |
+            jq -r '.versions[0].status // "none"')
+        case $st in promoted | rejected | archived) ;; *) return 1 ;; esac
+    done
+}
+
+# Live progress until every model has a production version (and, without
+# --follow, until the trainers finished their pass and it was evaluated).
+deadline=$((SECONDS + timeout_min * 60))
+ev_port=$(cfg evaluator.port 8084)
+while :; do
+    line=""
+    done_all=1
+    for m in $models; do
+        p=${trainer_port[$m]}
+        prod=$(prod_version "$m")
+        [ -n "$prod" ] || done_all=0
+        line+=" | $m step $(metric "$p" kiln_trainer_step) loss $(metric "$p" kiln_trainer_loss)"
+        line+=" $(metric "$p" kiln_trainer_examples_per_second) ex/s v$(metric "$p" kiln_trainer_version) prod ${prod:-none}"
+    done
+    say "preprocess in $(metric "$pp_port" kiln_preprocess_records_in_total) shards $(metric "$pp_port" kiln_preprocess_shards_out_total)$line | evaluated $(metric "$ev_port" kiln_evaluator_evaluations_total) promoted $(metric "$ev_port" kiln_evaluator_promotions_total) rejected $(metric "$ev_port" kiln_evaluator_rejections_total)"
+    if ((done_all)) && ((follow)); then break; fi
+    if ((done_all)) && ((!follow)) && trainers_done && evaluations_done; then break; fi
+    ((SECONDS < deadline)) || die "no production version for every model after $timeout_min minutes (logs in $run)"
+    for f in "$run"/*.pid; do
+        [[ $f == */trainer-*.pid ]] && ((!follow)) && continue # they exit at the end of their pass
+        pid_alive "$f" || die "$(basename "$f" .pid) died: see ${f%.pid}.log"
+    done
+    sleep 5
+done
+elapsed=$((SECONDS - t0))
+
+if ((!follow)); then
+    # Trainers checkpoint on SIGTERM; that last version is evaluated on the
+    # next run (its event stays in Kafka). The registry keeps running.
+    for f in "$run"/trainer-*.pid "$run/preprocess.pid" "$run/evaluator.pid"; do
+        [ -e "$f" ] || continue
+        kill -TERM "$(cat "$f")" 2>/dev/null || true
+    done
+    for f in "$run"/trainer-*.pid "$run/preprocess.pid" "$run/evaluator.pid"; do
+        [ -e "$f" ] || continue
+        for _ in $(seq 1 300); do pid_alive "$f" || break; sleep 0.2; done
+        rm -f "$f"
+    done
+fi
+
+echo
+echo "== kiln: every model has a production version (${elapsed} s from the first service start) =="
+for m in $models; do
+    v=$(prod_version "$m")
+    echo
+    "$build/registry/kilnctl" deploy "$m"
+    "$build/registry/kilnctl" --json show "$m" "$v" |
+        jq -r '"  metrics: " + ([.metrics // {} | to_entries[] | select(.key | test("^(accuracy|macro_f1|loss|perplexity|unigram_loss|eval_examples)$")) | "\(.key)=\(.value)"] | join(" "))' || true
+    echo "  query it: kilnctl --registry $KILN_REGISTRY_URL deploy $m"
+done
+echo
+
+if ((follow)); then
+    say "following: files dropped into $inbox are ingested, trained on, evaluated and promoted or rejected; Ctrl-C stops the services"
+    trap 'stop_all; exit 0' INT TERM
+    while :; do
+        for f in "$run"/*.pid; do pid_alive "$f" || say "warning: $(basename "$f" .pid) is not running (see ${f%.pid}.log)"; done
+        sleep 30
+    done
+fi
+say "the registry keeps running for queries; 'deploy/pipeline.sh --stop' stops it, 'deploy/stack down' the stack"

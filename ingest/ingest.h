@@ -1,0 +1,167 @@
+/* ingest.h: kiln-ingest's internals shared by its source files (not a
+ * library interface). One ing_ctx per process: the configuration, the
+ * idempotent producer, the metrics and the validation limits. Every source
+ * turns its input into ing_item values and hands them to ing_submit, which
+ * validates, routes to <prefix>.raw.{text,image} or <prefix>.dlq, and reports
+ * completion from the delivery report. */
+#ifndef KILN_INGEST_H
+#define KILN_INGEST_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "kafka.h"
+#include "media.h"
+#include "metrics.h"
+#include "record.h"
+
+#define ING_SERVICE "kiln-ingest"
+
+typedef enum { ING_KIND_AUTO = 0, ING_KIND_TEXT, ING_KIND_IMAGE } ing_kind;
+
+typedef struct {
+    const char *brokers;
+    char prefix[128];
+    int partitions;   /* for topic creation */
+    size_t max_text;  /* bytes */
+    size_t max_image; /* bytes */
+    size_t dlq_max;   /* DLQ values above this are omitted (pointer only) */
+    int utf8_repair;  /* 0: refuse invalid UTF-8; 1: repair with U+FFFD */
+    kn_media_limits limits;
+    /* Defaults from the command line, used when an item does not say. */
+    const char *dataset; /* never NULL */
+    const char *label;   /* may be NULL */
+    const char *split;   /* may be NULL */
+    ing_kind kind;
+    int progress; /* importers: -1 auto (isatty), 0 off, 1 on */
+} ing_options;
+
+typedef struct ing_ctx {
+    kn_config *cfg; /* not owned */
+    ing_options opt;
+    kn_kafka_producer *prod; /* idempotent, shared by the non-transactional sources */
+    kn_metrics *metrics;
+    char topic_text[200], topic_image[200], topic_dlq[200], topic_progress[200];
+    kn_metric *m_records[2], *m_bytes[2]; /* [0] text, [1] image */
+    kn_metric *m_latency, *m_failed, *m_inflight, *m_refused_total;
+    atomic_long delivered, refused, failed, inflight;
+} ing_ctx;
+
+/* One input unit as a source read it. Strings are borrowed for the call. */
+typedef struct {
+    const void *data; /* bytes as received; may be NULL when none were */
+    size_t len;
+    uint64_t full_len;        /* when data holds only a prefix of a larger input; else 0 */
+    const char *full_sha256;  /* hex of the whole input when full_len is set */
+    ing_kind kind;            /* ING_KIND_AUTO: declared type, then magic bytes */
+    const char *content_type; /* declared by the sender (HTTP, URL), may be NULL */
+    const char *source;       /* file | jsonl | url | http | import */
+    const char *origin;
+    const char *dataset, *label, *split; /* NULL: the defaults */
+    const char *refuse_reason; /* the source already refused it (fetch failed, bad JSON) */
+    const char *refuse_detail;
+} ing_item;
+
+/* Called once per submitted item from the producer's poll thread when the
+ * broker acknowledged (ok=1) or gave up on (ok=0) its record. */
+typedef void (*ing_done_fn)(void *opaque, int ok, int dlq);
+
+typedef struct {
+    char key[65];       /* key of the record produced */
+    const char *reason; /* NULL when accepted; the refusal reason otherwise */
+    char detail[512];   /* why refused */
+    const char *topic;  /* where it went */
+} ing_result;
+
+int ing_ctx_init(ing_ctx *c, kn_config *cfg, const ing_options *opt, char *errbuf, size_t errsz);
+void ing_ctx_free(ing_ctx *c);
+
+/* A producer with the ingest delivery callback (transactional when txn_id is
+ * not NULL). NULL on error. */
+kn_kafka_producer *ing_producer_new(ing_ctx *c, const char *txn_id, char *errbuf, size_t errsz);
+
+/* Validates and enqueues one item on producer p (NULL: c->prod). Returns KN_OK
+ * when the record (raw or DLQ) is queued: then done(opaque, ...) will be
+ * called exactly once; res (may be NULL) says where it went and why. On an
+ * error return nothing was queued and done is not called. */
+int ing_submit(ing_ctx *c, kn_kafka_producer *p, const ing_item *it, ing_done_fn done, void *opaque,
+               ing_result *res);
+
+/* Waits until p (NULL: c->prod) has nothing outstanding or the shutdown flag
+ * and timeout_ms passed; returns what is still outstanding. */
+int ing_drain(ing_ctx *c, kn_kafka_producer *p, int timeout_ms);
+
+/* A counter of items handled by a batch source: done callbacks bump these. */
+typedef struct {
+    atomic_long ok, refused, failed;
+} ing_tally;
+void ing_tally_done(void *tally, int ok, int dlq);
+
+/* Progress line on a terminal (\r), or a log line every few seconds otherwise. */
+typedef struct {
+    const char *what;
+    uint64_t total; /* 0 when unknown */
+    int tty;
+    double t0, last;
+} ing_progress;
+void ing_progress_start(ing_progress *pr, const ing_options *opt, const char *what, uint64_t total);
+void ing_progress_update(ing_progress *pr, uint64_t done, int final);
+double ing_now(void);
+
+/* --- sources (each returns a process exit code: 0 all delivered) --- */
+typedef struct {
+    char **paths;
+    int npaths;
+    char **globs;
+    int nglobs;
+    int follow;
+    const char *state_path; /* NULL: no state file (idempotent producer only) */
+} ing_files_args;
+
+int ing_files_run(ing_ctx *c, const ing_files_args *a);
+int ing_jsonl_run(ing_ctx *c, const char *path); /* "-" or NULL: stdin */
+int ing_urls_run(ing_ctx *c, const char *path);
+int ing_import_fashion_mnist(ing_ctx *c, const char *dir);
+int ing_import_fortunes(ing_ctx *c, const char *dir);
+
+/* A set of strings (paths). */
+typedef struct ing_strset ing_strset;
+ing_strset *ing_strset_new(void);
+void ing_strset_destroy(ing_strset *s);
+int ing_strset_has(const ing_strset *s, const char *key);
+int ing_strset_add(ing_strset *s, const char *key); /* 1 added, 0 present, <0 OOM */
+size_t ing_strset_count(const ing_strset *s);
+
+/* The directory-import journal (state.c; invariants in docs/ingest.md):
+ *   header line, then "S n" (highest batch number used), "D path" (done),
+ *   "B n" + "F path"... (a batch about to be committed), "C n" (committed),
+ *   "A n" (not committed: its files are to be sent again). Paths are JSON
+ *   strings. Appends are fsync'ed; compaction writes a new file, fsyncs it
+ *   and renames it over the old one. A torn last line is ignored. */
+typedef struct ing_state ing_state;
+ing_state *ing_state_open(const char *path, char *errbuf, size_t errsz);
+void ing_state_close(ing_state *st);
+int ing_state_is_done(const ing_state *st, const char *path);
+size_t ing_state_done_count(const ing_state *st);
+/* The batch left open by a crash: KN_OK with its number and files (owned by
+ * st), or KN_ENOTFOUND. */
+int ing_state_pending(const ing_state *st, uint64_t *batch, char *const **paths, size_t *n);
+/* Settles the pending batch (committed: its files are done) and rewrites the
+ * journal compacted. Call once after open, pending or not. */
+int ing_state_settle(ing_state *st, int committed, char *errbuf, size_t errsz);
+uint64_t ing_state_next_batch(ing_state *st);
+/* "B n" + "F" lines, fsync'ed: must be durable before the commit. */
+int ing_state_begin(ing_state *st, uint64_t batch, char *const *paths, size_t n, char *errbuf,
+                    size_t errsz);
+/* "C n" (committed) or "A n" (aborted), fsync'ed; committed files become done. */
+int ing_state_end(ing_state *st, uint64_t batch, int committed, char *errbuf, size_t errsz);
+
+/* HTTP server with POST /v1/records plus /healthz /readyz /metrics. */
+typedef struct ing_server ing_server;
+ing_server *ing_server_start(ing_ctx *c, const char *bind, int port, char *errbuf, size_t errsz);
+uint16_t ing_server_port(const ing_server *s);
+void ing_server_stop(ing_server *s);
+
+#endif

@@ -1,0 +1,241 @@
+/* jsonl.c: JSON lines from a file or stdin. Each non-blank line is one
+ * object: {"text": "..."} or {"image_base64": "..."}, with optional "label"
+ * (string or integer), "dataset" and "split". A line that is not such an
+ * object goes to the DLQ with the line's bytes (bad_json, bad_base64). */
+#include "ingest.h"
+#include "kn.h"
+#include "log.h"
+#include "shutdown.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* A line reader over a file descriptor that notices the shutdown flag while
+ * waiting (a signal may be delivered to another thread, so read(2) is not
+ * relied on to return EINTR). Lines over max are reported as oversize. */
+typedef struct {
+    int fd;
+    char *buf;
+    size_t start, len, cap, max;
+    int eof;
+} line_reader;
+
+/* Next line (without its newline) in *line and *n. 1: a line; 0: end of input;
+ * 2: a line over the limit was skipped (*n = its length so far). */
+static int next_line(line_reader *lr, char **line, size_t *n)
+{
+    int skipping = 0;
+    size_t skipped = 0;
+    for (;;) {
+        char *nl =
+            lr->len > lr->start ? memchr(lr->buf + lr->start, '\n', lr->len - lr->start) : NULL;
+        if (nl || (lr->eof && lr->len > lr->start)) {
+            size_t l = nl ? (size_t)(nl - (lr->buf + lr->start)) : lr->len - lr->start;
+            *line = lr->buf + lr->start;
+            *n = l;
+            lr->start += l + (nl ? 1 : 0);
+            if (skipping) {
+                *n = skipped + l;
+                return 2;
+            }
+            return 1;
+        }
+        if (lr->eof) return skipping ? (*n = skipped, 2) : 0;
+        if (lr->start > 0) { /* compact */
+            memmove(lr->buf, lr->buf + lr->start, lr->len - lr->start);
+            lr->len -= lr->start;
+            lr->start = 0;
+        }
+        if (lr->len > lr->max) { /* a line over the limit: drop what we have */
+            skipping = 1;
+            skipped += lr->len;
+            lr->len = 0;
+        }
+        if (lr->cap - lr->len < 65536) {
+            size_t nc = lr->cap * 2 + 65536;
+            char *g = realloc(lr->buf, nc);
+            if (!g) return 0;
+            lr->buf = g;
+            lr->cap = nc;
+        }
+        struct pollfd p = {lr->fd, POLLIN, 0};
+        int pr = poll(&p, 1, 200);
+        if (kn_shutdown_requested()) return 0;
+        if (pr <= 0) continue;
+        ssize_t r = read(lr->fd, lr->buf + lr->len, lr->cap - lr->len);
+        if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (r <= 0)
+            lr->eof = 1;
+        else
+            lr->len += (size_t)r;
+    }
+}
+
+static int b64val(unsigned char ch)
+{
+    if (ch >= 'A' && ch <= 'Z') return ch - 'A';
+    if (ch >= 'a' && ch <= 'z') return ch - 'a' + 26;
+    if (ch >= '0' && ch <= '9') return ch - '0' + 52;
+    if (ch == '+' || ch == '-') return 62;
+    if (ch == '/' || ch == '_') return 63;
+    return -1;
+}
+
+/* Standard or URL-safe base64, padding optional, whitespace ignored.
+ * Returns a malloc'd buffer or NULL when the text is not base64. */
+static uint8_t *b64decode(const char *s, size_t n, size_t *outlen)
+{
+    uint8_t *out = malloc(n / 4 * 3 + 3);
+    uint32_t acc = 0;
+    int bits = 0, pad = 0;
+    size_t o = 0;
+    if (!out) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == ' ' || ch == '\n' || ch == '\r' || ch == '\t') continue;
+        if (ch == '=') {
+            pad++;
+            continue;
+        }
+        int v = b64val(ch);
+        if (v < 0 || pad) {
+            free(out);
+            return NULL;
+        }
+        acc = acc << 6 | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (uint8_t)(acc >> bits);
+        }
+    }
+    if (bits >= 6 || pad > 2) { /* a lone 6-bit group cannot end base64 */
+        free(out);
+        return NULL;
+    }
+    *outlen = o;
+    return out;
+}
+
+static void handle_line(ing_ctx *c, const char *name, uint64_t lineno, const char *line, size_t n,
+                        ing_tally *t)
+{
+    char origin[1100], label[64], detail[300];
+    json_error_t jerr;
+    snprintf(origin, sizeof(origin), "%s:%" PRIu64, name, lineno);
+    ing_item it = {.data = line,
+                   .len = n,
+                   .source = "jsonl",
+                   .origin = origin,
+                   .content_type = "application/x-ndjson"};
+    uint8_t *img = NULL;
+    json_t *j = json_loadb(line, n, 0, &jerr);
+    if (!j || !json_is_object(j)) {
+        snprintf(detail, sizeof(detail), "%s", j ? "not a JSON object" : jerr.text);
+        it.refuse_reason = KN_RECORD_REASON_BAD_JSON;
+        it.refuse_detail = detail;
+        goto submit;
+    }
+    json_t *text = json_object_get(j, "text"), *b64 = json_object_get(j, "image_base64"),
+           *lab = json_object_get(j, "label"), *ds = json_object_get(j, "dataset"),
+           *sp = json_object_get(j, "split");
+    if (json_is_string(ds)) it.dataset = json_string_value(ds);
+    if (json_is_string(sp)) it.split = json_string_value(sp);
+    if (json_is_string(lab))
+        it.label = json_string_value(lab);
+    else if (json_is_integer(lab)) {
+        snprintf(label, sizeof(label), "%" JSON_INTEGER_FORMAT, json_integer_value(lab));
+        it.label = label;
+    } else if (lab && !json_is_null(lab)) {
+        it.refuse_reason = KN_RECORD_REASON_BAD_LABEL;
+        it.refuse_detail = "\"label\" must be a string or an integer";
+        goto submit;
+    }
+    if (json_is_string(text) && !b64) {
+        it.data = json_string_value(text);
+        it.len = json_string_length(text);
+        it.kind = ING_KIND_TEXT;
+        it.content_type = NULL;
+    } else if (json_is_string(b64) && !text) {
+        size_t il = 0;
+        img = b64decode(json_string_value(b64), json_string_length(b64), &il);
+        if (!img) {
+            it.refuse_reason = KN_RECORD_REASON_BAD_BASE64;
+            it.refuse_detail = "\"image_base64\" is not base64";
+            goto submit;
+        }
+        it.data = img;
+        it.len = il;
+        it.kind = ING_KIND_IMAGE;
+        it.content_type = NULL;
+    } else {
+        it.refuse_reason = KN_RECORD_REASON_BAD_JSON;
+        it.refuse_detail =
+            "exactly one of \"text\" (string) or \"image_base64\" (string) is required";
+    }
+submit:
+    if (ing_submit(c, NULL, &it, ing_tally_done, t, NULL) != KN_OK) atomic_fetch_add(&t->failed, 1);
+    free(img);
+    json_decref(j);
+}
+
+int ing_jsonl_run(ing_ctx *c, const char *path)
+{
+    ing_tally t = {0};
+    int stdin_in = !path || strcmp(path, "-") == 0;
+    const char *name = stdin_in ? "stdin" : path;
+    line_reader lr = {.fd = stdin_in ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC)};
+    if (lr.fd < 0) {
+        kn_log_error("jsonl: %s: %s", path, strerror(errno));
+        return 1;
+    }
+    /* base64 grows 4/3; leave room for the other fields */
+    lr.max = (c->opt.max_image > c->opt.max_text ? c->opt.max_image : c->opt.max_text) / 3 * 4 +
+             (64 << 10);
+    char *line;
+    size_t n;
+    uint64_t lineno = 0;
+    ing_progress pr;
+    ing_progress_start(&pr, &c->opt, "jsonl", 0);
+    int r;
+    while ((r = next_line(&lr, &line, &n)) != 0) {
+        lineno++;
+        if (r == 2) {
+            char origin[1100], detail[128];
+            snprintf(origin, sizeof(origin), "%s:%" PRIu64, name, lineno);
+            snprintf(detail, sizeof(detail), "line of %zu bytes, limit %zu", n, lr.max);
+            ing_item it = {.source = "jsonl",
+                           .origin = origin,
+                           .refuse_reason = KN_RECORD_REASON_TOO_LARGE,
+                           .refuse_detail = detail};
+            if (ing_submit(c, NULL, &it, ing_tally_done, &t, NULL) != KN_OK)
+                atomic_fetch_add(&t.failed, 1);
+            continue;
+        }
+        if (n && line[n - 1] == '\r') n--;
+        size_t k = 0;
+        while (k < n && (line[k] == ' ' || line[k] == '\t'))
+            k++;
+        if (k == n) continue; /* blank lines are not input */
+        handle_line(c, name, lineno, line, n, &t);
+        ing_progress_update(&pr, lineno, 0);
+    }
+    if (!stdin_in) close(lr.fd);
+    free(lr.buf);
+    int left = ing_drain(c, NULL, 60000);
+    ing_progress_update(&pr, lineno, 1);
+    long failed = atomic_load(&t.failed);
+    kn_log_fields(KN_LOG_INFO,
+                  json_pack("{s:I,s:I,s:I,s:i}", "records", (json_int_t)atomic_load(&t.ok),
+                            "refused", (json_int_t)atomic_load(&t.refused), "failed",
+                            (json_int_t)failed, "unreported", left),
+                  "jsonl: finished");
+    return failed || left ? 1 : 0;
+}

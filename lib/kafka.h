@@ -1,0 +1,153 @@
+/* kafka.h: the one small wrapper through which every kiln service speaks to
+ * Kafka (librdkafka).
+ *
+ * Producer: idempotent (enable.idempotence), a delivery-report callback for
+ * every message, continuous polling by a background thread, queue-full
+ * handled by poll-and-retry, bounded flush on destroy that reports what is
+ * still queued. Optionally transactional (consume-transform-produce).
+ * Consumer: manual offsets (no auto-commit, no auto offset store),
+ * isolation.level=read_committed.
+ * Admin: create topics, answering KN_OK when a topic already exists. */
+#ifndef KN_KAFKA_H
+#define KN_KAFKA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <librdkafka/rdkafka.h>
+
+typedef struct kn_kafka_producer kn_kafka_producer;
+typedef struct kn_kafka_consumer kn_kafka_consumer;
+
+/* A record header; value may hold any bytes. */
+typedef struct {
+    const char *name;
+    const void *value;
+    size_t len;
+} kn_kafka_header;
+
+/* Delivery report, called from the producer's poll thread once per message:
+ * err is RD_KAFKA_RESP_ERR_NO_ERROR when the broker acknowledged it (then
+ * partition/offset say where), anything else when it was not delivered. */
+typedef void (*kn_kafka_dr_cb)(void *opaque, void *msg_opaque, rd_kafka_resp_err_t err,
+                               int32_t partition, int64_t offset);
+
+typedef struct {
+    const char *brokers;          /* "host:port,..." */
+    const char *client_id;        /* default "kiln" */
+    const char *transactional_id; /* NULL: not transactional */
+    kn_kafka_dr_cb dr_cb;         /* may be NULL */
+    void *dr_opaque;
+    int linger_ms;                /* default 5 */
+    const char *compression;      /* default "zstd" */
+    const char *const *extra;     /* more librdkafka properties: {"k","v",...,NULL} */
+} kn_kafka_producer_options;
+
+/* Creates the producer and starts its poll thread, which serves delivery
+ * reports for transactional producers too. For a transactional one, also runs
+ * init_transactions. NULL on error (errbuf says). */
+kn_kafka_producer *kn_kafka_producer_new(const kn_kafka_producer_options *opts, char *errbuf,
+                                         size_t errsz);
+
+/* Enqueues a copy of key/value/headers. partition -1 = partitioner (by key).
+ * Blocks while the local queue is full (polling) up to 30 s. Returns KN_OK
+ * once queued; delivery is reported through dr_cb with msg_opaque. */
+int kn_kafka_produce(kn_kafka_producer *p, const char *topic, int32_t partition, const void *key,
+                     size_t key_len, const void *value, size_t value_len,
+                     const kn_kafka_header *headers, size_t nheaders, void *msg_opaque);
+
+/* Waits up to timeout_ms for every queued message to be reported; returns
+ * the number still outstanding (0 = all reported). */
+int kn_kafka_producer_flush(kn_kafka_producer *p, int timeout_ms);
+
+/* Serves delivery reports now (for transactional producers). */
+void kn_kafka_producer_poll(kn_kafka_producer *p, int timeout_ms);
+
+/* Messages not yet reported. */
+int kn_kafka_producer_outlen(kn_kafka_producer *p);
+
+/* Bounded flush (timeout_ms), logs how many messages are still queued, then
+ * destroys. Accepts NULL. */
+void kn_kafka_producer_destroy(kn_kafka_producer *p, int timeout_ms);
+
+/* Transactions (transactional producers only). On failure the code says
+ * what to do next: KN_ETIMEDOUT retriable (call again), KN_ECONFLICT the
+ * transaction must be aborted, KN_EKAFKA fatal (destroy the producer). */
+int kn_kafka_txn_begin(kn_kafka_producer *p, char *errbuf, size_t errsz);
+int kn_kafka_txn_send_offsets(kn_kafka_producer *p, kn_kafka_consumer *c,
+                              const rd_kafka_topic_partition_list_t *offsets, char *errbuf,
+                              size_t errsz);
+int kn_kafka_txn_commit(kn_kafka_producer *p, int timeout_ms, char *errbuf, size_t errsz);
+int kn_kafka_txn_abort(kn_kafka_producer *p, int timeout_ms, char *errbuf, size_t errsz);
+
+rd_kafka_t *kn_kafka_producer_handle(kn_kafka_producer *p);
+
+/* --- consumer --- */
+
+typedef struct {
+    const char *brokers;
+    const char *group_id;         /* required (offsets are per group) */
+    const char *client_id;        /* default "kiln" */
+    int read_committed;           /* isolation.level=read_committed when non-zero */
+    const char *auto_offset_reset;/* "earliest" (default) or "latest" */
+    const char *const *extra;     /* more librdkafka properties: {"k","v",...,NULL} */
+    /* Group rebalance callback (may be NULL: librdkafka then assigns and
+     * revokes by itself). When set, it must call rd_kafka_assign() itself, as
+     * librdkafka's rebalance_cb contract says; it runs inside consumer_poll.
+     * opaque is passed to it (rd_kafka_opaque). */
+    void (*rebalance_cb)(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque);
+    void *opaque;
+} kn_kafka_consumer_options;
+
+kn_kafka_consumer *kn_kafka_consumer_new(const kn_kafka_consumer_options *opts, char *errbuf,
+                                         size_t errsz);
+
+/* Group subscription (rebalanced across instances). */
+int kn_kafka_consumer_subscribe(kn_kafka_consumer *c, const char *const *topics, size_t n,
+                                char *errbuf, size_t errsz);
+
+/* Manual assignment: partitions with their start offsets (the trainer seeks
+ * to the offsets stored in its checkpoint this way). */
+int kn_kafka_consumer_assign(kn_kafka_consumer *c, const rd_kafka_topic_partition_list_t *parts,
+                             char *errbuf, size_t errsz);
+
+/* Next message or NULL on timeout. The caller destroys it with
+ * rd_kafka_message_destroy(). A message whose err is set is an event
+ * (partition EOF, transient error), not a record. */
+rd_kafka_message_t *kn_kafka_consumer_poll(kn_kafka_consumer *c, int timeout_ms);
+
+/* Synchronous commit of explicit offsets (next offset to read). */
+int kn_kafka_consumer_commit(kn_kafka_consumer *c, const rd_kafka_topic_partition_list_t *offsets,
+                             char *errbuf, size_t errsz);
+
+/* Number of partitions of a topic, or a negative KN_* code. */
+int kn_kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms);
+
+/* Low and high watermarks of one partition. */
+int kn_kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t *low,
+                        int64_t *high, int timeout_ms);
+
+rd_kafka_t *kn_kafka_consumer_handle(kn_kafka_consumer *c);
+
+/* Closes (leaves the group) and destroys. Accepts NULL. */
+void kn_kafka_consumer_destroy(kn_kafka_consumer *c);
+
+/* --- admin --- */
+
+typedef struct {
+    const char *name;
+    int partitions;        /* >= 1 */
+    int compacted;         /* cleanup.policy=compact when non-zero */
+    int64_t retention_ms;  /* 0: broker default; -1: forever */
+} kn_kafka_topic_spec;
+
+/* Creates the topics that do not exist yet; KN_OK when all exist after. */
+int kn_kafka_create_topics(const char *brokers, const kn_kafka_topic_spec *specs, size_t n,
+                           int timeout_ms, char *errbuf, size_t errsz);
+
+/* Finds a header by name in a consumed message. */
+int kn_kafka_header_get(const rd_kafka_message_t *m, const char *name, const void **value,
+                        size_t *len);
+
+#endif

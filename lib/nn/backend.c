@@ -1,0 +1,18 @@
+/* backend.c: picks a backend by name. The CUDA backend registers here when
+ * kiln is built with it (KILN_HAVE_CUDA); otherwise only "cpu" exists. */
+#include "backend.h"
+
+#include <string.h>
+
+#ifdef KILN_HAVE_CUDA
+const kn_backend *kn_backend_cuda(void);
+#endif
+
+const kn_backend *kn_backend_get(const char *name)
+{
+    if (!name || strcmp(name, "cpu") == 0) return kn_backend_cpu();
+#ifdef KILN_HAVE_CUDA
+    if (strcmp(name, "cuda") == 0) return kn_backend_cuda();
+#endif
+    return NULL;
+}

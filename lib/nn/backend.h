@@ -1,0 +1,169 @@
+/* backend.h: the one interface between kiln's models and the hardware.
+ * A backend owns device memory and implements every numeric op (forward and
+ * backward of each layer, losses, optimizer updates). The CPU backend (cpu.c,
+ * OpenBLAS for the GEMMs) is the reference; a CUDA backend fills the same
+ * table with kernels + cuBLAS. All float/int pointers passed to ops are DEVICE
+ * pointers from alloc(); shapes are element counts. Backward ops ACCUMULATE
+ * (+=) into every gradient they write; a NULL gradient pointer means "not
+ * needed" and is skipped. Buffers passed to one call never overlap (the CPU
+ * backend declares them restrict). Ops cannot fail (a CUDA backend checks its calls
+ * fail-fast, as STYLE.md says). */
+#ifndef KN_NN_BACKEND_H
+#define KN_NN_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Elementwise activations. */
+enum { KN_ACT_RELU = 1, KN_ACT_TANH, KN_ACT_SIGMOID, KN_ACT_GELU };
+
+/* Pooling kinds. */
+enum { KN_POOL_MAX = 1, KN_POOL_AVG };
+
+/* Sequence pooling for the text classifier. */
+enum { KN_SEQPOOL_MEAN = 1, KN_SEQPOOL_CLS };
+
+/* Optimizer kinds (optim.h parses them from JSON). */
+enum { KN_OPT_SGD = 1, KN_OPT_ADAM, KN_OPT_ADAMW, KN_OPT_RMSPROP };
+
+/* Shape of one 2-D convolution, NCHW input (B, C, H, W), weights
+ * (OC, C, K, K), output (B, OC, OH, OW) with OH = (H + 2 pad - K) / stride + 1. */
+typedef struct {
+    int B, C, H, W;
+    int OC, K, stride, pad;
+    int OH, OW;
+} kn_conv_shape;
+
+/* Shape of one 2-D pooling: input (B, C, H, W), window K x K, stride S, no
+ * padding; output (B, C, OH, OW), OH = (H - K) / S + 1. */
+typedef struct {
+    int B, C, H, W;
+    int K, S;
+    int OH, OW;
+} kn_pool_shape;
+
+/* Everything one optimizer update needs, computed on the host per step. */
+typedef struct {
+    int kind;           /* KN_OPT_* */
+    float lr;           /* learning rate for this step */
+    float beta1;        /* Adam/AdamW first moment; SGD momentum */
+    float beta2;        /* Adam/AdamW second moment; RMSprop alpha */
+    float eps;          /* Adam/AdamW/RMSprop denominator epsilon */
+    float weight_decay; /* 0 for tensors without decay (biases, norms) */
+    float bc1, bc2;     /* bias corrections 1 - beta^t (Adam/AdamW), else 1 */
+    float grad_scale;   /* multiplies every gradient first (clipping), 1 = none */
+} kn_optim_args;
+
+typedef struct kn_backend kn_backend;
+
+struct kn_backend {
+    const char *name; /* "cpu", "cuda" */
+
+    /* --- memory: device buffers; alloc returns zeroed memory or NULL --- */
+    void *(*alloc)(size_t bytes);
+    void (*free)(void *p); /* accepts NULL */
+    void (*to_device)(void *dst, const void *src, size_t bytes);
+    void (*to_host)(void *dst, const void *src, size_t bytes);
+    void (*zero)(void *p, size_t bytes);
+
+    /* --- linear: out (N, OC) = inp (N, C) . w^T + bias; w (OC, C), bias (OC) or NULL --- */
+    void (*matmul_fwd)(float *out, const float *inp, const float *w, const float *bias, int N,
+                       int C, int OC);
+    void (*matmul_bwd)(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                       const float *w, int N, int C, int OC);
+
+    /* --- conv2d by im2col + GEMM; scratch holds conv2d_scratch(s) floats --- */
+    size_t (*conv2d_scratch)(const kn_conv_shape *s);
+    void (*conv2d_fwd)(float *out, const float *inp, const float *w, const float *bias,
+                       float *scratch, const kn_conv_shape *s);
+    void (*conv2d_bwd)(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                       const float *w, float *scratch, const kn_conv_shape *s);
+
+    /* --- pooling; idx (B, C, OH, OW) records the max position (unused for avg) --- */
+    void (*pool2d_fwd)(int kind, float *out, int *idx, const float *inp, const kn_pool_shape *s);
+    void (*pool2d_bwd)(int kind, float *dinp, const float *dout, const int *idx,
+                       const kn_pool_shape *s);
+
+    /* --- embeddings: out (N, C) = wte[ids[n]]; ids in [0, rows of wte) --- */
+    void (*embed_fwd)(float *out, const int *ids, const float *wte, int N, int C);
+    void (*embed_bwd)(float *dwte, const float *dout, const int *ids, int N, int C);
+    /* out (B, T, C) += wpe[t] (wpe is (maxT, C)) */
+    void (*posemb_fwd)(float *out, const float *wpe, int B, int T, int C);
+    void (*posemb_bwd)(float *dwpe, const float *dout, int B, int T, int C);
+
+    /* --- layernorm over the last dim: inp (N, C), w, b (C), mean, rstd (N) saved --- */
+    void (*layernorm_fwd)(float *out, float *mean, float *rstd, const float *inp, const float *w,
+                          const float *b, int N, int C);
+    void (*layernorm_bwd)(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                          const float *w, const float *mean, const float *rstd, int N, int C);
+
+    /* --- multi-head self-attention: qkv (B, T, 3C) = [q | k | v], NH heads of
+     * C / NH; preatt, att (B, NH, T, T) saved; out (B, T, C). causal = 1 masks
+     * the future (GPT), 0 attends everywhere (classifier). --- */
+    void (*attention_fwd)(float *out, float *preatt, float *att, const float *qkv, int B, int T,
+                          int C, int NH, int causal);
+    void (*attention_bwd)(float *dqkv, float *dpreatt, float *datt, const float *dout,
+                          const float *qkv, const float *att, int B, int T, int C, int NH,
+                          int causal);
+
+    /* --- activations, n elements; bwd reads inp (GELU) or out (others) --- */
+    void (*act_fwd)(int kind, float *out, const float *inp, size_t n);
+    void (*act_bwd)(int kind, float *dinp, const float *inp, const float *out, const float *dout,
+                    size_t n);
+
+    /* --- dropout, inverted: mask[i] = keep ? 1/(1-p) : 0, drawn from a
+     * counter-based hash of (seed, i) so every backend draws the same mask --- */
+    void (*dropout_fwd)(float *out, float *mask, const float *inp, size_t n, float p,
+                        uint64_t seed);
+    void (*dropout_bwd)(float *dinp, const float *dout, const float *mask, size_t n);
+
+    /* --- residual: out = a + b; bwd: da += dout, db += dout --- */
+    void (*residual_fwd)(float *out, const float *a, const float *b, size_t n);
+    void (*residual_bwd)(float *da, float *db, const float *dout, size_t n);
+
+    /* --- sequence pooling: inp (B, T, C) -> out (B, C), mean over T or token 0 --- */
+    void (*seqpool_fwd)(int kind, float *out, const float *inp, int B, int T, int C);
+    void (*seqpool_bwd)(int kind, float *dinp, const float *dout, int B, int T, int C);
+
+    /* --- fused stable softmax cross-entropy over the first V of Vp columns:
+     * logits, probs (N, Vp), targets (N) with -1 = ignored row (loss 0);
+     * losses (N). bwd: dlogits += (probs - onehot) * dloss, padded columns
+     * untouched. --- */
+    void (*xent_fwd)(float *losses, float *probs, const float *logits, const int *targets, int N,
+                     int V, int Vp);
+    void (*xent_bwd)(float *dlogits, const float *probs, const int *targets, float dloss, int N,
+                     int V, int Vp);
+
+    /* --- mean squared error: pred, y (N, D); losses (N) = mean_d (pred - y)^2;
+     * bwd: dpred += dloss * 2 (pred - y) / D --- */
+    void (*mse_fwd)(float *losses, const float *pred, const float *y, int N, int D);
+    void (*mse_bwd)(float *dpred, const float *pred, const float *y, float dloss, int N, int D);
+
+    /* --- reductions, returned to the host --- */
+    double (*sum)(const float *x, size_t n);
+    double (*sumsq)(const float *x, size_t n);
+
+    /* --- optimizer update of n parameters; m, v are the optimizer state
+     * (unused ones may be NULL for SGD/RMSprop) --- */
+    void (*optim_update)(const kn_optim_args *a, float *param, const float *grad, float *m,
+                         float *v, size_t n);
+};
+
+/* The CPU backend (static, never freed). */
+const kn_backend *kn_backend_cpu(void);
+
+/* Backend by name ("cpu"; "cuda" when built with CUDA), or NULL. */
+const kn_backend *kn_backend_get(const char *name);
+
+/* The dropout mask rule shared by every backend: uniform in [0, 1) from a
+ * counter-based hash of (seed, i); keep when u >= p. */
+static inline float kn_backend_uniform(uint64_t seed, uint64_t i)
+{
+    uint64_t z = seed + 0x9E3779B97F4A7C15ull * (i + 1);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (float)(z >> 40) * (1.0f / 16777216.0f);
+}
+
+#endif

@@ -1,0 +1,350 @@
+/* model.c: the model API common to every model type: creation from a spec,
+ * forward/backward dispatch, optimizer, inference, sampling. The layer
+ * wiring of each family lives in model_seq.c and model_tfm.c. */
+#include "model_int.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kn.h"
+#include "rng.h"
+
+int kn_model_spec_int(const json_t *spec, json_t *norm, const char *key, int def, int lo, int hi,
+                      int *out, char *err, size_t errsz)
+{
+    const json_t *v = json_object_get(spec, key);
+    long long x = def;
+    if (v) {
+        if (!json_is_integer(v))
+            return kn_seterr(err, errsz, KN_EINVAL, "model spec: \"%s\" must be an integer", key);
+        x = json_integer_value(v);
+    }
+    if (x < lo || x > hi)
+        return kn_seterr(err, errsz, KN_EINVAL, "model spec: \"%s\" = %lld is outside [%d, %d]",
+                         key, x, lo, hi);
+    *out = (int)x;
+    if (norm) json_object_set_new(norm, key, json_integer(x));
+    return KN_OK;
+}
+
+int kn_model_new(const json_t *spec, uint64_t seed, int max_batch, const kn_backend *be,
+                 kn_model **out, char *err, size_t errsz)
+{
+    int rc;
+    kn_model *m = NULL;
+    json_t *norm = NULL;
+    *out = NULL;
+    if (!be) be = kn_backend_cpu();
+    const char *type = json_string_value(json_object_get(spec, "type"));
+    if (!json_is_object(spec) || !type)
+        return kn_seterr(err, errsz, KN_EINVAL, "model spec: needs an object with \"type\"");
+    if (max_batch < 1 || max_batch > (1 << 20))
+        return kn_seterr(err, errsz, KN_EINVAL, "model: max_batch %d is out of range", max_batch);
+    m = calloc(1, sizeof(*m));
+    norm = json_pack("{s:s}", "type", type);
+    if (!m || !norm) {
+        rc = kn_seterr(err, errsz, KN_ENOMEM, "model: out of memory");
+        goto fail;
+    }
+    m->be = be;
+    m->max_B = max_batch;
+    m->seed = seed;
+    kn_tensor_set_init(&m->params);
+    kn_tensor_set_init(&m->grads);
+    kn_tensor_set_init(&m->acts);
+    kn_tensor_set_init(&m->dacts);
+    if (strcmp(type, "mlp") == 0 || strcmp(type, "linreg") == 0 || strcmp(type, "cnn") == 0) {
+        m->type = strcmp(type, "cnn") == 0 ? KN_MODEL_CNN : KN_MODEL_MLP;
+        rc = kn_model_seq_build(m, spec, norm, err, errsz);
+    } else if (strcmp(type, "gpt") == 0 || strcmp(type, "txtcls") == 0) {
+        m->type = strcmp(type, "gpt") == 0 ? KN_MODEL_GPT : KN_MODEL_TXTCLS;
+        rc = kn_model_tfm_build(m, spec, norm, err, errsz);
+    } else {
+        rc = kn_seterr(err, errsz, KN_EINVAL,
+                       "model spec: unknown type \"%s\" (mlp, linreg, cnn, gpt, txtcls)", type);
+    }
+    if (rc) goto fail;
+    if (kn_tensor_set_alloc(&m->params, be) || kn_tensor_set_clone_layout(&m->grads, &m->params) ||
+        kn_tensor_set_alloc(&m->grads, be) || kn_tensor_set_clone_layout(&m->dacts, &m->acts) ||
+        kn_tensor_set_alloc(&m->acts, be) || kn_tensor_set_alloc(&m->dacts, be) ||
+        !(m->ibuf = be->alloc((m->ibuf_n ? m->ibuf_n : 1) * sizeof(int))) ||
+        (m->seq.scratch_n && !(m->seq.scratch = be->alloc(m->seq.scratch_n * sizeof(float))))) {
+        rc = kn_seterr(err, errsz, KN_ENOMEM, "model: out of memory for %zu parameters",
+                       m->params.numel);
+        goto fail;
+    }
+    rc = m->type == KN_MODEL_GPT || m->type == KN_MODEL_TXTCLS ? kn_model_tfm_init(m)
+                                                               : kn_model_seq_init(m);
+    if (rc) {
+        kn_seterr(err, errsz, rc, "model: weight init failed");
+        goto fail;
+    }
+    m->spec = norm;
+    *out = m;
+    return KN_OK;
+fail:
+    json_decref(norm);
+    kn_model_destroy(m);
+    return rc;
+}
+
+void kn_model_destroy(kn_model *m)
+{
+    if (!m) return;
+    kn_optim_destroy(m->opt);
+    kn_tensor_set_free(&m->params);
+    kn_tensor_set_free(&m->grads);
+    kn_tensor_set_free(&m->acts);
+    kn_tensor_set_free(&m->dacts);
+    if (m->be) {
+        m->be->free(m->ibuf);
+        m->be->free(m->seq.scratch);
+    }
+    free(m->seq.l);
+    free(m->tfm.blk);
+    json_decref(m->spec);
+    free(m);
+}
+
+int kn_model_type(const kn_model *m)
+{
+    return m->type;
+}
+
+const json_t *kn_model_spec(const kn_model *m)
+{
+    return m->spec;
+}
+
+size_t kn_model_num_params(const kn_model *m)
+{
+    size_t n = 0;
+    for (int i = 0; i < m->params.n; i++)
+        n += m->params.t[i].numel;
+    return n;
+}
+
+int kn_model_max_batch(const kn_model *m)
+{
+    return m->max_B;
+}
+
+int kn_model_block_size(const kn_model *m)
+{
+    return m->type == KN_MODEL_GPT || m->type == KN_MODEL_TXTCLS ? m->tfm.maxT : 0;
+}
+
+int kn_model_num_outputs(const kn_model *m)
+{
+    switch (m->type) {
+    case KN_MODEL_GPT:
+        return m->tfm.V;
+    case KN_MODEL_TXTCLS:
+        return m->tfm.classes;
+    default:
+        return m->seq.out_numel;
+    }
+}
+
+const kn_tensor_set *kn_model_params(const kn_model *m)
+{
+    return &m->params;
+}
+
+const kn_tensor_set *kn_model_grads(const kn_model *m)
+{
+    return &m->grads;
+}
+
+void kn_model_set_training(kn_model *m, int on)
+{
+    m->training = on ? 1 : 0;
+}
+
+int kn_model_forward(kn_model *m, const kn_batch *b, float *loss, char *err, size_t errsz)
+{
+    m->have_targets = 0;
+    if (!b || b->B < 1 || b->B > m->max_B)
+        return kn_seterr(err, errsz, KN_EINVAL, "model: batch of %d rows, allocated for 1..%d",
+                         b ? b->B : 0, m->max_B);
+    int rc = m->type == KN_MODEL_GPT || m->type == KN_MODEL_TXTCLS
+                 ? kn_model_tfm_forward(m, b, err, errsz)
+                 : kn_model_seq_forward(m, b, err, errsz);
+    if (rc) return rc;
+    if (m->training) m->fwd_count++;
+    if (loss) *loss = 0.0f;
+    if (m->have_targets && loss) {
+        int la =
+            m->type == KN_MODEL_GPT || m->type == KN_MODEL_TXTCLS ? m->tfm.losses : m->seq.a_losses;
+        double s = m->be->sum(ACT(m, la), (size_t)m->out_rows);
+        *loss = m->n_valid ? (float)(s / m->n_valid) : 0.0f;
+    }
+    return KN_OK;
+}
+
+int kn_model_backward(kn_model *m)
+{
+    if (!m->have_targets) return KN_EINVAL;
+    m->be->zero(m->dacts.data, m->dacts.numel * sizeof(float));
+    if (m->type == KN_MODEL_GPT || m->type == KN_MODEL_TXTCLS)
+        kn_model_tfm_backward(m);
+    else
+        kn_model_seq_backward(m);
+    return KN_OK;
+}
+
+void kn_model_zero_grad(kn_model *m)
+{
+    m->be->zero(m->grads.data, m->grads.numel * sizeof(float));
+}
+
+int kn_model_set_optim(kn_model *m, const kn_optim_config *cfg)
+{
+    kn_optim *o = kn_optim_new(cfg, &m->params, m->be);
+    if (!o) return KN_ENOMEM;
+    kn_optim_destroy(m->opt);
+    m->opt = o;
+    return KN_OK;
+}
+
+const kn_optim *kn_model_optim(const kn_model *m)
+{
+    return m->opt;
+}
+
+int kn_model_step(kn_model *m, float *grad_norm, float *lr)
+{
+    if (!m->opt) return KN_EINVAL;
+    kn_optim_update(m->opt, &m->params, &m->grads, grad_norm, lr);
+    return KN_OK;
+}
+
+int kn_model_logits(const kn_model *m, float *out, size_t cap)
+{
+    if (!m->out_rows) return KN_EINVAL;
+    if ((size_t)m->out_rows * m->out_valid > cap) return KN_ETOOBIG;
+    const float *src = ACT(m, m->out_act);
+    if (m->out_stride == m->out_valid) {
+        m->be->to_host(out, src, (size_t)m->out_rows * m->out_valid * sizeof(float));
+        return KN_OK;
+    }
+    for (int r = 0; r < m->out_rows; r++)
+        m->be->to_host(out + (size_t)r * m->out_valid, src + (size_t)r * m->out_stride,
+                       (size_t)m->out_valid * sizeof(float));
+    return KN_OK;
+}
+
+int kn_model_predict(const kn_model *m, int *out, size_t cap)
+{
+    if (!m->out_rows) return KN_EINVAL;
+    if ((size_t)m->out_rows > cap) return KN_ETOOBIG;
+    float *row = malloc((size_t)m->out_stride * sizeof(float));
+    if (!row) return KN_ENOMEM;
+    const float *src = ACT(m, m->out_act);
+    for (int r = 0; r < m->out_rows; r++) {
+        m->be->to_host(row, src + (size_t)r * m->out_stride, (size_t)m->out_valid * sizeof(float));
+        int best = 0;
+        for (int i = 1; i < m->out_valid; i++)
+            if (row[i] > row[best]) best = i;
+        out[r] = best;
+    }
+    free(row);
+    return KN_OK;
+}
+
+typedef struct {
+    float v;
+    int i;
+} scored;
+
+static int cmp_scored_desc(const void *a, const void *b)
+{
+    const scored *x = a, *y = b;
+    if (x->v != y->v) return x->v > y->v ? -1 : 1;
+    return x->i - y->i; /* ties: lower id first, deterministic */
+}
+
+/* Draws one token from logits (V) following sc; work holds V entries. */
+static int sample_token(const float *logits, int V, const kn_sample_config *sc, kn_rng *rng,
+                        scored *work)
+{
+    if (sc->temperature <= 0.0f) {
+        int best = 0;
+        for (int i = 1; i < V; i++)
+            if (logits[i] > logits[best]) best = i;
+        return best;
+    }
+    for (int i = 0; i < V; i++) {
+        work[i].v = logits[i] / sc->temperature;
+        work[i].i = i;
+    }
+    int k = sc->top_k > 0 && sc->top_k < V ? sc->top_k : V;
+    qsort(work, (size_t)V, sizeof(*work), cmp_scored_desc);
+    double sum = 0.0;
+    const float mx = work[0].v;
+    for (int i = 0; i < k; i++)
+        sum += exp((double)(work[i].v - mx));
+    double u = (double)kn_rng_uniform(rng) * sum, c = 0.0;
+    for (int i = 0; i < k; i++) {
+        c += exp((double)(work[i].v - mx));
+        if (u < c) return work[i].i;
+    }
+    return work[k - 1].i;
+}
+
+int kn_model_generate(kn_model *m, const int *prompt, int n_prompt, int n_new,
+                      const kn_sample_config *sc, int *out, char *err, size_t errsz)
+{
+    if (m->type != KN_MODEL_GPT)
+        return kn_seterr(err, errsz, KN_EINVAL, "generate: only gpt models generate text");
+    if (n_prompt < 1 || n_new < 0)
+        return kn_seterr(err, errsz, KN_EINVAL, "generate: needs a prompt of at least one token");
+    const int V = m->tfm.V, maxT = m->tfm.maxT;
+    float *row = malloc((size_t)V * sizeof(float));
+    scored *work = malloc((size_t)V * sizeof(*work));
+    int rc = KN_OK, was_training = m->training;
+    if (!row || !work) {
+        rc = kn_seterr(err, errsz, KN_ENOMEM, "generate: out of memory");
+        goto out;
+    }
+    memcpy(out, prompt, (size_t)n_prompt * sizeof(int));
+    kn_rng rng;
+    kn_rng_init(&rng, sc->seed);
+    m->training = 0;
+    for (int n = n_prompt; n < n_prompt + n_new; n++) {
+        int T = n < maxT ? n : maxT;
+        kn_batch b = {.B = 1, .T = T, .tokens = out + n - T};
+        rc = kn_model_tfm_forward(m, &b, err, errsz);
+        if (rc) goto out;
+        /* no KV cache: the whole context is recomputed per token (fine for
+         * small models; the CUDA trainer's evaluator batches prompts) */
+        m->be->to_host(row, ACT(m, m->tfm.logits) + (size_t)(T - 1) * m->tfm.Vp,
+                       (size_t)V * sizeof(float));
+        out[n] = sample_token(row, V, sc, &rng, work);
+    }
+out:
+    m->training = was_training;
+    free(row);
+    free(work);
+    return rc;
+}
+
+int kn_model_get_tensor(const kn_model *m, const char *name, float *out, size_t numel)
+{
+    int i = kn_tensor_find(&m->params, name);
+    if (i < 0) return KN_ENOTFOUND;
+    if (m->params.t[i].numel != numel) return KN_EINVAL;
+    m->be->to_host(out, PAR(m, i), numel * sizeof(float));
+    return KN_OK;
+}
+
+int kn_model_set_tensor(kn_model *m, const char *name, const float *in, size_t numel)
+{
+    int i = kn_tensor_find(&m->params, name);
+    if (i < 0) return KN_ENOTFOUND;
+    if (m->params.t[i].numel != numel) return KN_EINVAL;
+    m->be->to_device(PAR(m, i), in, numel * sizeof(float));
+    return KN_OK;
+}

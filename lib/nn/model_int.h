@@ -1,0 +1,103 @@
+/* model_int.h: internals shared by model.c (common API), model_seq.c
+ * (MLP/CNN/linreg as a layer sequence), model_tfm.c (GPT and the Transformer
+ * classifier) and model_ckpt.c. Not part of the public contract. */
+#ifndef KN_NN_MODEL_INT_H
+#define KN_NN_MODEL_INT_H
+
+#include "model.h"
+
+enum { SEQ_LINEAR = 1, SEQ_CONV, SEQ_POOL, SEQ_ACT, SEQ_DROPOUT };
+
+typedef struct {
+    int kind;           /* SEQ_* */
+    int sub;            /* KN_ACT_* or KN_POOL_* */
+    int in_numel;       /* per sample, input */
+    int out_numel;      /* per sample, output */
+    kn_conv_shape conv; /* SEQ_CONV; B set per call */
+    kn_pool_shape pool; /* SEQ_POOL; B set per call */
+    float p;            /* SEQ_DROPOUT drop probability */
+    int w, b;           /* parameter indices or -1 */
+    int out;            /* activation index of the output (max_B, out_numel) */
+    int mask;           /* SEQ_DROPOUT: activation index of the mask, else -1 */
+    size_t idx_off;     /* SEQ_POOL max: int offset of argmax (max_B, out_numel) */
+} seq_layer;
+
+typedef struct {
+    seq_layer *l; /* (n) layers */
+    int n;
+    int in_numel;                     /* floats per input row */
+    int out_numel;                    /* classes or regression dims */
+    int mse;                          /* 1: MSE loss on y; 0: softmax cross-entropy on labels */
+    int a_in, a_probs, a_losses, a_y; /* activation indices */
+    size_t scratch_n;                 /* floats of im2col scratch (max over convs) */
+    float *scratch;                   /* device */
+    size_t i_labels;                  /* int offset of labels (max_B) */
+} seq_model;
+
+typedef struct {
+    /* parameters */
+    int ln1w, ln1b, qkvw, qkvb, projw, projb, ln2w, ln2b, fcw, fcb, fcprojw, fcprojb;
+    /* activations, all (B, T, .) except mean/rstd (B, T) and preatt/att (B, NH, T, T) */
+    int ln1, ln1_mean, ln1_rstd, qkv, atty, preatt, att, attproj, res2;
+    int ln2, ln2_mean, ln2_rstd, fch, fch_gelu, fcproj, res3;
+} tfm_block;
+
+typedef struct {
+    int L, NH, C, maxT;                     /* layers, heads, channels, block size */
+    int V, Vp;                              /* vocab size and padded vocab (rows of wte) */
+    int classes;                            /* txtcls: classes; gpt: 0 */
+    int pool;                               /* txtcls: KN_SEQPOOL_* */
+    int causal;                             /* 1 for gpt, spec for txtcls */
+    int wte, wpe, lnfw, lnfb, headw, headb; /* parameters (head only for txtcls) */
+    tfm_block *blk;                         /* (L) */
+    int encoded, lnf, lnf_mean, lnf_rstd, pooled, logits, probs, losses; /* activations */
+    size_t i_tokens, i_targets; /* int offsets (max_B * maxT each) */
+} tfm_model;
+
+struct kn_model {
+    int type;     /* KN_MODEL_* */
+    json_t *spec; /* normalised spec (owned) */
+    const kn_backend *be;
+    int max_B;
+    uint64_t seed;
+    kn_tensor_set params, grads; /* one allocation each, same layout */
+    kn_tensor_set acts, dacts;   /* activations and their gradients, same layout */
+    int *ibuf;                   /* device ints: token ids, labels, argmax indices */
+    size_t ibuf_n;
+    kn_optim *opt;      /* NULL until kn_model_set_optim */
+    int training;       /* dropout on */
+    uint64_t fwd_count; /* training forwards so far: the dropout stream position */
+    /* state of the last forward */
+    int B, T;
+    int have_targets;
+    int n_valid;    /* rows or tokens that carry a target */
+    int out_act;    /* activation index of the logits/predictions */
+    int out_rows;   /* B or B*T */
+    int out_stride; /* floats per output row (Vp for gpt) */
+    int out_valid;  /* meaningful columns per row */
+    seq_model seq;
+    tfm_model tfm;
+};
+
+/* Builders: declare parameters and activations, fill m->seq / m->tfm. */
+int kn_model_seq_build(kn_model *m, const json_t *spec, json_t *norm, char *err, size_t errsz);
+int kn_model_tfm_build(kn_model *m, const json_t *spec, json_t *norm, char *err, size_t errsz);
+/* Weight init on the host from m->seed, after allocation. */
+int kn_model_seq_init(kn_model *m);
+int kn_model_tfm_init(kn_model *m);
+int kn_model_seq_forward(kn_model *m, const kn_batch *b, char *err, size_t errsz);
+int kn_model_tfm_forward(kn_model *m, const kn_batch *b, char *err, size_t errsz);
+void kn_model_seq_backward(kn_model *m);
+void kn_model_tfm_backward(kn_model *m);
+
+/* Reads an integer key in [lo, hi] (default def when absent) and records it in norm. */
+int kn_model_spec_int(const json_t *spec, json_t *norm, const char *key, int def, int lo, int hi,
+                      int *out, char *err, size_t errsz);
+
+/* Device pointers of activation / gradient-of-activation / parameter i. */
+#define ACT(m, i)  kn_tensor_ptr(&(m)->acts, (i))
+#define DACT(m, i) kn_tensor_ptr(&(m)->dacts, (i))
+#define PAR(m, i)  kn_tensor_ptr(&(m)->params, (i))
+#define GRAD(m, i) kn_tensor_ptr(&(m)->grads, (i))
+
+#endif

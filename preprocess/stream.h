@@ -1,0 +1,62 @@
+/* stream.h: kiln-preprocess's consume-transform-produce engine: a consumer
+ * group on <prefix>.raw.text and <prefix>.raw.image (read_committed), one
+ * transactional producer, and the state changelogs (<prefix>.state.<dataset>)
+ * that are read to their end at start and on every partition assignment,
+ * then tailed so instances see each other's dedup entries.
+ *
+ * Transaction lifecycle (numbered so the code can name the steps):
+ *  1. The first record after a commit begins a transaction.
+ *  2. Each record's outputs (shards when full, changelog entries, DLQ
+ *     records) are produced inside it; its next offset is remembered.
+ *  3. After flush_ms (or txn_max_records records) the datasets flush their
+ *     partial shards and LM tails, the offsets are sent to the transaction
+ *     and it commits: outputs, changelog and input offsets become visible
+ *     together, or not at all.
+ *  4. An abortable error aborts: buffered examples and pending dedup inserts
+ *     are dropped and the consumer is rewound to the committed offsets, so
+ *     the same records are processed again.
+ *  5. Partitions being revoked commit the open transaction first (or abort
+ *     it when the assignment was lost); a fatal error (fenced producer) ends
+ *     the process, whose restart resumes from the committed offsets. */
+#ifndef PP_STREAM_H
+#define PP_STREAM_H
+
+#include <stddef.h>
+
+#include "dataset.h"
+#include "service.h"
+
+typedef struct {
+    const char *brokers;
+    const char *group;           /* consumer group id */
+    const char *default_dataset; /* for records without a dataset header; may be "" */
+    int flush_ms;                /* commit interval */
+    int txn_max_records;         /* commit after this many records at most */
+    int dlq_duplicates;          /* bool: duplicates go to the DLQ too (else counted only) */
+    size_t dlq_max_bytes;        /* larger values are left out of DLQ records */
+} pp_stream_options;
+
+typedef struct pp_stream pp_stream;
+
+/* Borrows env and the datasets (they must outlive the stream). Creates the
+ * consumers; NULL with errbuf on error. */
+pp_stream *pp_stream_new(const pp_stream_options *o, pp_env *env, pp_dataset **ds, size_t nds,
+                         char *errbuf, size_t errsz);
+
+/* Rebuilds the state from the changelogs (to their end), then subscribes. */
+int pp_stream_start(pp_stream *st, char *errbuf, size_t errsz);
+
+/* One iteration: polls one record (up to 100 ms), tails the changelogs,
+ * commits when due. KN_OK, or a fatal code after which the process must end. */
+int pp_stream_step(pp_stream *st);
+
+/* Commits the open transaction (SIGTERM drain). */
+int pp_stream_drain(pp_stream *st);
+
+/* Non-zero once the state is rebuilt and the group is joined. */
+int pp_stream_ready(const pp_stream *st);
+
+/* Leaves the group (committing first) and frees. Accepts NULL. */
+void pp_stream_destroy(pp_stream *st);
+
+#endif

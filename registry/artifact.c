@@ -1,0 +1,497 @@
+/* artifact.c: streaming artifact upload and download.
+ *
+ * Upload (PUT .../artifact, write role, declared SHA-256 in the X-Kiln-Sha256
+ * header or ?sha256=): the body is hashed as it arrives and written to a new
+ * large object inside one transaction, flushed in 1 MiB writes, so memory
+ * stays flat whatever the size. The transaction commits only when the digest
+ * matches and the size is within registry.max_artifact_bytes; on a mismatch,
+ * an overrun or a client that goes away it rolls back, and PostgreSQL
+ * discards the large object with it: nothing is left behind. Bytes whose
+ * digest is already stored are hashed and not stored again.
+ *
+ * Download (GET .../artifact): ETag = the digest, single Range, If-None-Match.
+ * Each 1 MiB window is read with lo_get on a pooled connection taken only
+ * for that query, so a slow reader never holds a database connection. */
+#include "registry.h"
+
+#include <ctype.h>
+#include <libpq/libpq-fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kn.h"
+#include "log.h"
+#include "sha256.h"
+
+#define WINDOW (1u << 20) /* bytes per lo_write / lo_get */
+
+typedef struct {
+    reg_call c;    /* its connection holds the upload's transaction */
+    int started;   /* upload_begin ran */
+    int answered;  /* an error answer is queued; the rest of the body is dropped */
+    int dedup;     /* these bytes are already stored: hash only */
+    char name[160];
+    char ver[24];
+    char mid[24];
+    char want[KN_SHA256_HEX_LEN];
+    char have[KN_SHA256_HEX_LEN]; /* artifact the version already has, "" if none */
+    Oid oid;
+    int fd;
+    kn_sha256 *h;
+    uint64_t size; /* bytes received so far */
+    char *buf;     /* (WINDOW) bytes not yet written */
+    size_t blen;
+} upload;
+
+static void upload_free(void *p)
+{
+    upload *u = p;
+    if (!u) return;
+    if (u->c.db) reg_call_end(&u->c); /* rolls back an unfinished upload */
+    kn_sha256_destroy(u->h);
+    free(u->buf);
+    free(u);
+}
+
+static void upload_fail(upload *u, int status, const char *code, const char *msg)
+{
+    kn_http_respond_error(u->c.req, status, code, "%s", msg);
+    u->answered = 1;
+    if (u->c.db) reg_call_end(&u->c);
+}
+
+/* The declared digest, lower-cased into out; 0 or -1. */
+static int declared_digest(kn_http_req *req, char out[KN_SHA256_HEX_LEN])
+{
+    const char *d = kn_http_req_header(req, "X-Kiln-Sha256");
+    if (!d) d = kn_http_req_query(req, "sha256");
+    if (!d || strlen(d) != 64) return -1;
+    for (int i = 0; i < 64; i++) out[i] = (char)tolower((unsigned char)d[i]);
+    out[64] = '\0';
+    return kn_sha256_hex_valid(out) ? 0 : -1;
+}
+
+/* Checks, locks the version and opens the large object. On failure the
+ * answer is queued and u->answered set. */
+static void upload_begin(upload *u, reg_app *app, kn_http_req *req)
+{
+    char msg[300];
+    PGresult *r = NULL;
+    u->started = 1;
+    u->fd = -1;
+    if (reg_call_begin(&u->c, app, req, REG_ROLE_WRITE) != 0) {
+        u->answered = 1;
+        return;
+    }
+    const char *name = kn_http_req_param(req, "name");
+    long v = reg_parse_version(kn_http_req_param(req, "version"));
+    if (!name || !reg_valid_name(name) || v < 0) {
+        upload_fail(u, 400, "bad_request", "bad model name or version in the path");
+        return;
+    }
+    snprintf(u->name, sizeof(u->name), "%s", name);
+    snprintf(u->ver, sizeof(u->ver), "%ld", v);
+    if (declared_digest(req, u->want) != 0) {
+        upload_fail(u, 400, "bad_digest",
+                    "declare the artifact's SHA-256 (64 hex digits) in the X-Kiln-Sha256 header "
+                    "or the sha256 query parameter");
+        return;
+    }
+    const char *cl = kn_http_req_header(req, "Content-Length");
+    if (cl && strtoull(cl, NULL, 10) > app->max_artifact) {
+        snprintf(msg, sizeof(msg), "the artifact is over the %llu byte limit",
+                 (unsigned long long)app->max_artifact);
+        upload_fail(u, 413, "too_large", msg);
+        return;
+    }
+    if (reg_exec(&u->c, "BEGIN")) goto dberr;
+    const char *p[3] = {u->name, u->ver, u->want};
+    r = reg_q(&u->c, PGRES_TUPLES_OK,
+              "SELECT v.model_id, v.status, v.artifact_sha256, "
+              "EXISTS (SELECT 1 FROM artifacts a WHERE a.sha256 = $3) AS stored "
+              "FROM versions v JOIN models m ON m.id = v.model_id "
+              "WHERE m.name = $1 AND v.version = $2::int FOR UPDATE OF v NOWAIT",
+              3, p);
+    if (!r) {
+        if (strcmp(u->c.sqlstate, "55P03") == 0) {
+            upload_fail(u, 409, "conflict", "another upload to this version is in progress");
+            return;
+        }
+        goto dberr;
+    }
+    if (PQntuples(r) != 1) {
+        snprintf(msg, sizeof(msg), "model '%s' has no version %s", u->name, u->ver);
+        PQclear(r);
+        upload_fail(u, 404, "not_found", msg);
+        return;
+    }
+    snprintf(u->mid, sizeof(u->mid), "%s", reg_col(r, 0, "model_id"));
+    snprintf(u->have, sizeof(u->have), "%s", reg_col(r, 0, "artifact_sha256"));
+    u->dedup = strcmp(reg_col(r, 0, "stored"), "t") == 0;
+    int archived = strcmp(reg_col(r, 0, "status"), "archived") == 0;
+    PQclear(r);
+    r = NULL;
+    if (archived) {
+        upload_fail(u, 409, "invalid_state", "the version is archived");
+        return;
+    }
+    if (u->have[0] && strcmp(u->have, u->want) != 0) {
+        snprintf(msg, sizeof(msg), "version %s already has artifact %s; artifacts are immutable",
+                 u->ver, u->have);
+        upload_fail(u, 409, "artifact_exists", msg);
+        return;
+    }
+    u->h = kn_sha256_new();
+    if (!u->h) {
+        upload_fail(u, 500, "internal", "out of memory");
+        return;
+    }
+    if (!u->dedup) {
+        u->buf = malloc(WINDOW);
+        if (!u->buf) {
+            upload_fail(u, 500, "internal", "out of memory");
+            return;
+        }
+        u->oid = lo_creat(u->c.db, INV_READ | INV_WRITE);
+        if (u->oid == InvalidOid) goto loerr;
+        u->fd = lo_open(u->c.db, u->oid, INV_WRITE);
+        if (u->fd < 0) goto loerr;
+    }
+    return;
+loerr:
+    snprintf(u->c.dberr, sizeof(u->c.dberr), "%s", PQerrorMessage(u->c.db));
+dberr:
+    PQclear(r);
+    reg_db_fail(&u->c, "storing the artifact");
+    u->answered = 1;
+    reg_call_end(&u->c);
+}
+
+static int upload_flush(upload *u)
+{
+    size_t off = 0;
+    while (off < u->blen) {
+        int n = lo_write(u->c.db, u->fd, u->buf + off, u->blen - off);
+        if (n <= 0) {
+            snprintf(u->c.dberr, sizeof(u->c.dberr), "%s", PQerrorMessage(u->c.db));
+            reg_db_fail(&u->c, "writing the artifact");
+            u->answered = 1;
+            reg_call_end(&u->c);
+            return -1;
+        }
+        off += (size_t)n;
+    }
+    u->blen = 0;
+    return 0;
+}
+
+static int on_upload_chunk(kn_http_req *req, const char *data, size_t len, void *ctx)
+{
+    reg_app *app = ctx;
+    upload *u = kn_http_req_state(req);
+    if (!u) {
+        u = calloc(1, sizeof(*u));
+        if (!u) {
+            kn_http_respond_error(req, 500, "internal", "out of memory");
+            return 1;
+        }
+        kn_http_req_set_state(req, u, upload_free);
+        upload_begin(u, app, req);
+    }
+    if (u->answered) return 1;
+    u->size += len;
+    if (u->size > app->max_artifact) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "the artifact is over the %llu byte limit",
+                 (unsigned long long)app->max_artifact);
+        upload_fail(u, 413, "too_large", msg);
+        return 1;
+    }
+    kn_sha256_update(u->h, data, len);
+    if (u->dedup) return 0;
+    while (len > 0) {
+        size_t take = WINDOW - u->blen < len ? WINDOW - u->blen : len;
+        memcpy(u->buf + u->blen, data, take);
+        u->blen += take;
+        data += take;
+        len -= take;
+        if (u->blen == WINDOW && upload_flush(u) != 0) return 1;
+    }
+    return 0;
+}
+
+static void h_upload(kn_http_req *req, void *ctx)
+{
+    reg_app *app = ctx;
+    PGresult *r = NULL;
+    upload *u = kn_http_req_state(req);
+    if (!u) { /* an empty body: no chunk arrived */
+        if (on_upload_chunk(req, "", 0, ctx) != 0) return;
+        u = kn_http_req_state(req);
+    }
+    if (u->answered) return;
+    reg_call *c = &u->c;
+    uint8_t digest[KN_SHA256_LEN];
+    char got[KN_SHA256_HEX_LEN], sizes[24];
+    if (!u->dedup) {
+        if (u->blen && upload_flush(u) != 0) return;
+        if (lo_close(c->db, u->fd) != 0) goto loerr;
+    }
+    kn_sha256_final(u->h, digest);
+    kn_sha256_to_hex(digest, got);
+    if (strcmp(got, u->want) != 0) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "the body's SHA-256 is %s, not the declared %s; nothing stored",
+                 got, u->want);
+        upload_fail(u, 422, "digest_mismatch", msg);
+        return;
+    }
+    snprintf(sizes, sizeof(sizes), "%llu", (unsigned long long)u->size);
+    if (!u->dedup) {
+        char oids[24];
+        snprintf(oids, sizeof(oids), "%u", u->oid);
+        const char *p[3] = {u->want, sizes, oids};
+        r = reg_q(c, PGRES_TUPLES_OK,
+                  "INSERT INTO artifacts (sha256, size, lo) VALUES ($1, $2::bigint, $3::oid) "
+                  "ON CONFLICT (sha256) DO NOTHING RETURNING sha256",
+                  3, p);
+        if (!r) goto dberr;
+        int raced = PQntuples(r) == 0; /* a concurrent upload stored the same bytes */
+        PQclear(r);
+        r = NULL;
+        if (raced && lo_unlink(c->db, u->oid) != 1) goto loerr;
+    }
+    int changed = strcmp(u->have, u->want) != 0;
+    if (changed) {
+        const char *p[3] = {u->mid, u->ver, u->want};
+        r = reg_q(c, PGRES_COMMAND_OK,
+                  "UPDATE versions SET artifact_sha256 = $3 WHERE model_id = $1 "
+                  "AND version = $2::int",
+                  3, p);
+        if (!r) goto dberr;
+        PQclear(r);
+        r = NULL;
+        json_t *data = json_pack("{s:s,s:I,s:b}", "sha256", u->want, "size",
+                                 (json_int_t)u->size, "deduplicated", u->dedup);
+        int erc = reg_event(c, strtoll(u->mid, NULL, 10), strtol(u->ver, NULL, 10),
+                            "artifact.uploaded", "", data);
+        json_decref(data);
+        if (erc) goto dberr;
+    }
+    if (reg_exec(c, "COMMIT")) goto dberr;
+    if (changed) kn_metrics_add(app->artifact_bytes_in, (double)u->size);
+    const char *p[2] = {u->name, u->ver};
+    r = reg_q(c, PGRES_TUPLES_OK,
+              "SELECT version_doc(v, m.name) AS doc FROM models m JOIN versions v "
+              "ON v.model_id = m.id WHERE m.name = $1 AND v.version = $2::int",
+              2, p);
+    if (!r || PQntuples(r) != 1) goto dberr;
+    kn_http_add_header(req, "ETag", u->want);
+    kn_http_respond_json(req, changed ? 201 : 200,
+                         json_loads(reg_col(r, 0, "doc"), 0, NULL));
+    PQclear(r);
+    reg_call_end(c);
+    return;
+loerr:
+    snprintf(c->dberr, sizeof(c->dberr), "%s", PQerrorMessage(c->db));
+dberr:
+    PQclear(r);
+    reg_db_fail(c, "storing the artifact");
+    reg_call_end(c);
+}
+
+/* --- download --- */
+
+typedef struct {
+    reg_app *app;
+    char oid[16];
+    uint64_t start; /* first byte served (Range) */
+    uint64_t end;   /* one past the last byte served */
+    char *win;      /* (WINDOW) cached bytes of the object */
+    uint64_t win_off;
+    size_t win_len;
+} download;
+
+static void download_free(void *p)
+{
+    download *d = p;
+    if (!d) return;
+    free(d->win);
+    free(d);
+}
+
+/* Refills the window at object offset off. 0 or -1. */
+static int download_fill(download *d, uint64_t off)
+{
+    char err[256], offs[24], lens[16];
+    uint64_t want = d->end - off < WINDOW ? d->end - off : WINDOW;
+    PGconn *c = reg_pool_get(d->app->pool, err, sizeof(err));
+    if (!c) {
+        kn_log_warn("artifact download: %s", err);
+        return -1;
+    }
+    snprintf(offs, sizeof(offs), "%llu", (unsigned long long)off);
+    snprintf(lens, sizeof(lens), "%llu", (unsigned long long)want);
+    const char *p[3] = {d->oid, offs, lens};
+    PGresult *r = PQexecParams(c, "SELECT lo_get($1::oid, $2::bigint, $3::int) AS data", 3, NULL,
+                               p, NULL, NULL, 1 /* binary: raw bytes */);
+    int rc = -1;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        kn_log_warn("artifact download: %s", PQerrorMessage(c));
+        goto out;
+    }
+    int f = PQfnumber(r, "data");
+    size_t n = (size_t)PQgetlength(r, 0, f);
+    if (n == 0 || n > WINDOW) goto out;
+    memcpy(d->win, PQgetvalue(r, 0, f), n);
+    d->win_off = off;
+    d->win_len = n;
+    rc = 0;
+out:
+    PQclear(r);
+    reg_pool_put(d->app->pool, c);
+    return rc;
+}
+
+static ssize_t download_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    download *d = cls;
+    uint64_t off = d->start + pos;
+    if (off >= d->end) return -1;
+    if (off < d->win_off || off >= d->win_off + d->win_len) {
+        if (download_fill(d, off) != 0) return -1;
+    }
+    size_t avail = (size_t)(d->win_off + d->win_len - off);
+    size_t n = avail < max ? avail : max;
+    memcpy(buf, d->win + (off - d->win_off), n);
+    kn_metrics_add(d->app->artifact_bytes_out, (double)n);
+    return (ssize_t)n;
+}
+
+/* Parses a single "bytes=a-b" / "bytes=a-" / "bytes=-n" range against size.
+ * 1: a satisfiable range in [*start, *end); 0: no usable Range (serve all);
+ * -1: unsatisfiable (416). */
+static int parse_range(const char *h, uint64_t size, uint64_t *start, uint64_t *end)
+{
+    if (!h || strncmp(h, "bytes=", 6) != 0 || strchr(h, ',')) return 0;
+    const char *s = h + 6;
+    char *e;
+    if (*s == '-') {
+        if (!isdigit((unsigned char)s[1])) return 0;
+        unsigned long long n = strtoull(s + 1, &e, 10);
+        if (*e) return 0;
+        if (n == 0 || size == 0) return -1;
+        *start = n >= size ? 0 : size - n;
+        *end = size;
+        return 1;
+    }
+    if (!isdigit((unsigned char)*s)) return 0;
+    unsigned long long a = strtoull(s, &e, 10);
+    if (*e != '-') return 0;
+    unsigned long long b = size ? size - 1 : 0;
+    if (e[1]) {
+        char *e2;
+        if (!isdigit((unsigned char)e[1])) return 0;
+        b = strtoull(e + 1, &e2, 10);
+        if (*e2 || b < a) return 0;
+    }
+    if (a >= size) return -1;
+    if (b >= size) b = size - 1;
+    *start = a;
+    *end = b + 1;
+    return 1;
+}
+
+static void h_download(kn_http_req *req, void *ctx)
+{
+    reg_app *app = ctx;
+    reg_call c;
+    if (reg_call_begin(&c, app, req, REG_ROLE_READ) != 0) return;
+    PGresult *r = NULL;
+    download *d = NULL;
+    const char *name = kn_http_req_param(req, "name");
+    long v = reg_parse_version(kn_http_req_param(req, "version"));
+    if (!name || !reg_valid_name(name) || v < 0) {
+        kn_http_respond_error(req, 400, "bad_request", "bad model name or version in the path");
+        goto out;
+    }
+    char ver[24];
+    snprintf(ver, sizeof(ver), "%ld", v);
+    const char *p[2] = {name, ver};
+    r = reg_q(&c, PGRES_TUPLES_OK,
+              "SELECT v.artifact_sha256 AS sha256, a.size, a.lo FROM models m "
+              "JOIN versions v ON v.model_id = m.id "
+              "LEFT JOIN artifacts a ON a.sha256 = v.artifact_sha256 "
+              "WHERE m.name = $1 AND v.version = $2::int",
+              2, p);
+    if (!r) {
+        reg_db_fail(&c, "reading the artifact");
+        goto out;
+    }
+    if (PQntuples(r) != 1) {
+        kn_http_respond_error(req, 404, "not_found", "model '%s' has no version %s", name, ver);
+        goto out;
+    }
+    if (reg_col_null(r, 0, "sha256")) {
+        kn_http_respond_error(req, 404, "no_artifact", "version %s of '%s' has no artifact yet",
+                              ver, name);
+        goto out;
+    }
+    const char *sha = reg_col(r, 0, "sha256");
+    uint64_t size = strtoull(reg_col(r, 0, "size"), NULL, 10);
+    char etag[KN_SHA256_HEX_LEN + 2], crange[80], disp[256];
+    snprintf(etag, sizeof(etag), "\"%s\"", sha);
+    kn_http_add_header(req, "ETag", etag);
+    kn_http_add_header(req, "X-Kiln-Sha256", sha);
+    kn_http_add_header(req, "Accept-Ranges", "bytes");
+    snprintf(disp, sizeof(disp), "attachment; filename=\"%s-v%s.bin\"", name, ver);
+    kn_http_add_header(req, "Content-Disposition", disp);
+    const char *inm = kn_http_req_header(req, "If-None-Match");
+    if (inm && (strcmp(inm, etag) == 0 || strcmp(inm, sha) == 0)) {
+        kn_http_respond(req, 304, NULL, "", 0);
+        goto out;
+    }
+    d = calloc(1, sizeof(*d));
+    if (!d || !(d->win = malloc(WINDOW))) {
+        kn_http_respond_error(req, 500, "internal", "out of memory");
+        goto out;
+    }
+    d->app = app;
+    snprintf(d->oid, sizeof(d->oid), "%s", reg_col(r, 0, "lo"));
+    d->start = 0;
+    d->end = size;
+    int status = 200;
+    int rr = parse_range(kn_http_req_header(req, "Range"), size, &d->start, &d->end);
+    if (rr < 0) {
+        snprintf(crange, sizeof(crange), "bytes */%llu", (unsigned long long)size);
+        kn_http_add_header(req, "Content-Range", crange);
+        kn_http_respond_error(req, 416, "range_not_satisfiable",
+                              "the artifact has %llu bytes", (unsigned long long)size);
+        goto out;
+    }
+    if (rr > 0) {
+        status = 206;
+        snprintf(crange, sizeof(crange), "bytes %llu-%llu/%llu", (unsigned long long)d->start,
+                 (unsigned long long)d->end - 1, (unsigned long long)size);
+        kn_http_add_header(req, "Content-Range", crange);
+    }
+    PQclear(r);
+    r = NULL;
+    reg_call_end(&c); /* the stream takes connections per window */
+    kn_http_respond_stream(req, status, "application/octet-stream", d->end - d->start,
+                           download_read, d, download_free);
+    return;
+out:
+    download_free(d);
+    PQclear(r);
+    reg_call_end(&c);
+}
+
+void reg_artifact_routes(kn_http_server *srv, reg_app *app)
+{
+    kn_http_server_route(srv, "PUT", "/v1/models/{name}/versions/{version}/artifact", h_upload,
+                         on_upload_chunk, app);
+    kn_http_server_route(srv, "GET", "/v1/models/{name}/versions/{version}/artifact",
+                         h_download, NULL, app);
+}

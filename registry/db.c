@@ -1,0 +1,264 @@
+/* db.c: the registry's PostgreSQL side that is not a request: a small
+ * connection pool (lazy connect, reconnect after a server restart) and the
+ * embedded migrations. Only constant SQL is sent with PQexec; everything with
+ * a value in it goes through PQexecParams. */
+#include "registry.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "embedded.h"
+#include "kn.h"
+#include "log.h"
+#include "sha256.h"
+
+struct reg_pool {
+    pthread_mutex_t lock;
+    pthread_cond_t freed;
+    char *conninfo;
+    char schema[64];
+    unsigned wait_ms;
+    int size;
+    int nfree;     /* entries in idle[] */
+    int nout;      /* connections handed out */
+    PGconn **idle; /* (size) connected or NULL slots are not kept: idle holds live ones */
+};
+
+reg_pool *reg_pool_new(const char *conninfo, const char *schema, int size, unsigned wait_ms)
+{
+    reg_pool *p = calloc(1, sizeof(*p));
+    if (!p) return NULL;
+    p->conninfo = strdup(conninfo);
+    p->idle = calloc((size_t)size, sizeof(*p->idle));
+    if (!p->conninfo || !p->idle || strlen(schema) >= sizeof(p->schema)) {
+        free(p->conninfo);
+        free(p->idle);
+        free(p);
+        return NULL;
+    }
+    snprintf(p->schema, sizeof(p->schema), "%s", schema);
+    p->size = size;
+    p->wait_ms = wait_ms;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->freed, NULL);
+    return p;
+}
+
+void reg_pool_destroy(reg_pool *p)
+{
+    if (!p) return;
+    for (int i = 0; i < p->nfree; i++) PQfinish(p->idle[i]);
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->freed);
+    free(p->idle);
+    free(p->conninfo);
+    free(p);
+}
+
+static void notice_quiet(void *arg, const char *message)
+{
+    (void)arg;
+    kn_log_debug("postgres: %s", message);
+}
+
+/* A new session: search_path and time zone set. NULL and err on failure. */
+static PGconn *pool_connect(reg_pool *p, char *err, size_t errsz)
+{
+    PGconn *c = PQconnectdb(p->conninfo);
+    PGresult *r = NULL;
+    if (PQstatus(c) != CONNECTION_OK) {
+        kn_seterr(err, errsz, KN_EDB, "database unavailable: %s", PQerrorMessage(c));
+        goto fail;
+    }
+    PQsetNoticeProcessor(c, notice_quiet, NULL);
+    const char *params[1] = {p->schema};
+    r = PQexecParams(c,
+                     "SELECT set_config('search_path', $1, false), "
+                     "set_config('TimeZone', 'UTC', false)",
+                     1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        kn_seterr(err, errsz, KN_EDB, "cannot set search_path: %s", PQerrorMessage(c));
+        goto fail;
+    }
+    PQclear(r);
+    return c;
+fail:
+    PQclear(r);
+    PQfinish(c);
+    return NULL;
+}
+
+PGconn *reg_pool_get(reg_pool *p, char *err, size_t errsz)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += p->wait_ms / 1000;
+    deadline.tv_nsec += (long)(p->wait_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    PGconn *c = NULL;
+    pthread_mutex_lock(&p->lock);
+    while (p->nfree == 0 && p->nout == p->size) {
+        if (pthread_cond_timedwait(&p->freed, &p->lock, &deadline) == ETIMEDOUT) {
+            pthread_mutex_unlock(&p->lock);
+            kn_seterr(err, errsz, KN_ETIMEDOUT, "all %d database connections busy", p->size);
+            return NULL;
+        }
+    }
+    if (p->nfree > 0) c = p->idle[--p->nfree];
+    p->nout++;
+    pthread_mutex_unlock(&p->lock);
+
+    /* A server restart leaves the socket closed under us; reading what is
+     * pending notices it without a round trip. */
+    if (c && (PQconsumeInput(c) == 0 || PQstatus(c) != CONNECTION_OK)) {
+        PQfinish(c);
+        c = NULL;
+    }
+    if (!c) c = pool_connect(p, err, errsz);
+    if (!c) {
+        pthread_mutex_lock(&p->lock);
+        p->nout--;
+        pthread_cond_signal(&p->freed);
+        pthread_mutex_unlock(&p->lock);
+    }
+    return c;
+}
+
+void reg_pool_put(reg_pool *p, PGconn *c)
+{
+    if (!c) return;
+    if (PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) != PQTRANS_IDLE) {
+        PGresult *r = PQexec(c, "ROLLBACK");
+        PQclear(r);
+    }
+    if (PQstatus(c) != CONNECTION_OK || PQtransactionStatus(c) != PQTRANS_IDLE) {
+        PQfinish(c);
+        c = NULL;
+    }
+    pthread_mutex_lock(&p->lock);
+    p->nout--;
+    if (c) p->idle[p->nfree++] = c;
+    pthread_cond_signal(&p->freed);
+    pthread_mutex_unlock(&p->lock);
+}
+
+const char *reg_col(const PGresult *r, int row, const char *name)
+{
+    int f = PQfnumber(r, name);
+    if (f < 0 || PQgetisnull(r, row, f)) return "";
+    return PQgetvalue(r, row, f);
+}
+
+int reg_col_null(const PGresult *r, int row, const char *name)
+{
+    int f = PQfnumber(r, name);
+    return f < 0 || PQgetisnull(r, row, f);
+}
+
+static int valid_schema(const char *s)
+{
+    if (!s[0] || !((s[0] >= 'a' && s[0] <= 'z') || s[0] == '_')) return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_')) return 0;
+    return 1;
+}
+
+int reg_migrate(reg_pool *p, char *err, size_t errsz)
+{
+    int rc = KN_EDB;
+    PGresult *r = NULL;
+    PGconn *c = NULL;
+    char sql[256];
+    if (!valid_schema(p->schema))
+        return kn_seterr(err, errsz, KN_EINVAL,
+                         "registry.schema '%s': expected lower-case letters, digits, '_'",
+                         p->schema);
+    c = reg_pool_get(p, err, errsz);
+    if (!c) return KN_EDB;
+
+    r = PQexec(c, "BEGIN");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) goto dberr;
+    PQclear(r);
+    const char *lock_params[1] = {p->schema};
+    r = PQexecParams(c, "SELECT pg_advisory_xact_lock(hashtext('kiln-registry-migrate:' || $1))",
+                     1, NULL, lock_params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) goto dberr;
+    PQclear(r);
+    /* The schema name was validated above: it is safe to quote in the text. */
+    snprintf(sql, sizeof(sql), "CREATE SCHEMA IF NOT EXISTS \"%s\"", p->schema);
+    r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) goto dberr;
+    PQclear(r);
+    r = PQexec(c, "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                  "name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) goto dberr;
+    PQclear(r);
+    r = NULL;
+
+    for (const reg_migration *m = reg_migrations; m->name; m++) {
+        const char *params[1] = {m->name};
+        r = PQexecParams(c, "SELECT 1 FROM schema_migrations WHERE name = $1", 1, NULL, params,
+                         NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) goto dberr;
+        int applied = PQntuples(r) > 0;
+        PQclear(r);
+        r = NULL;
+        if (applied) continue;
+        r = PQexec(c, m->sql); /* embedded constant text, several statements */
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            kn_seterr(err, errsz, KN_EDB, "migration %s failed: %s", m->name,
+                      PQerrorMessage(c));
+            goto out;
+        }
+        PQclear(r);
+        r = PQexecParams(c, "INSERT INTO schema_migrations (name) VALUES ($1)", 1, NULL, params,
+                         NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) goto dberr;
+        PQclear(r);
+        r = NULL;
+        kn_log_info("applied migration %s to schema %s", m->name, p->schema);
+    }
+    r = PQexec(c, "COMMIT");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) goto dberr;
+    rc = KN_OK;
+    goto out;
+dberr:
+    kn_seterr(err, errsz, KN_EDB, "migrating schema %s: %s", p->schema, PQerrorMessage(c));
+out:
+    PQclear(r);
+    reg_pool_put(p, c);
+    return rc;
+}
+
+int reg_bootstrap_admin(reg_pool *p, const char *token, char *err, size_t errsz)
+{
+    char hash[KN_SHA256_HEX_LEN];
+    int rc = KN_EDB;
+    PGresult *r = NULL;
+    PGconn *c = reg_pool_get(p, err, errsz);
+    if (!c) return KN_EDB;
+    kn_sha256_hex(token, strlen(token), hash);
+    const char *params[1] = {hash};
+    r = PQexecParams(c,
+                     "INSERT INTO tokens (name, hash, roles, created_by) "
+                     "VALUES ('bootstrap-admin', $1, '{admin}', 'config') "
+                     "ON CONFLICT (hash) DO NOTHING RETURNING id",
+                     1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        kn_seterr(err, errsz, KN_EDB, "storing the admin token: %s", PQerrorMessage(c));
+        goto out;
+    }
+    if (PQntuples(r) == 1) kn_log_info("stored the configured admin token (hashed)");
+    rc = KN_OK;
+out:
+    PQclear(r);
+    reg_pool_put(p, c);
+    return rc;
+}

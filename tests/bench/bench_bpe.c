@@ -1,0 +1,171 @@
+/* bench_bpe.c: single-thread encode throughput of lib/bpe on the Debian
+ * fortunes for r50k_base and cl100k_base, next to npm `tiktoken` (WASM) timed
+ * by tests/tokenizer/bench-ref.js on the same files, with the speed ratio.
+ * Needs the rank files cached by tests/scripts/bpe-parity.sh.
+ * Usage: bench_bpe [seconds-per-measure (default 3)] [source-dir] */
+#include "bpe.h"
+#include "kn.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifndef KILN_SOURCE_DIR
+#define KILN_SOURCE_DIR "."
+#endif
+#define FORTUNES "/usr/share/games/fortunes"
+
+typedef struct {
+    char *path;
+    char *text;
+    size_t len;
+} doc;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The fortune text files (not the .dat/.u8 indexes), sorted by name. */
+static doc *load_fortunes(size_t *ndocs, size_t *nbytes)
+{
+    DIR *d = opendir(FORTUNES);
+    if (!d) return NULL;
+    char *names[256];
+    size_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < 256) {
+        const char *dot = strrchr(e->d_name, '.');
+        if (e->d_name[0] == '.' || (dot && (!strcmp(dot, ".dat") || !strcmp(dot, ".u8")))) continue;
+        names[n++] = strdup(e->d_name);
+    }
+    closedir(d);
+    qsort(names, n, sizeof(names[0]), cmp_str);
+    doc *docs = calloc(n, sizeof(*docs));
+    *nbytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        char path[1024];
+        snprintf(path, sizeof(path), "%s/%s", FORTUNES, names[i]);
+        free(names[i]);
+        FILE *f = fopen(path, "rb");
+        if (!f) return NULL;
+        fseek(f, 0, SEEK_END);
+        long sz = ftell(f);
+        fseek(f, 0, SEEK_SET);
+        docs[i].path = strdup(path);
+        docs[i].text = malloc((size_t)sz + 1);
+        docs[i].len = fread(docs[i].text, 1, (size_t)sz, f);
+        fclose(f);
+        *nbytes += docs[i].len;
+    }
+    *ndocs = n;
+    return docs;
+}
+
+/* Runs bench-ref.js; returns MB/s (0 when node or the packages are missing). */
+static double reference_mbps(const char *src, const char *enc, double seconds, const doc *docs,
+                             size_t ndocs, size_t *ref_ids)
+{
+    size_t cap = 4096 + ndocs * 64, n = 0;
+    char *cmd = malloc(cap);
+    n += (size_t)snprintf(cmd, cap, "node '%s/tests/tokenizer/bench-ref.js' %s %g", src, enc,
+                          seconds);
+    for (size_t i = 0; i < ndocs; i++)
+        n += (size_t)snprintf(cmd + n, cap - n, " '%s'", docs[i].path);
+    snprintf(cmd + n, cap - n, " 2>&1");
+    FILE *p = popen(cmd, "r");
+    free(cmd);
+    if (!p) return 0;
+    char line[512], name[64], first[512] = "";
+    double mbps = 0;
+    while (fgets(line, sizeof(line), p))
+        if (sscanf(line, "ref %63s %lf %zu", name, &mbps, ref_ids) != 3 && !first[0])
+            snprintf(first, sizeof(first), "%s", line);
+    int rc = pclose(p);
+    if (rc != 0 || mbps <= 0) {
+        printf("  bench-ref.js failed (status %d): %s", rc, first[0] ? first : "no output\n");
+        return 0;
+    }
+    return mbps;
+}
+
+int main(int argc, char **argv)
+{
+    double seconds = argc > 1 ? atof(argv[1]) : 3.0;
+    const char *src = argc > 2 ? argv[2] : KILN_SOURCE_DIR;
+    if (seconds <= 0) seconds = 3.0;
+    size_t ndocs = 0, nbytes = 0;
+    doc *docs = load_fortunes(&ndocs, &nbytes);
+    if (!docs || ndocs == 0) {
+        fprintf(stderr, "bench_bpe: no fortunes in %s (apt-get install -y fortunes)\n", FORTUNES);
+        return 1;
+    }
+    printf("corpus: %zu fortune files, %zu bytes; %.1f s per measure, one thread\n", ndocs, nbytes,
+           seconds);
+    static const struct {
+        const char *file;
+        const char *name;
+        kn_bpe_kind kind;
+    } encs[] = {{"r50k_base.tiktoken", "r50k_base", KN_BPE_R50K},
+                {"cl100k_base.tiktoken", "cl100k_base", KN_BPE_CL100K}};
+    int status = 0;
+    for (size_t e = 0; e < KN_ARRAY_LEN(encs); e++) {
+        char path[4096], err[512];
+        snprintf(path, sizeof(path), "%s/.cache/tokenizer/%s", src, encs[e].file);
+        double t0 = now();
+        kn_bpe *b = kn_bpe_load(path, encs[e].kind, err, sizeof(err));
+        double tload = now() - t0;
+        if (!b) {
+            fprintf(stderr, "bench_bpe: %s (run tests/scripts/bpe-parity.sh first)\n", err);
+            return 1;
+        }
+        kn_bpe_ids ids;
+        kn_bpe_ids_init(&ids);
+        size_t nids = 0;
+        for (size_t i = 0; i < ndocs; i++) { /* warm-up, and the id count */
+            ids.len = 0;
+            kn_bpe_encode(b, docs[i].text, docs[i].len, KN_BPE_SPECIAL_ORDINARY, &ids, NULL, 0);
+            nids += ids.len;
+        }
+        size_t passes = 0;
+        double elapsed;
+        t0 = now();
+        do {
+            for (size_t i = 0; i < ndocs; i++) {
+                ids.len = 0;
+                kn_bpe_encode(b, docs[i].text, docs[i].len, KN_BPE_SPECIAL_ORDINARY, &ids, NULL, 0);
+            }
+            passes++;
+            elapsed = now() - t0;
+        } while (elapsed < seconds);
+        double mbps = (double)nbytes * (double)passes / 1e6 / elapsed;
+        size_t ref_ids = 0;
+        double ref = reference_mbps(src, encs[e].name, seconds, docs, ndocs, &ref_ids);
+        printf("%-12s kiln %7.2f MB/s (%.2f Mtok/s, %zu ids, load %.0f ms)", encs[e].name, mbps,
+               (double)nids * (double)passes / 1e6 / elapsed, nids, tload * 1e3);
+        if (ref > 0) {
+            printf("  tiktoken-wasm %6.2f MB/s (%zu ids)  ratio %.1fx%s\n", ref, ref_ids,
+                   mbps / ref, ref_ids == nids ? "" : "  ID COUNT DIFFERS");
+            if (ref_ids != nids) status = 1;
+        } else {
+            printf("  (no reference: node or tests/tokenizer/node_modules missing)\n");
+        }
+        kn_bpe_ids_free(&ids);
+        kn_bpe_destroy(b);
+    }
+    for (size_t i = 0; i < ndocs; i++) {
+        free(docs[i].path);
+        free(docs[i].text);
+    }
+    free(docs);
+    return status;
+}

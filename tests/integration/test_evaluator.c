@@ -1,0 +1,677 @@
+/* Integration: kiln-evaluator against the real Kafka and a real kiln-registry
+ * (started here on a free port, in its own PostgreSQL schema). A synthetic,
+ * linearly separable 4-class eval set goes to <prefix>.eval.evds as image
+ * shards on two partitions; a trained MLP (good) and an untrained one (worse)
+ * are registered as versions with artifacts; checkpoint.created events then
+ * drive the evaluator:
+ *   good → promoted to production (first passing version), metrics recorded
+ *          under the frozen eval set's label;
+ *   worse → rejected with the failed rule in the reason; production unchanged;
+ *   both events again → nothing new (one set of metrics, one decision each);
+ *   a copy of good → promoted over it (not worse), previous_version 1;
+ *   kilnctl rollback → production back to 1, said on stdout;
+ *   a second evaluator with a fresh consumer group replays everything → no
+ *   change at all; SIGTERM → exit 0.
+ * Skips (saying so) when the binaries are not built or the stack is down. */
+#include <ctype.h>
+#include <math.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <curl/curl.h>
+#include <libpq-fe.h>
+
+#include "kafka.h"
+#include "kn.h"
+#include "nn/model.h"
+#include "regclient.h"
+#include "shard.h"
+
+#define MODEL         "evtest"
+#define DATASET       "evds"
+#define DIM           16
+#define CLASSES       4
+#define EVAL_PER_PART 200
+
+static struct {
+    int skip;
+    char why[256];
+    char tmp[256], prefix[96], schema[96], admin[64], url[128];
+    const char *brokers, *pg;
+    pid_t registry, evaluator;
+    char good[300], bad[300];
+} F;
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* Starts argv with extra environment entries ("K=V", NULL-terminated),
+ * stdout and stderr to logpath. */
+static pid_t spawn(char *const argv[], const char *const env[], const char *logpath)
+{
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    FILE *f = freopen(logpath, "w", stdout);
+    if (!f || dup2(fileno(stdout), 2) < 0) _exit(127);
+    for (size_t i = 0; env && env[i]; i++)
+        putenv((char *)env[i]);
+    execv(argv[0], argv);
+    _exit(127);
+}
+
+/* Waits for `"port":N` in a JSON log; 0 when it did not come. */
+static int log_port(const char *path, pid_t pid)
+{
+    for (int i = 0; i < 200; i++) {
+        FILE *f = fopen(path, "r");
+        char line[4096];
+        while (f && fgets(line, sizeof(line), f)) {
+            char *p = strstr(line, "\"port\":");
+            if (p && strstr(line, "listening")) {
+                fclose(f);
+                return atoi(p + 7);
+            }
+        }
+        if (f) fclose(f);
+        if (waitpid(pid, NULL, WNOHANG) == pid) return 0;
+        usleep(100 * 1000);
+    }
+    return 0;
+}
+
+static int count_in_file(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    char line[8192];
+    int n = 0;
+    while (f && fgets(line, sizeof(line), f))
+        n += strstr(line, needle) != NULL;
+    if (f) fclose(f);
+    return n;
+}
+
+static void dump_log(const char *name)
+{
+    char path[400], line[8192];
+    snprintf(path, sizeof(path), "%s/%s", F.tmp, name);
+    FILE *f = fopen(path, "r");
+    fprintf(stderr, "--- %s ---\n", name);
+    while (f && fgets(line, sizeof(line), f))
+        fputs(line, stderr);
+    if (f) fclose(f);
+}
+
+static kn_regclient *reg(void)
+{
+    return kn_regclient_new(F.url, F.admin);
+}
+
+/* --- data --- */
+
+static uint64_t rng_state = 88172645463325252ull;
+static double urand(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (double)(rng_state >> 11) / 9007199254740992.0;
+}
+static float gauss(void)
+{
+    double u = urand() + 1e-12, v = urand();
+    return (float)(sqrt(-2 * log(u)) * cos(2 * M_PI * v));
+}
+/* Class c lights up features j with j % 4 == c, plus noise. */
+static int example(float *x)
+{
+    int c = (int)(urand() * CLASSES) % CLASSES;
+    for (int j = 0; j < DIM; j++)
+        x[j] = (j % CLASSES == c ? 1.0f : 0.0f) + 0.3f * gauss();
+    return c;
+}
+
+static int produce_eval_set(char *err, size_t errsz)
+{
+    char topic[200];
+    snprintf(topic, sizeof(topic), "%s.eval.%s", F.prefix, DATASET);
+    kn_kafka_topic_spec spec = {.name = topic, .partitions = 2};
+    if (kn_kafka_create_topics(F.brokers, &spec, 1, 15000, err, errsz) != KN_OK) return -1;
+    kn_kafka_producer_options po = {.brokers = F.brokers, .client_id = "test-evaluator"};
+    kn_kafka_producer *p = kn_kafka_producer_new(&po, err, errsz);
+    if (!p) return -1;
+    uint32_t shape[3] = {4, 4, 1};
+    kn_shard_writer *w = kn_shard_writer_new(KN_SHARD_IMAGE, KN_SHARD_F32, 3, shape, EVAL_PER_PART,
+                                             EVAL_PER_PART, err, errsz);
+    int rc = w ? 0 : -1;
+    for (int part = 0; w && part < 2 && rc == 0; part++) {
+        kn_shard_writer_reset(w);
+        for (int i = 0; i < EVAL_PER_PART; i++) {
+            float x[DIM];
+            int c = example(x);
+            uint8_t key[32] = {0};
+            key[0] = (uint8_t)part;
+            key[1] = (uint8_t)i;
+            assert_int_equal(kn_shard_writer_add(w, x, c, 0, key), KN_OK);
+        }
+        const void *buf;
+        size_t len;
+        kn_shard_writer_finish(w, &buf, &len);
+        rc = kn_kafka_produce(p, topic, part, "k", 1, buf, len, NULL, 0, NULL);
+    }
+    if (kn_kafka_producer_flush(p, 15000) != 0) rc = -1;
+    kn_shard_writer_destroy(w);
+    kn_kafka_producer_destroy(p, 5000);
+    return rc;
+}
+
+/* good: trained with Adam on fresh samples; bad: the same spec untrained. */
+static int make_checkpoints(char *err, size_t errsz)
+{
+    json_t *spec = json_pack("{s:s,s:[i,i,i],s:s}", "type", "mlp", "sizes", DIM, 32, CLASSES,
+                             "activation", "relu");
+    kn_model *good = NULL, *bad = NULL;
+    int rc = kn_model_new(spec, 7, 64, NULL, &good, err, errsz);
+    if (rc == KN_OK) rc = kn_model_new(spec, 99, 64, NULL, &bad, err, errsz);
+    json_decref(spec);
+    if (rc != KN_OK) return rc;
+    kn_optim_config oc;
+    kn_optim_config_default(&oc, KN_OPT_ADAM);
+    oc.lr = 0.01f;
+    kn_model_set_optim(good, &oc);
+    kn_model_set_training(good, 1);
+    float x[64 * DIM];
+    int y[64];
+    float loss = 0;
+    for (int step = 0; step < 300 && rc == KN_OK; step++) {
+        for (int i = 0; i < 64; i++)
+            y[i] = example(x + i * DIM);
+        kn_batch b = {.B = 64, .x = x, .labels = y};
+        kn_model_zero_grad(good);
+        rc = kn_model_forward(good, &b, &loss, err, errsz);
+        if (rc == KN_OK) rc = kn_model_backward(good);
+        if (rc == KN_OK) rc = kn_model_step(good, NULL, NULL);
+    }
+    fprintf(stderr, "good model: final training loss %.4f\n", loss);
+    snprintf(F.good, sizeof(F.good), "%s/good.safetensors", F.tmp);
+    snprintf(F.bad, sizeof(F.bad), "%s/bad.safetensors", F.tmp);
+    if (rc == KN_OK) rc = kn_model_save_file(good, NULL, F.good, err, errsz);
+    if (rc == KN_OK) rc = kn_model_save_file(bad, NULL, F.bad, err, errsz);
+    kn_model_destroy(good);
+    kn_model_destroy(bad);
+    return rc;
+}
+
+static int register_version(const char *path, const char *key)
+{
+    kn_regclient *c = reg();
+    char err[512];
+    int v = 0;
+    int rc = kn_regclient_create_version(c, MODEL, key, NULL, NULL, &v, NULL, err, sizeof(err));
+    if (rc == KN_OK) rc = kn_regclient_upload_artifact(c, MODEL, v, path, NULL, err, sizeof(err));
+    if (rc != KN_OK) fail_msg("registering %s: %s", path, err);
+    kn_regclient_destroy(c);
+    return v;
+}
+
+static void publish_checkpoint(int version)
+{
+    char topic[200], value[512], err[256];
+    snprintf(topic, sizeof(topic), "%s.events", F.prefix);
+    snprintf(
+        value, sizeof(value),
+        "{\"type\":\"checkpoint.created\",\"model\":\"%s\",\"version\":%d,\"dataset\":\"%s\","
+        "\"artifact_sha256\":\"\",\"step\":300,\"examples\":19200,\"ts\":\"2026-01-01T00:00:00Z\"}",
+        MODEL, version, DATASET);
+    kn_kafka_producer_options po = {.brokers = F.brokers, .client_id = "test-evaluator"};
+    kn_kafka_producer *p = kn_kafka_producer_new(&po, err, sizeof(err));
+    assert_non_null(p);
+    assert_int_equal(
+        kn_kafka_produce(p, topic, -1, MODEL, strlen(MODEL), value, strlen(value), NULL, 0, NULL),
+        KN_OK);
+    assert_int_equal(kn_kafka_producer_flush(p, 15000), 0);
+    kn_kafka_producer_destroy(p, 1000);
+}
+
+static int production(void)
+{
+    kn_regclient *c = reg();
+    json_t *a = NULL;
+    char err[256];
+    int v = kn_regclient_get_alias(c, MODEL, "production", &a, err, sizeof(err)) == KN_OK
+                ? (int)json_integer_value(json_object_get(a, "version"))
+                : 0;
+    json_decref(a);
+    kn_regclient_destroy(c);
+    return v;
+}
+
+static json_t *version_doc(int v)
+{
+    kn_regclient *c = reg();
+    json_t *d = NULL;
+    char err[256];
+    if (kn_regclient_get_version(c, MODEL, v, &d, err, sizeof(err)) != KN_OK) d = NULL;
+    kn_regclient_destroy(c);
+    return d;
+}
+
+static const char *status_of(json_t *doc)
+{
+    return json_string_value(json_object_get(doc, "status"));
+}
+
+/* Waits until version v has status want (or production == want_prod when
+ * want is NULL); fails with the evaluator's log otherwise. */
+static void wait_status(int v, const char *want, double timeout)
+{
+    double t0 = now_s();
+    for (;;) {
+        json_t *d = version_doc(v);
+        int ok = d && status_of(d) && strcmp(status_of(d), want) == 0;
+        json_decref(d);
+        if (ok) return;
+        if (now_s() - t0 > timeout) {
+            dump_log("evaluator.log");
+            fail_msg("version %d did not become %s within %.0f s", v, want, timeout);
+        }
+        usleep(200 * 1000);
+    }
+}
+
+/* Metric rows of version v recorded on our eval set: rows and distinct names. */
+static void metric_rows(int v, int *rows, int *names)
+{
+    kn_regclient *c = reg();
+    char path[200], err[256];
+    json_t *res = NULL;
+    snprintf(path, sizeof(path), "/v1/models/%s/versions/%d/metrics", MODEL, v);
+    assert_int_equal(kn_regclient_call(c, "GET", path, NULL, NULL, &res, err, sizeof(err)), KN_OK);
+    json_t *seen = json_object();
+    size_t i;
+    json_t *m;
+    *rows = 0;
+    json_array_foreach(json_object_get(res, "metrics"), i, m)
+    {
+        const char *ds = json_string_value(json_object_get(m, "dataset"));
+        if (!ds || strncmp(ds, DATASET "@g1:", strlen(DATASET) + 4) != 0) continue;
+        (*rows)++;
+        json_object_set_new(seen, json_string_value(json_object_get(m, "name")), json_true());
+    }
+    *names = (int)json_object_size(seen);
+    json_decref(seen);
+    json_decref(res);
+    kn_regclient_destroy(c);
+}
+
+/* Registry events of a kind for a version. */
+static int registry_events(const char *kind, int v)
+{
+    kn_regclient *c = reg();
+    json_t *res = NULL;
+    char err[256];
+    assert_int_equal(kn_regclient_events(c, MODEL, 0, &res, err, sizeof(err)), KN_OK);
+    int n = 0;
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(res, "events"), i, e) n +=
+        strcmp(json_string_value(json_object_get(e, "kind")), kind) == 0 &&
+        json_integer_value(json_object_get(e, "version")) == v;
+    json_decref(res);
+    kn_regclient_destroy(c);
+    return n;
+}
+
+/* Events on <prefix>.events: count of type for version; *last gets a copy
+ * of the last such event (caller decrefs) when last is not NULL. */
+static int kafka_events(const char *type, int v, json_t **last)
+{
+    char topic[200], err[256], group[200];
+    snprintf(topic, sizeof(topic), "%s.events", F.prefix);
+    snprintf(group, sizeof(group), "%s.test-reader.%d", F.prefix, rand());
+    static const char *const extra[] = {"enable.partition.eof", "true", NULL};
+    kn_kafka_consumer_options co = {.brokers = F.brokers,
+                                    .group_id = group,
+                                    .read_committed = 1,
+                                    .auto_offset_reset = "earliest",
+                                    .extra = extra};
+    kn_kafka_consumer *c = kn_kafka_consumer_new(&co, err, sizeof(err));
+    assert_non_null(c);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    assert_int_equal(kn_kafka_consumer_assign(c, l, err, sizeof(err)), KN_OK);
+    rd_kafka_topic_partition_list_destroy(l);
+    int n = 0;
+    if (last) *last = NULL;
+    double t0 = now_s();
+    while (now_s() - t0 < 20) {
+        rd_kafka_message_t *m = kn_kafka_consumer_poll(c, 200);
+        if (!m) continue;
+        int eof = m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
+        if (!m->err) {
+            json_t *j = json_loadb(m->payload, m->len, 0, NULL);
+            const char *t = json_string_value(json_object_get(j, "type"));
+            if (t && strcmp(t, type) == 0 &&
+                json_integer_value(json_object_get(j, "version")) == v) {
+                n++;
+                if (last) {
+                    json_decref(*last);
+                    *last = json_incref(j);
+                }
+            }
+            json_decref(j);
+        }
+        rd_kafka_message_destroy(m);
+        if (eof) break;
+    }
+    kn_kafka_consumer_destroy(c);
+    return n;
+}
+
+static pid_t start_evaluator(const char *logname, const char *group)
+{
+    char cfgpath[400], logpath[400], bin[400], genv[300];
+    snprintf(cfgpath, sizeof(cfgpath), "%s/kiln.ini", F.tmp);
+    snprintf(logpath, sizeof(logpath), "%s/%s", F.tmp, logname);
+    snprintf(bin, sizeof(bin), "%s/evaluator/kiln-evaluator", KILN_BINARY_DIR);
+    snprintf(genv, sizeof(genv), "KILN_EVALUATOR_GROUP=%s", group);
+    char *argv[] = {bin, "--config", cfgpath, NULL};
+    const char *env[] = {genv, NULL};
+    pid_t pid = spawn(argv, env, logpath);
+    if (!log_port(logpath, pid)) {
+        dump_log(logname);
+        fail_msg("kiln-evaluator did not start");
+    }
+    return pid;
+}
+
+static int stop(pid_t pid, double timeout)
+{
+    if (pid <= 0) return -1;
+    kill(pid, SIGTERM);
+    double t0 = now_s();
+    int st = 0;
+    while (waitpid(pid, &st, WNOHANG) == 0) {
+        if (now_s() - t0 > timeout) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            return -1;
+        }
+        usleep(50 * 1000);
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* --- fixture --- */
+
+static int setup(void **state)
+{
+    (void)state;
+    char err[512], bin[400], logpath[400];
+    F.brokers = getenv("KILN_KAFKA_BROKERS") ? getenv("KILN_KAFKA_BROKERS") : "127.0.0.1:19092";
+    F.pg = getenv("KILN_PG_CONNINFO") ? getenv("KILN_PG_CONNINFO")
+                                      : "host=127.0.0.1 port=15432 dbname=kiln user=kiln "
+                                        "password=kiln";
+    unsigned tag = (unsigned)getpid() ^ (unsigned)time(NULL);
+    snprintf(F.prefix, sizeof(F.prefix), "kiln-it-ev-%x", tag);
+    snprintf(F.schema, sizeof(F.schema), "kiln_test_ev_%x", tag);
+    snprintf(F.admin, sizeof(F.admin), "admin-%x", tag);
+    snprintf(F.tmp, sizeof(F.tmp), "/tmp/kiln-test-evaluator-XXXXXX");
+    assert_non_null(mkdtemp(F.tmp));
+    snprintf(bin, sizeof(bin), "%s/registry/kiln-registry", KILN_BINARY_DIR);
+    char ebin[400];
+    snprintf(ebin, sizeof(ebin), "%s/evaluator/kiln-evaluator", KILN_BINARY_DIR);
+    if (access(bin, X_OK) != 0 || access(ebin, X_OK) != 0) {
+        F.skip = 1;
+        snprintf(F.why, sizeof(F.why), "kiln-registry or kiln-evaluator not built");
+        return 0;
+    }
+    PGconn *pg = PQconnectdb(F.pg);
+    int pg_ok = PQstatus(pg) == CONNECTION_OK;
+    PQfinish(pg);
+    if (!pg_ok) {
+        F.skip = 1;
+        snprintf(F.why, sizeof(F.why), "PostgreSQL of the native stack does not answer");
+        return 0;
+    }
+    char denv[600], senv[200], aenv[200];
+    snprintf(denv, sizeof(denv), "KILN_REGISTRY_DB=%s", F.pg);
+    snprintf(senv, sizeof(senv), "KILN_REGISTRY_SCHEMA=%s", F.schema);
+    snprintf(aenv, sizeof(aenv), "KILN_REGISTRY_ADMIN_TOKEN=%s", F.admin);
+    const char *env[] = {denv, senv, aenv, "KILN_REGISTRY_PORT=0", NULL};
+    char *argv[] = {bin, NULL};
+    snprintf(logpath, sizeof(logpath), "%s/registry.log", F.tmp);
+    F.registry = spawn(argv, env, logpath);
+    int port = log_port(logpath, F.registry);
+    if (!port) {
+        dump_log("registry.log");
+        fail_msg("kiln-registry did not start");
+    }
+    snprintf(F.url, sizeof(F.url), "http://127.0.0.1:%d", port);
+
+    if (produce_eval_set(err, sizeof(err)) != 0) fail_msg("eval set: %s", err);
+    if (make_checkpoints(err, sizeof(err)) != KN_OK) fail_msg("checkpoints: %s", err);
+    kn_regclient *c = reg();
+    assert_int_equal(kn_regclient_create_model(c, MODEL, "classification", "evaluator test", NULL,
+                                               err, sizeof(err)),
+                     KN_OK);
+    kn_regclient_destroy(c);
+
+    char cfgpath[400];
+    snprintf(cfgpath, sizeof(cfgpath), "%s/kiln.ini", F.tmp);
+    FILE *f = fopen(cfgpath, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "[kafka]\nbrokers = %s\ntopic_prefix = %s\n\n[registry]\nurl = %s\n\n"
+            "[evaluator]\nport = 0\ntoken = %s\nwork_dir = %s\nbatch = 64\n\n"
+            "[policy.%s]\nmin_accuracy = 0.8\nimprove_accuracy = 0.0\nguard_macro_f1 = 0.02\n",
+            F.brokers, F.prefix, F.url, F.admin, F.tmp, MODEL);
+    fclose(f);
+    F.evaluator = start_evaluator("evaluator.log", "g1");
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (F.evaluator > 0) stop(F.evaluator, 20);
+    if (F.registry > 0) stop(F.registry, 20);
+    if (F.schema[0] && !F.skip) {
+        PGconn *pg = PQconnectdb(F.pg);
+        char q[200];
+        snprintf(q, sizeof(q), "DROP SCHEMA IF EXISTS %s CASCADE", F.schema);
+        PQclear(PQexec(pg, q));
+        PQfinish(pg);
+    }
+    if (F.tmp[0] && !getenv("KEEP_TMP")) {
+        char cmd[400];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", F.tmp);
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", F.tmp);
+    }
+    return 0;
+}
+
+#define SKIP_IF_NEEDED()                                                                           \
+    do {                                                                                           \
+        if (F.skip) {                                                                              \
+            fprintf(stderr, "SKIP: %s\n", F.why);                                                  \
+            skip();                                                                                \
+        }                                                                                          \
+    } while (0)
+
+/* --- the cases, in order --- */
+
+static void good_is_promoted(void **state)
+{
+    (void)state;
+    SKIP_IF_NEEDED();
+    int v = register_version(F.good, "good-1");
+    assert_int_equal(v, 1);
+    publish_checkpoint(1);
+    wait_status(1, "promoted", 90);
+    assert_int_equal(production(), 1);
+    json_t *d = version_doc(1);
+    json_t *m = json_object_get(d, "metrics");
+    double acc = json_number_value(json_object_get(m, "accuracy"));
+    fprintf(stderr, "good: accuracy %.4f macro_f1 %.4f\n", acc,
+            json_number_value(json_object_get(m, "macro_f1")));
+    assert_true(acc >= 0.8);
+    assert_non_null(json_object_get(m, "f1.3"));
+    assert_int_equal((int)json_number_value(json_object_get(m, "eval_examples")),
+                     2 * EVAL_PER_PART);
+    const char *es = json_string_value(json_object_get(json_object_get(d, "tags"), "eval_set"));
+    assert_non_null(es);
+    assert_non_null(strstr(es, "\"ends\":\"0:0-1,1:0-1\""));
+    assert_non_null(json_object_get(json_object_get(d, "tags"), "confusion_matrix"));
+    json_decref(d);
+    json_t *ev = NULL;
+    assert_int_equal(kafka_events("version.promoted", 1, &ev), 1);
+    assert_true(json_is_null(json_object_get(ev, "previous_version")));
+    assert_string_equal(json_string_value(json_object_get(ev, "alias")), "production");
+    assert_non_null(strstr(json_string_value(json_object_get(ev, "reason")), "first passing"));
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(ev, "eval_set"), "examples")),
+        2 * EVAL_PER_PART);
+    json_decref(ev);
+}
+
+static void worse_is_rejected(void **state)
+{
+    (void)state;
+    SKIP_IF_NEEDED();
+    int v = register_version(F.bad, "bad-2");
+    assert_int_equal(v, 2);
+    publish_checkpoint(2);
+    wait_status(2, "rejected", 90);
+    assert_int_equal(production(), 1);
+    json_t *d = version_doc(2);
+    const char *why = json_string_value(json_object_get(d, "status_reason"));
+    fprintf(stderr, "worse: %s\n", why);
+    assert_non_null(strstr(why, "min_accuracy"));
+    assert_non_null(strstr(why, "production v1"));
+    json_decref(d);
+    json_t *ev = NULL;
+    assert_int_equal(kafka_events("version.rejected", 2, &ev), 1);
+    assert_int_equal(json_integer_value(json_object_get(ev, "previous_version")), 1);
+    json_t *rules = json_object_get(json_object_get(ev, "compared"), "rules");
+    assert_int_equal(json_array_size(rules), 3);
+    json_decref(ev);
+    assert_int_equal(registry_events("version.rejected", 2), 1);
+}
+
+static void redelivery_is_harmless(void **state)
+{
+    (void)state;
+    SKIP_IF_NEEDED();
+    int rows1, names1, rows2, names2;
+    metric_rows(1, &rows1, &names1);
+    metric_rows(2, &rows2, &names2);
+    assert_int_equal(rows1, names1); /* one set each */
+    assert_int_equal(rows2, names2);
+    publish_checkpoint(1);
+    publish_checkpoint(2);
+    /* A copy of good, published after: once it is decided, the duplicates
+     * before it (same partition) have been handled. */
+    assert_int_equal(register_version(F.good, "good-3"), 3);
+    publish_checkpoint(3);
+    wait_status(3, "promoted", 90);
+    assert_int_equal(production(), 3);
+    int r, n;
+    metric_rows(1, &r, &n);
+    assert_int_equal(r, rows1);
+    metric_rows(2, &r, &n);
+    assert_int_equal(r, rows2);
+    assert_int_equal(registry_events("version.promoted", 1), 1);
+    assert_int_equal(registry_events("version.rejected", 2), 1);
+    assert_int_equal(kafka_events("version.promoted", 1, NULL), 1);
+    assert_int_equal(kafka_events("version.rejected", 2, NULL), 1);
+    json_t *ev = NULL;
+    assert_int_equal(kafka_events("version.promoted", 3, &ev), 1);
+    assert_int_equal(json_integer_value(json_object_get(ev, "previous_version")), 1);
+    assert_non_null(strstr(json_string_value(json_object_get(ev, "reason")), "over v1"));
+    json_decref(ev);
+    char logpath[400];
+    snprintf(logpath, sizeof(logpath), "%s/evaluator.log", F.tmp);
+    assert_int_equal(count_in_file(logpath, "\"msg\":\"scored\""), 3);
+}
+
+static void rollback_restores_previous(void **state)
+{
+    (void)state;
+    SKIP_IF_NEEDED();
+    char cmd[800], out[512] = "";
+    snprintf(cmd, sizeof(cmd), "%s/registry/kilnctl --registry %s --token %s rollback %s",
+             KILN_BINARY_DIR, F.url, F.admin, MODEL);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    assert_int_equal(pclose(p), 0);
+    fprintf(stderr, "kilnctl: %s", out);
+    assert_non_null(strstr(out, "3 -> 1"));
+    assert_int_equal(production(), 1);
+    assert_int_equal(registry_events("version.rolled_back", 1), 1);
+}
+
+static void replay_changes_nothing(void **state)
+{
+    (void)state;
+    SKIP_IF_NEEDED();
+    int r1, n1, r2, n2, r3, n3;
+    metric_rows(1, &r1, &n1);
+    metric_rows(2, &r2, &n2);
+    metric_rows(3, &r3, &n3);
+    pid_t second = start_evaluator("evaluator2.log", "g2");
+    char logpath[400];
+    snprintf(logpath, sizeof(logpath), "%s/evaluator2.log", F.tmp);
+    double t0 = now_s();
+    while (count_in_file(logpath, "nothing to do") < 5 && now_s() - t0 < 60)
+        usleep(200 * 1000);
+    assert_int_equal(stop(second, 20), 0);
+    assert_int_equal(count_in_file(logpath, "nothing to do"), 5);
+    assert_int_equal(count_in_file(logpath, "\"msg\":\"scored\""), 0);
+    int r, n;
+    metric_rows(1, &r, &n);
+    assert_int_equal(r, r1);
+    metric_rows(2, &r, &n);
+    assert_int_equal(r, r2);
+    metric_rows(3, &r, &n);
+    assert_int_equal(r, r3);
+    assert_int_equal(production(), 1); /* the rollback stands */
+    assert_int_equal(registry_events("version.promoted", 3), 1);
+}
+
+static void sigterm_exits_zero(void **state)
+{
+    (void)state;
+    SKIP_IF_NEEDED();
+    assert_int_equal(stop(F.evaluator, 20), 0);
+    F.evaluator = 0;
+}
+
+int main(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(good_is_promoted),       cmocka_unit_test(worse_is_rejected),
+        cmocka_unit_test(redelivery_is_harmless), cmocka_unit_test(rollback_restores_previous),
+        cmocka_unit_test(replay_changes_nothing), cmocka_unit_test(sigterm_exits_zero),
+    };
+    int rc = cmocka_run_group_tests(tests, setup, teardown);
+    curl_global_cleanup();
+    return rc;
+}

@@ -1,0 +1,275 @@
+/* Benchmark (real Kafka): tokens/s and images/s through kiln-preprocess,
+ * measured from the service's start to the moment its group has committed
+ * every input offset (so it includes start-up, state rebuild, transactions).
+ * Text: every fortune (about 2.6 MB; the few real repeats are dropped by
+ * dedup) into an LM dataset (r50k_base when .cache/tokenizer has it,
+ * near-dup dedup on). Images: 28x28 gray PGMs, crop+flip augmentation.
+ * Prints the figures; fails only when the service does not finish. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "kafka.h"
+#include "kn.h"
+#include "metrics.h"
+#include "record.h"
+#include "shard.h"
+
+#define N_IMAGES    20000
+#define TEXT_COPIES 1
+
+static const char *brokers(void)
+{
+    const char *b = getenv("KILN_KAFKA_BROKERS");
+    return b ? b : "127.0.0.1:19092";
+}
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static void produce(kn_kafka_producer *p, const char *topic, const char *kind, const void *v,
+                    size_t len, const char *dataset, const char *label)
+{
+    char key[65];
+    kn_record_key(v, len, key);
+    kn_record_meta meta = {.kind = kind,
+                           .content_type = "application/octet-stream",
+                           .source = "bench",
+                           .origin = "bench",
+                           .dataset = dataset,
+                           .label = label};
+    kn_record_headers h;
+    kn_record_headers_build(&h, &meta);
+    assert_int_equal(kn_kafka_produce(p, topic, -1, key, 64, v, len, h.h, h.n, NULL), KN_OK);
+}
+
+/* Every fortune of every category file; returns bytes produced. */
+static size_t produce_fortunes(kn_kafka_producer *p, const char *topic, int copies, long *nrec)
+{
+    DIR *d = opendir("/usr/share/games/fortunes");
+    if (!d) return 0;
+    struct dirent *de;
+    size_t bytes = 0;
+    char *doc = malloc(1 << 16), line[4096];
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.' || strchr(de->d_name, '.')) continue;
+        char path[512];
+        snprintf(path, sizeof(path), "/usr/share/games/fortunes/%s", de->d_name);
+        for (int c = 0; c < copies; c++) {
+            FILE *f = fopen(path, "r");
+            if (!f) break;
+            size_t len = (size_t)snprintf(doc, 64, "[%d] ", c);
+            while (fgets(line, sizeof(line), f)) {
+                if (strcmp(line, "%\n") == 0) {
+                    if (len > 8) {
+                        produce(p, topic, "text", doc, len, "benchlm", NULL);
+                        bytes += len;
+                        (*nrec)++;
+                    }
+                    len = (size_t)snprintf(doc, 64, "[%d] ", c);
+                    continue;
+                }
+                size_t l = strlen(line);
+                if (len + l < (1 << 16)) {
+                    memcpy(doc + len, line, l);
+                    len += l;
+                }
+            }
+            fclose(f);
+        }
+    }
+    closedir(d);
+    free(doc);
+    return bytes;
+}
+
+static int64_t committed_total(const char *group, const char *topic, int64_t *high)
+{
+    char err[512];
+    kn_kafka_consumer_options co = {.brokers = brokers(), .group_id = group, .read_committed = 1};
+    kn_kafka_consumer *c = kn_kafka_consumer_new(&co, err, sizeof(err));
+    assert_non_null(c);
+    rd_kafka_t *rk = kn_kafka_consumer_handle(c);
+    int np = kn_kafka_partition_count(rk, topic, 5000);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(np > 0 ? np : 1);
+    int64_t sum = 0;
+    *high = 0;
+    for (int p = 0; p < np; p++) {
+        rd_kafka_topic_partition_list_add(l, topic, p);
+        int64_t lo, hi;
+        if (kn_kafka_watermarks(rk, topic, p, &lo, &hi, 5000) == KN_OK) *high += hi;
+    }
+    if (rd_kafka_committed(rk, l, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        for (int i = 0; i < l->cnt; i++)
+            if (l->elems[i].offset > 0) sum += l->elems[i].offset;
+    rd_kafka_topic_partition_list_destroy(l);
+    kn_kafka_consumer_destroy(c);
+    return sum;
+}
+
+/* Examples in every committed shard of a topic. */
+static long count_examples(const char *topic)
+{
+    char err[512], group[300];
+    snprintf(group, sizeof(group), "bench-reader-%d", getpid());
+    const char *extra[] = {"enable.partition.eof", "true", NULL};
+    kn_kafka_consumer_options co = {
+        .brokers = brokers(), .group_id = group, .read_committed = 1, .extra = extra};
+    kn_kafka_consumer *c = kn_kafka_consumer_new(&co, err, sizeof(err));
+    assert_non_null(c);
+    int np = kn_kafka_partition_count(kn_kafka_consumer_handle(c), topic, 5000);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(np);
+    for (int p = 0; p < np; p++)
+        rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    kn_kafka_consumer_assign(c, l, err, sizeof(err));
+    rd_kafka_topic_partition_list_destroy(l);
+    long n = 0;
+    int eof = 0;
+    double t0 = now_s();
+    while (eof < np && now_s() - t0 < 60) {
+        rd_kafka_message_t *m = kn_kafka_consumer_poll(c, 200);
+        if (!m) continue;
+        kn_shard_view v;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            eof++;
+        else if (!m->err && kn_shard_parse(m->payload, m->len, &v, err, sizeof(err)) == KN_OK)
+            n += v.info.count;
+        rd_kafka_message_destroy(m);
+    }
+    kn_kafka_consumer_destroy(c);
+    return n;
+}
+
+/* Runs the service until the group has consumed `topic`; returns seconds. */
+static double run_until_done(const char *cfgp, const char *inst, const char *group,
+                             const char *topic, const char *metrics_out)
+{
+    char bin[1024], log[300];
+    snprintf(bin, sizeof(bin), "%s/preprocess/kiln-preprocess", KILN_BINARY_DIR);
+    snprintf(log, sizeof(log), "%s.log", cfgp);
+    double t0 = now_s();
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) dup2(fd, 2);
+        execl(bin, bin, "--config", cfgp, "--instance", inst, (char *)NULL);
+        _exit(127);
+    }
+    int64_t high = 1, done = 0;
+    while (now_s() - t0 < 240) {
+        done = committed_total(group, topic, &high);
+        if (done == high) break;
+        usleep(200000);
+    }
+    double dt = now_s() - t0;
+    (void)metrics_out;
+    kill(pid, SIGTERM);
+    int st;
+    waitpid(pid, &st, 0);
+    assert_int_equal(done, high);
+    unlink(log);
+    return dt;
+}
+
+static void bench(void **state)
+{
+    (void)state;
+    char prefix[128], prefix_i[140], cfgp[256], err[512], tok[1024];
+    snprintf(prefix, sizeof(prefix), "kiln-bench-pp-%ld-%d", (long)time(NULL), getpid());
+    snprintf(prefix_i, sizeof(prefix_i), "%s-i", prefix);
+    snprintf(cfgp, sizeof(cfgp), "/tmp/%s.ini", prefix);
+    snprintf(tok, sizeof(tok), "%s/.cache/tokenizer/r50k_base.tiktoken", KILN_SOURCE_DIR);
+    if (access(tok, R_OK) != 0 || access("/usr/share/games/fortunes/computers", R_OK) != 0) {
+        print_message("SKIPPING: needs %s (tests/scripts/bpe-parity.sh fetches it) and the "
+                      "fortunes package\n",
+                      tok);
+        skip();
+    }
+    char t_text[200], t_img[200];
+    kn_record_topic(t_text, sizeof(t_text), prefix, KN_RECORD_TOPIC_TEXT);
+    kn_record_topic(t_img, sizeof(t_img), prefix_i, KN_RECORD_TOPIC_IMAGE);
+    kn_kafka_topic_spec specs[2] = {{t_text, 3, 0, 0}, {t_img, 3, 0, 0}};
+    assert_int_equal(kn_kafka_create_topics(brokers(), specs, 2, 10000, err, sizeof(err)), KN_OK);
+    kn_kafka_producer_options po = {.brokers = brokers(), .linger_ms = 20};
+    kn_kafka_producer *p = kn_kafka_producer_new(&po, err, sizeof(err));
+    assert_non_null(p);
+    long nrec = 0;
+    size_t bytes = produce_fortunes(p, t_text, TEXT_COPIES, &nrec);
+    unsigned char pgm[28 * 28 + 32];
+    for (int i = 0; i < N_IMAGES; i++) {
+        int hl = snprintf((char *)pgm, 32, "P5\n28 28\n255\n");
+        for (int px = 0; px < 28 * 28; px++)
+            pgm[hl + px] = (unsigned char)((px * 3 + i * 13 + (i >> 8)) & 255);
+        char lab[4];
+        snprintf(lab, sizeof(lab), "%d", i % 10);
+        produce(p, t_img, "image", pgm, (size_t)hl + 28 * 28, "benchimg", lab);
+    }
+    assert_int_equal(kn_kafka_producer_flush(p, 60000), 0);
+    kn_kafka_producer_destroy(p, 1000);
+
+    FILE *f = fopen(cfgp, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "[kafka]\nbrokers = %s\ntopic_prefix = %s\n"
+            "[preprocess]\nport = 0\nflush_ms = 2000\ntxn_max_records = 20000\n"
+            "group = %s-text\n"
+            "[dataset.benchlm]\nkind = lm\ntokenizer = %s\nblock_size = 1024\n"
+            "shard_examples = 256\ndedup = near\neval_fraction = 0.05\n",
+            brokers(), prefix, prefix, tok);
+    fclose(f);
+    char group[200], inst[200];
+    snprintf(group, sizeof(group), "%s-text", prefix);
+    snprintf(inst, sizeof(inst), "%s-t", prefix);
+    double dt_text = run_until_done(cfgp, inst, group, t_text, NULL);
+    char out[300];
+    long blocks = 0;
+    snprintf(out, sizeof(out), "%s.train.benchlm", prefix);
+    blocks += count_examples(out);
+    snprintf(out, sizeof(out), "%s.eval.benchlm", prefix);
+    blocks += count_examples(out);
+    double tokens = (double)blocks * 1024.0; /* + tails under one block per split */
+    print_message("preprocess text: %ld records, %.2f MB, %ld blocks of 1025 tokens in %.1f s "
+                  "(incl. start-up and state rebuild): %.2f MB/s, %.0f tokens/s\n",
+                  nrec, (double)bytes / 1e6, blocks, dt_text, (double)bytes / 1e6 / dt_text,
+                  tokens / dt_text);
+
+    f = fopen(cfgp, "w");
+    fprintf(f,
+            "[kafka]\nbrokers = %s\ntopic_prefix = %s\n"
+            "[preprocess]\nport = 0\nflush_ms = 2000\ntxn_max_records = 20000\n"
+            "group = %s-img\n"
+            "[dataset.benchimg]\nkind = image\nwidth = 28\nheight = 28\nchannels = 1\n"
+            "labels = 0,1,2,3,4,5,6,7,8,9\nmean = 0.2860\nstd = 0.3530\ncrop_pad = 2\n"
+            "hflip = true\nshard_examples = 512\neval_fraction = 0.1\n",
+            brokers(), prefix_i, prefix);
+    fclose(f);
+    snprintf(group, sizeof(group), "%s-img", prefix);
+    snprintf(inst, sizeof(inst), "%s-i", prefix);
+    double dt_img = run_until_done(cfgp, inst, group, t_img, NULL);
+    print_message("preprocess images: %d 28x28 PGMs (decode+convert+augment+normalize+shard+"
+                  "Kafka txn) in %.1f s (incl. start-up): %.0f images/s\n",
+                  N_IMAGES, dt_img, N_IMAGES / dt_img);
+    unlink(cfgp);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {cmocka_unit_test(bench)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# bpe-parity.sh: kiln's BPE encoder against npm `tiktoken` (the WASM build of
+# tiktoken's Rust core) on the Debian fortunes plus tests/tokenizer's
+# multilingual corpus, for r50k_base and cl100k_base: ids must be 100%
+# identical and decode(encode(x)) == x. Then trains a 4096-id vocabulary on
+# the fortunes and checks it round-trips. Also probes every Unicode code point
+# (about a minute).
+# Needs node/npm (registry reachable on first run) and the `fortunes` package;
+# without them it FAILS, unless KILN_OFFLINE=1, which makes it skip (exit 77).
+set -euo pipefail
+
+SRC=${KILN_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+BIN=${KILN_BINARY_DIR:-$SRC/build}
+TOK=$SRC/tests/tokenizer
+CACHE=$SRC/.cache/tokenizer
+FORTUNES=/usr/share/games/fortunes
+
+unavailable() {
+    if [ "${KILN_OFFLINE:-0}" = 1 ]; then
+        echo "SKIPPED: $1 (KILN_OFFLINE=1)"
+        exit 77
+    fi
+    echo "FAIL: $1 (set KILN_OFFLINE=1 to skip instead)" >&2
+    exit 1
+}
+
+command -v node >/dev/null || unavailable "node is not installed"
+command -v npm >/dev/null || unavailable "npm is not installed"
+[ -r "$FORTUNES/fortunes" ] || unavailable "$FORTUNES missing: apt-get install -y fortunes"
+
+# Reference packages, pinned by package-lock.json, into tests/tokenizer/node_modules.
+if [ ! -d "$TOK/node_modules/tiktoken" ] || [ ! -d "$TOK/node_modules/js-tiktoken" ] ||
+   [ ! -d "$TOK/node_modules/gpt-3-encoder" ]; then
+    echo "installing npm reference packages into $TOK/node_modules"
+    (cd "$TOK" && npm ci --no-audit --no-fund --loglevel=error) ||
+        unavailable "npm ci failed (registry unreachable?)"
+fi
+
+# The C driver: the CMake target when the build has it, else built here.
+TOOL=$BIN/tests/bpe_tool
+if [ ! -x "$TOOL" ]; then
+    [ -f "$BIN/lib/libkiln.a" ] || { echo "FAIL: $BIN/lib/libkiln.a not built" >&2; exit 1; }
+    TOOL=$CACHE/bpe_tool
+    mkdir -p "$CACHE"
+    ${CC:-cc} -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -I"$SRC/lib" \
+        "$TOK/bpe_tool.c" "$BIN/lib/libkiln.a" \
+        $(pkg-config --libs libcrypto) -lm -o "$TOOL"
+fi
+
+mkdir -p "$CACHE/corpus"
+node "$TOK/build-corpus.js" "$CACHE/corpus"
+node "$TOK/reference.js" ranks "$CACHE"
+# The converted files must be byte-identical to OpenAI's published rank files.
+echo "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930  $CACHE/r50k_base.tiktoken
+223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7  $CACHE/cl100k_base.tiktoken" |
+    sha256sum -c -
+
+mapfile -t FORTUNE_FILES < <(find "$FORTUNES" -maxdepth 1 -type f ! -name '*.dat' ! -name '*.u8' | sort)
+[ "${#FORTUNE_FILES[@]}" -gt 10 ] || unavailable "too few fortune files in $FORTUNES"
+DOCS=("$CACHE/corpus/multilingual.txt" "$CACHE/corpus/edge-long.txt" "${FORTUNE_FILES[@]}")
+
+status=0
+for enc in r50k cl100k; do
+    node "$TOK/reference.js" expect "${enc}_base" "$CACHE/expected-${enc}_base.txt" "${DOCS[@]}"
+    "$TOOL" parity "$CACHE/${enc}_base.tiktoken" "$enc" "$CACHE/expected-${enc}_base.txt" || status=1
+done
+
+# Unicode: lib/bpe.c's class tables must be the reference's, and every code
+# point must pre-tokenize as tiktoken does under both patterns.
+node "$TOK/gen-unicode.js" --check "$SRC/lib/bpe.c" || status=1
+rm -rf "$CACHE/probe"
+node "$TOK/unicode-probe.js" "$CACHE/probe" > "$CACHE/probe.list"
+while read -r n rank exp_r50k exp_cl100k; do
+    "$TOOL" parity "$rank" r50k "$exp_r50k" | grep -a -v '^rank file' || status=1
+    "$TOOL" parity "$rank" cl100k "$exp_cl100k" | grep -a -v '^rank file' || status=1
+done < "$CACHE/probe.list"
+rm -rf "$CACHE/probe"
+
+# Training on the fortunes: both patterns, 4096 ids, must round-trip and compress.
+for enc in r50k cl100k; do
+    "$TOOL" train "$enc" 4096 "$CACHE/fortunes-${enc}-4096.tiktoken" "${FORTUNE_FILES[@]}" || status=1
+done
+
+if [ $status -ne 0 ]; then
+    echo "FAIL: BPE parity or training check failed" >&2
+    exit 1
+fi
+echo "PASS: BPE parity (r50k_base, cl100k_base) and training"

@@ -1,0 +1,30 @@
+// bench-ref.js: single-thread encode speed of npm `tiktoken` (WASM build of
+// tiktoken's Rust core) on the given documents, the reference figure that
+// tests/bench/bench_bpe.c compares against.
+// Usage: node bench-ref.js <r50k_base|cl100k_base> <seconds> <doc>...
+// Prints one line: "ref <encoding> <MB/s> <ids> <bytes>" (MB = 1e6 bytes).
+'use strict';
+const fs = require('fs');
+const { get_encoding } = require('tiktoken');
+
+const [encName, secondsArg, ...docs] = process.argv.slice(2);
+if (!encName || !docs.length) {
+  console.error('usage: node bench-ref.js <encoding> <seconds> <doc>...');
+  process.exit(2);
+}
+const seconds = Number(secondsArg) || 3;
+const texts = docs.map((d) => fs.readFileSync(d, 'utf8'));
+const bytes = docs.reduce((n, d) => n + fs.statSync(d).size, 0);
+const enc = get_encoding(encName);
+let ids = 0;
+for (const t of texts) ids += enc.encode_ordinary(t).length; // warm-up
+let passes = 0;
+const t0 = process.hrtime.bigint();
+let elapsed = 0;
+do {
+  for (const t of texts) enc.encode_ordinary(t);
+  passes++;
+  elapsed = Number(process.hrtime.bigint() - t0) / 1e9;
+} while (elapsed < seconds);
+enc.free();
+console.log(`ref ${encName} ${((bytes * passes) / 1e6 / elapsed).toFixed(2)} ${ids} ${bytes}`);

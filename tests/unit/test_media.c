@@ -1,0 +1,287 @@
+/* test_media.c: lib/media (image sniffing and header checks), lib/record
+ * (UTF-8 validation and repair, header round trip helpers) and lib/idx
+ * (header parsing, gzip reading, size checks). Every prefix of a valid image
+ * is refused, and random corruption never crashes the prober. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <zlib.h>
+
+#include "idx.h"
+#include "kn.h"
+#include "media.h"
+#include "record.h"
+
+static void be32put(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8),
+    p[3] = (uint8_t)v;
+}
+
+static size_t chunk(uint8_t *out, const char *type, const uint8_t *data, uint32_t len)
+{
+    be32put(out, len);
+    memcpy(out + 4, type, 4);
+    if (len) memcpy(out + 8, data, len);
+    be32put(out + 8 + len, (uint32_t)crc32(crc32(0, Z_NULL, 0), out + 4, len + 4));
+    return 12 + len;
+}
+
+static size_t make_png(uint8_t *out, uint32_t w, uint32_t h, int color, int depth)
+{
+    uint8_t ihdr[13] = {0};
+    be32put(ihdr, w);
+    be32put(ihdr + 4, h);
+    ihdr[8] = (uint8_t)depth, ihdr[9] = (uint8_t)color;
+    uint8_t raw[64] = {0}, z[128];
+    uLongf zl = sizeof(z);
+    compress(z, &zl, raw, sizeof(raw));
+    memcpy(out, "\x89PNG\r\n\x1a\n", 8);
+    size_t n = 8;
+    n += chunk(out + n, "IHDR", ihdr, 13);
+    if (color == 3) n += chunk(out + n, "PLTE", (const uint8_t *)"\0\0\0", 3);
+    n += chunk(out + n, "IDAT", z, (uint32_t)zl);
+    n += chunk(out + n, "IEND", NULL, 0);
+    return n;
+}
+
+static const uint8_t jpeg[] = {0xFF, 0xD8, 0xFF, 0xC0, 0,    11,   8,    0,    4,    0,   6, 1,
+                               1,    0x11, 0,    0xFF, 0xDA, 0,    8,    1,    1,    0,   0, 63,
+                               0,    0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD0, 0x56, 0xFF, 0xD9};
+
+static void test_sniff(void **s)
+{
+    (void)s;
+    uint8_t png[256];
+    size_t n = make_png(png, 4, 4, 0, 8);
+    assert_int_equal(kn_media_sniff(png, n), KN_MEDIA_PNG);
+    assert_int_equal(kn_media_sniff(jpeg, sizeof(jpeg)), KN_MEDIA_JPEG);
+    assert_int_equal(kn_media_sniff("P5\n1 1\n255\nx", 12), KN_MEDIA_PGM);
+    assert_int_equal(kn_media_sniff("P6 # c\n1 1 255\nxyz", 18), KN_MEDIA_PPM);
+    assert_int_equal(kn_media_sniff("P5 is a text", 12), KN_MEDIA_UNKNOWN);
+    assert_int_equal(kn_media_sniff("\0\0\x08\x02\0\0\0\1\0\0\0\1x", 13), KN_MEDIA_IDX);
+    assert_int_equal(kn_media_sniff("hello", 5), KN_MEDIA_UNKNOWN);
+    assert_string_equal(kn_media_content_type(KN_MEDIA_PNG), "image/png");
+}
+
+static void test_probe_valid(void **s)
+{
+    (void)s;
+    uint8_t png[256];
+    kn_media_info info;
+    const char *why;
+    char e[256];
+    size_t n = make_png(png, 7, 5, 6, 8);
+    assert_int_equal(kn_media_probe(png, n, NULL, &info, &why, e, sizeof(e)), KN_OK);
+    assert_int_equal(info.width, 7);
+    assert_int_equal(info.height, 5);
+    assert_int_equal(info.channels, 4);
+    n = make_png(png, 3, 3, 3, 4);
+    assert_int_equal(kn_media_probe(png, n, NULL, &info, &why, e, sizeof(e)), KN_OK);
+    assert_int_equal(kn_media_probe(jpeg, sizeof(jpeg), NULL, &info, &why, e, sizeof(e)), KN_OK);
+    assert_int_equal(info.width, 6);
+    assert_int_equal(info.height, 4);
+    assert_int_equal(info.channels, 1);
+    const char pgm[] = "P5\n# comment\n3 2\n255\n123456";
+    assert_int_equal(kn_media_probe(pgm, sizeof(pgm) - 1, NULL, &info, &why, e, sizeof(e)), KN_OK);
+    assert_int_equal(info.width, 3);
+    const char ppm16[] = "P6 1 1 65535\nabcdef";
+    assert_int_equal(kn_media_probe(ppm16, sizeof(ppm16) - 1, NULL, &info, &why, e, sizeof(e)),
+                     KN_OK);
+    assert_int_equal(info.bit_depth, 16);
+    uint8_t idx[12 + 6] = {0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3};
+    assert_int_equal(kn_media_probe(idx, sizeof(idx), NULL, &info, &why, e, sizeof(e)), KN_OK);
+    assert_int_equal(info.height, 2);
+    assert_int_equal(info.width, 3);
+}
+
+static void expect_refused(const void *d, size_t n, const char *reason)
+{
+    kn_media_info info;
+    const char *why = NULL;
+    char e[256];
+    int rc = kn_media_probe(d, n, NULL, &info, &why, e, sizeof(e));
+    assert_int_not_equal(rc, KN_OK);
+    if (reason && strcmp(why, reason) != 0) fail_msg("reason %s (%s), expected %s", why, e, reason);
+}
+
+static void test_probe_refused(void **s)
+{
+    (void)s;
+    uint8_t png[256];
+    size_t n = make_png(png, 100000, 100000, 0, 8);
+    expect_refused(png, n, KN_RECORD_REASON_TOO_MANY_PIXELS);
+    n = make_png(png, 4, 4, 2, 4); /* RGB with depth 4 is invalid */
+    expect_refused(png, n, KN_RECORD_REASON_BAD_HEADER);
+    n = make_png(png, 0, 4, 0, 8);
+    expect_refused(png, n, KN_RECORD_REASON_BAD_HEADER);
+    n = make_png(png, 4, 4, 0, 8);
+    png[20] ^= 1; /* IHDR CRC now wrong */
+    expect_refused(png, n, KN_RECORD_REASON_BAD_HEADER);
+    expect_refused("P5\n4 4\n255\nab", 13, KN_RECORD_REASON_TRUNCATED);
+    expect_refused("P5\n1 1\n255\nabc", 14, KN_RECORD_REASON_SIZE_MISMATCH);
+    expect_refused("P5\n1 1\n0\na", 10, KN_RECORD_REASON_BAD_HEADER);
+    expect_refused("P6\n20000 20000\n255\n", 20, KN_RECORD_REASON_TOO_MANY_PIXELS);
+    uint8_t idx[12 + 5] = {0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3};
+    expect_refused(idx, sizeof(idx), KN_RECORD_REASON_TRUNCATED);
+    uint8_t idx3[16] = {0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9}; /* 9 channels */
+    expect_refused(idx3, sizeof(idx3), KN_RECORD_REASON_UNSUPPORTED);
+    expect_refused("GIF89a", 6, KN_RECORD_REASON_UNKNOWN_FORMAT);
+    kn_media_limits lim = {4, 16};
+    kn_media_info info;
+    const char *why;
+    char e[128];
+    n = make_png(png, 5, 2, 0, 8);
+    assert_int_equal(kn_media_probe(png, n, &lim, &info, &why, e, sizeof(e)), KN_ETOOBIG);
+}
+
+static void test_every_prefix_refused(void **s)
+{
+    (void)s;
+    uint8_t png[256];
+    size_t n = make_png(png, 4, 4, 0, 8);
+    for (size_t k = 0; k < n; k++)
+        expect_refused(png, k, NULL);
+    for (size_t k = 0; k < sizeof(jpeg); k++)
+        expect_refused(jpeg, k, NULL);
+    const char pgm[] = "P5\n2 2\n255\nabcd";
+    for (size_t k = 0; k < sizeof(pgm) - 1; k++)
+        expect_refused(pgm, k, NULL);
+}
+
+static void test_fuzz_no_crash(void **s)
+{
+    (void)s;
+    uint8_t png[256], buf[256];
+    size_t pn = make_png(png, 4, 4, 0, 8);
+    srand(12345);
+    kn_media_info info;
+    const char *why;
+    char e[256];
+    for (int it = 0; it < 20000; it++) {
+        const uint8_t *src = it % 2 ? png : jpeg;
+        size_t n = it % 2 ? pn : sizeof(jpeg);
+        memcpy(buf, src, n);
+        int flips = 1 + rand() % 4;
+        for (int f = 0; f < flips; f++)
+            buf[rand() % n] = (uint8_t)rand();
+        size_t len = rand() % 4 ? n : (size_t)rand() % (n + 1);
+        kn_media_probe(buf, len, NULL, &info, &why, e, sizeof(e));
+    }
+}
+
+static void test_utf8(void **s)
+{
+    (void)s;
+    size_t bad = 0, n;
+    assert_true(kn_record_utf8_valid("héllo ✓ 😀", strlen("héllo ✓ 😀"), &bad));
+    assert_false(kn_record_utf8_valid("ab\xff", 3, &bad));
+    assert_int_equal(bad, 2);
+    assert_false(kn_record_utf8_valid("\xc0\xaf", 2, NULL));         /* overlong */
+    assert_false(kn_record_utf8_valid("\xed\xa0\x80", 3, NULL));     /* surrogate */
+    assert_false(kn_record_utf8_valid("\xf4\x90\x80\x80", 4, NULL)); /* > U+10FFFF */
+    assert_false(kn_record_utf8_valid("\xe2\x9c", 2, NULL));         /* cut short */
+    char *r = kn_record_utf8_repair("a\xe2\x9c"
+                                    "b\xff",
+                                    5, &n);
+    assert_string_equal(r, "a\xef\xbf\xbd"
+                           "b\xef\xbf\xbd");
+    assert_true(kn_record_utf8_valid(r, n, NULL));
+    free(r);
+}
+
+static void test_record_headers(void **s)
+{
+    (void)s;
+    kn_record_meta m = {.kind = "text",
+                        .content_type = "text/plain",
+                        .source = "file",
+                        .origin = "/x",
+                        .dataset = "d",
+                        .label = "",
+                        .ingest_time_ms = 42};
+    kn_record_headers h;
+    kn_record_headers_build(&h, &m);
+    int found_label = 0, found_time = 0;
+    for (size_t i = 0; i < h.n; i++) {
+        if (!strcmp(h.h[i].name, KN_RECORD_H_LABEL)) found_label = 1;
+        if (!strcmp(h.h[i].name, KN_RECORD_H_INGEST_TIME)) {
+            found_time = 1;
+            assert_memory_equal(h.h[i].value, "42", 2);
+        }
+    }
+    assert_false(found_label); /* empty values are left out */
+    assert_true(found_time);
+    kn_record_dlq d = {
+        .reason = "bad_utf8", .detail = "x", .service = "s", .original_size = 7, .omitted = 1};
+    kn_record_dlq_headers_build(&h, &m, &d);
+    assert_true(h.n >= 10);
+    char t[64];
+    assert_int_equal(kn_record_topic(t, sizeof(t), "kiln", KN_RECORD_TOPIC_DLQ), KN_OK);
+    assert_string_equal(t, "kiln.dlq");
+    assert_int_equal(kn_record_topic(t, 8, "kiln", KN_RECORD_TOPIC_TEXT), KN_ETOOBIG);
+    char key[65];
+    kn_record_key("", 0, key);
+    assert_string_equal(key, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+}
+
+static void test_idx(void **s)
+{
+    (void)s;
+    kn_idx_header h;
+    char e[256];
+    uint8_t hdr[16] = {0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 3};
+    assert_int_equal(kn_idx_header_parse(hdr, sizeof(hdr), &h, e, sizeof(e)), KN_OK);
+    assert_int_equal(h.item_size, 6);
+    assert_int_equal(h.data_size, 12);
+    assert_int_equal(h.header_len, 16);
+    assert_int_equal(kn_idx_header_parse(hdr, 10, &h, e, sizeof(e)), KN_EINVAL);
+    uint8_t bad[8] = {0, 0, 7, 1, 0, 0, 0, 1};
+    assert_int_equal(kn_idx_header_parse(bad, 8, &h, e, sizeof(e)), KN_ECORRUPT);
+
+    char path[256];
+    snprintf(path, sizeof(path), "/tmp/test_idx_%d.gz", (int)getpid());
+    uint8_t data[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    for (int variant = 0; variant < 3; variant++) { /* exact, one short, one extra */
+        gzFile g = gzopen(path, "wb");
+        gzwrite(g, hdr, sizeof(hdr));
+        gzwrite(g, data, variant == 1 ? 11 : 12);
+        if (variant == 2) gzwrite(g, "!", 1);
+        gzclose(g);
+        kn_idx *f = kn_idx_open(path, e, sizeof(e));
+        assert_non_null(f);
+        uint8_t item[6];
+        assert_int_equal(kn_idx_next(f, item, e, sizeof(e)), KN_OK);
+        assert_memory_equal(item, data, 6);
+        int rc = kn_idx_next(f, item, e, sizeof(e));
+        if (variant == 1) {
+            assert_int_equal(rc, KN_ECORRUPT);
+        } else {
+            assert_int_equal(rc, KN_OK);
+            assert_memory_equal(item, data + 6, 6);
+            assert_int_equal(kn_idx_next(f, item, e, sizeof(e)),
+                             variant == 0 ? KN_ENOTFOUND : KN_ECORRUPT);
+        }
+        kn_idx_close(f);
+    }
+    unlink(path);
+    assert_null(kn_idx_open("/nonexistent/file.idx", e, sizeof(e)));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sniff),          cmocka_unit_test(test_probe_valid),
+        cmocka_unit_test(test_probe_refused),  cmocka_unit_test(test_every_prefix_refused),
+        cmocka_unit_test(test_fuzz_no_crash),  cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_record_headers), cmocka_unit_test(test_idx),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

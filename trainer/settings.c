@@ -1,0 +1,158 @@
+/* settings.c: the [model.NAME] section (plus the [kafka], [registry] and
+ * [trainer] keys the trainer reads) into trn_settings, with every problem
+ * reported by key. Every key can be overridden from the environment
+ * (config.h: model.cnn.batch -> KILN_MODEL_CNN_BATCH). */
+#include "trainer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kn.h"
+
+static int copy_str(char *dst, size_t dsz, const char *v, const char *key, char *err, size_t errsz)
+{
+    if (!v) v = "";
+    if (strlen(v) >= dsz)
+        return kn_seterr(err, errsz, KN_EINVAL, "%s: value longer than %zu bytes", key, dsz - 1);
+    snprintf(dst, dsz, "%s", v);
+    return KN_OK;
+}
+
+static int get_json(const kn_config *cfg, const char *key, const char *def, json_t **out, char *err,
+                    size_t errsz)
+{
+    const char *v = kn_config_get(cfg, key, def);
+    if (!v || !*v) return kn_seterr(err, errsz, KN_EINVAL, "%s is required (a JSON object)", key);
+    json_error_t je;
+    *out = json_loads(v, JSON_REJECT_DUPLICATES, &je);
+    if (!*out || !json_is_object(*out)) {
+        json_decref(*out);
+        *out = NULL;
+        return kn_seterr(err, errsz, KN_EINVAL, "%s: not a JSON object (%s, column %d)", key,
+                         je.text[0] ? je.text : "not an object", je.column);
+    }
+    return KN_OK;
+}
+
+static int get_int(const kn_config *cfg, const char *key, int64_t def, int64_t lo, int64_t hi,
+                   int64_t *out, char *err, size_t errsz)
+{
+    int ok = 1;
+    *out = kn_config_get_int(cfg, key, def, &ok);
+    if (!ok || *out < lo || *out > hi)
+        return kn_seterr(err, errsz, KN_EINVAL, "%s: expected an integer in [%lld, %lld]", key,
+                         (long long)lo, (long long)hi);
+    return KN_OK;
+}
+
+static int get_seconds(const kn_config *cfg, const char *key, double def, double *out, char *err,
+                       size_t errsz)
+{
+    int ok = 1;
+    *out = kn_config_get_double(cfg, key, def, &ok);
+    if (!ok || *out < 0 || *out > 1e9)
+        return kn_seterr(err, errsz, KN_EINVAL, "%s: expected seconds >= 0", key);
+    return KN_OK;
+}
+
+int trn_settings_load(const kn_config *cfg, const char *name, trn_settings *s, char *err,
+                      size_t errsz)
+{
+    char k[300];
+    int64_t v;
+    int rc;
+    memset(s, 0, sizeof(*s));
+#define KEY(suffix) (snprintf(k, sizeof(k), "model.%s." suffix, name), k)
+    if ((rc = copy_str(s->model, sizeof(s->model), name, "--model", err, errsz))) goto fail;
+    for (const char *p = name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '-' || *p == '_' || *p == '.')) {
+            rc = kn_seterr(err, errsz, KN_EINVAL, "--model '%s': use [A-Za-z0-9._-]", name);
+            goto fail;
+        }
+    if ((rc = copy_str(s->dataset, sizeof(s->dataset), kn_config_get(cfg, KEY("dataset"), ""), k,
+                       err, errsz)))
+        goto fail;
+    if (!s->dataset[0]) {
+        rc = kn_seterr(err, errsz, KN_EINVAL, "%s is required (is there a [model.%s] section?)", k,
+                       name);
+        goto fail;
+    }
+    const char *prefix = kn_config_get(cfg, "kafka.topic_prefix", "kiln");
+    snprintf(s->topic, sizeof(s->topic), "%s.train.%s", prefix, s->dataset);
+    snprintf(s->events_topic, sizeof(s->events_topic), "%s.events", prefix);
+    if ((rc = copy_str(s->brokers, sizeof(s->brokers),
+                       kn_config_get(cfg, "kafka.brokers", "127.0.0.1:19092"), "kafka.brokers", err,
+                       errsz)) ||
+        (rc = copy_str(s->registry_url, sizeof(s->registry_url),
+                       kn_config_get(cfg, "registry.url", "http://127.0.0.1:8080"), "registry.url",
+                       err, errsz)) ||
+        (rc =
+             copy_str(s->registry_token, sizeof(s->registry_token),
+                      kn_config_get(cfg, "trainer.token", kn_config_get(cfg, "registry.token", "")),
+                      "trainer.token", err, errsz)) ||
+        (rc =
+             copy_str(s->backend, sizeof(s->backend), kn_config_get(cfg, "trainer.backend", "auto"),
+                      "trainer.backend", err, errsz)) ||
+        (rc = copy_str(
+             s->work_dir, sizeof(s->work_dir),
+             kn_config_get(cfg, "trainer.work_dir", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp"),
+             "trainer.work_dir", err, errsz)))
+        goto fail;
+    if (strcmp(s->backend, "auto") && strcmp(s->backend, "cpu") && strcmp(s->backend, "cuda")) {
+        rc = kn_seterr(err, errsz, KN_EINVAL, "trainer.backend: '%s' (use auto, cpu or cuda)",
+                       s->backend);
+        goto fail;
+    }
+    if ((rc = copy_str(s->warm_start, sizeof(s->warm_start),
+                       kn_config_get(cfg, KEY("warm_start"), ""), k, err, errsz)) ||
+        (rc = copy_str(s->tokenizer_hash, sizeof(s->tokenizer_hash),
+                       kn_config_get(cfg, KEY("tokenizer_sha256"), ""), k, err, errsz)) ||
+        (rc = copy_str(s->recipe, sizeof(s->recipe), kn_config_get(cfg, KEY("recipe_sha256"), ""),
+                       k, err, errsz)))
+        goto fail;
+    if ((rc = get_json(cfg, KEY("spec"), NULL, &s->spec, err, errsz)) ||
+        (rc = get_json(cfg, KEY("optim"), "{\"type\":\"adam\",\"lr\":0.001}", &s->optim, err,
+                       errsz)))
+        goto fail;
+    kn_optim_config oc;
+    char e[256];
+    if ((rc = kn_optim_config_from_json(&oc, s->optim, e, sizeof(e))) != KN_OK) {
+        kn_seterr(err, errsz, rc, "%s: %s", KEY("optim"), e);
+        goto fail;
+    }
+    if ((rc = get_int(cfg, KEY("batch"), 64, 1, 1 << 20, &v, err, errsz))) goto fail;
+    s->batch = (int)v;
+    if ((rc = get_int(cfg, KEY("checkpoint_steps"), 1000, 0, INT64_MAX / 2, &s->checkpoint_steps,
+                      err, errsz)) ||
+        (rc = get_seconds(cfg, KEY("checkpoint_seconds"), 600, &s->checkpoint_seconds, err,
+                          errsz)) ||
+        (rc = get_int(cfg, KEY("target_steps"), 0, 0, INT64_MAX / 2, &s->target_steps, err,
+                      errsz)) ||
+        (rc = get_int(cfg, KEY("seed"), 1, 0, INT64_MAX, &v, err, errsz)))
+        goto fail;
+    s->seed = (uint64_t)v;
+    int ok = 1;
+    s->shuffle = kn_config_get_bool(cfg, KEY("shuffle"), 1, &ok);
+    if (!ok) {
+        rc = kn_seterr(err, errsz, KN_EINVAL, "%s: expected true or false", k);
+        goto fail;
+    }
+    if ((rc = get_seconds(cfg, "trainer.log_seconds", 5, &s->log_seconds, err, errsz)) ||
+        (rc = get_seconds(cfg, "trainer.flush_seconds", 2, &s->flush_seconds, err, errsz)))
+        goto fail;
+#undef KEY
+    return KN_OK;
+fail:
+    trn_settings_free(s);
+    return rc;
+}
+
+void trn_settings_free(trn_settings *s)
+{
+    if (!s) return;
+    json_decref(s->spec);
+    json_decref(s->optim);
+    s->spec = s->optim = NULL;
+}

@@ -1,0 +1,210 @@
+/* trainer.h: what kiln-trainer's own files share (not a public API): the
+ * settings of one [model.NAME] section, the batcher that turns shards into
+ * minibatches while tracking exactly which examples were consumed, and the
+ * checkpoint/resume steps that tie those positions to registry versions.
+ * docs/trainer.md describes the design; this header holds the contracts. */
+#ifndef TRN_TRAINER_H
+#define TRN_TRAINER_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "config.h"
+#include "kafka.h"
+#include "metrics.h"
+#include "nn/feed.h"
+#include "nn/model.h"
+#include "regclient.h"
+#include "shard.h"
+
+/* --- settings (main.c) --- */
+typedef struct {
+    char model[129]; /* registry model name = config section suffix */
+    char dataset[129];
+    char topic[300];        /* <prefix>.train.<dataset> */
+    char events_topic[300]; /* <prefix>.events */
+    char brokers[512];
+    char registry_url[512];
+    char registry_token[512];
+    char backend[16];          /* auto | cpu | cuda */
+    char work_dir[512];        /* where checkpoint files are staged */
+    char warm_start[160];      /* "" | "VERSION" | "MODEL:VERSION" */
+    char tokenizer_hash[65];   /* tokenizer_sha256 from config, "" when unknown */
+    char recipe[65];           /* recipe_sha256 from config, "" when unknown */
+    json_t *spec;              /* model spec (owned) */
+    json_t *optim;             /* optimizer config JSON (owned) */
+    int batch;                 /* rows per step, >= 1 */
+    int64_t checkpoint_steps;  /* 0 = off */
+    double checkpoint_seconds; /* 0 = off */
+    int64_t target_steps;      /* 0 = forever */
+    uint64_t seed;
+    int shuffle;          /* permute examples inside each shard */
+    double log_seconds;   /* progress line period */
+    double flush_seconds; /* a partial batch is trained after this long without data */
+    double idle_exit;     /* exit after this long drained; 0 = never */
+} trn_settings;
+
+/* Fills s from cfg for model `name`; KN_EINVAL with the key named in err. On
+ * success the caller frees with trn_settings_free. */
+int trn_settings_load(const kn_config *cfg, const char *name, trn_settings *s, char *err,
+                      size_t errsz);
+void trn_settings_free(trn_settings *s);
+
+/* --- batcher (batcher.c) ---
+ * Invariants, kept by every batcher function:
+ *  1. Every example copied into the batch buffers is trained by the caller
+ *     before the next trn_batcher_fill or checkpoint (fill returns only
+ *     whole decisions: what is in the buffers has been consumed).
+ *  2. For each partition, every example of offsets [range start, next) and
+ *     the first `pos` examples (in permuted order) of the shard at `next`
+ *     have been consumed, and nothing else: (next, pos) is the end position.
+ *  3. A shard that cannot be used (bad CRC, wrong kind or shape) is skipped
+ *     whole and listed in the range's `skipped`; an example with a label or
+ *     token out of range is skipped and counted. Nothing is dropped silently. */
+
+/* The same values as kn_feed_input (lib/nn/feed.h). */
+enum { TRN_IN_IMAGE = KN_FEED_IMAGE, TRN_IN_LM = KN_FEED_LM, TRN_IN_TEXTCLS = KN_FEED_TEXTCLS };
+
+typedef struct {
+    int32_t partition;
+    int64_t start_offset; /* range since the last checkpoint: start ... */
+    uint32_t start_pos;
+    int64_t next_offset; /* ... end: shards before next are consumed ... */
+    uint32_t pos;        /* ... and `pos` examples of the shard at next */
+    int64_t examples;    /* trained in the range */
+    int64_t skipped_examples;
+    int64_t shards;        /* shards finished in the range */
+    int64_t resume_offset; /* -1, or skip resume_pos examples of this shard when it arrives */
+    uint32_t resume_pos;
+} trn_part;
+
+typedef struct {
+    int input;    /* TRN_IN_* */
+    int C, H, W;  /* image models: input layout CHW */
+    int in_numel; /* image models */
+    int T;        /* token models: tokens per row */
+    int classes;  /* label range for classifiers */
+    int vocab;    /* token id range */
+    int max_batch;
+    int shuffle;
+    uint64_t seed;
+
+    trn_part *parts; /* (nparts) */
+    int nparts;
+    json_t *skipped; /* array of {partition, offset, reason} since the last checkpoint */
+
+    rd_kafka_message_t *msg; /* the shard being read, or NULL */
+    kn_shard_view view;
+    int cur;        /* index into parts of msg */
+    uint32_t *perm; /* (perm_cap) example order inside the current shard */
+    uint32_t perm_cap;
+
+    float *x;    /* (max_batch, in_numel) */
+    int *tokens; /* (max_batch, T) */
+    int *labels; /* (max_batch, T) for lm, (max_batch) otherwise */
+    int B;       /* rows filled by the last fill */
+
+    int64_t total_examples; /* since process start */
+    int64_t total_tokens;
+    double last_record;      /* monotonic seconds of the last record seen */
+    char tokenizer_hash[65]; /* tokenizer-sha256 shard header, "" when none seen */
+    char recipe[65];         /* recipe-sha256 shard header */
+    int64_t bad_shards;
+} trn_batcher;
+
+/* Prepares b for model m (input layout and label range from its spec) and
+ * nparts partitions. Offsets are set with trn_batcher_set_start. KN_EINVAL
+ * (err says why) for a model type the trainer cannot feed. Free with
+ * trn_batcher_free. */
+int trn_batcher_init(trn_batcher *b, const kn_model *m, int max_batch, int nparts, uint64_t seed,
+                     int shuffle, char *err, size_t errsz);
+void trn_batcher_free(trn_batcher *b);
+
+/* Start position of partition p: offset, and examples of that shard already
+ * consumed (pos > 0 only when a checkpoint fell mid-shard). */
+void trn_batcher_set_start(trn_batcher *b, int32_t p, int64_t offset, uint32_t pos);
+
+/* Fills up to max_batch rows from the consumer. Returns the rows filled (B):
+ * max_batch, or fewer when no record came for flush_ms (or shutdown was
+ * requested) with a partial batch; 0 when nothing arrived. */
+int trn_batcher_fill(trn_batcher *b, kn_kafka_consumer *c, int flush_ms);
+
+/* The batch of the last fill, for kn_model_forward. */
+void trn_batcher_batch(const trn_batcher *b, kn_batch *out);
+
+/* After a checkpoint: the end becomes the next range's start, counters reset. */
+void trn_batcher_new_range(trn_batcher *b);
+
+/* Examples trained in the current range, over all partitions. */
+int64_t trn_batcher_range_examples(const trn_batcher *b);
+
+/* The current range as lineage JSON: [{partition, start:{offset,pos},
+ * end:{offset,pos}, examples, skipped_examples, shards}] (new reference). */
+json_t *trn_batcher_ranges_json(const trn_batcher *b);
+
+/* --- checkpoints (checkpoint.c) --- */
+typedef struct {
+    const trn_settings *s;
+    kn_model *model;
+    trn_batcher *batcher;
+    kn_regclient *reg;
+    kn_kafka_producer *events;
+    kn_metrics *metrics;
+    const char *backend_name;
+
+    /* lineage state */
+    int parent_version;          /* 0 = none */
+    char parent_model[129];      /* differs from s->model after a warm start */
+    const char *parent_relation; /* "resume" | "warm_start" */
+    int64_t step;                /* optimizer updates done */
+    int64_t examples_total;      /* over the whole version chain */
+    int64_t tokens_total;
+    int64_t steps_at_last_ckpt;
+    double last_loss; /* mean loss of the steps since the last checkpoint */
+    double loss_sum;
+    int64_t loss_n;
+
+    int last_version; /* the version the last checkpoint created */
+    char last_sha[KN_SHA256_HEX_LEN];
+} trn_ckpt_ctx;
+
+/* Saves the model, creates a registry version (idempotency key derived from
+ * parent, step and end positions) with full lineage, uploads the artifact
+ * and publishes checkpoint.created. On success the batcher starts a new
+ * range and ctx->parent_version is the new version. On failure nothing about
+ * the consumed range changes (the next checkpoint covers it). */
+int trn_checkpoint(trn_ckpt_ctx *ctx, char *err, size_t errsz);
+
+/* ISO-8601 UTC time with milliseconds ("2026-01-02T03:04:05.678Z"). */
+void trn_iso8601(char out[32]);
+
+/* --- resume (resume.c) --- */
+
+/* Decides where training starts: the model's latest version that has an
+ * artifact (resume: weights, optimizer state, step, and the lineage's end
+ * positions), else warm_start's version (weights only, offsets from the
+ * start), else a fresh model from the spec. Fills ctx (model, parent,
+ * counters) and the batcher (initialised here once the model exists) with
+ * its start positions; low[p] is partition p's low watermark, the start of
+ * a partition the lineage does not cover. */
+int trn_resume(trn_ckpt_ctx *ctx, trn_batcher *b, int nparts, const int64_t *low,
+               const kn_backend *be, char *err, size_t errsz);
+
+/* Publishes checkpoint.created for version (and tags it as published). */
+int trn_publish_checkpoint_event(trn_ckpt_ctx *ctx, int version, const char *sha, char *err,
+                                 size_t errsz);
+
+/* Delivery-report callback for the events producer (msg_opaque: see checkpoint.c). */
+void trn_events_dr(void *opaque, void *msg_opaque, rd_kafka_resp_err_t err, int32_t partition,
+                   int64_t offset);
+
+/* Parses "7" (this model) or "other:7" / "other@7". -1 when malformed. */
+int trn_parse_version_ref(const char *ref, const char *self, char *model, size_t msz, int *version);
+
+/* Monotonic seconds. */
+double trn_now(void);
+
+#endif
