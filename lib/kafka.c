@@ -344,12 +344,54 @@ int kn_kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms)
     return n;
 }
 
+/* Errors a fresh client or a just-created topic can see for a moment: the
+ * partition's leader is not known yet, or the broker's metadata lags. */
+static int transient_offsets_error(rd_kafka_resp_err_t err)
+{
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+    case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+    case RD_KAFKA_RESP_ERR__TRANSPORT:
+    case RD_KAFKA_RESP_ERR__WAIT_COORD:
+    case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR_OFFSET_NOT_AVAILABLE:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 int kn_kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t *low,
                         int64_t *high, int timeout_ms)
 {
-    rd_kafka_resp_err_t err =
-        rd_kafka_query_watermark_offsets(rk, topic, partition, low, high, timeout_ms);
-    return err ? KN_EKAFKA : KN_OK;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, end = now + timeout_ms;
+    for (;;) {
+        int64_t lo = -1, hi = -1;
+        int left = (int)(end - now);
+        rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(rk, topic, partition, &lo, &hi,
+                                                                   left > 100 ? left : 100);
+        if (!err && lo >= 0 && hi >= lo) {
+            *low = lo;
+            *high = hi;
+            return KN_OK;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        if ((err && !transient_offsets_error(err)) || now + 100 >= end) {
+            kn_log_debug("watermarks %s[%d]: %s", topic, (int)partition,
+                         err ? rd_kafka_err2str(err) : "no offsets in the answer");
+            return KN_EKAFKA;
+        }
+        struct timespec pause = {0, 100 * 1000000L};
+        nanosleep(&pause, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    }
 }
 
 int kn_kafka_header_get(const rd_kafka_message_t *m, const char *name, const void **value,

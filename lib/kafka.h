@@ -124,7 +124,9 @@ int kn_kafka_consumer_commit(kn_kafka_consumer *c, const rd_kafka_topic_partitio
 /* Number of partitions of a topic, or a negative KN_* code. */
 int kn_kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms);
 
-/* Low and high watermarks of one partition. */
+/* Low and high watermarks of one partition, asked of its leader; a moment's
+ * unknown leader or lagging metadata is retried within timeout_ms. Returns
+ * KN_OK, or KN_EKAFKA with *low and *high untouched. */
 int kn_kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t *low,
                         int64_t *high, int timeout_ms);
 

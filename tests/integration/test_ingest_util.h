@@ -200,8 +200,15 @@ static __attribute__((unused)) int ti_consume(const char *topic, int read_commit
     int *eof = calloc((size_t)np, sizeof(int)), left = 0;
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(np);
     for (int p = 0; p < np; p++) {
-        int64_t lo;
-        kn_kafka_watermarks(rk, topic, p, &lo, &hi[p], 10000);
+        int64_t lo = 0;
+        if (kn_kafka_watermarks(rk, topic, p, &lo, &hi[p], 30000) != KN_OK) {
+            fprintf(stderr, "topic %s[%d]: no watermarks\n", topic, p);
+            free(hi);
+            free(eof);
+            rd_kafka_topic_partition_list_destroy(parts);
+            kn_kafka_consumer_destroy(k);
+            return -1;
+        }
         if (hi[p] > lo)
             left++;
         else
