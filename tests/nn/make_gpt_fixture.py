@@ -15,10 +15,12 @@ script (float32, little-endian; written by hand so only torch is needed):
                                     AdamW steps on the same batch; the
                                     optimizer config as kiln.optim metadata
 
-Run on any machine with PyTorch (CPU is fine, float32 throughout):
-    python3 tests/nn/make_gpt_fixture.py
+Run on any machine with PyTorch (CPU is fine, float32 throughout; the
+committed files came from Debian's python3-torch 1.13.1, and regenerating
+them with it gives the same bytes):
+    /usr/bin/python3 tests/nn/make_gpt_fixture.py
 then commit both files; tests/unit/test_nn_gpt_fixture.c compares against
-them (and skips while they are absent).
+them (and skips, never passes, if they are absent).
 """
 import json
 import math
@@ -139,7 +141,7 @@ def main():
     no_decay = [p for n, p in params if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": WD},
                              {"params": no_decay, "weight_decay": 0.0}],
-                            lr=LR, betas=BETAS, eps=EPS, foreach=False, fused=False)
+                            lr=LR, betas=BETAS, eps=EPS, foreach=False)  # the plain per-tensor loop
     losses = []
     for _ in range(STEPS):
         opt.zero_grad(set_to_none=True)

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""bench_nn_pytorch.py: the PyTorch side of bench_nn_cpu.
+
+The same three cases as tests/bench/bench_nn_cpu.c, built the same way: the
+MLP 784-512-256-128-10 and the CNN 32c5p2-pool-64c5p2-pool-1024-10 (ReLU, max
+pooling) at B = 64 and 256 on random inputs, and a GPT (L=4, H=4, C=128,
+T=64, B=8, V=512, pre-LN, GELU(tanh), tied embeddings). Each case runs full
+training steps (zero_grad, forward, backward, AdamW) on one thread for about
+--seconds of CPU time after one warm-up step, and prints the rate per
+CPU-second in bench_nn_cpu's format. tests/bench/nn/run.sh runs both.
+"""
+import argparse
+import math
+import platform
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def mlp():
+    sizes, layers = [784, 512, 256, 128, 10], []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def cnn():
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 28, 28)),
+        nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 7 * 7, 1024), nn.ReLU(), nn.Linear(1024, 10))
+
+
+class Block(nn.Module):
+    def __init__(self, C, H):
+        super().__init__()
+        self.H = H
+        self.ln_1, self.ln_2 = nn.LayerNorm(C), nn.LayerNorm(C)
+        self.c_attn, self.c_proj = nn.Linear(C, 3 * C), nn.Linear(C, C)
+        self.c_fc, self.mlp_proj = nn.Linear(C, 4 * C), nn.Linear(4 * C, C)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = self.c_attn(self.ln_1(x)).split(c, dim=2)
+        q, k, v = (z.view(b, t, self.H, c // self.H).transpose(1, 2) for z in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True) if hasattr(
+            F, "scaled_dot_product_attention") else self.attend(q, k, v, t, c)
+        x = x + self.c_proj(y.transpose(1, 2).contiguous().view(b, t, c))
+        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+
+    def attend(self, q, k, v, t, c):
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(c // self.H))
+        mask = torch.tril(torch.ones(t, t, dtype=torch.bool))
+        return att.masked_fill(~mask, float("-inf")).softmax(dim=-1) @ v
+
+
+class GPT(nn.Module):
+    def __init__(self, L=4, H=4, C=128, T=64, V=512):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(V, C), nn.Embedding(T, C)
+        self.h = nn.ModuleList([Block(C, H) for _ in range(L)])
+        self.ln_f = nn.LayerNorm(C)
+
+    def forward(self, idx):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        for blk in self.h:
+            x = blk(x)
+        return self.ln_f(x) @ self.wte.weight.t()
+
+
+def adamw(model):
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
+                              {"params": rest, "weight_decay": 0.0}], lr=1e-3)
+
+
+def run(model, x, y, seconds):
+    """Steps per CPU-second after one warm-up step, and the last loss."""
+    opt = adamw(model)
+    steps, t0 = 0, 0.0
+    while True:
+        opt.zero_grad(set_to_none=True)
+        out = model(x)
+        loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+        loss.backward()
+        opt.step()
+        if steps == 0:
+            t0 = time.process_time()
+        steps += 1
+        el = time.process_time() - t0
+        if steps > 3 and el >= seconds:
+            return (steps - 1) / el, loss.item()
+
+
+def image_case(name, make, seconds):
+    for B in (64, 256):
+        torch.manual_seed(2)
+        model = make()
+        x, y = torch.rand(B, 784), torch.randint(0, 10, (B,))
+        sps, loss = run(model, x, y, seconds)
+        params = sum(p.numel() for p in model.parameters())
+        print(f"{name:<4} B={B:<4d} params={params:<8d} {sps * B:10.0f} images/s  "
+              f"({1e3 / sps:.2f} ms/step, loss {loss:.3f})", flush=True)
+
+
+def gpt_case(seconds):
+    B, T, V = 8, 64, 512
+    torch.manual_seed(3)
+    model = GPT()
+    tok = torch.randint(0, V, (B, T))
+    sps, loss = run(model, tok, (tok + 1) % V, seconds)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"gpt  L=4 H=4 C=128 T={T} B={B} V={V} params={params} {sps * B * T:10.0f} tokens/s  "
+          f"({1e3 / sps:.2f} ms/step, loss {loss:.3f})", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--only", choices=["mlp", "cnn", "gpt"])
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.set_num_interop_threads(1)
+    print(f"PyTorch {torch.__version__}, 1 thread, AdamW, full training steps, "
+          f"{platform.processor() or platform.machine()}")
+    if a.only in (None, "mlp"):
+        image_case("mlp", mlp, a.seconds)
+    if a.only in (None, "cnn"):
+        image_case("cnn", cnn, a.seconds)
+    if a.only in (None, "gpt"):
+        gpt_case(a.seconds)
+
+
+if __name__ == "__main__":
+    main()
