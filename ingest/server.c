@@ -3,7 +3,9 @@
  * "dataset", "label", "split" may ride along); query parameters dataset,
  * label, split and kind (auto|text|image). The answer waits for Kafka's
  * delivery report: 202 {"key":..} once acknowledged; 422 with the refusal
- * reason (the input is then in the DLQ); 503 when Kafka failed; 504 when no
+ * reason (the input is then in the DLQ); 413 for a body over the request
+ * limit (refused unread: the DLQ gets its size and request id, no bytes);
+ * 503 when Kafka failed; 504 when no
  * report came within ingest.ack_timeout_ms. */
 #include "http.h"
 #include "ingest.h"
@@ -23,6 +25,7 @@ struct ing_server {
     ing_ctx *c;
     kn_http_server *http;
     long ack_timeout_ms;
+    size_t max_body;
 };
 
 /* Shared by the handler and the delivery callback; the last one frees it. */
@@ -139,6 +142,9 @@ static int multipart_parse(const char *body, size_t len, const char *boundary, p
     }
 }
 
+static void submit_and_answer(ing_server *s, kn_http_req *req, const ing_item *it,
+                              int refused_status);
+
 static void handle_post(kn_http_req *req, void *ctx)
 {
     ing_server *s = ctx;
@@ -166,6 +172,22 @@ static void handle_post(kn_http_req *req, void *ctx)
     }
     if (kn_shutdown_requested()) {
         kn_http_respond_error(req, 503, "shutting_down", "the service is shutting down");
+        return;
+    }
+    uint64_t over = kn_http_req_oversize(req);
+    if (over) { /* not read: the refusal, with no bytes, goes to the DLQ */
+        char detail[160];
+        snprintf(detail, sizeof(detail), "body of %llu bytes is over the %zu byte request limit",
+                 (unsigned long long)over, s->max_body);
+        it.data = NULL;
+        it.len = 0;
+        it.full_len = over;
+        it.refuse_reason = KN_RECORD_REASON_TOO_LARGE;
+        it.refuse_detail = detail;
+        if (dataset[0]) it.dataset = dataset;
+        if (label[0]) it.label = label;
+        if (split[0]) it.split = split;
+        submit_and_answer(s, req, &it, 413);
         return;
     }
     if (ctype && strncasecmp(ctype, "multipart/form-data", 19) == 0) {
@@ -213,7 +235,15 @@ static void handle_post(kn_http_req *req, void *ctx)
     if (dataset[0]) it.dataset = dataset;
     if (label[0]) it.label = label;
     if (split[0]) it.split = split;
+    submit_and_answer(s, req, &it, 422);
+}
 
+/* Sends the item (a record or its refusal) and answers once Kafka has
+ * acknowledged it: 202 with the key, or refused_status with the reason and
+ * the DLQ record's key. */
+static void submit_and_answer(ing_server *s, kn_http_req *req, const ing_item *it,
+                              int refused_status)
+{
     waiter *w = calloc(1, sizeof(*w));
     if (!w) {
         kn_http_respond_error(req, 500, "internal", "out of memory");
@@ -223,7 +253,7 @@ static void handle_post(kn_http_req *req, void *ctx)
     pthread_cond_init(&w->cv, NULL);
     w->refs = 2;
     ing_result res;
-    int rc = ing_submit(s->c, NULL, &it, waiter_done, w, &res);
+    int rc = ing_submit(s->c, NULL, it, waiter_done, w, &res);
     if (rc != KN_OK) {
         waiter_unref(w); /* the callback will not run */
         waiter_unref(w);
@@ -255,7 +285,7 @@ static void handle_post(kn_http_req *req, void *ctx)
         kn_http_respond_error(req, 503, "kafka_unavailable", "Kafka did not accept record %s",
                               res.key);
     } else if (res.reason) {
-        kn_http_respond_json(req, 422,
+        kn_http_respond_json(req, refused_status,
                              json_pack("{s:{s:s,s:s,s:s},s:s,s:s}", "error", "code", res.reason,
                                        "message", res.detail, "request_id", kn_http_req_id(req),
                                        "dlq_key", res.key, "topic", res.topic));
@@ -288,12 +318,15 @@ ing_server *ing_server_start(ing_ctx *c, const char *bind, int port, char *errbu
     }
     s->c = c;
     s->ack_timeout_ms = (long)kn_config_get_int(c->cfg, "ingest.ack_timeout_ms", 30000, NULL);
+    /* room for the largest record plus multipart framing */
+    s->max_body =
+        (c->opt.max_text > c->opt.max_image ? c->opt.max_text : c->opt.max_image) + (64 << 10);
     kn_http_options ho = {
         .bind_addr = bind,
         .port = (uint16_t)port,
         .service = ING_SERVICE,
-        .max_body =
-            (c->opt.max_text > c->opt.max_image ? c->opt.max_text : c->opt.max_image) + (64 << 10),
+        .max_body = s->max_body,
+        .oversize_to_handler = 1,
         .metrics = c->metrics,
         .ready = ready,
         .ready_ctx = s,

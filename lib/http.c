@@ -66,6 +66,7 @@ struct kn_http_req {
     size_t body_len;
     int body_stopped; /* body callback asked to stop, or the body is over max_body */
     int oversize;
+    uint64_t oversize_len; /* declared or seen body size when oversize */
     void *state;
     void (*state_free)(void *);
     struct MHD_Response *resp;
@@ -298,6 +299,11 @@ const char *kn_http_req_header(const kn_http_req *req, const char *name)
     return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 
+uint64_t kn_http_req_oversize(const kn_http_req *req)
+{
+    return req->oversize ? (req->oversize_len ? req->oversize_len : 1) : 0;
+}
+
 const char *kn_http_req_body(const kn_http_req *req, size_t *len)
 {
     if (len) *len = req->body_len;
@@ -461,8 +467,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         if (cl && !req->route->body_cb && strtoull(cl, NULL, 10) > srv->opts.max_body) {
-            kn_http_respond_error(req, 413, "too_large", "the body is over the %zu byte limit",
-                                  srv->opts.max_body);
+            req->oversize = 1;
+            req->oversize_len = strtoull(cl, NULL, 10);
+            if (srv->opts.oversize_to_handler)
+                req->route->handler(req, req->route->ctx);
+            else
+                kn_http_respond_error(req, 413, "too_large",
+                                      "the body is over the %zu byte limit", srv->opts.max_body);
             return queue(req);
         }
         return MHD_YES;
@@ -471,6 +482,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_size > 0) { /* step 2: body bytes */
         size_t n = *upload_size;
         *upload_size = 0;
+        if (req->oversize && !req->resp) req->oversize_len += n;
         if (req->resp || req->body_stopped) return MHD_YES; /* discard: answer is decided */
         if (req->route->body_cb) {
             if (req->route->body_cb(req, upload_data, n, req->route->ctx) != 0)
@@ -479,7 +491,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
         if (req->body_len + n > srv->opts.max_body) {
             req->oversize = 1;
+            req->oversize_len = req->body_len + n;
             req->body_stopped = 1;
+            free(req->body);
+            req->body = NULL;
+            req->body_len = 0;
             return MHD_YES;
         }
         char *grown = realloc(req->body, req->body_len + n + 1);
@@ -493,7 +509,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
     /* step 3: the whole request is in */
     if (req->resp) return queue(req);
-    if (req->oversize)
+    if (req->oversize && !srv->opts.oversize_to_handler)
         kn_http_respond_error(req, 413, "too_large", "the body is over the %zu byte limit",
                               srv->opts.max_body);
     else

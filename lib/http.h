@@ -48,6 +48,10 @@ typedef struct {
     kn_metrics *metrics;     /* registry rendered at /metrics (may be NULL); not owned */
     kn_http_ready_cb ready;  /* may be NULL: always ready */
     void *ready_ctx;
+    /* 0: a body over max_body is answered 413 here. 1: the route's handler is
+     * still called (without the body) and sees kn_http_req_oversize(), so a
+     * service can record the refusal before answering (ingest's DLQ). */
+    int oversize_to_handler;
 } kn_http_options;
 
 /* Creates a server (not yet listening). Caller frees with destroy. */
@@ -70,6 +74,9 @@ const char *kn_http_req_id(const kn_http_req *req);          /* unique per reque
 const char *kn_http_req_param(const kn_http_req *req, const char *name); /* {name} capture */
 const char *kn_http_req_query(const kn_http_req *req, const char *key);  /* NULL if absent */
 const char *kn_http_req_header(const kn_http_req *req, const char *name);
+/* With oversize_to_handler: the body's size when it was over max_body (the
+ * declared Content-Length, or the bytes seen), else 0. */
+uint64_t kn_http_req_oversize(const kn_http_req *req);
 /* Buffered body (NULL and 0 for streaming routes or no body). */
 const char *kn_http_req_body(const kn_http_req *req, size_t *len);
 /* Parses the buffered body as a JSON object; on failure answers 400 itself and

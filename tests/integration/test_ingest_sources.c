@@ -679,9 +679,16 @@ static void test_http(void **state)
     hostile hc[32];
     size_t n = make_corpus(hc, "HUGE");
     int refused = 0;
+    uint64_t huge_len = 0;
     for (size_t i = 0; i < n; i++) {
-        if (hc[i].len > 262144 + 65536) { /* over max_body: 413 before any processing */
+        if (hc[i].len > 262144 + 65536) { /* over max_body: 413 unread, the refusal in the DLQ */
+            snprintf(url, sizeof(url), "%s/v1/records?dataset=huge", base);
             assert_int_equal(http_post(url, NULL, hc[i].data, hc[i].len, NULL, &m), 413);
+            if (!strstr(m.buf, "too_large") || !strstr(m.buf, "dlq_key"))
+                fail_msg("413 answer: %s", m.buf);
+            snprintf(url, sizeof(url), "%s/v1/records", base);
+            huge_len = hc[i].len;
+            refused++;
         } else {
             long st = http_post(url, NULL, hc[i].data, hc[i].len, NULL, &m);
             if (st != 422 || !strstr(m.buf, hc[i].reason))
@@ -721,6 +728,19 @@ static void test_http(void **state)
     assert_int_equal(text.n, 2);
     assert_int_equal(img.n, 1);
     assert_int_equal(dlq.n, (size_t)refused);
+    assert_true(huge_len > 0);
+    int huge_seen = 0;
+    for (size_t i = 0; i < dlq.n; i++) {
+        const ti_rec *r = &dlq.v[i];
+        if (strcmp(r->info.dataset, "huge") != 0) continue;
+        huge_seen++;
+        assert_string_equal(r->info.reason, KN_RECORD_REASON_TOO_LARGE);
+        assert_int_equal(r->info.original_size, huge_len); /* the declared Content-Length */
+        assert_true(r->info.omitted);
+        assert_int_equal(r->len, 0);
+        assert_true(strncmp(r->info.origin, "kiln-ingest-", 12) == 0);
+    }
+    assert_int_equal(huge_seen, 1);
     for (size_t i = 0; i < text.n; i++) {
         const ti_rec *r = &text.v[i];
         assert_string_equal(r->info.source, "http");
