@@ -147,9 +147,13 @@ int main(int argc, char **argv)
                      "(>= 0), top_k, seed, backend (auto|cpu|cuda)");
         goto out;
     }
-    ctx.backend = strcmp(backend, "cpu") == 0 ? kn_backend_cpu() : kn_backend_get("cuda");
+    /* auto: see KN_AUTO_PICKS_CUDA in nn/backend.h */
+    ctx.backend = strcmp(backend, "cuda") == 0 || (KN_AUTO_PICKS_CUDA && strcmp(backend, "auto") == 0)
+                      ? kn_backend_get("cuda")
+                      : kn_backend_cpu();
     if (!ctx.backend && strcmp(backend, "cuda") == 0) {
-        kn_log_error("evaluator.backend = cuda, but this build has no CUDA backend");
+        kn_log_error("evaluator.backend = cuda, but the CUDA backend is not available: %s",
+                     kn_backend_why_not("cuda"));
         goto out;
     }
     if (!ctx.backend) ctx.backend = kn_backend_cpu();

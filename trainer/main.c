@@ -223,13 +223,21 @@ int main(int argc, char **argv)
     CHECK(trn_settings_load(cfg, model_name, &s, e, sizeof(e)) == KN_OK, "config: %s", e);
     s.idle_exit = idle_exit;
 
-    /* Backend: auto picks CUDA when this build has it, else the CPU. */
-    const kn_backend *be =
-        strcmp(s.backend, "cpu") == 0 ? kn_backend_cpu() : kn_backend_get("cuda");
+    /* Backend: cuda when asked for. auto stays on the CPU until the CUDA
+     * backend has passed its parity suite on a GPU (tests/gpu/run); then
+     * KN_AUTO_PICKS_CUDA in backend.h turns auto into "CUDA when a GPU answers". */
+    const kn_backend *be = strcmp(s.backend, "cuda") == 0 ||
+                                   (KN_AUTO_PICKS_CUDA && strcmp(s.backend, "auto") == 0)
+                               ? kn_backend_get("cuda")
+                               : kn_backend_cpu();
     CHECK(be || strcmp(s.backend, "cuda") != 0,
-          "trainer.backend = cuda, but this kiln-trainer was built without a CUDA backend "
-          "(rebuild with CUDA, or set trainer.backend = cpu or auto)");
-    if (!be) be = kn_backend_cpu();
+          "trainer.backend = cuda, but the CUDA backend is not available: %s "
+          "(set trainer.backend = cpu or auto)",
+          kn_backend_why_not("cuda"));
+    if (!be) {
+        kn_log_info("backend: cpu (cuda not available: %s)", kn_backend_why_not("cuda"));
+        be = kn_backend_cpu();
+    }
 
     metrics_init(&tm, metrics, s.model);
     kn_metrics_set(tm.eta, -1);

@@ -6,6 +6,7 @@
 
 #ifdef KILN_HAVE_CUDA
 const kn_backend *kn_backend_cuda(void);
+const char *kn_backend_cuda_why_not(void);
 #endif
 
 const kn_backend *kn_backend_get(const char *name)
@@ -15,4 +16,16 @@ const kn_backend *kn_backend_get(const char *name)
     if (strcmp(name, "cuda") == 0) return kn_backend_cuda();
 #endif
     return NULL;
+}
+
+const char *kn_backend_why_not(const char *name)
+{
+    if (!name || strcmp(name, "cpu") == 0) return NULL;
+#ifdef KILN_HAVE_CUDA
+    if (strcmp(name, "cuda") == 0) return kn_backend_cuda_why_not();
+    return "no such backend (cpu, cuda)";
+#else
+    return strcmp(name, "cuda") == 0 ? "this build has no CUDA backend (nvcc was not found)"
+                                     : "no such backend (cpu)";
+#endif
 }

@@ -5,7 +5,8 @@
  * table with kernels + cuBLAS. All float/int pointers passed to ops are DEVICE
  * pointers from alloc(); shapes are element counts. Backward ops ACCUMULATE
  * (+=) into every gradient they write; a NULL gradient pointer means "not
- * needed" and is skipped. Buffers passed to one call never overlap (the CPU
+ * needed" and is skipped. Scratch gradients (datt, dpreatt) are unspecified
+ * at masked (future) positions: a backend may write there. Buffers passed to one call never overlap (the CPU
  * backend declares them restrict). Ops cannot fail (a CUDA backend checks its calls
  * fail-fast, as STYLE.md says). */
 #ifndef KN_NN_BACKEND_H
@@ -152,8 +153,15 @@ struct kn_backend {
 /* The CPU backend (static, never freed). */
 const kn_backend *kn_backend_cpu(void);
 
-/* Backend by name ("cpu"; "cuda" when built with CUDA), or NULL. */
+/* What the services' backend = auto means: 0 = the CPU, 1 = CUDA when a GPU
+ * answers. 0 until lib/nn/cuda has passed tests/gpu/run on a GPU: it was
+ * written on machines without one. */
+#define KN_AUTO_PICKS_CUDA 0
+
+/* Backend by name ("cpu"; "cuda" when built with CUDA and a device and
+ * cuBLAS are found), or NULL; kn_backend_why_not() then says why. */
 const kn_backend *kn_backend_get(const char *name);
+const char *kn_backend_why_not(const char *name);
 
 /* The dropout mask rule shared by every backend: uniform in [0, 1) from a
  * counter-based hash of (seed, i); keep when u >= p. */

@@ -4,7 +4,8 @@
  * case runs full steps (zero_grad, forward, backward, AdamW) for about
  * --seconds of CPU time (default 2) after one warm-up step; rates are per
  * CPU-second of the one thread.
- * Usage: bench_nn_cpu [--seconds S] [--only mlp|cnn|gpt] */
+ * Usage: bench_nn_cpu [--seconds S] [--only mlp|cnn|gpt] [--backend cpu|cuda]
+ * (--backend cuda: the same cases on the GPU, wall clock; tests/gpu/run). */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,12 +15,16 @@
 #include "nn/model.h"
 #include "nn/rng.h"
 
-/* CPU time of this process: on a shared machine it is what one thread costs,
- * unlike wall time (the bench is single-threaded, OpenBLAS included). */
+static const kn_backend *backend; /* --backend: cpu (default) or cuda */
+
+/* CPU time of this process on the CPU backend: on a shared machine it is
+ * what one thread costs, unlike wall time (the bench is single-threaded,
+ * OpenBLAS included). Wall time on a GPU backend (each step ends by reading
+ * its loss back, which waits for the device). */
 static double now(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    clock_gettime(backend == kn_backend_cpu() ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -47,7 +52,7 @@ static kn_model *make(const char *spec_json, int max_b)
     json_t *spec = json_loads(spec_json, 0, NULL);
     kn_model *m = NULL;
     char err[256];
-    if (kn_model_new(spec, 1, max_b, NULL, &m, err, sizeof(err))) {
+    if (kn_model_new(spec, 1, max_b, backend, &m, err, sizeof(err))) {
         fprintf(stderr, "bench: %s\n", err);
         exit(1);
     }
@@ -109,20 +114,31 @@ static void gpt_case(double secs)
 int main(int argc, char **argv)
 {
     double secs = 2.0;
-    const char *only = NULL;
+    const char *only = NULL, *bname = "cpu";
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
             secs = atof(argv[++i]);
         else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
             only = argv[++i];
+        else if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc)
+            bname = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--seconds S] [--only mlp|cnn|gpt]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--seconds S] [--only mlp|cnn|gpt] [--backend cpu|cuda]\n",
+                    argv[0]);
             return 2;
         }
     }
+    if (!(backend = kn_backend_get(bname))) {
+        printf("bench_nn_cpu: SKIPPED: backend '%s' not available: %s\n", bname,
+               kn_backend_why_not(bname));
+        return 77;
+    }
     openblas_set_num_threads(1);
-    printf("kiln CPU backend, 1 thread, AdamW, full training steps, OpenBLAS %s kernels\n",
-           openblas_get_corename());
+    if (backend == kn_backend_cpu())
+        printf("kiln CPU backend, 1 thread, AdamW, full training steps, OpenBLAS %s kernels\n",
+               openblas_get_corename());
+    else
+        printf("kiln %s backend, fp32, AdamW, full training steps, wall clock\n", backend->name);
     if (!only || strcmp(only, "mlp") == 0)
         image_case("mlp", "{\"type\":\"mlp\",\"sizes\":[784,512,256,128,10]}", 784, secs);
     if (!only || strcmp(only, "cnn") == 0)

@@ -3,7 +3,8 @@
  * 1e-4 |ref|), every parameter gradient (|c - ref| <= 1e-3 * max|ref| of the
  * tensor + 1e-7, i.e. 0.1% of the tensor's scale) and the losses of ten AdamW
  * steps (|c - ref| <= 1e-3 + 1e-3 |ref|). llm.c's test_gpt2 uses 1e-2 / 2e-2.
- * Skips (never passes vacuously) while the fixture has not been generated. */
+ * Skips (never passes vacuously) while the fixture has not been generated.
+ * KILN_TEST_BACKEND=cuda runs the same comparison on the GPU (tests/gpu/run). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +22,9 @@
 
 #define MODEL_PATH  KILN_SOURCE_DIR "/tests/nn/gpt_fixture_model.safetensors"
 #define EXPECT_PATH KILN_SOURCE_DIR "/tests/nn/gpt_fixture_expected.safetensors"
+
+/* The backend under test: KILN_TEST_BACKEND (tests/gpu/run sets cuda), else the CPU. */
+static const kn_backend *backend;
 
 static float *tensor_f32(const kn_safetensors_file *f, const char *name, size_t *numel)
 {
@@ -43,7 +47,7 @@ static void test_gpt_vs_pytorch(void **state)
     }
     char err[256];
     kn_model *m = NULL;
-    if (kn_model_load_file(MODEL_PATH, 2, NULL, &m, NULL, err, sizeof(err)))
+    if (kn_model_load_file(MODEL_PATH, 2, backend, &m, NULL, err, sizeof(err)))
         fail_msg("load model: %s", err);
     unsigned char *buf;
     size_t len, n;
@@ -141,6 +145,13 @@ int main(void)
         return 77;
     }
     fclose(probe);
+    const char *name = getenv("KILN_TEST_BACKEND") ? getenv("KILN_TEST_BACKEND") : "cpu";
+    if (!(backend = kn_backend_get(name))) {
+        printf("test_nn_gpt_fixture: SKIPPED: backend '%s' not available: %s\n", name,
+               kn_backend_why_not(name));
+        return 77;
+    }
+    printf("# backend %s\n", backend->name);
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_gpt_vs_pytorch)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -55,7 +55,7 @@ class Block(nn.Module):
 
     def attend(self, q, k, v, t, c):
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(c // self.H))
-        mask = torch.tril(torch.ones(t, t, dtype=torch.bool))
+        mask = torch.tril(torch.ones(t, t, dtype=torch.bool, device=q.device))
         return att.masked_fill(~mask, float("-inf")).softmax(dim=-1) @ v
 
 
@@ -65,9 +65,14 @@ class GPT(nn.Module):
         self.wte, self.wpe = nn.Embedding(V, C), nn.Embedding(T, C)
         self.h = nn.ModuleList([Block(C, H) for _ in range(L)])
         self.ln_f = nn.LayerNorm(C)
+        for name, p in self.named_parameters():  # GPT-2 init, as kiln's
+            if p.dim() >= 2:
+                nn.init.normal_(p, 0.0, 0.02)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
 
     def forward(self, idx):
-        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
         for blk in self.h:
             x = blk(x)
         return self.ln_f(x) @ self.wte.weight.t()
@@ -80,8 +85,20 @@ def adamw(model):
                               {"params": rest, "weight_decay": 0.0}], lr=1e-3)
 
 
+DEVICE = "cpu"
+
+
+def clock():
+    """CPU time on the CPU (one thread); wall time after a sync on a GPU."""
+    if DEVICE == "cpu":
+        return time.process_time()
+    torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 def run(model, x, y, seconds):
-    """Steps per CPU-second after one warm-up step, and the last loss."""
+    """Steps per second (CPU-second on the CPU) after one warm-up step, and the last loss."""
+    model, x, y = model.to(DEVICE), x.to(DEVICE), y.to(DEVICE)
     opt = adamw(model)
     steps, t0 = 0, 0.0
     while True:
@@ -91,9 +108,9 @@ def run(model, x, y, seconds):
         loss.backward()
         opt.step()
         if steps == 0:
-            t0 = time.process_time()
+            t0 = clock()
         steps += 1
-        el = time.process_time() - t0
+        el = clock() - t0
         if steps > 3 and el >= seconds:
             return (steps - 1) / el, loss.item()
 
@@ -124,11 +141,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--only", choices=["mlp", "cnn", "gpt"])
+    ap.add_argument("--device", default="cpu", help="cpu (one thread) or cuda (eager, fp32)")
     a = ap.parse_args()
+    global DEVICE
+    DEVICE = a.device
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
-    print(f"PyTorch {torch.__version__}, 1 thread, AdamW, full training steps, "
-          f"{platform.processor() or platform.machine()}")
+    where = (torch.cuda.get_device_name(0) if DEVICE.startswith("cuda")
+             else platform.processor() or platform.machine())
+    threads = "1 thread" if DEVICE == "cpu" else "eager fp32"
+    print(f"PyTorch {torch.__version__}, {DEVICE} ({where}), {threads}, AdamW, full training steps")
     if a.only in (None, "mlp"):
         image_case("mlp", mlp, a.seconds)
     if a.only in (None, "cnn"):

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The CUDA backend's correctness: op and model parity with the CPU backend
+# (poisoned outputs, fresh random inputs, determinism), then the PyTorch GPT
+# fixture (tests/nn) on the GPU. Called by tests/gpu/run with the build dir.
+set -euo pipefail
+build=$1
+"$build/tests/gpu/test_cuda_parity"
+KILN_TEST_BACKEND=cuda "$build/tests/test_nn_gpt_fixture"
+echo "parity: every op and model matches the CPU backend; the GPT fixture matches PyTorch on the GPU"

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# GPU throughput, kiln beside PyTorch in the same call: the MLP and CNN at
+# B=64 and 256 and the small GPT, kiln's CUDA backend (fp32) and PyTorch
+# eager on the same GPU (tests/bench/nn/bench_nn_pytorch.py --device cuda).
+# Called by tests/gpu/run with the build dir.
+set -euo pipefail
+build=$1
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+"$build/tests/bench/bench_nn_cpu" --backend cuda --seconds 3
+if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+    python3 "$root/tests/bench/nn/bench_nn_pytorch.py" --device cuda --seconds 3
+else
+    echo "bench: no PyTorch with CUDA here: kiln's figures only"
+fi
+echo "bench: figures above (kiln cuda, then PyTorch eager)"

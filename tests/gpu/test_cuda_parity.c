@@ -1,0 +1,613 @@
+/* test_cuda_parity: the CUDA backend against the CPU backend, op by op and
+ * model by model, on fresh random inputs (never zeros).
+ *
+ * Ops: every forward output is poisoned (NaN) on the device before the call,
+ * so an element the kernel forgets to write shows; every backward gradient
+ * starts from the same random values on both sides, so "+=" is checked
+ * too. Models (MLP x4, linreg, CNN x3, GPT, txtcls x2): loss, outputs, every
+ * parameter gradient, then three optimizer steps and every parameter.
+ * Determinism: the GPT's three steps run twice on CUDA give the same bits.
+ *
+ * Tolerance (fp32): |cuda - cpu| <= atol + rtol |cpu| per element, with rtol
+ * 1e-5 for elementwise ops and 1e-4 where sums are reordered (GEMMs,
+ * reductions); atol scales with the tensor's largest value. Exits 77 when
+ * no CUDA backend is available (no GPU, or a build without CUDA).
+ * Usage: test_cuda_parity [--backend NAME] (NAME = cpu checks the harness). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "nn/backend.h"
+#include "nn/model.h"
+#include "nn/optim.h"
+
+static const kn_backend *cpu, *dev;
+static int failures, checks;
+
+/* ------------------------------------------------------------ helpers */
+
+static uint64_t rng = 0x2545F4914F6CDD1Dull;
+
+static float frand(void) /* uniform in [-1, 1), never exactly 0 */
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    float u = (float)(rng >> 40) / 16777216.0f * 2.0f - 1.0f;
+    return u == 0.0f ? 0.5f : u;
+}
+
+static float *host_rand(size_t n, float scale)
+{
+    float *h = malloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        h[i] = frand() * scale;
+    return h;
+}
+
+/* A pair of device buffers holding the same floats. */
+typedef struct {
+    float *c, *d;
+    size_t n;
+} pair;
+
+static pair pair_from(const float *h, size_t n)
+{
+    pair p = {cpu->alloc(n * sizeof(float)), dev->alloc(n * sizeof(float)), n};
+    if (!p.c || !p.d) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    cpu->to_device(p.c, h, n * sizeof(float));
+    dev->to_device(p.d, h, n * sizeof(float));
+    return p;
+}
+
+static pair pair_rand(size_t n, float scale)
+{
+    float *h = host_rand(n, scale);
+    pair p = pair_from(h, n);
+    free(h);
+    return p;
+}
+
+/* Output buffers: NaN on the device (unwritten elements show), 0 on the CPU. */
+static pair pair_poisoned(size_t n)
+{
+    float *h = malloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        h[i] = NAN;
+    pair p = {cpu->alloc(n * sizeof(float)), dev->alloc(n * sizeof(float)), n};
+    dev->to_device(p.d, h, n * sizeof(float));
+    free(h);
+    return p;
+}
+
+static void pair_free(pair *p)
+{
+    cpu->free(p->c);
+    dev->free(p->d);
+}
+
+static int *ints_dev(const int *h, size_t n, const kn_backend *be)
+{
+    int *d = be->alloc((n ? n : 1) * sizeof(int));
+    be->to_device(d, h, n * sizeof(int));
+    return d;
+}
+
+/* Compares n floats; prints one line per check. */
+static void compare(const char *what, const float *c, const float *d, size_t n, double rtol)
+{
+    double scale = 0, worst = 0;
+    size_t bad = n, nbad = 0;
+    for (size_t i = 0; i < n; i++)
+        scale = fmax(scale, fabs(c[i]));
+    double atol = 1e-6 * (scale > 1 ? scale : 1);
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)d[i] - c[i]), tol = atol + rtol * fabs(c[i]);
+        if (!(e <= tol)) { /* NaN fails too */
+            if (bad == n) bad = i;
+            nbad++;
+        }
+        if (e / tol > worst) worst = e / tol;
+    }
+    checks++;
+    if (nbad) {
+        failures++;
+        printf("FAIL %-40s %zu of %zu differ; first [%zu] cpu %.8g cuda %.8g\n", what, nbad, n, bad,
+               c[bad], d[bad]);
+    } else {
+        printf("ok   %-40s n=%-9zu worst err/tol %.3f\n", what, n, worst);
+    }
+}
+
+static void compare_pair(const char *what, const pair *p, double rtol)
+{
+    float *c = malloc(p->n * sizeof(float) + 4), *d = malloc(p->n * sizeof(float) + 4);
+    cpu->to_host(c, p->c, p->n * sizeof(float));
+    dev->to_host(d, p->d, p->n * sizeof(float));
+    compare(what, c, d, p->n, rtol);
+    free(c);
+    free(d);
+}
+
+#define R_ELEM 1e-5
+#define R_SUM 1e-4
+
+/* ------------------------------------------------------------ ops */
+
+static void op_matmul(int N, int C, int OC)
+{
+    char w[64];
+    pair x = pair_rand((size_t)N * C, 1), wt = pair_rand((size_t)OC * C, 0.5f),
+         b = pair_rand((size_t)OC, 0.5f), out = pair_poisoned((size_t)N * OC);
+    cpu->matmul_fwd(out.c, x.c, wt.c, b.c, N, C, OC);
+    dev->matmul_fwd(out.d, x.d, wt.d, b.d, N, C, OC);
+    snprintf(w, sizeof(w), "matmul_fwd %dx%dx%d", N, C, OC);
+    compare_pair(w, &out, R_SUM);
+    pair dout = pair_rand((size_t)N * OC, 1), dx = pair_rand((size_t)N * C, 1),
+         dw = pair_rand((size_t)OC * C, 1), db = pair_rand((size_t)OC, 1);
+    cpu->matmul_bwd(dx.c, dw.c, db.c, dout.c, x.c, wt.c, N, C, OC);
+    dev->matmul_bwd(dx.d, dw.d, db.d, dout.d, x.d, wt.d, N, C, OC);
+    snprintf(w, sizeof(w), "matmul_bwd dinp %dx%dx%d", N, C, OC);
+    compare_pair(w, &dx, R_SUM);
+    compare_pair("matmul_bwd dw", &dw, R_SUM);
+    compare_pair("matmul_bwd dbias", &db, R_SUM);
+    pair_free(&x), pair_free(&wt), pair_free(&b), pair_free(&out), pair_free(&dout);
+    pair_free(&dx), pair_free(&dw), pair_free(&db);
+}
+
+static void op_conv(int B, int C, int H, int OC, int K, int S, int pad)
+{
+    kn_conv_shape s = {B, C, H, H, OC, K, S, pad, (H + 2 * pad - K) / S + 1,
+                       (H + 2 * pad - K) / S + 1};
+    char w[80];
+    size_t ni = (size_t)B * C * H * H, no = (size_t)B * OC * s.OH * s.OW, nw = (size_t)OC * C * K * K;
+    pair x = pair_rand(ni, 1), wt = pair_rand(nw, 0.3f), b = pair_rand((size_t)OC, 0.5f),
+         out = pair_poisoned(no);
+    float *sc = cpu->alloc(cpu->conv2d_scratch(&s) * sizeof(float)),
+          *sd = dev->alloc(dev->conv2d_scratch(&s) * sizeof(float));
+    cpu->conv2d_fwd(out.c, x.c, wt.c, b.c, sc, &s);
+    dev->conv2d_fwd(out.d, x.d, wt.d, b.d, sd, &s);
+    snprintf(w, sizeof(w), "conv2d_fwd B%d C%d H%d OC%d K%d S%d P%d", B, C, H, OC, K, S, pad);
+    compare_pair(w, &out, R_SUM);
+    pair dout = pair_rand(no, 1), dx = pair_rand(ni, 1), dw = pair_rand(nw, 1),
+         db = pair_rand((size_t)OC, 1);
+    cpu->conv2d_bwd(dx.c, dw.c, db.c, dout.c, x.c, wt.c, sc, &s);
+    dev->conv2d_bwd(dx.d, dw.d, db.d, dout.d, x.d, wt.d, sd, &s);
+    compare_pair("conv2d_bwd dinp", &dx, R_SUM);
+    compare_pair("conv2d_bwd dw", &dw, R_SUM);
+    compare_pair("conv2d_bwd dbias", &db, R_SUM);
+    cpu->free(sc);
+    dev->free(sd);
+    pair_free(&x), pair_free(&wt), pair_free(&b), pair_free(&out), pair_free(&dout);
+    pair_free(&dx), pair_free(&dw), pair_free(&db);
+}
+
+static void op_pool(int kind, int B, int C, int H, int K, int S)
+{
+    kn_pool_shape s = {B, C, H, H, K, S, (H - K) / S + 1, (H - K) / S + 1};
+    char w[80];
+    size_t ni = (size_t)B * C * H * H, no = (size_t)B * C * s.OH * s.OW;
+    pair x = pair_rand(ni, 1), out = pair_poisoned(no);
+    int *ic = cpu->alloc(no * sizeof(int)), *id = dev->alloc(no * sizeof(int));
+    cpu->pool2d_fwd(kind, out.c, ic, x.c, &s);
+    dev->pool2d_fwd(kind, out.d, id, x.d, &s);
+    snprintf(w, sizeof(w), "pool2d_fwd %s K%d S%d", kind == KN_POOL_MAX ? "max" : "avg", K, S);
+    compare_pair(w, &out, R_ELEM);
+    pair dout = pair_rand(no, 1), dx = pair_rand(ni, 1);
+    cpu->pool2d_bwd(kind, dx.c, dout.c, ic, &s);
+    dev->pool2d_bwd(kind, dx.d, dout.d, id, &s);
+    snprintf(w, sizeof(w), "pool2d_bwd %s K%d S%d", kind == KN_POOL_MAX ? "max" : "avg", K, S);
+    compare_pair(w, &dx, R_ELEM);
+    cpu->free(ic);
+    dev->free(id);
+    pair_free(&x), pair_free(&out), pair_free(&dout), pair_free(&dx);
+}
+
+static void op_embed(int B, int T, int C, int V)
+{
+    int N = B * T, *ids = malloc((size_t)N * sizeof(int));
+    for (int i = 0; i < N; i++)
+        ids[i] = (int)((rng = rng * 6364136223846793005ull + 1) >> 33) % (V / 2); /* repeats */
+    int *ic = ints_dev(ids, (size_t)N, cpu), *idd = ints_dev(ids, (size_t)N, dev);
+    pair wte = pair_rand((size_t)V * C, 1), wpe = pair_rand((size_t)T * C, 1),
+         out = pair_poisoned((size_t)N * C);
+    cpu->embed_fwd(out.c, ic, wte.c, N, C);
+    dev->embed_fwd(out.d, idd, wte.d, N, C);
+    cpu->posemb_fwd(out.c, wpe.c, B, T, C);
+    dev->posemb_fwd(out.d, wpe.d, B, T, C);
+    compare_pair("embed_fwd + posemb_fwd", &out, R_ELEM);
+    pair dout = pair_rand((size_t)N * C, 1), dwte = pair_rand((size_t)V * C, 1),
+         dwpe = pair_rand((size_t)T * C, 1);
+    cpu->embed_bwd(dwte.c, dout.c, ic, N, C);
+    dev->embed_bwd(dwte.d, dout.d, idd, N, C);
+    cpu->posemb_bwd(dwpe.c, dout.c, B, T, C);
+    dev->posemb_bwd(dwpe.d, dout.d, B, T, C);
+    compare_pair("embed_bwd (repeated ids)", &dwte, R_SUM);
+    compare_pair("posemb_bwd", &dwpe, R_SUM);
+    cpu->free(ic);
+    dev->free(idd);
+    free(ids);
+    pair_free(&wte), pair_free(&wpe), pair_free(&out), pair_free(&dout), pair_free(&dwte);
+    pair_free(&dwpe);
+}
+
+static void op_layernorm(int N, int C)
+{
+    float *h = host_rand((size_t)N * C, 2);
+    for (size_t i = 0; i < (size_t)N * C; i++)
+        h[i] += 0.5f; /* a mean away from 0 */
+    pair x = pair_from(h, (size_t)N * C), wt = pair_rand((size_t)C, 1), b = pair_rand((size_t)C, 1),
+         out = pair_poisoned((size_t)N * C), mean = pair_poisoned((size_t)N),
+         rstd = pair_poisoned((size_t)N);
+    free(h);
+    cpu->layernorm_fwd(out.c, mean.c, rstd.c, x.c, wt.c, b.c, N, C);
+    dev->layernorm_fwd(out.d, mean.d, rstd.d, x.d, wt.d, b.d, N, C);
+    compare_pair("layernorm_fwd out", &out, R_SUM);
+    compare_pair("layernorm_fwd mean", &mean, R_SUM);
+    compare_pair("layernorm_fwd rstd", &rstd, R_SUM);
+    pair dout = pair_rand((size_t)N * C, 1), dx = pair_rand((size_t)N * C, 1),
+         dw = pair_rand((size_t)C, 1), db = pair_rand((size_t)C, 1);
+    cpu->layernorm_bwd(dx.c, dw.c, db.c, dout.c, x.c, wt.c, mean.c, rstd.c, N, C);
+    dev->layernorm_bwd(dx.d, dw.d, db.d, dout.d, x.d, wt.d, mean.d,
+                       rstd.d, N, C);
+    compare_pair("layernorm_bwd dinp", &dx, R_SUM);
+    compare_pair("layernorm_bwd dw", &dw, R_SUM);
+    compare_pair("layernorm_bwd db", &db, R_SUM);
+    pair_free(&x), pair_free(&wt), pair_free(&b), pair_free(&out), pair_free(&mean);
+    pair_free(&rstd), pair_free(&dout), pair_free(&dx), pair_free(&dw), pair_free(&db);
+}
+
+static void op_attention(int B, int T, int C, int NH, int causal)
+{
+    char w[80];
+    size_t nq = (size_t)B * T * 3 * C, na = (size_t)B * NH * T * T, no = (size_t)B * T * C;
+    pair qkv = pair_rand(nq, 1), out = pair_poisoned(no), pre = pair_poisoned(na),
+         att = pair_poisoned(na);
+    cpu->attention_fwd(out.c, pre.c, att.c, qkv.c, B, T, C, NH, causal);
+    dev->attention_fwd(out.d, pre.d, att.d, qkv.d, B, T, C, NH, causal);
+    snprintf(w, sizeof(w), "attention_fwd out (%s)", causal ? "causal" : "full");
+    compare_pair(w, &out, R_SUM);
+    compare_pair("attention_fwd att", &att, R_SUM);
+    compare_pair("attention_fwd preatt", &pre, R_SUM);
+    /* dpreatt/datt start at zero, as the models leave them; dqkv random */
+    pair dout = pair_rand(no, 1), dqkv = pair_rand(nq, 1), dpre = pair_poisoned(na),
+         datt = pair_poisoned(na);
+    cpu->zero(dpre.c, na * sizeof(float)), dev->zero(dpre.d, na * sizeof(float));
+    cpu->zero(datt.c, na * sizeof(float)), dev->zero(datt.d, na * sizeof(float));
+    cpu->attention_bwd(dqkv.c, dpre.c, datt.c, dout.c, qkv.c, att.c, B, T, C, NH, causal);
+    dev->attention_bwd(dqkv.d, dpre.d, datt.d, dout.d, qkv.d, att.d, B, T, C, NH, causal);
+    snprintf(w, sizeof(w), "attention_bwd dqkv (%s)", causal ? "causal" : "full");
+    compare_pair(w, &dqkv, R_SUM);
+    compare_pair("attention_bwd dpreatt", &dpre, R_SUM);
+    pair_free(&qkv), pair_free(&out), pair_free(&pre), pair_free(&att), pair_free(&dout);
+    pair_free(&dqkv), pair_free(&dpre), pair_free(&datt);
+}
+
+static void op_elementwise(size_t n)
+{
+    static const char *names[] = {"", "relu", "tanh", "sigmoid", "gelu"};
+    pair x = pair_rand(n, 3), dout = pair_rand(n, 1);
+    for (int k = KN_ACT_RELU; k <= KN_ACT_GELU; k++) {
+        char w[64];
+        pair out = pair_poisoned(n), dx = pair_rand(n, 1);
+        cpu->act_fwd(k, out.c, x.c, n);
+        dev->act_fwd(k, out.d, x.d, n);
+        snprintf(w, sizeof(w), "act_fwd %s", names[k]);
+        compare_pair(w, &out, R_ELEM);
+        cpu->act_bwd(k, dx.c, x.c, out.c, dout.c, n);
+        dev->act_bwd(k, dx.d, x.d, out.d, dout.d, n);
+        snprintf(w, sizeof(w), "act_bwd %s", names[k]);
+        compare_pair(w, &dx, R_ELEM);
+        pair_free(&out), pair_free(&dx);
+    }
+    pair out = pair_poisoned(n), mask = pair_poisoned(n), dx = pair_rand(n, 1);
+    cpu->dropout_fwd(out.c, mask.c, x.c, n, 0.3f, 12345);
+    dev->dropout_fwd(out.d, mask.d, x.d, n, 0.3f, 12345);
+    compare_pair("dropout_fwd mask (same hash)", &mask, 0);
+    compare_pair("dropout_fwd out", &out, R_ELEM);
+    cpu->dropout_bwd(dx.c, dout.c, mask.c, n);
+    dev->dropout_bwd(dx.d, dout.d, mask.d, n);
+    compare_pair("dropout_bwd", &dx, R_ELEM);
+    pair y = pair_rand(n, 1), sum = pair_poisoned(n), da = pair_rand(n, 1), db = pair_rand(n, 1);
+    cpu->residual_fwd(sum.c, x.c, y.c, n);
+    dev->residual_fwd(sum.d, x.d, y.d, n);
+    compare_pair("residual_fwd", &sum, R_ELEM);
+    cpu->residual_bwd(da.c, db.c, dout.c, n);
+    dev->residual_bwd(da.d, db.d, dout.d, n);
+    compare_pair("residual_bwd da", &da, R_ELEM);
+    compare_pair("residual_bwd db", &db, R_ELEM);
+    double sc = cpu->sum(x.c, n), sd = dev->sum(x.d, n);
+    double qc = cpu->sumsq(x.c, n), qd = dev->sumsq(x.d, n);
+    float fc[2] = {(float)sc, (float)qc}, fd[2] = {(float)sd, (float)qd};
+    compare("sum, sumsq", fc, fd, 2, 1e-6);
+    pair_free(&x), pair_free(&dout), pair_free(&out), pair_free(&mask), pair_free(&dx);
+    pair_free(&y), pair_free(&sum), pair_free(&da), pair_free(&db);
+}
+
+static void op_seqpool(int B, int T, int C)
+{
+    for (int k = KN_SEQPOOL_MEAN; k <= KN_SEQPOOL_CLS; k++) {
+        pair x = pair_rand((size_t)B * T * C, 1), out = pair_poisoned((size_t)B * C),
+             dout = pair_rand((size_t)B * C, 1), dx = pair_rand((size_t)B * T * C, 1);
+        cpu->seqpool_fwd(k, out.c, x.c, B, T, C);
+        dev->seqpool_fwd(k, out.d, x.d, B, T, C);
+        compare_pair(k == KN_SEQPOOL_MEAN ? "seqpool_fwd mean" : "seqpool_fwd cls", &out, R_SUM);
+        cpu->seqpool_bwd(k, dx.c, dout.c, B, T, C);
+        dev->seqpool_bwd(k, dx.d, dout.d, B, T, C);
+        compare_pair(k == KN_SEQPOOL_MEAN ? "seqpool_bwd mean" : "seqpool_bwd cls", &dx, R_ELEM);
+        pair_free(&x), pair_free(&out), pair_free(&dout), pair_free(&dx);
+    }
+}
+
+static void op_losses(int N, int V, int Vp, int D)
+{
+    int *t = malloc((size_t)N * sizeof(int));
+    for (int i = 0; i < N; i++)
+        t[i] = i % 7 == 3 ? -1 : (int)((unsigned)(i * 2654435761u) % (unsigned)V);
+    int *tc = ints_dev(t, (size_t)N, cpu), *td = ints_dev(t, (size_t)N, dev);
+    pair logits = pair_rand((size_t)N * Vp, 8), probs = pair_poisoned((size_t)N * Vp),
+         losses = pair_poisoned((size_t)N), dl = pair_rand((size_t)N * Vp, 1);
+    cpu->xent_fwd(losses.c, probs.c, logits.c, tc, N, V, Vp);
+    dev->xent_fwd(losses.d, probs.d, logits.d, td, N, V, Vp);
+    compare_pair("xent_fwd losses (some ignored)", &losses, R_SUM);
+    compare_pair("xent_fwd probs (padded vocab)", &probs, R_SUM);
+    cpu->xent_bwd(dl.c, probs.c, tc, 0.25f, N, V, Vp);
+    dev->xent_bwd(dl.d, probs.d, td, 0.25f, N, V, Vp);
+    compare_pair("xent_bwd", &dl, R_SUM);
+    pair pred = pair_rand((size_t)N * D, 1), y = pair_rand((size_t)N * D, 1),
+         ml = pair_poisoned((size_t)N), dp = pair_rand((size_t)N * D, 1);
+    cpu->mse_fwd(ml.c, pred.c, y.c, N, D);
+    dev->mse_fwd(ml.d, pred.d, y.d, N, D);
+    compare_pair("mse_fwd", &ml, R_SUM);
+    cpu->mse_bwd(dp.c, pred.c, y.c, 0.5f, N, D);
+    dev->mse_bwd(dp.d, pred.d, y.d, 0.5f, N, D);
+    compare_pair("mse_bwd", &dp, R_ELEM);
+    cpu->free(tc);
+    dev->free(td);
+    free(t);
+    pair_free(&logits), pair_free(&probs), pair_free(&losses), pair_free(&dl);
+    pair_free(&pred), pair_free(&y), pair_free(&ml), pair_free(&dp);
+}
+
+static void op_optim(size_t n)
+{
+    static const char *names[] = {"", "sgd", "adam", "adamw", "rmsprop"};
+    for (int k = KN_OPT_SGD; k <= KN_OPT_RMSPROP; k++) {
+        kn_optim_args a = {k, 1e-2f, 0.9f, 0.99f, 1e-8f, 0.01f, 1 - 0.9f, 1 - 0.99f, 0.7f};
+        pair p = pair_rand(n, 1), g = pair_rand(n, 1), m = pair_rand(n, 0.1f), v;
+        float *hv = host_rand(n, 0.1f);
+        for (size_t i = 0; i < n; i++)
+            hv[i] = fabsf(hv[i]); /* second moments are >= 0 */
+        v = pair_from(hv, n);
+        free(hv);
+        for (int step = 0; step < 3; step++) {
+            cpu->optim_update(&a, p.c, g.c, m.c, v.c, n);
+            dev->optim_update(&a, p.d, g.d, m.d, v.d, n);
+        }
+        char w[64];
+        snprintf(w, sizeof(w), "optim_update %s x3 params", names[k]);
+        compare_pair(w, &p, R_SUM);
+        pair_free(&p), pair_free(&g), pair_free(&m), pair_free(&v);
+    }
+}
+
+/* ------------------------------------------------------------ models */
+
+typedef struct {
+    kn_batch b;
+    float *x, *y;
+    int *tok, *lab;
+} batch_data;
+
+static void make_batch(batch_data *d, const kn_model *m, int B, int T)
+{
+    memset(d, 0, sizeof(*d));
+    rng = 0x9E3779B97F4A7C15ull; /* the same batch on both backends */
+    const json_t *spec = kn_model_spec(m);
+    const char *type = json_string_value(json_object_get(spec, "type"));
+    int outs = kn_model_num_outputs(m);
+    d->b.B = B;
+    if (!strcmp(type, "gpt") || !strcmp(type, "txtcls")) {
+        int V = (int)json_integer_value(json_object_get(spec, "vocab_size"));
+        d->tok = malloc((size_t)B * T * sizeof(int));
+        d->lab = malloc((size_t)B * T * sizeof(int));
+        for (int i = 0; i < B * T; i++) {
+            d->tok[i] = (int)((unsigned)(i * 40503u + 17u) % (unsigned)V);
+            d->lab[i] = !strcmp(type, "gpt") ? (i % 5 == 2 ? -1 : (d->tok[i] + 1) % V)
+                                             : (int)((unsigned)i % (unsigned)outs);
+        }
+        d->b.T = T;
+        d->b.tokens = d->tok;
+        d->b.labels = d->lab;
+        return;
+    }
+    int in = 1;
+    const json_t *input = json_object_get(spec, "input");
+    if (input) {
+        for (size_t i = 0; i < json_array_size(input); i++)
+            in *= (int)json_integer_value(json_array_get(input, i));
+    } else if (json_object_get(spec, "sizes")) {
+        in = (int)json_integer_value(json_array_get(json_object_get(spec, "sizes"), 0));
+    } else {
+        in = (int)json_integer_value(json_object_get(spec, "in"));
+    }
+    d->x = host_rand((size_t)B * in, 1);
+    d->b.x = d->x;
+    const char *loss = json_string_value(json_object_get(spec, "loss"));
+    if (!strcmp(type, "linreg") || (loss && !strcmp(loss, "mse"))) {
+        d->y = host_rand((size_t)B * outs, 1);
+        d->b.y = d->y;
+    } else {
+        d->lab = malloc((size_t)B * sizeof(int));
+        for (int i = 0; i < B; i++)
+            d->lab[i] = i % outs;
+        d->b.labels = d->lab;
+    }
+}
+
+static void free_batch(batch_data *d)
+{
+    free(d->x), free(d->y), free(d->tok), free(d->lab);
+}
+
+static float *set_to_host(const kn_tensor_set *s)
+{
+    float *h = malloc(s->numel * sizeof(float) + 4);
+    s->be->to_host(h, s->data, s->numel * sizeof(float));
+    return h;
+}
+
+/* Three steps of one model on one backend; returns the losses, fills the
+ * first step's gradients and the final parameters (host copies). */
+static void run_model(const char *spec_json, const kn_backend *be, int B, int T, float losses[3],
+                      float **grads, float **params, const kn_tensor_set **layout, kn_model **keep)
+{
+    json_t *spec = json_loads(spec_json, 0, NULL);
+    kn_model *m = NULL;
+    char err[256];
+    if (!spec || kn_model_new(spec, 7, B, be, &m, err, sizeof(err))) {
+        fprintf(stderr, "model %s: %s\n", spec_json, err);
+        exit(1);
+    }
+    json_decref(spec);
+    kn_optim_config oc;
+    kn_optim_config_default(&oc, KN_OPT_ADAMW);
+    kn_model_set_optim(m, &oc);
+    batch_data d;
+    make_batch(&d, m, B, T);
+    for (int s = 0; s < 3; s++) {
+        kn_model_zero_grad(m);
+        if (kn_model_forward(m, &d.b, &losses[s], err, sizeof(err))) {
+            fprintf(stderr, "forward: %s\n", err);
+            exit(1);
+        }
+        kn_model_backward(m);
+        if (s == 0) *grads = set_to_host(kn_model_grads(m));
+        kn_model_step(m, NULL, NULL);
+    }
+    *params = set_to_host(kn_model_params(m));
+    *layout = kn_model_params(m);
+    free_batch(&d);
+    *keep = m;
+}
+
+static void model_parity(const char *name, const char *spec, int B, int T)
+{
+    float lc[3], ld[3], *gc, *gd, *pc, *pd;
+    const kn_tensor_set *tc, *td;
+    kn_model *mc, *md;
+    run_model(spec, cpu, B, T, lc, &gc, &pc, &tc, &mc);
+    run_model(spec, dev, B, T, ld, &gd, &pd, &td, &md);
+    char w[128];
+    snprintf(w, sizeof(w), "%s: losses of 3 steps", name);
+    compare(w, lc, ld, 3, 1e-4);
+    for (int t = 0; t < tc->n; t++) {
+        snprintf(w, sizeof(w), "%s: grad %s", name, tc->t[t].name);
+        compare(w, gc + tc->t[t].offset, gd + td->t[t].offset, tc->t[t].numel, 1e-3);
+    }
+    snprintf(w, sizeof(w), "%s: params after 3 AdamW steps", name);
+    compare(w, pc, pd, tc->numel, 1e-3);
+    free(gc), free(gd), free(pc), free(pd);
+    kn_model_destroy(mc);
+    kn_model_destroy(md);
+}
+
+static void determinism(const char *spec, int B, int T)
+{
+    float l1[3], l2[3], *g1, *g2, *p1, *p2;
+    const kn_tensor_set *t1, *t2;
+    kn_model *m1, *m2;
+    run_model(spec, dev, B, T, l1, &g1, &p1, &t1, &m1);
+    run_model(spec, dev, B, T, l2, &g2, &p2, &t2, &m2);
+    checks++;
+    int same = memcmp(l1, l2, sizeof(l1)) == 0 && memcmp(p1, p2, t1->numel * sizeof(float)) == 0;
+    printf("%s determinism: GPT 3 steps twice on %s: %s\n", same ? "ok  " : "FAIL", dev->name,
+           same ? "identical bits" : "different");
+    if (!same) failures++;
+    free(g1), free(g2), free(p1), free(p2);
+    kn_model_destroy(m1);
+    kn_model_destroy(m2);
+}
+
+int main(int argc, char **argv)
+{
+    const char *name = "cuda";
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--backend") && i + 1 < argc)
+            name = argv[++i];
+        else {
+            fprintf(stderr, "usage: %s [--backend cuda|cpu]\n", argv[0]);
+            return 2;
+        }
+    }
+    cpu = kn_backend_cpu();
+    dev = kn_backend_get(name);
+    if (!dev) {
+        printf("test_cuda_parity: SKIPPED: backend '%s' not available: %s\n", name,
+               kn_backend_why_not(name));
+        return 77;
+    }
+    printf("test_cuda_parity: %s against cpu\n", dev->name);
+
+    op_matmul(64, 96, 48);
+    op_matmul(7, 33, 5);
+    op_conv(4, 3, 12, 8, 3, 1, 1);
+    op_conv(3, 2, 11, 5, 5, 2, 2);
+    op_conv(2, 4, 9, 6, 3, 3, 0);
+    op_pool(KN_POOL_MAX, 3, 4, 8, 2, 2);
+    op_pool(KN_POOL_AVG, 3, 4, 8, 2, 2);
+    op_pool(KN_POOL_MAX, 2, 3, 9, 3, 2); /* overlapping windows */
+    op_pool(KN_POOL_AVG, 2, 3, 9, 3, 2);
+    op_embed(3, 16, 40, 50);
+    op_layernorm(37, 70);
+    op_attention(2, 13, 24, 3, 1);
+    op_attention(2, 9, 16, 2, 0);
+    op_elementwise(10007);
+    op_seqpool(3, 11, 20);
+    op_losses(29, 61, 64, 5);
+    op_optim(5003);
+
+    model_parity("mlp relu", "{\"type\":\"mlp\",\"sizes\":[20,32,16,5]}", 8, 0);
+    model_parity("mlp tanh+dropout",
+                 "{\"type\":\"mlp\",\"sizes\":[20,24,5],\"activation\":\"tanh\",\"dropout\":0.2}",
+                 8, 0);
+    model_parity("mlp sigmoid", "{\"type\":\"mlp\",\"sizes\":[12,16,4],\"activation\":\"sigmoid\"}",
+                 6, 0);
+    model_parity("mlp gelu mse",
+                 "{\"type\":\"mlp\",\"sizes\":[10,16,3],\"activation\":\"gelu\",\"loss\":\"mse\"}", 6,
+                 0);
+    model_parity("linreg", "{\"type\":\"linreg\",\"in\":13,\"out\":2}", 9, 0);
+    model_parity("cnn relu max",
+                 "{\"type\":\"cnn\",\"input\":[1,12,12],\"convs\":[{\"out\":4,\"k\":3,\"pad\":1},"
+                 "{\"out\":6,\"k\":3,\"pad\":1}],\"fc\":[16],\"classes\":5}",
+                 4, 0);
+    model_parity("cnn tanh avg",
+                 "{\"type\":\"cnn\",\"input\":[2,10,10],\"convs\":[{\"out\":3,\"k\":3}],"
+                 "\"pool\":\"avg\",\"activation\":\"tanh\",\"fc\":[8],\"classes\":3}",
+                 4, 0);
+    model_parity("cnn strided",
+                 "{\"type\":\"cnn\",\"input\":[1,11,11],\"convs\":[{\"out\":4,\"k\":3,\"stride\":2,"
+                 "\"pool\":0}],\"fc\":[],\"classes\":4}",
+                 3, 0);
+    const char *gpt = "{\"type\":\"gpt\",\"n_layer\":2,\"n_head\":2,\"n_embd\":32,"
+                      "\"block_size\":16,\"vocab_size\":50}";
+    model_parity("gpt", gpt, 3, 16);
+    model_parity("txtcls mean",
+                 "{\"type\":\"txtcls\",\"n_layer\":1,\"n_head\":2,\"n_embd\":16,\"block_size\":12,"
+                 "\"vocab_size\":40,\"classes\":3,\"pool\":\"mean\"}",
+                 3, 12);
+    model_parity("txtcls cls causal",
+                 "{\"type\":\"txtcls\",\"n_layer\":1,\"n_head\":2,\"n_embd\":16,\"block_size\":12,"
+                 "\"vocab_size\":40,\"classes\":3,\"pool\":\"cls\",\"causal\":true}",
+                 3, 12);
+    determinism(gpt, 3, 16);
+
+    printf("test_cuda_parity: %d of %d checks passed\n", checks - failures, checks);
+    return failures ? 1 : 0;
+}
