@@ -126,10 +126,15 @@ static int build_mlp(kn_model *m, const json_t *spec, json_t *norm, int *cap, ch
             return kn_seterr(err, errsz, KN_EINVAL, "model spec: \"loss\" must be xent or mse");
         m->seq.mse = loss && strcmp(loss, "mse") == 0;
     }
-    json_t *arr = json_array();
-    for (int i = 0; i < nsz; i++)
-        json_array_append_new(arr, json_integer(sizes[i]));
-    json_object_set_new(norm, "sizes", arr);
+    if (strcmp(type, "linreg") == 0) { /* the keys it is built from, so a checkpoint reloads */
+        json_object_set_new(norm, "in", json_integer(sizes[0]));
+        json_object_set_new(norm, "out", json_integer(sizes[1]));
+    } else {
+        json_t *arr = json_array();
+        for (int i = 0; i < nsz; i++)
+            json_array_append_new(arr, json_integer(sizes[i]));
+        json_object_set_new(norm, "sizes", arr);
+    }
     json_object_set_new(norm, "loss", json_string(m->seq.mse ? "mse" : "xent"));
     m->seq.in_numel = sizes[0];
     for (int i = 0; i + 1 < nsz; i++) {
