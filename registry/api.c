@@ -155,7 +155,7 @@ void reg_call_end(reg_call *c)
 PGresult *reg_q(reg_call *c, ExecStatusType want, const char *sql, int n,
                 const char *const *params)
 {
-    PGresult *r = PQexecParams(c->db, sql, n, NULL, params, NULL, NULL, 0);
+    PGresult *r = reg_exec_params(c->db, sql, n, params);
     if (PQresultStatus(r) == want) return r;
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
     snprintf(c->sqlstate, sizeof(c->sqlstate), "%s", state ? state : "");

@@ -4,6 +4,8 @@
  * a value in it goes through PQexecParams. */
 #include "registry.h"
 
+#include <libpq-events.h>
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -66,6 +68,87 @@ static void notice_quiet(void *arg, const char *message)
 }
 
 /* A new session: search_path and time zone set. NULL and err on failure. */
+/* --- prepared statements, per connection ---
+ * reg_q() prepares each distinct SQL text once per connection (the first
+ * time a connection runs it) and then executes it by name, so PostgreSQL
+ * parses and plans the registry's queries once, not per request. The cache
+ * rides on the connection as libpq event instance data: it is freed with
+ * the connection and emptied if the connection is reset. Texts beyond
+ * REG_STMT_MAX per connection (dynamic SQL) run unprepared. */
+#define REG_STMT_MAX 96
+
+typedef struct {
+    uint64_t hash;
+    char *sql;
+} reg_stmt;
+
+typedef struct {
+    reg_stmt s[REG_STMT_MAX];
+    int n;
+} reg_stmts;
+
+static void stmts_clear(reg_stmts *st)
+{
+    for (int i = 0; i < st->n; i++)
+        free(st->s[i].sql);
+    st->n = 0;
+}
+
+static int stmt_events(PGEventId id, void *info, void *pass)
+{
+    (void)pass;
+    if (id == PGEVT_CONNDESTROY || id == PGEVT_CONNRESET) {
+        PGconn *c = id == PGEVT_CONNDESTROY ? ((PGEventConnDestroy *)info)->conn
+                                             : ((PGEventConnReset *)info)->conn;
+        reg_stmts *st = PQinstanceData(c, stmt_events);
+        if (st) {
+            stmts_clear(st);
+            if (id == PGEVT_CONNDESTROY) free(st);
+        }
+    }
+    return 1;
+}
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+PGresult *reg_exec_params(PGconn *c, const char *sql, int n, const char *const *params)
+{
+    reg_stmts *st = PQinstanceData(c, stmt_events);
+    if (st && PQtransactionStatus(c) != PQTRANS_INERROR) {
+        uint64_t h = fnv1a(sql);
+        char name[16];
+        for (int i = 0; i < st->n; i++)
+            if (st->s[i].hash == h && strcmp(st->s[i].sql, sql) == 0) {
+                snprintf(name, sizeof(name), "k%d", i);
+                return PQexecPrepared(c, name, n, params, NULL, NULL, 0);
+            }
+        if (st->n < REG_STMT_MAX) {
+            snprintf(name, sizeof(name), "k%d", st->n);
+            PGresult *r = PQprepare(c, name, sql, n, NULL);
+            int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+            PQclear(r);
+            char *copy = ok ? strdup(sql) : NULL;
+            if (copy) {
+                st->s[st->n].hash = h;
+                st->s[st->n].sql = copy;
+                st->n++;
+                return PQexecPrepared(c, name, n, params, NULL, NULL, 0);
+            }
+            if (ok) { /* prepared but not remembered: forget it on the server too */
+                snprintf(name, sizeof(name), "DEALLOCATE k%d", st->n);
+                PQclear(PQexec(c, name));
+            }
+        }
+    }
+    return PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
+}
+
 static PGconn *pool_connect(reg_pool *p, char *err, size_t errsz)
 {
     PGconn *c = PQconnectdb(p->conninfo);
@@ -85,6 +168,11 @@ static PGconn *pool_connect(reg_pool *p, char *err, size_t errsz)
         goto fail;
     }
     PQclear(r);
+    reg_stmts *st = calloc(1, sizeof(*st));
+    if (st && PQregisterEventProc(c, stmt_events, "kiln-stmts", NULL) &&
+        PQsetInstanceData(c, stmt_events, st))
+        st = NULL; /* owned by the connection now */
+    free(st); /* without the cache, queries simply run unprepared */
     return c;
 fail:
     PQclear(r);

@@ -84,6 +84,8 @@ void reg_call_end(reg_call *c);
 
 /* PQexecParams with text parameters; the result when its status is `want`,
  * otherwise NULL with c->sqlstate/dberr set (the result already cleared). */
+/* PQexecParams through the connection's prepared-statement cache (db.c). */
+PGresult *reg_exec_params(PGconn *c, const char *sql, int n, const char *const *params);
 PGresult *reg_q(reg_call *c, ExecStatusType want, const char *sql, int n,
                 const char *const *params);
 /* Runs a statement expecting PGRES_COMMAND_OK; 0 or -1. */
