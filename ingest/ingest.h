@@ -36,6 +36,8 @@ typedef struct {
     const char *split;   /* may be NULL */
     ing_kind kind;
     int progress; /* importers: -1 auto (isatty), 0 off, 1 on */
+    int bulk;     /* one batch source, no HTTP server: the shared producer
+                     serves its delivery reports at each produce (no thread) */
 } ing_options;
 
 typedef struct ing_ctx {
@@ -64,8 +66,10 @@ typedef struct {
     const char *refuse_detail;
 } ing_item;
 
-/* Called once per submitted item from the producer's poll thread when the
- * broker acknowledged (ok=1) or gave up on (ok=0) its record. */
+/* Called once per submitted item when the broker acknowledged (ok=1) or gave
+ * up on (ok=0) its record: from the producer's poll thread, or, for a bulk
+ * context, on the submitting thread inside a later ing_submit or ing_drain
+ * (so it must not take a lock the submitter holds). */
 typedef void (*ing_done_fn)(void *opaque, int ok, int dlq);
 
 typedef struct {

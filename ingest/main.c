@@ -200,6 +200,7 @@ int main(int argc, char **argv)
         goto out_cfg;
     }
 
+    o.bulk = !is_serve && !fa.follow && port < 0;
     ing_ctx c;
     if (ing_ctx_init(&c, cfg, &o, e, sizeof(e)) != KN_OK) {
         kn_log_error("start-up: %s", e);

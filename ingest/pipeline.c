@@ -107,6 +107,7 @@ kn_kafka_producer *ing_producer_new(ing_ctx *c, const char *txn_id, char *errbuf
         .dr_opaque = c,
         .linger_ms = 5,
         .extra = extra,
+        .poll_on_produce = c->opt.bulk && !txn_id,
     };
     return kn_kafka_producer_new(&po, errbuf, errsz);
 }

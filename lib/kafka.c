@@ -1,5 +1,6 @@
 /* kafka.c: librdkafka wrapper. The producer owns a poll thread that serves
- * delivery reports continuously, also when idle, as librdkafka requires. */
+ * delivery reports continuously, also when idle, as librdkafka requires;
+ * a bulk producer (poll_on_produce) serves them itself at each produce. */
 #include "kafka.h"
 #include "kn.h"
 #include "log.h"
@@ -18,6 +19,7 @@ struct kn_kafka_producer {
     pthread_t poller;
     atomic_int stop;
     int poller_started;
+    int poll_on_produce;
 };
 
 struct kn_kafka_consumer {
@@ -115,6 +117,8 @@ kn_kafka_producer *kn_kafka_producer_new(const kn_kafka_producer_options *opts, 
             goto fail;
         }
     }
+    p->poll_on_produce = opts->poll_on_produce;
+    if (p->poll_on_produce) return p;
     if (pthread_create(&p->poller, NULL, poll_loop, p) != 0) {
         kn_seterr(errbuf, errsz, KN_ENOMEM, "kafka producer: cannot start the poll thread");
         goto fail;
@@ -147,7 +151,10 @@ int kn_kafka_produce(kn_kafka_producer *p, const char *topic, int32_t partition,
             RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, value_len),
             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
             RD_KAFKA_V_OPAQUE(msg_opaque), RD_KAFKA_V_END);
-        if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return KN_OK; /* headers now owned by rk */
+        if (err == RD_KAFKA_RESP_ERR_NO_ERROR) { /* headers now owned by rk */
+            if (p->poll_on_produce) rd_kafka_poll(p->rk, 0);
+            return KN_OK;
+        }
         if (hdrs) rd_kafka_headers_destroy(hdrs);
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             kn_log_error("kafka produce to %s: %s", topic, rd_kafka_err2str(err));

@@ -26,7 +26,8 @@ typedef struct {
     size_t len;
 } kn_kafka_header;
 
-/* Delivery report, called from the producer's poll thread once per message:
+/* Delivery report, called once per message from the producer's poll thread
+ * (or, with poll_on_produce, from the thread calling produce/flush/poll):
  * err is RD_KAFKA_RESP_ERR_NO_ERROR when the broker acknowledged it (then
  * partition/offset say where), anything else when it was not delivered. */
 typedef void (*kn_kafka_dr_cb)(void *opaque, void *msg_opaque, rd_kafka_resp_err_t err,
@@ -41,10 +42,18 @@ typedef struct {
     int linger_ms;                /* default 5 */
     const char *compression;      /* default "zstd" */
     const char *const *extra;     /* more librdkafka properties: {"k","v",...,NULL} */
+    /* 0: a poll thread serves delivery reports, also while the caller is
+     * idle (servers, transactional producers). 1: no thread; each
+     * kn_kafka_produce serves the reports that are ready, on the caller's
+     * thread, and the caller ends with kn_kafka_producer_flush, as
+     * librdkafka's own producer examples do. For one bulk loop: the message
+     * memory is then freed by the thread that allocated it (no cross-thread
+     * malloc traffic; docs/performance.md, Ingest). */
+    int poll_on_produce;
 } kn_kafka_producer_options;
 
-/* Creates the producer and starts its poll thread, which serves delivery
- * reports for transactional producers too. For a transactional one, also runs
+/* Creates the producer and, unless poll_on_produce, starts its poll thread,
+ * which serves delivery reports for transactional producers too. For a transactional one, also runs
  * init_transactions. NULL on error (errbuf says). */
 kn_kafka_producer *kn_kafka_producer_new(const kn_kafka_producer_options *opts, char *errbuf,
                                          size_t errsz);
