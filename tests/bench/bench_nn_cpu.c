@@ -4,8 +4,12 @@
  * case runs full steps (zero_grad, forward, backward, AdamW) for about
  * --seconds of CPU time (default 2) after one warm-up step; rates are per
  * CPU-second of the one thread.
- * Usage: bench_nn_cpu [--seconds S] [--only mlp|cnn|gpt] [--backend cpu|cuda]
- * (--backend cuda: the same cases on the GPU, wall clock; tests/gpu/run). */
+ * Usage: bench_nn_cpu [--seconds S] [--only mlp|cnn|gpt|gpt2] [--backend cpu|cuda]
+ *                     [--gpt2-batch B] [--peak-tflops P]
+ * (--backend cuda: the same cases on the GPU, wall clock; tests/gpu/run).
+ * gpt2 (GPT-2 124M at T = 1024, the issue's GPU benchmark model) runs only
+ * when asked for: tokens/s and MFU against P TFLOP/s (989: an H100 SXM's
+ * dense bf16 peak, the figure the PyTorch reference divides by too). */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,9 +115,39 @@ static void gpt_case(double secs)
     kn_model_destroy(m);
 }
 
+/* GPT-2 124M: 12 layers, 12 heads, 768 wide, T = 1024, vocab 50257 padded to
+ * 50304, tied embeddings, random tokens. Flops per token as in
+ * tests/bench/nn/gpt2_pytorch.py: 6 N for the weights, 12 L C T for attention. */
+static void gpt2_case(double secs, int B, double peak_tflops)
+{
+    const int T = 1024, V = 50257, L = 12, C = 768;
+    kn_model *m = make("{\"type\":\"gpt\",\"n_layer\":12,\"n_head\":12,\"n_embd\":768,"
+                       "\"block_size\":1024,\"vocab_size\":50257,\"padded_vocab_size\":50304}",
+                       B);
+    size_t n = (size_t)B * T;
+    int *tok = malloc(n * sizeof(int)), *tgt = malloc(n * sizeof(int));
+    kn_rng r;
+    kn_rng_init(&r, 4);
+    for (size_t i = 0; i < n; i++)
+        tok[i] = (int)(kn_rng_u64(&r) % V), tgt[i] = (tok[i] + 1) % V;
+    kn_batch b = {.B = B, .T = T, .tokens = tok, .labels = tgt};
+    float loss;
+    double sps = run(m, &b, secs, &loss);
+    double tok_s = sps * (double)n;
+    double flops_per_token = 6.0 * (double)kn_model_num_params(m) + 12.0 * L * C * T;
+    printf("gpt2 124M L=12 H=12 C=768 T=%d B=%d params=%zu %10.0f tokens/s  (%.1f ms/step, "
+           "MFU %.1f%% of %.0f TFLOP/s, loss %.3f)\n",
+           T, B, kn_model_num_params(m), tok_s, 1e3 / sps,
+           100.0 * tok_s * flops_per_token / (peak_tflops * 1e12), peak_tflops, loss);
+    free(tok);
+    free(tgt);
+    kn_model_destroy(m);
+}
+
 int main(int argc, char **argv)
 {
-    double secs = 2.0;
+    double secs = 2.0, peak_tflops = 989.0;
+    int gpt2_batch = 8;
     const char *only = NULL, *bname = "cpu";
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
@@ -122,8 +156,14 @@ int main(int argc, char **argv)
             only = argv[++i];
         else if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc)
             bname = argv[++i];
+        else if (strcmp(argv[i], "--gpt2-batch") == 0 && i + 1 < argc)
+            gpt2_batch = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--peak-tflops") == 0 && i + 1 < argc)
+            peak_tflops = atof(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--seconds S] [--only mlp|cnn|gpt] [--backend cpu|cuda]\n",
+            fprintf(stderr,
+                    "usage: %s [--seconds S] [--only mlp|cnn|gpt|gpt2] [--backend cpu|cuda] "
+                    "[--gpt2-batch B] [--peak-tflops P]\n",
                     argv[0]);
             return 2;
         }
@@ -147,5 +187,12 @@ int main(int argc, char **argv)
                    "\"pad\":2},{\"out\":64,\"k\":5,\"pad\":2}],\"fc\":[1024],\"classes\":10}",
                    784, secs);
     if (!only || strcmp(only, "gpt") == 0) gpt_case(secs);
+    if (only && strcmp(only, "gpt2") == 0) {
+        if (gpt2_batch < 1 || peak_tflops <= 0) {
+            fprintf(stderr, "bench_nn_cpu: --gpt2-batch must be >= 1, --peak-tflops > 0\n");
+            return 2;
+        }
+        gpt2_case(secs, gpt2_batch, peak_tflops);
+    }
     return 0;
 }
