@@ -103,7 +103,7 @@ int main(int argc, char **argv)
             config_path = argv[++i];
         } else {
             fprintf(stderr, "kiln-evaluator: unknown argument '%s'\n%s", argv[i], usage);
-            return 1;
+            return 2; /* usage, as the other services */
         }
     }
     cfg = kn_config_new();

@@ -70,7 +70,7 @@ int main(int argc, char **argv)
             config_path = argv[++i];
         } else {
             fprintf(stderr, "kiln-registry: unknown argument '%s'\n%s", argv[i], usage);
-            return 1;
+            return 2; /* usage, as the other services */
         }
     }
 
