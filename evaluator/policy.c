@@ -301,16 +301,17 @@ int ev_policy_decide(const ev_policy *p, const json_t *cand, int prod_version, c
         json_array_append_new(rules, jr);
     }
     d->promote = nfail == 0; /* rule 6 */
+    /* the lists are cut to fit the one-line reason (the rules array has all) */
     if (!d->promote)
-        snprintf(d->reason, sizeof(d->reason), "rejected: %d of %zu rule(s) failed: %s", nfail,
+        snprintf(d->reason, sizeof(d->reason), "rejected: %d of %zu rule(s) failed: %.1900s", nfail,
                  p->nrules, fails);
     else if (prod_version <= 0)
         snprintf(d->reason, sizeof(d->reason),
                  "promoted: first passing version (no production "
-                 "yet)%s%s",
+                 "yet)%s%.1900s",
                  passes[0] ? ": " : "", passes);
     else
-        snprintf(d->reason, sizeof(d->reason), "promoted over v%d: %s", prod_version,
+        snprintf(d->reason, sizeof(d->reason), "promoted over v%d: %.1900s", prod_version,
                  passes[0] ? passes : "no rules");
     return KN_OK;
 }

@@ -235,9 +235,16 @@ static int decode_jpeg(const uint8_t *b, size_t len, size_t maxp, kn_image *out,
     if (len > 0xFFFFFFFFul) return kn_seterr(e, es, KN_ETOOBIG, "jpeg: over 4 GiB");
     if (!(tj = tjInitDecompress()))
         return kn_seterr(e, es, KN_ENOMEM, "jpeg: %s", tjGetErrorStr2(NULL));
-    int w, h, sub, cs;
+    /* TurboJPEG 2.1 returns success without setting anything for a
+     * tables-only stream (what a cut before the frame header looks like), so
+     * the outputs start at zero and a frame must have been seen. */
+    int w = 0, h = 0, sub = 0, cs = -1;
     if (tjDecompressHeader3(tj, b, (unsigned long)len, &w, &h, &sub, &cs) != 0) {
         rc = kn_seterr(e, es, KN_EINVAL, "jpeg: bad header: %s", tjGetErrorStr2(tj));
+        goto out;
+    }
+    if (w <= 0 || h <= 0 || cs < 0) {
+        rc = kn_seterr(e, es, KN_EINVAL, "jpeg: no frame header (truncated or tables only)");
         goto out;
     }
     if ((rc = check_dims("jpeg", (uint64_t)(w < 0 ? 0 : w), (uint64_t)(h < 0 ? 0 : h), maxp, e,

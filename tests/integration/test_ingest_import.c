@@ -218,7 +218,8 @@ static void test_fortunes(void **state)
         for (size_t i = 0; i < rs->n; i++) {
             const ti_rec *r = &rs->v[i];
             fortune key;
-            snprintf(key.origin, sizeof(key.origin), "%s", r->info.origin);
+            snprintf(key.origin, sizeof(key.origin), "%.*s", (int)sizeof(key.origin) - 1,
+                     r->info.origin);
             fortune *w = bsearch(&key, want, nwant, sizeof(*want), cmp_origin);
             if (!w) fail_msg("unexpected record from %s", r->info.origin);
             assert_int_equal(hit[w - want], 0);

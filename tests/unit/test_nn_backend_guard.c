@@ -391,9 +391,11 @@ static void check(const char *spec, int B, int T, int in, int outs, int vocab, i
     assert_memory_equal(c.params, g.params, c.nparams * sizeof(float));
     assert_memory_equal(c.params, g.reloaded, c.nparams * sizeof(float));
     assert_memory_equal(c.generated, g.generated, sizeof(c.generated));
+    json_t *parsed = json_loads(spec, 0, NULL);
     printf("# %-6s losses %.5f %.5f %.5f, %zu params: guard = cpu\n",
-           json_string_value(json_object_get(json_loads(spec, 0, NULL), "type")), c.losses[0],
-           c.losses[1], c.losses[2], c.nparams);
+           json_string_value(json_object_get(parsed, "type")), c.losses[0], c.losses[1],
+           c.losses[2], c.nparams);
+    json_decref(parsed);
     free(c.logits), free(c.params), free(c.reloaded);
     free(g.logits), free(g.params), free(g.reloaded);
 }
