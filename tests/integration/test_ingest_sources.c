@@ -250,7 +250,7 @@ static size_t make_corpus(hostile *h, const char *big_marker)
     h[n].name = "short.idx", h[n++].reason = KN_RECORD_REASON_TRUNCATED;
     h[n].data = make_idx_entry(28, 28, 10, 0, &h[n].len);
     h[n].name = "long.idx", h[n++].reason = KN_RECORD_REASON_SIZE_MISMATCH;
-    h[n++] = (hostile){"bad.txt", (uint8_t *)strdup("caf\xc3 au lait \xff\xfe"), 17,
+    h[n++] = (hostile){"bad.txt", (uint8_t *)strdup("caf\xc3 au lait \xff\xfe"), 15,
                        KN_RECORD_REASON_BAD_UTF8};
     h[n++] = (hostile){"overlong.txt", (uint8_t *)strdup("\xc0\xaf slash"), 8,
                        KN_RECORD_REASON_BAD_UTF8};
