@@ -11,6 +11,7 @@
 #include "ingest.h"
 #include "kn.h"
 #include "log.h"
+#include "multipart.h"
 #include "shutdown.h"
 
 #include <errno.h>
@@ -57,89 +58,6 @@ static void waiter_done(void *opaque, int ok, int dlq)
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
     waiter_unref(w);
-}
-
-/* --- multipart/form-data --- */
-
-typedef struct {
-    const char *data;
-    size_t len;
-    char name[64];
-    char filename[256];
-    char ctype[128];
-} part;
-
-static void header_param(const char *h, size_t hl, const char *key, char *out, size_t outsz)
-{
-    char pat[32];
-    int pl = snprintf(pat, sizeof(pat), "%s=", key);
-    out[0] = '\0';
-    for (size_t i = 0; i + (size_t)pl <= hl; i++) {
-        if (strncasecmp(h + i, pat, (size_t)pl) != 0) continue;
-        if (i > 0 && h[i - 1] != ' ' && h[i - 1] != ';') continue;
-        const char *v = h + i + pl, *end = h + hl;
-        size_t n = 0;
-        if (v < end && *v == '"') {
-            v++;
-            while (v + n < end && v[n] != '"')
-                n++;
-        } else
-            while (v + n < end && v[n] != ';' && v[n] != '\r' && v[n] != ' ')
-                n++;
-        if (n >= outsz) n = outsz - 1;
-        memcpy(out, v, n);
-        out[n] = '\0';
-        return;
-    }
-}
-
-/* Splits body into at most maxparts parts. Returns the count, or -1 when the
- * body is not well-formed multipart. */
-static int multipart_parse(const char *body, size_t len, const char *boundary, part *parts,
-                           int maxparts)
-{
-    char delim[128];
-    int dl = snprintf(delim, sizeof(delim), "--%s", boundary);
-    if (dl <= 2 || (size_t)dl >= sizeof(delim)) return -1;
-    const char *p = memmem(body, len, delim, (size_t)dl), *end = body + len;
-    int n = 0;
-    if (!p) return -1;
-    for (;;) {
-        p += dl;
-        if (end - p >= 2 && p[0] == '-' && p[1] == '-') return n; /* closing delimiter */
-        if (end - p < 2 || p[0] != '\r' || p[1] != '\n') return -1;
-        p += 2;
-        const char *hend = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
-        if (!hend) return -1;
-        const char *content = hend + 4;
-        char ndelim[132];
-        int ndl = snprintf(ndelim, sizeof(ndelim), "\r\n%s", delim);
-        const char *next = memmem(content, (size_t)(end - content), ndelim, (size_t)ndl);
-        if (!next) return -1;
-        if (n < maxparts) {
-            part *pt = &parts[n];
-            memset(pt, 0, sizeof(*pt));
-            pt->data = content;
-            pt->len = (size_t)(next - content);
-            /* headers: one per line */
-            for (const char *h = p; h < hend;) {
-                const char *eol = memmem(h, (size_t)(hend - h) + 2, "\r\n", 2);
-                size_t hl = eol ? (size_t)(eol - h) : (size_t)(hend - h);
-                if (hl > 20 && strncasecmp(h, "Content-Disposition:", 20) == 0) {
-                    header_param(h, hl, "name", pt->name, sizeof(pt->name));
-                    header_param(h, hl, "filename", pt->filename, sizeof(pt->filename));
-                } else if (hl > 13 && strncasecmp(h, "Content-Type:", 13) == 0) {
-                    const char *v = h + 13;
-                    while (*v == ' ')
-                        v++;
-                    snprintf(pt->ctype, sizeof(pt->ctype), "%.*s", (int)(hl - (size_t)(v - h)), v);
-                }
-                h += hl + 2;
-            }
-        }
-        n++;
-        p = next + 2;
-    }
 }
 
 static void submit_and_answer(ing_server *s, kn_http_req *req, const ing_item *it,
@@ -192,15 +110,15 @@ static void handle_post(kn_http_req *req, void *ctx)
     }
     if (ctype && strncasecmp(ctype, "multipart/form-data", 19) == 0) {
         char boundary[100];
-        part parts[16];
-        header_param(ctype, strlen(ctype), "boundary", boundary, sizeof(boundary));
-        int n = boundary[0] ? multipart_parse(body ? body : "", len, boundary, parts, 16) : -1;
+        kn_multipart_part parts[16];
+        kn_multipart_param(ctype, strlen(ctype), "boundary", boundary, sizeof(boundary));
+        int n = boundary[0] ? kn_multipart_parse(body ? body : "", len, boundary, parts, 16) : -1;
         if (n < 0) {
             kn_http_respond_error(req, 400, "bad_multipart",
                                   "the body is not well-formed multipart/form-data");
             return;
         }
-        const part *file = NULL;
+        const kn_multipart_part *file = NULL;
         for (int i = 0; i < n && i < 16; i++) {
             char *dst = NULL;
             size_t dsz = 0;
