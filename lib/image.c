@@ -247,8 +247,7 @@ static int decode_jpeg(const uint8_t *b, size_t len, size_t maxp, kn_image *out,
         rc = kn_seterr(e, es, KN_EINVAL, "jpeg: no frame header (truncated or tables only)");
         goto out;
     }
-    if ((rc = check_dims("jpeg", (uint64_t)(w < 0 ? 0 : w), (uint64_t)(h < 0 ? 0 : h), maxp, e,
-                         es)) != KN_OK)
+    if ((rc = check_dims("jpeg", (uint64_t)w, (uint64_t)h, maxp, e, es)) != KN_OK)
         goto out;
     if (cs == TJCS_CMYK || cs == TJCS_YCCK) {
         rc = kn_seterr(e, es, KN_EUNSUPPORTED, "jpeg: CMYK/YCCK colour space is not supported");

@@ -53,8 +53,8 @@ typedef struct {
 } kn_kafka_producer_options;
 
 /* Creates the producer and, unless poll_on_produce, starts its poll thread,
- * which serves delivery reports for transactional producers too. For a transactional one, also runs
- * init_transactions. NULL on error (errbuf says). */
+ * which serves delivery reports for transactional producers too. For a
+ * transactional one, also runs init_transactions. NULL on error (errbuf says). */
 kn_kafka_producer *kn_kafka_producer_new(const kn_kafka_producer_options *opts, char *errbuf,
                                          size_t errsz);
 

@@ -93,52 +93,34 @@ static void image_case(const char *name, const char *spec, int in, double secs)
     }
 }
 
-static void gpt_case(double secs)
+/* A GPT on random tokens (target = next id): tokens/s, and with peak_tflops
+ * > 0 the MFU, with flops per token as in tests/bench/nn/gpt2_pytorch.py:
+ * 6 N for the weights, 12 L C T for attention. */
+static void lm_case(const char *label, const char *spec_json, int B, int T, int V, double secs,
+                    double peak_tflops)
 {
-    const int B = 8, T = 64, V = 512;
-    kn_model *m = make("{\"type\":\"gpt\",\"n_layer\":4,\"n_head\":4,\"n_embd\":128,"
-                       "\"block_size\":64,\"vocab_size\":512}",
-                       B);
-    int *tok = malloc(B * T * sizeof(int)), *tgt = malloc(B * T * sizeof(int));
-    kn_rng r;
-    kn_rng_init(&r, 3);
-    for (int i = 0; i < B * T; i++)
-        tok[i] = (int)(kn_rng_u64(&r) % V), tgt[i] = (tok[i] + 1) % V;
-    kn_batch b = {.B = B, .T = T, .tokens = tok, .labels = tgt};
-    float loss;
-    double sps = run(m, &b, secs, &loss);
-    printf("gpt  L=4 H=4 C=128 T=%d B=%d V=%d params=%zu %10.0f tokens/s  (%.2f ms/step, loss "
-           "%.3f)\n",
-           T, B, V, kn_model_num_params(m), sps * B * T, 1e3 / sps, loss);
-    free(tok);
-    free(tgt);
-    kn_model_destroy(m);
-}
-
-/* GPT-2 124M: 12 layers, 12 heads, 768 wide, T = 1024, vocab 50257 padded to
- * 50304, tied embeddings, random tokens. Flops per token as in
- * tests/bench/nn/gpt2_pytorch.py: 6 N for the weights, 12 L C T for attention. */
-static void gpt2_case(double secs, int B, double peak_tflops)
-{
-    const int T = 1024, V = 50257, L = 12, C = 768;
-    kn_model *m = make("{\"type\":\"gpt\",\"n_layer\":12,\"n_head\":12,\"n_embd\":768,"
-                       "\"block_size\":1024,\"vocab_size\":50257,\"padded_vocab_size\":50304}",
-                       B);
+    kn_model *m = make(spec_json, B);
     size_t n = (size_t)B * T;
     int *tok = malloc(n * sizeof(int)), *tgt = malloc(n * sizeof(int));
     kn_rng r;
-    kn_rng_init(&r, 4);
+    kn_rng_init(&r, 3);
     for (size_t i = 0; i < n; i++)
         tok[i] = (int)(kn_rng_u64(&r) % V), tgt[i] = (tok[i] + 1) % V;
     kn_batch b = {.B = B, .T = T, .tokens = tok, .labels = tgt};
     float loss;
-    double sps = run(m, &b, secs, &loss);
-    double tok_s = sps * (double)n;
-    double flops_per_token = 6.0 * (double)kn_model_num_params(m) + 12.0 * L * C * T;
-    printf("gpt2 124M L=12 H=12 C=768 T=%d B=%d params=%zu %10.0f tokens/s  (%.1f ms/step, "
-           "MFU %.1f%% of %.0f TFLOP/s, loss %.3f)\n",
-           T, B, kn_model_num_params(m), tok_s, 1e3 / sps,
-           100.0 * tok_s * flops_per_token / (peak_tflops * 1e12), peak_tflops, loss);
+    double sps = run(m, &b, secs, &loss), tok_s = sps * (double)n;
+    printf("%s T=%d B=%d V=%d params=%zu %10.0f tokens/s  (%.2f ms/step", label, T, B, V,
+           kn_model_num_params(m), tok_s, 1e3 / sps);
+    if (peak_tflops > 0) {
+        const json_t *spec = kn_model_spec(m);
+        double L = (double)json_integer_value(json_object_get(spec, "n_layer"));
+        double C = (double)json_integer_value(json_object_get(spec, "n_embd"));
+        double flops_per_token = 6.0 * (double)kn_model_num_params(m) + 12.0 * L * C * T;
+        printf(", MFU %.1f%% of %.0f TFLOP/s",
+               100.0 * tok_s * flops_per_token / (peak_tflops * 1e12), peak_tflops);
+    }
+    printf(", loss %.3f)\n", loss);
+    fflush(stdout);
     free(tok);
     free(tgt);
     kn_model_destroy(m);
@@ -168,6 +150,15 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (only && strcmp(only, "mlp") && strcmp(only, "cnn") && strcmp(only, "gpt") &&
+        strcmp(only, "gpt2")) {
+        fprintf(stderr, "bench_nn_cpu: --only must be mlp, cnn, gpt or gpt2 (not '%s')\n", only);
+        return 2;
+    }
+    if (gpt2_batch < 1 || peak_tflops <= 0) {
+        fprintf(stderr, "bench_nn_cpu: --gpt2-batch must be >= 1, --peak-tflops > 0\n");
+        return 2;
+    }
     if (!(backend = kn_backend_get(bname))) {
         printf("bench_nn_cpu: SKIPPED: backend '%s' not available: %s\n", bname,
                kn_backend_why_not(bname));
@@ -186,13 +177,17 @@ int main(int argc, char **argv)
                    "{\"type\":\"cnn\",\"input\":[1,28,28],\"convs\":[{\"out\":32,\"k\":5,"
                    "\"pad\":2},{\"out\":64,\"k\":5,\"pad\":2}],\"fc\":[1024],\"classes\":10}",
                    784, secs);
-    if (!only || strcmp(only, "gpt") == 0) gpt_case(secs);
+    if (!only || strcmp(only, "gpt") == 0)
+        lm_case("gpt  L=4 H=4 C=128",
+                "{\"type\":\"gpt\",\"n_layer\":4,\"n_head\":4,\"n_embd\":128,"
+                "\"block_size\":64,\"vocab_size\":512}",
+                8, 64, 512, secs, 0);
     if (only && strcmp(only, "gpt2") == 0) {
-        if (gpt2_batch < 1 || peak_tflops <= 0) {
-            fprintf(stderr, "bench_nn_cpu: --gpt2-batch must be >= 1, --peak-tflops > 0\n");
-            return 2;
-        }
-        gpt2_case(secs, gpt2_batch, peak_tflops);
+        /* GPT-2 124M: vocab 50257 padded to 50304, tied embeddings */
+        lm_case("gpt2 124M L=12 H=12 C=768",
+                "{\"type\":\"gpt\",\"n_layer\":12,\"n_head\":12,\"n_embd\":768,"
+                "\"block_size\":1024,\"vocab_size\":50257,\"padded_vocab_size\":50304}",
+                gpt2_batch, 1024, 50257, secs, peak_tflops);
     }
     return 0;
 }

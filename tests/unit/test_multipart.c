@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "multipart.h"
+#include "mutate.h"
 
 static const char body_curl[] =
     "--------------------------d74496d66958873e\r\n"
@@ -112,46 +113,17 @@ static void test_more_parts_than_room(void **state)
     assert_memory_equal(p[2].data, "2", 1);
 }
 
-static uint64_t rng = 0x3141592653589793ull;
-static size_t below(size_t n)
-{
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return n ? (size_t)(rng % n) : 0;
-}
-
 static void test_mutations(void **state)
 {
     (void)state;
-    const size_t len = sizeof(body_curl) - 1;
+    kn_rng rng;
+    kn_rng_init(&rng, 0x3141592653589793ull);
     int parsed = 0;
     for (int r = 0; r < 20000; r++) {
-        char *m = malloc(len);
-        assert_non_null(m);
-        memcpy(m, body_curl, len);
-        size_t n = len;
-        for (int e = 1 + (int)below(3); e > 0; e--) {
-            switch (below(4)) {
-            case 0:
-                m[below(n)] ^= (char)(1 << below(8));
-                break;
-            case 1:
-                m[below(n)] = "\r\n-\"; "[below(6)];
-                break;
-            case 2:
-                n = below(n + 1);
-                break;
-            default: {
-                size_t at = below(n), run = 1 + below(8);
-                if (at + run > n) run = n - at;
-                memmove(m + at, m + at + run, n - at - run);
-                n -= run;
-            }
-            }
-        }
-        char *exact = malloc(n ? n : 1); /* exact size: ASan sees an over-read */
-        assert_non_null(exact);
-        memcpy(exact, m, n);
-        free(m);
+        size_t n;
+        /* the bytes multipart framing is made of */
+        char *exact = (char *)mut_copy(&rng, (const uint8_t *)body_curl, sizeof(body_curl) - 1,
+                                       "\r\n-\"; ", &n);
         kn_multipart_part p[4];
         int k = kn_multipart_parse(exact, n, boundary_curl, p, 4);
         assert_true(k >= -1);

@@ -23,6 +23,7 @@
 #include "image.h"
 #include "kn.h"
 #include "media.h"
+#include "mutate.h"
 #include "nn/safetensors.h"
 #include "record.h"
 #include "shard.h"
@@ -37,81 +38,12 @@
 
 #define ROUNDS 20000
 
-/* ---- deterministic mutations ---- */
+/* One mutation stream per test, reseeded at its start. */
+static kn_rng rng;
 
-static uint64_t rng_state;
-
-static uint64_t rnd(void)
-{
-    uint64_t x = rng_state; /* xorshift64* */
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    rng_state = x;
-    return x * 0x2545F4914F6CDD1Dull;
-}
-
-static size_t below(size_t n)
-{
-    return n ? (size_t)(rnd() % n) : 0;
-}
-
-/* A mutated copy of src in a buffer of exactly the returned length (so ASan
- * sees a read past it); never NULL. */
 static uint8_t *mutate(const uint8_t *src, size_t len, size_t *out_len)
 {
-    size_t cap = len * 2 + 16;
-    uint8_t *b = malloc(cap);
-    assert_non_null(b);
-    memcpy(b, src, len);
-    size_t n = len;
-    int edits = 1 + (int)below(4);
-    for (int e = 0; e < edits; e++) {
-        switch (below(6)) {
-        case 0: /* flip a bit */
-            if (n) b[below(n)] ^= (uint8_t)(1u << below(8));
-            break;
-        case 1: { /* an interesting byte */
-            static const uint8_t v[] = {0x00, 0xFF, 0x7F, 0x80, 0x01, 0xFE};
-            if (n) b[below(n)] = v[below(sizeof(v))];
-            break;
-        }
-        case 2: { /* an interesting 32-bit value, big endian (headers of PNG, IDX) */
-            static const uint32_t v[] = {0, 1, 0x7FFFFFFFu, 0x80000000u, 0xFFFFFFFFu, 65535, 65536};
-            if (n >= 4) {
-                size_t at = below(n - 3);
-                uint32_t x = v[below(sizeof(v) / sizeof(v[0]))];
-                b[at] = (uint8_t)(x >> 24), b[at + 1] = (uint8_t)(x >> 16);
-                b[at + 2] = (uint8_t)(x >> 8), b[at + 3] = (uint8_t)x;
-            }
-            break;
-        }
-        case 3: /* truncate */
-            n = below(n + 1);
-            break;
-        case 4: { /* duplicate a run in place (grows) */
-            if (!n) break;
-            size_t at = below(n), run = 1 + below(n - at < 32 ? n - at : 32);
-            if (n + run > cap) break;
-            memmove(b + at + run, b + at, n - at);
-            n += run;
-            break;
-        }
-        default: { /* delete a run */
-            if (!n) break;
-            size_t at = below(n), run = 1 + below(n - at < 32 ? n - at : 32);
-            memmove(b + at, b + at + run, n - at - run);
-            n -= run;
-            break;
-        }
-        }
-    }
-    uint8_t *exact = malloc(n ? n : 1);
-    assert_non_null(exact);
-    memcpy(exact, b, n);
-    free(b);
-    *out_len = n;
-    return exact;
+    return mut_copy(&rng, src, len, NULL, out_len);
 }
 
 /* Reads every byte of p[0..n): an out-of-bounds view shows under ASan. */
@@ -216,7 +148,7 @@ static void test_image_decode(void **state)
     int ns = image_seeds(seeds);
     const size_t maxp = 1u << 20;
     int ok = 0;
-    rng_state = 0x1234567;
+    kn_rng_init(&rng, 0x1234567);
     for (int s = 0; s < ns; s++) {
         kn_image img;
         char err[256];
@@ -255,7 +187,7 @@ static void test_media_probe(void **state)
     blob seeds[8];
     int ns = image_seeds(seeds);
     kn_media_limits lim = {4096, 1u << 20};
-    rng_state = 0x89abcdef;
+    kn_rng_init(&rng, 0x89abcdef);
     int ok = 0;
     for (int s = 0; s < ns; s++) {
         for (int r = 0; r < ROUNDS; r++) {
@@ -298,7 +230,7 @@ static void test_shard_parse(void **state)
     kn_shard_writer_finish(w, &buf, &len);
     kn_shard_view v;
     assert_int_equal(kn_shard_parse(buf, len, &v, err, sizeof(err)), KN_OK);
-    rng_state = 0x5eed;
+    kn_rng_init(&rng, 0x5eed);
     int ok = 0;
     for (int r = 0; r < ROUNDS; r++) {
         size_t n;
@@ -337,7 +269,7 @@ static void test_safetensors_parse(void **state)
     size_t len;
     assert_int_equal(kn_safetensors_write(e, 2, meta, &buf, &len, err, sizeof(err)), KN_OK);
     json_decref(meta);
-    rng_state = 0xfeedface;
+    kn_rng_init(&rng, 0xfeedface);
     int ok = 0;
     for (int r = 0; r < ROUNDS; r++) {
         size_t n;
@@ -385,7 +317,7 @@ static void test_textclean_and_utf8(void **state)
     o[1].strip_markup = 1;
     o[1].min_chars = 3;
     o[1].min_letter_ratio = 0.2;
-    rng_state = 0xabad1dea;
+    kn_rng_init(&rng, 0xabad1dea);
     int ok = 0;
     for (size_t t = 0; t < sizeof(texts) / sizeof(texts[0]); t++) {
         for (int r = 0; r < ROUNDS; r++) {
@@ -454,7 +386,7 @@ static void test_bpe(void **state)
     assert_non_null(bpe);
 
     /* any bytes encode and decode back to themselves */
-    rng_state = 0xb9e;
+    kn_rng_init(&rng, 0xb9e);
     char dec[4096];
     for (size_t t = 0; t < 3; t++) {
         for (int r = 0; r < ROUNDS; r++) {
