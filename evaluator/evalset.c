@@ -9,10 +9,10 @@
 #include <time.h>
 
 #include "evaluator.h"
-#include "kn.h"
-#include "log.h"
-#include "sha256.h"
-#include "shard.h"
+#include "core/kn.h"
+#include "core/log.h"
+#include "core/sha256.h"
+#include "stream/shard.h"
 
 #define EV_READ_IDLE_MS 30000
 

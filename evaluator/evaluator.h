@@ -10,12 +10,12 @@
 
 #include <jansson.h>
 
-#include "bpe.h"
-#include "config.h"
-#include "kafka.h"
-#include "metrics.h"
+#include "text/bpe.h"
+#include "core/config.h"
+#include "stream/kafka.h"
+#include "core/metrics.h"
 #include "nn/model.h"
-#include "regclient.h"
+#include "net/regclient.h"
 
 /* --- eval sets (evalset.c) ---
  * An eval set is `<prefix>.eval.<dataset>` read from a start to a FIXED end

@@ -26,11 +26,11 @@
 #include <unistd.h>
 
 #include "evaluator.h"
-#include "kn.h"
-#include "log.h"
+#include "core/kn.h"
+#include "core/log.h"
 #include "nn/safetensors.h"
 #include "policy.h"
-#include "shutdown.h"
+#include "core/shutdown.h"
 
 #define EV_TAG_MAX        1024
 #define EV_DOWNLOAD_TRIES 3

@@ -8,16 +8,16 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "core/config.h"
 #include "evaluator.h"
-#include "http.h"
-#include "kafka.h"
-#include "kn.h"
-#include "log.h"
-#include "metrics.h"
+#include "net/http.h"
+#include "stream/kafka.h"
+#include "core/kn.h"
+#include "core/log.h"
+#include "core/metrics.h"
 #include "nn/backend.h"
-#include "regclient.h"
-#include "shutdown.h"
+#include "net/regclient.h"
+#include "core/shutdown.h"
 
 static const char usage[] =
     "usage: kiln-evaluator [--config FILE] [--help] [--version]\n"

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kn.h"
+#include "core/kn.h"
 
 int ev_confusion_init(ev_confusion *c, int k)
 {

@@ -9,7 +9,7 @@
 
 #include <jansson.h>
 
-#include "kn.h"
+#include "core/kn.h"
 
 #define EV_METRIC_NAME_MAX 128
 

@@ -13,11 +13,11 @@
 
 #include "evaluator.h"
 #include "evmetrics.h"
-#include "kn.h"
-#include "log.h"
-#include "shard.h"
-#include "nn/feed.h"
-#include "shutdown.h"
+#include "core/kn.h"
+#include "core/log.h"
+#include "stream/shard.h"
+#include "stream/feed.h"
+#include "core/shutdown.h"
 
 /* The same values as kn_feed_input. */
 enum { IN_IMAGE = KN_FEED_IMAGE, IN_LM = KN_FEED_LM, IN_TEXTCLS = KN_FEED_TEXTCLS };

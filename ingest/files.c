@@ -8,10 +8,10 @@
  * (state.c) makes a kill -9 at any point resume with every file on the topic
  * exactly once for read_committed readers (docs/ingest.md explains why). */
 #include "ingest.h"
-#include "kn.h"
-#include "log.h"
-#include "sha256.h"
-#include "shutdown.h"
+#include "core/kn.h"
+#include "core/log.h"
+#include "core/sha256.h"
+#include "core/shutdown.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -106,7 +106,7 @@ static void walk(files_run *r, const char *path, pathvec *out, int depth)
             char *shown = kn_record_utf8_repair(path, strlen(path), &n);
             ing_item it = {.source = "file",
                            .origin = shown ? shown : "(unprintable)",
-                           .refuse_reason = KN_RECORD_REASON_UNSUPPORTED,
+                           .refuse_reason = KN_REASON_UNSUPPORTED,
                            .refuse_detail = "the file name is not valid UTF-8; rename the file"};
             if (!r->seen || ing_strset_add(r->seen, it.origin) == 1)
                 ing_submit(r->c, NULL, &it, ing_tally_done, &r->tally, NULL);
@@ -145,7 +145,7 @@ static int submit_file(files_run *r, kn_kafka_producer *p, const char *path, siz
     struct stat sb;
     if (fd < 0 || fstat(fd, &sb) != 0) {
         snprintf(detail, sizeof(detail), "cannot open: %s", strerror(errno));
-        it.refuse_reason = KN_RECORD_REASON_READ_ERROR;
+        it.refuse_reason = KN_REASON_READ_ERROR;
         it.refuse_detail = detail;
     } else if ((uint64_t)sb.st_size > limit) {
         /* Too large for any record: the DLQ gets a pointer (path, size, hash). */
@@ -160,7 +160,7 @@ static int submit_file(files_run *r, kn_kafka_producer *p, const char *path, siz
         if (!data || n < 0) {
             snprintf(detail, sizeof(detail), "read failed: %s",
                      data ? strerror(errno) : "no memory");
-            it.refuse_reason = KN_RECORD_REASON_READ_ERROR;
+            it.refuse_reason = KN_REASON_READ_ERROR;
             it.refuse_detail = detail;
         } else if (len > limit) { /* grew while we read */
             it.full_len = len;

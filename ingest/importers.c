@@ -6,11 +6,11 @@
  *     lines holding only "%"; one record per non-blank fortune, label =
  *     category. Index files (.dat, .u8), symlinks and sub-directories (the
  *     "off" collection) are skipped. */
-#include "idx.h"
+#include "image/idx.h"
 #include "ingest.h"
-#include "kn.h"
-#include "log.h"
-#include "shutdown.h"
+#include "core/kn.h"
+#include "core/log.h"
+#include "core/shutdown.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -70,7 +70,7 @@ static int import_split(ing_ctx *c, const char *dir, const char *stem, const cha
                        .label = label,
                        .split = split};
         if (cls > 9) {
-            it.refuse_reason = KN_RECORD_REASON_BAD_LABEL;
+            it.refuse_reason = KN_REASON_BAD_LABEL;
             it.refuse_detail = "class outside 0..9";
         }
         if ((rc = ing_submit(c, NULL, &it, ing_tally_done, t, NULL)) != KN_OK) {

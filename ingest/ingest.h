@@ -11,11 +11,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
-#include "kafka.h"
-#include "media.h"
-#include "metrics.h"
-#include "record.h"
+#include "core/config.h"
+#include "stream/kafka.h"
+#include "image/media.h"
+#include "core/metrics.h"
+#include "stream/record.h"
 
 #define ING_SERVICE "kiln-ingest"
 

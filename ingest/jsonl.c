@@ -3,9 +3,9 @@
  * (string or integer), "dataset" and "split". A line that is not such an
  * object goes to the DLQ with the line's bytes (bad_json, bad_base64). */
 #include "ingest.h"
-#include "kn.h"
-#include "log.h"
-#include "shutdown.h"
+#include "core/kn.h"
+#include "core/log.h"
+#include "core/shutdown.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -139,7 +139,7 @@ static void handle_line(ing_ctx *c, const char *name, uint64_t lineno, const cha
     json_t *j = json_loadb(line, n, 0, &jerr);
     if (!j || !json_is_object(j)) {
         snprintf(detail, sizeof(detail), "%s", j ? "not a JSON object" : jerr.text);
-        it.refuse_reason = KN_RECORD_REASON_BAD_JSON;
+        it.refuse_reason = KN_REASON_BAD_JSON;
         it.refuse_detail = detail;
         goto submit;
     }
@@ -154,7 +154,7 @@ static void handle_line(ing_ctx *c, const char *name, uint64_t lineno, const cha
         snprintf(label, sizeof(label), "%" JSON_INTEGER_FORMAT, json_integer_value(lab));
         it.label = label;
     } else if (lab && !json_is_null(lab)) {
-        it.refuse_reason = KN_RECORD_REASON_BAD_LABEL;
+        it.refuse_reason = KN_REASON_BAD_LABEL;
         it.refuse_detail = "\"label\" must be a string or an integer";
         goto submit;
     }
@@ -167,7 +167,7 @@ static void handle_line(ing_ctx *c, const char *name, uint64_t lineno, const cha
         size_t il = 0;
         img = b64decode(json_string_value(b64), json_string_length(b64), &il);
         if (!img) {
-            it.refuse_reason = KN_RECORD_REASON_BAD_BASE64;
+            it.refuse_reason = KN_REASON_BAD_BASE64;
             it.refuse_detail = "\"image_base64\" is not base64";
             goto submit;
         }
@@ -176,7 +176,7 @@ static void handle_line(ing_ctx *c, const char *name, uint64_t lineno, const cha
         it.kind = ING_KIND_IMAGE;
         it.content_type = NULL;
     } else {
-        it.refuse_reason = KN_RECORD_REASON_BAD_JSON;
+        it.refuse_reason = KN_REASON_BAD_JSON;
         it.refuse_detail =
             "exactly one of \"text\" (string) or \"image_base64\" (string) is required";
     }
@@ -213,7 +213,7 @@ int ing_jsonl_run(ing_ctx *c, const char *path)
             snprintf(detail, sizeof(detail), "line of %zu bytes, limit %zu", n, lr.max);
             ing_item it = {.source = "jsonl",
                            .origin = origin,
-                           .refuse_reason = KN_RECORD_REASON_TOO_LARGE,
+                           .refuse_reason = KN_REASON_TOO_LARGE,
                            .refuse_detail = detail};
             if (ing_submit(c, NULL, &it, ing_tally_done, &t, NULL) != KN_OK)
                 atomic_fetch_add(&t.failed, 1);

@@ -7,11 +7,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "core/config.h"
 #include "ingest.h"
-#include "kn.h"
-#include "log.h"
-#include "shutdown.h"
+#include "core/kn.h"
+#include "core/log.h"
+#include "core/shutdown.h"
 
 static void usage(FILE *f)
 {

@@ -1,10 +1,10 @@
 /* pipeline.c: validation and routing shared by every ingest source, the
  * delivery-report bookkeeping (metrics, completion callbacks) and progress. */
 #include "ingest.h"
-#include "kn.h"
-#include "log.h"
-#include "sha256.h"
-#include "shutdown.h"
+#include "core/kn.h"
+#include "core/log.h"
+#include "core/sha256.h"
+#include "core/shutdown.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,24 +25,24 @@ typedef struct {
 } ing_pending;
 
 static const char *const all_reasons[] = {
-    KN_RECORD_REASON_EMPTY,
-    KN_RECORD_REASON_TOO_LARGE,
-    KN_RECORD_REASON_BAD_UTF8,
-    KN_RECORD_REASON_UNKNOWN_FORMAT,
-    KN_RECORD_REASON_TRUNCATED,
-    KN_RECORD_REASON_BAD_HEADER,
-    KN_RECORD_REASON_TOO_MANY_PIXELS,
-    KN_RECORD_REASON_SIZE_MISMATCH,
-    KN_RECORD_REASON_UNSUPPORTED,
-    KN_RECORD_REASON_BAD_JSON,
-    KN_RECORD_REASON_BAD_BASE64,
-    KN_RECORD_REASON_BAD_LABEL,
-    KN_RECORD_REASON_READ_ERROR,
-    KN_RECORD_REASON_FETCH_FAILED,
-    KN_RECORD_REASON_FETCH_TIMEOUT,
-    KN_RECORD_REASON_TOO_MANY_REDIRECTS,
-    KN_RECORD_REASON_BAD_CONTENT_TYPE,
-    KN_RECORD_REASON_HTTP_STATUS,
+    KN_REASON_EMPTY,
+    KN_REASON_TOO_LARGE,
+    KN_REASON_BAD_UTF8,
+    KN_REASON_UNKNOWN_FORMAT,
+    KN_REASON_TRUNCATED,
+    KN_REASON_BAD_HEADER,
+    KN_REASON_TOO_MANY_PIXELS,
+    KN_REASON_SIZE_MISMATCH,
+    KN_REASON_UNSUPPORTED,
+    KN_REASON_BAD_JSON,
+    KN_REASON_BAD_BASE64,
+    KN_REASON_BAD_LABEL,
+    KN_REASON_READ_ERROR,
+    KN_REASON_FETCH_FAILED,
+    KN_REASON_FETCH_TIMEOUT,
+    KN_REASON_TOO_MANY_REDIRECTS,
+    KN_REASON_BAD_CONTENT_TYPE,
+    KN_REASON_HTTP_STATUS,
 };
 
 double ing_now(void)
@@ -221,13 +221,13 @@ static void judge(ing_ctx *c, const ing_item *it, verdict *v)
         return;
     }
     if (it->full_len) {
-        v->reason = KN_RECORD_REASON_TOO_LARGE;
+        v->reason = KN_REASON_TOO_LARGE;
         snprintf(v->detail, sizeof(v->detail), "%llu bytes, over every record size limit",
                  (unsigned long long)it->full_len);
         return;
     }
     if (it->len == 0) {
-        v->reason = KN_RECORD_REASON_EMPTY;
+        v->reason = KN_REASON_EMPTY;
         snprintf(v->detail, sizeof(v->detail), "no bytes");
         return;
     }
@@ -244,7 +244,7 @@ static void judge(ing_ctx *c, const ing_item *it, verdict *v)
     if (kind == ING_KIND_IMAGE) {
         v->kind = 1;
         if (it->len > c->opt.max_image) {
-            v->reason = KN_RECORD_REASON_TOO_LARGE;
+            v->reason = KN_REASON_TOO_LARGE;
             snprintf(v->detail, sizeof(v->detail), "image of %zu bytes, limit %zu", it->len,
                      c->opt.max_image);
             return;
@@ -253,7 +253,7 @@ static void judge(ing_ctx *c, const ing_item *it, verdict *v)
         const char *why = NULL;
         if (kn_media_probe(it->data, it->len, &c->opt.limits, &info, &why, v->detail,
                            sizeof(v->detail)) != KN_OK) {
-            v->reason = why ? why : KN_RECORD_REASON_BAD_HEADER;
+            v->reason = why ? why : KN_REASON_BAD_HEADER;
             return;
         }
         v->value = it->data;
@@ -263,7 +263,7 @@ static void judge(ing_ctx *c, const ing_item *it, verdict *v)
     }
     v->kind = 0;
     if (it->len > c->opt.max_text) {
-        v->reason = KN_RECORD_REASON_TOO_LARGE;
+        v->reason = KN_REASON_TOO_LARGE;
         snprintf(v->detail, sizeof(v->detail), "text of %zu bytes, limit %zu", it->len,
                  c->opt.max_text);
         return;
@@ -274,20 +274,20 @@ static void judge(ing_ctx *c, const ing_item *it, verdict *v)
     v->content_type = "text/plain; charset=utf-8";
     if (!kn_record_utf8_valid(it->data, it->len, &bad)) {
         if (!c->opt.utf8_repair) {
-            v->reason = KN_RECORD_REASON_BAD_UTF8;
+            v->reason = KN_REASON_BAD_UTF8;
             snprintf(v->detail, sizeof(v->detail), "invalid UTF-8 at byte %zu", bad);
             return;
         }
         v->owned = kn_record_utf8_repair(it->data, it->len, &v->len);
         if (!v->owned) {
-            v->reason = KN_RECORD_REASON_TOO_LARGE;
+            v->reason = KN_REASON_TOO_LARGE;
             snprintf(v->detail, sizeof(v->detail), "out of memory repairing UTF-8");
             return;
         }
         v->value = v->owned;
         v->repaired = "utf8";
         if (v->len > c->opt.max_text) {
-            v->reason = KN_RECORD_REASON_TOO_LARGE;
+            v->reason = KN_REASON_TOO_LARGE;
             snprintf(v->detail, sizeof(v->detail), "repaired text of %zu bytes, limit %zu", v->len,
                      c->opt.max_text);
         }

@@ -7,12 +7,12 @@
  * limit (refused unread: the DLQ gets its size and request id, no bytes);
  * 503 when Kafka failed; 504 when no
  * report came within ingest.ack_timeout_ms. */
-#include "http.h"
+#include "net/http.h"
 #include "ingest.h"
-#include "kn.h"
-#include "log.h"
-#include "multipart.h"
-#include "shutdown.h"
+#include "core/kn.h"
+#include "core/log.h"
+#include "net/multipart.h"
+#include "core/shutdown.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -100,7 +100,7 @@ static void handle_post(kn_http_req *req, void *ctx)
         it.data = NULL;
         it.len = 0;
         it.full_len = over;
-        it.refuse_reason = KN_RECORD_REASON_TOO_LARGE;
+        it.refuse_reason = KN_REASON_TOO_LARGE;
         it.refuse_detail = detail;
         if (dataset[0]) it.dataset = dataset;
         if (label[0]) it.label = label;

@@ -9,8 +9,8 @@
  *      without "C"/"A" is the pending batch, settled against Kafka on restart.
  *   3. Batch numbers are never reused ("S n" survives compaction). */
 #include "ingest.h"
-#include "kn.h"
-#include "log.h"
+#include "core/kn.h"
+#include "core/log.h"
 
 #include <errno.h>
 #include <fcntl.h>

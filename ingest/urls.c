@@ -6,9 +6,9 @@
  * 5xx) are retried with exponential backoff; what still fails goes to the
  * DLQ with the URL as origin and no value. */
 #include "ingest.h"
-#include "kn.h"
-#include "log.h"
-#include "shutdown.h"
+#include "core/kn.h"
+#include "core/log.h"
+#include "core/shutdown.h"
 
 #include <curl/curl.h>
 #include <stdio.h>
@@ -64,7 +64,7 @@ typedef struct {
 static const char *fetch(const fetch_opts *fo, const char *url, sink *s, char **ct, char *detail,
                          size_t dsz)
 {
-    const char *reason = KN_RECORD_REASON_FETCH_FAILED;
+    const char *reason = KN_REASON_FETCH_FAILED;
     long backoff = fo->backoff_ms;
     *ct = NULL;
     for (long attempt = 0; attempt <= fo->retries && !kn_shutdown_requested(); attempt++) {
@@ -78,7 +78,7 @@ static const char *fetch(const fetch_opts *fo, const char *url, sink *s, char **
         CURL *h = curl_easy_init();
         if (!h) {
             snprintf(detail, dsz, "curl_easy_init failed");
-            return KN_RECORD_REASON_FETCH_FAILED;
+            return KN_REASON_FETCH_FAILED;
         }
         char errbuf[CURL_ERROR_SIZE] = "";
         curl_easy_setopt(h, CURLOPT_URL, url);
@@ -104,30 +104,30 @@ static const char *fetch(const fetch_opts *fo, const char *url, sink *s, char **
                 curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &t);
                 if (!content_type_ok(t)) {
                     snprintf(detail, dsz, "content type '%s' is not text or an image", t);
-                    reason = KN_RECORD_REASON_BAD_CONTENT_TYPE;
+                    reason = KN_REASON_BAD_CONTENT_TYPE;
                 } else {
                     if (t) *ct = strdup(t);
                     reason = NULL;
                 }
             } else {
                 snprintf(detail, dsz, "HTTP status %ld", status);
-                reason = KN_RECORD_REASON_HTTP_STATUS;
+                reason = KN_REASON_HTTP_STATUS;
                 retry = status == 429 || status >= 500;
             }
         } else if (rc == CURLE_OPERATION_TIMEDOUT) {
             snprintf(detail, dsz, "no complete answer in %ld ms: %s", fo->timeout_ms,
                      errbuf[0] ? errbuf : curl_easy_strerror(rc));
-            reason = KN_RECORD_REASON_FETCH_TIMEOUT;
+            reason = KN_REASON_FETCH_TIMEOUT;
             retry = 1;
         } else if (rc == CURLE_TOO_MANY_REDIRECTS) {
             snprintf(detail, dsz, "more than %ld redirects", fo->max_redirects);
-            reason = KN_RECORD_REASON_TOO_MANY_REDIRECTS;
+            reason = KN_REASON_TOO_MANY_REDIRECTS;
         } else if (rc == CURLE_FILESIZE_EXCEEDED || (rc == CURLE_WRITE_ERROR && s->over)) {
             snprintf(detail, dsz, "body over the %zu byte limit", fo->max_bytes);
-            reason = KN_RECORD_REASON_TOO_LARGE;
+            reason = KN_REASON_TOO_LARGE;
         } else {
             snprintf(detail, dsz, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
-            reason = KN_RECORD_REASON_FETCH_FAILED;
+            reason = KN_REASON_FETCH_FAILED;
             retry = rc == CURLE_COULDNT_CONNECT || rc == CURLE_RECV_ERROR ||
                     rc == CURLE_SEND_ERROR || rc == CURLE_GOT_NOTHING || rc == CURLE_PARTIAL_FILE ||
                     rc == CURLE_COULDNT_RESOLVE_HOST;

@@ -12,12 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dedup.h"
-#include "image.h"
-#include "kafka.h"
-#include "kn.h"
-#include "log.h"
-#include "shard.h"
+#include "text/dedup.h"
+#include "image/image.h"
+#include "stream/kafka.h"
+#include "core/kn.h"
+#include "core/log.h"
+#include "stream/shard.h"
 
 typedef struct {
     uint32_t *tok; /* (cap) stream tokens not yet past a block boundary */

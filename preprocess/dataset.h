@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "record.h"
+#include "stream/record.h"
 #include "recipe.h"
 #include "service.h"
 

@@ -9,13 +9,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "http.h"
-#include "kafka.h"
-#include "kn.h"
-#include "log.h"
-#include "record.h"
-#include "shutdown.h"
+#include "core/config.h"
+#include "net/http.h"
+#include "stream/kafka.h"
+#include "core/kn.h"
+#include "core/log.h"
+#include "stream/record.h"
+#include "core/shutdown.h"
 #include "stream.h"
 #include "tokenizer_cmd.h"
 

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kn.h"
-#include "sha256.h"
+#include "core/kn.h"
+#include "core/sha256.h"
 
 const char *pp_kind_name(pp_kind k)
 {

@@ -8,11 +8,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bpe.h"
-#include "config.h"
-#include "dedup.h"
-#include "image.h"
-#include "textclean.h"
+#include "text/bpe.h"
+#include "core/config.h"
+#include "text/dedup.h"
+#include "image/image.h"
+#include "text/textclean.h"
 
 typedef enum { PP_KIND_LM = 0, PP_KIND_TEXT_CLASS = 1, PP_KIND_IMAGE = 2 } pp_kind;
 typedef enum { PP_DEDUP_NONE = 0, PP_DEDUP_EXACT = 1, PP_DEDUP_NEAR = 2 } pp_dedup_mode;

@@ -5,8 +5,8 @@
 
 #include <stdint.h>
 
-#include "kafka.h"
-#include "metrics.h"
+#include "stream/kafka.h"
+#include "core/metrics.h"
 
 #define PP_SERVICE "kiln-preprocess"
 

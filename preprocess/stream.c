@@ -8,10 +8,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "kn.h"
-#include "log.h"
-#include "record.h"
-#include "sha256.h"
+#include "core/kn.h"
+#include "core/log.h"
+#include "stream/record.h"
+#include "core/sha256.h"
 
 typedef struct {
     char topic[256];
@@ -370,7 +370,7 @@ static int handle(pp_stream *st, const rd_kafka_message_t *m)
     kn_record_info info;
     if (kn_record_info_read(m, &info) != KN_OK) {
         memset(&info, 0, sizeof(info));
-        return send_dlq(st, m, &info, key_hex, KN_RECORD_REASON_BAD_HEADER,
+        return send_dlq(st, m, &info, key_hex, KN_REASON_BAD_HEADER,
                         "not a kiln raw record (no record-version header)");
     }
     const char *name = info.dataset[0] ? info.dataset : st->o.default_dataset;

@@ -12,10 +12,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "bpe.h"
-#include "kn.h"
-#include "log.h"
-#include "regclient.h"
+#include "text/bpe.h"
+#include "core/kn.h"
+#include "core/log.h"
+#include "net/regclient.h"
 #include "tokenizer_cmd.h"
 
 typedef struct {

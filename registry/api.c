@@ -14,9 +14,9 @@
 #include <string.h>
 
 #include "embedded.h"
-#include "kn.h"
-#include "log.h"
-#include "sha256.h"
+#include "core/kn.h"
+#include "core/log.h"
+#include "core/sha256.h"
 
 /* Version lifecycle (versions.status), kept by status_transition_ok():
  *  1. A version is born `registered` (POST .../versions).

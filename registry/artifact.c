@@ -20,9 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kn.h"
-#include "log.h"
-#include "sha256.h"
+#include "core/kn.h"
+#include "core/log.h"
+#include "core/sha256.h"
 
 #define WINDOW (1u << 20) /* bytes per lo_write / lo_get */
 

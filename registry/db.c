@@ -14,9 +14,9 @@
 #include <time.h>
 
 #include "embedded.h"
-#include "kn.h"
-#include "log.h"
-#include "sha256.h"
+#include "core/kn.h"
+#include "core/log.h"
+#include "core/sha256.h"
 
 struct reg_pool {
     pthread_mutex_t lock;

@@ -8,8 +8,8 @@
 
 #include <curl/curl.h>
 
-#include "kn.h"
-#include "regclient.h"
+#include "core/kn.h"
+#include "net/regclient.h"
 
 enum { EXIT_OK = 0, EXIT_USAGE = 1, EXIT_NOTFOUND = 2, EXIT_CONFLICT = 3, EXIT_AUTH = 4,
        EXIT_SERVER = 5 };

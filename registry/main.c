@@ -6,13 +6,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "http.h"
-#include "kn.h"
-#include "log.h"
-#include "metrics.h"
+#include "core/config.h"
+#include "net/http.h"
+#include "core/kn.h"
+#include "core/log.h"
+#include "core/metrics.h"
 #include "registry.h"
-#include "shutdown.h"
+#include "core/shutdown.h"
 
 #define DEFAULT_DB "host=127.0.0.1 port=15432 dbname=kiln user=kiln password=kiln"
 

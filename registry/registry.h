@@ -8,8 +8,8 @@
 
 #include <libpq-fe.h>
 
-#include "http.h"
-#include "metrics.h"
+#include "net/http.h"
+#include "core/metrics.h"
 
 /* --- db.c --- */
 typedef struct reg_pool reg_pool;

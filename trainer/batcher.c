@@ -14,9 +14,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "kn.h"
-#include "log.h"
-#include "shutdown.h"
+#include "core/kn.h"
+#include "core/log.h"
+#include "core/shutdown.h"
 
 double trn_now(void)
 {

@@ -15,10 +15,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "kn.h"
-#include "log.h"
-#include "sha256.h"
-#include "shutdown.h"
+#include "core/kn.h"
+#include "core/log.h"
+#include "core/sha256.h"
+#include "core/shutdown.h"
 
 #ifndef KILN_BUILD_ID
 #define KILN_BUILD_ID "unknown"

@@ -10,15 +10,15 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "http.h"
-#include "kafka.h"
-#include "kn.h"
-#include "log.h"
-#include "metrics.h"
+#include "core/config.h"
+#include "net/http.h"
+#include "stream/kafka.h"
+#include "core/kn.h"
+#include "core/log.h"
+#include "core/metrics.h"
 #include "nn/backend.h"
-#include "regclient.h"
-#include "shutdown.h"
+#include "net/regclient.h"
+#include "core/shutdown.h"
 #include "trainer.h"
 
 #ifndef KILN_BUILD_ID

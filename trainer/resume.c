@@ -12,8 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "kn.h"
-#include "log.h"
+#include "core/kn.h"
+#include "core/log.h"
 
 int trn_parse_version_ref(const char *ref, const char *self, char *model, size_t msz, int *version)
 {

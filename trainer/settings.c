@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kn.h"
+#include "core/kn.h"
 
 static int copy_str(char *dst, size_t dsz, const char *v, const char *key, char *err, size_t errsz)
 {

@@ -12,13 +12,13 @@
 
 #include <librdkafka/rdkafka.h>
 
-#include "config.h"
-#include "kafka.h"
-#include "metrics.h"
-#include "nn/feed.h"
+#include "core/config.h"
+#include "stream/kafka.h"
+#include "core/metrics.h"
+#include "stream/feed.h"
 #include "nn/model.h"
-#include "regclient.h"
-#include "shard.h"
+#include "net/regclient.h"
+#include "stream/shard.h"
 
 /* --- settings (main.c) --- */
 typedef struct {
@@ -65,7 +65,7 @@ void trn_settings_free(trn_settings *s);
  *     whole and listed in the range's `skipped`; an example with a label or
  *     token out of range is skipped and counted. Nothing is dropped silently. */
 
-/* The same values as kn_feed_input (lib/nn/feed.h). */
+/* The same values as kn_feed_input (lib/stream/feed.h). */
 enum { TRN_IN_IMAGE = KN_FEED_IMAGE, TRN_IN_LM = KN_FEED_LM, TRN_IN_TEXTCLS = KN_FEED_TEXTCLS };
 
 typedef struct {

@@ -1,6 +1,6 @@
 /* backend.c: picks a backend by name. The CUDA backend registers here when
  * kiln is built with it (KILN_HAVE_CUDA); otherwise only "cpu" exists. */
-#include "backend.h"
+#include "nn/backend.h"
 
 #include <string.h>
 

@@ -2,7 +2,7 @@
  * written so gcc vectorizes them at -O2, and every large product through
  * CBLAS (OpenBLAS). Single-threaded apart from what OpenBLAS does itself.
  * Device pointers are host pointers here. */
-#include "backend.h"
+#include "nn/backend.h"
 
 #include <cblas.h>
 #include <float.h>

@@ -1,15 +1,15 @@
 /* model.c: the model API common to every model type: creation from a spec,
  * forward/backward dispatch, optimizer, inference, sampling. The layer
  * wiring of each family lives in model_seq.c and model_tfm.c. */
-#include "model_int.h"
+#include "nn/model_int.h"
 
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "kn.h"
-#include "rng.h"
+#include "core/kn.h"
+#include "nn/rng.h"
 
 int kn_model_spec_int(const json_t *spec, json_t *norm, const char *key, int def, int lo, int hi,
                       int *out, char *err, size_t errsz)

@@ -1,4 +1,9 @@
-/* model.h: every kiln model behind one API. A model is created from a JSON
+/* lib/nn/ (uses core; built as kiln_nn): tensors, layers and optimizers
+ * behind one backend interface (backend.h: CPU on OpenBLAS in cpu.c, CUDA +
+ * cuBLAS in nn/cuda/), the models (model.h), safetensors checkpoints. It
+ * knows nothing of Kafka or shards: stream/feed.h turns shards into rows.
+ *
+ * model.h: every kiln model behind one API. A model is created from a JSON
  * spec + seed, trains with forward / backward / step, answers inference
  * (logits, predictions, generation) and round-trips through safetensors
  * checkpoints. Memory is allocated once at creation for batches of up to
@@ -21,10 +26,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "backend.h"
-#include "kn.h"
-#include "optim.h"
-#include "tensor.h"
+#include "nn/backend.h"
+#include "core/kn.h"
+#include "nn/optim.h"
+#include "nn/tensor.h"
 
 typedef struct kn_model kn_model;
 

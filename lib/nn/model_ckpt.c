@@ -4,7 +4,7 @@
  * carries the spec and optimizer config as JSON strings and the counters
  * needed to resume exactly (see model.h). Loading is strict: a tensor that is
  * missing, unknown, of another dtype or shape is an error naming it. */
-#include "model_int.h"
+#include "nn/model_int.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kn.h"
-#include "safetensors.h"
+#include "core/kn.h"
+#include "nn/safetensors.h"
 
 #define CKPT_FORMAT "kiln-ckpt-1"
 

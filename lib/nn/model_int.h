@@ -4,7 +4,7 @@
 #ifndef KN_NN_MODEL_INT_H
 #define KN_NN_MODEL_INT_H
 
-#include "model.h"
+#include "nn/model.h"
 
 enum { SEQ_LINEAR = 1, SEQ_CONV, SEQ_POOL, SEQ_ACT, SEQ_DROPOUT };
 

@@ -2,15 +2,15 @@
  * (linear, conv2d, pooling, activation, dropout; flatten is implicit because
  * NCHW rows are contiguous). Parameters are named like a PyTorch
  * nn.Sequential: "layers.<i>.weight" (out, in) or (OC, C, K, K), "layers.<i>.bias". */
-#include "model_int.h"
+#include "nn/model_int.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "kn.h"
-#include "rng.h"
+#include "core/kn.h"
+#include "nn/rng.h"
 
 static int parse_act(const json_t *spec, json_t *norm, int *act, char *err, size_t errsz)
 {

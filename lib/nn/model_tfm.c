@@ -9,15 +9,15 @@
  *   h.<l>.mlp.c_fc.{weight (4C, C), bias (4C)}    h.<l>.mlp.c_proj.{weight (C, 4C), bias (C)}
  *   ln_f.{weight,bias} (C)            txtcls only: head.{weight (classes, C), bias}
  * Dropout is not part of these models (spec "dropout" must be 0). */
-#include "model_int.h"
+#include "nn/model_int.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "kn.h"
-#include "rng.h"
+#include "core/kn.h"
+#include "nn/rng.h"
 
 static int addp(kn_model *m, const char *name, int d0, int d1, int decay)
 {

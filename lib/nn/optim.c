@@ -1,12 +1,12 @@
 /* optim.c: optimizer configuration, schedules and the update driver; the
  * per-element rules live in the backend (optim_update). */
-#include "optim.h"
+#include "nn/optim.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "kn.h"
+#include "core/kn.h"
 
 void kn_optim_config_default(kn_optim_config *c, int kind)
 {

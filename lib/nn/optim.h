@@ -9,8 +9,8 @@
 #include <jansson.h>
 #include <stdint.h>
 
-#include "backend.h"
-#include "tensor.h"
+#include "nn/backend.h"
+#include "nn/tensor.h"
 
 enum { KN_LR_CONSTANT = 1, KN_LR_COSINE, KN_LR_STEP };
 

@@ -1,5 +1,5 @@
 /* safetensors.c: writer and validating reader of the safetensors container. */
-#include "safetensors.h"
+#include "nn/safetensors.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "kn.h"
+#include "core/kn.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "kn_safetensors assumes a little-endian host (tensor bytes are copied raw)"

@@ -1,10 +1,10 @@
 /* tensor.c: named tensors in one allocation (see tensor.h). */
-#include "tensor.h"
+#include "nn/tensor.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "kn.h"
+#include "core/kn.h"
 
 void kn_tensor_set_init(kn_tensor_set *s)
 {

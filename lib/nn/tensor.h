@@ -8,7 +8,7 @@
 
 #include <stddef.h>
 
-#include "backend.h"
+#include "nn/backend.h"
 
 #define KN_TENSOR_NAME_MAX 64
 #define KN_TENSOR_MAX_DIMS 4

@@ -3,8 +3,8 @@
  * by tests/tokenizer/bench-ref.js on the same files, with the speed ratio.
  * Needs the rank files cached by tests/scripts/bpe-parity.sh.
  * Usage: bench_bpe [seconds-per-measure (default 3)] [source-dir] */
-#include "bpe.h"
-#include "kn.h"
+#include "text/bpe.h"
+#include "core/kn.h"
 
 #include <dirent.h>
 #include <stdio.h>

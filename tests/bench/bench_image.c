@@ -4,8 +4,8 @@
  * Augmentation: crop (pad 4) + hflip + rotate (15 deg) + jitter + noise, i.e.
  * everything on, a fresh seed per image.
  * Usage: bench_image [seconds-per-measure (default 2)] */
-#include "image.h"
-#include "kn.h"
+#include "image/image.h"
+#include "core/kn.h"
 
 #include <stdint.h>
 #include <stdio.h>

@@ -4,7 +4,7 @@
  * exits 77 (skipped). */
 #include <cuda_runtime.h>
 
-#include "cublas.h"
+#include "nn/cuda/cublas.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -32,11 +32,11 @@
 #include <curl/curl.h>
 #include <libpq-fe.h>
 
-#include "kafka.h"
-#include "kn.h"
+#include "stream/kafka.h"
+#include "core/kn.h"
 #include "nn/model.h"
-#include "regclient.h"
-#include "shard.h"
+#include "net/regclient.h"
+#include "stream/shard.h"
 
 #define MODEL         "evtest"
 #define DATASET       "evds"

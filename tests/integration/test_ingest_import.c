@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "idx.h"
+#include "image/idx.h"
 #include "test_ingest_util.h"
 
 #define FMNIST   "/usr/share/datasets/fashion-mnist"
@@ -233,7 +233,7 @@ static void test_fortunes(void **state)
             if (pass == 0) {
                 assert_string_equal(r->key, w->sha);
             } else {
-                assert_string_equal(r->info.reason, KN_RECORD_REASON_BAD_UTF8);
+                assert_string_equal(r->info.reason, KN_REASON_BAD_UTF8);
                 assert_string_equal(r->info.original_sha256, w->sha);
             }
         }

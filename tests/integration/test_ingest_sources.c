@@ -240,35 +240,35 @@ static size_t make_corpus(hostile *h, const char *big_marker)
     uint8_t *png = make_png(8, 8, 1, &l);
     uint8_t *t = malloc(l / 2);
     memcpy(t, png, l / 2);
-    h[n++] = (hostile){"trunc.png", t, l / 2, KN_RECORD_REASON_TRUNCATED};
+    h[n++] = (hostile){"trunc.png", t, l / 2, KN_REASON_TRUNCATED};
     free(png);
     uint8_t *jpg = make_jpeg(&l);
-    h[n++] = (hostile){"trunc.jpg", jpg, l - 4, KN_RECORD_REASON_TRUNCATED};
+    h[n++] = (hostile){"trunc.jpg", jpg, l - 4, KN_REASON_TRUNCATED};
     h[n++] =
-        (hostile){"huge.png", make_png(100000, 100000, 0, &l), l, KN_RECORD_REASON_TOO_MANY_PIXELS};
+        (hostile){"huge.png", make_png(100000, 100000, 0, &l), l, KN_REASON_TOO_MANY_PIXELS};
     h[n].data = make_idx_entry(28, 28, 10, 1, &h[n].len);
-    h[n].name = "short.idx", h[n++].reason = KN_RECORD_REASON_TRUNCATED;
+    h[n].name = "short.idx", h[n++].reason = KN_REASON_TRUNCATED;
     h[n].data = make_idx_entry(28, 28, 10, 0, &h[n].len);
-    h[n].name = "long.idx", h[n++].reason = KN_RECORD_REASON_SIZE_MISMATCH;
+    h[n].name = "long.idx", h[n++].reason = KN_REASON_SIZE_MISMATCH;
     h[n++] = (hostile){"bad.txt", (uint8_t *)strdup("caf\xc3 au lait \xff\xfe"), 15,
-                       KN_RECORD_REASON_BAD_UTF8};
+                       KN_REASON_BAD_UTF8};
     h[n++] = (hostile){"overlong.txt", (uint8_t *)strdup("\xc0\xaf slash"), 8,
-                       KN_RECORD_REASON_BAD_UTF8};
-    h[n++] = (hostile){"empty.txt", (uint8_t *)strdup(""), 0, KN_RECORD_REASON_EMPTY};
+                       KN_REASON_BAD_UTF8};
+    h[n++] = (hostile){"empty.txt", (uint8_t *)strdup(""), 0, KN_REASON_EMPTY};
     const char pgm_bad[] = "P5\n4 4\n255\n\x01\x02";
     h[n].data = malloc(sizeof(pgm_bad));
     memcpy(h[n].data, pgm_bad, sizeof(pgm_bad) - 1);
     h[n].len = sizeof(pgm_bad) - 1, h[n].name = "trunc.pgm";
-    h[n++].reason = KN_RECORD_REASON_TRUNCATED;
+    h[n++].reason = KN_REASON_TRUNCATED;
     /* big text: over max_text (64k) but under the DLQ limit (96k): bytes kept */
     h[n].len = 80 * 1024, h[n].data = malloc(h[n].len);
     memset(h[n].data, 'a', h[n].len);
-    h[n].name = "big.txt", h[n++].reason = KN_RECORD_REASON_TOO_LARGE;
+    h[n].name = "big.txt", h[n++].reason = KN_REASON_TOO_LARGE;
     /* huge: over every limit: DLQ holds a pointer */
     h[n].len = 600 * 1024, h[n].data = malloc(h[n].len);
     memset(h[n].data, 'z', h[n].len);
     memcpy(h[n].data, big_marker, strlen(big_marker));
-    h[n].name = "huge.bin", h[n++].reason = KN_RECORD_REASON_TOO_LARGE;
+    h[n].name = "huge.bin", h[n++].reason = KN_REASON_TOO_LARGE;
     return n;
 }
 
@@ -389,10 +389,10 @@ static void test_jsonl(void **state)
     assert_int_equal(img.v[0].len, 12);
     assert_memory_equal(img.v[0].value, "P5\n1 1\n255\n\x7f", 12);
     assert_string_equal(img.v[0].info.label, "dot");
-    assert_int_equal(count_reason(&dlq, KN_RECORD_REASON_BAD_JSON), 3);
-    assert_int_equal(count_reason(&dlq, KN_RECORD_REASON_BAD_BASE64), 1);
-    assert_int_equal(count_reason(&dlq, KN_RECORD_REASON_UNKNOWN_FORMAT), 1);
-    assert_int_equal(count_reason(&dlq, KN_RECORD_REASON_EMPTY), 1);
+    assert_int_equal(count_reason(&dlq, KN_REASON_BAD_JSON), 3);
+    assert_int_equal(count_reason(&dlq, KN_REASON_BAD_BASE64), 1);
+    assert_int_equal(count_reason(&dlq, KN_REASON_UNKNOWN_FORMAT), 1);
+    assert_int_equal(count_reason(&dlq, KN_REASON_EMPTY), 1);
     snprintf(origin, sizeof(origin), "%s/in.jsonl:5", dir);
     r = ti_find_origin(&dlq, origin);
     assert_non_null(r);
@@ -532,12 +532,12 @@ static void test_urls(void **state)
         int port;
         const char *reason;
     } want[] = {
-        {"/loop", port, KN_RECORD_REASON_TOO_MANY_REDIRECTS},
-        {"/pdf", port, KN_RECORD_REASON_BAD_CONTENT_TYPE},
-        {"/missing", port, KN_RECORD_REASON_HTTP_STATUS},
-        {"/big", port, KN_RECORD_REASON_TOO_LARGE},
-        {"/badutf8", port, KN_RECORD_REASON_BAD_UTF8},
-        {"/never", silent, KN_RECORD_REASON_FETCH_TIMEOUT},
+        {"/loop", port, KN_REASON_TOO_MANY_REDIRECTS},
+        {"/pdf", port, KN_REASON_BAD_CONTENT_TYPE},
+        {"/missing", port, KN_REASON_HTTP_STATUS},
+        {"/big", port, KN_REASON_TOO_LARGE},
+        {"/badutf8", port, KN_REASON_BAD_UTF8},
+        {"/never", silent, KN_REASON_FETCH_TIMEOUT},
     };
     for (size_t i = 0; i < KN_ARRAY_LEN(want); i++) {
         snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", want[i].port, want[i].path);
@@ -550,7 +550,7 @@ static void test_urls(void **state)
     snprintf(url, sizeof(url), "ftp://127.0.0.1:%d/nope", port);
     r = ti_find_origin(&dlq, url);
     assert_non_null(r);
-    assert_string_equal(r->info.reason, KN_RECORD_REASON_FETCH_FAILED);
+    assert_string_equal(r->info.reason, KN_REASON_FETCH_FAILED);
     free(png);
     ti_recs_free(&text);
     ti_recs_free(&img);
@@ -734,7 +734,7 @@ static void test_http(void **state)
         const ti_rec *r = &dlq.v[i];
         if (strcmp(r->info.dataset, "huge") != 0) continue;
         huge_seen++;
-        assert_string_equal(r->info.reason, KN_RECORD_REASON_TOO_LARGE);
+        assert_string_equal(r->info.reason, KN_REASON_TOO_LARGE);
         assert_int_equal(r->info.original_size, huge_len); /* the declared Content-Length */
         assert_true(r->info.omitted);
         assert_int_equal(r->len, 0);

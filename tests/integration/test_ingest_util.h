@@ -19,10 +19,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "kafka.h"
-#include "kn.h"
-#include "record.h"
-#include "sha256.h"
+#include "stream/kafka.h"
+#include "core/kn.h"
+#include "stream/record.h"
+#include "core/sha256.h"
 
 static __attribute__((unused)) const char *ti_brokers(void)
 {

@@ -13,9 +13,9 @@
 
 #include <cmocka.h>
 
-#include "kafka.h"
-#include "kn.h"
-#include "sha256.h"
+#include "stream/kafka.h"
+#include "core/kn.h"
+#include "core/sha256.h"
 
 #define N_RECORDS 100000
 

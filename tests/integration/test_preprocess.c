@@ -1,6 +1,6 @@
 /* Integration (real Kafka): kiln-preprocess end to end.
  *  - functional: text_class, lm and image datasets fed with raw records in
- *    ingest's format (lib/record.h), including bad ones; checks shard counts,
+ *    ingest's format (lib/stream/record.h), including bad ones; checks shard counts,
  *    labels, the split by key hash, normalized pixels, LM blocks (decode to
  *    the texts, one-token overlap, every key once in shards or the tail
  *    state), dedup, and the DLQ reasons;
@@ -22,12 +22,12 @@
 
 #include <cmocka.h>
 
-#include "bpe.h"
-#include "kafka.h"
-#include "kn.h"
-#include "record.h"
-#include "sha256.h"
-#include "shard.h"
+#include "text/bpe.h"
+#include "stream/kafka.h"
+#include "core/kn.h"
+#include "stream/record.h"
+#include "core/sha256.h"
+#include "stream/shard.h"
 
 static const char *brokers(void)
 {

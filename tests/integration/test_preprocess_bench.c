@@ -21,11 +21,11 @@
 
 #include <cmocka.h>
 
-#include "kafka.h"
-#include "kn.h"
-#include "metrics.h"
-#include "record.h"
-#include "shard.h"
+#include "stream/kafka.h"
+#include "core/kn.h"
+#include "core/metrics.h"
+#include "stream/record.h"
+#include "stream/shard.h"
 
 #define N_IMAGES    20000
 #define TEXT_COPIES 1

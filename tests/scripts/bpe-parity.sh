@@ -65,9 +65,9 @@ for enc in r50k cl100k; do
     "$TOOL" parity "$CACHE/${enc}_base.tiktoken" "$enc" "$CACHE/expected-${enc}_base.txt" || status=1
 done
 
-# Unicode: lib/bpe.c's class tables must be the reference's, and every code
+# Unicode: lib/text/bpe.c's class tables must be the reference's, and every code
 # point must pre-tokenize as tiktoken does under both patterns.
-node "$TOK/gen-unicode.js" --check "$SRC/lib/bpe.c" || status=1
+node "$TOK/gen-unicode.js" --check "$SRC/lib/text/bpe.c" || status=1
 rm -rf "$CACHE/probe"
 node "$TOK/unicode-probe.js" "$CACHE/probe" > "$CACHE/probe.list"
 while read -r n rank exp_r50k exp_cl100k; do

@@ -3,8 +3,8 @@
  *   bpe_tool parity <rank-file> <r50k|cl100k> <expected-file>
  *   bpe_tool train <r50k|cl100k> <vocab-size> <out-rank-file> <file>...
  *   bpe_tool encode <rank-file> <r50k|cl100k> <file>   (ids on stdout) */
-#include "bpe.h"
-#include "kn.h"
+#include "text/bpe.h"
+#include "core/kn.h"
 
 #include <stdio.h>
 #include <stdlib.h>

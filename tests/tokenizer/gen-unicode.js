@@ -1,10 +1,10 @@
 // gen-unicode.js: the Unicode classes of tiktoken's regex (\p{L}, \p{N}, \s as
 // compiled into npm `tiktoken`, i.e. Rust regex's tables) as C range tables,
-// written between the GENERATED markers of lib/bpe.c.
+// written between the GENERATED markers of lib/text/bpe.c.
 // Method: a Tiktoken over the 256 single bytes with pattern "\p{L}" (etc.)
 // drops every character the class does not match; decoding what is left of a
 // string of all code points lists the class's members.
-// Usage: node gen-unicode.js <path-to-lib/bpe.c>   (rewrites the file in place)
+// Usage: node gen-unicode.js <path-to-lib/text/bpe.c>   (rewrites the file in place)
 //        node gen-unicode.js --check <path>        (exit 1 if the file is stale)
 'use strict';
 const fs = require('fs');
@@ -14,7 +14,7 @@ const args = process.argv.slice(2);
 const check = args[0] === '--check';
 const file = check ? args[1] : args[0];
 if (!file) {
-  console.error('usage: node gen-unicode.js [--check] <lib/bpe.c>');
+  console.error('usage: node gen-unicode.js [--check] <lib/text/bpe.c>');
   process.exit(2);
 }
 

@@ -24,13 +24,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "idx.h"
-#include "kafka.h"
-#include "kn.h"
+#include "image/idx.h"
+#include "stream/kafka.h"
+#include "core/kn.h"
 #include "nn/model.h"
-#include "regclient.h"
-#include "sha256.h"
-#include "shard.h"
+#include "net/regclient.h"
+#include "core/sha256.h"
+#include "stream/shard.h"
 
 #define TT_UNUSED __attribute__((unused))
 

@@ -15,8 +15,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "bpe.h"
-#include "kn.h"
+#include "text/bpe.h"
+#include "core/kn.h"
 
 #define CACHE KILN_SOURCE_DIR "/.cache/tokenizer"
 

@@ -12,8 +12,8 @@
 
 #include <cmocka.h>
 
-#include "dedup.h"
-#include "kn.h"
+#include "text/dedup.h"
+#include "core/kn.h"
 
 static kn_dedup *mk(void)
 {

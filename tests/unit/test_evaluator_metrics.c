@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "kn.h"
+#include "core/kn.h"
 #include "evmetrics.h"
 
 static void add_n(ev_confusion *c, int t, int p, int n)

@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "kn.h"
+#include "core/kn.h"
 #include "policy.h"
 
 typedef struct {

@@ -15,11 +15,11 @@
 
 #include <cmocka.h>
 
-#include "bpe.h"
+#include "text/bpe.h"
 #include "evaluator.h"
-#include "kn.h"
+#include "core/kn.h"
 #include "nn/model.h"
-#include "shard.h"
+#include "stream/shard.h"
 
 static void add_blob(ev_evalset *es, const void *buf, size_t len)
 {

@@ -13,8 +13,8 @@
 
 #include <cmocka.h>
 
-#include "image.h"
-#include "kn.h"
+#include "image/image.h"
+#include "core/kn.h"
 
 #ifdef KILN_HAVE_SPNG
 #include <spng.h>

@@ -9,11 +9,11 @@
 
 #include <cmocka.h>
 
-#include "config.h"
-#include "crc32c.h"
-#include "kn.h"
-#include "metrics.h"
-#include "sha256.h"
+#include "core/config.h"
+#include "core/crc32c.h"
+#include "core/kn.h"
+#include "core/metrics.h"
+#include "core/sha256.h"
 
 static void config_file_and_env(void **state)
 {

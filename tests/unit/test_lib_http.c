@@ -12,8 +12,8 @@
 #include <cmocka.h>
 #include <curl/curl.h>
 
-#include "http.h"
-#include "kn.h"
+#include "net/http.h"
+#include "core/kn.h"
 
 typedef struct {
     char *data;

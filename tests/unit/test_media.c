@@ -14,10 +14,10 @@
 #include <cmocka.h>
 #include <zlib.h>
 
-#include "idx.h"
-#include "kn.h"
-#include "media.h"
-#include "record.h"
+#include "image/idx.h"
+#include "core/kn.h"
+#include "image/media.h"
+#include "stream/record.h"
 
 static void be32put(uint8_t *p, uint32_t v)
 {
@@ -117,23 +117,23 @@ static void test_probe_refused(void **s)
     (void)s;
     uint8_t png[256];
     size_t n = make_png(png, 100000, 100000, 0, 8);
-    expect_refused(png, n, KN_RECORD_REASON_TOO_MANY_PIXELS);
+    expect_refused(png, n, KN_REASON_TOO_MANY_PIXELS);
     n = make_png(png, 4, 4, 2, 4); /* RGB with depth 4 is invalid */
-    expect_refused(png, n, KN_RECORD_REASON_BAD_HEADER);
+    expect_refused(png, n, KN_REASON_BAD_HEADER);
     n = make_png(png, 0, 4, 0, 8);
-    expect_refused(png, n, KN_RECORD_REASON_BAD_HEADER);
+    expect_refused(png, n, KN_REASON_BAD_HEADER);
     n = make_png(png, 4, 4, 0, 8);
     png[20] ^= 1; /* IHDR CRC now wrong */
-    expect_refused(png, n, KN_RECORD_REASON_BAD_HEADER);
-    expect_refused("P5\n4 4\n255\nab", 13, KN_RECORD_REASON_TRUNCATED);
-    expect_refused("P5\n1 1\n255\nabc", 14, KN_RECORD_REASON_SIZE_MISMATCH);
-    expect_refused("P5\n1 1\n0\na", 10, KN_RECORD_REASON_BAD_HEADER);
-    expect_refused("P6\n20000 20000\n255\n", 20, KN_RECORD_REASON_TOO_MANY_PIXELS);
+    expect_refused(png, n, KN_REASON_BAD_HEADER);
+    expect_refused("P5\n4 4\n255\nab", 13, KN_REASON_TRUNCATED);
+    expect_refused("P5\n1 1\n255\nabc", 14, KN_REASON_SIZE_MISMATCH);
+    expect_refused("P5\n1 1\n0\na", 10, KN_REASON_BAD_HEADER);
+    expect_refused("P6\n20000 20000\n255\n", 20, KN_REASON_TOO_MANY_PIXELS);
     uint8_t idx[12 + 5] = {0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3};
-    expect_refused(idx, sizeof(idx), KN_RECORD_REASON_TRUNCATED);
+    expect_refused(idx, sizeof(idx), KN_REASON_TRUNCATED);
     uint8_t idx3[16] = {0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9}; /* 9 channels */
-    expect_refused(idx3, sizeof(idx3), KN_RECORD_REASON_UNSUPPORTED);
-    expect_refused("GIF89a", 6, KN_RECORD_REASON_UNKNOWN_FORMAT);
+    expect_refused(idx3, sizeof(idx3), KN_REASON_UNSUPPORTED);
+    expect_refused("GIF89a", 6, KN_REASON_UNKNOWN_FORMAT);
     kn_media_limits lim = {4, 16};
     kn_media_info info;
     const char *why;

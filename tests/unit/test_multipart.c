@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "multipart.h"
+#include "net/multipart.h"
 #include "mutate.h"
 
 static const char body_curl[] =

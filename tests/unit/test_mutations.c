@@ -19,15 +19,15 @@
 
 #include <cmocka.h>
 
-#include "bpe.h"
-#include "image.h"
-#include "kn.h"
-#include "media.h"
+#include "text/bpe.h"
+#include "image/image.h"
+#include "core/kn.h"
+#include "image/media.h"
 #include "mutate.h"
 #include "nn/safetensors.h"
-#include "record.h"
-#include "shard.h"
-#include "textclean.h"
+#include "stream/record.h"
+#include "stream/shard.h"
+#include "text/textclean.h"
 
 #ifdef KILN_HAVE_SPNG
 #include <spng.h>

@@ -10,7 +10,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "kn.h"
+#include "core/kn.h"
 #include "nn/optim.h"
 
 /* params: "w" (1, 2) with weight decay, "b" (1) without. */

@@ -11,9 +11,9 @@
 
 #include <cmocka.h>
 
-#include "crc32c.h"
-#include "kn.h"
-#include "shard.h"
+#include "core/crc32c.h"
+#include "core/kn.h"
+#include "stream/shard.h"
 
 static void fill_key(uint8_t key[32], uint32_t i)
 {

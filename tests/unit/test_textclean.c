@@ -10,8 +10,8 @@
 
 #include <cmocka.h>
 
-#include "kn.h"
-#include "textclean.h"
+#include "core/kn.h"
+#include "text/textclean.h"
 
 /* Cleans a NUL-terminated string; returns the result (caller frees) or NULL
  * with *why set. */

@@ -1,5 +1,5 @@
 /* cuda.cu: the CUDA backend, fp32. Every GEMM goes through cuBLAS (loaded at
- * run time, lib/cuda/cublas.h); the rest are kernels of our own that follow
+ * run time, lib/nn/cuda/cublas.h); the rest are kernels of our own that follow
  * cpu.c op for op, so the two backends compute the same thing in the same
  * order where it matters: reductions over a row or a column run in one
  * thread or one warp in a fixed order, never through atomics, so a step is
@@ -22,9 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cublas.h"
+#include "nn/cuda/cublas.h"
 extern "C" {
-#include "backend.h"
+#include "nn/backend.h"
 }
 
 /* ------------------------------------------------------------ checks */

@@ -1,0 +1,177 @@
+/* record.c: raw-record and DLQ headers, topic names, keys, UTF-8 checks.
+ * The format is documented in docs/formats.md ("Raw records"). */
+#include "stream/record.h"
+#include "core/kn.h"
+#include "core/sha256.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int64_t kn_record_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void add(kn_record_headers *out, const char *name, const char *value)
+{
+    if (!value || !value[0] || out->n == KN_RECORD_MAX_HEADERS) return;
+    out->h[out->n++] = (kn_kafka_header){name, value, strlen(value)};
+}
+
+void kn_record_headers_build(kn_record_headers *out, const kn_record_meta *m)
+{
+    out->n = 0;
+    snprintf(out->time, sizeof(out->time), "%" PRId64,
+             m->ingest_time_ms ? m->ingest_time_ms : kn_record_now_ms());
+    out->size[0] = '\0';
+    add(out, KN_RECORD_H_VERSION, KN_RECORD_FORMAT_VERSION);
+    add(out, KN_RECORD_H_KIND, m->kind);
+    add(out, KN_RECORD_H_CONTENT_TYPE, m->content_type);
+    add(out, KN_RECORD_H_SOURCE, m->source);
+    add(out, KN_RECORD_H_ORIGIN, m->origin);
+    add(out, KN_RECORD_H_DATASET, m->dataset);
+    add(out, KN_RECORD_H_LABEL, m->label);
+    add(out, KN_RECORD_H_SPLIT, m->split);
+    add(out, KN_RECORD_H_REPAIRED, m->repaired);
+    add(out, KN_RECORD_H_INGEST_TIME, out->time);
+}
+
+void kn_record_dlq_headers_build(kn_record_headers *out, const kn_record_meta *m,
+                                 const kn_record_dlq *d)
+{
+    kn_record_headers_build(out, m);
+    snprintf(out->size, sizeof(out->size), "%" PRIu64, d->original_size);
+    add(out, KN_RECORD_H_DLQ_REASON, d->reason ? d->reason : "unknown");
+    add(out, KN_RECORD_H_DLQ_DETAIL, d->detail);
+    add(out, KN_RECORD_H_DLQ_SERVICE, d->service);
+    add(out, KN_RECORD_H_DLQ_SIZE, out->size);
+    add(out, KN_RECORD_H_DLQ_SHA256, d->original_sha256);
+    if (d->omitted) add(out, KN_RECORD_H_DLQ_OMITTED, "1");
+}
+
+static int get(const rd_kafka_message_t *msg, const char *name, char *buf, size_t bufsz)
+{
+    const void *v = NULL;
+    size_t len = 0;
+    buf[0] = '\0';
+    if (kn_kafka_header_get(msg, name, &v, &len) != KN_OK) return 0;
+    if (len >= bufsz) len = bufsz - 1;
+    if (v) memcpy(buf, v, len);
+    buf[len] = '\0';
+    return 1;
+}
+
+int kn_record_info_read(const rd_kafka_message_t *msg, kn_record_info *out)
+{
+    char num[32];
+    memset(out, 0, sizeof(*out));
+    int found = get(msg, KN_RECORD_H_VERSION, out->version, sizeof(out->version));
+    get(msg, KN_RECORD_H_KIND, out->kind, sizeof(out->kind));
+    get(msg, KN_RECORD_H_CONTENT_TYPE, out->content_type, sizeof(out->content_type));
+    get(msg, KN_RECORD_H_SOURCE, out->source, sizeof(out->source));
+    get(msg, KN_RECORD_H_ORIGIN, out->origin, sizeof(out->origin));
+    get(msg, KN_RECORD_H_DATASET, out->dataset, sizeof(out->dataset));
+    get(msg, KN_RECORD_H_LABEL, out->label, sizeof(out->label));
+    get(msg, KN_RECORD_H_SPLIT, out->split, sizeof(out->split));
+    get(msg, KN_RECORD_H_REPAIRED, out->repaired, sizeof(out->repaired));
+    if (get(msg, KN_RECORD_H_INGEST_TIME, num, sizeof(num)))
+        out->ingest_time_ms = strtoll(num, NULL, 10);
+    get(msg, KN_RECORD_H_DLQ_REASON, out->reason, sizeof(out->reason));
+    get(msg, KN_RECORD_H_DLQ_DETAIL, out->detail, sizeof(out->detail));
+    get(msg, KN_RECORD_H_DLQ_SERVICE, out->service, sizeof(out->service));
+    get(msg, KN_RECORD_H_DLQ_SHA256, out->original_sha256, sizeof(out->original_sha256));
+    if (get(msg, KN_RECORD_H_DLQ_SIZE, num, sizeof(num)))
+        out->original_size = strtoull(num, NULL, 10);
+    out->omitted = get(msg, KN_RECORD_H_DLQ_OMITTED, num, sizeof(num)) && num[0] == '1';
+    return found ? KN_OK : KN_ENOTFOUND;
+}
+
+int kn_record_topic(char *out, size_t outsz, const char *prefix, const char *suffix)
+{
+    int n = snprintf(out, outsz, "%s.%s", prefix, suffix);
+    return n < 0 || (size_t)n >= outsz ? KN_ETOOBIG : KN_OK;
+}
+
+void kn_record_key(const void *value, size_t len, char out[65])
+{
+    kn_sha256_hex(value, len, out);
+}
+
+/* One UTF-8 sequence at s (n > 0 bytes left). Returns its length when valid;
+ * otherwise 0 with *skip = the length of the maximal invalid subpart (>= 1). */
+static size_t utf8_seq(const uint8_t *s, size_t n, size_t *skip)
+{
+    uint8_t c = s[0];
+    size_t need;
+    uint8_t lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
+    *skip = 1;
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        need = 1;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        need = 2;
+        if (c == 0xE0) lo = 0xA0;
+        if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        need = 3;
+        if (c == 0xF0) lo = 0x90;
+        if (c == 0xF4) hi = 0x8F;
+    } else
+        return 0;
+    for (size_t i = 1; i <= need; i++) {
+        if (i >= n) return 0;
+        uint8_t b = s[i];
+        uint8_t l = i == 1 ? lo : 0x80, h = i == 1 ? hi : 0xBF;
+        if (b < l || b > h) return 0;
+        *skip = i + 1;
+    }
+    return need + 1;
+}
+
+int kn_record_utf8_valid(const void *data, size_t len, size_t *bad_off)
+{
+    const uint8_t *s = data;
+    size_t i = 0, skip;
+    while (i < len) {
+        if (s[i] < 0x80) { /* fast path for ASCII */
+            i++;
+            continue;
+        }
+        size_t k = utf8_seq(s + i, len - i, &skip);
+        if (!k) {
+            if (bad_off) *bad_off = i;
+            return 0;
+        }
+        i += k;
+    }
+    return 1;
+}
+
+char *kn_record_utf8_repair(const void *data, size_t len, size_t *outlen)
+{
+    const uint8_t *s = data;
+    /* Worst case: every byte becomes 3 bytes of U+FFFD. */
+    char *out = malloc(len * 3 + 1);
+    size_t o = 0, i = 0, skip;
+    if (!out) return NULL;
+    while (i < len) {
+        size_t k = utf8_seq(s + i, len - i, &skip);
+        if (k) {
+            memcpy(out + o, s + i, k);
+            o += k;
+            i += k;
+        } else {
+            memcpy(out + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i += skip;
+        }
+    }
+    out[o] = '\0';
+    *outlen = o;
+    return out;
+}
