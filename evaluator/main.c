@@ -19,8 +19,7 @@
 #include "stream/kafka.h"
 
 static const kn_service_key keys[] = {
-    {"kafka.brokers", "127.0.0.1:19092", "Kafka bootstrap servers"},
-    {"kafka.topic_prefix", "kiln", "topic name prefix"},
+    KN_SERVICE_KEYS_KAFKA,
     {"registry.url", "http://127.0.0.1:8080", "the registry"},
     {"evaluator.bind", "127.0.0.1", "listen address"},
     {"evaluator.port", "8084", "listen port (0 = any free port)"},
@@ -40,7 +39,6 @@ static const kn_service_key keys[] = {
     {"evaluator.top_k", "40", "sampling top-k of the stored LM samples"},
     {"evaluator.seed", "1234", "sampling seed of the stored LM samples"},
     {"dataset.<D>.tokenizer", NULL, "with dataset.<D>.pattern: decode LM samples"},
-    {"log.level", "info", "debug, info, warn, error"},
     {NULL, NULL, NULL},
 };
 
@@ -246,7 +244,6 @@ int main(int argc, char **argv)
 {
     static const kn_service_spec spec = {
         .name = "kiln-evaluator",
-        .usage = "usage: kiln-evaluator [--config FILE] [--help] [--version]\n",
         .about = "Consumes checkpoint.created events from <prefix>.events, scores each version on "
                  "the\nfrozen eval set <prefix>.eval.<dataset>, records metrics in the registry, "
                  "and promotes\n(moves the production alias) or rejects the version by its "

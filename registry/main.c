@@ -26,7 +26,6 @@ static const kn_service_key keys[] = {
     {"registry.max_artifact_bytes", "4g", "upload size limit, k/m/g suffixes"},
     {"registry.max_body_bytes", "1m", "JSON body limit"},
     {"registry.timeout_s", "30", "idle connection timeout against slow clients"},
-    {"log.level", "info", "debug, info, warn, error"},
     {NULL, NULL, NULL},
 };
 
@@ -141,7 +140,6 @@ int main(int argc, char **argv)
 {
     static const kn_service_spec spec = {
         .name = "kiln-registry",
-        .usage = "usage: kiln-registry [--config FILE] [--help] [--version]\n",
         .about = "The kiln model registry: HTTP/JSON API under /v1, web page at /, on "
                  "PostgreSQL.\n",
         .keys = keys,

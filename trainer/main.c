@@ -42,8 +42,7 @@ static const kn_service_option options[] = {
 };
 
 static const kn_service_key keys[] = {
-    {"kafka.brokers", "127.0.0.1:19092", "Kafka bootstrap servers"},
-    {"kafka.topic_prefix", "kiln", "topic name prefix"},
+    KN_SERVICE_KEYS_KAFKA,
     {"registry.url", "http://127.0.0.1:8080", "the registry"},
     {"trainer.bind", "127.0.0.1", "listen address"},
     {"trainer.port", "8083", "listen port (0 = ephemeral, printed in the log)"},
@@ -55,7 +54,6 @@ static const kn_service_key keys[] = {
     {"model.<NAME>.*", NULL, "dataset, spec (JSON), optim (JSON), batch, checkpoint_steps,\n"
                              "checkpoint_seconds, target_steps, seed, shuffle, warm_start,\n"
                              "tokenizer_sha256, recipe_sha256 (docs/trainer.md)"},
-    {"log.level", "info", "debug, info, warn, error"},
     {NULL, NULL, NULL},
 };
 

@@ -50,9 +50,32 @@ static void print_lines(FILE *f, int indent, const char *text)
     }
 }
 
+/* The skeleton reads log.level itself (step 3), so every service has it. */
+static const kn_service_key log_level_key = {"log.level", "info", "debug, info, warn, error"};
+
+static void print_key(FILE *f, const kn_service_key *k, int w)
+{
+    fprintf(f, "  %-*s  ", w, k->key);
+    if (k->def) {
+        char line[512];
+        snprintf(line, sizeof(line), "%s (%s)", k->help, k->def[0] ? k->def : "\"\"");
+        print_lines(f, w + 4, line);
+    } else {
+        print_lines(f, w + 4, k->help);
+    }
+}
+
 static void help(const kn_service_spec *spec, FILE *f)
 {
-    fputs(spec->usage, f);
+    if (spec->usage) {
+        fputs(spec->usage, f);
+    } else {
+        fprintf(f, "usage: %s [--config FILE]", spec->name);
+        for (const kn_service_option *o = spec->options; o && o->name; o++)
+            fprintf(f, " [--%s%s%s]", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+        if (spec->args_help) fprintf(f, " %s", spec->args_help);
+        fputs(" [--help] [--version]\n", f);
+    }
     if (spec->about) fprintf(f, "\n%s", spec->about);
     fputs("\noptions:\n", f);
     fprintf(f, "  %-24s%s\n", "--config FILE",
@@ -69,22 +92,13 @@ static void help(const kn_service_spec *spec, FILE *f)
         print_lines(f, 26, o->help);
     }
     fprintf(f, "  %-24s%s\n", "--help, --version", "this text; the version");
-    if (spec->keys && spec->keys->key) {
-        size_t w = 0;
-        for (const kn_service_key *k = spec->keys; k->key; k++)
-            if (strlen(k->key) > w) w = strlen(k->key);
-        fputs("\nconfiguration keys (key = section.name in the file, or KILN_SECTION_NAME):\n", f);
-        for (const kn_service_key *k = spec->keys; k->key; k++) {
-            fprintf(f, "  %-*s  ", (int)w, k->key);
-            if (k->def) {
-                char line[512];
-                snprintf(line, sizeof(line), "%s (%s)", k->help, k->def[0] ? k->def : "\"\"");
-                print_lines(f, (int)w + 4, line);
-            } else {
-                print_lines(f, (int)w + 4, k->help);
-            }
-        }
-    }
+    size_t w = strlen(log_level_key.key);
+    for (const kn_service_key *k = spec->keys; k && k->key; k++)
+        if (strlen(k->key) > w) w = strlen(k->key);
+    fputs("\nconfiguration keys (key = section.name in the file, or KILN_SECTION_NAME):\n", f);
+    for (const kn_service_key *k = spec->keys; k && k->key; k++)
+        print_key(f, k, (int)w);
+    print_key(f, &log_level_key, (int)w);
     if (spec->keys_note) fprintf(f, "%s", spec->keys_note);
 }
 
@@ -159,11 +173,13 @@ static int parse_options(kn_service *svc, void *app, int argc, char **argv)
         kn_service_usage_error(svc, "unexpected argument '%s'", argv[optind]);
         return usage_error(svc);
     }
+    if (spec->check && spec->check(svc, app) != 0) return usage_error(svc);
     return -1;
 }
 
 static const kn_service_key *find_key(const kn_service *svc, const char *key)
 {
+    if (strcmp(key, log_level_key.key) == 0) return &log_level_key;
     for (const kn_service_key *k = svc->spec->keys; k && k->key; k++)
         if (strcmp(k->key, key) == 0) return k;
     fprintf(stderr, "%s: bug: configuration key '%s' is read but not in the service's table\n",
@@ -180,12 +196,13 @@ static int load_config(kn_service *svc)
     for (const kn_service_key *k = svc->spec->keys; k && k->key; k++)
         if (k->def && !strchr(k->key, '<') && kn_config_set(svc->cfg, k->key, k->def) != KN_OK)
             return KN_ENOMEM;
+    if (kn_config_set(svc->cfg, log_level_key.key, log_level_key.def) != KN_OK) return KN_ENOMEM;
     if (svc->config_path &&
         kn_config_load_file(svc->cfg, svc->config_path, err, sizeof(err)) != KN_OK) {
         fprintf(stderr, "%s: %s\n", svc->spec->name, err);
         return KN_EINVAL;
     }
-    const char *level = svc->log_level ? svc->log_level : kn_config_get(svc->cfg, "log.level", "info");
+    const char *level = svc->log_level ? svc->log_level : kn_config_get(svc->cfg, log_level_key.key, NULL);
     int lvl = kn_log_level_parse(level);
     if (lvl < 0) {
         fprintf(stderr, "%s: log level '%s': use debug, info, warn or error\n", svc->spec->name,

@@ -13,8 +13,8 @@
  *   2. Options (getopt_long: --opt VALUE, --opt=VALUE, permuted positionals).
  *      --help prints the help on stdout, --version "NAME VERSION", both exit
  *      0. An unknown option, a missing value, a value the service's option()
- *      refuses or an unexpected argument prints the problem and the help on
- *      stderr and exits 2.
+ *      or check() refuses or an unexpected argument prints the problem and
+ *      the help on stderr and exits 2.
  *   3. The configuration: spec->keys' literal defaults, then the file
  *      (--config, else $KILN_CONFIG, else none), then KILN_* variables.
  *      A file that does not load exits 1, as does a log level that is not
@@ -62,6 +62,11 @@ typedef struct {
     const char *help;
 } kn_service_key;
 
+/* The stack-wide [kafka] keys, for the tables of the services that use Kafka. */
+#define KN_SERVICE_KEYS_KAFKA                                                                      \
+    {"kafka.brokers", "127.0.0.1:19092", "Kafka bootstrap servers"},                               \
+        {"kafka.topic_prefix", "kiln", "topic name prefix (<prefix>.raw.text, ...)"}
+
 /* argv[1] == name runs main(argc - 1, argv + 1) instead of the service. */
 typedef struct {
     const char *name;
@@ -71,14 +76,21 @@ typedef struct {
 typedef struct {
     const char *name;          /* "kiln-registry": logs, --version, messages */
     const char *version;       /* --version after the name; NULL: KN_VERSION */
-    const char *usage;         /* the usage lines of --help, each ending in '\n' */
+    const char *usage;         /* the usage lines of --help, each ending in '\n'; NULL:
+                                * "usage: NAME [--config FILE] [--OPTION ARG]... [ARGS]
+                                * [--help] [--version]" from the tables */
     const char *about;         /* what the service does, for --help (may be NULL) */
     const char *args_help;     /* positional arguments accepted; NULL: none */
     const kn_service_option *options; /* beyond --config/--help/--version; may be NULL */
     /* Called for each of `options` given; arg is NULL for a flag. Non-zero:
      * a usage error (message on stderr from the callback, exit 2). */
     int (*option)(kn_service *svc, void *app, int id, const char *arg);
-    const kn_service_key *keys; /* every key the service reads; may be NULL */
+    /* Called once the options are read (positionals in kn_service_args):
+     * non-zero is a usage error, as for option(). May be NULL. */
+    int (*check)(kn_service *svc, void *app);
+    /* Every key the service reads, log.level excepted (the skeleton's own,
+     * listed last in --help); may be NULL. */
+    const kn_service_key *keys;
     const char *keys_note;      /* --help text after the key table (may be NULL) */
     const kn_service_command *commands; /* may be NULL */
     int drain_s;                /* shutdown deadline in seconds; 0: the drain bounds itself */
