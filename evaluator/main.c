@@ -38,7 +38,6 @@ static const kn_service_key keys[] = {
     {"evaluator.temperature", "0.8", "sampling temperature of the stored LM samples"},
     {"evaluator.top_k", "40", "sampling top-k of the stored LM samples"},
     {"evaluator.seed", "1234", "sampling seed of the stored LM samples"},
-    {"dataset.<D>.tokenizer", NULL, "with dataset.<D>.pattern: decode LM samples"},
     {NULL, NULL, NULL},
 };
 
@@ -136,8 +135,9 @@ static int run(kn_service *svc, void *arg)
     }
     if (configure(svc, ev) != 0) return 1;
     ctx->policies = ev->policies;
-    kn_metric *m_retries = kn_metrics_counter(kn_service_metrics(svc), "kiln_evaluator_retries_total",
-                                              "Events retried after a transient failure", NULL);
+    kn_metric *m_retries =
+        kn_metrics_counter(kn_service_metrics(svc), "kiln_evaluator_retries_total",
+                           "Events retried after a transient failure", NULL);
     kn_http_options ho = {.bind_addr = kn_service_get(svc, "evaluator.bind"),
                           .port = (uint16_t)kn_service_get_int(svc, "evaluator.port", NULL)};
     if (kn_service_listen(svc, &ho, NULL, NULL, err, sizeof(err)) != KN_OK) {
@@ -163,8 +163,8 @@ static int run(kn_service *svc, void *arg)
     if (kn_kafka_create_topics(ctx->brokers, &ets, 1, 10000, err, sizeof(err)) != KN_OK)
         kn_log_warn("creating %s: %s", ctx->events_topic, err);
     snprintf(state_topic, sizeof(state_topic), "%s.state.evaluator", ctx->prefix);
-    for (int attempt = 0; !(ctx->state = ev_state_open(ctx->brokers, state_topic, err, sizeof(err)));
-         attempt++) {
+    for (int attempt = 0;
+         !(ctx->state = ev_state_open(ctx->brokers, state_topic, err, sizeof(err))); attempt++) {
         kn_service_ready(svc, 0, "state topic: %s", err);
         if (attempt == 30 || kn_shutdown_requested()) {
             kn_log_error("%s: %s", state_topic, err);
@@ -222,11 +222,10 @@ static int run(kn_service *svc, void *arg)
         }
         rd_kafka_message_destroy(m);
     }
-    kn_log_info("shutting down");
     return 0;
 }
 
-static void cleanup(void *arg, int code)
+static void cleanup(void *arg)
 {
     evaluator *ev = arg;
     kn_kafka_consumer_destroy(ev->cons);
@@ -237,7 +236,6 @@ static void cleanup(void *arg, int code)
     ev_ctx_free(&ev->ctx);
     json_decref(ev->policies);
     free(ev->prompts_buf);
-    if (code == 0) kn_log_info("stopped");
 }
 
 int main(int argc, char **argv)
@@ -249,7 +247,8 @@ int main(int argc, char **argv)
                  "and promotes\n(moves the production alias) or rejects the version by its "
                  "[policy.MODEL] section.\n",
         .keys = keys,
-        .keys_note = "  [policy.MODEL] / [policy.default]: min_M, max_M, improve_M, "
+        .keys_note = "  dataset.<D>.tokenizer, dataset.<D>.pattern: decode LM samples\n"
+                     "  [policy.MODEL] / [policy.default]: min_M, max_M, improve_M, "
                      "improve_rel_M, guard_M,\n  guard_rel_M, direction_M = higher|lower\n",
         .run = run,
         .cleanup = cleanup,

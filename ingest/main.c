@@ -11,7 +11,6 @@
 
 #include "core/kn.h"
 #include "core/log.h"
-#include "core/shutdown.h"
 #include "ingest.h"
 #include "service/service.h"
 
@@ -194,8 +193,7 @@ static int run(kn_service *svc, void *app)
     }
 
     if (is_serve) {
-        while (!kn_shutdown_requested())
-            kn_service_nap(1);
+        kn_service_wait();
     } else if (strcmp(cmd, "files") == 0) {
         in->fa.paths = args;
         in->fa.npaths = nargs;
@@ -224,9 +222,8 @@ static int run(kn_service *svc, void *app)
     return code;
 }
 
-static void cleanup(void *app, int code)
+static void cleanup(void *app)
 {
-    (void)code;
     ingest *in = app;
     ing_server_stop(in->srv);
     if (in->have_ctx) ing_ctx_free(&in->c);

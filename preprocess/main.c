@@ -42,9 +42,6 @@ static const kn_service_key keys[] = {
     {"preprocess.dlq_duplicates", "false", "send near-duplicates to the DLQ too"},
     {"preprocess.dlq_max_bytes", "1m", "bytes of a refused record kept in the DLQ"},
     {"ingest.partitions", "3", "partitions of the raw topics it creates"},
-    {"dataset.<NAME>.*", NULL, "kind = lm | text_class | image, and the recipe keys listed in\n"
-                               "docs/preprocess.md (tokenizer, block_size, max_len, labels,\n"
-                               "eval_fraction, ...)"},
     {NULL, NULL, NULL},
 };
 
@@ -213,9 +210,8 @@ static int run(kn_service *svc, void *app)
     return rc == KN_OK ? 0 : 1;
 }
 
-static void cleanup(void *app, int code)
+static void cleanup(void *app)
 {
-    (void)code;
     preprocess *pp = app;
     pp_stream_destroy(pp->st); /* leaves the group while the producer still lives */
     for (size_t i = 0; i < pp->nds; i++)
@@ -241,6 +237,10 @@ int main(int argc, char **argv)
         .options = options,
         .option = option,
         .keys = keys,
+        .keys_note =
+            "  [dataset.NAME] kind = lm | text_class | image, and the recipe keys listed in\n"
+            "  docs/preprocess.md (tokenizer, block_size, max_len, labels, eval_fraction, "
+            "...)\n",
         .commands = commands,
         .drain_s = 120,
         .run = run,

@@ -2,6 +2,7 @@
  * web page at /, on PostgreSQL (see docs/registry.md). This file is the
  * story: configuration, migrations, the server until SIGTERM; the skeleton
  * (service/service.h) does the rest. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,27 @@ static const kn_service_key keys[] = {
     {"registry.max_body_bytes", "1m", "JSON body limit"},
     {"registry.timeout_s", "30", "idle connection timeout against slow clients"},
     {NULL, NULL, NULL},
+};
+
+/* The counters of reg_app, by field. */
+static const struct {
+    size_t field;
+    const char *name, *help;
+} counters[] = {
+    {offsetof(reg_app, versions_created), "kiln_registry_versions_created_total",
+     "Model versions created"},
+    {offsetof(reg_app, promotions), "kiln_registry_promotions_total",
+     "Moves of the promotion alias"},
+    {offsetof(reg_app, rejections), "kiln_registry_rejections_total", "Versions rejected"},
+    {offsetof(reg_app, rollbacks), "kiln_registry_rollbacks_total", "Alias rollbacks"},
+    {offsetof(reg_app, alias_conflicts), "kiln_registry_alias_conflicts_total",
+     "Alias moves refused by compare-and-set"},
+    {offsetof(reg_app, artifact_bytes_in), "kiln_registry_artifact_bytes_in_total",
+     "Artifact bytes stored"},
+    {offsetof(reg_app, artifact_bytes_out), "kiln_registry_artifact_bytes_out_total",
+     "Artifact bytes served"},
+    {offsetof(reg_app, db_unavailable), "kiln_registry_db_unavailable_total",
+     "Requests answered 503 for want of the database"},
 };
 
 static int ready(void *ctx, char *why, size_t whysz)
@@ -63,8 +85,8 @@ static int run(kn_service *svc, void *arg)
     int64_t max_body = kn_service_get_int(svc, "registry.max_body_bytes", &ok);
     int64_t timeout = kn_service_get_int(svc, "registry.timeout_s", &ok);
     app->promotion_alias = kn_service_get(svc, "registry.promotion_alias");
-    if (!ok || pool < 1 || pool > 256 || port < 0 || port > 65535 || max_body < 1 ||
-        timeout < 1 || !reg_valid_alias(app->promotion_alias)) {
+    if (!ok || pool < 1 || pool > 256 || port < 0 || port > 65535 || max_body < 1 || timeout < 1 ||
+        !reg_valid_alias(app->promotion_alias)) {
         kn_log_error("bad registry configuration: check pool_size (1..256), port, "
                      "read_requires_token, max_artifact_bytes, max_body_bytes, timeout_s, "
                      "promotion_alias");
@@ -74,23 +96,9 @@ static int run(kn_service *svc, void *arg)
     kn_metrics *m = app->metrics = kn_service_metrics(svc);
     app->pool = reg_pool_new(db ? db : DEFAULT_DB, schema, (int)pool, 5000);
     if (!app->pool) return 1;
-    app->versions_created = kn_metrics_counter(m, "kiln_registry_versions_created_total",
-                                               "Model versions created", NULL);
-    app->promotions = kn_metrics_counter(m, "kiln_registry_promotions_total",
-                                         "Moves of the promotion alias", NULL);
-    app->rejections =
-        kn_metrics_counter(m, "kiln_registry_rejections_total", "Versions rejected", NULL);
-    app->rollbacks =
-        kn_metrics_counter(m, "kiln_registry_rollbacks_total", "Alias rollbacks", NULL);
-    app->alias_conflicts = kn_metrics_counter(m, "kiln_registry_alias_conflicts_total",
-                                              "Alias moves refused by compare-and-set", NULL);
-    app->artifact_bytes_in = kn_metrics_counter(m, "kiln_registry_artifact_bytes_in_total",
-                                                "Artifact bytes stored", NULL);
-    app->artifact_bytes_out = kn_metrics_counter(m, "kiln_registry_artifact_bytes_out_total",
-                                                 "Artifact bytes served", NULL);
-    app->db_unavailable = kn_metrics_counter(m, "kiln_registry_db_unavailable_total",
-                                             "Requests answered 503 for want of the database",
-                                             NULL);
+    for (size_t i = 0; i < KN_ARRAY_LEN(counters); i++)
+        *(kn_metric **)((char *)app + counters[i].field) =
+            kn_metrics_counter(m, counters[i].name, counters[i].help, NULL);
 
     /* The database may come up after us (compose): retry for a while. */
     for (int attempt = 0; reg_migrate(app->pool, err, sizeof(err)) != KN_OK; attempt++) {
@@ -123,17 +131,14 @@ static int run(kn_service *svc, void *arg)
                             (int)kn_service_port(svc), "schema", schema, "read_requires_token",
                             app->read_requires_token),
                   "kiln-registry %s listening", KN_VERSION);
-    while (!kn_shutdown_requested())
-        kn_service_nap(1);
-    kn_log_info("shutting down: finishing requests in flight");
+    kn_service_wait();
     return 0;
 }
 
-static void cleanup(void *arg, int code)
+static void cleanup(void *arg)
 {
     reg_app *app = arg;
     reg_pool_destroy(app->pool);
-    if (code == 0) kn_log_info("stopped");
 }
 
 int main(int argc, char **argv)

@@ -34,7 +34,8 @@
 
 static const kn_service_option options[] = {
     {"model", 'm', "NAME", "the [model.NAME] section to train (required)"},
-    {"port", 'p', "N", "HTTP port for /healthz /readyz /metrics (default\ntrainer.port; 0 = ephemeral)"},
+    {"port", 'p', "N",
+     "HTTP port for /healthz /readyz /metrics (default\ntrainer.port; 0 = ephemeral)"},
     {"idle-exit", 'i', "SECS", "checkpoint and exit once no data came for SECS seconds"},
     {"exit-at-end", 'e', NULL, "same as --idle-exit 10 (target_steps always ends the run)"},
     {"log-level", 'l', "LEVEL", "debug | info | warn | error (default log.level)"},
@@ -51,9 +52,6 @@ static const kn_service_key keys[] = {
     {"trainer.work_dir", NULL, "where checkpoints are written ($TMPDIR or /tmp)"},
     {"trainer.log_seconds", "5", "seconds between progress lines"},
     {"trainer.flush_seconds", "2", "longest wait for a batch to fill"},
-    {"model.<NAME>.*", NULL, "dataset, spec (JSON), optim (JSON), batch, checkpoint_steps,\n"
-                             "checkpoint_seconds, target_steps, seed, shuffle, warm_start,\n"
-                             "tokenizer_sha256, recipe_sha256 (docs/trainer.md)"},
     {NULL, NULL, NULL},
 };
 
@@ -224,17 +222,17 @@ static int start(kn_service *svc, trainer *t, trn_metrics *tm)
     /* auto stays on the CPU until the CUDA backend has passed its parity
      * suite on a GPU (tests/gpu/run): KN_AUTO_PICKS_CUDA in nn/backend.h. */
     const kn_backend *be = kn_backend_pick(s->backend);
-    CHECK(be, "trainer.backend = cuda, but the CUDA backend is not available: %s "
-              "(set trainer.backend = cpu or auto)",
+    CHECK(be,
+          "trainer.backend = cuda, but the CUDA backend is not available: %s "
+          "(set trainer.backend = cpu or auto)",
           kn_backend_why_not("cuda"));
 
     metrics_init(tm, kn_service_metrics(svc), s->model);
     kn_metrics_set(tm->eta, -1);
     kn_service_ready(svc, 0, "resuming from the registry / assigning partitions");
-    kn_http_options ho = {.bind_addr = kn_service_get(svc, "trainer.bind"),
-                          .port = (uint16_t)(t->port >= 0
-                                                 ? t->port
-                                                 : kn_service_get_int(svc, "trainer.port", NULL))};
+    kn_http_options ho = {
+        .bind_addr = kn_service_get(svc, "trainer.bind"),
+        .port = (uint16_t)(t->port >= 0 ? t->port : kn_service_get_int(svc, "trainer.port", NULL))};
     CHECK(kn_service_listen(svc, &ho, NULL, NULL, e, sizeof(e)) == KN_OK, "%s", e);
 
     t->reg = kn_regclient_new(s->registry_url, s->registry_token[0] ? s->registry_token : NULL);
@@ -312,8 +310,8 @@ static int run(kn_service *svc, void *app)
             /* The batcher validated ids and labels, so a failure is a bug:
              * stop without checkpointing this batch (it is trained again on
              * restart). */
-            CHECK(kn_model_forward(ctx->model, &batch, &loss, e, sizeof(e)) == KN_OK,
-                  "forward: %s", e);
+            CHECK(kn_model_forward(ctx->model, &batch, &loss, e, sizeof(e)) == KN_OK, "forward: %s",
+                  e);
             CHECK(kn_model_backward(ctx->model) == KN_OK, "backward failed");
             CHECK(kn_model_step(ctx->model, &gn, &lr) == KN_OK, "optimizer step failed");
             if (!isfinite(loss)) kn_log_warn("step %" PRId64 ": loss is %f", ctx->step + 1, loss);
@@ -359,9 +357,8 @@ static int run(kn_service *svc, void *app)
     return 0;
 }
 
-static void cleanup(void *app, int code)
+static void cleanup(void *app)
 {
-    (void)code;
     trainer *t = app;
     trn_batcher_free(&t->b); /* holds a consumer message: before the consumer goes */
     kn_kafka_consumer_destroy(t->cons);
@@ -385,6 +382,10 @@ int main(int argc, char **argv)
         .option = option,
         .check = check,
         .keys = keys,
+        .keys_note =
+            "  [model.NAME]: dataset, spec (JSON), optim (JSON), batch, checkpoint_steps,\n"
+            "  checkpoint_seconds, target_steps, seed, shuffle, warm_start,\n"
+            "  tokenizer_sha256, recipe_sha256 (docs/trainer.md)\n",
         .run = run,
         .cleanup = cleanup,
     };

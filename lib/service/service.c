@@ -82,8 +82,7 @@ static void help(const kn_service_spec *spec, FILE *f)
             "configuration file (default $KILN_CONFIG); KILN_* variables override it");
     for (const kn_service_option *o = spec->options; o && o->name; o++) {
         char left[64];
-        snprintf(left, sizeof(left), "--%s%s%s", o->name, o->arg ? " " : "",
-                 o->arg ? o->arg : "");
+        snprintf(left, sizeof(left), "--%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
         if (strlen(left) >= 24) {
             fprintf(f, "  %s\n%26s", left, "");
         } else {
@@ -128,8 +127,8 @@ static int parse_options(kn_service *svc, void *app, int argc, char **argv)
     size_t n = 0, ns = 0;
     shorts[ns++] = ':'; /* a missing value returns ':' */
     for (const kn_service_option *o = spec->options; o && o->name && n < MAX_OPTIONS; o++, n++) {
-        longopts[n] = (struct option){o->name, o->arg ? required_argument : no_argument, NULL,
-                                      o->id};
+        longopts[n] =
+            (struct option){o->name, o->arg ? required_argument : no_argument, NULL, o->id};
         if ((o->id >= 'a' && o->id <= 'z') || (o->id >= 'A' && o->id <= 'Z')) {
             shorts[ns++] = (char)o->id;
             if (o->arg) shorts[ns++] = ':';
@@ -142,6 +141,7 @@ static int parse_options(kn_service *svc, void *app, int argc, char **argv)
     memcpy(shorts + ns, "c:hV", 5);
 
     opterr = 0; /* our own message, naming the service */
+    optind = 0; /* GNU: start afresh, so that a process (a test) may call us twice */
     int ch;
     while ((ch = getopt_long(argc, argv, shorts, longopts, NULL)) != -1) {
         switch (ch) {
@@ -158,13 +158,16 @@ static int parse_options(kn_service *svc, void *app, int argc, char **argv)
             printf("%s %s\n", spec->name, spec->version ? spec->version : KN_VERSION);
             return 0;
         case '?':
-        case ':':
-            kn_service_usage_error(svc, "%s '%s'", ch == ':' ? "missing value for" : "unknown option",
-                                   argv[optind - 1]);
+        case ':': {
+            char shortopt[3] = {'-', (char)optopt, '\0'};
+            const char *what =
+                ch == '?' && optopt > 0 && optopt < 128 ? shortopt : argv[optind - 1];
+            kn_service_usage_error(svc, "%s '%s'",
+                                   ch == ':' ? "missing value for" : "unknown option", what);
             return usage_error(svc);
+        }
         default:
-            if (!spec->option || spec->option(svc, app, ch, optarg) != 0)
-                return usage_error(svc);
+            if (!spec->option || spec->option(svc, app, ch, optarg) != 0) return usage_error(svc);
         }
     }
     svc->args = argv + optind;
@@ -194,15 +197,15 @@ static int load_config(kn_service *svc)
     svc->cfg = kn_config_new();
     if (!svc->cfg) return KN_ENOMEM;
     for (const kn_service_key *k = svc->spec->keys; k && k->key; k++)
-        if (k->def && !strchr(k->key, '<') && kn_config_set(svc->cfg, k->key, k->def) != KN_OK)
-            return KN_ENOMEM;
+        if (k->def && kn_config_set(svc->cfg, k->key, k->def) != KN_OK) return KN_ENOMEM;
     if (kn_config_set(svc->cfg, log_level_key.key, log_level_key.def) != KN_OK) return KN_ENOMEM;
     if (svc->config_path &&
         kn_config_load_file(svc->cfg, svc->config_path, err, sizeof(err)) != KN_OK) {
         fprintf(stderr, "%s: %s\n", svc->spec->name, err);
         return KN_EINVAL;
     }
-    const char *level = svc->log_level ? svc->log_level : kn_config_get(svc->cfg, log_level_key.key, NULL);
+    const char *level =
+        svc->log_level ? svc->log_level : kn_config_get(svc->cfg, log_level_key.key, NULL);
     int lvl = kn_log_level_parse(level);
     if (lvl < 0) {
         fprintf(stderr, "%s: log level '%s': use debug, info, warn or error\n", svc->spec->name,
@@ -248,11 +251,13 @@ int kn_service_main(const kn_service_spec *spec, void *app, int argc, char **arg
 
     code = spec->run(&svc, app);
 
+    if (kn_shutdown_requested()) kn_log_info("shutting down: finishing what is in flight");
     kn_service_ready(&svc, 0, "shutting down");
     kn_http_server_destroy(svc.http); /* stops accepting, joins connection threads */
     svc.http = NULL;
-    if (spec->cleanup) spec->cleanup(app, code);
+    if (spec->cleanup) spec->cleanup(app);
     svc.done = 1;
+    if (code == 0) kn_log_info("stopped");
     if (svc.watchdog_started) pthread_join(svc.watchdog, NULL);
 out:
     kn_metrics_destroy(svc.metrics);
@@ -363,5 +368,11 @@ uint16_t kn_service_port(const kn_service *svc)
 void kn_service_nap(double seconds)
 {
     for (double t = 0; t < seconds && !kn_shutdown_requested(); t += 0.1)
+        usleep(100 * 1000);
+}
+
+void kn_service_wait(void)
+{
+    while (!kn_shutdown_requested())
         usleep(100 * 1000);
 }

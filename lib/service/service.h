@@ -24,9 +24,11 @@
  *   5. run(): the service's start-up and loop; it returns the exit code
  *      (0 done or drained after SIGTERM, 1 failure; a service may return 2
  *      for a usage error it finds late, such as ingest's unknown command).
- *   6. Readiness turns false, the HTTP server stops (answers in flight
- *      finish), then cleanup(app, code) frees what run() built: run() may
- *      return at any point and leave the rest to cleanup.
+ *   6. After SIGTERM/SIGINT, "shutting down" is logged. Readiness turns
+ *      false, the HTTP server stops (answers in flight finish), then
+ *      cleanup(app) frees what run() built: run() may
+ *      return at any point and leave the rest to cleanup. On exit code 0 the
+ *      last log line is "stopped".
  *   With spec->drain_s > 0, a process still draining drain_s seconds after
  *   SIGTERM/SIGINT logs what it was doing and exits 1: a hung drain never
  *   outlives the deadline. */
@@ -54,8 +56,8 @@ typedef struct {
 /* A configuration key the service reads. `def` is a literal value that
  * becomes the key's default (kn_service_get returns it when neither the file
  * nor the environment sets the key); NULL when the default is computed or
- * there is none: `help` then says what happens. A key holding '<' is a
- * pattern (dataset.<D>.tokenizer), documented only. */
+ * there is none: `help` then says what happens. Sections named by the user
+ * ([dataset.NAME]) are described in keys_note. */
 typedef struct {
     const char *key; /* "registry.port"; NULL ends the table */
     const char *def;
@@ -63,9 +65,11 @@ typedef struct {
 } kn_service_key;
 
 /* The stack-wide [kafka] keys, for the tables of the services that use Kafka. */
+/* clang-format off */
 #define KN_SERVICE_KEYS_KAFKA                                                                      \
     {"kafka.brokers", "127.0.0.1:19092", "Kafka bootstrap servers"},                               \
-        {"kafka.topic_prefix", "kiln", "topic name prefix (<prefix>.raw.text, ...)"}
+    {"kafka.topic_prefix", "kiln", "topic name prefix (<prefix>.raw.text, ...)"}
+/* clang-format on */
 
 /* argv[1] == name runs main(argc - 1, argv + 1) instead of the service. */
 typedef struct {
@@ -74,13 +78,13 @@ typedef struct {
 } kn_service_command;
 
 typedef struct {
-    const char *name;          /* "kiln-registry": logs, --version, messages */
-    const char *version;       /* --version after the name; NULL: KN_VERSION */
-    const char *usage;         /* the usage lines of --help, each ending in '\n'; NULL:
-                                * "usage: NAME [--config FILE] [--OPTION ARG]... [ARGS]
-                                * [--help] [--version]" from the tables */
-    const char *about;         /* what the service does, for --help (may be NULL) */
-    const char *args_help;     /* positional arguments accepted; NULL: none */
+    const char *name;                 /* "kiln-registry": logs, --version, messages */
+    const char *version;              /* --version after the name; NULL: KN_VERSION */
+    const char *usage;                /* the usage lines of --help, each ending in '\n'; NULL:
+                                       * "usage: NAME [--config FILE] [--OPTION ARG]... [ARGS]
+                                       * [--help] [--version]" from the tables */
+    const char *about;                /* what the service does, for --help (may be NULL) */
+    const char *args_help;            /* positional arguments accepted; NULL: none */
     const kn_service_option *options; /* beyond --config/--help/--version; may be NULL */
     /* Called for each of `options` given; arg is NULL for a flag. Non-zero:
      * a usage error (message on stderr from the callback, exit 2). */
@@ -91,11 +95,11 @@ typedef struct {
     /* Every key the service reads, log.level excepted (the skeleton's own,
      * listed last in --help); may be NULL. */
     const kn_service_key *keys;
-    const char *keys_note;      /* --help text after the key table (may be NULL) */
+    const char *keys_note;              /* --help text after the key table (may be NULL) */
     const kn_service_command *commands; /* may be NULL */
-    int drain_s;                /* shutdown deadline in seconds; 0: the drain bounds itself */
+    int drain_s; /* shutdown deadline in seconds; 0: the drain bounds itself */
     int (*run)(kn_service *svc, void *app);
-    void (*cleanup)(void *app, int code); /* may be NULL */
+    void (*cleanup)(void *app); /* may be NULL */
 } kn_service_spec;
 
 /* Runs the service; returns the process exit code (see the top of this file).
@@ -118,8 +122,8 @@ char **kn_service_args(kn_service *svc, int *argc);
 
 /* A key of spec->keys: environment, file, then the table's default. Asking
  * for a key missing from the table is a bug: it aborts, naming the key. The
- * typed forms set *ok to 0 (ok may not be NULL) when the value does not
- * parse. */
+ * typed forms set *ok to 0 (when ok is not NULL) if the value does not
+ * parse, and return 0. */
 const char *kn_service_get(const kn_service *svc, const char *key);
 int64_t kn_service_get_int(const kn_service *svc, const char *key, int *ok);
 double kn_service_get_double(const kn_service *svc, const char *key, int *ok);
@@ -144,5 +148,7 @@ void kn_service_ready(kn_service *svc, int ready, const char *why, ...)
 
 /* Sleeps up to seconds, waking early on shutdown. */
 void kn_service_nap(double seconds);
+/* Blocks until SIGTERM/SIGINT: the loop of a service that only serves HTTP. */
+void kn_service_wait(void);
 
 #endif
