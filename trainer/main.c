@@ -1,24 +1,23 @@
 /* kiln-trainer: trains one configured model ([model.NAME]) continuously from
  * <prefix>.train.<dataset>, checkpointing to the registry every N steps or T
  * seconds with exact per-partition lineage, and resuming from the registry's
- * latest version. docs/trainer.md has the design; this file is the loop. */
-#include <getopt.h>
+ * latest version. docs/trainer.md has the design; this file is the story:
+ * resume, then fill a batch, one update, maybe a checkpoint, until SIGTERM,
+ * target_steps or idle; the skeleton (service/service.h) does the rest. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "core/config.h"
-#include "net/http.h"
-#include "stream/kafka.h"
 #include "core/kn.h"
 #include "core/log.h"
 #include "core/metrics.h"
-#include "nn/backend.h"
-#include "net/regclient.h"
 #include "core/shutdown.h"
+#include "net/regclient.h"
+#include "nn/backend.h"
+#include "service/service.h"
+#include "stream/kafka.h"
 #include "trainer.h"
 
 #ifndef KILN_BUILD_ID
@@ -29,44 +28,84 @@
     do {                                                                                           \
         if (!(cond)) {                                                                             \
             kn_log_error(__VA_ARGS__);                                                             \
-            goto out;                                                                              \
+            return 1;                                                                              \
         }                                                                                          \
     } while (0)
 
-static void usage(FILE *f)
+static const kn_service_option options[] = {
+    {"model", 'm', "NAME", "the [model.NAME] section to train (required)"},
+    {"port", 'p', "N",
+     "HTTP port for /healthz /readyz /metrics (default\ntrainer.port; 0 = ephemeral)"},
+    {"idle-exit", 'i', "SECS", "checkpoint and exit once no data came for SECS seconds"},
+    {"exit-at-end", 'e', NULL, "same as --idle-exit 10 (target_steps always ends the run)"},
+    {"log-level", 'l', "LEVEL", "debug | info | warn | error (default log.level)"},
+    {NULL, 0, NULL, NULL},
+};
+
+static const kn_service_key keys[] = {
+    KN_SERVICE_KEYS_KAFKA,
+    {"registry.url", "http://127.0.0.1:8080", "the registry"},
+    {"trainer.bind", "127.0.0.1", "listen address"},
+    {"trainer.port", "8083", "listen port (0 = ephemeral, printed in the log)"},
+    {"trainer.backend", "auto", "auto, cpu or cuda"},
+    {"trainer.token", NULL, "registry token (else registry.token, else KILN_REGISTRY_TOKEN)"},
+    {"trainer.work_dir", NULL, "where checkpoints are written ($TMPDIR or /tmp)"},
+    {"trainer.log_seconds", "5", "seconds between progress lines"},
+    {"trainer.flush_seconds", "2", "longest wait for a batch to fill"},
+    {NULL, NULL, NULL},
+};
+
+typedef struct {
+    const char *model_name; /* --model */
+    long port;              /* --port, -1: trainer.port */
+    double idle_exit;       /* --idle-exit seconds, 0: never */
+    trn_settings s;
+    kn_regclient *reg;
+    kn_kafka_consumer *cons;
+    kn_kafka_producer *events;
+    trn_batcher b;
+    trn_ckpt_ctx ctx;
+    int64_t *low; /* (nparts) low watermarks of the training topic */
+} trainer;
+
+static int option(kn_service *svc, void *app, int id, const char *arg)
 {
-    fprintf(f, "usage: kiln-trainer --model NAME [options]\n"
-               "Trains the model of config section [model.NAME] from <prefix>.train.<dataset>,\n"
-               "checkpointing to the registry; resumes from the model's latest version.\n\n"
-               "  --model NAME        the [model.NAME] section to train (required)\n"
-               "  --config FILE       kiln.ini (default: $KILN_CONFIG, else built-in defaults)\n"
-               "  --port N            HTTP port for /healthz /readyz /metrics (default\n"
-               "                      trainer.port = 8083; 0 = ephemeral)\n"
-               "  --idle-exit SECS    checkpoint and exit once no data came for SECS seconds\n"
-               "  --exit-at-end       same as --idle-exit 10 (target_steps always ends the run)\n"
-               "  --log-level LEVEL   debug | info | warn | error\n"
-               "  --help, --version\n\n"
-               "Config keys of [model.NAME]: dataset, spec (JSON), optim (JSON), batch,\n"
-               "checkpoint_steps, checkpoint_seconds, target_steps, seed, shuffle, warm_start,\n"
-               "tokenizer_sha256, recipe_sha256. [trainer]: bind, port, backend (auto|cpu|cuda),\n"
-               "token (else registry.token / KILN_REGISTRY_TOKEN), work_dir, log_seconds,\n"
-               "flush_seconds. See docs/trainer.md.\n");
+    trainer *t = app;
+    switch (id) {
+    case 'm':
+        t->model_name = arg;
+        return 0;
+    case 'p':
+        t->port = strtol(arg, NULL, 10);
+        if (t->port >= -1 && t->port <= 65535) return 0;
+        kn_service_usage_error(svc, "--port %s: use 0..65535", arg);
+        return 1;
+    case 'i':
+        t->idle_exit = strtod(arg, NULL);
+        if (t->idle_exit >= 0) return 0;
+        kn_service_usage_error(svc, "--idle-exit %s: use seconds >= 0", arg);
+        return 1;
+    case 'e':
+        if (t->idle_exit <= 0) t->idle_exit = 10;
+        return 0;
+    case 'l':
+        kn_service_log_level(svc, arg);
+        return 0;
+    }
+    return 1;
+}
+
+static int check(kn_service *svc, void *app)
+{
+    if (((trainer *)app)->model_name) return 0;
+    kn_service_usage_error(svc, "--model is required");
+    return 1;
 }
 
 typedef struct {
     kn_metric *step, *loss, *eps, *tps, *lr, *grad_norm, *ckpts, *ckpt_fail, *examples, *tokens,
         *skipped, *version, *eta;
 } trn_metrics;
-
-static volatile int g_ready;
-
-static int ready_cb(void *ctx, char *why, size_t whysz)
-{
-    (void)ctx;
-    if (g_ready) return 0;
-    snprintf(why, whysz, "resuming from the registry / assigning partitions");
-    return 1;
-}
 
 static void metrics_init(trn_metrics *tm, kn_metrics *m, const char *model)
 {
@@ -101,8 +140,7 @@ static int wait_for_topic(kn_kafka_consumer *c, const char *topic)
         int n = kn_kafka_partition_count(kn_kafka_consumer_handle(c), topic, 5000);
         if (n > 0) return n;
         if (i % 10 == 0) kn_log_info("waiting for topic %s to exist", topic);
-        for (int j = 0; j < 10 && !kn_shutdown_requested(); j++)
-            usleep(100000);
+        kn_service_nap(1);
     }
     return -1;
 }
@@ -147,254 +185,210 @@ static int checkpoint(trn_ckpt_ctx *ctx, trn_metrics *tm, kn_kafka_consumer *c, 
     return KN_ERR;
 }
 
-int main(int argc, char **argv)
+/* What the progress line reports: the updates since the last line. */
+typedef struct {
+    double t, loss;
+    int64_t steps, examples, tokens;
+} window;
+
+static void log_progress(trainer *t, trn_metrics *tm, window *w, double now)
 {
-    const char *model_name = NULL, *config_path = getenv("KILN_CONFIG"), *level = NULL;
-    long port = -1;
-    double idle_exit = 0;
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                         {"config", required_argument, 0, 'c'},
-                                         {"port", required_argument, 0, 'p'},
-                                         {"idle-exit", required_argument, 0, 'i'},
-                                         {"exit-at-end", no_argument, 0, 'e'},
-                                         {"log-level", required_argument, 0, 'l'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {"version", no_argument, 0, 'V'},
-                                         {0, 0, 0, 0}};
-    int o;
-    while ((o = getopt_long(argc, argv, "m:c:p:i:el:hV", opts, NULL)) != -1) {
-        switch (o) {
-        case 'm':
-            model_name = optarg;
-            break;
-        case 'c':
-            config_path = optarg;
-            break;
-        case 'p':
-            port = strtol(optarg, NULL, 10);
-            break;
-        case 'i':
-            idle_exit = strtod(optarg, NULL);
-            break;
-        case 'e':
-            if (idle_exit <= 0) idle_exit = 10;
-            break;
-        case 'l':
-            level = optarg;
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        case 'V':
-            printf("kiln-trainer %s (build %s)\n", KN_VERSION, KILN_BUILD_ID);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (!model_name || optind < argc || port < -1 || port > 65535 || idle_exit < 0) {
-        usage(stderr);
-        return 2;
-    }
+    trn_ckpt_ctx *ctx = &t->ctx;
+    double dt = now - w->t, sps = (double)w->steps / dt;
+    const kn_optim *op = kn_model_optim(ctx->model);
+    double eta = t->s.target_steps > 0 ? (double)(t->s.target_steps - ctx->step) / sps : -1;
+    kn_metrics_set(tm->loss, w->loss / (double)w->steps);
+    kn_metrics_set(tm->eps, (double)w->examples / dt);
+    kn_metrics_set(tm->tps, (double)w->tokens / dt);
+    kn_metrics_set(tm->eta, eta);
+    kn_metrics_set(tm->skipped, (double)t->b.bad_shards);
+    json_t *f = json_pack("{s:I, s:f, s:f, s:f, s:I}", "step", (json_int_t)ctx->step, "loss",
+                          w->loss / (double)w->steps, "examples_per_s", (double)w->examples / dt,
+                          "lr", (double)kn_optim_lr(&op->cfg, op->step > 0 ? op->step - 1 : 0),
+                          "examples_total", (json_int_t)ctx->examples_total);
+    if (w->tokens > 0) json_object_set_new(f, "tokens_per_s", json_real(w->tokens / dt));
+    if (eta >= 0) json_object_set_new(f, "eta_s", json_real(eta));
+    kn_log_fields(KN_LOG_INFO, f, "progress");
+}
 
-    int exit_code = 1;
+/* Start-up: settings, backend, server, Kafka, then resume from the registry. */
+static int start(kn_service *svc, trainer *t, trn_metrics *tm)
+{
     char e[768];
-    kn_config *cfg = kn_config_new();
-    trn_settings s = {0};
-    kn_metrics *metrics = kn_metrics_new();
-    kn_http_server *http = NULL;
-    kn_regclient *reg = NULL;
-    kn_kafka_consumer *cons = NULL;
-    kn_kafka_producer *events = NULL;
-    trn_batcher b = {0};
-    trn_ckpt_ctx ctx = {0};
-    trn_metrics tm;
-    int64_t *low = NULL;
-
-    kn_log_init("kiln-trainer", KN_LOG_INFO);
-    kn_shutdown_setup();
-    CHECK(cfg && metrics, "out of memory");
-    CHECK(!config_path || kn_config_load_file(cfg, config_path, e, sizeof(e)) == KN_OK,
+    trn_settings *s = &t->s;
+    CHECK(trn_settings_load(kn_service_config(svc), t->model_name, s, e, sizeof(e)) == KN_OK,
           "config: %s", e);
-    if (!level) level = kn_config_get(cfg, "log.level", "info");
-    CHECK(kn_log_level_parse(level) >= 0, "log level '%s': use debug, info, warn or error", level);
-    kn_log_init("kiln-trainer", (kn_log_level)kn_log_level_parse(level));
-    CHECK(trn_settings_load(cfg, model_name, &s, e, sizeof(e)) == KN_OK, "config: %s", e);
-    s.idle_exit = idle_exit;
-
-    /* Backend: cuda when asked for. auto stays on the CPU until the CUDA
-     * backend has passed its parity suite on a GPU (tests/gpu/run); then
-     * KN_AUTO_PICKS_CUDA in backend.h turns auto into "CUDA when a GPU answers". */
-    const kn_backend *be = strcmp(s.backend, "cuda") == 0 ||
-                                   (KN_AUTO_PICKS_CUDA && strcmp(s.backend, "auto") == 0)
-                               ? kn_backend_get("cuda")
-                               : kn_backend_cpu();
-    CHECK(be || strcmp(s.backend, "cuda") != 0,
+    s->idle_exit = t->idle_exit;
+    /* auto stays on the CPU until the CUDA backend has passed its parity
+     * suite on a GPU (tests/gpu/run): KN_AUTO_PICKS_CUDA in nn/backend.h. */
+    const kn_backend *be = kn_backend_pick(s->backend);
+    CHECK(be,
           "trainer.backend = cuda, but the CUDA backend is not available: %s "
           "(set trainer.backend = cpu or auto)",
           kn_backend_why_not("cuda"));
-    if (!be) {
-        kn_log_info("backend: cpu (cuda not available: %s)", kn_backend_why_not("cuda"));
-        be = kn_backend_cpu();
-    }
 
-    metrics_init(&tm, metrics, s.model);
-    kn_metrics_set(tm.eta, -1);
-    int64_t cfg_port = kn_config_get_int(cfg, "trainer.port", 8083, NULL);
-    kn_http_options ho = {.bind_addr = kn_config_get(cfg, "trainer.bind", "127.0.0.1"),
-                          .port = (uint16_t)(port >= 0 ? port : cfg_port),
-                          .service = "kiln-trainer",
-                          .metrics = metrics,
-                          .ready = ready_cb};
-    http = kn_http_server_new(&ho);
-    CHECK(http && kn_http_server_start(http, e, sizeof(e)) == KN_OK, "http: %s", e);
+    metrics_init(tm, kn_service_metrics(svc), s->model);
+    kn_metrics_set(tm->eta, -1);
+    kn_service_ready(svc, 0, "resuming from the registry / assigning partitions");
+    kn_http_options ho = {
+        .bind_addr = kn_service_get(svc, "trainer.bind"),
+        .port = (uint16_t)(t->port >= 0 ? t->port : kn_service_get_int(svc, "trainer.port", NULL))};
+    CHECK(kn_service_listen(svc, &ho, NULL, NULL, e, sizeof(e)) == KN_OK, "%s", e);
 
-    reg = kn_regclient_new(s.registry_url, s.registry_token[0] ? s.registry_token : NULL);
-    kn_kafka_consumer_options co = {
-        .brokers = s.brokers, .read_committed = 1, .client_id = "kiln-trainer"};
+    t->reg = kn_regclient_new(s->registry_url, s->registry_token[0] ? s->registry_token : NULL);
     char group[200];
-    snprintf(group, sizeof(group), "kiln-trainer.%s", s.model);
-    co.group_id = group;
-    cons = kn_kafka_consumer_new(&co, e, sizeof(e));
-    CHECK(reg && cons, "kafka consumer: %s", e);
+    snprintf(group, sizeof(group), "kiln-trainer.%s", s->model);
+    kn_kafka_consumer_options co = {
+        .brokers = s->brokers, .group_id = group, .read_committed = 1, .client_id = "kiln-trainer"};
+    t->cons = kn_kafka_consumer_new(&co, e, sizeof(e));
+    CHECK(t->reg && t->cons, "kafka consumer: %s", e);
     kn_kafka_producer_options po = {
-        .brokers = s.brokers, .client_id = "kiln-trainer", .dr_cb = trn_events_dr, .linger_ms = 1};
-    events = kn_kafka_producer_new(&po, e, sizeof(e));
-    CHECK(events, "kafka producer: %s", e);
-    kn_kafka_topic_spec ets = {.name = s.events_topic, .partitions = 1};
-    if (kn_kafka_create_topics(s.brokers, &ets, 1, 10000, e, sizeof(e)) != KN_OK)
-        kn_log_warn("creating %s: %s", s.events_topic, e);
+        .brokers = s->brokers, .client_id = "kiln-trainer", .dr_cb = trn_events_dr, .linger_ms = 1};
+    t->events = kn_kafka_producer_new(&po, e, sizeof(e));
+    CHECK(t->events, "kafka producer: %s", e);
+    kn_kafka_topic_spec ets = {.name = s->events_topic, .partitions = 1};
+    if (kn_kafka_create_topics(s->brokers, &ets, 1, 10000, e, sizeof(e)) != KN_OK)
+        kn_log_warn("creating %s: %s", s->events_topic, e);
 
-    int nparts = wait_for_topic(cons, s.topic);
-    if (nparts < 0) {
-        exit_code = 0; /* asked to stop before there was anything to do */
-        goto out;
-    }
-    low = calloc((size_t)nparts, sizeof(*low));
-    CHECK(low, "out of memory");
+    int nparts = wait_for_topic(t->cons, s->topic);
+    if (nparts < 0) return -1; /* asked to stop before there was anything to do */
+    t->low = calloc((size_t)nparts, sizeof(*t->low));
+    CHECK(t->low, "out of memory");
     for (int p = 0; p < nparts; p++) {
         int64_t hi;
-        CHECK(kn_kafka_watermarks(kn_kafka_consumer_handle(cons), s.topic, p, &low[p], &hi,
+        CHECK(kn_kafka_watermarks(kn_kafka_consumer_handle(t->cons), s->topic, p, &t->low[p], &hi,
                                   10000) == KN_OK,
-              "watermarks of %s [%d]", s.topic, p);
+              "watermarks of %s [%d]", s->topic, p);
     }
-
-    ctx.s = &s;
-    ctx.reg = reg;
-    ctx.events = events;
-    ctx.metrics = metrics;
-    ctx.backend_name = be->name;
-    CHECK(trn_resume(&ctx, &b, nparts, low, be, e, sizeof(e)) == KN_OK, "resume: %s", e);
-    CHECK(assign_from(cons, &b, s.topic) == KN_OK, "cannot assign %s", s.topic);
-    kn_metrics_set(tm.version, ctx.parent_version);
-    kn_metrics_set(tm.step, (double)ctx.step);
-    kn_model_set_training(ctx.model, 1);
-    g_ready = 1;
+    trn_ckpt_ctx *ctx = &t->ctx;
+    ctx->s = s;
+    ctx->reg = t->reg;
+    ctx->events = t->events;
+    ctx->metrics = kn_service_metrics(svc);
+    ctx->backend_name = be->name;
+    CHECK(trn_resume(ctx, &t->b, nparts, t->low, be, e, sizeof(e)) == KN_OK, "resume: %s", e);
+    CHECK(assign_from(t->cons, &t->b, s->topic) == KN_OK, "cannot assign %s", s->topic);
+    kn_metrics_set(tm->version, ctx->parent_version);
+    kn_metrics_set(tm->step, (double)ctx->step);
+    kn_model_set_training(ctx->model, 1);
+    kn_service_ready(svc, 1, NULL);
     kn_log_fields(KN_LOG_INFO,
-                  json_pack("{s:s, s:s, s:i, s:s, s:I, s:i, s:I, s:f, s:I}", "model", s.model,
-                            "topic", s.topic, "partitions", nparts, "backend", be->name, "params",
-                            (json_int_t)kn_model_num_params(ctx.model), "batch", s.batch,
-                            "checkpoint_steps", (json_int_t)s.checkpoint_steps,
-                            "checkpoint_seconds", s.checkpoint_seconds, "target_steps",
-                            (json_int_t)s.target_steps),
-                  "training; http port %u", (unsigned)kn_http_server_port(http));
+                  json_pack("{s:s, s:s, s:i, s:s, s:I, s:i, s:I, s:f, s:I}", "model", s->model,
+                            "topic", s->topic, "partitions", nparts, "backend", be->name, "params",
+                            (json_int_t)kn_model_num_params(ctx->model), "batch", s->batch,
+                            "checkpoint_steps", (json_int_t)s->checkpoint_steps,
+                            "checkpoint_seconds", s->checkpoint_seconds, "target_steps",
+                            (json_int_t)s->target_steps),
+                  "training; http port %u", (unsigned)kn_service_port(svc));
+    return 0;
+}
+
+static int run(kn_service *svc, void *app)
+{
+    trainer *t = app;
+    trn_settings *s = &t->s;
+    trn_ckpt_ctx *ctx = &t->ctx;
+    trn_metrics tm;
+    char e[768];
+    int rc = start(svc, t, &tm);
+    if (rc != 0) return rc < 0 ? 0 : 1;
 
     /* --- the loop: fill a batch, one update, maybe a checkpoint --- */
-    double t_ckpt = trn_now(), t_log = trn_now(), win_loss = 0, retry_at = 0;
-    int64_t win_steps = 0, win_examples = 0, win_tokens = 0;
+    double t_ckpt = trn_now(), retry_at = 0;
+    window w = {.t = trn_now()};
     while (!kn_shutdown_requested()) {
-        if (s.target_steps > 0 && ctx.step >= s.target_steps) {
-            kn_log_info("target_steps %" PRId64 " reached", s.target_steps);
+        if (s->target_steps > 0 && ctx->step >= s->target_steps) {
+            kn_log_info("target_steps %" PRId64 " reached", s->target_steps);
             break;
         }
-        int B = trn_batcher_fill(&b, cons, (int)(s.flush_seconds * 1000));
+        int B = trn_batcher_fill(&t->b, t->cons, (int)(s->flush_seconds * 1000));
         if (B > 0) {
             kn_batch batch;
             float loss = 0, gn = 0, lr = 0;
-            trn_batcher_batch(&b, &batch);
-            kn_model_zero_grad(ctx.model);
-            int rc = kn_model_forward(ctx.model, &batch, &loss, e, sizeof(e));
+            trn_batcher_batch(&t->b, &batch);
+            kn_model_zero_grad(ctx->model);
             /* The batcher validated ids and labels, so a failure is a bug:
              * stop without checkpointing this batch (it is trained again on
              * restart). */
-            CHECK(rc == KN_OK, "forward: %s", e);
-            CHECK(kn_model_backward(ctx.model) == KN_OK, "backward failed");
-            CHECK(kn_model_step(ctx.model, &gn, &lr) == KN_OK, "optimizer step failed");
-            if (!isfinite(loss)) kn_log_warn("step %" PRId64 ": loss is %f", ctx.step + 1, loss);
-            ctx.step++;
-            ctx.examples_total += B;
-            ctx.loss_sum += loss;
-            ctx.loss_n++;
+            CHECK(kn_model_forward(ctx->model, &batch, &loss, e, sizeof(e)) == KN_OK, "forward: %s",
+                  e);
+            CHECK(kn_model_backward(ctx->model) == KN_OK, "backward failed");
+            CHECK(kn_model_step(ctx->model, &gn, &lr) == KN_OK, "optimizer step failed");
+            if (!isfinite(loss)) kn_log_warn("step %" PRId64 ": loss is %f", ctx->step + 1, loss);
             int64_t toks = batch.T > 0 ? (int64_t)B * batch.T : 0;
-            ctx.tokens_total += toks;
-            win_loss += loss;
-            win_steps++;
-            win_examples += B;
-            win_tokens += toks;
-            kn_metrics_set(tm.step, (double)ctx.step);
+            ctx->step++;
+            ctx->examples_total += B;
+            ctx->loss_sum += loss;
+            ctx->loss_n++;
+            ctx->tokens_total += toks;
+            w.loss += loss;
+            w.steps++;
+            w.examples += B;
+            w.tokens += toks;
+            kn_metrics_set(tm.step, (double)ctx->step);
             kn_metrics_set(tm.lr, lr);
             kn_metrics_set(tm.grad_norm, gn);
             kn_metrics_add(tm.examples, B);
             kn_metrics_add(tm.tokens, (double)toks);
-        } else if (s.idle_exit > 0 && trn_now() - b.last_record >= s.idle_exit) {
-            kn_log_info("no data for %.0f s: finishing", s.idle_exit);
+        } else if (s->idle_exit > 0 && trn_now() - t->b.last_record >= s->idle_exit) {
+            kn_log_info("no data for %.0f s: finishing", s->idle_exit);
             break;
         }
         double now = trn_now();
-        if (now - t_log >= s.log_seconds && win_steps > 0) {
-            double dt = now - t_log, sps = (double)win_steps / dt;
-            const kn_optim *op = kn_model_optim(ctx.model);
-            double eta = s.target_steps > 0 ? (double)(s.target_steps - ctx.step) / sps : -1;
-            kn_metrics_set(tm.loss, win_loss / (double)win_steps);
-            kn_metrics_set(tm.eps, (double)win_examples / dt);
-            kn_metrics_set(tm.tps, (double)win_tokens / dt);
-            kn_metrics_set(tm.eta, eta);
-            kn_metrics_set(tm.skipped, (double)b.bad_shards);
-            json_t *f =
-                json_pack("{s:I, s:f, s:f, s:f, s:I}", "step", (json_int_t)ctx.step, "loss",
-                          win_loss / (double)win_steps, "examples_per_s", (double)win_examples / dt,
-                          "lr", (double)kn_optim_lr(&op->cfg, op->step > 0 ? op->step - 1 : 0),
-                          "examples_total", (json_int_t)ctx.examples_total);
-            if (win_tokens > 0) json_object_set_new(f, "tokens_per_s", json_real(win_tokens / dt));
-            if (eta >= 0) json_object_set_new(f, "eta_s", json_real(eta));
-            kn_log_fields(KN_LOG_INFO, f, "progress");
-            t_log = now;
-            win_loss = 0;
-            win_steps = win_examples = win_tokens = 0;
-        } else if (now - t_log >= s.log_seconds) {
-            t_log = now;
+        if (now - w.t >= s->log_seconds) {
+            if (w.steps > 0) log_progress(t, &tm, &w, now);
+            w = (window){.t = now};
         }
-        int64_t new_steps = ctx.step - ctx.steps_at_last_ckpt;
+        int64_t new_steps = ctx->step - ctx->steps_at_last_ckpt;
         if (new_steps > 0 && now >= retry_at &&
-            ((s.checkpoint_steps > 0 && new_steps >= s.checkpoint_steps) ||
-             (s.checkpoint_seconds > 0 && now - t_ckpt >= s.checkpoint_seconds))) {
+            ((s->checkpoint_steps > 0 && new_steps >= s->checkpoint_steps) ||
+             (s->checkpoint_seconds > 0 && now - t_ckpt >= s->checkpoint_seconds))) {
             /* On failure training goes on and the next checkpoint covers the
              * whole range; a registry outage is retried every 30 s. */
-            retry_at = checkpoint(&ctx, &tm, cons, 1) == KN_OK ? 0 : trn_now() + 30;
+            retry_at = checkpoint(ctx, &tm, t->cons, 1) == KN_OK ? 0 : trn_now() + 30;
             t_ckpt = trn_now();
         }
     }
     /* SIGTERM, target or idle: a final checkpoint when anything is new. */
-    if (ctx.step > ctx.steps_at_last_ckpt && checkpoint(&ctx, &tm, cons, 3) != KN_OK) {
-        kn_log_error("final checkpoint failed: steps since version %d will be retrained on "
-                     "restart",
-                     ctx.parent_version);
-        goto out;
-    }
-    exit_code = 0;
-    kn_log_info("stopped at step %" PRId64 " (version %d)", ctx.step, ctx.parent_version);
-out:
-    g_ready = 0;
-    trn_batcher_free(&b); /* holds a consumer message: before the consumer goes */
-    kn_kafka_consumer_destroy(cons);
-    kn_kafka_producer_destroy(events, 5000);
-    kn_http_server_destroy(http);
-    kn_model_destroy(ctx.model);
-    kn_regclient_destroy(reg);
-    kn_metrics_destroy(metrics);
-    trn_settings_free(&s);
-    kn_config_destroy(cfg);
-    free(low);
-    return exit_code;
+    CHECK(ctx->step <= ctx->steps_at_last_ckpt || checkpoint(ctx, &tm, t->cons, 3) == KN_OK,
+          "final checkpoint failed: steps since version %d will be retrained on restart",
+          ctx->parent_version);
+    kn_log_info("stopped at step %" PRId64 " (version %d)", ctx->step, ctx->parent_version);
+    return 0;
+}
+
+static void cleanup(void *app)
+{
+    trainer *t = app;
+    trn_batcher_free(&t->b); /* holds a consumer message: before the consumer goes */
+    kn_kafka_consumer_destroy(t->cons);
+    kn_kafka_producer_destroy(t->events, 5000);
+    kn_model_destroy(t->ctx.model);
+    kn_regclient_destroy(t->reg);
+    trn_settings_free(&t->s);
+    free(t->low);
+}
+
+int main(int argc, char **argv)
+{
+    static const kn_service_spec spec = {
+        .name = "kiln-trainer",
+        .version = KN_VERSION " (build " KILN_BUILD_ID ")",
+        .usage = "usage: kiln-trainer --model NAME [options]\n",
+        .about = "Trains the model of config section [model.NAME] from "
+                 "<prefix>.train.<dataset>,\ncheckpointing to the registry; resumes from the "
+                 "model's latest version.\nSee docs/trainer.md.\n",
+        .options = options,
+        .option = option,
+        .check = check,
+        .keys = keys,
+        .keys_note =
+            "  [model.NAME]: dataset, spec (JSON), optim (JSON), batch, checkpoint_steps,\n"
+            "  checkpoint_seconds, target_steps, seed, shuffle, warm_start,\n"
+            "  tokenizer_sha256, recipe_sha256 (docs/trainer.md)\n",
+        .run = run,
+        .cleanup = cleanup,
+    };
+    trainer t = {.port = -1};
+    return kn_service_main(&spec, &t, argc, argv);
 }

@@ -18,6 +18,15 @@ const kn_backend *kn_backend_get(const char *name)
     return NULL;
 }
 
+const kn_backend *kn_backend_pick(const char *setting)
+{
+    if (strcmp(setting, "cuda") == 0) return kn_backend_get("cuda");
+    if (strcmp(setting, "cpu") == 0) return kn_backend_cpu();
+    if (strcmp(setting, "auto") != 0) return NULL;
+    const kn_backend *be = KN_AUTO_PICKS_CUDA ? kn_backend_get("cuda") : NULL;
+    return be ? be : kn_backend_cpu();
+}
+
 const char *kn_backend_why_not(const char *name)
 {
     if (!name || strcmp(name, "cpu") == 0) return NULL;

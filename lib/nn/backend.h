@@ -163,6 +163,12 @@ const kn_backend *kn_backend_cpu(void);
 const kn_backend *kn_backend_get(const char *name);
 const char *kn_backend_why_not(const char *name);
 
+/* The backend a service's `backend = auto | cpu | cuda` setting names: cuda
+ * when asked for, or NULL when it is not available (kn_backend_why_not says
+ * why); auto as KN_AUTO_PICKS_CUDA says, falling back to the CPU; NULL for
+ * any other name. */
+const kn_backend *kn_backend_pick(const char *setting);
+
 /* The dropout mask rule shared by every backend: uniform in [0, 1) from a
  * counter-based hash of (seed, i); keep when u >= p. */
 static inline float kn_backend_uniform(uint64_t seed, uint64_t i)
