@@ -39,9 +39,12 @@ start_registry() {
     [ -x "$REGISTRY_BIN" ] || { log "SKIP: $REGISTRY_BIN not built"; exit 1; }
     psql "$PG_CONNINFO" -XAtq -c "SELECT 1" >/dev/null 2>&1 ||
         { log "FAIL: PostgreSQL of the native stack does not answer ($PG_CONNINFO)"; exit 1; }
+    # empty the log here, not in the background child: a restart would
+    # otherwise read the previous registry's port before the child truncates
+    : >"$TMP/registry.log"
     env KILN_REGISTRY_DB="${REG_DB:-$PG_CONNINFO}" KILN_REGISTRY_SCHEMA=$SCHEMA \
         KILN_REGISTRY_PORT=0 KILN_REGISTRY_ADMIN_TOKEN=$ADMIN "$@" \
-        "$REGISTRY_BIN" >"$TMP/registry.log" 2>&1 &
+        "$REGISTRY_BIN" >>"$TMP/registry.log" 2>&1 &
     REG_PID=$!
     local port=
     for _ in $(seq 1 100); do
