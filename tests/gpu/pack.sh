@@ -39,16 +39,17 @@ limit=$((56 * 1024 * 1024)) # leaves the working tree room under the 64 MiB
 
 export PATH=/usr/local/cuda/bin:$PATH
 echo "pack: configuring $build (Release, KILN_CUDA=ON)"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DKILN_CUDA=ON >"$build.configure.log" 2>&1 ||
-    { cat "$build.configure.log"; exit 1; }
-if ! grep -q 'building the CUDA backend' "$build.configure.log"; then
+mkdir -p "$build"
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DKILN_CUDA=ON >"$build/pack.configure.log" 2>&1 ||
+    { cat "$build/pack.configure.log"; exit 1; }
+if ! grep -q 'building the CUDA backend' "$build/pack.configure.log"; then
     echo "pack: no CUDA compiler here (nvcc): nothing to pack" >&2
-    grep 'kiln:' "$build.configure.log" >&2 || true
+    grep 'kiln:' "$build/pack.configure.log" >&2 || true
     exit 1
 fi
 echo "pack: building ${targets[*]}"
-cmake --build "$build" -j"$(nproc)" --target "${targets[@]}" >"$build.build.log" 2>&1 ||
-    { tail -50 "$build.build.log"; exit 1; }
+cmake --build "$build" -j"$(nproc)" --target "${targets[@]}" >"$build/pack.build.log" 2>&1 ||
+    { tail -50 "$build/pack.build.log"; exit 1; }
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
