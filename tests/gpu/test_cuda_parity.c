@@ -762,15 +762,18 @@ int main(int argc, char **argv)
 
     op_matmul(64, 96, 48);
     op_matmul(7, 33, 5);
+    op_matmul(700, 40, 48); /* bias gradient in two passes (11 row chunks) */
     op_conv(4, 3, 12, 8, 3, 1, 1);
     op_conv(3, 2, 11, 5, 5, 2, 2);
     op_conv(2, 4, 9, 6, 3, 3, 0);
+    op_conv(8, 2, 28, 4, 3, 1, 1); /* bias gradient in two passes (2 segments) */
     op_pool(KN_POOL_MAX, 3, 4, 8, 2, 2);
     op_pool(KN_POOL_AVG, 3, 4, 8, 2, 2);
     op_pool(KN_POOL_MAX, 2, 3, 9, 3, 2); /* overlapping windows */
     op_pool(KN_POOL_AVG, 2, 3, 9, 3, 2);
     op_embed(3, 16, 40, 50);
     op_layernorm(37, 70);
+    op_layernorm(1000, 96); /* dw, db in two passes (16 row chunks) */
     op_attention(2, 13, 24, 3, 1);
     op_attention(2, 9, 16, 2, 0);
     op_elementwise(10007);

@@ -46,3 +46,17 @@ void kn_cu_zero(void *p, size_t bytes)
 {
     if (bytes) CU(cudaMemset(p, 0, bytes));
 }
+
+static float *scratch;
+static size_t scratch_floats;
+
+float *kn_cu_scratch(size_t floats)
+{
+    if (floats > scratch_floats) {
+        if (scratch) CU(cudaFree(scratch));
+        scratch = NULL;
+        CU(cudaMalloc(&scratch, floats * sizeof(float)));
+        scratch_floats = floats;
+    }
+    return scratch;
+}

@@ -3,7 +3,8 @@
  * CU_CONV_SCRATCH_FLOATS, as cpu.c does. Cost: the GEMMs' 2 OC CKK P flops
  * per image, plus im2col/col2im, which read and write CKK P floats per image
  * each (memory-bound; a quarter of the CNN step on the H200), and the bias
- * gradient, one warp per output channel over the chunk. col2im gathers (one
+ * gradient, each channel's row of the chunk summed in segments by blocks of
+ * 256 and the segments added in order (two passes, no atomics). col2im gathers (one
  * thread per input pixel), so there are no atomics and results are
  * deterministic. */
 #include "nn/cuda/cuda_int.cuh"
@@ -114,17 +115,49 @@ __global__ void k_conv_dt(float *dt, const float *dout, int b0, int nb, int OC, 
     }
 }
 
-/* dbias[o] += sum over the chunk of dt[o, :], one warp per channel */
-__global__ void k_rowsum_add(float *dbias, const float *dt, int OC, size_t NP)
+/* Pass 1 of the bias gradient: partial[s OC + o] = sum of segment s (of S)
+ * of row o of dt (OC, NP); with add (S = 1) partial is dbias and the sum is
+ * added. 256 threads stride over the segment, then warp sums (fixed xor
+ * tree) and the 8 warps' sums in order: deterministic. */
+__global__ void k_rowsum_partial(float *partial, const float *dt, int OC, size_t NP, int S, int add)
 {
-    int o = blockIdx.x;
-    if (o >= OC) return;
+    __shared__ float ws[8];
+    const int o = blockIdx.y, seg = blockIdx.x;
+    const size_t L = (NP + S - 1) / S, j0 = (size_t)seg * L, j1 = j0 + L < NP ? j0 + L : NP;
+    const float *row = dt + (size_t)o * NP;
     float acc = 0.0f;
-    for (size_t j = threadIdx.x; j < NP; j += 32)
-        acc += dt[(size_t)o * NP + j];
-    for (int off = 16; off > 0; off >>= 1)
-        acc += __shfl_down_sync(0xffffffffu, acc, off);
-    if (threadIdx.x == 0) dbias[o] += acc;
+    for (size_t j = j0 + threadIdx.x; j < j1; j += blockDim.x)
+        acc += row[j];
+    acc = warp_sum(acc);
+    if (threadIdx.x % 32 == 0) ws[threadIdx.x / 32] = acc;
+    __syncthreads();
+    if (threadIdx.x) return;
+    acc = ws[0];
+    for (int w = 1; w < 8; w++)
+        acc += ws[w];
+    if (add)
+        partial[o] += acc;
+    else
+        partial[(size_t)seg * OC + o] = acc;
+}
+
+/* dbias[o] += sum of dt[o, :] (OC, NP): S segments per row for ~2000
+ * blocks of 256, at least 4096 floats each, then the partials in order. */
+static void rowsum_add(float *dbias, const float *dt, int OC, size_t NP)
+{
+    size_t S = (NP + 4095) / 4096, want = 2048 / (size_t)OC;
+    if (S > want) S = want;
+    if (S < 1) S = 1;
+    const dim3 grid((unsigned)S, (unsigned)OC);
+    if (S == 1) {
+        k_rowsum_partial<<<grid, 256>>>(dbias, dt, OC, NP, 1, 1);
+        LAUNCHED();
+        return;
+    }
+    float *partial = kn_cu_scratch(S * OC);
+    k_rowsum_partial<<<grid, 256>>>(partial, dt, OC, NP, (int)S, 0);
+    LAUNCHED();
+    kn_cu_col_partials_add(dbias, partial, (int)S, OC);
 }
 
 void kn_cu_conv2d_fwd(float *out, const float *inp, const float *w, const float *bias,
@@ -156,10 +189,7 @@ void kn_cu_conv2d_bwd(float *dinp, float *dw, float *dbias, const float *dout, c
         int NP = (int)(nb * P);
         k_conv_dt<<<blocks_for((size_t)OC * NP, 256), 256>>>(dt, dout, b0, nb, OC, P);
         LAUNCHED();
-        if (dbias) {
-            k_rowsum_add<<<OC, 32>>>(dbias, dt, OC, (size_t)NP);
-            LAUNCHED();
-        }
+        if (dbias) rowsum_add(dbias, dt, OC, (size_t)NP);
         if (dw) {
             k_im2col<<<blocks_for((size_t)CKK * NP, 256), 256>>>(col, inp, b0, nb, dims_of(s));
             LAUNCHED();

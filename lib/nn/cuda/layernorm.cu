@@ -1,9 +1,12 @@
 /* layernorm.cu: layer normalisation over the last dimension (eps 1e-5).
  * Forward and the input gradient run one warp per row (two passes over the
  * row: mean, then variance; the backward needs two row sums). dgamma/dbeta
- * run one thread per channel over all N rows in order: deterministic but N
- * serial strided loads per thread (17 % of the GPT-2 step on the H200).
- * Cost otherwise: memory-bound, ~3 reads + 1 write per element. */
+ * are column sums in two passes (cuda_int.cuh): per-block partial sums over
+ * chunks of rows, 32 columns x 8 warps a block, then the partials of each
+ * column in order; deterministic, coalesced. (The first version ran one
+ * thread per channel over all N rows: 17 % of the GPT-2 step on the H200.)
+ * Cost: memory-bound, ~3 reads + 1 write per element for the input
+ * gradient, 2 reads per element for dgamma/dbeta. */
 #include "nn/cuda/cuda_int.cuh"
 
 /* ------------------------------------------------------------ layernorm */
@@ -57,20 +60,48 @@ __global__ void k_layernorm_bwd_inp(float *dinp, const float *dout, const float 
     }
 }
 
-/* dw, db: one thread per channel over the rows in order */
-__global__ void k_layernorm_bwd_wb(float *dw, float *db, const float *dout, const float *inp,
-                                   const float *mean, const float *rstd, int N, int C)
+/* Pass 1 of dw, db (cuda_int.cuh's two-pass column sums): over the rows of
+ * chunk g, pw[g C + c] = sum of xhat * dout and pb[g C + c] = sum of dout,
+ * xhat = (x - mean) rstd; with add (G = 1) pw, pb are dw, db and the sums
+ * are added. Block (32, 8) as k_colsum_partial; NULL skips that output. */
+__global__ void k_layernorm_wb_partial(float *pw, float *pb, const float *dout, const float *inp,
+                                       const float *mean, const float *rstd, int N, int C, int G,
+                                       int add)
 {
-    int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
-    float aw = 0.0f, ab = 0.0f;
-    for (int n = 0; n < N; n++) {
-        float g = dout[(size_t)n * C + c];
-        aw += (inp[(size_t)n * C + c] - mean[n]) * rstd[n] * g;
-        ab += g;
+    __shared__ float aw[KN_CU_COL_WARPS][KN_CU_COL_TILE + 1];
+    __shared__ float ab[KN_CU_COL_WARPS][KN_CU_COL_TILE + 1];
+    const int c = blockIdx.x * KN_CU_COL_TILE + threadIdx.x, g = blockIdx.y;
+    int r0, r1;
+    kn_cu_chunk_rows(N, G, g, &r0, &r1);
+    float sw = 0.0f, sb = 0.0f;
+    if (c < C)
+        for (int r = r0 + threadIdx.y; r < r1; r += KN_CU_COL_WARPS) {
+            const size_t i = (size_t)r * C + c;
+            const float d = dout[i];
+            sw += (inp[i] - mean[r]) * rstd[r] * d;
+            sb += d;
+        }
+    aw[threadIdx.y][threadIdx.x] = sw;
+    ab[threadIdx.y][threadIdx.x] = sb;
+    __syncthreads();
+    if (threadIdx.y || c >= C) return;
+    for (int w = 1; w < KN_CU_COL_WARPS; w++) {
+        sw += aw[w][threadIdx.x];
+        sb += ab[w][threadIdx.x];
     }
-    if (dw) dw[c] += aw;
-    if (db) db[c] += ab;
+    const size_t o = add ? (size_t)c : (size_t)g * C + c;
+    if (pw) {
+        if (add)
+            pw[o] += sw;
+        else
+            pw[o] = sw;
+    }
+    if (pb) {
+        if (add)
+            pb[o] += sb;
+        else
+            pb[o] = sb;
+    }
 }
 
 void kn_cu_layernorm_fwd(float *out, float *mean, float *rstd, const float *inp, const float *w,
@@ -88,8 +119,19 @@ void kn_cu_layernorm_bwd(float *dinp, float *dw, float *db, const float *dout, c
         LAUNCHED();
     }
     if (dw || db) {
-        k_layernorm_bwd_wb<<<blocks_for((size_t)C, 128), 128>>>(dw, db, dout, inp, mean, rstd, N,
-                                                                C);
+        const int G = kn_cu_col_chunks(N, C);
+        const dim3 block(KN_CU_COL_TILE, KN_CU_COL_WARPS);
+        const dim3 grid((C + KN_CU_COL_TILE - 1) / KN_CU_COL_TILE, G);
+        if (G == 1) {
+            k_layernorm_wb_partial<<<grid, block>>>(dw, db, dout, inp, mean, rstd, N, C, 1, 1);
+            LAUNCHED();
+            return;
+        }
+        float *pw = kn_cu_scratch((size_t)2 * G * C), *pb = pw + (size_t)G * C;
+        k_layernorm_wb_partial<<<grid, block>>>(dw ? pw : NULL, db ? pb : NULL, dout, inp, mean,
+                                                rstd, N, C, G, 0);
         LAUNCHED();
+        if (dw) kn_cu_col_partials_add(dw, pw, G, C);
+        if (db) kn_cu_col_partials_add(db, pb, G, C);
     }
 }
