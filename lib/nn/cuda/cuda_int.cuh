@@ -173,10 +173,10 @@ void kn_cu_residual_fwd(float *out, const float *a, const float *b, size_t n);
 void kn_cu_residual_bwd(float *da, float *db, const float *dout, size_t n);
 
 /* classifier.cu */
-void kn_cu_xent_fwd(float *losses, float *probs, const float *logits, const int *targets, int N,
+void kn_cu_xent_fwd(float *losses, float *lse, const float *logits, const int *targets, int N,
                     int V, int Vp);
-void kn_cu_xent_bwd(float *dlogits, const float *probs, const int *targets, float dloss, int N,
-                    int V, int Vp);
+void kn_cu_xent_bwd(float *dlogits, const float *logits, const float *lse, const int *targets,
+                    float dloss, int N, int V, int Vp);
 void kn_cu_mse_fwd(float *losses, const float *pred, const float *y, int N, int D);
 void kn_cu_mse_bwd(float *dpred, const float *pred, const float *y, float dloss, int N, int D);
 
