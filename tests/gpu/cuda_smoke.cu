@@ -135,6 +135,7 @@ int main(void)
      * lowers an SGEMM's operands to TF32; only TF32_TENSOR_OP_MATH (or a
      * COMPUTE_32F_FAST_* compute type) does. */
     CUBLAS_CHECK(cb->set_math_mode(h, KN_CUBLAS_DEFAULT_MATH));
+    CUDA_CHECK(cudaMemset(dc, 0xff, sizeof(float) * M * N)); /* NaN: unwritten shows */
     const float one = 1.0f, zero = 0.0f;
     CUBLAS_CHECK(
         cb->sgemm(h, KN_CUBLAS_OP_N, KN_CUBLAS_OP_N, M, N, K, &one, da, M, db, K, &zero, dc, M));

@@ -10,8 +10,11 @@
  *
  * Tolerance (fp32): |cuda - cpu| <= atol + rtol |cpu| per element, with rtol
  * 1e-5 for elementwise ops and 1e-4 where sums are reordered (GEMMs,
- * reductions); atol scales with the tensor's largest value. Exits 77 when
- * no CUDA backend is available (no GPU, or a build without CUDA).
+ * reductions); atol scales with the tensor's largest value. Parameters
+ * after the AdamW steps get, per element, the bound AdamW's arithmetic
+ * allows for the two backends' gradients (count_bad_adamw says why and
+ * how). Exits 77 when no CUDA backend is available (no GPU, or a build
+ * without CUDA).
  * Usage: test_cuda_parity [--backend NAME] (NAME = cpu checks the harness). */
 #include <math.h>
 #include <stdio.h>
