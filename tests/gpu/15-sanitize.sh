@@ -26,7 +26,7 @@ for t in "${tools[@]}"; do
         "$build/tests/gpu/test_cuda_parity" >"$tmp/$t.log" 2>&1 &
     pid[$t]=$!
 done
-fail=0
+fail=0 skipped=0
 summary=()
 for t in "${tools[@]}"; do
     wait "${pid[$t]}"
@@ -37,6 +37,7 @@ for t in "${tools[@]}"; do
     if [ $rc = 1 ] && [[ $errs == *" 0 errors"* ]]; then rc=0; fi
     case $rc in
     0) summary+=("$t: ok (${errs:-no summary}; ${parity:-?})") ;;
+    77) summary+=("$t: skipped ($(grep -m 1 SKIPPED "$tmp/$t.log"))"); skipped=$((skipped + 1)) ;;
     124) summary+=("$t: FAIL: did not finish within ${limit}s"); fail=1 ;;
     86)
         summary+=("$t: FAIL: ${errs:-errors}")
@@ -53,6 +54,10 @@ for t in "${tools[@]}"; do
     esac
 done
 printf 'sanitize: %s\n' "${summary[@]}"
+if [ $fail = 0 ] && [ $skipped -gt 0 ]; then
+    echo "sanitize: SKIPPED: test_cuda_parity found no CUDA backend"
+    exit 77
+fi
 if [ $fail = 0 ]; then
     echo "sanitize: memcheck, initcheck, racecheck and synccheck clean over test_cuda_parity"
 fi
