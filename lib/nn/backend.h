@@ -126,14 +126,15 @@ struct kn_backend {
     void (*seqpool_fwd)(int kind, float *out, const float *inp, int B, int T, int C);
     void (*seqpool_bwd)(int kind, float *dinp, const float *dout, int B, int T, int C);
 
-    /* --- fused stable softmax cross-entropy over the first V of Vp columns:
-     * logits, probs (N, Vp), targets (N) with -1 = ignored row (loss 0);
-     * losses (N). bwd: dlogits += (probs - onehot) * dloss, padded columns
-     * untouched. --- */
-    void (*xent_fwd)(float *losses, float *probs, const float *logits, const int *targets, int N,
+    /* --- fused stable softmax cross-entropy over the first V of Vp columns,
+     * the probabilities never stored: logits (N, Vp), targets (N) with -1 =
+     * ignored row (loss 0); fwd writes losses (N) and lse (N), each row's
+     * log-sum-exp; bwd recomputes softmax = exp(logit - lse) as it writes
+     * dlogits += (softmax - onehot) * dloss, padded columns untouched. --- */
+    void (*xent_fwd)(float *losses, float *lse, const float *logits, const int *targets, int N,
                      int V, int Vp);
-    void (*xent_bwd)(float *dlogits, const float *probs, const int *targets, float dloss, int N,
-                     int V, int Vp);
+    void (*xent_bwd)(float *dlogits, const float *logits, const float *lse, const int *targets,
+                     float dloss, int N, int V, int Vp);
 
     /* --- mean squared error: pred, y (N, D); losses (N) = mean_d (pred - y)^2;
      * bwd: dpred += dloss * 2 (pred - y) / D --- */

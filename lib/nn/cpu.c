@@ -632,42 +632,35 @@ static void cpu_seqpool_bwd(int kind, float *restrict dinp, const float *restric
 
 /* ---------------------------------------------------------------- losses */
 
-static void cpu_xent_fwd(float *restrict losses, float *restrict probs,
-                         const float *restrict logits, const int *restrict targets, int N, int V,
-                         int Vp)
+static void cpu_xent_fwd(float *restrict losses, float *restrict lse, const float *restrict logits,
+                         const int *restrict targets, int N, int V, int Vp)
 {
     for (int n = 0; n < N; n++) {
         const float *l = logits + (size_t)n * Vp;
-        float *p = probs + (size_t)n * Vp;
         float mx = -FLT_MAX;
         for (int i = 0; i < V; i++)
             mx = l[i] > mx ? l[i] : mx;
         float sum = 0.0f;
-        for (int i = 0; i < V; i++) {
-            p[i] = expf(l[i] - mx);
-            sum += p[i];
-        }
-        const float inv = 1.0f / sum;
         for (int i = 0; i < V; i++)
-            p[i] *= inv;
-        for (int i = V; i < Vp; i++)
-            p[i] = 0.0f;
+            sum += expf(l[i] - mx);
+        lse[n] = mx + logf(sum);
         int t = targets[n];
         /* log-sum-exp form: exact for tiny probabilities where -log(p) would overflow */
         losses[n] = t < 0 ? 0.0f : logf(sum) + (mx - l[t]);
     }
 }
 
-static void cpu_xent_bwd(float *restrict dlogits, const float *restrict probs,
-                         const int *restrict targets, float dloss, int N, int V, int Vp)
+static void cpu_xent_bwd(float *restrict dlogits, const float *restrict logits,
+                         const float *restrict lse, const int *restrict targets, float dloss, int N,
+                         int V, int Vp)
 {
     for (int n = 0; n < N; n++) {
         int t = targets[n];
         if (t < 0) continue;
         float *d = dlogits + (size_t)n * Vp;
-        const float *p = probs + (size_t)n * Vp;
+        const float *l = logits + (size_t)n * Vp, z = lse[n];
         for (int i = 0; i < V; i++)
-            d[i] += p[i] * dloss;
+            d[i] += expf(l[i] - z) * dloss;
         d[t] -= dloss;
     }
 }

@@ -25,13 +25,13 @@ typedef struct {
 typedef struct {
     seq_layer *l; /* (n) layers */
     int n;
-    int in_numel;                     /* floats per input row */
-    int out_numel;                    /* classes or regression dims */
-    int mse;                          /* 1: MSE loss on y; 0: softmax cross-entropy on labels */
-    int a_in, a_probs, a_losses, a_y; /* activation indices */
-    size_t scratch_n;                 /* floats of im2col scratch (max over convs) */
-    float *scratch;                   /* device */
-    size_t i_labels;                  /* int offset of labels (max_B) */
+    int in_numel;                   /* floats per input row */
+    int out_numel;                  /* classes or regression dims */
+    int mse;                        /* 1: MSE loss on y; 0: softmax cross-entropy on labels */
+    int a_in, a_lse, a_losses, a_y; /* activation indices */
+    size_t scratch_n;               /* floats of im2col scratch (max over convs) */
+    float *scratch;                 /* device */
+    size_t i_labels;                /* int offset of labels (max_B) */
 } seq_model;
 
 typedef struct {
@@ -50,7 +50,7 @@ typedef struct {
     int causal;                             /* 1 for gpt, spec for txtcls */
     int wte, wpe, lnfw, lnfb, headw, headb; /* parameters (head only for txtcls) */
     tfm_block *blk;                         /* (L) */
-    int encoded, lnf, lnf_mean, lnf_rstd, pooled, logits, probs, losses; /* activations */
+    int encoded, lnf, lnf_mean, lnf_rstd, pooled, logits, lse, losses; /* activations */
     size_t i_tokens, i_targets; /* int offsets (max_B * maxT each) */
 } tfm_model;
 

@@ -269,9 +269,9 @@ int kn_model_seq_build(kn_model *m, const json_t *spec, json_t *norm, char *err,
     int sh[2] = {m->max_B, s->in_numel};
     if ((s->a_in = kn_tensor_add(&m->acts, "input", 2, sh, 0)) < 0) return s->a_in;
     sh[1] = s->out_numel;
-    if ((s->a_probs = kn_tensor_add(&m->acts, "probs", 2, sh, 0)) < 0) return s->a_probs;
     if ((s->a_y = kn_tensor_add(&m->acts, "targets", 2, sh, 0)) < 0) return s->a_y;
     if ((s->a_losses = kn_tensor_add(&m->acts, "losses", 1, sh, 0)) < 0) return s->a_losses;
+    if ((s->a_lse = kn_tensor_add(&m->acts, "lse", 1, sh, 0)) < 0) return s->a_lse;
     s->i_labels = m->ibuf_n;
     m->ibuf_n += (size_t)m->max_B;
     return KN_OK;
@@ -361,7 +361,7 @@ int kn_model_seq_forward(kn_model *m, const kn_batch *b, char *err, size_t errsz
             valid += b->labels[r] >= 0;
         }
         be->to_device(m->ibuf + s->i_labels, b->labels, (size_t)B * sizeof(int));
-        be->xent_fwd(ACT(m, s->a_losses), ACT(m, s->a_probs), cur, m->ibuf + s->i_labels, B,
+        be->xent_fwd(ACT(m, s->a_losses), ACT(m, s->a_lse), cur, m->ibuf + s->i_labels, B,
                      s->out_numel, s->out_numel);
         m->n_valid = valid;
     }
@@ -378,7 +378,7 @@ void kn_model_seq_backward(kn_model *m)
     if (s->mse)
         be->mse_bwd(DACT(m, last), ACT(m, last), ACT(m, s->a_y), 1.0f / (float)B, B, s->out_numel);
     else if (m->n_valid)
-        be->xent_bwd(DACT(m, last), ACT(m, s->a_probs), m->ibuf + s->i_labels,
+        be->xent_bwd(DACT(m, last), ACT(m, last), ACT(m, s->a_lse), m->ibuf + s->i_labels,
                      1.0f / (float)m->n_valid, B, s->out_numel, s->out_numel);
     for (int i = s->n - 1; i >= 0; i--) {
         seq_layer *L = &s->l[i];

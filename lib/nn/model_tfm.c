@@ -141,15 +141,13 @@ int kn_model_tfm_build(kn_model *m, const json_t *spec, json_t *norm, char *err,
         goto nomem;
     if (gpt) {
         if ((t->logits = adda(m, "logits", BT, t->Vp)) < 0 ||
-            (t->probs = adda(m, "probs", BT, t->Vp)) < 0 ||
-            (t->losses = adda(m, "losses", BT, 1)) < 0)
+            (t->lse = adda(m, "lse", BT, 1)) < 0 || (t->losses = adda(m, "losses", BT, 1)) < 0)
             goto nomem;
         t->pooled = -1;
     } else {
         if ((t->pooled = adda(m, "pooled", B, C)) < 0 ||
             (t->logits = adda(m, "logits", B, t->classes)) < 0 ||
-            (t->probs = adda(m, "probs", B, t->classes)) < 0 ||
-            (t->losses = adda(m, "losses", B, 1)) < 0)
+            (t->lse = adda(m, "lse", B, 1)) < 0 || (t->losses = adda(m, "losses", B, 1)) < 0)
             goto nomem;
     }
     t->i_tokens = m->ibuf_n;
@@ -260,7 +258,7 @@ int kn_model_tfm_forward(kn_model *m, const kn_batch *bt, char *err, size_t errs
     }
     if (!bt->labels) return KN_OK;
     be->to_device(targets, bt->labels, (size_t)nlab * sizeof(int));
-    be->xent_fwd(ACT(m, t->losses), ACT(m, t->probs), ACT(m, t->logits), targets, m->out_rows,
+    be->xent_fwd(ACT(m, t->losses), ACT(m, t->lse), ACT(m, t->logits), targets, m->out_rows,
                  m->out_valid, m->out_stride);
     m->n_valid = valid;
     m->have_targets = 1;
@@ -274,8 +272,8 @@ void kn_model_tfm_backward(kn_model *m)
     const int B = m->B, T = m->T, C = t->C, NH = t->NH, N = B * T;
     const int *tokens = m->ibuf + t->i_tokens, *targets = m->ibuf + t->i_targets;
     if (m->n_valid)
-        be->xent_bwd(DACT(m, t->logits), ACT(m, t->probs), targets, 1.0f / (float)m->n_valid,
-                     m->out_rows, m->out_valid, m->out_stride);
+        be->xent_bwd(DACT(m, t->logits), ACT(m, t->logits), ACT(m, t->lse), targets,
+                     1.0f / (float)m->n_valid, m->out_rows, m->out_valid, m->out_stride);
     if (m->type == KN_MODEL_GPT) {
         be->matmul_bwd(DACT(m, t->lnf), GRAD(m, t->wte), NULL, DACT(m, t->logits), ACT(m, t->lnf),
                        PAR(m, t->wte), N, C, t->Vp);

@@ -190,13 +190,14 @@ static void g_seqpool_bwd(int k, float *di, const float *d, int B, int T, int C)
 {
     G(cpu->seqpool_bwd(k, di, d, B, T, C));
 }
-static void g_xent_fwd(float *l, float *p, const float *lg, const int *t, int N, int V, int Vp)
+static void g_xent_fwd(float *l, float *z, const float *lg, const int *t, int N, int V, int Vp)
 {
-    G(cpu->xent_fwd(l, p, lg, t, N, V, Vp));
+    G(cpu->xent_fwd(l, z, lg, t, N, V, Vp));
 }
-static void g_xent_bwd(float *dl, const float *p, const int *t, float s, int N, int V, int Vp)
+static void g_xent_bwd(float *dl, const float *lg, const float *z, const int *t, float s, int N,
+                       int V, int Vp)
 {
-    G(cpu->xent_bwd(dl, p, t, s, N, V, Vp));
+    G(cpu->xent_bwd(dl, lg, z, t, s, N, V, Vp));
 }
 static void g_mse_fwd(float *l, const float *p, const float *y, int N, int D)
 {

@@ -105,7 +105,8 @@ def main():
     mfu = tok_s * flops_per_token / (a.peak_tflops * 1e12)
     print(f"PyTorch {torch.__version__} GPT-2 124M ({nparams / 1e6:.1f}M params) B={B} T={T} bf16 "
           f"{'eager' if a.no_compile else 'compiled'}: {tok_s:,.0f} tokens/s, "
-          f"{dt * 1e3:.1f} ms/step, MFU {100 * mfu:.1f}%, loss {loss.item():.3f}")
+          f"{dt * 1e3:.1f} ms/step, MFU {100 * mfu:.1f}%, loss {loss.item():.3f}, "
+          f"peak {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB allocated")
 
 
 if __name__ == "__main__":

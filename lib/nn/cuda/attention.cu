@@ -1,0 +1,107 @@
+/* attention.cu: multi-head attention with the T x T matrices materialised:
+ * per image, scores = scale q k^T and out = att v as strided-batched SGEMMs
+ * over the heads, and a softmax kernel (one warp per row, causal rows cut at
+ * t; masked entries set to 0 as cpu.c does). The backward reverses each GEMM
+ * and the softmax. Cost: 4 B NH T^2 hs flops forward, twice that backward,
+ * and B NH T^2 floats for each of preatt, att, dpreatt, datt: memory, not
+ * flops, limits it (the fused flash-style kernel is the fix). */
+#include "nn/cuda/cuda_int.cuh"
+
+/* att = softmax(preatt) row by row, one warp per (b, h, t) row; masked
+ * entries (t2 > t when causal) of preatt and att are set to 0, as cpu.c does */
+__global__ void k_softmax_fwd(float *att, float *preatt, int rows, int T, int causal)
+{
+    int r = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (r >= rows) return;
+    int t = r % T, tn = causal ? t + 1 : T;
+    float *pre = preatt + (size_t)r * T, *a = att + (size_t)r * T;
+    float mx = -FLT_MAX;
+    for (int j = lane; j < tn; j += 32)
+        mx = fmaxf(mx, pre[j]);
+    mx = warp_max(mx);
+    float s = 0.0f;
+    for (int j = lane; j < tn; j += 32)
+        s += expf(pre[j] - mx);
+    float inv = 1.0f / warp_sum(s);
+    for (int j = lane; j < T; j += 32) {
+        if (j < tn) {
+            a[j] = expf(pre[j] - mx) * inv;
+        } else {
+            a[j] = 0.0f;
+            pre[j] = 0.0f;
+        }
+    }
+}
+
+/* dpre += a * (da - sum(a * da)) over the unmasked part of each row */
+__global__ void k_softmax_bwd(float *dpreatt, const float *datt, const float *att, int rows, int T,
+                              int causal)
+{
+    int r = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (r >= rows) return;
+    int t = r % T, tn = causal ? t + 1 : T;
+    const float *a = att + (size_t)r * T, *da = datt + (size_t)r * T;
+    float s = 0.0f;
+    for (int j = lane; j < tn; j += 32)
+        s += a[j] * da[j];
+    s = warp_sum(s);
+    float *dp = dpreatt + (size_t)r * T;
+    for (int j = lane; j < tn; j += 32)
+        dp[j] += a[j] * (da[j] - s);
+}
+
+/* Per image b, the NH heads are one strided batch: head h of q, k, v starts
+ * hs floats after head h-1 inside each (3C)-wide row of qkv. */
+void kn_cu_attention_fwd(float *out, float *preatt, float *att, const float *qkv, int B, int T,
+                         int C, int NH, int causal)
+{
+    const int hs = C / NH, C3 = 3 * C;
+    const float scale = 1.0f / sqrtf((float)hs);
+    const long long TT = (long long)T * T;
+    for (int b = 0; b < B; b++) {
+        const float *q = qkv + (size_t)b * T * C3, *k = q + C;
+        float *pre = preatt + (size_t)b * NH * TT;
+        /* pre (T, T) = scale q (T, hs) k^T */
+        kn_cu_gemm_rm_batched(0, 1, T, T, hs, scale, q, C3, hs, k, C3, hs, 0.0f, pre, T, TT, NH);
+    }
+    int rows = B * NH * T;
+    k_softmax_fwd<<<(rows + 7) / 8, 256>>>(att, preatt, rows, T, causal);
+    LAUNCHED();
+    for (int b = 0; b < B; b++) {
+        const float *v = qkv + (size_t)b * T * C3 + 2 * C;
+        const float *a = att + (size_t)b * NH * TT;
+        /* out (T, hs) of head h = att (T, T) v (T, hs) */
+        kn_cu_gemm_rm_batched(0, 0, T, hs, T, 1.0f, a, T, TT, v, C3, hs, 0.0f,
+                              out + (size_t)b * T * C, C, hs, NH);
+    }
+}
+
+void kn_cu_attention_bwd(float *dqkv, float *dpreatt, float *datt, const float *dout,
+                         const float *qkv, const float *att, int B, int T, int C, int NH,
+                         int causal)
+{
+    const int hs = C / NH, C3 = 3 * C;
+    const float scale = 1.0f / sqrtf((float)hs);
+    const long long TT = (long long)T * T;
+    for (int b = 0; b < B; b++) {
+        const float *v = qkv + (size_t)b * T * C3 + 2 * C;
+        const float *g = dout + (size_t)b * T * C;
+        const float *a = att + (size_t)b * NH * TT;
+        float *da = datt + (size_t)b * NH * TT;
+        float *dv = dqkv + (size_t)b * T * C3 + 2 * C;
+        /* datt += dout (T, hs) v^T; dv += att^T dout */
+        kn_cu_gemm_rm_batched(0, 1, T, T, hs, 1.0f, g, C, hs, v, C3, hs, 1.0f, da, T, TT, NH);
+        kn_cu_gemm_rm_batched(1, 0, T, hs, T, 1.0f, a, T, TT, g, C, hs, 1.0f, dv, C3, hs, NH);
+    }
+    int rows = B * NH * T;
+    k_softmax_bwd<<<(rows + 7) / 8, 256>>>(dpreatt, datt, att, rows, T, causal);
+    LAUNCHED();
+    for (int b = 0; b < B; b++) {
+        const float *q = qkv + (size_t)b * T * C3, *k = q + C;
+        const float *dp = dpreatt + (size_t)b * NH * TT;
+        float *dq = dqkv + (size_t)b * T * C3, *dk = dq + C;
+        /* dq += scale dpre k; dk += scale dpre^T q */
+        kn_cu_gemm_rm_batched(0, 0, T, hs, T, scale, dp, T, TT, k, C3, hs, 1.0f, dq, C3, hs, NH);
+        kn_cu_gemm_rm_batched(1, 0, T, hs, T, scale, dp, T, TT, q, C3, hs, 1.0f, dk, C3, hs, NH);
+    }
+}

@@ -1,0 +1,62 @@
+/* common.cu: what every part of the CUDA backend shares: the fail-fast
+ * error report, the cuBLAS table and handle, and device memory. Memory is
+ * plain cudaMalloc (zeroed, as backend.h promises) and synchronous copies on
+ * the legacy default stream, so to_host also waits for every kernel before
+ * it; cost: one cudaMemset per allocation, copies at PCIe speed. */
+#include "nn/cuda/cuda_int.cuh"
+
+void kn_cu_die(const char *file, int line, const char *what, const char *msg)
+{
+    fprintf(stderr, "kiln cuda backend: %s:%d: %s: %s\n", file, line, what, msg);
+    exit(1);
+}
+
+const kn_cublas_api *kn_cu_cublas;
+cublasHandle_t kn_cu_handle;
+
+/* ------------------------------------------------------------ memory */
+
+void *kn_cu_alloc(size_t bytes)
+{
+    void *p = NULL;
+    if (cudaMalloc(&p, bytes ? bytes : 1) != cudaSuccess) {
+        (void)cudaGetLastError(); /* out of memory is an answer, not a sticky error */
+        return NULL;
+    }
+    CU(cudaMemset(p, 0, bytes ? bytes : 1));
+    return p;
+}
+
+void kn_cu_free(void *p)
+{
+    if (p) CU(cudaFree(p));
+}
+
+void kn_cu_to_device(void *dst, const void *src, size_t bytes)
+{
+    if (bytes) CU(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+}
+
+void kn_cu_to_host(void *dst, const void *src, size_t bytes)
+{
+    if (bytes) CU(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+}
+
+void kn_cu_zero(void *p, size_t bytes)
+{
+    if (bytes) CU(cudaMemset(p, 0, bytes));
+}
+
+static float *scratch;
+static size_t scratch_floats;
+
+float *kn_cu_scratch(size_t floats)
+{
+    if (floats > scratch_floats) {
+        if (scratch) CU(cudaFree(scratch));
+        scratch = NULL;
+        CU(cudaMalloc(&scratch, floats * sizeof(float)));
+        scratch_floats = floats;
+    }
+    return scratch;
+}

@@ -1,0 +1,190 @@
+/* cuda_int.cuh: internals of the CUDA backend shared by its files
+ * (lib/nn/cuda/*.cu): the fail-fast checks, the cuBLAS table and handle, the
+ * launch-size and warp helpers, and each file's entry points, which cuda.cu
+ * puts into the kn_backend table. Not a public header: nothing outside
+ * lib/nn/cuda includes it. */
+#ifndef KN_CUDA_INT_CUH
+#define KN_CUDA_INT_CUH
+
+#include <cuda_runtime.h>
+
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/cuda/cublas.h"
+extern "C" {
+#include "nn/backend.h"
+}
+
+/* ------------------------------------------------------------ checks */
+
+#define CU(call)                                                                                   \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) kn_cu_die(__FILE__, __LINE__, #call, cudaGetErrorString(e_));       \
+    } while (0)
+#define CUBLAS(call)                                                                               \
+    do {                                                                                           \
+        cublasStatus_t s_ = (call);                                                                \
+        if (s_ != 0) {                                                                             \
+            char m_[32];                                                                           \
+            snprintf(m_, sizeof(m_), "cuBLAS status %d", (int)s_);                                 \
+            kn_cu_die(__FILE__, __LINE__, #call, m_);                                              \
+        }                                                                                          \
+    } while (0)
+#define LAUNCHED() CU(cudaGetLastError())
+
+/* Prints where and what failed, then exits: ops cannot fail (backend.h). */
+void kn_cu_die(const char *file, int line, const char *what, const char *msg);
+
+/* Set once by kn_backend_cuda's probe (cuda.cu), read by every GEMM. */
+extern const kn_cublas_api *kn_cu_cublas;
+extern cublasHandle_t kn_cu_handle;
+
+/* Grid size for a grid-stride loop over n items (capped, at least 1). */
+static inline unsigned blocks_for(size_t n, unsigned threads)
+{
+    size_t b = (n + threads - 1) / threads;
+    return (unsigned)(b < 65535u * 32u ? (b ? b : 1) : 65535u * 32u);
+}
+
+/* Sum and max over the 32 lanes of a warp; every lane gets the result. */
+static __device__ __forceinline__ float warp_sum(float v)
+{
+    for (int off = 16; off > 0; off >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, off);
+    return v;
+}
+
+static __device__ __forceinline__ float warp_max(float v)
+{
+    for (int off = 16; off > 0; off >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+    return v;
+}
+
+/* ------------------------------------------------------------ two-pass reductions
+ *
+ * Column sums of a row-major (N, C) matrix (bias and layernorm gradients),
+ * deterministic without atomics: pass 1 splits the rows into G chunks and
+ * writes one partial sum per (chunk, column), each block a tile of 32
+ * columns read row by row (coalesced) by 8 warps that are then added in a
+ * fixed order; pass 2 adds the G partials of each column in order.
+ * kn_cu_col_chunks picks G for about 1000 blocks of 256 threads, never
+ * fewer than 64 rows a chunk; G = 1 skips pass 2. */
+#define KN_CU_COL_TILE  32
+#define KN_CU_COL_WARPS 8
+
+static inline int kn_cu_col_chunks(int N, int C)
+{
+    int tiles = (C + KN_CU_COL_TILE - 1) / KN_CU_COL_TILE;
+    int g = (N + 63) / 64, want = 1024 / tiles;
+    if (g > want) g = want;
+    return g < 1 ? 1 : g;
+}
+
+/* Rows [g R, min(N, (g + 1) R)) of chunk g, R = ceil(N / G). */
+static __device__ __forceinline__ void kn_cu_chunk_rows(int N, int G, int g, int *r0, int *r1)
+{
+    int R = (N + G - 1) / G;
+    *r0 = g * R;
+    *r1 = *r0 + R < N ? *r0 + R : N;
+}
+
+/* The partial sums' buffer, at least `floats` long: one for the process,
+ * grown (cudaFree + cudaMalloc, which synchronise) when a larger one is
+ * asked for, so only in the first steps. Like the global sums' partials,
+ * it assumes the backend is driven from one host thread at a time. */
+float *kn_cu_scratch(size_t floats);
+
+/* dst[c] += sum over g of partial[g C + c], g in order (pass 2). */
+void kn_cu_col_partials_add(float *dst, const float *partial, int G, int C);
+
+/* ------------------------------------------------------------ matmul.cu: GEMMs */
+
+/* Row-major C (M, N) = alpha op(A) op(B) + beta C, as cblas_sgemm(RowMajor)
+ * takes it, and its strided batch. */
+void kn_cu_gemm_rm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                   const float *B, int ldb, float beta, float *C, int ldc);
+void kn_cu_gemm_rm_batched(int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                           int lda, long long sa, const float *B, int ldb, long long sb, float beta,
+                           float *C, int ldc, long long sc, int batch);
+
+/* ------------------------------------------------------------ the ops, by file
+ * Each does what the kn_backend member of the same name says (backend.h). */
+
+/* common.cu */
+void *kn_cu_alloc(size_t bytes);
+void kn_cu_free(void *p);
+void kn_cu_to_device(void *dst, const void *src, size_t bytes);
+void kn_cu_to_host(void *dst, const void *src, size_t bytes);
+void kn_cu_zero(void *p, size_t bytes);
+
+/* matmul.cu */
+void kn_cu_matmul_fwd(float *out, const float *inp, const float *w, const float *bias, int N, int C,
+                      int OC);
+void kn_cu_matmul_bwd(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                      const float *w, int N, int C, int OC);
+
+/* conv.cu */
+size_t kn_cu_conv2d_scratch(const kn_conv_shape *s);
+void kn_cu_conv2d_fwd(float *out, const float *inp, const float *w, const float *bias,
+                      float *scratch, const kn_conv_shape *s);
+void kn_cu_conv2d_bwd(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                      const float *w, float *scratch, const kn_conv_shape *s);
+
+/* pool.cu */
+void kn_cu_pool2d_fwd(int kind, float *out, int *idx, const float *inp, const kn_pool_shape *s);
+void kn_cu_pool2d_bwd(int kind, float *dinp, const float *dout, const int *idx,
+                      const kn_pool_shape *s);
+void kn_cu_seqpool_fwd(int kind, float *out, const float *inp, int B, int T, int C);
+void kn_cu_seqpool_bwd(int kind, float *dinp, const float *dout, int B, int T, int C);
+
+/* embedding.cu */
+void kn_cu_embed_fwd(float *out, const int *ids, const float *wte, int N, int C);
+void kn_cu_embed_bwd(float *dwte, const float *dout, const int *ids, int N, int C);
+void kn_cu_posemb_fwd(float *out, const float *wpe, int B, int T, int C);
+void kn_cu_posemb_bwd(float *dwpe, const float *dout, int B, int T, int C);
+
+/* layernorm.cu */
+void kn_cu_layernorm_fwd(float *out, float *mean, float *rstd, const float *inp, const float *w,
+                         const float *b, int N, int C);
+void kn_cu_layernorm_bwd(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                         const float *w, const float *mean, const float *rstd, int N, int C);
+
+/* attention.cu */
+void kn_cu_attention_fwd(float *out, float *preatt, float *att, const float *qkv, int B, int T,
+                         int C, int NH, int causal);
+void kn_cu_attention_bwd(float *dqkv, float *dpreatt, float *datt, const float *dout,
+                         const float *qkv, const float *att, int B, int T, int C, int NH,
+                         int causal);
+
+/* elementwise.cu */
+void kn_cu_act_fwd(int kind, float *out, const float *inp, size_t n);
+void kn_cu_act_bwd(int kind, float *dinp, const float *inp, const float *out, const float *dout,
+                   size_t n);
+void kn_cu_dropout_fwd(float *out, float *mask, const float *inp, size_t n, float p, uint64_t seed);
+void kn_cu_dropout_bwd(float *dinp, const float *dout, const float *mask, size_t n);
+void kn_cu_residual_fwd(float *out, const float *a, const float *b, size_t n);
+void kn_cu_residual_bwd(float *da, float *db, const float *dout, size_t n);
+
+/* classifier.cu */
+void kn_cu_xent_fwd(float *losses, float *lse, const float *logits, const int *targets, int N,
+                    int V, int Vp);
+void kn_cu_xent_bwd(float *dlogits, const float *logits, const float *lse, const int *targets,
+                    float dloss, int N, int V, int Vp);
+void kn_cu_mse_fwd(float *losses, const float *pred, const float *y, int N, int D);
+void kn_cu_mse_bwd(float *dpred, const float *pred, const float *y, float dloss, int N, int D);
+
+/* optimizer.cu */
+void kn_cu_reduce_init(void);
+double kn_cu_sum(const float *x, size_t n);
+double kn_cu_sumsq(const float *x, size_t n);
+void kn_cu_optim_update(const kn_optim_args *a, float *param, const float *grad, float *m, float *v,
+                        size_t n);
+
+#endif
