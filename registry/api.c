@@ -1414,9 +1414,7 @@ static void h_alias_rollback(kn_http_req *req, void *ctx)
     snprintf(curs, sizeof(curs), "%ld", cur);
     const char *p[3] = {mid, alias, curs};
     r = reg_q(&c, PGRES_TUPLES_OK,
-              "SELECT e.data ->> 'from' AS prev, v.status FROM events e "
-              "LEFT JOIN versions v ON v.model_id = e.model_id "
-              "AND v.version = (e.data ->> 'from')::int "
+              "SELECT e.data ->> 'from' AS prev FROM events e "
               "WHERE e.model_id = $1 AND e.kind IN ('version.promoted', 'alias.moved') "
               "AND e.data ->> 'alias' = $2 AND (e.data ->> 'to')::int = $3::int "
               "ORDER BY e.id DESC LIMIT 1",
@@ -1425,19 +1423,25 @@ static void h_alias_rollback(kn_http_req *req, void *ctx)
     long prev = PQntuples(r) == 1 && !reg_col_null(r, 0, "prev")
                     ? strtol(reg_col(r, 0, "prev"), NULL, 10)
                     : 0;
+    PQclear(r);
+    r = NULL;
     if (!prev) {
         kn_http_respond_error(req, 409, "no_previous",
                               "alias '%s' has no earlier version to roll back to", alias);
         goto out;
     }
-    if (!aliasable_status(reg_col(r, 0, "status"))) {
+    /* The target's status is read under its row lock, taken after the alias
+     * lock as in h_alias_put: an archive of it either commits first (we see
+     * `archived` here) or waits for us and then finds the alias on it. */
+    char prevs[24], status[16];
+    snprintf(prevs, sizeof(prevs), "%ld", prev);
+    if (lock_version(&c, name, prevs, mid, status)) goto out;
+    if (!aliasable_status(status)) {
         kn_http_respond_error(req, 409, "invalid_state",
                               "the previous version %ld is %s: cannot roll back to it", prev,
-                              reg_col(r, 0, "status"));
+                              status);
         goto out;
     }
-    PQclear(r);
-    r = NULL;
     if (move_alias(&c, mid, alias, cur, prev, "version.rolled_back", reason) ||
         reg_exec(&c, "COMMIT"))
         goto dberr;
