@@ -177,7 +177,9 @@ int reg_exec(reg_call *c, const char *sql)
 void reg_db_fail(reg_call *c, const char *what)
 {
     if (PQstatus(c->db) != CONNECTION_OK || strncmp(c->sqlstate, "08", 2) == 0 ||
-        strncmp(c->sqlstate, "57P", 3) == 0) {
+        strncmp(c->sqlstate, "57P", 3) == 0 || strcmp(c->sqlstate, "57014") == 0 ||
+        strcmp(c->sqlstate, "25P03") == 0) {
+        /* 57014: statement_timeout; 25P03: idle_in_transaction timeout */
         kn_metrics_add(c->app->db_unavailable, 1);
         kn_log_warn("%s: database connection lost: %s", what, c->dberr);
         kn_http_add_header(c->req, "Retry-After", "1");

@@ -24,7 +24,8 @@ static const char usage[] =
     "Configuration ([registry] section of FILE; each key also from KILN_REGISTRY_<KEY>):\n"
     "  registry.bind                 listen address (127.0.0.1)\n"
     "  registry.port                 listen port (8080; 0 = any free port, printed in the log)\n"
-    "  registry.db                   libpq conninfo (else KILN_PG_CONNINFO, else the native stack)\n"
+    "  registry.db                   libpq conninfo (else KILN_PG_CONNINFO, else the native "
+    "stack)\n"
     "  registry.schema               PostgreSQL schema holding the tables (kiln_registry)\n"
     "  registry.pool_size            database connections (16)\n"
     "  registry.read_requires_token  reads need a token with the read role (false)\n"
@@ -33,6 +34,11 @@ static const char usage[] =
     "  registry.max_artifact_bytes   upload size limit, k/m/g suffixes (4g)\n"
     "  registry.max_body_bytes       JSON body limit (1m)\n"
     "  registry.timeout_s            idle connection timeout against slow clients (30)\n"
+    "  registry.upload_timeout_s     an artifact upload is cut after this long (3600)\n"
+    "  registry.upload_min_bytes_per_s  ... or when slower on average after timeout_s (16384)\n"
+    "  registry.staging_dir          where uploads are staged (TMPDIR, else /tmp)\n"
+    "  registry.statement_timeout_ms, lock_timeout_ms, idle_in_transaction_timeout_ms\n"
+    "                                database session limits (30000, 5000, 60000; 0 = none)\n"
     "  log.level                     debug, info, warn, error (info)\n";
 
 static int ready(void *ctx, char *why, size_t whysz)
@@ -107,6 +113,10 @@ int main(int argc, char **argv)
     app.pool = reg_pool_new(db, schema, (int)pool, 5000);
     metrics = kn_metrics_new();
     if (!app.pool || !metrics) goto out;
+    if (reg_limits_configure(&app, cfg, err, sizeof(err)) != KN_OK) {
+        kn_log_error("%s", err);
+        goto out;
+    }
     app.metrics = metrics;
     app.versions_created = kn_metrics_counter(metrics, "kiln_registry_versions_created_total",
                                               "Model versions created", NULL);
