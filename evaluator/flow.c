@@ -58,12 +58,31 @@ static void count(kn_metric *m)
     if (m) kn_metrics_add(m, 1);
 }
 
-/* Transient failures are retried; anything else about the version itself is
- * permanent. */
+ev_errclass ev_classify(int rc, int http_status)
+{
+    if (rc == KN_OK) return EV_ERR_NONE;
+    if (http_status == 409 || rc == KN_ECONFLICT) return EV_ERR_CONFLICT;
+    /* 401: our token is unknown or revoked: nothing is wrong with the version, an
+     * operator fixes the token; the events wait for it */
+    if (http_status == 401 || http_status == 408 || http_status == 429 || http_status >= 500)
+        return EV_ERR_TRANSIENT;
+    if (http_status >= 400) return EV_ERR_PERMANENT;
+    switch (rc) {  /* no HTTP answer: what failed on this side */
+    case KN_EHTTP: /* connection refused, reset, timed out */
+    case KN_ETIMEDOUT:
+    case KN_EKAFKA:
+    case KN_EIO:
+    case KN_EDB:
+    case KN_ERR:
+        return EV_ERR_TRANSIENT;
+    default: /* KN_EINVAL, KN_ECORRUPT, KN_ENOMEM (a checkpoint too big to load), ... */
+        return EV_ERR_PERMANENT;
+    }
+}
+
 static int transient(int rc)
 {
-    return rc == KN_EHTTP || rc == KN_ETIMEDOUT || rc == KN_EKAFKA || rc == KN_ENOMEM ||
-           rc == KN_EIO || rc == KN_EAUTH || rc == KN_ERR;
+    return ev_classify(rc, 0) == EV_ERR_TRANSIENT;
 }
 
 void ev_ctx_free(ev_ctx *ctx)
@@ -544,6 +563,40 @@ static json_t *compared_snapshot(const json_t *compared)
 
 /* --- the flow --- */
 
+/* A registry call failed with a permanent error (400, 403, 404, 422, ...):
+ * retrying cannot help, so the version is rejected with the reason (when the
+ * registry lets us) and the event is done; the next event of the model is
+ * not held up by this one. */
+static ev_outcome give_up(ev_ctx *ctx, const char *model, int version, const ev_evalset *es,
+                          const char *why)
+{
+    char reason[1400], err[1024];
+    int status = kn_regclient_last_status(ctx->reg);
+    snprintf(reason, sizeof(reason), "rejected: a permanent registry error (HTTP %d): %s", status,
+             why);
+    count(ctx->m_failures);
+    int rc = kn_regclient_reject(ctx->reg, model, version, reason, NULL, err, sizeof(err));
+    if (rc == KN_OK) {
+        count(ctx->m_rejections);
+        kn_log_warn("%s version %d %s", model, version, reason);
+        if (es) {
+            char label[256];
+            ev_evalset_label(&es->id, label, sizeof(label));
+            json_t *empty = json_object(), *cmp = json_object();
+            json_t *ev = decision_event("version.rejected", model, version, ctx->alias, 0, reason,
+                                        empty, cmp, &es->id, label, NULL);
+            json_decref(empty);
+            json_decref(cmp);
+            if (ev) publish(ctx, model, ev);
+            json_decref(ev);
+        }
+    } else {
+        kn_log_error("%s version %d: %s; it cannot be rejected either (%s): event skipped", model,
+                     version, why, err);
+    }
+    return EV_DONE;
+}
+
 static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const char *dataset,
                            json_int_t step, char *errbuf, size_t errsz)
 {
@@ -555,7 +608,7 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
     ev_policy pol = {0};
     char label[256], err[1024];
     const char *primary = NULL;
-    int rc;
+    int rc = KN_OK, reg_rc = KN_OK; /* reg_rc: a registry call failed (classified at out) */
 
     for (int round = 0; round < 8; round++) {
         /* 1. decided before? */
@@ -569,7 +622,7 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
             goto out;
         }
         if (rc != KN_OK) {
-            kn_seterr(errbuf, errsz, rc, "reading %s v%d: %s", model, version, err);
+            reg_rc = kn_seterr(errbuf, errsz, rc, "reading %s v%d: %s", model, version, err);
             goto out;
         }
         const char *status = json_string_value(json_object_get(doc, "status"));
@@ -591,7 +644,7 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
         if (!cand) {
             if ((rc = metrics_under(ctx, model, version, label, &cand, err, sizeof(err))) !=
                 KN_OK) {
-                kn_seterr(errbuf, errsz, rc, "metrics of %s v%d: %s", model, version, err);
+                reg_rc = kn_seterr(errbuf, errsz, rc, "metrics of %s v%d: %s", model, version, err);
                 goto out;
             }
             if (json_object_size(cand) == 0) {
@@ -628,7 +681,8 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
                     } else if (rc == KN_ECONFLICT) {
                         continue; /* decided meanwhile: round 1 sees it */
                     } else {
-                        kn_seterr(errbuf, errsz, rc, "rejecting %s v%d: %s", model, version, err);
+                        reg_rc = kn_seterr(errbuf, errsz, rc, "rejecting %s v%d: %s", model,
+                                           version, err);
                     }
                     goto out;
                 }
@@ -636,8 +690,8 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
                 rc = record_score(ctx, model, version, &es->id, label, &sc, step, err, sizeof(err));
                 if (rc == KN_ECONFLICT) continue; /* archived meanwhile */
                 if (rc != KN_OK) {
-                    kn_seterr(errbuf, errsz, rc, "recording the metrics of %s v%d: %s", model,
-                              version, err);
+                    reg_rc = kn_seterr(errbuf, errsz, rc, "recording the metrics of %s v%d: %s",
+                                       model, version, err);
                     goto out;
                 }
                 cand = json_deep_copy(sc.metrics);
@@ -660,7 +714,8 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
             json_decref(body);
             if (rc == KN_ECONFLICT) continue;
             if (rc != KN_OK) {
-                kn_seterr(errbuf, errsz, rc, "marking %s v%d evaluated: %s", model, version, err);
+                reg_rc = kn_seterr(errbuf, errsz, rc, "marking %s v%d evaluated: %s", model,
+                                   version, err);
                 goto out;
             }
         }
@@ -672,7 +727,8 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
         if (rc == KN_OK)
             prod = (int)json_integer_value(json_object_get(alias, "version"));
         else if (rc != KN_ENOTFOUND) {
-            kn_seterr(errbuf, errsz, rc, "reading %s's %s alias: %s", model, ctx->alias, err);
+            reg_rc =
+                kn_seterr(errbuf, errsz, rc, "reading %s's %s alias: %s", model, ctx->alias, err);
             goto out;
         }
         if (prod == version) {
@@ -684,7 +740,7 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
         base = NULL;
         if (prod > 0) { /* 4. production's figures on the same eval set */
             if ((rc = metrics_under(ctx, model, prod, label, &base, err, sizeof(err))) != KN_OK) {
-                kn_seterr(errbuf, errsz, rc, "metrics of %s v%d: %s", model, prod, err);
+                reg_rc = kn_seterr(errbuf, errsz, rc, "metrics of %s v%d: %s", model, prod, err);
                 goto out;
             }
             if (json_object_size(base) == 0) {
@@ -729,8 +785,8 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
                 continue;
             }
             if (rc != KN_OK) {
-                kn_seterr(errbuf, errsz, rc, "moving %s of %s to v%d: %s", ctx->alias, model,
-                          version, err);
+                reg_rc = kn_seterr(errbuf, errsz, rc, "moving %s of %s to v%d: %s", ctx->alias,
+                                   model, version, err);
                 goto out;
             }
             if (changed) {
@@ -750,7 +806,7 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
             json_decref(snap);
             if (rc == KN_ECONFLICT) continue; /* decided meanwhile: round 1 sees it */
             if (rc != KN_OK) {
-                kn_seterr(errbuf, errsz, rc, "rejecting %s v%d: %s", model, version, err);
+                reg_rc = kn_seterr(errbuf, errsz, rc, "rejecting %s v%d: %s", model, version, err);
                 goto out;
             }
             count(ctx->m_rejections);
@@ -769,6 +825,9 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
     kn_seterr(errbuf, errsz, KN_ECONFLICT, "%s v%d: the registry kept changing under us", model,
               version);
 out:
+    if (res == EV_RETRY && reg_rc != KN_OK &&
+        ev_classify(reg_rc, kn_regclient_last_status(ctx->reg)) == EV_ERR_PERMANENT)
+        res = give_up(ctx, model, version, es, errbuf);
     ev_policy_free(&pol);
     ev_decision_free(&d);
     ev_score_free(&sc);

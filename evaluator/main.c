@@ -46,7 +46,7 @@ static const char usage[] =
 
 typedef struct {
     volatile int ready;
-    char why[1100];
+    char why[1200];
 } ready_state;
 
 static int ready_cb(void *ctx, char *why, size_t whysz)
@@ -64,18 +64,6 @@ static void nap(double seconds)
         usleep(100 * 1000);
 }
 
-static int commit_next(kn_kafka_consumer *c, const rd_kafka_message_t *m)
-{
-    char err[256];
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(m->rkt), m->partition)->offset =
-        m->offset + 1;
-    int rc = kn_kafka_consumer_commit(c, l, err, sizeof(err));
-    rd_kafka_topic_partition_list_destroy(l);
-    if (rc != KN_OK) kn_log_warn("commit of offset %lld: %s", (long long)m->offset + 1, err);
-    return rc;
-}
-
 int main(int argc, char **argv)
 {
     const char *config_path = NULL;
@@ -85,6 +73,7 @@ int main(int argc, char **argv)
     kn_metrics *metrics = NULL;
     kn_http_server *srv = NULL;
     kn_kafka_consumer *cons = NULL;
+    ev_held *held = NULL;
     json_t *policies = NULL;
     char *prompts_buf = NULL;
     const char **prompts = NULL;
@@ -223,7 +212,7 @@ int main(int argc, char **argv)
         kn_log_error("start: %s", ctx.reg ? err : "out of memory");
         goto out;
     }
-    kn_kafka_topic_spec ets = {.name = ctx.events_topic, .partitions = 1};
+    kn_kafka_topic_spec ets = {.name = ctx.events_topic, .partitions = KN_EVENTS_PARTITIONS};
     if (kn_kafka_create_topics(brokers, &ets, 1, 10000, err, sizeof(err)) != KN_OK)
         kn_log_warn("creating %s: %s", ctx.events_topic, err);
     for (int attempt = 0; !(ctx.state = ev_state_open(brokers, state_topic, err, sizeof(err)));
@@ -256,8 +245,12 @@ int main(int argc, char **argv)
                             ctx.backend->name, "policies", json_deep_copy(policies)),
                   "kiln-evaluator %s listening", KN_VERSION);
 
-    /* --- the loop: one event at a time; commit once its work is recorded --- */
+    /* --- the loop: one event at a time; commit once its work is recorded; an
+     * event that failed transiently is held (held.c) while other partitions go on --- */
+    if (!(held = ev_held_new(30, m_retries))) goto out;
     while (!kn_shutdown_requested()) {
+        ev_held_retry_due(held, &ctx, cons);
+        rs.ready = ev_held_count(held, rs.why, sizeof(rs.why)) == 0;
         rd_kafka_message_t *m = kn_kafka_consumer_poll(cons, 500);
         if (!m) continue;
         if (m->err) {
@@ -266,26 +259,12 @@ int main(int argc, char **argv)
             rd_kafka_message_destroy(m);
             continue;
         }
-        ev_outcome o;
-        double backoff = 1;
-        while ((o = ev_handle_event(&ctx, m->payload, m->len, err, sizeof(err))) == EV_RETRY) {
-            kn_metrics_add(m_retries, 1);
-            snprintf(rs.why, sizeof(rs.why), "%s", err);
-            rs.ready = 0;
-            kn_log_warn("%s (retrying in %.0f s)", err, backoff);
-            nap(backoff);
-            backoff = backoff < 30 ? backoff * 2 : 30;
-            if (kn_shutdown_requested()) break;
-        }
-        if (o == EV_DONE) {
-            rs.ready = 1;
-            commit_next(cons, m);
-        }
-        rd_kafka_message_destroy(m);
+        ev_held_dispatch(held, &ctx, cons, m);
     }
     kn_log_info("shutting down");
     rc = 0;
 out:
+    ev_held_destroy(held);
     kn_kafka_consumer_destroy(cons);
     kn_http_server_destroy(srv);
     ev_state_destroy(ctx.state);

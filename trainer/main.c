@@ -262,7 +262,7 @@ int main(int argc, char **argv)
         .brokers = s.brokers, .client_id = "kiln-trainer", .dr_cb = trn_events_dr, .linger_ms = 1};
     events = kn_kafka_producer_new(&po, e, sizeof(e));
     CHECK(events, "kafka producer: %s", e);
-    kn_kafka_topic_spec ets = {.name = s.events_topic, .partitions = 1};
+    kn_kafka_topic_spec ets = {.name = s.events_topic, .partitions = KN_EVENTS_PARTITIONS};
     if (kn_kafka_create_topics(s.brokers, &ets, 1, 10000, e, sizeof(e)) != KN_OK)
         kn_log_warn("creating %s: %s", s.events_topic, e);
 
