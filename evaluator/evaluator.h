@@ -144,6 +144,7 @@ typedef struct {
     char events_topic[256];
     /* counters (may be NULL) */
     kn_metric *m_evaluations, *m_promotions, *m_rejections, *m_failures, *m_eval_seconds;
+    kn_metric *m_evalset_stopped; /* tries that found a frozen eval set unusable */
     /* private */
     ev_evalset **cache; /* (ncache) */
     size_t ncache;

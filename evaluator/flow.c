@@ -211,48 +211,73 @@ static int cache_put(ev_ctx *ctx, ev_evalset *es)
     return 1;
 }
 
-/* The frozen eval set of dataset, freezing it on first use. On success *out
- * is either cached (owned by ctx) or *owned (caller frees). */
+/* The stored eval set of a dataset cannot be used any more: promotion of its
+ * models stops here until an operator re-freezes it (kiln-evalset refreeze),
+ * which is recorded in the registry's event log. The evaluator never freezes
+ * a new generation by itself: the new one would be whatever the eval topic
+ * holds now, and anyone able to write that topic would choose the set that
+ * decides promotions (issue 18, finding 2). The state is read again so the
+ * next try sees an operator's re-freeze. */
+static int evalset_stopped(ev_ctx *ctx, const char *dataset, int generation, const char *why,
+                           char *errbuf, size_t errsz)
+{
+    char topic[300], err[256];
+    count(ctx->m_evalset_stopped);
+    snprintf(topic, sizeof(topic), "%s.state.evaluator", ctx->prefix);
+    ev_state *fresh = ev_state_open(ctx->brokers, topic, err, sizeof(err));
+    if (fresh) {
+        ev_state_destroy(ctx->state);
+        ctx->state = fresh;
+    } else {
+        kn_log_warn("re-reading %s: %s", topic, err);
+    }
+    return kn_seterr(errbuf, errsz, KN_ECORRUPT,
+                     "eval set %s generation %d can no longer be used (%s): promotion of models "
+                     "on %s is stopped until an operator re-freezes it: kiln-evalset refreeze %s "
+                     "--model MODEL --reason TEXT",
+                     dataset, generation, why, dataset, dataset);
+}
+
+/* The frozen eval set of dataset, freezing generation 1 on first use. On
+ * success *out is either cached (owned by ctx) or *owned (caller frees). */
 static int get_evalset(ev_ctx *ctx, const char *dataset, ev_evalset **out, ev_evalset **owned,
                        char *errbuf, size_t errsz)
 {
-    char key[300], topic[300];
+    char key[300], topic[300], why[512];
     snprintf(key, sizeof(key), "evalset/%s", dataset);
     snprintf(topic, sizeof(topic), "%s.eval.%s", ctx->prefix, dataset);
     *owned = NULL;
     json_t *stored = ev_state_get(ctx->state, key);
     ev_evalset_id want;
-    int generation = 1, rc;
+    int rc;
     ev_evalset *es = calloc(1, sizeof(*es));
     if (!es) return kn_seterr(errbuf, errsz, KN_ENOMEM, "out of memory");
     if (stored) {
-        if ((rc = ev_evalset_id_parse(stored, &want, errbuf, errsz)) != KN_OK) {
-            kn_log_error("%s: %s; freezing a new generation", key, errbuf);
-            generation = 2;
-        } else {
-            ev_evalset *c = cached(ctx, dataset);
-            if (c && c->id.generation == want.generation &&
-                strcmp(c->id.sha256, want.sha256) == 0) {
-                ev_evalset_id_free(&want);
-                free(es);
-                *out = c;
-                return KN_OK;
-            }
-            rc = ev_evalset_read(ctx->brokers, &want, es, errbuf, errsz);
-            generation = want.generation + 1;
-            ev_evalset_id_free(&want);
-            if (rc == KN_OK) goto have;
-            if (rc != KN_ECORRUPT) {
-                free(es);
-                return rc;
-            }
-            kn_log_error("%s; freezing generation %d: versions scored on the old one will be "
-                         "compared after re-scoring",
-                         errbuf, generation);
+        if ((rc = ev_evalset_id_parse(stored, &want, why, sizeof(why))) != KN_OK) {
+            free(es);
+            kn_log_error("%s: %s", key, why);
+            return evalset_stopped(ctx, dataset, 0, why, errbuf, errsz);
         }
+        ev_evalset *c = cached(ctx, dataset);
+        if (c && c->id.generation == want.generation && strcmp(c->id.sha256, want.sha256) == 0) {
+            ev_evalset_id_free(&want);
+            free(es);
+            *out = c;
+            return KN_OK;
+        }
+        rc = ev_evalset_read(ctx->brokers, &want, es, why, sizeof(why));
+        int generation = want.generation;
+        ev_evalset_id_free(&want);
+        if (rc == KN_OK) goto have;
+        free(es);
+        if (rc != KN_ECORRUPT) return kn_seterr(errbuf, errsz, rc, "%s", why);
+        kn_log_error("eval set %s generation %d: %s; promotion stopped until an operator "
+                     "re-freezes it",
+                     dataset, generation, why);
+        return evalset_stopped(ctx, dataset, generation, why, errbuf, errsz);
     }
-    if ((rc = ev_evalset_freeze(ctx->brokers, topic, dataset, generation, ctx->min_eval_examples,
-                                es, errbuf, errsz)) != KN_OK) {
+    if ((rc = ev_evalset_freeze(ctx->brokers, topic, dataset, 1, ctx->min_eval_examples, es, errbuf,
+                                errsz)) != KN_OK) {
         free(es);
         return rc;
     }
@@ -266,8 +291,8 @@ static int get_evalset(ev_ctx *ctx, const char *dataset, ev_evalset **out, ev_ev
     }
     kn_log_fields(KN_LOG_INFO,
                   json_pack("{s:s,s:s,s:i,s:I,s:I,s:s}", "dataset", dataset, "topic", topic,
-                            "generation", generation, "examples", (json_int_t)es->id.examples,
-                            "shards", (json_int_t)es->id.shards, "sha256", es->id.sha256),
+                            "generation", 1, "examples", (json_int_t)es->id.examples, "shards",
+                            (json_int_t)es->id.shards, "sha256", es->id.sha256),
                   "eval set frozen");
 have:
     *out = es;

@@ -189,6 +189,9 @@ int main(int argc, char **argv)
                                         "Evaluations that failed (retried or rejected)", NULL);
     ctx.m_eval_seconds = kn_metrics_histogram(metrics, "kiln_evaluator_eval_seconds",
                                               "Seconds spent scoring one version", NULL);
+    ctx.m_evalset_stopped = kn_metrics_counter(
+        metrics, "kiln_evaluator_evalset_unusable_total",
+        "Tries that found a frozen eval set unreadable or changed (promotion stopped)", NULL);
     kn_metric *m_retries = kn_metrics_counter(metrics, "kiln_evaluator_retries_total",
                                               "Events retried after a transient failure", NULL);
     kn_http_options ho = {.bind_addr = kn_config_get(cfg, "evaluator.bind", "127.0.0.1"),

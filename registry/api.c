@@ -1508,6 +1508,43 @@ out:
     reg_call_end(&c);
 }
 
+/* POST .../events {"kind": "evalset.refrozen", "reason": "..", "data": {..}}:
+ * an operator action that is not a row change of its own gets its line in the
+ * event log. Only the kinds below; the promote role, because what they
+ * record decides promotions (an eval set re-frozen by hand, docs/evaluator.md). */
+static void h_events_post(kn_http_req *req, void *ctx)
+{
+    static const char *const kinds[] = {"evalset.refrozen"};
+    reg_call c;
+    if (reg_call_begin(&c, ctx, req, REG_ROLE_PROMOTE) != 0) return;
+    json_t *body = kn_http_req_json(req);
+    const char *name, *kind, *reason;
+    if (!body || path_model(&c, &name)) goto out;
+    if (body_str(&c, body, "kind", 64, &kind) || body_str(&c, body, "reason", 4096, &reason))
+        goto out;
+    int known = 0;
+    for (size_t i = 0; i < KN_ARRAY_LEN(kinds); i++)
+        known |= strcmp(kind, kinds[i]) == 0;
+    json_t *data = json_object_get(body, "data");
+    if (!known || !reason[0] || (data && !json_is_object(data))) {
+        kn_http_respond_error(req, 400, "bad_request",
+                              "'kind' must be evalset.refrozen, 'reason' is required, 'data' "
+                              "an object");
+        goto out;
+    }
+    int64_t mid = reg_model_id(&c, name);
+    if (mid < 0) goto out;
+    if (reg_event(&c, mid, 0, kind, reason, data)) {
+        reg_db_fail(&c, "recording the event");
+        goto out;
+    }
+    kn_http_respond_json(req, 201,
+                         json_pack("{s:s,s:s,s:s}", "model", name, "kind", kind, "reason", reason));
+out:
+    json_decref(body);
+    reg_call_end(&c);
+}
+
 /* --- tokens --- */
 
 static void h_tokens_create(kn_http_req *req, void *ctx)
@@ -1659,6 +1696,7 @@ void reg_api_routes(kn_http_server *srv, reg_app *app)
         {"DELETE", "/v1/models/{name}/aliases/{alias}", h_alias_delete},
         {"POST", "/v1/models/{name}/aliases/{alias}/rollback", h_alias_rollback},
         {"GET", "/v1/models/{name}/events", h_events},
+        {"POST", "/v1/models/{name}/events", h_events_post},
         {"GET", "/v1/tokens", h_tokens_list},
         {"POST", "/v1/tokens", h_tokens_create},
         {"DELETE", "/v1/tokens/{id}", h_tokens_revoke},

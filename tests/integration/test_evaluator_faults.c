@@ -8,7 +8,10 @@
  *   - transient and isolation: a model whose eval set does not exist yet is
  *     held back with backoff (/readyz says why) while another model's event
  *     on another partition is decided; once the eval data arrives the held
- *     one is decided too.
+ *     one is decided too;
+ *   - an eval set never changes silently: when retention drops the frozen
+ *     range, promotion stops (/readyz says why) until kiln-evalset refreeze,
+ *     recorded in the registry's event log (finding 2).
  * Exits 77 (skipped) when the binaries are not built or the stack is down. */
 #include <math.h>
 #include <setjmp.h>
@@ -240,16 +243,16 @@ static void model_with_version(const char *model)
     kn_regclient_destroy(c);
 }
 
-/* checkpoint.created for model v1 on dataset, keyed by model. */
-static void publish_checkpoint(const char *model, const char *dataset)
+/* checkpoint.created for model v on dataset, keyed by model. */
+static void publish_version(const char *model, int v, const char *dataset)
 {
     char topic[200], value[512], err[256];
     snprintf(topic, sizeof(topic), "%s.events", F.prefix);
     snprintf(value, sizeof(value),
-             "{\"type\":\"checkpoint.created\",\"model\":\"%s\",\"version\":1,\"dataset\":\"%s\","
+             "{\"type\":\"checkpoint.created\",\"model\":\"%s\",\"version\":%d,\"dataset\":\"%s\","
              "\"artifact_sha256\":\"\",\"step\":300,\"examples\":19200,"
              "\"ts\":\"2026-01-01T00:00:00Z\"}",
-             model, dataset);
+             model, v, dataset);
     kn_kafka_producer_options po = {.brokers = F.brokers, .client_id = "test-evaluator-faults"};
     kn_kafka_producer *p = kn_kafka_producer_new(&po, err, sizeof(err));
     assert_non_null(p);
@@ -260,15 +263,25 @@ static void publish_checkpoint(const char *model, const char *dataset)
     kn_kafka_producer_destroy(p, 1000);
 }
 
-/* Version 1 of model: a new document (caller decrefs) or NULL. */
-static json_t *version1(const char *model)
+static void publish_checkpoint(const char *model, const char *dataset)
+{
+    publish_version(model, 1, dataset);
+}
+
+/* Version v of model: a new document (caller decrefs) or NULL. */
+static json_t *version_n(const char *model, int v)
 {
     kn_regclient *c = admin();
     json_t *d = NULL;
     char err[256];
-    if (kn_regclient_get_version(c, model, 1, &d, err, sizeof(err)) != KN_OK) d = NULL;
+    if (kn_regclient_get_version(c, model, v, &d, err, sizeof(err)) != KN_OK) d = NULL;
     kn_regclient_destroy(c);
     return d;
+}
+
+static json_t *version1(const char *model)
+{
+    return version_n(model, 1);
 }
 
 static const char *status_of(json_t *doc)
@@ -276,19 +289,24 @@ static const char *status_of(json_t *doc)
     return json_string_value(json_object_get(doc, "status"));
 }
 
-/* Waits until model v1 is promoted or rejected; its document (caller
+/* Waits until model v is promoted or rejected; its document (caller
  * decrefs), or NULL after timeout seconds. */
-static json_t *wait_decided(const char *model, double timeout)
+static json_t *wait_decided_n(const char *model, int v, double timeout)
 {
     double t0 = now_s();
     while (now_s() - t0 < timeout) {
-        json_t *d = version1(model);
+        json_t *d = version_n(model, v);
         const char *s = status_of(d);
         if (s && (strcmp(s, "promoted") == 0 || strcmp(s, "rejected") == 0)) return d;
         json_decref(d);
         usleep(250 * 1000);
     }
     return NULL;
+}
+
+static json_t *wait_decided(const char *model, double timeout)
+{
+    return wait_decided_n(model, 1, timeout);
 }
 
 static pid_t start_evaluator(const char *token, const char *group, const char *logname)
@@ -474,6 +492,122 @@ static void stuck_model_does_not_stop_others(void **state)
     assert_int_equal(st, 200);
 }
 
+/* A new version of model holding the good checkpoint; its number. */
+static int add_version(const char *model)
+{
+    kn_regclient *c = admin();
+    char err[512];
+    int v = 0;
+    int rc = kn_regclient_create_version(c, model, NULL, NULL, NULL, &v, NULL, err, sizeof(err));
+    if (rc == KN_OK) rc = kn_regclient_upload_artifact(c, model, v, F.good, NULL, err, sizeof(err));
+    if (rc != KN_OK) fail_msg("registering %s: %s", model, err);
+    kn_regclient_destroy(c);
+    return v;
+}
+
+/* Retention, simulated: deletes every record of both partitions of topic. */
+static void delete_all_records(const char *topic)
+{
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    assert_int_equal(rd_kafka_conf_set(conf, "bootstrap.servers", F.brokers, err, sizeof(err)),
+                     RD_KAFKA_CONF_OK);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    assert_non_null(rk);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(2);
+    for (int p = 0; p < 2; p++)
+        rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_END;
+    rd_kafka_DeleteRecords_t *dr = rd_kafka_DeleteRecords_new(l);
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_DeleteRecords(rk, &dr, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
+    assert_non_null(ev);
+    if (rd_kafka_event_error(ev)) fail_msg("DeleteRecords: %s", rd_kafka_event_error_string(ev));
+    const rd_kafka_topic_partition_list_t *res =
+        rd_kafka_DeleteRecords_result_offsets(rd_kafka_event_DeleteRecords_result(ev));
+    for (int i = 0; res && i < res->cnt; i++)
+        if (res->elems[i].err)
+            fail_msg("DeleteRecords %d: %s", i, rd_kafka_err2str(res->elems[i].err));
+    rd_kafka_event_destroy(ev);
+    rd_kafka_DeleteRecords_destroy(dr);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_destroy(rk);
+}
+
+/* Finding 2: retention drops the frozen eval range; the evaluator does not
+ * freeze a new one by itself: promotion of the model stops, /readyz says
+ * why, until kiln-evalset refreeze, which the registry's event log records. */
+static void lost_eval_set_needs_operator(void **state)
+{
+    (void)state;
+    char err[512], why[1024], topic[200], cmd[1600];
+    if (produce_eval_set("roll", err, sizeof(err)) != 0) fail_msg("eval set: %s", err);
+    model_with_version("rollm");
+    publish_checkpoint("rollm", "roll");
+    json_t *d = wait_decided("rollm", 60);
+    if (!d) {
+        dump_log("evaluator-promote.log");
+        fail_msg("rollm v1 was not decided");
+    }
+    assert_string_equal(status_of(d), "promoted");
+    json_decref(d);
+
+    snprintf(topic, sizeof(topic), "%s.eval.roll", F.prefix);
+    delete_all_records(topic);
+    if (produce_eval_set("roll", err, sizeof(err)) != 0) fail_msg("eval set: %s", err);
+    assert_int_equal(stop(F.evaluator, 20), 0); /* a restart reads the frozen range again */
+    F.evaluator = start_evaluator(F.promoter, "g-promote", "evaluator-promote2.log");
+    int v = add_version("rollm");
+    publish_version("rollm", v, "roll");
+    sleep(8);
+    d = version_n("rollm", v);
+    fprintf(stderr, "rollm v%d after 8 s: %s\n", v, status_of(d));
+    assert_string_equal(status_of(d), "registered"); /* not scored on a set nobody approved */
+    json_decref(d);
+    int st = readyz(why, sizeof(why));
+    fprintf(stderr, "/readyz: %d %s\n", st, why);
+    assert_int_equal(st, 503);
+    assert_non_null(strstr(why, "re-freezes"));
+
+    snprintf(cmd, sizeof(cmd),
+             "%s/evaluator/kiln-evalset --config %s/g-promote.ini refreeze roll --model rollm "
+             "--reason 'retention dropped generation 1' >%s/refreeze.out 2>&1",
+             KILN_BINARY_DIR, F.tmp, F.tmp);
+    int rc = system(cmd);
+    dump_log("refreeze.out");
+    assert_int_equal(rc, 0);
+    kn_regclient *c = admin();
+    json_t *res = NULL;
+    assert_int_equal(kn_regclient_events(c, "rollm", 0, &res, err, sizeof(err)), KN_OK);
+    int found = 0;
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(res, "events"), i, e)
+    {
+        if (strcmp(json_string_value(json_object_get(e, "kind")), "evalset.refrozen") != 0)
+            continue;
+        found++;
+        assert_string_equal(json_string_value(json_object_get(e, "reason")),
+                            "retention dropped generation 1");
+        assert_string_equal(json_string_value(json_object_get(e, "actor")), "evaluator-promote");
+    }
+    json_decref(res);
+    kn_regclient_destroy(c);
+    assert_int_equal(found, 1);
+
+    d = wait_decided_n("rollm", v, 60);
+    if (!d) {
+        dump_log("evaluator-promote2.log");
+        fail_msg("rollm v%d was not decided after the re-freeze", v);
+    }
+    const char *es = json_string_value(json_object_get(json_object_get(d, "tags"), "eval_set"));
+    fprintf(stderr, "rollm v%d: %s on %s\n", v, status_of(d), es ? es : "?");
+    assert_non_null(es);
+    assert_non_null(strstr(es, "\"generation\":2"));
+    json_decref(d);
+}
+
 int main(void)
 {
     const char *pg = getenv("KILN_PG_CONNINFO") ? getenv("KILN_PG_CONNINFO")
@@ -497,6 +631,7 @@ int main(void)
         cmocka_unit_test(events_topic_is_partitioned),
         cmocka_unit_test(forbidden_promotion_rejects),
         cmocka_unit_test(stuck_model_does_not_stop_others),
+        cmocka_unit_test(lost_eval_set_needs_operator),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
