@@ -210,6 +210,7 @@ int main(int argc, char **argv)
     trn_batcher b = {0};
     trn_ckpt_ctx ctx = {0};
     trn_metrics tm;
+    trn_lease lease = {0};
     int64_t *low = NULL;
 
     kn_log_init("kiln-trainer", KN_LOG_INFO);
@@ -280,6 +281,11 @@ int main(int argc, char **argv)
               "watermarks of %s [%d]", s.topic, p);
     }
 
+    /* one trainer per model: before resume reads the parent (lease.c) */
+    if (trn_lease_take(reg, s.model, s.lease_ttl, s.lease_wait, &lease, e, sizeof(e)) != KN_OK) {
+        kn_log_error("%s", e);
+        goto out;
+    }
     ctx.s = &s;
     ctx.reg = reg;
     ctx.events = events;
@@ -304,6 +310,12 @@ int main(int argc, char **argv)
     double t_ckpt = trn_now(), t_log = trn_now(), win_loss = 0, retry_at = 0;
     int64_t win_steps = 0, win_examples = 0, win_tokens = 0;
     while (!kn_shutdown_requested()) {
+        if (trn_lease_renew(reg, s.model, &lease, e, sizeof(e)) != KN_OK) {
+            kn_log_error("fenced: stopping without a checkpoint; steps since version %d are "
+                         "left to the trainer that holds the lease",
+                         ctx.parent_version);
+            goto out;
+        }
         if (s.target_steps > 0 && ctx.step >= s.target_steps) {
             kn_log_info("target_steps %" PRId64 " reached", s.target_steps);
             break;
@@ -386,6 +398,7 @@ int main(int argc, char **argv)
     kn_log_info("stopped at step %" PRId64 " (version %d)", ctx.step, ctx.parent_version);
 out:
     g_ready = 0;
+    trn_lease_release(reg, s.model, &lease);
     trn_batcher_free(&b); /* holds a consumer message: before the consumer goes */
     kn_kafka_consumer_destroy(cons);
     kn_kafka_producer_destroy(events, 5000);
