@@ -4,7 +4,9 @@
  * evaluation of the others; issue 18, finding 5). A held event's partition is
  * paused; the event is retried after a backoff that doubles from 1 s up to a
  * bound; once done it is committed, the partition is resumed and consumption
- * goes on right after it. Events of one partition stay in order. */
+ * goes on right after it. Events of one partition stay in order. Limit: a
+ * held partition that a rebalance gives to another evaluator is handled
+ * there too; harmless, the flow is idempotent (flow.c, rules 1-3). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

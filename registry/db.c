@@ -290,6 +290,10 @@ int reg_migrate(reg_pool *p, char *err, size_t errsz)
     r = PQexec(c, "BEGIN");
     if (PQresultStatus(r) != PGRES_COMMAND_OK) goto dberr;
     PQclear(r);
+    /* a migration may rewrite a big table: the request limits do not apply */
+    r = PQexec(c, "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) goto dberr;
+    PQclear(r);
     const char *lock_params[1] = {p->schema};
     r = PQexecParams(c, "SELECT pg_advisory_xact_lock(hashtext('kiln-registry-migrate:' || $1))",
                      1, NULL, lock_params, NULL, NULL, 0);
