@@ -50,7 +50,7 @@ static void usage(FILE *f)
                "checkpoint_steps, checkpoint_seconds, target_steps, seed, shuffle, warm_start,\n"
                "tokenizer_sha256, recipe_sha256. [trainer]: bind, port, backend (auto|cpu|cuda),\n"
                "token (else registry.token / KILN_REGISTRY_TOKEN), work_dir, log_seconds,\n"
-               "flush_seconds. See docs/trainer.md.\n");
+               "flush_seconds, lease_ttl_s (60), lease_wait_s (120). See docs/trainer.md.\n");
 }
 
 typedef struct {
