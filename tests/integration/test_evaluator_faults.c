@@ -9,6 +9,8 @@
  *     held back with backoff (/readyz says why) while another model's event
  *     on another partition is decided; once the eval data arrives the held
  *     one is decided too;
+ *   - transient: the registry down (connection refused) holds the event until
+ *     it is back;
  *   - an eval set never changes silently: when retention drops the frozen
  *     range, promotion stops (/readyz says why) until kiln-evalset refreeze,
  *     recorded in the registry's event log (finding 2).
@@ -492,6 +494,48 @@ static void stuck_model_does_not_stop_others(void **state)
     assert_int_equal(st, 200);
 }
 
+/* Transient: the registry goes away (connection refused): the event is held
+ * with backoff, /readyz says so; the registry comes back on its port and the
+ * version is decided. */
+static void registry_down_is_transient(void **state)
+{
+    (void)state;
+    char why[1024], bin[400], logpath[400], denv[600], senv[200], aenv[200], penv[64];
+    model_with_version("down");
+    int port = atoi(strrchr(F.url, ':') + 1);
+    assert_int_equal(stop(F.registry, 20), 0);
+    F.registry = 0;
+    publish_checkpoint("down", "evds");
+    double t0 = now_s();
+    int st = 0;
+    while (now_s() - t0 < 20 && !((st = readyz(why, sizeof(why))) == 503 && strstr(why, "down")))
+        usleep(250 * 1000);
+    fprintf(stderr, "/readyz with the registry down: %d %s\n", st, why);
+    assert_int_equal(st, 503);
+    assert_non_null(strstr(why, "held back"));
+
+    snprintf(bin, sizeof(bin), "%s/registry/kiln-registry", KILN_BINARY_DIR);
+    snprintf(denv, sizeof(denv), "KILN_REGISTRY_DB=%s", F.pg);
+    snprintf(senv, sizeof(senv), "KILN_REGISTRY_SCHEMA=%s", F.schema);
+    snprintf(aenv, sizeof(aenv), "KILN_REGISTRY_ADMIN_TOKEN=%s", F.admin);
+    snprintf(penv, sizeof(penv), "KILN_REGISTRY_PORT=%d", port);
+    const char *env[] = {denv, senv, aenv, penv, NULL};
+    char *argv[] = {bin, NULL};
+    snprintf(logpath, sizeof(logpath), "%s/registry2.log", F.tmp);
+    F.registry = spawn(argv, env, logpath);
+    if (log_port(logpath, F.registry) != port) {
+        dump_log("registry2.log");
+        fail_msg("kiln-registry did not come back on port %d", port);
+    }
+    json_t *d = wait_decided("down", 90);
+    if (!d) {
+        dump_log("evaluator-promote.log");
+        fail_msg("down v1 was not decided after the registry came back");
+    }
+    assert_string_equal(status_of(d), "promoted");
+    json_decref(d);
+}
+
 /* A new version of model holding the good checkpoint; its number. */
 static int add_version(const char *model)
 {
@@ -631,6 +675,7 @@ int main(void)
         cmocka_unit_test(events_topic_is_partitioned),
         cmocka_unit_test(forbidden_promotion_rejects),
         cmocka_unit_test(stuck_model_does_not_stop_others),
+        cmocka_unit_test(registry_down_is_transient),
         cmocka_unit_test(lost_eval_set_needs_operator),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
