@@ -2,7 +2,7 @@
 # it-registry-slow-upload.sh: slow artifact uploads cannot starve the
 # registry (issue 18, finding 4). More clients than the pool has connections
 # trickle their bodies a byte at a time while normal calls keep answering 2xx
-# within a second; the slow uploads are cut with 408 upload_too_slow (below
+# well under the pool wait (5 s); the slow uploads are cut with 408 upload_too_slow (below
 # registry.upload_min_bytes_per_s after the grace, or past
 # registry.upload_timeout_s); nothing is attached or left in the database;
 # the versions take a normal upload afterwards. A row lock held elsewhere
@@ -60,7 +60,7 @@ while [ "$(date +%s)" -lt "$end" ]; do
 done
 [ "$bad" = 0 ] && ok "$n normal calls beside $((SLOW + 1)) slow uploads (pool $POOL) all 2xx" ||
     fail "$bad of $n normal calls failed beside the slow uploads"
-(($(echo "$slowest < 1.0" | bc))) && ok "slowest normal call ${slowest} s" || fail "slowest normal call ${slowest} s (want < 1 s)"
+(($(echo "$slowest < 2.5" | bc))) && ok "slowest normal call ${slowest} s" || fail "slowest normal call ${slowest} s (want < 2.5 s; the pool wait is 5 s)"
 
 wait "${pids[@]}" || true
 for i in $(seq 1 $SLOW); do
