@@ -144,6 +144,7 @@ typedef struct {
     char events_topic[256];
     /* counters (may be NULL) */
     kn_metric *m_evaluations, *m_promotions, *m_rejections, *m_failures, *m_eval_seconds;
+    kn_metric *m_evalset_stopped; /* tries that found a frozen eval set unusable */
     /* private */
     ev_evalset **cache; /* (ncache) */
     size_t ncache;
@@ -151,6 +152,20 @@ typedef struct {
     char **bpe_names;
     size_t nbpe;
 } ev_ctx;
+
+/* What to do after a failed call (issue 18, finding 5). */
+typedef enum {
+    EV_ERR_NONE = 0,
+    EV_ERR_TRANSIENT, /* connection refused, timeout, 401 (our token), 408, 429, 5xx: back
+                       * off and retry */
+    EV_ERR_PERMANENT, /* 400, 403, 404, 422, ...; a checkpoint that cannot be loaded
+                       * (corrupt, out of memory): reject with the reason, move on */
+    EV_ERR_CONFLICT,  /* 409: the registry changed under us: re-read and decide again */
+} ev_errclass;
+
+/* Classifies a KN_* code with the HTTP status of the answer that caused it
+ * (0 when there was no answer). Cannot fail. */
+ev_errclass ev_classify(int rc, int http_status);
 
 typedef enum {
     EV_DONE = 0,  /* handled (or nothing to do): commit the event */
@@ -176,5 +191,25 @@ void ev_publish_dr(void *opaque, void *msg_opaque, rd_kafka_resp_err_t err, int3
  * a typo stops the start with the key named. path may be NULL (no policies). */
 int ev_policy_sections(const char *path, const kn_config *cfg, json_t **out, char *errbuf,
                        size_t errsz);
+
+/* --- events held back after a transient failure (held.c) --- */
+typedef struct ev_held ev_held;
+
+/* Backoff doubles from 1 s up to max_backoff_s; retries (may be NULL) counts
+ * every retry. Caller frees with ev_held_destroy (held events are dropped
+ * uncommitted: a restart reads them again). */
+ev_held *ev_held_new(double max_backoff_s, kn_metric *retries);
+void ev_held_destroy(ev_held *h);
+/* Handles m (consumed): done → committed; a transient failure → held, its
+ * partition paused. Messages of a held partition are dropped (read again
+ * after it). */
+void ev_held_dispatch(ev_held *h, ev_ctx *ctx, kn_kafka_consumer *c, rd_kafka_message_t *m);
+/* Retries the held events that are due; a done one is committed and its
+ * partition resumed. */
+void ev_held_retry_due(ev_held *h, ev_ctx *ctx, kn_kafka_consumer *c);
+/* How many are held; why (may be NULL) gets a line for /readyz. */
+size_t ev_held_count(const ev_held *h, char *why, size_t whysz);
+/* Seconds until the next held event is due, -1 when none is held. */
+double ev_held_next_due(const ev_held *h);
 
 #endif

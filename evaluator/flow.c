@@ -58,12 +58,31 @@ static void count(kn_metric *m)
     if (m) kn_metrics_add(m, 1);
 }
 
-/* Transient failures are retried; anything else about the version itself is
- * permanent. */
+ev_errclass ev_classify(int rc, int http_status)
+{
+    if (rc == KN_OK) return EV_ERR_NONE;
+    if (http_status == 409 || rc == KN_ECONFLICT) return EV_ERR_CONFLICT;
+    /* 401: our token is unknown or revoked: nothing is wrong with the version, an
+     * operator fixes the token; the events wait for it */
+    if (http_status == 401 || http_status == 408 || http_status == 429 || http_status >= 500)
+        return EV_ERR_TRANSIENT;
+    if (http_status >= 400) return EV_ERR_PERMANENT;
+    switch (rc) {  /* no HTTP answer: what failed on this side */
+    case KN_EHTTP: /* connection refused, reset, timed out */
+    case KN_ETIMEDOUT:
+    case KN_EKAFKA:
+    case KN_EIO:
+    case KN_EDB:
+    case KN_ERR:
+        return EV_ERR_TRANSIENT;
+    default: /* KN_EINVAL, KN_ECORRUPT, KN_ENOMEM (a checkpoint too big to load), ... */
+        return EV_ERR_PERMANENT;
+    }
+}
+
 static int transient(int rc)
 {
-    return rc == KN_EHTTP || rc == KN_ETIMEDOUT || rc == KN_EKAFKA || rc == KN_ENOMEM ||
-           rc == KN_EIO || rc == KN_EAUTH || rc == KN_ERR;
+    return ev_classify(rc, 0) == EV_ERR_TRANSIENT;
 }
 
 void ev_ctx_free(ev_ctx *ctx)
@@ -192,48 +211,73 @@ static int cache_put(ev_ctx *ctx, ev_evalset *es)
     return 1;
 }
 
-/* The frozen eval set of dataset, freezing it on first use. On success *out
- * is either cached (owned by ctx) or *owned (caller frees). */
+/* The stored eval set of a dataset cannot be used any more: promotion of its
+ * models stops here until an operator re-freezes it (kiln-evalset refreeze),
+ * which is recorded in the registry's event log. The evaluator never freezes
+ * a new generation by itself: the new one would be whatever the eval topic
+ * holds now, and anyone able to write that topic would choose the set that
+ * decides promotions (issue 18, finding 2). The state is read again so the
+ * next try sees an operator's re-freeze. */
+static int evalset_stopped(ev_ctx *ctx, const char *dataset, int generation, const char *why,
+                           char *errbuf, size_t errsz)
+{
+    char topic[300], err[256];
+    count(ctx->m_evalset_stopped);
+    snprintf(topic, sizeof(topic), "%s.state.evaluator", ctx->prefix);
+    ev_state *fresh = ev_state_open(ctx->brokers, topic, err, sizeof(err));
+    if (fresh) {
+        ev_state_destroy(ctx->state);
+        ctx->state = fresh;
+    } else {
+        kn_log_warn("re-reading %s: %s", topic, err);
+    }
+    return kn_seterr(errbuf, errsz, KN_ECORRUPT,
+                     "eval set %s generation %d can no longer be used (%s): promotion of models "
+                     "on %s is stopped until an operator re-freezes it: kiln-evalset refreeze %s "
+                     "--model MODEL --reason TEXT",
+                     dataset, generation, why, dataset, dataset);
+}
+
+/* The frozen eval set of dataset, freezing generation 1 on first use. On
+ * success *out is either cached (owned by ctx) or *owned (caller frees). */
 static int get_evalset(ev_ctx *ctx, const char *dataset, ev_evalset **out, ev_evalset **owned,
                        char *errbuf, size_t errsz)
 {
-    char key[300], topic[300];
+    char key[300], topic[300], why[512];
     snprintf(key, sizeof(key), "evalset/%s", dataset);
     snprintf(topic, sizeof(topic), "%s.eval.%s", ctx->prefix, dataset);
     *owned = NULL;
     json_t *stored = ev_state_get(ctx->state, key);
     ev_evalset_id want;
-    int generation = 1, rc;
+    int rc;
     ev_evalset *es = calloc(1, sizeof(*es));
     if (!es) return kn_seterr(errbuf, errsz, KN_ENOMEM, "out of memory");
     if (stored) {
-        if ((rc = ev_evalset_id_parse(stored, &want, errbuf, errsz)) != KN_OK) {
-            kn_log_error("%s: %s; freezing a new generation", key, errbuf);
-            generation = 2;
-        } else {
-            ev_evalset *c = cached(ctx, dataset);
-            if (c && c->id.generation == want.generation &&
-                strcmp(c->id.sha256, want.sha256) == 0) {
-                ev_evalset_id_free(&want);
-                free(es);
-                *out = c;
-                return KN_OK;
-            }
-            rc = ev_evalset_read(ctx->brokers, &want, es, errbuf, errsz);
-            generation = want.generation + 1;
-            ev_evalset_id_free(&want);
-            if (rc == KN_OK) goto have;
-            if (rc != KN_ECORRUPT) {
-                free(es);
-                return rc;
-            }
-            kn_log_error("%s; freezing generation %d: versions scored on the old one will be "
-                         "compared after re-scoring",
-                         errbuf, generation);
+        if ((rc = ev_evalset_id_parse(stored, &want, why, sizeof(why))) != KN_OK) {
+            free(es);
+            kn_log_error("%s: %s", key, why);
+            return evalset_stopped(ctx, dataset, 0, why, errbuf, errsz);
         }
+        ev_evalset *c = cached(ctx, dataset);
+        if (c && c->id.generation == want.generation && strcmp(c->id.sha256, want.sha256) == 0) {
+            ev_evalset_id_free(&want);
+            free(es);
+            *out = c;
+            return KN_OK;
+        }
+        rc = ev_evalset_read(ctx->brokers, &want, es, why, sizeof(why));
+        int generation = want.generation;
+        ev_evalset_id_free(&want);
+        if (rc == KN_OK) goto have;
+        free(es);
+        if (rc != KN_ECORRUPT) return kn_seterr(errbuf, errsz, rc, "%s", why);
+        kn_log_error("eval set %s generation %d: %s; promotion stopped until an operator "
+                     "re-freezes it",
+                     dataset, generation, why);
+        return evalset_stopped(ctx, dataset, generation, why, errbuf, errsz);
     }
-    if ((rc = ev_evalset_freeze(ctx->brokers, topic, dataset, generation, ctx->min_eval_examples,
-                                es, errbuf, errsz)) != KN_OK) {
+    if ((rc = ev_evalset_freeze(ctx->brokers, topic, dataset, 1, ctx->min_eval_examples, es, errbuf,
+                                errsz)) != KN_OK) {
         free(es);
         return rc;
     }
@@ -247,8 +291,8 @@ static int get_evalset(ev_ctx *ctx, const char *dataset, ev_evalset **out, ev_ev
     }
     kn_log_fields(KN_LOG_INFO,
                   json_pack("{s:s,s:s,s:i,s:I,s:I,s:s}", "dataset", dataset, "topic", topic,
-                            "generation", generation, "examples", (json_int_t)es->id.examples,
-                            "shards", (json_int_t)es->id.shards, "sha256", es->id.sha256),
+                            "generation", 1, "examples", (json_int_t)es->id.examples, "shards",
+                            (json_int_t)es->id.shards, "sha256", es->id.sha256),
                   "eval set frozen");
 have:
     *out = es;
@@ -544,6 +588,40 @@ static json_t *compared_snapshot(const json_t *compared)
 
 /* --- the flow --- */
 
+/* A registry call failed with a permanent error (400, 403, 404, 422, ...):
+ * retrying cannot help, so the version is rejected with the reason (when the
+ * registry lets us) and the event is done; the next event of the model is
+ * not held up by this one. */
+static ev_outcome give_up(ev_ctx *ctx, const char *model, int version, const ev_evalset *es,
+                          const char *why)
+{
+    char reason[1400], err[1024];
+    int status = kn_regclient_last_status(ctx->reg);
+    snprintf(reason, sizeof(reason), "rejected: a permanent registry error (HTTP %d): %s", status,
+             why);
+    count(ctx->m_failures);
+    int rc = kn_regclient_reject(ctx->reg, model, version, reason, NULL, err, sizeof(err));
+    if (rc == KN_OK) {
+        count(ctx->m_rejections);
+        kn_log_warn("%s version %d %s", model, version, reason);
+        if (es) {
+            char label[256];
+            ev_evalset_label(&es->id, label, sizeof(label));
+            json_t *empty = json_object(), *cmp = json_object();
+            json_t *ev = decision_event("version.rejected", model, version, ctx->alias, 0, reason,
+                                        empty, cmp, &es->id, label, NULL);
+            json_decref(empty);
+            json_decref(cmp);
+            if (ev) publish(ctx, model, ev);
+            json_decref(ev);
+        }
+    } else {
+        kn_log_error("%s version %d: %s; it cannot be rejected either (%s): event skipped", model,
+                     version, why, err);
+    }
+    return EV_DONE;
+}
+
 static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const char *dataset,
                            json_int_t step, char *errbuf, size_t errsz)
 {
@@ -555,7 +633,7 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
     ev_policy pol = {0};
     char label[256], err[1024];
     const char *primary = NULL;
-    int rc;
+    int rc = KN_OK, reg_rc = KN_OK; /* reg_rc: a registry call failed (classified at out) */
 
     for (int round = 0; round < 8; round++) {
         /* 1. decided before? */
@@ -569,7 +647,7 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
             goto out;
         }
         if (rc != KN_OK) {
-            kn_seterr(errbuf, errsz, rc, "reading %s v%d: %s", model, version, err);
+            reg_rc = kn_seterr(errbuf, errsz, rc, "reading %s v%d: %s", model, version, err);
             goto out;
         }
         const char *status = json_string_value(json_object_get(doc, "status"));
@@ -591,7 +669,7 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
         if (!cand) {
             if ((rc = metrics_under(ctx, model, version, label, &cand, err, sizeof(err))) !=
                 KN_OK) {
-                kn_seterr(errbuf, errsz, rc, "metrics of %s v%d: %s", model, version, err);
+                reg_rc = kn_seterr(errbuf, errsz, rc, "metrics of %s v%d: %s", model, version, err);
                 goto out;
             }
             if (json_object_size(cand) == 0) {
@@ -628,7 +706,8 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
                     } else if (rc == KN_ECONFLICT) {
                         continue; /* decided meanwhile: round 1 sees it */
                     } else {
-                        kn_seterr(errbuf, errsz, rc, "rejecting %s v%d: %s", model, version, err);
+                        reg_rc = kn_seterr(errbuf, errsz, rc, "rejecting %s v%d: %s", model,
+                                           version, err);
                     }
                     goto out;
                 }
@@ -636,8 +715,8 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
                 rc = record_score(ctx, model, version, &es->id, label, &sc, step, err, sizeof(err));
                 if (rc == KN_ECONFLICT) continue; /* archived meanwhile */
                 if (rc != KN_OK) {
-                    kn_seterr(errbuf, errsz, rc, "recording the metrics of %s v%d: %s", model,
-                              version, err);
+                    reg_rc = kn_seterr(errbuf, errsz, rc, "recording the metrics of %s v%d: %s",
+                                       model, version, err);
                     goto out;
                 }
                 cand = json_deep_copy(sc.metrics);
@@ -660,7 +739,8 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
             json_decref(body);
             if (rc == KN_ECONFLICT) continue;
             if (rc != KN_OK) {
-                kn_seterr(errbuf, errsz, rc, "marking %s v%d evaluated: %s", model, version, err);
+                reg_rc = kn_seterr(errbuf, errsz, rc, "marking %s v%d evaluated: %s", model,
+                                   version, err);
                 goto out;
             }
         }
@@ -672,7 +752,8 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
         if (rc == KN_OK)
             prod = (int)json_integer_value(json_object_get(alias, "version"));
         else if (rc != KN_ENOTFOUND) {
-            kn_seterr(errbuf, errsz, rc, "reading %s's %s alias: %s", model, ctx->alias, err);
+            reg_rc =
+                kn_seterr(errbuf, errsz, rc, "reading %s's %s alias: %s", model, ctx->alias, err);
             goto out;
         }
         if (prod == version) {
@@ -684,7 +765,7 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
         base = NULL;
         if (prod > 0) { /* 4. production's figures on the same eval set */
             if ((rc = metrics_under(ctx, model, prod, label, &base, err, sizeof(err))) != KN_OK) {
-                kn_seterr(errbuf, errsz, rc, "metrics of %s v%d: %s", model, prod, err);
+                reg_rc = kn_seterr(errbuf, errsz, rc, "metrics of %s v%d: %s", model, prod, err);
                 goto out;
             }
             if (json_object_size(base) == 0) {
@@ -729,8 +810,8 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
                 continue;
             }
             if (rc != KN_OK) {
-                kn_seterr(errbuf, errsz, rc, "moving %s of %s to v%d: %s", ctx->alias, model,
-                          version, err);
+                reg_rc = kn_seterr(errbuf, errsz, rc, "moving %s of %s to v%d: %s", ctx->alias,
+                                   model, version, err);
                 goto out;
             }
             if (changed) {
@@ -750,7 +831,7 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
             json_decref(snap);
             if (rc == KN_ECONFLICT) continue; /* decided meanwhile: round 1 sees it */
             if (rc != KN_OK) {
-                kn_seterr(errbuf, errsz, rc, "rejecting %s v%d: %s", model, version, err);
+                reg_rc = kn_seterr(errbuf, errsz, rc, "rejecting %s v%d: %s", model, version, err);
                 goto out;
             }
             count(ctx->m_rejections);
@@ -769,6 +850,9 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
     kn_seterr(errbuf, errsz, KN_ECONFLICT, "%s v%d: the registry kept changing under us", model,
               version);
 out:
+    if (res == EV_RETRY && reg_rc != KN_OK &&
+        ev_classify(reg_rc, kn_regclient_last_status(ctx->reg)) == EV_ERR_PERMANENT)
+        res = give_up(ctx, model, version, es, errbuf);
     ev_policy_free(&pol);
     ev_decision_free(&d);
     ev_score_free(&sc);

@@ -47,6 +47,7 @@ typedef struct {
     char *prompts_buf;    /* the prompts' text, cut at each '|' */
     const char **prompts; /* (64) into prompts_buf */
     kn_kafka_consumer *cons;
+    ev_held *held; /* events waiting out a transient failure */
 } evaluator;
 
 /* Reads [evaluator] into ev->ctx; 0 or a log line naming the keys to check. */
@@ -108,19 +109,10 @@ static int configure(kn_service *svc, evaluator *ev)
                                          "Evaluations that failed (retried or rejected)", NULL);
     ctx->m_eval_seconds = kn_metrics_histogram(m, "kiln_evaluator_eval_seconds",
                                                "Seconds spent scoring one version", NULL);
+    ctx->m_evalset_stopped = kn_metrics_counter(
+        m, "kiln_evaluator_evalset_unusable_total",
+        "Tries that found a frozen eval set unreadable or changed (promotion stopped)", NULL);
     return 0;
-}
-
-static int commit_next(kn_kafka_consumer *c, const rd_kafka_message_t *m)
-{
-    char err[256];
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(m->rkt), m->partition)->offset =
-        m->offset + 1;
-    int rc = kn_kafka_consumer_commit(c, l, err, sizeof(err));
-    rd_kafka_topic_partition_list_destroy(l);
-    if (rc != KN_OK) kn_log_warn("commit of offset %lld: %s", (long long)m->offset + 1, err);
-    return rc;
 }
 
 static int run(kn_service *svc, void *arg)
@@ -159,7 +151,7 @@ static int run(kn_service *svc, void *arg)
         kn_log_error("start: %s", ctx->reg ? err : "out of memory");
         return 1;
     }
-    kn_kafka_topic_spec ets = {.name = ctx->events_topic, .partitions = 1};
+    kn_kafka_topic_spec ets = {.name = ctx->events_topic, .partitions = KN_EVENTS_PARTITIONS};
     if (kn_kafka_create_topics(ctx->brokers, &ets, 1, 10000, err, sizeof(err)) != KN_OK)
         kn_log_warn("creating %s: %s", ctx->events_topic, err);
     snprintf(state_topic, sizeof(state_topic), "%s.state.evaluator", ctx->prefix);
@@ -196,8 +188,16 @@ static int run(kn_service *svc, void *arg)
                             ctx->backend->name, "policies", json_deep_copy(ev->policies)),
                   "kiln-evaluator %s listening", KN_VERSION);
 
-    /* --- the loop: one event at a time; commit once its work is recorded --- */
+    /* --- the loop: one event at a time; commit once its work is recorded; an
+     * event that failed transiently is held (held.c) while other partitions go on --- */
+    if (!(ev->held = ev_held_new(30, m_retries))) return 1;
+    char why[1200];
     while (!kn_shutdown_requested()) {
+        ev_held_retry_due(ev->held, ctx, ev->cons);
+        if (ev_held_count(ev->held, why, sizeof(why)) == 0)
+            kn_service_ready(svc, 1, NULL);
+        else
+            kn_service_ready(svc, 0, "%s", why);
         rd_kafka_message_t *m = kn_kafka_consumer_poll(ev->cons, 500);
         if (!m) continue;
         if (m->err) {
@@ -206,21 +206,7 @@ static int run(kn_service *svc, void *arg)
             rd_kafka_message_destroy(m);
             continue;
         }
-        ev_outcome o;
-        double backoff = 1;
-        while ((o = ev_handle_event(ctx, m->payload, m->len, err, sizeof(err))) == EV_RETRY) {
-            kn_metrics_add(m_retries, 1);
-            kn_service_ready(svc, 0, "%s", err);
-            kn_log_warn("%s (retrying in %.0f s)", err, backoff);
-            kn_service_nap(backoff);
-            backoff = backoff < 30 ? backoff * 2 : 30;
-            if (kn_shutdown_requested()) break;
-        }
-        if (o == EV_DONE) {
-            kn_service_ready(svc, 1, NULL);
-            commit_next(ev->cons, m);
-        }
-        rd_kafka_message_destroy(m);
+        ev_held_dispatch(ev->held, ctx, ev->cons, m);
     }
     return 0;
 }
@@ -228,6 +214,7 @@ static int run(kn_service *svc, void *arg)
 static void cleanup(void *arg)
 {
     evaluator *ev = arg;
+    ev_held_destroy(ev->held);
     kn_kafka_consumer_destroy(ev->cons);
     ev_state_destroy(ev->ctx.state);
     kn_kafka_producer_destroy(ev->ctx.producer, 10000);

@@ -177,7 +177,9 @@ int reg_exec(reg_call *c, const char *sql)
 void reg_db_fail(reg_call *c, const char *what)
 {
     if (PQstatus(c->db) != CONNECTION_OK || strncmp(c->sqlstate, "08", 2) == 0 ||
-        strncmp(c->sqlstate, "57P", 3) == 0) {
+        strncmp(c->sqlstate, "57P", 3) == 0 || strcmp(c->sqlstate, "57014") == 0 ||
+        strcmp(c->sqlstate, "25P03") == 0) {
+        /* 57014: statement_timeout; 25P03: idle_in_transaction timeout */
         kn_metrics_add(c->app->db_unavailable, 1);
         kn_log_warn("%s: database connection lost: %s", what, c->dberr);
         kn_http_add_header(c->req, "Retry-After", "1");
@@ -497,6 +499,181 @@ out:
     reg_call_end(&c);
 }
 
+/* --- training leases (issue 18, finding 8) ---
+ * Invariants, kept by h_lease_take and lease_check:
+ * 10. A model has at most one lease row; its epoch only grows, by one each
+ *     time the lease changes hands (a new holder after expiry or release).
+ * 11. A version created with X-Kiln-Lease-Epoch: E is created only while the
+ *     model's lease has epoch E (the lease row is read under a share lock
+ *     inside the creating transaction, so a takeover waits for it or wins
+ *     before it). */
+
+/* Inside the caller's transaction: 0 when epoch (text) is the model's lease
+ * epoch; otherwise answers 409 fenced (or 400, or the db error), -1. */
+static int lease_check(reg_call *c, const char *mid, const char *name, const char *epoch)
+{
+    char *end = NULL;
+    long long e = strtoll(epoch, &end, 10);
+    if (!epoch[0] || *end || e < 1) {
+        kn_http_respond_error(c->req, 400, "bad_request",
+                              "X-Kiln-Lease-Epoch must be a positive integer");
+        return -1;
+    }
+    const char *p[1] = {mid};
+    PGresult *r = reg_q(c, PGRES_TUPLES_OK,
+                        "SELECT epoch, holder FROM leases WHERE model_id = $1 FOR SHARE", 1, p);
+    if (!r) {
+        reg_db_fail(c, "checking the lease");
+        return -1;
+    }
+    int ok = PQntuples(r) == 1 && strtoll(reg_col(r, 0, "epoch"), NULL, 10) == e;
+    if (!ok) {
+        if (PQntuples(r) == 1)
+            kn_http_respond_error(c->req, 409, "fenced",
+                                  "model '%s' is now trained by '%s' (lease epoch %s, yours %lld):"
+                                  " this trainer must stop",
+                                  name, reg_col(r, 0, "holder"), reg_col(r, 0, "epoch"), e);
+        else
+            kn_http_respond_error(c->req, 409, "fenced",
+                                  "model '%s' has no training lease (yours: epoch %lld)", name, e);
+    }
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+/* POST .../lease {"holder": "..", "ttl_s": 60, "epoch": E|null}: takes the
+ * model's training lease when it is free, expired or already ours (epoch E),
+ * and extends it by ttl_s. 200 {holder, epoch, expires_at, acquired}; 409
+ * lease_held (another holder's lease runs) or fenced (E is not current). */
+static void h_lease_take(kn_http_req *req, void *ctx)
+{
+    reg_call c;
+    if (reg_call_begin(&c, ctx, req, REG_ROLE_WRITE) != 0) return;
+    PGresult *r = NULL;
+    json_t *body = kn_http_req_json(req);
+    const char *name, *holder;
+    if (!body || path_model(&c, &name) || body_str(&c, body, "holder", 200, &holder)) goto out;
+    json_t *jt = json_object_get(body, "ttl_s"), *je = json_object_get(body, "epoch");
+    if (!holder[0] || !json_is_integer(jt) || json_integer_value(jt) < 1 ||
+        json_integer_value(jt) > 86400 ||
+        (je && !json_is_null(je) && (!json_is_integer(je) || json_integer_value(je) < 1))) {
+        kn_http_respond_error(req, 400, "bad_request",
+                              "'holder' (1-200 bytes), 'ttl_s' (1..86400) and 'epoch' (a positive "
+                              "integer, or null to take a new lease) are expected");
+        goto out;
+    }
+    char ttl[24], ep[24], mid[24];
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)json_integer_value(jt));
+    snprintf(ep, sizeof(ep), "%lld",
+             je && !json_is_null(je) ? (long long)json_integer_value(je) : 0LL);
+    if (reg_exec(&c, "BEGIN")) goto dberr;
+    int64_t id = reg_model_id(&c, name);
+    if (id < 0) goto out;
+    snprintf(mid, sizeof(mid), "%lld", (long long)id);
+    const char *p[1] = {mid};
+    r = reg_q(&c, PGRES_TUPLES_OK,
+              "SELECT holder, epoch, expires_at < now() AS expired, expires_at FROM leases "
+              "WHERE model_id = $1 FOR UPDATE",
+              1, p);
+    if (!r) goto dberr;
+    int exists = PQntuples(r) == 1, acquired = 0;
+    if (exists) {
+        int mine =
+            strcmp(reg_col(r, 0, "holder"), holder) == 0 && strcmp(reg_col(r, 0, "epoch"), ep) == 0;
+        int expired = strcmp(reg_col(r, 0, "expired"), "t") == 0;
+        if (!mine && strcmp(ep, "0") != 0) {
+            kn_http_respond_error(req, 409, "fenced",
+                                  "model '%s' is now trained by '%s' (lease epoch %s, yours %s)",
+                                  name, reg_col(r, 0, "holder"), reg_col(r, 0, "epoch"), ep);
+            goto out;
+        }
+        if (!mine && !expired) {
+            kn_http_respond_error(
+                req, 409, "lease_held", "model '%s' is trained by '%s' (lease epoch %s, until %s)",
+                name, reg_col(r, 0, "holder"), reg_col(r, 0, "epoch"), reg_col(r, 0, "expires_at"));
+            goto out;
+        }
+        acquired = !mine;
+    } else if (strcmp(ep, "0") != 0) {
+        kn_http_respond_error(req, 409, "fenced", "model '%s' has no lease with epoch %s", name,
+                              ep);
+        goto out;
+    } else {
+        acquired = 1;
+    }
+    PQclear(r);
+    const char *pu[4] = {mid, holder, ttl, acquired ? "1" : "0"};
+    r = reg_q(&c, PGRES_TUPLES_OK,
+              "INSERT INTO leases (model_id, holder, epoch, expires_at) "
+              "VALUES ($1, $2, 1, now() + make_interval(secs => $3::int)) "
+              "ON CONFLICT (model_id) DO UPDATE SET holder = $2, "
+              "epoch = leases.epoch + $4::int, "
+              "acquired_at = CASE WHEN $4::int = 1 THEN now() ELSE leases.acquired_at END, "
+              "expires_at = now() + make_interval(secs => $3::int) "
+              "RETURNING holder, epoch, expires_at",
+              4, pu);
+    if (!r) goto dberr;
+    json_t *res =
+        json_pack("{s:s,s:s,s:I,s:s,s:b}", "model", name, "holder", reg_col(r, 0, "holder"),
+                  "epoch", (json_int_t)strtoll(reg_col(r, 0, "epoch"), NULL, 10), "expires_at",
+                  reg_col(r, 0, "expires_at"), "acquired", acquired);
+    if (acquired) {
+        json_t *data = json_pack("{s:s,s:I}", "holder", holder, "epoch",
+                                 (json_int_t)strtoll(reg_col(r, 0, "epoch"), NULL, 10));
+        int erc = reg_event(&c, id, 0, "lease.acquired", "", data);
+        json_decref(data);
+        if (erc) {
+            json_decref(res);
+            goto dberr;
+        }
+    }
+    if (reg_exec(&c, "COMMIT")) {
+        json_decref(res);
+        goto dberr;
+    }
+    kn_http_respond_json(req, 200, res);
+    goto out;
+dberr:
+    reg_db_fail(&c, "taking the lease");
+out:
+    PQclear(r);
+    json_decref(body);
+    reg_call_end(&c);
+}
+
+/* DELETE .../lease?holder=H&epoch=E: gives the lease back (it expires now),
+ * so the next trainer need not wait for the expiry. 200, or 409 fenced. */
+static void h_lease_release(kn_http_req *req, void *ctx)
+{
+    reg_call c;
+    if (reg_call_begin(&c, ctx, req, REG_ROLE_WRITE) != 0) return;
+    PGresult *r = NULL;
+    const char *name, *holder = kn_http_req_query(req, "holder"),
+                      *ep = kn_http_req_query(req, "epoch");
+    if (path_model(&c, &name)) goto out;
+    if (!holder || !ep || reg_parse_version(ep) < 0) {
+        kn_http_respond_error(req, 400, "bad_request", "?holder=H&epoch=E are expected");
+        goto out;
+    }
+    const char *p[3] = {name, holder, ep};
+    r = reg_q(&c, PGRES_TUPLES_OK,
+              "UPDATE leases l SET expires_at = now() FROM models m WHERE m.id = l.model_id "
+              "AND m.name = $1 AND l.holder = $2 AND l.epoch = $3::bigint RETURNING l.epoch",
+              3, p);
+    if (!r) {
+        reg_db_fail(&c, "releasing the lease");
+        goto out;
+    }
+    if (PQntuples(r) != 1)
+        kn_http_respond_error(req, 409, "fenced", "'%s' holds no lease of '%s' with epoch %s",
+                              holder, name, ep);
+    else
+        kn_http_respond_json(req, 200, json_pack("{s:s,s:b}", "model", name, "released", 1));
+out:
+    PQclear(r);
+    reg_call_end(&c);
+}
+
 /* --- versions --- */
 
 static void h_versions_create(kn_http_req *req, void *ctx)
@@ -512,6 +689,7 @@ static void h_versions_create(kn_http_req *req, void *ctx)
     if (body_str(&c, body, "description", 4096, &desc) ||
         body_str(&c, body, "idempotency_key", 200, &key))
         goto out;
+    const char *lease_epoch = kn_http_req_header(req, "X-Kiln-Lease-Epoch");
     const char *hkey = kn_http_req_header(req, "Idempotency-Key");
     if (hkey) {
         if (strlen(hkey) == 0 || strlen(hkey) > 200 || (key[0] && strcmp(key, hkey) != 0)) {
@@ -566,6 +744,7 @@ static void h_versions_create(kn_http_req *req, void *ctx)
     snprintf(ver, sizeof(ver), "%s", reg_col(r, 0, "version"));
     PQclear(r);
     r = NULL;
+    if (lease_epoch && lease_check(&c, mid, name, lease_epoch) != 0) goto out;
     if (key[0]) {
         const char *p2[2] = {mid, key};
         r = reg_q(&c, PGRES_TUPLES_OK,
@@ -1414,9 +1593,7 @@ static void h_alias_rollback(kn_http_req *req, void *ctx)
     snprintf(curs, sizeof(curs), "%ld", cur);
     const char *p[3] = {mid, alias, curs};
     r = reg_q(&c, PGRES_TUPLES_OK,
-              "SELECT e.data ->> 'from' AS prev, v.status FROM events e "
-              "LEFT JOIN versions v ON v.model_id = e.model_id "
-              "AND v.version = (e.data ->> 'from')::int "
+              "SELECT e.data ->> 'from' AS prev FROM events e "
               "WHERE e.model_id = $1 AND e.kind IN ('version.promoted', 'alias.moved') "
               "AND e.data ->> 'alias' = $2 AND (e.data ->> 'to')::int = $3::int "
               "ORDER BY e.id DESC LIMIT 1",
@@ -1425,19 +1602,25 @@ static void h_alias_rollback(kn_http_req *req, void *ctx)
     long prev = PQntuples(r) == 1 && !reg_col_null(r, 0, "prev")
                     ? strtol(reg_col(r, 0, "prev"), NULL, 10)
                     : 0;
+    PQclear(r);
+    r = NULL;
     if (!prev) {
         kn_http_respond_error(req, 409, "no_previous",
                               "alias '%s' has no earlier version to roll back to", alias);
         goto out;
     }
-    if (!aliasable_status(reg_col(r, 0, "status"))) {
+    /* The target's status is read under its row lock, taken after the alias
+     * lock as in h_alias_put: an archive of it either commits first (we see
+     * `archived` here) or waits for us and then finds the alias on it. */
+    char prevs[24], status[16];
+    snprintf(prevs, sizeof(prevs), "%ld", prev);
+    if (lock_version(&c, name, prevs, mid, status)) goto out;
+    if (!aliasable_status(status)) {
         kn_http_respond_error(req, 409, "invalid_state",
                               "the previous version %ld is %s: cannot roll back to it", prev,
-                              reg_col(r, 0, "status"));
+                              status);
         goto out;
     }
-    PQclear(r);
-    r = NULL;
     if (move_alias(&c, mid, alias, cur, prev, "version.rolled_back", reason) ||
         reg_exec(&c, "COMMIT"))
         goto dberr;
@@ -1499,6 +1682,43 @@ static void h_events(kn_http_req *req, void *ctx)
     respond_docs(req, res, "events", r, n, "doc");
 out:
     PQclear(r);
+    reg_call_end(&c);
+}
+
+/* POST .../events {"kind": "evalset.refrozen", "reason": "..", "data": {..}}:
+ * an operator action that is not a row change of its own gets its line in the
+ * event log. Only the kinds below; the promote role, because what they
+ * record decides promotions (an eval set re-frozen by hand, docs/evaluator.md). */
+static void h_events_post(kn_http_req *req, void *ctx)
+{
+    static const char *const kinds[] = {"evalset.refrozen"};
+    reg_call c;
+    if (reg_call_begin(&c, ctx, req, REG_ROLE_PROMOTE) != 0) return;
+    json_t *body = kn_http_req_json(req);
+    const char *name, *kind, *reason;
+    if (!body || path_model(&c, &name)) goto out;
+    if (body_str(&c, body, "kind", 64, &kind) || body_str(&c, body, "reason", 4096, &reason))
+        goto out;
+    int known = 0;
+    for (size_t i = 0; i < KN_ARRAY_LEN(kinds); i++)
+        known |= strcmp(kind, kinds[i]) == 0;
+    json_t *data = json_object_get(body, "data");
+    if (!known || !reason[0] || (data && !json_is_object(data))) {
+        kn_http_respond_error(req, 400, "bad_request",
+                              "'kind' must be evalset.refrozen, 'reason' is required, 'data' "
+                              "an object");
+        goto out;
+    }
+    int64_t mid = reg_model_id(&c, name);
+    if (mid < 0) goto out;
+    if (reg_event(&c, mid, 0, kind, reason, data)) {
+        reg_db_fail(&c, "recording the event");
+        goto out;
+    }
+    kn_http_respond_json(req, 201,
+                         json_pack("{s:s,s:s,s:s}", "model", name, "kind", kind, "reason", reason));
+out:
+    json_decref(body);
     reg_call_end(&c);
 }
 
@@ -1653,6 +1873,9 @@ void reg_api_routes(kn_http_server *srv, reg_app *app)
         {"DELETE", "/v1/models/{name}/aliases/{alias}", h_alias_delete},
         {"POST", "/v1/models/{name}/aliases/{alias}/rollback", h_alias_rollback},
         {"GET", "/v1/models/{name}/events", h_events},
+        {"POST", "/v1/models/{name}/events", h_events_post},
+        {"POST", "/v1/models/{name}/lease", h_lease_take},
+        {"DELETE", "/v1/models/{name}/lease", h_lease_release},
         {"GET", "/v1/tokens", h_tokens_list},
         {"POST", "/v1/tokens", h_tokens_create},
         {"DELETE", "/v1/tokens/{id}", h_tokens_revoke},

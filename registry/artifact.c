@@ -1,13 +1,22 @@
 /* artifact.c: streaming artifact upload and download.
  *
  * Upload (PUT .../artifact, write role, declared SHA-256 in the X-Kiln-Sha256
- * header or ?sha256=): the body is hashed as it arrives and written to a new
- * large object inside one transaction, flushed in 1 MiB writes, so memory
- * stays flat whatever the size. The transaction commits only when the digest
- * matches and the size is within registry.max_artifact_bytes; on a mismatch,
- * an overrun or a client that goes away it rolls back, and PostgreSQL
- * discards the large object with it: nothing is left behind. Bytes whose
- * digest is already stored are hashed and not stored again.
+ * header or ?sha256=) in two phases, so a slow client holds neither a
+ * database connection nor a row lock while its bytes trickle in:
+ *  1. transfer: the token, the version and the declared digest are checked
+ *     on a pooled connection given back at once; the body is hashed as it
+ *     arrives and staged in an unlinked file under registry.staging_dir
+ *     (1 MiB writes, memory stays flat). An upload slower on average than
+ *     registry.upload_min_bytes_per_s once registry.timeout_s have passed, or
+ *     longer than registry.upload_timeout_s, is cut (408).
+ *  2. attach: only when the digest matches and the size is within
+ *     registry.max_artifact_bytes, one short transaction copies the staged
+ *     file into a new large object at local speed, then locks the version
+ *     row (bounded by lock_timeout), re-checks it and links the artifact.
+ * On a mismatch, an overrun, a cut or a client that goes away nothing reaches
+ * the database; a failed attach rolls back and PostgreSQL discards the large
+ * object with it; the staged file vanishes with its descriptor (or the
+ * process). Bytes whose digest is already stored are hashed, not staged.
  *
  * Download (GET .../artifact): ETag = the digest, single Range, If-None-Match.
  * Each 1 MiB window is read with lo_get on a pooled connection taken only
@@ -15,50 +24,50 @@
 #include "registry.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <libpq/libpq-fs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "core/kn.h"
 #include "core/log.h"
 #include "core/sha256.h"
 
-#define WINDOW (1u << 20) /* bytes per lo_write / lo_get */
+#define WINDOW (1u << 20) /* bytes per staged write / lo_write / lo_get */
 
 typedef struct {
-    reg_call c;    /* its connection holds the upload's transaction */
-    int started;   /* upload_begin ran */
-    int answered;  /* an error answer is queued; the rest of the body is dropped */
-    int dedup;     /* these bytes are already stored: hash only */
+    int started;  /* upload_begin ran */
+    int answered; /* an error answer is queued; the rest of the body is dropped */
+    int dedup;    /* these bytes were already stored when the upload began: hash only */
     char name[160];
     char ver[24];
-    char mid[24];
     char want[KN_SHA256_HEX_LEN];
-    char have[KN_SHA256_HEX_LEN]; /* artifact the version already has, "" if none */
-    Oid oid;
-    int fd;
+    char actor[128]; /* the caller's token name, for the event */
+    int fd;          /* the staged body (unlinked file), -1 when not staging */
     kn_sha256 *h;
     uint64_t size; /* bytes received so far */
-    char *buf;     /* (WINDOW) bytes not yet written */
+    char *buf;     /* (WINDOW) bytes not yet staged; reused to copy into the object */
     size_t blen;
+    struct timespec t0; /* CLOCK_MONOTONIC when the first chunk arrived */
 } upload;
 
 static void upload_free(void *p)
 {
     upload *u = p;
     if (!u) return;
-    if (u->c.db) reg_call_end(&u->c); /* rolls back an unfinished upload */
+    if (u->fd >= 0) close(u->fd);
     kn_sha256_destroy(u->h);
     free(u->buf);
     free(u);
 }
 
-static void upload_fail(upload *u, int status, const char *code, const char *msg)
+static void upload_fail(upload *u, kn_http_req *req, int status, const char *code, const char *msg)
 {
-    kn_http_respond_error(u->c.req, status, code, "%s", msg);
+    kn_http_respond_error(req, status, code, "%s", msg);
     u->answered = 1;
-    if (u->c.db) reg_call_end(&u->c);
 }
 
 /* The declared digest, lower-cased into out; 0 or -1. */
@@ -72,118 +81,144 @@ static int declared_digest(kn_http_req *req, char out[KN_SHA256_HEX_LEN])
     return kn_sha256_hex_valid(out) ? 0 : -1;
 }
 
-/* Checks, locks the version and opens the large object. On failure the
+/* An unlinked file in dir, open for reading and writing; -1 and errno. */
+static int stage_open(const char *dir)
+{
+    char path[320];
+    snprintf(path, sizeof(path), "%s/kiln-upload-XXXXXX", dir);
+    int fd = mkstemp(path);
+    if (fd >= 0) unlink(path);
+    return fd;
+}
+
+/* Phase 1 checks: token, path, digest, size, and the version as it is now
+ * (no lock, no transaction; attach checks again under the lock). The
+ * connection is given back before any body byte is read. On failure the
  * answer is queued and u->answered set. */
 static void upload_begin(upload *u, reg_app *app, kn_http_req *req)
 {
     char msg[300];
+    reg_call c;
     PGresult *r = NULL;
     u->started = 1;
-    u->fd = -1;
-    if (reg_call_begin(&u->c, app, req, REG_ROLE_WRITE) != 0) {
+    clock_gettime(CLOCK_MONOTONIC, &u->t0);
+    if (reg_call_begin(&c, app, req, REG_ROLE_WRITE) != 0) {
         u->answered = 1;
         return;
     }
+    snprintf(u->actor, sizeof(u->actor), "%s", c.actor);
     const char *name = kn_http_req_param(req, "name");
     long v = reg_parse_version(kn_http_req_param(req, "version"));
     if (!name || !reg_valid_name(name) || v < 0) {
-        upload_fail(u, 400, "bad_request", "bad model name or version in the path");
-        return;
+        upload_fail(u, req, 400, "bad_request", "bad model name or version in the path");
+        goto out;
     }
     snprintf(u->name, sizeof(u->name), "%s", name);
     snprintf(u->ver, sizeof(u->ver), "%ld", v);
     if (declared_digest(req, u->want) != 0) {
-        upload_fail(u, 400, "bad_digest",
+        upload_fail(u, req, 400, "bad_digest",
                     "declare the artifact's SHA-256 (64 hex digits) in the X-Kiln-Sha256 header "
                     "or the sha256 query parameter");
-        return;
+        goto out;
     }
     const char *cl = kn_http_req_header(req, "Content-Length");
     if (cl && strtoull(cl, NULL, 10) > app->max_artifact) {
         snprintf(msg, sizeof(msg), "the artifact is over the %llu byte limit",
                  (unsigned long long)app->max_artifact);
-        upload_fail(u, 413, "too_large", msg);
-        return;
+        upload_fail(u, req, 413, "too_large", msg);
+        goto out;
     }
-    if (reg_exec(&u->c, "BEGIN")) goto dberr;
     const char *p[3] = {u->name, u->ver, u->want};
-    r = reg_q(&u->c, PGRES_TUPLES_OK,
-              "SELECT v.model_id, v.status, v.artifact_sha256, "
+    r = reg_q(&c, PGRES_TUPLES_OK,
+              "SELECT v.status, v.artifact_sha256, "
               "EXISTS (SELECT 1 FROM artifacts a WHERE a.sha256 = $3) AS stored "
               "FROM versions v JOIN models m ON m.id = v.model_id "
-              "WHERE m.name = $1 AND v.version = $2::int FOR UPDATE OF v NOWAIT",
+              "WHERE m.name = $1 AND v.version = $2::int",
               3, p);
     if (!r) {
-        if (strcmp(u->c.sqlstate, "55P03") == 0) {
-            upload_fail(u, 409, "conflict", "another upload to this version is in progress");
-            return;
-        }
-        goto dberr;
+        reg_db_fail(&c, "checking the version");
+        u->answered = 1;
+        goto out;
     }
     if (PQntuples(r) != 1) {
         snprintf(msg, sizeof(msg), "model '%s' has no version %s", u->name, u->ver);
-        PQclear(r);
-        upload_fail(u, 404, "not_found", msg);
-        return;
+        upload_fail(u, req, 404, "not_found", msg);
+        goto out;
     }
-    snprintf(u->mid, sizeof(u->mid), "%s", reg_col(r, 0, "model_id"));
-    snprintf(u->have, sizeof(u->have), "%s", reg_col(r, 0, "artifact_sha256"));
+    const char *have = reg_col(r, 0, "artifact_sha256");
     u->dedup = strcmp(reg_col(r, 0, "stored"), "t") == 0;
-    int archived = strcmp(reg_col(r, 0, "status"), "archived") == 0;
-    PQclear(r);
-    r = NULL;
-    if (archived) {
-        upload_fail(u, 409, "invalid_state", "the version is archived");
-        return;
+    if (strcmp(reg_col(r, 0, "status"), "archived") == 0) {
+        upload_fail(u, req, 409, "invalid_state", "the version is archived");
+        goto out;
     }
-    if (u->have[0] && strcmp(u->have, u->want) != 0) {
+    if (have[0] && strcmp(have, u->want) != 0) {
         snprintf(msg, sizeof(msg), "version %s already has artifact %s; artifacts are immutable",
-                 u->ver, u->have);
-        upload_fail(u, 409, "artifact_exists", msg);
-        return;
+                 u->ver, have);
+        upload_fail(u, req, 409, "artifact_exists", msg);
+        goto out;
     }
     u->h = kn_sha256_new();
-    if (!u->h) {
-        upload_fail(u, 500, "internal", "out of memory");
-        return;
+    u->buf = malloc(WINDOW);
+    if (!u->h || !u->buf) {
+        upload_fail(u, req, 500, "internal", "out of memory");
+        goto out;
     }
-    if (!u->dedup) {
-        u->buf = malloc(WINDOW);
-        if (!u->buf) {
-            upload_fail(u, 500, "internal", "out of memory");
-            return;
-        }
-        u->oid = lo_creat(u->c.db, INV_READ | INV_WRITE);
-        if (u->oid == InvalidOid) goto loerr;
-        u->fd = lo_open(u->c.db, u->oid, INV_WRITE);
-        if (u->fd < 0) goto loerr;
+    if (!u->dedup && (u->fd = stage_open(app->staging_dir)) < 0) {
+        kn_log_error("artifact upload: cannot stage in %s: %s", app->staging_dir, strerror(errno));
+        upload_fail(u, req, 500, "internal", "cannot stage the upload");
+        goto out;
     }
-    return;
-loerr:
-    snprintf(u->c.dberr, sizeof(u->c.dberr), "%s", PQerrorMessage(u->c.db));
-dberr:
+out:
     PQclear(r);
-    reg_db_fail(&u->c, "storing the artifact");
-    u->answered = 1;
-    reg_call_end(&u->c);
+    reg_call_end(&c);
 }
 
-static int upload_flush(upload *u)
+static int stage_flush(upload *u, kn_http_req *req)
 {
     size_t off = 0;
     while (off < u->blen) {
-        int n = lo_write(u->c.db, u->fd, u->buf + off, u->blen - off);
+        ssize_t n = write(u->fd, u->buf + off, u->blen - off);
+        if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
-            snprintf(u->c.dberr, sizeof(u->c.dberr), "%s", PQerrorMessage(u->c.db));
-            reg_db_fail(&u->c, "writing the artifact");
-            u->answered = 1;
-            reg_call_end(&u->c);
+            kn_log_error("artifact upload: staging %s v%s: %s", u->name, u->ver,
+                         n < 0 ? strerror(errno) : "short write");
+            upload_fail(u, req, 507, "insufficient_storage",
+                        "the registry cannot stage the upload (disk full?)");
             return -1;
         }
         off += (size_t)n;
     }
     u->blen = 0;
     return 0;
+}
+
+/* Cuts an upload past its deadline or below the minimum rate: 0 or -1
+ * (answered 408). */
+static int upload_pace(upload *u, reg_app *app, kn_http_req *req)
+{
+    struct timespec now;
+    char msg[256];
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    double secs = (double)(now.tv_sec - u->t0.tv_sec) + (double)(now.tv_nsec - u->t0.tv_nsec) / 1e9;
+    if (secs > (double)app->upload_timeout_s) {
+        snprintf(msg, sizeof(msg),
+                 "upload cut: not complete after %.0f s (registry.upload_timeout_s = %u); "
+                 "nothing stored",
+                 secs, app->upload_timeout_s);
+    } else if (app->upload_min_rate && secs > (double)app->upload_grace_s &&
+               (double)u->size < secs * (double)app->upload_min_rate) {
+        snprintf(msg, sizeof(msg),
+                 "upload cut: %.0f bytes/s on average after %.0f s, under the minimum of %llu "
+                 "(registry.upload_min_bytes_per_s); nothing stored",
+                 (double)u->size / secs, secs, (unsigned long long)app->upload_min_rate);
+    } else {
+        return 0;
+    }
+    kn_log_warn("artifact upload %s v%s by %s: %s", u->name, u->ver, u->actor, msg);
+    kn_metrics_add(app->uploads_cut, 1);
+    kn_http_add_header(req, "Connection", "close");
+    upload_fail(u, req, 408, "upload_too_slow", msg);
+    return -1;
 }
 
 static int on_upload_chunk(kn_http_req *req, const char *data, size_t len, void *ctx)
@@ -196,6 +231,7 @@ static int on_upload_chunk(kn_http_req *req, const char *data, size_t len, void 
             kn_http_respond_error(req, 500, "internal", "out of memory");
             return 1;
         }
+        u->fd = -1;
         kn_http_req_set_state(req, u, upload_free);
         upload_begin(u, app, req);
     }
@@ -205,9 +241,10 @@ static int on_upload_chunk(kn_http_req *req, const char *data, size_t len, void 
         char msg[128];
         snprintf(msg, sizeof(msg), "the artifact is over the %llu byte limit",
                  (unsigned long long)app->max_artifact);
-        upload_fail(u, 413, "too_large", msg);
+        upload_fail(u, req, 413, "too_large", msg);
         return 1;
     }
+    if (upload_pace(u, app, req) != 0) return 1;
     kn_sha256_update(u->h, data, len);
     if (u->dedup) return 0;
     while (len > 0) {
@@ -216,43 +253,99 @@ static int on_upload_chunk(kn_http_req *req, const char *data, size_t len, void 
         u->blen += take;
         data += take;
         len -= take;
-        if (u->blen == WINDOW && upload_flush(u) != 0) return 1;
+        if (u->blen == WINDOW && stage_flush(u, req) != 0) return 1;
     }
     return 0;
 }
 
+/* Copies the staged body into a new large object in c's transaction;
+ * *oid set. 0 or -1 (c->dberr set). */
+static int attach_copy(reg_call *c, upload *u, Oid *oid)
+{
+    int fd = -1;
+    *oid = lo_creat(c->db, INV_READ | INV_WRITE);
+    if (*oid == InvalidOid) goto loerr;
+    fd = lo_open(c->db, *oid, INV_WRITE);
+    if (fd < 0) goto loerr;
+    for (uint64_t off = 0; off < u->size;) {
+        ssize_t n = pread(u->fd, u->buf, WINDOW, (off_t)off);
+        if (n <= 0) {
+            snprintf(c->dberr, sizeof(c->dberr), "reading the staged upload: %s",
+                     n < 0 ? strerror(errno) : "short file");
+            return -1;
+        }
+        for (ssize_t w = 0; w < n;) {
+            int k = lo_write(c->db, fd, u->buf + w, (size_t)(n - w));
+            if (k <= 0) goto loerr;
+            w += k;
+        }
+        off += (uint64_t)n;
+    }
+    if (lo_close(c->db, fd) != 0) goto loerr;
+    return 0;
+loerr:
+    snprintf(c->dberr, sizeof(c->dberr), "%s", PQerrorMessage(c->db));
+    return -1;
+}
+
+/* Phase 2: the whole body is in and hashed. */
 static void h_upload(kn_http_req *req, void *ctx)
 {
     reg_app *app = ctx;
     PGresult *r = NULL;
+    char err[256], msg[300];
     upload *u = kn_http_req_state(req);
     if (!u) { /* an empty body: no chunk arrived */
         if (on_upload_chunk(req, "", 0, ctx) != 0) return;
         u = kn_http_req_state(req);
     }
     if (u->answered) return;
-    reg_call *c = &u->c;
+    if (upload_pace(u, app, req) != 0) return;
+    if (!u->dedup && u->blen && stage_flush(u, req) != 0) return;
     uint8_t digest[KN_SHA256_LEN];
     char got[KN_SHA256_HEX_LEN], sizes[24];
-    if (!u->dedup) {
-        if (u->blen && upload_flush(u) != 0) return;
-        if (lo_close(c->db, u->fd) != 0) goto loerr;
-    }
     kn_sha256_final(u->h, digest);
     kn_sha256_to_hex(digest, got);
     if (strcmp(got, u->want) != 0) {
-        char msg[256];
         snprintf(msg, sizeof(msg), "the body's SHA-256 is %s, not the declared %s; nothing stored",
                  got, u->want);
-        upload_fail(u, 422, "digest_mismatch", msg);
+        upload_fail(u, req, 422, "digest_mismatch", msg);
+        return;
+    }
+    reg_call c;
+    memset(&c, 0, sizeof(c));
+    c.app = app;
+    c.req = req;
+    snprintf(c.actor, sizeof(c.actor), "%s", u->actor);
+    c.db = reg_pool_get(app->pool, err, sizeof(err));
+    if (!c.db) {
+        kn_metrics_add(app->db_unavailable, 1);
+        kn_log_warn("artifact upload: %s", err);
+        kn_http_add_header(req, "Retry-After", "1");
+        kn_http_respond_error(req, 503, "unavailable", "the database is unavailable; retry");
         return;
     }
     snprintf(sizes, sizeof(sizes), "%llu", (unsigned long long)u->size);
-    if (!u->dedup) {
+    if (reg_exec(&c, "BEGIN")) goto dberr;
+    /* The object first, the row lock last: the lock is held only for the
+     * few statements that link the artifact. */
+    const char *pw[1] = {u->want};
+    r = reg_q(&c, PGRES_TUPLES_OK, "SELECT 1 FROM artifacts WHERE sha256 = $1", 1, pw);
+    if (!r) goto dberr;
+    int stored = PQntuples(r) == 1;
+    PQclear(r);
+    r = NULL;
+    if (!stored && u->fd < 0) { /* was stored at begin, removed since: cannot happen today */
+        upload_fail(u, req, 409, "conflict", "the stored artifact vanished; upload again");
+        goto out;
+    }
+    if (!stored) {
+        Oid oid;
         char oids[24];
-        snprintf(oids, sizeof(oids), "%u", u->oid);
+        if (attach_copy(&c, u, &oid) != 0) goto dberr;
+        snprintf(oids, sizeof(oids), "%u", oid);
         const char *p[3] = {u->want, sizes, oids};
-        r = reg_q(c, PGRES_TUPLES_OK,
+        r = reg_q(&c, PGRES_TUPLES_OK,
                   "INSERT INTO artifacts (sha256, size, lo) VALUES ($1, $2::bigint, $3::oid) "
                   "ON CONFLICT (sha256) DO NOTHING RETURNING sha256",
                   3, p);
@@ -260,45 +353,72 @@ static void h_upload(kn_http_req *req, void *ctx)
         int raced = PQntuples(r) == 0; /* a concurrent upload stored the same bytes */
         PQclear(r);
         r = NULL;
-        if (raced && lo_unlink(c->db, u->oid) != 1) goto loerr;
+        if (raced && lo_unlink(c.db, oid) != 1) {
+            snprintf(c.dberr, sizeof(c.dberr), "%s", PQerrorMessage(c.db));
+            goto dberr;
+        }
     }
-    int changed = strcmp(u->have, u->want) != 0;
+    const char *pv[2] = {u->name, u->ver};
+    r = reg_q(&c, PGRES_TUPLES_OK,
+              "SELECT v.model_id, v.status, v.artifact_sha256 FROM versions v "
+              "JOIN models m ON m.id = v.model_id WHERE m.name = $1 AND v.version = $2::int "
+              "FOR UPDATE OF v",
+              2, pv);
+    if (!r) goto dberr;
+    if (PQntuples(r) != 1) {
+        snprintf(msg, sizeof(msg), "model '%s' has no version %s", u->name, u->ver);
+        upload_fail(u, req, 404, "not_found", msg);
+        goto out;
+    }
+    char mid[24], have[KN_SHA256_HEX_LEN];
+    snprintf(mid, sizeof(mid), "%s", reg_col(r, 0, "model_id"));
+    snprintf(have, sizeof(have), "%s", reg_col(r, 0, "artifact_sha256"));
+    int archived = strcmp(reg_col(r, 0, "status"), "archived") == 0;
+    PQclear(r);
+    r = NULL;
+    if (archived) {
+        upload_fail(u, req, 409, "invalid_state", "the version is archived");
+        goto out;
+    }
+    if (have[0] && strcmp(have, u->want) != 0) {
+        snprintf(msg, sizeof(msg), "version %s already has artifact %s; artifacts are immutable",
+                 u->ver, have);
+        upload_fail(u, req, 409, "artifact_exists", msg);
+        goto out;
+    }
+    int changed = !have[0];
     if (changed) {
-        const char *p[3] = {u->mid, u->ver, u->want};
-        r = reg_q(c, PGRES_COMMAND_OK,
+        const char *p[3] = {mid, u->ver, u->want};
+        r = reg_q(&c, PGRES_COMMAND_OK,
                   "UPDATE versions SET artifact_sha256 = $3 WHERE model_id = $1 "
                   "AND version = $2::int",
                   3, p);
         if (!r) goto dberr;
         PQclear(r);
         r = NULL;
-        json_t *data = json_pack("{s:s,s:I,s:b}", "sha256", u->want, "size",
-                                 (json_int_t)u->size, "deduplicated", u->dedup);
-        int erc = reg_event(c, strtoll(u->mid, NULL, 10), strtol(u->ver, NULL, 10),
+        json_t *data = json_pack("{s:s,s:I,s:b}", "sha256", u->want, "size", (json_int_t)u->size,
+                                 "deduplicated", stored);
+        int erc = reg_event(&c, strtoll(mid, NULL, 10), strtol(u->ver, NULL, 10),
                             "artifact.uploaded", "", data);
         json_decref(data);
         if (erc) goto dberr;
     }
-    if (reg_exec(c, "COMMIT")) goto dberr;
+    if (reg_exec(&c, "COMMIT")) goto dberr;
     if (changed) kn_metrics_add(app->artifact_bytes_in, (double)u->size);
-    const char *p[2] = {u->name, u->ver};
-    r = reg_q(c, PGRES_TUPLES_OK,
+    r = reg_q(&c, PGRES_TUPLES_OK,
               "SELECT version_doc(v, m.name) AS doc FROM models m JOIN versions v "
               "ON v.model_id = m.id WHERE m.name = $1 AND v.version = $2::int",
-              2, p);
+              2, pv);
     if (!r || PQntuples(r) != 1) goto dberr;
     kn_http_add_header(req, "ETag", u->want);
     kn_http_respond_json(req, changed ? 201 : 200,
                          json_loads(reg_col(r, 0, "doc"), 0, NULL));
-    PQclear(r);
-    reg_call_end(c);
-    return;
-loerr:
-    snprintf(c->dberr, sizeof(c->dberr), "%s", PQerrorMessage(c->db));
+    goto out;
 dberr:
+    reg_db_fail(&c, "storing the artifact");
+out:
     PQclear(r);
-    reg_db_fail(c, "storing the artifact");
-    reg_call_end(c);
+    reg_call_end(&c); /* rolls back an unfinished attach, large object included */
 }
 
 /* --- download --- */
@@ -490,6 +610,8 @@ out:
 
 void reg_artifact_routes(kn_http_server *srv, reg_app *app)
 {
+    app->uploads_cut = kn_metrics_counter(app->metrics, "kiln_registry_uploads_cut_total",
+                                          "Artifact uploads cut for being too slow", NULL);
     kn_http_server_route(srv, "PUT", "/v1/models/{name}/versions/{version}/artifact", h_upload,
                          on_upload_chunk, app);
     kn_http_server_route(srv, "GET", "/v1/models/{name}/versions/{version}/artifact",

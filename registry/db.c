@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "embedded.h"
+#include "core/config.h"
 #include "core/kn.h"
 #include "core/log.h"
 #include "core/sha256.h"
@@ -24,6 +25,9 @@ struct reg_pool {
     char *conninfo;
     char schema[64];
     unsigned wait_ms;
+    /* Session limits every pooled connection gets (ms, 0 = none): a query,
+     * a wait for a row lock, a transaction left idle by a stalled caller. */
+    char statement_ms[16], lock_ms[16], idle_tx_ms[16];
     int size;
     int nfree;     /* entries in idle[] */
     int nout;      /* connections handed out */
@@ -45,6 +49,7 @@ reg_pool *reg_pool_new(const char *conninfo, const char *schema, int size, unsig
     snprintf(p->schema, sizeof(p->schema), "%s", schema);
     p->size = size;
     p->wait_ms = wait_ms;
+    reg_pool_set_timeouts(p, 0, 0, 0);
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->freed, NULL);
     return p;
@@ -59,6 +64,14 @@ void reg_pool_destroy(reg_pool *p)
     free(p->idle);
     free(p->conninfo);
     free(p);
+}
+
+void reg_pool_set_timeouts(reg_pool *p, unsigned statement_ms, unsigned lock_ms,
+                           unsigned idle_tx_ms)
+{
+    snprintf(p->statement_ms, sizeof(p->statement_ms), "%u", statement_ms);
+    snprintf(p->lock_ms, sizeof(p->lock_ms), "%u", lock_ms);
+    snprintf(p->idle_tx_ms, sizeof(p->idle_tx_ms), "%u", idle_tx_ms);
 }
 
 static void notice_quiet(void *arg, const char *message)
@@ -158,11 +171,14 @@ static PGconn *pool_connect(reg_pool *p, char *err, size_t errsz)
         goto fail;
     }
     PQsetNoticeProcessor(c, notice_quiet, NULL);
-    const char *params[1] = {p->schema};
+    const char *params[4] = {p->schema, p->statement_ms, p->lock_ms, p->idle_tx_ms};
     r = PQexecParams(c,
                      "SELECT set_config('search_path', $1, false), "
-                     "set_config('TimeZone', 'UTC', false)",
-                     1, NULL, params, NULL, NULL, 0);
+                     "set_config('TimeZone', 'UTC', false), "
+                     "set_config('statement_timeout', $2, false), "
+                     "set_config('lock_timeout', $3, false), "
+                     "set_config('idle_in_transaction_session_timeout', $4, false)",
+                     4, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         kn_seterr(err, errsz, KN_EDB, "cannot set search_path: %s", PQerrorMessage(c));
         goto fail;
@@ -274,6 +290,10 @@ int reg_migrate(reg_pool *p, char *err, size_t errsz)
     r = PQexec(c, "BEGIN");
     if (PQresultStatus(r) != PGRES_COMMAND_OK) goto dberr;
     PQclear(r);
+    /* a migration may rewrite a big table: the request limits do not apply */
+    r = PQexec(c, "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) goto dberr;
+    PQclear(r);
     const char *lock_params[1] = {p->schema};
     r = PQexecParams(c, "SELECT pg_advisory_xact_lock(hashtext('kiln-registry-migrate:' || $1))",
                      1, NULL, lock_params, NULL, NULL, 0);
@@ -349,4 +369,33 @@ out:
     PQclear(r);
     reg_pool_put(p, c);
     return rc;
+}
+
+int reg_limits_configure(reg_app *app, const kn_config *cfg, char *err, size_t errsz)
+{
+    int ok[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    int64_t stmt = kn_config_get_int(cfg, "registry.statement_timeout_ms", 30000, &ok[0]);
+    int64_t lock = kn_config_get_int(cfg, "registry.lock_timeout_ms", 5000, &ok[1]);
+    int64_t idle = kn_config_get_int(cfg, "registry.idle_in_transaction_timeout_ms", 60000, &ok[2]);
+    int64_t deadline = kn_config_get_int(cfg, "registry.upload_timeout_s", 3600, &ok[3]);
+    int64_t rate = kn_config_get_int(cfg, "registry.upload_min_bytes_per_s", 16384, &ok[4]);
+    int64_t grace = kn_config_get_int(cfg, "registry.timeout_s", 30, &ok[5]);
+    const char *dir = kn_config_get(cfg, "registry.staging_dir", getenv("TMPDIR"));
+    for (int i = 0; i < 6; i++)
+        if (!ok[i])
+            return kn_seterr(err, errsz, KN_EINVAL,
+                             "bad registry configuration: a timeout or "
+                             "upload limit is not a number");
+    if (stmt < 0 || stmt > INT32_MAX || lock < 0 || lock > INT32_MAX || idle < 0 ||
+        idle > INT32_MAX || deadline < 1 || rate < 0 || grace < 1)
+        return kn_seterr(err, errsz, KN_EINVAL,
+                         "bad registry configuration: statement_timeout_ms, lock_timeout_ms, "
+                         "idle_in_transaction_timeout_ms must be 0..2^31 ms; upload_timeout_s "
+                         ">= 1; upload_min_bytes_per_s >= 0");
+    reg_pool_set_timeouts(app->pool, (unsigned)stmt, (unsigned)lock, (unsigned)idle);
+    app->upload_timeout_s = (unsigned)deadline;
+    app->upload_min_rate = (uint64_t)rate;
+    app->upload_grace_s = (unsigned)grace;
+    snprintf(app->staging_dir, sizeof(app->staging_dir), "%s", dir && dir[0] ? dir : "/tmp");
+    return KN_OK;
 }

@@ -27,6 +27,14 @@ static const kn_service_key keys[] = {
     {"registry.max_artifact_bytes", "4g", "upload size limit, k/m/g suffixes"},
     {"registry.max_body_bytes", "1m", "JSON body limit"},
     {"registry.timeout_s", "30", "idle connection timeout against slow clients"},
+    {"registry.upload_timeout_s", "3600", "an artifact upload is cut after this long"},
+    {"registry.upload_min_bytes_per_s", "16384",
+     "... or when slower on average after timeout_s (408 upload_too_slow)"},
+    {"registry.staging_dir", NULL, "where uploads are staged (TMPDIR, else /tmp)"},
+    {"registry.statement_timeout_ms", "30000", "database statement limit (0 = none)"},
+    {"registry.lock_timeout_ms", "5000", "database lock wait limit (0 = none)"},
+    {"registry.idle_in_transaction_timeout_ms", "60000",
+     "idle-in-transaction session limit (0 = none)"},
     {NULL, NULL, NULL},
 };
 
@@ -96,6 +104,10 @@ static int run(kn_service *svc, void *arg)
     kn_metrics *m = app->metrics = kn_service_metrics(svc);
     app->pool = reg_pool_new(db ? db : DEFAULT_DB, schema, (int)pool, 5000);
     if (!app->pool) return 1;
+    if (reg_limits_configure(app, kn_service_config(svc), err, sizeof(err)) != KN_OK) {
+        kn_log_error("%s", err);
+        return 1;
+    }
     for (size_t i = 0; i < KN_ARRAY_LEN(counters); i++)
         *(kn_metric **)((char *)app + counters[i].field) =
             kn_metrics_counter(m, counters[i].name, counters[i].help, NULL);

@@ -8,6 +8,7 @@
 
 #include <libpq-fe.h>
 
+#include "core/config.h"
 #include "net/http.h"
 #include "core/metrics.h"
 
@@ -18,6 +19,11 @@ typedef struct reg_pool reg_pool;
  * schema and TimeZone = UTC. Connections are opened lazily. Caller frees. */
 reg_pool *reg_pool_new(const char *conninfo, const char *schema, int size, unsigned wait_ms);
 void reg_pool_destroy(reg_pool *p);
+/* Session limits set on every connection the pool opens from now on (ms;
+ * 0 = no limit): statement_timeout, lock_timeout and
+ * idle_in_transaction_session_timeout. Call before the first get. */
+void reg_pool_set_timeouts(reg_pool *p, unsigned statement_ms, unsigned lock_ms,
+                           unsigned idle_tx_ms);
 
 /* A connection ready for queries, or NULL (err says why: database down, pool
  * exhausted for wait_ms). Reconnects a connection the server dropped. */
@@ -62,7 +68,21 @@ typedef struct {
     int read_requires_token;
     uint64_t max_artifact;       /* bytes */
     const char *promotion_alias; /* moving it needs the promote role; default "production" */
+    /* Uploads (artifact.c): the body is staged in an unlinked file under
+     * staging_dir, holding no database connection; an upload taking longer
+     * than upload_timeout_s, or slower on average than upload_min_rate
+     * bytes/s once upload_grace_s have passed, is cut. */
+    unsigned upload_timeout_s;
+    uint64_t upload_min_rate; /* bytes/s; 0: no minimum */
+    unsigned upload_grace_s;
+    char staging_dir[256];
+    kn_metric *uploads_cut; /* counter */
 } reg_app;
+
+/* Reads the registry's database session limits and upload limits from cfg
+ * (defaults in docs/registry.md) into app and app->pool. KN_OK, or
+ * KN_EINVAL with err naming the keys. */
+int reg_limits_configure(reg_app *app, const kn_config *cfg, char *err, size_t errsz);
 
 /* One API call: a pooled connection and who is calling. */
 typedef struct {

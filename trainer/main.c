@@ -52,6 +52,8 @@ static const kn_service_key keys[] = {
     {"trainer.work_dir", NULL, "where checkpoints are written ($TMPDIR or /tmp)"},
     {"trainer.log_seconds", "5", "seconds between progress lines"},
     {"trainer.flush_seconds", "2", "longest wait for a batch to fill"},
+    {"trainer.lease_ttl_s", "60", "the model's training lease lasts this long unrenewed"},
+    {"trainer.lease_wait_s", "120", "wait this long for a lease another trainer holds"},
     {NULL, NULL, NULL},
 };
 
@@ -66,6 +68,7 @@ typedef struct {
     trn_batcher b;
     trn_ckpt_ctx ctx;
     int64_t *low; /* (nparts) low watermarks of the training topic */
+    trn_lease lease; /* one trainer per model (lease.c) */
 } trainer;
 
 static int option(kn_service *svc, void *app, int id, const char *arg)
@@ -246,7 +249,7 @@ static int start(kn_service *svc, trainer *t, trn_metrics *tm)
         .brokers = s->brokers, .client_id = "kiln-trainer", .dr_cb = trn_events_dr, .linger_ms = 1};
     t->events = kn_kafka_producer_new(&po, e, sizeof(e));
     CHECK(t->events, "kafka producer: %s", e);
-    kn_kafka_topic_spec ets = {.name = s->events_topic, .partitions = 1};
+    kn_kafka_topic_spec ets = {.name = s->events_topic, .partitions = KN_EVENTS_PARTITIONS};
     if (kn_kafka_create_topics(s->brokers, &ets, 1, 10000, e, sizeof(e)) != KN_OK)
         kn_log_warn("creating %s: %s", s->events_topic, e);
 
@@ -259,6 +262,12 @@ static int start(kn_service *svc, trainer *t, trn_metrics *tm)
         CHECK(kn_kafka_watermarks(kn_kafka_consumer_handle(t->cons), s->topic, p, &t->low[p], &hi,
                                   10000) == KN_OK,
               "watermarks of %s [%d]", s->topic, p);
+    }
+    /* one trainer per model: before resume reads the parent (lease.c) */
+    if (trn_lease_take(t->reg, s->model, s->lease_ttl, s->lease_wait, &t->lease, e, sizeof(e)) !=
+        KN_OK) {
+        kn_log_error("%s", e);
+        return 1;
     }
     trn_ckpt_ctx *ctx = &t->ctx;
     ctx->s = s;
@@ -297,6 +306,12 @@ static int run(kn_service *svc, void *app)
     double t_ckpt = trn_now(), retry_at = 0;
     window w = {.t = trn_now()};
     while (!kn_shutdown_requested()) {
+        if (trn_lease_renew(t->reg, s->model, &t->lease, e, sizeof(e)) != KN_OK) {
+            kn_log_error("fenced: stopping without a checkpoint; steps since version %d are "
+                         "left to the trainer that holds the lease",
+                         ctx->parent_version);
+            return 1;
+        }
         if (s->target_steps > 0 && ctx->step >= s->target_steps) {
             kn_log_info("target_steps %" PRId64 " reached", s->target_steps);
             break;
@@ -360,6 +375,7 @@ static int run(kn_service *svc, void *app)
 static void cleanup(void *app)
 {
     trainer *t = app;
+    trn_lease_release(t->reg, t->s.model, &t->lease);
     trn_batcher_free(&t->b); /* holds a consumer message: before the consumer goes */
     kn_kafka_consumer_destroy(t->cons);
     kn_kafka_producer_destroy(t->events, 5000);

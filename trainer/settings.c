@@ -140,8 +140,14 @@ int trn_settings_load(const kn_config *cfg, const char *name, trn_settings *s, c
         goto fail;
     }
     if ((rc = get_seconds(cfg, "trainer.log_seconds", 5, &s->log_seconds, err, errsz)) ||
-        (rc = get_seconds(cfg, "trainer.flush_seconds", 2, &s->flush_seconds, err, errsz)))
+        (rc = get_seconds(cfg, "trainer.flush_seconds", 2, &s->flush_seconds, err, errsz)) ||
+        (rc = get_seconds(cfg, "trainer.lease_ttl_s", 60, &s->lease_ttl, err, errsz)) ||
+        (rc = get_seconds(cfg, "trainer.lease_wait_s", 120, &s->lease_wait, err, errsz)))
         goto fail;
+    if (s->lease_ttl < 1 || s->lease_ttl > 86400) {
+        rc = kn_seterr(err, errsz, KN_EINVAL, "trainer.lease_ttl_s: expected 1..86400 seconds");
+        goto fail;
+    }
 #undef KEY
     return KN_OK;
 fail:

@@ -45,6 +45,8 @@ typedef struct {
     double log_seconds;   /* progress line period */
     double flush_seconds; /* a partial batch is trained after this long without data */
     double idle_exit;     /* exit after this long drained; 0 = never */
+    double lease_ttl;     /* seconds the model's training lease lasts unrenewed */
+    double lease_wait;    /* seconds to wait for a lease another trainer holds */
 } trn_settings;
 
 /* Fills s from cfg for model `name`; KN_EINVAL with the key named in err. On
@@ -206,5 +208,31 @@ int trn_parse_version_ref(const char *ref, const char *self, char *model, size_t
 
 /* Monotonic seconds. */
 double trn_now(void);
+
+/* --- the training lease (lease.c) ---
+ * One trainer per model: the registry's lease row (epoch) is taken before
+ * resume, renewed every third of its ttl, presented with every version
+ * created (X-Kiln-Lease-Epoch) and given back at exit. A second trainer of
+ * the model waits up to lease_wait seconds, then exits saying who holds it;
+ * a trainer whose lease was taken over (it stalled past the ttl) is fenced:
+ * the registry refuses its versions and it stops. */
+typedef struct {
+    char holder[200]; /* "host:pid:random" */
+    int64_t epoch;    /* 0: not held */
+    double ttl;       /* seconds */
+    double renew_at;  /* trn_now() of the next renewal */
+} trn_lease;
+
+/* Takes the lease of model (creating the model when it does not exist yet),
+ * waiting up to wait_s while another trainer holds it. KN_OK and the client
+ * set to present the epoch; KN_ECONFLICT with err naming the holder;
+ * other codes for registry failures. */
+int trn_lease_take(kn_regclient *reg, const char *model, double ttl_s, double wait_s, trn_lease *l,
+                   char *err, size_t errsz);
+/* Renews when due. KN_OK (also when a renewal failed for a transient reason:
+ * logged, tried again); KN_ECONFLICT when fenced: stop at once. */
+int trn_lease_renew(kn_regclient *reg, const char *model, trn_lease *l, char *err, size_t errsz);
+/* Gives the lease back (best effort). */
+void trn_lease_release(kn_regclient *reg, const char *model, trn_lease *l);
 
 #endif

@@ -13,6 +13,7 @@
 #include "core/log.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -20,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #define MAX_PARAMS 8
@@ -71,6 +74,7 @@ struct kn_http_req {
     void (*state_free)(void *);
     struct MHD_Response *resp;
     int status;
+    char *early;        /* a 408 answer's body, sent before the request body is in */
     http_pair *headers; /* for the coming response */
     int nheaders;
     struct timespec start;
@@ -229,9 +233,11 @@ void kn_http_respond_error(kn_http_req *req, int status, const char *code, const
     va_end(ap);
     json_t *m = json_string(msg);
     if (!m) m = json_string("(message is not valid UTF-8)");
-    kn_http_respond_json(req, status,
-                         json_pack("{s:{s:s,s:o,s:s}}", "error", "code", code, "message", m,
-                                   "request_id", req->id));
+    json_t *doc =
+        json_pack("{s:{s:s,s:o,s:s}}", "error", "code", code, "message", m, "request_id", req->id);
+    if (status == 408 && doc && !req->resp && !req->early) /* see send_early */
+        req->early = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    kn_http_respond_json(req, status, doc);
 }
 
 typedef struct {
@@ -389,7 +395,30 @@ static void req_free(kn_http_req *req)
     free(req->headers);
     if (req->resp) MHD_destroy_response(req->resp);
     free(req->body);
+    free(req->early);
     free(req);
+}
+
+/* A 408 decided while the body still arrives: libmicrohttpd 0.9 cannot queue
+ * a response before the whole body is in, and waiting for a client that was
+ * cut for slowness defeats the cut. The answer is written to the socket
+ * directly and the connection closed (MHD_NO). */
+static enum MHD_Result send_early(kn_http_req *req)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return MHD_NO;
+    char head[256];
+    int hn = snprintf(head, sizeof(head),
+                      "HTTP/1.1 %d Request Timeout\r\nContent-Type: application/json\r\n"
+                      "Content-Length: %zu\r\nX-Request-Id: %s\r\nConnection: close\r\n\r\n",
+                      req->status, strlen(req->early), req->id);
+    struct iovec iov[2] = {{head, (size_t)hn}, {req->early, strlen(req->early)}};
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+    if (sendmsg(ci->connect_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+        kn_log_debug("%s %s: early answer not sent: %s", req->method, req->path, strerror(errno));
+    shutdown(ci->connect_fd, SHUT_WR);
+    return MHD_NO;
 }
 
 static enum MHD_Result queue(kn_http_req *req)
@@ -485,8 +514,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (req->oversize && !req->resp) req->oversize_len += n;
         if (req->resp || req->body_stopped) return MHD_YES; /* discard: answer is decided */
         if (req->route->body_cb) {
-            if (req->route->body_cb(req, upload_data, n, req->route->ctx) != 0)
+            if (req->route->body_cb(req, upload_data, n, req->route->ctx) != 0) {
                 req->body_stopped = 1;
+                if (req->early) return send_early(req);
+            }
             return MHD_YES;
         }
         if (req->body_len + n > srv->opts.max_body) {

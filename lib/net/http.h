@@ -32,7 +32,9 @@ typedef void (*kn_http_handler)(kn_http_req *req, void *ctx);
 
 /* Streaming body: called for each chunk (len > 0) as it arrives. Return 0 to
  * go on; non-zero to stop reading: the handler is then still called, and
- * should answer from the state the callback left (see kn_http_req_set_state). */
+ * should answer from the state the callback left (see kn_http_req_set_state).
+ * A 408 answered by the callback is sent at once and the connection closed,
+ * without reading the rest of the body (a slow client cut is not waited for). */
 typedef int (*kn_http_body_cb)(kn_http_req *req, const char *data, size_t len, void *ctx);
 
 /* Readiness probe: 0 when ready; otherwise fill why and return non-zero. */

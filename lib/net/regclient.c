@@ -22,6 +22,7 @@ struct kn_regclient {
     char *auth;   /* "Authorization: Bearer ..." or NULL */
     long timeout; /* seconds, JSON calls */
     int last_status;
+    char lease[64]; /* "X-Kiln-Lease-Epoch: N" or "" */
 };
 
 typedef struct {
@@ -83,6 +84,13 @@ void kn_regclient_destroy(kn_regclient *c)
 }
 
 void kn_regclient_set_timeout(kn_regclient *c, long seconds) { c->timeout = seconds; }
+void kn_regclient_set_lease_epoch(kn_regclient *c, int64_t epoch)
+{
+    if (epoch > 0)
+        snprintf(c->lease, sizeof(c->lease), "X-Kiln-Lease-Epoch: %lld", (long long)epoch);
+    else
+        c->lease[0] = '\0';
+}
 int kn_regclient_last_status(const kn_regclient *c) { return c->last_status; }
 
 static int status_rc(long status)
@@ -141,6 +149,7 @@ static struct curl_slist *base_headers(const kn_regclient *c, const char *extra)
 {
     struct curl_slist *h = NULL;
     if (c->auth) h = curl_slist_append(h, c->auth);
+    if (c->lease[0]) h = curl_slist_append(h, c->lease);
     h = curl_slist_append(h, "Accept: application/json");
     h = curl_slist_append(h, "Expect:");
     if (extra) h = curl_slist_append(h, extra);

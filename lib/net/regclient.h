@@ -27,6 +27,10 @@ void kn_regclient_destroy(kn_regclient *c);
 /* Whole-call timeout for JSON calls (default 30 s; transfers have none but
  * abort when under 1 KiB/s for 60 s). */
 void kn_regclient_set_timeout(kn_regclient *c, long seconds);
+/* Every later call carries X-Kiln-Lease-Epoch: epoch (0: none); the registry
+ * refuses a version created under an epoch that is no longer the model's
+ * training lease (409 fenced). */
+void kn_regclient_set_lease_epoch(kn_regclient *c, int64_t epoch);
 /* The HTTP status of the last answer (0 when none came). */
 int kn_regclient_last_status(const kn_regclient *c);
 

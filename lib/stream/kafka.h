@@ -153,6 +153,11 @@ typedef struct {
     int64_t retention_ms;  /* 0: broker default; -1: forever */
 } kn_kafka_topic_spec;
 
+/* Partitions of <prefix>.events. Every event is keyed by model name, so the
+ * events of one model stay in order on one partition while a model whose
+ * event is held back (evaluator/held.c) does not stop the others. */
+#define KN_EVENTS_PARTITIONS 8
+
 /* Creates the topics that do not exist yet; KN_OK when all exist after. */
 int kn_kafka_create_topics(const char *brokers, const kn_kafka_topic_spec *specs, size_t n,
                            int timeout_ms, char *errbuf, size_t errsz);

@@ -351,11 +351,13 @@ static int kafka_events(const char *type, int v, json_t **last)
                                     .extra = extra};
     kn_kafka_consumer *c = kn_kafka_consumer_new(&co, err, sizeof(err));
     assert_non_null(c);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, topic, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    /* events are keyed by model over KN_EVENTS_PARTITIONS partitions */
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(KN_EVENTS_PARTITIONS);
+    for (int p = 0; p < KN_EVENTS_PARTITIONS; p++)
+        rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
     assert_int_equal(kn_kafka_consumer_assign(c, l, err, sizeof(err)), KN_OK);
     rd_kafka_topic_partition_list_destroy(l);
-    int n = 0;
+    int n = 0, eofs = 0;
     if (last) *last = NULL;
     double t0 = now_s();
     while (now_s() - t0 < 20) {
@@ -376,7 +378,7 @@ static int kafka_events(const char *type, int v, json_t **last)
             json_decref(j);
         }
         rd_kafka_message_destroy(m);
-        if (eof) break;
+        if (eof && ++eofs == KN_EVENTS_PARTITIONS) break;
     }
     kn_kafka_consumer_destroy(c);
     return n;
