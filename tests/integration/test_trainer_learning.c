@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "../trainer/trainer_test_util.h"
+#include "../unit/skip.h"
 
 #define GPT_T 64
 
@@ -86,8 +87,7 @@ static void test_fmnist_mlp_cnn(void **state)
     char p[300];
     snprintf(p, sizeof(p), TT_FMNIST_DIR "/train-images-idx3-ubyte.gz");
     if (access(p, R_OK) != 0) {
-        tt_log("SKIP: %s not found", p);
-        skip();
+        skip_because("%s not found (apt-get install -y dataset-fashion-mnist)", p);
     }
     char train[300], eval[300], lm[700], lc[700];
     snprintf(train, sizeof(train), "%s.train.fmnist", PREFIX);
@@ -218,8 +218,7 @@ static void test_gpt_fortunes(void **state)
     uint8_t *eb = NULL;
     int ne = produce_fortunes(train, eval, &eb);
     if (ne < 0) {
-        tt_log("SKIP: fortune files not found under /usr/share/games/fortunes");
-        skip();
+        skip_because("fortune files not found under /usr/share/games/fortunes");
     }
     snprintf(lg, sizeof(lg), "%s/trainer-gpt.log", DIR_);
     tt_trainer t;
@@ -255,5 +254,5 @@ int main(void)
         cmocka_unit_test(test_fmnist_mlp_cnn),
         cmocka_unit_test(test_gpt_fortunes),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return skip_run_group_tests(tests, setup, teardown);
 }
