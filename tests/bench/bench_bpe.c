@@ -105,7 +105,7 @@ static double reference_mbps(const char *src, const char *enc, double seconds, c
         if (sscanf(line, "ref %63s %lf %zu %zu %79s", name, &mbps, ref_ids, &bytes, hex) != 5 &&
             !first[0])
             snprintf(first, sizeof(first), "%s", line);
-    snprintf(ref_hex, KN_SHA256_HEX_LEN, "%s", hex);
+    if (strlen(hex) == KN_SHA256_HEX_LEN - 1) memcpy(ref_hex, hex, KN_SHA256_HEX_LEN);
     int rc = pclose(p);
     if (rc != 0 || mbps <= 0 || !kn_sha256_hex_valid(ref_hex)) {
         printf("  bench-ref.js failed (status %d): %s", rc, first[0] ? first : "no output\n");
