@@ -1,10 +1,14 @@
 /* bench_bpe.c: single-thread encode throughput of lib/bpe on the Debian
  * fortunes for r50k_base and cl100k_base, next to npm `tiktoken` (WASM) timed
  * by tests/tokenizer/bench-ref.js on the same files, with the speed ratio.
- * Needs the rank files cached by tests/scripts/bpe-parity.sh.
+ * The ids must be tiktoken's, compared by a SHA-256 over every document's
+ * id count and ids (little-endian u32) on both sides; a difference, or a
+ * reference that did not run, exits 1. Needs the rank files
+ * (tests/tokenizer/cache.sh).
  * Usage: bench_bpe [seconds-per-measure (default 3)] [source-dir] */
-#include "text/bpe.h"
 #include "core/kn.h"
+#include "core/sha256.h"
+#include "text/bpe.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -28,6 +32,14 @@ static double now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -71,9 +83,10 @@ static doc *load_fortunes(size_t *ndocs, size_t *nbytes)
     return docs;
 }
 
-/* Runs bench-ref.js; returns MB/s (0 when node or the packages are missing). */
+/* Runs bench-ref.js; returns MB/s, with the id count and the ids' SHA-256 (hex)
+ * (0 when node or the packages are missing, or it failed). */
 static double reference_mbps(const char *src, const char *enc, double seconds, const doc *docs,
-                             size_t ndocs, size_t *ref_ids)
+                             size_t ndocs, size_t *ref_ids, char ref_hex[KN_SHA256_HEX_LEN])
 {
     size_t cap = 4096 + ndocs * 64, n = 0;
     char *cmd = malloc(cap);
@@ -85,13 +98,16 @@ static double reference_mbps(const char *src, const char *enc, double seconds, c
     FILE *p = popen(cmd, "r");
     free(cmd);
     if (!p) return 0;
-    char line[512], name[64], first[512] = "";
+    char line[512], name[64], first[512] = "", hex[80] = "";
     double mbps = 0;
+    size_t bytes;
     while (fgets(line, sizeof(line), p))
-        if (sscanf(line, "ref %63s %lf %zu", name, &mbps, ref_ids) != 3 && !first[0])
+        if (sscanf(line, "ref %63s %lf %zu %zu %79s", name, &mbps, ref_ids, &bytes, hex) != 5 &&
+            !first[0])
             snprintf(first, sizeof(first), "%s", line);
+    if (strlen(hex) == KN_SHA256_HEX_LEN - 1) memcpy(ref_hex, hex, KN_SHA256_HEX_LEN);
     int rc = pclose(p);
-    if (rc != 0 || mbps <= 0) {
+    if (rc != 0 || mbps <= 0 || !kn_sha256_hex_valid(ref_hex)) {
         printf("  bench-ref.js failed (status %d): %s", rc, first[0] ? first : "no output\n");
         return 0;
     }
@@ -131,11 +147,29 @@ int main(int argc, char **argv)
         kn_bpe_ids ids;
         kn_bpe_ids_init(&ids);
         size_t nids = 0;
-        for (size_t i = 0; i < ndocs; i++) { /* warm-up, and the id count */
+        kn_sha256 *h = kn_sha256_new();
+        if (!h) return 1;
+        for (size_t i = 0; i < ndocs; i++) { /* warm-up, the id count and the ids' digest */
             ids.len = 0;
-            kn_bpe_encode(b, docs[i].text, docs[i].len, KN_BPE_SPECIAL_ORDINARY, &ids, NULL, 0);
+            if (kn_bpe_encode(b, docs[i].text, docs[i].len, KN_BPE_SPECIAL_ORDINARY, &ids, err,
+                              sizeof(err)) != KN_OK) {
+                fprintf(stderr, "bench_bpe: %s: %s\n", docs[i].path, err);
+                return 1;
+            }
+            uint8_t le[4];
+            put_le32(le, (uint32_t)ids.len);
+            kn_sha256_update(h, le, 4);
+            for (size_t k = 0; k < ids.len; k++) {
+                put_le32(le, ids.ids[k]);
+                kn_sha256_update(h, le, 4);
+            }
             nids += ids.len;
         }
+        uint8_t dig[KN_SHA256_LEN];
+        char hex[KN_SHA256_HEX_LEN];
+        kn_sha256_final(h, dig);
+        kn_sha256_destroy(h);
+        kn_sha256_to_hex(dig, hex);
         size_t passes = 0;
         double elapsed;
         t0 = now();
@@ -149,15 +183,23 @@ int main(int argc, char **argv)
         } while (elapsed < seconds);
         double mbps = (double)nbytes * (double)passes / 1e6 / elapsed;
         size_t ref_ids = 0;
-        double ref = reference_mbps(src, encs[e].name, seconds, docs, ndocs, &ref_ids);
+        char ref_hex[KN_SHA256_HEX_LEN] = "";
+        double ref = reference_mbps(src, encs[e].name, seconds, docs, ndocs, &ref_ids, ref_hex);
         printf("%-12s kiln %7.2f MB/s (%.2f Mtok/s, %zu ids, load %.0f ms)", encs[e].name, mbps,
                (double)nids * (double)passes / 1e6 / elapsed, nids, tload * 1e3);
         if (ref > 0) {
-            printf("  tiktoken-wasm %6.2f MB/s (%zu ids)  ratio %.1fx%s\n", ref, ref_ids,
-                   mbps / ref, ref_ids == nids ? "" : "  ID COUNT DIFFERS");
-            if (ref_ids != nids) status = 1;
+            int same = ref_ids == nids && strcmp(ref_hex, hex) == 0;
+            printf("  tiktoken-wasm %6.2f MB/s (%zu ids)  ratio %.1fx  ids %s (sha256 %.16s)\n",
+                   ref, ref_ids, mbps / ref, same ? "identical" : "DIFFER", hex);
+            if (!same) {
+                printf("FAIL: %s: kiln's ids (sha256 %s) are not tiktoken's (sha256 %s)\n",
+                       encs[e].name, hex, ref_hex);
+                status = 1;
+            }
         } else {
-            printf("  (no reference: node or tests/tokenizer/node_modules missing)\n");
+            printf("\nFAIL: %s: no reference figure (node, tests/tokenizer/node_modules?)\n",
+                   encs[e].name);
+            status = 1;
         }
         kn_bpe_ids_free(&ids);
         kn_bpe_destroy(b);

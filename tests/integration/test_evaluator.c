@@ -12,7 +12,8 @@
  *   kilnctl rollback → production back to 1, said on stdout;
  *   a second evaluator with a fresh consumer group replays everything → no
  *   change at all; SIGTERM → exit 0.
- * Skips (saying so) when the binaries are not built or the stack is down. */
+ * Skips (saying so, exit 77: CTest shows SKIPPED) when the binaries are not
+ * built or the stack is down. */
 #include <ctype.h>
 #include <math.h>
 #include <setjmp.h>
@@ -31,6 +32,8 @@
 #include <cmocka.h>
 #include <curl/curl.h>
 #include <libpq-fe.h>
+
+#include "../unit/skip.h"
 
 #include "stream/kafka.h"
 #include "core/kn.h"
@@ -509,10 +512,7 @@ static int teardown(void **state)
 
 #define SKIP_IF_NEEDED()                                                                           \
     do {                                                                                           \
-        if (F.skip) {                                                                              \
-            fprintf(stderr, "SKIP: %s\n", F.why);                                                  \
-            skip();                                                                                \
-        }                                                                                          \
+        if (F.skip) skip_because("%s", F.why);                                                     \
     } while (0)
 
 /* --- the cases, in order --- */
@@ -673,7 +673,7 @@ int main(void)
         cmocka_unit_test(redelivery_is_harmless), cmocka_unit_test(rollback_restores_previous),
         cmocka_unit_test(replay_changes_nothing), cmocka_unit_test(sigterm_exits_zero),
     };
-    int rc = cmocka_run_group_tests(tests, setup, teardown);
+    int rc = skip_run_group_tests(tests, setup, teardown);
     curl_global_cleanup();
     return rc;
 }

@@ -12,13 +12,13 @@
 
 #include <cmocka.h>
 
+#include "../unit/skip.h"
+
 #include "image/idx.h"
 #include "test_ingest_util.h"
 
 #define FMNIST   "/usr/share/datasets/fashion-mnist"
 #define FORTUNES "/usr/share/games/fortunes"
-
-static int skipped; /* a dataset is missing: the run reports "skipped" (77), not a pass */
 
 static uint8_t *load_items(const char *path, uint32_t *n, uint64_t *item)
 {
@@ -40,10 +40,8 @@ static void test_fashion_mnist(void **state)
     (void)state;
     struct stat sb;
     if (stat(FMNIST "/train-images-idx3-ubyte.gz", &sb) != 0) {
-        fprintf(stderr, "SKIP: dataset-fashion-mnist is not installed (apt-get install -y "
-                        "dataset-fashion-mnist)\n");
-        skipped = 1;
-        skip();
+        skip_because("dataset-fashion-mnist is not installed (apt-get install -y "
+                     "dataset-fashion-mnist)");
     }
     char prefix[128], envp[256], topic[300];
     ti_prefix(prefix, sizeof(prefix), "fmnist");
@@ -190,9 +188,7 @@ static void test_fortunes(void **state)
     (void)state;
     struct stat sb;
     if (stat(FORTUNES "/computers", &sb) != 0) {
-        fprintf(stderr, "SKIP: fortunes is not installed (apt-get install -y fortunes)\n");
-        skipped = 1;
-        skip();
+        skip_because("fortunes is not installed (apt-get install -y fortunes)");
     }
     char prefix[128], envp[256], topic[300];
     ti_prefix(prefix, sizeof(prefix), "fortunes");
@@ -250,6 +246,5 @@ int main(void)
         cmocka_unit_test(test_fashion_mnist),
         cmocka_unit_test(test_fortunes),
     };
-    int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    return rc == 0 && skipped ? 77 : rc;
+    return skip_run_group_tests(tests, NULL, NULL);
 }

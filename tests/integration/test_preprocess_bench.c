@@ -21,6 +21,8 @@
 
 #include <cmocka.h>
 
+#include "../unit/skip.h"
+
 #include "stream/kafka.h"
 #include "core/kn.h"
 #include "core/metrics.h"
@@ -196,10 +198,7 @@ static void bench(void **state)
     snprintf(cfgp, sizeof(cfgp), "/tmp/%s.ini", prefix);
     snprintf(tok, sizeof(tok), "%s/.cache/tokenizer/r50k_base.tiktoken", KILN_SOURCE_DIR);
     if (access(tok, R_OK) != 0 || access("/usr/share/games/fortunes/computers", R_OK) != 0) {
-        print_message("SKIPPING: needs %s (tests/scripts/bpe-parity.sh fetches it) and the "
-                      "fortunes package\n",
-                      tok);
-        skip();
+        skip_because("needs %s (the tokenizer_cache test makes it) and the fortunes package", tok);
     }
     char t_text[200], t_img[200];
     kn_record_topic(t_text, sizeof(t_text), prefix, KN_RECORD_TOPIC_TEXT);
@@ -271,5 +270,5 @@ static void bench(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(bench)};
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return skip_run_group_tests(tests, NULL, NULL);
 }

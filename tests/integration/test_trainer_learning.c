@@ -2,10 +2,14 @@
  * registry. Fashion-MNIST is written as image shards (what preprocess emits:
  * (28, 28, 1) f32, normalised) to <prefix>.train.fmnist / <prefix>.eval.fmnist;
  * an MLP and a CNN train two epochs (two trainers side by side); the last
- * checkpoint of each, downloaded from the registry, must reach >= 0.85
- * accuracy on the 10k test images. A small GPT trains on fortune(6) text
- * (bytes as tokens, vocab 256) and its held-out loss must fall to <= 0.8x
- * the loss of the same spec+seed untrained.
+ * checkpoint of each, downloaded from the registry, must reach on the 10k
+ * test images >= 0.85 (MLP; measured 0.870) and >= 0.88 (CNN; measured 0.893),
+ * so a CNN that learns no more than the MLP fails. A small GPT trains on
+ * fortune(6) text (bytes as tokens, vocab 256) and its held-out loss must be
+ * below the entropy of the held-out bytes' own unigram distribution, computed
+ * here: the least loss any model blind to context can reach on them (measured
+ * 3.01 against 3.23; a byte-unigram model passed the old bar of 0.8 x the
+ * untrained loss, 4.4 nats).
  * Skips (says so) when the Fashion-MNIST files or the fortunes are absent. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +19,7 @@
 #include <cmocka.h>
 
 #include "../trainer/trainer_test_util.h"
+#include "../unit/skip.h"
 
 #define GPT_T 64
 
@@ -86,8 +91,7 @@ static void test_fmnist_mlp_cnn(void **state)
     char p[300];
     snprintf(p, sizeof(p), TT_FMNIST_DIR "/train-images-idx3-ubyte.gz");
     if (access(p, R_OK) != 0) {
-        tt_log("SKIP: %s not found", p);
-        skip();
+        skip_because("%s not found (apt-get install -y dataset-fashion-mnist)", p);
     }
     char train[300], eval[300], lm[700], lc[700];
     snprintf(train, sizeof(train), "%s.train.fmnist", PREFIX);
@@ -119,6 +123,7 @@ static void test_fmnist_mlp_cnn(void **state)
     assert_int_equal(rc, 0);
 
     const char *names[2] = {"mlp", "cnn"};
+    const double bar[2] = {0.85, 0.88};
     double secs[2] = {tmlp, tcnn};
     for (int i = 0; i < 2; i++) {
         int v = last_version(names[i]);
@@ -128,10 +133,10 @@ static void test_fmnist_mlp_cnn(void **state)
         int64_t n = 0;
         double acc = tt_image_accuracy(m, eval, &n);
         tt_log("%s: version %d, 1875 steps (2 epochs, batch 64) in %.1f s (two trainers sharing "
-               "the CPU): test accuracy %.4f over %lld images",
-               names[i], v, secs[i], acc, (long long)n);
+               "the CPU): test accuracy %.4f over %lld images (must be >= %.2f)",
+               names[i], v, secs[i], acc, (long long)n, bar[i]);
         assert_int_equal(n, 10000);
-        assert_true(acc >= 0.85);
+        assert_true(acc >= bar[i]);
         kn_model_destroy(m);
     }
 }
@@ -209,6 +214,23 @@ static double lm_loss(kn_model *m, const uint8_t *blocks, int n)
     return batches ? sum / batches : NAN;
 }
 
+/* The entropy (nats) of the empirical distribution of the targets lm_loss
+ * scores (blocks in whole batches of B, positions 1..T): no distribution over
+ * bytes that ignores context has a lower cross-entropy on them. */
+static double unigram_entropy(const uint8_t *blocks, int n, int B)
+{
+    double count[256] = {0}, total = 0, h = 0;
+    for (int s = 0; s + B <= n; s += B)
+        for (int r = 0; r < B; r++)
+            for (int j = 1; j <= GPT_T; j++) {
+                count[blocks[(size_t)(s + r) * (GPT_T + 1) + (size_t)j]]++;
+                total++;
+            }
+    for (int c = 0; c < 256; c++)
+        if (count[c] > 0) h -= count[c] / total * log(count[c] / total);
+    return total > 0 ? h : NAN;
+}
+
 static void test_gpt_fortunes(void **state)
 {
     (void)state;
@@ -218,8 +240,7 @@ static void test_gpt_fortunes(void **state)
     uint8_t *eb = NULL;
     int ne = produce_fortunes(train, eval, &eb);
     if (ne < 0) {
-        tt_log("SKIP: fortune files not found under /usr/share/games/fortunes");
-        skip();
+        skip_because("fortune files not found under /usr/share/games/fortunes");
     }
     snprintf(lg, sizeof(lg), "%s/trainer-gpt.log", DIR_);
     tt_trainer t;
@@ -240,10 +261,12 @@ static void test_gpt_fortunes(void **state)
     assert_int_equal(kn_model_new(kn_model_spec(trained), 1, 16, NULL, &fresh, e, sizeof(e)),
                      KN_OK);
     double l0 = lm_loss(fresh, eb, ne), l1 = lm_loss(trained, eb, ne);
-    tt_log("gpt: 300 steps (batch 16 x %d tokens) in %.1f s; held-out loss %.3f -> %.3f "
-           "(ratio %.2f, must be <= 0.80)",
-           GPT_T, secs, l0, l1, l1 / l0);
-    assert_true(l1 <= 0.8 * l0);
+    double uni = unigram_entropy(eb, ne, kn_model_max_batch(trained));
+    tt_log("gpt: 300 steps (batch 16 x %d tokens) in %.1f s; held-out loss %.3f -> %.3f; "
+           "unigram entropy of the held-out bytes %.3f (the loss must be below it)",
+           GPT_T, secs, l0, l1, uni);
+    assert_true(isfinite(uni) && uni > 1.0);
+    assert_true(l1 < uni);
     kn_model_destroy(fresh);
     kn_model_destroy(trained);
     free(eb);
@@ -255,5 +278,5 @@ int main(void)
         cmocka_unit_test(test_fmnist_mlp_cnn),
         cmocka_unit_test(test_gpt_fortunes),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return skip_run_group_tests(tests, setup, teardown);
 }

@@ -2,9 +2,12 @@
 // tiktoken's Rust core) on the given documents, the reference figure that
 // tests/bench/bench_bpe.c compares against.
 // Usage: node bench-ref.js <r50k_base|cl100k_base> <seconds> <doc>...
-// Prints one line: "ref <encoding> <MB/s> <ids> <bytes>" (MB = 1e6 bytes).
+// Prints one line: "ref <encoding> <MB/s> <ids> <bytes> <sha256>" (MB = 1e6
+// bytes); sha256 is over, per document in order, its id count then its ids,
+// each a little-endian u32: bench_bpe hashes its own ids the same way.
 'use strict';
 const fs = require('fs');
+const crypto = require('crypto');
 const { get_encoding } = require('tiktoken');
 
 const [encName, secondsArg, ...docs] = process.argv.slice(2);
@@ -17,7 +20,17 @@ const texts = docs.map((d) => fs.readFileSync(d, 'utf8'));
 const bytes = docs.reduce((n, d) => n + fs.statSync(d).size, 0);
 const enc = get_encoding(encName);
 let ids = 0;
-for (const t of texts) ids += enc.encode_ordinary(t).length; // warm-up
+const digest = crypto.createHash('sha256');
+for (const t of texts) { // warm-up, and the ids' digest
+  const v = enc.encode_ordinary(t);
+  const n = Buffer.alloc(4);
+  n.writeUInt32LE(v.length);
+  digest.update(n);
+  const le = Buffer.alloc(4 * v.length);
+  v.forEach((id, i) => le.writeUInt32LE(id, 4 * i));
+  digest.update(le);
+  ids += v.length;
+}
 let passes = 0;
 const t0 = process.hrtime.bigint();
 let elapsed = 0;
@@ -27,4 +40,5 @@ do {
   elapsed = Number(process.hrtime.bigint() - t0) / 1e9;
 } while (elapsed < seconds);
 enc.free();
-console.log(`ref ${encName} ${((bytes * passes) / 1e6 / elapsed).toFixed(2)} ${ids} ${bytes}`);
+const mbps = ((bytes * passes) / 1e6 / elapsed).toFixed(2);
+console.log(`ref ${encName} ${mbps} ${ids} ${bytes} ${digest.digest('hex')}`);

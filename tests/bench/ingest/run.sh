@@ -6,6 +6,9 @@
 #   28x28 images: Fashion-MNIST (70,000 PGM records of 797 bytes) -> `kiln-ingest import`
 # kiln's figures are end to end (process start, topic creation, reading,
 # validation, SHA-256 keys, delivery reports); the raw loop only produces.
+# Rates divide the records the broker acknowledged (kiln-ingest's "delivered"
+# on exit, the raw loop's delivery reports); a run that exits non-zero or
+# delivers fewer records than it read fails the benchmark, loudly.
 #
 # Usage: tests/bench/ingest/run.sh [BUILD_DIR]   (needs `deploy/stack up`)
 set -euo pipefail
@@ -34,15 +37,29 @@ with open(sys.argv[2], "w") as j, open(sys.argv[3], "wb") as v:
 PY
 
 t_s() { date +%s.%N; }
-run_kiln() { # label count bytes_per_record command...
+run_kiln() { # label count bytes_per_record command...: the rate line; fails unless all delivered
     local label=$1 count=$2 size=$3; shift 3
-    local t0 t1
+    local t0 t1 rc=0 delivered line
     t0=$(t_s)
-    KILN_KAFKA_TOPIC_PREFIX=$prefix-$label KILN_LOG_LEVEL=warn "$@" --no-progress 2>"$work/$label.log"
+    KILN_KAFKA_TOPIC_PREFIX=$prefix-$label KILN_LOG_LEVEL=info "$@" --no-progress \
+        2>"$work/$label.log" || rc=$?
     t1=$(t_s)
-    python3 -c "
-c=$count; s=$size; d=$t1-$t0; f=$fixed
-print('kiln records=%d bytes=%d seconds=%.3f records_per_s=%.0f MB_per_s=%.2f (without the %.2f s start/stop: %.0f records/s, %.2f MB/s)' % (c, c*s, d, c/d, c*s/d/1e6, f, c/(d-f), c*s/(d-f)/1e6))"
+    delivered=$(jq -Rr 'fromjson? | select(.msg // "" | startswith("kiln-ingest: exiting")) |
+        .delivered' "$work/$label.log" | tail -n 1)
+    if [ $rc -ne 0 ] || [ -z "$delivered" ]; then
+        echo "FAIL: kiln-ingest ($label) exited with status $rc; its log ends:" >&2
+        tail -n 20 "$work/$label.log" >&2
+        return 1
+    fi
+    line=$(python3 -c "
+c=$delivered; s=$size; d=$t1-$t0; f=$fixed
+print('kiln records=%d bytes=%d seconds=%.3f records_per_s=%.0f MB_per_s=%.2f (without the %.2f s start/stop: %.0f records/s, %.2f MB/s)' % (c, c*s, d, c/d, c*s/d/1e6, f, c/(d-f), c*s/(d-f)/1e6))")
+    if [ "$delivered" -ne "$count" ]; then
+        echo "$line" >&2
+        echo "FAIL: kiln-ingest ($label) delivered $delivered of $count records" >&2
+        return 1
+    fi
+    echo "$line"
 }
 
 ratio() { # kiln_line raw_line

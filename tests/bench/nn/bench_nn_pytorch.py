@@ -8,6 +8,11 @@ T=64, B=8, V=512, pre-LN, GELU(tanh), tied embeddings). Each case runs full
 training steps (zero_grad, forward, backward, AdamW) on one thread for about
 --seconds of CPU time after one warm-up step, and prints the rate per
 CPU-second in bench_nn_cpu's format. tests/bench/nn/run.sh runs both.
+
+On a GPU, PyTorch runs convolutions in TF32 by default (cudnn.allow_tf32)
+and matmuls in TF32 when asked; kiln's CUDA backend is plain fp32 (cuBLAS's
+default math mode, no TF32). So TF32 is off here unless --tf32 is given, and
+the first line printed says which ran.
 """
 import argparse
 import math
@@ -142,6 +147,9 @@ def main():
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--only", choices=["mlp", "cnn", "gpt"])
     ap.add_argument("--device", default="cpu", help="cpu (one thread) or cuda (eager, fp32)")
+    ap.add_argument("--tf32", action="store_true",
+                    help="on cuda: let matmuls and cuDNN convolutions use TF32 (PyTorch's "
+                         "default for convolutions); off by default, as kiln runs fp32")
     a = ap.parse_args()
     global DEVICE
     DEVICE = a.device
@@ -149,7 +157,14 @@ def main():
     torch.set_num_interop_threads(1)
     where = (torch.cuda.get_device_name(0) if DEVICE.startswith("cuda")
              else platform.processor() or platform.machine())
-    threads = "1 thread" if DEVICE == "cpu" else "eager fp32"
+    if DEVICE == "cpu":
+        threads = "1 thread"
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = a.tf32
+        torch.backends.cudnn.allow_tf32 = a.tf32
+        threads = ("eager, matmul allow_tf32=%s, cudnn.allow_tf32=%s (%s)"
+                   % (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+                      "TF32 tensor cores" if a.tf32 else "fp32 throughout, as kiln"))
     print(f"PyTorch {torch.__version__}, {DEVICE} ({where}), {threads}, AdamW, full training steps")
     if a.only in (None, "mlp"):
         image_case("mlp", mlp, a.seconds)

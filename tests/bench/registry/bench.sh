@@ -2,8 +2,10 @@
 # bench.sh: "what do I deploy" throughput. GET /v1/models/{name}/aliases/production
 # under wrk on loopback, beside pgbench running the same SELECT the handler
 # runs against the same database; prints requests/s, p50/p99 and the ratio.
-# Not a test: it prints figures. Needs the native stack (deploy/stack up) and
-# a built kiln-registry (KILN_BINARY_DIR, default build/).
+# Not a test: it prints figures, and fails (exit 1, no figures) when any
+# answer under load was not 2xx or a request got no answer: those are not
+# throughput. Needs the native stack (deploy/stack up) and a built
+# kiln-registry (KILN_BINARY_DIR, default build/).
 #   DURATION=10 CONNECTIONS=16 THREADS=2 tests/bench/registry/bench.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../../registry/lib.sh"
 DURATION=${DURATION:-10}
@@ -33,6 +35,11 @@ rps=$(awk '/Requests\/sec/ {print $2}' "$TMP/wrk.txt")
 p50=$(awk '$1 == "50%" {print $2}' "$TMP/wrk.txt")
 p99=$(awk '$1 == "99%" {print $2}' "$TMP/wrk.txt")
 non2xx=$(awk '/Non-2xx/ {print $NF}' "$TMP/wrk.txt")
+sockerr=$(sed -n 's/^ *Socket errors: *//p' "$TMP/wrk.txt")
+if [ -n "$non2xx" ] || [ -n "$sockerr" ] || [ -z "$rps" ]; then
+    log "FAIL: under load the registry answered ${non2xx:-0} requests with a non-2xx status${sockerr:+ and wrk saw socket errors ($sockerr)}: requests/s would count failures"
+    exit 1
+fi
 
 # The handler's query, with the same values, as a pgbench script.
 cat >"$TMP/alias.sql" <<'SQL'
@@ -55,4 +62,3 @@ printf '%-34s %12s %10s %10s\n' "" "per second" "p50" "p99"
 printf '%-34s %12s %10s %10s\n' "registry HTTP (wrk)" "$rps" "$p50" "$p99"
 printf '%-34s %12s %10s %10s\n' "PostgreSQL same SELECT (pgbench)" "$tps" "$pg50" "$pg99"
 printf 'ratio registry / pgbench: %s\n' "$(echo "scale=3; $rps / $tps" | bc)"
-[ -z "$non2xx" ] || echo "WARNING: $non2xx non-2xx answers under load"
