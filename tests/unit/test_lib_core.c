@@ -18,6 +18,9 @@
 static void config_file_and_env(void **state)
 {
     (void)state;
+    /* the file's value must show: a caller's own KILN_KAFKA_BROKERS (the
+     * native stack's `env`) would override it */
+    unsetenv("KILN_KAFKA_BROKERS");
     kn_config *cfg = kn_config_new();
     char err[256];
     const char *text = "# comment\n"
