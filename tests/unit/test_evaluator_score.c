@@ -20,6 +20,7 @@
 #include "core/kn.h"
 #include "nn/model.h"
 #include "stream/shard.h"
+#include "near.h"
 
 static void add_blob(ev_evalset *es, const void *buf, size_t len)
 {
@@ -97,7 +98,7 @@ static void classifier(void **state)
             cm[t][p]++;
         }
     }
-    assert_float_equal(json_number_value(json_object_get(sc.metrics, "accuracy")),
+    assert_near(json_number_value(json_object_get(sc.metrics, "accuracy")),
                        (double)correct / 87.0, 1e-12);
     for (int t = 0; t < 3; t++)
         for (int p = 0; p < 3; p++)
@@ -180,13 +181,13 @@ static void language_model(void **state)
     double loss = json_number_value(json_object_get(sc.metrics, "loss"));
     double ppl = json_number_value(json_object_get(sc.metrics, "perplexity"));
     assert_true(isfinite(loss) && loss > 0);
-    assert_float_equal(ppl, exp(loss), 1e-9 * ppl);
+    assert_near(ppl, exp(loss), 1e-9 * ppl);
     assert_true(fabs(loss - log((double)V)) < 1.0); /* untrained: near uniform */
     assert_int_equal(json_integer_value(json_object_get(sc.metrics, "eval_tokens")), 80);
     double h = 0; /* entropy of the 80 targets' own unigram distribution */
     for (int t = 0; t < 65536; t++)
         if (counts[t]) h -= counts[t] / 80.0 * log(counts[t] / 80.0);
-    assert_float_equal(json_number_value(json_object_get(sc.metrics, "unigram_loss")), h, 1e-9);
+    assert_near(json_number_value(json_object_get(sc.metrics, "unigram_loss")), h, 1e-9);
     assert_int_equal(json_array_size(sc.samples), 2);
     const char *t0 = json_string_value(json_object_get(json_array_get(sc.samples, 0), "text"));
     assert_non_null(t0);
