@@ -112,7 +112,11 @@ static int setup(void **state)
              "[model.eo-ft]\ndataset = synth\n"
              "spec = {\"type\":\"mlp\",\"sizes\":[16,32,4]}\n"
              "optim = {\"type\":\"sgd\",\"lr\":0.01}\n"
-             "batch = 16\ncheckpoint_steps = 1000\ncheckpoint_seconds = 0\nseed = 8\n",
+             "batch = 16\ncheckpoint_steps = 1000\ncheckpoint_seconds = 0\nseed = 8\n"
+             "[model.sk]\ndataset = bad\n"
+             "spec = {\"type\":\"mlp\",\"sizes\":[16,32,4]}\n"
+             "optim = {\"type\":\"adam\",\"lr\":0.01}\n"
+             "batch = 4\ncheckpoint_steps = 1000\ncheckpoint_seconds = 0\nseed = 9\n",
              tt_brokers(), F.prefix, F.dir, BATCH, CKPT_STEPS);
     tt_write(F.config, ini);
     if (tt_shards_open(&F.out, F.topic, NPART) != 0) return -1;
@@ -472,12 +476,109 @@ static void test_warm_start(void **state)
     json_decref(vs);
 }
 
+/* docs/trainer.md: a shard that fails its CRC or does not fit the model is
+ * skipped whole and listed in the lineage's skipped_shards; an example with a
+ * label out of range is skipped and counted. One partition, one transaction:
+ * offset 0 a good shard (12 examples), 1 the same kind of shard with one
+ * payload byte flipped, 2 a shard of 5x5 images, 3 a good shard of 9
+ * examples of which one has label 9 (the model has 4 classes). */
+static void test_skipped_shards(void **state)
+{
+    (void)state;
+    char topic[300], e[512], log[700];
+    snprintf(topic, sizeof(topic), "%s.train.bad", F.prefix);
+    snprintf(log, sizeof(log), "%s/trainer-sk.log", F.dir);
+    tt_shards_out o;
+    assert_int_equal(tt_shards_open(&o, topic, 1), 0);
+    const uint32_t s4[3] = {4, 4, 1}, s5[3] = {5, 5, 1};
+    kn_shard_writer *w4 = kn_shard_writer_new(KN_SHARD_IMAGE, KN_SHARD_F32, 3, s4, 32, 32, e,
+                                              sizeof(e));
+    kn_shard_writer *w5 = kn_shard_writer_new(KN_SHARD_IMAGE, KN_SHARD_F32, 3, s5, 32, 32, e,
+                                              sizeof(e));
+    assert_non_null(w4);
+    assert_non_null(w5);
+    const void *buf;
+    size_t len;
+    unsigned char *shards[4];
+    size_t lens[4];
+    for (int i = 0; i < 4; i++) {
+        if (i == 2) {
+            kn_shard_writer_reset(w5);
+            float x[25] = {0};
+            for (int k = 0; k < 3; k++) {
+                x[0] = (float)k;
+                uint8_t key[32];
+                kn_sha256_digest(x, sizeof(x), key);
+                assert_int_equal(kn_shard_writer_add(w5, x, 1, 0, key), KN_OK);
+            }
+            kn_shard_writer_finish(w5, &buf, &len);
+        } else {
+            make_shard(w4, i == 3 ? 8 : 12);
+            if (i == 3) { /* one more example, with a label the model does not have */
+                float x[16] = {1};
+                uint8_t key[32];
+                kn_sha256_digest("label 9", 7, key);
+                assert_int_equal(kn_shard_writer_add(w4, x, 9, 0, key), KN_OK);
+            }
+            kn_shard_writer_finish(w4, &buf, &len);
+        }
+        shards[i] = malloc(len);
+        memcpy(shards[i], buf, len);
+        lens[i] = len;
+    }
+    shards[1][KN_SHARD_HEADER_SIZE + 5] ^= 0x40; /* payload byte: the CRC no longer matches */
+    assert_int_equal(kn_kafka_txn_begin(o.p, e, sizeof(e)), KN_OK);
+    for (int i = 0; i < 4; i++) {
+        kn_kafka_header h[1] = {{"recipe-sha256", F.out.recipe, strlen(F.out.recipe)}};
+        assert_int_equal(
+            kn_kafka_produce(o.p, topic, 0, "k", 1, shards[i], lens[i], h, 1, NULL), KN_OK);
+        free(shards[i]);
+    }
+    assert_int_equal(kn_kafka_txn_commit(o.p, 30000, e, sizeof(e)), KN_OK);
+    kn_shard_writer_destroy(w4);
+    kn_shard_writer_destroy(w5);
+    tt_shards_close(&o);
+
+    tt_trainer t;
+    const char *idle[] = {"--idle-exit", "3", NULL};
+    assert_int_equal(tt_trainer_start(&t, &F.reg, F.config, "sk", idle, log), 0);
+    int rc = tt_wait(t.pid, 120);
+    if (rc != 0) tt_dump_log(log, 4000);
+    assert_int_equal(rc, 0);
+
+    json_t *vs = tt_complete_versions(&F.reg, "sk");
+    assert_true(json_array_size(vs) >= 1);
+    json_t *lin = json_object_get(json_array_get(vs, json_array_size(vs) - 1), "lineage");
+    char *dump = json_dumps(json_object_get(lin, "skipped_shards"), JSON_COMPACT);
+    tt_log("skipped_shards: %s", dump);
+    free(dump);
+    json_t *sk = json_object_get(lin, "skipped_shards");
+    assert_int_equal(json_array_size(sk), 2);
+    const char *want[2] = {"CRC", "shape"};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *s1 = json_array_get(sk, i);
+        assert_int_equal(json_integer_value(json_object_get(s1, "partition")), 0);
+        assert_int_equal(json_integer_value(json_object_get(s1, "offset")), (json_int_t)i + 1);
+        const char *why = json_string_value(json_object_get(s1, "reason"));
+        if (!why || !strstr(why, want[i]))
+            fail_msg("skipped shard %zu: reason \"%s\", expected one naming the %s", i + 1,
+                     why ? why : "(none)", want[i]);
+    }
+    json_t *pr = json_array_get(json_object_get(lin, "partitions"), 0);
+    assert_int_equal(json_integer_value(json_object_get(pr, "skipped_examples")), 1);
+    assert_int_equal(json_integer_value(json_object_get(lin, "examples_total")), 12 + 8);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(pr, "end"), "offset")), 4);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(pr, "end"), "pos")), 0);
+    json_decref(vs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kill_restart_exactly_once),
         cmocka_unit_test(test_safetensors_reader),
         cmocka_unit_test(test_warm_start),
+        cmocka_unit_test(test_skipped_shards),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
