@@ -572,6 +572,134 @@ static void test_skipped_shards(void **state)
     json_decref(vs);
 }
 
+/* The checkpoint events of <prefix>.events for model: count of events per
+ * version, in versions[0..n). */
+static void count_events(const char *model, const int *versions, int *counts, int n)
+{
+    char etopic[300];
+    snprintf(etopic, sizeof(etopic), "%s.events", F.prefix);
+    tt_msgs ms;
+    kn_kafka_consumer *k;
+    memset(counts, 0, (size_t)n * sizeof(int));
+    assert_int_equal(tt_consume_all(etopic, &ms, &k), 0);
+    for (size_t m = 0; m < ms.n; m++) {
+        json_t *ev = json_loadb(ms.msgs[m]->payload, ms.msgs[m]->len, 0, NULL);
+        assert_non_null(ev);
+        const char *mod = json_string_value(json_object_get(ev, "model"));
+        int v = (int)json_integer_value(json_object_get(ev, "version"));
+        for (int i = 0; i < n; i++)
+            if (mod && strcmp(mod, model) == 0 && v == versions[i]) counts[i]++;
+        json_decref(ev);
+    }
+    tt_msgs_free(&ms);
+    kn_kafka_consumer_destroy(k);
+}
+
+/* docs/trainer.md "One checkpoint, step by step": a crash between creating
+ * the version and uploading its artifact leaves a version without one; the
+ * checkpoint redone after the restart carries the same idempotency key, gets
+ * that version back and completes it (no second version). A crash between
+ * the upload and the event leaves a complete version without the kiln.event
+ * tag; the next start publishes its checkpoint.created and tags it. The
+ * crashes are the trainer's test-only KILN_TRAINER_FAULT points (SIGKILL). */
+static void test_checkpoint_crash(void **state)
+{
+    (void)state;
+    char topic[300], cfg[700], log[700], ini[2000];
+    snprintf(topic, sizeof(topic), "%s.train.ck", F.prefix);
+    snprintf(log, sizeof(log), "%s/trainer-ck.log", F.dir);
+    snprintf(cfg, sizeof(cfg), "%s/kiln-ck.ini", F.dir);
+    /* one partition and a long flush: every batch is full, so the redone run
+     * reaches step 5 with the same ranges (hence the same key) */
+    snprintf(ini, sizeof(ini),
+             "[kafka]\nbrokers = %s\ntopic_prefix = %s\n"
+             "[trainer]\nwork_dir = %s\nlog_seconds = 1\nflush_seconds = 5\nbackend = cpu\n"
+             "[model.ck]\ndataset = ck\nspec = {\"type\":\"mlp\",\"sizes\":[16,32,4]}\n"
+             "optim = {\"type\":\"adam\",\"lr\":0.01}\n"
+             "batch = 4\ncheckpoint_steps = 5\ncheckpoint_seconds = 0\nseed = 3\n",
+             tt_brokers(), F.prefix, F.dir);
+    tt_write(cfg, ini);
+    tt_shards_out o;
+    assert_int_equal(tt_shards_open(&o, topic, 1), 0);
+    const uint32_t shape[3] = {4, 4, 1};
+    char e[256];
+    kn_shard_writer *ws[2];
+    for (int j = 0; j < 2; j++) {
+        ws[j] = kn_shard_writer_new(KN_SHARD_IMAGE, KN_SHARD_F32, 3, shape, 32, 32, e, sizeof(e));
+        assert_non_null(ws[j]);
+        make_shard(ws[j], 12); /* 24 examples: step 5 after 20, a last step of 4 */
+    }
+    assert_int_equal(tt_shards_send(&o, ws, 2), 0);
+    for (int j = 0; j < 2; j++)
+        kn_shard_writer_destroy(ws[j]);
+    tt_shards_close(&o);
+
+    /* 1. killed right after creating version 1: no artifact */
+    tt_trainer t;
+    setenv("KILN_TRAINER_FAULT", "after_version", 1);
+    assert_int_equal(tt_trainer_start(&t, &F.reg, cfg, "ck", NULL, log), 0);
+    unsetenv("KILN_TRAINER_FAULT");
+    int rc = tt_wait(t.pid, 90);
+    if (rc != 128 + SIGKILL) tt_dump_log(log, 3000);
+    assert_int_equal(rc, 128 + SIGKILL);
+    json_t *all = tt_versions(&F.reg, "ck");
+    assert_int_equal(json_array_size(all), 1);
+    json_t *v1 = json_array_get(all, 0);
+    assert_int_equal(json_integer_value(json_object_get(v1, "version")), 1);
+    assert_false(json_is_object(json_object_get(v1, "artifact")));
+    json_decref(all);
+
+    /* 2. the redone checkpoint replays the key: version 1 gets its artifact;
+     * killed before the event */
+    setenv("KILN_TRAINER_FAULT", "after_upload", 1);
+    assert_int_equal(tt_trainer_start(&t, &F.reg, cfg, "ck", NULL, log), 0);
+    unsetenv("KILN_TRAINER_FAULT");
+    rc = tt_wait(t.pid, 90);
+    if (rc != 128 + SIGKILL) tt_dump_log(log, 3000);
+    assert_int_equal(rc, 128 + SIGKILL);
+    all = tt_versions(&F.reg, "ck");
+    if (json_array_size(all) != 1) tt_dump_log(log, 3000);
+    assert_int_equal(json_array_size(all), 1); /* the key found version 1: no version 2 */
+    v1 = json_array_get(all, 0);
+    assert_true(json_is_object(json_object_get(v1, "artifact")));
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(v1, "lineage"), "step")),
+                     5);
+    json_decref(all);
+    json_t *doc = NULL;
+    assert_int_equal(kn_regclient_get_version(F.reg.client, "ck", 1, &doc, e, sizeof(e)), KN_OK);
+    assert_null(json_object_get(json_object_get(doc, "tags"), "kiln.event"));
+    json_decref(doc);
+    int vers[2] = {1, 2}, cnt[2];
+    count_events("ck", vers, cnt, 2);
+    assert_int_equal(cnt[0], 0);
+
+    /* 3. a clean start publishes version 1's event, tags it, trains the rest */
+    const char *idle[] = {"--idle-exit", "3", NULL};
+    assert_int_equal(tt_trainer_start(&t, &F.reg, cfg, "ck", idle, log), 0);
+    rc = tt_wait(t.pid, 90);
+    if (rc != 0) tt_dump_log(log, 3000);
+    assert_int_equal(rc, 0);
+    assert_int_equal(kn_regclient_get_version(F.reg.client, "ck", 1, &doc, e, sizeof(e)), KN_OK);
+    const char *tag = json_string_value(json_object_get(json_object_get(doc, "tags"), "kiln.event"));
+    if (!tag || strcmp(tag, "published") != 0) tt_dump_log(log, 3000);
+    assert_non_null(tag);
+    assert_string_equal(tag, "published");
+    json_decref(doc);
+    count_events("ck", vers, cnt, 2);
+    assert_int_equal(cnt[0], 1);
+    assert_int_equal(cnt[1], 1);
+    json_t *vs = tt_complete_versions(&F.reg, "ck");
+    all = tt_versions(&F.reg, "ck");
+    assert_int_equal(json_array_size(all), 2);
+    assert_int_equal(json_array_size(vs), 2);
+    json_t *lin2 = json_object_get(json_array_get(vs, 1), "lineage");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(lin2, "parent"), "version")),
+                     1);
+    assert_int_equal(json_integer_value(json_object_get(lin2, "examples_total")), 24);
+    json_decref(vs);
+    json_decref(all);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -579,6 +707,7 @@ int main(void)
         cmocka_unit_test(test_safetensors_reader),
         cmocka_unit_test(test_warm_start),
         cmocka_unit_test(test_skipped_shards),
+        cmocka_unit_test(test_checkpoint_crash),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
