@@ -655,6 +655,167 @@ static void replay_changes_nothing(void **state)
     assert_int_equal(registry_events("version.promoted", 3), 1);
 }
 
+/* docs/evaluator.md: a version that cannot be evaluated (an artifact that is
+ * not a checkpoint; a model whose input does not fit the eval shards) is
+ * rejected with reason "cannot be evaluated: ...", announced, and production
+ * stays where it is. */
+static void unusable_is_rejected(void **state)
+{
+    (void)state;
+    SKIP_IF_NEEDED();
+    char junk[400], narrow[400], err[256];
+    snprintf(junk, sizeof(junk), "%s/junk.safetensors", F.tmp);
+    FILE *f = fopen(junk, "w");
+    assert_non_null(f);
+    fputs("this is not a safetensors file\n", f);
+    fclose(f);
+    json_t *spec = json_pack("{s:s,s:[i,i]}", "type", "mlp", "sizes", DIM + 3, CLASSES);
+    kn_model *m = NULL;
+    assert_int_equal(kn_model_new(spec, 5, 4, NULL, &m, err, sizeof(err)), KN_OK);
+    json_decref(spec);
+    snprintf(narrow, sizeof(narrow), "%s/wrong-input.safetensors", F.tmp);
+    assert_int_equal(kn_model_save_file(m, NULL, narrow, err, sizeof(err)), KN_OK);
+    kn_model_destroy(m);
+    int prod = production();
+    const char *paths[2] = {junk, narrow}, *keys[2] = {"junk-4", "wrong-input-5"};
+    for (int i = 0; i < 2; i++) {
+        int v = register_version(paths[i], keys[i]);
+        publish_checkpoint(v);
+        wait_status(v, "rejected", 90);
+        json_t *d = version_doc(v);
+        const char *why = json_string_value(json_object_get(d, "status_reason"));
+        fprintf(stderr, "v%d: %s\n", v, why ? why : "(no reason)");
+        if (!why || !strstr(why, "cannot be evaluated"))
+            fail_msg("v%d rejected with \"%s\", not \"cannot be evaluated\"", v,
+                     why ? why : "(none)");
+        json_decref(d);
+        assert_int_equal(kafka_events("version.rejected", v, NULL), 1);
+        assert_int_equal(production(), prod);
+    }
+}
+
+/* Deletes the records of partition part of topic before offset `before`
+ * (Kafka's DeleteRecords: the low watermark moves, as retention would). */
+static void delete_records(const char *topic, int part, int64_t before)
+{
+    char err[256];
+    kn_kafka_consumer_options co = {.brokers = F.brokers, .group_id = "test-evaluator-admin"};
+    kn_kafka_consumer *c = kn_kafka_consumer_new(&co, err, sizeof(err));
+    assert_non_null(c);
+    rd_kafka_t *rk = kn_kafka_consumer_handle(c);
+    rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(offs, topic, part)->offset = before;
+    rd_kafka_DeleteRecords_t *dr = rd_kafka_DeleteRecords_new(offs);
+    rd_kafka_topic_partition_list_destroy(offs);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_DeleteRecords(rk, &dr, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 20000);
+    assert_non_null(ev);
+    if (rd_kafka_event_error(ev)) fail_msg("DeleteRecords: %s", rd_kafka_event_error_string(ev));
+    const rd_kafka_topic_partition_list_t *res =
+        rd_kafka_DeleteRecords_result_offsets(rd_kafka_event_DeleteRecords_result(ev));
+    assert_non_null(res);
+    assert_int_equal(res->cnt, 1);
+    if (res->elems[0].err) fail_msg("DeleteRecords: %s", rd_kafka_err2str(res->elems[0].err));
+    rd_kafka_event_destroy(ev);
+    rd_kafka_DeleteRecords_destroy(dr);
+    rd_kafka_queue_destroy(q);
+    kn_kafka_consumer_destroy(c);
+}
+
+/* docs/evaluator.md, frozen eval set step 4: when the frozen range is no
+ * longer readable (here: its first shard on partition 0 deleted, as
+ * retention would, after a new shard arrived there), a restarted evaluator
+ * freezes generation 2 on the next event, scores the candidate on it, and
+ * re-scores production (v1, promoted on generation 1) on generation 2 before
+ * comparing. */
+static void eval_set_rolls_over(void **state)
+{
+    (void)state;
+    SKIP_IF_NEEDED();
+    assert_int_equal(stop(F.evaluator, 20), 0);
+    F.evaluator = 0;
+    char topic[200], err[256];
+    snprintf(topic, sizeof(topic), "%s.eval.%s", F.prefix, DATASET);
+    kn_kafka_producer_options po = {.brokers = F.brokers, .client_id = "test-evaluator"};
+    kn_kafka_producer *p = kn_kafka_producer_new(&po, err, sizeof(err));
+    assert_non_null(p);
+    uint32_t shape[3] = {4, 4, 1};
+    kn_shard_writer *w = kn_shard_writer_new(KN_SHARD_IMAGE, KN_SHARD_F32, 3, shape, EVAL_PER_PART,
+                                             EVAL_PER_PART, err, sizeof(err));
+    assert_non_null(w);
+    for (int i = 0; i < EVAL_PER_PART; i++) {
+        float x[DIM];
+        int c = example(x);
+        uint8_t key[32] = {0};
+        key[0] = 9;
+        key[1] = (uint8_t)i;
+        assert_int_equal(kn_shard_writer_add(w, x, c, 0, key), KN_OK);
+    }
+    const void *buf;
+    size_t len;
+    kn_shard_writer_finish(w, &buf, &len);
+    assert_int_equal(kn_kafka_produce(p, topic, 0, "k", 1, buf, len, NULL, 0, NULL), KN_OK);
+    assert_int_equal(kn_kafka_producer_flush(p, 15000), 0);
+    kn_shard_writer_destroy(w);
+    kn_kafka_producer_destroy(p, 5000);
+    delete_records(topic, 0, 1);
+
+    F.evaluator = start_evaluator("evaluator3.log", "g1");
+    int v = register_version(F.good, "good-again-6");
+    publish_checkpoint(v);
+    double t0 = now_s();
+    json_t *d = NULL;
+    const char *st = NULL;
+    while (now_s() - t0 < 90) {
+        json_decref(d);
+        d = version_doc(v);
+        st = d ? status_of(d) : NULL;
+        if (st && (strcmp(st, "promoted") == 0 || strcmp(st, "rejected") == 0)) break;
+        usleep(200 * 1000);
+    }
+    if (!st || (strcmp(st, "promoted") && strcmp(st, "rejected"))) {
+        dump_log("evaluator3.log");
+        fail_msg("v%d not decided within 90 s", v);
+    }
+    fprintf(stderr, "v%d on the new generation: %s: %s\n", v, st,
+            json_string_value(json_object_get(d, "status_reason")));
+    const char *es = json_string_value(json_object_get(json_object_get(d, "tags"), "eval_set"));
+    assert_non_null(es);
+    fprintf(stderr, "eval_set of v%d: %s\n", v, es);
+    json_t *id = json_loads(es, 0, NULL);
+    assert_non_null(id);
+    assert_int_equal(json_integer_value(json_object_get(id, "generation")), 2);
+    json_decref(id);
+    json_decref(d);
+    /* production (v1) now has metrics on generation 2 too: it was re-scored */
+    kn_regclient *c = reg();
+    char path[200];
+    json_t *res = NULL;
+    snprintf(path, sizeof(path), "/v1/models/%s/versions/1/metrics", MODEL);
+    assert_int_equal(kn_regclient_call(c, "GET", path, NULL, NULL, &res, err, sizeof(err)), KN_OK);
+    int g1 = 0, g2 = 0;
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(res, "metrics"), i, m)
+    {
+        const char *ds = json_string_value(json_object_get(m, "dataset"));
+        const char *name = json_string_value(json_object_get(m, "name"));
+        if (!ds || !name || strcmp(name, "eval_examples") != 0) continue;
+        if (strncmp(ds, DATASET "@g1:", strlen(DATASET) + 4) == 0) g1++;
+        if (strncmp(ds, DATASET "@g2:", strlen(DATASET) + 4) == 0) {
+            g2++;
+            assert_int_equal((int)json_number_value(json_object_get(m, "value")),
+                             2 * EVAL_PER_PART);
+        }
+    }
+    json_decref(res);
+    kn_regclient_destroy(c);
+    fprintf(stderr, "v1 eval_examples rows: g1 %d, g2 %d\n", g1, g2);
+    assert_int_equal(g1, 1);
+    assert_int_equal(g2, 1);
+}
+
 static void sigterm_exits_zero(void **state)
 {
     (void)state;
@@ -669,7 +830,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(good_is_promoted),       cmocka_unit_test(worse_is_rejected),
         cmocka_unit_test(redelivery_is_harmless), cmocka_unit_test(rollback_restores_previous),
-        cmocka_unit_test(replay_changes_nothing), cmocka_unit_test(sigterm_exits_zero),
+        cmocka_unit_test(replay_changes_nothing), cmocka_unit_test(unusable_is_rejected),
+        cmocka_unit_test(eval_set_rolls_over),    cmocka_unit_test(sigterm_exits_zero),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
     curl_global_cleanup();
