@@ -13,6 +13,7 @@
  *   a second evaluator with a fresh consumer group replays everything → no
  *   change at all; SIGTERM → exit 0.
  * Skips (saying so) when the binaries are not built or the stack is down. */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <math.h>
 #include <setjmp.h>
@@ -23,6 +24,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -816,6 +819,142 @@ static void eval_set_rolls_over(void **state)
     assert_int_equal(g2, 1);
 }
 
+/* A forwarding proxy in front of the registry (python3). Armed by the file
+ * <tmp>/arm holding a version number N, it answers the next PUT of the
+ * production alias by first moving production to N itself (same token),
+ * then forwarding the PUT, which the registry then refuses with 409. Every
+ * PUT of that alias is counted in <tmp>/puts. */
+static const char *const proxy_py =
+    "import http.server, http.client, json, os, sys, urllib.parse\n"
+    "port, target, tmp = int(sys.argv[1]), urllib.parse.urlparse(sys.argv[2]), sys.argv[3]\n"
+    "def send(method, path, headers, body):\n"
+    "    c = http.client.HTTPConnection(target.hostname, target.port, timeout=60)\n"
+    "    c.request(method, path, body=body, headers=headers)\n"
+    "    r = c.getresponse(); data = r.read(); c.close()\n"
+    "    return r.status, r.getheaders(), data\n"
+    "class P(http.server.BaseHTTPRequestHandler):\n"
+    "    protocol_version = 'HTTP/1.1'\n"
+    "    def log_message(self, *a): pass\n"
+    "    def relay(self):\n"
+    "        n = int(self.headers.get('Content-Length') or 0)\n"
+    "        body = self.rfile.read(n) if n else None\n"
+    "        hdrs = {k: v for k, v in self.headers.items() if k.lower() not in ('host', 'connection')}\n"
+    "        if self.command == 'PUT' and self.path.endswith('/aliases/production'):\n"
+    "            with open(os.path.join(tmp, 'puts'), 'a') as f: f.write(self.path + '\\n')\n"
+    "            arm = os.path.join(tmp, 'arm')\n"
+    "            if os.path.exists(arm):\n"
+    "                v = int(open(arm).read()); os.unlink(arm)\n"
+    "                b = json.dumps({'version': v, 'reason': 'moved by the test proxy'}).encode()\n"
+    "                h = {'Authorization': self.headers['Authorization'], 'Content-Type': "
+    "'application/json', 'Content-Length': str(len(b))}\n"
+    "                st, _, _ = send('PUT', self.path, h, b)\n"
+    "                assert st == 200, st\n"
+    "        st, rh, data = send(self.command, self.path, hdrs, body)\n"
+    "        self.send_response(st)\n"
+    "        for k, v in rh:\n"
+    "            if k.lower() not in ('transfer-encoding', 'connection', 'content-length'): "
+    "self.send_header(k, v)\n"
+    "        self.send_header('Content-Length', str(len(data))); self.end_headers()\n"
+    "        self.wfile.write(data)\n"
+    "    do_GET = do_PUT = do_POST = do_DELETE = relay\n"
+    "class S(http.server.ThreadingHTTPServer): daemon_threads = True\n"
+    "S(('127.0.0.1', port), P).serve_forever()\n";
+
+/* docs/evaluator.md, flow step 4: "on 409 (the alias moved meanwhile) go back
+ * to 1 and decide again". Through the proxy, production moves from v6 to v1
+ * between the evaluator's read and its compare-and-set; the evaluator must
+ * decide again against v1 and promote v7 over v1 (previous_version 1). */
+static void conflict_decides_again(void **state)
+{
+    (void)state;
+    SKIP_IF_NEEDED();
+    assert_int_equal(production(), 6);
+    assert_int_equal(stop(F.evaluator, 20), 0);
+    F.evaluator = 0;
+    char path[400], cfgpath[400], ports[16], logpath[400], bin[400];
+    snprintf(path, sizeof(path), "%s/proxy.py", F.tmp);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(proxy_py, f);
+    fclose(f);
+    int port = 0;
+    { /* a free port */
+        int sfd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t al = sizeof(a);
+        assert_int_equal(bind(sfd, (struct sockaddr *)&a, sizeof(a)), 0);
+        getsockname(sfd, (struct sockaddr *)&a, &al);
+        port = ntohs(a.sin_port);
+        close(sfd);
+    }
+    snprintf(ports, sizeof(ports), "%d", port);
+    char *pargv[] = {"/usr/bin/env", "python3", path, ports, F.url, F.tmp, NULL};
+    snprintf(logpath, sizeof(logpath), "%s/proxy.log", F.tmp);
+    pid_t proxy = spawn(pargv, NULL, logpath);
+    char purl[128];
+    snprintf(purl, sizeof(purl), "http://127.0.0.1:%d", port);
+    double t0 = now_s();
+    for (;;) { /* the proxy answers */
+        CURL *h = curl_easy_init();
+        char u[200];
+        snprintf(u, sizeof(u), "%s/healthz", purl);
+        curl_easy_setopt(h, CURLOPT_URL, u);
+        curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+        CURLcode cc = curl_easy_perform(h);
+        curl_easy_cleanup(h);
+        if (cc == CURLE_OK) break;
+        if (now_s() - t0 > 15) {
+            dump_log("proxy.log");
+            fail_msg("the proxy did not start");
+        }
+        usleep(100 * 1000);
+    }
+    snprintf(path, sizeof(path), "%s/arm", F.tmp);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("1", f);
+    fclose(f);
+    /* the evaluator of the same group, talking to the registry through the proxy */
+    snprintf(cfgpath, sizeof(cfgpath), "%s/kiln-proxy.ini", F.tmp);
+    f = fopen(cfgpath, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "[kafka]\nbrokers = %s\ntopic_prefix = %s\n\n[registry]\nurl = %s\n\n"
+            "[evaluator]\nport = 0\ntoken = %s\nwork_dir = %s\nbatch = 64\n\n"
+            "[policy.%s]\nmin_accuracy = 0.8\nimprove_accuracy = 0.0\nguard_macro_f1 = 0.02\n",
+            F.brokers, F.prefix, purl, F.admin, F.tmp, MODEL);
+    fclose(f);
+    snprintf(bin, sizeof(bin), "%s/evaluator/kiln-evaluator", KILN_BINARY_DIR);
+    char *eargv[] = {bin, "--config", cfgpath, NULL};
+    const char *eenv[] = {"KILN_EVALUATOR_GROUP=g1", NULL};
+    snprintf(logpath, sizeof(logpath), "%s/evaluator4.log", F.tmp);
+    F.evaluator = spawn(eargv, eenv, logpath);
+    if (!log_port(logpath, F.evaluator)) {
+        dump_log("evaluator4.log");
+        fail_msg("kiln-evaluator (through the proxy) did not start");
+    }
+    int v = register_version(F.good, "good-third-7");
+    publish_checkpoint(v);
+    wait_status(v, "promoted", 90);
+    kill(proxy, SIGTERM);
+    waitpid(proxy, NULL, 0);
+    snprintf(path, sizeof(path), "%s/arm", F.tmp);
+    assert_int_equal(access(path, F_OK), -1); /* the proxy fired */
+    snprintf(path, sizeof(path), "%s/puts", F.tmp);
+    int puts_seen = count_in_file(path, "/aliases/production");
+    snprintf(path, sizeof(path), "%s/evaluator4.log", F.tmp);
+    int again = count_in_file(path, "deciding again");
+    fprintf(stderr, "production PUTs through the proxy: %d; 'deciding again' logged %d time(s)\n",
+            puts_seen, again);
+    assert_int_equal(puts_seen, 2);
+    assert_int_equal(again, 1);
+    assert_int_equal(production(), v);
+    json_t *ev = NULL;
+    assert_int_equal(kafka_events("version.promoted", v, &ev), 1);
+    assert_int_equal(json_integer_value(json_object_get(ev, "previous_version")), 1);
+    json_decref(ev);
+}
+
 static void sigterm_exits_zero(void **state)
 {
     (void)state;
@@ -831,7 +970,8 @@ int main(void)
         cmocka_unit_test(good_is_promoted),       cmocka_unit_test(worse_is_rejected),
         cmocka_unit_test(redelivery_is_harmless), cmocka_unit_test(rollback_restores_previous),
         cmocka_unit_test(replay_changes_nothing), cmocka_unit_test(unusable_is_rejected),
-        cmocka_unit_test(eval_set_rolls_over),    cmocka_unit_test(sigterm_exits_zero),
+        cmocka_unit_test(eval_set_rolls_over),    cmocka_unit_test(conflict_decides_again),
+        cmocka_unit_test(sigterm_exits_zero),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
     curl_global_cleanup();
