@@ -106,7 +106,7 @@ static int stop_preprocess(pid_t pid, int sig)
  * (*committed is then 0: right after a member dies the coordinator may not
  * answer at once). */
 static int group_progress(const char *group, const char *const *topics, int ntopics,
-                           int64_t *committed, int64_t *high)
+                          int64_t *committed, int64_t *high)
 {
     char err[512];
     kn_kafka_consumer_options co = {.brokers = brokers(), .group_id = group, .read_committed = 1};

@@ -491,10 +491,10 @@ static void test_skipped_shards(void **state)
     tt_shards_out o;
     assert_int_equal(tt_shards_open(&o, topic, 1), 0);
     const uint32_t s4[3] = {4, 4, 1}, s5[3] = {5, 5, 1};
-    kn_shard_writer *w4 = kn_shard_writer_new(KN_SHARD_IMAGE, KN_SHARD_F32, 3, s4, 32, 32, e,
-                                              sizeof(e));
-    kn_shard_writer *w5 = kn_shard_writer_new(KN_SHARD_IMAGE, KN_SHARD_F32, 3, s5, 32, 32, e,
-                                              sizeof(e));
+    kn_shard_writer *w4 =
+        kn_shard_writer_new(KN_SHARD_IMAGE, KN_SHARD_F32, 3, s4, 32, 32, e, sizeof(e));
+    kn_shard_writer *w5 =
+        kn_shard_writer_new(KN_SHARD_IMAGE, KN_SHARD_F32, 3, s5, 32, 32, e, sizeof(e));
     assert_non_null(w4);
     assert_non_null(w5);
     const void *buf;
@@ -530,8 +530,8 @@ static void test_skipped_shards(void **state)
     assert_int_equal(kn_kafka_txn_begin(o.p, e, sizeof(e)), KN_OK);
     for (int i = 0; i < 4; i++) {
         kn_kafka_header h[1] = {{"recipe-sha256", F.out.recipe, strlen(F.out.recipe)}};
-        assert_int_equal(
-            kn_kafka_produce(o.p, topic, 0, "k", 1, shards[i], lens[i], h, 1, NULL), KN_OK);
+        assert_int_equal(kn_kafka_produce(o.p, topic, 0, "k", 1, shards[i], lens[i], h, 1, NULL),
+                         KN_OK);
         free(shards[i]);
     }
     assert_int_equal(kn_kafka_txn_commit(o.p, 30000, e, sizeof(e)), KN_OK);
@@ -680,7 +680,8 @@ static void test_checkpoint_crash(void **state)
     if (rc != 0) tt_dump_log(log, 3000);
     assert_int_equal(rc, 0);
     assert_int_equal(kn_regclient_get_version(F.reg.client, "ck", 1, &doc, e, sizeof(e)), KN_OK);
-    const char *tag = json_string_value(json_object_get(json_object_get(doc, "tags"), "kiln.event"));
+    const char *tag =
+        json_string_value(json_object_get(json_object_get(doc, "tags"), "kiln.event"));
     if (!tag || strcmp(tag, "published") != 0) tt_dump_log(log, 3000);
     assert_non_null(tag);
     assert_string_equal(tag, "published");
@@ -693,8 +694,8 @@ static void test_checkpoint_crash(void **state)
     assert_int_equal(json_array_size(all), 2);
     assert_int_equal(json_array_size(vs), 2);
     json_t *lin2 = json_object_get(json_array_get(vs, 1), "lineage");
-    assert_int_equal(json_integer_value(json_object_get(json_object_get(lin2, "parent"), "version")),
-                     1);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(lin2, "parent"), "version")), 1);
     assert_int_equal(json_integer_value(json_object_get(lin2, "examples_total")), 24);
     json_decref(vs);
     json_decref(all);

@@ -8,12 +8,12 @@
 #include <math.h>
 
 /* Fails the test unless |a - b| <= eps, all in double; NaN never passes. */
-#define assert_near(a, b, eps)                                                                 \
-    do {                                                                                       \
-        double near_a_ = (double)(a), near_b_ = (double)(b), near_e_ = (double)(eps);          \
-        if (!(fabs(near_a_ - near_b_) <= near_e_))                                             \
-            fail_msg("%s = %.17g, expected %s = %.17g within %.3g", #a, near_a_, #b, near_b_, \
-                     near_e_);                                                                 \
+#define assert_near(a, b, eps)                                                                     \
+    do {                                                                                           \
+        double near_a_ = (double)(a), near_b_ = (double)(b), near_e_ = (double)(eps);              \
+        if (!(fabs(near_a_ - near_b_) <= near_e_))                                                 \
+            fail_msg("%s = %.17g, expected %s = %.17g within %.3g", #a, near_a_, #b, near_b_,      \
+                     near_e_);                                                                     \
     } while (0)
 
 #endif

@@ -101,8 +101,8 @@ static void classifier(void **state)
             cm[t][p]++;
         }
     }
-    assert_near(json_number_value(json_object_get(sc.metrics, "accuracy")),
-                       (double)correct / 87.0, 1e-12);
+    assert_near(json_number_value(json_object_get(sc.metrics, "accuracy")), (double)correct / 87.0,
+                1e-12);
     for (int t = 0; t < 3; t++)
         for (int p = 0; p < 3; p++)
             assert_int_equal(json_integer_value(json_array_get(

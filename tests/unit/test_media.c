@@ -158,9 +158,9 @@ static void test_every_prefix_refused(void **s)
 
 static int known_reason(const char *why)
 {
-    static const char *const all[] = {
-        KN_REASON_UNKNOWN_FORMAT, KN_REASON_TRUNCATED,     KN_REASON_BAD_HEADER,
-        KN_REASON_TOO_MANY_PIXELS, KN_REASON_SIZE_MISMATCH, KN_REASON_UNSUPPORTED};
+    static const char *const all[] = {KN_REASON_UNKNOWN_FORMAT, KN_REASON_TRUNCATED,
+                                      KN_REASON_BAD_HEADER,     KN_REASON_TOO_MANY_PIXELS,
+                                      KN_REASON_SIZE_MISMATCH,  KN_REASON_UNSUPPORTED};
     for (size_t i = 0; why && i < sizeof(all) / sizeof(all[0]); i++)
         if (strcmp(why, all[i]) == 0) return 1;
     return 0;
@@ -332,7 +332,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sniff),          cmocka_unit_test(test_probe_valid),
         cmocka_unit_test(test_probe_refused),  cmocka_unit_test(test_every_prefix_refused),
-        cmocka_unit_test(test_fuzz),  cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_fuzz),           cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_record_headers), cmocka_unit_test(test_idx),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

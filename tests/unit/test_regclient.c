@@ -67,8 +67,7 @@ static int setup(void **state)
     srv = kn_http_server_new(&o);
     char e[256];
     if (!srv || kn_http_server_route(srv, "GET", "/v1/models", on_models, NULL, NULL) ||
-        kn_http_server_route(srv, "POST", "/v1/models/{name}/versions", on_versions, NULL,
-                             NULL) ||
+        kn_http_server_route(srv, "POST", "/v1/models/{name}/versions", on_versions, NULL, NULL) ||
         kn_http_server_route(srv, "PUT", "/v1/models/{name}/aliases/{alias}", on_alias, NULL,
                              NULL) ||
         kn_http_server_start(srv, e, sizeof(e)))
@@ -135,9 +134,8 @@ static void test_writes(void **state)
     int v = 0;
     /* with an idempotency key a create is retried and every try carries it */
     arm(1, 503);
-    assert_int_equal(kn_regclient_create_version(c, "m", "key-1", NULL, NULL, &v, NULL, e,
-                                                 sizeof(e)),
-                     KN_OK);
+    assert_int_equal(
+        kn_regclient_create_version(c, "m", "key-1", NULL, NULL, &v, NULL, e, sizeof(e)), KN_OK);
     assert_int_equal(v, 7);
     assert_int_equal(S.hits, 2);
     assert_int_equal(S.keyed_hits, 2);
