@@ -11,7 +11,13 @@
  *   a copy of good → promoted over it (not worse), previous_version 1;
  *   kilnctl rollback → production back to 1, said on stdout;
  *   a second evaluator with a fresh consumer group replays everything → no
- *   change at all; SIGTERM → exit 0.
+ *   change at all;
+ *   a junk artifact, a model that does not fit → rejected "cannot be
+ *   evaluated";
+ *   the frozen range's first shard deleted → generation 2 frozen after a
+ *   restart, production re-scored on it;
+ *   production moved between read and compare-and-set (a proxy) → 409, the
+ *   evaluator decides again against the new production; SIGTERM → exit 0.
  * Skips (saying so) when the binaries are not built or the stack is down. */
 #include <arpa/inet.h>
 #include <ctype.h>

@@ -13,7 +13,12 @@
  *    shapes, contiguous offsets, metadata) and its values match the model
  *    loaded by kn_model_load_buffer;
  *  - warm start: a second model fine-tunes from the first one's last version
- *    (weights carried over, its own optimizer, the topic read from the start). */
+ *    (weights carried over, its own optimizer, the topic read from the start);
+ *  - skipped shards: a CRC-broken and a misshapen shard are listed in the
+ *    lineage's skipped_shards, an out-of-range label in skipped_examples;
+ *  - a crash inside a checkpoint (KILN_TRAINER_FAULT): after the version was
+ *    created, the redone checkpoint completes it through the idempotency key;
+ *    after the upload, the next start re-publishes its event. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
