@@ -31,6 +31,8 @@ MUTANTS=(
 "skipped-shards@trainer/batcher.c@json_array_append_new(b->skipped,@s/(b->skipped,/(json_array(),/@kiln-trainer test_trainer_exactly_once@^test_trainer_exactly_once\$@a skipped shard is not listed in the lineage"
 "event-republish@trainer/resume.c@if (!pub || strcmp(pub, \"published\") != 0) {@s/if (!pub || /if (!pub \&\& 0 \&\& /@kiln-trainer test_trainer_exactly_once@^test_trainer_exactly_once\$@a restart does not re-publish an unconfirmed checkpoint event"
 "idempotency-key@trainer/checkpoint.c@snprintf(out, 80, \"trainer-%.48s\", hex);@s/\"trainer-%.48s\", hex/\"trainer-%d-%.40s\", (int)getpid(), hex/@kiln-trainer test_trainer_exactly_once@^test_trainer_exactly_once\$@the checkpoint key differs per process (a redone checkpoint makes a new version)"
+"alias-cas@evaluator/flow.c@rc = kn_regclient_set_alias(ctx->reg, model, ctx->alias, version, prod, d.reason,@s/version, prod,/version, -1,/@kiln-evaluator kiln-registry test_evaluator@^test_evaluator\$@the evaluator moves production without compare-and-set"
+"evalset-generation@evaluator/flow.c@generation = want.generation + 1;@s/ + 1;/;/@kiln-evaluator kiln-registry test_evaluator@^test_evaluator\$@a changed eval set is frozen again under the same generation"
 )
 
 want=("$@")
@@ -125,13 +127,13 @@ for m in "${selected[@]}"; do
         detail=$(grep -oE '[0-9]+ tests failed out of [0-9]+' "$work/$name.log" || echo "failed")
         # where it was caught: the first failing cmocka check (file:line) or
         # the first FAIL line of a shell test
-        first=$(grep -m1 -E '^\[   LINE   \]' "$work/$name.log" | grep -oE '[A-Za-z0-9_]+\.c:[0-9]+' ||
+        first=$(grep -m1 -E '\[   LINE   \]' "$work/$name.log" | grep -oE '[A-Za-z0-9_]+\.c:[0-9]+' ||
             grep -m1 -E 'FAIL: ' "$work/$name.log" | sed 's/.*FAIL: //; s/|/\\|/g' | cut -c1-60 || true)
         [ -z "$first" ] || detail="$detail; caught at $first"
     fi
     secs=$(($(date +%s) - t0))
     log "$name: $verdict in $secs s ($detail)"
-    rows+=("| $name | $what | \`$file:$line\` | \`${regex}\` | $verdict | $detail ($secs s) |")
+    rows+=("| $name | $what | \`$file:$line\` | \`${regex//|/\\|}\` | $verdict | $detail ($secs s) |")
     cp "$work/orig" "$f"
     touch "$f"
 done
