@@ -31,8 +31,8 @@ MUTANTS=(
 "skipped-shards@trainer/batcher.c@json_array_append_new(b->skipped,@s/(b->skipped,/(json_array(),/@kiln-trainer test_trainer_exactly_once@^test_trainer_exactly_once\$@a skipped shard is not listed in the lineage"
 "event-republish@trainer/resume.c@if (!pub || strcmp(pub, \"published\") != 0) {@s/if (!pub || /if (!pub \&\& 0 \&\& /@kiln-trainer test_trainer_exactly_once@^test_trainer_exactly_once\$@a restart does not re-publish an unconfirmed checkpoint event"
 "idempotency-key@trainer/checkpoint.c@snprintf(out, 80, \"trainer-%.48s\", hex);@s/\"trainer-%.48s\", hex/\"trainer-%d-%.40s\", (int)getpid(), hex/@kiln-trainer test_trainer_exactly_once@^test_trainer_exactly_once\$@the checkpoint key differs per process (a redone checkpoint makes a new version)"
-"alias-cas@evaluator/flow.c@rc = kn_regclient_set_alias(ctx->reg, model, ctx->alias, version, prod, d.reason,@s/version, prod,/version, -1,/@kiln-evaluator kiln-registry test_evaluator@^test_evaluator\$@the evaluator moves production without compare-and-set"
-"evalset-generation@evaluator/flow.c@generation = want.generation + 1;@s/ + 1;/;/@kiln-evaluator kiln-registry test_evaluator@^test_evaluator\$@a changed eval set is frozen again under the same generation"
+"alias-cas@evaluator/flow.c@rc = kn_regclient_set_alias(ctx->reg, model, ctx->alias, version, prod, d.reason,@s/version, prod,/version, -1,/@kiln-evaluator kiln-registry kilnctl test_evaluator@^test_evaluator\$@the evaluator moves production without compare-and-set"
+"evalset-generation@evaluator/flow.c@generation = want.generation + 1;@s/ + 1;/;/@kiln-evaluator kiln-registry kilnctl test_evaluator@^test_evaluator\$@a changed eval set is frozen again under the same generation"
 )
 
 want=("$@")
