@@ -19,6 +19,9 @@
 static void config_file_and_env(void **state)
 {
     (void)state;
+    /* the file's value is read first: a KILN_KAFKA_BROKERS of the caller's
+     * stack (exported for the integration tests) would override it */
+    unsetenv("KILN_KAFKA_BROKERS");
     kn_config *cfg = kn_config_new();
     char err[256];
     const char *text = "# comment\n"
