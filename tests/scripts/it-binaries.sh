@@ -29,8 +29,10 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 version=$(sed -nE 's/^project\(kiln[^)]*VERSION ([0-9.]+).*/\1/p' "$KILN_SOURCE_DIR/CMakeLists.txt")
 [ -n "$version" ] || { log "FAIL: no project VERSION in CMakeLists.txt"; exit 1; }
-mapfile -t bins < <(find "$B" -path "$B/mutation" -prune -o -path "$B/sanitize" -prune -o \
-    -type f -perm -u+x \( -name 'kiln-*' -o -name kilnctl \) -print | sort)
+# binaries sit one folder down (registry/kiln-registry); deeper ones belong
+# to nested build trees (sanitize/, mutation copies)
+mapfile -t bins < <(find "$B" -mindepth 2 -maxdepth 2 -type f -perm -u+x \
+    \( -name 'kiln-*' -o -name kilnctl \) | sort)
 names=$(for b in "${bins[@]}"; do basename "$b"; done | sort -u | tr '\n' ' ')
 log "binaries: $names(project version $version)"
 for want in kiln-registry kilnctl kiln-ingest kiln-preprocess kiln-trainer kiln-evaluator; do
