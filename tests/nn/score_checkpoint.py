@@ -106,12 +106,13 @@ def conv2d(x, w, b, stride, pad):
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     oh = (h + 2 * pad - k) // stride + 1
     ow = (wd + 2 * pad - k) // stride + 1
-    cols = np.empty((n, c, k, k, oh, ow))
+    cols = np.empty((n, oh, ow, c, k, k))  # im2col, one row per output pixel
     for i in range(k):
         for j in range(k):
-            cols[:, :, i, j] = xp[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
-    out = np.einsum("nckluv,ockl->nouv", cols, w, optimize=True)
-    return out + b[None, :, None, None]
+            cols[:, :, :, :, i, j] = xp[:, :, i:i + stride * oh:stride,
+                                        j:j + stride * ow:stride].transpose(0, 2, 3, 1)
+    out = cols.reshape(n * oh * ow, c * k * k) @ w.reshape(oc, c * k * k).T + b
+    return out.reshape(n, oh, ow, oc).transpose(0, 3, 1, 2)
 
 
 def pool2d(x, k, kind):
@@ -194,7 +195,7 @@ def main():
     ap.add_argument("labels")
     ap.add_argument("--mean", type=float, required=True)
     ap.add_argument("--std", type=float, required=True)
-    ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--batch", type=int, default=200)
     o = ap.parse_args()
     try:
         tensors, meta = read_safetensors(o.checkpoint)
