@@ -18,6 +18,7 @@ packages=(
     postgresql postgresql-contrib default-jre-headless maven
     docker-compose wrk procps curl jq
     dataset-fashion-mnist fortunes
+    python3-numpy
 )
 
 # Node.js and npm run the tokenizer's reference (npm tiktoken) in the tests;

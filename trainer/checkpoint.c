@@ -8,6 +8,7 @@
 #include "trainer.h"
 
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,6 +173,18 @@ int trn_publish_checkpoint_event(trn_ckpt_ctx *ctx, int version, const char *sha
         }                                                                                          \
     } while (0)
 
+/* Test-only crash points (tests/integration/test_trainer_exactly_once.c):
+ * KILN_TRAINER_FAULT=after_version or after_upload kills the process with
+ * SIGKILL at that point of a checkpoint, as a crash there would. */
+static void fault_point(const char *where)
+{
+    const char *f = getenv("KILN_TRAINER_FAULT");
+    if (f && strcmp(f, where) == 0) {
+        kn_log_warn("KILN_TRAINER_FAULT=%s: killing the process here", where);
+        raise(SIGKILL);
+    }
+}
+
 int trn_checkpoint(trn_ckpt_ctx *ctx, char *err, size_t errsz)
 {
     int rc;
@@ -235,6 +248,7 @@ int trn_checkpoint(trn_ckpt_ctx *ctx, char *err, size_t errsz)
         kn_seterr(err, errsz, rc, "checkpoint: creating the version: %s", e);
         goto out;
     }
+    fault_point("after_version");
     /* A replayed key may find the artifact already there (crash after upload). */
     json_t *art = json_object_get(created, "artifact");
     const char *have = json_string_value(json_object_get(art, "sha256"));
@@ -252,6 +266,7 @@ int trn_checkpoint(trn_ckpt_ctx *ctx, char *err, size_t errsz)
             goto out;
         }
     }
+    fault_point("after_upload");
     if ((rc = trn_publish_checkpoint_event(ctx, version, sha, e, sizeof(e))) != KN_OK)
         /* The version is complete; the event will be published again by the
          * next start (the version lacks the kiln.event tag). Not fatal. */

@@ -11,9 +11,17 @@
  *   a copy of good → promoted over it (not worse), previous_version 1;
  *   kilnctl rollback → production back to 1, said on stdout;
  *   a second evaluator with a fresh consumer group replays everything → no
- *   change at all; SIGTERM → exit 0.
+ *   change at all;
+ *   a junk artifact, a model that does not fit → rejected "cannot be
+ *   evaluated";
+ *   the frozen range's first shard deleted → promotion stops with the
+ *   reason (no silent re-freeze); an operator's kiln-evalset refreeze →
+ *   generation 2 frozen, production re-scored on it;
+ *   production moved between read and compare-and-set (a proxy) → 409, the
+ *   evaluator decides again against the new production; SIGTERM → exit 0.
  * Skips (saying so, exit 77: CTest shows SKIPPED) when the binaries are not
  * built or the stack is down. */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <math.h>
 #include <setjmp.h>
@@ -24,6 +32,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -657,6 +667,323 @@ static void replay_changes_nothing(void **state)
     assert_int_equal(registry_events("version.promoted", 3), 1);
 }
 
+/* docs/evaluator.md: a version that cannot be evaluated (an artifact that is
+ * not a checkpoint; a model whose input does not fit the eval shards) is
+ * rejected with reason "cannot be evaluated: ...", announced, and production
+ * stays where it is. */
+static void unusable_is_rejected(void **state)
+{
+    (void)state;
+    SKIP_IF_NEEDED();
+    char junk[400], narrow[400], err[256];
+    snprintf(junk, sizeof(junk), "%s/junk.safetensors", F.tmp);
+    FILE *f = fopen(junk, "w");
+    assert_non_null(f);
+    fputs("this is not a safetensors file\n", f);
+    fclose(f);
+    json_t *spec = json_pack("{s:s,s:[i,i]}", "type", "mlp", "sizes", DIM + 3, CLASSES);
+    kn_model *m = NULL;
+    assert_int_equal(kn_model_new(spec, 5, 4, NULL, &m, err, sizeof(err)), KN_OK);
+    json_decref(spec);
+    snprintf(narrow, sizeof(narrow), "%s/wrong-input.safetensors", F.tmp);
+    assert_int_equal(kn_model_save_file(m, NULL, narrow, err, sizeof(err)), KN_OK);
+    kn_model_destroy(m);
+    int prod = production();
+    const char *paths[2] = {junk, narrow}, *keys[2] = {"junk-4", "wrong-input-5"};
+    for (int i = 0; i < 2; i++) {
+        int v = register_version(paths[i], keys[i]);
+        publish_checkpoint(v);
+        wait_status(v, "rejected", 90);
+        json_t *d = version_doc(v);
+        const char *why = json_string_value(json_object_get(d, "status_reason"));
+        fprintf(stderr, "v%d: %s\n", v, why ? why : "(no reason)");
+        if (!why || !strstr(why, "cannot be evaluated"))
+            fail_msg("v%d rejected with \"%s\", not \"cannot be evaluated\"", v,
+                     why ? why : "(none)");
+        json_decref(d);
+        assert_int_equal(kafka_events("version.rejected", v, NULL), 1);
+        assert_int_equal(production(), prod);
+    }
+}
+
+/* Deletes the records of partition part of topic before offset `before`
+ * (Kafka's DeleteRecords: the low watermark moves, as retention would). */
+static void delete_records(const char *topic, int part, int64_t before)
+{
+    char err[256];
+    kn_kafka_consumer_options co = {.brokers = F.brokers, .group_id = "test-evaluator-admin"};
+    kn_kafka_consumer *c = kn_kafka_consumer_new(&co, err, sizeof(err));
+    assert_non_null(c);
+    rd_kafka_t *rk = kn_kafka_consumer_handle(c);
+    rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(offs, topic, part)->offset = before;
+    rd_kafka_DeleteRecords_t *dr = rd_kafka_DeleteRecords_new(offs);
+    rd_kafka_topic_partition_list_destroy(offs);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_DeleteRecords(rk, &dr, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 20000);
+    assert_non_null(ev);
+    if (rd_kafka_event_error(ev)) fail_msg("DeleteRecords: %s", rd_kafka_event_error_string(ev));
+    const rd_kafka_topic_partition_list_t *res =
+        rd_kafka_DeleteRecords_result_offsets(rd_kafka_event_DeleteRecords_result(ev));
+    assert_non_null(res);
+    assert_int_equal(res->cnt, 1);
+    if (res->elems[0].err) fail_msg("DeleteRecords: %s", rd_kafka_err2str(res->elems[0].err));
+    rd_kafka_event_destroy(ev);
+    rd_kafka_DeleteRecords_destroy(dr);
+    rd_kafka_queue_destroy(q);
+    kn_kafka_consumer_destroy(c);
+}
+
+/* docs/evaluator.md, frozen eval set step 4: when the frozen range is no
+ * longer readable (here: its first shard on partition 0 deleted, as
+ * retention would, after a new shard arrived there), a restarted evaluator
+ * freezes generation 2 on the next event, scores the candidate on it, and
+ * re-scores production (v1, promoted on generation 1) on generation 2 before
+ * comparing. */
+static void eval_set_rolls_over(void **state)
+{
+    (void)state;
+    SKIP_IF_NEEDED();
+    assert_int_equal(stop(F.evaluator, 20), 0);
+    F.evaluator = 0;
+    char topic[200], err[256];
+    snprintf(topic, sizeof(topic), "%s.eval.%s", F.prefix, DATASET);
+    kn_kafka_producer_options po = {.brokers = F.brokers, .client_id = "test-evaluator"};
+    kn_kafka_producer *p = kn_kafka_producer_new(&po, err, sizeof(err));
+    assert_non_null(p);
+    uint32_t shape[3] = {4, 4, 1};
+    kn_shard_writer *w = kn_shard_writer_new(KN_SHARD_IMAGE, KN_SHARD_F32, 3, shape, EVAL_PER_PART,
+                                             EVAL_PER_PART, err, sizeof(err));
+    assert_non_null(w);
+    for (int i = 0; i < EVAL_PER_PART; i++) {
+        float x[DIM];
+        int c = example(x);
+        uint8_t key[32] = {0};
+        key[0] = 9;
+        key[1] = (uint8_t)i;
+        assert_int_equal(kn_shard_writer_add(w, x, c, 0, key), KN_OK);
+    }
+    const void *buf;
+    size_t len;
+    kn_shard_writer_finish(w, &buf, &len);
+    assert_int_equal(kn_kafka_produce(p, topic, 0, "k", 1, buf, len, NULL, 0, NULL), KN_OK);
+    assert_int_equal(kn_kafka_producer_flush(p, 15000), 0);
+    kn_shard_writer_destroy(w);
+    kn_kafka_producer_destroy(p, 5000);
+    delete_records(topic, 0, 1);
+
+    F.evaluator = start_evaluator("evaluator3.log", "g1");
+    int v = register_version(F.good, "good-again-6");
+    publish_checkpoint(v);
+    /* the eval set never changes by itself (issue 18, finding 2): nothing is
+     * decided on a set nobody approved until an operator re-freezes it */
+    sleep(6);
+    json_t *d = version_doc(v);
+    const char *st = d ? status_of(d) : NULL;
+    assert_non_null(st);
+    if (strcmp(st, "registered") != 0) {
+        dump_log("evaluator3.log");
+        fail_msg("v%d was %s on a lost eval set without an operator's re-freeze", v, st);
+    }
+    json_decref(d);
+    d = NULL;
+    char cmd[1600];
+    snprintf(cmd, sizeof(cmd),
+             "%s/evaluator/kiln-evalset --config %s/kiln.ini refreeze %s --model %s "
+             "--reason 'the test deleted generation 1' >%s/refreeze.out 2>&1",
+             KILN_BINARY_DIR, F.tmp, DATASET, MODEL, F.tmp);
+    if (system(cmd) != 0) {
+        dump_log("refreeze.out");
+        fail_msg("kiln-evalset refreeze failed");
+    }
+    double t0 = now_s();
+    while (now_s() - t0 < 90) {
+        json_decref(d);
+        d = version_doc(v);
+        st = d ? status_of(d) : NULL;
+        if (st && (strcmp(st, "promoted") == 0 || strcmp(st, "rejected") == 0)) break;
+        usleep(200 * 1000);
+    }
+    if (!st || (strcmp(st, "promoted") && strcmp(st, "rejected"))) {
+        dump_log("evaluator3.log");
+        fail_msg("v%d not decided within 90 s", v);
+    }
+    fprintf(stderr, "v%d on the new generation: %s: %s\n", v, st,
+            json_string_value(json_object_get(d, "status_reason")));
+    const char *es = json_string_value(json_object_get(json_object_get(d, "tags"), "eval_set"));
+    assert_non_null(es);
+    fprintf(stderr, "eval_set of v%d: %s\n", v, es);
+    json_t *id = json_loads(es, 0, NULL);
+    assert_non_null(id);
+    assert_int_equal(json_integer_value(json_object_get(id, "generation")), 2);
+    json_decref(id);
+    json_decref(d);
+    /* production (v1) now has metrics on generation 2 too: it was re-scored */
+    kn_regclient *c = reg();
+    char path[200];
+    json_t *res = NULL;
+    snprintf(path, sizeof(path), "/v1/models/%s/versions/1/metrics", MODEL);
+    assert_int_equal(kn_regclient_call(c, "GET", path, NULL, NULL, &res, err, sizeof(err)), KN_OK);
+    int g1 = 0, g2 = 0;
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(res, "metrics"), i, m)
+    {
+        const char *ds = json_string_value(json_object_get(m, "dataset"));
+        const char *name = json_string_value(json_object_get(m, "name"));
+        if (!ds || !name || strcmp(name, "eval_examples") != 0) continue;
+        if (strncmp(ds, DATASET "@g1:", strlen(DATASET) + 4) == 0) g1++;
+        if (strncmp(ds, DATASET "@g2:", strlen(DATASET) + 4) == 0) {
+            g2++;
+            assert_int_equal((int)json_number_value(json_object_get(m, "value")),
+                             2 * EVAL_PER_PART);
+        }
+    }
+    json_decref(res);
+    kn_regclient_destroy(c);
+    fprintf(stderr, "v1 eval_examples rows: g1 %d, g2 %d\n", g1, g2);
+    assert_int_equal(g1, 1);
+    assert_int_equal(g2, 1);
+}
+
+/* A forwarding proxy in front of the registry (python3). Armed by the file
+ * <tmp>/arm holding a version number N, it answers the next PUT of the
+ * production alias by first moving production to N itself (same token),
+ * then forwarding the PUT, which the registry then refuses with 409. Every
+ * PUT of that alias is counted in <tmp>/puts. */
+static const char *const proxy_py =
+    "import http.server, http.client, json, os, sys, urllib.parse\n"
+    "port, target, tmp = int(sys.argv[1]), urllib.parse.urlparse(sys.argv[2]), sys.argv[3]\n"
+    "def send(method, path, headers, body):\n"
+    "    c = http.client.HTTPConnection(target.hostname, target.port, timeout=60)\n"
+    "    c.request(method, path, body=body, headers=headers)\n"
+    "    r = c.getresponse(); data = r.read(); c.close()\n"
+    "    return r.status, r.getheaders(), data\n"
+    "class P(http.server.BaseHTTPRequestHandler):\n"
+    "    protocol_version = 'HTTP/1.1'\n"
+    "    def log_message(self, *a): pass\n"
+    "    def relay(self):\n"
+    "        n = int(self.headers.get('Content-Length') or 0)\n"
+    "        body = self.rfile.read(n) if n else None\n"
+    "        hdrs = {k: v for k, v in self.headers.items() if k.lower() not in ('host', "
+    "'connection')}\n"
+    "        if self.command == 'PUT' and self.path.endswith('/aliases/production'):\n"
+    "            with open(os.path.join(tmp, 'puts'), 'a') as f: f.write(self.path + '\\n')\n"
+    "            arm = os.path.join(tmp, 'arm')\n"
+    "            if os.path.exists(arm):\n"
+    "                v = int(open(arm).read()); os.unlink(arm)\n"
+    "                b = json.dumps({'version': v, 'reason': 'moved by the test proxy'}).encode()\n"
+    "                h = {'Authorization': self.headers['Authorization'], 'Content-Type': "
+    "'application/json', 'Content-Length': str(len(b))}\n"
+    "                st, _, _ = send('PUT', self.path, h, b)\n"
+    "                assert st == 200, st\n"
+    "        st, rh, data = send(self.command, self.path, hdrs, body)\n"
+    "        self.send_response(st)\n"
+    "        for k, v in rh:\n"
+    "            if k.lower() not in ('transfer-encoding', 'connection', 'content-length'): "
+    "self.send_header(k, v)\n"
+    "        self.send_header('Content-Length', str(len(data))); self.end_headers()\n"
+    "        self.wfile.write(data)\n"
+    "    do_GET = do_PUT = do_POST = do_DELETE = relay\n"
+    "class S(http.server.ThreadingHTTPServer): daemon_threads = True\n"
+    "S(('127.0.0.1', port), P).serve_forever()\n";
+
+/* docs/evaluator.md, flow step 4: "on 409 (the alias moved meanwhile) go back
+ * to 1 and decide again". Through the proxy, production moves from v6 to v1
+ * between the evaluator's read and its compare-and-set; the evaluator must
+ * decide again against v1 and promote v7 over v1 (previous_version 1). */
+static void conflict_decides_again(void **state)
+{
+    (void)state;
+    SKIP_IF_NEEDED();
+    assert_int_equal(production(), 6);
+    assert_int_equal(stop(F.evaluator, 20), 0);
+    F.evaluator = 0;
+    char path[400], cfgpath[400], ports[16], logpath[400], bin[400];
+    snprintf(path, sizeof(path), "%s/proxy.py", F.tmp);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(proxy_py, f);
+    fclose(f);
+    int port = 0;
+    { /* a free port */
+        int sfd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t al = sizeof(a);
+        assert_int_equal(bind(sfd, (struct sockaddr *)&a, sizeof(a)), 0);
+        getsockname(sfd, (struct sockaddr *)&a, &al);
+        port = ntohs(a.sin_port);
+        close(sfd);
+    }
+    snprintf(ports, sizeof(ports), "%d", port);
+    char *pargv[] = {"/usr/bin/env", "python3", path, ports, F.url, F.tmp, NULL};
+    snprintf(logpath, sizeof(logpath), "%s/proxy.log", F.tmp);
+    pid_t proxy = spawn(pargv, NULL, logpath);
+    char purl[128];
+    snprintf(purl, sizeof(purl), "http://127.0.0.1:%d", port);
+    double t0 = now_s();
+    for (;;) { /* the proxy answers */
+        CURL *h = curl_easy_init();
+        char u[200];
+        snprintf(u, sizeof(u), "%s/healthz", purl);
+        curl_easy_setopt(h, CURLOPT_URL, u);
+        curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+        CURLcode cc = curl_easy_perform(h);
+        curl_easy_cleanup(h);
+        if (cc == CURLE_OK) break;
+        if (now_s() - t0 > 15) {
+            dump_log("proxy.log");
+            fail_msg("the proxy did not start");
+        }
+        usleep(100 * 1000);
+    }
+    snprintf(path, sizeof(path), "%s/arm", F.tmp);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("1", f);
+    fclose(f);
+    /* the evaluator of the same group, talking to the registry through the proxy */
+    snprintf(cfgpath, sizeof(cfgpath), "%s/kiln-proxy.ini", F.tmp);
+    f = fopen(cfgpath, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "[kafka]\nbrokers = %s\ntopic_prefix = %s\n\n[registry]\nurl = %s\n\n"
+            "[evaluator]\nport = 0\ntoken = %s\nwork_dir = %s\nbatch = 64\n\n"
+            "[policy.%s]\nmin_accuracy = 0.8\nimprove_accuracy = 0.0\nguard_macro_f1 = 0.02\n",
+            F.brokers, F.prefix, purl, F.admin, F.tmp, MODEL);
+    fclose(f);
+    snprintf(bin, sizeof(bin), "%s/evaluator/kiln-evaluator", KILN_BINARY_DIR);
+    char *eargv[] = {bin, "--config", cfgpath, NULL};
+    const char *eenv[] = {"KILN_EVALUATOR_GROUP=g1", NULL};
+    snprintf(logpath, sizeof(logpath), "%s/evaluator4.log", F.tmp);
+    F.evaluator = spawn(eargv, eenv, logpath);
+    if (!log_port(logpath, F.evaluator)) {
+        dump_log("evaluator4.log");
+        fail_msg("kiln-evaluator (through the proxy) did not start");
+    }
+    int v = register_version(F.good, "good-third-7");
+    publish_checkpoint(v);
+    wait_status(v, "promoted", 90);
+    kill(proxy, SIGTERM);
+    waitpid(proxy, NULL, 0);
+    snprintf(path, sizeof(path), "%s/arm", F.tmp);
+    assert_int_equal(access(path, F_OK), -1); /* the proxy fired */
+    snprintf(path, sizeof(path), "%s/puts", F.tmp);
+    int puts_seen = count_in_file(path, "/aliases/production");
+    snprintf(path, sizeof(path), "%s/evaluator4.log", F.tmp);
+    int again = count_in_file(path, "deciding again");
+    fprintf(stderr, "production PUTs through the proxy: %d; 'deciding again' logged %d time(s)\n",
+            puts_seen, again);
+    assert_int_equal(puts_seen, 2);
+    assert_int_equal(again, 1);
+    assert_int_equal(production(), v);
+    json_t *ev = NULL;
+    assert_int_equal(kafka_events("version.promoted", v, &ev), 1);
+    assert_int_equal(json_integer_value(json_object_get(ev, "previous_version")), 1);
+    json_decref(ev);
+}
+
 static void sigterm_exits_zero(void **state)
 {
     (void)state;
@@ -671,7 +998,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(good_is_promoted),       cmocka_unit_test(worse_is_rejected),
         cmocka_unit_test(redelivery_is_harmless), cmocka_unit_test(rollback_restores_previous),
-        cmocka_unit_test(replay_changes_nothing), cmocka_unit_test(sigterm_exits_zero),
+        cmocka_unit_test(replay_changes_nothing), cmocka_unit_test(unusable_is_rejected),
+        cmocka_unit_test(eval_set_rolls_over),    cmocka_unit_test(conflict_decides_again),
+        cmocka_unit_test(sigterm_exits_zero),
     };
     int rc = skip_run_group_tests(tests, setup, teardown);
     curl_global_cleanup();

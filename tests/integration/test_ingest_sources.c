@@ -408,7 +408,7 @@ static void test_jsonl(void **state)
 static const char *const py_server =
     "import http.server, socketserver, sys, time, socket, threading\n"
     "port = int(sys.argv[1]); silent = int(sys.argv[2])\n"
-    "PNG = open(sys.argv[3], 'rb').read()\n"
+    "PNG = open(sys.argv[3], 'rb').read(); HITS = sys.argv[4]; seen = {}\n"
     "class H(http.server.BaseHTTPRequestHandler):\n"
     "    def log_message(self, *a): pass\n"
     "    def send(self, code, ctype, body, extra=None):\n"
@@ -419,6 +419,8 @@ static const char *const py_server =
     "        self.end_headers(); self.wfile.write(body)\n"
     "    def do_GET(self):\n"
     "        p = self.path\n"
+    "        with open(HITS, 'a') as f: f.write(p + '\\n')\n"
+    "        seen[p] = seen.get(p, 0) + 1\n"
     "        if p == '/ok.txt': self.send(200, 'text/plain; charset=utf-8', 'fetched text "
     "✓'.encode())\n"
     "        elif p == '/img.png': self.send(200, 'image/png', PNG)\n"
@@ -431,6 +433,10 @@ static const char *const py_server =
     "self.end_headers()\n"
     "            for i in range(64): self.wfile.write(b'x' * 16384)\n"
     "        elif p == '/badutf8': self.send(200, 'text/plain', b'\\xff\\xfe bad')\n"
+    "        elif p in ('/flaky503', '/flaky429'):\n"
+    "            if seen[p] == 1:\n"
+    "                self.send(int(p[-3:]), 'text/plain', b'later', {'Retry-After': '0'})\n"
+    "            else: self.send(200, 'text/plain', ('second try ' + p).encode())\n"
     "        else: self.send(500, 'text/plain', b'err')\n"
     "class S(socketserver.ThreadingMixIn, http.server.HTTPServer): daemon_threads = True\n"
     "ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
@@ -440,6 +446,21 @@ static const char *const py_server =
     "    while True: c, _ = ls.accept(); held.append(c)\n"
     "threading.Thread(target=hold, daemon=True).start()\n"
     "S(('127.0.0.1', port), H).serve_forever()\n";
+
+/* How many lines of the file at path are exactly line. */
+static int count_lines(const char *path, const char *line)
+{
+    FILE *f = fopen(path, "r");
+    char buf[512];
+    int n = 0;
+    if (!f) return -1;
+    while (fgets(buf, sizeof(buf), f)) {
+        buf[strcspn(buf, "\n")] = 0;
+        n += strcmp(buf, line) == 0;
+    }
+    fclose(f);
+    return n;
+}
 
 static int wait_port(int port, double secs)
 {
@@ -468,6 +489,8 @@ static void test_urls(void **state)
     uint8_t *png = make_png(4, 4, 9, &pl);
     snprintf(pngpath, sizeof(pngpath), "%s/img.png", dir);
     ti_write(pngpath, png, pl);
+    char hits[1200];
+    snprintf(hits, sizeof(hits), "%s/hits.log", dir);
     snprintf(path, sizeof(path), "%s/server.py", dir);
     ti_write(path, py_server, strlen(py_server));
     char ps[16], ss[16];
@@ -475,7 +498,7 @@ static void test_urls(void **state)
     snprintf(ss, sizeof(ss), "%d", silent);
     pid_t py = fork();
     if (py == 0) {
-        execlp("python3", "python3", path, ps, ss, pngpath, (char *)NULL);
+        execlp("python3", "python3", path, ps, ss, pngpath, hits, (char *)NULL);
         _exit(127);
     }
     assert_int_equal(wait_port(port, 10), 0);
@@ -491,8 +514,11 @@ static void test_urls(void **state)
              "http://127.0.0.1:%d/big\n"
              "http://127.0.0.1:%d/badutf8\n"
              "http://127.0.0.1:%d/never\n"
-             "ftp://127.0.0.1:%d/nope\n",
-             port, port, port, port, port, port, port, port, silent, port);
+             "ftp://127.0.0.1:%d/nope\n"
+             "http://127.0.0.1:%d/flaky503\n"
+             "http://127.0.0.1:%d/flaky429\n"
+             "http://127.0.0.1:%d/down\n",
+             port, port, port, port, port, port, port, port, silent, port, port, port, port);
     snprintf(path, sizeof(path), "%s/urls.txt", dir);
     ti_write(path, list, strlen(list));
     const char *env[] = {env_for(envp, sizeof(envp), prefix),  "KILN_INGEST_URL_TIMEOUT_MS=1000",
@@ -514,7 +540,7 @@ static void test_urls(void **state)
     assert_int_equal(ti_consume(topic, 0, &img), 0);
     ti_topic(topic, sizeof(topic), prefix, "dlq");
     assert_int_equal(ti_consume(topic, 0, &dlq), 0);
-    assert_int_equal(text.n, 2); /* ok.txt and hop -> ok.txt */
+    assert_int_equal(text.n, 4); /* ok.txt, hop -> ok.txt, and the two flaky ones */
     assert_int_equal(img.n, 1);
     char url[256];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/ok.txt", port);
@@ -526,7 +552,7 @@ static void test_urls(void **state)
     assert_string_equal(r->info.dataset, "web");
     assert_int_equal(img.v[0].len, pl);
     assert_memory_equal(img.v[0].value, png, pl);
-    assert_int_equal(dlq.n, 7);
+    assert_int_equal(dlq.n, 8);
     struct {
         const char *path;
         int port;
@@ -538,6 +564,7 @@ static void test_urls(void **state)
         {"/big", port, KN_REASON_TOO_LARGE},
         {"/badutf8", port, KN_REASON_BAD_UTF8},
         {"/never", silent, KN_REASON_FETCH_TIMEOUT},
+        {"/down", port, KN_REASON_HTTP_STATUS},
     };
     for (size_t i = 0; i < KN_ARRAY_LEN(want); i++) {
         snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", want[i].port, want[i].path);
@@ -551,6 +578,29 @@ static void test_urls(void **state)
     r = ti_find_origin(&dlq, url);
     assert_non_null(r);
     assert_string_equal(r->info.reason, KN_REASON_FETCH_FAILED);
+    /* docs/ingest.md: 429 and 5xx are retried (url_retries = 1 here), other
+     * statuses are not: a URL that fails once then answers is ingested, once,
+     * after exactly two requests; one that always fails is asked twice and
+     * lands in the DLQ; a 404 is asked once */
+    const char *flaky[] = {"/flaky503", "/flaky429"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, flaky[i]);
+        r = ti_find_origin(&text, url);
+        if (!r) fail_msg("%s (fails once, then answers) was not ingested", url);
+        char body[64];
+        snprintf(body, sizeof(body), "second try %s", flaky[i]);
+        assert_string_equal(r->value, body);
+        assert_null(ti_find_origin(&dlq, url));
+    }
+    struct {
+        const char *path;
+        int n;
+    } asked[] = {{"/flaky503", 2}, {"/flaky429", 2}, {"/down", 2}, {"/missing", 1}, {"/ok.txt", 2}};
+    for (size_t i = 0; i < KN_ARRAY_LEN(asked); i++) {
+        int n = count_lines(hits, asked[i].path);
+        if (n != asked[i].n)
+            fail_msg("%s requested %d time(s), expected %d", asked[i].path, n, asked[i].n);
+    }
     free(png);
     ti_recs_free(&text);
     ti_recs_free(&img);

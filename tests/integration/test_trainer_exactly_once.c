@@ -13,7 +13,12 @@
  *    shapes, contiguous offsets, metadata) and its values match the model
  *    loaded by kn_model_load_buffer;
  *  - warm start: a second model fine-tunes from the first one's last version
- *    (weights carried over, its own optimizer, the topic read from the start). */
+ *    (weights carried over, its own optimizer, the topic read from the start);
+ *  - skipped shards: a CRC-broken and a misshapen shard are listed in the
+ *    lineage's skipped_shards, an out-of-range label in skipped_examples;
+ *  - a crash inside a checkpoint (KILN_TRAINER_FAULT): after the version was
+ *    created, the redone checkpoint completes it through the idempotency key;
+ *    after the upload, the next start re-publishes its event. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -113,7 +118,11 @@ static int setup(void **state)
              "[model.eo-ft]\ndataset = synth\n"
              "spec = {\"type\":\"mlp\",\"sizes\":[16,32,4]}\n"
              "optim = {\"type\":\"sgd\",\"lr\":0.01}\n"
-             "batch = 16\ncheckpoint_steps = 1000\ncheckpoint_seconds = 0\nseed = 8\n",
+             "batch = 16\ncheckpoint_steps = 1000\ncheckpoint_seconds = 0\nseed = 8\n"
+             "[model.sk]\ndataset = bad\n"
+             "spec = {\"type\":\"mlp\",\"sizes\":[16,32,4]}\n"
+             "optim = {\"type\":\"adam\",\"lr\":0.01}\n"
+             "batch = 4\ncheckpoint_steps = 1000\ncheckpoint_seconds = 0\nseed = 9\n",
              tt_brokers(), F.prefix, F.dir, BATCH, CKPT_STEPS);
     tt_write(F.config, ini);
     if (tt_shards_open(&F.out, F.topic, NPART) != 0) return -1;
@@ -473,12 +482,239 @@ static void test_warm_start(void **state)
     json_decref(vs);
 }
 
+/* docs/trainer.md: a shard that fails its CRC or does not fit the model is
+ * skipped whole and listed in the lineage's skipped_shards; an example with a
+ * label out of range is skipped and counted. One partition, one transaction:
+ * offset 0 a good shard (12 examples), 1 the same kind of shard with one
+ * payload byte flipped, 2 a shard of 5x5 images, 3 a good shard of 9
+ * examples of which one has label 9 (the model has 4 classes). */
+static void test_skipped_shards(void **state)
+{
+    (void)state;
+    char topic[300], e[512], log[700];
+    snprintf(topic, sizeof(topic), "%s.train.bad", F.prefix);
+    snprintf(log, sizeof(log), "%s/trainer-sk.log", F.dir);
+    tt_shards_out o;
+    assert_int_equal(tt_shards_open(&o, topic, 1), 0);
+    const uint32_t s4[3] = {4, 4, 1}, s5[3] = {5, 5, 1};
+    kn_shard_writer *w4 =
+        kn_shard_writer_new(KN_SHARD_IMAGE, KN_SHARD_F32, 3, s4, 32, 32, e, sizeof(e));
+    kn_shard_writer *w5 =
+        kn_shard_writer_new(KN_SHARD_IMAGE, KN_SHARD_F32, 3, s5, 32, 32, e, sizeof(e));
+    assert_non_null(w4);
+    assert_non_null(w5);
+    const void *buf;
+    size_t len;
+    unsigned char *shards[4];
+    size_t lens[4];
+    for (int i = 0; i < 4; i++) {
+        if (i == 2) {
+            kn_shard_writer_reset(w5);
+            float x[25] = {0};
+            for (int k = 0; k < 3; k++) {
+                x[0] = (float)k;
+                uint8_t key[32];
+                kn_sha256_digest(x, sizeof(x), key);
+                assert_int_equal(kn_shard_writer_add(w5, x, 1, 0, key), KN_OK);
+            }
+            kn_shard_writer_finish(w5, &buf, &len);
+        } else {
+            make_shard(w4, i == 3 ? 8 : 12);
+            if (i == 3) { /* one more example, with a label the model does not have */
+                float x[16] = {1};
+                uint8_t key[32];
+                kn_sha256_digest("label 9", 7, key);
+                assert_int_equal(kn_shard_writer_add(w4, x, 9, 0, key), KN_OK);
+            }
+            kn_shard_writer_finish(w4, &buf, &len);
+        }
+        shards[i] = malloc(len);
+        memcpy(shards[i], buf, len);
+        lens[i] = len;
+    }
+    shards[1][KN_SHARD_HEADER_SIZE + 5] ^= 0x40; /* payload byte: the CRC no longer matches */
+    assert_int_equal(kn_kafka_txn_begin(o.p, e, sizeof(e)), KN_OK);
+    for (int i = 0; i < 4; i++) {
+        kn_kafka_header h[1] = {{"recipe-sha256", F.out.recipe, strlen(F.out.recipe)}};
+        assert_int_equal(kn_kafka_produce(o.p, topic, 0, "k", 1, shards[i], lens[i], h, 1, NULL),
+                         KN_OK);
+        free(shards[i]);
+    }
+    assert_int_equal(kn_kafka_txn_commit(o.p, 30000, e, sizeof(e)), KN_OK);
+    kn_shard_writer_destroy(w4);
+    kn_shard_writer_destroy(w5);
+    tt_shards_close(&o);
+
+    tt_trainer t;
+    const char *idle[] = {"--idle-exit", "3", NULL};
+    assert_int_equal(tt_trainer_start(&t, &F.reg, F.config, "sk", idle, log), 0);
+    int rc = tt_wait(t.pid, 120);
+    if (rc != 0) tt_dump_log(log, 4000);
+    assert_int_equal(rc, 0);
+
+    json_t *vs = tt_complete_versions(&F.reg, "sk");
+    assert_true(json_array_size(vs) >= 1);
+    json_t *lin = json_object_get(json_array_get(vs, json_array_size(vs) - 1), "lineage");
+    char *dump = json_dumps(json_object_get(lin, "skipped_shards"), JSON_COMPACT);
+    tt_log("skipped_shards: %s", dump);
+    free(dump);
+    json_t *sk = json_object_get(lin, "skipped_shards");
+    assert_int_equal(json_array_size(sk), 2);
+    const char *want[2] = {"CRC", "shape"};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *s1 = json_array_get(sk, i);
+        assert_int_equal(json_integer_value(json_object_get(s1, "partition")), 0);
+        assert_int_equal(json_integer_value(json_object_get(s1, "offset")), (json_int_t)i + 1);
+        const char *why = json_string_value(json_object_get(s1, "reason"));
+        if (!why || !strstr(why, want[i]))
+            fail_msg("skipped shard %zu: reason \"%s\", expected one naming the %s", i + 1,
+                     why ? why : "(none)", want[i]);
+    }
+    json_t *pr = json_array_get(json_object_get(lin, "partitions"), 0);
+    assert_int_equal(json_integer_value(json_object_get(pr, "skipped_examples")), 1);
+    assert_int_equal(json_integer_value(json_object_get(lin, "examples_total")), 12 + 8);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(pr, "end"), "offset")), 4);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(pr, "end"), "pos")), 0);
+    json_decref(vs);
+}
+
+/* The checkpoint events of <prefix>.events for model: count of events per
+ * version, in versions[0..n). */
+static void count_events(const char *model, const int *versions, int *counts, int n)
+{
+    char etopic[300];
+    snprintf(etopic, sizeof(etopic), "%s.events", F.prefix);
+    tt_msgs ms;
+    kn_kafka_consumer *k;
+    memset(counts, 0, (size_t)n * sizeof(int));
+    assert_int_equal(tt_consume_all(etopic, &ms, &k), 0);
+    for (size_t m = 0; m < ms.n; m++) {
+        json_t *ev = json_loadb(ms.msgs[m]->payload, ms.msgs[m]->len, 0, NULL);
+        assert_non_null(ev);
+        const char *mod = json_string_value(json_object_get(ev, "model"));
+        int v = (int)json_integer_value(json_object_get(ev, "version"));
+        for (int i = 0; i < n; i++)
+            if (mod && strcmp(mod, model) == 0 && v == versions[i]) counts[i]++;
+        json_decref(ev);
+    }
+    tt_msgs_free(&ms);
+    kn_kafka_consumer_destroy(k);
+}
+
+/* docs/trainer.md "One checkpoint, step by step": a crash between creating
+ * the version and uploading its artifact leaves a version without one; the
+ * checkpoint redone after the restart carries the same idempotency key, gets
+ * that version back and completes it (no second version). A crash between
+ * the upload and the event leaves a complete version without the kiln.event
+ * tag; the next start publishes its checkpoint.created and tags it. The
+ * crashes are the trainer's test-only KILN_TRAINER_FAULT points (SIGKILL). */
+static void test_checkpoint_crash(void **state)
+{
+    (void)state;
+    char topic[300], cfg[700], log[700], ini[2000];
+    snprintf(topic, sizeof(topic), "%s.train.ck", F.prefix);
+    snprintf(log, sizeof(log), "%s/trainer-ck.log", F.dir);
+    snprintf(cfg, sizeof(cfg), "%s/kiln-ck.ini", F.dir);
+    /* one partition and a long flush: every batch is full, so the redone run
+     * reaches step 5 with the same ranges (hence the same key) */
+    snprintf(ini, sizeof(ini),
+             "[kafka]\nbrokers = %s\ntopic_prefix = %s\n"
+             "[trainer]\nwork_dir = %s\nlog_seconds = 1\nflush_seconds = 5\nbackend = cpu\n"
+             "[model.ck]\ndataset = ck\nspec = {\"type\":\"mlp\",\"sizes\":[16,32,4]}\n"
+             "optim = {\"type\":\"adam\",\"lr\":0.01}\n"
+             "batch = 4\ncheckpoint_steps = 5\ncheckpoint_seconds = 0\nseed = 3\n",
+             tt_brokers(), F.prefix, F.dir);
+    tt_write(cfg, ini);
+    tt_shards_out o;
+    assert_int_equal(tt_shards_open(&o, topic, 1), 0);
+    const uint32_t shape[3] = {4, 4, 1};
+    char e[256];
+    kn_shard_writer *ws[2];
+    for (int j = 0; j < 2; j++) {
+        ws[j] = kn_shard_writer_new(KN_SHARD_IMAGE, KN_SHARD_F32, 3, shape, 32, 32, e, sizeof(e));
+        assert_non_null(ws[j]);
+        make_shard(ws[j], 12); /* 24 examples: step 5 after 20, a last step of 4 */
+    }
+    assert_int_equal(tt_shards_send(&o, ws, 2), 0);
+    for (int j = 0; j < 2; j++)
+        kn_shard_writer_destroy(ws[j]);
+    tt_shards_close(&o);
+
+    /* 1. killed right after creating version 1: no artifact */
+    tt_trainer t;
+    setenv("KILN_TRAINER_FAULT", "after_version", 1);
+    assert_int_equal(tt_trainer_start(&t, &F.reg, cfg, "ck", NULL, log), 0);
+    unsetenv("KILN_TRAINER_FAULT");
+    int rc = tt_wait(t.pid, 90);
+    if (rc != 128 + SIGKILL) tt_dump_log(log, 3000);
+    assert_int_equal(rc, 128 + SIGKILL);
+    json_t *all = tt_versions(&F.reg, "ck");
+    assert_int_equal(json_array_size(all), 1);
+    json_t *v1 = json_array_get(all, 0);
+    assert_int_equal(json_integer_value(json_object_get(v1, "version")), 1);
+    assert_false(json_is_object(json_object_get(v1, "artifact")));
+    json_decref(all);
+
+    /* 2. the redone checkpoint replays the key: version 1 gets its artifact;
+     * killed before the event */
+    setenv("KILN_TRAINER_FAULT", "after_upload", 1);
+    assert_int_equal(tt_trainer_start(&t, &F.reg, cfg, "ck", NULL, log), 0);
+    unsetenv("KILN_TRAINER_FAULT");
+    rc = tt_wait(t.pid, 90);
+    if (rc != 128 + SIGKILL) tt_dump_log(log, 3000);
+    assert_int_equal(rc, 128 + SIGKILL);
+    all = tt_versions(&F.reg, "ck");
+    if (json_array_size(all) != 1) tt_dump_log(log, 3000);
+    assert_int_equal(json_array_size(all), 1); /* the key found version 1: no version 2 */
+    v1 = json_array_get(all, 0);
+    assert_true(json_is_object(json_object_get(v1, "artifact")));
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(v1, "lineage"), "step")),
+                     5);
+    json_decref(all);
+    json_t *doc = NULL;
+    assert_int_equal(kn_regclient_get_version(F.reg.client, "ck", 1, &doc, e, sizeof(e)), KN_OK);
+    assert_null(json_object_get(json_object_get(doc, "tags"), "kiln.event"));
+    json_decref(doc);
+    int vers[2] = {1, 2}, cnt[2];
+    count_events("ck", vers, cnt, 2);
+    assert_int_equal(cnt[0], 0);
+
+    /* 3. a clean start publishes version 1's event, tags it, trains the rest */
+    const char *idle[] = {"--idle-exit", "3", NULL};
+    assert_int_equal(tt_trainer_start(&t, &F.reg, cfg, "ck", idle, log), 0);
+    rc = tt_wait(t.pid, 90);
+    if (rc != 0) tt_dump_log(log, 3000);
+    assert_int_equal(rc, 0);
+    assert_int_equal(kn_regclient_get_version(F.reg.client, "ck", 1, &doc, e, sizeof(e)), KN_OK);
+    const char *tag =
+        json_string_value(json_object_get(json_object_get(doc, "tags"), "kiln.event"));
+    if (!tag || strcmp(tag, "published") != 0) tt_dump_log(log, 3000);
+    assert_non_null(tag);
+    assert_string_equal(tag, "published");
+    json_decref(doc);
+    count_events("ck", vers, cnt, 2);
+    assert_int_equal(cnt[0], 1);
+    assert_int_equal(cnt[1], 1);
+    json_t *vs = tt_complete_versions(&F.reg, "ck");
+    all = tt_versions(&F.reg, "ck");
+    assert_int_equal(json_array_size(all), 2);
+    assert_int_equal(json_array_size(vs), 2);
+    json_t *lin2 = json_object_get(json_array_get(vs, 1), "lineage");
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(lin2, "parent"), "version")), 1);
+    assert_int_equal(json_integer_value(json_object_get(lin2, "examples_total")), 24);
+    json_decref(vs);
+    json_decref(all);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kill_restart_exactly_once),
         cmocka_unit_test(test_safetensors_reader),
         cmocka_unit_test(test_warm_start),
+        cmocka_unit_test(test_skipped_shards),
+        cmocka_unit_test(test_checkpoint_crash),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

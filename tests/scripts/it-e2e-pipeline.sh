@@ -10,7 +10,9 @@
 #   4. continuous retraining: new fortunes arrive through the inbox folder →
 #      the GPT's next version has lineage starting exactly at the previous
 #      version's end offsets → it is evaluated and promoted or rejected with a
-#      recorded reason; production moved at most once per promoted version.
+#      recorded reason; production moved at most once per promoted version;
+#   5. the production CNN checkpoint, read by an independent Python reader
+#      (tests/nn/score_checkpoint.py), scores the registry's accuracy.
 set -euo pipefail
 src=${KILN_SOURCE_DIR:?} bin=${KILN_BINARY_DIR:?}
 kilnctl=$bin/registry/kilnctl
@@ -107,4 +109,26 @@ moves=$(jq '[.events[] | select(.kind == "version.promoted" or .kind == "alias.m
 promoted=$("$kilnctl" --json versions gpt-fortunes --status promoted | jq '.versions | length')
 echo "production moves: $moves for $promoted promoted version(s)"
 [ "$moves" -le "$promoted" ] || fail "production moved $moves times for $promoted promoted versions"
+# 5. An independent reader: the production CNN's checkpoint, downloaded and
+# opened by tests/nn/score_checkpoint.py (its own safetensors parser and a
+# NumPy forward pass, no kiln code), scored on the t10k images read from the
+# IDX files: the accuracy must be the registry's (near ties excepted, where
+# float32 and float64 may pick different classes).
+cnn_v=$(jq -r .version <<<"$cnn")
+"$kilnctl" download cnn-fmnist "$cnn_v" -o "$tmp/cnn.safetensors" >/dev/null || fail "kilnctl download cnn-fmnist $cnn_v"
+py=
+for p in python3 /usr/bin/python3; do
+    "$p" -c 'import numpy' 2>/dev/null && { py=$p; break; }
+done
+[ -n "$py" ] || fail "no python3 with numpy (deploy/install-deps.sh installs python3-numpy)"
+mean=$(sed -n '/^\[dataset.fashion-mnist\]/,/^\[/s/^mean *= *//p' "$src/deploy/kiln.ini")
+std=$(sed -n '/^\[dataset.fashion-mnist\]/,/^\[/s/^std *= *//p' "$src/deploy/kiln.ini")
+fm=/usr/share/datasets/fashion-mnist
+ind=$("$py" "$src/tests/nn/score_checkpoint.py" "$tmp/cnn.safetensors" "$fm/t10k-images-idx3-ubyte.gz" \
+    "$fm/t10k-labels-idx1-ubyte.gz" --mean "$mean" --std "$std") || fail "the independent reader refused the checkpoint"
+echo "independent reader: $ind"
+awk -v a="$acc" -v c="$(jq -r .correct <<<"$ind")" -v t="$(jq -r .near_ties <<<"$ind")" \
+    'BEGIN { d = a * 10000 - c; if (d < 0) d = -d; exit !(d <= t + 0.001) }' ||
+    fail "independent accuracy $(jq -r .accuracy <<<"$ind") differs from the registry's $acc"
+
 echo "e2e: 1 passed, 0 failed"

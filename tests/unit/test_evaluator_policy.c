@@ -14,6 +14,7 @@
 
 #include "core/kn.h"
 #include "policy.h"
+#include "near.h"
 
 typedef struct {
     const char *name;
@@ -170,9 +171,9 @@ static void compared_figures(void **state)
     assert_true(d.promote);
     json_t *r = json_array_get(json_object_get(d.compared, "rules"), 0);
     assert_string_equal(json_string_value(json_object_get(r, "rule")), "improve_loss");
-    assert_float_equal(json_real_value(json_object_get(r, "candidate")), 1.5, 1e-12);
-    assert_float_equal(json_real_value(json_object_get(r, "production")), 2.0, 1e-12);
-    assert_float_equal(json_real_value(json_object_get(r, "change")), 0.5, 1e-12);
+    assert_near(json_real_value(json_object_get(r, "candidate")), 1.5, 1e-12);
+    assert_near(json_real_value(json_object_get(r, "production")), 2.0, 1e-12);
+    assert_near(json_real_value(json_object_get(r, "change")), 0.5, 1e-12);
     assert_string_equal(json_string_value(json_object_get(r, "result")), "pass");
     ev_decision_free(&d);
     json_decref(cand);
@@ -220,7 +221,7 @@ static void replace_and_default(void **state)
     assert_string_equal(key, "improve_accuracy");
     assert_int_equal(ev_policy_set(&p, "improve_accuracy", "0.5", NULL, 0), KN_OK);
     assert_int_equal(p.nrules, 1);
-    assert_float_equal(p.rules[0].value, 0.5, 0);
+    assert_near(p.rules[0].value, 0.5, 0);
     assert_int_equal(ev_policy_default(&p, "loss"), KN_OK); /* has rules: unchanged */
     assert_int_equal(p.nrules, 1);
     ev_policy_free(&p);

@@ -2,7 +2,10 @@
  * gives the accuracy and confusion matrix of its own predictions; a tiny GPT
  * on lm_tokens shards gives a finite loss with perplexity = exp(loss) and
  * decoded samples from fixed prompts (tokenizer trained here); a shard of the
- * wrong kind is skipped and counted; a regression model is refused. */
+ * wrong kind is skipped and counted; a regression model is refused. Two
+ * references share nothing with the forward pass: a classifier with weights
+ * set by hand scores a confusion matrix whose metrics are worked out by hand,
+ * and an all-zero GPT scores ln V. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +23,7 @@
 #include "core/kn.h"
 #include "nn/model.h"
 #include "stream/shard.h"
+#include "near.h"
 
 static void add_blob(ev_evalset *es, const void *buf, size_t len)
 {
@@ -97,8 +101,8 @@ static void classifier(void **state)
             cm[t][p]++;
         }
     }
-    assert_float_equal(json_number_value(json_object_get(sc.metrics, "accuracy")),
-                       (double)correct / 87.0, 1e-12);
+    assert_near(json_number_value(json_object_get(sc.metrics, "accuracy")), (double)correct / 87.0,
+                1e-12);
     for (int t = 0; t < 3; t++)
         for (int p = 0; p < 3; p++)
             assert_int_equal(json_integer_value(json_array_get(
@@ -114,6 +118,125 @@ static void classifier(void **state)
     json_decref(spec);
     assert_int_equal(ev_score_model(m, &es, &o, &sc, err, sizeof(err)), KN_EINVAL);
     assert_non_null(strstr(err, "regression"));
+    kn_model_destroy(m);
+    ev_evalset_free(&es);
+}
+
+/* An independent reference: a one-layer classifier whose weights are set by
+ * hand to pick the largest of the first three inputs, so every prediction is
+ * known by construction (no forward pass needed to know it), on examples laid
+ * out to give the confusion matrix below (rows true, columns predicted).
+ * The expected metrics are worked out by hand from that matrix:
+ *   [[5,2,1],[0,6,3],[4,0,9]]: 20 of 30 right; F1 = 2TP / (row + column):
+ *   10/17, 12/17, 18/26; precision 5/9, 6/8, 9/13; recall 5/8, 6/9, 9/13. */
+static void classifier_hand_computed(void **state)
+{
+    (void)state;
+    static const int cm[3][3] = {{5, 2, 1}, {0, 6, 3}, {4, 0, 9}};
+    uint32_t shape[3] = {2, 2, 1};
+    char err[256];
+    ev_evalset es = {0};
+    kn_shard_writer *w =
+        kn_shard_writer_new(KN_SHARD_IMAGE, KN_SHARD_F32, 3, shape, 30, 30, err, sizeof(err));
+    assert_non_null(w);
+    int n = 0;
+    for (int t = 0; t < 3; t++)
+        for (int p = 0; p < 3; p++)
+            for (int k = 0; k < cm[t][p]; k++, n++) {
+                float x[4] = {0.1f, 0.2f, 0.3f, (float)n}; /* x[3] is ignored by the weights */
+                x[p] = 2.0f + 0.01f * (float)k;
+                assert_int_equal(kn_shard_writer_add(w, x, t, 0, NULL), KN_OK);
+            }
+    const void *buf;
+    size_t len;
+    kn_shard_writer_finish(w, &buf, &len);
+    add_blob(&es, buf, len);
+    kn_shard_writer_destroy(w);
+
+    json_t *spec = json_pack("{s:s,s:[i,i]}", "type", "mlp", "sizes", 4, 3);
+    kn_model *m = NULL;
+    assert_int_equal(kn_model_new(spec, 3, 8, NULL, &m, err, sizeof(err)), KN_OK);
+    json_decref(spec);
+    const float wgt[12] = {1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0}, bias[3] = {0, 0, 0};
+    assert_int_equal(kn_model_set_tensor(m, "layers.0.weight", wgt, 12), KN_OK);
+    assert_int_equal(kn_model_set_tensor(m, "layers.0.bias", bias, 3), KN_OK);
+    ev_score_options o = {.batch = 8}; /* 30 = 3 full batches and a short one */
+    ev_score sc;
+    assert_int_equal(ev_score_model(m, &es, &o, &sc, err, sizeof(err)), KN_OK);
+    assert_int_equal(sc.examples, 30);
+    for (int t = 0; t < 3; t++)
+        for (int p = 0; p < 3; p++)
+            assert_int_equal(json_integer_value(json_array_get(
+                                 json_array_get(sc.confusion, (size_t)t), (size_t)p)),
+                             cm[t][p]);
+    const struct {
+        const char *name;
+        double want;
+    } want[] = {
+        {"accuracy", 20.0 / 30.0},
+        {"f1.0", 10.0 / 17.0},
+        {"f1.1", 12.0 / 17.0},
+        {"f1.2", 18.0 / 26.0},
+        {"macro_f1", (10.0 / 17.0 + 12.0 / 17.0 + 18.0 / 26.0) / 3.0},
+        {"precision.0", 5.0 / 9.0},
+        {"recall.0", 5.0 / 8.0},
+        {"macro_precision", (5.0 / 9.0 + 6.0 / 8.0 + 9.0 / 13.0) / 3.0},
+        {"macro_recall", (5.0 / 8.0 + 6.0 / 9.0 + 9.0 / 13.0) / 3.0},
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        json_t *v = json_object_get(sc.metrics, want[i].name);
+        if (!v) fail_msg("no metric %s", want[i].name);
+        assert_near(json_number_value(v), want[i].want, 1e-12);
+    }
+    assert_int_equal(json_integer_value(json_object_get(sc.metrics, "eval_examples")), 30);
+    ev_score_free(&sc);
+    kn_model_destroy(m);
+    ev_evalset_free(&es);
+}
+
+/* An independent reference for the LM metrics: a GPT with every weight zero
+ * predicts the uniform distribution (zero embeddings, layer norms of zero
+ * vectors are zero, zero logits), so its loss is ln V and its perplexity V
+ * exactly, whatever the tokens. */
+static void language_model_uniform(void **state)
+{
+    (void)state;
+    char err[256];
+    const int V = 50;
+    ev_evalset es = {0};
+    uint32_t shape[1] = {9};
+    kn_shard_writer *w =
+        kn_shard_writer_new(KN_SHARD_LM_TOKENS, KN_SHARD_U16, 1, shape, 6, 6, err, sizeof(err));
+    assert_non_null(w);
+    for (int r = 0; r < 6; r++) {
+        uint16_t blk[9];
+        for (int j = 0; j < 9; j++)
+            blk[j] = (uint16_t)((r * 7 + j * 3) % V);
+        assert_int_equal(kn_shard_writer_add(w, blk, 0, 0, NULL), KN_OK);
+    }
+    const void *buf;
+    size_t len;
+    kn_shard_writer_finish(w, &buf, &len);
+    add_blob(&es, buf, len);
+    kn_shard_writer_destroy(w);
+    json_t *spec = json_pack("{s:s,s:i,s:i,s:i,s:i,s:i}", "type", "gpt", "n_layer", 2, "n_head", 2,
+                             "n_embd", 16, "block_size", 8, "vocab_size", V);
+    kn_model *m = NULL;
+    assert_int_equal(kn_model_new(spec, 5, 4, NULL, &m, err, sizeof(err)), KN_OK);
+    json_decref(spec);
+    const kn_tensor_set *P = kn_model_params(m);
+    for (int i = 0; i < P->n; i++) {
+        float *zero = calloc(P->t[i].numel, sizeof(float));
+        assert_int_equal(kn_model_set_tensor(m, P->t[i].name, zero, P->t[i].numel), KN_OK);
+        free(zero);
+    }
+    ev_score_options o = {.lm_batch = 4};
+    ev_score sc;
+    assert_int_equal(ev_score_model(m, &es, &o, &sc, err, sizeof(err)), KN_OK);
+    assert_int_equal(json_integer_value(json_object_get(sc.metrics, "eval_tokens")), 48);
+    assert_near(json_number_value(json_object_get(sc.metrics, "loss")), log((double)V), 1e-5);
+    assert_near(json_number_value(json_object_get(sc.metrics, "perplexity")), (double)V, 1e-3);
+    ev_score_free(&sc);
     kn_model_destroy(m);
     ev_evalset_free(&es);
 }
@@ -180,13 +303,13 @@ static void language_model(void **state)
     double loss = json_number_value(json_object_get(sc.metrics, "loss"));
     double ppl = json_number_value(json_object_get(sc.metrics, "perplexity"));
     assert_true(isfinite(loss) && loss > 0);
-    assert_float_equal(ppl, exp(loss), 1e-9 * ppl);
+    assert_near(ppl, exp(loss), 1e-9 * ppl);
     assert_true(fabs(loss - log((double)V)) < 1.0); /* untrained: near uniform */
     assert_int_equal(json_integer_value(json_object_get(sc.metrics, "eval_tokens")), 80);
     double h = 0; /* entropy of the 80 targets' own unigram distribution */
     for (int t = 0; t < 65536; t++)
         if (counts[t]) h -= counts[t] / 80.0 * log(counts[t] / 80.0);
-    assert_float_equal(json_number_value(json_object_get(sc.metrics, "unigram_loss")), h, 1e-9);
+    assert_near(json_number_value(json_object_get(sc.metrics, "unigram_loss")), h, 1e-9);
     assert_int_equal(json_array_size(sc.samples), 2);
     const char *t0 = json_string_value(json_object_get(json_array_get(sc.samples, 0), "text"));
     assert_non_null(t0);
@@ -207,7 +330,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(classifier),
+        cmocka_unit_test(classifier_hand_computed),
         cmocka_unit_test(language_model),
+        cmocka_unit_test(language_model_uniform),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

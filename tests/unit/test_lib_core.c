@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -127,6 +128,40 @@ static void sha256_known_values(void **state)
     kn_sha256_destroy(h);
     kn_sha256_to_hex(d, hex);
     assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+
+    /* the other FIPS 180-2 / NIST CAVS vectors: 448 and 896 bits (padding
+     * that spills into a second block), one million 'a' streamed in odd-sized
+     * pieces, one-shot and from a file */
+    const char *m448 = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    kn_sha256_hex(m448, strlen(m448), hex);
+    assert_string_equal(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    const char *m896 = "abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmno"
+                       "ijklmnopjklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu";
+    kn_sha256_hex(m896, strlen(m896), hex);
+    assert_string_equal(hex, "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1");
+    const char *million = "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0";
+    size_t n = 1000000;
+    char *as = malloc(n);
+    assert_non_null(as);
+    memset(as, 'a', n);
+    kn_sha256_hex(as, n, hex);
+    assert_string_equal(hex, million);
+    h = kn_sha256_new();
+    for (size_t off = 0, step = 1; off < n; off += step, step = step * 3 % 1009 + 1)
+        kn_sha256_update(h, as + off, off + step > n ? n - off : step);
+    kn_sha256_final(h, d);
+    kn_sha256_destroy(h);
+    kn_sha256_to_hex(d, hex);
+    assert_string_equal(hex, million);
+    char path[] = "/tmp/kiln-sha256-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, as, n), (ssize_t)n);
+    close(fd);
+    assert_int_equal(kn_sha256_file_hex(path, hex), KN_OK);
+    assert_string_equal(hex, million);
+    unlink(path);
+    free(as);
 }
 
 static void metrics_render(void **state)

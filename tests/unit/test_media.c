@@ -1,7 +1,7 @@
 /* test_media.c: lib/media (image sniffing and header checks), lib/record
  * (UTF-8 validation and repair, header round trip helpers) and lib/idx
  * (header parsing, gzip reading, size checks). Every prefix of a valid image
- * is refused, and random corruption never crashes the prober. */
+ * is refused, and random corruption gives the outcome its position dictates. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -156,25 +156,77 @@ static void test_every_prefix_refused(void **s)
         expect_refused(pgm, k, NULL);
 }
 
-static void test_fuzz_no_crash(void **s)
+static int known_reason(const char *why)
+{
+    static const char *const all[] = {KN_REASON_UNKNOWN_FORMAT, KN_REASON_TRUNCATED,
+                                      KN_REASON_BAD_HEADER,     KN_REASON_TOO_MANY_PIXELS,
+                                      KN_REASON_SIZE_MISMATCH,  KN_REASON_UNSUPPORTED};
+    for (size_t i = 0; why && i < sizeof(all) / sizeof(all[0]); i++)
+        if (strcmp(why, all[i]) == 0) return 1;
+    return 0;
+}
+
+/* Random byte changes and truncations of a valid PNG and JPEG, each in a heap
+ * copy of exactly its length so ASan sees any read past len. What must hold:
+ * a PNG is accepted only when its bytes are the original ones (every byte is
+ * under the signature, a length or a CRC); a JPEG whose frame header is
+ * intact and that is accepted reports that header's 6x4x1; an accepted
+ * image is within the limits; a refusal names a documented reason and says
+ * why. Both outcomes occur for the JPEG (the scan data is not checked). */
+static void test_fuzz(void **s)
 {
     (void)s;
-    uint8_t png[256], buf[256];
+    uint8_t png[256];
     size_t pn = make_png(png, 4, 4, 0, 8);
     srand(12345);
     kn_media_info info;
     const char *why;
     char e[256];
+    int png_ok = 0, png_same = 0, jpeg_ok = 0, jpeg_refused = 0;
     for (int it = 0; it < 20000; it++) {
         const uint8_t *src = it % 2 ? png : jpeg;
         size_t n = it % 2 ? pn : sizeof(jpeg);
-        memcpy(buf, src, n);
-        int flips = 1 + rand() % 4;
-        for (int f = 0; f < flips; f++)
-            buf[rand() % n] = (uint8_t)rand();
         size_t len = rand() % 4 ? n : (size_t)rand() % (n + 1);
-        kn_media_probe(buf, len, NULL, &info, &why, e, sizeof(e));
+        uint8_t *buf = malloc(len ? len : 1);
+        assert_non_null(buf);
+        memcpy(buf, src, len);
+        int flips = 1 + rand() % 4;
+        for (int f = 0; f < flips && len; f++)
+            buf[rand() % len] = (uint8_t)rand();
+        int same = len == n && memcmp(buf, src, n) == 0;
+        why = NULL;
+        e[0] = 0;
+        memset(&info, 0, sizeof(info));
+        int rc = kn_media_probe(buf, len, NULL, &info, &why, e, sizeof(e));
+        if (rc == KN_OK) {
+            assert_true(info.width >= 1 && info.width <= 16384);
+            assert_true(info.height >= 1 && info.height <= 16384);
+            assert_true(info.channels >= 1 && info.channels <= 4);
+        } else if (!known_reason(why) || !e[0]) {
+            fail_msg("round %d: refused with reason %s and message \"%s\"", it,
+                     why ? why : "(null)", e);
+        }
+        if (it % 2) {
+            png_same += same;
+            png_ok += rc == KN_OK;
+            if ((rc == KN_OK) != same)
+                fail_msg("round %d: png %s (%zu of %zu bytes, %s)", it,
+                         rc == KN_OK ? "accepted although changed" : "refused unchanged", len, n,
+                         e);
+            if (rc == KN_OK) assert_true(info.width == 4 && info.height == 4);
+        } else {
+            jpeg_ok += rc == KN_OK;
+            jpeg_refused += rc != KN_OK;
+            /* bytes 0..16: SOI and the 17-byte SOF0 segment (6x4, 1 component) */
+            if (rc == KN_OK && len >= 17 && memcmp(buf, jpeg, 17) == 0)
+                assert_true(info.width == 6 && info.height == 4 && info.channels == 1 &&
+                            info.bit_depth == 8);
+        }
+        free(buf);
     }
+    print_message("fuzz: png %d accepted (%d unchanged); jpeg %d accepted, %d refused\n", png_ok,
+                  png_same, jpeg_ok, jpeg_refused);
+    assert_true(jpeg_ok > 100 && jpeg_refused > 1000);
 }
 
 static void test_utf8(void **s)
@@ -280,7 +332,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sniff),          cmocka_unit_test(test_probe_valid),
         cmocka_unit_test(test_probe_refused),  cmocka_unit_test(test_every_prefix_refused),
-        cmocka_unit_test(test_fuzz_no_crash),  cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_fuzz),           cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_record_headers), cmocka_unit_test(test_idx),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -209,15 +209,70 @@ static void test_hostile(void **state)
     assert_int_equal(load_rc(c, len, err, sizeof(err)), KN_ECORRUPT);
     memset(c, 0xff, 8);
     assert_int_equal(load_rc(c, len, err, sizeof(err)), KN_ECORRUPT);
-    /* random byte corruption: any outcome but a crash; most are refused */
+    /* random byte corruption. safetensors has no checksum, so what must happen
+     * depends on where the bytes changed: (a) in the 8-byte header length:
+     * refused (the JSON no longer ends where the data begins); (b) only in
+     * the tensor bytes: accepted, and the weights are exactly those bytes;
+     * (c) in the JSON header: mostly refused (a digit of the seed or a space
+     * may change harmlessly). Whatever is accepted holds the weights the
+     * file's own header points at. Half the rounds hit the data only. */
+    uint64_t hlen = 0;
+    for (int i = 0; i < 8; i++)
+        hlen |= (uint64_t)buf[i] << (8 * i);
+    size_t data0 = 8 + (size_t)hlen;
+    assert_true(data0 < len);
     kn_rng r;
     kn_rng_init(&r, 7);
+    int n_len = 0, n_data = 0, n_hdr = 0, hdr_refused = 0;
     for (int it = 0; it < 2000; it++) {
-        memcpy(c, buf, len);
-        for (int k = 0; k < 3; k++)
-            c[kn_rng_u64(&r) % len] = (unsigned char)kn_rng_u64(&r);
-        load_rc(c, len, err, sizeof(err));
+        unsigned char *x = malloc(len); /* exact size: ASan sees any read past it */
+        memcpy(x, buf, len);
+        for (int k = 0; k < 3; k++) {
+            size_t at = it % 2 ? data0 + kn_rng_u64(&r) % (len - data0) : kn_rng_u64(&r) % len;
+            x[at] = (unsigned char)kn_rng_u64(&r);
+        }
+        int in_len = memcmp(x, buf, 8) != 0, in_hdr = memcmp(x + 8, buf + 8, hlen) != 0;
+        int in_data = memcmp(x + data0, buf + data0, len - data0) != 0;
+        kn_model *lm = NULL;
+        err[0] = 0;
+        int rc = kn_model_load_buffer(x, len, 1, NULL, &lm, NULL, err, sizeof(err));
+        if (rc == KN_OK) {
+            /* the loaded weights are the bytes the (possibly changed) header names */
+            kn_safetensors_file f;
+            assert_int_equal(kn_safetensors_parse(x, len, &f, err, sizeof(err)), KN_OK);
+            const kn_tensor_set *P = kn_model_params(lm);
+            for (int t = 0; t < P->n; t++) {
+                const kn_safetensors_tensor *st = kn_safetensors_find(&f, P->t[t].name);
+                assert_non_null(st);
+                assert_int_equal(st->nbytes, P->t[t].numel * sizeof(float));
+                float *w = malloc(st->nbytes);
+                assert_int_equal(kn_model_get_tensor(lm, P->t[t].name, w, P->t[t].numel), KN_OK);
+                assert_memory_equal(w, st->data, st->nbytes);
+                free(w);
+            }
+            kn_safetensors_file_free(&f);
+            kn_model_destroy(lm);
+        } else {
+            assert_null(lm);
+            assert_true(strlen(err) > 0);
+        }
+        if (in_len) {
+            n_len++;
+            if (rc == KN_OK) fail_msg("round %d: a changed header length was accepted", it);
+        } else if (in_hdr) {
+            n_hdr++;
+            hdr_refused += rc != KN_OK;
+        } else if (in_data) {
+            n_data++;
+            if (rc != KN_OK) fail_msg("round %d: changed tensor bytes refused: %s", it, err);
+        }
+        free(x);
     }
+    print_message("corruption: %d in the length (all refused), %d in the data only (all "
+                  "accepted), %d in the JSON header (%d refused)\n",
+                  n_len, n_data, n_hdr, hdr_refused);
+    assert_true(n_len > 10 && n_data > 900 && n_hdr > 500);
+    assert_true(hdr_refused * 10 >= n_hdr * 9); /* most JSON corruption is refused */
     free(c);
     /* structural attacks on the generic parser */
     struct {

@@ -235,9 +235,18 @@ static void test_gpt(void **state)
     kn_sample_config k1 = {.temperature = 0.8f, .top_k = 1, .seed = 3};
     kn_model_generate(m, tokens, 3, 7, &k1, out3, NULL, 0);
     assert_memory_equal(out1, out3, sizeof(out1));
-    /* prompts longer than block_size slide the window */
+    /* prompts longer than block_size slide the window: each greedy token is
+     * the argmax of a plain forward over the last block_size (8) tokens */
     int longp[20];
     assert_int_equal(kn_model_generate(m, tokens, 12, 8, &greedy, longp, NULL, 0), KN_OK);
+    assert_memory_equal(longp, tokens, 12 * sizeof(int));
+    for (int n = 12; n < 20; n++) {
+        kn_batch bw = {.B = 1, .T = 8, .tokens = longp + n - 8};
+        assert_int_equal(kn_model_forward(m, &bw, NULL, NULL, 0), KN_OK);
+        int pw[8];
+        assert_int_equal(kn_model_predict(m, pw, 8), KN_OK);
+        if (longp[n] != pw[7]) fail_msg("token %d: generated %d, reference %d", n, longp[n], pw[7]);
+    }
     kn_model_destroy(m);
 }
 
