@@ -48,6 +48,7 @@ static void usage(FILE *f)
         "  preprocess.datasets (all [dataset.*] sections), preprocess.default_dataset,\n"
         "  preprocess.output_partitions (1), preprocess.dlq_duplicates (false),\n"
         "  preprocess.dlq_max_bytes (1m), ingest.partitions (3: for raw topics it creates)\n"
+        "  preprocess.record_attempts (3: a failing record's tries before the DLQ)\n"
         "  [dataset.NAME] kind = lm | text_class | image, and the recipe keys listed in\n"
         "  docs/preprocess.md (tokenizer, block_size, max_len, labels, eval_fraction, ...)\n");
 }
@@ -157,6 +158,7 @@ int main(int argc, char **argv)
         .txn_max_records = (int)kn_config_get_int(cfg, "preprocess.txn_max_records", 5000, NULL),
         .dlq_duplicates = kn_config_get_bool(cfg, "preprocess.dlq_duplicates", 0, NULL),
         .dlq_max_bytes = (size_t)kn_config_get_int(cfg, "preprocess.dlq_max_bytes", 1 << 20, NULL),
+        .record_attempts = (int)kn_config_get_int(cfg, "preprocess.record_attempts", 3, NULL),
     };
 
     /* Recipes. */
