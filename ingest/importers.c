@@ -68,7 +68,8 @@ static int import_split(ing_ctx *c, const char *dir, const char *stem, const cha
                                       ? c->opt.dataset
                                       : "fashion-mnist",
                        .label = label,
-                       .split = split};
+                       .split = split,
+                       .split_by = "import"};
         if (cls > 9) {
             it.refuse_reason = KN_REASON_BAD_LABEL;
             it.refuse_detail = "class outside 0..9";

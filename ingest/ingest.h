@@ -62,6 +62,7 @@ typedef struct {
     const char *source;       /* file | jsonl | url | http | import */
     const char *origin;
     const char *dataset, *label, *split; /* NULL: the defaults */
+    const char *split_by; /* who chose split (record.h); NULL: "operator" */
     const char *refuse_reason; /* the source already refused it (fetch failed, bad JSON) */
     const char *refuse_detail;
 } ing_item;

@@ -48,6 +48,7 @@ static void usage(FILE *f)
            "  ingest.batch_files (1000) ingest.batch_bytes (16m) ingest.ack_timeout_ms (30000)\n"
            "  ingest.url_timeout_ms (30000) ingest.url_connect_timeout_ms (10000)\n"
            "  ingest.url_retries (3) ingest.url_backoff_ms (500) ingest.url_max_redirects (5)\n"
+           "  ingest.tokens_file (none: writes get 401) ingest.anonymous_writes (false)\n"
            "  log.level (info)\n");
 }
 

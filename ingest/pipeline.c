@@ -311,6 +311,7 @@ int ing_submit(ing_ctx *c, kn_kafka_producer *p, const ing_item *it, ing_done_fn
         .dataset = it->dataset ? it->dataset : c->opt.dataset,
         .label = it->label ? it->label : c->opt.label,
         .split = it->split ? it->split : c->opt.split,
+        .split_by = it->split_by ? it->split_by : "operator",
         .repaired = v.repaired,
     };
     kn_record_headers hdrs;

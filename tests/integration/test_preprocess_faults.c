@@ -113,6 +113,7 @@ static void wait_assigned(pid_t pid, const char *log)
             fail_msg("kiln-preprocess exited at start");
         }
         if (now_s() > end) {
+            stop_preprocess(pid);
             dump_log(log);
             fail_msg("kiln-preprocess got no partitions in 60 s");
         }
