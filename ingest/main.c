@@ -49,6 +49,7 @@ static void usage(FILE *f)
            "  ingest.url_timeout_ms (30000) ingest.url_connect_timeout_ms (10000)\n"
            "  ingest.url_retries (3) ingest.url_backoff_ms (500) ingest.url_max_redirects (5)\n"
            "  ingest.tokens_file (none: writes get 401) ingest.anonymous_writes (false)\n"
+           "  ingest.drain_timeout_ms (60000: a batch source's wait for its last reports)\n"
            "  log.level (info)\n");
 }
 
