@@ -2,7 +2,8 @@
 # compose-tokens.sh DIR: the per-service tokens of a kiln stack, made once.
 # Run with KILN_REGISTRY_URL and KILN_REGISTRY_TOKEN (the admin token) set;
 # it is the only user of the admin token besides the registry itself. Writes,
-# each only when missing (a restart keeps them):
+# each only when missing or no longer known to the registry (a restart keeps
+# them; a registry whose database was reset gets new ones):
 #   DIR/trainer/token     registry token, roles: write
 #   DIR/evaluator/token   registry token, roles: write, promote
 #   DIR/tokenizer/token   registry token, roles: write (registers the BPE vocabulary)
@@ -17,16 +18,21 @@ owner=${KILN_TOKEN_OWNER:-65534:65534}
 
 # put FILE: stdin into FILE atomically, private to the services' user.
 put() {
+    rm -f "$1.tmp"
     (umask 077 && cat >"$1.tmp")
     chmod 0400 "$1.tmp"
     if [ "$(id -u)" = 0 ]; then chown "$owner" "$1.tmp"; fi
     mv -f "$1.tmp" "$1"
 }
 
+# The names of the registry's active tokens (columns ID NAME ROLES REVOKED).
+active=$(kilnctl token list) || { echo "compose-tokens: cannot list the registry's tokens" >&2; exit 1; }
+active=$(printf '%s\n' "$active" | awk 'NR > 1 && $4 == "-" { print $2 }')
+
 # registry SERVICE ROLES: a registry token named compose-SERVICE.
 registry() {
     f=$dir/$1/token
-    [ -s "$f" ] && return 0
+    if [ -s "$f" ] && printf '%s\n' "$active" | grep -qx "compose-$1"; then return 0; fi
     mkdir -p "$dir/$1"
     out=$(kilnctl token create "compose-$1" --roles "$2") ||
         { echo "compose-tokens: creating the $1 token failed" >&2; exit 1; }

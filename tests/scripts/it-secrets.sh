@@ -84,6 +84,11 @@ export KILN_REGISTRY_URL=http://127.0.0.1:$port
 KILN_REGISTRY_TOKEN=$ADMIN PATH=$B/registry:$PATH KILN_TOKEN_OWNER=$(id -u):$(id -g) \
     sh "$KILN_SOURCE_DIR/deploy/compose-tokens.sh" "$TMP/tok" >"$TMP/compose-tokens.log" 2>&1 ||
     { cat "$TMP/compose-tokens.log"; fail "compose-tokens.sh failed"; }
+# run again (a restart): nothing new is made
+KILN_REGISTRY_TOKEN=$ADMIN PATH=$B/registry:$PATH KILN_TOKEN_OWNER=$(id -u):$(id -g) \
+    sh "$KILN_SOURCE_DIR/deploy/compose-tokens.sh" "$TMP/tok" >"$TMP/compose-tokens-again.log" 2>&1 ||
+    { cat "$TMP/compose-tokens-again.log"; fail "compose-tokens.sh failed on its second run"; }
+! grep -q made "$TMP/compose-tokens-again.log" || fail "compose-tokens.sh made tokens again: $(cat "$TMP/compose-tokens-again.log")"
 T_TRAINER=$(cat "$TMP/tok/trainer/token") T_EVAL=$(cat "$TMP/tok/evaluator/token")
 T_TOK=$(cat "$TMP/tok/tokenizer/token") T_INGEST=$(cat "$TMP/tok/operator/ingest-write-token")
 for f in trainer/token evaluator/token tokenizer/token operator/ingest-write-token ingest/tokens; do
