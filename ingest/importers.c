@@ -231,7 +231,8 @@ int ing_import_fortunes(ing_ctx *c, const char *dir)
     ing_tally *t = ing_tally_new();
     if (!t) {
         kn_log_error("fortunes: out of memory");
-        for (size_t i = 0; i < nn; i++) free(names[i]);
+        for (size_t i = 0; i < nn; i++)
+            free(names[i]);
         return 1;
     }
     ing_progress pr;

@@ -62,7 +62,7 @@ typedef struct {
     const char *source;       /* file | jsonl | url | http | import */
     const char *origin;
     const char *dataset, *label, *split; /* NULL: the defaults */
-    const char *split_by; /* who chose split (record.h); NULL: "operator" */
+    const char *split_by;                /* who chose split (record.h); NULL: "operator" */
     const char *refuse_reason; /* the source already refused it (fetch failed, bad JSON) */
     const char *refuse_detail;
 } ing_item;
@@ -107,7 +107,7 @@ typedef struct {
     atomic_long ok, refused, failed;
     atomic_long refs;
 } ing_tally;
-ing_tally *ing_tally_new(void); /* one reference, the caller's; NULL on OOM */
+ing_tally *ing_tally_new(void);     /* one reference, the caller's; NULL on OOM */
 void ing_tally_unref(ing_tally *t); /* accepts NULL */
 /* ing_submit with t as the done context: a reference is taken for the
  * record and given back by its delivery report (at once on an error). */

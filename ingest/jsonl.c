@@ -220,8 +220,7 @@ int ing_jsonl_run(ing_ctx *c, const char *path)
                            .origin = origin,
                            .refuse_reason = KN_REASON_TOO_LARGE,
                            .refuse_detail = detail};
-            if (ing_submit_tally(c, NULL, &it, t, NULL) != KN_OK)
-                atomic_fetch_add(&t->failed, 1);
+            if (ing_submit_tally(c, NULL, &it, t, NULL) != KN_OK) atomic_fetch_add(&t->failed, 1);
             continue;
         }
         if (n && line[n - 1] == '\r') n--;

@@ -33,8 +33,8 @@ enum { ING_ROLE_WRITE = 1, ING_ROLE_SPLIT = 2, ING_ROLE_ADMIN = 4 };
 
 typedef struct {
     char name[64];
-    unsigned roles;                /* ING_ROLE_* */
-    uint8_t hash[KN_SHA256_LEN];   /* SHA-256 of the token */
+    unsigned roles;              /* ING_ROLE_* */
+    uint8_t hash[KN_SHA256_LEN]; /* SHA-256 of the token */
 } ing_token;
 
 struct ing_server {
@@ -61,8 +61,7 @@ static int load_tokens(ing_server *s, const char *path, char *errbuf, size_t err
 {
     FILE *f = fopen(path, "r");
     if (!f)
-        return kn_seterr(errbuf, errsz, KN_EIO, "ingest.tokens_file %s: %s", path,
-                         strerror(errno));
+        return kn_seterr(errbuf, errsz, KN_EIO, "ingest.tokens_file %s: %s", path, strerror(errno));
     char line[512];
     int rc = KN_OK, lineno = 0;
     while (fgets(line, sizeof(line), f)) {
@@ -76,14 +75,20 @@ static int load_tokens(ing_server *s, const char *path, char *errbuf, size_t err
         int ok = n == 3 && strlen(hex) == 64;
         for (int i = 0; ok && i < 32; i++) {
             int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-            if (hi < 0 || lo < 0) ok = 0;
-            else t.hash[i] = (uint8_t)(hi << 4 | lo);
+            if (hi < 0 || lo < 0)
+                ok = 0;
+            else
+                t.hash[i] = (uint8_t)(hi << 4 | lo);
         }
         for (char *r = strtok(roles, ","); ok && r; r = strtok(NULL, ","))
-            if (strcmp(r, "write") == 0) t.roles |= ING_ROLE_WRITE;
-            else if (strcmp(r, "split") == 0) t.roles |= ING_ROLE_SPLIT | ING_ROLE_WRITE;
-            else if (strcmp(r, "admin") == 0) t.roles |= ING_ROLE_ADMIN | ING_ROLE_SPLIT | ING_ROLE_WRITE;
-            else ok = 0;
+            if (strcmp(r, "write") == 0)
+                t.roles |= ING_ROLE_WRITE;
+            else if (strcmp(r, "split") == 0)
+                t.roles |= ING_ROLE_SPLIT | ING_ROLE_WRITE;
+            else if (strcmp(r, "admin") == 0)
+                t.roles |= ING_ROLE_ADMIN | ING_ROLE_SPLIT | ING_ROLE_WRITE;
+            else
+                ok = 0;
         if (!ok) {
             rc = kn_seterr(errbuf, errsz, KN_EINVAL,
                            "ingest.tokens_file %s line %d: want NAME ROLES SHA256 (roles: write, "
@@ -130,7 +135,8 @@ static int authenticate(ing_server *s, kn_http_req *req, char *name, size_t name
     long found = -1;
     for (size_t i = 0; i < s->ntokens; i++) {
         unsigned diff = 0;
-        for (int k = 0; k < KN_SHA256_LEN; k++) diff |= (unsigned)(h[k] ^ s->tokens[i].hash[k]);
+        for (int k = 0; k < KN_SHA256_LEN; k++)
+            diff |= (unsigned)(h[k] ^ s->tokens[i].hash[k]);
         if (diff == 0) found = (long)i;
     }
     if (found < 0) {
@@ -378,7 +384,8 @@ ing_server *ing_server_start(ing_ctx *c, const char *bind, int port, char *errbu
         return NULL;
     }
     if (s->anonymous)
-        kn_log_warn("ingest.anonymous_writes is on: anyone who reaches this port can write records");
+        kn_log_warn(
+            "ingest.anonymous_writes is on: anyone who reaches this port can write records");
     else if (!s->ntokens)
         kn_log_warn("no ingest tokens (ingest.tokens_file): POST /v1/records answers 401");
     /* room for the largest record plus multipart framing */

@@ -197,8 +197,7 @@ int ing_urls_run(ing_ctx *c, const char *path)
             it.data = s.buf ? s.buf : "";
             it.len = s.len;
         }
-        if (ing_submit_tally(c, NULL, &it, t, NULL) != KN_OK)
-            atomic_fetch_add(&t->failed, 1);
+        if (ing_submit_tally(c, NULL, &it, t, NULL) != KN_OK) atomic_fetch_add(&t->failed, 1);
         free(ct);
         ing_progress_update(&pr, ++count, 0);
     }

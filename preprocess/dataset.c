@@ -171,9 +171,8 @@ pp_dataset *pp_dataset_new(pp_recipe *r, const pp_env *env, char *errbuf, size_t
         size_t fixed = (64 << 10) + (size_t)max_keys * KN_SHARD_KEY_LEN;
         double need = (double)fixed + (double)per * rc->shard_examples;
         if (need > KN_KAFKA_MAX_MESSAGE_BYTES) {
-            size_t fit = KN_KAFKA_MAX_MESSAGE_BYTES > fixed
-                             ? (KN_KAFKA_MAX_MESSAGE_BYTES - fixed) / per
-                             : 0;
+            size_t fit =
+                KN_KAFKA_MAX_MESSAGE_BYTES > fixed ? (KN_KAFKA_MAX_MESSAGE_BYTES - fixed) / per : 0;
             kn_seterr(errbuf, errsz, KN_EINVAL,
                       "[dataset.%s] shard_examples = %u: a shard of %u examples of %zu bytes "
                       "(%.1f MiB) is over Kafka's message.max.bytes (%d MiB); set shard_examples "

@@ -412,8 +412,8 @@ static int handle(pp_stream *st, const rd_kafka_message_t *m)
         snprintf(detail, sizeof(detail),
                  "processing failed %d times in a row (%s); set aside so the stream moves on",
                  st->failed.count, kn_strerror(st->failed.rc));
-        kn_log_error("%s [%d] offset %lld (%s): %s", rd_kafka_topic_name(m->rkt),
-                     (int)m->partition, (long long)m->offset, info.origin, detail);
+        kn_log_error("%s [%d] offset %lld (%s): %s", rd_kafka_topic_name(m->rkt), (int)m->partition,
+                     (long long)m->offset, info.origin, detail);
         return send_dlq(st, m, &info, key_hex, KN_REASON_PROCESSING_FAILED, detail);
     }
     int ds_image = pp_dataset_recipe(ds)->kind == PP_KIND_IMAGE;

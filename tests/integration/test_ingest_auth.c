@@ -109,7 +109,8 @@ static pid_t serve(const char *const *env, int port, const char *log_path)
         curl_easy_cleanup(h);
         free(m.buf);
         if (st == 200) return pid;
-        if (waitpid(pid, NULL, WNOHANG) == pid || ti_now() > end) fail_msg("kiln-ingest serve did not come up");
+        if (waitpid(pid, NULL, WNOHANG) == pid || ti_now() > end)
+            fail_msg("kiln-ingest serve did not come up");
         usleep(100000);
     }
 }
@@ -120,7 +121,7 @@ static void expect_error(long st, const membuf *m, long want, const char *code)
         fail_msg("want %ld %s with a JSON error body, got %ld %s", want, code, st, m->buf);
 }
 
-#define WRITER "ki_writer-3c9a1f0e8b7d6c5a4f3e2d1c0b9a8f7e"
+#define WRITER   "ki_writer-3c9a1f0e8b7d6c5a4f3e2d1c0b9a8f7e"
 #define SPLITTER "ki_splitter-0a1b2c3d4e5f60718293a4b5c6d7e8f9"
 
 static void tokens(void **state)

@@ -60,7 +60,8 @@ static int file_has(const char *path, const char *needle)
     if (!f) return 0;
     char line[4096];
     int found = 0;
-    while (!found && fgets(line, sizeof(line), f)) found = strstr(line, needle) != NULL;
+    while (!found && fgets(line, sizeof(line), f))
+        found = strstr(line, needle) != NULL;
     fclose(f);
     return found;
 }
@@ -165,7 +166,8 @@ static void produce_image(kn_kafka_producer *p, const char *topic, const void *v
 static size_t small_pgm(unsigned char *buf, int i)
 {
     int hl = snprintf((char *)buf, 16, "P5\n8 8\n255\n");
-    for (int px = 0; px < 64; px++) buf[hl + px] = (unsigned char)((px * 3 + i * 11) & 255);
+    for (int px = 0; px < 64; px++)
+        buf[hl + px] = (unsigned char)((px * 3 + i * 11) & 255);
     return (size_t)hl + 64;
 }
 
@@ -256,7 +258,7 @@ static void create_raw_topics(const char *prefix)
 }
 
 #define IMG_RECIPE                                                                                 \
-    "[dataset.img]\nkind = image\nwidth = 8\nheight = 8\nchannels = 1\nlabels = 0,1\n"            \
+    "[dataset.img]\nkind = image\nwidth = 8\nheight = 8\nchannels = 1\nlabels = 0,1\n"             \
     "eval_fraction = 0\nshard_examples = 4\nmax_pixels = 400000000\n"
 
 /* --- finding 2: who may choose the split --- */
@@ -301,7 +303,8 @@ static void split(void **state)
         usleep(500000);
         locate(prefix, &sc);
         placed = 0;
-        for (int i = 0; i < N; i++) placed += where[i] != 0;
+        for (int i = 0; i < N; i++)
+            placed += where[i] != 0;
     } while (placed < N && now_s() < end);
     stop_preprocess(pid);
     if (placed < N) dump_log(log);
@@ -311,7 +314,9 @@ static void split(void **state)
         if (where[i] != want)
             fail_msg("record %d (%s) landed in %s, want %s", i,
                      i < 5 ? "split=test without split-by" : "privileged split=test",
-                     where[i] == 1 ? "train" : where[i] == 2 ? "eval" : "both",
+                     where[i] == 1   ? "train"
+                     : where[i] == 2 ? "eval"
+                                     : "both",
                      want == 1 ? "train" : "eval");
     }
     unlink(cfgp);
@@ -333,8 +338,10 @@ static void shard_too_large(void **state)
     pid_t pid = start_preprocess(cfgp, prefix, log);
     int st = 0, exited = 0;
     for (int i = 0; i < 300 && !exited; i++) {
-        if (waitpid(pid, &st, WNOHANG) == pid) exited = 1;
-        else usleep(100000);
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            exited = 1;
+        else
+            usleep(100000);
     }
     if (!exited) {
         stop_preprocess(pid);
@@ -343,7 +350,8 @@ static void shard_too_large(void **state)
                  "was accepted: every shard would fail to produce, forever");
     }
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) != 0);
-    if (!file_has(log, "message.max.bytes") || !file_has(log, "set shard_examples to 27 or fewer")) {
+    if (!file_has(log, "message.max.bytes") ||
+        !file_has(log, "set shard_examples to 27 or fewer")) {
         dump_log(log);
         fail_msg("the refusal does not name the limit and the fix");
     }
@@ -397,7 +405,8 @@ static unsigned char *zero_png(uint32_t w, uint32_t h, size_t *len)
     for (uint32_t y = 0; y < h; y++) {
         z.next_in = row;
         z.avail_in = w + 1;
-        while (z.avail_in > 0) assert_int_equal(deflate(&z, Z_NO_FLUSH), Z_OK);
+        while (z.avail_in > 0)
+            assert_int_equal(deflate(&z, Z_NO_FLUSH), Z_OK);
     }
     assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
     size_t dl = z.total_out;
@@ -474,8 +483,8 @@ static void oom_record(void **state)
     assert_int_equal(kn_kafka_producer_flush(p, 10000), 0);
     kn_kafka_producer_destroy(p, 10000);
 
-    scan_ctx sc = {.keys = (const uint8_t(*)[32])keys, .nkeys = N, .where = where,
-                   .dlq_key = huge_key};
+    scan_ctx sc = {
+        .keys = (const uint8_t(*)[32])keys, .nkeys = N, .where = where, .dlq_key = huge_key};
     double end = now_s() + 90;
     int placed;
     do {
@@ -484,7 +493,8 @@ static void oom_record(void **state)
         sc.dlq_processing_failed = 0;
         scan_topic(t_dlq, &sc, 1);
         placed = 0;
-        for (int i = 0; i < N; i++) placed += where[i] != 0;
+        for (int i = 0; i < N; i++)
+            placed += where[i] != 0;
     } while ((placed < N || sc.dlq_processing_failed < 1) && now_s() < end);
     int st;
     int alive = waitpid(pid, &st, WNOHANG) == 0;
