@@ -35,8 +35,8 @@ struct pp_stream {
     int txn_records;
     rd_kafka_topic_partition_list_t *offsets; /* next offset per input partition, this txn */
     int fatal; /* a fatal Kafka error happened (even inside a callback) */
-    /* The record whose processing failed last, and how many times in a row
-     * (step 4's retry bound; reset by any other record's success). */
+    /* The record whose processing failed last and how often (step 4's retry
+     * bound); another record's failure starts a new count. */
     struct {
         char topic[256];
         int32_t partition;
