@@ -169,6 +169,7 @@ KILN_REGISTRY_DB="$host_port dbname=kiln user=$P password=$WRONG_PGPW $PGPART" K
     KILN_REGISTRY_PORT=0 "$B/registry/kiln-registry" >"$TMP/registry-malformed.log" 2>&1 &
 PIDS+=($!)
 sleep 2.5
+ps -o args= -p "$!" >>"$TMP/ps.txt" || true
 grep -qi 'conninfo\|database' "$TMP/registry-malformed.log" ||
     { cat "$TMP/registry-malformed.log"; fail "the registry did not say its conninfo is wrong"; }
 
