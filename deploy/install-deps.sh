@@ -16,7 +16,7 @@ packages=(
     libutf8proc-dev libpcre2-dev libspng-dev libturbojpeg0-dev libzstd-dev
     libxxhash-dev zlib1g-dev
     postgresql postgresql-contrib default-jre-headless maven
-    docker-compose wrk procps curl jq
+    docker-compose wrk procps curl jq yq
     dataset-fashion-mnist fortunes
     python3-numpy
 )

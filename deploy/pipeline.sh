@@ -110,17 +110,26 @@ mkdir -p "$run" "$inbox"
 eval "$("$root/deploy/stack" env)"
 export KILN_KAFKA_BROKERS KILN_PG_CONNINFO KILN_CONFIG=$config
 
-# The registry's first admin token: made once, kept private in the stack dir.
+# The registry's first admin token: made once, kept private in the stack dir,
+# given to the registry and to deploy/compose-tokens.sh only (docs/security.md).
 tokfile=$state/registry-admin-token
 [ -s "$tokfile" ] || (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$tokfile")
-export KILN_REGISTRY_ADMIN_TOKEN=$(cat "$tokfile") KILN_REGISTRY_TOKEN=$(cat "$tokfile")
+unset KILN_REGISTRY_TOKEN # the services get their own below; reads need none
 reg_port=$(cfg registry.port 8080)
 export KILN_REGISTRY_URL=http://127.0.0.1:$reg_port
 
 cd "$root" # relative paths of the config (tokenizer files) are from here
 t0=$SECONDS
 say "starting the services (logs in $run)"
-start registry "$reg_port" "$build/registry/kiln-registry" --config "$config"
+KILN_REGISTRY_ADMIN_TOKEN=$(cat "$tokfile") start registry "$reg_port" "$build/registry/kiln-registry" --config "$config"
+
+# Each service its own registry token with the fewest roles it needs, made
+# as the compose stack makes them (trainer: write; evaluator: write +
+# promote; tokenizer: write), kept in $state/tokens (0400).
+KILN_REGISTRY_TOKEN=$(cat "$tokfile") PATH=$build/registry:$PATH KILN_TOKEN_OWNER=$(id -u):$(id -g) \
+    sh "$root/deploy/compose-tokens.sh" "$state/tokens" >>"$run/tokens.log" 2>&1 ||
+    die "making the services' tokens failed: see $run/tokens.log"
+token() { cat "$state/tokens/$1/token"; }
 
 # The fortunes' own BPE vocabulary: trained once, registered in the registry
 # (model fortunes-bpe) so its hash is in the lineage of every model using it.
@@ -129,14 +138,15 @@ export KILN_DATASET_FORTUNES_TOKENIZER=$tok
 if [ ! -s "$tok" ]; then
     mkdir -p "$(dirname "$tok")"
     say "training the fortunes BPE vocabulary ($(cfg pipeline.tokenizer_vocab 4096) ids)"
-    "$build/preprocess/kiln-preprocess" tokenizer train --out "$tok" \
+    KILN_REGISTRY_TOKEN=$(token tokenizer) "$build/preprocess/kiln-preprocess" tokenizer train --out "$tok" \
         --vocab "$(cfg pipeline.tokenizer_vocab 4096)" --separator % \
         --register fortunes-bpe /usr/share/games/fortunes >"$run/tokenizer.json" 2>>"$run/tokenizer.log" ||
         { rm -f "$tok"; die "tokenizer training failed: see $run/tokenizer.log"; }
 fi
 
 start preprocess "$(cfg preprocess.port 8082)" "$build/preprocess/kiln-preprocess" --config "$config"
-start evaluator "$(cfg evaluator.port 8084)" "$build/evaluator/kiln-evaluator" --config "$config"
+KILN_REGISTRY_TOKEN=$(token evaluator) start evaluator "$(cfg evaluator.port 8084)" \
+    "$build/evaluator/kiln-evaluator" --config "$config"
 
 models=$(cfg pipeline.models "cnn-fmnist gpt-fortunes")
 # Each dataset is imported once per stack (a marker records it), so running
@@ -173,7 +183,8 @@ idle=()
 ((follow)) || idle=(--idle-exit "$(cfg pipeline.idle_exit_seconds 20)")
 for m in $models; do
     trainer_port[$m]=$port
-    start "trainer-$m" "$port" "$build/trainer/kiln-trainer" --config "$config" --model "$m" \
+    KILN_REGISTRY_TOKEN=$(token trainer) start "trainer-$m" "$port" "$build/trainer/kiln-trainer" \
+        --config "$config" --model "$m" \
         --port "$port" "${idle[@]}"
     port=$((port + 10))
 done

@@ -34,7 +34,7 @@ typedef struct {
     kn_kafka_producer *txp; /* transactional producer (with --state) */
     char txn_id[128];
     ing_strset *seen; /* paths submitted in this run (follow mode dedup) */
-    ing_tally tally;
+    ing_tally *tally; /* outlives the run while reports are outstanding */
     long batch_files;
     size_t batch_bytes;
     uint64_t files_total;
@@ -109,7 +109,7 @@ static void walk(files_run *r, const char *path, pathvec *out, int depth)
                            .refuse_reason = KN_REASON_UNSUPPORTED,
                            .refuse_detail = "the file name is not valid UTF-8; rename the file"};
             if (!r->seen || ing_strset_add(r->seen, it.origin) == 1)
-                ing_submit(r->c, NULL, &it, ing_tally_done, &r->tally, NULL);
+                ing_submit_tally(r->c, NULL, &it, r->tally, NULL);
             free(shown);
         } else if (wanted(r, path)) {
             pv_push(out, path);
@@ -171,7 +171,7 @@ static int submit_file(files_run *r, kn_kafka_producer *p, const char *path, siz
     }
     if (fd >= 0) close(fd);
     *bytes = it.len;
-    int rc = ing_submit(c, p, &it, ing_tally_done, &r->tally, NULL);
+    int rc = ing_submit_tally(c, p, &it, r->tally, NULL);
     free(data);
     return rc;
 }
@@ -455,6 +455,10 @@ int ing_files_run(ing_ctx *c, const ing_files_args *a)
     r.batch_bytes = (size_t)kn_config_get_int(c->cfg, "ingest.batch_bytes", 16 << 20, NULL);
     if (r.batch_files < 1) r.batch_files = 1;
     if (a->follow) r.seen = ing_strset_new();
+    if (!(r.tally = ing_tally_new())) {
+        kn_log_error("files: out of memory");
+        goto out;
+    }
 
     if (a->state_path) {
         char abs[PATH_MAX], dig[KN_SHA256_HEX_LEN];
@@ -536,10 +540,10 @@ int ing_files_run(ing_ctx *c, const ing_files_args *a)
     run_files(&r, list.v, list.n);
     if (a->follow && !r.failed) follow(&r, &wt);
 
-    int left = ing_drain(c, NULL, 60000);
+    int left = ing_drain(c, NULL, ing_drain_timeout_ms(c));
     ing_progress_update(&r.pr, r.files_total, 1);
-    long ok = atomic_load(&r.tally.ok), refused = atomic_load(&r.tally.refused),
-         failed = atomic_load(&r.tally.failed);
+    long ok = atomic_load(&r.tally->ok), refused = atomic_load(&r.tally->refused),
+         failed = atomic_load(&r.tally->failed);
     kn_log_fields(KN_LOG_INFO,
                   json_pack("{s:I,s:I,s:I,s:i}", "records", (json_int_t)ok, "refused",
                             (json_int_t)refused, "failed", (json_int_t)failed, "unreported", left),
@@ -547,6 +551,7 @@ int ing_files_run(ing_ctx *c, const ing_files_args *a)
     code = (r.failed || failed || left) ? 1 : 0;
 out:
     if (r.txp) kn_kafka_producer_destroy(r.txp, 10000);
+    ing_tally_unref(r.tally); /* reports still to come hold their own references */
     ing_state_close(r.st);
     ing_strset_destroy(r.seen);
     free(r.state_abs);

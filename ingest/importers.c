@@ -68,12 +68,13 @@ static int import_split(ing_ctx *c, const char *dir, const char *stem, const cha
                                       ? c->opt.dataset
                                       : "fashion-mnist",
                        .label = label,
-                       .split = split};
+                       .split = split,
+                       .split_by = "import"};
         if (cls > 9) {
             it.refuse_reason = KN_REASON_BAD_LABEL;
             it.refuse_detail = "class outside 0..9";
         }
-        if ((rc = ing_submit(c, NULL, &it, ing_tally_done, t, NULL)) != KN_OK) {
+        if ((rc = ing_submit_tally(c, NULL, &it, t, NULL)) != KN_OK) {
             snprintf(e, sizeof(e), "%s: produce failed: %s", origin, kn_strerror(rc));
             goto fail;
         }
@@ -96,9 +97,10 @@ out:
     return rc;
 }
 
+/* Logs the totals and drops the caller's reference to t. */
 static int finish(ing_ctx *c, ing_tally *t, const char *what)
 {
-    int left = ing_drain(c, NULL, 60000);
+    int left = ing_drain(c, NULL, ing_drain_timeout_ms(c));
     long ok = atomic_load(&t->ok), refused = atomic_load(&t->refused),
          failed = atomic_load(&t->failed);
     kn_log_fields(KN_LOG_INFO,
@@ -106,12 +108,12 @@ static int finish(ing_ctx *c, ing_tally *t, const char *what)
                             "refused", (json_int_t)refused, "failed", (json_int_t)failed,
                             "unreported", left),
                   "import %s: finished", what);
+    ing_tally_unref(t); /* reports still to come hold their own references */
     return failed || left ? 1 : 0;
 }
 
 int ing_import_fashion_mnist(ing_ctx *c, const char *dir)
 {
-    ing_tally t = {0};
     if (!dir) dir = FMNIST_DIR;
     struct stat sb;
     if (stat(dir, &sb) != 0) {
@@ -120,12 +122,17 @@ int ing_import_fashion_mnist(ing_ctx *c, const char *dir)
                      dir);
         return 1;
     }
-    if (import_split(c, dir, "train", "train", &t) != KN_OK ||
-        import_split(c, dir, "t10k", "test", &t) != KN_OK) {
-        finish(c, &t, "fashion-mnist");
+    ing_tally *t = ing_tally_new();
+    if (!t) {
+        kn_log_error("fashion-mnist: out of memory");
         return 1;
     }
-    return finish(c, &t, "fashion-mnist");
+    if (import_split(c, dir, "train", "train", t) != KN_OK ||
+        import_split(c, dir, "t10k", "test", t) != KN_OK) {
+        finish(c, t, "fashion-mnist");
+        return 1;
+    }
+    return finish(c, t, "fashion-mnist");
 }
 
 /* Splits one fortune file and submits each fortune. */
@@ -178,7 +185,7 @@ static int import_fortune_file(ing_ctx *c, const char *path, const char *categor
                                           ? c->opt.dataset
                                           : "fortunes",
                            .label = category};
-            rc = ing_submit(c, NULL, &it, ing_tally_done, t, NULL);
+            rc = ing_submit_tally(c, NULL, &it, t, NULL);
             (*count)++;
             ing_progress_update(pr, *count, 0);
         }
@@ -198,7 +205,6 @@ static int cmp_name(const void *a, const void *b)
 
 int ing_import_fortunes(ing_ctx *c, const char *dir)
 {
-    ing_tally t = {0};
     uint64_t count = 0;
     char path[PATH_MAX];
     char *names[1024];
@@ -222,17 +228,24 @@ int ing_import_fortunes(ing_ctx *c, const char *dir)
     }
     closedir(d);
     qsort(names, nn, sizeof(char *), cmp_name);
+    ing_tally *t = ing_tally_new();
+    if (!t) {
+        kn_log_error("fortunes: out of memory");
+        for (size_t i = 0; i < nn; i++)
+            free(names[i]);
+        return 1;
+    }
     ing_progress pr;
     ing_progress_start(&pr, &c->opt, "fortunes", 0);
     int rc = KN_OK;
     for (size_t i = 0; i < nn; i++) {
         if (rc == KN_OK && names[i] && !kn_shutdown_requested()) {
             snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
-            rc = import_fortune_file(c, path, names[i], &t, &count, &pr);
+            rc = import_fortune_file(c, path, names[i], t, &count, &pr);
         }
         free(names[i]);
     }
     ing_progress_update(&pr, count, 1);
-    int code = finish(c, &t, "fortunes");
+    int code = finish(c, t, "fortunes");
     return rc == KN_OK ? code : 1;
 }

@@ -62,6 +62,7 @@ typedef struct {
     const char *source;       /* file | jsonl | url | http | import */
     const char *origin;
     const char *dataset, *label, *split; /* NULL: the defaults */
+    const char *split_by;                /* who chose split (record.h); NULL: "operator" */
     const char *refuse_reason; /* the source already refused it (fetch failed, bad JSON) */
     const char *refuse_detail;
 } ing_item;
@@ -97,11 +98,23 @@ int ing_submit(ing_ctx *c, kn_kafka_producer *p, const ing_item *it, ing_done_fn
  * and timeout_ms passed; returns what is still outstanding. */
 int ing_drain(ing_ctx *c, kn_kafka_producer *p, int timeout_ms);
 
-/* A counter of items handled by a batch source: done callbacks bump these. */
+/* A counter of items handled by a batch source: delivery reports bump
+ * these. Heap-allocated and reference-counted (the owner's reference plus
+ * one per record in flight), because a report may come after the source has
+ * given up waiting (ing_drain's timeout) and returned: from the producer's
+ * destroy, or never. The last reference frees it. */
 typedef struct {
     atomic_long ok, refused, failed;
+    atomic_long refs;
 } ing_tally;
-void ing_tally_done(void *tally, int ok, int dlq);
+ing_tally *ing_tally_new(void);     /* one reference, the caller's; NULL on OOM */
+void ing_tally_unref(ing_tally *t); /* accepts NULL */
+/* ing_submit with t as the done context: a reference is taken for the
+ * record and given back by its delivery report (at once on an error). */
+int ing_submit_tally(ing_ctx *c, kn_kafka_producer *p, const ing_item *it, ing_tally *t,
+                     ing_result *res);
+/* How long a batch source waits for its last reports (ingest.drain_timeout_ms). */
+int ing_drain_timeout_ms(const ing_ctx *c);
 
 /* Progress line on a terminal (\r), or a log line every few seconds otherwise. */
 typedef struct {

@@ -181,19 +181,24 @@ static void handle_line(ing_ctx *c, const char *name, uint64_t lineno, const cha
             "exactly one of \"text\" (string) or \"image_base64\" (string) is required";
     }
 submit:
-    if (ing_submit(c, NULL, &it, ing_tally_done, t, NULL) != KN_OK) atomic_fetch_add(&t->failed, 1);
+    if (ing_submit_tally(c, NULL, &it, t, NULL) != KN_OK) atomic_fetch_add(&t->failed, 1);
     free(img);
     json_decref(j);
 }
 
 int ing_jsonl_run(ing_ctx *c, const char *path)
 {
-    ing_tally t = {0};
     int stdin_in = !path || strcmp(path, "-") == 0;
     const char *name = stdin_in ? "stdin" : path;
     line_reader lr = {.fd = stdin_in ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC)};
     if (lr.fd < 0) {
         kn_log_error("jsonl: %s: %s", path, strerror(errno));
+        return 1;
+    }
+    ing_tally *t = ing_tally_new();
+    if (!t) {
+        kn_log_error("jsonl: out of memory");
+        if (!stdin_in) close(lr.fd);
         return 1;
     }
     /* base64 grows 4/3; leave room for the other fields */
@@ -215,8 +220,7 @@ int ing_jsonl_run(ing_ctx *c, const char *path)
                            .origin = origin,
                            .refuse_reason = KN_REASON_TOO_LARGE,
                            .refuse_detail = detail};
-            if (ing_submit(c, NULL, &it, ing_tally_done, &t, NULL) != KN_OK)
-                atomic_fetch_add(&t.failed, 1);
+            if (ing_submit_tally(c, NULL, &it, t, NULL) != KN_OK) atomic_fetch_add(&t->failed, 1);
             continue;
         }
         if (n && line[n - 1] == '\r') n--;
@@ -224,18 +228,19 @@ int ing_jsonl_run(ing_ctx *c, const char *path)
         while (k < n && (line[k] == ' ' || line[k] == '\t'))
             k++;
         if (k == n) continue; /* blank lines are not input */
-        handle_line(c, name, lineno, line, n, &t);
+        handle_line(c, name, lineno, line, n, t);
         ing_progress_update(&pr, lineno, 0);
     }
     if (!stdin_in) close(lr.fd);
     free(lr.buf);
-    int left = ing_drain(c, NULL, 60000);
+    int left = ing_drain(c, NULL, ing_drain_timeout_ms(c));
     ing_progress_update(&pr, lineno, 1);
-    long failed = atomic_load(&t.failed);
+    long failed = atomic_load(&t->failed);
     kn_log_fields(KN_LOG_INFO,
-                  json_pack("{s:I,s:I,s:I,s:i}", "records", (json_int_t)atomic_load(&t.ok),
-                            "refused", (json_int_t)atomic_load(&t.refused), "failed",
+                  json_pack("{s:I,s:I,s:I,s:i}", "records", (json_int_t)atomic_load(&t->ok),
+                            "refused", (json_int_t)atomic_load(&t->refused), "failed",
                             (json_int_t)failed, "unreported", left),
                   "jsonl: finished");
+    ing_tally_unref(t); /* reports still to come hold their own references */
     return failed || left ? 1 : 0;
 }

@@ -62,6 +62,10 @@ static const kn_service_key keys[] = {
     {"ingest.url_retries", "3", "urls: retries of a failed fetch"},
     {"ingest.url_backoff_ms", "500", "urls: first wait between retries"},
     {"ingest.url_max_redirects", "5", "urls: redirects followed"},
+    {"ingest.tokens_file", NULL, "bearer tokens for POST /v1/records (NAME ROLES SHA256 lines); "
+                                 "none: every write gets 401"},
+    {"ingest.anonymous_writes", "false", "accept writes without a token (development only)"},
+    {"ingest.drain_timeout_ms", "60000", "a batch source's wait for its last delivery reports"},
     {NULL, NULL, NULL},
 };
 

@@ -177,7 +177,25 @@ int ing_drain(ing_ctx *c, kn_kafka_producer *p, int timeout_ms)
     return left;
 }
 
-void ing_tally_done(void *tally, int ok, int dlq)
+int ing_drain_timeout_ms(const ing_ctx *c)
+{
+    int64_t ms = kn_config_get_int(c->cfg, "ingest.drain_timeout_ms", 60000, NULL);
+    return ms < 0 ? 0 : ms > INT32_MAX ? INT32_MAX : (int)ms;
+}
+
+ing_tally *ing_tally_new(void)
+{
+    ing_tally *t = calloc(1, sizeof(*t));
+    if (t) atomic_store(&t->refs, 1);
+    return t;
+}
+
+void ing_tally_unref(ing_tally *t)
+{
+    if (t && atomic_fetch_sub(&t->refs, 1) == 1) free(t);
+}
+
+static void tally_done(void *tally, int ok, int dlq)
 {
     ing_tally *t = tally;
     if (!ok)
@@ -186,6 +204,16 @@ void ing_tally_done(void *tally, int ok, int dlq)
         atomic_fetch_add(&t->refused, 1);
     else
         atomic_fetch_add(&t->ok, 1);
+    ing_tally_unref(t);
+}
+
+int ing_submit_tally(ing_ctx *c, kn_kafka_producer *p, const ing_item *it, ing_tally *t,
+                     ing_result *res)
+{
+    atomic_fetch_add(&t->refs, 1);
+    int rc = ing_submit(c, p, it, tally_done, t, res);
+    if (rc != KN_OK) ing_tally_unref(t); /* no report will come */
+    return rc;
 }
 
 /* --- validation --- */
@@ -311,6 +339,7 @@ int ing_submit(ing_ctx *c, kn_kafka_producer *p, const ing_item *it, ing_done_fn
         .dataset = it->dataset ? it->dataset : c->opt.dataset,
         .label = it->label ? it->label : c->opt.label,
         .split = it->split ? it->split : c->opt.split,
+        .split_by = it->split_by ? it->split_by : "operator",
         .repaired = v.repaired,
     };
     kn_record_headers hdrs;

@@ -6,11 +6,18 @@
  * reason (the input is then in the DLQ); 413 for a body over the request
  * limit (refused unread: the DLQ gets its size and request id, no bytes);
  * 503 when Kafka failed; 504 when no
- * report came within ingest.ack_timeout_ms. */
+ * report came within ingest.ack_timeout_ms.
+ *
+ * Writes need a bearer token from ingest.tokens_file (lines "NAME ROLES
+ * SHA256-of-the-token"; roles write, split, admin): 401 without a known
+ * token, 403 without the role. Choosing the split needs split or admin; the
+ * record then says who chose it (split-by: token:NAME). Only the hashes are
+ * kept, compared in constant time; a token is never logged. */
 #include "net/http.h"
 #include "ingest.h"
 #include "core/kn.h"
 #include "core/log.h"
+#include "core/sha256.h"
 #include "net/multipart.h"
 #include "core/shutdown.h"
 
@@ -22,12 +29,123 @@
 #include <strings.h>
 #include <time.h>
 
+enum { ING_ROLE_WRITE = 1, ING_ROLE_SPLIT = 2, ING_ROLE_ADMIN = 4 };
+
+typedef struct {
+    char name[64];
+    unsigned roles;              /* ING_ROLE_* */
+    uint8_t hash[KN_SHA256_LEN]; /* SHA-256 of the token */
+} ing_token;
+
 struct ing_server {
     ing_ctx *c;
     kn_http_server *http;
     long ack_timeout_ms;
     size_t max_body;
+    ing_token *tokens; /* from ingest.tokens_file */
+    size_t ntokens;
+    int anonymous; /* ingest.anonymous_writes: no token needed to write (not to split) */
 };
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+/* Reads the token file: "NAME ROLES SHA256" lines, '#' comments. On error
+ * errbuf names the file and line (never its content). */
+static int load_tokens(ing_server *s, const char *path, char *errbuf, size_t errsz)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return kn_seterr(errbuf, errsz, KN_EIO, "ingest.tokens_file %s: %s", path, strerror(errno));
+    char line[512];
+    int rc = KN_OK, lineno = 0;
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        char name[64], roles[128], hex[80], extra[8];
+        char *hash = strchr(line, '#');
+        if (hash) *hash = '\0';
+        int n = sscanf(line, "%63s %127s %79s %7s", name, roles, hex, extra);
+        if (n <= 0) continue;
+        ing_token t = {0};
+        int ok = n == 3 && strlen(hex) == 64;
+        for (int i = 0; ok && i < 32; i++) {
+            int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+            if (hi < 0 || lo < 0)
+                ok = 0;
+            else
+                t.hash[i] = (uint8_t)(hi << 4 | lo);
+        }
+        for (char *r = strtok(roles, ","); ok && r; r = strtok(NULL, ","))
+            if (strcmp(r, "write") == 0)
+                t.roles |= ING_ROLE_WRITE;
+            else if (strcmp(r, "split") == 0)
+                t.roles |= ING_ROLE_SPLIT | ING_ROLE_WRITE;
+            else if (strcmp(r, "admin") == 0)
+                t.roles |= ING_ROLE_ADMIN | ING_ROLE_SPLIT | ING_ROLE_WRITE;
+            else
+                ok = 0;
+        if (!ok) {
+            rc = kn_seterr(errbuf, errsz, KN_EINVAL,
+                           "ingest.tokens_file %s line %d: want NAME ROLES SHA256 (roles: write, "
+                           "split, admin; SHA256: 64 hex digits of the token's hash)",
+                           path, lineno);
+            break;
+        }
+        snprintf(t.name, sizeof(t.name), "%s", name);
+        ing_token *nt = realloc(s->tokens, (s->ntokens + 1) * sizeof(*nt));
+        if (!nt) {
+            rc = kn_seterr(errbuf, errsz, KN_ENOMEM, "out of memory");
+            break;
+        }
+        s->tokens = nt;
+        s->tokens[s->ntokens++] = t;
+    }
+    fclose(f);
+    return rc;
+}
+
+/* The caller's roles, or -1 after answering 401. name gets the token's name
+ * ("anonymous" without one). Every configured hash is compared, in constant
+ * time, so the answer's timing says nothing about which bytes matched. */
+static int authenticate(ing_server *s, kn_http_req *req, char *name, size_t namesz)
+{
+    const char *auth = kn_http_req_header(req, "Authorization");
+    snprintf(name, namesz, "anonymous");
+    if (!auth) {
+        if (s->anonymous) return ING_ROLE_WRITE;
+        kn_http_respond_error(req, 401, "unauthorized",
+                              s->ntokens ? "writing needs 'Authorization: Bearer <token>' with "
+                                           "the write role"
+                                         : "writing needs a token and this ingest has none "
+                                           "configured (ingest.tokens_file)");
+        return -1;
+    }
+    if (strncasecmp(auth, "Bearer ", 7) != 0 || !auth[7]) {
+        kn_http_respond_error(req, 401, "unauthorized",
+                              "the Authorization header must be 'Bearer <token>'");
+        return -1;
+    }
+    uint8_t h[KN_SHA256_LEN];
+    kn_sha256_digest(auth + 7, strlen(auth + 7), h);
+    long found = -1;
+    for (size_t i = 0; i < s->ntokens; i++) {
+        unsigned diff = 0;
+        for (int k = 0; k < KN_SHA256_LEN; k++)
+            diff |= (unsigned)(h[k] ^ s->tokens[i].hash[k]);
+        if (diff == 0) found = (long)i;
+    }
+    if (found < 0) {
+        kn_http_respond_error(req, 401, "unauthorized", "unknown token");
+        return -1;
+    }
+    snprintf(name, namesz, "%s", s->tokens[found].name);
+    return (int)s->tokens[found].roles;
+}
 
 /* Shared by the handler and the delivery callback; the last one frees it. */
 typedef struct {
@@ -66,6 +184,14 @@ static void submit_and_answer(ing_server *s, kn_http_req *req, const ing_item *i
 static void handle_post(kn_http_req *req, void *ctx)
 {
     ing_server *s = ctx;
+    char who[64], split_by[80];
+    int roles = authenticate(s, req, who, sizeof(who));
+    if (roles < 0) return;
+    if (!(roles & ING_ROLE_WRITE)) {
+        kn_http_respond_error(req, 403, "forbidden", "token '%s' lacks the write role", who);
+        return;
+    }
+    snprintf(split_by, sizeof(split_by), "token:%s", who);
     size_t len = 0;
     const char *body = kn_http_req_body(req, &len);
     const char *ctype = kn_http_req_header(req, "Content-Type");
@@ -104,7 +230,8 @@ static void handle_post(kn_http_req *req, void *ctx)
         it.refuse_detail = detail;
         if (dataset[0]) it.dataset = dataset;
         if (label[0]) it.label = label;
-        if (split[0]) it.split = split;
+        if (split[0] && !(roles & ING_ROLE_SPLIT)) goto split_forbidden;
+        if (split[0]) it.split = split, it.split_by = split_by;
         submit_and_answer(s, req, &it, 413);
         return;
     }
@@ -152,8 +279,16 @@ static void handle_post(kn_http_req *req, void *ctx)
     }
     if (dataset[0]) it.dataset = dataset;
     if (label[0]) it.label = label;
-    if (split[0]) it.split = split;
+    if (split[0] && !(roles & ING_ROLE_SPLIT)) goto split_forbidden;
+    if (split[0]) it.split = split, it.split_by = split_by;
     submit_and_answer(s, req, &it, 422);
+    return;
+split_forbidden:
+    /* Refused, not silently dropped: the caller learns its split was not taken. */
+    kn_http_respond_error(req, 403, "forbidden",
+                          "choosing the split needs a token with the split role (%s has not); "
+                          "leave it out and preprocess splits by content hash",
+                          who);
 }
 
 /* Sends the item (a record or its refusal) and answers once Kafka has
@@ -236,6 +371,23 @@ ing_server *ing_server_start(ing_ctx *c, const char *bind, int port, char *errbu
     }
     s->c = c;
     s->ack_timeout_ms = (long)kn_config_get_int(c->cfg, "ingest.ack_timeout_ms", 30000, NULL);
+    int ok = 1;
+    s->anonymous = kn_config_get_bool(c->cfg, "ingest.anonymous_writes", 0, &ok);
+    const char *tf = kn_config_get(c->cfg, "ingest.tokens_file", NULL);
+    if (!ok) {
+        kn_seterr(errbuf, errsz, KN_EINVAL, "ingest.anonymous_writes: want true or false");
+        ing_server_stop(s);
+        return NULL;
+    }
+    if (tf && tf[0] && load_tokens(s, tf, errbuf, errsz) != KN_OK) {
+        ing_server_stop(s);
+        return NULL;
+    }
+    if (s->anonymous)
+        kn_log_warn(
+            "ingest.anonymous_writes is on: anyone who reaches this port can write records");
+    else if (!s->ntokens)
+        kn_log_warn("no ingest tokens (ingest.tokens_file): POST /v1/records answers 401");
     /* room for the largest record plus multipart framing */
     s->max_body =
         (c->opt.max_text > c->opt.max_image ? c->opt.max_text : c->opt.max_image) + (64 << 10);
@@ -269,5 +421,6 @@ void ing_server_stop(ing_server *s)
 {
     if (!s) return;
     kn_http_server_destroy(s->http);
+    free(s->tokens);
     free(s);
 }

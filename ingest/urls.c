@@ -140,7 +140,6 @@ static const char *fetch(const fetch_opts *fo, const char *url, sink *s, char **
 
 int ing_urls_run(ing_ctx *c, const char *path)
 {
-    ing_tally t = {0};
     kn_config *cfg = c->cfg;
     fetch_opts fo = {
         .timeout_ms = (long)kn_config_get_int(cfg, "ingest.url_timeout_ms", 30000, NULL),
@@ -153,6 +152,12 @@ int ing_urls_run(ing_ctx *c, const char *path)
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
     if (!f) {
         kn_log_error("urls: cannot open %s", path);
+        return 1;
+    }
+    ing_tally *t = ing_tally_new();
+    if (!t) {
+        kn_log_error("urls: out of memory");
+        if (f != stdin) fclose(f);
         return 1;
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -192,22 +197,22 @@ int ing_urls_run(ing_ctx *c, const char *path)
             it.data = s.buf ? s.buf : "";
             it.len = s.len;
         }
-        if (ing_submit(c, NULL, &it, ing_tally_done, &t, NULL) != KN_OK)
-            atomic_fetch_add(&t.failed, 1);
+        if (ing_submit_tally(c, NULL, &it, t, NULL) != KN_OK) atomic_fetch_add(&t->failed, 1);
         free(ct);
         ing_progress_update(&pr, ++count, 0);
     }
     free(line);
     free(s.buf);
     if (f != stdin) fclose(f);
-    int left = ing_drain(c, NULL, 60000);
+    int left = ing_drain(c, NULL, ing_drain_timeout_ms(c));
     ing_progress_update(&pr, count, 1);
-    long failed = atomic_load(&t.failed);
+    long failed = atomic_load(&t->failed);
     kn_log_fields(KN_LOG_INFO,
-                  json_pack("{s:I,s:I,s:I,s:i}", "records", (json_int_t)atomic_load(&t.ok),
-                            "refused", (json_int_t)atomic_load(&t.refused), "failed",
+                  json_pack("{s:I,s:I,s:I,s:i}", "records", (json_int_t)atomic_load(&t->ok),
+                            "refused", (json_int_t)atomic_load(&t->refused), "failed",
                             (json_int_t)failed, "unreported", left),
                   "urls: finished");
+    ing_tally_unref(t); /* reports still to come hold their own references */
     curl_global_cleanup();
     return failed || left ? 1 : 0;
 }

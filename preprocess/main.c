@@ -41,6 +41,7 @@ static const kn_service_key keys[] = {
     {"preprocess.output_partitions", "1", "partitions of the train and eval topics it creates"},
     {"preprocess.dlq_duplicates", "false", "send near-duplicates to the DLQ too"},
     {"preprocess.dlq_max_bytes", "1m", "bytes of a refused record kept in the DLQ"},
+    {"preprocess.record_attempts", "3", "a failing record's tries before it goes to the DLQ"},
     {"ingest.partitions", "3", "partitions of the raw topics it creates"},
     {NULL, NULL, NULL},
 };
@@ -148,6 +149,7 @@ static int run(kn_service *svc, void *app)
         .txn_max_records = (int)kn_service_get_int(svc, "preprocess.txn_max_records", NULL),
         .dlq_duplicates = kn_service_get_bool(svc, "preprocess.dlq_duplicates", NULL),
         .dlq_max_bytes = (size_t)kn_service_get_int(svc, "preprocess.dlq_max_bytes", NULL),
+        .record_attempts = (int)kn_service_get_int(svc, "preprocess.record_attempts", NULL),
     };
 
     /* Recipes. */

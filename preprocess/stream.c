@@ -35,6 +35,16 @@ struct pp_stream {
     int txn_records;
     rd_kafka_topic_partition_list_t *offsets; /* next offset per input partition, this txn */
     int fatal; /* a fatal Kafka error happened (even inside a callback) */
+    /* The record whose processing failed last and how often (step 4's retry
+     * bound); another record's failure starts a new count. */
+    struct {
+        char topic[256];
+        int32_t partition;
+        int64_t offset;
+        int count;
+        int rc;
+    } failed;
+    int commit_failures; /* consecutive flush failures at commit */
     int ready;
     struct timespec last_stats;
     double last_tokens, last_images;
@@ -218,9 +228,19 @@ static int commit_txn(pp_stream *st)
     for (size_t i = 0; i < st->nds && rc == KN_OK; i++)
         rc = pp_dataset_flush(st->ds[i]);
     if (rc != KN_OK) {
+        /* Not one record's fault: retried a few times, then the process
+         * ends with the reason rather than looping (a restart resumes). */
+        if (++st->commit_failures >= st->o.record_attempts) {
+            kn_log_error("flushing shards failed %d times in a row (%s): ending",
+                         st->commit_failures, kn_strerror(rc));
+            abort_txn(st, 0);
+            st->fatal = 1;
+            return KN_EKAFKA;
+        }
         kn_log_error("flushing shards: %s", kn_strerror(rc));
         return abort_txn(st, 1);
     }
+    st->commit_failures = 0;
     if (st->offsets->cnt > 0) {
         while ((rc = kn_kafka_txn_send_offsets(st->env->producer, st->c, st->offsets, e,
                                                sizeof(e))) == KN_ETIMEDOUT)
@@ -347,6 +367,13 @@ static int unhex(char c)
     return -1;
 }
 
+static int is_failed_record(const pp_stream *st, const rd_kafka_message_t *m)
+{
+    return st->failed.count > 0 && st->failed.partition == m->partition &&
+           st->failed.offset == m->offset &&
+           strcmp(st->failed.topic, rd_kafka_topic_name(m->rkt)) == 0;
+}
+
 /* Step 2 for one record. */
 static int handle(pp_stream *st, const rd_kafka_message_t *m)
 {
@@ -380,6 +407,14 @@ static int handle(pp_stream *st, const rd_kafka_message_t *m)
         snprintf(detail, sizeof(detail), "no [dataset.%s] recipe in this preprocess's config",
                  name && *name ? name : "(none)");
         return send_dlq(st, m, &info, key_hex, "unknown_dataset", detail);
+    }
+    if (is_failed_record(st, m) && st->failed.count >= st->o.record_attempts) {
+        snprintf(detail, sizeof(detail),
+                 "processing failed %d times in a row (%s); set aside so the stream moves on",
+                 st->failed.count, kn_strerror(st->failed.rc));
+        kn_log_error("%s [%d] offset %lld (%s): %s", rd_kafka_topic_name(m->rkt), (int)m->partition,
+                     (long long)m->offset, info.origin, detail);
+        return send_dlq(st, m, &info, key_hex, KN_REASON_PROCESSING_FAILED, detail);
     }
     int ds_image = pp_dataset_recipe(ds)->kind == PP_KIND_IMAGE;
     if (ds_image != is_image) {
@@ -461,12 +496,23 @@ int pp_stream_step(pp_stream *st)
             remember_offset(st, m);
             st->txn_records++;
         }
-        rd_kafka_message_destroy(m);
         if (rc != KN_OK && !st->fatal) {
-            kn_log_error("processing a record failed (%s): aborting the transaction",
-                         kn_strerror(rc));
-            rc = abort_txn(st, 1);
+            if (!is_failed_record(st, m)) {
+                snprintf(st->failed.topic, sizeof(st->failed.topic), "%s",
+                         rd_kafka_topic_name(m->rkt));
+                st->failed.partition = m->partition;
+                st->failed.offset = m->offset;
+                st->failed.count = 0;
+            }
+            st->failed.count++;
+            st->failed.rc = rc;
+            kn_log_error("processing %s [%d] offset %lld failed (%s, try %d of %d): aborting "
+                         "the transaction",
+                         rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset,
+                         kn_strerror(rc), st->failed.count, st->o.record_attempts);
         }
+        rd_kafka_message_destroy(m);
+        if (rc != KN_OK && !st->fatal) rc = abort_txn(st, 1);
         if (rc != KN_OK) return rc;
     }
     tail_state(st);
@@ -500,6 +546,7 @@ pp_stream *pp_stream_new(const pp_stream_options *o, pp_env *env, pp_dataset **d
         return NULL;
     }
     st->o = *o;
+    if (st->o.record_attempts < 1) st->o.record_attempts = 3;
     st->env = env;
     st->ds = ds;
     st->nds = nds;

@@ -14,7 +14,11 @@
  *     together, or not at all.
  *  4. An abortable error aborts: buffered examples and pending dedup inserts
  *     are dropped and the consumer is rewound to the committed offsets, so
- *     the same records are processed again.
+ *     the same records are processed again. A record whose processing
+ *     failed record_attempts times in a row (out of memory on a huge image,
+ *     a produce Kafka refuses) goes to the DLQ, reason processing_failed,
+ *     with the error, instead of a last try: the stream moves on; nothing
+ *     is retried forever.
  *  5. Partitions being revoked commit the open transaction first (or abort
  *     it when the assignment was lost); a fatal error (fenced producer) ends
  *     the process, whose restart resumes from the committed offsets. */
@@ -34,6 +38,8 @@ typedef struct {
     int txn_max_records;         /* commit after this many records at most */
     int dlq_duplicates;          /* bool: duplicates go to the DLQ too (else counted only) */
     size_t dlq_max_bytes;        /* larger values are left out of DLQ records */
+    int record_attempts;         /* tries of a record whose processing fails (not a
+                                    rejection) before it goes to the DLQ; 0: 3 */
 } pp_stream_options;
 
 typedef struct pp_stream pp_stream;

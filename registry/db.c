@@ -23,6 +23,8 @@ struct reg_pool {
     pthread_mutex_t lock;
     pthread_cond_t freed;
     char *conninfo;
+    char *password;   /* the conninfo's password, to mask in messages; NULL when none */
+    int bad_conninfo; /* the conninfo does not parse: libpq would quote it in its errors */
     char schema[64];
     unsigned wait_ms;
     /* Session limits every pooled connection gets (ms, 0 = none): a query,
@@ -47,6 +49,14 @@ reg_pool *reg_pool_new(const char *conninfo, const char *schema, int size, unsig
         return NULL;
     }
     snprintf(p->schema, sizeof(p->schema), "%s", schema);
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &perr);
+    if (!opts) p->bad_conninfo = 1;
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (strcmp(o->keyword, "password") == 0 && o->val && o->val[0])
+            p->password = strdup(o->val);
+    PQconninfoFree(opts);
+    PQfreemem(perr); /* it may quote the conninfo: never shown */
     p->size = size;
     p->wait_ms = wait_ms;
     reg_pool_set_timeouts(p, 0, 0, 0);
@@ -63,6 +73,7 @@ void reg_pool_destroy(reg_pool *p)
     pthread_cond_destroy(&p->freed);
     free(p->idle);
     free(p->conninfo);
+    free(p->password);
     free(p);
 }
 
@@ -162,12 +173,36 @@ PGresult *reg_exec_params(PGconn *c, const char *sql, int n, const char *const *
     return PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
 }
 
+/* Why a connection failed, without the password: libpq quotes a malformed
+ * conninfo in its message (missing "=" after "<text>"), and that text may
+ * be (part of) a password, so such a message is replaced; in any other the
+ * password, should it appear, is masked. */
+static void connect_error(const reg_pool *p, PGconn *c, char *err, size_t errsz)
+{
+    if (p->bad_conninfo) {
+        kn_seterr(err, errsz, KN_EDB,
+                  "database unavailable: registry.db is not a valid libpq conninfo (not shown: "
+                  "it may hold a password)");
+        return;
+    }
+    char msg[1024];
+    const char *src = PQerrorMessage(c), *at;
+    size_t n = 0, pl = p->password ? strlen(p->password) : 0;
+    msg[0] = '\0';
+    while (pl && (at = strstr(src, p->password)) && n < sizeof(msg) - 1) {
+        n += (size_t)snprintf(msg + n, sizeof(msg) - n, "%.*s***", (int)(at - src), src);
+        src = at + pl;
+    }
+    if (n < sizeof(msg) - 1) snprintf(msg + n, sizeof(msg) - n, "%s", src);
+    kn_seterr(err, errsz, KN_EDB, "database unavailable: %s", msg);
+}
+
 static PGconn *pool_connect(reg_pool *p, char *err, size_t errsz)
 {
     PGconn *c = PQconnectdb(p->conninfo);
     PGresult *r = NULL;
     if (PQstatus(c) != CONNECTION_OK) {
-        kn_seterr(err, errsz, KN_EDB, "database unavailable: %s", PQerrorMessage(c));
+        connect_error(p, c, err, errsz);
         goto fail;
     }
     PQsetNoticeProcessor(c, notice_quiet, NULL);

@@ -23,5 +23,7 @@
 #define KN_REASON_TOO_MANY_REDIRECTS "too_many_redirects"
 #define KN_REASON_BAD_CONTENT_TYPE   "bad_content_type"
 #define KN_REASON_HTTP_STATUS        "http_status"
+/* preprocess: processing failed record_attempts times (not a rejection) */
+#define KN_REASON_PROCESSING_FAILED "processing_failed"
 
 #endif

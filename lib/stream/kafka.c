@@ -93,7 +93,7 @@ kn_kafka_producer *kn_kafka_producer_new(const kn_kafka_producer_options *opts, 
         conf_set(conf, "linger.ms", linger, errbuf, errsz) ||
         conf_set(conf, "compression.codec", opts->compression ? opts->compression : "zstd",
                  errbuf, errsz) ||
-        conf_set(conf, "message.max.bytes", "16777216", errbuf, errsz) ||
+        conf_set(conf, "message.max.bytes", KN_KAFKA_MAX_MESSAGE_BYTES_STR, errbuf, errsz) ||
         (opts->transactional_id &&
          conf_set(conf, "transactional.id", opts->transactional_id, errbuf, errsz)) ||
         conf_set_extra(conf, opts->extra, errbuf, errsz))

@@ -11,6 +11,11 @@
 #ifndef KN_KAFKA_H
 #define KN_KAFKA_H
 
+/* The producer's message.max.bytes (and the broker's in deploy/): a larger
+ * message fails at produce time, so writers size what they emit below it. */
+#define KN_KAFKA_MAX_MESSAGE_BYTES     (16 * 1024 * 1024)
+#define KN_KAFKA_MAX_MESSAGE_BYTES_STR "16777216"
+
 #include <stddef.h>
 #include <stdint.h>
 

@@ -37,6 +37,7 @@ void kn_record_headers_build(kn_record_headers *out, const kn_record_meta *m)
     add(out, KN_RECORD_H_DATASET, m->dataset);
     add(out, KN_RECORD_H_LABEL, m->label);
     add(out, KN_RECORD_H_SPLIT, m->split);
+    if (m->split && m->split[0]) add(out, KN_RECORD_H_SPLIT_BY, m->split_by);
     add(out, KN_RECORD_H_REPAIRED, m->repaired);
     add(out, KN_RECORD_H_INGEST_TIME, out->time);
 }
@@ -78,6 +79,7 @@ int kn_record_info_read(const rd_kafka_message_t *msg, kn_record_info *out)
     get(msg, KN_RECORD_H_DATASET, out->dataset, sizeof(out->dataset));
     get(msg, KN_RECORD_H_LABEL, out->label, sizeof(out->label));
     get(msg, KN_RECORD_H_SPLIT, out->split, sizeof(out->split));
+    get(msg, KN_RECORD_H_SPLIT_BY, out->split_by, sizeof(out->split_by));
     get(msg, KN_RECORD_H_REPAIRED, out->repaired, sizeof(out->repaired));
     if (get(msg, KN_RECORD_H_INGEST_TIME, num, sizeof(num)))
         out->ingest_time_ms = strtoll(num, NULL, 10);

@@ -35,6 +35,10 @@
 #define KN_RECORD_H_DATASET      "dataset"
 #define KN_RECORD_H_LABEL        "label"       /* absent when unlabelled */
 #define KN_RECORD_H_SPLIT        "split"       /* "train" | "test", absent when not given */
+/* Who chose the split: "import" (a dataset importer), "operator" (a
+ * command-line source), "token:<name>" (an HTTP caller whose ingest token has
+ * the split or admin role). preprocess obeys "split" only when this is set. */
+#define KN_RECORD_H_SPLIT_BY     "split-by"
 #define KN_RECORD_H_INGEST_TIME  "ingest-time" /* ms since the Unix epoch, decimal */
 #define KN_RECORD_H_REPAIRED     "repaired"    /* "utf8" when the text was repaired */
 /* DLQ only. */
@@ -48,7 +52,7 @@
 #define KN_RECORD_KIND_TEXT  "text"
 #define KN_RECORD_KIND_IMAGE "image"
 
-#define KN_RECORD_MAX_HEADERS 16
+#define KN_RECORD_MAX_HEADERS 20
 
 /* What a producer knows about a record. Strings are borrowed; NULL or ""
  * leaves the header out (kind, content_type, source and origin should be set). */
@@ -60,6 +64,7 @@ typedef struct {
     const char *dataset;
     const char *label;
     const char *split;
+    const char *split_by; /* ignored when split is not set */
     const char *repaired;
     int64_t ingest_time_ms; /* 0: now */
 } kn_record_meta;
@@ -100,6 +105,7 @@ typedef struct {
     char dataset[128];
     char label[128];
     char split[16];
+    char split_by[80];
     char repaired[16];
     int64_t ingest_time_ms;
     char reason[64];

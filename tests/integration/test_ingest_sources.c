@@ -678,8 +678,13 @@ static void test_http(void **state)
     int port = ti_free_port();
     snprintf(portarg, sizeof(portarg), "%d", port);
     snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
-    const char *env[] = {env_for(envp, sizeof(envp), prefix), hostile_env_base[0],
-                         hostile_env_base[1], hostile_env_base[2], NULL};
+    /* writing without a token (test_ingest_auth checks the tokens) */
+    const char *env[] = {env_for(envp, sizeof(envp), prefix),
+                         hostile_env_base[0],
+                         hostile_env_base[1],
+                         hostile_env_base[2],
+                         "KILN_INGEST_ANONYMOUS_WRITES=true",
+                         NULL};
     const char *args[] = {"serve", "--port", portarg, NULL};
     pid_t pid = ti_spawn(args, env, NULL);
     assert_int_equal(wait_port(port, 20), 0);
