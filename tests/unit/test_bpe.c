@@ -442,6 +442,68 @@ static void test_concurrent_encode(void **state)
     free(text);
 }
 
+/* Words of 1..40 characters from ASCII and multi-byte letters, so that the
+ * r50k pieces are short and long, merge into few ids or many: pieces the
+ * encoder's piece cache keeps (up to 22 bytes, up to 8 ids) and pieces it
+ * does not. Caller frees. */
+static char *mixed_corpus(size_t nwords, uint32_t seed)
+{
+    static const char *const alpha[] = {
+        "a", "b", "c", "d", "e", "\xc3\xa9", "\xd0\xb6", "\xe6\x97\xa5", "1", "!"};
+    char *s = malloc(nwords * 130 + 1);
+    size_t n = 0;
+    uint32_t x = seed;
+    for (size_t w = 0; w < nwords; w++) {
+        if (w) s[n++] = ' ';
+        x = x * 1103515245u + 12345u;
+        int len = 1 + (int)((x >> 16) % ((x >> 8) % 4 == 0 ? 40 : 8));
+        for (int i = 0; i < len; i++) {
+            x = x * 1103515245u + 12345u;
+            const char *c = alpha[(x >> 16) % ((x >> 4) % 3 == 0 ? 10 : 5)];
+            size_t cl = strlen(c);
+            memcpy(s + n, c, cl);
+            n += cl;
+        }
+    }
+    s[n] = 0;
+    return s;
+}
+
+/* The piece cache is shared by every thread that encodes with one kn_bpe.
+ * Four threads encode four different texts at once with one vocabulary of
+ * few ranks (so, a small cache: slots are overwritten by other texts' pieces
+ * all the time) and must each get exactly the ids a fresh vocabulary, whose
+ * cache never saw the other texts, gives. Catches a cache that returns
+ * another piece's ids or a half-written slot. */
+static void test_cache_shared_between_threads(void **state)
+{
+    trained *t = *state;
+    char err[256];
+    char *text[4];
+    worker w[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        text[i] = mixed_corpus(6000, 1000u + (uint32_t)i);
+        kn_bpe *fresh = kn_bpe_load(t->path, KN_BPE_R50K, err, sizeof(err));
+        assert_non_null(fresh);
+        w[i] = (worker){t->b, text[i], strlen(text[i]), {0}, 0};
+        kn_bpe_ids_init(&w[i].want);
+        assert_int_equal(kn_bpe_encode(fresh, text[i], w[i].len, KN_BPE_SPECIAL_ALLOW, &w[i].want,
+                                       err, sizeof(err)),
+                         KN_OK);
+        assert_roundtrip(fresh, text[i], w[i].len, KN_BPE_SPECIAL_ALLOW);
+        kn_bpe_destroy(fresh);
+    }
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, encode_worker, &w[i]), 0);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_true(w[i].ok);
+        kn_bpe_ids_free(&w[i].want);
+        free(text[i]);
+    }
+}
+
 /* ---------- training ---------- */
 
 /* Naive trainer for the word corpus: recount every pair each step. Returns
@@ -631,6 +693,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_special_tokens, setup_trained, teardown_trained),
         cmocka_unit_test_setup_teardown(test_decode_errors, setup_trained, teardown_trained),
         cmocka_unit_test_setup_teardown(test_concurrent_encode, setup_trained, teardown_trained),
+        cmocka_unit_test_setup_teardown(test_cache_shared_between_threads, setup_trained,
+                                        teardown_trained),
         cmocka_unit_test(test_known_ids),
         cmocka_unit_test(test_train_matches_naive),
         cmocka_unit_test(test_train_builtin_corpus),
