@@ -927,6 +927,7 @@ static int encode_ordinary(const kn_bpe *b, const uint8_t *s, size_t end, kn_bpe
         at[0] = p;
         while (nb < BATCH && p < end) {
             size_t q = next_piece(b, s, p, end), n = q - p;
+            hs[nb] = 0;
             if (n > 1) {
                 hs[nb] = hash_bytes(s + p, n);
                 if (n <= WC_KEY && b->wcache)
@@ -1248,7 +1249,6 @@ kn_bpe *kn_bpe_load_mem(const char *data, size_t len, const char *name, kn_bpe_k
     b = calloc(1, sizeof(*b));
     bytes = malloc(len / 4 * 3 + 16);
     if (!b || !bytes) goto nomem;
-
     b->kind = kind;
     if (sha256_hex(data, len, b->hash)) {
         kn_seterr(err, errsz, KN_ERR, "%s: SHA-256 failed", name);
