@@ -8,6 +8,7 @@
 #include "core/kn.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -282,8 +283,16 @@ static inline uint64_t hash_pair(uint64_t key)
 
 typedef struct {
     uint32_t id;  /* token id, NONE when the slot is empty */
-    uint32_t tag; /* high 32 bits of the hash, to skip most byte compares */
+    uint32_t tag; /* ts_tag(): hash bits and length, to skip most byte compares */
 } ts_slot;
+
+/* 24 bits of the hash and the length (255 = 255 or more): a lookup then reads
+ * the token's bytes only when both match, and never the length array for
+ * tokens under 255 bytes. */
+static inline uint32_t ts_tag(uint64_t h, size_t n)
+{
+    return ((uint32_t)(h >> 32) & ~0xffu) | (uint32_t)(n < 255 ? n : 255);
+}
 
 typedef struct {
     uint8_t *arena;   /* token bytes, concatenated */
@@ -319,7 +328,7 @@ static int ts_rehash(tokstore *ts, size_t want)
         size_t j = (size_t)h & (cap - 1);
         while (slot[j].id != NONE)
             j = (j + 1) & (cap - 1);
-        slot[j] = (ts_slot){(uint32_t)i, (uint32_t)(h >> 32)};
+        slot[j] = (ts_slot){(uint32_t)i, ts_tag(h, ts->len[i])};
     }
     free(ts->slot);
     ts->slot = slot;
@@ -336,16 +345,21 @@ static inline int bytes_equal(const uint8_t *a, const uint8_t *b, size_t n)
     return 1;
 }
 
-static inline uint32_t ts_find(const tokstore *ts, const uint8_t *p, size_t n)
+static inline uint32_t ts_find_h(const tokstore *ts, const uint8_t *p, size_t n, uint64_t h)
 {
-    uint64_t h = hash_bytes(p, n);
-    uint32_t t = (uint32_t)(h >> 32);
+    uint32_t t = ts_tag(h, n);
     for (size_t j = (size_t)h & ts->mask;; j = (j + 1) & ts->mask) {
         ts_slot sl = ts->slot[j];
         if (sl.id == NONE) return NONE;
-        if (sl.tag == t && ts->len[sl.id] == n && bytes_equal(ts->arena + ts->off[sl.id], p, n))
+        if (sl.tag == t && (n < 255 || ts->len[sl.id] == n) &&
+            bytes_equal(ts->arena + ts->off[sl.id], p, n))
             return sl.id;
     }
+}
+
+static inline uint32_t ts_find(const tokstore *ts, const uint8_t *p, size_t n)
+{
+    return ts_find_h(ts, p, n, hash_bytes(p, n));
 }
 
 /* Appends a token (bytes not yet present) as id ts->n. */
@@ -383,18 +397,42 @@ static int ts_add(tokstore *ts, const uint8_t *p, size_t n)
     size_t j = (size_t)h & ts->mask;
     while (ts->slot[j].id != NONE)
         j = (j + 1) & ts->mask;
-    ts->slot[j] = (ts_slot){(uint32_t)ts->n, (uint32_t)(h >> 32)};
+    ts->slot[j] = (ts_slot){(uint32_t)ts->n, ts_tag(h, n)};
     ts->n++;
     return KN_OK;
 }
 
 /* ---------- the loaded vocabulary ---------- */
 
+/* Pair map entries pack (left id, right id, merged id) into one word, 21 bits
+ * each, so ranks must stay below 2^21; PAIR_EMPTY has the top bit set and
+ * cannot be an entry. Eight bytes an entry and a table sized by the pairs
+ * that exist (not every split) keep it at 2-4 MB for r50k/cl100k: merging is
+ * bound by misses in this table. */
+#define PAIR_BITS    21
+#define PAIR_MAX_IDS ((size_t)1 << PAIR_BITS)
+#define PAIR_EMPTY   UINT64_MAX
+
+/* Piece -> ids cache, shared by all threads that encode with one kn_bpe.
+ * Words repeat (Zipf), so most pieces were seen before; a hit replaces the
+ * token lookup and every pair lookup of the merge, each a likely cache miss
+ * in tables of megabytes. Direct-mapped, slots of one cache line,
+ * written by whoever misses; a slot being written by another thread is
+ * simply skipped. Each slot is a seqlock: w[0] holds the sequence number (odd
+ * while a writer fills the slot) and a hash tag; a reader takes the words and
+ * retries nothing: if the sequence moved, it is a miss. All words are atomics
+ * (relaxed loads and stores between acquire/release fences), so concurrent
+ * use is race-free in the C11 sense. The contents are a pure function of the
+ * piece bytes, so a hit returns exactly what merging would. */
+#define WC_MIN_SLOTS 4096   /* slots: 2 per rank (a power of two) within these bounds, */
+#define WC_MAX_SLOTS 262144 /* so 8 MiB for r50k and 16 MiB for cl100k at most */
+#define WC_KEY       22     /* longest piece cached, bytes (w[1] low 16 bits hold len, nids) */
+#define WC_IDS       8      /* most ids a cached piece may merge into */
+
 typedef struct {
-    uint64_t key; /* left id << 32 | right id */
-    uint32_t val; /* id of the token whose bytes are left's then right's */
-    uint32_t pad;
-} pair_entry;
+    _Atomic uint64_t w[8]; /* [0] seq << 32 | tag; [1] len | nids << 8 | bytes 0..5 << 16;
+                            * [2], [3] bytes 6..21; [4..7] ids, two per word */
+} wc_slot;
 
 typedef struct {
     char *name; /* NUL-terminated token text, e.g. "<|endoftext|>" */
@@ -406,42 +444,46 @@ struct kn_bpe {
     kn_bpe_kind kind;
     tokstore ts; /* ranks 0..ts.n-1: id == rank */
     uint32_t byte_id[256];
-    pair_entry *pairs; /* (pmask+1) open addressing; key UINT64_MAX = empty */
+    uint64_t *pairs; /* (pmask+1) open addressing: left << 42 | right << 21 | merged */
     size_t pmask;
+    uint32_t *bpair;   /* (65536) merged id of byte a then byte b (a << 8 | b), NONE if none */
     special_tok *spec; /* (nspec) special tokens */
     size_t nspec;
-    size_t vocab_size;    /* max id + 1 */
-    char hash[65];        /* SHA-256 hex of the rank file */
+    size_t vocab_size; /* max id + 1 */
+    char hash[65];     /* SHA-256 hex of the rank file */
+    wc_slot *wcache;   /* (wc_mask+1) piece cache, 64-byte aligned; NULL if not allocated */
+    size_t wc_mask;
+    void *wcache_mem;     /* what calloc returned for wcache */
     uint8_t cls[0x10000]; /* class of each BMP code point (C_* bits) */
 };
 
 static inline uint32_t pair_find(const kn_bpe *b, uint32_t l, uint32_t r)
 {
-    uint64_t key = (uint64_t)l << 32 | r;
+    uint64_t key = (uint64_t)l << PAIR_BITS | r;
     for (size_t j = (size_t)hash_pair(key) & b->pmask;; j = (j + 1) & b->pmask) {
-        const pair_entry *e = &b->pairs[j];
-        if (e->key == key) return e->val;
-        if (e->key == UINT64_MAX) return NONE;
+        uint64_t e = b->pairs[j];
+        if (e >> PAIR_BITS == key) return (uint32_t)(e & (PAIR_MAX_IDS - 1));
+        if (e == PAIR_EMPTY) return NONE;
     }
 }
 
 /* Builds the pair map: for every token t and split point k where both halves
  * are tokens a and b, (a, b) -> t. Merging tokens a and b in encode is then
- * one lookup, equivalent to tiktoken's lookup of the concatenated bytes. */
+ * one lookup, equivalent to tiktoken's lookup of the concatenated bytes.
+ * Also the dense byte-pair table, which answers the first lookup of every
+ * adjacent pair of bytes from 256 KB instead of the big map. */
 static int build_pairs(kn_bpe *b)
 {
     const tokstore *ts = &b->ts;
-    size_t npairs = 0;
+    size_t nsplit = 0, npairs = 0;
     for (size_t t = 0; t < ts->n; t++)
-        npairs += ts->len[t] > 1 ? ts->len[t] - 1 : 0;
-    size_t cap = 1024;
-    while (cap < npairs * 2)
-        cap <<= 1;
-    b->pairs = malloc(cap * sizeof(*b->pairs));
-    if (!b->pairs) return KN_ENOMEM;
-    for (size_t j = 0; j < cap; j++)
-        b->pairs[j].key = UINT64_MAX;
-    b->pmask = cap - 1;
+        nsplit += ts->len[t] > 1 ? ts->len[t] - 1 : 0;
+    uint64_t *found = malloc((nsplit ? nsplit : 1) * sizeof(*found));
+    b->bpair = malloc(65536 * sizeof(*b->bpair));
+    if (!found || !b->bpair) {
+        free(found);
+        return KN_ENOMEM;
+    }
     for (size_t t = 0; t < ts->n; t++) {
         const uint8_t *p = ts->arena + ts->off[t];
         size_t n = ts->len[t];
@@ -450,13 +492,29 @@ static int build_pairs(kn_bpe *b)
             if (l == NONE) continue;
             uint32_t r = ts_find(ts, p + k, n - k);
             if (r == NONE) continue;
-            uint64_t key = (uint64_t)l << 32 | r;
-            size_t j = (size_t)hash_pair(key) & b->pmask;
-            while (b->pairs[j].key != UINT64_MAX)
-                j = (j + 1) & b->pmask;
-            b->pairs[j] = (pair_entry){key, (uint32_t)t, 0};
+            found[npairs++] = ((uint64_t)l << PAIR_BITS | r) << PAIR_BITS | t;
         }
     }
+    size_t cap = 1024;
+    while (cap < npairs * 2)
+        cap <<= 1;
+    b->pairs = malloc(cap * sizeof(*b->pairs));
+    if (!b->pairs) {
+        free(found);
+        return KN_ENOMEM;
+    }
+    for (size_t j = 0; j < cap; j++)
+        b->pairs[j] = PAIR_EMPTY;
+    b->pmask = cap - 1;
+    for (size_t i = 0; i < npairs; i++) {
+        size_t j = (size_t)hash_pair(found[i] >> PAIR_BITS) & b->pmask;
+        while (b->pairs[j] != PAIR_EMPTY)
+            j = (j + 1) & b->pmask;
+        b->pairs[j] = found[i];
+    }
+    free(found);
+    for (unsigned x = 0; x < 65536; x++)
+        b->bpair[x] = pair_find(b, b->byte_id[x >> 8], b->byte_id[x & 0xff]);
     return KN_OK;
 }
 
@@ -734,7 +792,7 @@ static int merge_piece(const kn_bpe *b, const uint8_t *p, size_t n, kn_bpe_ids *
         for (size_t i = 0; i < n; i++)
             ids[i] = b->byte_id[p[i]];
         for (size_t i = 0; i + 1 < n; i++)
-            rank[i] = pair_find(b, ids[i], ids[i + 1]);
+            rank[i] = b->bpair[p[i] << 8 | p[i + 1]];
         size_t m = n;
         while (m > 1) {
             uint32_t best = NONE;
@@ -770,7 +828,7 @@ static int merge_piece(const kn_bpe *b, const uint8_t *p, size_t n, kn_bpe_ids *
         prev[i] = i ? (uint32_t)(i - 1) : NONE;
     }
     for (size_t i = 0; i + 1 < n; i++) {
-        rank[i] = pair_find(b, ids[i], ids[i + 1]);
+        rank[i] = b->bpair[p[i] << 8 | p[i + 1]];
         if (rank[i] != NONE) heap_push(heap, &hn, (uint64_t)rank[i] << 32 | i);
     }
     rank[n - 1] = NONE;
@@ -796,30 +854,133 @@ static int merge_piece(const kn_bpe *b, const uint8_t *p, size_t n, kn_bpe_ids *
     return KN_OK;
 }
 
-/* Encodes ordinary text s[0..end) (no special tokens) into out. */
+/* The piece p[0..n) (n <= WC_KEY) as the words w[1..3] of a slot, nids 0. */
+static inline void wc_pack(const uint8_t *p, size_t n, uint64_t k[3])
+{
+    uint8_t buf[24] = {0};
+    buf[0] = (uint8_t)n;
+    memcpy(buf + 2, p, n);
+    memcpy(k, buf, 24);
+}
+
+/* Looks the packed piece up; on a hit writes its ids to dst and returns how
+ * many (at most the piece's length, so room for that suffices), else 0. */
+static inline size_t wc_get(const wc_slot *sl, uint32_t tag, const uint64_t k[3], uint32_t *dst)
+{
+    uint64_t s0 = atomic_load_explicit(&sl->w[0], memory_order_acquire);
+    if ((uint32_t)s0 != tag || (s0 >> 32) & 1) return 0;
+    uint64_t w1 = atomic_load_explicit(&sl->w[1], memory_order_relaxed);
+    uint64_t w2 = atomic_load_explicit(&sl->w[2], memory_order_relaxed);
+    uint64_t w3 = atomic_load_explicit(&sl->w[3], memory_order_relaxed);
+    uint64_t ids[4];
+    for (int i = 0; i < 4; i++)
+        ids[i] = atomic_load_explicit(&sl->w[4 + i], memory_order_relaxed);
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&sl->w[0], memory_order_relaxed) != s0) return 0;
+    if ((w1 & ~(uint64_t)0xff00) != k[0] || w2 != k[1] || w3 != k[2]) return 0;
+    size_t nids = (w1 >> 8) & 0xff;
+    for (size_t i = 0; i < nids; i++)
+        dst[i] = (uint32_t)(ids[i / 2] >> (32 * (i % 2)));
+    return nids;
+}
+
+/* Stores piece -> ids (nids <= WC_IDS) unless another thread is writing the
+ * slot right now. */
+static inline void wc_put(wc_slot *sl, uint32_t tag, const uint64_t k[3], const uint32_t *ids,
+                          size_t nids)
+{
+    uint64_t s0 = atomic_load_explicit(&sl->w[0], memory_order_relaxed);
+    uint64_t seq = s0 >> 32;
+    if (seq & 1) return;
+    if (!atomic_compare_exchange_strong_explicit(&sl->w[0], &s0, (seq + 1) << 32,
+                                                 memory_order_acquire, memory_order_relaxed))
+        return;
+    atomic_thread_fence(memory_order_release);
+    uint64_t w[4] = {0, 0, 0, 0};
+    for (size_t i = 0; i < nids; i++)
+        w[i / 2] |= (uint64_t)ids[i] << (32 * (i % 2));
+    atomic_store_explicit(&sl->w[1], k[0] | (uint64_t)nids << 8, memory_order_relaxed);
+    atomic_store_explicit(&sl->w[2], k[1], memory_order_relaxed);
+    atomic_store_explicit(&sl->w[3], k[2], memory_order_relaxed);
+    for (int i = 0; i < 4; i++)
+        atomic_store_explicit(&sl->w[4 + i], w[i], memory_order_relaxed);
+    atomic_store_explicit(&sl->w[0], (seq + 2) << 32 | tag, memory_order_release);
+}
+
+#define BATCH 16 /* pieces scanned ahead of the lookups */
+
+/* Encodes ordinary text s[0..end) (no special tokens) into out. Lookups are
+ * bound by cache misses (piece cache, token map), so pieces go in batches:
+ * 1. scan BATCH pieces, hash them, prefetch their cache slots; 2. for each
+ * piece whose slot holds another piece, prefetch its token-map slot; 3. the
+ * pieces in order. The misses of a batch then overlap instead of queueing.
+ * (Interleaving the merges of a batch's pieces the same way measured slower:
+ * the bookkeeping cost more than the overlapped pair-map misses saved.) */
 static int encode_ordinary(const kn_bpe *b, const uint8_t *s, size_t end, kn_bpe_ids *out,
                            scratch *sc)
 {
+    size_t at[BATCH + 1];
+    uint64_t hs[BATCH];
     size_t p = 0;
     while (p < end) {
-        size_t q = next_piece(b, s, p, end);
-        size_t n = q - p;
-        if (out->len + n > out->cap) {
-            int rc = ids_reserve(out, n < 4096 ? 4096 : n);
+        size_t nb = 0, total = 0;
+        at[0] = p;
+        while (nb < BATCH && p < end) {
+            size_t q = next_piece(b, s, p, end), n = q - p;
+            hs[nb] = 0;
+            if (n > 1) {
+                hs[nb] = hash_bytes(s + p, n);
+                if (n <= WC_KEY && b->wcache)
+                    __builtin_prefetch(&b->wcache[hs[nb] & b->wc_mask]);
+                else
+                    __builtin_prefetch(&b->ts.slot[hs[nb] & b->ts.mask]);
+            }
+            total += n;
+            at[++nb] = p = q;
+        }
+        for (size_t i = 0; i < nb; i++) {
+            size_t n = at[i + 1] - at[i];
+            if (n <= 1 || n > WC_KEY || !b->wcache) continue;
+            uint64_t w0 =
+                atomic_load_explicit(&b->wcache[hs[i] & b->wc_mask].w[0], memory_order_relaxed);
+            if ((uint32_t)w0 != (uint32_t)(hs[i] >> 32))
+                __builtin_prefetch(&b->ts.slot[hs[i] & b->ts.mask]);
+        }
+        /* every piece gives at most one id per byte */
+        if (out->len + total > out->cap) {
+            int rc = ids_reserve(out, total + 4096);
             if (rc) return rc;
         }
-        if (n == 1) {
-            out->ids[out->len++] = b->byte_id[s[p]];
-        } else {
-            uint32_t id = ts_find(&b->ts, s + p, n);
+        for (size_t i = 0; i < nb; i++) {
+            const uint8_t *piece = s + at[i];
+            size_t n = at[i + 1] - at[i];
+            uint64_t h = hs[i];
+            if (n == 1) {
+                out->ids[out->len++] = b->byte_id[piece[0]];
+                continue;
+            }
+            wc_slot *sl = NULL;
+            uint64_t k[3];
+            if (n <= WC_KEY && b->wcache) {
+                sl = &b->wcache[h & b->wc_mask];
+                wc_pack(piece, n, k);
+                size_t nids = wc_get(sl, (uint32_t)(h >> 32), k, out->ids + out->len);
+                if (nids) {
+                    out->len += nids;
+                    continue;
+                }
+            }
+            size_t len0 = out->len;
+            uint32_t id = ts_find_h(&b->ts, piece, n, h);
             if (id != NONE) {
                 out->ids[out->len++] = id;
             } else {
-                int rc = merge_piece(b, s + p, n, out, sc);
+                int rc = merge_piece(b, piece, n, out, sc);
                 if (rc) return rc;
             }
+            if (sl && out->len - len0 <= WC_IDS)
+                wc_put(sl, (uint32_t)(h >> 32), k, out->ids + len0, out->len - len0);
         }
-        p = q;
     }
     return KN_OK;
 }
@@ -961,6 +1122,8 @@ void kn_bpe_destroy(kn_bpe *b)
     if (!b) return;
     ts_free(&b->ts);
     free(b->pairs);
+    free(b->bpair);
+    free(b->wcache_mem);
     for (size_t i = 0; i < b->nspec; i++)
         free(b->spec[i].name);
     free(b->spec);
@@ -1179,6 +1342,11 @@ kn_bpe *kn_bpe_load_mem(const char *data, size_t len, const char *name, kn_bpe_k
         kn_seterr(err, errsz, KN_ECORRUPT, "%s: no ranks", name);
         goto fail;
     }
+    if (nord >= PAIR_MAX_IDS) {
+        kn_seterr(err, errsz, KN_ETOOBIG, "%s: %zu ranks; at most %zu are supported", name, nord,
+                  PAIR_MAX_IDS - 1);
+        goto fail;
+    }
     /* duplicate token bytes: the map holds one id per byte string */
     for (size_t i = 0; i < b->ts.n; i++) {
         uint32_t id = ts_find(&b->ts, b->ts.arena + b->ts.off[i], b->ts.len[i]);
@@ -1229,6 +1397,17 @@ kn_bpe *kn_bpe_load_mem(const char *data, size_t len, const char *name, kn_bpe_k
     for (uint32_t cp = 0; cp < 0x10000; cp++)
         b->cls[cp] = (cp >= 0xd800 && cp <= 0xdfff) ? 0 : (uint8_t)class_of_cp(cp);
     if (build_pairs(b)) goto nomem;
+    /* Zeroed slots are empty: sequence 0 with length 0 matches no piece.
+     * calloc's zero pages are only backed as slots get used. The cache is an
+     * optimisation: encode works without it. */
+    size_t wslots = WC_MIN_SLOTS;
+    while (wslots < 2 * nord && wslots < WC_MAX_SLOTS)
+        wslots <<= 1;
+    b->wcache_mem = calloc(1, wslots * sizeof(wc_slot) + 64);
+    if (b->wcache_mem) {
+        b->wcache = (wc_slot *)(((uintptr_t)b->wcache_mem + 63) & ~(uintptr_t)63);
+        b->wc_mask = wslots - 1;
+    }
     free(lines);
     free(bytes);
     return b;

@@ -2,8 +2,9 @@
 # bpe-parity.sh: kiln's BPE encoder against npm `tiktoken` (the WASM build of
 # tiktoken's Rust core) on the Debian fortunes plus tests/tokenizer's
 # multilingual corpus, for r50k_base and cl100k_base: ids must be 100%
-# identical and decode(encode(x)) == x. Then trains a 4096-id vocabulary on
-# the fortunes and checks it round-trips. Also probes every Unicode code point
+# identical and decode(encode(x)) == x; the same, document by document, on the
+# multilingual benchmark corpus (tests/tokenizer/bench-corpus.js). Then trains
+# a 4096-id vocabulary on the fortunes and checks it round-trips. Also probes every Unicode code point
 # (about a minute).
 # Needs node/npm (registry reachable on first run) and the `fortunes` package;
 # without them it FAILS, unless KILN_OFFLINE=1, which makes it skip (exit 77).
@@ -72,6 +73,22 @@ for enc in r50k cl100k; do
     node "$TOK/reference.js" expect "${enc}_base" "$CACHE/expected-${enc}_base.txt" "${DOCS[@]}"
     "$TOOL" parity "$CACHE/${enc}_base.tiktoken" "$enc" "$CACHE/expected-${enc}_base.txt" || status=1
 done
+
+# The multilingual benchmark corpus (bench-corpus.js: about 67k short documents
+# of translated messages in eight languages, English, emoji and C code), one
+# encode call per document as preprocess makes them, so the piece cache is
+# shared across documents: every document's ids must be identical.
+if node "$TOK/bench-corpus.js" "$CACHE/bench-corpus.txt" "$SRC"; then
+    for enc in r50k cl100k; do
+        node "$TOK/reference.js" expect-corpus "${enc}_base" "$CACHE/bench-expected-$enc.txt" \
+            "$CACHE/bench-corpus.txt"
+        "$TOOL" bench "$CACHE/${enc}_base.tiktoken" "$enc" "$CACHE/bench-corpus.txt" 0.1 \
+            "$CACHE/bench-expected-$enc.txt" || status=1
+    done
+else
+    echo "NOTE: no multilingual benchmark corpus (gettext catalogs missing?); the fortunes and" \
+        "build-corpus.js texts above were still checked"
+fi
 
 # Unicode: lib/text/bpe.c's class tables must be the reference's, and every code
 # point must pre-tokenize as tiktoken does under both patterns.

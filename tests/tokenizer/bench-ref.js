@@ -2,6 +2,8 @@
 // tiktoken's Rust core) on the given documents, the reference figure that
 // tests/bench/bench_bpe.c compares against.
 // Usage: node bench-ref.js <r50k_base|cl100k_base> <seconds> <doc>...
+//        node bench-ref.js <r50k_base|cl100k_base> <seconds> --corpus <file>
+//        (the NUL-separated documents of tests/tokenizer/bench-corpus.js)
 // Prints one line: "ref <encoding> <MB/s> <ids> <bytes> <sha256>" (MB = 1e6
 // bytes); sha256 is over, per document in order, its id count then its ids,
 // each a little-endian u32: bench_bpe hashes its own ids the same way.
@@ -16,8 +18,15 @@ if (!encName || !docs.length) {
   process.exit(2);
 }
 const seconds = Number(secondsArg) || 3;
-const texts = docs.map((d) => fs.readFileSync(d, 'utf8'));
-const bytes = docs.reduce((n, d) => n + fs.statSync(d).size, 0);
+let texts, bytes;
+if (docs[0] === '--corpus' && docs.length === 2) {
+  const buf = fs.readFileSync(docs[1]);
+  texts = buf.toString('utf8').split('\0');
+  bytes = buf.length;
+} else {
+  texts = docs.map((d) => fs.readFileSync(d, 'utf8'));
+  bytes = docs.reduce((n, d) => n + fs.statSync(d).size, 0);
+}
 const enc = get_encoding(encName);
 let ids = 0;
 const digest = crypto.createHash('sha256');

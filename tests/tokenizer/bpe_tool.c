@@ -2,7 +2,12 @@
  * by tests/scripts/bpe-parity.sh (and by hand). Not installed.
  *   bpe_tool parity <rank-file> <r50k|cl100k> <expected-file>
  *   bpe_tool train <r50k|cl100k> <vocab-size> <out-rank-file> <file>...
- *   bpe_tool encode <rank-file> <r50k|cl100k> <file>   (ids on stdout) */
+ *   bpe_tool encode <rank-file> <r50k|cl100k> <file>   (ids on stdout)
+ *   bpe_tool bench <rank-file> <r50k|cl100k> <corpus> <seconds> [<expected-ids>]
+ *       single-thread encode speed, one call per document, over a corpus of
+ *       NUL-separated documents (tests/tokenizer/bench-corpus.js); with the
+ *       expected ids (reference.js expect-corpus: one line per document) every
+ *       document's ids must be identical first. */
 #include "text/bpe.h"
 #include "core/kn.h"
 
@@ -43,6 +48,15 @@ static double now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* CPU time of this thread: on a shared machine it leaves out the time other
+ * processes hold the core. */
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -276,6 +290,123 @@ static int cmd_encode(const char *rank_file, kn_bpe_kind kind, const char *file)
     return 0;
 }
 
+/* Reads one line of ids ("1 2 3\n") into v; returns 0, or -1 at end of file. */
+static int read_id_line(FILE *f, char **line, size_t *cap, kn_bpe_ids *v)
+{
+    ssize_t ll = getline(line, cap, f);
+    if (ll < 0) return -1;
+    v->len = 0;
+    char *p = *line;
+    for (;;) {
+        char *e;
+        unsigned long x = strtoul(p, &e, 10);
+        if (e == p) break;
+        if (v->len == v->cap) {
+            v->cap = v->cap ? v->cap * 2 : 1024;
+            v->ids = realloc(v->ids, v->cap * sizeof(uint32_t));
+        }
+        v->ids[v->len++] = (uint32_t)x;
+        p = e;
+    }
+    return 0;
+}
+
+static int cmd_bench(const char *rank_file, kn_bpe_kind kind, const char *corpus, double seconds,
+                     const char *expected)
+{
+    char err[512];
+    kn_bpe *b = kn_bpe_load(rank_file, kind, err, sizeof(err));
+    if (!b) {
+        fprintf(stderr, "load: %s\n", err);
+        return 1;
+    }
+    size_t len;
+    char *text = slurp(corpus, &len);
+    if (!text) {
+        perror(corpus);
+        return 1;
+    }
+    size_t ndocs = 0, cap = 1024;
+    size_t *start = malloc(cap * sizeof(*start)), *dlen = malloc(cap * sizeof(*dlen));
+    for (size_t p = 0; p <= len;) {
+        const char *nul = memchr(text + p, 0, len - p);
+        size_t e = nul ? (size_t)(nul - text) : len;
+        if (ndocs == cap) {
+            cap *= 2;
+            start = realloc(start, cap * sizeof(*start));
+            dlen = realloc(dlen, cap * sizeof(*dlen));
+        }
+        start[ndocs] = p;
+        dlen[ndocs++] = e - p;
+        p = e + 1;
+    }
+    kn_bpe_ids ids, want;
+    kn_bpe_ids_init(&ids);
+    kn_bpe_ids_init(&want);
+    FILE *f = expected ? fopen(expected, "r") : NULL;
+    if (expected && !f) {
+        perror(expected);
+        return 1;
+    }
+    char *line = NULL;
+    size_t linecap = 0, nids = 0, nbad = 0;
+    double first = 0; /* CPU time of the first pass: what a cache saw never before */
+    for (size_t i = 0; i < ndocs; i++) { /* warm-up, id count and (with expected) parity */
+        ids.len = 0;
+        double c = cpu_now();
+        if (kn_bpe_encode(b, text + start[i], dlen[i], KN_BPE_SPECIAL_ORDINARY, &ids, err,
+                          sizeof(err))) {
+            fprintf(stderr, "encode: %s\n", err);
+            return 1;
+        }
+        first += cpu_now() - c;
+        nids += ids.len;
+        if (!f) continue;
+        if (read_id_line(f, &line, &linecap, &want)) {
+            fprintf(stderr, "%s: fewer lines than the corpus has documents\n", expected);
+            return 1;
+        }
+        if (want.len != ids.len || memcmp(want.ids, ids.ids, ids.len * sizeof(uint32_t)) != 0) {
+            if (nbad++ < 5) {
+                printf("MISMATCH document %zu: %zu ids, reference %zu\n", i, ids.len, want.len);
+                show_diff(b, ids.ids, ids.len, want.ids, want.len);
+            }
+        }
+    }
+    if (f && read_id_line(f, &line, &linecap, &want) == 0) {
+        fprintf(stderr, "%s: more lines than the corpus has documents\n", expected);
+        return 1;
+    }
+    size_t passes = 0;
+    double t0 = now(), c0 = cpu_now(), elapsed;
+    do {
+        for (size_t i = 0; i < ndocs; i++) {
+            ids.len = 0;
+            kn_bpe_encode(b, text + start[i], dlen[i], KN_BPE_SPECIAL_ORDINARY, &ids, NULL, 0);
+        }
+        passes++;
+        elapsed = now() - t0;
+    } while (elapsed < seconds);
+    double cpu = cpu_now() - c0;
+    printf("bench %s: %zu documents, %zu bytes, %zu ids; %.2f MB/s wall, %.2f MB/s of CPU time "
+           "(%.2f Mtok/s wall, %zu passes; first pass %.2f MB/s of CPU time)",
+           kind == KN_BPE_CL100K ? "cl100k" : "r50k", ndocs, len, nids,
+           (double)len * (double)passes / 1e6 / elapsed, (double)len * (double)passes / 1e6 / cpu,
+           (double)nids * (double)passes / 1e6 / elapsed, passes, (double)len / 1e6 / first);
+    if (f) printf("; ids %s", nbad ? "DIFFER" : "identical to the reference");
+    printf("\n");
+    if (nbad) printf("%zu of %zu documents differ from %s\n", nbad, ndocs, expected);
+    if (f) fclose(f);
+    free(line);
+    kn_bpe_ids_free(&ids);
+    kn_bpe_ids_free(&want);
+    free(start);
+    free(dlen);
+    free(text);
+    kn_bpe_destroy(b);
+    return nbad ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     kn_bpe_kind kind;
@@ -285,8 +416,13 @@ int main(int argc, char **argv)
         return cmd_train(kind, strtoull(argv[3], NULL, 10), argv[4], argc - 5, argv + 5);
     if (argc == 5 && strcmp(argv[1], "encode") == 0 && parse_kind(argv[3], &kind) == 0)
         return cmd_encode(argv[2], kind, argv[4]);
+    if ((argc == 6 || argc == 7) && strcmp(argv[1], "bench") == 0 &&
+        parse_kind(argv[3], &kind) == 0)
+        return cmd_bench(argv[2], kind, argv[4], atof(argv[5]), argc == 7 ? argv[6] : NULL);
     fprintf(stderr, "usage: bpe_tool parity <rank-file> <r50k|cl100k> <expected>\n"
                     "       bpe_tool train <r50k|cl100k> <vocab-size> <out> <file>...\n"
-                    "       bpe_tool encode <rank-file> <r50k|cl100k> <file>\n");
+                    "       bpe_tool encode <rank-file> <r50k|cl100k> <file>\n"
+                    "       bpe_tool bench <rank-file> <r50k|cl100k> <corpus> <seconds> "
+                    "[<expected-ids>]\n");
     return 2;
 }

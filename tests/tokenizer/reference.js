@@ -10,6 +10,9 @@
 //       built-in special-token cases with allowed_special "all", and writes
 //       <out-file>:  "D <nbytes> <nids> <path>\n<ids>\n" per document and
 //                    "S <hex text> <nids>\n<ids>\n" per special case.
+//   node reference.js expect-corpus <encoding> <out-file> <corpus>
+//       encodes each NUL-separated document of <corpus> (bench-corpus.js) with
+//       encode_ordinary and writes one line of ids per document.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -108,7 +111,27 @@ function writeExpected(encName, outFile, docs) {
   console.log(`wrote ${outFile}: ${docs.length} documents, ${SPECIAL_CASES.length} special cases, ${nids} ids (${encName})`);
 }
 
+function writeExpectedCorpus(encName, outFile, corpus) {
+  const { get_encoding } = require('tiktoken');
+  const enc = get_encoding(encName);
+  const utf8 = new TextDecoder('utf-8', { fatal: true });
+  const docs = utf8.decode(fs.readFileSync(corpus)).split('\0');
+  const fd = fs.openSync(outFile + '.tmp', 'w');
+  let nids = 0;
+  for (const d of docs) {
+    const ids = enc.encode_ordinary(d);
+    fs.writeSync(fd, Array.from(ids).join(' ') + '\n');
+    nids += ids.length;
+  }
+  fs.closeSync(fd);
+  enc.free();
+  fs.renameSync(outFile + '.tmp', outFile);
+  console.log(`wrote ${outFile}: ${docs.length} documents, ${nids} ids (${encName})`);
+}
+
 const [cmd, ...args] = process.argv.slice(2);
 if (cmd === 'ranks' && args.length === 1) writeRanks(args[0]);
 else if (cmd === 'expect' && args.length >= 2) writeExpected(args[0], args[1], args.slice(2));
-else die('usage: reference.js ranks <cache-dir> | expect <encoding> <out-file> <doc>...');
+else if (cmd === 'expect-corpus' && args.length === 3) writeExpectedCorpus(args[0], args[1], args[2]);
+else die('usage: reference.js ranks <cache-dir> | expect <encoding> <out-file> <doc>... | ' +
+         'expect-corpus <encoding> <out-file> <corpus>');

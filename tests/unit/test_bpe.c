@@ -395,6 +395,259 @@ static void test_known_ids(void **state)
     }
 }
 
+/* ---------- pre-tokenizer against PCRE2 ---------- */
+
+#ifdef KILN_HAVE_PCRE2
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+/* tiktoken's patterns for PCRE2. \s is spelled out as Unicode White_Space
+ * (what Rust's regex means by \s; PCRE2's \s leaves out U+0085). */
+#define WS                                                                                         \
+    "\\t\\n\\x{0B}\\f\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}"             \
+    "\\x{202F}\\x{205F}\\x{3000}"
+static const char PAT_R50K[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" WS
+                               "\\p{L}\\p{N}]+|[" WS "]+(?![^" WS "])|[" WS "]+";
+static const char PAT_CL100K[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
+                                 "\\p{N}{1,3}| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*|[" WS
+                                 "]*[\\r\\n]+|[" WS "]+(?![^" WS "])|[" WS "]+";
+
+/* Characters whose class is the same in every Unicode version since 6 (the
+ * system's PCRE2 and tiktoken's Rust regex may differ on newer ones), from
+ * every class the scanners tell apart, plus contractions in several cases. */
+static const char *const ADVERSARIAL[] = {"a",
+                                          "z",
+                                          "Q",
+                                          "\xc3\xa9",
+                                          "\xc3\x9f",
+                                          "\xc5\xbf",
+                                          "\xce\xa9",
+                                          "\xd0\xb6",
+                                          "\xd7\x90",
+                                          "\xd8\xb9",
+                                          "\xe0\xa4\x85",
+                                          "\xe0\xb8\x81",
+                                          "\xea\xb0\x80",
+                                          "\xe6\x97\xa5",
+                                          "\xe3\x81\x82",
+                                          "\xef\xbd\xb1",
+                                          "\xc7\x85",
+                                          "0",
+                                          "7",
+                                          "9",
+                                          "\xc2\xb2",
+                                          "\xc2\xbd",
+                                          "\xd9\xa3",
+                                          "\xe2\x85\xab",
+                                          "\xe2\x91\xa0",
+                                          "\xef\xbc\x95",
+                                          "\xf0\x9d\x9f\x99",
+                                          " ",
+                                          " ",
+                                          " ",
+                                          "\t",
+                                          "\n",
+                                          "\r",
+                                          "\r\n",
+                                          "\x0b",
+                                          "\x0c",
+                                          "\xc2\x85",
+                                          "\xc2\xa0",
+                                          "\xe1\x9a\x80",
+                                          "\xe2\x80\x83",
+                                          "\xe2\x80\xa8",
+                                          "\xe2\x80\xa9",
+                                          "\xe2\x80\xaf",
+                                          "\xe2\x81\x9f",
+                                          "\xe3\x80\x80",
+                                          "'",
+                                          "!",
+                                          ".",
+                                          ",",
+                                          "-",
+                                          "_",
+                                          "\"",
+                                          "(",
+                                          "|",
+                                          "\xe2\x82\xac",
+                                          "\xf0\x9f\x98\x80",
+                                          "\xf0\x9f\x91\x8d",
+                                          "\xf0\x9f\x8f\xbd",
+                                          "\xe2\x80\x8d",
+                                          "\xe2\x80\x8b",
+                                          "\xef\xbb\xbf",
+                                          "\xcc\x81",
+                                          "\xef\xb8\x8f",
+                                          "'s",
+                                          "'S",
+                                          "'t",
+                                          "'T",
+                                          "'re",
+                                          "'RE",
+                                          "'Ve",
+                                          "'m",
+                                          "'M",
+                                          "'ll",
+                                          "'lL",
+                                          "'d",
+                                          "'D",
+                                          "'\xc5\xbf",
+                                          "'x",
+                                          "123",
+                                          "4567",
+                                          "  ",
+                                          "   \n",
+                                          " \t "};
+
+static void b64_append(char **s, size_t *n, size_t *cap, const uint8_t *p, size_t len)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    if (*n + len * 2 + 64 > *cap) {
+        *cap = (*n + len * 2 + 64) * 2;
+        *s = realloc(*s, *cap);
+    }
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < len ? (uint32_t)p[i + 1] << 8 : 0) |
+                     (i + 2 < len ? p[i + 2] : 0);
+        (*s)[(*n)++] = tab[v >> 18];
+        (*s)[(*n)++] = tab[(v >> 12) & 63];
+        (*s)[(*n)++] = i + 1 < len ? tab[(v >> 6) & 63] : '=';
+        (*s)[(*n)++] = i + 2 < len ? tab[v & 63] : '=';
+    }
+}
+
+typedef struct {
+    const uint8_t *p;
+    size_t len;
+} span;
+
+static size_t token_index(const span *toks, size_t ntok, const uint8_t *p, size_t len)
+{
+    for (size_t i = 0; i < ntok; i++)
+        if (toks[i].len == len && memcmp(toks[i].p, p, len) == 0) return i;
+    return SIZE_MAX;
+}
+
+/* Random strings of adversarial characters, split by PCRE2 with tiktoken's
+ * pattern. A vocabulary holds the 256 bytes, every PCRE2 piece and every
+ * concatenation of two neighbouring pieces; kiln must then give exactly one
+ * id per PCRE2 piece. A kiln piece that swallows a neighbour is found as the
+ * concatenation's single id, and a piece cut short cannot be merged back
+ * (its halves are not tokens), so any difference in the split shows in ids. */
+static void check_split_against_pcre2(kn_bpe_kind kind, const char *pattern, uint32_t seed)
+{
+    int errcode;
+    PCRE2_SIZE erroff;
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED,
+                                   PCRE2_UTF | PCRE2_UCP, &errcode, &erroff, NULL);
+    assert_non_null(re);
+    pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
+    enum { NSTR = 25, ROUNDS = 40 };
+    uint32_t x = seed;
+    for (int round = 0; round < ROUNDS; round++) {
+        char *text[NSTR];
+        size_t len[NSTR], npieces[NSTR];
+        span *pieces[NSTR];
+        span *toks = malloc(NSTR * 200 * sizeof(*toks));
+        size_t ntok = 0;
+        for (int k = 0; k < NSTR; k++) {
+            text[k] = malloc(61 * 16);
+            len[k] = 0;
+            x = x * 1103515245u + 12345u;
+            size_t nchars = 1 + (x >> 16) % 60, prev = 0;
+            for (size_t c = 0; c < nchars; c++) {
+                x = x * 1103515245u + 12345u;
+                /* half the time repeat the previous element: runs */
+                size_t e = (x >> 20) % 2 && c ? prev : (x >> 8) % KN_ARRAY_LEN(ADVERSARIAL);
+                size_t el = strlen(ADVERSARIAL[e]);
+                memcpy(text[k] + len[k], ADVERSARIAL[e], el);
+                len[k] += el;
+                prev = e;
+            }
+            pieces[k] = malloc((len[k] + 1) * sizeof(span));
+            npieces[k] = 0;
+            for (size_t off = 0; off < len[k];) {
+                int rc = pcre2_match(re, (PCRE2_SPTR)text[k], len[k], off, 0, md, NULL);
+                assert_true(rc > 0);
+                PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+                assert_int_equal(ov[0], off); /* the pattern matches every position */
+                assert_true(ov[1] > off);
+                pieces[k][npieces[k]++] = (span){(const uint8_t *)text[k] + off, ov[1] - off};
+                off = ov[1];
+            }
+            for (size_t i = 0; i < npieces[k]; i++) {
+                span a = pieces[k][i];
+                if (a.len > 1 && token_index(toks, ntok, a.p, a.len) == SIZE_MAX) toks[ntok++] = a;
+                if (i + 1 < npieces[k]) {
+                    span ab = {a.p, a.len + pieces[k][i + 1].len};
+                    if (token_index(toks, ntok, ab.p, ab.len) == SIZE_MAX) toks[ntok++] = ab;
+                }
+            }
+        }
+        char *extra = NULL;
+        size_t n = 0, cap = 0;
+        for (size_t i = 0; i < ntok; i++) {
+            b64_append(&extra, &n, &cap, toks[i].p, toks[i].len);
+            n += (size_t)snprintf(extra + n, cap - n, " %zu\n", 256 + i);
+        }
+        extra[n] = 0;
+        char *ranks = byte_ranks(extra);
+        char err[256];
+        kn_bpe *b = kn_bpe_load_mem(ranks, strlen(ranks), "pcre2-split", kind, err, sizeof(err));
+        if (!b) fail_msg("load: %s", err);
+        kn_bpe_ids ids;
+        kn_bpe_ids_init(&ids);
+        for (int k = 0; k < NSTR; k++) {
+            ids.len = 0;
+            assert_int_equal(
+                kn_bpe_encode(b, text[k], len[k], KN_BPE_SPECIAL_ORDINARY, &ids, err, sizeof(err)),
+                KN_OK);
+            int same = ids.len == npieces[k];
+            for (size_t i = 0; same && i < npieces[k]; i++) {
+                span a = pieces[k][i];
+                uint32_t want =
+                    a.len == 1 ? a.p[0] : 256 + (uint32_t)token_index(toks, ntok, a.p, a.len);
+                same = ids.ids[i] == want;
+            }
+            if (!same) {
+                print_message("%s: kiln's split differs from PCRE2's for \"",
+                              kind == KN_BPE_CL100K ? "cl100k" : "r50k");
+                for (size_t i = 0; i < len[k]; i++)
+                    print_message("\\x%02x", (unsigned char)text[k][i]);
+                print_message("\"\n  PCRE2 pieces:");
+                for (size_t i = 0; i < npieces[k]; i++)
+                    print_message(" %zu", pieces[k][i].len);
+                print_message("\n");
+                fail();
+            }
+        }
+        kn_bpe_ids_free(&ids);
+        kn_bpe_destroy(b);
+        free(ranks);
+        free(extra);
+        for (int k = 0; k < NSTR; k++) {
+            free(text[k]);
+            free(pieces[k]);
+        }
+        free(toks);
+    }
+    pcre2_match_data_free(md);
+    pcre2_code_free(re);
+}
+#endif
+
+static void test_split_matches_pcre2(void **state)
+{
+    (void)state;
+#ifdef KILN_HAVE_PCRE2
+    check_split_against_pcre2(KN_BPE_R50K, PAT_R50K, 11);
+    check_split_against_pcre2(KN_BPE_CL100K, PAT_CL100K, 12);
+#else
+    print_message("SKIPPED: kiln was built without PCRE2\n");
+    skip();
+#endif
+}
+
 /* ---------- concurrency ---------- */
 
 typedef struct {
@@ -441,6 +694,68 @@ static void test_concurrent_encode(void **state)
     }
     kn_bpe_ids_free(&want);
     free(text);
+}
+
+/* Words of 1..40 characters from ASCII and multi-byte letters, so that the
+ * r50k pieces are short and long, merge into few ids or many: pieces the
+ * encoder's piece cache keeps (up to 22 bytes, up to 8 ids) and pieces it
+ * does not. Caller frees. */
+static char *mixed_corpus(size_t nwords, uint32_t seed)
+{
+    static const char *const alpha[] = {
+        "a", "b", "c", "d", "e", "\xc3\xa9", "\xd0\xb6", "\xe6\x97\xa5", "1", "!"};
+    char *s = malloc(nwords * 130 + 1);
+    size_t n = 0;
+    uint32_t x = seed;
+    for (size_t w = 0; w < nwords; w++) {
+        if (w) s[n++] = ' ';
+        x = x * 1103515245u + 12345u;
+        int len = 1 + (int)((x >> 16) % ((x >> 8) % 4 == 0 ? 40 : 8));
+        for (int i = 0; i < len; i++) {
+            x = x * 1103515245u + 12345u;
+            const char *c = alpha[(x >> 16) % ((x >> 4) % 3 == 0 ? 10 : 5)];
+            size_t cl = strlen(c);
+            memcpy(s + n, c, cl);
+            n += cl;
+        }
+    }
+    s[n] = 0;
+    return s;
+}
+
+/* The piece cache is shared by every thread that encodes with one kn_bpe.
+ * Four threads encode four different texts at once with one vocabulary of
+ * few ranks (so, a small cache: slots are overwritten by other texts' pieces
+ * all the time) and must each get exactly the ids a fresh vocabulary, whose
+ * cache never saw the other texts, gives. Catches a cache that returns
+ * another piece's ids or a half-written slot. */
+static void test_cache_shared_between_threads(void **state)
+{
+    trained *t = *state;
+    char err[256];
+    char *text[4];
+    worker w[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        text[i] = mixed_corpus(6000, 1000u + (uint32_t)i);
+        kn_bpe *fresh = kn_bpe_load(t->path, KN_BPE_R50K, err, sizeof(err));
+        assert_non_null(fresh);
+        w[i] = (worker){t->b, text[i], strlen(text[i]), {0}, 0};
+        kn_bpe_ids_init(&w[i].want);
+        assert_int_equal(kn_bpe_encode(fresh, text[i], w[i].len, KN_BPE_SPECIAL_ALLOW, &w[i].want,
+                                       err, sizeof(err)),
+                         KN_OK);
+        assert_roundtrip(fresh, text[i], w[i].len, KN_BPE_SPECIAL_ALLOW);
+        kn_bpe_destroy(fresh);
+    }
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, encode_worker, &w[i]), 0);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_true(w[i].ok);
+        kn_bpe_ids_free(&w[i].want);
+        free(text[i]);
+    }
 }
 
 /* ---------- training ---------- */
@@ -632,7 +947,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_special_tokens, setup_trained, teardown_trained),
         cmocka_unit_test_setup_teardown(test_decode_errors, setup_trained, teardown_trained),
         cmocka_unit_test_setup_teardown(test_concurrent_encode, setup_trained, teardown_trained),
+        cmocka_unit_test_setup_teardown(test_cache_shared_between_threads, setup_trained,
+                                        teardown_trained),
         cmocka_unit_test(test_known_ids),
+        cmocka_unit_test(test_split_matches_pcre2),
         cmocka_unit_test(test_train_matches_naive),
         cmocka_unit_test(test_train_builtin_corpus),
         cmocka_unit_test(test_train_errors),

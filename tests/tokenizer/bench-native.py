@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""bench-native.py: single-thread encode speed of native tiktoken (Rust core,
+Python bindings) on the multilingual benchmark corpus, one encode_ordinary
+call per document, the yardstick of issue 16 for kiln's tokenizer. Builds the
+Encoding from kiln's cached rank file (no network) with tiktoken's own
+constructor (pattern, special tokens), and with the expected-ids file checks every document's ids first.
+
+Usage: bench-native.py <r50k|cl100k> <rank-file> <corpus> <seconds> [<expected-ids>]
+Prints: "native <encoding> <MB/s> <ids> <bytes> <tiktoken version>" (MB = 1e6 bytes).
+"""
+import base64
+import sys
+import time
+
+import tiktoken
+
+
+
+def encoding(kind, ranks):
+    """tiktoken's own constructor for the encoding (its pattern and special
+    tokens), fed our ranks instead of a download."""
+    import tiktoken_ext.openai_public as op
+    op.load_tiktoken_bpe = lambda *args, **kwargs: ranks
+    return tiktoken.Encoding(**getattr(op, f"{kind}_base")())
+
+
+def main():
+    if len(sys.argv) not in (5, 6) or sys.argv[1] not in ("r50k", "cl100k"):
+        sys.exit(__doc__)
+    kind, rank_file, corpus, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+    ranks = {}
+    with open(rank_file, "rb") as f:
+        for line in f:
+            if line.strip():
+                tok, rank = line.split()
+                ranks[base64.b64decode(tok)] = int(rank)
+    enc = encoding(kind, ranks)
+    raw = open(corpus, "rb").read()
+    docs = raw.decode("utf-8").split("\0")
+    nids = 0
+    expected = open(sys.argv[5]) if len(sys.argv) == 6 else None
+    bad = 0
+    for i, d in enumerate(docs):
+        ids = enc.encode_ordinary(d)
+        nids += len(ids)
+        if expected is not None:
+            want = [int(x) for x in expected.readline().split()]
+            if ids != want:
+                bad += 1
+                if bad <= 3:
+                    print(f"MISMATCH document {i}: {len(ids)} ids, reference {len(want)}")
+    if bad:
+        sys.exit(f"{bad} of {len(docs)} documents differ from {sys.argv[5]}")
+    passes, t0 = 0, time.perf_counter()
+    while True:
+        for d in docs:
+            enc.encode_ordinary(d)
+        passes += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= seconds:
+            break
+    print(f"native {kind}_base {len(raw) * passes / 1e6 / elapsed:.2f} {nids} {len(raw)} "
+          f"{tiktoken.__version__}")
+
+
+if __name__ == "__main__":
+    main()
