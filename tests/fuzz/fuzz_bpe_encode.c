@@ -18,8 +18,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc, (void)argv;
     static const char *const texts[] = {
         "The quick brown fox jumps over the lazy dog. It's 12345 o'clock, isn't it?\n",
-        "Ünïcödé tëxt: naïve café, 東京タワー, Привет мир, 🙂🙃 and\ttabs  and   "
-        "spaces\r\n",
+        "Ünïcödé: naïve café, 東京, Привет, 🙂🙃 \ttabs  spaces\r\n",
         "def f(x):\n    return x**2 + 3.14  # comment\n\n\nprint(f(10))\n",
         "<|endoftext|> HELLO hello Hello HeLLo 've 're 'll 'd 's 't 'm I'M WE'LL",
     };
