@@ -11,6 +11,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # Debian packages, one per line: what the build, the tests and the stack use.
 packages=(
     build-essential cmake pkg-config clang-format
+    clang libclang-rt-14-dev
     librdkafka-dev libpq-dev libcurl4-openssl-dev libmicrohttpd-dev
     libjansson-dev libcmocka-dev libopenblas-dev libssl-dev
     libutf8proc-dev libpcre2-dev libspng-dev libturbojpeg0-dev libzstd-dev

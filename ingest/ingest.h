@@ -139,6 +139,21 @@ typedef struct {
 
 int ing_files_run(ing_ctx *c, const ing_files_args *a);
 int ing_jsonl_run(ing_ctx *c, const char *path); /* "-" or NULL: stdin */
+
+/* One JSON line as the jsonl source reads it, apart from submitting (so the
+ * parser can be fuzzed alone, tests/fuzz/fuzz_jsonl.c): fills *it (origin
+ * left NULL) from line[0..n); a line that is not a valid record gets
+ * it->refuse_reason and refuse_detail, as the DLQ will show them. *it points
+ * into line and into *ln, which holds what the parse allocated: release it
+ * with ing_jsonl_line_free once the item is submitted. Cannot fail. */
+typedef struct {
+    struct json_t *json; /* the parsed line, or NULL */
+    uint8_t *image;      /* decoded "image_base64", or NULL */
+    char label[64];      /* an integer "label" as text */
+    char detail[300];    /* why the line is refused */
+} ing_jsonl_line;
+void ing_jsonl_parse(const char *line, size_t n, ing_item *it, ing_jsonl_line *ln);
+void ing_jsonl_line_free(ing_jsonl_line *ln);
 int ing_urls_run(ing_ctx *c, const char *path);
 int ing_import_fashion_mnist(ing_ctx *c, const char *dir);
 int ing_import_fortunes(ing_ctx *c, const char *dir);

@@ -124,66 +124,76 @@ static uint8_t *b64decode(const char *s, size_t n, size_t *outlen)
     return out;
 }
 
-static void handle_line(ing_ctx *c, const char *name, uint64_t lineno, const char *line, size_t n,
-                        ing_tally *t)
+void ing_jsonl_parse(const char *line, size_t n, ing_item *it, ing_jsonl_line *ln)
 {
-    char origin[1100], label[64], detail[300];
     json_error_t jerr;
-    snprintf(origin, sizeof(origin), "%s:%" PRIu64, name, lineno);
-    ing_item it = {.data = line,
-                   .len = n,
-                   .source = "jsonl",
-                   .origin = origin,
-                   .content_type = "application/x-ndjson"};
-    uint8_t *img = NULL;
-    json_t *j = json_loadb(line, n, 0, &jerr);
+    memset(ln, 0, sizeof(*ln));
+    *it = (ing_item){
+        .data = line, .len = n, .source = "jsonl", .content_type = "application/x-ndjson"};
+    json_t *j = ln->json = json_loadb(line, n, 0, &jerr);
     if (!j || !json_is_object(j)) {
-        snprintf(detail, sizeof(detail), "%s", j ? "not a JSON object" : jerr.text);
-        it.refuse_reason = KN_REASON_BAD_JSON;
-        it.refuse_detail = detail;
-        goto submit;
+        snprintf(ln->detail, sizeof(ln->detail), "%s", j ? "not a JSON object" : jerr.text);
+        it->refuse_reason = KN_REASON_BAD_JSON;
+        it->refuse_detail = ln->detail;
+        return;
     }
     json_t *text = json_object_get(j, "text"), *b64 = json_object_get(j, "image_base64"),
            *lab = json_object_get(j, "label"), *ds = json_object_get(j, "dataset"),
            *sp = json_object_get(j, "split");
-    if (json_is_string(ds)) it.dataset = json_string_value(ds);
-    if (json_is_string(sp)) it.split = json_string_value(sp);
+    if (json_is_string(ds)) it->dataset = json_string_value(ds);
+    if (json_is_string(sp)) it->split = json_string_value(sp);
     if (json_is_string(lab))
-        it.label = json_string_value(lab);
+        it->label = json_string_value(lab);
     else if (json_is_integer(lab)) {
-        snprintf(label, sizeof(label), "%" JSON_INTEGER_FORMAT, json_integer_value(lab));
-        it.label = label;
+        snprintf(ln->label, sizeof(ln->label), "%" JSON_INTEGER_FORMAT, json_integer_value(lab));
+        it->label = ln->label;
     } else if (lab && !json_is_null(lab)) {
-        it.refuse_reason = KN_REASON_BAD_LABEL;
-        it.refuse_detail = "\"label\" must be a string or an integer";
-        goto submit;
+        it->refuse_reason = KN_REASON_BAD_LABEL;
+        it->refuse_detail = "\"label\" must be a string or an integer";
+        return;
     }
     if (json_is_string(text) && !b64) {
-        it.data = json_string_value(text);
-        it.len = json_string_length(text);
-        it.kind = ING_KIND_TEXT;
-        it.content_type = NULL;
+        it->data = json_string_value(text);
+        it->len = json_string_length(text);
+        it->kind = ING_KIND_TEXT;
+        it->content_type = NULL;
     } else if (json_is_string(b64) && !text) {
         size_t il = 0;
-        img = b64decode(json_string_value(b64), json_string_length(b64), &il);
-        if (!img) {
-            it.refuse_reason = KN_REASON_BAD_BASE64;
-            it.refuse_detail = "\"image_base64\" is not base64";
-            goto submit;
+        ln->image = b64decode(json_string_value(b64), json_string_length(b64), &il);
+        if (!ln->image) {
+            it->refuse_reason = KN_REASON_BAD_BASE64;
+            it->refuse_detail = "\"image_base64\" is not base64";
+            return;
         }
-        it.data = img;
-        it.len = il;
-        it.kind = ING_KIND_IMAGE;
-        it.content_type = NULL;
+        it->data = ln->image;
+        it->len = il;
+        it->kind = ING_KIND_IMAGE;
+        it->content_type = NULL;
     } else {
-        it.refuse_reason = KN_REASON_BAD_JSON;
-        it.refuse_detail =
+        it->refuse_reason = KN_REASON_BAD_JSON;
+        it->refuse_detail =
             "exactly one of \"text\" (string) or \"image_base64\" (string) is required";
     }
-submit:
+}
+
+void ing_jsonl_line_free(ing_jsonl_line *ln)
+{
+    free(ln->image);
+    json_decref(ln->json);
+    memset(ln, 0, sizeof(*ln));
+}
+
+static void handle_line(ing_ctx *c, const char *name, uint64_t lineno, const char *line, size_t n,
+                        ing_tally *t)
+{
+    char origin[1100];
+    ing_item it;
+    ing_jsonl_line ln;
+    snprintf(origin, sizeof(origin), "%s:%" PRIu64, name, lineno);
+    ing_jsonl_parse(line, n, &it, &ln);
+    it.origin = origin;
     if (ing_submit_tally(c, NULL, &it, t, NULL) != KN_OK) atomic_fetch_add(&t->failed, 1);
-    free(img);
-    json_decref(j);
+    ing_jsonl_line_free(&ln);
 }
 
 int ing_jsonl_run(ing_ctx *c, const char *path)

@@ -340,11 +340,12 @@ static int decode_pnm(const uint8_t *b, size_t len, size_t maxp, kn_image *out, 
         for (size_t k = 0; k < n; k++)
             r.data[k] = p[k];
     } else {
-        float scale = 255.0f / (float)maxval;
+        /* v * 255 < 2^24 is exact in a float and the division is rounded
+         * once, so maxval gives exactly 255 (v * (255 / maxval) overshot). */
         for (size_t k = 0; k < n; k++) {
             unsigned v = bps == 2 ? (unsigned)p[2 * k] << 8 | p[2 * k + 1] : p[k];
             if (v > maxval) v = (unsigned)maxval;
-            r.data[k] = (float)v * scale;
+            r.data[k] = (float)(v * 255u) / (float)maxval;
         }
     }
     *out = r;

@@ -170,6 +170,50 @@ fail:
     return 0;
 }
 
+/* Routes the request: 200 with req->route and its captures set; 405 when
+ * the path matches only routes of other methods; 404 when it matches none. */
+static int route_find(const kn_http_server *srv, const char *method, const char *path,
+                      kn_http_req *req)
+{
+    int path_known = 0;
+    for (int i = 0; i < srv->nroutes && !req->route; i++) {
+        const http_route *r = &srv->routes[i];
+        if (!route_match(r, path, req)) continue;
+        path_known = 1;
+        if (strcmp(r->method, method) == 0) req->route = r;
+        else { /* captures of a route of another method */
+            for (int k = 0; k < req->nparams; k++) {
+                free(req->params[k].name);
+                free(req->params[k].value);
+            }
+            req->nparams = 0;
+        }
+    }
+    return req->route ? 200 : path_known ? 405 : 404;
+}
+
+int kn_http_server_lookup(const kn_http_server *srv, const char *method, const char *path,
+                          const char **pattern, kn_http_capture *caps, int maxcaps, int *ncaps)
+{
+    kn_http_req req = {0};
+    int status = 414;
+    *pattern = NULL;
+    *ncaps = 0;
+    if (strlen(path) >= sizeof(req.path)) return status; /* as on_request answers */
+    status = route_find(srv, method, path, &req);
+    if (req.route) *pattern = req.route->pattern;
+    for (int i = 0; i < req.nparams; i++) {
+        if (i < maxcaps) {
+            snprintf(caps[i].name, sizeof(caps[i].name), "%s", req.params[i].name);
+            snprintf(caps[i].value, sizeof(caps[i].value), "%s", req.params[i].value);
+            (*ncaps)++;
+        }
+        free(req.params[i].name);
+        free(req.params[i].value);
+    }
+    return status;
+}
+
 /* --- responses --- */
 
 static void req_set_response(kn_http_req *req, int status, struct MHD_Response *resp)
@@ -472,22 +516,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
         snprintf(req->path, sizeof(req->path), "%s", url);
 
-        int path_known = 0;
-        for (int i = 0; i < srv->nroutes && !req->route; i++) {
-            const http_route *r = &srv->routes[i];
-            if (!route_match(r, url, req)) continue;
-            path_known = 1;
-            if (strcmp(r->method, method) == 0) req->route = r;
-            else { /* captures of a route of another method */
-                for (int k = 0; k < req->nparams; k++) {
-                    free(req->params[k].name);
-                    free(req->params[k].value);
-                }
-                req->nparams = 0;
-            }
-        }
-        if (!req->route) {
-            if (path_known)
+        int found = route_find(srv, method, url, req);
+        if (found != 200) {
+            if (found == 405)
                 kn_http_respond_error(req, 405, "method_not_allowed",
                                       "%s is not allowed on %s", method, url);
             else

@@ -67,6 +67,20 @@ kn_http_server *kn_http_server_new(const kn_http_options *opts);
 int kn_http_server_route(kn_http_server *srv, const char *method, const char *pattern,
                          kn_http_handler handler, kn_http_body_cb body_cb, void *ctx);
 
+/* Routing alone, exactly as a request for (method, path) is routed, path
+ * already percent-decoded (libmicrohttpd does that before routing): for
+ * tests and the fuzzer. 200: *pattern is the matched route's pattern (owned
+ * by srv) and the first maxcaps captures are copied to caps (*ncaps of them,
+ * cut to fit); 404: no route's path matches; 405: only routes of other
+ * methods match; 414: the path is over 1023 bytes. Out of memory while
+ * capturing reads as no match. */
+typedef struct {
+    char name[64];
+    char value[1024];
+} kn_http_capture;
+int kn_http_server_lookup(const kn_http_server *srv, const char *method, const char *path,
+                          const char **pattern, kn_http_capture *caps, int maxcaps, int *ncaps);
+
 int kn_http_server_start(kn_http_server *srv, char *errbuf, size_t errsz);
 uint16_t kn_http_server_port(const kn_http_server *srv);
 

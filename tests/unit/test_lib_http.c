@@ -194,10 +194,58 @@ static void http_server_routes(void **state)
     kn_metrics_destroy(m);
 }
 
+/* kn_http_server_lookup (what fuzz_http drives) routes exactly as requests
+ * are routed above: the first route of the method wins, captures in order,
+ * 405 when only other methods match, 414 past 1023 bytes. */
+static void http_lookup(void **state)
+{
+    (void)state;
+    kn_http_options o = {.service = "test"};
+    kn_http_server *srv = kn_http_server_new(&o);
+    kn_http_server_route(srv, "GET", "/", echo_handler, NULL, NULL);
+    kn_http_server_route(srv, "GET", "/v1/models/{name}", echo_handler, NULL, NULL);
+    kn_http_server_route(srv, "PUT", "/v1/models/{name}/versions/{v}", echo_handler, NULL, NULL);
+    kn_http_capture caps[2];
+    const char *pattern;
+    int n;
+    assert_int_equal(kn_http_server_lookup(srv, "PUT", "/v1/models/a b/versions/7", &pattern,
+                                           caps, 2, &n),
+                     200);
+    assert_string_equal(pattern, "/v1/models/{name}/versions/{v}");
+    assert_int_equal(n, 2);
+    assert_string_equal(caps[0].name, "name");
+    assert_string_equal(caps[0].value, "a b");
+    assert_string_equal(caps[1].name, "v");
+    assert_string_equal(caps[1].value, "7");
+    /* fewer slots than captures: the first ones */
+    assert_int_equal(kn_http_server_lookup(srv, "PUT", "//v1/models/x//versions/y/", &pattern,
+                                           caps, 1, &n),
+                     200);
+    assert_int_equal(n, 1);
+    assert_string_equal(caps[0].value, "x");
+    assert_int_equal(kn_http_server_lookup(srv, "GET", "/", &pattern, caps, 2, &n), 200);
+    assert_string_equal(pattern, "/");
+    assert_int_equal(n, 0);
+    assert_int_equal(kn_http_server_lookup(srv, "DELETE", "/v1/models/a", &pattern, caps, 2, &n),
+                     405);
+    assert_null(pattern);
+    assert_int_equal(n, 0);
+    assert_int_equal(kn_http_server_lookup(srv, "GET", "/v1/model/a", &pattern, caps, 2, &n), 404);
+    char path[1100];
+    memset(path, 'a', sizeof(path) - 1);
+    path[0] = '/';
+    path[sizeof(path) - 1] = '\0';
+    assert_int_equal(kn_http_server_lookup(srv, "GET", path, &pattern, caps, 2, &n), 414);
+    path[1023] = '\0';
+    assert_int_equal(kn_http_server_lookup(srv, "GET", path, &pattern, caps, 2, &n), 404);
+    kn_http_server_destroy(srv);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    const struct CMUnitTest tests[] = {cmocka_unit_test(http_server_routes)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(http_server_routes),
+                                       cmocka_unit_test(http_lookup)};
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
     return rc;
