@@ -16,6 +16,7 @@
 
 static const char usage[] =
     "usage: kiln-evalset [--config FILE] show DATASET\n"
+    "       kiln-evalset --help | --version\n"
     "       kiln-evalset [--config FILE] refreeze DATASET --model MODEL [--model MODEL...] "
     "--reason TEXT\n"
     "\n"
@@ -43,6 +44,9 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(usage, stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-V") == 0) {
+            printf("kiln-evalset %s\n", KN_VERSION);
             return 0;
         } else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
             config_path = argv[++i];

@@ -366,6 +366,14 @@ int kn_shard_parse(const void *buf, size_t len, kn_shard_view *out, char *errbuf
     /* Sizes: each term is bounded (count, nkeys < 2^32, ex < 2^26), so no
      * 64-bit overflow is possible below. */
     layout l = make_layout(ex, info.count, info.nkeys, info.flags);
+    /* What no writer could have made is refused, even with zero examples:
+     * the shard as declared (at least one example) must fit the limit. */
+    layout one = make_layout(ex, info.count ? info.count : 1, info.nkeys, info.flags);
+    if (one.total + KN_SHARD_HEADER_SIZE > KN_SHARD_MAX_BYTES)
+        return kn_seterr(errbuf, errsz, KN_ETOOBIG,
+                         "shard: %u examples of %zu bytes and %u keys are over the %u-byte "
+                         "shard limit",
+                         info.count ? info.count : 1, ex, info.nkeys, KN_SHARD_MAX_BYTES);
     if (l.total != payload)
         return kn_seterr(errbuf, errsz, KN_ECORRUPT,
                          "shard: header says %llu payload bytes but %u examples and %u keys "

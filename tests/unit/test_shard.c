@@ -261,6 +261,30 @@ static void hostile_headers(void **state)
     for (int i = 0; i < 4; i++)
         h[60 + i] = (uint8_t)(crc >> (8 * i));
     assert_int_not_equal(kn_shard_parse(h, sizeof(h), &v, err, sizeof(err)), KN_OK);
+    /* Zero examples of a shape no writer accepts (one example of 2^25 u16
+     * tokens is the whole 64 MiB limit, with no room for the header): refused
+     * like the writer refuses it (found by fuzz_shard). */
+    memset(h, 0, sizeof(h));
+    memcpy(h, "KSHD", 4);
+    h[4] = 1;
+    h[6] = 64;
+    h[8] = KN_SHARD_LM_TOKENS;
+    h[9] = KN_SHARD_U16;
+    h[10] = 1;
+    h[15] = 2; /* shape[0] = 2^25 */
+    uint32_t pcrc = kn_crc32c(0, h + 64, 0);
+    for (int i = 0; i < 4; i++)
+        h[40 + i] = (uint8_t)(pcrc >> (8 * i));
+    crc = kn_crc32c(0, h, 60);
+    for (int i = 0; i < 4; i++)
+        h[60 + i] = (uint8_t)(crc >> (8 * i));
+    assert_int_equal(kn_shard_parse(h, sizeof(h), &v, err, sizeof(err)), KN_ETOOBIG);
+    h[15] = 0;
+    h[14] = 1; /* shape[0] = 2^16: fits, and zero examples of it parse */
+    crc = kn_crc32c(0, h, 60);
+    for (int i = 0; i < 4; i++)
+        h[60 + i] = (uint8_t)(crc >> (8 * i));
+    assert_int_equal(kn_shard_parse(h, sizeof(h), &v, err, sizeof(err)), KN_OK);
     /* Random garbage behind a valid magic and version. */
     srand(7);
     for (int trial = 0; trial < 2000; trial++) {
