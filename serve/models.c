@@ -283,14 +283,13 @@ int sv_load(sv_app *app, kn_regclient *reg, const sv_slot *slot, int version, sv
     const char *thash = json_string_value(json_object_get(pre, "tokenizer_sha256"));
     const char *dataset = json_string_value(json_object_get(lin, "dataset"));
     if (status && strcmp(status, "rejected") == 0) {
-        rc = kn_seterr(errbuf, errsz, KN_EUNSUPPORTED, "v%d is rejected: not served", version);
+        rc = kn_seterr(errbuf, errsz, KN_EUNSUPPORTED, "it is rejected");
         goto out;
     }
     if (!rhash || strlen(rhash) != 64) {
         rc = kn_seterr(errbuf, errsz, KN_EUNSUPPORTED,
-                       "v%d: its lineage names no preprocessing recipe (preprocess.recipe_sha256): "
-                       "the inputs it was trained on are unknown",
-                       version);
+                       "its lineage names no preprocessing recipe (preprocess.recipe_sha256): "
+                       "the inputs it was trained on are unknown");
         goto out;
     }
     if (!(v = calloc(1, sizeof(*v)))) {
@@ -309,21 +308,20 @@ int sv_load(sv_app *app, kn_regclient *reg, const sv_slot *slot, int version, sv
     if (v->recipe.kind != KN_RECIPE_IMAGE) {
         if (!thash || strlen(thash) != 64) {
             rc = kn_seterr(errbuf, errsz, KN_EUNSUPPORTED,
-                           "v%d: a text model whose lineage names no tokenizer_sha256", version);
+                           "a text model whose lineage names no tokenizer_sha256");
             goto out;
         }
         v->bpe = kn_bpe_load(v->recipe.tokenizer, v->recipe.pattern, err, sizeof(err));
         if (!v->bpe) {
-            rc = kn_seterr(errbuf, errsz, KN_EUNSUPPORTED, "v%d: tokenizer of [dataset.%s]: %s",
-                           version, v->recipe.name, err);
+            rc = kn_seterr(errbuf, errsz, KN_EUNSUPPORTED, "tokenizer of [dataset.%s]: %s",
+                           v->recipe.name, err);
             goto out;
         }
         if (strcmp(kn_bpe_hash(v->bpe), thash) != 0) {
-            rc =
-                kn_seterr(errbuf, errsz, KN_EUNSUPPORTED,
-                          "v%d: trained with tokenizer %.16s…, but [dataset.%s] tokenizer %s is "
-                          "%.16s…: the rank file changed since training",
-                          version, thash, v->recipe.name, v->recipe.tokenizer, kn_bpe_hash(v->bpe));
+            rc = kn_seterr(errbuf, errsz, KN_EUNSUPPORTED,
+                           "trained with tokenizer %.16s…, but [dataset.%s] tokenizer %s is "
+                           "%.16s…: the rank file changed since training",
+                           thash, v->recipe.name, v->recipe.tokenizer, kn_bpe_hash(v->bpe));
             goto out;
         }
         int64_t eot = kn_bpe_special_id(v->bpe, "<|endoftext|>");
@@ -353,8 +351,7 @@ int sv_load(sv_app *app, kn_regclient *reg, const sv_slot *slot, int version, sv
     {
         kn_safetensors_file f = {0};
         if (kn_safetensors_parse(buf, len, &f, err, sizeof(err)) != KN_OK) {
-            rc = kn_seterr(errbuf, errsz, KN_EUNSUPPORTED, "v%d: not a safetensors checkpoint: %s",
-                           version, err);
+            rc = kn_seterr(errbuf, errsz, KN_EUNSUPPORTED, "not a safetensors checkpoint: %s", err);
             goto out;
         }
         const char *st = json_string_value(json_object_get(f.metadata, "kiln.spec"));
