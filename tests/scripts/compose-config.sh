@@ -7,7 +7,7 @@ command -v docker-compose >/dev/null || { echo "docker-compose is not installed 
 docker-compose config -q
 docker-compose --profile gpu config -q
 services=$(docker-compose --profile gpu config --services | sort | tr '\n' ' ')
-for s in kafka postgres registry tokenizer importer ingest preprocess trainer-cnn trainer-gpt trainer-gpu evaluator; do
+for s in kafka postgres registry tokenizer importer ingest preprocess trainer-cnn trainer-gpt trainer-gpu evaluator serve; do
     [[ " $services " == *" $s "* ]] || { echo "service $s missing from docker-compose.yml (have: $services)"; exit 1; }
 done
 echo "docker-compose.yml valid; services: $services"
