@@ -472,7 +472,8 @@ static void h_generate(kn_http_req *req, void *ctx)
     }
     free(gen);
     json_t *ans = json_pack("{s:s,s:i,s:o,s:i,s:s}", "model", v->model, "version", v->version,
-                            "tokens", toks, "prompt_tokens", np, "kv_cache", "none");
+                            "tokens", toks, "prompt_tokens", np, "kv_cache",
+                            strcmp(app->be->name, "cpu") == 0 && np < v->T ? "cpu" : "none");
     json_t *jt = ans ? json_stringn(text, tl) : NULL;
     if (jt) {
         json_object_set_new(ans, "text", jt);
