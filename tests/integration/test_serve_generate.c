@@ -6,7 +6,8 @@
  *     kn_model_generate on the same checkpoint, token for token, for several
  *     prompts (empty included: <|endoftext|>; one that runs past the block),
  *     and the text is the decoded tokens;
- *   - sampled generation (temperature, top_k, seed) equals it too;
+ *   - sampled generation (temperature, top_k, seed) equals it too, and so
+ *     does `kilnctl generate`;
  *   - bad requests get 4xx (invalid UTF-8, a prompt over max_prompt_bytes or
  *     over the model's context, max_tokens 0, predict on a language model,
  *     an unknown model) and the server stays up;
@@ -421,6 +422,37 @@ static void sampled_equals_library(void **state)
     check_same("A wise man once said", 40, 0.8f, 40, 1234);
 }
 
+/* kilnctl generate against the server: the same tokens as the library. */
+static void kilnctl_generate(void **state)
+{
+    (void)state;
+    SKIP_IF_NEEDED();
+    char cmd[1200];
+    snprintf(cmd, sizeof(cmd),
+             "'%s/registry/kilnctl' --serve '%s' --json generate " MODEL
+             " 'Once upon a time' --max-tokens 30 --temperature 0",
+             KILN_BINARY_DIR, F.serve);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    json_error_t je;
+    json_t *doc = json_loadf(p, 0, &je);
+    assert_int_equal(pclose(p), 0);
+    if (!doc) fail_msg("kilnctl generate: not JSON: %s", je.text);
+    int want[256], np = 0;
+    library_generate("Once upon a time", 30, 0, 0, 0, want, &np);
+    json_t *toks = json_object_get(doc, "tokens");
+    assert_int_equal(json_array_size(toks), 30);
+    for (int i = 0; i < 30; i++)
+        assert_int_equal(json_integer_value(json_array_get(toks, (size_t)i)), want[np + i]);
+    json_decref(doc);
+    /* an unknown model: kilnctl's "not found" exit code (2) */
+    snprintf(cmd, sizeof(cmd), "'%s/registry/kilnctl' --serve '%s' generate nope hi 2>/dev/null",
+             KILN_BINARY_DIR, F.serve);
+    int st = system(cmd);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    fprintf(stderr, "kilnctl generate: 30 tokens equal the library's; unknown model exits 2\n");
+}
+
 static void expect(const char *path, const char *body, size_t len, long want)
 {
     char *out = NULL;
@@ -482,6 +514,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(greedy_equals_library),
         cmocka_unit_test(sampled_equals_library),
+        cmocka_unit_test(kilnctl_generate),
         cmocka_unit_test(bad_requests),
         cmocka_unit_test(foreign_tokenizer_not_served),
     };

@@ -8,6 +8,7 @@
 #   1. serving equals evaluation: the 10,000 t10k images, each sent as a PGM
 #      body, give exactly the accuracy the evaluator recorded for the served
 #      version;
+#   1b. kilnctl predict FILE... answers with the served version;
 #   2. hostile inputs (truncated PNG and PGM, a 100000x100000 PNG header,
 #      bad JSON, wrong pixel count, oversized body, unknown model, wrong
 #      endpoint) get 4xx, and the service stays up;
@@ -131,6 +132,15 @@ if awk -v a="$acc" -v c="$correct" 'BEGIN { d = a * 10000 - c; exit !(d < 1e-6 &
 else
     bad "serving accuracy $correct/10000 differs from the evaluator's $acc"
 fi
+
+# kilnctl predict: the first t10k image (an ankle boot, label 9) by file
+python3 -c 'import gzip,sys; d=gzip.open(sys.argv[1]).read(); sys.stdout.buffer.write(b"P5\n28 28\n255\n" + d[16:16+784])' \
+    $FM/t10k-images-idx3-ubyte.gz >"$TMP/boot.pgm"
+out=$("$B/registry/kilnctl" --serve "$SV" --json predict mlp-fmnist "$TMP/boot.pgm" "$TMP/boot.pgm" --top-k 2 | jq -s -c '[.[] | {version, top: .predictions[0][0].label}]') ||
+    bad "kilnctl predict"
+[ "$(jq -r 'length' <<<"$out")" = 2 ] && [ "$(jq -r ".[0].version" <<<"$out")" = "$pv" ] &&
+    ok "kilnctl predict: $out" || bad "kilnctl predict: $out"
+"$B/registry/kilnctl" --serve "$SV" predict nope "$TMP/boot.pgm" 2>/dev/null && bad "kilnctl predict of an unknown model succeeded" || ok "kilnctl predict of an unknown model fails"
 
 # 2. hostile inputs
 code() { curl -s -o "$TMP/body" -w '%{http_code}' "$@"; }
