@@ -197,6 +197,7 @@ static int image_rows(sv_app *app, kn_http_req *req, sv_version *v, float **rows
     for (int i = 0; i < count; i++) {
         kn_image_init(&img);
         err[0] = '\0';
+        sem_wait(&app->decoders);
         if (doc) {
             rc = json_image(list ? json_array_get(list, (size_t)i) : doc, r.max_pixels, &img, err,
                             sizeof(err));
@@ -208,10 +209,12 @@ static int image_rows(sv_app *app, kn_http_req *req, sv_version *v, float **rows
         } else {
             rc = kn_recipe_image(&r, body, len, &img, err, sizeof(err));
         }
+        if (rc == KN_OK) to_row(&img, *rows + (size_t)i * v->in_numel);
+        kn_image_free(&img);
+        sem_post(&app->decoders);
         if (rc != KN_OK) {
             char msg[700];
             snprintf(msg, sizeof(msg), "image %d: %s", i, err);
-            kn_image_free(&img);
             free(*rows);
             *rows = NULL;
             json_decref(doc);
@@ -222,8 +225,6 @@ static int image_rows(sv_app *app, kn_http_req *req, sv_version *v, float **rows
                 msg);
             return -1;
         }
-        to_row(&img, *rows + (size_t)i * v->in_numel);
-        kn_image_free(&img);
     }
     json_decref(doc);
     *n = count;

@@ -96,12 +96,6 @@ static void check(sv_app *app, kn_regclient *reg, sv_slot *s)
                   "swapped");
 }
 
-typedef struct {
-    sv_app *app;
-    kn_regclient *reg;
-    kn_kafka_consumer *cons;
-} follower;
-
 static kn_regclient *new_reg(sv_app *app)
 {
     kn_regclient *r = kn_regclient_new(app->registry_url, app->registry_token);
@@ -121,13 +115,13 @@ void sv_follow_initial(sv_app *app)
 
 static void *follow_main(void *arg)
 {
-    follower *f = arg;
-    sv_app *app = f->app;
+    sv_app *app = arg;
+    kn_kafka_consumer *cons = app->follow_cons;
     double next_poll = now_s() + app->poll_s;
     char *dirty = calloc(app->nslots ? app->nslots : 1, 1);
     while (!kn_shutdown_requested()) {
-        if (f->cons) {
-            rd_kafka_message_t *m = kn_kafka_consumer_poll(f->cons, 100);
+        if (cons) {
+            rd_kafka_message_t *m = kn_kafka_consumer_poll(cons, 100);
             if (m && !m->err && m->payload) {
                 json_t *ev = json_loadb(m->payload, m->len, 0, NULL);
                 const char *model = json_string_value(json_object_get(ev, "model"));
@@ -145,7 +139,7 @@ static void *follow_main(void *arg)
         for (size_t i = 0; i < app->nslots && !kn_shutdown_requested(); i++)
             if (all || (dirty && dirty[i])) {
                 if (dirty) dirty[i] = 0;
-                check(app, f->reg, &app->slots[i]);
+                check(app, app->follow_reg, &app->slots[i]);
                 any = 1;
             }
         if (any) update_ready(app);
@@ -154,13 +148,12 @@ static void *follow_main(void *arg)
     return NULL;
 }
 
-static follower F;
-
 int sv_follow_start(sv_app *app, char *errbuf, size_t errsz)
 {
     char err[512], group[300], host[128] = "", topic[300];
-    F.app = app;
-    if (!(F.reg = new_reg(app))) return kn_seterr(errbuf, errsz, KN_ENOMEM, "out of memory");
+    kn_kafka_consumer *cons = NULL;
+    if (!(app->follow_reg = new_reg(app)))
+        return kn_seterr(errbuf, errsz, KN_ENOMEM, "out of memory");
     if (app->brokers && app->brokers[0]) {
         gethostname(host, sizeof(host) - 1);
         /* every instance sees every event: a group of its own, from now on */
@@ -173,14 +166,15 @@ int sv_follow_start(sv_app *app, char *errbuf, size_t errsz)
                                         .auto_offset_reset = "latest",
                                         .extra = extra};
         const char *topics[1] = {topic};
-        if (!(F.cons = kn_kafka_consumer_new(&co, err, sizeof(err))) ||
-            kn_kafka_consumer_subscribe(F.cons, topics, 1, err, sizeof(err)) != KN_OK) {
+        if (!(cons = kn_kafka_consumer_new(&co, err, sizeof(err))) ||
+            kn_kafka_consumer_subscribe(cons, topics, 1, err, sizeof(err)) != KN_OK) {
             kn_log_warn("%s: %s: following by polling the registry only", topic, err);
-            kn_kafka_consumer_destroy(F.cons);
-            F.cons = NULL;
+            kn_kafka_consumer_destroy(cons);
+            cons = NULL;
         }
     }
-    if (pthread_create(&app->follower, NULL, follow_main, &F) != 0)
+    app->follow_cons = cons;
+    if (pthread_create(&app->follower, NULL, follow_main, app) != 0)
         return kn_seterr(errbuf, errsz, KN_ENOMEM, "cannot start the follower thread");
     app->follower_started = 1;
     return KN_OK;
@@ -193,8 +187,8 @@ void sv_follow_stop(sv_app *app)
         pthread_join(app->follower, NULL);
         app->follower_started = 0;
     }
-    kn_kafka_consumer_destroy(F.cons);
-    F.cons = NULL;
-    kn_regclient_destroy(F.reg);
-    F.reg = NULL;
+    kn_kafka_consumer_destroy(app->follow_cons);
+    app->follow_cons = NULL;
+    kn_regclient_destroy(app->follow_reg);
+    app->follow_reg = NULL;
 }

@@ -32,6 +32,9 @@ static const kn_service_key keys[] = {
     {"serve.max_wait_us", "200", "how long a batch waits for more requests (0..1000000)"},
     {"serve.max_body", "8m", "largest request body, bytes (larger: 413)"},
     {"serve.max_pixels", "4000000", "largest decoded image, pixels (larger: 413)"},
+    {"serve.max_decoding", "8",
+     "images decoded at once, over all requests (bounds memory: "
+     "each takes up to max_pixels * 16 bytes)"},
     {"serve.max_prompt_bytes", "16384", "largest prompt or text, bytes (larger: 413)"},
     {"serve.max_new_tokens", "1024", "largest max_tokens of a generation"},
     {"serve.top_k", "5", "classes per prediction unless the request says (?top_k=)"},
@@ -113,6 +116,7 @@ static int run(kn_service *svc, void *arg)
     int64_t wait = kn_service_get_int(svc, "serve.max_wait_us", &ok);
     int64_t body = kn_service_get_int(svc, "serve.max_body", &ok);
     int64_t px = kn_service_get_int(svc, "serve.max_pixels", &ok);
+    int64_t dec = kn_service_get_int(svc, "serve.max_decoding", &ok);
     int64_t prompt = kn_service_get_int(svc, "serve.max_prompt_bytes", &ok);
     int64_t newtok = kn_service_get_int(svc, "serve.max_new_tokens", &ok);
     int64_t topk = kn_service_get_int(svc, "serve.top_k", &ok);
@@ -120,10 +124,13 @@ static int run(kn_service *svc, void *arg)
     const char *backend = kn_service_get(svc, "serve.backend");
     if (!ok || port < 0 || port > 65535 || !(app->poll_s >= 0.1 && app->poll_s <= 3600) ||
         blas < 0 || mb < 1 || mb > 4096 || wait < 0 || wait > 1000000 || body < 1 || px < 1 ||
-        prompt < 1 || newtok < 1 || newtok > 1 << 20 || topk < 1 || timeout < 1) {
-        kn_log_error("bad [serve] configuration: check port, poll_s (0.1..3600), blas_threads, "
-                     "max_batch (1..4096), max_wait_us (0..1000000), max_body, max_pixels, "
-                     "max_prompt_bytes, max_new_tokens, top_k, timeout_s");
+        dec < 1 || dec > 1024 || prompt < 1 || newtok < 1 || newtok > 1 << 20 || topk < 1 ||
+        timeout < 1) {
+        kn_log_error(
+            "bad [serve] configuration: check port, poll_s (0.1..3600), blas_threads, "
+            "max_batch (1..4096), max_wait_us (0..1000000), max_body, max_pixels, max_decoding "
+            "(1..1024), "
+            "max_prompt_bytes, max_new_tokens, top_k, timeout_s");
         return 1;
     }
     if (!(app->be = kn_backend_pick(backend))) {
@@ -134,6 +141,8 @@ static int run(kn_service *svc, void *arg)
     app->max_batch = (int)mb;
     app->max_wait_us = (long)wait;
     app->max_pixels = (size_t)px;
+    sem_init(&app->decoders, 0, (unsigned)dec);
+    app->decoders_ready = 1;
     app->max_prompt_bytes = (size_t)prompt;
     app->max_new_tokens = (int)newtok;
     app->default_top_k = (int)topk;
@@ -187,6 +196,7 @@ static void cleanup(void *arg)
         pthread_mutex_destroy(&app->slots[i].mu);
     }
     free(app->slots);
+    if (app->decoders_ready) sem_destroy(&app->decoders);
 }
 
 int main(int argc, char **argv)

@@ -16,6 +16,7 @@
 #define SV_SERVE_H
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -96,6 +97,10 @@ typedef struct {
     kn_metric *m_bad_input, *m_load_failures;
     pthread_t follower;
     int follower_started;
+    kn_regclient *follow_reg; /* the follower thread's registry client */
+    void *follow_cons;        /* kn_kafka_consumer of <prefix>.events, or NULL */
+    sem_t decoders;           /* images decoded at once (memory bound) */
+    int decoders_ready;
 } sv_app;
 
 /* --- models.c --- */
