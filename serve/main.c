@@ -29,7 +29,9 @@ static const kn_service_key keys[] = {
     {"serve.backend", "auto", "auto, cpu or cuda"},
     {"serve.blas_threads", "0", "OpenBLAS threads (0: OpenBLAS's default)"},
     {"serve.max_batch", "32", "rows per forward pass of a classifier (1..4096)"},
-    {"serve.max_wait_us", "200", "how long a batch waits for more requests (0..1000000)"},
+    {"serve.max_wait_us", "0",
+     "how long a batch waits for more requests (0..1000000; 0: the\n"
+     "requests queued while the previous batch ran form the next)"},
     {"serve.max_body", "8m", "largest request body, bytes (larger: 413)"},
     {"serve.max_pixels", "4000000", "largest decoded image, pixels (larger: 413)"},
     {"serve.max_decoding", "8",

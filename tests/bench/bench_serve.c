@@ -167,7 +167,7 @@ int main(int argc, char **argv)
                                                   "user=kiln password=kiln";
     double rate = env_num("RATE", 1000), seconds = env_num("DURATION", 10);
     int conns = (int)env_num("CONNS", 64), max_batch = (int)env_num("MAX_BATCH", 32);
-    long max_wait = (long)env_num("MAX_WAIT_US", 200);
+    long max_wait = (long)env_num("MAX_WAIT_US", 0);
     char err[1024], bin[400], sbin[400], logpath[400], cfgpath[400], ckpt[400];
     snprintf(bin, sizeof(bin), "%s/registry/kiln-registry", build);
     snprintf(sbin, sizeof(sbin), "%s/serve/kiln-serve", build);
