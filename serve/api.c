@@ -13,6 +13,7 @@
 #include "core/kn.h"
 #include "core/log.h"
 #include "image/image.h"
+#include "net/multipart.h"
 #include "serve.h"
 #include "text/textclean.h"
 
@@ -165,6 +166,7 @@ static int image_rows(sv_app *app, kn_http_req *req, sv_version *v, float **rows
     r.max_pixels = r.max_pixels && r.max_pixels < app->max_pixels ? r.max_pixels : app->max_pixels;
     json_t *doc = NULL, *list = NULL;
     kn_image img = {0};
+    kn_multipart_part *parts = NULL;
     int count = 1, rc = KN_OK;
     if (!body || len == 0) {
         bad(app, req, 400, "bad_request", "empty body: send an image (PNG, JPEG, PGM) or JSON");
@@ -188,9 +190,27 @@ static int image_rows(sv_app *app, kn_http_req *req, sv_version *v, float **rows
             return -1;
         }
         count = list ? (int)json_array_size(list) : 1;
+    } else if (ct && strncmp(ct, "multipart/form-data", 19) == 0) {
+        enum { MAX_PARTS = 256 };
+        char boundary[128];
+        kn_multipart_param(ct, strlen(ct), "boundary", boundary, sizeof(boundary));
+        if (!(parts = calloc(MAX_PARTS, sizeof(*parts)))) {
+            bad(app, req, 503, "out_of_memory", "out of memory");
+            return -1;
+        }
+        count = boundary[0] ? kn_multipart_parse(body, len, boundary, parts, MAX_PARTS) : -1;
+        if (count < 1 || count > MAX_PARTS) {
+            free(parts);
+            bad(app, req, count > MAX_PARTS ? 413 : 400, "bad_multipart",
+                count > MAX_PARTS ? "more than 256 images in one request"
+                                  : "a multipart/form-data body with a boundary and 1..256 "
+                                    "image parts is expected");
+            return -1;
+        }
     }
     if (!(*rows = malloc((size_t)count * v->in_numel * sizeof(float)))) {
         json_decref(doc);
+        free(parts);
         bad(app, req, 503, "out_of_memory", "out of memory");
         return -1;
     }
@@ -206,6 +226,8 @@ static int image_rows(sv_app *app, kn_http_req *req, sv_version *v, float **rows
                 kn_image_normalize(&img, r.mean, r.std);
             else if (rc != KN_OK && !err[0])
                 snprintf(err, sizeof(err), "%s", kn_strerror(rc));
+        } else if (parts) {
+            rc = kn_recipe_image(&r, parts[i].data, parts[i].len, &img, err, sizeof(err));
         } else {
             rc = kn_recipe_image(&r, body, len, &img, err, sizeof(err));
         }
@@ -214,10 +236,12 @@ static int image_rows(sv_app *app, kn_http_req *req, sv_version *v, float **rows
         sem_post(&app->decoders);
         if (rc != KN_OK) {
             char msg[700];
-            snprintf(msg, sizeof(msg), "image %d: %s", i, err);
+            snprintf(msg, sizeof(msg), "image %d%s%s: %s", i,
+                     parts && parts[i].filename[0] ? " " : "", parts ? parts[i].filename : "", err);
             free(*rows);
             *rows = NULL;
             json_decref(doc);
+            free(parts);
             bad(app, req, status_of(rc),
                 rc == KN_ETOOBIG        ? "too_large"
                 : rc == KN_EUNSUPPORTED ? "unsupported"
@@ -227,6 +251,7 @@ static int image_rows(sv_app *app, kn_http_req *req, sv_version *v, float **rows
         }
     }
     json_decref(doc);
+    free(parts);
     *n = count;
     return 0;
 }

@@ -8,7 +8,8 @@
 #   1. serving equals evaluation: the 10,000 t10k images, each sent as a PGM
 #      body, give exactly the accuracy the evaluator recorded for the served
 #      version;
-#   1b. kilnctl predict FILE... answers with the served version;
+#   1b. kilnctl predict FILE... answers with the served version; a
+#       multipart body of 3 images gets 3 predictions;
 #   2. hostile inputs (truncated PNG and PGM, a 100000x100000 PNG header,
 #      bad JSON, wrong pixel count, oversized body, unknown model, wrong
 #      endpoint) get 4xx, and the service stays up;
@@ -140,6 +141,11 @@ out=$("$B/registry/kilnctl" --serve "$SV" --json predict mlp-fmnist "$TMP/boot.p
     bad "kilnctl predict"
 [ "$(jq -r 'length' <<<"$out")" = 2 ] && [ "$(jq -r ".[0].version" <<<"$out")" = "$pv" ] &&
     ok "kilnctl predict: $out" || bad "kilnctl predict: $out"
+# multipart: several images in one request, one prediction each, in order
+c=$(curl -s -o "$TMP/mp.json" -w '%{http_code}' -F "a=@$TMP/boot.pgm" -F "b=@$TMP/boot.pgm" -F "c=@$TMP/boot.pgm" "$SV/v1/models/mlp-fmnist/predict?top_k=1")
+[ "$c" = 200 ] && [ "$(jq '.predictions | length' "$TMP/mp.json")" = 3 ] &&
+    [ "$(jq -r '[.predictions[][0].label] | unique | join(",")' "$TMP/mp.json")" = "$(jq -r '.[0].top' <<<"$out")" ] &&
+    ok "multipart: 3 images, 3 predictions" || bad "multipart: $c $(cat "$TMP/mp.json")"
 "$B/registry/kilnctl" --serve "$SV" predict nope "$TMP/boot.pgm" 2>/dev/null && bad "kilnctl predict of an unknown model succeeded" || ok "kilnctl predict of an unknown model fails"
 
 # 2. hostile inputs
@@ -150,11 +156,13 @@ expect4() { # name, curl args...
     c=$(code "$@")
     if [[ $c == 4?? ]]; then ok "$name: $c $(head -c 160 "$TMP/body")"; else bad "$name: HTTP $c $(head -c 200 "$TMP/body")"; fi
 }
+head -c 5000 /dev/urandom >"$TMP/noise"
 for k in png-huge png-truncated pgm-truncated; do
     python3 "$S/tests/scripts/serve_client.py" bytes $k "$TMP/$k"
     expect4 "$k" -H 'Content-Type: image/png' --data-binary @"$TMP/$k" "$SV/v1/models/mlp-fmnist/predict"
 done
-head -c 5000 /dev/urandom >"$TMP/noise"
+expect4 "multipart with a bad part" -F "a=@$TMP/boot.pgm" -F "b=@$TMP/noise" "$SV/v1/models/mlp-fmnist/predict"
+expect4 "multipart without parts" -H 'Content-Type: multipart/form-data; boundary=xyz' --data-binary 'nothing here' "$SV/v1/models/mlp-fmnist/predict"
 expect4 "random bytes" --data-binary @"$TMP/noise" "$SV/v1/models/mlp-fmnist/predict"
 expect4 "empty body" -X POST "$SV/v1/models/mlp-fmnist/predict"
 expect4 "bad JSON" -H 'Content-Type: application/json' --data-binary '{"pixels": [1,2' "$SV/v1/models/mlp-fmnist/predict"
