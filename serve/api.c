@@ -235,7 +235,7 @@ static int image_rows(sv_app *app, kn_http_req *req, sv_version *v, float **rows
         kn_image_free(&img);
         sem_post(&app->decoders);
         if (rc != KN_OK) {
-            char msg[700];
+            char msg[1000];
             snprintf(msg, sizeof(msg), "image %d%s%s: %s", i,
                      parts && parts[i].filename[0] ? " " : "", parts ? parts[i].filename : "", err);
             free(*rows);

@@ -11,6 +11,8 @@
  *   - bad requests get 4xx (invalid UTF-8, a prompt over max_prompt_bytes or
  *     over the model's context, max_tokens 0, predict on a language model,
  *     an unknown model) and the server stays up;
+ *   - with serve.auth_token, /v1 needs the bearer token (401 without or
+ *     with a wrong one), the probes do not;
  *   - a version whose tokenizer hash is not the configured rank file's is
  *     not served: /readyz names the tokenizer, the old version answers.
  * Skips (saying so) when the binaries, the stack or the rank file are absent. */
@@ -490,6 +492,60 @@ static void bad_requests(void **state)
     check_same("The", 8, 0, 0, 0); /* still answering */
 }
 
+/* GET base+path with an optional bearer token; the status. */
+static long get_with(const char *base, const char *path, const char *token)
+{
+    CURL *c = curl_easy_init();
+    char url[400], auth[200];
+    snprintf(url, sizeof(url), "%s%s", base, path);
+    struct curl_slist *h = NULL;
+    if (token) {
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+        h = curl_slist_append(h, auth);
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_NOBODY, 0L);
+    FILE *null = fopen("/dev/null", "w");
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, null);
+    long code = 0;
+    if (curl_easy_perform(c) == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    fclose(null);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    return code;
+}
+
+/* serve.auth_token: /v1 needs the bearer token, the probes do not. */
+static void bearer_token(void **state)
+{
+    (void)state;
+    SKIP_IF_NEEDED();
+    char sbin[400], logpath[400], uenv[200], tenv[200], base[128];
+    snprintf(sbin, sizeof(sbin), "%s/serve/kiln-serve", KILN_BINARY_DIR);
+    snprintf(uenv, sizeof(uenv), "KILN_REGISTRY_URL=%s", F.url);
+    snprintf(tenv, sizeof(tenv), "KILN_REGISTRY_TOKEN=%s", F.admin);
+    const char *env[] = {uenv, tenv, "KILN_SERVE_AUTH_TOKEN=s3cret", NULL};
+    char *argv[] = {sbin, "--config", F.cfgpath, NULL};
+    snprintf(logpath, sizeof(logpath), "%s/serve-auth.log", F.tmp);
+    pid_t pid = spawn(argv, env, logpath);
+    int port = log_port(logpath, pid);
+    if (!port) {
+        dump_log("serve-auth.log");
+        fail_msg("kiln-serve with a token did not start");
+    }
+    snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
+    long none = get_with(base, "/v1/models", NULL), wrong = get_with(base, "/v1/models", "nope"),
+         right = get_with(base, "/v1/models", "s3cret"), probe = get_with(base, "/healthz", NULL);
+    stop(pid, 20);
+    fprintf(stderr, "token: none %ld, wrong %ld, right %ld, /healthz %ld\n", none, wrong, right,
+            probe);
+    assert_int_equal(none, 401);
+    assert_int_equal(wrong, 401);
+    assert_int_equal(right, 200);
+    assert_int_equal(probe, 200);
+}
+
 static void foreign_tokenizer_not_served(void **state)
 {
     (void)state;
@@ -512,11 +568,9 @@ static void foreign_tokenizer_not_served(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(greedy_equals_library),
-        cmocka_unit_test(sampled_equals_library),
-        cmocka_unit_test(kilnctl_generate),
-        cmocka_unit_test(bad_requests),
-        cmocka_unit_test(foreign_tokenizer_not_served),
+        cmocka_unit_test(greedy_equals_library), cmocka_unit_test(sampled_equals_library),
+        cmocka_unit_test(kilnctl_generate),      cmocka_unit_test(bad_requests),
+        cmocka_unit_test(bearer_token),          cmocka_unit_test(foreign_tokenizer_not_served),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
     if (F.skip) return 77;
