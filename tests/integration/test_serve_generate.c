@@ -8,6 +8,8 @@
  *     and the text is the decoded tokens;
  *   - sampled generation (temperature, top_k, seed) equals it too, and so
  *     does `kilnctl generate`;
+ *   - a text classifier (text_class recipe) answers the library's
+ *     probabilities for the row preprocess would write;
  *   - bad requests get 4xx (invalid UTF-8, a prompt over max_prompt_bytes or
  *     over the model's context, max_tokens 0, predict on a language model,
  *     an unknown model) and the server stays up;
@@ -16,6 +18,7 @@
  *   - a version whose tokenizer hash is not the configured rank file's is
  *     not served: /readyz names the tokenizer, the old version answers.
  * Skips (saying so) when the binaries, the stack or the rank file are absent. */
+#include <math.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -40,6 +43,7 @@
 #include "text/bpe.h"
 
 #define MODEL "gentest"
+#define CLS   "clstest"
 
 static struct {
     int skip;
@@ -49,8 +53,8 @@ static struct {
     const char *brokers, *pg;
     pid_t registry, server;
     kn_bpe *bpe;
-    kn_model *m;
-    char recipe_hash[65];
+    kn_model *m, *cls;
+    char recipe_hash[65], cls_hash[65], cls_ckpt[300];
 } F;
 
 static double now_s(void)
@@ -137,6 +141,8 @@ static size_t on_data(char *p, size_t sz, size_t n, void *arg)
     return sz * n;
 }
 
+static const char *content_type = "Content-Type: application/json";
+
 /* method GET when body is NULL; returns the status, *out the body (caller frees). */
 static long http(const char *path, const char *body, size_t blen, char **out)
 {
@@ -144,7 +150,7 @@ static long http(const char *path, const char *body, size_t blen, char **out)
     sink s = {0};
     char url[400];
     snprintf(url, sizeof(url), "%s%s", F.serve, path);
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    struct curl_slist *h = curl_slist_append(NULL, content_type);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
@@ -246,15 +252,20 @@ static int setup(void **state)
     assert_non_null(f);
     fprintf(f,
             "[kafka]\nbrokers = %s\ntopic_prefix = %s\n\n[dataset.gentext]\nkind = lm\n"
-            "tokenizer = %s\npattern = r50k\nblock_size = 64\n\n[serve]\nmodels = %s\nport = 0\n"
+            "tokenizer = %s\npattern = r50k\nblock_size = 64\n\n[dataset.topics]\n"
+            "kind = text_class\ntokenizer = %s\npattern = r50k\nmax_len = 24\n"
+            "labels = red, green, blue\n\n[serve]\nmodels = %s %s\nport = 0\n"
             "max_prompt_bytes = 512\nmax_new_tokens = 128\nwork_dir = %s\npoll_s = 0.3\n",
-            F.brokers, F.prefix, F.tok, MODEL, F.tmp);
+            F.brokers, F.prefix, F.tok, F.tok, MODEL, CLS, F.tmp);
     fclose(f);
     kn_config *cfg = kn_config_new();
     kn_recipe r;
     assert_int_equal(kn_config_load_file(cfg, F.cfgpath, err, sizeof(err)), KN_OK);
     assert_int_equal(kn_recipe_load(cfg, "dataset.gentext", &r, err, sizeof(err)), KN_OK);
     snprintf(F.recipe_hash, sizeof(F.recipe_hash), "%s", r.hash);
+    kn_recipe_free(&r);
+    assert_int_equal(kn_recipe_load(cfg, "dataset.topics", &r, err, sizeof(err)), KN_OK);
+    snprintf(F.cls_hash, sizeof(F.cls_hash), "%s", r.hash);
     kn_recipe_free(&r);
     kn_config_destroy(cfg);
     F.bpe = kn_bpe_load(F.tok, KN_BPE_R50K, err, sizeof(err));
@@ -269,6 +280,15 @@ static int setup(void **state)
     if (rc != KN_OK) fail_msg("model: %s", err);
     snprintf(F.ckpt, sizeof(F.ckpt), "%s/gpt.safetensors", F.tmp);
     assert_int_equal(kn_model_save_file(F.m, NULL, F.ckpt, err, sizeof(err)), KN_OK);
+    /* and a text classifier (3 labels) over it */
+    spec = json_pack("{s:s,s:i,s:i,s:i,s:i,s:i,s:i}", "type", "txtcls", "n_layer", 1, "n_head", 2,
+                     "n_embd", 32, "block_size", 24, "vocab_size", (int)kn_bpe_vocab_size(F.bpe),
+                     "classes", 3);
+    rc = kn_model_new(spec, 3, 1, NULL, &F.cls, err, sizeof(err));
+    json_decref(spec);
+    if (rc != KN_OK) fail_msg("txtcls: %s", err);
+    snprintf(F.cls_ckpt, sizeof(F.cls_ckpt), "%s/txtcls.safetensors", F.tmp);
+    assert_int_equal(kn_model_save_file(F.cls, NULL, F.cls_ckpt, err, sizeof(err)), KN_OK);
 
     char denv[600], senv[200], aenv[200];
     snprintf(denv, sizeof(denv), "KILN_REGISTRY_DB=%s", F.pg);
@@ -289,6 +309,17 @@ static int setup(void **state)
         kn_regclient_create_model(c, MODEL, "lm", "serve test", NULL, err, sizeof(err)), KN_OK);
     kn_regclient_destroy(c);
     publish(kn_bpe_hash(F.bpe));
+    c = reg();
+    int cv = 0;
+    json_t *lin = json_pack("{s:s,s:{s:s,s:s}}", "dataset", "topics", "preprocess", "recipe_sha256",
+                            F.cls_hash, "tokenizer_sha256", kn_bpe_hash(F.bpe));
+    if (kn_regclient_create_model(c, CLS, "classification", "serve test", NULL, err, sizeof(err)) ||
+        kn_regclient_create_version(c, CLS, NULL, lin, NULL, &cv, NULL, err, sizeof(err)) ||
+        kn_regclient_upload_artifact(c, CLS, cv, F.cls_ckpt, NULL, err, sizeof(err)) ||
+        kn_regclient_set_alias(c, CLS, "production", cv, 0, "test", NULL, err, sizeof(err)))
+        fail_msg("publishing the classifier: %s", err);
+    json_decref(lin);
+    kn_regclient_destroy(c);
 
     char uenv[200], tenv[200];
     snprintf(uenv, sizeof(uenv), "KILN_REGISTRY_URL=%s", F.url);
@@ -324,6 +355,7 @@ static int teardown(void **state)
         PQfinish(pg);
     }
     kn_model_destroy(F.m);
+    kn_model_destroy(F.cls);
     kn_bpe_destroy(F.bpe);
     if (F.tmp[0] && !getenv("KEEP_TMP")) {
         char cmd[400];
@@ -492,6 +524,71 @@ static void bad_requests(void **state)
     check_same("The", 8, 0, 0, 0); /* still answering */
 }
 
+/* Text classification through the server = the library's forward pass on
+ * the row preprocess would write (the tokens, padded with <|endoftext|> to
+ * max_len), probability for probability, for a JSON body and a plain one. */
+static void text_classifier_equals_library(void **state)
+{
+    (void)state;
+    SKIP_IF_NEEDED();
+    static const char *const texts[] = {"The cat sat on the mat.", "Stocks fell sharply today",
+                                        "a"};
+    static const char *const labels[] = {"red", "green", "blue"};
+    for (size_t t = 0; t < KN_ARRAY_LEN(texts); t++) {
+        kn_bpe_ids ids;
+        kn_bpe_ids_init(&ids);
+        char err[256];
+        assert_int_equal(kn_bpe_encode(F.bpe, texts[t], strlen(texts[t]), KN_BPE_SPECIAL_ORDINARY,
+                                       &ids, err, sizeof(err)),
+                         KN_OK);
+        int row[24], eot = (int)kn_bpe_special_id(F.bpe, "<|endoftext|>");
+        for (int j = 0; j < 24; j++)
+            row[j] = j < (int)ids.len ? (int)ids.ids[j] : eot;
+        kn_bpe_ids_free(&ids);
+        kn_batch b = {.B = 1, .T = 24, .tokens = row};
+        float lg[3], want[3];
+        assert_int_equal(kn_model_forward(F.cls, &b, NULL, err, sizeof(err)), KN_OK);
+        assert_int_equal(kn_model_logits(F.cls, lg, 3), KN_OK);
+        float mx =
+            lg[0] > lg[1] ? (lg[0] > lg[2] ? lg[0] : lg[2]) : (lg[1] > lg[2] ? lg[1] : lg[2]);
+        double sum = 0;
+        for (int k = 0; k < 3; k++)
+            sum += want[k] = expf(lg[k] - mx);
+        for (int k = 0; k < 3; k++)
+            want[k] = (float)(want[k] / sum);
+        for (int form = 0; form < 2; form++) {
+            char body[300], *out = NULL;
+            if (form == 0)
+                snprintf(body, sizeof(body), "{\"text\":\"%s\",\"top_k\":3}", texts[t]);
+            else
+                snprintf(body, sizeof(body), "%s", texts[t]);
+            content_type = form ? "Content-Type: text/plain" : "Content-Type: application/json";
+            long code =
+                http(form ? "/v1/models/" CLS "/predict?top_k=3" : "/v1/models/" CLS "/predict",
+                     body, strlen(body), &out);
+            content_type = "Content-Type: application/json";
+            if (code != 200) fail_msg("predict [%s] form %d: HTTP %ld %s", body, form, code, out);
+            json_t *doc = json_loads(out, 0, NULL);
+            free(out);
+            json_t *pred = json_array_get(json_object_get(doc, "predictions"), 0);
+            assert_int_equal(json_array_size(pred), 3);
+            for (size_t i = 0; i < 3; i++) {
+                json_t *p = json_array_get(pred, i);
+                int k = (int)json_integer_value(json_object_get(p, "class"));
+                double got = json_number_value(json_object_get(p, "probability"));
+                assert_true(k >= 0 && k < 3);
+                assert_string_equal(json_string_value(json_object_get(p, "label")), labels[k]);
+                if (fabs(got - want[k]) > 1e-6)
+                    fail_msg("'%s' class %d: served %.9f, library %.9f", texts[t], k, got,
+                             (double)want[k]);
+            }
+            json_decref(doc);
+        }
+        fprintf(stderr, "'%s': %.6f %.6f %.6f as the library's\n", texts[t], (double)want[0],
+                (double)want[1], (double)want[2]);
+    }
+}
+
 /* GET base+path with an optional bearer token; the status. */
 static long get_with(const char *base, const char *path, const char *token)
 {
@@ -568,9 +665,13 @@ static void foreign_tokenizer_not_served(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(greedy_equals_library), cmocka_unit_test(sampled_equals_library),
-        cmocka_unit_test(kilnctl_generate),      cmocka_unit_test(bad_requests),
-        cmocka_unit_test(bearer_token),          cmocka_unit_test(foreign_tokenizer_not_served),
+        cmocka_unit_test(greedy_equals_library),
+        cmocka_unit_test(sampled_equals_library),
+        cmocka_unit_test(kilnctl_generate),
+        cmocka_unit_test(text_classifier_equals_library),
+        cmocka_unit_test(bad_requests),
+        cmocka_unit_test(bearer_token),
+        cmocka_unit_test(foreign_tokenizer_not_served),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
     if (F.skip) return 77;
