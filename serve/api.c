@@ -208,6 +208,12 @@ static int image_rows(sv_app *app, kn_http_req *req, sv_version *v, float **rows
             return -1;
         }
     }
+    if ((uint64_t)count * (uint64_t)v->in_numel > ((uint64_t)64 << 20)) { /* 256 MiB of rows */
+        json_decref(doc);
+        free(parts);
+        bad(app, req, 413, "too_large", "too many images in one request for this model's input");
+        return -1;
+    }
     if (!(*rows = malloc((size_t)count * v->in_numel * sizeof(float)))) {
         json_decref(doc);
         free(parts);

@@ -62,9 +62,11 @@ static void check(sv_app *app, kn_regclient *reg, sv_slot *s)
         }
     }
     pthread_mutex_lock(&s->mu);
-    int cur = s->cur ? s->cur->version : 0, refused = s->refused;
+    int cur = s->cur ? s->cur->version : 0;
     s->target = target;
     if (target == cur) s->why[0] = '\0';
+    if (target != s->refused) s->refused = 0; /* the alias moved: try it again when it is back */
+    int refused = s->refused;
     pthread_mutex_unlock(&s->mu);
     if (target <= 0 || target == cur || target == refused) return;
 
