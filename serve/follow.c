@@ -54,13 +54,18 @@ static void check(sv_app *app, kn_regclient *reg, sv_slot *s)
             return;
         }
         if (rc != KN_OK) {
-            kn_log_warn("%s: reading alias %s: %s", s->name, s->alias, err);
+            if (!s->reg_failing) /* once per outage, not once per poll */
+                kn_log_warn("%s: reading alias %s: %s (serving v%d meanwhile)", s->name, s->alias,
+                            err, s->cur ? s->cur->version : 0);
+            s->reg_failing = 1;
             pthread_mutex_lock(&s->mu);
             if (!s->cur) snprintf(s->why, sizeof(s->why), "%s: registry: %.1000s", s->name, err);
             pthread_mutex_unlock(&s->mu);
             return;
         }
     }
+    if (s->reg_failing) kn_log_info("%s: the registry answers again", s->name);
+    s->reg_failing = 0;
     pthread_mutex_lock(&s->mu);
     int cur = s->cur ? s->cur->version : 0;
     s->target = target;

@@ -77,6 +77,7 @@ typedef struct {
     int refused;     /* a version that cannot be served (reason in why) */
     char why[1400];  /* "" when serving what the alias names */
     int swaps;
+    int reg_failing; /* follower only: the last alias read failed (warned once) */
     kn_metric *m_swaps, *m_latency, *m_requests, *m_failures;
 } sv_slot;
 

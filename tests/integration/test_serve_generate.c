@@ -16,7 +16,9 @@
  *   - with serve.auth_token, /v1 needs the bearer token (401 without or
  *     with a wrong one), the probes do not;
  *   - a version whose tokenizer hash is not the configured rank file's is
- *     not served: /readyz names the tokenizer, the old version answers.
+ *     not served: /readyz names the tokenizer, the old version answers;
+ *   - with the registry gone, both models keep answering, the outage is
+ *     logged once per model, SIGTERM exits 0.
  * Skips (saying so) when the binaries, the stack or the rank file are absent. */
 #include <math.h>
 #include <setjmp.h>
@@ -658,6 +660,37 @@ static void foreign_tokenizer_not_served(void **state)
     assert_non_null(strstr(out, "tokenizer"));
     free(out);
     check_same("The", 8, 0, 0, 0); /* version 1 still answers */
+}
+
+static int count_in_log(const char *name, const char *needle)
+{
+    char path[400], line[8192];
+    snprintf(path, sizeof(path), "%s/%s", F.tmp, name);
+    FILE *f = fopen(path, "r");
+    int n = 0;
+    while (f && fgets(line, sizeof(line), f))
+        n += strstr(line, needle) != NULL;
+    if (f) fclose(f);
+    return n;
+}
+
+/* The registry goes away: the loaded versions keep answering, the outage is
+ * logged once per model (not once per poll), SIGTERM still exits 0. */
+static void registry_down_keeps_serving(void **state)
+{
+    (void)state;
+    SKIP_IF_NEEDED();
+    stop(F.registry, 20);
+    F.registry = 0;
+    usleep(8000 * 1000); /* several polls (poll_s = 0.3; each failing read retries ~2 s) */
+    check_same("Once upon a time", 12, 0, 0, 0);
+    char *out = NULL;
+    assert_int_equal(http("/v1/models/" CLS "/predict", "{\"text\":\"hello\"}", 16, &out), 200);
+    free(out);
+    assert_int_equal(http("/healthz", NULL, 0, NULL), 200);
+    int warned = count_in_log("serve.log", "reading alias");
+    fprintf(stderr, "registry down: answers go on; %d outage warning(s)\n", warned);
+    assert_true(warned >= 1 && warned <= 2);
     assert_int_equal(stop(F.server, 20), 0);
     F.server = 0;
 }
@@ -672,6 +705,7 @@ int main(void)
         cmocka_unit_test(bad_requests),
         cmocka_unit_test(bearer_token),
         cmocka_unit_test(foreign_tokenizer_not_served),
+        cmocka_unit_test(registry_down_keeps_serving),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
     if (F.skip) return 77;
