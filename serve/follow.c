@@ -166,7 +166,13 @@ int sv_follow_start(sv_app *app, char *errbuf, size_t errsz)
         /* every instance sees every event: a group of its own, from now on */
         snprintf(group, sizeof(group), "%s.serve.%s.%d", app->prefix, host, (int)getpid());
         snprintf(topic, sizeof(topic), "%s.events", app->prefix);
-        static const char *const extra[] = {"enable.auto.commit", "false", NULL};
+        /* the topic exists before we subscribe (as the evaluator makes sure),
+         * so the first event is not lost to a metadata refresh */
+        kn_kafka_topic_spec ets = {.name = topic, .partitions = 1};
+        if (kn_kafka_create_topics(app->brokers, &ets, 1, 10000, err, sizeof(err)) != KN_OK)
+            kn_log_warn("creating %s: %s", topic, err);
+        static const char *const extra[] = {"enable.auto.commit", "false",
+                                            "topic.metadata.refresh.interval.ms", "5000", NULL};
         kn_kafka_consumer_options co = {.brokers = app->brokers,
                                         .group_id = group,
                                         .client_id = "kiln-serve",

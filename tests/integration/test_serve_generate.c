@@ -15,6 +15,8 @@
  *     an unknown model) and the server stays up;
  *   - with serve.auth_token, /v1 needs the bearer token (401 without or
  *     with a wrong one), the probes do not;
+ *   - a version.promoted event makes a server with poll_s = 60 swap within
+ *     2 s of the event;
  *   - a version whose tokenizer hash is not the configured rank file's is
  *     not served: /readyz names the tokenizer, the old version answers;
  *   - with the registry gone, both models keep answering, the outage is
@@ -39,6 +41,7 @@
 
 #include "core/config.h"
 #include "core/kn.h"
+#include "stream/kafka.h"
 #include "net/regclient.h"
 #include "nn/model.h"
 #include "recipe/recipe.h"
@@ -57,6 +60,7 @@ static struct {
     kn_bpe *bpe;
     kn_model *m, *cls;
     char recipe_hash[65], cls_hash[65], cls_ckpt[300];
+    int serving; /* the gentest version the main server should answer with */
 } F;
 
 static double now_s(void)
@@ -310,7 +314,7 @@ static int setup(void **state)
     assert_int_equal(
         kn_regclient_create_model(c, MODEL, "lm", "serve test", NULL, err, sizeof(err)), KN_OK);
     kn_regclient_destroy(c);
-    publish(kn_bpe_hash(F.bpe));
+    F.serving = publish(kn_bpe_hash(F.bpe));
     c = reg();
     int cv = 0;
     json_t *lin = json_pack("{s:s,s:{s:s,s:s}}", "dataset", "topics", "preprocess", "recipe_sha256",
@@ -415,7 +419,7 @@ static void check_same(const char *prompt, int n_new, float temp, int top_k, uin
     json_t *toks = json_object_get(doc, "tokens");
     assert_int_equal(json_array_size(toks), n_new);
     assert_int_equal(json_integer_value(json_object_get(doc, "prompt_tokens")), np);
-    assert_int_equal(json_integer_value(json_object_get(doc, "version")), 1);
+    assert_int_equal(json_integer_value(json_object_get(doc, "version")), F.serving);
     /* the CPU backend's KV cache serves prompts shorter than the block */
     assert_string_equal(json_string_value(json_object_get(doc, "kv_cache")),
                         np < 64 ? "cpu" : "none");
@@ -645,6 +649,83 @@ static void bearer_token(void **state)
     assert_int_equal(probe, 200);
 }
 
+/* A version.promoted event on <prefix>.events makes kiln-serve check the
+ * alias at once: with poll_s = 60 the swap is seen within 2 s of the event
+ * (the event is re-sent while the new instance's consumer joins its group). */
+static void event_triggers_swap(void **state)
+{
+    (void)state;
+    SKIP_IF_NEEDED();
+    char sbin[400], logpath[400], uenv[200], tenv[200], base[128], topic[200], err[512];
+    snprintf(sbin, sizeof(sbin), "%s/serve/kiln-serve", KILN_BINARY_DIR);
+    snprintf(uenv, sizeof(uenv), "KILN_REGISTRY_URL=%s", F.url);
+    snprintf(tenv, sizeof(tenv), "KILN_REGISTRY_TOKEN=%s", F.admin);
+    const char *env[] = {uenv, tenv, "KILN_SERVE_POLL_S=60", NULL};
+    char *argv[] = {sbin, "--config", F.cfgpath, NULL};
+    snprintf(logpath, sizeof(logpath), "%s/serve-events.log", F.tmp);
+    pid_t pid = spawn(argv, env, logpath);
+    int port = log_port(logpath, pid);
+    if (!port) {
+        dump_log("serve-events.log");
+        fail_msg("kiln-serve did not start");
+    }
+    snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
+    int v = publish(kn_bpe_hash(F.bpe)); /* a new production version, same weights */
+    snprintf(topic, sizeof(topic), "%s.events", F.prefix);
+    kn_kafka_producer_options po = {.brokers = F.brokers, .client_id = "test-serve"};
+    kn_kafka_producer *p = kn_kafka_producer_new(&po, err, sizeof(err));
+    assert_non_null(p);
+    char ev[300];
+    int n = snprintf(ev, sizeof(ev),
+                     "{\"type\":\"version.promoted\",\"model\":\"%s\",\"version\":%d}", MODEL, v);
+    double sent = 0, seen = 0;
+    for (int attempt = 0; attempt < 15 && !seen; attempt++) {
+        assert_int_equal(
+            kn_kafka_produce(p, topic, -1, MODEL, strlen(MODEL), ev, (size_t)n, NULL, 0, NULL),
+            KN_OK);
+        kn_kafka_producer_flush(p, 5000);
+        sent = now_s();
+        while (!seen && now_s() - sent < 2.0) {
+            CURL *c = curl_easy_init();
+            sink s = {0};
+            char url[300];
+            snprintf(url, sizeof(url), "%s/v1/models/%s", base, MODEL);
+            curl_easy_setopt(c, CURLOPT_URL, url);
+            curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+            curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
+            curl_easy_perform(c);
+            curl_easy_cleanup(c);
+            json_t *d = s.buf ? json_loads(s.buf, 0, NULL) : NULL;
+            if (json_integer_value(json_object_get(d, "version")) == v) seen = now_s();
+            json_decref(d);
+            free(s.buf);
+            if (!seen) usleep(50 * 1000);
+        }
+    }
+    kn_kafka_producer_destroy(p, 1000);
+    stop(pid, 20);
+    if (!seen) {
+        dump_log("serve-events.log");
+        fail_msg("v%d not served after 15 events (poll_s = 60)", v);
+    }
+    fprintf(stderr, "event -> v%d served after %.3f s\n", v, seen - sent);
+    assert_true(seen - sent < 2.0);
+    /* the main server (poll_s = 0.3) follows too */
+    double t0 = now_s();
+    for (;;) {
+        char *out = NULL;
+        http("/v1/models/" MODEL, NULL, 0, &out);
+        json_t *d = out ? json_loads(out, 0, NULL) : NULL;
+        int cur = (int)json_integer_value(json_object_get(d, "version"));
+        json_decref(d);
+        free(out);
+        if (cur == v) break;
+        if (now_s() - t0 > 10) fail_msg("the main server still serves v%d, not v%d", cur, v);
+        usleep(100 * 1000);
+    }
+    F.serving = v;
+}
+
 static void foreign_tokenizer_not_served(void **state)
 {
     (void)state;
@@ -659,7 +740,7 @@ static void foreign_tokenizer_not_served(void **state)
     fprintf(stderr, "readyz: %s\n", out);
     assert_non_null(strstr(out, "tokenizer"));
     free(out);
-    check_same("The", 8, 0, 0, 0); /* version 1 still answers */
+    check_same("The", 8, 0, 0, 0); /* the previous version still answers */
 }
 
 static int count_in_log(const char *name, const char *needle)
@@ -704,6 +785,7 @@ int main(void)
         cmocka_unit_test(text_classifier_equals_library),
         cmocka_unit_test(bad_requests),
         cmocka_unit_test(bearer_token),
+        cmocka_unit_test(event_triggers_swap),
         cmocka_unit_test(foreign_tokenizer_not_served),
         cmocka_unit_test(registry_down_keeps_serving),
     };
