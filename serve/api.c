@@ -375,6 +375,161 @@ out:
 
 /* --- generate --- */
 
+/* A generation streamed as server-sent events: a thread runs
+ * kn_model_generate, whose token callback appends one event per token to
+ * `buf`; the HTTP reader (the connection's own thread) blocks until there is
+ * something to send. The stream holds a reference to its version until it
+ * is freed; a client that goes away stops the generation at the next token.
+ * Events: `data: {"token": id, "text": "..."}` per token (text null when the
+ * token's bytes are not UTF-8 on their own), then `event: done` with
+ * `data: {"model", "version", "tokens": [...], "kv_cache"}` (or `event:
+ * error`). */
+typedef struct {
+    sv_version *v;
+    int *tokens; /* (np + n_new) */
+    int np, n_new, produced;
+    const char *kv_cache; /* static: "cpu" or "none" */
+    kn_sample_config sc;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char *buf; /* events not yet sent: buf[rd..wr) */
+    size_t rd, wr, cap;
+    int done, cancelled, started;
+    pthread_t thr;
+} sv_stream;
+
+static int stream_put(sv_stream *st, const char *text, size_t n)
+{
+    if (n == 0) return KN_OK;
+    if (st->wr + n > st->cap) {
+        size_t cap = st->cap ? st->cap : 4096;
+        while (cap < st->wr + n)
+            cap *= 2;
+        char *nb = realloc(st->buf, cap);
+        if (!nb) return KN_ENOMEM;
+        st->buf = nb;
+        st->cap = cap;
+    }
+    memcpy(st->buf + st->wr, text, n);
+    st->wr += n;
+    pthread_cond_broadcast(&st->cv);
+    return KN_OK;
+}
+
+static int stream_event(sv_stream *st, const char *event, json_t *data)
+{
+    char *txt = json_dumps(data, JSON_COMPACT);
+    json_decref(data);
+    if (!txt) return KN_ENOMEM;
+    char head[64];
+    int hn = event ? snprintf(head, sizeof(head), "event: %s\n", event) : 0;
+    pthread_mutex_lock(&st->mu);
+    int rc = stream_put(st, head, (size_t)hn);
+    if (rc == KN_OK) rc = stream_put(st, "data: ", 6);
+    if (rc == KN_OK) rc = stream_put(st, txt, strlen(txt));
+    if (rc == KN_OK) rc = stream_put(st, "\n\n", 2);
+    int cancelled = st->cancelled;
+    pthread_mutex_unlock(&st->mu);
+    free(txt);
+    return rc != KN_OK ? rc : cancelled ? KN_ETIMEDOUT : KN_OK;
+}
+
+static int stream_token(void *ctx, int token)
+{
+    sv_stream *st = ctx;
+    uint32_t id = (uint32_t)token;
+    char text[256];
+    size_t tl = 0;
+    json_t *t = NULL;
+    if (kn_bpe_decode(st->v->bpe, &id, 1, text, sizeof(text), &tl, NULL, 0) == KN_OK)
+        t = json_stringn(text, tl);
+    st->produced++;
+    return stream_event(st, NULL,
+                        json_pack("{s:i,s:o}", "token", token, "text", t ? t : json_null()));
+}
+
+static void *stream_main(void *arg)
+{
+    sv_stream *st = arg;
+    char err[512];
+    st->sc.on_token = stream_token;
+    st->sc.on_token_ctx = st;
+    pthread_mutex_lock(&st->v->gen_mu);
+    int rc = kn_model_generate(st->v->m, st->tokens, st->np, st->n_new, &st->sc, st->tokens, err,
+                               sizeof(err));
+    pthread_mutex_unlock(&st->v->gen_mu);
+    if (rc == KN_OK) {
+        json_t *toks = json_array();
+        for (int i = 0; i < st->n_new; i++)
+            json_array_append_new(toks, json_integer(st->tokens[st->np + i]));
+        stream_event(st, "done",
+                     json_pack("{s:s,s:i,s:i,s:o,s:s}", "model", st->v->model, "version",
+                               st->v->version, "prompt_tokens", st->np, "tokens", toks, "kv_cache",
+                               st->kv_cache));
+    } else if (rc != KN_ETIMEDOUT) {
+        stream_event(st, "error", json_pack("{s:s}", "message", err));
+    }
+    pthread_mutex_lock(&st->mu);
+    st->done = 1;
+    pthread_cond_broadcast(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+    return NULL;
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    (void)pos;
+    sv_stream *st = cls;
+    pthread_mutex_lock(&st->mu);
+    while (st->rd == st->wr && !st->done)
+        pthread_cond_wait(&st->cv, &st->mu);
+    ssize_t n = KN_HTTP_STREAM_END;
+    if (st->rd < st->wr) {
+        size_t k = st->wr - st->rd < max ? st->wr - st->rd : max;
+        memcpy(out, st->buf + st->rd, k);
+        st->rd += k;
+        n = (ssize_t)k;
+    }
+    pthread_mutex_unlock(&st->mu);
+    return n;
+}
+
+static void stream_free(void *cls)
+{
+    sv_stream *st = cls;
+    pthread_mutex_lock(&st->mu);
+    st->cancelled = 1; /* the generation stops at its next token */
+    pthread_mutex_unlock(&st->mu);
+    if (st->started) pthread_join(st->thr, NULL);
+    pthread_mutex_destroy(&st->mu);
+    pthread_cond_destroy(&st->cv);
+    sv_version_release(st->v);
+    free(st->tokens);
+    free(st->buf);
+    free(st);
+}
+
+/* Takes over tokens (np + n_new ids, the prompt first) and v's reference on
+ * success; NULL (nothing taken) on failure. */
+static sv_stream *stream_new(sv_version *v, int *tokens, int np, int n_new,
+                             const kn_sample_config *sc, const char *kv_cache)
+{
+    sv_stream *st = calloc(1, sizeof(*st));
+    if (!st) return NULL;
+    *st = (sv_stream){
+        .v = v, .tokens = tokens, .np = np, .n_new = n_new, .sc = *sc, .kv_cache = kv_cache};
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->cv, NULL);
+    if (pthread_create(&st->thr, NULL, stream_main, st) != 0) {
+        pthread_mutex_destroy(&st->mu);
+        pthread_cond_destroy(&st->cv);
+        free(st);
+        return NULL;
+    }
+    st->started = 1;
+    return st;
+}
+
 static void h_generate(kn_http_req *req, void *ctx)
 {
     sv_app *app = ctx;
@@ -405,9 +560,10 @@ static void h_generate(kn_http_req *req, void *ctx)
     int max_tokens = 32, top_k = 0;
     double temperature = 0;
     json_int_t seed = 0;
-    if (json_unpack_ex(doc, &je, 0, "{s?s,s?i,s?F,s?i,s?I}", "prompt", &prompt, "max_tokens",
-                       &max_tokens, "temperature", &temperature, "top_k", &top_k, "seed",
-                       &seed) != 0) {
+    int stream = 0;
+    if (json_unpack_ex(doc, &je, 0, "{s?s,s?i,s?F,s?i,s?I,s?b}", "prompt", &prompt, "max_tokens",
+                       &max_tokens, "temperature", &temperature, "top_k", &top_k, "seed", &seed,
+                       "stream", &stream) != 0) {
         snprintf(err, sizeof(err),
                  "%s (prompt: string, max_tokens: integer, temperature: number, "
                  "top_k: integer, seed: integer)",
@@ -478,6 +634,21 @@ static void h_generate(kn_http_req *req, void *ctx)
     }
     kn_sample_config sc = {
         .temperature = (float)temperature, .top_k = top_k, .seed = (uint64_t)seed};
+    if (stream) { /* the stream owns buf and the version's reference from here */
+        sv_stream *st = stream_new(v, buf, np, max_tokens, &sc,
+                                   strcmp(app->be->name, "cpu") == 0 && np < v->T ? "cpu" : "none");
+        if (!st) {
+            bad(app, req, 503, "out_of_memory", "out of memory");
+            goto out;
+        }
+        buf = NULL;
+        v = NULL;
+        kn_http_add_header(req, "Cache-Control", "no-cache");
+        kn_http_respond_stream(req, 200, "text/event-stream", KN_HTTP_SIZE_UNKNOWN, stream_read, st,
+                               stream_free);
+        kn_metrics_add(s->m_requests, 1);
+        goto out;
+    }
     pthread_mutex_lock(&v->gen_mu);
     int rc = kn_model_generate(v->m, buf, np, max_tokens, &sc, buf, err, sizeof(err));
     pthread_mutex_unlock(&v->gen_mu);

@@ -439,6 +439,7 @@ int kn_model_generate(kn_model *m, const int *prompt, int n_prompt, int n_new,
             }
         }
         out[n] = sample_token(row, V, sc, &rng, work);
+        if (sc->on_token && (rc = sc->on_token(sc->on_token_ctx, out[n])) != 0) goto out;
     }
 out:
     m->training = was_training;

@@ -56,6 +56,10 @@ typedef struct {
     int top_k;
     uint64_t seed;
     int no_kv_cache; /* 1: recompute the whole context per token (the reference path) */
+    /* Called with each new token as it is chosen (may be NULL); a non-zero
+     * return stops the generation, and kn_model_generate returns it. */
+    int (*on_token)(void *ctx, int token);
+    void *on_token_ctx;
 } kn_sample_config;
 
 /* Creates a model from spec (borrowed; a normalised copy is kept) with weights

@@ -7,7 +7,8 @@
  *     prompts (empty included: <|endoftext|>; one that runs past the block),
  *     and the text is the decoded tokens;
  *   - sampled generation (temperature, top_k, seed) equals it too, and so
- *     does `kilnctl generate`;
+ *     do `kilnctl generate` and the server-sent events of "stream": true
+ *     (clients leaving mid-stream do no harm);
  *   - a text classifier (text_class recipe) answers the library's
  *     probabilities for the row preprocess would write;
  *   - bad requests get 4xx (invalid UTF-8, a prompt over max_prompt_bytes or
@@ -493,6 +494,71 @@ static void kilnctl_generate(void **state)
     fprintf(stderr, "kilnctl generate: 30 tokens equal the library's; unknown model exits 2\n");
 }
 
+static size_t abort_after_first(char *p, size_t sz, size_t n, void *arg)
+{
+    (void)p;
+    (void)arg;
+    (void)sz;
+    (void)n;
+    return 0; /* the client goes away at the first bytes */
+}
+
+/* "stream": true: one server-sent event per token, the library's tokens, then
+ * `event: done` with all of them; a client that leaves mid-stream does not
+ * hurt the server. */
+static void streamed_equals_library(void **state)
+{
+    (void)state;
+    SKIP_IF_NEEDED();
+    int want[256], np = 0;
+    library_generate("Once upon a time", 30, 0, 0, 0, want, &np);
+    const char *req = "{\"prompt\":\"Once upon a time\",\"max_tokens\":30,\"stream\":true}";
+    char *out = NULL;
+    assert_int_equal(http("/v1/models/" MODEL "/generate", req, strlen(req), &out), 200);
+    int n = 0, done = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strcmp(line, "event: done") == 0) {
+            done = 1;
+            continue;
+        }
+        if (strncmp(line, "data: ", 6) != 0) continue;
+        json_t *d = json_loads(line + 6, 0, NULL);
+        assert_non_null(d);
+        if (done) {
+            json_t *toks = json_object_get(d, "tokens");
+            assert_int_equal(json_array_size(toks), 30);
+            for (int i = 0; i < 30; i++)
+                assert_int_equal(json_integer_value(json_array_get(toks, (size_t)i)), want[np + i]);
+        } else {
+            assert_true(n < 30);
+            assert_int_equal(json_integer_value(json_object_get(d, "token")), want[np + n]);
+            n++;
+        }
+        json_decref(d);
+    }
+    free(out);
+    assert_int_equal(n, 30);
+    assert_true(done);
+    /* a client that leaves after the first event */
+    for (int i = 0; i < 3; i++) {
+        CURL *c = curl_easy_init();
+        char url[300];
+        snprintf(url, sizeof(url), "%s/v1/models/" MODEL "/generate", F.serve);
+        const char *big = "{\"prompt\":\"The\",\"max_tokens\":120,\"stream\":true}";
+        struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, big);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, abort_after_first);
+        assert_int_equal(curl_easy_perform(c), CURLE_WRITE_ERROR);
+        curl_slist_free_all(h);
+        curl_easy_cleanup(c);
+    }
+    assert_int_equal(http("/healthz", NULL, 0, NULL), 200);
+    check_same("The", 8, 0, 0, 0);
+    fprintf(stderr, "streamed: 30 events equal the library's tokens; 3 clients left mid-stream\n");
+}
+
 static void expect(const char *path, const char *body, size_t len, long want)
 {
     char *out = NULL;
@@ -782,6 +848,7 @@ int main(void)
         cmocka_unit_test(greedy_equals_library),
         cmocka_unit_test(sampled_equals_library),
         cmocka_unit_test(kilnctl_generate),
+        cmocka_unit_test(streamed_equals_library),
         cmocka_unit_test(text_classifier_equals_library),
         cmocka_unit_test(bad_requests),
         cmocka_unit_test(bearer_token),
