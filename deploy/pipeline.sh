@@ -5,7 +5,9 @@
 #   2. imports Fashion-MNIST and fortunes from their Debian packages;
 #   3. trains every model of deploy/kiln.ini's `pipeline.models` until each has
 #      a promoted `production` version, showing live progress;
-#   4. prints each model's production version, its metrics and how to query it.
+#   4. prints each model's production version, its metrics and how to query it,
+#      and kiln-serve (port 8085) answers with those versions: a working curl
+#      against it is printed and run.
 # With --follow it keeps running: files dropped into the inbox folder are
 # ingested, trained on, evaluated, and promoted or rejected with the reason.
 #
@@ -61,7 +63,7 @@ start() {
 stop_all() {
     local f pid
     for f in "$run"/trainer-*.pid "$run"/ingest-*.pid "$run/preprocess.pid" "$run/evaluator.pid" \
-        "$run/registry.pid"; do
+        "$run/serve.pid" "$run/registry.pid"; do
         [ -e "$f" ] || continue
         pid=$(cat "$f")
         if kill -0 "$pid" 2>/dev/null; then
@@ -147,6 +149,13 @@ fi
 start preprocess "$(cfg preprocess.port 8082)" "$build/preprocess/kiln-preprocess" --config "$config"
 KILN_REGISTRY_TOKEN=$(token evaluator) start evaluator "$(cfg evaluator.port 8084)" \
     "$build/evaluator/kiln-evaluator" --config "$config"
+export KILN_SERVE_MODELS=${KILN_SERVE_MODELS:-$(cfg pipeline.models "cnn-fmnist gpt-fortunes")}
+serve_port=$(cfg serve.port 8085)
+if [ -x "$build/serve/kiln-serve" ]; then # it follows the aliases: it may start before any exists
+    start serve "$serve_port" "$build/serve/kiln-serve" --config "$config"
+else
+    say "warning: $build/serve/kiln-serve not built: nothing will serve the models"
+fi
 
 models=$(cfg pipeline.models "cnn-fmnist gpt-fortunes")
 # Each dataset is imported once per stack (a marker records it), so running
@@ -272,6 +281,31 @@ for m in $models; do
     echo "  query it: kilnctl --registry $KILN_REGISTRY_URL deploy $m"
 done
 echo
+# kiln-serve answers with the production versions (it follows the aliases).
+if pid_alive "$run/serve.pid"; then
+    sv=http://127.0.0.1:$serve_port
+    for m in $models; do
+        v=$(prod_version "$m")
+        for _ in $(seq 1 60); do
+            [ "$(curl -fsS "$sv/v1/models/$m" 2>/dev/null | jq -r '.version // empty')" = "$v" ] && break
+            sleep 0.5
+        done
+        type=$(curl -fsS "$sv/v1/models/$m" 2>/dev/null | jq -r '.type // empty')
+        if [ "$type" = gpt ]; then
+            echo "  curl -sS -H 'Content-Type: application/json' -d '{\"prompt\":\"A wise man\",\"max_tokens\":24}' $sv/v1/models/$m/generate"
+            curl -sS -H 'Content-Type: application/json' -d '{"prompt":"A wise man","max_tokens":24}' \
+                "$sv/v1/models/$m/generate" | jq -c '{model, version, text}' || true
+        elif [ -n "$type" ]; then
+            img=$state/t10k-0.pgm # the first Fashion-MNIST test image (an ankle boot, class 9)
+            [ -s "$img" ] || { printf 'P5\n28 28\n255\n'; zcat /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz | tail -c +17 | head -c 784; } >"$img" 2>/dev/null || true
+            echo "  curl -sS --data-binary @$img $sv/v1/models/$m/predict?top_k=3"
+            curl -sS --data-binary @"$img" "$sv/v1/models/$m/predict?top_k=3" | jq -c '{model, version, predictions}' || true
+        else
+            say "warning: kiln-serve does not serve $m (see $run/serve.log, $sv/readyz)"
+        fi
+    done
+    echo
+fi
 
 if ((follow)); then
     say "following: files dropped into $inbox are ingested, trained on, evaluated and promoted or rejected; Ctrl-C stops the services"
@@ -281,4 +315,4 @@ if ((follow)); then
         sleep 30
     done
 fi
-say "the registry keeps running for queries; 'deploy/pipeline.sh --stop' stops it, 'deploy/stack down' the stack"
+say "the registry and kiln-serve keep running for queries; 'deploy/pipeline.sh --stop' stops them, 'deploy/stack down' the stack"

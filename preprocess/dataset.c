@@ -35,7 +35,7 @@ typedef struct {
 } pp_split;
 
 struct pp_dataset {
-    pp_recipe r;
+    kn_recipe r;
     const pp_env *env;
     kn_bpe *bpe;
     uint32_t eot, pad;
@@ -102,11 +102,11 @@ int pp_split_of(const uint8_t key[32], double eval_fraction)
     return h % 10000 < cut ? PP_EVAL : PP_TRAIN;
 }
 
-pp_dataset *pp_dataset_new(pp_recipe *r, const pp_env *env, char *errbuf, size_t errsz)
+pp_dataset *pp_dataset_new(kn_recipe *r, const pp_env *env, char *errbuf, size_t errsz)
 {
     pp_dataset *ds = calloc(1, sizeof(*ds));
     if (!ds) {
-        pp_recipe_free(r);
+        kn_recipe_free(r);
         memset(r, 0, sizeof(*r));
         kn_seterr(errbuf, errsz, KN_ENOMEM, "out of memory");
         return NULL;
@@ -116,12 +116,12 @@ pp_dataset *pp_dataset_new(pp_recipe *r, const pp_env *env, char *errbuf, size_t
     ds->env = env;
     kn_bpe_ids_init(&ds->ids);
     kn_image_init(&ds->img);
-    const pp_recipe *rc = &ds->r;
+    const kn_recipe *rc = &ds->r;
     snprintf(ds->state_topic, sizeof(ds->state_topic), "%s.state.%s", env->prefix, rc->name);
 
     uint32_t shape[3] = {0, 0, 0}, ndim = 1, max_keys = rc->shard_examples;
     kn_shard_kind kind;
-    if (rc->kind != PP_KIND_IMAGE) {
+    if (rc->kind != KN_RECIPE_IMAGE) {
         char e[512];
         ds->bpe = kn_bpe_load(rc->tokenizer, rc->pattern, e, sizeof(e));
         if (!ds->bpe) {
@@ -138,7 +138,7 @@ pp_dataset *pp_dataset_new(pp_recipe *r, const pp_env *env, char *errbuf, size_t
         ds->eot = (uint32_t)eot;
         ds->pad = rc->pad_id >= 0 ? (uint32_t)rc->pad_id : ds->eot;
         ds->dtype = kn_bpe_vocab_size(ds->bpe) <= 65536 ? KN_SHARD_U16 : KN_SHARD_U32;
-        if (rc->kind == PP_KIND_LM) {
+        if (rc->kind == KN_RECIPE_LM) {
             kind = KN_SHARD_LM_TOKENS;
             shape[0] = rc->block_size + 1;
             max_keys = rc->shard_examples * 16 < 1024 ? 1024 : rc->shard_examples * 16;
@@ -146,7 +146,7 @@ pp_dataset *pp_dataset_new(pp_recipe *r, const pp_env *env, char *errbuf, size_t
             kind = KN_SHARD_TEXT_CLASS;
             shape[0] = rc->max_len;
         }
-        if (rc->dedup != PP_DEDUP_NONE) {
+        if (rc->dedup != KN_RECIPE_DEDUP_NONE) {
             ds->dd = kn_dedup_new(&rc->dedup_opts, errbuf, errsz);
             if (!ds->dd) goto fail;
         }
@@ -216,11 +216,11 @@ void pp_dataset_destroy(pp_dataset *ds)
     kn_bpe_ids_free(&ds->ids);
     kn_image_free(&ds->img);
     free(ds->row);
-    pp_recipe_free(&ds->r);
+    kn_recipe_free(&ds->r);
     free(ds);
 }
 
-const pp_recipe *pp_dataset_recipe(const pp_dataset *ds)
+const kn_recipe *pp_dataset_recipe(const pp_dataset *ds)
 {
     return &ds->r;
 }
@@ -330,17 +330,17 @@ static void set_out(pp_outcome *out, const char *reason, const char *fmt, const 
 static int process_text(pp_dataset *ds, int s, const uint8_t key[32], const kn_record_info *info,
                         const char *text, size_t len, pp_outcome *out)
 {
-    const pp_recipe *r = &ds->r;
+    const kn_recipe *r = &ds->r;
     char *clean = NULL;
     size_t clen = len;
     int rc = KN_OK;
     int32_t label = -1;
-    if (r->kind == PP_KIND_TEXT_CLASS) {
+    if (r->kind == KN_RECIPE_TEXT_CLASS) {
         if (!info->label[0] && r->require_label) {
             set_out(out, "missing_label", "dataset %s needs a label on every record", r->name);
             return KN_OK;
         }
-        if (info->label[0] && (label = pp_recipe_label(r, info->label)) < 0) {
+        if (info->label[0] && (label = kn_recipe_label(r, info->label)) < 0) {
             set_out(out, "unknown_label", "label \"%s\" is not in the dataset's label list",
                     info->label);
             return KN_OK;
@@ -382,7 +382,7 @@ static int process_text(pp_dataset *ds, int s, const uint8_t key[32], const kn_r
                             sizeof(e))) != KN_OK)
         goto out;
     kn_metrics_add(ds->env->m->tokens, (double)ds->ids.len);
-    if (r->kind == PP_KIND_LM) {
+    if (r->kind == KN_RECIPE_LM) {
         rc = lm_append(ds, s, key, ds->ids.ids, ds->ids.len);
     } else {
         pp_split *sp = &ds->split[s];
@@ -405,13 +405,13 @@ out:
 static int process_image(pp_dataset *ds, int s, const uint8_t key[32], const kn_record_info *info,
                          const void *value, size_t len, pp_outcome *out)
 {
-    const pp_recipe *r = &ds->r;
+    const kn_recipe *r = &ds->r;
     int32_t label = -1;
     if (!info->label[0] && r->require_label) {
         set_out(out, "missing_label", "dataset %s needs a label on every record", r->name);
         return KN_OK;
     }
-    if (info->label[0] && (label = pp_recipe_label(r, info->label)) < 0) {
+    if (info->label[0] && (label = kn_recipe_label(r, info->label)) < 0) {
         set_out(out, "unknown_label", "label \"%s\" is not in the dataset's label list",
                 info->label);
         return KN_OK;
@@ -460,7 +460,7 @@ int pp_dataset_process(pp_dataset *ds, const uint8_t key[32], const kn_record_in
     int s = strcmp(declared, "test") == 0    ? PP_EVAL
             : strcmp(declared, "train") == 0 ? PP_TRAIN
                                              : pp_split_of(key, ds->r.eval_fraction);
-    if (ds->r.kind == PP_KIND_IMAGE) return process_image(ds, s, key, info, value, len, out);
+    if (ds->r.kind == KN_RECIPE_IMAGE) return process_image(ds, s, key, info, value, len, out);
     return process_text(ds, s, key, info, value, len, out);
 }
 
@@ -494,7 +494,7 @@ int pp_dataset_flush(pp_dataset *ds)
     for (int s = 0; s < 2; s++) {
         int rc = emit_shard(ds, s);
         if (rc != KN_OK) return rc;
-        if (ds->r.kind == PP_KIND_LM && ds->split[s].tail_dirty && (rc = emit_tail(ds, s)) != KN_OK)
+        if (ds->r.kind == KN_RECIPE_LM && ds->split[s].tail_dirty && (rc = emit_tail(ds, s)) != KN_OK)
             return rc;
     }
     return KN_OK;
@@ -531,7 +531,7 @@ int pp_dataset_apply_state(pp_dataset *ds, const void *key, size_t klen, const v
                            size_t vlen, int at_start)
 {
     if (klen > 5 && memcmp(key, "tail/", 5) == 0) {
-        if (!at_start || ds->r.kind != PP_KIND_LM) return KN_OK;
+        if (!at_start || ds->r.kind != KN_RECIPE_LM) return KN_OK;
         char mine[512];
         for (int s = 0; s < 2; s++) {
             int ml = snprintf(mine, sizeof(mine), "tail/%s/%s", split_name(s), ds->env->instance);

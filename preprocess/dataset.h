@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 #include "stream/record.h"
-#include "recipe.h"
+#include "recipe/recipe.h"
 #include "service.h"
 
 typedef struct pp_dataset pp_dataset;
@@ -31,10 +31,10 @@ typedef struct {
 
 /* Takes ownership of *r (zeroed on return, success or not). Loads the
  * tokenizer, builds the shard writers. NULL with errbuf on error. */
-pp_dataset *pp_dataset_new(pp_recipe *r, const pp_env *env, char *errbuf, size_t errsz);
+pp_dataset *pp_dataset_new(kn_recipe *r, const pp_env *env, char *errbuf, size_t errsz);
 void pp_dataset_destroy(pp_dataset *ds);
 
-const pp_recipe *pp_dataset_recipe(const pp_dataset *ds);
+const kn_recipe *pp_dataset_recipe(const pp_dataset *ds);
 const char *pp_dataset_topic(const pp_dataset *ds, int split); /* <prefix>.train|eval.<name> */
 const char *pp_dataset_state_topic(const pp_dataset *ds);      /* <prefix>.state.<name> */
 

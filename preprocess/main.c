@@ -172,9 +172,9 @@ static int run(kn_service *svc, void *app)
         return 1;
     }
     for (size_t i = 0; i < pp->sl.n; i++) {
-        pp_recipe r;
-        if (pp_recipe_load(cfg, pp->sl.sections[i], &r, e, sizeof(e)) != KN_OK) {
-            pp_recipe_free(&r);
+        kn_recipe r;
+        if (kn_recipe_load(cfg, pp->sl.sections[i], &r, e, sizeof(e)) != KN_OK) {
+            kn_recipe_free(&r);
             kn_log_error("%s", e);
             return 1;
         }
@@ -182,9 +182,9 @@ static int run(kn_service *svc, void *app)
             kn_log_error("%s", e);
             return 1;
         }
-        const pp_recipe *dr = pp_dataset_recipe(pp->ds[pp->nds++]);
+        const kn_recipe *dr = pp_dataset_recipe(pp->ds[pp->nds++]);
         kn_log_info("dataset %s: kind %s, recipe %.12s, eval fraction %.3f", dr->name,
-                    pp_kind_name(dr->kind), dr->hash, dr->eval_fraction);
+                    kn_recipe_kind_name(dr->kind), dr->hash, dr->eval_fraction);
     }
 
     if (!(pp->st = pp_stream_new(&so, &pp->env, pp->ds, pp->nds, e, sizeof(e)))) {

@@ -416,10 +416,10 @@ static int handle(pp_stream *st, const rd_kafka_message_t *m)
                      (long long)m->offset, info.origin, detail);
         return send_dlq(st, m, &info, key_hex, KN_REASON_PROCESSING_FAILED, detail);
     }
-    int ds_image = pp_dataset_recipe(ds)->kind == PP_KIND_IMAGE;
+    int ds_image = pp_dataset_recipe(ds)->kind == KN_RECIPE_IMAGE;
     if (ds_image != is_image) {
         snprintf(detail, sizeof(detail), "%s record for %s dataset %s",
-                 is_image ? "an image" : "a text", pp_kind_name(pp_dataset_recipe(ds)->kind), name);
+                 is_image ? "an image" : "a text", kn_recipe_kind_name(pp_dataset_recipe(ds)->kind), name);
         return send_dlq(st, m, &info, key_hex, "kind_mismatch", detail);
     }
     pp_outcome out;

@@ -35,9 +35,14 @@ static const char usage[] =
     "  events NAME [--since ID]                 the model's event log\n"
     "  token create NAME --roles read,write,promote,admin\n"
     "  token list | token revoke ID\n"
+    "  predict MODEL FILE... [--top-k K]       classify images (PNG, JPEG, PGM) with kiln-serve\n"
+    "  generate MODEL PROMPT [--max-tokens N] [--temperature T] [--top-k K] [--seed S]\n"
+    "                                           continue a prompt with kiln-serve\n"
     "\n"
     "options: --registry URL (or KILN_REGISTRY_URL; default http://127.0.0.1:8080),\n"
-    "         --token T (or KILN_REGISTRY_TOKEN), --json (machine-readable output)\n"
+    "         --token T (or KILN_REGISTRY_TOKEN), --json (machine-readable output),\n"
+    "         --serve URL (or KILN_SERVE_URL; default http://127.0.0.1:8085) for predict\n"
+    "         and generate, with KILN_SERVE_TOKEN as its bearer token when set\n"
     "\n"
     "exit codes: 0 ok, 1 usage or invalid request, 2 not found, 3 conflict (alias moved\n"
     "            meanwhile, already exists), 4 authentication or permission, 5 server,\n"
@@ -48,6 +53,7 @@ typedef struct {
     int npos;
     const char *alias, *expect, *reason, *out, *status, *metric, *tag, *sort, *limit, *since;
     const char *task, *description, *file, *lineage, *key, *roles;
+    const char *serve, *top_k, *max_tokens, *temperature, *seed;
     int json;
 } args;
 
@@ -410,6 +416,178 @@ static int cmd_token(kn_regclient *c, args *a, char *err, size_t errsz)
     return rc;
 }
 
+/* --- kiln-serve: predict and generate --- */
+
+typedef struct {
+    char *buf;
+    size_t len;
+} sink;
+
+static size_t on_body(char *p, size_t sz, size_t n, void *arg)
+{
+    sink *s = arg;
+    char *nb = realloc(s->buf, s->len + sz * n + 1);
+    if (!nb) return 0;
+    memcpy(nb + s->len, p, sz * n);
+    s->buf = nb;
+    s->len += sz * n;
+    s->buf[s->len] = '\0';
+    return sz * n;
+}
+
+/* POSTs body to the server's path; *out the parsed JSON answer (caller
+ * decrefs). A non-2xx answer is an error with the server's message. */
+static int serve_post(const char *base, const char *path, const char *ctype, const void *body,
+                      size_t len, json_t **out, char *err, size_t errsz)
+{
+    char url[2048], auth[600];
+    snprintf(url, sizeof(url), "%s%s", base, path);
+    CURL *c = curl_easy_init();
+    sink s = {0};
+    struct curl_slist *h = NULL;
+    char ct[200];
+    snprintf(ct, sizeof(ct), "Content-Type: %s", ctype);
+    h = curl_slist_append(h, ct);
+    const char *tok = getenv("KILN_SERVE_TOKEN");
+    if (tok && tok[0]) {
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", tok);
+        h = curl_slist_append(h, auth);
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 300L);
+    CURLcode cr = curl_easy_perform(c);
+    long code = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    int rc = KN_OK;
+    json_t *j = s.buf ? json_loads(s.buf, 0, NULL) : NULL;
+    if (cr != CURLE_OK) {
+        rc = kn_seterr(err, errsz, KN_EHTTP, "%s: %s", url, curl_easy_strerror(cr));
+    } else if (code < 200 || code > 299) {
+        const char *msg =
+            json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+        rc = kn_seterr(err, errsz,
+                       code == 404   ? KN_ENOTFOUND
+                       : code == 401 ? KN_EAUTH
+                       : code < 500  ? KN_EINVAL
+                                     : KN_EHTTP,
+                       "%s: HTTP %ld: %s", url, code, msg ? msg : (s.buf ? s.buf : ""));
+    } else if (!j) {
+        rc = kn_seterr(err, errsz, KN_EHTTP, "%s: the answer is not JSON", url);
+    }
+    free(s.buf);
+    if (rc == KN_OK)
+        *out = j;
+    else
+        json_decref(j);
+    return rc;
+}
+
+static const char *serve_url(const args *a)
+{
+    const char *u = a->serve ? a->serve : getenv("KILN_SERVE_URL");
+    return u && u[0] ? u : "http://127.0.0.1:8085";
+}
+
+static int cmd_predict(args *a, char *err, size_t errsz)
+{
+    char path[600];
+    char *esc = curl_easy_escape(NULL, a->pos[1], 0);
+    snprintf(path, sizeof(path), "/v1/models/%s/predict?top_k=%s", esc ? esc : "",
+             a->top_k ? a->top_k : "3");
+    curl_free(esc);
+    int rc = KN_OK;
+    for (int i = 2; i < a->npos && rc == KN_OK; i++) {
+        FILE *f = fopen(a->pos[i], "rb");
+        if (!f) return kn_seterr(err, errsz, KN_EINVAL, "%s: cannot open", a->pos[i]);
+        char *buf = NULL;
+        size_t len = 0, cap = 0, n;
+        char chunk[65536];
+        while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+            if (len + n > cap) {
+                cap = (len + n) * 2;
+                char *nb = realloc(buf, cap);
+                if (!nb) {
+                    free(buf);
+                    fclose(f);
+                    return kn_seterr(err, errsz, KN_ENOMEM, "out of memory");
+                }
+                buf = nb;
+            }
+            memcpy(buf + len, chunk, n);
+            len += n;
+        }
+        fclose(f);
+        json_t *ans = NULL;
+        char e[1200];
+        rc = serve_post(serve_url(a), path, "application/octet-stream", buf ? buf : "", len, &ans,
+                        e, sizeof(e));
+        free(buf);
+        if (rc != KN_OK) return kn_seterr(err, errsz, rc, "%s: %s", a->pos[i], e);
+        if (a->json) {
+            json_object_set_new(ans, "file", json_string(a->pos[i]));
+            print_json(ans);
+        } else {
+            printf("%s: %s v%lld:", a->pos[i], str(ans, "model"),
+                   (long long)json_integer_value(json_object_get(ans, "version")));
+            size_t k;
+            json_t *p;
+            json_array_foreach(json_array_get(json_object_get(ans, "predictions"), 0), k, p)
+                printf("%s %s (%.3f)", k ? "," : "",
+                       json_is_string(json_object_get(p, "label")) ? str(p, "label") : "?",
+                       json_number_value(json_object_get(p, "probability")));
+            printf("\n");
+        }
+        json_decref(ans);
+    }
+    return rc;
+}
+
+static int cmd_generate(args *a, char *err, size_t errsz)
+{
+    char path[600];
+    char *esc = curl_easy_escape(NULL, a->pos[1], 0);
+    snprintf(path, sizeof(path), "/v1/models/%s/generate", esc ? esc : "");
+    curl_free(esc);
+    json_t *req = json_pack("{s:s}", "prompt", a->pos[2]);
+    if (!req) return kn_seterr(err, errsz, KN_EINVAL, "the prompt is not valid UTF-8");
+    const char *nums[4][2] = {{"max_tokens", a->max_tokens},
+                              {"temperature", a->temperature},
+                              {"top_k", a->top_k},
+                              {"seed", a->seed}};
+    for (int i = 0; i < 4; i++) {
+        if (!nums[i][1]) continue;
+        char *end;
+        double d = strtod(nums[i][1], &end);
+        if (*end || end == nums[i][1]) {
+            json_decref(req);
+            return kn_seterr(err, errsz, KN_EINVAL, "--%s: not a number", nums[i][0]);
+        }
+        json_object_set_new(req, nums[i][0], i == 1 ? json_real(d) : json_integer((json_int_t)d));
+    }
+    char *body = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    json_t *ans = NULL;
+    int rc = body ? serve_post(serve_url(a), path, "application/json", body, strlen(body), &ans,
+                               err, errsz)
+                  : kn_seterr(err, errsz, KN_ENOMEM, "out of memory");
+    free(body);
+    if (rc != KN_OK) return rc;
+    if (a->json)
+        print_json(ans);
+    else
+        printf("%s%s\n", a->pos[2], json_is_string(json_object_get(ans, "text")) ? str(ans, "text")
+                                                                                : "(not UTF-8)");
+    json_decref(ans);
+    return KN_OK;
+}
+
 static const struct {
     const char *name;
     int npos; /* positional arguments required, the command included */
@@ -438,7 +616,9 @@ int main(int argc, char **argv)
         {"--since", offsetof(args, since)},   {"--task", offsetof(args, task)},
         {"--description", offsetof(args, description)}, {"--file", offsetof(args, file)},
         {"--lineage", offsetof(args, lineage)}, {"--key", offsetof(args, key)},
-        {"--roles", offsetof(args, roles)},
+        {"--roles", offsetof(args, roles)},   {"--serve", offsetof(args, serve)},
+        {"--top-k", offsetof(args, top_k)},   {"--max-tokens", offsetof(args, max_tokens)},
+        {"--temperature", offsetof(args, temperature)}, {"--seed", offsetof(args, seed)},
     };
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
@@ -476,6 +656,13 @@ int main(int argc, char **argv)
         a.pos[a.npos++] = s;
     }
     if (a.npos == 0) goto usage;
+    if (strcmp(a.pos[0], "predict") == 0 || strcmp(a.pos[0], "generate") == 0) {
+        if (a.npos < 3 || (a.pos[0][0] == 'g' && a.npos != 3)) goto usage;
+        char err[2048] = "";
+        int rc = a.pos[0][0] == 'p' ? cmd_predict(&a, err, sizeof(err))
+                                    : cmd_generate(&a, err, sizeof(err));
+        return rc == KN_OK ? EXIT_OK : fail(rc, err[0] ? err : kn_strerror(rc));
+    }
     for (size_t k = 0; k < KN_ARRAY_LEN(commands); k++) {
         if (strcmp(a.pos[0], commands[k].name) != 0) continue;
         if (a.npos < commands[k].npos) goto usage;

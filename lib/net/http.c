@@ -294,6 +294,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
     stream_ctx *s = cls;
     ssize_t n = s->reader(s->cls, pos, buf, max);
+    if (n == KN_HTTP_STREAM_END) return MHD_CONTENT_READER_END_OF_STREAM;
     return n < 0 ? MHD_CONTENT_READER_END_WITH_ERROR : n;
 }
 

@@ -41,7 +41,11 @@ typedef int (*kn_http_body_cb)(kn_http_req *req, const char *data, size_t len, v
 typedef int (*kn_http_ready_cb)(void *ctx, char *why, size_t whysz);
 
 /* Streaming response: copy up to max bytes at pos into buf; return the count,
- * or -1 on error (the connection is closed). */
+ * or -1 on error (the connection is closed), or KN_HTTP_STREAM_END to end a
+ * response of size KN_HTTP_SIZE_UNKNOWN (sent chunked). One thread serves
+ * each connection, so the reader may block until it has bytes. */
+#define KN_HTTP_STREAM_END   ((ssize_t)-2)
+#define KN_HTTP_SIZE_UNKNOWN UINT64_MAX
 typedef ssize_t (*kn_http_reader_cb)(void *cls, uint64_t pos, char *buf, size_t max);
 
 typedef struct {
@@ -118,7 +122,9 @@ void kn_http_respond(kn_http_req *req, int status, const char *content_type, con
 void kn_http_respond_json(kn_http_req *req, int status, json_t *body);
 void kn_http_respond_error(kn_http_req *req, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-/* Streams `size` bytes from reader; free_fn(cls) runs when done. */
+/* Streams `size` bytes (or KN_HTTP_SIZE_UNKNOWN: until the reader says
+ * KN_HTTP_STREAM_END) from reader; free_fn(cls) runs when done, also when
+ * the client went away. */
 void kn_http_respond_stream(kn_http_req *req, int status, const char *content_type,
                             uint64_t size, kn_http_reader_cb reader, void *cls,
                             void (*free_fn)(void *));

@@ -294,6 +294,80 @@ static int sample_token(const float *logits, int V, const kn_sample_config *sc, 
     return work[k - 1].i;
 }
 
+/* One position of the KV-cache path: token tok at position p, whose keys
+ * and values join the cache (K, Vc: (L, maxT, C)); the logits of the next
+ * token go to logits (Vp). Host pointers: CPU backend only. Per row, the
+ * same arithmetic as a full forward pass on the CPU kernels (the attention
+ * loop is cpu_attention_fwd's for one query). */
+typedef struct {
+    float *K, *Vc;                            /* (L, maxT, C) */
+    float *x, *ln, *qkv, *atty, *proj, *res2; /* (C) or (3C) */
+    float *fch, *gel;                         /* (4C) */
+    float *logits, *att;                      /* (Vp), (maxT) */
+} kv_state;
+
+static void kv_step(kn_model *m, kv_state *s, int tok, int p)
+{
+    const kn_backend *be = m->be;
+    const tfm_model *t = &m->tfm;
+    const int C = t->C, NH = t->NH, hs = C / NH, maxT = t->maxT;
+    const float scale = 1.0f / sqrtf((float)hs);
+    const float *wte = PAR(m, t->wte), *wpe = PAR(m, t->wpe);
+    float mean, rstd;
+    for (int c = 0; c < C; c++) {
+        s->x[c] = wte[(size_t)tok * C + c];
+        s->x[c] += wpe[(size_t)p * C + c];
+    }
+    for (int l = 0; l < t->L; l++) {
+        const tfm_block *b = &t->blk[l];
+        float *K = s->K + (size_t)l * maxT * C, *Vc = s->Vc + (size_t)l * maxT * C;
+        be->layernorm_fwd(s->ln, &mean, &rstd, s->x, PAR(m, b->ln1w), PAR(m, b->ln1b), 1, C);
+        be->matmul_fwd(s->qkv, s->ln, PAR(m, b->qkvw), PAR(m, b->qkvb), 1, C, 3 * C);
+        memcpy(K + (size_t)p * C, s->qkv + C, (size_t)C * sizeof(float));
+        memcpy(Vc + (size_t)p * C, s->qkv + 2 * C, (size_t)C * sizeof(float));
+        for (int h = 0; h < NH; h++) {
+            const float *q = s->qkv + h * hs;
+            float mx = -FLT_MAX;
+            for (int t2 = 0; t2 <= p; t2++) {
+                const float *k = K + (size_t)t2 * C + h * hs;
+                float dot = 0.0f;
+                for (int i = 0; i < hs; i++)
+                    dot += q[i] * k[i];
+                dot *= scale;
+                s->att[t2] = dot;
+                if (dot > mx) mx = dot;
+            }
+            float sum = 0.0f;
+            for (int t2 = 0; t2 <= p; t2++) {
+                float e = expf(s->att[t2] - mx);
+                s->att[t2] = e;
+                sum += e;
+            }
+            const float inv = 1.0f / sum;
+            for (int t2 = 0; t2 <= p; t2++)
+                s->att[t2] *= inv;
+            float *o = s->atty + h * hs;
+            for (int i = 0; i < hs; i++)
+                o[i] = 0.0f;
+            for (int t2 = 0; t2 <= p; t2++) {
+                const float *v = Vc + (size_t)t2 * C + h * hs;
+                const float w = s->att[t2];
+                for (int i = 0; i < hs; i++)
+                    o[i] += w * v[i];
+            }
+        }
+        be->matmul_fwd(s->proj, s->atty, PAR(m, b->projw), PAR(m, b->projb), 1, C, C);
+        be->residual_fwd(s->res2, s->x, s->proj, (size_t)C);
+        be->layernorm_fwd(s->ln, &mean, &rstd, s->res2, PAR(m, b->ln2w), PAR(m, b->ln2b), 1, C);
+        be->matmul_fwd(s->fch, s->ln, PAR(m, b->fcw), PAR(m, b->fcb), 1, C, 4 * C);
+        be->act_fwd(KN_ACT_GELU, s->gel, s->fch, (size_t)4 * C);
+        be->matmul_fwd(s->proj, s->gel, PAR(m, b->fcprojw), PAR(m, b->fcprojb), 1, 4 * C, C);
+        be->residual_fwd(s->x, s->res2, s->proj, (size_t)C);
+    }
+    be->layernorm_fwd(s->ln, &mean, &rstd, s->x, PAR(m, t->lnfw), PAR(m, t->lnfb), 1, C);
+    be->matmul_fwd(s->logits, s->ln, PAR(m, t->wte), NULL, 1, C, t->Vp);
+}
+
 int kn_model_generate(kn_model *m, const int *prompt, int n_prompt, int n_new,
                       const kn_sample_config *sc, int *out, char *err, size_t errsz)
 {
@@ -301,11 +375,34 @@ int kn_model_generate(kn_model *m, const int *prompt, int n_prompt, int n_new,
         return kn_seterr(err, errsz, KN_EINVAL, "generate: only gpt models generate text");
     if (n_prompt < 1 || n_new < 0)
         return kn_seterr(err, errsz, KN_EINVAL, "generate: needs a prompt of at least one token");
-    const int V = m->tfm.V, maxT = m->tfm.maxT;
+    const int V = m->tfm.V, maxT = m->tfm.maxT, C = m->tfm.C;
     float *row = malloc((size_t)V * sizeof(float));
     scored *work = malloc((size_t)V * sizeof(*work));
     int rc = KN_OK, was_training = m->training;
-    if (!row || !work) {
+    /* the KV cache needs host-addressable weights and room for one position */
+    int kv = !sc->no_kv_cache && strcmp(m->be->name, "cpu") == 0 && n_prompt < maxT;
+    kv_state s = {0};
+    float *kvbuf = NULL;
+    if (kv) {
+        size_t cache = (size_t)m->tfm.L * maxT * C,
+               n = 2 * cache + 17 * (size_t)C + (size_t)m->tfm.Vp + (size_t)maxT;
+        if ((kvbuf = malloc(n * sizeof(float)))) {
+            float *q = kvbuf;
+            s.K = q, q += cache;
+            s.Vc = q, q += cache;
+            s.x = q, q += C;
+            s.ln = q, q += C;
+            s.qkv = q, q += 3 * C;
+            s.atty = q, q += C;
+            s.proj = q, q += C;
+            s.res2 = q, q += C;
+            s.fch = q, q += 4 * C;
+            s.gel = q, q += 4 * C;
+            s.logits = q, q += m->tfm.Vp;
+            s.att = q;
+        }
+    }
+    if (!row || !work || (kv && !kvbuf)) {
         rc = kn_seterr(err, errsz, KN_ENOMEM, "generate: out of memory");
         goto out;
     }
@@ -313,19 +410,40 @@ int kn_model_generate(kn_model *m, const int *prompt, int n_prompt, int n_new,
     kn_rng rng;
     kn_rng_init(&rng, sc->seed);
     m->training = 0;
+    int cached = 0; /* positions whose keys/values are in the cache */
     for (int n = n_prompt; n < n_prompt + n_new; n++) {
-        int T = n < maxT ? n : maxT;
-        kn_batch b = {.B = 1, .T = T, .tokens = out + n - T};
-        rc = kn_model_tfm_forward(m, &b, err, errsz);
-        if (rc) goto out;
-        /* no KV cache: the whole context is recomputed per token (fine for
-         * small models; the CUDA trainer's evaluator batches prompts) */
-        m->be->to_host(row, ACT(m, m->tfm.logits) + (size_t)(T - 1) * m->tfm.Vp,
-                       (size_t)V * sizeof(float));
+        if (kv && cached == n - 1 && n <= maxT) {
+            /* one new position: the previous token's */
+            kv_step(m, &s, out[n - 1], n - 1);
+            cached = n;
+            memcpy(row, s.logits, (size_t)V * sizeof(float));
+        } else {
+            /* the reference path: the whole context (the last maxT tokens) */
+            int T = n < maxT ? n : maxT;
+            kn_batch b = {.B = 1, .T = T, .tokens = out + n - T};
+            rc = kn_model_tfm_forward(m, &b, err, errsz);
+            if (rc) goto out;
+            m->be->to_host(row, ACT(m, m->tfm.logits) + (size_t)(T - 1) * m->tfm.Vp,
+                           (size_t)V * sizeof(float));
+            if (kv && n == n_prompt) { /* the prompt's keys and values seed the cache */
+                for (int l = 0; l < m->tfm.L; l++) {
+                    const float *qkv = ACT(m, m->tfm.blk[l].qkv);
+                    for (int p = 0; p < T; p++) {
+                        memcpy(s.K + ((size_t)l * maxT + p) * C, qkv + (size_t)p * 3 * C + C,
+                               (size_t)C * sizeof(float));
+                        memcpy(s.Vc + ((size_t)l * maxT + p) * C, qkv + (size_t)p * 3 * C + 2 * C,
+                               (size_t)C * sizeof(float));
+                    }
+                }
+                cached = T;
+            }
+        }
         out[n] = sample_token(row, V, sc, &rng, work);
+        if (sc->on_token && (rc = sc->on_token(sc->on_token_ctx, out[n])) != 0) goto out;
     }
 out:
     m->training = was_training;
+    free(kvbuf);
     free(row);
     free(work);
     return rc;

@@ -55,6 +55,11 @@ typedef struct {
     float temperature;
     int top_k;
     uint64_t seed;
+    int no_kv_cache; /* 1: recompute the whole context per token (the reference path) */
+    /* Called with each new token as it is chosen (may be NULL); a non-zero
+     * return stops the generation, and kn_model_generate returns it. */
+    int (*on_token)(void *ctx, int token);
+    void *on_token_ctx;
 } kn_sample_config;
 
 /* Creates a model from spec (borrowed; a normalised copy is kept) with weights
@@ -107,7 +112,12 @@ int kn_model_predict(const kn_model *m, int *out, size_t cap);
 
 /* GPT only: extends prompt[0..n_prompt) by n_new tokens written to out (which
  * holds n_prompt + n_new ids; the prompt is copied first). The context is the
- * last block_size tokens. Deterministic for a given seed. */
+ * last block_size tokens. Deterministic for a given seed. On the CPU backend
+ * a KV cache makes each new token cost one position (the prompt runs as one
+ * forward pass, its keys and values seed the cache) until the sequence fills
+ * the block; from then on, and on other backends or with sc->no_kv_cache,
+ * each token recomputes the whole context (the sliding window moves every
+ * position). Both paths give the same tokens (tests/unit/test_generate_kv.c). */
 int kn_model_generate(kn_model *m, const int *prompt, int n_prompt, int n_new,
                       const kn_sample_config *sc, int *out, char *err, size_t errsz);
 

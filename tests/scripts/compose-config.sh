@@ -27,7 +27,7 @@ export KILN_REGISTRY_ADMIN_TOKEN=sentinel-admin-0f3c KILN_PG_PASSWORD=sentinel-p
 docker-compose config -q
 docker-compose --profile gpu config -q
 services=$(docker-compose --profile gpu config --services | sort | tr '\n' ' ')
-for s in kafka postgres registry tokens tokenizer importer ingest preprocess trainer-cnn trainer-gpt trainer-gpu evaluator; do
+for s in kafka postgres registry tokens tokenizer importer ingest preprocess trainer-cnn trainer-gpt trainer-gpu evaluator serve; do
     [[ " $services " == *" $s "* ]] || fail "service $s missing from docker-compose.yml (have: $services)"
 done
 docker-compose --profile gpu config >"$tmp/c.yml"

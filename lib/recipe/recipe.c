@@ -1,6 +1,6 @@
-/* recipe.c: [dataset.NAME] sections → pp_recipe, with validation and a
+/* recipe.c: [dataset.NAME] sections → kn_recipe, with validation and a
  * canonical text whose SHA-256 identifies the recipe. */
-#include "recipe.h"
+#include "recipe/recipe.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,14 +9,14 @@
 #include "core/kn.h"
 #include "core/sha256.h"
 
-const char *pp_kind_name(pp_kind k)
+const char *kn_recipe_kind_name(kn_recipe_kind k)
 {
     switch (k) {
-    case PP_KIND_LM:
+    case KN_RECIPE_LM:
         return "lm";
-    case PP_KIND_TEXT_CLASS:
+    case KN_RECIPE_TEXT_CLASS:
         return "text_class";
-    case PP_KIND_IMAGE:
+    case KN_RECIPE_IMAGE:
         return "image";
     }
     return "?";
@@ -108,7 +108,7 @@ static int parse_floats(const char *s, float *out, int n)
     return KN_OK;
 }
 
-static int parse_labels(const char *s, pp_recipe *r)
+static int parse_labels(const char *s, kn_recipe *r)
 {
     while (*s) {
         while (*s == ' ' || *s == '\t' || *s == ',')
@@ -120,7 +120,7 @@ static int parse_labels(const char *s, pp_recipe *r)
         const char *t = e;
         while (t > s && (t[-1] == ' ' || t[-1] == '\t'))
             t--;
-        if (r->nlabels >= PP_MAX_LABELS) return KN_ETOOBIG;
+        if (r->nlabels >= KN_RECIPE_MAX_LABELS) return KN_ETOOBIG;
         char **nl = realloc(r->labels, (r->nlabels + 1) * sizeof(char *));
         if (!nl) return KN_ENOMEM;
         r->labels = nl;
@@ -137,7 +137,7 @@ static int parse_labels(const char *s, pp_recipe *r)
     return KN_OK;
 }
 
-int pp_recipe_load(const kn_config *cfg, const char *section, pp_recipe *r, char *errbuf,
+int kn_recipe_load(const kn_config *cfg, const char *section, kn_recipe *r, char *errbuf,
                    size_t errsz)
 {
     memset(r, 0, sizeof(*r));
@@ -149,30 +149,30 @@ int pp_recipe_load(const kn_config *cfg, const char *section, pp_recipe *r, char
 
     const char *kind = gs(&g, "kind", "");
     if (strcmp(kind, "lm") == 0)
-        r->kind = PP_KIND_LM;
+        r->kind = KN_RECIPE_LM;
     else if (strcmp(kind, "text_class") == 0)
-        r->kind = PP_KIND_TEXT_CLASS;
+        r->kind = KN_RECIPE_TEXT_CLASS;
     else if (strcmp(kind, "image") == 0)
-        r->kind = PP_KIND_IMAGE;
+        r->kind = KN_RECIPE_IMAGE;
     else
         return kn_seterr(errbuf, errsz, KN_EINVAL,
                          "[%s] kind: \"%s\" is not one of lm, text_class, image", section, kind);
     r->eval_fraction = gd(&g, "eval_fraction", 0.1, 0.0, 1.0);
     r->shard_examples =
-        (uint32_t)gi(&g, "shard_examples", r->kind == PP_KIND_LM ? 64 : 256, 1, 1 << 20);
+        (uint32_t)gi(&g, "shard_examples", r->kind == KN_RECIPE_LM ? 64 : 256, 1, 1 << 20);
     int rc = parse_labels(gs(&g, "labels", ""), r);
     if (rc == KN_EEXIST)
         return kn_seterr(errbuf, errsz, KN_EINVAL, "[%s] labels: a label is listed twice", section);
     if (rc != KN_OK)
         return kn_seterr(errbuf, errsz, rc, "[%s] labels: %s", section, kn_strerror(rc));
-    r->require_label = gb(&g, "require_label", r->kind != PP_KIND_LM);
-    if (r->kind != PP_KIND_LM && r->require_label && r->nlabels == 0)
+    r->require_label = gb(&g, "require_label", r->kind != KN_RECIPE_LM);
+    if (r->kind != KN_RECIPE_LM && r->require_label && r->nlabels == 0)
         return kn_seterr(errbuf, errsz, KN_EINVAL,
                          "[%s] labels: a %s dataset needs its label list (labels = a, b, ...) so "
                          "label ids are stable across instances and restarts",
                          section, kind);
 
-    if (r->kind != PP_KIND_IMAGE) {
+    if (r->kind != KN_RECIPE_IMAGE) {
         r->clean = gb(&g, "clean", 1);
         kn_textclean_defaults(&r->clean_opts);
         const char *norm = gs(&g, "normalize", "nfc");
@@ -214,16 +214,16 @@ int pp_recipe_load(const kn_config *cfg, const char *section, pp_recipe *r, char
 
         const char *dd = gs(&g, "dedup", "near");
         if (strcmp(dd, "near") == 0)
-            r->dedup = PP_DEDUP_NEAR;
+            r->dedup = KN_RECIPE_DEDUP_NEAR;
         else if (strcmp(dd, "exact") == 0)
-            r->dedup = PP_DEDUP_EXACT;
+            r->dedup = KN_RECIPE_DEDUP_EXACT;
         else if (strcmp(dd, "none") == 0)
-            r->dedup = PP_DEDUP_NONE;
+            r->dedup = KN_RECIPE_DEDUP_NONE;
         else
             return kn_seterr(errbuf, errsz, KN_EINVAL,
                              "[%s] dedup: \"%s\" is not one of near, exact, none", section, dd);
         kn_dedup_options_default(&r->dedup_opts);
-        r->dedup_opts.near = r->dedup == PP_DEDUP_NEAR;
+        r->dedup_opts.near = r->dedup == KN_RECIPE_DEDUP_NEAR;
         r->dedup_opts.shingle = (uint32_t)gi(&g, "dedup_shingle", 5, 1, 64);
         r->dedup_opts.num_hashes = (uint32_t)gi(&g, "dedup_hashes", 128, 1, KN_DEDUP_MAX_HASHES);
         r->dedup_opts.bands = (uint32_t)gi(&g, "dedup_bands", 16, 1, KN_DEDUP_MAX_HASHES);
@@ -258,7 +258,7 @@ int pp_recipe_load(const kn_config *cfg, const char *section, pp_recipe *r, char
         r->max_pixels = (size_t)gi(&g, "max_pixels", 0, 0, INT64_C(1) << 34);
     }
     if (g.bad) return KN_EINVAL;
-    if (r->dedup == PP_DEDUP_NEAR && r->dedup_opts.num_hashes % r->dedup_opts.bands != 0)
+    if (r->dedup == KN_RECIPE_DEDUP_NEAR && r->dedup_opts.num_hashes % r->dedup_opts.bands != 0)
         return kn_seterr(errbuf, errsz, KN_EINVAL,
                          "[%s] dedup_hashes (%u) must be a multiple of dedup_bands (%u)", section,
                          r->dedup_opts.num_hashes, r->dedup_opts.bands);
@@ -268,13 +268,13 @@ int pp_recipe_load(const kn_config *cfg, const char *section, pp_recipe *r, char
     size_t n = 0;
 #define CAT(...)                                                                                   \
     n += (size_t)snprintf(canon + n, n < sizeof(canon) ? sizeof(canon) - n : 0, __VA_ARGS__)
-    CAT("kind=%s\neval_fraction=%.6f\nshard_examples=%u\n", pp_kind_name(r->kind), r->eval_fraction,
-        r->shard_examples);
+    CAT("kind=%s\neval_fraction=%.6f\nshard_examples=%u\n", kn_recipe_kind_name(r->kind),
+        r->eval_fraction, r->shard_examples);
     CAT("labels=");
     for (size_t i = 0; i < r->nlabels; i++)
         CAT("%s%s", i ? "," : "", r->labels[i]);
     CAT("\nrequire_label=%d\n", r->require_label);
-    if (r->kind != PP_KIND_IMAGE) {
+    if (r->kind != KN_RECIPE_IMAGE) {
         const kn_textclean_options *c = &r->clean_opts;
         CAT("clean=%d norm=%d markup=%d ws=%d ctl=%d min=%zu max=%zu letters=%.4f dup=%.4f "
             "rep=%.4f\n",
@@ -299,7 +299,7 @@ int pp_recipe_load(const kn_config *cfg, const char *section, pp_recipe *r, char
     return KN_OK;
 }
 
-void pp_recipe_free(pp_recipe *r)
+void kn_recipe_free(kn_recipe *r)
 {
     if (!r) return;
     for (size_t i = 0; i < r->nlabels; i++)
@@ -309,9 +309,29 @@ void pp_recipe_free(pp_recipe *r)
     r->nlabels = 0;
 }
 
-int32_t pp_recipe_label(const pp_recipe *r, const char *s)
+int32_t kn_recipe_label(const kn_recipe *r, const char *s)
 {
     for (size_t i = 0; i < r->nlabels; i++)
         if (strcmp(r->labels[i], s) == 0) return (int32_t)i;
     return -1;
+}
+
+int kn_recipe_image(const kn_recipe *r, const void *bytes, size_t len, kn_image *out, char *errbuf,
+                    size_t errsz)
+{
+    kn_image img;
+    kn_image_init(&img);
+    int rc = kn_image_decode(bytes, len, r->max_pixels, &img, errbuf, errsz);
+    if (rc != KN_OK) {
+        kn_image_init(out);
+        return rc;
+    }
+    if ((rc = kn_image_convert(&img, r->width, r->height, r->channels, &img)) != KN_OK) {
+        kn_image_free(&img);
+        kn_image_init(out);
+        return kn_seterr(errbuf, errsz, rc, "converting the image: %s", kn_strerror(rc));
+    }
+    kn_image_normalize(&img, r->mean, r->std);
+    *out = img;
+    return KN_OK;
 }
