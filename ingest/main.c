@@ -12,6 +12,7 @@
 #include "core/kn.h"
 #include "core/log.h"
 #include "ingest.h"
+#include "service/keys.h"
 #include "service/service.h"
 
 enum {
@@ -41,29 +42,8 @@ static const kn_service_option options[] = {
     {NULL, 0, NULL, NULL},
 };
 
-static const kn_service_key keys[] = {
-    KN_SERVICE_KEYS_KAFKA,
-    {"ingest.dataset", "default", "dataset header when --dataset is not given"},
-    {"ingest.partitions", "3", "partitions of the raw topics it creates"},
-    {"ingest.bind", "127.0.0.1", "listen address"},
-    {"ingest.port", "8081", "listen port for serve, --follow"},
-    {"ingest.max_text_bytes", "1m", "largest text record"},
-    {"ingest.max_image_bytes", "8m", "largest image record (at most 12m)"},
-    {"ingest.dlq_max_bytes", "1m", "bytes of a refused record kept in the DLQ"},
-    {"ingest.max_side", "16384", "largest image width or height"},
-    {"ingest.max_pixels", "40000000", "largest image width x height"},
-    {"ingest.utf8_policy", "reject", "reject or repair text that is not UTF-8"},
-    {"ingest.batch_files", "1000", "files: files per journaled batch"},
-    {"ingest.batch_bytes", "16m", "files: bytes per journaled batch"},
-    {"ingest.transactional_id", NULL, "files --state: Kafka transactional.id"},
-    {"ingest.ack_timeout_ms", "30000", "serve: wait for Kafka's acknowledgement"},
-    {"ingest.url_timeout_ms", "30000", "urls: whole transfer"},
-    {"ingest.url_connect_timeout_ms", "10000", "urls: connection"},
-    {"ingest.url_retries", "3", "urls: retries of a failed fetch"},
-    {"ingest.url_backoff_ms", "500", "urls: first wait between retries"},
-    {"ingest.url_max_redirects", "5", "urls: redirects followed"},
-    {NULL, NULL, NULL},
-};
+/* The configuration keys: kn_keys_ingest in lib/service/keys.c, where the
+ * stack-wide check (kn_keys_check) sees every service's keys. */
 
 typedef struct {
     const char *dataset, *label, *split, *kind; /* options */
@@ -251,7 +231,7 @@ int main(int argc, char **argv)
         .options = options,
         .option = option,
         .check = check,
-        .keys = keys,
+        .keys = kn_keys_ingest,
         .drain_s = 120,
         .run = run,
         .cleanup = cleanup,

@@ -11,24 +11,13 @@
 #include "core/log.h"
 #include "core/shutdown.h"
 #include "registry.h"
+#include "service/keys.h"
 #include "service/service.h"
 
 #define DEFAULT_DB "host=127.0.0.1 port=15432 dbname=kiln user=kiln password=kiln"
 
-static const kn_service_key keys[] = {
-    {"registry.bind", "127.0.0.1", "listen address"},
-    {"registry.port", "8080", "listen port (0 = any free port, printed in the log)"},
-    {"registry.db", NULL, "libpq conninfo (else KILN_PG_CONNINFO, else the native stack)"},
-    {"registry.schema", "kiln_registry", "PostgreSQL schema holding the tables"},
-    {"registry.pool_size", "16", "database connections (1..256)"},
-    {"registry.read_requires_token", "false", "reads need a token with the read role"},
-    {"registry.admin_token", NULL, "admin token stored (hashed) at start if new"},
-    {"registry.promotion_alias", "production", "alias whose moves need the promote role"},
-    {"registry.max_artifact_bytes", "4g", "upload size limit, k/m/g suffixes"},
-    {"registry.max_body_bytes", "1m", "JSON body limit"},
-    {"registry.timeout_s", "30", "idle connection timeout against slow clients"},
-    {NULL, NULL, NULL},
-};
+/* The configuration keys: kn_keys_registry in lib/service/keys.c, where the
+ * stack-wide check (kn_keys_check) sees every service's keys. */
 
 /* The counters of reg_app, by field. */
 static const struct {
@@ -147,7 +136,7 @@ int main(int argc, char **argv)
         .name = "kiln-registry",
         .about = "The kiln model registry: HTTP/JSON API under /v1, web page at /, on "
                  "PostgreSQL.\n",
-        .keys = keys,
+        .keys = kn_keys_registry,
         .drain_s = 60,
         .run = run,
         .cleanup = cleanup,

@@ -105,6 +105,7 @@ static int setup(void **state)
     snprintf(ini, sizeof(ini),
              "[kafka]\nbrokers = %s\ntopic_prefix = %s\n"
              "[trainer]\nwork_dir = %s\nlog_seconds = 1\nflush_seconds = 0.3\nbackend = auto\n"
+             "[dataset.synth]\nkind = image\n" /* a model's dataset must have a section */
              "[model." MODEL "]\ndataset = synth\n"
              "spec = {\"type\":\"mlp\",\"sizes\":[16,32,4]}\n"
              "optim = {\"type\":\"adam\",\"lr\":0.01}\n"
