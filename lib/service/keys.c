@@ -652,8 +652,8 @@ static void print_section(FILE *f, const char *sec, size_t slen)
             fputs("` | ", f);
             if (k->def) fprintf(f, "`%s`", k->def[0] ? k->def : "\"\"");
             fputs(" | ", f);
-            for (const char *p = k->help; *p; p++) /* a '|' would end the cell */
-                fputs(*p == '|' ? "\\|" : (char[2]){*p, 0}, f);
+            for (const char *p = k->help; *p; p++) /* '|' would end the cell, '<' open a tag */
+                fputs(*p == '|' ? "\\|" : *p == '<' ? "\\<" : (char[2]){*p, 0}, f);
             fprintf(f, " | %s |\n", readers);
         }
 }
