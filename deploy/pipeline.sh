@@ -9,7 +9,8 @@
 # With --follow it keeps running: files dropped into the inbox folder are
 # ingested, trained on, evaluated, and promoted or rejected with the reason.
 #
-# Usage: deploy/pipeline.sh [--follow] [--timeout MINUTES] | --stop | --status
+# Usage: deploy/pipeline.sh [--config FILE] [--follow] [--timeout MINUTES] | --stop | --status
+# (--config: default $KILN_CONFIG, else deploy/kiln.ini)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${KILN_BUILD_DIR:-$root/build}
@@ -90,6 +91,7 @@ esac
 while [ $# -gt 0 ]; do
     case $1 in
     --follow) follow=1 ;;
+    --config) config=$2; shift ;;
     --timeout) timeout_min=$2; shift ;;
     *) die "unknown argument $1 (see --help)" ;;
     esac
@@ -106,6 +108,9 @@ if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
     ((have)) && export OPENBLAS_CORETYPE=SKYLAKEX
 fi
 
+# Every key and name of the configuration, before anything starts.
+"$build/registry/kiln-registry" --config "$config" --check-config >/dev/null ||
+    die "$config has mistakes (listed above); nothing was started"
 mkdir -p "$run" "$inbox"
 eval "$("$root/deploy/stack" env)"
 export KILN_KAFKA_BROKERS KILN_PG_CONNINFO KILN_CONFIG=$config
@@ -124,8 +129,12 @@ start registry "$reg_port" "$build/registry/kiln-registry" --config "$config"
 
 # The fortunes' own BPE vocabulary: trained once, registered in the registry
 # (model fortunes-bpe) so its hash is in the lineage of every model using it.
-tok=$state/tokenizer/fortunes.tiktoken
-export KILN_DATASET_FORTUNES_TOKENIZER=$tok
+# It is written where the configuration's [dataset.fortunes] tokenizer says
+# (relative to the repository root, as the services read it), so a copied
+# config needs no environment override.
+tok=$(cfg dataset.fortunes.tokenizer)
+[ -n "$tok" ] || die "$config: [dataset.fortunes] has no tokenizer = FILE (where the job writes the fortunes' vocabulary)"
+[[ $tok == /* ]] || tok=$root/$tok
 if [ ! -s "$tok" ]; then
     mkdir -p "$(dirname "$tok")"
     say "training the fortunes BPE vocabulary ($(cfg pipeline.tokenizer_vocab 4096) ids)"

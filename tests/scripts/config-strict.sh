@@ -89,5 +89,11 @@ for b in registry/kiln-registry preprocess/kiln-preprocess evaluator/kiln-evalua
     "$bin/$b" --help | grep -q -- --check-config || fail "$b --help does not list --check-config"
 done
 
+# The main job reads the shipped config as it is: no KILN_DATASET_*/KILN_MODEL_*
+# override of a key a copied config would then lack (the tokenizer path was one).
+if grep -nE '^[^#]*export[^#]*KILN_(DATASET|MODEL|POLICY)_' "$src/deploy/pipeline.sh" "$src/deploy/run"; then
+    fail "deploy/pipeline.sh or deploy/run overrides a [dataset|model|policy] key from the environment"
+fi
+
 [ "$fails" = 0 ] || { echo "config-strict: $fails failure(s)"; exit 1; }
 echo "config-strict: ok"
