@@ -168,4 +168,20 @@ ing_server *ing_server_start(ing_ctx *c, const char *bind, int port, char *errbu
 uint16_t ing_server_port(const ing_server *s);
 void ing_server_stop(ing_server *s);
 
+/* `kiln-ingest dlq` (dlq.c): lists <prefix>.dlq, or replays what
+ * kiln-preprocess refused, exactly once. Returns the exit code. */
+typedef struct {
+    const char *brokers;
+    const char *prefix;
+    const char *dataset, *reason; /* filters; NULL: any */
+    int64_t since_ms;             /* with since_set: refused at or after (ms since the epoch) */
+    int since_set;
+    int replay, json;
+} ing_dlq_args;
+
+/* --since: a duration back from now_ms ("30m", "2h", "1d", "45s") or a UTC
+ * time "YYYY-MM-DD[THH:MM[:SS]][Z]". KN_EINVAL when it is neither. */
+int ing_dlq_parse_since(const char *s, int64_t now_ms, int64_t *out);
+int ing_dlq_run(const ing_dlq_args *a);
+
 #endif

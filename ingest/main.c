@@ -26,6 +26,10 @@ enum {
     OPT_PORT,
     OPT_PROGRESS,
     OPT_NO_PROGRESS,
+    OPT_REASON,
+    OPT_SINCE,
+    OPT_REPLAY,
+    OPT_JSON,
 };
 
 static const kn_service_option options[] = {
@@ -39,6 +43,10 @@ static const kn_service_option options[] = {
     {"port", OPT_PORT, "N", "serve /healthz /readyz /metrics (and /v1/records) on N"},
     {"progress", OPT_PROGRESS, NULL, "force the progress line on"},
     {"no-progress", OPT_NO_PROGRESS, NULL, "force the progress line off"},
+    {"reason", OPT_REASON, "R", "dlq: only records refused for reason R (bad_utf8, ...)"},
+    {"since", OPT_SINCE, "T", "dlq: only records refused since T (30m, 2h, 1d, 2026-11-30T10:00)"},
+    {"replay", OPT_REPLAY, NULL, "dlq: re-submit what kiln-preprocess refused, exactly once"},
+    {"json", OPT_JSON, NULL, "dlq: one JSON object per record"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -53,12 +61,12 @@ typedef struct {
     ing_ctx c;
     int have_ctx;
     ing_server *srv;
+    ing_dlq_args dlq; /* the dlq command's filters */
 } ingest;
 
 static int option(kn_service *svc, void *app, int id, const char *arg)
 {
     ingest *in = app;
-    (void)svc;
     switch (id) {
     case OPT_GLOB:
         if (in->fa.nglobs < 64) in->globs[in->fa.nglobs++] = (char *)arg;
@@ -84,6 +92,22 @@ static int option(kn_service *svc, void *app, int id, const char *arg)
     case OPT_PORT:
         in->port = atoi(arg);
         break;
+    case OPT_REASON:
+        in->dlq.reason = arg;
+        break;
+    case OPT_SINCE:
+        if (ing_dlq_parse_since(arg, kn_record_now_ms(), &in->dlq.since_ms) != KN_OK) {
+            kn_service_usage_error(svc, "--since %s: use 30m, 2h, 1d or 2026-11-30T10:00", arg);
+            return 1;
+        }
+        in->dlq.since_set = 1;
+        break;
+    case OPT_REPLAY:
+        in->dlq.replay = 1;
+        break;
+    case OPT_JSON:
+        in->dlq.json = 1;
+        break;
     default:
         in->progress = id == OPT_PROGRESS;
     }
@@ -99,7 +123,7 @@ static int check(kn_service *svc, void *app)
     const char *cmd = n > 0 ? args[0] : "";
     if (n == 0) return 1;
     if (strcmp(cmd, "serve") && strcmp(cmd, "files") && strcmp(cmd, "jsonl") &&
-        strcmp(cmd, "urls") && strcmp(cmd, "import")) {
+        strcmp(cmd, "urls") && strcmp(cmd, "import") && strcmp(cmd, "dlq")) {
         kn_service_usage_error(svc, "unknown command '%s'", cmd);
         return 1;
     }
@@ -156,6 +180,12 @@ static int run(kn_service *svc, void *app)
     const char *cmd = args[0];
     int is_serve = strcmp(cmd, "serve") == 0;
     args++, nargs--;
+    if (strcmp(cmd, "dlq") == 0) { /* reads Kafka only: no producer of records, no server */
+        in->dlq.brokers = kn_service_get(svc, "kafka.brokers");
+        in->dlq.prefix = kn_service_get(svc, "kafka.topic_prefix");
+        in->dlq.dataset = in->dataset;
+        return ing_dlq_run(&in->dlq);
+    }
     if (configure(svc, in, &o) != 0) return 1;
     o.bulk = !is_serve && !in->fa.follow && in->port < 0;
     in->have_ctx = 1;
@@ -226,7 +256,11 @@ int main(int argc, char **argv)
                  "  import fashion-mnist [DIR]  Debian dataset-fashion-mnist (train + test "
                  "splits)\n"
                  "  import fortunes [DIR]    Debian fortunes: one record per fortune, label = "
-                 "category\n",
+                 "category\n"
+                 "  dlq [--dataset D] [--reason R] [--since T] [--replay] [--json]\n"
+                 "                           the refused records of <prefix>.dlq: origin, reason,\n"
+                 "                           detail, preview; --replay re-submits what\n"
+                 "                           kiln-preprocess refused, once the cause is fixed\n",
         .args_help = "<command> [args]",
         .options = options,
         .option = option,
