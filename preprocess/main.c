@@ -190,8 +190,10 @@ static int run(kn_service *svc, void *app)
 
     /* The loop: one record at a time; transactions commit every flush_ms. */
     int rc = KN_OK;
-    while (!kn_shutdown_requested() && rc == KN_OK)
+    while (!kn_shutdown_requested() && rc == KN_OK) {
         rc = pp_stream_step(pp->st);
+        pp_metrics_refusals_tick(&pp->metrics);
+    }
     if (rc == KN_OK) rc = pp_stream_drain(pp->st);
     kn_log_info("kiln-preprocess: %s", rc == KN_OK ? "drained, exiting" : "fatal error, exiting");
     return rc == KN_OK ? 0 : 1;

@@ -3,11 +3,12 @@
 # the real broker. A record ingested with a dataset that has no section is
 # refused by kiln-preprocess (unknown_dataset), a Latin-1 file by kiln-ingest
 # (bad_utf8); `kiln-ingest dlq` lists both with origin, reason, detail and
-# preview, filters by --dataset/--reason/--since; after the section is added,
+# preview, filters by --dataset/--reason/--since; preprocess logs the first
+# refusal of a reason and counts the rest; after the section is added,
 # --replay re-submits the preprocess refusal, and a second --replay does
 # nothing. Exactly once is checked end to end: the added section is an image
 # dataset, so preprocess refuses each replayed text record again as
-# kind_mismatch; after two replays the DLQ holds exactly one kind_mismatch.
+# kind_mismatch; after two replays the DLQ holds one kind_mismatch per record.
 set -euo pipefail
 src=${KILN_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 bin=${KILN_BINARY_DIR:-$src/build}
@@ -38,8 +39,9 @@ labels = 0, 1
 INI
 mkdir in
 printf 'A fortune for a dataset that has no section.\n' >in/a.txt
+printf 'Another one for it.\n' >in/b.txt
 printf 'caf\xe9 au lait\n' >latin.txt
-"$ingest" --config k.ini --dataset fortunes-d files in/a.txt 2>ingest.log
+"$ingest" --config k.ini --dataset fortunes-d files in 2>ingest.log
 "$ingest" --config k.ini --dataset digits files latin.txt 2>>ingest.log
 
 # run_pp UNTIL-WORD: preprocess until `dlq --json` shows UNTIL-WORD (60 s at most).
@@ -57,24 +59,30 @@ run_pp() {
 }
 run_pp unknown_dataset
 
+# Preprocess said so in its log: the first refusal of a reason at once, the
+# second within the minute only counted (logged when the minute is over).
+[ "$(grep -c 'refused a record as unknown_dataset: dataset fortunes-d' pp.log)" = 1 ] ||
+    fail "preprocess log: $(grep -c 'refused a record as unknown_dataset' pp.log) immediate lines, want 1"
+grep -qF 'kiln-ingest dlq --reason unknown_dataset' pp.log || fail "preprocess log does not name the dlq command"
+
 "$ingest" --config k.ini dlq >list.txt 2>dlq.err || fail "dlq exited $?: $(cat dlq.err)"
 for w in "unknown_dataset  dataset fortunes-d  (kiln-preprocess" "origin:  $tmp/in/a.txt" \
     'preview: "A fortune for a dataset that has no section.\n"' \
     "bad_utf8  dataset digits  (kiln-ingest" "ingest.utf8_policy = repair" 'preview: "caf\xe9 au lait\n"' \
-    "2 refused record(s) in kiln-$id.dlq: " "1 refused by kiln-preprocess can be replayed"; do
+    "3 refused record(s) in kiln-$id.dlq: " "2 refused by kiln-preprocess can be replayed"; do
     grep -qF -- "$w" list.txt || fail "listing lacks '$w'"
 done
 n() { "$ingest" --config k.ini dlq --json "$@" 2>/dev/null | grep -c '"reason"' || true; }
 [ "$(n --reason bad_utf8)" = 1 ] || fail "--reason bad_utf8: $(n --reason bad_utf8) records"
-[ "$(n --dataset fortunes-d)" = 1 ] || fail "--dataset fortunes-d: $(n --dataset fortunes-d) records"
-[ "$(n --since 1h)" = 2 ] || fail "--since 1h: $(n --since 1h) records"
+[ "$(n --dataset fortunes-d)" = 2 ] || fail "--dataset fortunes-d: $(n --dataset fortunes-d) records"
+[ "$(n --since 1h)" = 3 ] || fail "--since 1h: $(n --since 1h) records"
 [ "$(n --since 2099-01-01)" = 0 ] || fail "--since 2099-01-01: $(n --since 2099-01-01) records"
 "$ingest" --config k.ini dlq --since yesterday >/dev/null 2>&1 && fail "--since yesterday accepted"
 
 # The fix: the dataset gets its section. Then replay, twice.
 printf '[dataset.fortunes-d]\nkind = image\nlabels = a\n' >>k.ini
 "$ingest" --config k.ini dlq --replay >replay1.txt 2>&1 || fail "replay: $(cat replay1.txt)"
-grep -qF "replayed 1 record(s); 1 not replayable" replay1.txt || fail "replay 1: $(cat replay1.txt)"
+grep -qF "replayed 2 record(s); 1 not replayable" replay1.txt || fail "replay 1: $(cat replay1.txt)"
 "$ingest" --config k.ini dlq --replay >replay2.txt 2>&1 || fail "replay 2: $(cat replay2.txt)"
 grep -qF "replayed 0 record(s)" replay2.txt || fail "replay 2: $(cat replay2.txt)"
 "$ingest" --config k.ini dlq --dataset fortunes-d | grep -qF "[replayed]" || fail "not marked [replayed]"
@@ -83,7 +91,7 @@ grep -qF "replayed 0 record(s)" replay2.txt || fail "replay 2: $(cat replay2.txt
 # for an image dataset), exactly once.
 run_pp kind_mismatch
 sleep 2
-[ "$(n --reason kind_mismatch)" = 1 ] || fail "kind_mismatch records: $(n --reason kind_mismatch), want 1 (one replay reached the raw topic)"
+[ "$(n --reason kind_mismatch)" = 2 ] || fail "kind_mismatch records: $(n --reason kind_mismatch), want 2 (each replayed record reached the raw topic once)"
 
 [ "$fails" = 0 ] || { echo "it-ingest-dlq: $fails failure(s)"; exit 1; }
 echo "it-ingest-dlq: ok"
