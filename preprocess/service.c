@@ -57,8 +57,8 @@ static void log_count(struct pp_refusal_class *c)
                 c->count, c->reason, c->example, c->reason);
 }
 
-void pp_metrics_refused(pp_metrics *m, const char *reason, const char *dataset,
-                        const char *origin, const char *detail)
+void pp_metrics_refused(pp_metrics *m, const char *reason, const char *dataset, const char *origin,
+                        const char *detail)
 {
     pp_metrics_reject(m, reason);
     int64_t now = kn_record_now_ms();

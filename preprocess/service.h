@@ -28,9 +28,9 @@ typedef struct {
     pthread_mutex_t refusal_lock;
     struct pp_refusal_class {
         char reason[48];
-        int64_t last_line_ms;   /* when this reason was last logged */
-        long count;             /* refused since then, not yet logged */
-        char example[768];      /* the first of those: dataset, origin, detail */
+        int64_t last_line_ms; /* when this reason was last logged */
+        long count;           /* refused since then, not yet logged */
+        char example[768];    /* the first of those: dataset, origin, detail */
     } refusal[16];
     int nrefusal;
 } pp_metrics;
@@ -52,8 +52,8 @@ void pp_metrics_reject(pp_metrics *m, const char *reason);
  * refusal is never silent: the first of each reason at once (warn, with the
  * dataset, origin, detail and the `kiln-ingest dlq` command that lists
  * them), then at most one line per reason per minute with the count. */
-void pp_metrics_refused(pp_metrics *m, const char *reason, const char *dataset,
-                        const char *origin, const char *detail);
+void pp_metrics_refused(pp_metrics *m, const char *reason, const char *dataset, const char *origin,
+                        const char *detail);
 /* Logs the counts whose minute is over; call it from the loop. */
 void pp_metrics_refusals_tick(pp_metrics *m);
 
