@@ -134,8 +134,7 @@ pp_dataset *pp_dataset_new(pp_recipe *r, const pp_env *env, char *errbuf, size_t
                       "tokenizer train --out FILE PATH...`, or point the key at a tiktoken rank "
                       "file)",
                       rc->name, rc->tokenizer, e,
-                      cwd[0] ? " (relative to the working directory " : "", cwd,
-                      cwd[0] ? ")" : "");
+                      cwd[0] ? " (relative to the working directory " : "", cwd, cwd[0] ? ")" : "");
             goto fail;
         }
         int64_t eot = kn_bpe_special_id(ds->bpe, "<|endoftext|>");
