@@ -55,6 +55,11 @@ grep -q '"registered":"quotes-bpe","version":1' out.txt || fail "the tokenizer w
 n=$(wc -l <my/quotes.jsonl)
 [ "$n" -gt 1000 ] || fail "my/quotes.jsonl has $n lines"
 grep -q '"delivered":'"$n"',"refused":0' my/ingest.log || fail "ingest: $(tail -n 2 my/ingest.log)"
+# The typo the page shows is refused with the message the page shows.
+sed 's/^batch = 8$/batch_size = 8/' my.ini >typo.ini
+"$bin/registry/kiln-registry" --config typo.ini --check-config 2>typo.err && fail "typo.ini accepted"
+shown=$(sed -n 2p typo.err | sed 's/^typo.ini:/my.ini:/')
+grep -qxF -- "$shown" "$doc" || fail "the page does not show the refusal as it is: $shown"
 if [ "$fails" != 0 ]; then
     echo "--- stdout"; cat out.txt; echo "--- stderr"; tail -n 30 err.txt
     for f in my/*.log; do echo "--- $f"; tail -n 5 "$f"; done
