@@ -187,6 +187,14 @@ static int run(kn_service *svc, void *app)
         return ing_dlq_run(&in->dlq);
     }
     if (configure(svc, in, &o) != 0) return 1;
+    char hint[1024]; /* records for a dataset without a section end in the DLQ: say so now */
+    if (in->dataset &&
+        !kn_keys_has_section(kn_service_config(svc), "dataset", o.dataset, hint, sizeof(hint)) &&
+        !strstr(hint, "there are none"))
+        kn_log_warn(
+            "dataset %s has no [dataset.%s] section in the configuration%s: kiln-preprocess "
+            "will refuse its records (unknown_dataset; `kiln-ingest dlq` lists them)",
+            o.dataset, o.dataset, hint);
     o.bulk = !is_serve && !in->fa.follow && in->port < 0;
     in->have_ctx = 1;
     if (ing_ctx_init(&in->c, kn_service_config(svc), &o, e, sizeof(e)) != KN_OK) {

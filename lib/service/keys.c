@@ -577,6 +577,24 @@ static void check_entry(const char *key, const char *value, const char *file, in
                 shown);
 }
 
+int kn_keys_has_section(const kn_config *cfg, const char *kind, const char *name, char *hint,
+                        size_t hintsz)
+{
+    char section[300];
+    snprintf(section, sizeof(section), "%s.%s", kind, name);
+    if (has_section(cfg, section)) return 1;
+    if (hint && hintsz) {
+        names_ctx *nc = malloc(sizeof(*nc));
+        hint[0] = '\0';
+        if (nc) {
+            section_names(cfg, kind, nc);
+            name_hint(nc, name, hint, hintsz);
+        }
+        free(nc);
+    }
+    return 0;
+}
+
 /* Every [model.NAME] dataset must be a [dataset.NAME] section. */
 static void check_model_dataset(const char *section, void *ctx)
 {

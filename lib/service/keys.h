@@ -49,6 +49,12 @@ extern const kn_keys_table kn_keys_tables[];
  * check; this checks names. */
 int kn_keys_check(const kn_config *cfg, const kn_service_key *own, char *errbuf, size_t errsz);
 
+/* 1 when cfg has the section [kind.name] ("dataset", "fortunes"); else 0,
+ * and hint (may be NULL) gets "; did you mean 'x'? (there are: a b)" or
+ * " (there are none)". */
+int kn_keys_has_section(const kn_config *cfg, const char *kind, const char *name, char *hint,
+                        size_t hintsz);
+
 /* Writes the reference of every key as Markdown tables (docs/configuration.md). */
 void kn_keys_print_markdown(FILE *f);
 

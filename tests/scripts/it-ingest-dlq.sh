@@ -43,6 +43,8 @@ printf 'Another one for it.\n' >in/b.txt
 printf 'caf\xe9 au lait\n' >latin.txt
 "$ingest" --config k.ini --dataset fortunes-d files in 2>ingest.log
 "$ingest" --config k.ini --dataset digits files latin.txt 2>>ingest.log
+grep -qF 'dataset fortunes-d has no [dataset.fortunes-d] section in the configuration (there are: digits)' ingest.log ||
+    fail "ingest did not warn about the dataset without a section: $(grep warn ingest.log)"
 
 # run_pp UNTIL-WORD: preprocess until `dlq --json` shows UNTIL-WORD (60 s at most).
 run_pp() {
