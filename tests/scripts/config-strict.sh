@@ -89,6 +89,20 @@ for b in registry/kiln-registry preprocess/kiln-preprocess evaluator/kiln-evalua
     "$bin/$b" --help | grep -q -- --check-config || fail "$b --help does not list --check-config"
 done
 
+# The tables know every key the code reads from the user-named sections (a
+# key read but not in lib/service/keys.c would be refused in every file).
+help=$("$bin/registry/kiln-registry" --help-config)
+section_keys() { # the keys of one "### [section]" table of --help-config
+    awk -v s="### $1" '$0 == s { on = 1; next } /^### / { on = 0 } on && /^\| `/ { gsub(/`/, "", $2); print $2 }' <<<"$help"
+}
+for k in $(grep -oE '\bg[sidb]\(&g, "[a-z_0-9]+"' "$src/preprocess/recipe.c" | sed 's/.*"\(.*\)"/\1/' | sort -u); do
+    section_keys '[dataset.NAME]' | grep -qx "$k" || fail "preprocess/recipe.c reads [dataset.NAME] $k: not in lib/service/keys.c"
+done
+for k in $(grep -oE 'KEY\("[a-z_0-9]+"\)' "$src/trainer/settings.c" | sed 's/.*"\(.*\)".*/\1/' | sort -u); do
+    section_keys '[model.NAME]' | grep -qx "$k" || fail "trainer/settings.c reads [model.NAME] $k: not in lib/service/keys.c"
+done
+[ "$(section_keys '[dataset.NAME]' | wc -l)" -gt 30 ] || fail "--help-config lists too few [dataset.NAME] keys"
+
 # The main job reads the shipped config as it is: no KILN_DATASET_*/KILN_MODEL_*
 # override of a key a copied config would then lack (the tokenizer path was one).
 if grep -nE '^[^#]*export[^#]*KILN_(DATASET|MODEL|POLICY)_' "$src/deploy/pipeline.sh" "$src/deploy/run"; then
