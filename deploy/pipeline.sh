@@ -273,7 +273,11 @@ echo
 
 if ((follow)); then
     say "following: files dropped into $inbox are ingested, trained on, evaluated and promoted or rejected; Ctrl-C stops the services"
-    trap 'stop_all; exit 0' INT TERM
+    # a line per dropped file, its records, each new version and its decision
+    KILN_BUILD_DIR=$build "$root/deploy/follow.sh" "$inbox" "$(cfg ingest.port 8081)" \
+        "$(cfg pipeline.inbox_dataset fortunes)" $models &
+    follow_pid=$!
+    trap 'kill "$follow_pid" 2>/dev/null; stop_all; exit 0' INT TERM
     while :; do
         for f in "$run"/*.pid; do pid_alive "$f" || say "warning: $(basename "$f" .pid) is not running (see ${f%.pid}.log)"; done
         sleep 30
