@@ -190,6 +190,7 @@ done
 if ((follow)); then
     start ingest-follow "$(cfg ingest.port 8081)" "$build/ingest/kiln-ingest" --config "$config" \
         --port "$(cfg ingest.port 8081)" --dataset "$(cfg pipeline.inbox_dataset fortunes)" \
+        --separator "$(sep=$(cfg pipeline.inbox_separator %); [ "$sep" = none ] || echo "$sep")" \
         files "$inbox" --follow --state "$state/inbox.state"
     say "watching $inbox: files dropped there are ingested into dataset $(cfg pipeline.inbox_dataset fortunes)"
 fi

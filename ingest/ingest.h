@@ -36,6 +36,7 @@ typedef struct {
     const char *split;   /* may be NULL */
     ing_kind kind;
     int progress; /* importers: -1 auto (isatty), 0 off, 1 on */
+    const char *separator; /* files: text split into records at lines equal to it; "": whole file */
     int bulk;     /* one batch source, no HTTP server: the shared producer
                      serves its delivery reports at each produce (no thread) */
 } ing_options;

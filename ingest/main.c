@@ -30,6 +30,7 @@ enum {
     OPT_SINCE,
     OPT_REPLAY,
     OPT_JSON,
+    OPT_SEPARATOR,
 };
 
 static const kn_service_option options[] = {
@@ -43,6 +44,8 @@ static const kn_service_option options[] = {
     {"port", OPT_PORT, "N", "serve /healthz /readyz /metrics (and /v1/records) on N"},
     {"progress", OPT_PROGRESS, NULL, "force the progress line on"},
     {"no-progress", OPT_NO_PROGRESS, NULL, "force the progress line off"},
+    {"separator", OPT_SEPARATOR, "S",
+     "files: split text files into records at lines equal to S (\"%\": fortune files)"},
     {"reason", OPT_REASON, "R", "dlq: only records refused for reason R (bad_utf8, ...)"},
     {"since", OPT_SINCE, "T", "dlq: only records refused since T (30m, 2h, 1d, 2026-11-30T10:00)"},
     {"replay", OPT_REPLAY, NULL, "dlq: re-submit what kiln-preprocess refused, exactly once"},
@@ -55,6 +58,7 @@ static const kn_service_option options[] = {
 
 typedef struct {
     const char *dataset, *label, *split, *kind; /* options */
+    const char *separator;                      /* --separator, NULL: ingest.separator */
     int port, progress;                         /* -1: not given */
     char *globs[64];
     ing_files_args fa;
@@ -91,6 +95,9 @@ static int option(kn_service *svc, void *app, int id, const char *arg)
         break;
     case OPT_PORT:
         in->port = atoi(arg);
+        break;
+    case OPT_SEPARATOR:
+        in->separator = arg;
         break;
     case OPT_REASON:
         in->dlq.reason = arg;
@@ -150,6 +157,7 @@ static int configure(kn_service *svc, ingest *in, ing_options *o)
         .label = in->label,
         .split = in->split,
         .progress = in->progress,
+        .separator = in->separator ? in->separator : kn_service_get(svc, "ingest.separator"),
     };
     snprintf(o->prefix, sizeof(o->prefix), "%s", kn_service_get(svc, "kafka.topic_prefix"));
     const char *policy = kn_service_get(svc, "ingest.utf8_policy");

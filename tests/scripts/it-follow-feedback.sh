@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # it-follow-feedback.sh: deploy/follow.sh (the feedback of pipeline.sh
 # --follow) prints a line for each event of a dropped file: the file seen,
-# its records ingested by a following kiln-ingest (real broker), a model's
+# its records ingested by a following kiln-ingest (real broker; a fortune
+# file split at its "%" lines, as the inbox of the main job does), a model's
 # new version, and the version rejected with its reason or promoted. What
 # existed before it started is not reported.
 source "$(dirname "${BASH_SOURCE[0]}")/../registry/lib.sh"
@@ -19,7 +20,7 @@ printf 'old' >"$TMP/old.bin"
 "$KILNCTL" register m1 --file "$TMP/old.bin" >/dev/null # version 1: before, not news
 echo 'already there' >"$TMP/inbox/old.txt"
 
-"$ingest" --config "$TMP/k.ini" --port "$port" --dataset notes files "$TMP/inbox" --follow \
+"$ingest" --config "$TMP/k.ini" --port "$port" --dataset notes --separator % files "$TMP/inbox" --follow \
     2>"$TMP/ingest.log" &
 ing_pid=$!
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
@@ -36,6 +37,8 @@ wait_for() {
 echo 'a new note' >"$TMP/inbox/new.txt"
 wait_for "inbox: new.txt (11 bytes)"
 wait_for "ingested 1 record(s) into dataset notes"
+printf 'one fortune\n%%\nanother one\n' >"$TMP/inbox/fortunes.txt" # split at "%" lines
+wait_for "ingested 2 record(s) into dataset notes"
 printf 'v2' >"$TMP/v2.bin"
 "$KILNCTL" register m1 --file "$TMP/v2.bin" >/dev/null
 wait_for "m1: version 2 trained, being evaluated"
