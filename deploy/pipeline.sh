@@ -132,10 +132,13 @@ start registry "$reg_port" "$build/registry/kiln-registry" --config "$config"
 # It is written where the configuration's [dataset.fortunes] tokenizer says
 # (relative to the repository root, as the services read it), so a copied
 # config needs no environment override.
+# (Only when the configuration has [dataset.fortunes]: one written by
+# deploy/init-dataset brings its own.)
 tok=$(cfg dataset.fortunes.tokenizer)
-[ -n "$tok" ] || die "$config: [dataset.fortunes] has no tokenizer = FILE (where the job writes the fortunes' vocabulary)"
-[[ $tok == /* ]] || tok=$root/$tok
-if [ ! -s "$tok" ]; then
+[ -n "$(cfg dataset.fortunes.kind)" ] && [ -z "$tok" ] &&
+    die "$config: [dataset.fortunes] has no tokenizer = FILE (where the job writes the fortunes' vocabulary)"
+[ -z "$tok" ] || [[ $tok == /* ]] || tok=$root/$tok
+if [ -n "$tok" ] && [ ! -s "$tok" ]; then
     mkdir -p "$(dirname "$tok")"
     say "training the fortunes BPE vocabulary ($(cfg pipeline.tokenizer_vocab 4096) ids)"
     "$build/preprocess/kiln-preprocess" tokenizer train --out "$tok" \
@@ -152,6 +155,7 @@ models=$(cfg pipeline.models "cnn-fmnist gpt-fortunes")
 # the main job again resumes training instead of feeding the data twice.
 : >"$run/import.log"
 for ds in fashion-mnist fortunes; do
+    [ -n "$(cfg "dataset.$ds.kind")" ] || continue # not a dataset of this configuration
     [ -e "$state/imported.$ds" ] && continue
     say "importing $ds (Debian package)"
     "$build/ingest/kiln-ingest" --config "$config" import "$ds" 2> >(tee -a "$run/import.log" >&2)
