@@ -4,7 +4,8 @@
 # model, policy), trains the vocabulary and ingests a fortune file split at
 # its "%" lines; deploy/pipeline.sh --config trains it until a version is
 # promoted (ports, topic prefix, registry schema and state folder are this
-# test's own). Also: the labelled kinds want a folder per label.
+# test's own). The same for an image dataset from a folder per label; and
+# the labelled kinds refuse anything but a folder per label.
 set -euo pipefail
 src=${KILN_SOURCE_DIR:?} bin=${KILN_BINARY_DIR:?}
 [ -r /usr/share/games/fortunes/wisdom ] || { echo "it-init-dataset: no fortunes package: skipped"; exit 77; }
@@ -51,4 +52,27 @@ timeout 600 "$src/deploy/pipeline.sh" --config "$tmp/my.ini" --timeout 8 >"$tmp/
 grep -q "every model has a production version" "$tmp/pipeline.log" || fail "no production version: $(tail "$tmp/pipeline.log")"
 grep -q "gpt-quotes production -> version" "$tmp/pipeline.log" || fail "no deploy line: $(tail "$tmp/pipeline.log")"
 grep -q "importing" "$tmp/pipeline.log" && fail "the main job imported its Debian datasets into a configuration without them"
+
+# An image dataset from a folder per label, end to end: 28x28 grey images
+# (PGM), dark ones and light ones, trained by the same two commands.
+python3 - "$tmp/images" <<'PY'
+import os, random, sys
+random.seed(7)
+for label, lo, hi in (("dark", 0, 90), ("light", 165, 255)):
+    d = os.path.join(sys.argv[1], label)
+    os.makedirs(d)
+    for i in range(150):
+        px = bytes(random.randint(lo, hi) for _ in range(28 * 28))
+        with open(os.path.join(d, "%03d.pgm" % i), "wb") as f:
+            f.write(b"P5\n28 28\n255\n" + px)
+PY
+"$src/deploy/init-dataset" shapes --kind image --config "$tmp/img.ini" "$tmp/images" >"$tmp/init-img.out" 2>&1 ||
+    fail "init-dataset image: $(cat "$tmp/init-img.out")"
+cat "$tmp/init-img.out"
+grep -qF "300 record(s) ingested, 0 refused" "$tmp/init-img.out" || fail "image ingest: $(cat "$tmp/init-img.out")"
+grep -qx "labels = dark, light" "$tmp/img.ini" || fail "labels: $(grep labels "$tmp/img.ini")"
+timeout 600 "$src/deploy/pipeline.sh" --config "$tmp/img.ini" --timeout 8 >"$tmp/pipeline-img.log" 2>&1 ||
+    { tail -n 30 "$tmp/pipeline-img.log"; fail "pipeline.sh --config img.ini failed"; }
+grep -q "cnn-shapes production -> version" "$tmp/pipeline-img.log" || fail "no cnn-shapes deploy line: $(tail "$tmp/pipeline-img.log")"
+grep -o "metrics: .*" "$tmp/pipeline-img.log" | tail -n 1
 echo "it-init-dataset: ok"
