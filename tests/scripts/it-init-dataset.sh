@@ -53,6 +53,18 @@ grep -q "every model has a production version" "$tmp/pipeline.log" || fail "no p
 grep -q "gpt-quotes production -> version" "$tmp/pipeline.log" || fail "no deploy line: $(tail "$tmp/pipeline.log")"
 grep -q "importing" "$tmp/pipeline.log" && fail "the main job imported its Debian datasets into a configuration without them"
 
+# Text classification from a folder per label: the fortune categories.
+mkdir -p "$tmp/topics/wisdom" "$tmp/topics/science"
+cp /usr/share/games/fortunes/wisdom "$tmp/topics/wisdom/"
+cp /usr/share/games/fortunes/science "$tmp/topics/science/"
+"$src/deploy/init-dataset" topics --kind text_class --config "$tmp/cls.ini" --separator % --vocab 1024 \
+    "$tmp/topics" >"$tmp/init-cls.out" 2>&1 || fail "init-dataset text_class: $(cat "$tmp/init-cls.out")"
+grep -qx "labels = science, wisdom" "$tmp/cls.ini" || fail "labels: $(grep labels "$tmp/cls.ini")"
+timeout 600 "$src/deploy/pipeline.sh" --config "$tmp/cls.ini" --timeout 8 >"$tmp/pipeline-cls.log" 2>&1 ||
+    { tail -n 30 "$tmp/pipeline-cls.log"; fail "pipeline.sh --config cls.ini failed"; }
+grep -q "txtcls-topics production -> version" "$tmp/pipeline-cls.log" || fail "no txtcls-topics deploy line: $(tail "$tmp/pipeline-cls.log")"
+grep -o "metrics: .*" "$tmp/pipeline-cls.log" | tail -n 1
+
 # An image dataset from a folder per label, end to end: 28x28 grey images
 # (PGM), dark ones and light ones, trained by the same two commands.
 python3 - "$tmp/images" <<'PY'
