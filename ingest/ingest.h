@@ -35,10 +35,10 @@ typedef struct {
     const char *label;   /* may be NULL */
     const char *split;   /* may be NULL */
     ing_kind kind;
-    int progress; /* importers: -1 auto (isatty), 0 off, 1 on */
+    int progress;          /* importers: -1 auto (isatty), 0 off, 1 on */
     const char *separator; /* files: text split into records at lines equal to it; "": whole file */
-    int bulk;     /* one batch source, no HTTP server: the shared producer
-                     serves its delivery reports at each produce (no thread) */
+    int bulk;              /* one batch source, no HTTP server: the shared producer
+                              serves its delivery reports at each produce (no thread) */
 } ing_options;
 
 typedef struct ing_ctx {
