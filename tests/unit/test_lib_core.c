@@ -18,6 +18,8 @@
 static void config_file_and_env(void **state)
 {
     (void)state;
+    /* The caller's stack exports KILN_KAFKA_BROKERS; the file's value is under test. */
+    unsetenv("KILN_KAFKA_BROKERS");
     kn_config *cfg = kn_config_new();
     char err[256];
     const char *text = "# comment\n"
