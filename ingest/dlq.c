@@ -142,7 +142,12 @@ static int read_dlq(const ing_dlq_args *a, const char *topic, dlq_list *l, char 
     int rc = KN_OK;
     rd_kafka_topic_partition_list_t *parts = NULL;
     int np = kn_kafka_partition_count(kn_kafka_consumer_handle(c), topic, 10000);
-    if (np <= 0) goto out; /* no DLQ topic yet: nothing was refused */
+    if (np == KN_ENOTFOUND || np == 0) goto out; /* no DLQ topic yet: nothing was refused */
+    if (np < 0) {
+        rc = kn_seterr(e, esz, KN_EKAFKA, "%s: no answer from Kafka at %s (kafka.brokers)", topic,
+                       a->brokers);
+        goto out;
+    }
     parts = rd_kafka_topic_partition_list_new(np);
     int open = 0;
     for (int p = 0; p < np; p++) {
