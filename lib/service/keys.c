@@ -227,7 +227,7 @@ typedef struct {
     char *err;
     size_t errsz, len;
     int problems;
-    char seen_policy[MAX_PROBLEMS][128]; /* [policy.X] sections already reported */
+    char seen_policy[MAX_PROBLEMS][128]; /* [policy.X] sections whose name was checked */
     int nseen;
 } checker;
 
