@@ -170,6 +170,28 @@ static int submit_split(files_run *r, kn_kafka_producer *p, const ing_item *whol
     return rc;
 }
 
+/* A file named *.jsonl: one record per non-blank line, as `kiln-ingest
+ * jsonl` reads them (origin PATH:LINE). */
+static int submit_jsonl(files_run *r, kn_kafka_producer *p, const ing_item *whole)
+{
+    const char *d = whole->data, *end = d + whole->len;
+    uint64_t lineno = 0;
+    int rc = KN_OK;
+    for (const char *line = d; rc == KN_OK && line < end;) {
+        const char *nl = memchr(line, '\n', (size_t)(end - line));
+        const char *lend = nl ? nl : end;
+        size_t n = (size_t)(lend - line);
+        lineno++;
+        if (n && line[n - 1] == '\r') n--;
+        size_t k = 0;
+        while (k < n && (line[k] == ' ' || line[k] == '\t'))
+            k++;
+        if (k < n) rc = ing_jsonl_line(r->c, p, whole->origin, lineno, line, n, &r->tally);
+        line = nl ? nl + 1 : end;
+    }
+    return rc;
+}
+
 /* Reads one file and submits it (raw or DLQ) on producer p. */
 static int submit_file(files_run *r, kn_kafka_producer *p, const char *path, size_t *bytes)
 {
@@ -208,10 +230,15 @@ static int submit_file(files_run *r, kn_kafka_producer *p, const char *path, siz
     }
     if (fd >= 0) close(fd);
     *bytes = it.len;
-    int rc = it.data && c->opt.separator && *c->opt.separator && c->opt.kind != ING_KIND_IMAGE &&
-                     kn_record_utf8_valid(it.data, it.len, NULL)
-                 ? submit_split(r, p, &it)
-                 : ing_submit(c, p, &it, ing_tally_done, &r->tally, NULL);
+    size_t plen = strlen(path);
+    int rc;
+    if (it.data && plen > 6 && strcmp(path + plen - 6, ".jsonl") == 0)
+        rc = submit_jsonl(r, p, &it);
+    else if (it.data && c->opt.separator && *c->opt.separator && c->opt.kind != ING_KIND_IMAGE &&
+             kn_record_utf8_valid(it.data, it.len, NULL))
+        rc = submit_split(r, p, &it);
+    else
+        rc = ing_submit(c, p, &it, ing_tally_done, &r->tally, NULL);
     free(data);
     return rc;
 }

@@ -126,6 +126,12 @@ typedef struct {
 } ing_files_args;
 
 int ing_files_run(ing_ctx *c, const ing_files_args *a);
+
+/* One JSON line ({"text"|"image_base64", "label", "dataset", "split"}) as a
+ * record on producer p (NULL: c->prod), origin NAME:LINENO; a line that is
+ * not such an object goes to the DLQ. The ing_submit status. */
+int ing_jsonl_line(ing_ctx *c, kn_kafka_producer *p, const char *name, uint64_t lineno,
+                   const char *line, size_t n, ing_tally *t);
 int ing_jsonl_run(ing_ctx *c, const char *path); /* "-" or NULL: stdin */
 int ing_urls_run(ing_ctx *c, const char *path);
 int ing_import_fashion_mnist(ing_ctx *c, const char *dir);

@@ -124,9 +124,10 @@ static uint8_t *b64decode(const char *s, size_t n, size_t *outlen)
     return out;
 }
 
-static void handle_line(ing_ctx *c, const char *name, uint64_t lineno, const char *line, size_t n,
-                        ing_tally *t)
+int ing_jsonl_line(ing_ctx *c, kn_kafka_producer *p, const char *name, uint64_t lineno,
+                   const char *line, size_t n, ing_tally *t)
 {
+    int rc;
     char origin[1100], label[64], detail[300];
     json_error_t jerr;
     snprintf(origin, sizeof(origin), "%s:%" PRIu64, name, lineno);
@@ -181,9 +182,10 @@ static void handle_line(ing_ctx *c, const char *name, uint64_t lineno, const cha
             "exactly one of \"text\" (string) or \"image_base64\" (string) is required";
     }
 submit:
-    if (ing_submit(c, NULL, &it, ing_tally_done, t, NULL) != KN_OK) atomic_fetch_add(&t->failed, 1);
+    rc = ing_submit(c, p, &it, ing_tally_done, t, NULL);
     free(img);
     json_decref(j);
+    return rc;
 }
 
 int ing_jsonl_run(ing_ctx *c, const char *path)
@@ -224,7 +226,8 @@ int ing_jsonl_run(ing_ctx *c, const char *path)
         while (k < n && (line[k] == ' ' || line[k] == '\t'))
             k++;
         if (k == n) continue; /* blank lines are not input */
-        handle_line(c, name, lineno, line, n, &t);
+        if (ing_jsonl_line(c, NULL, name, lineno, line, n, &t) != KN_OK)
+            atomic_fetch_add(&t.failed, 1);
         ing_progress_update(&pr, lineno, 0);
     }
     if (!stdin_in) close(lr.fd);

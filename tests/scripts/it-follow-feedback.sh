@@ -39,6 +39,8 @@ wait_for "inbox: new.txt (11 bytes)"
 wait_for "ingested 1 record(s) into dataset notes"
 printf 'one fortune\n%%\nanother one\n' >"$TMP/inbox/fortunes.txt" # split at "%" lines
 wait_for "ingested 2 record(s) into dataset notes"
+printf '{"text":"a"}\n\n{"text":"b","label":"x"}\n{"text":"c"}\n' >"$TMP/inbox/more.jsonl" # a record per line
+wait_for "ingested 3 record(s) into dataset notes"
 printf 'v2' >"$TMP/v2.bin"
 "$KILNCTL" register m1 --file "$TMP/v2.bin" >/dev/null
 wait_for "m1: version 2 trained, being evaluated"
