@@ -11,7 +11,8 @@
 # With --follow it keeps running: files dropped into the inbox folder are
 # ingested, trained on, evaluated, and promoted or rejected with the reason.
 #
-# Usage: deploy/pipeline.sh [--follow] [--timeout MINUTES] | --stop | --status
+# Usage: deploy/pipeline.sh [--config FILE] [--follow] [--timeout MINUTES] | --stop | --status
+# (--config: default $KILN_CONFIG, else deploy/kiln.ini)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${KILN_BUILD_DIR:-$root/build}
@@ -92,6 +93,7 @@ esac
 while [ $# -gt 0 ]; do
     case $1 in
     --follow) follow=1 ;;
+    --config) config=$2; shift ;;
     --timeout) timeout_min=$2; shift ;;
     *) die "unknown argument $1 (see --help)" ;;
     esac
@@ -108,6 +110,9 @@ if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
     ((have)) && export OPENBLAS_CORETYPE=SKYLAKEX
 fi
 
+# Every key and name of the configuration, before anything starts.
+"$build/registry/kiln-registry" --config "$config" --check-config >/dev/null ||
+    die "$config has mistakes (listed above); nothing was started"
 mkdir -p "$run" "$inbox"
 eval "$("$root/deploy/stack" env)"
 export KILN_KAFKA_BROKERS KILN_PG_CONNINFO KILN_CONFIG=$config
@@ -135,9 +140,16 @@ token() { cat "$state/tokens/$1/token"; }
 
 # The fortunes' own BPE vocabulary: trained once, registered in the registry
 # (model fortunes-bpe) so its hash is in the lineage of every model using it.
-tok=$state/tokenizer/fortunes.tiktoken
-export KILN_DATASET_FORTUNES_TOKENIZER=$tok
-if [ ! -s "$tok" ]; then
+# It is written where the configuration's [dataset.fortunes] tokenizer says
+# (relative to the repository root, as the services read it), so a copied
+# config needs no environment override.
+# (Only when the configuration has [dataset.fortunes]: one written by
+# deploy/init-dataset brings its own.)
+tok=$(cfg dataset.fortunes.tokenizer)
+[ -n "$(cfg dataset.fortunes.kind)" ] && [ -z "$tok" ] &&
+    die "$config: [dataset.fortunes] has no tokenizer = FILE (where the job writes the fortunes' vocabulary)"
+[ -z "$tok" ] || [[ $tok == /* ]] || tok=$root/$tok
+if [ -n "$tok" ] && [ ! -s "$tok" ]; then
     mkdir -p "$(dirname "$tok")"
     say "training the fortunes BPE vocabulary ($(cfg pipeline.tokenizer_vocab 4096) ids)"
     KILN_REGISTRY_TOKEN=$(token tokenizer) "$build/preprocess/kiln-preprocess" tokenizer train --out "$tok" \
@@ -162,6 +174,7 @@ models=$(cfg pipeline.models "cnn-fmnist gpt-fortunes")
 # the main job again resumes training instead of feeding the data twice.
 : >"$run/import.log"
 for ds in fashion-mnist fortunes; do
+    [ -n "$(cfg "dataset.$ds.kind")" ] || continue # not a dataset of this configuration
     [ -e "$state/imported.$ds" ] && continue
     say "importing $ds (Debian package)"
     "$build/ingest/kiln-ingest" --config "$config" import "$ds" 2> >(tee -a "$run/import.log" >&2)
@@ -201,6 +214,7 @@ done
 if ((follow)); then
     start ingest-follow "$(cfg ingest.port 8081)" "$build/ingest/kiln-ingest" --config "$config" \
         --port "$(cfg ingest.port 8081)" --dataset "$(cfg pipeline.inbox_dataset fortunes)" \
+        --separator "$(sep=$(cfg pipeline.inbox_separator %); [ "$sep" = none ] || echo "$sep")" \
         files "$inbox" --follow --state "$state/inbox.state"
     say "watching $inbox: files dropped there are ingested into dataset $(cfg pipeline.inbox_dataset fortunes)"
 fi
@@ -309,7 +323,11 @@ fi
 
 if ((follow)); then
     say "following: files dropped into $inbox are ingested, trained on, evaluated and promoted or rejected; Ctrl-C stops the services"
-    trap 'stop_all; exit 0' INT TERM
+    # a line per dropped file, its records, each new version and its decision
+    KILN_BUILD_DIR=$build "$root/deploy/follow.sh" "$inbox" "$(cfg ingest.port 8081)" \
+        "$(cfg pipeline.inbox_dataset fortunes)" $models &
+    follow_pid=$!
+    trap 'kill "$follow_pid" 2>/dev/null; stop_all; exit 0' INT TERM
     while :; do
         for f in "$run"/*.pid; do pid_alive "$f" || say "warning: $(basename "$f" .pid) is not running (see ${f%.pid}.log)"; done
         sleep 30

@@ -15,31 +15,12 @@
 #include "evaluator.h"
 #include "net/regclient.h"
 #include "nn/backend.h"
+#include "service/keys.h"
 #include "service/service.h"
 #include "stream/kafka.h"
 
-static const kn_service_key keys[] = {
-    KN_SERVICE_KEYS_KAFKA,
-    {"registry.url", "http://127.0.0.1:8080", "the registry"},
-    {"evaluator.bind", "127.0.0.1", "listen address"},
-    {"evaluator.port", "8084", "listen port (0 = any free port)"},
-    {"evaluator.group", NULL, "consumer group of the events topic (<prefix>.evaluator)"},
-    {"evaluator.token", NULL, "registry token (else KILN_REGISTRY_TOKEN)"},
-    {"evaluator.alias", "production", "the alias a passing version moves"},
-    {"evaluator.backend", "auto", "auto, cpu or cuda"},
-    {"evaluator.min_eval_examples", "1", "examples needed before an eval set is frozen"},
-    {"evaluator.batch", "256", "rows per forward pass (1..65536)"},
-    {"evaluator.lm_batch", "4", "rows per forward pass of a language model (1..4096)"},
-    {"evaluator.cache_bytes", "1g", "eval sets kept in memory"},
-    {"evaluator.work_dir", NULL, "where artifacts are downloaded ($TMPDIR or /tmp)"},
-    {"evaluator.prompts", "The|Once upon a time|You will|A wise man once said",
-     "LM sample prompts separated by '|'"},
-    {"evaluator.sample_tokens", "48", "tokens per stored LM sample (0..4096)"},
-    {"evaluator.temperature", "0.8", "sampling temperature of the stored LM samples"},
-    {"evaluator.top_k", "40", "sampling top-k of the stored LM samples"},
-    {"evaluator.seed", "1234", "sampling seed of the stored LM samples"},
-    {NULL, NULL, NULL},
-};
+/* The configuration keys: kn_keys_evaluator in lib/service/keys.c, where the
+ * stack-wide check (kn_keys_check) sees every service's keys. */
 
 typedef struct {
     ev_ctx ctx;
@@ -233,7 +214,7 @@ int main(int argc, char **argv)
                  "the\nfrozen eval set <prefix>.eval.<dataset>, records metrics in the registry, "
                  "and promotes\n(moves the production alias) or rejects the version by its "
                  "[policy.MODEL] section.\n",
-        .keys = keys,
+        .keys = kn_keys_evaluator,
         .keys_note = "  dataset.<D>.tokenizer, dataset.<D>.pattern: decode LM samples\n"
                      "  [policy.MODEL] / [policy.default]: min_M, max_M, improve_M, "
                      "improve_rel_M, guard_M,\n  guard_rel_M, direction_M = higher|lower\n",

@@ -133,6 +133,65 @@ static void walk(files_run *r, const char *path, pathvec *out, int depth)
     closedir(d);
 }
 
+/* A text file of several records (fortune files: lines holding "%" between
+ * them, as the fortunes importer reads them): one record per part, origin
+ * "path#N" (N from 1); parts of only whitespace are skipped. Valid UTF-8
+ * only (the caller checks): other bytes go whole to validation. */
+static int submit_split(files_run *r, kn_kafka_producer *p, const ing_item *whole)
+{
+    const char *sep = r->c->opt.separator, *d = whole->data, *end = d + whole->len;
+    size_t seplen = strlen(sep);
+    char origin[PATH_MAX + 32];
+    int n = 0, rc = KN_OK;
+    const char *start = d;
+    for (const char *line = d; rc == KN_OK && start < end;) {
+        const char *nl = memchr(line, '\n', (size_t)(end - line));
+        const char *lend = nl ? nl : end;
+        size_t llen = (size_t)(lend - line);
+        if (llen && line[llen - 1] == '\r') llen--;
+        int is_sep = llen == seplen && memcmp(line, sep, seplen) == 0;
+        if (is_sep || !nl) {
+            const char *pend = is_sep ? line : end; /* the part: start .. pend */
+            int blank = 1;
+            for (const char *q = start; q < pend && blank; q++)
+                blank = *q == ' ' || *q == '\n' || *q == '\r' || *q == '\t';
+            if (!blank) {
+                ing_item it = *whole;
+                it.data = start;
+                it.len = (size_t)(pend - start);
+                snprintf(origin, sizeof(origin), "%s#%d", whole->origin, ++n);
+                it.origin = origin;
+                rc = ing_submit_tally(r->c, p, &it, r->tally, NULL);
+            }
+            start = nl ? nl + 1 : end;
+        }
+        line = nl ? nl + 1 : end;
+    }
+    return rc;
+}
+
+/* A file named *.jsonl: one record per non-blank line, as `kiln-ingest
+ * jsonl` reads them (origin PATH:LINE). */
+static int submit_jsonl(files_run *r, kn_kafka_producer *p, const ing_item *whole)
+{
+    const char *d = whole->data, *end = d + whole->len;
+    uint64_t lineno = 0;
+    int rc = KN_OK;
+    for (const char *line = d; rc == KN_OK && line < end;) {
+        const char *nl = memchr(line, '\n', (size_t)(end - line));
+        const char *lend = nl ? nl : end;
+        size_t n = (size_t)(lend - line);
+        lineno++;
+        if (n && line[n - 1] == '\r') n--;
+        size_t k = 0;
+        while (k < n && (line[k] == ' ' || line[k] == '\t'))
+            k++;
+        if (k < n) rc = ing_jsonl_line(r->c, p, whole->origin, lineno, line, n, r->tally);
+        line = nl ? nl + 1 : end;
+    }
+    return rc;
+}
+
 /* Reads one file and submits it (raw or DLQ) on producer p. */
 static int submit_file(files_run *r, kn_kafka_producer *p, const char *path, size_t *bytes)
 {
@@ -171,7 +230,15 @@ static int submit_file(files_run *r, kn_kafka_producer *p, const char *path, siz
     }
     if (fd >= 0) close(fd);
     *bytes = it.len;
-    int rc = ing_submit_tally(c, p, &it, r->tally, NULL);
+    size_t plen = strlen(path);
+    int rc;
+    if (it.data && plen > 6 && strcmp(path + plen - 6, ".jsonl") == 0)
+        rc = submit_jsonl(r, p, &it);
+    else if (it.data && c->opt.separator && *c->opt.separator && c->opt.kind != ING_KIND_IMAGE &&
+             kn_record_utf8_valid(it.data, it.len, NULL))
+        rc = submit_split(r, p, &it);
+    else
+        rc = ing_submit_tally(c, p, &it, r->tally, NULL);
     free(data);
     return rc;
 }

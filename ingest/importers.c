@@ -103,11 +103,13 @@ static int finish(ing_ctx *c, ing_tally *t, const char *what)
     int left = ing_drain(c, NULL, ing_drain_timeout_ms(c));
     long ok = atomic_load(&t->ok), refused = atomic_load(&t->refused),
          failed = atomic_load(&t->failed);
+    /* The dataset the records were sent to (--dataset, else the importer's own). */
+    const char *ds = c->opt.dataset && strcmp(c->opt.dataset, "default") ? c->opt.dataset : what;
     kn_log_fields(KN_LOG_INFO,
-                  json_pack("{s:s,s:I,s:I,s:I,s:i}", "dataset", what, "records", (json_int_t)ok,
-                            "refused", (json_int_t)refused, "failed", (json_int_t)failed,
-                            "unreported", left),
-                  "import %s: finished", what);
+                  json_pack("{s:s,s:s,s:I,s:I,s:I,s:i}", "importer", what, "dataset", ds, "records",
+                            (json_int_t)ok, "refused", (json_int_t)refused, "failed",
+                            (json_int_t)failed, "unreported", left),
+                  "import %s: finished (dataset %s)", what, ds);
     ing_tally_unref(t); /* reports still to come hold their own references */
     return failed || left ? 1 : 0;
 }

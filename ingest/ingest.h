@@ -35,9 +35,10 @@ typedef struct {
     const char *label;   /* may be NULL */
     const char *split;   /* may be NULL */
     ing_kind kind;
-    int progress; /* importers: -1 auto (isatty), 0 off, 1 on */
-    int bulk;     /* one batch source, no HTTP server: the shared producer
-                     serves its delivery reports at each produce (no thread) */
+    int progress;          /* importers: -1 auto (isatty), 0 off, 1 on */
+    const char *separator; /* files: text split into records at lines equal to it; "": whole file */
+    int bulk;              /* one batch source, no HTTP server: the shared producer
+                              serves its delivery reports at each produce (no thread) */
 } ing_options;
 
 typedef struct ing_ctx {
@@ -138,6 +139,12 @@ typedef struct {
 } ing_files_args;
 
 int ing_files_run(ing_ctx *c, const ing_files_args *a);
+
+/* One JSON line ({"text"|"image_base64", "label", "dataset", "split"}) as a
+ * record on producer p (NULL: c->prod), origin NAME:LINENO; a line that is
+ * not such an object goes to the DLQ. The ing_submit status. */
+int ing_jsonl_line(ing_ctx *c, kn_kafka_producer *p, const char *name, uint64_t lineno,
+                   const char *line, size_t n, ing_tally *t);
 int ing_jsonl_run(ing_ctx *c, const char *path); /* "-" or NULL: stdin */
 
 /* One JSON line as the jsonl source reads it, apart from submitting (so the
@@ -145,15 +152,15 @@ int ing_jsonl_run(ing_ctx *c, const char *path); /* "-" or NULL: stdin */
  * left NULL) from line[0..n); a line that is not a valid record gets
  * it->refuse_reason and refuse_detail, as the DLQ will show them. *it points
  * into line and into *ln, which holds what the parse allocated: release it
- * with ing_jsonl_line_free once the item is submitted. Cannot fail. */
+ * with ing_jsonl_parsed_free once the item is submitted. Cannot fail. */
 typedef struct {
     struct json_t *json; /* the parsed line, or NULL */
     uint8_t *image;      /* decoded "image_base64", or NULL */
     char label[64];      /* an integer "label" as text */
     char detail[300];    /* why the line is refused */
-} ing_jsonl_line;
-void ing_jsonl_parse(const char *line, size_t n, ing_item *it, ing_jsonl_line *ln);
-void ing_jsonl_line_free(ing_jsonl_line *ln);
+} ing_jsonl_parsed;
+void ing_jsonl_parse(const char *line, size_t n, ing_item *it, ing_jsonl_parsed *ln);
+void ing_jsonl_parsed_free(ing_jsonl_parsed *ln);
 int ing_urls_run(ing_ctx *c, const char *path);
 int ing_import_fashion_mnist(ing_ctx *c, const char *dir);
 int ing_import_fortunes(ing_ctx *c, const char *dir);
@@ -195,5 +202,21 @@ typedef struct ing_server ing_server;
 ing_server *ing_server_start(ing_ctx *c, const char *bind, int port, char *errbuf, size_t errsz);
 uint16_t ing_server_port(const ing_server *s);
 void ing_server_stop(ing_server *s);
+
+/* `kiln-ingest dlq` (dlq.c): lists <prefix>.dlq, or replays what
+ * kiln-preprocess refused, exactly once. Returns the exit code. */
+typedef struct {
+    const char *brokers;
+    const char *prefix;
+    const char *dataset, *reason; /* filters; NULL: any */
+    int64_t since_ms;             /* with since_set: refused at or after (ms since the epoch) */
+    int since_set;
+    int replay, json;
+} ing_dlq_args;
+
+/* --since: a duration back from now_ms ("30m", "2h", "1d", "45s") or a UTC
+ * time "YYYY-MM-DD[THH:MM[:SS]][Z]". KN_EINVAL when it is neither. */
+int ing_dlq_parse_since(const char *s, int64_t now_ms, int64_t *out);
+int ing_dlq_run(const ing_dlq_args *a);
 
 #endif

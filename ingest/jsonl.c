@@ -124,7 +124,7 @@ static uint8_t *b64decode(const char *s, size_t n, size_t *outlen)
     return out;
 }
 
-void ing_jsonl_parse(const char *line, size_t n, ing_item *it, ing_jsonl_line *ln)
+void ing_jsonl_parse(const char *line, size_t n, ing_item *it, ing_jsonl_parsed *ln)
 {
     json_error_t jerr;
     memset(ln, 0, sizeof(*ln));
@@ -176,24 +176,25 @@ void ing_jsonl_parse(const char *line, size_t n, ing_item *it, ing_jsonl_line *l
     }
 }
 
-void ing_jsonl_line_free(ing_jsonl_line *ln)
+void ing_jsonl_parsed_free(ing_jsonl_parsed *ln)
 {
     free(ln->image);
     json_decref(ln->json);
     memset(ln, 0, sizeof(*ln));
 }
 
-static void handle_line(ing_ctx *c, const char *name, uint64_t lineno, const char *line, size_t n,
-                        ing_tally *t)
+int ing_jsonl_line(ing_ctx *c, kn_kafka_producer *p, const char *name, uint64_t lineno,
+                   const char *line, size_t n, ing_tally *t)
 {
     char origin[1100];
     ing_item it;
-    ing_jsonl_line ln;
+    ing_jsonl_parsed ln;
     snprintf(origin, sizeof(origin), "%s:%" PRIu64, name, lineno);
     ing_jsonl_parse(line, n, &it, &ln);
     it.origin = origin;
-    if (ing_submit_tally(c, NULL, &it, t, NULL) != KN_OK) atomic_fetch_add(&t->failed, 1);
-    ing_jsonl_line_free(&ln);
+    int rc = ing_submit_tally(c, p, &it, t, NULL);
+    ing_jsonl_parsed_free(&ln);
+    return rc;
 }
 
 int ing_jsonl_run(ing_ctx *c, const char *path)
@@ -238,7 +239,8 @@ int ing_jsonl_run(ing_ctx *c, const char *path)
         while (k < n && (line[k] == ' ' || line[k] == '\t'))
             k++;
         if (k == n) continue; /* blank lines are not input */
-        handle_line(c, name, lineno, line, n, t);
+        if (ing_jsonl_line(c, NULL, name, lineno, line, n, t) != KN_OK)
+            atomic_fetch_add(&t->failed, 1);
         ing_progress_update(&pr, lineno, 0);
     }
     if (!stdin_in) close(lr.fd);

@@ -12,6 +12,7 @@
 #include "core/kn.h"
 #include "core/log.h"
 #include "ingest.h"
+#include "service/keys.h"
 #include "service/service.h"
 
 enum {
@@ -25,6 +26,11 @@ enum {
     OPT_PORT,
     OPT_PROGRESS,
     OPT_NO_PROGRESS,
+    OPT_REASON,
+    OPT_SINCE,
+    OPT_REPLAY,
+    OPT_JSON,
+    OPT_SEPARATOR,
 };
 
 static const kn_service_option options[] = {
@@ -38,51 +44,33 @@ static const kn_service_option options[] = {
     {"port", OPT_PORT, "N", "serve /healthz /readyz /metrics (and /v1/records) on N"},
     {"progress", OPT_PROGRESS, NULL, "force the progress line on"},
     {"no-progress", OPT_NO_PROGRESS, NULL, "force the progress line off"},
+    {"separator", OPT_SEPARATOR, "S",
+     "files: split text files into records at lines equal to S (\"%\": fortune files)"},
+    {"reason", OPT_REASON, "R", "dlq: only records refused for reason R (bad_utf8, ...)"},
+    {"since", OPT_SINCE, "T", "dlq: only records refused since T (30m, 2h, 1d, 2026-11-30T10:00)"},
+    {"replay", OPT_REPLAY, NULL, "dlq: re-submit what kiln-preprocess refused, exactly once"},
+    {"json", OPT_JSON, NULL, "dlq: one JSON object per record"},
     {NULL, 0, NULL, NULL},
 };
 
-static const kn_service_key keys[] = {
-    KN_SERVICE_KEYS_KAFKA,
-    {"ingest.dataset", "default", "dataset header when --dataset is not given"},
-    {"ingest.partitions", "3", "partitions of the raw topics it creates"},
-    {"ingest.bind", "127.0.0.1", "listen address"},
-    {"ingest.port", "8081", "listen port for serve, --follow"},
-    {"ingest.max_text_bytes", "1m", "largest text record"},
-    {"ingest.max_image_bytes", "8m", "largest image record (at most 12m)"},
-    {"ingest.dlq_max_bytes", "1m", "bytes of a refused record kept in the DLQ"},
-    {"ingest.max_side", "16384", "largest image width or height"},
-    {"ingest.max_pixels", "40000000", "largest image width x height"},
-    {"ingest.utf8_policy", "reject", "reject or repair text that is not UTF-8"},
-    {"ingest.batch_files", "1000", "files: files per journaled batch"},
-    {"ingest.batch_bytes", "16m", "files: bytes per journaled batch"},
-    {"ingest.transactional_id", NULL, "files --state: Kafka transactional.id"},
-    {"ingest.ack_timeout_ms", "30000", "serve: wait for Kafka's acknowledgement"},
-    {"ingest.url_timeout_ms", "30000", "urls: whole transfer"},
-    {"ingest.url_connect_timeout_ms", "10000", "urls: connection"},
-    {"ingest.url_retries", "3", "urls: retries of a failed fetch"},
-    {"ingest.url_backoff_ms", "500", "urls: first wait between retries"},
-    {"ingest.url_max_redirects", "5", "urls: redirects followed"},
-    {"ingest.tokens_file", NULL, "bearer tokens for POST /v1/records (NAME ROLES SHA256 lines); "
-                                 "none: every write gets 401"},
-    {"ingest.anonymous_writes", "false", "accept writes without a token (development only)"},
-    {"ingest.drain_timeout_ms", "60000", "a batch source's wait for its last delivery reports"},
-    {NULL, NULL, NULL},
-};
+/* The configuration keys: kn_keys_ingest in lib/service/keys.c, where the
+ * stack-wide check (kn_keys_check) sees every service's keys. */
 
 typedef struct {
     const char *dataset, *label, *split, *kind; /* options */
+    const char *separator;                      /* --separator, NULL: ingest.separator */
     int port, progress;                         /* -1: not given */
     char *globs[64];
     ing_files_args fa;
     ing_ctx c;
     int have_ctx;
     ing_server *srv;
+    ing_dlq_args dlq; /* the dlq command's filters */
 } ingest;
 
 static int option(kn_service *svc, void *app, int id, const char *arg)
 {
     ingest *in = app;
-    (void)svc;
     switch (id) {
     case OPT_GLOB:
         if (in->fa.nglobs < 64) in->globs[in->fa.nglobs++] = (char *)arg;
@@ -108,6 +96,25 @@ static int option(kn_service *svc, void *app, int id, const char *arg)
     case OPT_PORT:
         in->port = atoi(arg);
         break;
+    case OPT_SEPARATOR:
+        in->separator = arg;
+        break;
+    case OPT_REASON:
+        in->dlq.reason = arg;
+        break;
+    case OPT_SINCE:
+        if (ing_dlq_parse_since(arg, kn_record_now_ms(), &in->dlq.since_ms) != KN_OK) {
+            kn_service_usage_error(svc, "--since %s: use 30m, 2h, 1d or 2026-11-30T10:00", arg);
+            return 1;
+        }
+        in->dlq.since_set = 1;
+        break;
+    case OPT_REPLAY:
+        in->dlq.replay = 1;
+        break;
+    case OPT_JSON:
+        in->dlq.json = 1;
+        break;
     default:
         in->progress = id == OPT_PROGRESS;
     }
@@ -123,7 +130,7 @@ static int check(kn_service *svc, void *app)
     const char *cmd = n > 0 ? args[0] : "";
     if (n == 0) return 1;
     if (strcmp(cmd, "serve") && strcmp(cmd, "files") && strcmp(cmd, "jsonl") &&
-        strcmp(cmd, "urls") && strcmp(cmd, "import")) {
+        strcmp(cmd, "urls") && strcmp(cmd, "import") && strcmp(cmd, "dlq")) {
         kn_service_usage_error(svc, "unknown command '%s'", cmd);
         return 1;
     }
@@ -150,6 +157,7 @@ static int configure(kn_service *svc, ingest *in, ing_options *o)
         .label = in->label,
         .split = in->split,
         .progress = in->progress,
+        .separator = in->separator ? in->separator : kn_service_get(svc, "ingest.separator"),
     };
     snprintf(o->prefix, sizeof(o->prefix), "%s", kn_service_get(svc, "kafka.topic_prefix"));
     const char *policy = kn_service_get(svc, "ingest.utf8_policy");
@@ -180,7 +188,21 @@ static int run(kn_service *svc, void *app)
     const char *cmd = args[0];
     int is_serve = strcmp(cmd, "serve") == 0;
     args++, nargs--;
+    if (strcmp(cmd, "dlq") == 0) { /* reads Kafka only: no producer of records, no server */
+        in->dlq.brokers = kn_service_get(svc, "kafka.brokers");
+        in->dlq.prefix = kn_service_get(svc, "kafka.topic_prefix");
+        in->dlq.dataset = in->dataset;
+        return ing_dlq_run(&in->dlq);
+    }
     if (configure(svc, in, &o) != 0) return 1;
+    char hint[1024]; /* records for a dataset without a section end in the DLQ: say so now */
+    if (in->dataset &&
+        !kn_keys_has_section(kn_service_config(svc), "dataset", o.dataset, hint, sizeof(hint)) &&
+        !strstr(hint, "there are none"))
+        kn_log_warn(
+            "dataset %s has no [dataset.%s] section in the configuration%s: kiln-preprocess "
+            "will refuse its records (unknown_dataset; `kiln-ingest dlq` lists them)",
+            o.dataset, o.dataset, hint);
     o.bulk = !is_serve && !in->fa.follow && in->port < 0;
     in->have_ctx = 1;
     if (ing_ctx_init(&in->c, kn_service_config(svc), &o, e, sizeof(e)) != KN_OK) {
@@ -250,12 +272,16 @@ int main(int argc, char **argv)
                  "  import fashion-mnist [DIR]  Debian dataset-fashion-mnist (train + test "
                  "splits)\n"
                  "  import fortunes [DIR]    Debian fortunes: one record per fortune, label = "
-                 "category\n",
+                 "category\n"
+                 "  dlq [--dataset D] [--reason R] [--since T] [--replay] [--json]\n"
+                 "                           the refused records of <prefix>.dlq: origin, reason,\n"
+                 "                           detail, preview; --replay re-submits what\n"
+                 "                           kiln-preprocess refused, once the cause is fixed\n",
         .args_help = "<command> [args]",
         .options = options,
         .option = option,
         .check = check,
-        .keys = keys,
+        .keys = kn_keys_ingest,
         .drain_s = 120,
         .run = run,
         .cleanup = cleanup,

@@ -303,7 +303,10 @@ static void judge(ing_ctx *c, const ing_item *it, verdict *v)
     if (!kn_record_utf8_valid(it->data, it->len, &bad)) {
         if (!c->opt.utf8_repair) {
             v->reason = KN_REASON_BAD_UTF8;
-            snprintf(v->detail, sizeof(v->detail), "invalid UTF-8 at byte %zu", bad);
+            snprintf(v->detail, sizeof(v->detail),
+                     "invalid UTF-8 at byte %zu: re-encode the file (iconv -f latin1 -t utf-8) or "
+                     "set ingest.utf8_policy = repair to replace bad bytes with U+FFFD",
+                     bad);
             return;
         }
         v->owned = kn_record_utf8_repair(it->data, it->len, &v->len);

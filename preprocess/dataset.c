@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "text/dedup.h"
 #include "image/image.h"
@@ -125,7 +126,15 @@ pp_dataset *pp_dataset_new(kn_recipe *r, const pp_env *env, char *errbuf, size_t
         char e[512];
         ds->bpe = kn_bpe_load(rc->tokenizer, rc->pattern, e, sizeof(e));
         if (!ds->bpe) {
-            kn_seterr(errbuf, errsz, KN_EINVAL, "[dataset.%s] tokenizer: %s", rc->name, e);
+            /* Say which key pointed there and, for a relative path, from where. */
+            char cwd[512] = "";
+            if (rc->tokenizer[0] != '/' && !getcwd(cwd, sizeof(cwd))) cwd[0] = '\0';
+            kn_seterr(errbuf, errsz, KN_EINVAL,
+                      "[dataset.%s] tokenizer = %s: %s%s%s%s (train one with `kiln-preprocess "
+                      "tokenizer train --out FILE PATH...`, or point the key at a tiktoken rank "
+                      "file)",
+                      rc->name, rc->tokenizer, e,
+                      cwd[0] ? " (relative to the working directory " : "", cwd, cwd[0] ? ")" : "");
             goto fail;
         }
         int64_t eot = kn_bpe_special_id(ds->bpe, "<|endoftext|>");

@@ -13,6 +13,7 @@
 #include "core/kn.h"
 #include "core/log.h"
 #include "core/shutdown.h"
+#include "service/keys.h"
 #include "service/service.h"
 #include "stream.h"
 #include "stream/kafka.h"
@@ -28,23 +29,8 @@ static const kn_service_option options[] = {
     {NULL, 0, NULL, NULL},
 };
 
-static const kn_service_key keys[] = {
-    KN_SERVICE_KEYS_KAFKA,
-    {"preprocess.instance", NULL, "this instance's stable id (the hostname)"},
-    {"preprocess.group", "kiln-preprocess", "consumer group of the raw topics"},
-    {"preprocess.bind", "127.0.0.1", "listen address"},
-    {"preprocess.port", "8082", "listen port (0 = no server)"},
-    {"preprocess.flush_ms", "2000", "a transaction commits at least this often"},
-    {"preprocess.txn_max_records", "5000", "records per transaction at most"},
-    {"preprocess.datasets", NULL, "comma list of datasets to run (all [dataset.*] sections)"},
-    {"preprocess.default_dataset", "", "dataset for records that name none"},
-    {"preprocess.output_partitions", "1", "partitions of the train and eval topics it creates"},
-    {"preprocess.dlq_duplicates", "false", "send near-duplicates to the DLQ too"},
-    {"preprocess.dlq_max_bytes", "1m", "bytes of a refused record kept in the DLQ"},
-    {"preprocess.record_attempts", "3", "a failing record's tries before it goes to the DLQ"},
-    {"ingest.partitions", "3", "partitions of the raw topics it creates"},
-    {NULL, NULL, NULL},
-};
+/* The configuration keys: kn_keys_preprocess in lib/service/keys.c, where the
+ * stack-wide check (kn_keys_check) sees every service's keys. */
 
 typedef struct {
     const kn_config *cfg;
@@ -205,8 +191,10 @@ static int run(kn_service *svc, void *app)
 
     /* The loop: one record at a time; transactions commit every flush_ms. */
     int rc = KN_OK;
-    while (!kn_shutdown_requested() && rc == KN_OK)
+    while (!kn_shutdown_requested() && rc == KN_OK) {
         rc = pp_stream_step(pp->st);
+        pp_metrics_refusals_tick(&pp->metrics);
+    }
     if (rc == KN_OK) rc = pp_stream_drain(pp->st);
     kn_log_info("kiln-preprocess: %s", rc == KN_OK ? "drained, exiting" : "fatal error, exiting");
     return rc == KN_OK ? 0 : 1;
@@ -238,7 +226,7 @@ int main(int argc, char **argv)
                  "commits the open transaction and exits 0.\n",
         .options = options,
         .option = option,
-        .keys = keys,
+        .keys = kn_keys_preprocess,
         .keys_note =
             "  [dataset.NAME] kind = lm | text_class | image, and the recipe keys listed in\n"
             "  docs/preprocess.md (tokenizer, block_size, max_len, labels, eval_fraction, "

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "core/kn.h"
+#include "core/suggest.h"
 #include "core/log.h"
 #include "stream/record.h"
 #include "core/sha256.h"
@@ -352,8 +353,7 @@ static int send_dlq(pp_stream *st, const rd_kafka_message_t *m, const kn_record_
                        .omitted = omit};
     kn_record_headers h;
     kn_record_dlq_headers_build(&h, &meta, &d);
-    kn_log_debug("dlq: %s (%s): %s", reason, info->origin, detail);
-    pp_metrics_reject(st->env->m, reason);
+    pp_metrics_refused(st->env->m, reason, info->dataset, info->origin, detail); /* logs too */
     kn_metrics_add(st->env->m->dlq, 1);
     return kn_kafka_produce(st->env->producer, st->topic_dlq, -1, key_hex, 64,
                             omit ? NULL : m->payload, omit ? 0 : m->len, h.h, h.n, NULL);
@@ -404,8 +404,16 @@ static int handle(pp_stream *st, const rd_kafka_message_t *m)
     pp_dataset *ds = name && *name ? dataset_by_name(st, name) : NULL;
     char detail[512];
     if (!ds) {
-        snprintf(detail, sizeof(detail), "no [dataset.%s] recipe in this preprocess's config",
-                 name && *name ? name : "(none)");
+        kn_suggest sg; /* a typo in --dataset is the usual cause: name the close one */
+        kn_suggest_init(&sg, name && *name ? name : "");
+        for (size_t i = 0; i < st->nds; i++)
+            kn_suggest_offer(&sg, pp_dataset_recipe(st->ds[i])->name);
+        snprintf(detail, sizeof(detail),
+                 "no [dataset.%s] recipe in this preprocess's config%s%s%s (add the section and "
+                 "replay: kiln-ingest dlq --replay)",
+                 name && *name ? name : "(none)", kn_suggest_result(&sg) ? "; did you mean '" : "",
+                 kn_suggest_result(&sg) ? kn_suggest_result(&sg) : "",
+                 kn_suggest_result(&sg) ? "'?" : "");
         return send_dlq(st, m, &info, key_hex, "unknown_dataset", detail);
     }
     if (is_failed_record(st, m) && st->failed.count >= st->o.record_attempts) {

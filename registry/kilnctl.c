@@ -1,6 +1,7 @@
 /* kilnctl: command-line client of the kiln registry (through lib/regclient).
  * Human tables by default, --json for scripts; exit codes are documented in
  * the usage text and docs/registry.md. */
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include <curl/curl.h>
 
 #include "core/kn.h"
+#include "core/suggest.h"
 #include "net/regclient.h"
 
 enum { EXIT_OK = 0, EXIT_USAGE = 1, EXIT_NOTFOUND = 2, EXIT_CONFLICT = 3, EXIT_AUTH = 4,
@@ -599,6 +601,73 @@ static const struct {
     {"create-model", 2, cmd_create_model}, {"register", 2, cmd_register}, {"token", 2, cmd_token},
 };
 
+/* Appends printf-style text to the string in buf (truncated, never overflows). */
+static void append(char *buf, size_t sz, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void append(char *buf, size_t sz, const char *fmt, ...)
+{
+    size_t n = strlen(buf);
+    if (n + 1 >= sz) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + n, sz - n, fmt, ap);
+    va_end(ap);
+}
+
+/* After "not found" from a command about model NAME (a->pos[1]): what does
+ * exist, appended to err: the close model names, or the model's aliases or
+ * versions when the model exists. Best effort: a failing listing adds
+ * nothing. */
+static void not_found_hint(kn_regclient *c, const args *a, char *err, size_t errsz)
+{
+    static const char *const about_model[] = {"versions", "show",   "deploy",   "promote",
+                                              "rollback", "reject", "download", "events"};
+    int applies = 0;
+    for (size_t i = 0; i < KN_ARRAY_LEN(about_model) && !applies; i++)
+        applies = strcmp(a->pos[0], about_model[i]) == 0;
+    json_t *res = NULL;
+    char e2[256];
+    if (!applies || kn_regclient_list_models(c, &res, e2, sizeof(e2)) != KN_OK) return;
+    const char *name = a->pos[1];
+    json_t *models = json_object_get(res, "models"), *m, *found = NULL;
+    size_t i;
+    kn_suggest sg;
+    kn_suggest_init(&sg, name);
+    json_array_foreach(models, i, m) {
+        if (strcmp(str(m, "name"), name) == 0) found = m;
+        kn_suggest_offer(&sg, str(m, "name"));
+    }
+    if (found && (strcmp(a->pos[0], "deploy") == 0 || strcmp(a->pos[0], "rollback") == 0)) {
+        json_t *aliases = json_object_get(found, "aliases"), *v;
+        const char *k;
+        if (json_object_size(aliases) == 0)
+            append(err, errsz,
+                   "; model %s has no alias yet (no version was promoted: kilnctl versions %s)",
+                   name, name);
+        else
+            append(err, errsz, "; model %s has the aliases:", name);
+        json_object_foreach(aliases, k, v) {
+            append(err, errsz, " %s=v%lld", k, (long long)json_integer_value(v));
+        }
+    } else if (found) {
+        json_t *lv = json_object_get(found, "latest_version");
+        if (json_is_integer(lv))
+            append(err, errsz, "; model %s has versions 1..%lld", name,
+                   (long long)json_integer_value(lv));
+        else
+            append(err, errsz, "; model %s has no version yet", name);
+    } else {
+        if (kn_suggest_result(&sg))
+            append(err, errsz, "; did you mean '%s'?", kn_suggest_result(&sg));
+        append(err, errsz, " (models:");
+        json_array_foreach(models, i, m) {
+            append(err, errsz, " %s", str(m, "name"));
+        }
+        append(err, errsz, "%s)", json_array_size(models) ? "" : " none");
+    }
+    json_decref(res);
+}
+
 int main(int argc, char **argv)
 {
     args a;
@@ -670,6 +739,7 @@ int main(int argc, char **argv)
         if (!c) return fail(KN_ENOMEM, "out of memory");
         char err[1024] = "";
         int rc = commands[k].fn(c, &a, err, sizeof(err));
+        if (rc == KN_ENOTFOUND && a.npos >= 2) not_found_hint(c, &a, err, sizeof(err));
         kn_regclient_destroy(c);
         return rc == KN_OK ? EXIT_OK : fail(rc, err[0] ? err : kn_strerror(rc));
     }

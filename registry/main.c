@@ -11,32 +11,13 @@
 #include "core/log.h"
 #include "core/shutdown.h"
 #include "registry.h"
+#include "service/keys.h"
 #include "service/service.h"
 
 #define DEFAULT_DB "host=127.0.0.1 port=15432 dbname=kiln user=kiln password=kiln"
 
-static const kn_service_key keys[] = {
-    {"registry.bind", "127.0.0.1", "listen address"},
-    {"registry.port", "8080", "listen port (0 = any free port, printed in the log)"},
-    {"registry.db", NULL, "libpq conninfo (else KILN_PG_CONNINFO, else the native stack)"},
-    {"registry.schema", "kiln_registry", "PostgreSQL schema holding the tables"},
-    {"registry.pool_size", "16", "database connections (1..256)"},
-    {"registry.read_requires_token", "false", "reads need a token with the read role"},
-    {"registry.admin_token", NULL, "admin token stored (hashed) at start if new"},
-    {"registry.promotion_alias", "production", "alias whose moves need the promote role"},
-    {"registry.max_artifact_bytes", "4g", "upload size limit, k/m/g suffixes"},
-    {"registry.max_body_bytes", "1m", "JSON body limit"},
-    {"registry.timeout_s", "30", "idle connection timeout against slow clients"},
-    {"registry.upload_timeout_s", "3600", "an artifact upload is cut after this long"},
-    {"registry.upload_min_bytes_per_s", "16384",
-     "... or when slower on average after timeout_s (408 upload_too_slow)"},
-    {"registry.staging_dir", NULL, "where uploads are staged (TMPDIR, else /tmp)"},
-    {"registry.statement_timeout_ms", "30000", "database statement limit (0 = none)"},
-    {"registry.lock_timeout_ms", "5000", "database lock wait limit (0 = none)"},
-    {"registry.idle_in_transaction_timeout_ms", "60000",
-     "idle-in-transaction session limit (0 = none)"},
-    {NULL, NULL, NULL},
-};
+/* The configuration keys: kn_keys_registry in lib/service/keys.c, where the
+ * stack-wide check (kn_keys_check) sees every service's keys. */
 
 /* The counters of reg_app, by field. */
 static const struct {
@@ -159,7 +140,7 @@ int main(int argc, char **argv)
         .name = "kiln-registry",
         .about = "The kiln model registry: HTTP/JSON API under /v1, web page at /, on "
                  "PostgreSQL.\n",
-        .keys = keys,
+        .keys = kn_keys_registry,
         .drain_s = 60,
         .run = run,
         .cleanup = cleanup,

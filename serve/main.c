@@ -13,37 +13,10 @@
 #include "core/kn.h"
 #include "core/log.h"
 #include "serve.h"
+#include "service/keys.h"
 
-static const kn_service_key keys[] = {
-    KN_SERVICE_KEYS_KAFKA,
-    {"registry.url", "http://127.0.0.1:8080", "the registry"},
-    {"serve.bind", "127.0.0.1", "listen address"},
-    {"serve.port", "8085", "listen port (0 = any free port)"},
-    {"serve.models", "", "the models served, separated by spaces or commas"},
-    {"serve.alias", "production",
-     "the alias followed (serve.<MODEL>.alias and "
-     "serve.<MODEL>.version override it per model)"},
-    {"serve.token", NULL, "registry token (else KILN_REGISTRY_TOKEN)"},
-    {"serve.auth_token", NULL, "bearer token clients must send (none: open)"},
-    {"serve.poll_s", "1", "seconds between registry checks of every alias (0.1..3600)"},
-    {"serve.backend", "auto", "auto, cpu or cuda"},
-    {"serve.blas_threads", "0", "OpenBLAS threads (0: OpenBLAS's default)"},
-    {"serve.max_batch", "32", "rows per forward pass of a classifier (1..4096)"},
-    {"serve.max_wait_us", "0",
-     "how long a batch waits for more requests (0..1000000; 0: the\n"
-     "requests queued while the previous batch ran form the next)"},
-    {"serve.max_body", "8m", "largest request body, bytes (larger: 413)"},
-    {"serve.max_pixels", "4000000", "largest decoded image, pixels (larger: 413)"},
-    {"serve.max_decoding", "8",
-     "images decoded at once, over all requests (bounds memory: "
-     "each takes up to max_pixels * 16 bytes)"},
-    {"serve.max_prompt_bytes", "16384", "largest prompt or text, bytes (larger: 413)"},
-    {"serve.max_new_tokens", "1024", "largest max_tokens of a generation"},
-    {"serve.top_k", "5", "classes per prediction unless the request says (?top_k=)"},
-    {"serve.work_dir", NULL, "where artifacts are downloaded ($TMPDIR or /tmp)"},
-    {"serve.timeout_s", "30", "idle connection timeout"},
-    {NULL, NULL, NULL},
-};
+/* The configuration keys: kn_keys_serve in lib/service/keys.c, where the
+ * stack-wide check (kn_keys_check) sees every service's keys. */
 
 /* Fills app->slots from serve.models. */
 static int make_slots(kn_service *svc, sv_app *app)
@@ -210,7 +183,7 @@ int main(int argc, char **argv)
                  "recipe and\ntokenizer of its lineage, swapped live when the alias moves "
                  "(<prefix>.events and\nregistry polling). POST /v1/models/M/predict, "
                  "/v1/models/M/generate; GET /v1/models.\n",
-        .keys = keys,
+        .keys = kn_keys_serve,
         .keys_note = "  serve.<MODEL>.alias, serve.<MODEL>.version: follow another alias, or pin "
                      "a version\n  [dataset.<D>]: the recipes (and rank files) versions are "
                      "served with, matched by\n  the recipe_sha256 / tokenizer_sha256 of their "

@@ -16,6 +16,7 @@
 #include "core/shutdown.h"
 #include "net/regclient.h"
 #include "nn/backend.h"
+#include "service/keys.h"
 #include "service/service.h"
 #include "stream/kafka.h"
 #include "trainer.h"
@@ -42,20 +43,8 @@ static const kn_service_option options[] = {
     {NULL, 0, NULL, NULL},
 };
 
-static const kn_service_key keys[] = {
-    KN_SERVICE_KEYS_KAFKA,
-    {"registry.url", "http://127.0.0.1:8080", "the registry"},
-    {"trainer.bind", "127.0.0.1", "listen address"},
-    {"trainer.port", "8083", "listen port (0 = ephemeral, printed in the log)"},
-    {"trainer.backend", "auto", "auto, cpu or cuda"},
-    {"trainer.token", NULL, "registry token (else registry.token, else KILN_REGISTRY_TOKEN)"},
-    {"trainer.work_dir", NULL, "where checkpoints are written ($TMPDIR or /tmp)"},
-    {"trainer.log_seconds", "5", "seconds between progress lines"},
-    {"trainer.flush_seconds", "2", "longest wait for a batch to fill"},
-    {"trainer.lease_ttl_s", "60", "the model's training lease lasts this long unrenewed"},
-    {"trainer.lease_wait_s", "120", "wait this long for a lease another trainer holds"},
-    {NULL, NULL, NULL},
-};
+/* The configuration keys: kn_keys_trainer in lib/service/keys.c, where the
+ * stack-wide check (kn_keys_check) sees every service's keys. */
 
 typedef struct {
     const char *model_name; /* --model */
@@ -397,7 +386,7 @@ int main(int argc, char **argv)
         .options = options,
         .option = option,
         .check = check,
-        .keys = keys,
+        .keys = kn_keys_trainer,
         .keys_note =
             "  [model.NAME]: dataset, spec (JSON), optim (JSON), batch, checkpoint_steps,\n"
             "  checkpoint_seconds, target_steps, seed, shuffle, warm_start,\n"

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/kn.h"
+#include "core/suggest.h"
 
 static int copy_str(char *dst, size_t dsz, const char *v, const char *key, char *err, size_t errsz)
 {
@@ -56,6 +57,29 @@ static int get_seconds(const kn_config *cfg, const char *key, double def, double
     return KN_OK;
 }
 
+/* The [model.NAME] sections, for "did you mean" when --model names none. */
+typedef struct {
+    const char *name;
+    kn_suggest s;
+    char names[32][128]; /* kept: s.best points into it */
+    char list[1024];
+    size_t n;
+    int has;
+} model_names;
+
+static void offer_model(const char *section, void *ctx)
+{
+    model_names *mn = ctx;
+    const char *m = section + strlen("model.");
+    if (strcmp(m, mn->name) == 0) mn->has = 1;
+    if (mn->n >= 32) return;
+    snprintf(mn->names[mn->n], sizeof(mn->names[0]), "%s", m);
+    kn_suggest_offer(&mn->s, mn->names[mn->n]);
+    size_t l = strlen(mn->list);
+    snprintf(mn->list + l, sizeof(mn->list) - l, " %s", m);
+    mn->n++;
+}
+
 int trn_settings_load(const kn_config *cfg, const char *name, trn_settings *s, char *err,
                       size_t errsz)
 {
@@ -75,8 +99,21 @@ int trn_settings_load(const kn_config *cfg, const char *name, trn_settings *s, c
                        err, errsz)))
         goto fail;
     if (!s->dataset[0]) {
-        rc = kn_seterr(err, errsz, KN_EINVAL, "%s is required (is there a [model.%s] section?)", k,
-                       name);
+        model_names mn = {.name = name};
+        kn_suggest_init(&mn.s, name);
+        kn_config_foreach_section(cfg, "model.", offer_model, &mn);
+        if (mn.n == 0)
+            rc = kn_seterr(err, errsz, KN_EINVAL,
+                           "--model %s: the configuration has no [model.NAME] section", name);
+        else if (!mn.has)
+            rc = kn_seterr(err, errsz, KN_EINVAL,
+                           "--model %s: no [model.%s] section%s%s%s (there are:%s)", name, name,
+                           kn_suggest_result(&mn.s) ? "; did you mean '" : "",
+                           kn_suggest_result(&mn.s) ? kn_suggest_result(&mn.s) : "",
+                           kn_suggest_result(&mn.s) ? "'?" : "", mn.list);
+        else
+            rc = kn_seterr(err, errsz, KN_EINVAL, "%s is required: the [dataset.NAME] it trains on",
+                           k);
         goto fail;
     }
     const char *prefix = kn_config_get(cfg, "kafka.topic_prefix", "kiln");
@@ -117,7 +154,13 @@ int trn_settings_load(const kn_config *cfg, const char *name, trn_settings *s, c
                        errsz)))
         goto fail;
     kn_optim_config oc;
-    char e[256];
+    char e[512];
+    /* The whole spec now, before the registry sees the model: a typo such as
+     * "n_layers" stops the start instead of training a default shape. */
+    if ((rc = kn_model_spec_check(s->spec, e, sizeof(e))) != KN_OK) {
+        kn_seterr(err, errsz, rc, "%s: %s", KEY("spec"), e);
+        goto fail;
+    }
     if ((rc = kn_optim_config_from_json(&oc, s->optim, e, sizeof(e))) != KN_OK) {
         kn_seterr(err, errsz, rc, "%s: %s", KEY("optim"), e);
         goto fail;

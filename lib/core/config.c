@@ -12,8 +12,10 @@
 #include <strings.h>
 
 typedef struct {
-    char *key;   /* "section.key" */
+    char *key; /* "section.key" */
     char *value;
+    char *file; /* the file (or string name) it was read from; NULL: kn_config_set */
+    int line;   /* its line there, 0 with file NULL */
 } config_entry;
 
 struct kn_config {
@@ -32,6 +34,7 @@ void kn_config_destroy(kn_config *cfg)
     for (size_t i = 0; i < cfg->n; i++) {
         free(cfg->entries[i].key);
         free(cfg->entries[i].value);
+        free(cfg->entries[i].file);
     }
     free(cfg->entries);
     free(cfg);
@@ -44,14 +47,23 @@ static config_entry *config_find(const kn_config *cfg, const char *key)
     return NULL;
 }
 
-int kn_config_set(kn_config *cfg, const char *key, const char *value)
+/* Sets key, remembering where the value came from (file NULL: from code). */
+static int config_set_at(kn_config *cfg, const char *key, const char *value, const char *file,
+                         int line)
 {
     config_entry *e = config_find(cfg, key);
     if (e) {
-        char *v = strdup(value);
-        if (!v) return KN_ENOMEM;
+        char *v = strdup(value), *f = file ? strdup(file) : NULL;
+        if (!v || (file && !f)) {
+            free(v);
+            free(f);
+            return KN_ENOMEM;
+        }
         free(e->value);
+        free(e->file);
         e->value = v;
+        e->file = f;
+        e->line = file ? line : 0;
         return KN_OK;
     }
     if (cfg->n == cfg->cap) {
@@ -61,21 +73,29 @@ int kn_config_set(kn_config *cfg, const char *key, const char *value)
         cfg->entries = grown;
         cfg->cap = cap;
     }
-    char *k = strdup(key), *v = strdup(value);
-    if (!k || !v) {
+    char *k = strdup(key), *v = strdup(value), *f = file ? strdup(file) : NULL;
+    if (!k || !v || (file && !f)) {
         free(k);
         free(v);
+        free(f);
         return KN_ENOMEM;
     }
-    cfg->entries[cfg->n++] = (config_entry){k, v};
+    cfg->entries[cfg->n++] = (config_entry){k, v, f, file ? line : 0};
     return KN_OK;
+}
+
+int kn_config_set(kn_config *cfg, const char *key, const char *value)
+{
+    return config_set_at(cfg, key, value, NULL, 0);
 }
 
 static char *trim(char *s)
 {
-    while (isspace((unsigned char)*s)) s++;
+    while (isspace((unsigned char)*s))
+        s++;
     char *end = s + strlen(s);
-    while (end > s && isspace((unsigned char)end[-1])) *--end = '\0';
+    while (end > s && isspace((unsigned char)end[-1]))
+        *--end = '\0';
     return s;
 }
 
@@ -85,8 +105,7 @@ static int valid_name(const char *s, int dots)
 {
     if (!*s) return 0;
     for (; *s; s++)
-        if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-' && !(dots && *s == '.'))
-            return 0;
+        if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-' && !(dots && *s == '.')) return 0;
     return 1;
 }
 
@@ -100,16 +119,17 @@ int kn_config_load_string(kn_config *cfg, const char *text, const char *name, ch
     if (!copy) return KN_ENOMEM;
 
     int lineno = 0;
-    for (char *save = NULL, *line = strtok_r(copy, "\n", &save); line;
-         line = strtok_r(NULL, "\n", &save)) {
+    /* Line by line, empty ones included, so that lineno is the file's line. */
+    for (char *line = copy, *next; line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = '\0';
         lineno++;
         char *s = trim(line);
         if (*s == '\0' || *s == '#' || *s == ';') continue;
         if (*s == '[') {
             char *close = strchr(s, ']');
             if (!close || close[1] != '\0') {
-                rc = kn_seterr(errbuf, errsz, KN_EINVAL, "%s:%d: bad section header", name,
-                               lineno);
+                rc = kn_seterr(errbuf, errsz, KN_EINVAL, "%s:%d: bad section header", name, lineno);
                 goto out;
             }
             *close = '\0';
@@ -124,8 +144,7 @@ int kn_config_load_string(kn_config *cfg, const char *text, const char *name, ch
         }
         char *eq = strchr(s, '=');
         if (!eq) {
-            rc = kn_seterr(errbuf, errsz, KN_EINVAL, "%s:%d: expected 'key = value'", name,
-                           lineno);
+            rc = kn_seterr(errbuf, errsz, KN_EINVAL, "%s:%d: expected 'key = value'", name, lineno);
             goto out;
         }
         *eq = '\0';
@@ -140,13 +159,14 @@ int kn_config_load_string(kn_config *cfg, const char *text, const char *name, ch
             rc = kn_seterr(errbuf, errsz, KN_EINVAL, "%s:%d: key too long", name, lineno);
             goto out;
         }
-        if ((rc = kn_config_set(cfg, full, v)) != KN_OK) goto out;
+        if ((rc = config_set_at(cfg, full, v, name, lineno)) != KN_OK) goto out;
     }
 out:
     if (rc != KN_OK) { /* keep nothing from this file */
         for (size_t i = first_new; i < cfg->n; i++) {
             free(cfg->entries[i].key);
             free(cfg->entries[i].value);
+            free(cfg->entries[i].file);
         }
         cfg->n = first_new;
     }
@@ -163,7 +183,8 @@ int kn_config_load_file(kn_config *cfg, const char *path, char *errbuf, size_t e
     FILE *mem = open_memstream(&buf, &len);
     char chunk[8192];
     size_t n;
-    while (mem && (n = fread(chunk, 1, sizeof(chunk), f)) > 0) fwrite(chunk, 1, n, mem);
+    while (mem && (n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        fwrite(chunk, 1, n, mem);
     int read_err = ferror(f);
     fclose(f);
     if (!mem) return KN_ENOMEM;
@@ -204,9 +225,12 @@ int64_t kn_config_get_int(const kn_config *cfg, const char *key, int64_t def, in
     char *end;
     long long x = strtoll(v, &end, 10);
     int64_t mult = 1;
-    if (*end == 'k' || *end == 'K') mult = 1024, end++;
-    else if (*end == 'm' || *end == 'M') mult = 1024 * 1024, end++;
-    else if (*end == 'g' || *end == 'G') mult = 1024LL * 1024 * 1024, end++;
+    if (*end == 'k' || *end == 'K')
+        mult = 1024, end++;
+    else if (*end == 'm' || *end == 'M')
+        mult = 1024 * 1024, end++;
+    else if (*end == 'g' || *end == 'G')
+        mult = 1024LL * 1024 * 1024, end++;
     if (errno || end == v || *end != '\0') {
         if (ok) *ok = 0;
         return def;
@@ -263,4 +287,21 @@ void kn_config_foreach_section(const kn_config *cfg, const char *prefix,
         snprintf(section, sizeof(section), "%.*s", (int)slen, key);
         fn(section, ctx);
     }
+}
+
+void kn_config_foreach(const kn_config *cfg,
+                       void (*fn)(const char *key, const char *value, const char *file, int line,
+                                  void *ctx),
+                       void *ctx)
+{
+    for (size_t i = 0; cfg && i < cfg->n; i++)
+        fn(cfg->entries[i].key, cfg->entries[i].value, cfg->entries[i].file, cfg->entries[i].line,
+           ctx);
+}
+
+int kn_config_origin(const kn_config *cfg, const char *key, const char **file)
+{
+    config_entry *e = cfg ? config_find(cfg, key) : NULL;
+    *file = e ? e->file : NULL;
+    return e ? e->line : 0;
 }

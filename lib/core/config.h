@@ -46,6 +46,18 @@ int kn_config_get_bool(const kn_config *cfg, const char *key, int def, int *ok);
 void kn_config_foreach_section(const kn_config *cfg, const char *prefix,
                                void (*fn)(const char *section, void *ctx), void *ctx);
 
+/* Calls fn for every entry in the order first set, with where its value came
+ * from: the file (or kn_config_load_string's name) and line, or NULL and 0
+ * for a value set by kn_config_set. The environment is not visited. */
+void kn_config_foreach(const kn_config *cfg,
+                       void (*fn)(const char *key, const char *value, const char *file, int line,
+                                  void *ctx),
+                       void *ctx);
+
+/* The line of the file that set key (*file names it); 0 and *file NULL when
+ * the key was set by kn_config_set or is absent. */
+int kn_config_origin(const kn_config *cfg, const char *key, const char **file);
+
 /* The environment variable name for a key, e.g. "KILN_KAFKA_BROKERS". */
 void kn_config_env_name(const char *key, char *out, size_t outsz);
 

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/kn.h"
+#include "core/suggest.h"
 #include "nn/rng.h"
 
 int kn_model_spec_int(const json_t *spec, json_t *norm, const char *key, int def, int lo, int hi,
@@ -27,6 +28,95 @@ int kn_model_spec_int(const json_t *spec, json_t *norm, const char *key, int def
     *out = (int)x;
     if (norm) json_object_set_new(norm, key, json_integer(x));
     return KN_OK;
+}
+
+/* The builders record every key they read in the normalised spec, so a key
+ * of spec missing there was never read: a typo, refused with the closest
+ * key read. Arrays of objects ("convs") are compared item by item. */
+static int unknown_keys(const json_t *spec, const json_t *norm, const char *where, char *err,
+                        size_t errsz)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)spec, k, v)
+    {
+        if (strcmp(k, "dropout") == 0) continue; /* read; transformers accept only 0, unrecorded */
+        const json_t *nv = json_object_get(norm, k);
+        if (!nv) {
+            kn_suggest s;
+            kn_suggest_init(&s, k);
+            const char *nk;
+            json_t *unused;
+            char known[512] = "";
+            size_t kl = 0;
+            json_object_foreach((json_t *)norm, nk, unused)
+            {
+                kn_suggest_offer(&s, nk);
+                int n = snprintf(known + kl, sizeof(known) - kl, "%s%s", kl ? ", " : "", nk);
+                if (n > 0 && (size_t)n < sizeof(known) - kl) kl += (size_t)n;
+            }
+            (void)unused;
+            if (kn_suggest_result(&s))
+                return kn_seterr(
+                    err, errsz, KN_EINVAL,
+                    "model spec%s: unknown key \"%s\"; did you mean \"%s\"? (keys: %s)", where, k,
+                    kn_suggest_result(&s), known);
+            return kn_seterr(err, errsz, KN_EINVAL, "model spec%s: unknown key \"%s\" (keys: %s)",
+                             where, k, known);
+        }
+        if (json_is_array(v) && json_is_array(nv))
+            for (size_t i = 0; i < json_array_size(v) && i < json_array_size(nv); i++) {
+                const json_t *a = json_array_get(v, i), *b = json_array_get(nv, i);
+                if (!json_is_object(a) || !json_is_object(b)) continue;
+                char w[128];
+                snprintf(w, sizeof(w), "%s \"%s\"[%zu]", where, k, i);
+                int rc = unknown_keys(a, b, w, err, errsz);
+                if (rc != KN_OK) return rc;
+            }
+    }
+    return KN_OK;
+}
+
+/* Builds m's layout from spec into norm: the layers and tensor shapes, no
+ * weights yet. */
+static int build(kn_model *m, const json_t *spec, json_t *norm, char *err, size_t errsz)
+{
+    const char *type = json_string_value(json_object_get(spec, "type"));
+    int rc;
+    if (strcmp(type, "mlp") == 0 || strcmp(type, "linreg") == 0 || strcmp(type, "cnn") == 0) {
+        m->type = strcmp(type, "cnn") == 0 ? KN_MODEL_CNN : KN_MODEL_MLP;
+        rc = kn_model_seq_build(m, spec, norm, err, errsz);
+    } else if (strcmp(type, "gpt") == 0 || strcmp(type, "txtcls") == 0) {
+        m->type = strcmp(type, "gpt") == 0 ? KN_MODEL_GPT : KN_MODEL_TXTCLS;
+        rc = kn_model_tfm_build(m, spec, norm, err, errsz);
+    } else {
+        rc = kn_seterr(err, errsz, KN_EINVAL,
+                       "model spec: unknown type \"%s\" (mlp, linreg, cnn, gpt, txtcls)", type);
+    }
+    return rc ? rc : unknown_keys(spec, norm, "", err, errsz);
+}
+
+int kn_model_spec_check(const json_t *spec, char *err, size_t errsz)
+{
+    if (!json_is_object(spec) || !json_string_value(json_object_get(spec, "type")))
+        return kn_seterr(err, errsz, KN_EINVAL, "model spec: needs an object with \"type\"");
+    kn_model *m = calloc(1, sizeof(*m));
+    json_t *norm = json_pack("{s:s}", "type", json_string_value(json_object_get(spec, "type")));
+    int rc = KN_ENOMEM;
+    if (m && norm) {
+        m->be = kn_backend_cpu(); /* sizes scratch space only; no weights are allocated */
+        m->max_B = 1;
+        kn_tensor_set_init(&m->params);
+        kn_tensor_set_init(&m->grads);
+        kn_tensor_set_init(&m->acts);
+        kn_tensor_set_init(&m->dacts);
+        rc = build(m, spec, norm, err, errsz);
+    } else {
+        kn_seterr(err, errsz, rc, "model: out of memory");
+    }
+    json_decref(norm);
+    kn_model_destroy(m);
+    return rc;
 }
 
 int kn_model_new(const json_t *spec, uint64_t seed, int max_batch, const kn_backend *be,
@@ -55,17 +145,7 @@ int kn_model_new(const json_t *spec, uint64_t seed, int max_batch, const kn_back
     kn_tensor_set_init(&m->grads);
     kn_tensor_set_init(&m->acts);
     kn_tensor_set_init(&m->dacts);
-    if (strcmp(type, "mlp") == 0 || strcmp(type, "linreg") == 0 || strcmp(type, "cnn") == 0) {
-        m->type = strcmp(type, "cnn") == 0 ? KN_MODEL_CNN : KN_MODEL_MLP;
-        rc = kn_model_seq_build(m, spec, norm, err, errsz);
-    } else if (strcmp(type, "gpt") == 0 || strcmp(type, "txtcls") == 0) {
-        m->type = strcmp(type, "gpt") == 0 ? KN_MODEL_GPT : KN_MODEL_TXTCLS;
-        rc = kn_model_tfm_build(m, spec, norm, err, errsz);
-    } else {
-        rc = kn_seterr(err, errsz, KN_EINVAL,
-                       "model spec: unknown type \"%s\" (mlp, linreg, cnn, gpt, txtcls)", type);
-    }
-    if (rc) goto fail;
+    if ((rc = build(m, spec, norm, err, errsz))) goto fail;
     if (kn_tensor_set_alloc(&m->params, be) || kn_tensor_set_clone_layout(&m->grads, &m->params) ||
         kn_tensor_set_alloc(&m->grads, be) || kn_tensor_set_clone_layout(&m->dacts, &m->acts) ||
         kn_tensor_set_alloc(&m->acts, be) || kn_tensor_set_alloc(&m->dacts, be) ||

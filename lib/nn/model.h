@@ -69,6 +69,10 @@ typedef struct {
 int kn_model_new(const json_t *spec, uint64_t seed, int max_batch, const kn_backend *be,
                  kn_model **out, char *err, size_t errsz);
 void kn_model_destroy(kn_model *m);
+/* Checks spec as kn_model_new does, allocating no weights: KN_OK, or
+ * KN_EINVAL with the problem in err. A key the model type does not read
+ * ("n_layers" for "n_layer") is refused, with the closest known key. */
+int kn_model_spec_check(const json_t *spec, char *err, size_t errsz);
 
 int kn_model_type(const kn_model *m);           /* KN_MODEL_* */
 const json_t *kn_model_spec(const kn_model *m); /* borrowed, normalised spec */

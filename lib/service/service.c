@@ -13,6 +13,7 @@
 #include "core/kn.h"
 #include "core/log.h"
 #include "core/shutdown.h"
+#include "service/keys.h"
 #include "service/service.h"
 
 #define MAX_OPTIONS 48
@@ -21,6 +22,7 @@ struct kn_service {
     const kn_service_spec *spec;
     const char *config_path;
     const char *log_level; /* from an option, else NULL */
+    int check_only;        /* --check-config */
     char **args;
     int nargs;
     kn_config *cfg;
@@ -35,7 +37,7 @@ struct kn_service {
 };
 
 /* The built-in options; their ids stay clear of letters and services' enums. */
-enum { OPT_CONFIG = 0x10000, OPT_HELP, OPT_VERSION };
+enum { OPT_CONFIG = 0x10000, OPT_HELP, OPT_VERSION, OPT_CHECK_CONFIG, OPT_HELP_CONFIG };
 
 static void print_lines(FILE *f, int indent, const char *text)
 {
@@ -90,6 +92,10 @@ static void help(const kn_service_spec *spec, FILE *f)
         }
         print_lines(f, 26, o->help);
     }
+    fprintf(f, "  %-24s%s\n", "--check-config",
+            "check the configuration (every key, every name) and exit: 0 accepted");
+    fprintf(f, "  %-24s%s\n", "--help-config",
+            "every key of every section of the stack, as Markdown");
     fprintf(f, "  %-24s%s\n", "--help, --version", "this text; the version");
     size_t w = strlen(log_level_key.key);
     for (const kn_service_key *k = spec->keys; k && k->key; k++)
@@ -122,7 +128,7 @@ static int usage_error(kn_service *svc)
 static int parse_options(kn_service *svc, void *app, int argc, char **argv)
 {
     const kn_service_spec *spec = svc->spec;
-    struct option longopts[MAX_OPTIONS + 4];
+    struct option longopts[MAX_OPTIONS + 6];
     char shorts[3 * MAX_OPTIONS + 8];
     size_t n = 0, ns = 0;
     shorts[ns++] = ':'; /* a missing value returns ':' */
@@ -137,6 +143,8 @@ static int parse_options(kn_service *svc, void *app, int argc, char **argv)
     longopts[n++] = (struct option){"config", required_argument, NULL, OPT_CONFIG};
     longopts[n++] = (struct option){"help", no_argument, NULL, OPT_HELP};
     longopts[n++] = (struct option){"version", no_argument, NULL, OPT_VERSION};
+    longopts[n++] = (struct option){"check-config", no_argument, NULL, OPT_CHECK_CONFIG};
+    longopts[n++] = (struct option){"help-config", no_argument, NULL, OPT_HELP_CONFIG};
     longopts[n] = (struct option){NULL, 0, NULL, 0};
     memcpy(shorts + ns, "c:hV", 5);
 
@@ -152,6 +160,12 @@ static int parse_options(kn_service *svc, void *app, int argc, char **argv)
         case 'h':
         case OPT_HELP:
             help(spec, stdout);
+            return 0;
+        case OPT_CHECK_CONFIG:
+            svc->check_only = 1;
+            break;
+        case OPT_HELP_CONFIG:
+            kn_keys_print_markdown(stdout);
             return 0;
         case 'V':
         case OPT_VERSION:
@@ -176,7 +190,7 @@ static int parse_options(kn_service *svc, void *app, int argc, char **argv)
         kn_service_usage_error(svc, "unexpected argument '%s'", argv[optind]);
         return usage_error(svc);
     }
-    if (spec->check && spec->check(svc, app) != 0) return usage_error(svc);
+    if (spec->check && !svc->check_only && spec->check(svc, app) != 0) return usage_error(svc);
     return -1;
 }
 
@@ -213,7 +227,17 @@ static int load_config(kn_service *svc)
         return KN_EINVAL;
     }
     kn_log_init(svc->spec->name, (kn_log_level)lvl);
-    return KN_OK;
+    /* Strict: a key no table knows, or a name no section defines, stops the
+     * service here, before run() has touched Kafka or the registry. */
+    char *problems = malloc(16384);
+    if (!problems) return KN_ENOMEM;
+    int rc = kn_keys_check(svc->cfg, svc->spec->keys, problems, 16384);
+    if (rc != KN_OK)
+        fprintf(stderr, "%s: the configuration%s%s has mistakes; nothing was started:\n%s\n",
+                svc->spec->name, svc->config_path ? " " : "",
+                svc->config_path ? svc->config_path : "", problems);
+    free(problems);
+    return rc;
 }
 
 static void *watchdog(void *arg)
@@ -243,6 +267,12 @@ int kn_service_main(const kn_service_spec *spec, void *app, int argc, char **arg
     if (code >= 0) goto out;
     code = 1;
     if (load_config(&svc) != KN_OK) goto out;
+    if (svc.check_only) {
+        printf("%s: configuration %s accepted\n", spec->name,
+               svc.config_path ? svc.config_path : "(none: defaults and KILN_* variables)");
+        code = 0;
+        goto out;
+    }
     kn_shutdown_setup();
     svc.metrics = kn_metrics_new();
     if (!svc.metrics) goto out;

@@ -19,7 +19,11 @@
  *      (--config, else $KILN_CONFIG, else none), then KILN_* variables.
  *      A file that does not load exits 1, as does a log level that is not
  *      debug, info, warn or error (--log-level via kn_service_log_level, else
- *      log.level).
+ *      log.level), and a configuration kn_keys_check (service/keys.h) refuses:
+ *      a key no table of the stack knows, a name without its section; the
+ *      problems go to stderr, each with file:line and "did you mean".
+ *      --check-config stops here (0: accepted); --help-config prints every
+ *      key of the stack as Markdown and exits 0.
  *   4. Logging as spec->name, the SIGTERM/SIGINT flag, a metrics registry.
  *   5. run(): the service's start-up and loop; it returns the exit code
  *      (0 done or drained after SIGTERM, 1 failure; a service may return 2

@@ -48,7 +48,7 @@ int main(int argc, char **argv)
     char ini[3000];
     snprintf(ini, sizeof(ini),
              "[kafka]\nbrokers = %s\ntopic_prefix = %s\n"
-             "[trainer]\nwork_dir = %s\nlog_seconds = 2\n"
+             "[trainer]\nwork_dir = %s\nlog_seconds = 2\n[dataset.fmnist]\nkind = image\n"
              "[model.%s]\ndataset = fmnist\nspec = %s\noptim = {\"type\":\"adam\",\"lr\":0.001}\n"
              "batch = %d\ncheckpoint_steps = %d\ncheckpoint_seconds = 0\ntarget_steps = %d\n",
              tt_brokers(), prefix, dir, model,

@@ -12,7 +12,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     ing_item it;
-    ing_jsonl_line ln;
+    ing_jsonl_parsed ln;
     ing_jsonl_parse((const char *)data, size, &it, &ln);
     FUZZ_CHECK(it.source && strcmp(it.source, "jsonl") == 0 && !it.origin);
     if (it.refuse_reason) {
@@ -29,6 +29,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         (void)sum;
         if (it.label) FUZZ_CHECK(strlen(it.label) < 1u << 20);
     }
-    ing_jsonl_line_free(&ln);
+    ing_jsonl_parsed_free(&ln);
     return 0;
 }

@@ -111,6 +111,7 @@ static int setup(void **state)
              "[kafka]\nbrokers = %s\ntopic_prefix = %s\n"
              "[trainer]\nwork_dir = %s\nlog_seconds = 1\nflush_seconds = 0.3\nbackend = auto\n"
              "lease_ttl_s = 3\n" /* a restart after SIGKILL waits for the dead one's lease */
+             "[dataset.synth]\nkind = image\n" /* a model's dataset must have a section */
              "[model." MODEL "]\ndataset = synth\n"
              "spec = {\"type\":\"mlp\",\"sizes\":[16,32,4]}\n"
              "optim = {\"type\":\"adam\",\"lr\":0.01}\n"

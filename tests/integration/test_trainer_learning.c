@@ -43,6 +43,8 @@ static int setup(void **state)
     snprintf(ini, sizeof(ini),
              "[kafka]\nbrokers = %s\ntopic_prefix = %s\n"
              "[trainer]\nwork_dir = %s\nlog_seconds = 10\nflush_seconds = 1\n"
+             /* the models' datasets must have sections (the shards here are the test's) */
+             "[dataset.fmnist]\nkind = image\n[dataset.fortunes]\nkind = lm\n"
              "[model.mlp]\ndataset = fmnist\n"
              "spec = {\"type\":\"mlp\",\"sizes\":[784,256,128,10]}\n"
              "optim = {\"type\":\"adam\",\"lr\":0.001}\n"

@@ -29,6 +29,8 @@ export KILN_TRAINER_PORT=$((base + 3)) KILN_EVALUATOR_PORT=$((base + 4)) KILN_SE
 export KILN_PREPROCESS_INSTANCE=$id KILN_PREPROCESS_GROUP=kiln-$id.preprocess
 export KILN_REGISTRY_URL=http://127.0.0.1:$base
 export KILN_TRAINER_WORK_DIR=$tmp
+# this run's own fortunes vocabulary (registered in its own registry schema)
+export KILN_DATASET_FORTUNES_TOKENIZER=$tmp/tokenizer/fortunes.tiktoken
 
 fail() { echo "FAIL: $*"; tail -n 30 "$tmp/pipeline.log" 2>/dev/null; exit 1; }
 
