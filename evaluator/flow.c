@@ -42,17 +42,6 @@ static double now_s(void)
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-static void iso_now(char *out, size_t outsz)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    struct tm tm;
-    gmtime_r(&t.tv_sec, &tm);
-    char base[24];
-    strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, outsz, "%s.%03dZ", base, (int)(t.tv_nsec / 1000000));
-}
-
 static void count(kn_metric *m)
 {
     if (m) kn_metrics_add(m, 1);
@@ -542,7 +531,7 @@ static json_t *decision_event(const char *type, const char *model, int version, 
                               const ev_evalset_id *id, const char *label, json_t *samples)
 {
     char ts[40];
-    iso_now(ts, sizeof(ts));
+    kn_log_timestamp(ts, sizeof(ts));
     json_t *es = ev_evalset_id_json(id);
     json_object_set_new(es, "label", json_string(label));
     json_t *ev = json_pack("{s:s,s:s,s:i,s:s,s:s,s:O,s:O,s:o,s:s}", "type", type, "model", model,

@@ -25,17 +25,6 @@ struct sv_job {
     sv_job *next;
 };
 
-static void iso_now(char *out, size_t outsz)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    struct tm tm;
-    gmtime_r(&t.tv_sec, &tm);
-    char base[24];
-    strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, outsz, "%s.%03dZ", base, (int)(t.tv_nsec / 1000000));
-}
-
 static double since_s(const struct timespec *t0)
 {
     struct timespec t;
@@ -88,7 +77,7 @@ void sv_slot_swap(sv_slot *s, sv_version *v)
     pthread_mutex_lock(&s->mu);
     sv_version *old = s->cur;
     s->cur = v;
-    iso_now(s->since, sizeof(s->since));
+    kn_log_timestamp(s->since, sizeof(s->since));
     if (old) s->swaps++;
     pthread_mutex_unlock(&s->mu);
     if (old && s->m_swaps) kn_metrics_add(s->m_swaps, 1);
@@ -445,7 +434,7 @@ int sv_load(sv_app *app, kn_regclient *reg, const sv_slot *slot, int version, sv
         }
         v->started = 1;
     }
-    iso_now(v->loaded_at, sizeof(v->loaded_at));
+    kn_log_timestamp(v->loaded_at, sizeof(v->loaded_at));
     kn_log_fields(KN_LOG_INFO,
                   json_pack("{s:s,s:i,s:s,s:s,s:s,s:s?}", "model", slot->name, "version", version,
                             "sha256", v->sha256, "recipe", v->recipe.hash, "dataset",

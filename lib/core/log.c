@@ -27,6 +27,16 @@ int kn_log_level_parse(const char *name)
     return -1;
 }
 
+void kn_log_timestamp(char *out, size_t outsz)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    struct tm tm;
+    gmtime_r(&now.tv_sec, &tm);
+    snprintf(out, outsz, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long)(now.tv_nsec / 1000000) % 1000);
+}
+
 static void log_emit(kn_log_level level, json_t *fields, const char *fmt, va_list ap)
 {
     if (level < log_min) {
@@ -36,14 +46,8 @@ static void log_emit(kn_log_level level, json_t *fields, const char *fmt, va_lis
     char msg[4096];
     vsnprintf(msg, sizeof(msg), fmt, ap);
 
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    struct tm tm;
-    gmtime_r(&now.tv_sec, &tm);
-    char ts[80];
-    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             (long)(now.tv_nsec / 1000000) % 1000);
+    char ts[40];
+    kn_log_timestamp(ts, sizeof(ts));
 
     json_t *line = json_object();
     json_object_set_new(line, "ts", json_string(ts));

@@ -4,6 +4,8 @@
 #ifndef KN_LOG_H
 #define KN_LOG_H
 
+#include <stddef.h>
+
 #include <jansson.h>
 
 typedef enum {
@@ -16,6 +18,10 @@ typedef enum {
 /* Names the service in every line and sets the minimum level. Call once in
  * main; before it, lines say "service":"kiln" and the level is info. */
 void kn_log_init(const char *service, kn_log_level min_level);
+
+/* Now, as the "ts" of a log line: UTC ISO 8601 with milliseconds
+ * ("2026-11-22T21:00:00.123Z", 24 characters + NUL). Cannot fail. */
+void kn_log_timestamp(char *out, size_t outsz);
 
 /* Parses "debug", "info", "warn", "error"; returns -1 for anything else. */
 int kn_log_level_parse(const char *name);
