@@ -8,7 +8,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-# Debian packages, one per line: what the build, the tests and the stack use.
+# Debian packages, one per line: what the build, the tests and the stack use
+# (the last line: the compose stack's images and tests/compose/run, podman).
 packages=(
     build-essential cmake pkg-config clang-format
     librdkafka-dev libpq-dev libcurl4-openssl-dev libmicrohttpd-dev
@@ -18,6 +19,7 @@ packages=(
     postgresql postgresql-contrib default-jre-headless maven
     docker-compose wrk procps curl jq
     dataset-fashion-mnist fortunes
+    podman podman-compose runc netavark aardvark-dns debootstrap
 )
 
 # Node.js and npm run the tokenizer's reference (npm tiktoken) in the tests;
