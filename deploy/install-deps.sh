@@ -19,7 +19,7 @@ packages=(
     postgresql postgresql-contrib default-jre-headless maven
     docker-compose wrk procps curl jq
     dataset-fashion-mnist fortunes
-    podman podman-compose runc netavark aardvark-dns debootstrap
+    podman podman-compose runc netavark aardvark-dns iptables debootstrap
 )
 
 # Node.js and npm run the tokenizer's reference (npm tiktoken) in the tests;

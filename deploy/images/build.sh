@@ -33,12 +33,16 @@ base_id=$(podman image inspect --format '{{.Id}}' "$base")
 build_flags="--network host --layers --quiet --format docker"
 
 # inputs_hash DIR DOCKERFILE: sha256 over the build context's files (those
-# git does not ignore, so the same set the build sees), the Dockerfile and
-# the base image.
+# git does not ignore, less those its .dockerignore leaves out: the set the
+# build sees), the Dockerfile, the base image and the build flags.
 inputs_hash() {
-    local dir=$1 dockerfile=$2
+    local dir=$1 dockerfile=$2 excl=()
+    if [ -f "$dir/.dockerignore" ]; then
+        mapfile -t excl < <(sed -e 's/[[:space:]]*$//' -e '/^#/d' -e '/^$/d' \
+            -e 's/^/:(exclude,glob)/' "$dir/.dockerignore")
+    fi
     {
-        (cd "$dir" && git -C "$dir" ls-files -co --exclude-standard -z . |
+        (cd "$dir" && git ls-files -co --exclude-standard -z -- . "${excl[@]}" |
             xargs -0 -r sha256sum -- 2>/dev/null | LC_ALL=C sort -k2)
         sha256sum <"$dockerfile"
         echo "$base_id $build_flags"
@@ -63,6 +67,14 @@ build() {
     fi
     podman tag "localhost/$name:src-$h" "localhost/$name:$tag"
 }
+
+# Kafka's jars: fetched on the host (deploy/kafka/fetch-kafka.sh, cached as
+# for the native stack) and handed to the build in its context, deploy/kafka/libs.
+"$root/deploy/kafka/fetch-kafka.sh"
+kversion=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$root/deploy/kafka/pom.xml")
+rm -rf "$root/deploy/kafka/libs"
+cp -al "${KILN_CACHE:-$root/.cache}/kafka-$kversion/libs" "$root/deploy/kafka/libs" 2>/dev/null ||
+    cp -a "${KILN_CACHE:-$root/.cache}/kafka-$kversion/libs" "$root/deploy/kafka/libs"
 
 t0=$SECONDS
 build kiln-postgres "$root/deploy/postgres" "$root/deploy/postgres/Dockerfile"
