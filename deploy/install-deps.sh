@@ -8,7 +8,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-# Debian packages, one per line: what the build, the tests and the stack use.
+# Debian packages, one per line: what the build, the tests and the stack use
+# (the last line: the compose stack's images and tests/compose/run, podman).
 packages=(
     build-essential cmake pkg-config clang-format
     clang libclang-rt-14-dev
@@ -20,6 +21,7 @@ packages=(
     docker-compose wrk procps curl jq yq
     dataset-fashion-mnist fortunes
     python3-numpy
+    podman podman-compose runc netavark aardvark-dns iptables debootstrap
 )
 
 # Node.js and npm run the tokenizer's reference (npm tiktoken) in the tests;

@@ -15,6 +15,13 @@ if [ ! -s "$junit" ]; then
 fi
 
 have_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; }
+# podman runs containers here as tests/compose/run needs it (root, with the
+# containers.conf of deploy/images unless CONTAINERS_CONF names another).
+podman_runs() {
+    [ "$(id -u)" -eq 0 ] && command -v podman >/dev/null 2>&1 && command -v podman-compose >/dev/null 2>&1 &&
+        CONTAINERS_CONF=${CONTAINERS_CONF:-$(dirname "${BASH_SOURCE[0]}")/../deploy/images/containers.conf} \
+            podman info >/dev/null 2>&1
+}
 
 # "name<TAB>reason" for every <testcase> with a <skipped> element; the reason
 # is the first line of its output saying "SKIP:" or "SKIPPED:" (skip_because()
@@ -56,6 +63,9 @@ while IFS=$'\t' read -r name why; do
     no-gpu)
         if have_gpu; then verdict="NOT ALLOWED: allowed only without a GPU, and nvidia-smi finds one"; bad=1
         else verdict="allowed: no GPU on this machine"; fi ;;
+    no-podman)
+        if podman_runs; then verdict="NOT ALLOWED: allowed only where podman cannot run, and it runs here"; bad=1
+        else verdict="allowed: podman cannot run containers on this machine"; fi ;;
     "") verdict="NOT ALLOWED: not on the allow-list"; bad=1 ;;
     *) verdict="NOT ALLOWED: unknown condition '$cond' in the allow-list"; bad=1 ;;
     esac
