@@ -252,7 +252,7 @@ int main(int argc, char **argv)
         .option = option,
         .check = check,
         .keys = keys,
-        .drain_s = 120,
+        .drain_s = 20, /* unacknowledged records are not acknowledged to senders */
         .run = run,
         .cleanup = cleanup,
     };
