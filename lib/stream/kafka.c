@@ -24,6 +24,9 @@ struct kn_kafka_producer {
 
 struct kn_kafka_consumer {
     rd_kafka_t *rk;
+    void (*rebalance_cb)(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque);
+    void *opaque;
 };
 
 static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errbuf,
@@ -280,6 +283,8 @@ kn_kafka_consumer *kn_kafka_consumer_new(const kn_kafka_consumer_options *opts, 
     if (opts->rebalance_cb) {
         rd_kafka_conf_set_rebalance_cb(conf, opts->rebalance_cb);
         rd_kafka_conf_set_opaque(conf, opts->opaque);
+        c->rebalance_cb = opts->rebalance_cb;
+        c->opaque = opts->opaque;
     }
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof(e));
     if (!c->rk) {
@@ -346,9 +351,21 @@ void kn_kafka_consumer_destroy(kn_kafka_consumer *c)
         struct timespec t0, now;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         for (;;) {
-            /* serves the final revoke through the rebalance callback, as
-             * rd_kafka_consumer_close does */
-            rd_kafka_queue_poll_callback(q, 100);
+            /* the final revoke comes as an event here: handed to the
+             * service's rebalance callback as rd_kafka_consumer_close would,
+             * else unassigned as librdkafka's default handler does */
+            rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
+            if (ev && rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE) {
+                rd_kafka_resp_err_t rerr = rd_kafka_event_error(ev);
+                rd_kafka_topic_partition_list_t *parts = rd_kafka_event_topic_partition_list(ev);
+                if (c->rebalance_cb)
+                    c->rebalance_cb(c->rk, rerr, parts, c->opaque);
+                else if (rerr == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+                    rd_kafka_assign(c->rk, parts);
+                else
+                    rd_kafka_assign(c->rk, NULL);
+            }
+            if (ev) rd_kafka_event_destroy(ev);
             if (rd_kafka_consumer_closed(c->rk)) {
                 closed = 1;
                 break;
