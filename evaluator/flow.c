@@ -815,7 +815,7 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
         const char *status = json_string_value(json_object_get(doc, "status"));
         if (!status || strcmp(status, "promoted") == 0 || strcmp(status, "rejected") == 0 ||
             strcmp(status, "archived") == 0) {
-            kn_log_info("%s version %d is %s already: nothing to decide", model, version,
+            kn_log_info("%s version %d is %s already: nothing to do", model, version,
                         status ? status : "?");
             /* 5. its decision may not have reached Kafka (a crash after the change) */
             if (status &&
