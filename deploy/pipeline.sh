@@ -97,6 +97,16 @@ stop_all() {
     stop $(names 'trainer-*') $(names 'ingest-*')
     stop preprocess evaluator
     stop registry
+    local f pid # services a run before the supervisor started (a .pid, no .sup)
+    for f in "$run"/*.pid; do
+        [ -e "$f" ] || continue
+        pid=$(cat "$f")
+        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL -- "-$pid" 2>/dev/null || true
+        rm -f "$f"
+        say "stopped $(basename "$f" .pid)"
+    done
 }
 
 # restarts: the supervisors' restart counts, summed; gaveup: a service whose
