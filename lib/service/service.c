@@ -356,8 +356,7 @@ static int wait_for_port(const char *bind_addr, uint16_t port, double seconds)
 {
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
     if (!bind_addr) bind_addr = "127.0.0.1"; /* kn_http_server_new's default */
-    if (port == 0 || inet_pton(AF_INET, bind_addr, &a.sin_addr) != 1)
-        return 0;
+    if (port == 0 || inet_pton(AF_INET, bind_addr, &a.sin_addr) != 1) return 0;
     int warned = 0;
     for (double waited = 0;; waited += 0.2) {
         int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;

@@ -134,13 +134,14 @@ int main(int argc, char **argv)
     qsort(L.lat, (size_t)ok, sizeof(double), cmp_double);
     qsort(L.lag, (size_t)L.total, sizeof(double), cmp_double);
     long long errors = atomic_load(&L.errors);
-    printf("{\"rate\": %.0f, \"achieved\": %.1f, \"seconds\": %.1f, \"workers\": %d, \"sent\": %lld, "
-           "\"errors\": %lld, \"p50_ms\": %.3f, \"p90_ms\": %.3f, \"p99_ms\": %.3f, "
-           "\"p999_ms\": %.3f, \"max_ms\": %.3f, \"send_lag_p99_ms\": %.3f}\n",
-           L.rate, (double)L.total / wall, seconds, started, (long long)L.total, errors,
-           1e3 * quantile(L.lat, ok, 0.50), 1e3 * quantile(L.lat, ok, 0.90),
-           1e3 * quantile(L.lat, ok, 0.99), 1e3 * quantile(L.lat, ok, 0.999),
-           ok ? 1e3 * L.lat[ok - 1] : 0.0, 1e3 * quantile(L.lag, L.total, 0.99));
+    printf(
+        "{\"rate\": %.0f, \"achieved\": %.1f, \"seconds\": %.1f, \"workers\": %d, \"sent\": %lld, "
+        "\"errors\": %lld, \"p50_ms\": %.3f, \"p90_ms\": %.3f, \"p99_ms\": %.3f, "
+        "\"p999_ms\": %.3f, \"max_ms\": %.3f, \"send_lag_p99_ms\": %.3f}\n",
+        L.rate, (double)L.total / wall, seconds, started, (long long)L.total, errors,
+        1e3 * quantile(L.lat, ok, 0.50), 1e3 * quantile(L.lat, ok, 0.90),
+        1e3 * quantile(L.lat, ok, 0.99), 1e3 * quantile(L.lat, ok, 0.999),
+        ok ? 1e3 * L.lat[ok - 1] : 0.0, 1e3 * quantile(L.lag, L.total, 0.99));
     free(L.lat);
     free(L.lag);
     free(th);
