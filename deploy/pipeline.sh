@@ -10,6 +10,10 @@
 #      against it is printed and run.
 # With --follow it keeps running: files dropped into the inbox folder are
 # ingested, trained on, evaluated, and promoted or rejected with the reason.
+# Every service runs under deploy/supervise: one that crashes (kill -9, OOM,
+# an error) is restarted with backoff, each restart logged with its exit
+# status and counted in the progress line; after repeated crashes in a short
+# time the supervisor gives up and this job stops, saying so.
 #
 # Usage: deploy/pipeline.sh [--config FILE] [--follow] [--timeout MINUTES] | --stop | --status
 # (--config: default $KILN_CONFIG, else deploy/kiln.ini)
@@ -41,41 +45,77 @@ cfg() {
 }
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# running NAME: its supervisor is there (the service itself may be between restarts)
+running() { pid_alive "$run/$1.sup"; }
 
-# start NAME PORT COMMAND...: runs a service in the background, logs in $run.
+# start NAME PORT COMMAND...: runs a service under deploy/supervise in the
+# background, logs in $run; waits for /healthz unless PORT is "-".
 start() {
     local name=$1 port=$2; shift 2
-    if pid_alive "$run/$name.pid"; then return 0; fi
-    setsid "$@" >>"$run/$name.log" 2>&1 </dev/null &
-    echo $! >"$run/$name.pid"
+    if running "$name"; then return 0; fi
+    rm -f "$run/$name.pid"
+    setsid "$root/deploy/supervise" --name "$name" --dir "$run" -- "$@" </dev/null &
+    echo $! >"$run/$name.sup"
     if [ "$port" != "-" ]; then
         local i
         for ((i = 0; i < 150; i++)); do
             curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null && return 0
-            pid_alive "$run/$name.pid" || die "$name exited at start: see $run/$name.log"
+            running "$name" || die "$name exited at start: see $run/$name.log"
             sleep 0.2
         done
         die "$name does not answer on port $port: see $run/$name.log"
     fi
 }
 
+# stop NAME...: SIGTERM to their supervisors, which stop the services (each
+# within its shutdown deadline) and do not restart them; then waits.
+stop() {
+    local n f pid
+    for n in "$@"; do
+        f=$run/$n.sup
+        [ -e "$f" ] || continue
+        kill -TERM "$(cat "$f")" 2>/dev/null || true
+    done
+    for n in "$@"; do
+        f=$run/$n.sup
+        [ -e "$f" ] || continue
+        for _ in $(seq 1 200); do pid_alive "$f" || break; sleep 0.2; done
+        if pid_alive "$f"; then kill -KILL "$(cat "$f")" 2>/dev/null || true; fi
+        if pid_alive "$run/$n.pid"; then
+            pid=$(cat "$run/$n.pid")
+            kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+        fi
+        rm -f "$f" "$run/$n.pid"
+        say "stopped $n"
+    done
+}
+
+# names GLOB: the services of $run matching GLOB (by supervisor file)
+names() { local f; for f in "$run"/$1.sup; do [ -e "$f" ] && basename "$f" .sup; done; }
+
 # Stops the services, producers of work first and the registry last, so the
 # trainers' final checkpoints still reach it.
 stop_all() {
-    local f pid
-    for f in "$run"/trainer-*.pid "$run"/ingest-*.pid "$run/preprocess.pid" "$run/evaluator.pid" \
-        "$run/serve.pid" "$run/registry.pid"; do
+    # shellcheck disable=SC2046
+    stop $(names 'trainer-*') $(names 'ingest-*')
+    stop preprocess evaluator serve
+    stop registry
+    local f pid # services a run before the supervisor started (a .pid, no .sup)
+    for f in "$run"/*.pid; do
         [ -e "$f" ] || continue
         pid=$(cat "$f")
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-            for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-            kill -KILL -- "-$pid" 2>/dev/null || true
-            say "stopped $(basename "$f" .pid)"
-        fi
+        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL -- "-$pid" 2>/dev/null || true
         rm -f "$f"
+        say "stopped $(basename "$f" .pid)"
     done
 }
+
+# restarts: the supervisors' restart counts, summed; gaveup: a service whose
+# supervisor gave up (its reason), else nothing.
+restarts() { cat "$run"/*.restarts 2>/dev/null | awk '{ s += $1 } END { printf "%d", s }'; }
+gaveup() { local f; for f in "$run"/*.gaveup; do [ -e "$f" ] && { echo "$(basename "$f" .gaveup): $(cat "$f")"; return 0; }; done; return 1; }
 
 # metric PORT NAME: the sum of a Prometheus metric's series on a service.
 metric() { # "-" when the service does not answer (stopped, or not yet up)
@@ -86,9 +126,14 @@ metric() { # "-" when the service does not answer (stopped, or not yet up)
 case ${1:-} in
 --stop) stop_all; exit 0 ;;
 --status)
-    for f in "$run"/*.pid; do [ -e "$f" ] && { pid_alive "$f" && echo "$(basename "$f" .pid): running" || echo "$(basename "$f" .pid): dead"; }; done
+    for f in "$run"/*.sup; do
+        [ -e "$f" ] || continue
+        n=$(basename "$f" .sup)
+        if pid_alive "$run/$n.pid"; then s=running; elif pid_alive "$f"; then s=restarting; else s=dead; fi
+        echo "$n: $s, restarts $(cat "$run/$n.restarts" 2>/dev/null || echo 0)"
+    done
     exit 0 ;;
--h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+-h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 while [ $# -gt 0 ]; do
     case $1 in
@@ -191,7 +236,7 @@ say "waiting for preprocess to consume the $imported records imported"
 while :; do
     seen=$(metric "$pp_port" kiln_preprocess_records_in_total)
     [ "$seen" != "-" ] && awk -v a="$seen" -v b="$imported" 'BEGIN { exit !(a >= b) }' && break
-    pid_alive "$run/preprocess.pid" || die "preprocess died: see $run/preprocess.log"
+    running preprocess || die "preprocess died: $(gaveup || echo "see $run/preprocess.log")"
     sleep 2
 done
 sleep "$(( $(cfg preprocess.flush_ms 2000) / 1000 + 3 ))" # its last transaction commits
@@ -228,8 +273,7 @@ prod_version() {
 trainers_done() {
     local m f rc=0
     for m in $models; do
-        f=$run/trainer-$m.pid
-        pid_alive "$f" && rc=1
+        running "trainer-$m" && rc=1
     done
     return $rc
 }
@@ -242,6 +286,18 @@ evaluations_done() {
             jq -r '.versions[0].status // "none"')
         case $st in promoted | rejected | archived) ;; *) return 1 ;; esac
     done
+}
+
+# evaluated: versions of our models the evaluator decided or scored, from the
+# registry (an evaluator's own counter restarts at 0 with the process).
+evaluated() {
+    local m n=0 k
+    for m in $models; do
+        k=$("$build/registry/kilnctl" --json versions "$m" --limit 500 2>/dev/null |
+            jq '[.versions[]? | select(.status == "evaluated" or .status == "promoted" or .status == "rejected")] | length' 2>/dev/null || echo 0)
+        n=$((n + ${k:-0}))
+    done
+    echo "$n"
 }
 
 # Live progress until every model has a production version (and, without
@@ -258,13 +314,14 @@ while :; do
         line+=" | $m step $(metric "$p" kiln_trainer_step) loss $(metric "$p" kiln_trainer_loss)"
         line+=" $(metric "$p" kiln_trainer_examples_per_second) ex/s v$(metric "$p" kiln_trainer_version) prod ${prod:-none}"
     done
-    say "preprocess in $(metric "$pp_port" kiln_preprocess_records_in_total) shards $(metric "$pp_port" kiln_preprocess_shards_out_total)$line | evaluated $(metric "$ev_port" kiln_evaluator_evaluations_total) promoted $(metric "$ev_port" kiln_evaluator_promotions_total) rejected $(metric "$ev_port" kiln_evaluator_rejections_total)"
+    say "preprocess in $(metric "$pp_port" kiln_preprocess_records_in_total) shards $(metric "$pp_port" kiln_preprocess_shards_out_total)$line | evaluated $(evaluated) | restarts $(restarts)"
     if ((done_all)) && ((follow)); then break; fi
     if ((done_all)) && ((!follow)) && trainers_done && evaluations_done; then break; fi
     ((SECONDS < deadline)) || die "no production version for every model after $timeout_min minutes (logs in $run)"
-    for f in "$run"/*.pid; do
-        [[ $f == */trainer-*.pid ]] && ((!follow)) && continue # they exit at the end of their pass
-        pid_alive "$f" || die "$(basename "$f" .pid) died: see ${f%.pid}.log"
+    if why=$(gaveup); then die "$why"; fi
+    for f in "$run"/*.sup; do
+        [[ $f == */trainer-*.sup ]] && ((!follow)) && continue # they exit at the end of their pass
+        pid_alive "$f" || die "$(basename "$f" .sup) stopped: see ${f%.sup}.log"
     done
     sleep 5
 done
@@ -273,15 +330,8 @@ elapsed=$((SECONDS - t0))
 if ((!follow)); then
     # Trainers checkpoint on SIGTERM; that last version is evaluated on the
     # next run (its event stays in Kafka). The registry keeps running.
-    for f in "$run"/trainer-*.pid "$run/preprocess.pid" "$run/evaluator.pid"; do
-        [ -e "$f" ] || continue
-        kill -TERM "$(cat "$f")" 2>/dev/null || true
-    done
-    for f in "$run"/trainer-*.pid "$run/preprocess.pid" "$run/evaluator.pid"; do
-        [ -e "$f" ] || continue
-        for _ in $(seq 1 300); do pid_alive "$f" || break; sleep 0.2; done
-        rm -f "$f"
-    done
+    # shellcheck disable=SC2046
+    stop $(names 'trainer-*') preprocess evaluator
 fi
 
 echo
@@ -329,7 +379,9 @@ if ((follow)); then
     follow_pid=$!
     trap 'kill "$follow_pid" 2>/dev/null; stop_all; exit 0' INT TERM
     while :; do
-        for f in "$run"/*.pid; do pid_alive "$f" || say "warning: $(basename "$f" .pid) is not running (see ${f%.pid}.log)"; done
+        if why=$(gaveup); then stop_all; die "$why"; fi
+        for f in "$run"/*.sup; do pid_alive "$f" || say "warning: $(basename "$f" .sup) is not running (see ${f%.sup}.log)"; done
+        say "restarts so far: $(restarts)"
         sleep 30
     done
 fi

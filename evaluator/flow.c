@@ -12,13 +12,24 @@
  *     (re-read, re-decide). A rejection is a state change the registry refuses
  *     twice (409 invalid_state), so at most one promotion or rejection per
  *     version; the version.promoted / version.rejected event is published
- *     only by the call that made the change.
+ *     by the call that made the change.
+ *  5. The outbox: the registry's event log is the source of truth. Every
+ *     announcement carries the id of the registry event it announces
+ *     (`event_id`, header `event-id`); once the broker acknowledged it, the
+ *     id is marked in the state topic ("announced/<id>"). A version found
+ *     decided in 1 whose decision is not marked (a crash between the registry
+ *     change and the publish; a publish the broker never acknowledged, which
+ *     keeps the event held) is announced from the registry's record. So
+ *     each decision reaches <prefix>.events at least once; a crash between
+ *     the acknowledgement and the mark can repeat it, with the same
+ *     event_id, by which consumers de-duplicate.
  *  4. Production's figures are its metrics under the same label; when it has
  *     none (scored on an older generation, or promoted by hand) it is scored
  *     on this eval set first, and those metrics are recorded on it.
  * SIGTERM while scoring abandons the work before anything is recorded. */
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -507,12 +518,15 @@ static int publish(ev_ctx *ctx, const char *model, json_t *ev)
     char *txt = json_dumps(ev, JSON_COMPACT);
     if (!txt) return KN_ENOMEM;
     const char *type = json_string_value(json_object_get(ev, "type"));
-    kn_kafka_header h[1] = {{"type", type, strlen(type)}};
+    char id[24];
+    snprintf(id, sizeof(id), "%" JSON_INTEGER_FORMAT,
+             json_integer_value(json_object_get(ev, "event_id")));
+    kn_kafka_header h[2] = {{"type", type, strlen(type)}, {"event-id", id, strlen(id)}};
     int rc = KN_EKAFKA;
     for (int attempt = 0; attempt < 3 && rc != KN_OK; attempt++) {
         int status = 0;
         if (kn_kafka_produce(ctx->producer, ctx->events_topic, -1, model, strlen(model), txt,
-                             strlen(txt), h, 1, &status) != KN_OK)
+                             strlen(txt), h, 2, &status) != KN_OK)
             continue;
         /* status lives on this stack: wait for the report, however long */
         while (__atomic_load_n(&status, __ATOMIC_ACQUIRE) == 0)
@@ -542,6 +556,148 @@ static json_t *decision_event(const char *type, const char *model, int version, 
                         previous > 0 ? json_integer(previous) : json_null());
     if (samples && json_array_size(samples)) json_object_set(ev, "samples", samples);
     return ev;
+}
+
+/* --- the outbox (5. above) --- */
+
+/* The last registry event of `kind` for model's version (new reference in
+ * *rec); KN_ENOTFOUND when there is none. */
+static int decision_record(ev_ctx *ctx, const char *model, int version, const char *kind,
+                           json_t **rec, char *err, size_t errsz)
+{
+    *rec = NULL;
+    long long since = 0;
+    for (;;) {
+        char path[600];
+        json_t *out = NULL;
+        snprintf(path, sizeof(path), "/v1/models/%s/events?kind=%s&since=%lld&limit=1000", model,
+                 kind, since);
+        int rc = kn_regclient_call(ctx->reg, "GET", path, NULL, NULL, &out, err, errsz);
+        if (rc != KN_OK) {
+            json_decref(*rec);
+            *rec = NULL;
+            return rc;
+        }
+        json_t *evs = json_object_get(out, "events"), *e;
+        size_t i, n = json_array_size(evs);
+        json_array_foreach(evs, i, e)
+        {
+            if (json_integer_value(json_object_get(e, "version")) != version) continue;
+            json_decref(*rec);
+            *rec = json_incref(e);
+        }
+        long long next = (long long)json_integer_value(json_object_get(out, "next_since"));
+        json_decref(out);
+        if (n < 1000 || next <= since) break;
+        since = next;
+    }
+    if (!*rec)
+        return kn_seterr(err, errsz, KN_ENOTFOUND, "no %s event for %s v%d in the registry", kind,
+                         model, version);
+    return KN_OK;
+}
+
+static int announced(ev_ctx *ctx, json_int_t id)
+{
+    char key[48];
+    snprintf(key, sizeof(key), "announced/%" JSON_INTEGER_FORMAT, id);
+    return ev_state_get(ctx->state, key) != NULL;
+}
+
+/* Publishes ev (borrowed; gets event_id = id) and marks id announced. */
+static int announce_id(ev_ctx *ctx, const char *model, int version, json_int_t id, json_t *ev,
+                       char *err, size_t errsz)
+{
+    const char *type = json_string_value(json_object_get(ev, "type"));
+    json_object_set_new(ev, "event_id", json_integer(id));
+    if (publish(ctx, model, ev) != KN_OK)
+        return kn_seterr(err, errsz, KN_EKAFKA,
+                         "%s of %s v%d (event %" JSON_INTEGER_FORMAT
+                         ") not acknowledged by Kafka: held, announced from the registry on retry",
+                         type, model, version, id);
+    char key[48];
+    snprintf(key, sizeof(key), "announced/%" JSON_INTEGER_FORMAT, id);
+    json_t *mark = json_pack("{s:s,s:i,s:s}", "model", model, "version", version, "type", type);
+    char e[512];
+    if (ev_state_put(ctx->state, key, mark, e, sizeof(e)) != KN_OK)
+        kn_log_warn("%s of %s v%d announced but not marked (%s): a restart may announce it again "
+                    "with the same event_id",
+                    type, model, version, e);
+    json_decref(mark);
+    return KN_OK;
+}
+
+/* Test-only fault hook (tests/integration/test_evaluator_outbox.c): with
+ * KILN_EVALUATOR_TEST_CRASH=after_decision the process kills itself (-9)
+ * right after the registry recorded a decision and before it is announced,
+ * the window the outbox closes. */
+static void test_crash_point(const char *point)
+{
+    const char *want = getenv("KILN_EVALUATOR_TEST_CRASH");
+    if (!want || strcmp(want, point) != 0) return;
+    kn_log_warn("test fault: kill -9 at %s", point);
+    raise(SIGKILL);
+}
+
+/* Announces the decision the call just recorded in the registry. */
+static int announce(ev_ctx *ctx, const char *model, int version, json_t *ev, char *err,
+                    size_t errsz)
+{
+    test_crash_point("after_decision");
+    const char *type = json_string_value(json_object_get(ev, "type"));
+    json_t *rec = NULL;
+    int rc = decision_record(ctx, model, version, type, &rec, err, errsz);
+    if (rc != KN_OK) return rc;
+    json_int_t id = json_integer_value(json_object_get(rec, "id"));
+    json_decref(rec);
+    return announce_id(ctx, model, version, id, ev, err, errsz);
+}
+
+/* A version found decided: announces its decision from the registry's record
+ * unless the state says it was announced. KN_OK when nothing is left to do. */
+static int announce_recorded(ev_ctx *ctx, const char *model, int version, const char *status,
+                             char *err, size_t errsz)
+{
+    int promoted = strcmp(status, "promoted") == 0;
+    if (!promoted && strcmp(status, "rejected") != 0) return KN_OK; /* archived */
+    json_t *rec = NULL;
+    int rc = decision_record(ctx, model, version,
+                             promoted ? "version.promoted" : "version.rejected", &rec, err, errsz);
+    if (rc == KN_ENOTFOUND) return KN_OK; /* decided before the log knew such events */
+    if (rc != KN_OK) return rc;
+    json_int_t id = json_integer_value(json_object_get(rec, "id"));
+    if (announced(ctx, id)) {
+        json_decref(rec);
+        return KN_OK;
+    }
+    json_t *data = json_object_get(rec, "data"), *from = json_object_get(data, "from");
+    const char *alias = json_string_value(json_object_get(data, "alias"));
+    const char *reason = json_string_value(json_object_get(rec, "reason"));
+    const char *actor = json_string_value(json_object_get(rec, "actor"));
+    const char *at = json_string_value(json_object_get(rec, "at"));
+    json_t *metrics = json_object_get(data, "metrics");
+    /* the registry's record: no eval set or compared figures (those lived in
+     * the lost message); "replayed" says so */
+    json_t *ev =
+        json_pack("{s:s,s:s,s:i,s:s,s:s,s:o,s:b,s:s,s:s}", "type",
+                  promoted ? "version.promoted" : "version.rejected", "model", model, "version",
+                  version, "alias", alias ? alias : ctx->alias, "reason", reason ? reason : "",
+                  "metrics", json_is_object(metrics) ? json_deep_copy(metrics) : json_object(),
+                  "replayed", 1, "actor", actor ? actor : "", "ts", at ? at : "");
+    if (!ev) {
+        json_decref(rec);
+        return kn_seterr(err, errsz, KN_ENOMEM, "announcing %s v%d: out of memory", model, version);
+    }
+    json_object_set_new(ev, "previous_version",
+                        json_is_integer(from) && json_integer_value(from) > 0 ? json_copy(from)
+                                                                              : json_null());
+    json_decref(rec);
+    kn_log_info("%s version %d is %s: its decision (event %" JSON_INTEGER_FORMAT
+                ") was not announced: announcing it from the registry",
+                model, version, status, id);
+    rc = announce_id(ctx, model, version, id, ev, err, errsz);
+    json_decref(ev);
+    return rc;
 }
 
 /* The registry's rejection snapshot takes numbers only (it is merged into
@@ -601,8 +757,14 @@ static ev_outcome give_up(ev_ctx *ctx, const char *model, int version, const ev_
                                         empty, cmp, &es->id, label, NULL);
             json_decref(empty);
             json_decref(cmp);
-            if (ev) publish(ctx, model, ev);
+            rc = ev ? announce(ctx, model, version, ev, err, sizeof(err)) : KN_ENOMEM;
             json_decref(ev);
+        } else {
+            rc = announce_recorded(ctx, model, version, "rejected", err, sizeof(err));
+        }
+        if (rc != KN_OK) { /* held: the retry finds it rejected and announces it */
+            kn_log_error("%s version %d: %s", model, version, err);
+            return EV_RETRY;
         }
     } else {
         kn_log_error("%s version %d: %s; it cannot be rejected either (%s): event skipped", model,
@@ -644,6 +806,10 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
             strcmp(status, "archived") == 0) {
             kn_log_info("%s version %d is %s already: nothing to do", model, version,
                         status ? status : "?");
+            /* 5. its decision may not have reached Kafka (a crash after the change) */
+            if (status &&
+                (rc = announce_recorded(ctx, model, version, status, errbuf, errsz)) != KN_OK)
+                goto out;
             res = EV_DONE;
             goto out;
         }
@@ -689,9 +855,9 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
                                                     0, why, empty, cmp, &es->id, label, NULL);
                         json_decref(empty);
                         json_decref(cmp);
-                        if (ev) publish(ctx, model, ev);
+                        rc = ev ? announce(ctx, model, version, ev, errbuf, errsz) : KN_ENOMEM;
                         json_decref(ev);
-                        res = EV_DONE;
+                        if (rc == KN_OK) res = EV_DONE;
                     } else if (rc == KN_ECONFLICT) {
                         continue; /* decided meanwhile: round 1 sees it */
                     } else {
@@ -811,8 +977,9 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
                               "promoted");
                 json_t *ev = decision_event("version.promoted", model, version, ctx->alias, prod,
                                             d.reason, cand, d.compared, &es->id, label, samples);
-                if (ev) publish(ctx, model, ev);
+                rc = ev ? announce(ctx, model, version, ev, errbuf, errsz) : KN_ENOMEM;
                 json_decref(ev);
+                if (rc != KN_OK) goto out; /* held: the retry announces it from the registry */
             }
         } else {
             json_t *snap = compared_snapshot(d.compared);
@@ -830,8 +997,9 @@ static ev_outcome evaluate(ev_ctx *ctx, const char *model, int version, const ch
                           "rejected");
             json_t *ev = decision_event("version.rejected", model, version, ctx->alias, prod,
                                         d.reason, cand, d.compared, &es->id, label, samples);
-            if (ev) publish(ctx, model, ev);
+            rc = ev ? announce(ctx, model, version, ev, errbuf, errsz) : KN_ENOMEM;
             json_decref(ev);
+            if (rc != KN_OK) goto out; /* held: the retry announces it from the registry */
         }
         res = EV_DONE;
         goto out;

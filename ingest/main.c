@@ -282,7 +282,7 @@ int main(int argc, char **argv)
         .option = option,
         .check = check,
         .keys = kn_keys_ingest,
-        .drain_s = 120,
+        .drain_s = 20, /* unacknowledged records are not acknowledged to senders */
         .run = run,
         .cleanup = cleanup,
     };

@@ -573,6 +573,11 @@ pp_stream *pp_stream_new(const pp_stream_options *o, pp_env *env, pp_dataset **d
                                     .client_id = client,
                                     .read_committed = 1,
                                     .auto_offset_reset = "earliest",
+                                    /* static membership: a restart under the same
+                                     * instance id resumes at once (not after the
+                                     * dead member's session); the id is already
+                                     * unique per instance (transactional.id) */
+                                    .instance_id = client,
                                     .extra = extra,
                                     .rebalance_cb = on_rebalance,
                                     .opaque = st};

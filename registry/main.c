@@ -141,7 +141,7 @@ int main(int argc, char **argv)
         .about = "The kiln model registry: HTTP/JSON API under /v1, web page at /, on "
                  "PostgreSQL.\n",
         .keys = kn_keys_registry,
-        .drain_s = 60,
+        .drain_s = 20, /* an upload cut by the deadline is retried by its client */
         .run = run,
         .cleanup = cleanup,
     };

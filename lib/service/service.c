@@ -1,8 +1,12 @@
 /* service.c: the service skeleton (service.h has the life of a process).
  * Limits: at most 48 options per service; help text is printed as given, no
  * wrapping beyond the key column. */
+#include <arpa/inet.h>
+#include <errno.h>
 #include <getopt.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -240,18 +244,24 @@ static int load_config(kn_service *svc)
     return rc;
 }
 
+static int drain_seconds(const kn_service_spec *spec)
+{
+    return spec->drain_s > 0 ? spec->drain_s : KN_SERVICE_DRAIN_DEFAULT_S;
+}
+
 static void *watchdog(void *arg)
 {
     kn_service *svc = arg;
+    int drain_s = drain_seconds(svc->spec);
     while (!kn_shutdown_requested() && !svc->done)
         usleep(100 * 1000);
-    for (int t = 0; t < svc->spec->drain_s * 10; t++) {
+    for (int t = 0; t < drain_s * 10; t++) {
         if (svc->done) return NULL;
         usleep(100 * 1000);
     }
     if (svc->done) return NULL;
     kn_log_error("still draining %d s after the shutdown request: exiting with work undone",
-                 svc->spec->drain_s);
+                 drain_s);
     _exit(1);
 }
 
@@ -276,8 +286,7 @@ int kn_service_main(const kn_service_spec *spec, void *app, int argc, char **arg
     kn_shutdown_setup();
     svc.metrics = kn_metrics_new();
     if (!svc.metrics) goto out;
-    if (spec->drain_s > 0 && pthread_create(&svc.watchdog, NULL, watchdog, &svc) == 0)
-        svc.watchdog_started = 1;
+    if (pthread_create(&svc.watchdog, NULL, watchdog, &svc) == 0) svc.watchdog_started = 1;
 
     code = spec->run(&svc, app);
 
@@ -369,6 +378,30 @@ void kn_service_ready(kn_service *svc, int ready, const char *why, ...)
     pthread_mutex_unlock(&svc->ready_lock);
 }
 
+/* Waits while another socket listens on addr:port (a previous instance still
+ * exiting, or a restart racing its predecessor): up to seconds, probing with
+ * the same SO_REUSEADDR the server uses, so TIME_WAIT does not count. Returns
+ * 0 when the port looks free (or cannot be probed: the server then reports). */
+static int wait_for_port(const char *bind_addr, uint16_t port, double seconds)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    if (!bind_addr) bind_addr = "127.0.0.1"; /* kn_http_server_new's default */
+    if (port == 0 || inet_pton(AF_INET, bind_addr, &a.sin_addr) != 1) return 0;
+    int warned = 0;
+    for (double waited = 0;; waited += 0.2) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+        if (fd < 0) return 0;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        int rc = bind(fd, (struct sockaddr *)&a, sizeof(a)), e = errno;
+        close(fd);
+        if (rc == 0 || e != EADDRINUSE) return 0;
+        if (waited >= seconds || kn_shutdown_requested()) return -1;
+        if (!warned++)
+            kn_log_warn("http: %s:%u in use: retrying for up to %.0f s", bind_addr, port, seconds);
+        usleep(200 * 1000);
+    }
+}
+
 int kn_service_listen(kn_service *svc, const kn_http_options *opts,
                       void (*routes)(kn_http_server *srv, void *ctx), void *routes_ctx,
                       char *errbuf, size_t errsz)
@@ -381,6 +414,10 @@ int kn_service_listen(kn_service *svc, const kn_http_options *opts,
         o.ready_ctx = svc;
     }
     if (svc->http) return kn_seterr(errbuf, errsz, KN_EINVAL, "http: already listening");
+    if (wait_for_port(o.bind_addr, o.port, KN_SERVICE_BIND_RETRY_S) != 0)
+        return kn_seterr(errbuf, errsz, KN_EIO,
+                         "http: cannot listen on %s:%u: still in use after %d s",
+                         o.bind_addr ? o.bind_addr : "127.0.0.1", o.port, KN_SERVICE_BIND_RETRY_S);
     svc->http = kn_http_server_new(&o);
     if (!svc->http) return kn_seterr(errbuf, errsz, KN_ENOMEM, "http: out of memory");
     if (routes) routes(svc->http, routes_ctx);

@@ -33,9 +33,12 @@
  *      cleanup(app) frees what run() built: run() may
  *      return at any point and leave the rest to cleanup. On exit code 0 the
  *      last log line is "stopped".
- *   With spec->drain_s > 0, a process still draining drain_s seconds after
- *   SIGTERM/SIGINT logs what it was doing and exits 1: a hung drain never
- *   outlives the deadline. */
+ *   A process still draining drain_s seconds (KN_SERVICE_DRAIN_DEFAULT_S when
+ *   spec->drain_s is 0) after SIGTERM/SIGINT logs that it exits with work
+ *   undone and exits 1: a hung drain (a broker or database that does not
+ *   answer) never outlives the deadline. What a service must save it saves
+ *   before the deadline or in a form that survives a kill (transactions,
+ *   the registry), as it must for kill -9 anyway. */
 #ifndef KN_SERVICE_H
 #define KN_SERVICE_H
 
@@ -47,6 +50,14 @@
 #include "net/http.h"
 
 typedef struct kn_service kn_service;
+
+/* The shutdown deadline of a service that names none: long enough for a
+ * trainer's final checkpoint on a healthy stack, short enough that a process
+ * waiting on an unreachable broker ends by its own hand (issue 14: > 60 s). */
+#define KN_SERVICE_DRAIN_DEFAULT_S 15
+/* How long kn_service_listen waits for its port to be free (a predecessor
+ * still exiting) before giving up. */
+#define KN_SERVICE_BIND_RETRY_S 10
 
 /* A command-line option of the service. `id` is what option() receives; an
  * id that is a letter is also the short option (-m). */
@@ -101,7 +112,7 @@ typedef struct {
     const kn_service_key *keys;
     const char *keys_note;              /* --help text after the key table (may be NULL) */
     const kn_service_command *commands; /* may be NULL */
-    int drain_s; /* shutdown deadline in seconds; 0: the drain bounds itself */
+    int drain_s; /* shutdown deadline in seconds; 0: KN_SERVICE_DRAIN_DEFAULT_S */
     int (*run)(kn_service *svc, void *app);
     void (*cleanup)(void *app); /* may be NULL */
 } kn_service_spec;
@@ -138,7 +149,9 @@ int kn_service_get_bool(const kn_service *svc, const char *key, int *ok);
  * When opts->ready is NULL, readiness is what kn_service_ready last said
  * (not ready, "starting", until then). routes (may be NULL) adds the
  * service's own routes before the server listens. The server stops when
- * run() has returned, before cleanup(). */
+ * run() has returned, before cleanup(). A port another socket still listens
+ * on is retried for KN_SERVICE_BIND_RETRY_S seconds (a restart racing its
+ * predecessor's exit) before this fails. */
 int kn_service_listen(kn_service *svc, const kn_http_options *opts,
                       void (*routes)(kn_http_server *srv, void *ctx), void *routes_ctx,
                       char *errbuf, size_t errsz);

@@ -24,6 +24,9 @@ struct kn_kafka_producer {
 
 struct kn_kafka_consumer {
     rd_kafka_t *rk;
+    void (*rebalance_cb)(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque);
+    void *opaque;
 };
 
 static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errbuf,
@@ -248,7 +251,9 @@ kn_kafka_consumer *kn_kafka_consumer_new(const kn_kafka_consumer_options *opts, 
 {
     kn_kafka_consumer *c = calloc(1, sizeof(*c));
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char e[512];
+    char e[512], session[16], heartbeat[16];
+    snprintf(session, sizeof(session), "%d", KN_KAFKA_SESSION_MS);
+    snprintf(heartbeat, sizeof(heartbeat), "%d", KN_KAFKA_HEARTBEAT_MS);
     if (!c || !conf) {
         kn_seterr(errbuf, errsz, KN_ENOMEM, "kafka consumer: out of memory");
         goto fail;
@@ -267,6 +272,10 @@ kn_kafka_consumer *kn_kafka_consumer_new(const kn_kafka_consumer_options *opts, 
         conf_set(conf, "auto.offset.reset",
                  opts->auto_offset_reset ? opts->auto_offset_reset : "earliest", errbuf, errsz) ||
         conf_set(conf, "fetch.message.max.bytes", "16777216", errbuf, errsz) ||
+        conf_set(conf, "session.timeout.ms", session, errbuf, errsz) ||
+        conf_set(conf, "heartbeat.interval.ms", heartbeat, errbuf, errsz) ||
+        (opts->instance_id && opts->instance_id[0] &&
+         conf_set(conf, "group.instance.id", opts->instance_id, errbuf, errsz)) ||
         conf_set_extra(conf, opts->extra, errbuf, errsz))
         goto fail;
     rd_kafka_conf_set_log_cb(conf, log_cb);
@@ -274,6 +283,8 @@ kn_kafka_consumer *kn_kafka_consumer_new(const kn_kafka_consumer_options *opts, 
     if (opts->rebalance_cb) {
         rd_kafka_conf_set_rebalance_cb(conf, opts->rebalance_cb);
         rd_kafka_conf_set_opaque(conf, opts->opaque);
+        c->rebalance_cb = opts->rebalance_cb;
+        c->opaque = opts->opaque;
     }
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof(e));
     if (!c->rk) {
@@ -331,8 +342,47 @@ rd_kafka_t *kn_kafka_consumer_handle(kn_kafka_consumer *c)
 void kn_kafka_consumer_destroy(kn_kafka_consumer *c)
 {
     if (!c) return;
-    rd_kafka_consumer_close(c->rk);
-    rd_kafka_destroy(c->rk);
+    /* Close through a queue so the wait is ours to bound: rd_kafka_consumer_close
+     * waits for the group coordinator, forever when the broker is gone. */
+    rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
+    rd_kafka_error_t *err = q ? rd_kafka_consumer_close_queue(c->rk, q) : NULL;
+    int closed = 0;
+    if (q && !err) {
+        struct timespec t0, now;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (;;) {
+            /* the final revoke comes as an event here: handed to the
+             * service's rebalance callback as rd_kafka_consumer_close would,
+             * else unassigned as librdkafka's default handler does */
+            rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
+            if (ev && rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE) {
+                rd_kafka_resp_err_t rerr = rd_kafka_event_error(ev);
+                rd_kafka_topic_partition_list_t *parts = rd_kafka_event_topic_partition_list(ev);
+                if (c->rebalance_cb)
+                    c->rebalance_cb(c->rk, rerr, parts, c->opaque);
+                else if (rerr == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+                    rd_kafka_assign(c->rk, parts);
+                else
+                    rd_kafka_assign(c->rk, NULL);
+            }
+            if (ev) rd_kafka_event_destroy(ev);
+            if (rd_kafka_consumer_closed(c->rk)) {
+                closed = 1;
+                break;
+            }
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000 >
+                KN_KAFKA_CLOSE_MS)
+                break;
+        }
+    }
+    if (err) rd_kafka_error_destroy(err);
+    if (q) rd_kafka_queue_destroy(q);
+    if (!closed)
+        kn_log_warn("kafka consumer: not closed within %d ms (broker unreachable?): leaving "
+                    "without saying goodbye; the group notices at session timeout",
+                    KN_KAFKA_CLOSE_MS);
+    rd_kafka_destroy_flags(c->rk, closed ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     free(c);
 }
 

@@ -104,6 +104,13 @@ typedef struct {
     const char *client_id;        /* default "kiln" */
     int read_committed;           /* isolation.level=read_committed when non-zero */
     const char *auto_offset_reset;/* "earliest" (default) or "latest" */
+    /* Static group membership (group.instance.id): a member restarted under
+     * the same id gets its partitions back at once, without waiting for the
+     * dead member's session to expire. Stable per instance and unique in the
+     * group (a second live member with the same id fences the first); NULL:
+     * dynamic membership. Sessions last KN_KAFKA_SESSION_MS unless extra says
+     * otherwise, so a dead dynamic member's partitions move within seconds. */
+    const char *instance_id;
     const char *const *extra;     /* more librdkafka properties: {"k","v",...,NULL} */
     /* Group rebalance callback (may be NULL: librdkafka then assigns and
      * revokes by itself). When set, it must call rd_kafka_assign() itself, as
@@ -113,6 +120,15 @@ typedef struct {
                          rd_kafka_topic_partition_list_t *parts, void *opaque);
     void *opaque;
 } kn_kafka_consumer_options;
+
+/* Default consumer session (session.timeout.ms) and heartbeat: short, so that
+ * a member killed without leaving frees its partitions in seconds (Kafka's
+ * default, 45 s, kept a restarted preprocess idle for 44 s). */
+#define KN_KAFKA_SESSION_MS   10000
+#define KN_KAFKA_HEARTBEAT_MS 3000
+/* Bound on closing a consumer (leaving the group, final commits): with the
+ * broker unreachable, close would otherwise wait for it indefinitely. */
+#define KN_KAFKA_CLOSE_MS 3000
 
 kn_kafka_consumer *kn_kafka_consumer_new(const kn_kafka_consumer_options *opts, char *errbuf,
                                          size_t errsz);
@@ -146,7 +162,9 @@ int kn_kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition, in
 
 rd_kafka_t *kn_kafka_consumer_handle(kn_kafka_consumer *c);
 
-/* Closes (leaves the group) and destroys. Accepts NULL. */
+/* Closes (leaves the group; static members do not leave) and destroys, in at
+ * most KN_KAFKA_CLOSE_MS plus the destroy: an unreachable broker does not
+ * hold the process. Accepts NULL. */
 void kn_kafka_consumer_destroy(kn_kafka_consumer *c);
 
 /* --- admin --- */

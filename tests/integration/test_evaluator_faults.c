@@ -13,7 +13,12 @@
  *     it is back;
  *   - an eval set never changes silently: when retention drops the frozen
  *     range, promotion stops (/readyz says why) until kiln-evalset refreeze,
- *     recorded in the registry's event log (finding 2).
+ *     recorded in the registry's event log (finding 2);
+ *   - the outbox (issue 14): killed (-9, a test-only hook) between the
+ *     registry's promotion and the Kafka publish, a restarted evaluator
+ *     announces the promotion from the registry's event log: it arrives on
+ *     <prefix>.events once, with the registry event's id, and a further
+ *     restart and a repeated checkpoint.created do not announce it again.
  * Exits 77 (skipped) when the binaries are not built or the stack is down. */
 #include <math.h>
 #include <setjmp.h>
@@ -311,7 +316,8 @@ static json_t *wait_decided(const char *model, double timeout)
     return wait_decided_n(model, 1, timeout);
 }
 
-static pid_t start_evaluator(const char *token, const char *group, const char *logname)
+static pid_t start_evaluator_env(const char *token, const char *group, const char *logname,
+                                 const char *const env[])
 {
     char cfgpath[400], logpath[400], bin[400];
     snprintf(cfgpath, sizeof(cfgpath), "%s/%s.ini", F.tmp, group);
@@ -326,13 +332,18 @@ static pid_t start_evaluator(const char *token, const char *group, const char *l
     snprintf(logpath, sizeof(logpath), "%s/%s", F.tmp, logname);
     snprintf(bin, sizeof(bin), "%s/evaluator/kiln-evaluator", KILN_BINARY_DIR);
     char *argv[] = {bin, "--config", cfgpath, NULL};
-    pid_t pid = spawn(argv, NULL, logpath);
+    pid_t pid = spawn(argv, env, logpath);
     F.evport = log_port(logpath, pid);
     if (!F.evport) {
         dump_log(logname);
         fail_msg("kiln-evaluator did not start");
     }
     return pid;
+}
+
+static pid_t start_evaluator(const char *token, const char *group, const char *logname)
+{
+    return start_evaluator_env(token, group, logname, NULL);
 }
 
 /* GET /readyz of the evaluator: the HTTP status; why gets the body. */
@@ -652,6 +663,153 @@ static void lost_eval_set_needs_operator(void **state)
     json_decref(d);
 }
 
+/* The type events of model v on <prefix>.events (read to the end of every
+ * partition): their count; *ids gets their event_id values, *last a copy of
+ * the last one (caller decrefs). */
+static int kafka_events(const char *type, const char *model, int v, json_int_t *ids, int maxids,
+                        json_t **last)
+{
+    char topic[200], err[256], group[200];
+    snprintf(topic, sizeof(topic), "%s.events", F.prefix);
+    snprintf(group, sizeof(group), "%s.test-reader.%d", F.prefix, rand());
+    static const char *const extra[] = {"enable.partition.eof", "true", NULL};
+    kn_kafka_consumer_options co = {.brokers = F.brokers,
+                                    .group_id = group,
+                                    .read_committed = 1,
+                                    .auto_offset_reset = "earliest",
+                                    .extra = extra};
+    kn_kafka_consumer *c = kn_kafka_consumer_new(&co, err, sizeof(err));
+    assert_non_null(c);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(KN_EVENTS_PARTITIONS);
+    for (int p = 0; p < KN_EVENTS_PARTITIONS; p++)
+        rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    assert_int_equal(kn_kafka_consumer_assign(c, l, err, sizeof(err)), KN_OK);
+    rd_kafka_topic_partition_list_destroy(l);
+    int n = 0, eofs = 0;
+    if (last) *last = NULL;
+    double t0 = now_s();
+    while (now_s() - t0 < 20) {
+        rd_kafka_message_t *m = kn_kafka_consumer_poll(c, 200);
+        if (!m) continue;
+        int eof = m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
+        if (!m->err) {
+            json_t *j = json_loadb(m->payload, m->len, 0, NULL);
+            const char *t = json_string_value(json_object_get(j, "type"));
+            const char *mo = json_string_value(json_object_get(j, "model"));
+            if (t && mo && strcmp(t, type) == 0 && strcmp(mo, model) == 0 &&
+                json_integer_value(json_object_get(j, "version")) == v) {
+                const void *hv = NULL;
+                size_t hl = 0;
+                json_int_t id = json_integer_value(json_object_get(j, "event_id"));
+                /* the header says the same id (consumers may dedupe on either) */
+                char hid[32] = "";
+                if (kn_kafka_header_get(m, "event-id", &hv, &hl) == KN_OK && hl < sizeof(hid)) {
+                    memcpy(hid, hv, hl);
+                    hid[hl] = '\0';
+                }
+                if (strtoll(hid, NULL, 10) != id) id = -1;
+                if (n < maxids) ids[n] = id;
+                n++;
+                if (last) {
+                    json_decref(*last);
+                    *last = json_incref(j);
+                }
+            }
+            json_decref(j);
+        }
+        rd_kafka_message_destroy(m);
+        if (eof && ++eofs == KN_EVENTS_PARTITIONS) break;
+    }
+    kn_kafka_consumer_destroy(c);
+    return n;
+}
+
+/* The id of the registry's last event of kind for model v (0: none). */
+static json_int_t registry_event_id(const char *model, int v, const char *kind)
+{
+    kn_regclient *c = admin();
+    json_t *res = NULL;
+    char err[256];
+    json_int_t id = 0;
+    assert_int_equal(kn_regclient_events(c, model, 0, &res, err, sizeof(err)), KN_OK);
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(res, "events"), i, e)
+    {
+        if (strcmp(json_string_value(json_object_get(e, "kind")), kind) == 0 &&
+            json_integer_value(json_object_get(e, "version")) == v)
+            id = json_integer_value(json_object_get(e, "id"));
+    }
+    json_decref(res);
+    kn_regclient_destroy(c);
+    return id;
+}
+
+/* The outbox: kill -9 between the registry change and the publish. */
+static void crash_between_decision_and_publish(void **state)
+{
+    (void)state;
+    if (F.evaluator > 0) assert_int_equal(stop(F.evaluator, 20), 0);
+    F.evaluator = 0;
+    model_with_version("outbox");
+    const char *crash_env[] = {"KILN_EVALUATOR_TEST_CRASH=after_decision", NULL};
+    pid_t doomed = start_evaluator_env(F.promoter, "g-outbox", "evaluator-crash.log", crash_env);
+    publish_checkpoint("outbox", "evds");
+    int st = 0;
+    double t0 = now_s();
+    while (waitpid(doomed, &st, WNOHANG) == 0 && now_s() - t0 < 90)
+        usleep(100 * 1000);
+    if (now_s() - t0 >= 90) {
+        kill(doomed, SIGKILL);
+        waitpid(doomed, &st, 0);
+        dump_log("evaluator-crash.log");
+        fail_msg("the evaluator did not reach the crash point within 90 s");
+    }
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    json_t *d = version1("outbox");
+    assert_string_equal(status_of(d), "promoted"); /* the registry has the decision... */
+    json_decref(d);
+    json_int_t id = registry_event_id("outbox", 1, "version.promoted");
+    assert_true(id > 0);
+    json_int_t ids[8];
+    /* ...and Kafka does not: the hole the outbox closes */
+    assert_int_equal(kafka_events("version.promoted", "outbox", 1, ids, 8, NULL), 0);
+
+    /* restart: the checkpoint.created was not committed, so it comes again;
+     * the version is decided, its decision not announced: announced now */
+    F.evaluator = start_evaluator(F.promoter, "g-outbox", "evaluator-outbox.log");
+    int n = 0;
+    json_t *ev = NULL;
+    t0 = now_s();
+    while ((n = kafka_events("version.promoted", "outbox", 1, ids, 8, &ev)) == 0 &&
+           now_s() - t0 < 60) {
+        json_decref(ev);
+        ev = NULL;
+        sleep(1);
+    }
+    if (n == 0) {
+        dump_log("evaluator-outbox.log");
+        fail_msg("the promotion of outbox v1 never reached %s.events", F.prefix);
+    }
+    fprintf(stderr, "outbox v1: %d announcement(s), event_id %lld (registry %lld)\n", n,
+            (long long)ids[0], (long long)id);
+    assert_int_equal(n, 1);
+    assert_int_equal(ids[0], id);
+    assert_true(json_is_true(json_object_get(ev, "replayed")));
+    assert_int_equal(json_integer_value(json_object_get(ev, "version")), 1);
+    json_decref(ev);
+
+    /* once: a restart and the trainer's announcement repeated change nothing */
+    assert_int_equal(stop(F.evaluator, 20), 0);
+    F.evaluator = start_evaluator(F.promoter, "g-outbox", "evaluator-outbox2.log");
+    publish_checkpoint("outbox", "evds");
+    sleep(6);
+    n = kafka_events("version.promoted", "outbox", 1, ids, 8, NULL);
+    if (n != 1) dump_log("evaluator-outbox2.log");
+    assert_int_equal(n, 1);
+    assert_int_equal(ids[0], id);
+}
+
 int main(void)
 {
     const char *pg = getenv("KILN_PG_CONNINFO") ? getenv("KILN_PG_CONNINFO")
@@ -677,6 +835,7 @@ int main(void)
         cmocka_unit_test(stuck_model_does_not_stop_others),
         cmocka_unit_test(registry_down_is_transient),
         cmocka_unit_test(lost_eval_set_needs_operator),
+        cmocka_unit_test(crash_between_decision_and_publish),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

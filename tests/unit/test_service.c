@@ -1,7 +1,9 @@
 /* Unit tests for lib/service: the skeleton's command line, exit codes, the
  * key table as defaults under the file and the environment, the order of
- * run() and cleanup(), readiness over HTTP, and command dispatch. Runs
- * kn_service_main in-process (no Kafka, no database). */
+ * run() and cleanup(), readiness over HTTP, command dispatch, a bind that
+ * waits out a predecessor still holding the port, and the shutdown deadline
+ * of a service whose drain hangs. Runs kn_service_main in-process (a forked
+ * child for the deadline; no Kafka, no database). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,7 +11,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 
 #include <cmocka.h>
 #include <curl/curl.h>
@@ -210,6 +220,107 @@ static void commands_take_over(void **state)
     assert_int_equal(service(&t, later), 2);
 }
 
+/* --- the port a predecessor still holds (issue 14: "port in use" after a
+ * restart) --- */
+
+static uint16_t held_port;
+
+static int run_listen_held(kn_service *svc, void *a)
+{
+    (void)a;
+    kn_http_options ho = {.bind_addr = "127.0.0.1", .port = held_port};
+    char err[256];
+    return kn_service_listen(svc, &ho, NULL, NULL, err, sizeof(err)) == KN_OK &&
+                   kn_service_port(svc) == held_port
+               ? 0
+               : 1;
+}
+
+static void *release_later(void *arg)
+{
+    usleep(1500 * 1000);
+    close(*(int *)arg);
+    return NULL;
+}
+
+static void bind_waits_for_the_port(void **state)
+{
+    (void)state;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    socklen_t len = sizeof(a);
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(fd, 4), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    held_port = ntohs(a.sin_port);
+    /* the "previous instance" lets go 1.5 s after the new one starts */
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, release_later, &fd), 0);
+    kn_service_spec sp = spec;
+    sp.run = run_listen_held;
+    sp.commands = NULL;
+    char *argv[] = {"kiln-test", NULL};
+    assert_int_equal(kn_service_main(&sp, &(app){0}, 1, argv), 0);
+    pthread_join(th, NULL);
+}
+
+/* --- the shutdown deadline: a drain that never ends (a flush to a broker
+ * that is SIGSTOPped) must not keep the process alive --- */
+
+static int run_hung(kn_service *svc, void *a)
+{
+    (void)svc;
+    (void)a;
+    for (;;) /* ignores the shutdown request, as a blocked Kafka call does */
+        usleep(100 * 1000);
+    return 0;
+}
+
+static double mono(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static void hung_drain_exits_by_the_deadline(void **state)
+{
+    (void)state;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        FILE *null = fopen("/dev/null", "w");
+        dup2(fileno(null), 1);
+        dup2(fileno(null), 2);
+        kn_service_spec sp = spec; /* drain_s 0: the skeleton's default deadline */
+        sp.run = run_hung;
+        sp.commands = NULL;
+        char *argv[] = {"kiln-test", NULL};
+        _exit(kn_service_main(&sp, &(app){0}, 1, argv) == 0 ? 0 : 3);
+    }
+    usleep(500 * 1000); /* the child is in run() */
+    double t0 = mono();
+    kill(pid, SIGTERM);
+    int status = 0;
+    pid_t got = 0;
+    while ((got = waitpid(pid, &status, WNOHANG)) == 0 &&
+           mono() - t0 < KN_SERVICE_DRAIN_DEFAULT_S + 10)
+        usleep(100 * 1000);
+    double took = mono() - t0;
+    if (got == 0) { /* still there: the deadline did not hold */
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        fail_msg("still running %.0f s after SIGTERM", took);
+    }
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 1); /* work undone: not a clean 0 */
+    assert_true(took >= KN_SERVICE_DRAIN_DEFAULT_S - 1);
+    assert_true(took <= KN_SERVICE_DRAIN_DEFAULT_S + 3);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -217,6 +328,8 @@ int main(void)
         cmocka_unit_test(exit_codes),
         cmocka_unit_test(run_and_config),
         cmocka_unit_test(commands_take_over),
+        cmocka_unit_test(bind_waits_for_the_port),
+        cmocka_unit_test(hung_drain_exits_by_the_deadline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,64 @@
+/* topic_dump: prints every committed record value of a topic, one per line,
+ * from the beginning of each partition to its end, then exits (used by
+ * tests/chaos/run to read <prefix>.events).
+ *   topic_dump BROKERS TOPIC */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/kn.h"
+#include "stream/kafka.h"
+
+int main(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s BROKERS TOPIC\n", argv[0]);
+        return 2;
+    }
+    char err[512], group[64];
+    snprintf(group, sizeof(group), "topic-dump-%d", (int)getpid());
+    static const char *const extra[] = {"enable.partition.eof", "true", NULL};
+    kn_kafka_consumer_options co = {.brokers = argv[1],
+                                    .group_id = group,
+                                    .read_committed = 1,
+                                    .auto_offset_reset = "earliest",
+                                    .extra = extra};
+    kn_kafka_consumer *c = kn_kafka_consumer_new(&co, err, sizeof(err));
+    if (!c) {
+        fprintf(stderr, "topic_dump: %s\n", err);
+        return 1;
+    }
+    int n = kn_kafka_partition_count(kn_kafka_consumer_handle(c), argv[2], 10000);
+    if (n < 1) {
+        fprintf(stderr, "topic_dump: %s: no such topic\n", argv[2]);
+        kn_kafka_consumer_destroy(c);
+        return 1;
+    }
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
+    for (int p = 0; p < n; p++)
+        rd_kafka_topic_partition_list_add(l, argv[2], p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    int rc = kn_kafka_consumer_assign(c, l, err, sizeof(err));
+    rd_kafka_topic_partition_list_destroy(l);
+    if (rc != KN_OK) {
+        fprintf(stderr, "topic_dump: %s\n", err);
+        kn_kafka_consumer_destroy(c);
+        return 1;
+    }
+    int eofs = 0, idle = 0;
+    while (eofs < n && idle < 150) { /* 30 s without anything: give up */
+        rd_kafka_message_t *m = kn_kafka_consumer_poll(c, 200);
+        if (!m) {
+            idle++;
+            continue;
+        }
+        idle = 0;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            eofs++;
+        else if (!m->err)
+            printf("%.*s\n", (int)m->len, (const char *)m->payload);
+        rd_kafka_message_destroy(m);
+    }
+    kn_kafka_consumer_destroy(c);
+    return eofs < n ? 1 : 0;
+}
