@@ -127,13 +127,13 @@ static void test_mistakes(void **state)
 static void test_own_table(void **state)
 {
     (void)state;
-    static const kn_service_key own[] = {{"serve.port", "8085", "port"}, {NULL, NULL, NULL}};
+    static const kn_service_key own[] = {{"newsvc.port", "8099", "port"}, {NULL, NULL, NULL}};
     char err[2048];
     kn_config *cfg = kn_config_new();
-    assert_int_equal(kn_config_load_string(cfg, "[serve]\nport = 1\n", "t.ini", err, sizeof(err)),
+    assert_int_equal(kn_config_load_string(cfg, "[newsvc]\nport = 1\n", "t.ini", err, sizeof(err)),
                      KN_OK);
     assert_int_equal(kn_keys_check(cfg, NULL, err, sizeof(err)), KN_EINVAL);
-    assert_non_null(strstr(err, "[serve] is not a section"));
+    assert_non_null(strstr(err, "[newsvc] is not a section"));
     assert_int_equal(kn_keys_check(cfg, own, err, sizeof(err)), KN_OK);
     kn_config_destroy(cfg);
 }
