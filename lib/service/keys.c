@@ -271,6 +271,7 @@ static const char *const rule_prefixes[] = {"direction_", "improve_rel_", "guard
 
 typedef struct {
     const kn_config *cfg;
+    const kn_service_key *own; /* the checking service's table, or NULL */
     const char *keys[MAX_KEYS]; /* every known "section.key" ("dataset.*.kind") */
     size_t nkeys;
     char *err;
@@ -434,6 +435,13 @@ static int origin(const kn_config *cfg, const char *key, const char **file, char
     return kn_config_origin(cfg, key, file);
 }
 
+static int owns(const kn_service_key *own, const char *key)
+{
+    for (const kn_service_key *k = own; k && k->key; k++)
+        if (strcmp(k->key, key) == 0) return 1;
+    return 0;
+}
+
 /* Each name of the list at key (comma or space separated) must have a
  * [kind.NAME] section. Values set only by a table default are not checked. */
 static void check_names(checker *c, const char *key, const char *kind, int list)
@@ -442,6 +450,10 @@ static void check_names(checker *c, const char *key, const char *kind, int list)
     char env[300];
     int line = origin(c->cfg, key, &file, env, sizeof(env));
     if (!file) return;
+    /* A KILN_* variable is meant for the process it is set for: another
+     * service started in the same environment (a test, a shell with the
+     * stack's exports) does not judge it. The file is everyone's. */
+    if (env[0] && !owns(c->own, key)) return;
     const char *v = kn_config_get(c->cfg, key, "");
     names_ctx nc;
     section_names(c->cfg, kind, &nc);
@@ -661,6 +673,7 @@ int kn_keys_check(const kn_config *cfg, const kn_service_key *own, char *errbuf,
     checker *c = calloc(1, sizeof(*c));
     if (!c) return kn_seterr(errbuf, errsz, KN_ENOMEM, "out of memory");
     c->cfg = cfg;
+    c->own = own;
     c->err = errbuf;
     c->errsz = errsz;
     if (errsz) errbuf[0] = '\0';

@@ -120,6 +120,7 @@ static int setup(void **state)
              "spec = {\"type\":\"mlp\",\"sizes\":[16,32,4]}\n"
              "optim = {\"type\":\"sgd\",\"lr\":0.01}\n"
              "batch = 16\ncheckpoint_steps = 1000\ncheckpoint_seconds = 0\nseed = 8\n"
+             "[dataset.bad]\nkind = image\n" /* shards with a bad CRC and a bad shape */
              "[model.sk]\ndataset = bad\n"
              "spec = {\"type\":\"mlp\",\"sizes\":[16,32,4]}\n"
              "optim = {\"type\":\"adam\",\"lr\":0.01}\n"

@@ -94,6 +94,7 @@ static int setup(void **state)
              "[kafka]\nbrokers = %s\ntopic_prefix = %s\n"
              "[trainer]\nwork_dir = %s\nlog_seconds = 1\nflush_seconds = 0.3\nbackend = cpu\n"
              "lease_ttl_s = 3\nlease_wait_s = 4\n"
+             "[dataset.synth]\nkind = image\n" /* a model's dataset must have a section */
              "[model." MODEL "]\ndataset = synth\n"
              "spec = {\"type\":\"mlp\",\"sizes\":[16,16,4]}\n"
              "optim = {\"type\":\"adam\",\"lr\":0.01}\n"
