@@ -33,8 +33,11 @@ void kn_log_timestamp(char *out, size_t outsz)
     clock_gettime(CLOCK_REALTIME, &now);
     struct tm tm;
     gmtime_r(&now.tv_sec, &tm);
-    snprintf(out, outsz, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long)(now.tv_nsec / 1000000) % 1000);
+    char ts[80]; /* room for any int the compiler imagines: no truncation warning */
+    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (long)(now.tv_nsec / 1000000) % 1000);
+    snprintf(out, outsz, "%s", ts);
 }
 
 static void log_emit(kn_log_level level, json_t *fields, const char *fmt, va_list ap)
