@@ -351,14 +351,18 @@ if pid_alive "$run/serve.pid"; then
     for m in $models; do
         v=$(prod_version "$m")
         for _ in $(seq 1 60); do
-            [ "$(curl -fsS "$sv/v1/models/$m" 2>/dev/null | jq -r '.version // empty')" = "$v" ] && break
+            [ "$(curl -fsS "$sv/v1/models/$m" 2>/dev/null | jq -r '.version // empty' || true)" = "$v" ] && break
             sleep 0.5
         done
-        type=$(curl -fsS "$sv/v1/models/$m" 2>/dev/null | jq -r '.type // empty')
+        type=$(curl -fsS "$sv/v1/models/$m" 2>/dev/null | jq -r '.type // empty' || true) # set -e: an unserved model is a warning
         if [ "$type" = gpt ]; then
             echo "  curl -sS -H 'Content-Type: application/json' -d '{\"prompt\":\"A wise man\",\"max_tokens\":24}' $sv/v1/models/$m/generate"
             curl -sS -H 'Content-Type: application/json' -d '{"prompt":"A wise man","max_tokens":24}' \
                 "$sv/v1/models/$m/generate" | jq -c '{model, version, text}' || true
+        elif [ "$type" = txtcls ]; then
+            echo "  curl -sS -H 'Content-Type: application/json' -d '{\"text\":\"The computer crashed again\"}' $sv/v1/models/$m/predict?top_k=3"
+            curl -sS -H 'Content-Type: application/json' -d '{"text":"The computer crashed again"}' \
+                "$sv/v1/models/$m/predict?top_k=3" | jq -c '{model, version, predictions}' || true
         elif [ -n "$type" ]; then
             img=$state/t10k-0.pgm # the first Fashion-MNIST test image (an ankle boot, class 9)
             [ -s "$img" ] || { printf 'P5\n28 28\n255\n'; zcat /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz | tail -c +17 | head -c 784; } >"$img" 2>/dev/null || true

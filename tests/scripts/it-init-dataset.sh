@@ -18,7 +18,7 @@ export KILN_KAFKA_BROKERS KILN_PG_CONNINFO
 export KILN_BUILD_DIR=$bin KILN_PIPELINE_DIR=$tmp/state
 export KILN_KAFKA_TOPIC_PREFIX=kiln-$id KILN_REGISTRY_SCHEMA=kiln_$id
 export KILN_REGISTRY_PORT=$base KILN_INGEST_PORT=$((base + 1)) KILN_PREPROCESS_PORT=$((base + 2))
-export KILN_TRAINER_PORT=$((base + 3)) KILN_EVALUATOR_PORT=$((base + 4))
+export KILN_TRAINER_PORT=$((base + 3)) KILN_EVALUATOR_PORT=$((base + 4)) KILN_SERVE_PORT=$((base + 5))
 export KILN_PREPROCESS_INSTANCE=$id KILN_PREPROCESS_GROUP=kiln-$id.preprocess
 export KILN_TRAINER_WORK_DIR=$tmp
 cleanup() {
