@@ -622,6 +622,7 @@ static void test_checkpoint_crash(void **state)
     snprintf(ini, sizeof(ini),
              "[kafka]\nbrokers = %s\ntopic_prefix = %s\n"
              "[trainer]\nwork_dir = %s\nlog_seconds = 1\nflush_seconds = 5\nbackend = cpu\n"
+             "[dataset.ck]\nkind = image\n"
              "[model.ck]\ndataset = ck\nspec = {\"type\":\"mlp\",\"sizes\":[16,32,4]}\n"
              "optim = {\"type\":\"adam\",\"lr\":0.01}\n"
              "batch = 4\ncheckpoint_steps = 5\ncheckpoint_seconds = 0\nseed = 3\n",
