@@ -386,19 +386,34 @@ void kn_kafka_consumer_destroy(kn_kafka_consumer *c)
     free(c);
 }
 
+static int transient_offsets_error(rd_kafka_resp_err_t err);
+
 int kn_kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms)
 {
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-    const struct rd_kafka_metadata *md = NULL;
-    if (!rkt) return KN_EKAFKA;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
-    rd_kafka_topic_destroy(rkt);
-    if (err) return KN_EKAFKA;
-    int n = KN_ENOTFOUND;
-    if (md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
-        n = md->topics[0].partition_cnt;
-    rd_kafka_metadata_destroy(md);
-    return n;
+    /* A topic created a moment ago may not be in the broker's metadata yet
+     * (or have no leader): asked again until timeout_ms is spent. */
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+        const struct rd_kafka_metadata *md = NULL;
+        if (!rkt) return KN_EKAFKA;
+        rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
+        rd_kafka_topic_destroy(rkt);
+        if (err) return KN_EKAFKA;
+        int n = KN_ENOTFOUND;
+        rd_kafka_resp_err_t terr = md->topic_cnt == 1 ? md->topics[0].err : RD_KAFKA_RESP_ERR_NO_ERROR;
+        if (md->topic_cnt == 1 && terr == RD_KAFKA_RESP_ERR_NO_ERROR)
+            n = md->topics[0].partition_cnt;
+        rd_kafka_metadata_destroy(md);
+        if (n > 0 || !transient_offsets_error(terr)) return n;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double spent_ms = (double)(now.tv_sec - t0.tv_sec) * 1e3 +
+                          (double)(now.tv_nsec - t0.tv_nsec) / 1e6;
+        if (spent_ms + 200 > timeout_ms) return n;
+        struct timespec nap = {0, 200 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+    }
 }
 
 /* Errors a fresh client or a just-created topic can see for a moment: the

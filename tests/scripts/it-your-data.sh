@@ -39,7 +39,7 @@ awk '/^```sh$/ { on = 1; next } /^```/ { on = 0 } on' "$doc" >"$tmp/page.sh"
 p1=$(free_port) p2=$(free_port) p3=$(free_port)
 sed -e "s/8080/$p1/g; s/8082/$p2/g; s/8084/$p3/g" \
     -e "s/^topic_prefix = mine$/topic_prefix = $id/" \
-    -e "s#^deploy/stack#\"$src/deploy/stack\"#" "$tmp/page.sh" >"$tmp/run.sh"
+    -e "s#\(^\|[ (]\)deploy/stack#\1$src/deploy/stack#g" "$tmp/page.sh" >"$tmp/run.sh"
 ln -s "$bin" "$tmp/build"
 cd "$tmp"
 rc=0
