@@ -24,6 +24,12 @@ echo 'already there' >"$TMP/inbox/old.txt"
     2>"$TMP/ingest.log" &
 ing_pid=$!
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+# old.txt is "before": follow.sh starts once ingest's first scan has sent it,
+# or a slow first scan would be counted as news (as it was on a loaded machine)
+acked() { curl -fsS "http://127.0.0.1:$port/metrics" 2>/dev/null |
+    awk '$1 ~ /^kiln_ingest_records_total/ { s += $2 } END { printf "%d", s }'; }
+for _ in $(seq 1 200); do [ "$(acked)" -ge 1 ] && break; sleep 0.1; done
+[ "$(acked)" -ge 1 ] || fail "ingest did not send the file that was there before within 20 s"
 "$KILN_SOURCE_DIR/deploy/follow.sh" "$TMP/inbox" "$port" notes m1 >"$TMP/follow.out" 2>"$TMP/follow.err" &
 fol_pid=$!
 trap 'kill $fol_pid $ing_pid 2>/dev/null; cleanup' EXIT
