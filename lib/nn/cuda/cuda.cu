@@ -97,6 +97,70 @@ extern "C" const kn_backend *kn_backend_cuda(void)
     return &cuda_backend;
 }
 
+/* ------------------------------------------------------------ precision variants
+ * (nn/precision.h): the same table with the linear and conv2d ops wrapped
+ * so that their GEMMs run in TF32 or bf16 (kn_cu_precision, matmul.cu); the
+ * other ops are the fp32 table's. */
+
+template <int P> static void mm_fwd_p(float *o, const float *i, const float *w, const float *b,
+                                      int N, int C, int OC)
+{
+    kn_cu_precision = P;
+    kn_cu_matmul_fwd(o, i, w, b, N, C, OC);
+    kn_cu_precision = 0;
+}
+
+template <int P> static void mm_bwd_p(float *di, float *dw, float *db, const float *d,
+                                      const float *i, const float *w, int N, int C, int OC)
+{
+    kn_cu_precision = P;
+    kn_cu_matmul_bwd(di, dw, db, d, i, w, N, C, OC);
+    kn_cu_precision = 0;
+}
+
+template <int P> static void conv_fwd_p(float *o, const float *i, const float *w, const float *b,
+                                        float *sc, const kn_conv_shape *s)
+{
+    kn_cu_precision = P;
+    kn_cu_conv2d_fwd(o, i, w, b, sc, s);
+    kn_cu_precision = 0;
+}
+
+template <int P> static void conv_bwd_p(float *di, float *dw, float *db, const float *d,
+                                        const float *i, const float *w, float *sc,
+                                        const kn_conv_shape *s)
+{
+    kn_cu_precision = P;
+    kn_cu_conv2d_bwd(di, dw, db, d, i, w, sc, s);
+    kn_cu_precision = 0;
+}
+
+static kn_backend cuda_tf32, cuda_bf16;
+
+/* The table for precision 0 (fp32), 1 (tf32) or 2 (bf16); NULL when the
+ * backend is not available. */
+extern "C" const kn_backend *kn_backend_cuda_with_precision(int precision)
+{
+    if (!kn_backend_cuda()) return NULL;
+    if (precision == 1) {
+        if (!cuda_tf32.name) {
+            cuda_tf32 = cuda_backend;
+            cuda_tf32.matmul_fwd = mm_fwd_p<1>, cuda_tf32.matmul_bwd = mm_bwd_p<1>;
+            cuda_tf32.conv2d_fwd = conv_fwd_p<1>, cuda_tf32.conv2d_bwd = conv_bwd_p<1>;
+        }
+        return &cuda_tf32;
+    }
+    if (precision == 2) {
+        if (!cuda_bf16.name) {
+            cuda_bf16 = cuda_backend;
+            cuda_bf16.matmul_fwd = mm_fwd_p<2>, cuda_bf16.matmul_bwd = mm_bwd_p<2>;
+            cuda_bf16.conv2d_fwd = conv_fwd_p<2>, cuda_bf16.conv2d_bwd = conv_bwd_p<2>;
+        }
+        return &cuda_bf16;
+    }
+    return precision == 0 ? &cuda_backend : NULL;
+}
+
 extern "C" const char *kn_backend_cuda_why_not(void)
 {
     return why_not[0] ? why_not : NULL;

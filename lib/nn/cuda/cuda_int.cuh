@@ -6,6 +6,7 @@
 #ifndef KN_CUDA_INT_CUH
 #define KN_CUDA_INT_CUH
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <float.h>
@@ -106,8 +107,17 @@ void kn_cu_col_partials_add(float *dst, const float *partial, int G, int C);
 
 /* ------------------------------------------------------------ matmul.cu: GEMMs */
 
+/* The precision of kn_cu_gemm_rm (0 fp32, 1 tf32, 2 bf16: nn/precision.h's
+ * values), set around each call by the precision variants' wrappers
+ * (cuda.cu) and 0 otherwise; one host thread drives the backend. */
+extern int kn_cu_precision;
+
+/* A bf16 copy (round-to-nearest-even) of n floats in scratch slot 0 or 1,
+ * valid until that slot's next use. */
+const __nv_bfloat16 *kn_cu_to_bf16(int slot, const float *src, size_t n);
+
 /* Row-major C (M, N) = alpha op(A) op(B) + beta C, as cblas_sgemm(RowMajor)
- * takes it, and its strided batch. */
+ * takes it, in kn_cu_precision; and its strided batch (always fp32). */
 void kn_cu_gemm_rm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                    const float *B, int ldb, float beta, float *C, int ldc);
 void kn_cu_gemm_rm_batched(int ta, int tb, int M, int N, int K, float alpha, const float *A,

@@ -1,23 +1,78 @@
-/* matmul.cu: the linear layer. out = inp w^T (+ bias) and its backward as
- * cuBLAS SGEMMs in plain fp32 (CUBLAS_DEFAULT_MATH: no TF32), row-major
- * operands handed to column-major cuBLAS as their transposes. The bias is
- * written first and accumulated by the GEMM (beta = 1). Cost: 2 N C OC flops
- * per GEMM, on the fp32 SIMT pipes. The bias gradient is a column sum in
- * two passes (cuda_int.cuh: chunks of rows by ~1000 blocks, then the
- * partials in order): deterministic, coalesced, one read of dout (N OC
- * floats); the GEMM's DBIAS epilogue would save even that read. */
+/* matmul.cu: the GEMMs and the linear layer. out = inp w^T (+ bias) and
+ * its backward as cuBLAS GEMMs, row-major operands handed to column-major
+ * cuBLAS as their transposes, in the precision kn_cu_precision names
+ * (nn/precision.h): fp32 = SGEMM under CUBLAS_DEFAULT_MATH (no TF32, the
+ * SIMT pipes); tf32 = cublasGemmEx with CUBLAS_COMPUTE_32F_FAST_TF32 on the
+ * fp32 operands (tensor cores); bf16 = both operands converted to bf16 by
+ * k_to_bf16 (round-to-nearest-even, as kn_round_bf16) into two scratch
+ * buffers, then cublasGemmEx bf16 x bf16 -> fp32 with CUBLAS_COMPUTE_32F
+ * (tensor cores, fp32 accumulation). Cost: 2 M N K flops per GEMM; bf16
+ * adds one read of each fp32 operand and a write of half its size. The
+ * bias is written first and accumulated by the GEMM (beta = 1). The bias
+ * gradient is a column sum in two passes (cuda_int.cuh: chunks of rows by
+ * ~1000 blocks, then the partials in order): deterministic, coalesced, one
+ * read of dout (N OC floats), always from the fp32 dout. */
 #include "nn/cuda/cuda_int.cuh"
+
+int kn_cu_precision;
+
+/* dst[i] = bf16(src[i]), round-to-nearest-even */
+__global__ void k_to_bf16(__nv_bfloat16 *dst, const float *src, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+/* Scratch for the bf16 copies of a GEMM's two operands (slot 0, 1), grown
+ * like kn_cu_scratch (cudaFree + cudaMalloc synchronise, so only in the
+ * first steps). */
+static __nv_bfloat16 *bf16_buf[2];
+static size_t bf16_len[2];
+
+const __nv_bfloat16 *kn_cu_to_bf16(int slot, const float *src, size_t n)
+{
+    if (n > bf16_len[slot]) {
+        if (bf16_buf[slot]) CU(cudaFree(bf16_buf[slot]));
+        bf16_buf[slot] = NULL;
+        CU(cudaMalloc(&bf16_buf[slot], n * sizeof(__nv_bfloat16)));
+        bf16_len[slot] = n;
+    }
+    k_to_bf16<<<blocks_for(n, 256), 256>>>(bf16_buf[slot], src, n);
+    LAUNCHED();
+    return bf16_buf[slot];
+}
+
+/* Elements a row-major operand of `rows` x `cols` with leading dimension
+ * ld spans in memory (what its bf16 copy must hold). */
+static size_t span(int rows, int cols, int ld)
+{
+    return rows ? (size_t)(rows - 1) * ld + cols : 0;
+}
 
 /* Row-major C (M, N) = alpha op(A) op(B) + beta C, as cblas_sgemm(RowMajor)
  * takes it; cuBLAS is column-major, so this computes C^T = op(B)^T op(A)^T. */
 void kn_cu_gemm_rm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                    const float *B, int ldb, float beta, float *C, int ldc)
 {
-    CUBLAS(kn_cu_cublas->sgemm(kn_cu_handle, tb ? KN_CUBLAS_OP_T : KN_CUBLAS_OP_N,
-                               ta ? KN_CUBLAS_OP_T : KN_CUBLAS_OP_N, N, M, K, &alpha, B, ldb, A,
-                               lda, &beta, C, ldc));
+    const int opa = ta ? KN_CUBLAS_OP_T : KN_CUBLAS_OP_N, opb = tb ? KN_CUBLAS_OP_T : KN_CUBLAS_OP_N;
+    if (kn_cu_precision == 1) {
+        CUBLAS(kn_cu_cublas->gemm_ex(kn_cu_handle, opb, opa, N, M, K, &alpha, B, CUDA_R_32F, ldb,
+                                     A, CUDA_R_32F, lda, &beta, C, CUDA_R_32F, ldc,
+                                     KN_CUBLAS_COMPUTE_32F_FAST_TF32, KN_CUBLAS_GEMM_DEFAULT));
+    } else if (kn_cu_precision == 2) {
+        const __nv_bfloat16 *a16 = kn_cu_to_bf16(0, A, ta ? span(K, M, lda) : span(M, K, lda));
+        const __nv_bfloat16 *b16 = kn_cu_to_bf16(1, B, tb ? span(N, K, ldb) : span(K, N, ldb));
+        CUBLAS(kn_cu_cublas->gemm_ex(kn_cu_handle, opb, opa, N, M, K, &alpha, b16, CUDA_R_16BF,
+                                     ldb, a16, CUDA_R_16BF, lda, &beta, C, CUDA_R_32F, ldc,
+                                     KN_CUBLAS_COMPUTE_32F, KN_CUBLAS_GEMM_DEFAULT));
+    } else {
+        CUBLAS(kn_cu_cublas->sgemm(kn_cu_handle, opb, opa, N, M, K, &alpha, B, ldb, A, lda, &beta,
+                                   C, ldc));
+    }
 }
 
+/* Always fp32 (attention's products; the precision does not reach them). */
 void kn_cu_gemm_rm_batched(int ta, int tb, int M, int N, int K, float alpha, const float *A,
                            int lda, long long sa, const float *B, int ldb, long long sb, float beta,
                            float *C, int ldc, long long sc, int batch)

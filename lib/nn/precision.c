@@ -1,0 +1,188 @@
+/* precision.c: precision names, rounding of arrays, and the backend
+ * variants of precision.h: the CPU's emulation tables (built here, by
+ * wrapping the CPU backend's linear and conv2d ops) and the CUDA backend's
+ * own (lib/nn/cuda/cuda.cu). Not thread-safe on first use of a variant:
+ * pick the backend at start-up, as with kn_backend_get. */
+#include "nn/precision.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#ifdef KILN_HAVE_CUDA
+const kn_backend *kn_backend_cuda(void);
+const kn_backend *kn_backend_cuda_with_precision(int precision);
+#endif
+
+int kn_precision_parse(const char *s, kn_precision *out)
+{
+    static const char *const names[] = {"fp32", "tf32", "bf16"};
+    for (int i = 0; s && i < 3; i++)
+        if (strcmp(s, names[i]) == 0) {
+            *out = (kn_precision)i;
+            return 0;
+        }
+    return -1;
+}
+
+const char *kn_precision_name(kn_precision p)
+{
+    return p == KN_PREC_TF32 ? "tf32" : p == KN_PREC_BF16 ? "bf16" : "fp32";
+}
+
+void kn_precision_round(kn_precision p, float *dst, const float *src, size_t n)
+{
+    if (p == KN_PREC_BF16)
+        for (size_t i = 0; i < n; i++)
+            dst[i] = kn_round_bf16(src[i]);
+    else if (p == KN_PREC_TF32)
+        for (size_t i = 0; i < n; i++)
+            dst[i] = kn_round_tf32(src[i]);
+    else if (n)
+        memcpy(dst, src, n * sizeof(float));
+}
+
+/* ------------------------------------------------------------ CPU emulation
+ * Each wrapper rounds copies of its GEMM inputs (malloc per call: this is a
+ * test path) and calls the CPU backend's fp32 op on them. Bias gradients
+ * come from a second call on the unrounded output gradient, as on CUDA. */
+
+static float *rounded(kn_precision p, const float *src, size_t n)
+{
+    float *d = malloc((n ? n : 1) * sizeof(float));
+    if (!d) {
+        fprintf(stderr, "kiln precision emulation: out of memory (%zu floats)\n", n);
+        abort(); /* ops cannot fail (backend.h) */
+    }
+    kn_precision_round(p, d, src, n);
+    return d;
+}
+
+static void emu_matmul_fwd(kn_precision p, float *out, const float *inp, const float *w,
+                           const float *bias, int N, int C, int OC)
+{
+    float *ri = rounded(p, inp, (size_t)N * C), *rw = rounded(p, w, (size_t)OC * C);
+    kn_backend_cpu()->matmul_fwd(out, ri, rw, bias, N, C, OC);
+    free(ri), free(rw);
+}
+
+static void emu_matmul_bwd(kn_precision p, float *dinp, float *dw, float *dbias, const float *dout,
+                           const float *inp, const float *w, int N, int C, int OC)
+{
+    const kn_backend *cpu = kn_backend_cpu();
+    if (dinp || dw) {
+        float *rd = rounded(p, dout, (size_t)N * OC);
+        float *ri = dw ? rounded(p, inp, (size_t)N * C) : NULL;
+        float *rw = dinp ? rounded(p, w, (size_t)OC * C) : NULL;
+        cpu->matmul_bwd(dinp, dw, NULL, rd, ri, rw, N, C, OC);
+        free(rd), free(ri), free(rw);
+    }
+    if (dbias) cpu->matmul_bwd(NULL, NULL, dbias, dout, inp, w, N, C, OC);
+}
+
+static size_t conv_in(const kn_conv_shape *s)
+{
+    return (size_t)s->B * s->C * s->H * s->W;
+}
+
+static void emu_conv2d_fwd(kn_precision p, float *out, const float *inp, const float *w,
+                           const float *bias, float *scratch, const kn_conv_shape *s)
+{
+    float *ri = rounded(p, inp, conv_in(s)), *rw = rounded(p, w, (size_t)s->OC * s->C * s->K * s->K);
+    kn_backend_cpu()->conv2d_fwd(out, ri, rw, bias, scratch, s);
+    free(ri), free(rw);
+}
+
+static void emu_conv2d_bwd(kn_precision p, float *dinp, float *dw, float *dbias, const float *dout,
+                           const float *inp, const float *w, float *scratch,
+                           const kn_conv_shape *s)
+{
+    const kn_backend *cpu = kn_backend_cpu();
+    if (dinp || dw) {
+        float *rd = rounded(p, dout, (size_t)s->B * s->OC * s->OH * s->OW);
+        float *ri = rounded(p, inp, conv_in(s));
+        float *rw = rounded(p, w, (size_t)s->OC * s->C * s->K * s->K);
+        cpu->conv2d_bwd(dinp, dw, NULL, rd, ri, rw, scratch, s);
+        free(rd), free(ri), free(rw);
+    }
+    if (dbias) cpu->conv2d_bwd(NULL, NULL, dbias, dout, inp, w, scratch, s);
+}
+
+#define EMU_VARIANT(P, sfx)                                                                        \
+    static void mf_##sfx(float *o, const float *i, const float *w, const float *b, int N, int C,   \
+                         int OC)                                                                   \
+    {                                                                                              \
+        emu_matmul_fwd(P, o, i, w, b, N, C, OC);                                                   \
+    }                                                                                              \
+    static void mb_##sfx(float *di, float *dw, float *db, const float *d, const float *i,          \
+                         const float *w, int N, int C, int OC)                                     \
+    {                                                                                              \
+        emu_matmul_bwd(P, di, dw, db, d, i, w, N, C, OC);                                          \
+    }                                                                                              \
+    static void cf_##sfx(float *o, const float *i, const float *w, const float *b, float *sc,      \
+                         const kn_conv_shape *s)                                                   \
+    {                                                                                              \
+        emu_conv2d_fwd(P, o, i, w, b, sc, s);                                                      \
+    }                                                                                              \
+    static void cb_##sfx(float *di, float *dw, float *db, const float *d, const float *i,          \
+                         const float *w, float *sc, const kn_conv_shape *s)                        \
+    {                                                                                              \
+        emu_conv2d_bwd(P, di, dw, db, d, i, w, sc, s);                                             \
+    }
+
+EMU_VARIANT(KN_PREC_TF32, tf32)
+EMU_VARIANT(KN_PREC_BF16, bf16)
+
+/* ------------------------------------------------------------ variants */
+
+static kn_backend cpu_tables[3];
+static struct {
+    const kn_backend *be;
+    kn_precision p;
+} known[8];
+static int nknown;
+
+static void remember(const kn_backend *be, kn_precision p)
+{
+    for (int i = 0; i < nknown; i++)
+        if (known[i].be == be) return;
+    if (nknown < (int)(sizeof(known) / sizeof(known[0]))) known[nknown].be = be, known[nknown++].p = p;
+}
+
+const kn_backend *kn_backend_with_precision(const kn_backend *be, kn_precision p, char *err,
+                                            size_t errsz)
+{
+    if (!be) return NULL;
+    if (p == KN_PREC_FP32 && kn_backend_precision(be) == KN_PREC_FP32) return be;
+    if (strcmp(be->name, "cpu") == 0) {
+        if (p == KN_PREC_FP32) return kn_backend_cpu();
+        kn_backend *t = &cpu_tables[p];
+        if (!t->name) {
+            *t = *kn_backend_cpu();
+            t->matmul_fwd = p == KN_PREC_TF32 ? mf_tf32 : mf_bf16;
+            t->matmul_bwd = p == KN_PREC_TF32 ? mb_tf32 : mb_bf16;
+            t->conv2d_fwd = p == KN_PREC_TF32 ? cf_tf32 : cf_bf16;
+            t->conv2d_bwd = p == KN_PREC_TF32 ? cb_tf32 : cb_bf16;
+        }
+        remember(t, p);
+        return t;
+    }
+#ifdef KILN_HAVE_CUDA
+    if (strcmp(be->name, "cuda") == 0) {
+        const kn_backend *t = kn_backend_cuda_with_precision((int)p);
+        if (t) {
+            remember(t, p);
+            return t;
+        }
+    }
+#endif
+    if (err && errsz)
+        snprintf(err, errsz, "backend '%s' has no %s variant", be->name, kn_precision_name(p));
+    return NULL;
+}
+
+kn_precision kn_backend_precision(const kn_backend *be)
+{
+    for (int i = 0; i < nknown; i++)
+        if (known[i].be == be) return known[i].p;
+    return KN_PREC_FP32;
+}

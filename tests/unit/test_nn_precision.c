@@ -1,0 +1,232 @@
+/* test_nn_precision.c: the bf16 and TF32 rounding that the CPU emulation of
+ * `precision = tf32 | bf16` uses (and the CUDA backend's bf16 conversion
+ * must match): round-to-nearest-even against an independent reference
+ * that picks the nearer of the two neighbours in double; ties, NaN, Inf,
+ * overflow, signed zeros and subnormals; then the CPU backend's precision
+ * variants: same table otherwise, GEMMs equal to fp32 GEMMs of rounded
+ * inputs, and within the precision's tolerance of fp32. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/precision.h"
+
+static float from_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static uint32_t to_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* The value of a bit pattern with `drop` low bits cleared, as a double; the
+ * pattern of Inf stands for 2^128 (the next "number" after the largest
+ * finite one: IEEE rounds to Inf from half an ulp past that largest). */
+static double value_of(uint32_t u)
+{
+    if ((u & 0x7FFFFFFFu) == 0x7F800000u) return (u >> 31) ? -ldexp(1, 128) : ldexp(1, 128);
+    return (double)from_bits(u);
+}
+
+/* Reference rounding of a finite x to `keep` = 32 - drop bits: the
+ * truncation toward zero and the next pattern up in magnitude, whichever
+ * is nearer in double; ties to the one whose last kept bit is 0. */
+static uint32_t ref_round(float x, int drop)
+{
+    uint32_t u = to_bits(x), mask = ~((1u << drop) - 1u);
+    uint32_t lo = u & mask, hi = lo + (1u << drop);
+    double dx = x, dl = fabs(dx - value_of(lo)), dh = fabs(value_of(hi) - dx);
+    if (dl < dh) return lo;
+    if (dh < dl) return hi;
+    return ((lo >> drop) & 1u) ? hi : lo;
+}
+
+static void check_one(float x)
+{
+    uint32_t b = to_bits(kn_round_bf16(x)), t = to_bits(kn_round_tf32(x));
+    if ((to_bits(x) & 0x7FFFFFFFu) > 0x7F800000u) { /* NaN */
+        assert_int_equal(b, 0x7FFF0000u);
+        assert_true(isnan(kn_round_tf32(x)));
+        return;
+    }
+    if (b != ref_round(x, 16))
+        fail_msg("bf16(%a = 0x%08x) = 0x%08x, expected 0x%08x", (double)x, to_bits(x), b,
+                 ref_round(x, 16));
+    if (t != ref_round(x, 13))
+        fail_msg("tf32(%a = 0x%08x) = 0x%08x, expected 0x%08x", (double)x, to_bits(x), t,
+                 ref_round(x, 13));
+}
+
+static void test_rounding_cases(void **state)
+{
+    (void)state;
+    /* exact values stay */
+    assert_true(kn_round_bf16(1.0f) == 1.0f);
+    assert_true(kn_round_bf16(-2.5f) == -2.5f);
+    /* ties to even: 1 + 2^-8 is halfway between 1 and 1 + 2^-7 -> 1;
+     * 1 + 3 2^-8 is halfway between 1 + 2^-7 (odd) and 1 + 2^-6 -> 1 + 2^-6 */
+    assert_true(kn_round_bf16(1.0f + 0x1p-8f) == 1.0f);
+    assert_true(kn_round_bf16(1.0f + 3 * 0x1p-8f) == 1.0f + 0x1p-6f);
+    assert_true(kn_round_bf16(1.0f + 0x1p-8f + 0x1p-20f) == 1.0f + 0x1p-7f); /* past the tie */
+    assert_true(kn_round_tf32(1.0f + 0x1p-11f) == 1.0f);
+    assert_true(kn_round_tf32(1.0f + 3 * 0x1p-11f) == 1.0f + 0x1p-9f);
+    /* signed zeros keep their sign */
+    assert_int_equal(to_bits(kn_round_bf16(-0.0f)), 0x80000000u);
+    assert_int_equal(to_bits(kn_round_bf16(0.0f)), 0u);
+    /* Inf stays; the largest floats overflow to Inf; the largest bf16 stays */
+    assert_true(isinf(kn_round_bf16(INFINITY)) && kn_round_bf16(INFINITY) > 0);
+    assert_true(isinf(kn_round_bf16(-INFINITY)) && kn_round_bf16(-INFINITY) < 0);
+    assert_true(isinf(kn_round_bf16(FLT_MAX)));
+    assert_true(kn_round_bf16(from_bits(0x7F7F0000u)) == from_bits(0x7F7F0000u));
+    assert_true(kn_round_bf16(from_bits(0x7F7F7FFFu)) == from_bits(0x7F7F0000u));
+    assert_true(isinf(kn_round_bf16(from_bits(0x7F7F8000u)))); /* the tie, odd below: up */
+    assert_true(isinf(kn_round_tf32(FLT_MAX)));
+    /* NaNs: quiet and signalling, either sign -> the canonical quiet NaN */
+    assert_int_equal(to_bits(kn_round_bf16(NAN)), 0x7FFF0000u);
+    assert_int_equal(to_bits(kn_round_bf16(from_bits(0xFF800001u))), 0x7FFF0000u);
+    assert_int_equal(to_bits(kn_round_bf16(from_bits(0x7F800001u))), 0x7FFF0000u);
+    assert_true(isnan(kn_round_tf32(from_bits(0x7F800001u))));
+    /* subnormals: rounded, not flushed; the smallest bf16 subnormal is
+     * 2^-133; half of it ties to zero (even), a bit more rounds up; the
+     * largest subnormals round up into the normal range */
+    assert_true(kn_round_bf16(0x1p-133f) == 0x1p-133f);
+    assert_true(kn_round_bf16(0x1p-134f) == 0.0f);
+    assert_true(kn_round_bf16(0x1p-134f + 0x1p-149f) == 0x1p-133f);
+    assert_true(kn_round_bf16(3 * 0x1p-134f) == 0x1p-132f); /* tie, odd below: up */
+    assert_true(kn_round_bf16(from_bits(0x007FFFFFu)) == FLT_MIN);
+    assert_true(kn_round_bf16(from_bits(0x00000001u)) == 0.0f); /* 2^-149 */
+    assert_true(kn_round_tf32(0x1p-136f) == 0x1p-136f);
+    assert_true(kn_round_tf32(0x1p-137f) == 0.0f);
+    const float special[] = {0.0f, -0.0f, 1.0f, -1.0f, 0.1f, 1e-40f, -1e-40f, 3e38f,
+                             -3e38f, FLT_MIN, -FLT_MIN, FLT_MAX, FLT_TRUE_MIN, 65504.0f};
+    for (size_t i = 0; i < sizeof(special) / sizeof(special[0]); i++)
+        check_one(special[i]);
+}
+
+/* Every 4093rd bit pattern (about a million: every exponent, both signs,
+ * subnormals, NaNs, Inf), plus every pattern whose dropped bits are a tie
+ * or one off it, for a spread of kept bits. */
+static void test_rounding_sweep(void **state)
+{
+    (void)state;
+    for (uint64_t u = 0; u <= 0xFFFFFFFFull; u += 4093)
+        check_one(from_bits((uint32_t)u));
+    for (uint32_t hi = 0; hi < 0x10000u; hi += 7) {
+        uint32_t base = hi << 16;
+        const uint32_t lows[] = {0x7FFF, 0x8000, 0x8001, 0x0FFF, 0x1000, 0x1001, 0x3000, 0xFFFF};
+        for (size_t k = 0; k < sizeof(lows) / sizeof(lows[0]); k++)
+            check_one(from_bits(base | lows[k]));
+    }
+}
+
+static void test_names(void **state)
+{
+    (void)state;
+    kn_precision p = KN_PREC_FP32;
+    assert_int_equal(kn_precision_parse("bf16", &p), 0);
+    assert_int_equal(p, KN_PREC_BF16);
+    assert_int_equal(kn_precision_parse("tf32", &p), 0);
+    assert_int_equal(p, KN_PREC_TF32);
+    assert_int_equal(kn_precision_parse("fp32", &p), 0);
+    assert_int_equal(p, KN_PREC_FP32);
+    assert_int_equal(kn_precision_parse("fp16", &p), -1);
+    assert_int_equal(kn_precision_parse("BF16", &p), -1);
+    assert_int_equal(kn_precision_parse(NULL, &p), -1);
+    assert_string_equal(kn_precision_name(KN_PREC_BF16), "bf16");
+    assert_string_equal(kn_precision_name(KN_PREC_TF32), "tf32");
+    assert_string_equal(kn_precision_name(KN_PREC_FP32), "fp32");
+}
+
+static float frand(uint64_t *s)
+{
+    *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
+    return (float)(*s >> 40) / 16777216.0f * 2.0f - 1.0f;
+}
+
+static double rel_norm(const float *a, const float *ref, size_t n)
+{
+    double d = 0, r = 0;
+    for (size_t i = 0; i < n; i++)
+        d += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]), r += (double)ref[i] * ref[i];
+    return sqrt(d / r);
+}
+
+/* The CPU variants: a linear layer forward and backward in tf32 and bf16
+ * equals the fp32 op on inputs rounded here (bit for bit: the same GEMM),
+ * the bias gradient stays the fp32 one, and the result is within the
+ * precision's tolerance of fp32 but not equal to it. */
+static void test_cpu_variants(void **state)
+{
+    (void)state;
+    const kn_backend *cpu = kn_backend_cpu();
+    char err[128];
+    assert_ptr_equal(kn_backend_with_precision(cpu, KN_PREC_FP32, err, sizeof err), cpu);
+    assert_int_equal(kn_backend_precision(cpu), KN_PREC_FP32);
+    enum { N = 40, C = 72, OC = 24 };
+    uint64_t s = 0x1234567887654321ull;
+    float x[N * C], w[OC * C], b[OC], dout[N * OC], xr[N * C], wr[OC * C], dr[N * OC];
+    for (int i = 0; i < N * C; i++)
+        x[i] = frand(&s);
+    for (int i = 0; i < OC * C; i++)
+        w[i] = frand(&s) * 0.3f;
+    for (int i = 0; i < OC; i++)
+        b[i] = frand(&s);
+    for (int i = 0; i < N * OC; i++)
+        dout[i] = frand(&s);
+    const kn_precision ps[2] = {KN_PREC_TF32, KN_PREC_BF16};
+    const double tol[2] = {1e-3, 1e-2};
+    for (int k = 0; k < 2; k++) {
+        const kn_backend *v = kn_backend_with_precision(cpu, ps[k], err, sizeof err);
+        assert_non_null(v);
+        assert_ptr_not_equal(v, cpu);
+        assert_string_equal(v->name, "cpu");
+        assert_int_equal(kn_backend_precision(v), ps[k]);
+        assert_ptr_equal(kn_backend_with_precision(cpu, ps[k], err, sizeof err), v);
+        assert_ptr_equal(v->layernorm_fwd, cpu->layernorm_fwd); /* only the GEMM ops differ */
+        kn_precision_round(ps[k], xr, x, N * C);
+        kn_precision_round(ps[k], wr, w, OC * C);
+        kn_precision_round(ps[k], dr, dout, N * OC);
+        float o32[N * OC], ov[N * OC], oref[N * OC];
+        cpu->matmul_fwd(o32, x, w, b, N, C, OC);
+        v->matmul_fwd(ov, x, w, b, N, C, OC);
+        cpu->matmul_fwd(oref, xr, wr, b, N, C, OC);
+        assert_memory_equal(ov, oref, sizeof ov);
+        double e = rel_norm(ov, o32, N * OC);
+        assert_true(e > 0 && e < tol[k]);
+        float dx32[N * C] = {0}, dxv[N * C] = {0}, dxr[N * C] = {0};
+        float dw32[OC * C] = {0}, dwv[OC * C] = {0}, dwr[OC * C] = {0};
+        float db32[OC] = {0}, dbv[OC] = {0};
+        cpu->matmul_bwd(dx32, dw32, db32, dout, x, w, N, C, OC);
+        v->matmul_bwd(dxv, dwv, dbv, dout, x, w, N, C, OC);
+        cpu->matmul_bwd(dxr, dwr, NULL, dr, xr, wr, N, C, OC);
+        assert_memory_equal(dxv, dxr, sizeof dxv);
+        assert_memory_equal(dwv, dwr, sizeof dwv);
+        assert_memory_equal(dbv, db32, sizeof dbv);
+        assert_true(rel_norm(dxv, dx32, N * C) < tol[k]);
+        assert_true(rel_norm(dwv, dw32, OC * C) < tol[k]);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rounding_cases),
+        cmocka_unit_test(test_rounding_sweep),
+        cmocka_unit_test(test_names),
+        cmocka_unit_test(test_cpu_variants),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
