@@ -16,6 +16,7 @@
 #include "core/shutdown.h"
 #include "net/regclient.h"
 #include "nn/backend.h"
+#include "nn/precision.h"
 #include "service/keys.h"
 #include "service/service.h"
 #include "stream/kafka.h"
@@ -218,6 +219,19 @@ static int start(kn_service *svc, trainer *t, trn_metrics *tm)
           "trainer.backend = cuda, but the CUDA backend is not available: %s "
           "(set trainer.backend = cpu or auto)",
           kn_backend_why_not("cuda"));
+    /* precision (nn/precision.h): the CPU backend trains in fp32 only (its
+     * tf32/bf16 tables are an emulation for tests: slower, no gain) */
+    CHECK(s->precision == KN_PREC_FP32 || strcmp(be->name, "cpu") != 0,
+          "trainer.precision = %s needs the cuda backend, but trainer.backend = %s runs on the "
+          "cpu, which trains in fp32 only (set trainer.precision = fp32, or trainer.backend = "
+          "cuda on a machine with a GPU)",
+          kn_precision_name((kn_precision)s->precision), s->backend);
+    be = kn_backend_with_precision(be, (kn_precision)s->precision, e, sizeof(e));
+    CHECK(be, "trainer.precision: %s", e);
+    if (s->precision != KN_PREC_FP32)
+        kn_log_info("trainer.precision = %s: the linear/conv GEMMs round their inputs to it; "
+                    "weights, optimizer state and checkpoints stay fp32",
+                    kn_precision_name((kn_precision)s->precision));
 
     metrics_init(tm, kn_service_metrics(svc), s->model);
     kn_metrics_set(tm->eta, -1);

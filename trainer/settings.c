@@ -10,6 +10,7 @@
 
 #include "core/kn.h"
 #include "core/suggest.h"
+#include "nn/precision.h"
 
 static int copy_str(char *dst, size_t dsz, const char *v, const char *key, char *err, size_t errsz)
 {
@@ -137,6 +138,16 @@ int trn_settings_load(const kn_config *cfg, const char *name, trn_settings *s, c
              kn_config_get(cfg, "trainer.work_dir", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp"),
              "trainer.work_dir", err, errsz)))
         goto fail;
+    {
+        const char *p = kn_config_get(cfg, "trainer.precision", "fp32");
+        kn_precision prec;
+        if (kn_precision_parse(p, &prec)) {
+            rc = kn_seterr(err, errsz, KN_EINVAL, "trainer.precision: '%s' (use fp32, tf32 or bf16)",
+                           p);
+            goto fail;
+        }
+        s->precision = (int)prec;
+    }
     if (strcmp(s->backend, "auto") && strcmp(s->backend, "cpu") && strcmp(s->backend, "cuda")) {
         rc = kn_seterr(err, errsz, KN_EINVAL, "trainer.backend: '%s' (use auto, cpu or cuda)",
                        s->backend);

@@ -30,6 +30,7 @@ typedef struct {
     char registry_url[512];
     char registry_token[512];
     char backend[16];          /* auto | cpu | cuda */
+    int precision;             /* kn_precision (nn/precision.h): fp32 | tf32 | bf16 */
     char work_dir[512];        /* where checkpoint files are staged */
     char warm_start[160];      /* "" | "VERSION" | "MODEL:VERSION" */
     char tokenizer_hash[65];   /* tokenizer_sha256 from config, "" when unknown */

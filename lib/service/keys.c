@@ -87,6 +87,9 @@ const kn_service_key kn_keys_trainer[] = {
     {"trainer.bind", "127.0.0.1", "listen address"},
     {"trainer.port", "8083", "listen port (0 = ephemeral, printed in the log)"},
     {"trainer.backend", "auto", "auto, cpu or cuda"},
+    {"trainer.precision", "fp32",
+     "fp32, tf32 or bf16: the GEMMs of linear and conv layers (tf32/bf16 need the cuda backend; "
+     "weights, optimizer state and checkpoints stay fp32)"},
     {"trainer.token", NULL, "registry token (else registry.token, else KILN_REGISTRY_TOKEN)"},
     {"trainer.work_dir", NULL, "where checkpoints are written ($TMPDIR or /tmp)"},
     {"trainer.log_seconds", "5", "seconds between progress lines"},
