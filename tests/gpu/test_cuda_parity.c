@@ -15,6 +15,23 @@
  * allows for the two backends' gradients (count_bad_adamw says why and
  * how). Exits 77 when no CUDA backend is available (no GPU, or a build
  * without CUDA).
+ *
+ * Precisions (nn/precision.h), after the fp32 checks: the linear and conv2d
+ * ops and the MLP, CNN and GPT models in tf32 and bf16, each compared by
+ * norm, ||dev - ref|| <= tol ||ref|| + 1e-6 sqrt(n) (the second term for
+ * gradients that are rounding, like GPT's key bias), twice: against the
+ * CPU in fp32 (tol 1e-3 tf32, 1e-2 bf16: what the precision costs) and
+ * against the CPU's emulation of that precision (same rounded inputs: 1e-4
+ * for bf16, whose RNE conversion both sides share, so only summation order
+ * differs; 1e-3 for tf32, whose hardware rounding cuBLAS does not document);
+ * models' losses and gradients 5x looser against fp32 (errors compound over
+ * the layers; precisions() says what was measured) and 1e-3 (bf16) / 5e-3
+ * (tf32) against the emulation.
+ * Backward gradients start from zero there (the fp32 checks cover "+=", the
+ * same code), forward outputs are poisoned as above. Then training: a GPT
+ * 50 AdamW steps in tf32/bf16 tracks its fp32 run on the same device,
+ * every loss within 1 %. With --backend cpu the device side is the CPU's
+ * emulation, so CI checks what emulated tf32/bf16 costs against fp32.
  * Usage: test_cuda_parity [--backend NAME] (NAME = cpu checks the harness). */
 #include <math.h>
 #include <stdio.h>
@@ -26,9 +43,35 @@
 #include "nn/backend.h"
 #include "nn/model.h"
 #include "nn/optim.h"
+#include "nn/precision.h"
 
 static const kn_backend *cpu, *dev;
 static int failures, checks;
+
+/* Norm mode (the precision checks): when norm_tol > 0, compare() checks
+ * ||d - c|| <= norm_tol ||c|| + 1e-6 sqrt(n) instead of element by element,
+ * and new gradient buffers start from zero (pair_grad). */
+static double norm_tol;
+
+static int compare_norm(const char *what, const float *c, const float *d, size_t n, double tol)
+{
+    double e = 0, r = 0;
+    for (size_t i = 0; i < n; i++) {
+        double x = (double)d[i] - c[i];
+        e += x * x, r += (double)c[i] * c[i];
+    }
+    e = sqrt(e), r = sqrt(r);
+    double bound = tol * r + 1e-6 * sqrt((double)n);
+    checks++;
+    if (!(e <= bound)) { /* NaN fails too */
+        failures++;
+        printf("FAIL %-40s ||d-c||/||c|| = %.3g (bound %.3g + %.3g abs)\n", what, e / r, tol,
+               1e-6 * sqrt((double)n));
+        return 0;
+    }
+    printf("ok   %-40s n=%-9zu ||d-c||/||c|| %.3g (tol %.3g)\n", what, n, r > 0 ? e / r : e, tol);
+    return 1;
+}
 
 /* ------------------------------------------------------------ helpers */
 
@@ -75,6 +118,18 @@ static pair pair_rand(size_t n, float scale)
     pair p = pair_from(h, n);
     free(h);
     return p;
+}
+
+/* A gradient to accumulate into: random, or zero in norm mode. */
+static pair pair_grad(size_t n)
+{
+    if (norm_tol > 0) {
+        float *h = calloc(n ? n : 1, sizeof(float));
+        pair p = pair_from(h, n);
+        free(h);
+        return p;
+    }
+    return pair_rand(n, 1);
 }
 
 /* Output buffers: NaN on the device (unwritten elements show), 0 on the CPU. */
@@ -140,6 +195,10 @@ static void report(const char *what, const float *c, const float *d, size_t n, s
 /* Compares n floats; prints one line per check. */
 static void compare(const char *what, const float *c, const float *d, size_t n, double rtol)
 {
+    if (norm_tol > 0) {
+        compare_norm(what, c, d, n, norm_tol);
+        return;
+    }
     size_t bad;
     double worst;
     size_t nbad = count_bad(c, d, n, rtol, &bad, &worst);
@@ -158,6 +217,7 @@ static void compare_pair(const char *what, const pair *p, double rtol)
 
 #define R_ELEM 1e-5
 #define R_SUM  1e-4
+
 
 /* ------------------------------------------------------------ AdamW bound
  *
@@ -348,8 +408,8 @@ static void op_matmul(int N, int C, int OC)
     dev->matmul_fwd(out.d, x.d, wt.d, b.d, N, C, OC);
     snprintf(w, sizeof(w), "matmul_fwd %dx%dx%d", N, C, OC);
     compare_pair(w, &out, R_SUM);
-    pair dout = pair_rand((size_t)N * OC, 1), dx = pair_rand((size_t)N * C, 1),
-         dw = pair_rand((size_t)OC * C, 1), db = pair_rand((size_t)OC, 1);
+    pair dout = pair_rand((size_t)N * OC, 1), dx = pair_grad((size_t)N * C),
+         dw = pair_grad((size_t)OC * C), db = pair_grad((size_t)OC);
     cpu->matmul_bwd(dx.c, dw.c, db.c, dout.c, x.c, wt.c, N, C, OC);
     dev->matmul_bwd(dx.d, dw.d, db.d, dout.d, x.d, wt.d, N, C, OC);
     snprintf(w, sizeof(w), "matmul_bwd dinp %dx%dx%d", N, C, OC);
@@ -375,8 +435,8 @@ static void op_conv(int B, int C, int H, int OC, int K, int S, int pad)
     dev->conv2d_fwd(out.d, x.d, wt.d, b.d, sd, &s);
     snprintf(w, sizeof(w), "conv2d_fwd B%d C%d H%d OC%d K%d S%d P%d", B, C, H, OC, K, S, pad);
     compare_pair(w, &out, R_SUM);
-    pair dout = pair_rand(no, 1), dx = pair_rand(ni, 1), dw = pair_rand(nw, 1),
-         db = pair_rand((size_t)OC, 1);
+    pair dout = pair_rand(no, 1), dx = pair_grad(ni), dw = pair_grad(nw),
+         db = pair_grad((size_t)OC);
     cpu->conv2d_bwd(dx.c, dw.c, db.c, dout.c, x.c, wt.c, sc, &s);
     dev->conv2d_bwd(dx.d, dw.d, db.d, dout.d, x.d, wt.d, sd, &s);
     compare_pair("conv2d_bwd dinp", &dx, R_SUM);
@@ -714,7 +774,9 @@ static void model_parity(const char *name, const char *spec, int B, int T)
     snprintf(w, sizeof(w), "%s: params after 3 AdamW steps", name);
     kn_optim_config oc;
     kn_optim_config_default(&oc, KN_OPT_ADAMW); /* what run_model attaches */
-    compare_adamw(w, pc, pd, (const float *const *)gc, (const float *const *)gd, tc->numel, &oc);
+    if (norm_tol == 0) /* the precisions' optimizer check is tracks() */
+        compare_adamw(w, pc, pd, (const float *const *)gc, (const float *const *)gd, tc->numel,
+                      &oc);
     for (int s = 0; s < 3; s++)
         free(gc[s]), free(gd[s]);
     free(pc), free(pd);
@@ -739,6 +801,105 @@ static void determinism(const char *spec, int B, int T)
     free(p1), free(p2);
     kn_model_destroy(m1);
     kn_model_destroy(m2);
+}
+
+/* 50 AdamW steps of one model on `ref` and on `var`, the same batch every
+ * step: every loss of var within 1 % of ref's (the issue's bar for bf16
+ * training against fp32). Prints the worst step. */
+static void tracks(const char *what, const char *spec_json, const kn_backend *ref,
+                   const kn_backend *var, int B, int T)
+{
+    enum { STEPS = 50 };
+    float loss[2][STEPS];
+    const kn_backend *be[2] = {ref, var};
+    for (int k = 0; k < 2; k++) {
+        json_t *spec = json_loads(spec_json, 0, NULL);
+        kn_model *m = NULL;
+        char err[256];
+        if (!spec || kn_model_new(spec, 7, B, be[k], &m, err, sizeof(err))) {
+            fprintf(stderr, "model %s: %s\n", spec_json, err);
+            exit(1);
+        }
+        json_decref(spec);
+        kn_optim_config oc;
+        kn_optim_config_default(&oc, KN_OPT_ADAMW);
+        kn_model_set_optim(m, &oc);
+        batch_data d;
+        make_batch(&d, m, B, T);
+        for (int s = 0; s < STEPS; s++) {
+            kn_model_zero_grad(m);
+            if (kn_model_forward(m, &d.b, &loss[k][s], err, sizeof(err))) {
+                fprintf(stderr, "forward: %s\n", err);
+                exit(1);
+            }
+            kn_model_backward(m);
+            kn_model_step(m, NULL, NULL);
+        }
+        free_batch(&d);
+        kn_model_destroy(m);
+    }
+    double worst = 0;
+    int at = 0;
+    for (int s = 0; s < STEPS; s++) {
+        double r = fabs((double)loss[1][s] - loss[0][s]) / fabs((double)loss[0][s]);
+        if (!(r <= worst)) worst = r, at = s; /* NaN is the worst */
+    }
+    checks++;
+    int ok = worst <= 0.01;
+    if (!ok) failures++;
+    printf("%s %-40s 50 steps, worst loss diff %.3g %% at step %d (%.6g vs %.6g; first %.6g, "
+           "last %.6g)\n",
+           ok ? "ok  " : "FAIL", what, 100 * worst, at, loss[1][at], loss[0][at], loss[0][0],
+           loss[0][STEPS - 1]);
+}
+
+/* The precision checks (header): ops and models in tf32 and bf16 against
+ * the CPU in fp32 and against the CPU emulating the precision, then 50
+ * training steps against fp32 on the same device. */
+static void precisions(const char *gpt)
+{
+    const kn_backend *cpu32 = cpu, *dev32 = dev;
+    const kn_precision precs[2] = {KN_PREC_TF32, KN_PREC_BF16};
+    /* ops; models (their gradients pass through several rounded GEMMs, and
+     * rounding moves ReLU kinks and max-pool choices: the CPU's bf16
+     * emulation against fp32 measured 2.5 % on the CNN's first conv weight
+     * gradient; against the emulation, an activation within fp32 rounding of
+     * a bf16 rounding boundary can round the other way on the device) */
+    const double tol32[2] = {1e-3, 1e-2}, tolemu[2] = {1e-3, 1e-4};
+    const double mtol32[2] = {5e-3, 5e-2}, mtolemu[2] = {5e-3, 1e-3};
+    for (int k = 0; k < 2; k++) {
+        char err[256], w[96];
+        const char *pn = kn_precision_name(precs[k]);
+        const kn_backend *dp = kn_backend_with_precision(dev32, precs[k], err, sizeof(err));
+        const kn_backend *ce = kn_backend_with_precision(cpu32, precs[k], err, sizeof(err));
+        checks++;
+        if (!dp || !ce) {
+            failures++;
+            printf("FAIL %s: no %s table: %s\n", dev32->name, pn, err);
+            continue;
+        }
+        for (int emu = 0; emu < 2; emu++) {
+            cpu = emu ? ce : cpu32;
+            dev = dp;
+            norm_tol = emu ? tolemu[k] : tol32[k];
+            printf("-- %s %s against the cpu %s%s\n", dev32->name, pn, emu ? "emulating " : "in fp32",
+                   emu ? pn : "");
+            op_matmul(64, 96, 48);
+            op_matmul(700, 40, 48);
+            op_conv(4, 3, 12, 8, 3, 1, 1);
+            op_conv(8, 2, 28, 4, 3, 1, 1);
+            norm_tol = emu ? mtolemu[k] : mtol32[k];
+            model_parity("mlp relu", "{\"type\":\"mlp\",\"sizes\":[20,32,16,5]}", 8, 0);
+            model_parity("cnn relu max",
+                         "{\"type\":\"cnn\",\"input\":[1,12,12],\"convs\":[{\"out\":4,\"k\":3,"
+                         "\"pad\":1},{\"out\":6,\"k\":3,\"pad\":1}],\"fc\":[16],\"classes\":5}",
+                         4, 0);
+            model_parity("gpt", gpt, 3, 16);
+        }
+        cpu = cpu32, dev = dev32, norm_tol = 0;
+        snprintf(w, sizeof(w), "gpt %s training tracks fp32", pn);
+        tracks(w, gpt, dev32, dp, 3, 16);
+    }
 }
 
 int main(int argc, char **argv)
@@ -819,6 +980,7 @@ int main(int argc, char **argv)
                  "\"vocab_size\":40,\"classes\":3,\"pool\":\"cls\",\"causal\":true}",
                  3, 12);
     determinism(gpt, 3, 16);
+    precisions(gpt);
 
     printf("test_cuda_parity: %d of %d checks passed\n", checks - failures, checks);
     return failures ? 1 : 0;
