@@ -5,8 +5,10 @@
  * --seconds of CPU time (default 2) after one warm-up step; rates are per
  * CPU-second of the one thread.
  * Usage: bench_nn_cpu [--seconds S] [--only mlp|cnn|gpt|gpt2] [--backend cpu|cuda]
- *                     [--gpt2-batch B] [--peak-tflops P]
+ *                     [--precision fp32|tf32|bf16] [--gpt2-batch B] [--peak-tflops P]
  * (--backend cuda: the same cases on the GPU, wall clock; tests/gpu/run).
+ * --precision: the GEMMs of linear/conv layers (nn/precision.h); on the CPU
+ * tf32/bf16 are the emulation, slower than fp32 (for checking, not speed).
  * gpt2 (GPT-2 124M at T = 1024, the issue's GPU benchmark model) runs only
  * when asked for: tokens/s and MFU against P TFLOP/s (989: an H100 SXM's
  * dense bf16 peak, the figure the PyTorch reference divides by too). */
@@ -17,6 +19,7 @@
 #include <time.h>
 
 #include "nn/model.h"
+#include "nn/precision.h"
 #include "nn/rng.h"
 
 static const kn_backend *backend; /* --backend: cpu (default) or cuda */
@@ -28,7 +31,8 @@ static const kn_backend *backend; /* --backend: cpu (default) or cuda */
 static double now(void)
 {
     struct timespec ts;
-    clock_gettime(backend == kn_backend_cpu() ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
+    clock_gettime(strcmp(backend->name, "cpu") == 0 ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC,
+                  &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -130,7 +134,7 @@ int main(int argc, char **argv)
 {
     double secs = 2.0, peak_tflops = 989.0;
     int gpt2_batch = 8;
-    const char *only = NULL, *bname = "cpu";
+    const char *only = NULL, *bname = "cpu", *pname = "fp32";
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
             secs = atof(argv[++i]);
@@ -138,6 +142,8 @@ int main(int argc, char **argv)
             only = argv[++i];
         else if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc)
             bname = argv[++i];
+        else if (strcmp(argv[i], "--precision") == 0 && i + 1 < argc)
+            pname = argv[++i];
         else if (strcmp(argv[i], "--gpt2-batch") == 0 && i + 1 < argc)
             gpt2_batch = atoi(argv[++i]);
         else if (strcmp(argv[i], "--peak-tflops") == 0 && i + 1 < argc)
@@ -145,7 +151,7 @@ int main(int argc, char **argv)
         else {
             fprintf(stderr,
                     "usage: %s [--seconds S] [--only mlp|cnn|gpt|gpt2] [--backend cpu|cuda] "
-                    "[--gpt2-batch B] [--peak-tflops P]\n",
+                    "[--precision fp32|tf32|bf16] [--gpt2-batch B] [--peak-tflops P]\n",
                     argv[0]);
             return 2;
         }
@@ -153,6 +159,11 @@ int main(int argc, char **argv)
     if (only && strcmp(only, "mlp") && strcmp(only, "cnn") && strcmp(only, "gpt") &&
         strcmp(only, "gpt2")) {
         fprintf(stderr, "bench_nn_cpu: --only must be mlp, cnn, gpt or gpt2 (not '%s')\n", only);
+        return 2;
+    }
+    kn_precision prec;
+    if (kn_precision_parse(pname, &prec)) {
+        fprintf(stderr, "bench_nn_cpu: --precision must be fp32, tf32 or bf16 (not '%s')\n", pname);
         return 2;
     }
     if (gpt2_batch < 1 || peak_tflops <= 0) {
@@ -164,12 +175,24 @@ int main(int argc, char **argv)
                kn_backend_why_not(bname));
         return 77;
     }
+    char err[160];
+    if (!(backend = kn_backend_with_precision(backend, prec, err, sizeof(err)))) {
+        fprintf(stderr, "bench_nn_cpu: %s\n", err);
+        return 2;
+    }
     openblas_set_num_threads(1);
-    if (backend == kn_backend_cpu())
-        printf("kiln CPU backend, 1 thread, AdamW, full training steps, OpenBLAS %s kernels\n",
+    /* tests/gpu/ratios.sh reads "kiln ... backend" and "precision P" here */
+    if (strcmp(backend->name, "cpu") == 0)
+        printf("kiln CPU backend, 1 thread, precision %s%s, AdamW, full training steps, OpenBLAS "
+               "%s kernels\n",
+               pname, prec == KN_PREC_FP32 ? "" : " (emulated: slower than fp32)",
                openblas_get_corename());
     else
-        printf("kiln %s backend, fp32, AdamW, full training steps, wall clock\n", backend->name);
+        printf("kiln %s backend, precision %s (%s), AdamW, full training steps, wall clock\n",
+               backend->name, pname,
+               prec == KN_PREC_FP32   ? "cuBLAS default math, no TF32"
+               : prec == KN_PREC_TF32 ? "linear/conv GEMMs on TF32 tensor cores"
+                                      : "linear/conv GEMMs bf16 x bf16 -> fp32, fp32 master weights");
     if (!only || strcmp(only, "mlp") == 0)
         image_case("mlp", "{\"type\":\"mlp\",\"sizes\":[784,512,256,128,10]}", 784, secs);
     if (!only || strcmp(only, "cnn") == 0)

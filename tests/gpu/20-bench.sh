@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # GPU throughput, kiln beside PyTorch in the same call: the MLP and CNN at
 # B=64 and 256 and the small GPT, kiln's CUDA backend and PyTorch eager on
-# the same GPU (tests/bench/nn/bench_nn_pytorch.py --device cuda), both fp32:
-# kiln uses cuBLAS's default math (no TF32), and the PyTorch side turns off
-# TF32, which its cuDNN convolutions use by default; then GPT-2 124M: PyTorch
-# bf16 autocast (tests/bench/nn/gpt2_pytorch.py) against kiln fp32, a bar and
-# not a like-for-like ratio. A failed PyTorch reference fails this step.
-# Called by tests/gpu/run with the build dir.
+# the same GPU (tests/bench/nn/bench_nn_pytorch.py --device cuda), in each
+# precision (KILN_BENCH_PRECISIONS, default "fp32 tf32 bf16") on both sides:
+# fp32 = kiln on cuBLAS's default math (no TF32) and PyTorch with TF32 off
+# (its cuDNN convolutions use TF32 by default); tf32 = TF32 tensor cores on
+# both; bf16 = kiln's bf16 GEMMs with fp32 master weights and PyTorch's bf16
+# autocast. Then GPT-2 124M: PyTorch bf16 autocast + torch.compile
+# (tests/bench/nn/gpt2_pytorch.py, B=32) against kiln fp32 and kiln bf16
+# (B=KILN_GPT2_BATCH, 8: kiln stores the T x T attention matrices, so B=32
+# does not fit). A failed PyTorch reference fails this step. Called by
+# tests/gpu/run with the build dir.
 set -euo pipefail
 build=$1
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -34,23 +38,30 @@ peak_mem() {
     return $rc
 }
 
-echo "bench: kiln side: CUDA backend, fp32 (cuBLAS default math, no TF32)"
-"$build/tests/bench/bench_nn_cpu" --backend cuda --seconds 3
-ref=0
-if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
-    python3 "$root/tests/bench/nn/bench_nn_pytorch.py" --device cuda --seconds 3 || ref=$?
+torch=0
+python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null && torch=1
+[ $torch = 1 ] || echo "bench: no PyTorch with CUDA here: kiln's figures only"
+rc=0 ref=0
+for prec in ${KILN_BENCH_PRECISIONS:-fp32 tf32 bf16}; do
+    echo "bench: kiln side: CUDA backend, precision $prec"
+    "$build/tests/bench/bench_nn_cpu" --backend cuda --precision "$prec" --seconds 2 || rc=$?
+    if [ $torch = 1 ]; then
+        python3 "$root/tests/bench/nn/bench_nn_pytorch.py" --device cuda --precision "$prec" \
+            --seconds 2 || ref=$?
+    fi
+done
+if [ $torch = 1 ]; then
     # GPT-2 124M, bf16, torch.compile + flash attention + fused AdamW: the bar
-    # kiln's CUDA backend is measured against (kiln has no bf16 path yet)
     peak_mem torch-gpt2 python3 "$root/tests/bench/nn/gpt2_pytorch.py" || ref=$?
-    [ $ref -eq 0 ] || echo "bench: FAIL: a PyTorch reference run failed (exit $ref); its figures above are missing"
-else
-    echo "bench: no PyTorch with CUDA here: kiln's figures only"
 fi
-# kiln's side of GPT-2 124M (fp32, B=8: its activations are not recomputed
-# and the attention matrices are stored, ~4.5 GB per sequence)
-rc=0
-peak_mem kiln-gpt2 "$build/tests/bench/bench_nn_cpu" --backend cuda --only gpt2 \
-    --gpt2-batch "${KILN_GPT2_BATCH:-8}" --seconds 10 || rc=$?
-echo "bench: figures above (kiln cuda fp32, then PyTorch eager fp32 and GPT-2 124M bf16, then kiln GPT-2 124M fp32)"
+[ $ref -eq 0 ] || echo "bench: FAIL: a PyTorch reference run failed (exit $ref); its figures above are missing"
+# kiln's side of GPT-2 124M, fp32 then bf16 (B=8: its activations are not
+# recomputed and the attention matrices are stored, ~4.5 GB per sequence)
+for prec in fp32 bf16; do
+    echo "bench: kiln side: CUDA backend, precision $prec, GPT-2 124M"
+    peak_mem "kiln-gpt2-$prec" "$build/tests/bench/bench_nn_cpu" --backend cuda --only gpt2 \
+        --precision "$prec" --gpt2-batch "${KILN_GPT2_BATCH:-8}" --seconds 8 || rc=$?
+done
+echo "bench: figures above (kiln cuda and PyTorch eager per precision, PyTorch GPT-2 124M bf16, kiln GPT-2 124M fp32 and bf16)"
 [ $rc -ne 0 ] && exit $rc
 exit $ref

@@ -1,47 +1,68 @@
 #!/usr/bin/env bash
 # ratios.sh LOG: the one table of kiln ÷ PyTorch that tests/gpu/run prints at
-# the end, read from the output of its steps (20-bench.sh's lines: kiln's
-# CUDA backend, then PyTorch eager on the same GPU, PyTorch's GPT-2 124M,
-# kiln's GPT-2 124M and both peak-memory lines). A figure missing from the
-# log shows as "-": the table never invents one.
+# the end, read from the output of its steps (20-bench.sh's lines: per
+# precision kiln's CUDA backend, then PyTorch eager on the same GPU; then
+# PyTorch's GPT-2 124M, kiln's GPT-2 124M per precision and the peak-memory
+# lines). Each header line ("kiln ... backend, precision P", "PyTorch ...,
+# precision P") sets the precision of the figures under it; a PyTorch header
+# without one is fp32 (or tf32 when it says "TF32 tensor cores"). A figure
+# missing from the log shows as "-": the table never invents one.
 set -euo pipefail
 log=$1
 awk '
 function before(word,    i) { for (i = 2; i <= NF; i++) if ($i == word) return $(i - 1); return "" }
+function after(word,    i) { for (i = 1; i < NF; i++) if ($i == word) return $(i + 1); return "" }
 function field(prefix,    i) {
     for (i = 1; i <= NF; i++) if (index($i, prefix) == 1) return substr($i, length(prefix) + 1)
     return ""
 }
-/^kiln .* backend/ { who = "kiln"; next }
+function prec_of(dflt,    p) { p = after("precision"); sub(/[,(].*/, "", p); return p == "" ? dflt : p }
+/^kiln .* backend/ { who = "kiln"; prec = prec_of("fp32"); next }
 /^PyTorch .*GPT-2 124M.*tokens\/s/ {
     s = $0; sub(/ tokens\/s.*/, "", s); sub(/.*: /, "", s); gsub(/,/, "", s); tg2 = s
     tg2b = field("B="); s = $0
     if (sub(/.* peak /, "", s)) { sub(/ MiB allocated.*/, "", s); tmem = s }
     next
 }
-/^PyTorch .*cuda/ { who = "torch"; next }
+/^PyTorch .*cuda/ { who = "torch"; prec = prec_of(index($0, "TF32 tensor cores") ? "tf32" : "fp32"); next }
 /^(mlp|cnn) +B=/ {
-    key = $1 " B=" field("B="); v[who, key] = before("images/s")
-    if (!(key in seen)) { seen[key] = 1; order[++n] = key }
+    key = $1 " B=" field("B="); v[who, key, prec] = before("images/s")
+    if (!(key in cseen)) { cseen[key] = 1; corder[++n] = key }
+    if (!(prec in pseen)) { pseen[prec] = 1; porder[++pn] = prec }
     next
 }
-/^gpt +L=4/ { v[who, "small GPT"] = before("tokens/s"); next }
-/^gpt2 124M/ { kg2 = before("tokens/s"); kg2b = field("B="); next }
-/^peak-memory kiln-gpt2: [0-9]/ { kmem = $3 }
+/^gpt +L=4/ {
+    v[who, "small GPT", prec] = before("tokens/s")
+    if (!(("small GPT", prec) in seen)) { seen["small GPT", prec] = 1; gorder[++gn] = prec }
+    next
+}
+/^gpt2 124M/ { kg2[prec] = before("tokens/s"); kg2b = field("B="); if (!(prec in g2seen)) { g2seen[prec] = 1; g2order[++g2n] = prec } next }
+/^peak-memory kiln-gpt2(-[a-z0-9]+)?: [0-9]/ { p = $2; sub(/:$/, "", p); sub(/^kiln-gpt2-?/, "", p); kmem[p == "" ? "fp32" : p] = $3 }
 /^peak-memory torch-gpt2: [0-9]/ { tsmi = $3 }
-function row(name, k, t, unit,    r) {
-    r = (k != "" && t != "" && t + 0 > 0) ? sprintf("%.3g", k / t) : "-"
-    printf "%-26s %18s %24s %10s\n", name " (" unit ")", k == "" ? "-" : k, t == "" ? "-" : t, r
+function ratio(k, t) { return (k != "" && t != "" && t + 0 > 0) ? sprintf("%.3g", k / t) : "-" }
+function row(name, p, k, t, unit) {
+    printf "%-24s %-5s %18s %20s %10s\n", name " (" unit ")", p, k == "" ? "-" : k, t == "" ? "-" : t, ratio(k, t)
 }
 END {
-    printf "%-26s %18s %24s %10s\n", "case", "kiln", "PyTorch", "kiln÷PyT"
-    for (i = 1; i <= n; i++) row(order[i], v["kiln", order[i]], v["torch", order[i]], "img/s")
-    row("small GPT", v["kiln", "small GPT"], v["torch", "small GPT"], "tok/s")
-    printf "%-26s %18s %24s %10s\n", "GPT-2 124M (tok/s)",
-        kg2 == "" ? "-" : kg2 " fp32 B=" kg2b, tg2 == "" ? "-" : tg2 " bf16 B=" tg2b,
-        (kg2 != "" && tg2 + 0 > 0) ? sprintf("%.3g", kg2 / tg2) : "-"
-    printf "%-26s %18s %24s %10s\n", "GPT-2 peak memory (MiB)",
-        kmem == "" ? "-" : kmem " B=" kg2b, tmem == "" ? "-" : tmem " B=" tg2b,
-        (kmem != "" && tmem + 0 > 0) ? sprintf("%.3g", kmem / tmem) : "-"
+    printf "%-24s %-5s %18s %20s %10s\n", "case", "prec", "kiln", "PyTorch", "kiln÷PyT"
+    for (i = 1; i <= n; i++)
+        for (j = 1; j <= pn; j++)
+            row(corder[i], porder[j], v["kiln", corder[i], porder[j]], v["torch", corder[i], porder[j]], "img/s")
+    for (i = 1; i <= gn; i++)
+        row("small GPT", gorder[i], v["kiln", "small GPT", gorder[i]], v["torch", "small GPT", gorder[i]], "tok/s")
+    if (!g2n) { g2order[++g2n] = "fp32" }
+    for (i = 1; i <= g2n; i++) {
+        p = g2order[i]
+        printf "%-24s %-5s %18s %20s %10s\n", "GPT-2 124M (tok/s)", p,
+            kg2[p] == "" ? "-" : kg2[p] " B=" kg2b, tg2 == "" ? "-" : tg2 " bf16 B=" tg2b,
+            ratio(kg2[p], tg2)
+    }
+    for (i = 1; i <= g2n; i++) {
+        p = g2order[i]
+        printf "%-24s %-5s %18s %20s %10s\n", "GPT-2 peak memory (MiB)", p,
+            kmem[p] == "" ? "-" : kmem[p] " B=" kg2b, tmem == "" ? "-" : tmem " B=" tg2b,
+            ratio(kmem[p], tmem)
+    }
     if (tsmi != "") printf "  (kiln: nvidia-smi, context included; PyTorch: max_memory_allocated, %s MiB by nvidia-smi)\n", tsmi
+    print "  (GPT-2: PyTorch is always bf16 + torch.compile; the prec column is kiln'"'"'s)"
 }' "$log"

@@ -11,9 +11,13 @@ CPU-second in bench_nn_cpu's format. tests/bench/nn/run.sh runs both.
 
 On a GPU, PyTorch runs convolutions in TF32 by default (cudnn.allow_tf32)
 and matmuls in TF32 when asked; kiln's CUDA backend is plain fp32 (cuBLAS's
-default math mode, no TF32). So TF32 is off here unless --tf32 is given, and
-the first line printed says which ran.
+default math mode, no TF32). So TF32 is off here unless asked for, and the
+first line printed says which ran. --precision matches kiln's: fp32 (TF32
+off), tf32 (matmul and cuDNN TF32 on; --tf32 is the same), bf16 (autocast
+to bf16 around forward and loss: bf16 GEMMs and convolutions, fp32 master
+weights and AdamW state, as kiln's bf16).
 """
+import contextlib
 import argparse
 import math
 import platform
@@ -91,6 +95,7 @@ def adamw(model):
 
 
 DEVICE = "cpu"
+AUTOCAST = False  # --precision bf16 on cuda
 
 
 def clock():
@@ -108,8 +113,11 @@ def run(model, x, y, seconds):
     steps, t0 = 0, 0.0
     while True:
         opt.zero_grad(set_to_none=True)
-        out = model(x)
-        loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+        ctx = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if AUTOCAST
+               else contextlib.nullcontext())
+        with ctx:
+            out = model(x)
+            loss = F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), y.reshape(-1))
         loss.backward()
         opt.step()
         if steps == 0:
@@ -150,9 +158,14 @@ def main():
     ap.add_argument("--tf32", action="store_true",
                     help="on cuda: let matmuls and cuDNN convolutions use TF32 (PyTorch's "
                          "default for convolutions); off by default, as kiln runs fp32")
+    ap.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default=None,
+                    help="on cuda: fp32 (TF32 off), tf32 (= --tf32) or bf16 (autocast)")
     a = ap.parse_args()
-    global DEVICE
+    global DEVICE, AUTOCAST
     DEVICE = a.device
+    prec = a.precision or ("tf32" if a.tf32 else "fp32")
+    a.tf32 = prec == "tf32"
+    AUTOCAST = prec == "bf16" and DEVICE.startswith("cuda")
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
     where = (torch.cuda.get_device_name(0) if DEVICE.startswith("cuda")
@@ -162,8 +175,10 @@ def main():
     else:
         torch.backends.cuda.matmul.allow_tf32 = a.tf32
         torch.backends.cudnn.allow_tf32 = a.tf32
-        threads = ("eager, matmul allow_tf32=%s, cudnn.allow_tf32=%s (%s)"
-                   % (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+        threads = ("eager, precision %s, matmul allow_tf32=%s, cudnn.allow_tf32=%s (%s)"
+                   % (prec, torch.backends.cuda.matmul.allow_tf32,
+                      torch.backends.cudnn.allow_tf32,
+                      "bf16 autocast, fp32 master weights" if AUTOCAST else
                       "TF32 tensor cores" if a.tf32 else "fp32 throughout, as kiln"))
     print(f"PyTorch {torch.__version__}, {DEVICE} ({where}), {threads}, AdamW, full training steps")
     if a.only in (None, "mlp"):
