@@ -399,25 +399,37 @@ static void adamw_selfcheck(void)
 
 /* ------------------------------------------------------------ ops */
 
-static void op_matmul(int N, int C, int OC)
+/* The linear layer; off > 0 shifts every buffer by off floats, so the
+ * operands sit at 4-byte alignments (cuBLASLt's heuristic is told the
+ * actual alignment, and the bias epilogue needs 16 bytes: matmul.cu). */
+static void op_matmul_at(int N, int C, int OC, int off)
 {
     char w[64];
-    pair x = pair_rand((size_t)N * C, 1), wt = pair_rand((size_t)OC * C, 0.5f),
-         b = pair_rand((size_t)OC, 0.5f), out = pair_poisoned((size_t)N * OC);
-    cpu->matmul_fwd(out.c, x.c, wt.c, b.c, N, C, OC);
-    dev->matmul_fwd(out.d, x.d, wt.d, b.d, N, C, OC);
-    snprintf(w, sizeof(w), "matmul_fwd %dx%dx%d", N, C, OC);
+    pair x = pair_rand((size_t)N * C + off, 1), wt = pair_rand((size_t)OC * C + off, 0.5f),
+         b = pair_rand((size_t)OC + off, 0.5f), out = pair_poisoned((size_t)N * OC + off);
+    cpu->matmul_fwd(out.c + off, x.c + off, wt.c + off, b.c + off, N, C, OC);
+    dev->matmul_fwd(out.d + off, x.d + off, wt.d + off, b.d + off, N, C, OC);
+    snprintf(w, sizeof(w), "matmul_fwd %dx%dx%d%s", N, C, OC, off ? " unaligned" : "");
+    out.c += off, out.d += off, out.n -= off;
     compare_pair(w, &out, R_SUM);
-    pair dout = pair_rand((size_t)N * OC, 1), dx = pair_grad((size_t)N * C),
-         dw = pair_grad((size_t)OC * C), db = pair_grad((size_t)OC);
-    cpu->matmul_bwd(dx.c, dw.c, db.c, dout.c, x.c, wt.c, N, C, OC);
-    dev->matmul_bwd(dx.d, dw.d, db.d, dout.d, x.d, wt.d, N, C, OC);
+    out.c -= off, out.d -= off;
+    pair dout = pair_rand((size_t)N * OC + off, 1), dx = pair_grad((size_t)N * C + off),
+         dw = pair_grad((size_t)OC * C + off), db = pair_grad((size_t)OC + off);
+    cpu->matmul_bwd(dx.c + off, dw.c + off, db.c + off, dout.c + off, x.c + off, wt.c + off, N, C,
+                    OC);
+    dev->matmul_bwd(dx.d + off, dw.d + off, db.d + off, dout.d + off, x.d + off, wt.d + off, N, C,
+                    OC);
     snprintf(w, sizeof(w), "matmul_bwd dinp %dx%dx%d", N, C, OC);
     compare_pair(w, &dx, R_SUM);
     compare_pair("matmul_bwd dw", &dw, R_SUM);
     compare_pair("matmul_bwd dbias", &db, R_SUM);
     pair_free(&x), pair_free(&wt), pair_free(&b), pair_free(&out), pair_free(&dout);
     pair_free(&dx), pair_free(&dw), pair_free(&db);
+}
+
+static void op_matmul(int N, int C, int OC)
+{
+    op_matmul_at(N, C, OC, 0);
 }
 
 static void op_conv(int B, int C, int H, int OC, int K, int S, int pad)
@@ -886,6 +898,7 @@ static void precisions(const char *gpt)
                    emu ? pn : "");
             op_matmul(64, 96, 48);
             op_matmul(700, 40, 48);
+            op_matmul_at(64, 96, 48, 1);
             op_conv(4, 3, 12, 8, 3, 1, 1);
             op_conv(8, 2, 28, 4, 3, 1, 1);
             norm_tol = emu ? mtolemu[k] : mtol32[k];
@@ -927,6 +940,7 @@ int main(int argc, char **argv)
     op_matmul(64, 96, 48);
     op_matmul(7, 33, 5);
     op_matmul(700, 40, 48); /* bias gradient in two passes (11 row chunks) */
+    op_matmul_at(64, 96, 48, 1); /* operands 4 bytes past the allocation's alignment */
     op_conv(4, 3, 12, 8, 3, 1, 1);
     op_conv(3, 2, 11, 5, 5, 2, 2);
     op_conv(2, 4, 9, 6, 3, 3, 0);

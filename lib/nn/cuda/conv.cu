@@ -189,12 +189,15 @@ void kn_cu_conv2d_bwd(float *dinp, float *dw, float *dbias, const float *dout, c
         int NP = (int)(nb * P);
         k_conv_dt<<<blocks_for((size_t)OC * NP, 256), 256>>>(dt, dout, b0, nb, OC, P);
         LAUNCHED();
-        if (dbias) rowsum_add(dbias, dt, OC, (size_t)NP);
+        int bias_done = 0;
         if (dw) {
             k_im2col<<<blocks_for((size_t)CKK * NP, 256), 256>>>(col, inp, b0, nb, dims_of(s));
             LAUNCHED();
-            kn_cu_gemm_rm(0, 1, OC, CKK, NP, 1.0f, dt, NP, col, NP, 1.0f, dw, CKK);
+            /* the bias gradient as the GEMM's epilogue where cuBLASLt has it */
+            bias_done = kn_cu_gemm_rm_dbias(0, 1, OC, CKK, NP, dt, NP, col, NP, dw, CKK, dbias);
+            if (!bias_done) kn_cu_gemm_rm(0, 1, OC, CKK, NP, 1.0f, dt, NP, col, NP, 1.0f, dw, CKK);
         }
+        if (dbias && !bias_done) rowsum_add(dbias, dt, OC, (size_t)NP);
         if (dinp) {
             kn_cu_gemm_rm(1, 0, CKK, NP, OC, 1.0f, w, CKK, dt, NP, 0.0f, dcol, NP);
             k_col2im<<<blocks_for((size_t)nb * s->C * s->H * s->W, 256), 256>>>(dinp, dcol, b0, nb,

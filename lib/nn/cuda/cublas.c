@@ -1,5 +1,6 @@
-/* cublas.c: finds and opens libcublas, resolves the functions of
- * kn_cublas_api. Plain C: needs only the CUDA runtime headers for types. */
+/* cublas.c: finds and opens libcublas (and libcublasLt), resolves the
+ * functions of kn_cublas_api (kn_cublaslt_api). Plain C: needs only the
+ * CUDA runtime headers for types. */
 #include "nn/cuda/cublas.h"
 
 #include <dlfcn.h>
@@ -88,5 +89,77 @@ const kn_cublas_api *kn_cublas_load(char *errbuf, size_t errsz)
     pthread_once(&once, load_once);
     if (loaded == 1) return &api;
     if (errbuf && errsz) snprintf(errbuf, errsz, "%s", load_error);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ cuBLASLt */
+
+static kn_cublaslt_api lt;
+static int lt_loaded;
+static char lt_error[1024];
+static pthread_once_t lt_once = PTHREAD_ONCE_INIT;
+
+static void *lt_try(const char *path)
+{
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (h) snprintf(lt.path, sizeof(lt.path), "%s", path);
+    return h;
+}
+
+static void lt_load_once(void)
+{
+    const char *env = getenv("KILN_CUBLASLT_LIB");
+    void *h = env ? lt_try(env) : NULL;
+    static const char *const names[] = {"libcublasLt.so.13", "libcublasLt.so.12",
+                                        "libcublasLt.so.11"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]) && !h; i++)
+        h = lt_try(names[i]);
+    if (!h && kn_cublas_load(NULL, 0)) { /* beside libcublas: .../libcublas.so.N -> libcublasLt.so.N */
+        char p[600];
+        const char *slash = strrchr(api.path, '/'), *ver = slash ? strstr(slash, ".so") : NULL;
+        if (slash && ver) {
+            snprintf(p, sizeof(p), "%.*s/libcublasLt%.32s", (int)(slash - api.path), api.path, ver);
+            h = lt_try(p);
+        }
+    }
+    if (!h) {
+        snprintf(lt_error, sizeof(lt_error),
+                 "libcublasLt not found (set KILN_CUBLASLT_LIB; looked for libcublasLt.so.13/12/11 "
+                 "and beside libcublas)");
+        lt_loaded = -1;
+        return;
+    }
+    struct {
+        void **slot;
+        const char *sym;
+    } syms[] = {
+        {(void **)&lt.create, "cublasLtCreate"},
+        {(void **)&lt.desc_create, "cublasLtMatmulDescCreate"},
+        {(void **)&lt.desc_destroy, "cublasLtMatmulDescDestroy"},
+        {(void **)&lt.desc_set, "cublasLtMatmulDescSetAttribute"},
+        {(void **)&lt.layout_create, "cublasLtMatrixLayoutCreate"},
+        {(void **)&lt.layout_destroy, "cublasLtMatrixLayoutDestroy"},
+        {(void **)&lt.pref_create, "cublasLtMatmulPreferenceCreate"},
+        {(void **)&lt.pref_destroy, "cublasLtMatmulPreferenceDestroy"},
+        {(void **)&lt.pref_set, "cublasLtMatmulPreferenceSetAttribute"},
+        {(void **)&lt.heuristic, "cublasLtMatmulAlgoGetHeuristic"},
+        {(void **)&lt.matmul, "cublasLtMatmul"},
+    };
+    for (size_t i = 0; i < sizeof(syms) / sizeof(syms[0]); i++) {
+        *syms[i].slot = dlsym(h, syms[i].sym);
+        if (!*syms[i].slot) {
+            snprintf(lt_error, sizeof(lt_error), "%s: symbol %s missing", lt.path, syms[i].sym);
+            lt_loaded = -1;
+            return;
+        }
+    }
+    lt_loaded = 1;
+}
+
+const kn_cublaslt_api *kn_cublaslt_load(char *errbuf, size_t errsz)
+{
+    pthread_once(&lt_once, lt_load_once);
+    if (lt_loaded == 1) return &lt;
+    if (errbuf && errsz) snprintf(errbuf, errsz, "%s", lt_error);
     return NULL;
 }

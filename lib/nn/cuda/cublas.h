@@ -12,6 +12,7 @@
 
 #include <cuda_runtime.h>
 #include <library_types.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -60,6 +61,82 @@ typedef struct {
 /* Loads libcublas once (thread-safe) and returns the table, or NULL with a
  * message in errbuf naming every place it looked. */
 const kn_cublas_api *kn_cublas_load(char *errbuf, size_t errsz);
+
+/* ------------------------------------------------------------ cuBLASLt
+ * The part of cublasLt.h kiln uses (values of NVIDIA's header, CUDA 11-13):
+ * matmuls with epilogues (bias added, bias gradient reduced from an
+ * operand). Optional: where libcublasLt is not found the backend runs the
+ * same products through cuBLAS plus its own kernels. */
+typedef struct cublasLtContext *cublasLtHandle_t;
+typedef struct cublasLtMatmulDescOpaque_st *cublasLtMatmulDesc_t;
+typedef struct cublasLtMatrixLayoutOpaque_st *cublasLtMatrixLayout_t;
+typedef struct cublasLtMatmulPreferenceOpaque_st *cublasLtMatmulPreference_t;
+typedef struct {
+    uint64_t data[8];
+} kn_cublaslt_algo;
+typedef struct {
+    kn_cublaslt_algo algo;
+    size_t workspace_size;
+    cublasStatus_t state;
+    float waves_count;
+    int reserved[4];
+} kn_cublaslt_heuristic;
+
+enum { /* cublasLtMatmulDescAttributes_t */
+       KN_LT_DESC_TRANSA = 3,
+       KN_LT_DESC_TRANSB = 4,
+       KN_LT_DESC_EPILOGUE = 7,
+       KN_LT_DESC_BIAS_POINTER = 8,
+       KN_LT_DESC_BIAS_DATA_TYPE = 26
+};
+enum { /* cublasLtEpilogue_t */
+       KN_LT_EPILOGUE_DEFAULT = 1,
+       KN_LT_EPILOGUE_BIAS = 4,
+       KN_LT_EPILOGUE_GELU = 32,
+       KN_LT_EPILOGUE_GELU_AUX_BIAS = 164,
+       KN_LT_EPILOGUE_DGELU_BGRAD = 208,
+       KN_LT_EPILOGUE_BGRADA = 256,
+       KN_LT_EPILOGUE_BGRADB = 512
+};
+enum { /* cublasLtMatmulPreferenceAttributes_t */
+       KN_LT_PREF_MAX_WORKSPACE_BYTES = 1,
+       KN_LT_PREF_MIN_ALIGNMENT_A_BYTES = 5,
+       KN_LT_PREF_MIN_ALIGNMENT_B_BYTES = 6,
+       KN_LT_PREF_MIN_ALIGNMENT_C_BYTES = 7,
+       KN_LT_PREF_MIN_ALIGNMENT_D_BYTES = 8
+};
+
+typedef struct {
+    cublasStatus_t (*create)(cublasLtHandle_t *h);
+    cublasStatus_t (*desc_create)(cublasLtMatmulDesc_t *d, int compute, cudaDataType scale);
+    cublasStatus_t (*desc_destroy)(cublasLtMatmulDesc_t d);
+    cublasStatus_t (*desc_set)(cublasLtMatmulDesc_t d, int attr, const void *buf, size_t size);
+    cublasStatus_t (*layout_create)(cublasLtMatrixLayout_t *l, cudaDataType type, uint64_t rows,
+                                    uint64_t cols, int64_t ld);
+    cublasStatus_t (*layout_destroy)(cublasLtMatrixLayout_t l);
+    cublasStatus_t (*pref_create)(cublasLtMatmulPreference_t *p);
+    cublasStatus_t (*pref_destroy)(cublasLtMatmulPreference_t p);
+    cublasStatus_t (*pref_set)(cublasLtMatmulPreference_t p, int attr, const void *buf,
+                               size_t size);
+    cublasStatus_t (*heuristic)(cublasLtHandle_t h, cublasLtMatmulDesc_t op,
+                                cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                                cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d,
+                                cublasLtMatmulPreference_t pref, int requested,
+                                kn_cublaslt_heuristic *results, int *returned);
+    cublasStatus_t (*matmul)(cublasLtHandle_t h, cublasLtMatmulDesc_t op, const void *alpha,
+                             const void *a, cublasLtMatrixLayout_t al, const void *b,
+                             cublasLtMatrixLayout_t bl, const void *beta, const void *c,
+                             cublasLtMatrixLayout_t cl, void *d, cublasLtMatrixLayout_t dl,
+                             const kn_cublaslt_algo *algo, void *workspace, size_t ws_bytes,
+                             cudaStream_t stream);
+    char path[640];
+} kn_cublaslt_api;
+
+/* Loads libcublasLt once ($KILN_CUBLASLT_LIB, then libcublasLt.so.13/12/11
+ * by name, which finds the one libcublas already pulled in, then beside
+ * the libcublas that kn_cublas_load opened); NULL with a message when it
+ * is not there or lacks a symbol. */
+const kn_cublaslt_api *kn_cublaslt_load(char *errbuf, size_t errsz);
 
 #ifdef __cplusplus
 }

@@ -116,6 +116,17 @@ extern int kn_cu_precision;
  * valid until that slot's next use. */
 const __nv_bfloat16 *kn_cu_to_bf16(int slot, const float *src, size_t n);
 
+/* cuBLASLt (optional: NULL where libcublasLt was not found), set by the
+ * probe; matmul.cu runs its epilogue GEMMs. */
+extern const kn_cublaslt_api *kn_cu_lt;
+extern cublasLtHandle_t kn_cu_lt_handle;
+
+/* dw (M, N) += op(A) op(B) (row-major, beta 1) and dbias[m] += the sum of
+ * op(A)'s row m over k, in one cuBLASLt GEMM with the BGRADB epilogue; 0
+ * (nothing done) where that is not available: then run both the usual way. */
+int kn_cu_gemm_rm_dbias(int ta, int tb, int M, int N, int K, const float *A, int lda,
+                        const float *B, int ldb, float *dw, int ldc, float *dbias);
+
 /* Row-major C (M, N) = alpha op(A) op(B) + beta C, as cblas_sgemm(RowMajor)
  * takes it, in kn_cu_precision; and its strided batch (always fp32). */
 void kn_cu_gemm_rm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,

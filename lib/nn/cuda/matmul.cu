@@ -72,6 +72,172 @@ void kn_cu_gemm_rm(int ta, int tb, int M, int N, int K, float alpha, const float
     }
 }
 
+/* ------------------------------------------------------------ cuBLASLt
+ *
+ * The same products through cublasLtMatmul where an epilogue saves a pass:
+ * BIAS (the linear forward's bias added as the GEMM writes, instead of
+ * k_fill_rows + beta = 1) and BGRADB (the bias gradient reduced from the
+ * dout operand as the weight-gradient GEMM reads it, instead of a column
+ * or row sum over dout). Each shape (with its operand alignments, epilogue
+ * and precision) asks the heuristic once; a shape it has no algorithm for
+ * is remembered and runs the cuBLAS + kernel path, as does everything
+ * when libcublasLt is missing (kn_cu_lt NULL). Alignments are handed to
+ * the heuristic (tensors of one allocation sit at 4-byte offsets, and the
+ * heuristic otherwise assumes 256); the bias pointer must be 16-byte
+ * aligned, else the plain path runs. */
+
+const kn_cublaslt_api *kn_cu_lt;
+cublasLtHandle_t kn_cu_lt_handle;
+
+#define LT_WORKSPACE (32u << 20)
+#define LT_PLANS     256
+
+typedef struct {
+    int ta, tb, M, N, K, lda, ldb, ldc, epi, prec;
+    unsigned align_a, align_b, align_c;
+    int ok; /* 1 an algorithm, 0 none: use the plain path */
+    kn_cublaslt_algo algo;
+} lt_plan;
+
+static lt_plan plans[LT_PLANS];
+static int nplans;
+static void *lt_workspace;
+
+static unsigned align_of(const void *p)
+{
+    uintptr_t a = (uintptr_t)p;
+    unsigned al = 256;
+    while (al > 1 && a % al) al >>= 1;
+    return al;
+}
+
+/* Row-major C (M, N) = op(A) op(B) + beta C through cuBLASLt with epilogue
+ * epi: KN_LT_EPILOGUE_BIAS adds vec[n] to every row (vec: N floats),
+ * KN_LT_EPILOGUE_BGRADB writes vec[m] = sum over k of op(A)[m, k] (M
+ * floats; written, not added). In kn_cu_precision, as kn_cu_gemm_rm.
+ * Returns 1 when done, 0 when this shape has no cuBLASLt algorithm (or
+ * there is no cuBLASLt): then nothing was written. */
+static int gemm_rm_lt(int ta, int tb, int M, int N, int K, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc, int epi, float *vec)
+{
+    if (!kn_cu_lt || align_of(vec) < 16) return 0;
+    const int prec = kn_cu_precision;
+    const unsigned aa = prec == 2 ? 256 : align_of(A), ab = prec == 2 ? 256 : align_of(B),
+                   ac = align_of(C);
+    lt_plan *plan = NULL;
+    for (int i = 0; i < nplans && !plan; i++) {
+        lt_plan *q = &plans[i];
+        if (q->ta == ta && q->tb == tb && q->M == M && q->N == N && q->K == K && q->lda == lda &&
+            q->ldb == ldb && q->ldc == ldc && q->epi == epi && q->prec == prec &&
+            q->align_a == aa && q->align_b == ab && q->align_c == ac)
+            plan = q;
+    }
+    if (plan && !plan->ok) return 0;
+
+    /* column-major: C^T (N x M) = op(B)^T op(A)^T, so cuBLASLt's A is our B */
+    const void *la = B, *lb = A;
+    cudaDataType t = CUDA_R_32F;
+    if (prec == 2) {
+        lb = kn_cu_to_bf16(0, A, ta ? span(K, M, lda) : span(M, K, lda));
+        la = kn_cu_to_bf16(1, B, tb ? span(N, K, ldb) : span(K, N, ldb));
+        t = CUDA_R_16BF;
+    }
+    const int compute = prec == 1 ? KN_CUBLAS_COMPUTE_32F_FAST_TF32 : KN_CUBLAS_COMPUTE_32F;
+    const int opa = tb ? KN_CUBLAS_OP_T : KN_CUBLAS_OP_N, opb = ta ? KN_CUBLAS_OP_T : KN_CUBLAS_OP_N;
+    const int32_t vec_type = CUDA_R_32F;
+    cublasLtMatmulDesc_t op = NULL;
+    cublasLtMatrixLayout_t al = NULL, bl = NULL, cl = NULL;
+    CUBLAS(kn_cu_lt->desc_create(&op, compute, CUDA_R_32F));
+    CUBLAS(kn_cu_lt->desc_set(op, KN_LT_DESC_TRANSA, &opa, sizeof(opa)));
+    CUBLAS(kn_cu_lt->desc_set(op, KN_LT_DESC_TRANSB, &opb, sizeof(opb)));
+    CUBLAS(kn_cu_lt->desc_set(op, KN_LT_DESC_EPILOGUE, &epi, sizeof(epi)));
+    CUBLAS(kn_cu_lt->desc_set(op, KN_LT_DESC_BIAS_POINTER, &vec, sizeof(vec)));
+    CUBLAS(kn_cu_lt->desc_set(op, KN_LT_DESC_BIAS_DATA_TYPE, &vec_type, sizeof(vec_type)));
+    CUBLAS(kn_cu_lt->layout_create(&al, t, tb ? K : N, tb ? N : K, ldb));
+    CUBLAS(kn_cu_lt->layout_create(&bl, t, ta ? M : K, ta ? K : M, lda));
+    CUBLAS(kn_cu_lt->layout_create(&cl, CUDA_R_32F, N, M, ldc));
+    if (!plan) {
+        cublasLtMatmulPreference_t pref = NULL;
+        const uint64_t ws = LT_WORKSPACE;
+        const uint32_t alg[4] = {aa, ab, ac, ac}; /* A, B, C, D: cuBLASLt's A is our B */
+        kn_cublaslt_heuristic res;
+        int got = 0;
+        CUBLAS(kn_cu_lt->pref_create(&pref));
+        CUBLAS(kn_cu_lt->pref_set(pref, KN_LT_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+        CUBLAS(kn_cu_lt->pref_set(pref, KN_LT_PREF_MIN_ALIGNMENT_A_BYTES, &alg[1], sizeof(alg[1])));
+        CUBLAS(kn_cu_lt->pref_set(pref, KN_LT_PREF_MIN_ALIGNMENT_B_BYTES, &alg[0], sizeof(alg[0])));
+        CUBLAS(kn_cu_lt->pref_set(pref, KN_LT_PREF_MIN_ALIGNMENT_C_BYTES, &alg[2], sizeof(alg[2])));
+        CUBLAS(kn_cu_lt->pref_set(pref, KN_LT_PREF_MIN_ALIGNMENT_D_BYTES, &alg[3], sizeof(alg[3])));
+        cublasStatus_t st = kn_cu_lt->heuristic(kn_cu_lt_handle, op, al, bl, cl, cl, pref, 1, &res,
+                                                &got);
+        CUBLAS(kn_cu_lt->pref_destroy(pref));
+        if (nplans < LT_PLANS) {
+            plan = &plans[nplans++];
+            *plan = (lt_plan){ta, tb, M, N, K, lda, ldb, ldc, epi, prec, aa, ab, ac, 0, {{0}}};
+        }
+        const int ok = st == 0 && got > 0 && res.state == 0;
+        if (plan) plan->ok = ok, plan->algo = res.algo;
+        if (!ok) {
+            CUBLAS(kn_cu_lt->layout_destroy(al));
+            CUBLAS(kn_cu_lt->layout_destroy(bl));
+            CUBLAS(kn_cu_lt->layout_destroy(cl));
+            CUBLAS(kn_cu_lt->desc_destroy(op));
+            return 0;
+        }
+        if (!plan) { /* table full: run with this answer, ask again next time */
+            static lt_plan once;
+            once.algo = res.algo;
+            plan = &once;
+        }
+    }
+    if (!lt_workspace) CU(cudaMalloc(&lt_workspace, LT_WORKSPACE));
+    const float alpha = 1.0f;
+    CUBLAS(kn_cu_lt->matmul(kn_cu_lt_handle, op, &alpha, la, al, lb, bl, &beta, C, cl, C, cl,
+                            &plan->algo, lt_workspace, LT_WORKSPACE, 0));
+    CUBLAS(kn_cu_lt->layout_destroy(al));
+    CUBLAS(kn_cu_lt->layout_destroy(bl));
+    CUBLAS(kn_cu_lt->layout_destroy(cl));
+    CUBLAS(kn_cu_lt->desc_destroy(op));
+    return 1;
+}
+
+/* A vector of n floats for a BGRADB result (grown like the scratch). */
+static float *lt_vec(size_t n)
+{
+    static float *v;
+    static size_t len;
+    if (n > len) {
+        if (v) CU(cudaFree(v));
+        v = NULL;
+        CU(cudaMalloc(&v, n * sizeof(float)));
+        len = n;
+    }
+    return v;
+}
+
+__global__ void k_vec_add(float *dst, const float *src, int n)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) dst[i] += src[i];
+}
+
+/* dw (M, N) += op(A) op(B) (row-major, as kn_cu_gemm_rm with beta 1) and,
+ * when dbias is not NULL, dbias[m] += sum over k of op(A)[m, k], from the
+ * GEMM's BGRADB epilogue. Returns 0 (nothing done) where that epilogue is
+ * not available or not wanted: bf16, where the epilogue would sum the
+ * rounded operand (precision.h: bias gradients come from the fp32 dout). */
+int kn_cu_gemm_rm_dbias(int ta, int tb, int M, int N, int K, const float *A, int lda,
+                        const float *B, int ldb, float *dw, int ldc, float *dbias)
+{
+    if (!dbias || kn_cu_precision == 2) return 0;
+    float *g = lt_vec((size_t)M);
+    if (!gemm_rm_lt(ta, tb, M, N, K, A, lda, B, ldb, 1.0f, dw, ldc, KN_LT_EPILOGUE_BGRADB, g))
+        return 0;
+    k_vec_add<<<(M + 255) / 256, 256>>>(dbias, g, M);
+    LAUNCHED();
+    return 1;
+}
+
 /* Always fp32 (attention's products; the precision does not reach them). */
 void kn_cu_gemm_rm_batched(int ta, int tb, int M, int N, int K, float alpha, const float *A,
                            int lda, long long sa, const float *B, int ldb, long long sb, float beta,
@@ -157,6 +323,9 @@ static void colsum_add(float *dcol, const float *x, int rows, int cols)
 void kn_cu_matmul_fwd(float *out, const float *inp, const float *w, const float *bias, int N, int C,
                       int OC)
 {
+    if (bias && gemm_rm_lt(0, 1, N, OC, C, inp, C, w, C, 0.0f, out, OC, KN_LT_EPILOGUE_BIAS,
+                           (float *)bias))
+        return;
     float beta = 0.0f;
     if (bias) {
         size_t n = (size_t)N * OC;
@@ -171,6 +340,11 @@ void kn_cu_matmul_bwd(float *dinp, float *dw, float *dbias, const float *dout, c
                       const float *w, int N, int C, int OC)
 {
     if (dinp) kn_cu_gemm_rm(0, 0, N, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
-    if (dw) kn_cu_gemm_rm(1, 0, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+    if (dw) {
+        if (kn_cu_gemm_rm_dbias(1, 0, OC, C, N, dout, OC, inp, C, dw, C, dbias))
+            dbias = NULL; /* done by the GEMM's epilogue */
+        else
+            kn_cu_gemm_rm(1, 0, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+    }
     if (dbias) colsum_add(dbias, dout, N, OC);
 }
