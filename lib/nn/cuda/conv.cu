@@ -2,7 +2,8 @@
  * backward as col2im of a GEMM; chunks keep the column matrices under
  * CU_CONV_SCRATCH_FLOATS, as cpu.c does. Cost: the GEMMs' 2 OC CKK P flops
  * per image, plus im2col/col2im, which read and write CKK P floats per image
- * each (memory-bound; a quarter of the CNN step on the H200), and the bias
+ * each (memory-bound; a quarter of the CNN step on the H200 before their
+ * index arithmetic went 32-bit, see plane_grid), and the bias
  * gradient, each channel's row of the chunk summed in segments by blocks of
  * 256 and the segments added in order (two passes, no atomics). col2im gathers (one
  * thread per input pixel), so there are no atomics and results are
@@ -41,77 +42,99 @@ static conv_dims dims_of(const kn_conv_shape *s)
     return d;
 }
 
-/* col (C*K*K, nb*P) from images [b0, b0 + nb): one thread per column element */
+/* The elementwise conv kernels run on a 2-D grid: y over planes (a row of
+ * the column matrix, or an (image, channel) plane), x over the elements of
+ * the plane, with 32-bit index arithmetic (a chunk holds < 2^31 elements of
+ * a plane: the scratch budget). The first version decoded a flat 64-bit
+ * index with six 64-bit divisions per element (emulated on the GPU, tens of
+ * instructions each): im2col was a quarter of the CNN B=256 step on the
+ * H200, about ten times its memory-bound time. Now the plane's coordinates
+ * are uniform per block and each element costs two 32-bit divisions. */
+static dim3 plane_grid(int per_plane, int planes)
+{
+    int x = (per_plane + 255) / 256;
+    return dim3((unsigned)(x < 1024 ? (x ? x : 1) : 1024), (unsigned)(planes < 65535 ? planes : 65535));
+}
+
+/* col (C*K*K, nb*P) from images [b0, b0 + nb): plane = a row (c, kh, kw) of
+ * col, x = its nb*P entries (image b, output pixel p); writes coalesced,
+ * reads along a row of the image (stride S). */
 __global__ void k_im2col(float *col, const float *inp, int b0, int nb, conv_dims d)
 {
-    const size_t P = (size_t)d.OH * d.OW, ld = (size_t)nb * P;
-    const size_t n = (size_t)d.C * d.K * d.K * ld;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        size_t row = i / ld, j = i % ld;
-        int b = (int)(j / P), p = (int)(j % P);
-        int oh = p / d.OW, ow = p % d.OW;
-        int kw = (int)(row % d.K), kh = (int)(row / d.K % d.K), c = (int)(row / d.K / d.K);
-        int ih = oh * d.S - d.pad + kh, iw = ow * d.S - d.pad + kw;
-        float v = 0.0f;
-        if (ih >= 0 && ih < d.H && iw >= 0 && iw < d.W)
-            v = inp[(((size_t)(b0 + b) * d.C + c) * d.H + ih) * d.W + iw];
-        col[i] = v;
+    const int P = d.OH * d.OW, ld = nb * P, KK = d.K * d.K, rows = d.C * KK;
+    const size_t img = (size_t)d.C * d.H * d.W;
+    for (int row = blockIdx.y; row < rows; row += gridDim.y) {
+        const int c = row / KK, kh = row % KK / d.K, kw = row % d.K;
+        const float *src = inp + (size_t)b0 * img + (size_t)c * d.H * d.W;
+        float *dst = col + (size_t)row * ld;
+        for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < ld; j += gridDim.x * blockDim.x) {
+            const int b = j / P, p = j - b * P, oh = p / d.OW, ow = p - oh * d.OW;
+            const int ih = oh * d.S - d.pad + kh, iw = ow * d.S - d.pad + kw;
+            float v = 0.0f;
+            if ((unsigned)ih < (unsigned)d.H && (unsigned)iw < (unsigned)d.W)
+                v = src[(size_t)b * img + ih * d.W + iw];
+            dst[j] = v;
+        }
     }
 }
 
-/* dinp += col2im(dcol) for images [b0, b0 + nb): one thread per input pixel
- * gathers every column entry that read it (no atomics, fixed order). */
+/* dinp += col2im(dcol) for images [b0, b0 + nb): plane = (image, channel),
+ * x = its input pixels; each gathers every column entry that read it (no
+ * atomics, fixed order). */
 __global__ void k_col2im(float *dinp, const float *dcol, int b0, int nb, conv_dims d)
 {
-    const size_t P = (size_t)d.OH * d.OW, ld = (size_t)nb * P;
-    const size_t n = (size_t)nb * d.C * d.H * d.W;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        int iw = (int)(i % d.W), ih = (int)(i / d.W % d.H), c = (int)(i / d.W / d.H % d.C);
-        int b = (int)(i / d.W / d.H / d.C);
-        float acc = 0.0f;
-        for (int kh = 0; kh < d.K; kh++) {
-            int th = ih + d.pad - kh; /* = oh * S */
-            if (th < 0 || th % d.S) continue;
-            int oh = th / d.S;
-            if (oh >= d.OH) continue;
-            for (int kw = 0; kw < d.K; kw++) {
-                int tw = iw + d.pad - kw;
-                if (tw < 0 || tw % d.S) continue;
-                int ow = tw / d.S;
-                if (ow >= d.OW) continue;
-                size_t row = ((size_t)c * d.K + kh) * d.K + kw;
-                acc += dcol[row * ld + (size_t)b * P + (size_t)oh * d.OW + ow];
+    const int P = d.OH * d.OW, HW = d.H * d.W, planes = nb * d.C;
+    const size_t ld = (size_t)nb * P;
+    for (int pl = blockIdx.y; pl < planes; pl += gridDim.y) {
+        const int b = pl / d.C, c = pl - b * d.C;
+        float *x = dinp + ((size_t)(b0 + b) * d.C + c) * HW;
+        const float *base = dcol + (size_t)c * d.K * d.K * ld + (size_t)b * P;
+        for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < HW; i += gridDim.x * blockDim.x) {
+            const int ih = i / d.W, iw = i - ih * d.W;
+            float acc = 0.0f;
+            for (int kh = 0; kh < d.K; kh++) {
+                const int th = ih + d.pad - kh; /* = oh * S */
+                if (th < 0 || th % d.S) continue;
+                const int oh = th / d.S;
+                if (oh >= d.OH) continue;
+                for (int kw = 0; kw < d.K; kw++) {
+                    const int tw = iw + d.pad - kw;
+                    if (tw < 0 || tw % d.S) continue;
+                    const int ow = tw / d.S;
+                    if (ow >= d.OW) continue;
+                    acc += base[(size_t)(kh * d.K + kw) * ld + oh * d.OW + ow];
+                }
             }
+            x[i] += acc;
         }
-        dinp[((size_t)(b0 + b) * d.C + c) * d.H * d.W + (size_t)ih * d.W + iw] += acc;
     }
 }
 
-/* out[b0+b, o, p] = tmp[o, b*P + p] + bias[o] */
+/* out[b0+b, o, p] = tmp[o, b*P + p] + bias[o]: plane = (image, channel) */
 __global__ void k_conv_out(float *out, const float *tmp, const float *bias, int b0, int nb, int OC,
-                           size_t P)
+                           int P)
 {
-    const size_t n = (size_t)nb * OC * P, NP = (size_t)nb * P;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        size_t p = i % P;
-        int o = (int)(i / P % OC), b = (int)(i / P / OC);
-        out[((size_t)(b0 + b) * OC + o) * P + p] =
-            tmp[(size_t)o * NP + (size_t)b * P + p] + (bias ? bias[o] : 0.0f);
+    const size_t NP = (size_t)nb * P;
+    for (int pl = blockIdx.y; pl < nb * OC; pl += gridDim.y) {
+        const int b = pl / OC, o = pl - b * OC;
+        const float bo = bias ? bias[o] : 0.0f;
+        float *dst = out + ((size_t)(b0 + b) * OC + o) * P;
+        const float *src = tmp + (size_t)o * NP + (size_t)b * P;
+        for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < P; p += gridDim.x * blockDim.x)
+            dst[p] = src[p] + bo;
     }
 }
 
-/* dt[o, b*P + p] = dout[b0+b, o, p] */
-__global__ void k_conv_dt(float *dt, const float *dout, int b0, int nb, int OC, size_t P)
+/* dt[o, b*P + p] = dout[b0+b, o, p]: plane = (image, channel) */
+__global__ void k_conv_dt(float *dt, const float *dout, int b0, int nb, int OC, int P)
 {
-    const size_t n = (size_t)nb * OC * P, NP = (size_t)nb * P;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        size_t p = i % P;
-        int o = (int)(i / P % OC), b = (int)(i / P / OC);
-        dt[(size_t)o * NP + (size_t)b * P + p] = dout[((size_t)(b0 + b) * OC + o) * P + p];
+    const size_t NP = (size_t)nb * P;
+    for (int pl = blockIdx.y; pl < nb * OC; pl += gridDim.y) {
+        const int b = pl / OC, o = pl - b * OC;
+        const float *src = dout + ((size_t)(b0 + b) * OC + o) * P;
+        float *dst = dt + (size_t)o * NP + (size_t)b * P;
+        for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < P; p += gridDim.x * blockDim.x)
+            dst[p] = src[p];
     }
 }
 
@@ -169,10 +192,10 @@ void kn_cu_conv2d_fwd(float *out, const float *inp, const float *w, const float 
     for (int b0 = 0; b0 < s->B; b0 += nbmax) {
         int nb = s->B - b0 < nbmax ? s->B - b0 : nbmax;
         int NP = (int)(nb * P);
-        k_im2col<<<blocks_for((size_t)CKK * NP, 256), 256>>>(col, inp, b0, nb, dims_of(s));
+        k_im2col<<<plane_grid(NP, CKK), 256>>>(col, inp, b0, nb, dims_of(s));
         LAUNCHED();
         kn_cu_gemm_rm(0, 0, OC, NP, CKK, 1.0f, w, CKK, col, NP, 0.0f, tmp, NP);
-        k_conv_out<<<blocks_for((size_t)OC * NP, 256), 256>>>(out, tmp, bias, b0, nb, OC, P);
+        k_conv_out<<<plane_grid((int)P, nb * OC), 256>>>(out, tmp, bias, b0, nb, OC, (int)P);
         LAUNCHED();
     }
 }
@@ -187,11 +210,11 @@ void kn_cu_conv2d_bwd(float *dinp, float *dw, float *dbias, const float *dout, c
     for (int b0 = 0; b0 < s->B; b0 += nbmax) {
         int nb = s->B - b0 < nbmax ? s->B - b0 : nbmax;
         int NP = (int)(nb * P);
-        k_conv_dt<<<blocks_for((size_t)OC * NP, 256), 256>>>(dt, dout, b0, nb, OC, P);
+        k_conv_dt<<<plane_grid((int)P, nb * OC), 256>>>(dt, dout, b0, nb, OC, (int)P);
         LAUNCHED();
         int bias_done = 0;
         if (dw) {
-            k_im2col<<<blocks_for((size_t)CKK * NP, 256), 256>>>(col, inp, b0, nb, dims_of(s));
+            k_im2col<<<plane_grid(NP, CKK), 256>>>(col, inp, b0, nb, dims_of(s));
             LAUNCHED();
             /* the bias gradient as the GEMM's epilogue where cuBLASLt has it */
             bias_done = kn_cu_gemm_rm_dbias(0, 1, OC, CKK, NP, dt, NP, col, NP, dw, CKK, dbias);
@@ -200,8 +223,7 @@ void kn_cu_conv2d_bwd(float *dinp, float *dw, float *dbias, const float *dout, c
         if (dbias && !bias_done) rowsum_add(dbias, dt, OC, (size_t)NP);
         if (dinp) {
             kn_cu_gemm_rm(1, 0, CKK, NP, OC, 1.0f, w, CKK, dt, NP, 0.0f, dcol, NP);
-            k_col2im<<<blocks_for((size_t)nb * s->C * s->H * s->W, 256), 256>>>(dinp, dcol, b0, nb,
-                                                                                dims_of(s));
+            k_col2im<<<plane_grid(s->H * s->W, nb * s->C), 256>>>(dinp, dcol, b0, nb, dims_of(s));
             LAUNCHED();
         }
     }
