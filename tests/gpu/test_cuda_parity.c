@@ -954,6 +954,9 @@ int main(int argc, char **argv)
     op_layernorm(1000, 96); /* dw, db in two passes (16 row chunks) */
     op_attention(2, 13, 24, 3, 1);
     op_attention(2, 9, 16, 2, 0);
+    op_attention(1, 100, 16, 2, 1);  /* softmax rows in registers: 4 a lane */
+    op_attention(1, 1024, 8, 1, 1);  /* 32 a lane, GPT-2's T */
+    op_attention(1, 1050, 8, 1, 0);  /* past 1024: the looping softmax kernels */
     op_elementwise(10007);
     op_seqpool(3, 11, 20);
     op_losses(29, 61, 64, 5);
