@@ -32,7 +32,9 @@
  * 50 AdamW steps in tf32/bf16 tracks its fp32 run on the same device,
  * every loss within 1 %. With --backend cpu the device side is the CPU's
  * emulation, so CI checks what emulated tf32/bf16 costs against fp32.
- * Usage: test_cuda_parity [--backend NAME] (NAME = cpu checks the harness). */
+ * Usage: test_cuda_parity [--backend NAME] [--quick] (NAME = cpu checks the
+ * harness; --quick leaves out the 50-step training runs, whose kernels the
+ * 3-step runs already launch: tests/gpu/15-sanitize.sh runs it so). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -868,6 +870,8 @@ static void tracks(const char *what, const char *spec_json, const kn_backend *re
 /* The precision checks (header): ops and models in tf32 and bf16 against
  * the CPU in fp32 and against the CPU emulating the precision, then 50
  * training steps against fp32 on the same device. */
+static int quick; /* --quick: no 50-step training runs */
+
 static void precisions(const char *gpt)
 {
     const kn_backend *cpu32 = cpu, *dev32 = dev;
@@ -911,7 +915,7 @@ static void precisions(const char *gpt)
         }
         cpu = cpu32, dev = dev32, norm_tol = 0;
         snprintf(w, sizeof(w), "gpt %s training tracks fp32", pn);
-        tracks(w, gpt, dev32, dp, 3, 16);
+        if (!quick) tracks(w, gpt, dev32, dp, 3, 16);
     }
 }
 
@@ -921,8 +925,10 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--backend") && i + 1 < argc)
             name = argv[++i];
+        else if (!strcmp(argv[i], "--quick"))
+            quick = 1;
         else {
-            fprintf(stderr, "usage: %s [--backend cuda|cpu]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--backend cuda|cpu] [--quick]\n", argv[0]);
             return 2;
         }
     }
