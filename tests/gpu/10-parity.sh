@@ -4,6 +4,8 @@
 # fixture (tests/nn) on the GPU. Called by tests/gpu/run with the build dir.
 set -euo pipefail
 build=$1
-"$build/tests/gpu/test_cuda_parity"
+# KILN_CUDA_VERBOSE: one line per GEMM shape saying whether cuBLASLt ran it
+# with its epilogue or the cuBLAS + kernel path did (and cuBLASLt's status)
+KILN_CUDA_VERBOSE=1 "$build/tests/gpu/test_cuda_parity"
 KILN_TEST_BACKEND=cuda "$build/tests/test_nn_gpt_fixture"
 echo "parity: every op and model matches the CPU backend; the GPT fixture matches PyTorch on the GPU"

@@ -177,6 +177,12 @@ static int gemm_rm_lt(int ta, int tb, int M, int N, int K, const float *A, int l
         }
         const int ok = st == 0 && got > 0 && res.state == 0;
         if (plan) plan->ok = ok, plan->algo = res.algo;
+        if (getenv("KILN_CUDA_VERBOSE")) /* which shapes run fused (tests/gpu/10-parity.sh) */
+            fprintf(stderr,
+                    "kiln cuda: cuBLASLt %s ta%d tb%d M%d N%d K%d prec %d align %u/%u/%u: %s "
+                    "(status %d, %d found)\n",
+                    epi == KN_LT_EPILOGUE_BIAS ? "BIAS" : "BGRADB", ta, tb, M, N, K, prec, aa, ab,
+                    ac, ok ? "fused" : "none, cuBLAS + kernel", (int)st, got);
         if (!ok) {
             CUBLAS(kn_cu_lt->layout_destroy(al));
             CUBLAS(kn_cu_lt->layout_destroy(bl));
