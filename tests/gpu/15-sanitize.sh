@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # compute-sanitizer over the parity test (every op and model of the CUDA
 # backend in every precision, cuBLAS and cuBLASLt included; --quick: without
-# the 50-step training runs, which launch no kernel the rest does not): memcheck (out-of-bounds and misaligned
+# the 50-step training runs and the second pass of the precision checks,
+# which launch no kernel the rest does not): memcheck (out-of-bounds and misaligned
 # accesses), initcheck (reads of device memory never written), racecheck
 # (shared-memory hazards) and synccheck (barrier misuse). The four run side
 # by side (the test is small; the tools are CPU-bound) under a time limit, so
