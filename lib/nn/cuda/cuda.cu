@@ -1,17 +1,21 @@
-/* cuda.cu: the CUDA backend, fp32: the kn_backend table and the probe that
- * fills it. Every GEMM goes through cuBLAS (loaded at run time,
- * lib/nn/cuda/cublas.h); the rest are kernels of our own, one file per
- * concern (common, matmul, conv, pool, embedding, layernorm, attention,
- * elementwise, classifier, optimizer; cuda_int.cuh declares them), that
- * follow cpu.c op for op, so the two backends compute the same thing in the
- * same order where it matters: reductions over a row or a column run in one
- * thread or one warp in a fixed order, never through atomics, so a step is
- * deterministic run to run.
+/* cuda.cu: the CUDA backend: the kn_backend tables (fp32, and the tf32 and
+ * bf16 variants of nn/precision.h) and the probe that fills them. Every
+ * GEMM goes through cuBLAS or, where an epilogue saves a pass, cuBLASLt
+ * (both loaded at run time, lib/nn/cuda/cublas.h; cuBLASLt optional); the
+ * rest are kernels of our own, one file per concern (common, matmul, conv,
+ * pool, embedding, layernorm, attention, elementwise, classifier,
+ * optimizer; cuda_int.cuh declares them), that follow cpu.c op for op, so
+ * the two backends compute the same thing in the same order where it
+ * matters: reductions over a row or a column run in one thread, one warp
+ * or fixed partial sums, never through atomics, so a step is deterministic
+ * run to run.
  *
- * Status: parity-tested on an H200 (tests/gpu/run); first-step choices, to
- * be replaced once measured: attention as strided-batched GEMMs + a fused
- * softmax kernel (full T x T, masked entries zero), column reductions with
- * one thread per column, embedding backward with one thread per channel.
+ * Status: fp32 parity-tested on an H200 (tests/gpu/run); the precision
+ * variants, the cuBLASLt epilogues, the conv index arithmetic and the
+ * register softmax were written after that run, without a GPU, and await
+ * the next one. First-step choices still in place: attention as
+ * strided-batched GEMMs + a softmax kernel (full T x T, masked entries
+ * zero), embedding backward with one thread per channel.
  *
  * Everything runs on the legacy default stream; to_host waits for it. Every
  * CUDA and cuBLAS call and every launch is checked; a failure prints where
