@@ -142,8 +142,8 @@ int trn_settings_load(const kn_config *cfg, const char *name, trn_settings *s, c
         const char *p = kn_config_get(cfg, "trainer.precision", "fp32");
         kn_precision prec;
         if (kn_precision_parse(p, &prec)) {
-            rc = kn_seterr(err, errsz, KN_EINVAL, "trainer.precision: '%s' (use fp32, tf32 or bf16)",
-                           p);
+            rc = kn_seterr(err, errsz, KN_EINVAL,
+                           "trainer.precision: '%s' (use fp32, tf32 or bf16)", p);
             goto fail;
         }
         s->precision = (int)prec;

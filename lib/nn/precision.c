@@ -87,14 +87,14 @@ static size_t conv_in(const kn_conv_shape *s)
 static void emu_conv2d_fwd(kn_precision p, float *out, const float *inp, const float *w,
                            const float *bias, float *scratch, const kn_conv_shape *s)
 {
-    float *ri = rounded(p, inp, conv_in(s)), *rw = rounded(p, w, (size_t)s->OC * s->C * s->K * s->K);
+    float *ri = rounded(p, inp, conv_in(s)),
+          *rw = rounded(p, w, (size_t)s->OC * s->C * s->K * s->K);
     kn_backend_cpu()->conv2d_fwd(out, ri, rw, bias, scratch, s);
     free(ri), free(rw);
 }
 
 static void emu_conv2d_bwd(kn_precision p, float *dinp, float *dw, float *dbias, const float *dout,
-                           const float *inp, const float *w, float *scratch,
-                           const kn_conv_shape *s)
+                           const float *inp, const float *w, float *scratch, const kn_conv_shape *s)
 {
     const kn_backend *cpu = kn_backend_cpu();
     if (dinp || dw) {
@@ -145,7 +145,8 @@ static void remember(const kn_backend *be, kn_precision p)
 {
     for (int i = 0; i < nknown; i++)
         if (known[i].be == be) return;
-    if (nknown < (int)(sizeof(known) / sizeof(known[0]))) known[nknown].be = be, known[nknown++].p = p;
+    if (nknown < (int)(sizeof(known) / sizeof(known[0])))
+        known[nknown].be = be, known[nknown++].p = p;
 }
 
 const kn_backend *kn_backend_with_precision(const kn_backend *be, kn_precision p, char *err,

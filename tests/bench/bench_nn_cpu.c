@@ -190,9 +190,10 @@ int main(int argc, char **argv)
     else
         printf("kiln %s backend, precision %s (%s), AdamW, full training steps, wall clock\n",
                backend->name, pname,
-               prec == KN_PREC_FP32   ? "cuBLAS default math, no TF32"
-               : prec == KN_PREC_TF32 ? "linear/conv GEMMs on TF32 tensor cores"
-                                      : "linear/conv GEMMs bf16 x bf16 -> fp32, fp32 master weights");
+               prec == KN_PREC_FP32 ? "cuBLAS default math, no TF32"
+               : prec == KN_PREC_TF32
+                   ? "linear/conv GEMMs on TF32 tensor cores"
+                   : "linear/conv GEMMs bf16 x bf16 -> fp32, fp32 master weights");
     if (!only || strcmp(only, "mlp") == 0)
         image_case("mlp", "{\"type\":\"mlp\",\"sizes\":[784,512,256,128,10]}", 784, secs);
     if (!only || strcmp(only, "cnn") == 0)

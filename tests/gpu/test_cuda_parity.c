@@ -221,7 +221,6 @@ static void compare_pair(const char *what, const pair *p, double rtol)
 #define R_ELEM 1e-5
 #define R_SUM  1e-4
 
-
 /* ------------------------------------------------------------ AdamW bound
  *
  * Parameters after AdamW steps: the difference AdamW's arithmetic allows.
@@ -789,7 +788,7 @@ static void model_parity(const char *name, const char *spec, int B, int T)
     snprintf(w, sizeof(w), "%s: params after 3 AdamW steps", name);
     kn_optim_config oc;
     kn_optim_config_default(&oc, KN_OPT_ADAMW); /* what run_model attaches */
-    if (norm_tol == 0) /* the precisions' optimizer check is tracks() */
+    if (norm_tol == 0)                          /* the precisions' optimizer check is tracks() */
         compare_adamw(w, pc, pd, (const float *const *)gc, (const float *const *)gd, tc->numel,
                       &oc);
     for (int s = 0; s < 3; s++)
@@ -899,8 +898,8 @@ static void precisions(const char *gpt)
             cpu = emu ? ce : cpu32;
             dev = dp;
             norm_tol = emu ? tolemu[k] : tol32[k];
-            printf("-- %s %s against the cpu %s%s\n", dev32->name, pn, emu ? "emulating " : "in fp32",
-                   emu ? pn : "");
+            printf("-- %s %s against the cpu %s%s\n", dev32->name, pn,
+                   emu ? "emulating " : "in fp32", emu ? pn : "");
             op_matmul(64, 96, 48);
             op_matmul(700, 40, 48);
             op_matmul_at(64, 96, 48, 1);
@@ -961,9 +960,9 @@ int main(int argc, char **argv)
     op_layernorm(1000, 96); /* dw, db in two passes (16 row chunks) */
     op_attention(2, 13, 24, 3, 1);
     op_attention(2, 9, 16, 2, 0);
-    op_attention(1, 100, 16, 2, 1);  /* softmax rows in registers: 4 a lane */
-    op_attention(1, 1024, 8, 1, 1);  /* 32 a lane, GPT-2's T */
-    op_attention(1, 1050, 8, 1, 0);  /* past 1024: the looping softmax kernels */
+    op_attention(1, 100, 16, 2, 1); /* softmax rows in registers: 4 a lane */
+    op_attention(1, 1024, 8, 1, 1); /* 32 a lane, GPT-2's T */
+    op_attention(1, 1050, 8, 1, 0); /* past 1024: the looping softmax kernels */
     op_elementwise(10007);
     op_seqpool(3, 11, 20);
     op_losses(29, 61, 64, 5);

@@ -110,8 +110,8 @@ static void test_rounding_cases(void **state)
     assert_true(kn_round_bf16(from_bits(0x00000001u)) == 0.0f); /* 2^-149 */
     assert_true(kn_round_tf32(0x1p-136f) == 0x1p-136f);
     assert_true(kn_round_tf32(0x1p-137f) == 0.0f);
-    const float special[] = {0.0f, -0.0f, 1.0f, -1.0f, 0.1f, 1e-40f, -1e-40f, 3e38f,
-                             -3e38f, FLT_MIN, -FLT_MIN, FLT_MAX, FLT_TRUE_MIN, 65504.0f};
+    const float special[] = {0.0f,  -0.0f,  1.0f,    -1.0f,    0.1f,    1e-40f,       -1e-40f,
+                             3e38f, -3e38f, FLT_MIN, -FLT_MIN, FLT_MAX, FLT_TRUE_MIN, 65504.0f};
     for (size_t i = 0; i < sizeof(special) / sizeof(special[0]); i++)
         check_one(special[i]);
 }

@@ -53,7 +53,8 @@ static conv_dims dims_of(const kn_conv_shape *s)
 static dim3 plane_grid(int per_plane, int planes)
 {
     int x = (per_plane + 255) / 256;
-    return dim3((unsigned)(x < 1024 ? (x ? x : 1) : 1024), (unsigned)(planes < 65535 ? planes : 65535));
+    return dim3((unsigned)(x < 1024 ? (x ? x : 1) : 1024),
+                (unsigned)(planes < 65535 ? planes : 65535));
 }
 
 /* col (C*K*K, nb*P) from images [b0, b0 + nb): plane = a row (c, kh, kw) of

@@ -114,7 +114,8 @@ static void lt_load_once(void)
                                         "libcublasLt.so.11"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]) && !h; i++)
         h = lt_try(names[i]);
-    if (!h && kn_cublas_load(NULL, 0)) { /* beside libcublas: .../libcublas.so.N -> libcublasLt.so.N */
+    /* beside libcublas: .../libcublas.so.N -> .../libcublasLt.so.N */
+    if (!h && kn_cublas_load(NULL, 0)) {
         char p[600];
         const char *slash = strrchr(api.path, '/'), *ver = slash ? strstr(slash, ".so") : NULL;
         if (slash && ver) {

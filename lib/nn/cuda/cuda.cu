@@ -96,8 +96,7 @@ extern "C" const kn_backend *kn_backend_cuda(void)
     /* fp32 numerics: cuBLAS's default math mode does not use TF32 for SGEMM */
     CUBLAS(kn_cu_cublas->set_math_mode(kn_cu_handle, KN_CUBLAS_DEFAULT_MATH));
     /* cuBLASLt is optional: without it the epilogues run as kernels */
-    if ((kn_cu_lt = kn_cublaslt_load(err, sizeof(err))) &&
-        kn_cu_lt->create(&kn_cu_lt_handle) != 0)
+    if ((kn_cu_lt = kn_cublaslt_load(err, sizeof(err))) && kn_cu_lt->create(&kn_cu_lt_handle) != 0)
         kn_cu_lt = NULL, snprintf(err, sizeof(err), "cublasLtCreate failed");
     if (!kn_cu_lt && getenv("KILN_CUDA_VERBOSE"))
         fprintf(stderr, "kiln cuda backend: no cuBLASLt (%s): bias epilogues run as kernels\n",
@@ -113,33 +112,35 @@ extern "C" const kn_backend *kn_backend_cuda(void)
  * so that their GEMMs run in TF32 or bf16 (kn_cu_precision, matmul.cu); the
  * other ops are the fp32 table's. */
 
-template <int P> static void mm_fwd_p(float *o, const float *i, const float *w, const float *b,
-                                      int N, int C, int OC)
+template <int P>
+static void mm_fwd_p(float *o, const float *i, const float *w, const float *b, int N, int C, int OC)
 {
     kn_cu_precision = P;
     kn_cu_matmul_fwd(o, i, w, b, N, C, OC);
     kn_cu_precision = 0;
 }
 
-template <int P> static void mm_bwd_p(float *di, float *dw, float *db, const float *d,
-                                      const float *i, const float *w, int N, int C, int OC)
+template <int P>
+static void mm_bwd_p(float *di, float *dw, float *db, const float *d, const float *i,
+                     const float *w, int N, int C, int OC)
 {
     kn_cu_precision = P;
     kn_cu_matmul_bwd(di, dw, db, d, i, w, N, C, OC);
     kn_cu_precision = 0;
 }
 
-template <int P> static void conv_fwd_p(float *o, const float *i, const float *w, const float *b,
-                                        float *sc, const kn_conv_shape *s)
+template <int P>
+static void conv_fwd_p(float *o, const float *i, const float *w, const float *b, float *sc,
+                       const kn_conv_shape *s)
 {
     kn_cu_precision = P;
     kn_cu_conv2d_fwd(o, i, w, b, sc, s);
     kn_cu_precision = 0;
 }
 
-template <int P> static void conv_bwd_p(float *di, float *dw, float *db, const float *d,
-                                        const float *i, const float *w, float *sc,
-                                        const kn_conv_shape *s)
+template <int P>
+static void conv_bwd_p(float *di, float *dw, float *db, const float *d, const float *i,
+                       const float *w, float *sc, const kn_conv_shape *s)
 {
     kn_cu_precision = P;
     kn_cu_conv2d_bwd(di, dw, db, d, i, w, sc, s);

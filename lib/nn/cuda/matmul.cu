@@ -55,16 +55,17 @@ static size_t span(int rows, int cols, int ld)
 void kn_cu_gemm_rm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                    const float *B, int ldb, float beta, float *C, int ldc)
 {
-    const int opa = ta ? KN_CUBLAS_OP_T : KN_CUBLAS_OP_N, opb = tb ? KN_CUBLAS_OP_T : KN_CUBLAS_OP_N;
+    const int opa = ta ? KN_CUBLAS_OP_T : KN_CUBLAS_OP_N,
+              opb = tb ? KN_CUBLAS_OP_T : KN_CUBLAS_OP_N;
     if (kn_cu_precision == 1) {
-        CUBLAS(kn_cu_cublas->gemm_ex(kn_cu_handle, opb, opa, N, M, K, &alpha, B, CUDA_R_32F, ldb,
-                                     A, CUDA_R_32F, lda, &beta, C, CUDA_R_32F, ldc,
+        CUBLAS(kn_cu_cublas->gemm_ex(kn_cu_handle, opb, opa, N, M, K, &alpha, B, CUDA_R_32F, ldb, A,
+                                     CUDA_R_32F, lda, &beta, C, CUDA_R_32F, ldc,
                                      KN_CUBLAS_COMPUTE_32F_FAST_TF32, KN_CUBLAS_GEMM_DEFAULT));
     } else if (kn_cu_precision == 2) {
         const __nv_bfloat16 *a16 = kn_cu_to_bf16(0, A, ta ? span(K, M, lda) : span(M, K, lda));
         const __nv_bfloat16 *b16 = kn_cu_to_bf16(1, B, tb ? span(N, K, ldb) : span(K, N, ldb));
-        CUBLAS(kn_cu_cublas->gemm_ex(kn_cu_handle, opb, opa, N, M, K, &alpha, b16, CUDA_R_16BF,
-                                     ldb, a16, CUDA_R_16BF, lda, &beta, C, CUDA_R_32F, ldc,
+        CUBLAS(kn_cu_cublas->gemm_ex(kn_cu_handle, opb, opa, N, M, K, &alpha, b16, CUDA_R_16BF, ldb,
+                                     a16, CUDA_R_16BF, lda, &beta, C, CUDA_R_32F, ldc,
                                      KN_CUBLAS_COMPUTE_32F, KN_CUBLAS_GEMM_DEFAULT));
     } else {
         CUBLAS(kn_cu_cublas->sgemm(kn_cu_handle, opb, opa, N, M, K, &alpha, B, ldb, A, lda, &beta,
@@ -107,7 +108,8 @@ static unsigned align_of(const void *p)
 {
     uintptr_t a = (uintptr_t)p;
     unsigned al = 256;
-    while (al > 1 && a % al) al >>= 1;
+    while (al > 1 && a % al)
+        al >>= 1;
     return al;
 }
 
@@ -117,8 +119,8 @@ static unsigned align_of(const void *p)
  * floats; written, not added). In kn_cu_precision, as kn_cu_gemm_rm.
  * Returns 1 when done, 0 when this shape has no cuBLASLt algorithm (or
  * there is no cuBLASLt): then nothing was written. */
-static int gemm_rm_lt(int ta, int tb, int M, int N, int K, const float *A, int lda,
-                      const float *B, int ldb, float beta, float *C, int ldc, int epi, float *vec)
+static int gemm_rm_lt(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
+                      int ldb, float beta, float *C, int ldc, int epi, float *vec)
 {
     if (!kn_cu_lt || align_of(vec) < 16) return 0;
     const int prec = kn_cu_precision;
@@ -143,7 +145,8 @@ static int gemm_rm_lt(int ta, int tb, int M, int N, int K, const float *A, int l
         t = CUDA_R_16BF;
     }
     const int compute = prec == 1 ? KN_CUBLAS_COMPUTE_32F_FAST_TF32 : KN_CUBLAS_COMPUTE_32F;
-    const int opa = tb ? KN_CUBLAS_OP_T : KN_CUBLAS_OP_N, opb = ta ? KN_CUBLAS_OP_T : KN_CUBLAS_OP_N;
+    const int opa = tb ? KN_CUBLAS_OP_T : KN_CUBLAS_OP_N,
+              opb = ta ? KN_CUBLAS_OP_T : KN_CUBLAS_OP_N;
     const int32_t vec_type = CUDA_R_32F;
     cublasLtMatmulDesc_t op = NULL;
     cublasLtMatrixLayout_t al = NULL, bl = NULL, cl = NULL;
@@ -168,8 +171,8 @@ static int gemm_rm_lt(int ta, int tb, int M, int N, int K, const float *A, int l
         CUBLAS(kn_cu_lt->pref_set(pref, KN_LT_PREF_MIN_ALIGNMENT_B_BYTES, &alg[0], sizeof(alg[0])));
         CUBLAS(kn_cu_lt->pref_set(pref, KN_LT_PREF_MIN_ALIGNMENT_C_BYTES, &alg[2], sizeof(alg[2])));
         CUBLAS(kn_cu_lt->pref_set(pref, KN_LT_PREF_MIN_ALIGNMENT_D_BYTES, &alg[3], sizeof(alg[3])));
-        cublasStatus_t st = kn_cu_lt->heuristic(kn_cu_lt_handle, op, al, bl, cl, cl, pref, 1, &res,
-                                                &got);
+        cublasStatus_t st =
+            kn_cu_lt->heuristic(kn_cu_lt_handle, op, al, bl, cl, cl, pref, 1, &res, &got);
         CUBLAS(kn_cu_lt->pref_destroy(pref));
         if (nplans < LT_PLANS) {
             plan = &plans[nplans++];
@@ -329,8 +332,8 @@ static void colsum_add(float *dcol, const float *x, int rows, int cols)
 void kn_cu_matmul_fwd(float *out, const float *inp, const float *w, const float *bias, int N, int C,
                       int OC)
 {
-    if (bias && gemm_rm_lt(0, 1, N, OC, C, inp, C, w, C, 0.0f, out, OC, KN_LT_EPILOGUE_BIAS,
-                           (float *)bias))
+    if (bias &&
+        gemm_rm_lt(0, 1, N, OC, C, inp, C, w, C, 0.0f, out, OC, KN_LT_EPILOGUE_BIAS, (float *)bias))
         return;
     float beta = 0.0f;
     if (bias) {
