@@ -223,12 +223,24 @@ static int gemm_rm_lt(int ta, int tb, int M, int N, int K, const float *A, int l
     }
     if (!lt_workspace) CU(cudaMalloc(&lt_workspace, LT_WORKSPACE));
     const float alpha = 1.0f;
-    CUBLAS(kn_cu_lt->matmul(kn_cu_lt_handle, op, &alpha, la, al, lb, bl, &beta, C, cl, C, cl,
-                            &plan->algo, lt_workspace, LT_WORKSPACE, 0));
+    /* a status here is cuBLASLt refusing the call before it launched
+     * anything (a kernel fault would be a sticky CUDA error, caught by the
+     * next check): said once, and the shape goes the plain way from now on */
+    cublasStatus_t st = kn_cu_lt->matmul(kn_cu_lt_handle, op, &alpha, la, al, lb, bl, &beta, C, cl,
+                                         C, cl, &plan->algo, lt_workspace, LT_WORKSPACE, 0);
     CUBLAS(kn_cu_lt->layout_destroy(al));
     CUBLAS(kn_cu_lt->layout_destroy(bl));
     CUBLAS(kn_cu_lt->layout_destroy(cl));
     CUBLAS(kn_cu_lt->desc_destroy(op));
+    if (st != 0) {
+        fprintf(stderr,
+                "kiln cuda: cublasLtMatmul refused %s ta%d tb%d M%d N%d K%d prec %d (status %d): "
+                "cuBLAS + kernel for this shape\n",
+                epi == KN_LT_EPILOGUE_BIAS ? "BIAS" : "BGRADB", ta, tb, M, N, K, prec, (int)st);
+        plan->ok = 0;
+        return 0;
+    }
+    LAUNCHED();
     return 1;
 }
 
