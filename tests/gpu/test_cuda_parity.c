@@ -959,6 +959,8 @@ int main(int argc, char **argv)
     op_embed(3, 16, 40, 50);
     op_layernorm(37, 70);
     op_layernorm(1000, 96); /* dw, db in two passes (16 row chunks) */
+    op_layernorm(64, 768);  /* rows in registers, 32 slots a lane (24 used): GPT-2's C */
+    op_layernorm(9, 1100);  /* past 1024: the looping kernels */
     op_attention(2, 13, 24, 3, 1);
     op_attention(2, 9, 16, 2, 0);
     op_attention(1, 100, 16, 2, 1); /* softmax rows in registers: 4 a lane */

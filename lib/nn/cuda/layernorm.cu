@@ -5,8 +5,10 @@
  * chunks of rows, 32 columns x 8 warps a block, then the partials of each
  * column in order; deterministic, coalesced. (The first version ran one
  * thread per channel over all N rows: 17 % of the GPT-2 step on the H200.)
- * Cost: memory-bound, ~3 reads + 1 write per element for the input
- * gradient, 2 reads per element for dgamma/dbeta. */
+ * Cost: memory-bound; with the row in registers (C <= 1024) the forward
+ * reads x once and writes out (2 floats an element, was 4), the input
+ * gradient reads x, dout and dinp and writes dinp (4, was 6; w is cached);
+ * dgamma/dbeta read 2 floats an element. */
 #include "nn/cuda/cuda_int.cuh"
 
 /* ------------------------------------------------------------ layernorm */
@@ -60,6 +62,99 @@ __global__ void k_layernorm_bwd_inp(float *dinp, const float *dout, const float 
     }
 }
 
+/* The forward and the input gradient for C <= 1024 with the row held in
+ * registers (N = ceil(C / 32) rounded up to a power of two values a lane,
+ * element lane + 32 i in slot i): the forward reads x once instead of
+ * three times, the input gradient reads x and dout once instead of twice.
+ * Same operations in the same order as the looping kernels above (a lane
+ * adds its elements in increasing c; slots past the row are skipped), so
+ * the same bits; those remain for C > 1024. */
+template <int N>
+__global__ void k_layernorm_fwd_reg(float *out, float *mean, float *rstd, const float *inp,
+                                    const float *w, const float *b, int rows, int C)
+{
+    int n = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (n >= rows) return;
+    const float *x = inp + (size_t)n * C;
+    float v[N], s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+        int c = lane + 32 * i;
+        v[i] = c < C ? x[c] : 0.0f;
+        if (c < C) s += v[i];
+    }
+    float m = warp_sum(s) / (float)C, q = 0.0f;
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+        if (lane + 32 * i < C) {
+            float d = v[i] - m;
+            q += d * d;
+        }
+    }
+    float r = rsqrtf(warp_sum(q) / (float)C + KN_LN_EPS);
+    float *o = out + (size_t)n * C;
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+        int c = lane + 32 * i;
+        if (c < C) o[c] = (v[i] - m) * r * w[c] + b[c];
+    }
+    if (lane == 0) {
+        mean[n] = m;
+        rstd[n] = r;
+    }
+}
+
+template <int N>
+__global__ void k_layernorm_bwd_inp_reg(float *dinp, const float *dout, const float *inp,
+                                        const float *w, const float *mean, const float *rstd,
+                                        int rows, int C)
+{
+    int n = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (n >= rows) return;
+    const float *x = inp + (size_t)n * C, *g = dout + (size_t)n * C;
+    const float m = mean[n], r = rstd[n];
+    float xv[N], dn[N], a = 0.0f, bsum = 0.0f;
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+        int c = lane + 32 * i;
+        xv[i] = c < C ? x[c] : 0.0f;
+        dn[i] = c < C ? w[c] * g[c] : 0.0f;
+        if (c < C) {
+            a += dn[i];
+            bsum += dn[i] * (xv[i] - m) * r;
+        }
+    }
+    float dnorm_mean = warp_sum(a) / (float)C, dnorm_norm_mean = warp_sum(bsum) / (float)C;
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+        int c = lane + 32 * i;
+        if (c < C) {
+            float norm = (xv[i] - m) * r;
+            dinp[(size_t)n * C + c] += (dn[i] - dnorm_mean - norm * dnorm_norm_mean) * r;
+        }
+    }
+}
+
+#define KN_LN_DISPATCH(kernel, fallback, C, grid, ...)                                             \
+    do {                                                                                           \
+        const int n_ = ((C) + 31) / 32;                                                            \
+        if (n_ <= 1)                                                                               \
+            kernel<1><<<grid, 256>>>(__VA_ARGS__);                                                 \
+        else if (n_ <= 2)                                                                          \
+            kernel<2><<<grid, 256>>>(__VA_ARGS__);                                                 \
+        else if (n_ <= 4)                                                                          \
+            kernel<4><<<grid, 256>>>(__VA_ARGS__);                                                 \
+        else if (n_ <= 8)                                                                          \
+            kernel<8><<<grid, 256>>>(__VA_ARGS__);                                                 \
+        else if (n_ <= 16)                                                                         \
+            kernel<16><<<grid, 256>>>(__VA_ARGS__);                                                \
+        else if (n_ <= 32)                                                                         \
+            kernel<32><<<grid, 256>>>(__VA_ARGS__);                                                \
+        else                                                                                       \
+            fallback<<<grid, 256>>>(__VA_ARGS__);                                                  \
+        LAUNCHED();                                                                                \
+    } while (0)
+
 /* Pass 1 of dw, db (cuda_int.cuh's two-pass column sums): over the rows of
  * chunk g, pw[g C + c] = sum of xhat * dout and pb[g C + c] = sum of dout,
  * xhat = (x - mean) rstd; with add (G = 1) pw, pb are dw, db and the sums
@@ -107,16 +202,16 @@ __global__ void k_layernorm_wb_partial(float *pw, float *pb, const float *dout, 
 void kn_cu_layernorm_fwd(float *out, float *mean, float *rstd, const float *inp, const float *w,
                          const float *b, int N, int C)
 {
-    k_layernorm_fwd<<<(N + 7) / 8, 256>>>(out, mean, rstd, inp, w, b, N, C);
-    LAUNCHED();
+    KN_LN_DISPATCH(k_layernorm_fwd_reg, k_layernorm_fwd, C, (N + 7) / 8, out, mean, rstd, inp, w,
+                   b, N, C);
 }
 
 void kn_cu_layernorm_bwd(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                          const float *w, const float *mean, const float *rstd, int N, int C)
 {
     if (dinp) {
-        k_layernorm_bwd_inp<<<(N + 7) / 8, 256>>>(dinp, dout, inp, w, mean, rstd, N, C);
-        LAUNCHED();
+        KN_LN_DISPATCH(k_layernorm_bwd_inp_reg, k_layernorm_bwd_inp, C, (N + 7) / 8, dinp, dout,
+                       inp, w, mean, rstd, N, C);
     }
     if (dw || db) {
         const int G = kn_cu_col_chunks(N, C);
