@@ -9,8 +9,9 @@
 # autocast. Then GPT-2 124M: PyTorch bf16 autocast + torch.compile
 # (tests/bench/nn/gpt2_pytorch.py, B=32) against kiln fp32 and kiln bf16
 # (B=KILN_GPT2_BATCH, 8: kiln stores the T x T attention matrices, so B=32
-# does not fit). A failed PyTorch reference fails this step. Called by
-# tests/gpu/run with the build dir.
+# does not fit). KILN_BENCH_SECONDS (1.5) is each small case's time. A
+# failed PyTorch reference fails this step. Called by tests/gpu/run with
+# the build dir.
 set -euo pipefail
 build=$1
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -42,14 +43,16 @@ torch=0
 python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null && torch=1
 [ $torch = 1 ] || echo "bench: no PyTorch with CUDA here: kiln's figures only"
 rc=0 ref=0
-for prec in ${KILN_BENCH_PRECISIONS:-fp32 tf32 bf16}; do
+precs=${KILN_BENCH_PRECISIONS:-fp32 tf32 bf16}
+secs=${KILN_BENCH_SECONDS:-1.5}
+for prec in $precs; do
     echo "bench: kiln side: CUDA backend, precision $prec"
-    "$build/tests/bench/bench_nn_cpu" --backend cuda --precision "$prec" --seconds 2 || rc=$?
-    if [ $torch = 1 ]; then
-        python3 "$root/tests/bench/nn/bench_nn_pytorch.py" --device cuda --precision "$prec" \
-            --seconds 2 || ref=$?
-    fi
+    "$build/tests/bench/bench_nn_cpu" --backend cuda --precision "$prec" --seconds "$secs" || rc=$?
 done
+if [ $torch = 1 ]; then # one process for every precision: PyTorch starts once
+    python3 "$root/tests/bench/nn/bench_nn_pytorch.py" --device cuda \
+        --precision "$(tr ' ' ',' <<<"$precs")" --seconds "$secs" || ref=$?
+fi
 if [ $torch = 1 ]; then
     # GPT-2 124M, bf16, torch.compile + flash attention + fused AdamW: the bar
     peak_mem torch-gpt2 python3 "$root/tests/bench/nn/gpt2_pytorch.py" || ref=$?
@@ -60,7 +63,7 @@ fi
 for prec in fp32 bf16; do
     echo "bench: kiln side: CUDA backend, precision $prec, GPT-2 124M"
     peak_mem "kiln-gpt2-$prec" "$build/tests/bench/bench_nn_cpu" --backend cuda --only gpt2 \
-        --precision "$prec" --gpt2-batch "${KILN_GPT2_BATCH:-8}" --seconds 8 || rc=$?
+        --precision "$prec" --gpt2-batch "${KILN_GPT2_BATCH:-8}" --seconds 6 || rc=$?
 done
 echo "bench: figures above (kiln cuda and PyTorch eager per precision, PyTorch GPT-2 124M bf16, kiln GPT-2 124M fp32 and bf16)"
 [ $rc -ne 0 ] && exit $rc

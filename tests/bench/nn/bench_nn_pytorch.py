@@ -158,35 +158,41 @@ def main():
     ap.add_argument("--tf32", action="store_true",
                     help="on cuda: let matmuls and cuDNN convolutions use TF32 (PyTorch's "
                          "default for convolutions); off by default, as kiln runs fp32")
-    ap.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default=None,
-                    help="on cuda: fp32 (TF32 off), tf32 (= --tf32) or bf16 (autocast)")
+    ap.add_argument("--precision", default=None,
+                    help="on cuda: fp32 (TF32 off), tf32 (= --tf32) or bf16 (autocast), or a "
+                         "comma-separated list run one after the other in this process")
     a = ap.parse_args()
     global DEVICE, AUTOCAST
     DEVICE = a.device
-    prec = a.precision or ("tf32" if a.tf32 else "fp32")
-    a.tf32 = prec == "tf32"
-    AUTOCAST = prec == "bf16" and DEVICE.startswith("cuda")
+    precs = (a.precision or ("tf32" if a.tf32 else "fp32")).split(",")
+    for prec in precs:
+        if prec not in ("fp32", "tf32", "bf16"):
+            ap.error(f"--precision: '{prec}' (use fp32, tf32 or bf16)")
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
     where = (torch.cuda.get_device_name(0) if DEVICE.startswith("cuda")
              else platform.processor() or platform.machine())
-    if DEVICE == "cpu":
-        threads = "1 thread"
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = a.tf32
-        torch.backends.cudnn.allow_tf32 = a.tf32
-        threads = ("eager, precision %s, matmul allow_tf32=%s, cudnn.allow_tf32=%s (%s)"
-                   % (prec, torch.backends.cuda.matmul.allow_tf32,
-                      torch.backends.cudnn.allow_tf32,
-                      "bf16 autocast, fp32 master weights" if AUTOCAST else
-                      "TF32 tensor cores" if a.tf32 else "fp32 throughout, as kiln"))
-    print(f"PyTorch {torch.__version__}, {DEVICE} ({where}), {threads}, AdamW, full training steps")
-    if a.only in (None, "mlp"):
-        image_case("mlp", mlp, a.seconds)
-    if a.only in (None, "cnn"):
-        image_case("cnn", cnn, a.seconds)
-    if a.only in (None, "gpt"):
-        gpt_case(a.seconds)
+    for prec in precs:
+        tf32 = prec == "tf32"
+        AUTOCAST = prec == "bf16" and DEVICE.startswith("cuda")
+        if DEVICE == "cpu":
+            threads = "1 thread"
+        else:
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
+            threads = ("eager, precision %s, matmul allow_tf32=%s, cudnn.allow_tf32=%s (%s)"
+                       % (prec, torch.backends.cuda.matmul.allow_tf32,
+                          torch.backends.cudnn.allow_tf32,
+                          "bf16 autocast, fp32 master weights" if AUTOCAST else
+                          "TF32 tensor cores" if tf32 else "fp32 throughout, as kiln"))
+        print(f"PyTorch {torch.__version__}, {DEVICE} ({where}), {threads}, AdamW, "
+              f"full training steps", flush=True)
+        if a.only in (None, "mlp"):
+            image_case("mlp", mlp, a.seconds)
+        if a.only in (None, "cnn"):
+            image_case("cnn", cnn, a.seconds)
+        if a.only in (None, "gpt"):
+            gpt_case(a.seconds)
 
 
 if __name__ == "__main__":
