@@ -141,6 +141,32 @@ struct kn_backend {
     void (*mse_fwd)(float *losses, const float *pred, const float *y, int N, int D);
     void (*mse_bwd)(float *dpred, const float *pred, const float *y, float dloss, int N, int D);
 
+    /* --- batch normalisation per channel of inp (B, C, HW) (HW = 1 after a
+     * linear layer): out = (inp - mean) * rstd * w + b, w, b (C). training = 1
+     * takes mean and the biased variance over the B * HW values of each
+     * channel, saves mean and rstd = 1 / sqrt(var + eps) (C), and moves the
+     * running statistics: run = (1 - momentum) run + momentum batch, run_var
+     * taking the unbiased variance (PyTorch's rule). training = 0 uses the
+     * running statistics (left unchanged) and saves them as mean and rstd.
+     * bwd differentiates the mode of the forward that saved mean and rstd. --- */
+    void (*batchnorm_fwd)(float *out, float *mean, float *rstd, float *run_mean, float *run_var,
+                          const float *inp, const float *w, const float *b, int B, int C, int HW,
+                          float momentum, float eps, int training);
+    void (*batchnorm_bwd)(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                          const float *w, const float *mean, const float *rstd, int B, int C,
+                          int HW, int training);
+
+    /* --- label smoothing on top of xent (same layout): fwd turns each
+     * target row's loss (lse - logit[t], from xent_fwd) into
+     * (1 - s) loss + s (lse - mean of the V logits); bwd adds
+     * sdloss (onehot - 1/V) to those rows of dlogits, sdloss = s * dloss, so
+     * that with xent_bwd's dloss (softmax - onehot) the sum is the gradient
+     * of the smoothed loss. --- */
+    void (*xent_smooth_fwd)(float *losses, const float *logits, const float *lse,
+                            const int *targets, float s, int N, int V, int Vp);
+    void (*xent_smooth_bwd)(float *dlogits, const int *targets, float sdloss, int N, int V,
+                            int Vp);
+
     /* --- reductions, returned to the host --- */
     double (*sum)(const float *x, size_t n);
     double (*sumsq)(const float *x, size_t n);
