@@ -180,10 +180,10 @@ struct kn_backend {
 /* The CPU backend (static, never freed). */
 const kn_backend *kn_backend_cpu(void);
 
-/* What the services' backend = auto means: 0 = the CPU, 1 = CUDA when a GPU
- * answers. 0 until lib/nn/cuda has passed tests/gpu/run on a GPU: it was
- * written on machines without one. */
-#define KN_AUTO_PICKS_CUDA 0
+/* What the services' backend = auto means: 1 = CUDA when a GPU answers (and
+ * libcublas loads), else the CPU. 1 since the CUDA backend passed
+ * tests/gpu/run (its parity suite) on an H200; 0 would keep auto on the CPU. */
+#define KN_AUTO_PICKS_CUDA 1
 
 /* Backend by name ("cpu"; "cuda" when built with CUDA and a device and
  * cuBLAS are found), or NULL; kn_backend_why_not() then says why. */
@@ -193,7 +193,8 @@ const char *kn_backend_why_not(const char *name);
 /* The backend a service's `backend = auto | cpu | cuda` setting names: cuda
  * when asked for, or NULL when it is not available (kn_backend_why_not says
  * why); auto as KN_AUTO_PICKS_CUDA says, falling back to the CPU; NULL for
- * any other name. */
+ * any other name. For auto it logs its choice: info "backend auto: cuda" or
+ * a warning naming why CUDA is not used and that the CPU runs instead. */
 const kn_backend *kn_backend_pick(const char *setting);
 
 /* The dropout mask rule shared by every backend: uniform in [0, 1) from a
