@@ -390,6 +390,44 @@ static void test_bn_checkpoint_continue(void **state)
     kn_model_destroy(b);
 }
 
+/* AdamW's decoupled weight decay on a BN CNN: with zero gradients one step
+ * scales conv and fc weights by (1 - lr wd) and leaves biases and the
+ * batchnorm gains and biases alone. */
+static void test_cnn_weight_decay(void **state)
+{
+    (void)state;
+    kn_model *m = new_model(BN_CNN, 2);
+    kn_optim_config oc;
+    kn_optim_config_default(&oc, KN_OPT_ADAMW);
+    oc.lr = 0.1f;
+    oc.weight_decay = 0.5f;
+    assert_int_equal(kn_model_set_optim(m, &oc), KN_OK);
+    const kn_tensor_set *p = kn_model_params(m);
+    float *before = malloc(p->numel * sizeof(float));
+    memcpy(before, p->data, p->numel * sizeof(float));
+    kn_model_zero_grad(m);
+    assert_int_equal(kn_model_step(m, NULL, NULL), KN_OK);
+    int decayed = 0, kept = 0;
+    for (int i = 0; i < p->n; i++) {
+        const kn_tensor *t = &p->t[i];
+        const int is_weight = t->ndim >= 2; /* conv (OC, C, K, K) and linear (out, in) */
+        assert_int_equal(t->decay, is_weight);
+        for (size_t e = 0; e < t->numel; e++) {
+            float b = before[t->offset + e], a = p->data[t->offset + e];
+            if (is_weight)
+                assert_near(a, b * (1.0f - 0.1f * 0.5f), 1e-7);
+            else
+                assert_near(a, b, 0.0);
+        }
+        decayed += is_weight;
+        kept += !is_weight;
+    }
+    assert_int_equal(decayed, 4); /* 2 convs, fc, classifier */
+    assert_int_equal(kept, 6);    /* their biases, the batchnorm's weight and bias */
+    free(before);
+    kn_model_destroy(m);
+}
+
 static void test_specs(void **state)
 {
     (void)state;
@@ -449,7 +487,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bn_ops_fixture),     cmocka_unit_test(test_smoothing_fixture),
         cmocka_unit_test(test_bn_model_modes),     cmocka_unit_test(test_bn_model_gradcheck),
-        cmocka_unit_test(test_bn_checkpoint_continue), cmocka_unit_test(test_specs),
+        cmocka_unit_test(test_bn_checkpoint_continue), cmocka_unit_test(test_cnn_weight_decay),
+        cmocka_unit_test(test_specs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
