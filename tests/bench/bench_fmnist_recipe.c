@@ -11,7 +11,7 @@
  *
  * Usage: bench_fmnist_recipe [--dir D] --spec JSON --optim JSON [--batch B]
  *        [--epochs E] [--crop-pad P] [--hflip] [--train-n N] [--seed S]
- *        [--eval-every-steps K]
+ *        [--eval-every-steps K] [--save CHECKPOINT]
  * An optim schedule "total" of 0 is replaced by the run's step count. */
 #include <cblas.h>
 #include <stdio.h>
@@ -90,7 +90,8 @@ static double evaluate(kn_model *m, const unsigned char *img, const unsigned cha
 
 int main(int argc, char **argv)
 {
-    const char *dir = "/usr/share/datasets/fashion-mnist", *spec_s = NULL, *optim_s = NULL;
+    const char *dir = "/usr/share/datasets/fashion-mnist", *spec_s = NULL, *optim_s = NULL,
+               *save = NULL;
     int batch = 64, epochs = 5, crop_pad = 0, hflip = 0, train_n = 0, eval_every = 0;
     uint64_t seed = 1;
     for (int i = 1; i < argc; i++) {
@@ -113,6 +114,7 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--train-n") == 0) train_n = atoi(v);
         else if (strcmp(a, "--seed") == 0) seed = strtoull(v, NULL, 10);
         else if (strcmp(a, "--eval-every-steps") == 0) eval_every = atoi(v);
+        else if (strcmp(a, "--save") == 0) save = v;
         else {
             fprintf(stderr, "bench: unknown option %s\n", a);
             return 2;
@@ -246,6 +248,10 @@ int main(int argc, char **argv)
                ep, loss_sum / nb, acc, train_cpu, cpu_now() - te, cpu_now() - cpu0,
                wall_now() - wall0);
         fflush(stdout);
+    }
+    if (save && kn_model_save_file(m, NULL, save, err, sizeof(err))) {
+        fprintf(stderr, "bench: %s\n", err);
+        return 1;
     }
     free(x);
     free(lab);
