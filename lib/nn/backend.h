@@ -164,8 +164,7 @@ struct kn_backend {
      * of the smoothed loss. --- */
     void (*xent_smooth_fwd)(float *losses, const float *logits, const float *lse,
                             const int *targets, float s, int N, int V, int Vp);
-    void (*xent_smooth_bwd)(float *dlogits, const int *targets, float sdloss, int N, int V,
-                            int Vp);
+    void (*xent_smooth_bwd)(float *dlogits, const int *targets, float sdloss, int N, int V, int Vp);
 
     /* --- reductions, returned to the host --- */
     double (*sum)(const float *x, size_t n);

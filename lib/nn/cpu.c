@@ -787,7 +787,8 @@ static void cpu_batchnorm_bwd(float *restrict dinp, float *restrict dw, float *r
         if (!dinp) continue;
         const float k = r * w[c];
         /* training: the batch statistics depend on inp too */
-        const float mg = training ? (float)(sg / n) : 0.0f, mgx = training ? (float)(sgx / n) : 0.0f;
+        const float mg = training ? (float)(sg / n) : 0.0f,
+                    mgx = training ? (float)(sgx / n) : 0.0f;
         for (int bi = 0; bi < B; bi++) {
             const float *x = inp + ((size_t)bi * C + c) * HW;
             const float *g = dout + ((size_t)bi * C + c) * HW;

@@ -12,18 +12,18 @@ enum { SEQ_LINEAR = 1, SEQ_CONV, SEQ_POOL, SEQ_ACT, SEQ_DROPOUT, SEQ_BN };
 #define KN_BN_EPS      1e-5f
 
 typedef struct {
-    int kind;           /* SEQ_* */
-    int sub;            /* KN_ACT_* or KN_POOL_* */
-    int in_numel;       /* per sample, input */
-    int out_numel;      /* per sample, output */
-    kn_conv_shape conv; /* SEQ_CONV; B set per call */
-    kn_pool_shape pool; /* SEQ_POOL; B set per call */
-    float p;            /* SEQ_DROPOUT drop probability */
-    int w, b;           /* parameter indices or -1 */
-    int out;            /* activation index of the output (max_B, out_numel) */
-    int mask;           /* SEQ_DROPOUT: activation index of the mask, else -1 */
-    size_t idx_off;     /* SEQ_POOL max: int offset of argmax (max_B, out_numel) */
-    int bn_C, bn_HW;    /* SEQ_BN: channels, values per channel per sample */
+    int kind;              /* SEQ_* */
+    int sub;               /* KN_ACT_* or KN_POOL_* */
+    int in_numel;          /* per sample, input */
+    int out_numel;         /* per sample, output */
+    kn_conv_shape conv;    /* SEQ_CONV; B set per call */
+    kn_pool_shape pool;    /* SEQ_POOL; B set per call */
+    float p;               /* SEQ_DROPOUT drop probability */
+    int w, b;              /* parameter indices or -1 */
+    int out;               /* activation index of the output (max_B, out_numel) */
+    int mask;              /* SEQ_DROPOUT: activation index of the mask, else -1 */
+    size_t idx_off;        /* SEQ_POOL max: int offset of argmax (max_B, out_numel) */
+    int bn_C, bn_HW;       /* SEQ_BN: channels, values per channel per sample */
     int run_mean, run_var; /* SEQ_BN: buffer indices of the running statistics */
     int bn_mean, bn_rstd;  /* SEQ_BN: activation indices of the saved statistics (C) */
 } seq_layer;

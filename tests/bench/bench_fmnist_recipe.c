@@ -105,16 +105,26 @@ int main(int argc, char **argv)
             return 2;
         }
         i++;
-        if (strcmp(a, "--dir") == 0) dir = v;
-        else if (strcmp(a, "--spec") == 0) spec_s = v;
-        else if (strcmp(a, "--optim") == 0) optim_s = v;
-        else if (strcmp(a, "--batch") == 0) batch = atoi(v);
-        else if (strcmp(a, "--epochs") == 0) epochs = atoi(v);
-        else if (strcmp(a, "--crop-pad") == 0) crop_pad = atoi(v);
-        else if (strcmp(a, "--train-n") == 0) train_n = atoi(v);
-        else if (strcmp(a, "--seed") == 0) seed = strtoull(v, NULL, 10);
-        else if (strcmp(a, "--eval-every-steps") == 0) eval_every = atoi(v);
-        else if (strcmp(a, "--save") == 0) save = v;
+        if (strcmp(a, "--dir") == 0)
+            dir = v;
+        else if (strcmp(a, "--spec") == 0)
+            spec_s = v;
+        else if (strcmp(a, "--optim") == 0)
+            optim_s = v;
+        else if (strcmp(a, "--batch") == 0)
+            batch = atoi(v);
+        else if (strcmp(a, "--epochs") == 0)
+            epochs = atoi(v);
+        else if (strcmp(a, "--crop-pad") == 0)
+            crop_pad = atoi(v);
+        else if (strcmp(a, "--train-n") == 0)
+            train_n = atoi(v);
+        else if (strcmp(a, "--seed") == 0)
+            seed = strtoull(v, NULL, 10);
+        else if (strcmp(a, "--eval-every-steps") == 0)
+            eval_every = atoi(v);
+        else if (strcmp(a, "--save") == 0)
+            save = v;
         else {
             fprintf(stderr, "bench: unknown option %s\n", a);
             return 2;
@@ -209,7 +219,8 @@ int main(int argc, char **argv)
                 float *xr = x + (size_t)r * 784;
                 if (crop_pad > 0 || hflip) {
                     kn_image_from_u8(px, 28, 28, 1, &img);
-                    uint64_t s = ((uint64_t)ep << 32) ^ ((uint64_t)id * 0x9E3779B97F4A7C15ull) ^ seed;
+                    uint64_t s =
+                        ((uint64_t)ep << 32) ^ ((uint64_t)id * 0x9E3779B97F4A7C15ull) ^ seed;
                     if (!s) s = 1;
                     kn_image_augment(&img, &ao, s, &img);
                     for (int p = 0; p < 784; p++)
@@ -243,10 +254,11 @@ int main(int argc, char **argv)
         double train_cpu = cpu_now() - ce;
         double te = cpu_now();
         double acc = evaluate(m, tex, tey, nte, 500);
-        printf("epoch %2d loss %.4f test_acc %.4f train_cpu_s %.1f eval_cpu_s %.1f total_cpu_s %.1f "
-               "wall_s %.1f\n",
-               ep, loss_sum / nb, acc, train_cpu, cpu_now() - te, cpu_now() - cpu0,
-               wall_now() - wall0);
+        printf(
+            "epoch %2d loss %.4f test_acc %.4f train_cpu_s %.1f eval_cpu_s %.1f total_cpu_s %.1f "
+            "wall_s %.1f\n",
+            ep, loss_sum / nb, acc, train_cpu, cpu_now() - te, cpu_now() - cpu0,
+            wall_now() - wall0);
         fflush(stdout);
     }
     if (save && kn_model_save_file(m, NULL, save, err, sizeof(err))) {

@@ -485,10 +485,10 @@ static void op_batchnorm(int B, int C, int HW)
         char w[64];
         pair out = pair_poisoned(n), mean = pair_poisoned((size_t)C),
              rstd = pair_poisoned((size_t)C);
-        cpu->batchnorm_fwd(out.c, mean.c, rstd.c, rm.c, rv.c, x.c, wt.c, b.c, B, C, HW, 0.1f,
-                           1e-5f, training);
-        dev->batchnorm_fwd(out.d, mean.d, rstd.d, rm.d, rv.d, x.d, wt.d, b.d, B, C, HW, 0.1f,
-                           1e-5f, training);
+        cpu->batchnorm_fwd(out.c, mean.c, rstd.c, rm.c, rv.c, x.c, wt.c, b.c, B, C, HW, 0.1f, 1e-5f,
+                           training);
+        dev->batchnorm_fwd(out.d, mean.d, rstd.d, rm.d, rv.d, x.d, wt.d, b.d, B, C, HW, 0.1f, 1e-5f,
+                           training);
         const char *mode = training ? "train" : "eval";
         snprintf(w, sizeof(w), "batchnorm_fwd %s out", mode);
         compare_pair(w, &out, R_SUM);
@@ -502,10 +502,8 @@ static void op_batchnorm(int B, int C, int HW)
         compare_pair(w, &rv, R_SUM);
         pair dout = pair_rand(n, 1), dx = pair_rand(n, 1), dw = pair_rand((size_t)C, 1),
              db = pair_rand((size_t)C, 1);
-        cpu->batchnorm_bwd(dx.c, dw.c, db.c, dout.c, x.c, wt.c, mean.c, rstd.c, B, C, HW,
-                           training);
-        dev->batchnorm_bwd(dx.d, dw.d, db.d, dout.d, x.d, wt.d, mean.d, rstd.d, B, C, HW,
-                           training);
+        cpu->batchnorm_bwd(dx.c, dw.c, db.c, dout.c, x.c, wt.c, mean.c, rstd.c, B, C, HW, training);
+        dev->batchnorm_bwd(dx.d, dw.d, db.d, dout.d, x.d, wt.d, mean.d, rstd.d, B, C, HW, training);
         snprintf(w, sizeof(w), "batchnorm_bwd %s dinp", mode);
         compare_pair(w, &dx, R_SUM);
         snprintf(w, sizeof(w), "batchnorm_bwd %s dw", mode);
@@ -842,7 +840,8 @@ static void ckpt_continue(const char *name, const char *spec_json, const kn_back
     inf.labels = NULL;
     inf.y = NULL;
     int outs = kn_model_num_outputs(a);
-    float *la = malloc((size_t)B * outs * sizeof(float)), *lb = malloc((size_t)B * outs * sizeof(float));
+    float *la = malloc((size_t)B * outs * sizeof(float)),
+          *lb = malloc((size_t)B * outs * sizeof(float));
     kn_model_forward(a, &inf, NULL, err, sizeof(err));
     kn_model_forward(b, &inf, NULL, err, sizeof(err));
     kn_model_logits(a, la, (size_t)B * outs);
@@ -971,8 +970,8 @@ int main(int argc, char **argv)
                          "\"fc\":[16],\"dropout\":0.2,\"label_smoothing\":0.1,\"classes\":5}";
     train_mode = 1;
     model_parity("mlp batchnorm (train)",
-                 "{\"type\":\"mlp\",\"sizes\":[20,32,16,5],\"bn\":true,\"label_smoothing\":0.1}",
-                 8, 0);
+                 "{\"type\":\"mlp\",\"sizes\":[20,32,16,5],\"bn\":true,\"label_smoothing\":0.1}", 8,
+                 0);
     model_parity("cnn batchnorm (train)", bn_cnn, 6, 0);
     train_mode = 0;
     model_parity("cnn batchnorm (eval)", bn_cnn, 6, 0);

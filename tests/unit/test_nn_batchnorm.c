@@ -124,8 +124,8 @@ static void test_smoothing_fixture(void **state)
 
     /* the same through a model: a linear "mlp" whose logits are the fixture's */
     char spec_s[256], err[256];
-    snprintf(spec_s, sizeof(spec_s),
-             "{\"type\":\"mlp\",\"sizes\":[%d,%d],\"label_smoothing\":%g}", V, V, (double)s);
+    snprintf(spec_s, sizeof(spec_s), "{\"type\":\"mlp\",\"sizes\":[%d,%d],\"label_smoothing\":%g}",
+             V, V, (double)s);
     json_t *spec = json_loads(spec_s, 0, NULL);
     kn_model *m;
     assert_int_equal(kn_model_new(spec, 1, N, NULL, &m, err, sizeof(err)), KN_OK);
@@ -200,8 +200,8 @@ static void test_bn_model_modes(void **state)
     assert_int_equal(kn_model_get_tensor(m, "layers.1.weight", w, 4), KN_OK);
     assert_near(w[0], 1.0, 0.0);
     const json_t *norm = kn_model_spec(m);
-    assert_true(json_is_true(json_object_get(json_array_get(json_object_get(norm, "convs"), 0),
-                                             "bn")));
+    assert_true(
+        json_is_true(json_object_get(json_array_get(json_object_get(norm, "convs"), 0), "bn")));
     assert_null(json_object_get(json_array_get(json_object_get(norm, "convs"), 1), "bn"));
 
     kn_rng rng;
@@ -254,10 +254,11 @@ static void test_bn_model_modes(void **state)
 static void test_bn_model_gradcheck(void **state)
 {
     (void)state;
-    kn_model *m = new_model("{\"type\":\"cnn\",\"input\":[2,6,6],\"bn\":true,"
-                            "\"convs\":[{\"out\":3,\"k\":3,\"pad\":1}],\"fc\":[7],"
-                            "\"activation\":\"tanh\",\"pool\":\"avg\",\"label_smoothing\":0.2,\"classes\":4}",
-                            6);
+    kn_model *m =
+        new_model("{\"type\":\"cnn\",\"input\":[2,6,6],\"bn\":true,"
+                  "\"convs\":[{\"out\":3,\"k\":3,\"pad\":1}],\"fc\":[7],"
+                  "\"activation\":\"tanh\",\"pool\":\"avg\",\"label_smoothing\":0.2,\"classes\":4}",
+                  6);
     kn_rng rng;
     kn_rng_init(&rng, 11);
     float x[6 * 72];
@@ -283,7 +284,7 @@ static void test_bn_model_gradcheck(void **state)
         float *pv = calloc(t->numel, sizeof(float)), *gv = calloc(t->numel, sizeof(float));
         memcpy(gv, g->data + t->offset, t->numel * sizeof(float));
         memcpy(pv, p->data + t->offset, t->numel * sizeof(float));
-        for (size_t e = 0; e < t->numel; e += t->numel > 20 ? t->numel / 20 : 1) {
+        for (size_t e = 0; e<t->numel; e += t->numel> 20 ? t->numel / 20 : 1) {
             const float save = pv[e], h = 2e-3f;
             float lp, lm;
             pv[e] = save + h;
@@ -485,9 +486,12 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bn_ops_fixture),     cmocka_unit_test(test_smoothing_fixture),
-        cmocka_unit_test(test_bn_model_modes),     cmocka_unit_test(test_bn_model_gradcheck),
-        cmocka_unit_test(test_bn_checkpoint_continue), cmocka_unit_test(test_cnn_weight_decay),
+        cmocka_unit_test(test_bn_ops_fixture),
+        cmocka_unit_test(test_smoothing_fixture),
+        cmocka_unit_test(test_bn_model_modes),
+        cmocka_unit_test(test_bn_model_gradcheck),
+        cmocka_unit_test(test_bn_checkpoint_continue),
+        cmocka_unit_test(test_cnn_weight_decay),
         cmocka_unit_test(test_specs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

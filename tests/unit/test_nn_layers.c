@@ -258,8 +258,8 @@ static void bn_fwd(void *p)
     bn_ctx *c = p;
     c->rm[0] = 0.25f; /* the running statistics as the eval case expects them */
     c->rv[0] = 2.0f;
-    be->batchnorm_fwd(c->out, c->mean, c->rstd, c->rm, c->rv, c->inp, c->w, c->b, c->B, c->C,
-                      c->HW, 0.1f, 1e-5f, c->training);
+    be->batchnorm_fwd(c->out, c->mean, c->rstd, c->rm, c->rv, c->inp, c->w, c->b, c->B, c->C, c->HW,
+                      0.1f, 1e-5f, c->training);
 }
 
 static void test_batchnorm(void **state)

@@ -103,8 +103,7 @@ static void kn_cu_batchnorm_bwd(float *dinp, float *dw, float *db, const float *
                                 const float *inp, const float *w, const float *mean,
                                 const float *rstd, int B, int C, int HW, int training)
 {
-    k_batchnorm_bwd<<<C, BN_THREADS>>>(dinp, dw, db, dout, inp, w, mean, rstd, B, C, HW,
-                                       training);
+    k_batchnorm_bwd<<<C, BN_THREADS>>>(dinp, dw, db, dout, inp, w, mean, rstd, B, C, HW, training);
     LAUNCHED();
 }
 
@@ -146,8 +145,7 @@ static void kn_cu_xent_smooth_fwd(float *losses, const float *logits, const floa
 static void kn_cu_xent_smooth_bwd(float *dlogits, const int *targets, float sdloss, int N, int V,
                                   int Vp)
 {
-    k_xent_smooth_bwd<<<blocks_for((size_t)N * V, 256), 256>>>(dlogits, targets, sdloss, N, V,
-                                                                 Vp);
+    k_xent_smooth_bwd<<<blocks_for((size_t)N * V, 256), 256>>>(dlogits, targets, sdloss, N, V, Vp);
     LAUNCHED();
 }
 
