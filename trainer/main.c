@@ -212,8 +212,7 @@ static int start(kn_service *svc, trainer *t, trn_metrics *tm)
     CHECK(trn_settings_load(kn_service_config(svc), t->model_name, s, e, sizeof(e)) == KN_OK,
           "config: %s", e);
     s->idle_exit = t->idle_exit;
-    /* auto stays on the CPU until the CUDA backend has passed its parity
-     * suite on a GPU (tests/gpu/run): KN_AUTO_PICKS_CUDA in nn/backend.h. */
+    /* auto: CUDA when a GPU answers, else the CPU (logged by kn_backend_pick) */
     const kn_backend *be = kn_backend_pick(s->backend);
     CHECK(be,
           "trainer.backend = cuda, but the CUDA backend is not available: %s "

@@ -141,6 +141,31 @@ struct kn_backend {
     void (*mse_fwd)(float *losses, const float *pred, const float *y, int N, int D);
     void (*mse_bwd)(float *dpred, const float *pred, const float *y, float dloss, int N, int D);
 
+    /* --- batch normalisation per channel of inp (B, C, HW) (HW = 1 after a
+     * linear layer): out = (inp - mean) * rstd * w + b, w, b (C). training = 1
+     * takes mean and the biased variance over the B * HW values of each
+     * channel, saves mean and rstd = 1 / sqrt(var + eps) (C), and moves the
+     * running statistics: run = (1 - momentum) run + momentum batch, run_var
+     * taking the unbiased variance (PyTorch's rule). training = 0 uses the
+     * running statistics (left unchanged) and saves them as mean and rstd.
+     * bwd differentiates the mode of the forward that saved mean and rstd. --- */
+    void (*batchnorm_fwd)(float *out, float *mean, float *rstd, float *run_mean, float *run_var,
+                          const float *inp, const float *w, const float *b, int B, int C, int HW,
+                          float momentum, float eps, int training);
+    void (*batchnorm_bwd)(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                          const float *w, const float *mean, const float *rstd, int B, int C,
+                          int HW, int training);
+
+    /* --- label smoothing on top of xent (same layout): fwd turns each
+     * target row's loss (lse - logit[t], from xent_fwd) into
+     * (1 - s) loss + s (lse - mean of the V logits); bwd adds
+     * sdloss (onehot - 1/V) to those rows of dlogits, sdloss = s * dloss, so
+     * that with xent_bwd's dloss (softmax - onehot) the sum is the gradient
+     * of the smoothed loss. --- */
+    void (*xent_smooth_fwd)(float *losses, const float *logits, const float *lse,
+                            const int *targets, float s, int N, int V, int Vp);
+    void (*xent_smooth_bwd)(float *dlogits, const int *targets, float sdloss, int N, int V, int Vp);
+
     /* --- reductions, returned to the host --- */
     double (*sum)(const float *x, size_t n);
     double (*sumsq)(const float *x, size_t n);
@@ -154,10 +179,10 @@ struct kn_backend {
 /* The CPU backend (static, never freed). */
 const kn_backend *kn_backend_cpu(void);
 
-/* What the services' backend = auto means: 0 = the CPU, 1 = CUDA when a GPU
- * answers. 0 until lib/nn/cuda has passed tests/gpu/run on a GPU: it was
- * written on machines without one. */
-#define KN_AUTO_PICKS_CUDA 0
+/* What the services' backend = auto means: 1 = CUDA when a GPU answers (and
+ * libcublas loads), else the CPU. 1 since the CUDA backend passed
+ * tests/gpu/run (its parity suite) on an H200; 0 would keep auto on the CPU. */
+#define KN_AUTO_PICKS_CUDA 1
 
 /* Backend by name ("cpu"; "cuda" when built with CUDA and a device and
  * cuBLAS are found), or NULL; kn_backend_why_not() then says why. */
@@ -167,7 +192,8 @@ const char *kn_backend_why_not(const char *name);
 /* The backend a service's `backend = auto | cpu | cuda` setting names: cuda
  * when asked for, or NULL when it is not available (kn_backend_why_not says
  * why); auto as KN_AUTO_PICKS_CUDA says, falling back to the CPU; NULL for
- * any other name. */
+ * any other name. For auto it logs its choice: info "backend auto: cuda" or
+ * a warning naming why CUDA is not used and that the CPU runs instead. */
 const kn_backend *kn_backend_pick(const char *setting);
 
 /* The dropout mask rule shared by every backend: uniform in [0, 1) from a

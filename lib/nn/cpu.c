@@ -686,6 +686,119 @@ static void cpu_mse_bwd(float *restrict dpred, const float *restrict pred, const
         dpred[i] += s * (pred[i] - y[i]);
 }
 
+static void cpu_xent_smooth_fwd(float *restrict losses, const float *restrict logits,
+                                const float *restrict lse, const int *restrict targets, float s,
+                                int N, int V, int Vp)
+{
+    for (int n = 0; n < N; n++) {
+        if (targets[n] < 0) continue;
+        const float *l = logits + (size_t)n * Vp;
+        double mean = 0.0;
+        for (int i = 0; i < V; i++)
+            mean += l[i];
+        mean /= (double)V;
+        losses[n] = (1.0f - s) * losses[n] + s * (lse[n] - (float)mean);
+    }
+}
+
+static void cpu_xent_smooth_bwd(float *restrict dlogits, const int *restrict targets, float sdloss,
+                                int N, int V, int Vp)
+{
+    const float u = sdloss / (float)V;
+    for (int n = 0; n < N; n++) {
+        int t = targets[n];
+        if (t < 0) continue;
+        float *d = dlogits + (size_t)n * Vp;
+        for (int i = 0; i < V; i++)
+            d[i] -= u;
+        d[t] += sdloss;
+    }
+}
+
+/* ---------------------------------------------------------------- batchnorm */
+
+static void cpu_batchnorm_fwd(float *restrict out, float *restrict mean, float *restrict rstd,
+                              float *restrict run_mean, float *restrict run_var,
+                              const float *restrict inp, const float *restrict w,
+                              const float *restrict b, int B, int C, int HW, float momentum,
+                              float eps, int training)
+{
+    const size_t n = (size_t)B * HW;
+    for (int c = 0; c < C; c++) {
+        float m, r;
+        if (training) {
+            /* two passes in double: the mean first, then the centred squares */
+            double acc = 0.0;
+            for (int bi = 0; bi < B; bi++) {
+                const float *x = inp + ((size_t)bi * C + c) * HW;
+                for (int i = 0; i < HW; i++)
+                    acc += x[i];
+            }
+            const double md = acc / (double)n;
+            double sq = 0.0;
+            for (int bi = 0; bi < B; bi++) {
+                const float *x = inp + ((size_t)bi * C + c) * HW;
+                for (int i = 0; i < HW; i++) {
+                    double d = x[i] - md;
+                    sq += d * d;
+                }
+            }
+            const double var = sq / (double)n;
+            m = (float)md;
+            r = (float)(1.0 / sqrt(var + (double)eps));
+            const double unbiased = n > 1 ? sq / (double)(n - 1) : var;
+            run_mean[c] = (1.0f - momentum) * run_mean[c] + momentum * m;
+            run_var[c] = (1.0f - momentum) * run_var[c] + momentum * (float)unbiased;
+        } else {
+            m = run_mean[c];
+            r = 1.0f / sqrtf(run_var[c] + eps);
+        }
+        mean[c] = m;
+        rstd[c] = r;
+        const float scale = r * w[c], shift = b[c] - m * r * w[c];
+        for (int bi = 0; bi < B; bi++) {
+            const float *x = inp + ((size_t)bi * C + c) * HW;
+            float *o = out + ((size_t)bi * C + c) * HW;
+            for (int i = 0; i < HW; i++)
+                o[i] = x[i] * scale + shift;
+        }
+    }
+}
+
+static void cpu_batchnorm_bwd(float *restrict dinp, float *restrict dw, float *restrict db,
+                              const float *restrict dout, const float *restrict inp,
+                              const float *restrict w, const float *restrict mean,
+                              const float *restrict rstd, int B, int C, int HW, int training)
+{
+    const double n = (double)B * HW;
+    for (int c = 0; c < C; c++) {
+        const float m = mean[c], r = rstd[c];
+        double sg = 0.0, sgx = 0.0; /* sum of dout, sum of dout * xhat */
+        for (int bi = 0; bi < B; bi++) {
+            const float *x = inp + ((size_t)bi * C + c) * HW;
+            const float *g = dout + ((size_t)bi * C + c) * HW;
+            for (int i = 0; i < HW; i++) {
+                sg += g[i];
+                sgx += (double)g[i] * ((x[i] - m) * r);
+            }
+        }
+        if (dw) dw[c] += (float)sgx;
+        if (db) db[c] += (float)sg;
+        if (!dinp) continue;
+        const float k = r * w[c];
+        /* training: the batch statistics depend on inp too */
+        const float mg = training ? (float)(sg / n) : 0.0f,
+                    mgx = training ? (float)(sgx / n) : 0.0f;
+        for (int bi = 0; bi < B; bi++) {
+            const float *x = inp + ((size_t)bi * C + c) * HW;
+            const float *g = dout + ((size_t)bi * C + c) * HW;
+            float *d = dinp + ((size_t)bi * C + c) * HW;
+            for (int i = 0; i < HW; i++)
+                d[i] += k * (g[i] - mg - (x[i] - m) * r * mgx);
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- reductions */
 
 static double cpu_sum(const float *restrict x, size_t n)
@@ -789,6 +902,10 @@ static const kn_backend cpu_backend = {
     .xent_bwd = cpu_xent_bwd,
     .mse_fwd = cpu_mse_fwd,
     .mse_bwd = cpu_mse_bwd,
+    .batchnorm_fwd = cpu_batchnorm_fwd,
+    .batchnorm_bwd = cpu_batchnorm_bwd,
+    .xent_smooth_fwd = cpu_xent_smooth_fwd,
+    .xent_smooth_bwd = cpu_xent_smooth_bwd,
     .sum = cpu_sum,
     .sumsq = cpu_sumsq,
     .optim_update = cpu_optim_update,

@@ -110,6 +110,7 @@ int kn_model_spec_check(const json_t *spec, char *err, size_t errsz)
         kn_tensor_set_init(&m->grads);
         kn_tensor_set_init(&m->acts);
         kn_tensor_set_init(&m->dacts);
+        kn_tensor_set_init(&m->bufs);
         rc = build(m, spec, norm, err, errsz);
     } else {
         kn_seterr(err, errsz, rc, "model: out of memory");
@@ -145,10 +146,12 @@ int kn_model_new(const json_t *spec, uint64_t seed, int max_batch, const kn_back
     kn_tensor_set_init(&m->grads);
     kn_tensor_set_init(&m->acts);
     kn_tensor_set_init(&m->dacts);
+    kn_tensor_set_init(&m->bufs);
     if ((rc = build(m, spec, norm, err, errsz))) goto fail;
     if (kn_tensor_set_alloc(&m->params, be) || kn_tensor_set_clone_layout(&m->grads, &m->params) ||
         kn_tensor_set_alloc(&m->grads, be) || kn_tensor_set_clone_layout(&m->dacts, &m->acts) ||
         kn_tensor_set_alloc(&m->acts, be) || kn_tensor_set_alloc(&m->dacts, be) ||
+        (m->bufs.n && kn_tensor_set_alloc(&m->bufs, be)) ||
         !(m->ibuf = be->alloc((m->ibuf_n ? m->ibuf_n : 1) * sizeof(int))) ||
         (m->seq.scratch_n && !(m->seq.scratch = be->alloc(m->seq.scratch_n * sizeof(float))))) {
         rc = kn_seterr(err, errsz, KN_ENOMEM, "model: out of memory for %zu parameters",
@@ -178,6 +181,7 @@ void kn_model_destroy(kn_model *m)
     kn_tensor_set_free(&m->grads);
     kn_tensor_set_free(&m->acts);
     kn_tensor_set_free(&m->dacts);
+    kn_tensor_set_free(&m->bufs);
     if (m->be) {
         m->be->free(m->ibuf);
         m->be->free(m->seq.scratch);
@@ -529,20 +533,35 @@ out:
     return rc;
 }
 
+/* The parameter or buffer called name, or NULL. */
+static const kn_tensor_set *find_named(const kn_model *m, const char *name, int *i)
+{
+    if ((*i = kn_tensor_find(&m->params, name)) >= 0) return &m->params;
+    if ((*i = kn_tensor_find(&m->bufs, name)) >= 0) return &m->bufs;
+    return NULL;
+}
+
 int kn_model_get_tensor(const kn_model *m, const char *name, float *out, size_t numel)
 {
-    int i = kn_tensor_find(&m->params, name);
-    if (i < 0) return KN_ENOTFOUND;
-    if (m->params.t[i].numel != numel) return KN_EINVAL;
-    m->be->to_host(out, PAR(m, i), numel * sizeof(float));
+    int i;
+    const kn_tensor_set *s = find_named(m, name, &i);
+    if (!s) return KN_ENOTFOUND;
+    if (s->t[i].numel != numel) return KN_EINVAL;
+    m->be->to_host(out, kn_tensor_ptr(s, i), numel * sizeof(float));
     return KN_OK;
 }
 
 int kn_model_set_tensor(kn_model *m, const char *name, const float *in, size_t numel)
 {
-    int i = kn_tensor_find(&m->params, name);
-    if (i < 0) return KN_ENOTFOUND;
-    if (m->params.t[i].numel != numel) return KN_EINVAL;
-    m->be->to_device(PAR(m, i), in, numel * sizeof(float));
+    int i;
+    const kn_tensor_set *s = find_named(m, name, &i);
+    if (!s) return KN_ENOTFOUND;
+    if (s->t[i].numel != numel) return KN_EINVAL;
+    m->be->to_device(kn_tensor_ptr(s, i), in, numel * sizeof(float));
     return KN_OK;
+}
+
+const kn_tensor_set *kn_model_buffers(const kn_model *m)
+{
+    return &m->bufs;
 }

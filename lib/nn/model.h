@@ -82,8 +82,13 @@ int kn_model_block_size(const kn_model *m);  /* T limit of token models, 0 other
 int kn_model_num_outputs(const kn_model *m); /* classes, regression dims, or vocab size */
 const kn_tensor_set *kn_model_params(const kn_model *m);
 const kn_tensor_set *kn_model_grads(const kn_model *m);
+/* State that is not trained but saved: batchnorm running statistics (empty
+ * set without batchnorm layers). */
+const kn_tensor_set *kn_model_buffers(const kn_model *m);
 
-/* Training mode switches dropout on (default off = inference). */
+/* Training mode switches dropout on and makes batchnorm normalise with the
+ * batch's statistics and update its running ones (default off = inference:
+ * no dropout, batchnorm with the running statistics). */
 void kn_model_set_training(kn_model *m, int on);
 
 /* Runs the forward pass. With targets, *loss (may be NULL) receives the mean
@@ -125,12 +130,13 @@ int kn_model_predict(const kn_model *m, int *out, size_t cap);
 int kn_model_generate(kn_model *m, const int *prompt, int n_prompt, int n_new,
                       const kn_sample_config *sc, int *out, char *err, size_t errsz);
 
-/* Parameter access by name (host memory, numel floats). */
+/* Parameter (or buffer: "layers.<i>.running_mean") access by name (host memory, numel floats). */
 int kn_model_get_tensor(const kn_model *m, const char *name, float *out, size_t numel);
 int kn_model_set_tensor(kn_model *m, const char *name, const float *in, size_t numel);
 
 /* --- checkpoints (model_ckpt.c): ONE safetensors file holding the weights
- * under their PyTorch-style names, and, when an optimizer is attached, its
+ * under their PyTorch-style names, then the buffers (batchnorm running
+ * statistics, when the model has any), and, when an optimizer is attached, its
  * moments as "optim.m.<name>" / "optim.v.<name>". __metadata__ holds
  * "kiln.spec" (model spec JSON), "kiln.optim" (optimizer config JSON),
  * "kiln.step" (updates done), "kiln.seed", "kiln.fwd_count", "format":"pt",

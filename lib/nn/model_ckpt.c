@@ -39,11 +39,11 @@ int kn_model_save_buffer(const kn_model *m, const json_t *extra, unsigned char *
                          char *err, size_t errsz)
 {
     int rc = KN_ENOMEM;
-    const int np = m->params.n, nsets = m->opt ? 3 : 1;
-    kn_safetensors_entry *e = calloc((size_t)np * nsets, sizeof(*e));
-    int64_t *shapes = calloc((size_t)np * KN_TENSOR_MAX_DIMS, sizeof(*shapes));
+    const int np = m->params.n, nsets = m->opt ? 3 : 1, nb = m->bufs.n;
+    kn_safetensors_entry *e = calloc((size_t)np * nsets + nb, sizeof(*e));
+    int64_t *shapes = calloc((size_t)(np + nb) * KN_TENSOR_MAX_DIMS, sizeof(*shapes));
     char *names = calloc((size_t)np * nsets, KN_TENSOR_NAME_MAX + 16);
-    float *host = malloc(m->params.numel * nsets * sizeof(float) + 1);
+    float *host = malloc((m->params.numel * nsets + m->bufs.numel) * sizeof(float) + 1);
     json_t *meta = json_object();
     char *spec = NULL, *optim = NULL;
     *buf = NULL;
@@ -67,6 +67,17 @@ int kn_model_save_buffer(const kn_model *m, const json_t *extra, unsigned char *
                                                    .data = h + t->offset};
         }
     }
+    /* the buffers (batchnorm running statistics) under their own names */
+    float *hb = host + (size_t)nsets * m->params.numel;
+    if (nb) m->be->to_host(hb, m->bufs.data, m->bufs.numel * sizeof(float));
+    for (int i = 0; i < nb; i++) {
+        const kn_tensor *t = &m->bufs.t[i];
+        int64_t *sh = shapes + (size_t)(np + i) * KN_TENSOR_MAX_DIMS;
+        for (int d = 0; d < t->ndim; d++)
+            sh[d] = t->shape[d];
+        e[np * nsets + i] = (kn_safetensors_entry){
+            .name = t->name, .ndim = t->ndim, .shape = sh, .data = hb + t->offset};
+    }
     if (extra) {
         if (!json_is_object(extra)) {
             rc = kn_seterr(err, errsz, KN_EINVAL, "checkpoint: extra metadata is not an object");
@@ -89,7 +100,7 @@ int kn_model_save_buffer(const kn_model *m, const json_t *extra, unsigned char *
         json_object_set_new(meta, "kiln.optim", json_string(optim));
         json_object_set_new(meta, "kiln.step", u64_string((uint64_t)m->opt->step));
     }
-    rc = kn_safetensors_write(e, np * nsets, meta, buf, len, err, errsz);
+    rc = kn_safetensors_write(e, np * nsets + nb, meta, buf, len, err, errsz);
 out:
     if (rc == KN_ENOMEM) kn_seterr(err, errsz, rc, "checkpoint: out of memory");
     free(e);
@@ -179,9 +190,10 @@ int kn_model_load_buffer(const unsigned char *buf, size_t len, int max_batch, co
         if ((rc = kn_model_set_optim(m, &oc))) goto out;
         m->opt->step = (int64_t)step;
     }
-    const int np = m->params.n, nsets = m->opt ? 3 : 1;
-    host = calloc(m->params.numel * nsets + 1, sizeof(float));
-    seen = calloc((size_t)np * nsets + 1, 1);
+    const int np = m->params.n, nsets = m->opt ? 3 : 1, nb = m->bufs.n;
+    host = calloc(m->params.numel * nsets + m->bufs.numel + 1, sizeof(float));
+    seen = calloc((size_t)np * nsets + nb + 1, 1);
+    float *hb = host + (size_t)nsets * m->params.numel;
     if (!host || !seen) {
         rc = kn_seterr(err, errsz, KN_ENOMEM, "checkpoint: out of memory");
         goto out;
@@ -196,6 +208,11 @@ int kn_model_load_buffer(const unsigned char *buf, size_t len, int max_batch, co
         else if (strncmp(nm, "optim.v.", 8) == 0)
             s = 2, nm += 8;
         int i = kn_tensor_find(&m->params, nm);
+        if (i < 0 && s == 0 && (i = kn_tensor_find(&m->bufs, nm)) >= 0) {
+            if (load_tensor(st, &m->bufs.t[i], hb, err, errsz)) goto out;
+            seen[np * nsets + i] = 1;
+            continue;
+        }
         if (i < 0 || s >= nsets) {
             kn_seterr(err, errsz, rc, "checkpoint: unexpected tensor \"%s\"", st->name);
             goto out;
@@ -213,7 +230,13 @@ int kn_model_load_buffer(const unsigned char *buf, size_t len, int max_batch, co
                       m->params.t[j % np].name);
             goto out;
         }
+    for (int j = 0; j < nb; j++)
+        if (!seen[np * nsets + j]) {
+            kn_seterr(err, errsz, rc, "checkpoint: tensor %s is missing", m->bufs.t[j].name);
+            goto out;
+        }
     m->be->to_device(m->params.data, host, m->params.numel * sizeof(float));
+    if (nb) m->be->to_device(m->bufs.data, hb, m->bufs.numel * sizeof(float));
     if (m->opt) {
         m->be->to_device(m->opt->m.data, host + m->params.numel, m->params.numel * sizeof(float));
         m->be->to_device(m->opt->v.data, host + 2 * m->params.numel,

@@ -6,20 +6,26 @@
 
 #include "nn/model.h"
 
-enum { SEQ_LINEAR = 1, SEQ_CONV, SEQ_POOL, SEQ_ACT, SEQ_DROPOUT };
+enum { SEQ_LINEAR = 1, SEQ_CONV, SEQ_POOL, SEQ_ACT, SEQ_DROPOUT, SEQ_BN };
+
+#define KN_BN_MOMENTUM 0.1f
+#define KN_BN_EPS      1e-5f
 
 typedef struct {
-    int kind;           /* SEQ_* */
-    int sub;            /* KN_ACT_* or KN_POOL_* */
-    int in_numel;       /* per sample, input */
-    int out_numel;      /* per sample, output */
-    kn_conv_shape conv; /* SEQ_CONV; B set per call */
-    kn_pool_shape pool; /* SEQ_POOL; B set per call */
-    float p;            /* SEQ_DROPOUT drop probability */
-    int w, b;           /* parameter indices or -1 */
-    int out;            /* activation index of the output (max_B, out_numel) */
-    int mask;           /* SEQ_DROPOUT: activation index of the mask, else -1 */
-    size_t idx_off;     /* SEQ_POOL max: int offset of argmax (max_B, out_numel) */
+    int kind;              /* SEQ_* */
+    int sub;               /* KN_ACT_* or KN_POOL_* */
+    int in_numel;          /* per sample, input */
+    int out_numel;         /* per sample, output */
+    kn_conv_shape conv;    /* SEQ_CONV; B set per call */
+    kn_pool_shape pool;    /* SEQ_POOL; B set per call */
+    float p;               /* SEQ_DROPOUT drop probability */
+    int w, b;              /* parameter indices or -1 */
+    int out;               /* activation index of the output (max_B, out_numel) */
+    int mask;              /* SEQ_DROPOUT: activation index of the mask, else -1 */
+    size_t idx_off;        /* SEQ_POOL max: int offset of argmax (max_B, out_numel) */
+    int bn_C, bn_HW;       /* SEQ_BN: channels, values per channel per sample */
+    int run_mean, run_var; /* SEQ_BN: buffer indices of the running statistics */
+    int bn_mean, bn_rstd;  /* SEQ_BN: activation indices of the saved statistics (C) */
 } seq_layer;
 
 typedef struct {
@@ -32,6 +38,8 @@ typedef struct {
     size_t scratch_n;               /* floats of im2col scratch (max over convs) */
     float *scratch;                 /* device */
     size_t i_labels;                /* int offset of labels (max_B) */
+    float smoothing;                /* label smoothing of the xent loss, 0 = none */
+    int fwd_training;               /* the mode of the last forward (batchnorm's backward) */
 } seq_model;
 
 typedef struct {
@@ -62,6 +70,7 @@ struct kn_model {
     uint64_t seed;
     kn_tensor_set params, grads; /* one allocation each, same layout */
     kn_tensor_set acts, dacts;   /* activations and their gradients, same layout */
+    kn_tensor_set bufs;          /* state that is not trained: batchnorm running statistics */
     int *ibuf;                   /* device ints: token ids, labels, argmax indices */
     size_t ibuf_n;
     kn_optim *opt;      /* NULL until kn_model_set_optim */
@@ -99,5 +108,6 @@ int kn_model_spec_int(const json_t *spec, json_t *norm, const char *key, int def
 #define DACT(m, i) kn_tensor_ptr(&(m)->dacts, (i))
 #define PAR(m, i)  kn_tensor_ptr(&(m)->params, (i))
 #define GRAD(m, i) kn_tensor_ptr(&(m)->grads, (i))
+#define BUF(m, i)  kn_tensor_ptr(&(m)->bufs, (i))
 
 #endif

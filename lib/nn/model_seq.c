@@ -1,7 +1,10 @@
 /* model_seq.c: MLP, linear regression and CNN as one sequence of layers
- * (linear, conv2d, pooling, activation, dropout; flatten is implicit because
- * NCHW rows are contiguous). Parameters are named like a PyTorch
- * nn.Sequential: "layers.<i>.weight" (out, in) or (OC, C, K, K), "layers.<i>.bias". */
+ * (linear, conv2d, batchnorm, pooling, activation, dropout; flatten is
+ * implicit because NCHW rows are contiguous). Parameters are named like a
+ * PyTorch nn.Sequential: "layers.<i>.weight" (out, in) or (OC, C, K, K),
+ * "layers.<i>.bias"; a batchnorm's weight and bias are (C) and its running
+ * statistics "layers.<i>.running_mean" / "layers.<i>.running_var" (C), the
+ * names of PyTorch's BatchNorm buffers. */
 #include "nn/model_int.h"
 
 #include <math.h>
@@ -42,6 +45,38 @@ static int parse_dropout(const json_t *spec, json_t *norm, float *p, char *err, 
     return KN_OK;
 }
 
+/* Reads an optional boolean key; recorded in norm only when spec has it, so
+ * the normalised spec of a model without it is what it was before the key. */
+static int parse_bool(const json_t *spec, json_t *norm, const char *key, int def, int *out,
+                      char *err, size_t errsz)
+{
+    const json_t *v = json_object_get(spec, key);
+    *out = def;
+    if (!v) return KN_OK;
+    if (!json_is_boolean(v))
+        return kn_seterr(err, errsz, KN_EINVAL, "model spec: \"%s\" must be true or false", key);
+    *out = json_is_true(v);
+    json_object_set_new(norm, key, json_boolean(*out));
+    return KN_OK;
+}
+
+/* "label_smoothing": s in [0, 1) of the cross-entropy loss; recorded only when given. */
+static int parse_smoothing(kn_model *m, const json_t *spec, json_t *norm, char *err, size_t errsz)
+{
+    const json_t *v = json_object_get(spec, "label_smoothing");
+    m->seq.smoothing = 0.0f;
+    if (!v) return KN_OK;
+    if (!json_is_number(v) || json_number_value(v) < 0.0 || json_number_value(v) >= 1.0)
+        return kn_seterr(err, errsz, KN_EINVAL,
+                         "model spec: \"label_smoothing\" must be in [0, 1)");
+    if (m->seq.mse && json_number_value(v) > 0.0)
+        return kn_seterr(err, errsz, KN_EINVAL,
+                         "model spec: \"label_smoothing\" needs the xent loss");
+    m->seq.smoothing = (float)json_number_value(v);
+    json_object_set_new(norm, "label_smoothing", json_real(m->seq.smoothing));
+    return KN_OK;
+}
+
 /* Appends one layer: declares its output activation and parameters. */
 static int add_layer(kn_model *m, seq_layer *proto, int *cap)
 {
@@ -76,6 +111,15 @@ static int add_layer(kn_model *m, seq_layer *proto, int *cap)
         cs.B = m->max_B;
         size_t need = m->be->conv2d_scratch(&cs);
         if (need > s->scratch_n) s->scratch_n = need;
+    } else if (L->kind == SEQ_BN) {
+        const int cs1[1] = {L->bn_C};
+        const char *pn[6] = {"weight", "bias", "running_mean", "running_var", "mean", "rstd"};
+        kn_tensor_set *set[6] = {&m->params, &m->params, &m->bufs, &m->bufs, &m->acts, &m->acts};
+        int *idx[6] = {&L->w, &L->b, &L->run_mean, &L->run_var, &L->bn_mean, &L->bn_rstd};
+        for (int j = 0; j < 6; j++) {
+            snprintf(name, sizeof(name), "layers.%d.%s", i, pn[j]);
+            if ((*idx[j] = kn_tensor_add(set[j], name, 1, cs1, 0)) < 0) return *idx[j];
+        }
     }
     sh[0] = m->max_B;
     sh[1] = L->out_numel;
@@ -97,7 +141,7 @@ static int build_mlp(kn_model *m, const json_t *spec, json_t *norm, int *cap, ch
                      size_t errsz)
 {
     const char *type = json_string_value(json_object_get(spec, "type"));
-    int sizes[64], nsz = 0, act = KN_ACT_RELU, rc;
+    int sizes[64], nsz = 0, act = KN_ACT_RELU, rc, bn = 0;
     float p = 0.0f;
     if (strcmp(type, "linreg") == 0) {
         if ((rc = kn_model_spec_int(spec, NULL, "in", 1, 1, 1 << 24, &sizes[0], err, errsz)) ||
@@ -119,12 +163,14 @@ static int build_mlp(kn_model *m, const json_t *spec, json_t *norm, int *cap, ch
             sizes[nsz++] = (int)json_integer_value(v);
         }
         if ((rc = parse_act(spec, norm, &act, err, errsz)) ||
-            (rc = parse_dropout(spec, norm, &p, err, errsz)))
+            (rc = parse_dropout(spec, norm, &p, err, errsz)) ||
+            (rc = parse_bool(spec, norm, "bn", 0, &bn, err, errsz)))
             return rc;
         const char *loss = json_string_value(json_object_get(spec, "loss"));
         if (loss && strcmp(loss, "mse") != 0 && strcmp(loss, "xent") != 0)
             return kn_seterr(err, errsz, KN_EINVAL, "model spec: \"loss\" must be xent or mse");
         m->seq.mse = loss && strcmp(loss, "mse") == 0;
+        if ((rc = parse_smoothing(m, spec, norm, err, errsz))) return rc;
     }
     if (strcmp(type, "linreg") == 0) { /* the keys it is built from, so a checkpoint reloads */
         json_object_set_new(norm, "in", json_integer(sizes[0]));
@@ -140,6 +186,14 @@ static int build_mlp(kn_model *m, const json_t *spec, json_t *norm, int *cap, ch
     for (int i = 0; i + 1 < nsz; i++) {
         seq_layer L = {.kind = SEQ_LINEAR, .in_numel = sizes[i], .out_numel = sizes[i + 1]};
         if ((rc = add_layer(m, &L, cap))) return rc;
+        if (i + 2 < nsz && bn) {
+            seq_layer N = {.kind = SEQ_BN,
+                           .bn_C = sizes[i + 1],
+                           .bn_HW = 1,
+                           .in_numel = sizes[i + 1],
+                           .out_numel = sizes[i + 1]};
+            if ((rc = add_layer(m, &N, cap))) return rc;
+        }
         if (i + 2 < nsz) {
             seq_layer A = {
                 .kind = SEQ_ACT, .sub = act, .in_numel = sizes[i + 1], .out_numel = sizes[i + 1]};
@@ -160,7 +214,7 @@ static int build_mlp(kn_model *m, const json_t *spec, json_t *norm, int *cap, ch
 static int build_cnn(kn_model *m, const json_t *spec, json_t *norm, int *cap, char *err,
                      size_t errsz)
 {
-    int rc, act, classes;
+    int rc, act, classes, bn_all;
     float p;
     const json_t *in = json_object_get(spec, "input");
     int C, H, W;
@@ -173,7 +227,9 @@ static int build_cnn(kn_model *m, const json_t *spec, json_t *norm, int *cap, ch
     json_object_set_new(norm, "input", json_pack("[i,i,i]", C, H, W));
     if ((rc = parse_act(spec, norm, &act, err, errsz)) ||
         (rc = parse_dropout(spec, norm, &p, err, errsz)) ||
-        (rc = kn_model_spec_int(spec, norm, "classes", 10, 1, 1 << 20, &classes, err, errsz)))
+        (rc = kn_model_spec_int(spec, norm, "classes", 10, 1, 1 << 20, &classes, err, errsz)) ||
+        (rc = parse_bool(spec, norm, "bn", 0, &bn_all, err, errsz)) ||
+        (rc = parse_smoothing(m, spec, norm, err, errsz)))
         return rc;
     const char *pool = json_string_value(json_object_get(spec, "pool"));
     if (pool && strcmp(pool, "max") != 0 && strcmp(pool, "avg") != 0)
@@ -188,7 +244,7 @@ static int build_cnn(kn_model *m, const json_t *spec, json_t *norm, int *cap, ch
     json_object_set_new(norm, "convs", nconvs);
     for (size_t i = 0; i < json_array_size(convs); i++) {
         const json_t *c = json_array_get(convs, i);
-        int oc, k, pad, stride, pk;
+        int oc, k, pad, stride, pk, bn;
         json_t *nc = json_object();
         json_array_append_new(nconvs, nc);
         if (!json_is_object(c))
@@ -198,7 +254,8 @@ static int build_cnn(kn_model *m, const json_t *spec, json_t *norm, int *cap, ch
             (rc = kn_model_spec_int(c, nc, "k", 3, 1, 64, &k, err, errsz)) ||
             (rc = kn_model_spec_int(c, nc, "pad", 0, 0, 64, &pad, err, errsz)) ||
             (rc = kn_model_spec_int(c, nc, "stride", 1, 1, 64, &stride, err, errsz)) ||
-            (rc = kn_model_spec_int(c, nc, "pool", 2, 0, 64, &pk, err, errsz)))
+            (rc = kn_model_spec_int(c, nc, "pool", 2, 0, 64, &pk, err, errsz)) ||
+            (rc = parse_bool(c, nc, "bn", bn_all, &bn, err, errsz)))
             return rc;
         kn_conv_shape cs = {.C = C, .H = H, .W = W, .OC = oc, .K = k, .stride = stride, .pad = pad};
         cs.OH = (H + 2 * pad - k) / stride + 1;
@@ -211,6 +268,14 @@ static int build_cnn(kn_model *m, const json_t *spec, json_t *norm, int *cap, ch
         C = oc;
         H = cs.OH;
         W = cs.OW;
+        if (bn) {
+            seq_layer N = {.kind = SEQ_BN,
+                           .bn_C = C,
+                           .bn_HW = H * W,
+                           .in_numel = C * H * W,
+                           .out_numel = C * H * W};
+            if ((rc = add_layer(m, &N, cap))) return rc;
+        }
         seq_layer A = {.kind = SEQ_ACT, .sub = act, .in_numel = C * H * W, .out_numel = C * H * W};
         if ((rc = add_layer(m, &A, cap))) return rc;
         if (pk > 1) {
@@ -245,6 +310,11 @@ static int build_cnn(kn_model *m, const json_t *spec, json_t *norm, int *cap, ch
         seq_layer L = {.kind = SEQ_LINEAR, .in_numel = width, .out_numel = out};
         if ((rc = add_layer(m, &L, cap))) return rc;
         width = out;
+        if (!last && bn_all) {
+            seq_layer N = {
+                .kind = SEQ_BN, .bn_C = out, .bn_HW = 1, .in_numel = out, .out_numel = out};
+            if ((rc = add_layer(m, &N, cap))) return rc;
+        }
         if (!last) {
             seq_layer A = {.kind = SEQ_ACT, .sub = act, .in_numel = out, .out_numel = out};
             if ((rc = add_layer(m, &A, cap))) return rc;
@@ -289,6 +359,12 @@ int kn_model_seq_init(kn_model *m)
     for (int i = 0; i < m->seq.n; i++) {
         const seq_layer *L = &m->seq.l[i];
         if (L->w < 0) continue;
+        if (L->kind == SEQ_BN) { /* PyTorch: weight 1, bias 0; running mean 0, var 1 */
+            const kn_tensor *t = &m->params.t[L->w];
+            for (size_t e = 0; e < t->numel; e++)
+                h[t->offset + e] = 1.0f;
+            continue;
+        }
         int fan_in = L->kind == SEQ_CONV ? L->conv.C * L->conv.K * L->conv.K : L->in_numel;
         float bound = 1.0f / sqrtf((float)fan_in);
         const int idx[2] = {L->w, L->b};
@@ -300,6 +376,18 @@ int kn_model_seq_init(kn_model *m)
     }
     m->be->to_device(m->params.data, h, m->params.numel * sizeof(float));
     free(h);
+    if (m->bufs.numel) {
+        if (!(h = calloc(m->bufs.numel, sizeof(float)))) return KN_ENOMEM;
+        for (int i = 0; i < m->seq.n; i++) {
+            const seq_layer *L = &m->seq.l[i];
+            if (L->kind != SEQ_BN) continue;
+            const kn_tensor *t = &m->bufs.t[L->run_var];
+            for (size_t e = 0; e < t->numel; e++)
+                h[t->offset + e] = 1.0f;
+        }
+        m->be->to_device(m->bufs.data, h, m->bufs.numel * sizeof(float));
+        free(h);
+    }
     return KN_OK;
 }
 
@@ -333,6 +421,11 @@ int kn_model_seq_forward(kn_model *m, const kn_batch *b, char *err, size_t errsz
         case SEQ_ACT:
             be->act_fwd(L->sub, out, cur, (size_t)B * L->out_numel);
             break;
+        case SEQ_BN:
+            be->batchnorm_fwd(out, ACT(m, L->bn_mean), ACT(m, L->bn_rstd), BUF(m, L->run_mean),
+                              BUF(m, L->run_var), cur, PAR(m, L->w), PAR(m, L->b), B, L->bn_C,
+                              L->bn_HW, KN_BN_MOMENTUM, KN_BN_EPS, m->training);
+            break;
         case SEQ_DROPOUT: {
             uint64_t seed = m->seed * 0x100000001B3ull + m->fwd_count * 1000003ull + (uint64_t)i;
             be->dropout_fwd(out, ACT(m, L->mask), cur, (size_t)B * L->out_numel,
@@ -344,6 +437,7 @@ int kn_model_seq_forward(kn_model *m, const kn_batch *b, char *err, size_t errsz
     }
     m->B = B;
     m->T = 0;
+    s->fwd_training = m->training;
     m->out_act = s->l[s->n - 1].out;
     m->out_rows = B;
     m->out_stride = m->out_valid = s->out_numel;
@@ -363,6 +457,9 @@ int kn_model_seq_forward(kn_model *m, const kn_batch *b, char *err, size_t errsz
         be->to_device(m->ibuf + s->i_labels, b->labels, (size_t)B * sizeof(int));
         be->xent_fwd(ACT(m, s->a_losses), ACT(m, s->a_lse), cur, m->ibuf + s->i_labels, B,
                      s->out_numel, s->out_numel);
+        if (s->smoothing > 0.0f)
+            be->xent_smooth_fwd(ACT(m, s->a_losses), cur, ACT(m, s->a_lse), m->ibuf + s->i_labels,
+                                s->smoothing, B, s->out_numel, s->out_numel);
         m->n_valid = valid;
     }
     m->have_targets = 1;
@@ -377,9 +474,13 @@ void kn_model_seq_backward(kn_model *m)
     const int last = s->l[s->n - 1].out;
     if (s->mse)
         be->mse_bwd(DACT(m, last), ACT(m, last), ACT(m, s->a_y), 1.0f / (float)B, B, s->out_numel);
-    else if (m->n_valid)
+    else if (m->n_valid) {
         be->xent_bwd(DACT(m, last), ACT(m, last), ACT(m, s->a_lse), m->ibuf + s->i_labels,
                      1.0f / (float)m->n_valid, B, s->out_numel, s->out_numel);
+        if (s->smoothing > 0.0f)
+            be->xent_smooth_bwd(DACT(m, last), m->ibuf + s->i_labels,
+                                s->smoothing / (float)m->n_valid, B, s->out_numel, s->out_numel);
+    }
     for (int i = s->n - 1; i >= 0; i--) {
         seq_layer *L = &s->l[i];
         const float *in = i ? ACT(m, s->l[i - 1].out) : ACT(m, s->a_in);
@@ -405,6 +506,11 @@ void kn_model_seq_backward(kn_model *m)
         }
         case SEQ_ACT:
             if (din) be->act_bwd(L->sub, din, in, out, dout, (size_t)B * L->out_numel);
+            break;
+        case SEQ_BN:
+            be->batchnorm_bwd(din, GRAD(m, L->w), GRAD(m, L->b), dout, in, PAR(m, L->w),
+                              ACT(m, L->bn_mean), ACT(m, L->bn_rstd), B, L->bn_C, L->bn_HW,
+                              s->fwd_training);
             break;
         case SEQ_DROPOUT:
             if (din) be->dropout_bwd(din, dout, ACT(m, L->mask), (size_t)B * L->out_numel);

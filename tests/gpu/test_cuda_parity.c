@@ -4,8 +4,13 @@
  * Ops: every forward output is poisoned (NaN) on the device before the call,
  * so an element the kernel forgets to write shows; every backward gradient
  * starts from the same random values on both sides, so "+=" is checked
- * too. Models (MLP x4, linreg, CNN x3, GPT, txtcls x2): loss, outputs, every
- * parameter gradient, then three optimizer steps and every parameter.
+ * too. Models (MLP x4, linreg, CNN x3, GPT, txtcls x2, and in training
+ * mode an MLP and a CNN with batchnorm and label smoothing): loss, outputs,
+ * every parameter gradient, then three optimizer steps and every parameter
+ * (and the batchnorm running statistics). Checkpoints across backends: a
+ * checkpoint written on the CPU continues on the device and one written on
+ * the device continues on the CPU, three steps each, against the model
+ * that stayed where it was.
  * Determinism: the GPT's three steps run twice on CUDA give the same bits.
  *
  * Tolerance (fp32): |cuda - cpu| <= atol + rtol |cpu| per element, with rtol
@@ -536,6 +541,55 @@ static void op_layernorm(int N, int C)
     pair_free(&rstd), pair_free(&dout), pair_free(&dx), pair_free(&dw), pair_free(&db);
 }
 
+/* Batchnorm over (B, C, HW) in both modes; the running statistics move in
+ * training mode (and must not in eval mode). */
+static void op_batchnorm(int B, int C, int HW)
+{
+    const size_t n = (size_t)B * C * HW;
+    float *h = host_rand(n, 2);
+    for (size_t i = 0; i < n; i++)
+        h[i] += 1.5f; /* a mean away from 0 */
+    float *hv = host_rand((size_t)C, 0.5f);
+    for (int i = 0; i < C; i++)
+        hv[i] = 1.0f + fabsf(hv[i]);
+    pair x = pair_from(h, n), wt = pair_rand((size_t)C, 1), b = pair_rand((size_t)C, 1),
+         rm = pair_rand((size_t)C, 0.5f), rv = pair_from(hv, (size_t)C);
+    free(h), free(hv);
+    for (int training = 0; training <= 1; training++) {
+        char w[64];
+        pair out = pair_poisoned(n), mean = pair_poisoned((size_t)C),
+             rstd = pair_poisoned((size_t)C);
+        cpu->batchnorm_fwd(out.c, mean.c, rstd.c, rm.c, rv.c, x.c, wt.c, b.c, B, C, HW, 0.1f, 1e-5f,
+                           training);
+        dev->batchnorm_fwd(out.d, mean.d, rstd.d, rm.d, rv.d, x.d, wt.d, b.d, B, C, HW, 0.1f, 1e-5f,
+                           training);
+        const char *mode = training ? "train" : "eval";
+        snprintf(w, sizeof(w), "batchnorm_fwd %s out", mode);
+        compare_pair(w, &out, R_SUM);
+        snprintf(w, sizeof(w), "batchnorm_fwd %s mean", mode);
+        compare_pair(w, &mean, R_SUM);
+        snprintf(w, sizeof(w), "batchnorm_fwd %s rstd", mode);
+        compare_pair(w, &rstd, R_SUM);
+        snprintf(w, sizeof(w), "batchnorm_fwd %s running mean", mode);
+        compare_pair(w, &rm, R_SUM);
+        snprintf(w, sizeof(w), "batchnorm_fwd %s running var", mode);
+        compare_pair(w, &rv, R_SUM);
+        pair dout = pair_rand(n, 1), dx = pair_rand(n, 1), dw = pair_rand((size_t)C, 1),
+             db = pair_rand((size_t)C, 1);
+        cpu->batchnorm_bwd(dx.c, dw.c, db.c, dout.c, x.c, wt.c, mean.c, rstd.c, B, C, HW, training);
+        dev->batchnorm_bwd(dx.d, dw.d, db.d, dout.d, x.d, wt.d, mean.d, rstd.d, B, C, HW, training);
+        snprintf(w, sizeof(w), "batchnorm_bwd %s dinp", mode);
+        compare_pair(w, &dx, R_SUM);
+        snprintf(w, sizeof(w), "batchnorm_bwd %s dw", mode);
+        compare_pair(w, &dw, R_SUM);
+        snprintf(w, sizeof(w), "batchnorm_bwd %s db", mode);
+        compare_pair(w, &db, R_SUM);
+        pair_free(&out), pair_free(&mean), pair_free(&rstd), pair_free(&dout), pair_free(&dx);
+        pair_free(&dw), pair_free(&db);
+    }
+    pair_free(&x), pair_free(&wt), pair_free(&b), pair_free(&rm), pair_free(&rv);
+}
+
 static void op_attention(int B, int T, int C, int NH, int causal)
 {
     char w[80];
@@ -633,6 +687,12 @@ static void op_losses(int N, int V, int Vp, int D)
     cpu->xent_bwd(dl.c, logits.c, lse.c, tc, 0.25f, N, V, Vp);
     dev->xent_bwd(dl.d, logits.d, lse.d, td, 0.25f, N, V, Vp);
     compare_pair("xent_bwd (padded vocab untouched)", &dl, R_SUM);
+    cpu->xent_smooth_fwd(losses.c, logits.c, lse.c, tc, 0.1f, N, V, Vp);
+    dev->xent_smooth_fwd(losses.d, logits.d, lse.d, td, 0.1f, N, V, Vp);
+    compare_pair("xent_smooth_fwd losses", &losses, R_SUM);
+    cpu->xent_smooth_bwd(dl.c, tc, 0.025f, N, V, Vp);
+    dev->xent_smooth_bwd(dl.d, td, 0.025f, N, V, Vp);
+    compare_pair("xent_smooth_bwd (padded vocab untouched)", &dl, R_SUM);
     pair pred = pair_rand((size_t)N * D, 1), y = pair_rand((size_t)N * D, 1),
          ml = pair_poisoned((size_t)N), dp = pair_rand((size_t)N * D, 1);
     cpu->mse_fwd(ml.c, pred.c, y.c, N, D);
@@ -736,6 +796,8 @@ static float *set_to_host(const kn_tensor_set *s)
     return h;
 }
 
+static int train_mode; /* run_model's models train (dropout, batchnorm's batch statistics) */
+
 /* Three steps of one model on one backend; returns the losses, fills every
  * step's gradients and the final parameters (host copies). */
 static void run_model(const char *spec_json, const kn_backend *be, int B, int T, float losses[3],
@@ -753,6 +815,7 @@ static void run_model(const char *spec_json, const kn_backend *be, int B, int T,
     kn_optim_config oc;
     kn_optim_config_default(&oc, KN_OPT_ADAMW);
     kn_model_set_optim(m, &oc);
+    kn_model_set_training(m, train_mode);
     batch_data d;
     make_batch(&d, m, B, T);
     for (int s = 0; s < 3; s++) {
@@ -791,11 +854,92 @@ static void model_parity(const char *name, const char *spec, int B, int T)
     if (norm_tol == 0)                          /* the precisions' optimizer check is tracks() */
         compare_adamw(w, pc, pd, (const float *const *)gc, (const float *const *)gd, tc->numel,
                       &oc);
+    const kn_tensor_set *bc = kn_model_buffers(mc), *bd = kn_model_buffers(md);
+    if (bc->n) {
+        float *hc = set_to_host(bc), *hd = set_to_host(bd);
+        snprintf(w, sizeof(w), "%s: batchnorm running statistics", name);
+        compare(w, hc, hd, bc->numel, 1e-3);
+        free(hc), free(hd);
+    }
     for (int s = 0; s < 3; s++)
         free(gc[s]), free(gd[s]);
     free(pc), free(pd);
     kn_model_destroy(mc);
     kn_model_destroy(md);
+}
+
+/* A checkpoint written on backend `from` after three steps loads on `to` and
+ * continues three steps there; the model that stayed on `from` does the same
+ * steps. Logits (inference mode), parameters and running statistics must
+ * agree: to rounding (atol 1e-6 of the largest value, rtol 0) when from ==
+ * to; otherwise logits and running statistics within rtol 1e-3, parameters
+ * within 1e-2 (an AdamW step on a gradient near zero may go either way by up
+ * to lr on the two backends; model_parity bounds that exactly). */
+static void ckpt_continue(const char *name, const char *spec_json, const kn_backend *from,
+                          const kn_backend *to, int B)
+{
+    float l[3], *g[3], *p;
+    const kn_tensor_set *lay;
+    kn_model *a, *b;
+    char err[256], w[160];
+    train_mode = 1;
+    run_model(spec_json, from, B, 0, l, g, &p, &lay, &a);
+    for (int s = 0; s < 3; s++)
+        free(g[s]);
+    free(p);
+    unsigned char *buf;
+    size_t len;
+    if (kn_model_save_buffer(a, NULL, &buf, &len, err, sizeof(err)) ||
+        kn_model_load_buffer(buf, len, B, to, &b, NULL, err, sizeof(err))) {
+        fprintf(stderr, "checkpoint %s: %s\n", name, err);
+        exit(1);
+    }
+    free(buf);
+    kn_model_set_training(b, 1);
+    batch_data d;
+    make_batch(&d, a, B, 0);
+    for (int s = 0; s < 3; s++) {
+        kn_model *ms[2] = {a, b};
+        for (int k = 0; k < 2; k++) {
+            kn_model_zero_grad(ms[k]);
+            if (kn_model_forward(ms[k], &d.b, NULL, err, sizeof(err))) {
+                fprintf(stderr, "forward: %s\n", err);
+                exit(1);
+            }
+            kn_model_backward(ms[k]);
+            kn_model_step(ms[k], NULL, NULL);
+        }
+    }
+    kn_model_set_training(a, 0);
+    kn_model_set_training(b, 0);
+    kn_batch inf = d.b;
+    inf.labels = NULL;
+    inf.y = NULL;
+    int outs = kn_model_num_outputs(a);
+    float *la = malloc((size_t)B * outs * sizeof(float)),
+          *lb = malloc((size_t)B * outs * sizeof(float));
+    kn_model_forward(a, &inf, NULL, err, sizeof(err));
+    kn_model_forward(b, &inf, NULL, err, sizeof(err));
+    kn_model_logits(a, la, (size_t)B * outs);
+    kn_model_logits(b, lb, (size_t)B * outs);
+    double rtol = from == to ? 0.0 : 1e-3;
+    snprintf(w, sizeof(w), "%s %s->%s +3 steps: logits", name, from->name, to->name);
+    compare(w, la, lb, (size_t)B * outs, rtol);
+    float *pa = set_to_host(kn_model_params(a)), *pb = set_to_host(kn_model_params(b));
+    snprintf(w, sizeof(w), "%s %s->%s +3 steps: params", name, from->name, to->name);
+    compare(w, pa, pb, kn_model_params(a)->numel, from == to ? 0.0 : 1e-2);
+    free(pa), free(pb);
+    if (kn_model_buffers(a)->n) {
+        float *ba = set_to_host(kn_model_buffers(a)), *bb = set_to_host(kn_model_buffers(b));
+        snprintf(w, sizeof(w), "%s %s->%s +3 steps: running stats", name, from->name, to->name);
+        compare(w, ba, bb, kn_model_buffers(a)->numel, rtol);
+        free(ba), free(bb);
+    }
+    free(la), free(lb);
+    free_batch(&d);
+    kn_model_destroy(a);
+    kn_model_destroy(b);
+    train_mode = 0;
 }
 
 static void determinism(const char *spec, int B, int T)
@@ -961,6 +1105,9 @@ int main(int argc, char **argv)
     op_layernorm(1000, 96); /* dw, db in two passes (16 row chunks) */
     op_layernorm(64, 768);  /* rows in registers, 32 slots a lane (24 used): GPT-2's C */
     op_layernorm(9, 1100);  /* past 1024: the looping kernels */
+    op_batchnorm(4, 3, 25);
+    op_batchnorm(64, 32, 196); /* a CNN layer's size: 12544 values a channel */
+    op_batchnorm(33, 17, 1);   /* after a linear layer */
     op_attention(2, 13, 24, 3, 1);
     op_attention(2, 9, 16, 2, 0);
     op_attention(1, 100, 16, 2, 1); /* softmax rows in registers: 4 a lane */
@@ -1005,6 +1152,19 @@ int main(int argc, char **argv)
                  "{\"type\":\"txtcls\",\"n_layer\":1,\"n_head\":2,\"n_embd\":16,\"block_size\":12,"
                  "\"vocab_size\":40,\"classes\":3,\"pool\":\"cls\",\"causal\":true}",
                  3, 12);
+    const char *bn_cnn = "{\"type\":\"cnn\",\"input\":[1,12,12],\"bn\":true,"
+                         "\"convs\":[{\"out\":4,\"k\":3,\"pad\":1},{\"out\":6,\"k\":3,\"pad\":1}],"
+                         "\"fc\":[16],\"dropout\":0.2,\"label_smoothing\":0.1,\"classes\":5}";
+    train_mode = 1;
+    model_parity("mlp batchnorm (train)",
+                 "{\"type\":\"mlp\",\"sizes\":[20,32,16,5],\"bn\":true,\"label_smoothing\":0.1}", 8,
+                 0);
+    model_parity("cnn batchnorm (train)", bn_cnn, 6, 0);
+    train_mode = 0;
+    model_parity("cnn batchnorm (eval)", bn_cnn, 6, 0);
+    ckpt_continue("cnn batchnorm", bn_cnn, cpu, dev, 6);
+    ckpt_continue("cnn batchnorm", bn_cnn, dev, cpu, 6);
+    ckpt_continue("mlp", "{\"type\":\"mlp\",\"sizes\":[20,32,16,5]}", cpu, dev, 8);
     determinism(gpt, 3, 16);
     precisions(gpt);
 

@@ -4,7 +4,8 @@ checkpoints. It shares no code with kiln: it parses the safetensors file
 itself (the container rules the `safetensors` Python package enforces, which
 Debian does not ship), rebuilds the MLP or CNN of the checkpoint's own
 `kiln.spec` in NumPy (float64) from docs/nn.md's description (NCHW, PyTorch
-weight layouts and names, flatten in C-H-W order), normalises the raw IDX
+weight layouts and names, flatten in C-H-W order, batchnorm in inference
+mode with its running statistics), normalises the raw IDX
 images as docs/preprocess.md says ((x / 255 - mean) / std), and prints a JSON
 line with the accuracy.
 
@@ -127,11 +128,14 @@ def layers_of(spec):
     seq = []
     a = spec.get("activation", "relu")
     p = float(spec.get("dropout", 0.0))
+    bn = bool(spec.get("bn", False))
     if spec["type"] == "mlp":
         sizes = spec["sizes"]
         for i in range(1, len(sizes)):
             seq.append(("linear",))
             if i < len(sizes) - 1:
+                if bn:
+                    seq.append(("bn",))
                 seq.append(("act", a))
                 if p > 0:
                     seq.append(("dropout",))
@@ -140,11 +144,15 @@ def layers_of(spec):
         raise Bad(f"model type {spec['type']!r} is not an image classifier")
     for cv in spec["convs"]:
         seq.append(("conv", cv.get("stride", 1), cv.get("pad", 0)))
+        if cv.get("bn", bn):
+            seq.append(("bn",))
         seq.append(("act", a))
         if cv.get("pool", 2) > 1:
             seq.append(("pool", cv.get("pool", 2), spec.get("pool", "max")))
     for _ in spec.get("fc", []):
         seq.append(("linear",))
+        if bn:
+            seq.append(("bn",))
         seq.append(("act", a))
         if p > 0:
             seq.append(("dropout",))
@@ -169,6 +177,16 @@ def forward(tensors, spec, x):
                 x = conv2d(x, tensors[wn], tensors[bn], layer[1], layer[2])
             else:
                 x = x.reshape(len(x), -1) @ tensors[wn].T + tensors[bn]
+        elif kind == "bn":
+            # inference: BatchNorm1d/2d with the running statistics, eps 1e-5
+            names = [f"layers.{i}.{t}" for t in ("weight", "bias", "running_mean", "running_var")]
+            if any(n not in tensors for n in names):
+                raise Bad(f"no weight / bias / running_mean / running_var for batchnorm {i}")
+            used |= set(names)
+            g, b, m, v = (tensors[n] for n in names)
+            shape = (1, -1) + (1,) * (x.ndim - 2)
+            x = (x - m.reshape(shape)) / np.sqrt(v.reshape(shape) + 1e-5) * g.reshape(shape) \
+                + b.reshape(shape)
         elif kind == "act":
             x = act(x, layer[1])
         elif kind == "pool":

@@ -225,6 +225,28 @@ static void g_optim_update(const kn_optim_args *a, float *p, const float *g, flo
     G(cpu->optim_update(a, p, g, m, v, n));
 }
 
+static void g_batchnorm_fwd(float *o, float *m, float *r, float *rm, float *rv, const float *i,
+                            const float *w, const float *b, int B, int C, int HW, float mom,
+                            float eps, int tr)
+{
+    G(cpu->batchnorm_fwd(o, m, r, rm, rv, i, w, b, B, C, HW, mom, eps, tr));
+}
+static void g_batchnorm_bwd(float *di, float *dw, float *db, const float *d, const float *i,
+                            const float *w, const float *m, const float *r, int B, int C, int HW,
+                            int tr)
+{
+    G(cpu->batchnorm_bwd(di, dw, db, d, i, w, m, r, B, C, HW, tr));
+}
+static void g_xent_smooth_fwd(float *l, const float *lg, const float *lse, const int *t, float s,
+                              int N, int V, int Vp)
+{
+    G(cpu->xent_smooth_fwd(l, lg, lse, t, s, N, V, Vp));
+}
+static void g_xent_smooth_bwd(float *dl, const int *t, float s, int N, int V, int Vp)
+{
+    G(cpu->xent_smooth_bwd(dl, t, s, N, V, Vp));
+}
+
 static const kn_backend guard = {
     .name = "guard",
     .alloc = g_alloc,
@@ -259,6 +281,10 @@ static const kn_backend guard = {
     .xent_bwd = g_xent_bwd,
     .mse_fwd = g_mse_fwd,
     .mse_bwd = g_mse_bwd,
+    .batchnorm_fwd = g_batchnorm_fwd,
+    .batchnorm_bwd = g_batchnorm_bwd,
+    .xent_smooth_fwd = g_xent_smooth_fwd,
+    .xent_smooth_bwd = g_xent_smooth_bwd,
     .sum = g_sum,
     .sumsq = g_sumsq,
     .optim_update = g_optim_update,
@@ -415,6 +441,10 @@ static void test_cnn(void **state)
     (void)state;
     check("{\"type\":\"cnn\",\"input\":[1,8,8],\"convs\":[{\"out\":3,\"k\":3,\"pad\":1}],"
           "\"fc\":[8],\"classes\":3}",
+          3, 0, 64, 3, 0, 0);
+    /* batchnorm (running statistics: buffers) and label smoothing */
+    check("{\"type\":\"cnn\",\"input\":[1,8,8],\"bn\":true,\"convs\":[{\"out\":3,\"k\":3,"
+          "\"pad\":1}],\"fc\":[8],\"label_smoothing\":0.1,\"classes\":3}",
           3, 0, 64, 3, 0, 0);
 }
 

@@ -246,6 +246,44 @@ static void test_layernorm(void **state)
     free(r), free(di), free(dw), free(db);
 }
 
+/* ---------------------------------------------------------------- batchnorm */
+
+typedef struct {
+    float *out, *mean, *rstd, *rm, *rv, *inp, *w, *b;
+    int B, C, HW, training;
+} bn_ctx;
+
+static void bn_fwd(void *p)
+{
+    bn_ctx *c = p;
+    c->rm[0] = 0.25f; /* the running statistics as the eval case expects them */
+    c->rv[0] = 2.0f;
+    be->batchnorm_fwd(c->out, c->mean, c->rstd, c->rm, c->rv, c->inp, c->w, c->b, c->B, c->C, c->HW,
+                      0.1f, 1e-5f, c->training);
+}
+
+static void test_batchnorm(void **state)
+{
+    (void)state;
+    for (int training = 1; training >= 0; training--) {
+        bn_ctx c = {.B = 3, .C = 4, .HW = 5, .training = training};
+        const size_t n = 60;
+        c.inp = randv(n, 2), c.w = randv(4, 1), c.b = randv(4, 1), c.out = zerov(n);
+        c.mean = zerov(4), c.rstd = zerov(4), c.rm = randv(4, 0.5f), c.rv = randv(4, 0.5f);
+        for (int i = 0; i < 4; i++)
+            c.rv[i] += 1.0f;
+        float *r = randv(n, 1), *di = zerov(n), *dw = zerov(4), *db = zerov(4);
+        gc_op op = {bn_fwd, &c, c.out, n, r};
+        gc_loss(&op);
+        be->batchnorm_bwd(di, dw, db, r, c.inp, c.w, c.mean, c.rstd, c.B, c.C, c.HW, training);
+        gc_check(&op, c.inp, di, n, training ? "batchnorm train dinp" : "batchnorm eval dinp");
+        gc_check(&op, c.w, dw, 4, "batchnorm dw");
+        gc_check(&op, c.b, db, 4, "batchnorm db");
+        free(c.inp), free(c.w), free(c.b), free(c.out), free(c.mean), free(c.rstd);
+        free(c.rm), free(c.rv), free(r), free(di), free(dw), free(db);
+    }
+}
+
 /* ---------------------------------------------------------------- attention */
 
 typedef struct {
@@ -403,6 +441,15 @@ static void xent_fwd(void *p)
     be->xent_fwd(c->losses, c->lse, c->logits, c->targets, c->N, c->V, c->Vp);
 }
 
+static float smooth_s;
+
+static void xent_smooth_fwd(void *p)
+{
+    loss_ctx *c = p;
+    be->xent_fwd(c->losses, c->lse, c->logits, c->targets, c->N, c->V, c->Vp);
+    be->xent_smooth_fwd(c->losses, c->logits, c->lse, c->targets, smooth_s, c->N, c->V, c->Vp);
+}
+
 static void mse_fwd(void *p)
 {
     loss_ctx *c = p;
@@ -430,6 +477,19 @@ static void test_losses(void **state)
     int t0 = 2;
     be->xent_fwd(&lb, pb, big, &t0, 1, 3, 3);
     assert_float_equal(lb, 1.3132616f, 1e-5);
+
+    /* label smoothing on top: xent_bwd + xent_smooth_bwd is the gradient */
+    smooth_s = 0.15f;
+    float *ds = zerov(40);
+    gc_op ops = {xent_smooth_fwd, &c, c.losses, 5, r};
+    gc_loss(&ops);
+    be->xent_bwd(ds, c.logits, c.lse, targets, 0.7f, 5, 7, 8);
+    be->xent_smooth_bwd(ds, targets, 0.7f * smooth_s, 5, 7, 8);
+    gc_check(&ops, c.logits, ds, 40, "label-smoothed xent dlogits");
+    assert_near(c.losses[2], 0.0f, 0.0);
+    for (int n = 0; n < 5; n++)
+        assert_near(ds[n * 8 + 7], 0.0f, 0.0);
+    free(ds);
 
     loss_ctx m = {.N = 4, .V = 3};
     m.logits = randv(12, 1), m.y = randv(12, 1), m.losses = zerov(4);
@@ -465,7 +525,7 @@ int main(void)
         cmocka_unit_test(test_layernorm),   cmocka_unit_test(test_attention),
         cmocka_unit_test(test_activations), cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_residual),    cmocka_unit_test(test_seqpool),
-        cmocka_unit_test(test_losses),
+        cmocka_unit_test(test_losses),      cmocka_unit_test(test_batchnorm),
     };
     return cmocka_run_group_tests(tests, setup, report);
 }

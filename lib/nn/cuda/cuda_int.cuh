@@ -208,4 +208,7 @@ double kn_cu_sumsq(const float *x, size_t n);
 void kn_cu_optim_update(const kn_optim_args *a, float *param, const float *grad, float *m, float *v,
                         size_t n);
 
+/* batchnorm.cu: sets batchnorm_fwd/bwd and xent_smooth_fwd/bwd in the table */
+void kn_cu_fill_batchnorm(kn_backend *t);
+
 #endif
