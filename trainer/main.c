@@ -40,6 +40,9 @@ static const kn_service_option options[] = {
      "HTTP port for /healthz /readyz /metrics (default\ntrainer.port; 0 = ephemeral)"},
     {"idle-exit", 'i', "SECS", "checkpoint and exit once no data came for SECS seconds"},
     {"exit-at-end", 'e', NULL, "same as --idle-exit 10 (target_steps always ends the run)"},
+    {"exit-at-epoch-end", 'E', NULL,
+     "epochs mode: checkpoint and exit once this process\nhas finished an epoch (deploy/run "
+     "without --follow)"},
     {"log-level", 'l', "LEVEL", "debug | info | warn | error (default log.level)"},
     {"reproduce", 'r', "VERSION",
      "retrain VERSION of --model from its lineage on the CPU\nand compare the checkpoint's "
@@ -63,6 +66,7 @@ typedef struct {
     int64_t *low; /* (nparts) low watermarks of the training topic */
     trn_lease lease; /* one trainer per model (lease.c) */
     int reproduce;   /* --reproduce VERSION */
+    int exit_at_epoch_end;
     /* epochs mode: the cycle after the current one */
     int next_cycle;
     int64_t *prev_hi; /* (nparts) end of the last finished cycle; NULL: cycle 0 pending */
@@ -90,6 +94,9 @@ static int option(kn_service *svc, void *app, int id, const char *arg)
         return 0;
     case 'l':
         kn_service_log_level(svc, arg);
+        return 0;
+    case 'E':
+        t->exit_at_epoch_end = 1;
         return 0;
     case 'r':
         t->reproduce = (int)strtol(arg, NULL, 10);
@@ -631,9 +638,15 @@ static int run_epochs(kn_service *svc, trainer *t, trn_metrics *tm)
              (s->checkpoint_steps > 0 && new_steps >= s->checkpoint_steps) ||
              (s->checkpoint_seconds > 0 && now - t_ckpt >= s->checkpoint_seconds))) {
             /* every epoch's end is a version (the evaluator sees each epoch) */
+            int ended = t->b.win.epoch_end;
             retry_at = checkpoint(ctx, tm, t->cons, 1) == KN_OK ? 0 : trn_now() + 30;
             t_ckpt = trn_now();
             if (retry_at == 0) t->b.win.epoch_end = 0;
+            if (retry_at == 0 && ended && t->exit_at_epoch_end) {
+                kn_log_info("--exit-at-epoch-end: epoch %d done (version %d); exiting",
+                            t->b.win.epoch - 1, ctx->parent_version);
+                break;
+            }
         }
     }
     CHECK(ctx->step <= ctx->steps_at_last_ckpt || checkpoint(ctx, tm, t->cons, 3) == KN_OK,
@@ -978,7 +991,8 @@ int main(int argc, char **argv)
         .keys_note =
             "  [model.NAME]: dataset, spec (JSON), optim (JSON), batch, checkpoint_steps,\n"
             "  checkpoint_seconds, target_steps, seed, shuffle, warm_start,\n"
-            "  tokenizer_sha256, recipe_sha256 (docs/trainer.md)\n",
+            "  tokenizer_sha256, recipe_sha256, epochs, window, replay_ratio,\n"
+            "  replay_passes, replay_min_records, replay_from, augment (docs/trainer.md)\n",
         .run = run,
         .cleanup = cleanup,
     };
