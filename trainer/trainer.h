@@ -235,10 +235,18 @@ const char *trn_shard_mismatch(const trn_batcher *b, const kn_shard_view *v, cha
 
 /* --- window mode (window.c) --- */
 
-/* Next record of partitions [lo, hi) from the consumer, in partition order
- * of arrival; the source of a window load (a file source slots in here).
- * 1: *rec filled (valid until the next call), 0: all ranges done, <0 error. */
+/* Where a cycle's records come from: every record of partitions [lo, hi),
+ * in any order (the window sorts them). next: 1 with *rec filled (valid
+ * until the next call), 0 when every range is done, <0 (KN_*) on error.
+ * trn_source_open picks the implementation: Kafka today (window.c); a file
+ * source implements the same two functions and is chosen there. */
 typedef struct trn_source trn_source;
+struct trn_source {
+    int (*next)(trn_source *src, trn_record *rec, char *err, size_t errsz);
+    void (*destroy)(trn_source *src);
+};
+trn_source *trn_source_open(const trn_settings *s, int nparts, const int64_t *lo,
+                            const int64_t *hi, char *err, size_t errsz);
 trn_source *trn_source_kafka(const char *brokers, const char *topic, const char *group, int nparts,
                              const int64_t *lo, const int64_t *hi, char *err, size_t errsz);
 int trn_source_next(trn_source *src, trn_record *rec, char *err, size_t errsz);

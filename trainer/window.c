@@ -4,8 +4,9 @@
  * seeded order without seeking Kafka per shard; the cursor (epoch, index,
  * pos) is all a checkpoint needs to say what was trained, because the order
  * of every epoch is a function of (seed, cycle, epoch) and the items.
- * The record source is one small function (trn_source_next) so that a
- * source other than Kafka can hand over the same records. */
+ * The records come through a trn_source (next record: partition, offset,
+ * bytes, headers), opened by trn_source_open: Kafka here; a file source
+ * implements the same two functions. */
 #include "trainer.h"
 
 #include <inttypes.h>
@@ -51,7 +52,8 @@ static void shuffle_u32(uint32_t *a, uint32_t n, uint64_t st)
 }
 
 /* --- the Kafka source --- */
-struct trn_source {
+typedef struct {
+    trn_source base;
     kn_kafka_consumer *c;
     int nparts;
     int64_t *lo, *hi;
@@ -59,13 +61,36 @@ struct trn_source {
     int left;
     rd_kafka_message_t *m;
     char tok[65], rec[65];
-};
+} kafka_source;
+
+static int kafka_next(trn_source *src, trn_record *rec, char *err, size_t errsz);
+static void kafka_destroy(trn_source *src);
+
+int trn_source_next(trn_source *src, trn_record *rec, char *err, size_t errsz)
+{
+    return src->next(src, rec, err, errsz);
+}
+
+void trn_source_free(trn_source *src)
+{
+    if (src) src->destroy(src);
+}
+
+trn_source *trn_source_open(const trn_settings *s, int nparts, const int64_t *lo,
+                            const int64_t *hi, char *err, size_t errsz)
+{
+    char group[200];
+    snprintf(group, sizeof(group), "kiln-trainer.%s.window", s->model);
+    return trn_source_kafka(s->brokers, s->topic, group, nparts, lo, hi, err, errsz);
+}
 
 trn_source *trn_source_kafka(const char *brokers, const char *topic, const char *group, int nparts,
                              const int64_t *lo, const int64_t *hi, char *err, size_t errsz)
 {
-    trn_source *s = calloc(1, sizeof(*s));
+    kafka_source *s = calloc(1, sizeof(*s));
     if (!s) return NULL;
+    s->base.next = kafka_next;
+    s->base.destroy = kafka_destroy;
     s->nparts = nparts;
     s->lo = calloc((size_t)nparts, sizeof(int64_t));
     s->hi = calloc((size_t)nparts, sizeof(int64_t));
@@ -75,7 +100,7 @@ trn_source *trn_source_kafka(const char *brokers, const char *topic, const char 
                                     .client_id = "kiln-trainer", .extra = extra};
     if (s->lo && s->hi && s->done) s->c = kn_kafka_consumer_new(&co, err, errsz);
     if (!s->c) {
-        trn_source_free(s);
+        kafka_destroy(&s->base);
         return NULL;
     }
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(nparts);
@@ -91,13 +116,13 @@ trn_source *trn_source_kafka(const char *brokers, const char *topic, const char 
     int rc = s->left ? kn_kafka_consumer_assign(s->c, l, err, errsz) : KN_OK;
     rd_kafka_topic_partition_list_destroy(l);
     if (rc != KN_OK) {
-        trn_source_free(s);
+        kafka_destroy(&s->base);
         return NULL;
     }
-    return s;
+    return &s->base;
 }
 
-static void finish_part(trn_source *s, int p)
+static void finish_part(kafka_source *s, int p)
 {
     if (!s->done[p]) {
         s->done[p] = 1;
@@ -115,8 +140,9 @@ static void copy_header(const rd_kafka_message_t *m, const char *name, char *out
     out[len] = '\0';
 }
 
-int trn_source_next(trn_source *s, trn_record *rec, char *err, size_t errsz)
+static int kafka_next(trn_source *src, trn_record *rec, char *err, size_t errsz)
 {
+    kafka_source *s = (kafka_source *)src;
     if (s->m) {
         rd_kafka_message_destroy(s->m);
         s->m = NULL;
@@ -168,8 +194,9 @@ int trn_source_next(trn_source *s, trn_record *rec, char *err, size_t errsz)
     return 0;
 }
 
-void trn_source_free(trn_source *s)
+static void kafka_destroy(trn_source *src)
 {
+    kafka_source *s = (kafka_source *)src;
     if (!s) return;
     if (s->m) rd_kafka_message_destroy(s->m);
     kn_kafka_consumer_destroy(s->c);
@@ -213,16 +240,15 @@ static int read_range(trn_batcher *b, const trn_settings *s, const int64_t *lo, 
                       trn_item **items, int *n, size_t *bytes, char *err, size_t errsz)
 {
     int cap = 0, rc = KN_OK;
-    char group[200], e[512];
+    char e[512];
     *items = NULL;
     *n = 0;
     int any = 0;
     for (int p = 0; p < b->nparts; p++)
         any |= lo[p] < hi[p];
     if (!any) return KN_OK;
-    snprintf(group, sizeof(group), "kiln-trainer.%s.window", s->model);
-    trn_source *src = trn_source_kafka(s->brokers, s->topic, group, b->nparts, lo, hi, e, sizeof(e));
-    if (!src) return kn_seterr(err, errsz, KN_EKAFKA, "window consumer: %s", e);
+    trn_source *src = trn_source_open(s, b->nparts, lo, hi, e, sizeof(e));
+    if (!src) return kn_seterr(err, errsz, KN_EKAFKA, "window source: %s", e);
     trn_record r;
     int got;
     while ((got = trn_source_next(src, &r, e, sizeof(e))) == 1) {

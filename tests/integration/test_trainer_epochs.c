@@ -11,8 +11,9 @@
  *    relation "replay"), its cycle's new ranges are exactly the new offsets,
  *    the replay sample has replay_ratio × the new examples from before them,
  *    and each of the replay passes trains new + replayed examples once;
- *  - reproduce: `kilnctl reproduce` rebuilds a mid-epoch version of the
- *    restarted trainer and the first replay version from their lineage and
+ *  - reproduce: `kilnctl reproduce` rebuilds the first version (fresh
+ *    init), a mid-epoch version of the restarted trainer and the first
+ *    replay version from their lineage and
  *    gets the registered SHA-256, bit for bit. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -412,6 +413,7 @@ static void test_reproduce(void **state)
 {
     (void)state;
     assert_true(F.mid_version > 0 && F.replay_version > 0);
+    reproduce(1); /* the first: the spec initialised from the lineage's seed */
     reproduce(F.mid_version);
     reproduce(F.replay_version);
 }
