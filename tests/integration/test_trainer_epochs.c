@@ -115,7 +115,13 @@ static int setup(void **state)
              "optim = {\"type\":\"adam\",\"lr\":0.01}\n"
              "batch = %d\ncheckpoint_steps = %d\ncheckpoint_seconds = 0\nseed = 11\n"
              "epochs = %d\nwindow = all\naugment = hflip,crop:1\n"
-             "replay_ratio = 1.0\nreplay_passes = 2\nreplay_from = production\n",
+             "replay_ratio = 1.0\nreplay_passes = 2\nreplay_from = production\n"
+             "[model.ep-last]\ndataset = synth\nspec = {\"type\":\"mlp\",\"sizes\":[16,8,4]}\n"
+             "batch = 4\ncheckpoint_steps = 0\ncheckpoint_seconds = 0\nepochs = 2\n"
+             "window = last:3\n"
+             "[model.ep-fixed]\ndataset = synth\nspec = {\"type\":\"mlp\",\"sizes\":[16,8,4]}\n"
+             "batch = 4\ncheckpoint_steps = 0\ncheckpoint_seconds = 0\nepochs = 1\n"
+             "window = 0:2-5, 2:0-1\n",
              tt_brokers(), F.prefix, F.dir, BATCH, CKPT_STEPS, EPOCHS);
     tt_write(F.config, ini);
     if (tt_shards_open(&F.out, F.topic, NPART) != 0) return -1;
@@ -409,6 +415,56 @@ static void reproduce(int version)
     free(txt);
 }
 
+/* window = last:K and fixed ranges: the cycle's ranges say exactly that. */
+static void test_windows(void **state)
+{
+    (void)state;
+    char log[700];
+    snprintf(log, sizeof(log), "%s/trainer-windows.log", F.dir);
+    json_t *vs = tt_complete_versions(&F.reg, MODEL);
+    int64_t hi[NPART] = {0};
+    json_t *r;
+    size_t k;
+    json_array_foreach(json_object_get(json_object_get(lin(json_array_get(vs, json_array_size(vs) - 1)), "cycle"), "ranges"), k, r)
+        hi[ji(r, "partition")] = ji(r, "end");
+    json_decref(vs);
+    const char *models[] = {"ep-last", "ep-fixed"};
+    for (int m = 0; m < 2; m++) {
+        tt_trainer t;
+        const char *idle[] = {"--idle-exit", "1", NULL};
+        assert_int_equal(tt_trainer_start(&t, &F.reg, F.config, models[m], idle, log), 0);
+        int rc = tt_wait(t.pid, 60);
+        if (rc != 0) tt_dump_log(log, 3000);
+        assert_int_equal(rc, 0);
+        vs = tt_complete_versions(&F.reg, models[m]);
+        assert_true(json_array_size(vs) >= 1);
+        json_t *cyc = json_object_get(lin(json_array_get(vs, 0)), "cycle");
+        int64_t want_lo[NPART], want_hi[NPART];
+        for (int p = 0; p < NPART; p++) {
+            want_hi[p] = m == 0 ? hi[p] : 0;
+            want_lo[p] = m == 0 ? (hi[p] > 3 ? hi[p] - 3 : 0) : 0;
+        }
+        if (m == 1) {
+            want_lo[0] = 2;
+            want_hi[0] = 5;
+            want_hi[2] = 1;
+        }
+        json_array_foreach(json_object_get(cyc, "ranges"), k, r)
+        {
+            int p = (int)ji(r, "partition");
+            assert_int_equal(ji(r, "start"), want_lo[p]);
+            assert_int_equal(ji(r, "end"), want_hi[p]);
+        }
+        json_t *cur = json_object_get(lin(json_array_get(vs, json_array_size(vs) - 1)), "cursor");
+        assert_true(json_is_true(json_object_get(cur, "done")));
+        tt_log("%s: window %s, %lld shards, %lld examples per epoch", models[m],
+               json_string_value(json_object_get(cyc, "window")), (long long)ji(cyc, "shards"),
+               (long long)ji(cyc, "examples_per_epoch"));
+        assert_true(ji(cyc, "shards") >= 1);
+        json_decref(vs);
+    }
+}
+
 static void test_reproduce(void **state)
 {
     (void)state;
@@ -424,6 +480,7 @@ int main(void)
         cmocka_unit_test(test_kill_during_epoch2),
         cmocka_unit_test(test_replay),
         cmocka_unit_test(test_reproduce),
+        cmocka_unit_test(test_windows),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
