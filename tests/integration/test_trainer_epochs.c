@@ -379,7 +379,7 @@ static void test_replay(void **state)
     json_decref(vs);
 }
 
-static void reproduce(int version)
+static void reproduce(int version, int want_rc)
 {
     char out[700], bin[600], ver[16];
     snprintf(out, sizeof(out), "%s/reproduce-%d.out", F.dir, version);
@@ -396,11 +396,18 @@ static void reproduce(int version)
     const char *line = txt ? strstr(txt, "{\"model\"") : NULL;
     tt_log("kilnctl reproduce %s %d: exit %d: %.*s", MODEL, version, rc,
            line ? (int)strcspn(line, "\n") : 0, line ? line : "");
-    if (rc != 0) tt_dump_log(out, 3000);
-    assert_int_equal(rc, 0);
+    if (rc != want_rc) tt_dump_log(out, 3000);
+    assert_int_equal(rc, want_rc);
     assert_non_null(line);
     json_t *rep = json_loadb(line, strcspn(line, "\n"), 0, NULL);
     assert_non_null(rep);
+    if (want_rc != 0) { /* the bytes differ: said, and where */
+        assert_true(json_is_false(json_object_get(rep, "identical")));
+        assert_non_null(strstr(json_string_value(json_object_get(rep, "detail")), "differ"));
+        json_decref(rep);
+        free(txt);
+        return;
+    }
     assert_true(json_is_true(json_object_get(rep, "identical")));
     json_t *doc = NULL;
     char e[512];
@@ -469,9 +476,36 @@ static void test_reproduce(void **state)
 {
     (void)state;
     assert_true(F.mid_version > 0 && F.replay_version > 0);
-    reproduce(1); /* the first: the spec initialised from the lineage's seed */
-    reproduce(F.mid_version);
-    reproduce(F.replay_version);
+    reproduce(1, 0); /* the first: the spec initialised from the lineage's seed */
+    reproduce(F.mid_version, 0);
+    reproduce(F.replay_version, 0);
+}
+
+/* The comparison can fail: a version registered with the mid-epoch
+ * version's lineage but its parent's checkpoint is reported as differing
+ * (exit 6, identical false, the detail says what differs). */
+static void test_reproduce_detects(void **state)
+{
+    (void)state;
+    char e[512], path[700];
+    json_t *doc = NULL, *created = NULL;
+    assert_int_equal(
+        kn_regclient_get_version(F.reg.client, MODEL, F.mid_version, &doc, e, sizeof(e)), KN_OK);
+    size_t len = 0;
+    unsigned char *other = tt_download(&F.reg, F.dir, MODEL, F.mid_version - 1, &len);
+    assert_non_null(other);
+    free(other);
+    snprintf(path, sizeof(path), "%s/%s-%d.safetensors", F.dir, MODEL, F.mid_version - 1);
+    int v = 0;
+    assert_int_equal(kn_regclient_create_version(F.reg.client, MODEL, "test-forged",
+                                                 json_object_get(doc, "lineage"), NULL, &v,
+                                                 &created, e, sizeof(e)),
+                     KN_OK);
+    assert_int_equal(kn_regclient_upload_artifact(F.reg.client, MODEL, v, path, NULL, e, sizeof(e)),
+                     KN_OK);
+    reproduce(v, 6);
+    json_decref(doc);
+    json_decref(created);
 }
 
 int main(void)
@@ -481,6 +515,7 @@ int main(void)
         cmocka_unit_test(test_replay),
         cmocka_unit_test(test_reproduce),
         cmocka_unit_test(test_windows),
+        cmocka_unit_test(test_reproduce_detects),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
