@@ -36,8 +36,8 @@ uint64_t trn_epoch_seed(uint64_t seed, int cycle, int epoch)
 
 static uint64_t item_seed(uint64_t base, int32_t partition, int64_t offset)
 {
-    uint64_t st = base ^ ((uint64_t)(uint32_t)partition << 48) ^
-                  (uint64_t)offset * 0xD1B54A32D192ED03ull;
+    uint64_t st =
+        base ^ ((uint64_t)(uint32_t)partition << 48) ^ (uint64_t)offset * 0xD1B54A32D192ED03ull;
     return mix(&st);
 }
 
@@ -76,8 +76,8 @@ void trn_source_free(trn_source *src)
     if (src) src->destroy(src);
 }
 
-trn_source *trn_source_open(const trn_settings *s, int nparts, const int64_t *lo,
-                            const int64_t *hi, char *err, size_t errsz)
+trn_source *trn_source_open(const trn_settings *s, int nparts, const int64_t *lo, const int64_t *hi,
+                            char *err, size_t errsz)
 {
     char group[200];
     snprintf(group, sizeof(group), "kiln-trainer.%s.window", s->model);
@@ -96,8 +96,11 @@ trn_source *trn_source_kafka(const char *brokers, const char *topic, const char 
     s->hi = calloc((size_t)nparts, sizeof(int64_t));
     s->done = calloc((size_t)nparts, sizeof(int));
     static const char *const extra[] = {"enable.partition.eof", "true", NULL};
-    kn_kafka_consumer_options co = {.brokers = brokers, .group_id = group, .read_committed = 1,
-                                    .client_id = "kiln-trainer", .extra = extra};
+    kn_kafka_consumer_options co = {.brokers = brokers,
+                                    .group_id = group,
+                                    .read_committed = 1,
+                                    .client_id = "kiln-trainer",
+                                    .extra = extra};
     if (s->lo && s->hi && s->done) s->c = kn_kafka_consumer_new(&co, err, errsz);
     if (!s->c) {
         kafka_destroy(&s->base);
@@ -280,7 +283,8 @@ static int read_range(trn_batcher *b, const trn_settings *s, const int64_t *lo, 
         memcpy(it->payload, r.payload, r.len);
         it->len = r.len;
         *bytes += r.len;
-        if (r.tokenizer_hash) snprintf(b->tokenizer_hash, sizeof(b->tokenizer_hash), "%s", r.tokenizer_hash);
+        if (r.tokenizer_hash)
+            snprintf(b->tokenizer_hash, sizeof(b->tokenizer_hash), "%s", r.tokenizer_hash);
         if (r.recipe) snprintf(b->recipe, sizeof(b->recipe), "%s", r.recipe);
     }
     if (got < 0 && rc == KN_OK) rc = kn_seterr(err, errsz, got, "reading the window: %s", e);
@@ -324,7 +328,8 @@ int trn_window_load(trn_batcher *b, const trn_settings *s, int cycle, int replay
     int64_t new_examples = 0;
     for (int i = 0; i < nn; i++)
         new_examples += nw[i].take;
-    if (replay && (rc = read_range(b, s, pool_lo, pool_hi, &pool, &np, &bytes, err, errsz)) != KN_OK)
+    if (replay &&
+        (rc = read_range(b, s, pool_lo, pool_hi, &pool, &np, &bytes, err, errsz)) != KN_OK)
         goto fail;
     /* the replay sample: whole shards of the pool in a seeded order, the
      * last one cut to what is still wanted; or exactly the lineage's list */
@@ -392,11 +397,11 @@ int trn_window_load(trn_batcher *b, const trn_settings *s, int cycle, int replay
         nw[i].payload = NULL;
         if (!nw[i].usable) {
             b->bad_shards++;
-            json_array_append_new(b->skipped,
-                                  json_pack("{s:i, s:I, s:s}", "partition", nw[i].partition,
-                                            "offset", (json_int_t)nw[i].offset, "reason", nw[i].why));
-            kn_log_error("window: skipping the unusable shard %d:%" PRId64 ": %s",
-                         nw[i].partition, nw[i].offset, nw[i].why);
+            json_array_append_new(
+                b->skipped, json_pack("{s:i, s:I, s:s}", "partition", nw[i].partition, "offset",
+                                      (json_int_t)nw[i].offset, "reason", nw[i].why));
+            kn_log_error("window: skipping the unusable shard %d:%" PRId64 ": %s", nw[i].partition,
+                         nw[i].offset, nw[i].why);
         }
     }
     w->replay_examples = 0;
@@ -430,8 +435,8 @@ int trn_window_load(trn_batcher *b, const trn_settings *s, int cycle, int replay
                   json_pack("{s:i, s:s, s:i, s:i, s:I, s:I, s:I, s:f}", "cycle", cycle, "kind",
                             replay ? "replay" : "window", "passes", passes, "shards", w->nitems,
                             "examples_per_epoch", (json_int_t)w->pass_examples, "replayed",
-                            (json_int_t)w->replay_examples, "bytes", (json_int_t)bytes,
-                            "seconds", trn_now() - t0),
+                            (json_int_t)w->replay_examples, "bytes", (json_int_t)bytes, "seconds",
+                            trn_now() - t0),
                   "window loaded");
     return KN_OK;
 fail:
@@ -484,9 +489,9 @@ static int item_perm(trn_batcher *b)
                     item_seed(trn_epoch_seed(b->seed, w->cycle, 0) ^ 0x5265706C6179ull,
                               it->partition, it->offset));
     if (b->shuffle)
-        shuffle_u32(b->perm, it->take,
-                    item_seed(trn_epoch_seed(b->seed, w->cycle, w->epoch), it->partition,
-                              it->offset));
+        shuffle_u32(
+            b->perm, it->take,
+            item_seed(trn_epoch_seed(b->seed, w->cycle, w->epoch), it->partition, it->offset));
     w->cur_index = w->index;
     return KN_OK;
 }
@@ -508,10 +513,9 @@ static void augment_row(trn_batcher *b, int r, uint64_t st)
         for (int y = 0; y < H; y++)
             for (int xx = 0; xx < W; xx++) {
                 int sy = y - dy, sx = (flip ? W - 1 - xx : xx) - dx;
-                x[((size_t)c * H + y) * W + xx] =
-                    sy >= 0 && sy < H && sx >= 0 && sx < W
-                        ? b->aug_tmp[((size_t)c * H + sy) * W + sx]
-                        : 0.0f;
+                x[((size_t)c * H + y) * W + xx] = sy >= 0 && sy < H && sx >= 0 && sx < W
+                                                      ? b->aug_tmp[((size_t)c * H + sy) * W + sx]
+                                                      : 0.0f;
             }
 }
 
@@ -541,9 +545,14 @@ int trn_window_fill(trn_batcher *b)
         int pidx = it->partition;
         while (b->B < b->max_batch && w->pos < it->take && !at_stop(w)) {
             uint32_t i = b->perm[w->pos++];
-            kn_feed f = {.input = (kn_feed_input)b->input, .in_numel = b->in_numel, .T = b->T,
-                         .vocab = b->vocab, .classes = b->classes, .x = b->x,
-                         .tokens = b->tokens, .labels = b->labels};
+            kn_feed f = {.input = (kn_feed_input)b->input,
+                         .in_numel = b->in_numel,
+                         .T = b->T,
+                         .vocab = b->vocab,
+                         .classes = b->classes,
+                         .x = b->x,
+                         .tokens = b->tokens,
+                         .labels = b->labels};
             if (kn_feed_copy(&f, &it->view, i, b->B) == 0) {
                 if (b->aug_tmp)
                     augment_row(b, b->B,
@@ -587,7 +596,7 @@ static json_t *ranges(const int64_t *lo, const int64_t *hi, int n)
     json_t *a = json_array();
     for (int p = 0; p < n; p++)
         json_array_append_new(a, json_pack("{s:i, s:I, s:I}", "partition", p, "start",
-                                               (json_int_t)lo[p], "end", (json_int_t)hi[p]));
+                                           (json_int_t)lo[p], "end", (json_int_t)hi[p]));
     return a;
 }
 
@@ -632,14 +641,14 @@ json_t *trn_window_epochs_json(const trn_batcher *b)
             uint32_t to = k == ei ? ep : w->items[ord[k]].take;
             if (to <= from) continue;
             json_array_append_new(shards, json_pack("[i, I, i, i]", w->items[ord[k]].partition,
-                                                    (json_int_t)w->items[ord[k]].offset,
-                                                    (int)from, (int)to));
+                                                    (json_int_t)w->items[ord[k]].offset, (int)from,
+                                                    (int)to));
         }
         json_array_append_new(
             a, json_pack("{s:i, s:I, s:{s:i, s:i}, s:{s:i, s:i}, s:I, s:I, s:o}", "epoch", e,
-                         "seed", (json_int_t)trn_epoch_seed(b->seed, w->cycle, e), "start",
-                         "index", si, "pos", (int)sp, "end", "index", ei, "pos", (int)ep,
-                         "examples", (json_int_t)w->epoch_examples[e], "skipped_examples",
+                         "seed", (json_int_t)trn_epoch_seed(b->seed, w->cycle, e), "start", "index",
+                         si, "pos", (int)sp, "end", "index", ei, "pos", (int)ep, "examples",
+                         (json_int_t)w->epoch_examples[e], "skipped_examples",
                          (json_int_t)w->epoch_skipped[e], "shards", shards));
     }
     free(ord);

@@ -27,7 +27,8 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--examples") == 0)
             examples = atoi(argv[i + 1]);
         else {
-            fprintf(stderr, "usage: %s [--config FILE] [--model NAME] [--epochs N] [--examples N]\n",
+            fprintf(stderr,
+                    "usage: %s [--config FILE] [--model NAME] [--epochs N] [--examples N]\n",
                     argv[0]);
             return 2;
         }
@@ -90,8 +91,8 @@ int main(int argc, char **argv)
             int ep = (int)json_integer_value(json_object_get(c, "epoch")) - 1;
             if (json_integer_value(json_object_get(c, "index")) != 0 || ep <= scored) continue;
             double now = tt_now();
-            kn_model *m = tt_load_version(&reg, dir, "bench",
-                                          (int)json_integer_value(json_object_get(v, "version")), 256);
+            kn_model *m = tt_load_version(
+                &reg, dir, "bench", (int)json_integer_value(json_object_get(v, "version")), 256);
             if (!m) continue;
             int64_t cnt = 0;
             double acc = tt_image_accuracy(m, ttopic, &cnt);

@@ -41,7 +41,7 @@ typedef struct {
     int registry_ok;
     int64_t window_examples;
     int64_t window_shards;
-    int mid_version;   /* a mid-epoch version of the restarted trainer */
+    int mid_version;    /* a mid-epoch version of the restarted trainer */
     int replay_version; /* the first version of the replay cycle */
 } fixture;
 
@@ -239,8 +239,8 @@ static void test_kill_during_epoch2(void **state)
     json_t *vs = tt_complete_versions(&F.reg, MODEL);
     size_t before = json_array_size(vs);
     json_t *cur = json_object_get(lin(json_array_get(vs, before - 1)), "cursor");
-    tt_log("killed at step %.0f in epoch 2; %zu versions, the last at epoch %lld shard %lld",
-           step, before, (long long)ji(cur, "epoch"), (long long)ji(cur, "index"));
+    tt_log("killed at step %.0f in epoch 2; %zu versions, the last at epoch %lld shard %lld", step,
+           before, (long long)ji(cur, "epoch"), (long long)ji(cur, "index"));
     /* the restart resumes inside epoch 2 */
     assert_int_equal(ji(cur, "epoch"), 2);
     assert_true(ji(cur, "index") > 0);
@@ -282,7 +282,8 @@ static void test_kill_during_epoch2(void **state)
         json_array_foreach(json_object_get(lin(json_array_get(vs, i)), "epochs"), k, seg)
         {
             int e = (int)ji(seg, "epoch");
-            if (e >= 1 && e <= EPOCHS && !first[e] && ji(json_object_get(seg, "start"), "index") == 0) {
+            if (e >= 1 && e <= EPOCHS && !first[e] &&
+                ji(json_object_get(seg, "start"), "index") == 0) {
                 first[e] = json_object_get(seg, "shards");
                 seeds[e] = ji(seg, "seed");
             }
@@ -324,9 +325,9 @@ static void test_replay(void **state)
     int64_t hi[NPART] = {0};
     json_t *r;
     size_t k;
-    json_array_foreach(json_object_get(json_object_get(lin(json_array_get(vs, before - 1)), "cycle"),
-                                       "ranges"),
-                       k, r) hi[ji(r, "partition")] = ji(r, "end");
+    json_array_foreach(
+        json_object_get(json_object_get(lin(json_array_get(vs, before - 1)), "cycle"), "ranges"), k,
+        r) hi[ji(r, "partition")] = ji(r, "end");
     json_decref(vs);
 
     int64_t ex0 = F.out.examples, sh0 = F.out.shards;
@@ -413,9 +414,9 @@ static void reproduce(int version, int want_rc)
     char e[512];
     assert_int_equal(kn_regclient_get_version(F.reg.client, MODEL, version, &doc, e, sizeof(e)),
                      KN_OK);
-    assert_string_equal(json_string_value(json_object_get(rep, "reproduced_sha256")),
-                        json_string_value(json_object_get(json_object_get(doc, "artifact"),
-                                                          "sha256")));
+    assert_string_equal(
+        json_string_value(json_object_get(rep, "reproduced_sha256")),
+        json_string_value(json_object_get(json_object_get(doc, "artifact"), "sha256")));
     assert_int_equal(ji(rep, "examples"), ji(lin(doc), "examples"));
     json_decref(doc);
     json_decref(rep);
@@ -432,8 +433,10 @@ static void test_windows(void **state)
     int64_t hi[NPART] = {0};
     json_t *r;
     size_t k;
-    json_array_foreach(json_object_get(json_object_get(lin(json_array_get(vs, json_array_size(vs) - 1)), "cycle"), "ranges"), k, r)
-        hi[ji(r, "partition")] = ji(r, "end");
+    json_array_foreach(
+        json_object_get(json_object_get(lin(json_array_get(vs, json_array_size(vs) - 1)), "cycle"),
+                        "ranges"),
+        k, r) hi[ji(r, "partition")] = ji(r, "end");
     json_decref(vs);
     const char *models[] = {"ep-last", "ep-fixed"};
     for (int m = 0; m < 2; m++) {
@@ -511,10 +514,8 @@ static void test_reproduce_detects(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_kill_during_epoch2),
-        cmocka_unit_test(test_replay),
-        cmocka_unit_test(test_reproduce),
-        cmocka_unit_test(test_windows),
+        cmocka_unit_test(test_kill_during_epoch2), cmocka_unit_test(test_replay),
+        cmocka_unit_test(test_reproduce),          cmocka_unit_test(test_windows),
         cmocka_unit_test(test_reproduce_detects),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
