@@ -245,9 +245,11 @@ say "preprocess consumed $seen records; starting the trainers"
 port=$(cfg trainer.port 8083)
 declare -A trainer_port
 # Without --follow each trainer finishes its pass over the stream (it
-# checkpoints and exits once no data came for a while); with it, it goes on.
+# checkpoints and exits once no data came for a while; a model with epochs
+# exits at the end of its first epoch); with it, it goes on (the remaining
+# epochs, then replay cycles as new records arrive).
 idle=()
-((follow)) || idle=(--idle-exit "$(cfg pipeline.idle_exit_seconds 20)")
+((follow)) || idle=(--idle-exit "$(cfg pipeline.idle_exit_seconds 20)" --exit-at-epoch-end)
 for m in $models; do
     trainer_port[$m]=$port
     KILN_REGISTRY_TOKEN=$(token trainer) start "trainer-$m" "$port" "$build/trainer/kiln-trainer" \

@@ -1,11 +1,13 @@
 /* kilnctl: command-line client of the kiln registry (through lib/regclient).
  * Human tables by default, --json for scripts; exit codes are documented in
  * the usage text and docs/registry.md. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -34,6 +36,9 @@ static const char usage[] =
     "  rollback NAME [--alias A] [--reason R]   move the alias back to its previous version\n"
     "  reject NAME VERSION --reason R           record a rejection\n"
     "  download NAME VERSION -o FILE            fetch the artifact, verifying its SHA-256\n"
+    "  reproduce NAME VERSION [--config FILE]   retrain VERSION from its lineage (kiln-trainer\n"
+    "                                           --reproduce, CPU) and compare SHA-256: exit 0\n"
+    "                                           bit-identical, 6 bytes differ, 7 not reproducible\n"
     "  events NAME [--since ID]                 the model's event log\n"
     "  token create NAME --roles read,write,promote,admin\n"
     "  token list | token revoke ID\n"
@@ -55,7 +60,7 @@ typedef struct {
     int npos;
     const char *alias, *expect, *reason, *out, *status, *metric, *tag, *sort, *limit, *since;
     const char *task, *description, *file, *lineage, *key, *roles;
-    const char *serve, *top_k, *max_tokens, *temperature, *seed;
+    const char *serve, *top_k, *max_tokens, *temperature, *seed, *config;
     int json;
 } args;
 
@@ -668,6 +673,41 @@ static void not_found_hint(kn_regclient *c, const args *a, char *err, size_t err
     json_decref(res);
 }
 
+/* reproduce: kiln-trainer does the work (the trainer's own code path), so
+ * run it: $KILN_TRAINER, else beside kilnctl (installed), else the build
+ * tree's trainer/, else kiln-trainer on PATH. Its exit code is ours. */
+static int cmd_reproduce(const args *a, const char *url, const char *token)
+{
+    char self[1024], bin[1200] = "";
+    const char *env = getenv("KILN_TRAINER");
+    if (env && *env) {
+        snprintf(bin, sizeof(bin), "%s", env);
+    } else {
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n > 0) {
+            self[n] = '\0';
+            char *slash = strrchr(self, '/');
+            if (slash) *slash = '\0';
+            snprintf(bin, sizeof(bin), "%s/kiln-trainer", self);
+            if (access(bin, X_OK) != 0) snprintf(bin, sizeof(bin), "%s/../trainer/kiln-trainer", self);
+            if (access(bin, X_OK) != 0) bin[0] = '\0';
+        }
+        if (!bin[0]) snprintf(bin, sizeof(bin), "kiln-trainer");
+    }
+    if (url) setenv("KILN_REGISTRY_URL", url, 1);
+    if (token) setenv("KILN_REGISTRY_TOKEN", token, 1);
+    const char *argv[10] = {bin, "--model", a->pos[1], "--reproduce", a->pos[2]};
+    int n = 5;
+    if (a->config) {
+        argv[n++] = "--config";
+        argv[n++] = a->config;
+    }
+    argv[n] = NULL;
+    execvp(bin, (char *const *)argv);
+    fprintf(stderr, "kilnctl: cannot run %s: %s (set KILN_TRAINER)\n", bin, strerror(errno));
+    return EXIT_SERVER;
+}
+
 int main(int argc, char **argv)
 {
     args a;
@@ -688,6 +728,7 @@ int main(int argc, char **argv)
         {"--roles", offsetof(args, roles)},   {"--serve", offsetof(args, serve)},
         {"--top-k", offsetof(args, top_k)},   {"--max-tokens", offsetof(args, max_tokens)},
         {"--temperature", offsetof(args, temperature)}, {"--seed", offsetof(args, seed)},
+        {"--config", offsetof(args, config)},
     };
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
@@ -725,6 +766,10 @@ int main(int argc, char **argv)
         a.pos[a.npos++] = s;
     }
     if (a.npos == 0) goto usage;
+    if (strcmp(a.pos[0], "reproduce") == 0) {
+        if (a.npos != 3) goto usage;
+        return cmd_reproduce(&a, url, token);
+    }
     if (strcmp(a.pos[0], "predict") == 0 || strcmp(a.pos[0], "generate") == 0) {
         if (a.npos < 3 || (a.pos[0][0] == 'g' && a.npos != 3)) goto usage;
         char err[2048] = "";

@@ -125,6 +125,8 @@ void trn_batcher_free(trn_batcher *b)
     free(b->x);
     free(b->tokens);
     free(b->labels);
+    free(b->aug_tmp);
+    trn_window_free(&b->win);
     json_decref(b->skipped);
     memset(b, 0, sizeof(*b));
 }
@@ -162,7 +164,7 @@ static void header_text(const rd_kafka_message_t *m, const char *name, char *out
 }
 
 /* Checks a shard's kind and shape against the model; "" when usable. */
-static const char *shard_mismatch(const trn_batcher *b, const kn_shard_view *v, char *why,
+const char *trn_shard_mismatch(const trn_batcher *b, const kn_shard_view *v, char *why,
                                   size_t whysz)
 {
     const kn_shard_info *in = &v->info;
@@ -235,7 +237,7 @@ static int next_shard(trn_batcher *b, kn_kafka_consumer *c, int timeout_ms)
         rd_kafka_message_destroy(m);
         return 0;
     }
-    if (shard_mismatch(b, &b->view, why, sizeof(why))[0]) {
+    if (trn_shard_mismatch(b, &b->view, why, sizeof(why))[0]) {
         skip_shard(b, pt, m->offset, why);
         rd_kafka_message_destroy(m);
         return 0;
@@ -357,6 +359,11 @@ void trn_batcher_new_range(trn_batcher *b)
 int64_t trn_batcher_range_examples(const trn_batcher *b)
 {
     int64_t n = 0;
+    if (b->win.active) {
+        for (int e = 0; e <= b->win.passes + 1; e++)
+            n += b->win.epoch_examples[e];
+        return n;
+    }
     for (int p = 0; p < b->nparts; p++)
         n += b->parts[p].examples;
     return n;
@@ -365,6 +372,21 @@ int64_t trn_batcher_range_examples(const trn_batcher *b)
 json_t *trn_batcher_ranges_json(const trn_batcher *b)
 {
     json_t *a = json_array();
+    if (b->win.active) { /* epochs: the cycle's new range, what this version trained of it */
+        const trn_window *w = &b->win;
+        for (int p = 0; p < b->nparts; p++) {
+            int64_t shards = 0;
+            for (int i = 0; i < w->nitems; i++)
+                shards += w->items[i].partition == p && !w->items[i].replay;
+            json_array_append_new(
+                a, json_pack("{s:i, s:{s:I, s:i}, s:{s:I, s:i}, s:I, s:I, s:I}", "partition", p,
+                             "start", "offset", (json_int_t)w->lo[p], "pos", 0, "end", "offset",
+                             (json_int_t)w->hi[p], "pos", 0, "examples",
+                             (json_int_t)w->part_examples[p], "skipped_examples", (json_int_t)0,
+                             "shards", (json_int_t)shards));
+        }
+        return a;
+    }
     for (int p = 0; p < b->nparts; p++) {
         const trn_part *pt = &b->parts[p];
         json_array_append_new(

@@ -63,7 +63,7 @@ static json_t *lineage_json(const trn_ckpt_ctx *ctx, int64_t range_examples)
         &je, 0,
         "{s:s, s:i, s:s, s:s, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:o,"
         " s:{s:s?, s:s?}, s:O, s:o, s:i, s:I, s:b, s:{s:s, s:s, s:s, s:s}, s:o?}",
-        "kind", "kiln.trainer.checkpoint", "schema", 1, "model", s->model, "dataset", s->dataset,
+        "kind", "kiln.trainer.checkpoint", "schema", 2, "model", s->model, "dataset", s->dataset,
         "topic", s->topic, "partitions", trn_batcher_ranges_json(b), "skipped_shards",
         json_deep_copy(b->skipped), "examples", (json_int_t)range_examples, "examples_total",
         (json_int_t)ctx->examples_total, "tokens_total", (json_int_t)ctx->tokens_total, "step",
@@ -72,7 +72,20 @@ static json_t *lineage_json(const trn_ckpt_ctx *ctx, int64_t range_examples)
         s->batch, "seed", (json_int_t)s->seed, "shuffle", s->shuffle, "trainer", "build",
         KILN_BUILD_ID, "version", KN_VERSION, "backend", ctx->backend_name, "host", host, "loss",
         ctx->loss_n > 0 ? json_real(ctx->loss_sum / (double)ctx->loss_n) : NULL);
-    if (!out) kn_log_error("lineage: %s", je.text);
+    if (!out) {
+        kn_log_error("lineage: %s", je.text);
+        return NULL;
+    }
+    /* schema 2: "mode"; in epochs mode the cycle, each epoch's exact part
+     * and the cursor (schema 1 readers see the same keys as before) */
+    json_object_set_new(out, "mode", json_string(b->win.active ? "epochs" : "stream"));
+    if (b->win.active) {
+        json_object_set_new(out, "cycle", trn_window_cycle_json(b, s));
+        json_object_set_new(out, "epochs", trn_window_epochs_json(b));
+        json_object_set_new(out, "cursor", trn_window_cursor_json(b));
+        json_object_set_new(out, "augment",
+                            json_pack("{s:b, s:i}", "hflip", b->aug_hflip, "crop", b->aug_crop));
+    }
     return out;
 }
 
@@ -82,6 +95,8 @@ static void idempotency_key(const trn_ckpt_ctx *ctx, char out[80])
     json_t *id = json_pack("{s:s, s:s, s:i, s:I, s:o}", "model", ctx->s->model, "parent_model",
                            ctx->parent_model, "parent", ctx->parent_version, "step",
                            (json_int_t)ctx->step, "ranges", trn_batcher_ranges_json(ctx->batcher));
+    if (ctx->batcher->win.active)
+        json_object_set_new(id, "cursor", trn_window_cursor_json(ctx->batcher));
     char *txt = json_dumps(id, JSON_COMPACT | JSON_SORT_KEYS);
     char hex[KN_SHA256_HEX_LEN];
     kn_sha256_hex(txt ? txt : "", txt ? strlen(txt) : 0, hex);
@@ -185,21 +200,21 @@ static void fault_point(const char *where)
     }
 }
 
-int trn_checkpoint(trn_ckpt_ctx *ctx, char *err, size_t errsz)
+int trn_checkpoint_bytes(trn_ckpt_ctx *ctx, json_t **lineage_out, unsigned char **buf_out,
+                         size_t *len_out, char sha[KN_SHA256_HEX_LEN], char *err, size_t errsz)
 {
     int rc;
     unsigned char *buf = NULL;
     size_t len = 0;
-    json_t *lineage = NULL, *extra = NULL, *tags = NULL, *created = NULL;
-    char path[700] = "", key[80], sha[KN_SHA256_HEX_LEN], e[512];
-    double t0 = trn_now();
+    json_t *lineage = NULL, *extra = NULL;
+    char e[512];
     int64_t range_examples = trn_batcher_range_examples(ctx->batcher);
+    *lineage_out = NULL;
+    *buf_out = NULL;
+    *len_out = 0;
 
     lineage = lineage_json(ctx, range_examples);
-    if (!lineage) {
-        rc = kn_seterr(err, errsz, KN_ENOMEM, "checkpoint: building the lineage failed");
-        goto out;
-    }
+    if (!lineage) return kn_seterr(err, errsz, KN_ENOMEM, "checkpoint: building the lineage failed");
     /* Metadata: strings only (safetensors); a lineage summary, not all of it. */
     char *summary_txt = NULL;
     {
@@ -208,6 +223,8 @@ int trn_checkpoint(trn_ckpt_ctx *ctx, char *err, size_t errsz)
                       ctx->s->topic, "partitions", json_object_get(lineage, "partitions"), "step",
                       (json_int_t)ctx->step, "examples_total", (json_int_t)ctx->examples_total,
                       "parent", json_object_get(lineage, "parent"));
+        if (json_object_get(lineage, "cursor"))
+            json_object_set(summary, "cursor", json_object_get(lineage, "cursor"));
         summary_txt = json_dumps(summary, JSON_COMPACT);
         json_decref(summary);
     }
@@ -221,11 +238,30 @@ int trn_checkpoint(trn_ckpt_ctx *ctx, char *err, size_t errsz)
     const char *rec =
         json_string_value(json_object_get(json_object_get(lineage, "preprocess"), "recipe_sha256"));
     if (rec) json_object_set_new(extra, "kiln.recipe_sha256", json_string(rec));
-    if ((rc = kn_model_save_buffer(ctx->model, extra, &buf, &len, e, sizeof(e))) != KN_OK) {
-        kn_seterr(err, errsz, rc, "checkpoint: save: %s", e);
-        goto out;
+    rc = kn_model_save_buffer(ctx->model, extra, &buf, &len, e, sizeof(e));
+    json_decref(extra);
+    if (rc != KN_OK) {
+        json_decref(lineage);
+        return kn_seterr(err, errsz, rc, "checkpoint: save: %s", e);
     }
     kn_sha256_hex(buf, len, sha);
+    *lineage_out = lineage;
+    *buf_out = buf;
+    *len_out = len;
+    return KN_OK;
+}
+
+int trn_checkpoint(trn_ckpt_ctx *ctx, char *err, size_t errsz)
+{
+    int rc;
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    json_t *lineage = NULL, *tags = NULL, *created = NULL;
+    char path[700] = "", key[80], sha[KN_SHA256_HEX_LEN], e[512];
+    double t0 = trn_now();
+    int64_t range_examples = trn_batcher_range_examples(ctx->batcher);
+
+    if ((rc = trn_checkpoint_bytes(ctx, &lineage, &buf, &len, sha, err, errsz)) != KN_OK) goto out;
     snprintf(path, sizeof(path), "%s/kiln-trainer-%s-%d.safetensors", ctx->s->work_dir,
              ctx->s->model, (int)getpid());
     FILE *f = fopen(path, "wb");
@@ -287,12 +323,12 @@ int trn_checkpoint(trn_ckpt_ctx *ctx, char *err, size_t errsz)
     ctx->loss_sum = 0;
     ctx->loss_n = 0;
     trn_batcher_new_range(ctx->batcher);
+    if (ctx->batcher->win.active) trn_window_new_range(ctx->batcher);
     rc = KN_OK;
 out:
     if (path[0]) unlink(path);
     free(buf);
     json_decref(lineage);
-    json_decref(extra);
     json_decref(tags);
     json_decref(created);
     return rc;

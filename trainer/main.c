@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/kn.h"
 #include "core/log.h"
@@ -40,7 +41,13 @@ static const kn_service_option options[] = {
      "HTTP port for /healthz /readyz /metrics (default\ntrainer.port; 0 = ephemeral)"},
     {"idle-exit", 'i', "SECS", "checkpoint and exit once no data came for SECS seconds"},
     {"exit-at-end", 'e', NULL, "same as --idle-exit 10 (target_steps always ends the run)"},
+    {"exit-at-epoch-end", 'E', NULL,
+     "epochs mode: checkpoint and exit once this process\nhas finished an epoch (deploy/run "
+     "without --follow)"},
     {"log-level", 'l', "LEVEL", "debug | info | warn | error (default log.level)"},
+    {"reproduce", 'r', "VERSION",
+     "retrain VERSION of --model from its lineage on the CPU\nand compare the checkpoint's "
+     "SHA-256 with the registered\none (kilnctl reproduce runs this); trains nothing new"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -59,6 +66,11 @@ typedef struct {
     trn_ckpt_ctx ctx;
     int64_t *low; /* (nparts) low watermarks of the training topic */
     trn_lease lease; /* one trainer per model (lease.c) */
+    int reproduce;   /* --reproduce VERSION */
+    int exit_at_epoch_end;
+    /* epochs mode: the cycle after the current one */
+    int next_cycle;
+    int64_t *prev_hi; /* (nparts) end of the last finished cycle; NULL: cycle 0 pending */
 } trainer;
 
 static int option(kn_service *svc, void *app, int id, const char *arg)
@@ -84,6 +96,14 @@ static int option(kn_service *svc, void *app, int id, const char *arg)
     case 'l':
         kn_service_log_level(svc, arg);
         return 0;
+    case 'E':
+        t->exit_at_epoch_end = 1;
+        return 0;
+    case 'r':
+        t->reproduce = (int)strtol(arg, NULL, 10);
+        if (t->reproduce >= 1) return 0;
+        kn_service_usage_error(svc, "--reproduce %s: a version number >= 1", arg);
+        return 1;
     }
     return 1;
 }
@@ -97,7 +117,7 @@ static int check(kn_service *svc, void *app)
 
 typedef struct {
     kn_metric *step, *loss, *eps, *tps, *lr, *grad_norm, *ckpts, *ckpt_fail, *examples, *tokens,
-        *skipped, *version, *eta;
+        *skipped, *version, *eta, *epoch, *cycle;
 } trn_metrics;
 
 static void metrics_init(trn_metrics *tm, kn_metrics *m, const char *model)
@@ -122,6 +142,10 @@ static void metrics_init(trn_metrics *tm, kn_metrics *m, const char *model)
                                    "Registry version of the last "
                                    "checkpoint (or the one resumed from)",
                                    l);
+    tm->epoch = kn_metrics_gauge(m, "kiln_trainer_epoch",
+                                 "Epoch in progress of the current cycle (0: stream mode)", l);
+    tm->cycle = kn_metrics_gauge(m, "kiln_trainer_cycle",
+                                 "Cycle (0: the window, then one per replay) in epochs mode", l);
     tm->eta = kn_metrics_gauge(m, "kiln_trainer_eta_seconds",
                                "Seconds to target_steps at the current rate (-1: no target)", l);
 }
@@ -204,6 +228,44 @@ static void log_progress(trainer *t, trn_metrics *tm, window *w, double now)
     kn_log_fields(KN_LOG_INFO, f, "progress");
 }
 
+/* One update on the batch the batcher just filled. 0, or 1 on a bug-level
+ * failure (stop without checkpointing this batch: it is trained again). */
+static int train_batch(trainer *t, trn_metrics *tm, window *w)
+{
+    trn_ckpt_ctx *ctx = &t->ctx;
+    char e[768];
+    kn_batch batch;
+    float loss = 0, gn = 0, lr = 0;
+    trn_batcher_batch(&t->b, &batch);
+    int B = batch.B;
+    kn_model_zero_grad(ctx->model);
+    /* The batcher validated ids and labels, so a failure is a bug. */
+    CHECK(kn_model_forward(ctx->model, &batch, &loss, e, sizeof(e)) == KN_OK, "forward: %s", e);
+    CHECK(kn_model_backward(ctx->model) == KN_OK, "backward failed");
+    CHECK(kn_model_step(ctx->model, &gn, &lr) == KN_OK, "optimizer step failed");
+    if (!isfinite(loss)) kn_log_warn("step %" PRId64 ": loss is %f", ctx->step + 1, loss);
+    int64_t toks = batch.T > 0 ? (int64_t)B * batch.T : 0;
+    ctx->step++;
+    ctx->examples_total += B;
+    ctx->loss_sum += loss;
+    ctx->loss_n++;
+    ctx->tokens_total += toks;
+    if (w) {
+        w->loss += loss;
+        w->steps++;
+        w->examples += B;
+        w->tokens += toks;
+    }
+    if (tm) {
+        kn_metrics_set(tm->step, (double)ctx->step);
+        kn_metrics_set(tm->lr, lr);
+        kn_metrics_set(tm->grad_norm, gn);
+        kn_metrics_add(tm->examples, B);
+        kn_metrics_add(tm->tokens, (double)toks);
+    }
+    return 0;
+}
+
 /* Start-up: settings, backend, server, Kafka, then resume from the registry. */
 static int start(kn_service *svc, trainer *t, trn_metrics *tm)
 {
@@ -277,8 +339,20 @@ static int start(kn_service *svc, trainer *t, trn_metrics *tm)
     ctx->events = t->events;
     ctx->metrics = kn_service_metrics(svc);
     ctx->backend_name = be->name;
+    ctx->backend = be;
     CHECK(trn_resume(ctx, &t->b, nparts, t->low, be, e, sizeof(e)) == KN_OK, "resume: %s", e);
-    CHECK(assign_from(t->cons, &t->b, s->topic) == KN_OK, "cannot assign %s", s->topic);
+    if (s->aug_hflip || s->aug_crop) {
+        /* drawn per epoch by the trainer: image models with a CHW layout */
+        CHECK(s->epochs > 0 && t->b.input == TRN_IN_IMAGE && t->b.C > 0,
+              "[model.%s] augment: needs epochs >= 1 and a cnn model (image input [C, H, W])",
+              s->model);
+        t->b.aug_hflip = s->aug_hflip;
+        t->b.aug_crop = s->aug_crop;
+        t->b.aug_tmp = malloc((size_t)t->b.in_numel * sizeof(float));
+        CHECK(t->b.aug_tmp, "out of memory");
+    }
+    if (s->epochs == 0) /* epochs mode reads each cycle with its own consumer (window.c) */
+        CHECK(assign_from(t->cons, &t->b, s->topic) == KN_OK, "cannot assign %s", s->topic);
     kn_metrics_set(tm->version, ctx->parent_version);
     kn_metrics_set(tm->step, (double)ctx->step);
     kn_model_set_training(ctx->model, 1);
@@ -294,6 +368,554 @@ static int start(kn_service *svc, trainer *t, trn_metrics *tm)
     return 0;
 }
 
+/* --- epochs mode (window.c): cycles over a window, then replay cycles --- */
+
+static void window_metrics(trainer *t, trn_metrics *tm)
+{
+    const trn_window *w = &t->b.win;
+    kn_metrics_set(tm->epoch, w->active && !trn_window_done(w) ? w->epoch : 0);
+    kn_metrics_set(tm->cycle, w->cycle);
+}
+
+static void window_loaded(trainer *t, const int64_t *hi)
+{
+    for (int p = 0; p < t->b.nparts; p++)
+        t->b.parts[p].next_offset = hi[p]; /* monitoring commits: the cycle's end */
+}
+
+/* Per partition: the low and high watermarks now. */
+static int watermarks(trainer *t, int64_t *low, int64_t *high)
+{
+    for (int p = 0; p < t->b.nparts; p++)
+        if (kn_kafka_watermarks(kn_kafka_consumer_handle(t->cons), t->s.topic, p, &low[p],
+                                &high[p], 10000) != KN_OK) {
+            kn_log_warn("watermarks of %s [%d]: not available now", t->s.topic, p);
+            return -1;
+        }
+    return 0;
+}
+
+/* The cycle the resumed lineage was in: reloaded at its cursor, or (when it
+ * was finished) remembered as the end the next replay cycle starts from. */
+static int window_resume(trainer *t, char *e, size_t esz)
+{
+    const json_t *L = t->ctx.resume_lineage;
+    const char *mode = json_string_value(json_object_get(L, "mode"));
+    json_t *cyc = json_object_get(L, "cycle"), *cur = json_object_get(L, "cursor");
+    if (!mode || strcmp(mode, "epochs") != 0 || !json_is_object(cyc) || !json_is_object(cur) ||
+        strcmp(json_string_value(json_object_get(L, "topic")) ?: "", t->s.topic) != 0)
+        return 0; /* stream-mode (or another topic's) version: cycle 0 from the window */
+    int n = t->b.nparts;
+    int64_t *lo = calloc((size_t)n, 8), *hi = calloc((size_t)n, 8), *plo = calloc((size_t)n, 8),
+            *phi = calloc((size_t)n, 8);
+    int rc = KN_OK;
+    if (!lo || !hi || !plo || !phi) {
+        rc = kn_seterr(e, esz, KN_ENOMEM, "out of memory");
+        goto out;
+    }
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(cyc, "ranges"), i, r)
+    {
+        int p = (int)json_integer_value(json_object_get(r, "partition"));
+        if (p < 0 || p >= n) continue;
+        lo[p] = json_integer_value(json_object_get(r, "start"));
+        hi[p] = json_integer_value(json_object_get(r, "end"));
+    }
+    json_t *rp = json_object_get(cyc, "replay");
+    json_array_foreach(json_object_get(rp, "pool"), i, r)
+    {
+        int p = (int)json_integer_value(json_object_get(r, "partition"));
+        if (p < 0 || p >= n) continue;
+        plo[p] = json_integer_value(json_object_get(r, "start"));
+        phi[p] = json_integer_value(json_object_get(r, "end"));
+    }
+    int cycle = (int)json_integer_value(json_object_get(cyc, "n"));
+    if (json_is_true(json_object_get(cur, "done"))) {
+        t->next_cycle = cycle + 1;
+        t->prev_hi = hi;
+        hi = NULL;
+        kn_log_info("version %d finished cycle %d; waiting for records after it",
+                    t->ctx.parent_version, cycle);
+        goto out;
+    }
+    int passes = (int)json_integer_value(json_object_get(cyc, "passes"));
+    int replay = json_is_object(rp);
+    if ((rc = trn_window_load(&t->b, &t->s, cycle, replay, passes, lo, hi, plo, phi,
+                              json_object_get(rp, "shards"), e, esz)) != KN_OK)
+        goto out;
+    trn_window_seek(&t->b, (int)json_integer_value(json_object_get(cur, "epoch")),
+                    (int)json_integer_value(json_object_get(cur, "index")),
+                    (uint32_t)json_integer_value(json_object_get(cur, "pos")));
+    window_loaded(t, hi);
+    t->next_cycle = cycle + 1;
+    kn_log_info("resuming cycle %d at epoch %d, shard %d, example %d", cycle, t->b.win.epoch,
+                t->b.win.index, (int)t->b.win.pos);
+    rc = 1;
+out:
+    free(lo);
+    free(hi);
+    free(plo);
+    free(phi);
+    return rc;
+}
+
+/* Cycle 0: the configured window of what the topic holds now. 1 when
+ * loaded, 0 when the window is still empty, <0 on error. */
+static int window_first(trainer *t, char *e, size_t esz)
+{
+    int n = t->b.nparts, rc = 0;
+    int64_t *low = calloc((size_t)n, 8), *high = calloc((size_t)n, 8), *lo = calloc((size_t)n, 8),
+            *hi = calloc((size_t)n, 8);
+    if (!low || !high || !lo || !hi || watermarks(t, low, high) != 0) goto out;
+    int64_t total = 0;
+    for (int p = 0; p < n; p++) {
+        if (t->s.window_kind == TRN_WIN_ALL) {
+            lo[p] = low[p];
+            hi[p] = high[p];
+        } else if (t->s.window_kind == TRN_WIN_LAST) {
+            hi[p] = high[p];
+            lo[p] = high[p] - t->s.window_last > low[p] ? high[p] - t->s.window_last : low[p];
+        } else {
+            int nr;
+            trn_window_fixed(t->s.window, p, &lo[p], &hi[p], &nr);
+            if (lo[p] < low[p] && lo[p] < hi[p]) {
+                kn_log_error("window %d:%" PRId64 "-%" PRId64 ": offsets below %" PRId64
+                             " were deleted by retention; the window starts there",
+                             p, lo[p], hi[p], low[p]);
+                lo[p] = low[p] < hi[p] ? low[p] : hi[p];
+            }
+            if (hi[p] > high[p]) { /* a fixed window waits for its records to exist */
+                total = 0;
+                goto out;
+            }
+        }
+        total += hi[p] - lo[p];
+    }
+    if (total <= 0) goto out;
+    if ((rc = trn_window_load(&t->b, &t->s, 0, 0, t->s.epochs, lo, hi, NULL, NULL, NULL, e,
+                              esz)) != KN_OK)
+        goto out;
+    window_loaded(t, hi);
+    t->next_cycle = 1;
+    rc = 1;
+out:
+    free(low);
+    free(high);
+    free(lo);
+    free(hi);
+    return rc;
+}
+
+/* The weights a replay cycle starts from: production (when configured and
+ * it is not the latest already), else the latest. */
+static int replay_weights(trainer *t, char *e, size_t esz)
+{
+    trn_ckpt_ctx *ctx = &t->ctx;
+    ctx->parent_relation = "replay";
+    if (strcmp(t->s.replay_from, "production") != 0) return KN_OK;
+    json_t *a = NULL, *doc = NULL, *meta = NULL;
+    char ee[512];
+    if (kn_regclient_get_alias(t->reg, t->s.model, "production", &a, ee, sizeof(ee)) != KN_OK) {
+        kn_log_info("replay: no production version of %s; starting from version %d",
+                    t->s.model, ctx->parent_version);
+        return KN_OK;
+    }
+    int pv = (int)json_integer_value(json_object_get(a, "version"));
+    json_decref(a);
+    if (pv <= 0 || pv == ctx->parent_version) return KN_OK;
+    kn_model *m = NULL;
+    int rc = kn_regclient_get_version(t->reg, t->s.model, pv, &doc, ee, sizeof(ee));
+    if (rc == KN_OK) rc = trn_load_version(ctx, t->s.model, pv, ctx->backend, &m, &meta, ee, sizeof(ee));
+    if (rc != KN_OK) {
+        json_decref(doc);
+        return kn_seterr(e, esz, rc, "replay from production version %d: %s", pv, ee);
+    }
+    kn_model_destroy(ctx->model);
+    ctx->model = m;
+    if (!kn_model_optim(m) && (rc = trn_attach_optim(ctx, e, esz)) != KN_OK) {
+        json_decref(doc);
+        json_decref(meta);
+        return rc;
+    }
+    kn_model_set_training(m, 1);
+    json_t *lin = json_object_get(doc, "lineage");
+    ctx->step = kn_model_optim(m)->step;
+    ctx->steps_at_last_ckpt = ctx->step;
+    ctx->examples_total = json_integer_value(json_object_get(lin, "examples_total"));
+    ctx->tokens_total = json_integer_value(json_object_get(lin, "tokens_total"));
+    kn_log_info("replay: warm start from production version %d (latest is %d)", pv,
+                ctx->parent_version);
+    ctx->parent_version = pv;
+    snprintf(ctx->parent_model, sizeof(ctx->parent_model), "%s", t->s.model);
+    json_decref(doc);
+    json_decref(meta);
+    return KN_OK;
+}
+
+/* A replay cycle when at least replay_min_records arrived after the last
+ * cycle: 1 started, 0 not yet, <0 error. */
+static int window_replay(trainer *t, char *e, size_t esz)
+{
+    if (t->s.window_kind == TRN_WIN_FIXED || !t->prev_hi) return 0;
+    int n = t->b.nparts, rc = 0;
+    int64_t *low = calloc((size_t)n, 8), *high = calloc((size_t)n, 8), *plo = calloc((size_t)n, 8);
+    if (!low || !high || !plo || watermarks(t, low, high) != 0) goto out;
+    int64_t fresh = 0;
+    for (int p = 0; p < n; p++)
+        fresh += high[p] > t->prev_hi[p] ? high[p] - t->prev_hi[p] : 0;
+    if (fresh < t->s.replay_min_records) goto out;
+    for (int p = 0; p < n; p++) {
+        plo[p] = low[p];
+        if (t->s.window_kind == TRN_WIN_LAST && t->prev_hi[p] - t->s.window_last > plo[p])
+            plo[p] = t->prev_hi[p] - t->s.window_last;
+        if (plo[p] > t->prev_hi[p]) plo[p] = t->prev_hi[p];
+        if (high[p] < t->prev_hi[p]) high[p] = t->prev_hi[p];
+    }
+    if ((rc = replay_weights(t, e, esz)) != KN_OK) goto out;
+    if ((rc = trn_window_load(&t->b, &t->s, t->next_cycle, 1, t->s.replay_passes, t->prev_hi,
+                              high, plo, t->prev_hi, NULL, e, esz)) != KN_OK)
+        goto out;
+    window_loaded(t, high);
+    t->next_cycle++;
+    rc = 1;
+out:
+    free(low);
+    free(high);
+    free(plo);
+    return rc;
+}
+
+static int run_epochs(kn_service *svc, trainer *t, trn_metrics *tm)
+{
+    (void)svc;
+    trn_settings *s = &t->s;
+    trn_ckpt_ctx *ctx = &t->ctx;
+    char e[768];
+    int rc = window_resume(t, e, sizeof(e));
+    CHECK(rc >= 0, "resuming the window: %s", e);
+    double t_ckpt = trn_now(), retry_at = 0, next_look = 0, idle_since = trn_now();
+    window w = {.t = trn_now()};
+    while (!kn_shutdown_requested()) {
+        if (trn_lease_renew(t->reg, s->model, &t->lease, e, sizeof(e)) != KN_OK) {
+            kn_log_error("fenced: stopping without a checkpoint; steps since version %d are "
+                         "left to the trainer that holds the lease",
+                         ctx->parent_version);
+            return 1;
+        }
+        if (s->target_steps > 0 && ctx->step >= s->target_steps) {
+            kn_log_info("target_steps %" PRId64 " reached", s->target_steps);
+            break;
+        }
+        int B = 0;
+        if (t->b.win.active && !trn_window_done(&t->b.win)) {
+            B = trn_window_fill(&t->b);
+            if (B > 0 && train_batch(t, tm, &w) != 0) return 1;
+            idle_since = trn_now();
+        } else if (ctx->step > ctx->steps_at_last_ckpt) {
+            /* the cycle ended: its last version before anything else */
+            kn_service_nap(0.1);
+        } else if (trn_now() >= next_look) {
+            if (t->b.win.active && trn_window_done(&t->b.win)) {
+                free(t->prev_hi);
+                t->prev_hi = malloc((size_t)t->b.nparts * sizeof(int64_t));
+                CHECK(t->prev_hi, "out of memory");
+                memcpy(t->prev_hi, t->b.win.hi, (size_t)t->b.nparts * sizeof(int64_t));
+                trn_window_free(&t->b.win); /* the records go; the next cycle reads its own */
+                kn_log_info("cycle %d done at step %" PRId64 " (version %d); waiting for new "
+                            "records",
+                            t->next_cycle - 1, ctx->step, ctx->parent_version);
+            }
+            rc = t->prev_hi ? window_replay(t, e, sizeof(e)) : window_first(t, e, sizeof(e));
+            CHECK(rc >= 0, "loading the next cycle: %s", e);
+            next_look = trn_now() + (rc ? 0 : (s->flush_seconds > 0.5 ? s->flush_seconds : 0.5));
+            if (rc) idle_since = trn_now();
+            else if (s->idle_exit > 0 && trn_now() - idle_since >= s->idle_exit) {
+                kn_log_info("no new records for %.0f s: finishing", s->idle_exit);
+                break;
+            } else
+                kn_service_nap(0.2);
+        } else {
+            kn_service_nap(0.1);
+        }
+        window_metrics(t, tm);
+        double now = trn_now();
+        if (now - w.t >= s->log_seconds) {
+            if (w.steps > 0) log_progress(t, tm, &w, now);
+            w = (window){.t = now};
+        }
+        int64_t new_steps = ctx->step - ctx->steps_at_last_ckpt;
+        int cycle_over = !t->b.win.active || trn_window_done(&t->b.win);
+        if (new_steps > 0 && now >= retry_at &&
+            (t->b.win.epoch_end || cycle_over ||
+             (s->checkpoint_steps > 0 && new_steps >= s->checkpoint_steps) ||
+             (s->checkpoint_seconds > 0 && now - t_ckpt >= s->checkpoint_seconds))) {
+            /* every epoch's end is a version (the evaluator sees each epoch) */
+            int ended = t->b.win.epoch_end;
+            retry_at = checkpoint(ctx, tm, t->cons, 1) == KN_OK ? 0 : trn_now() + 30;
+            t_ckpt = trn_now();
+            if (retry_at == 0) t->b.win.epoch_end = 0;
+            if (retry_at == 0 && ended && t->exit_at_epoch_end) {
+                kn_log_info("--exit-at-epoch-end: epoch %d done (version %d); exiting",
+                            t->b.win.epoch - 1, ctx->parent_version);
+                break;
+            }
+        }
+    }
+    CHECK(ctx->step <= ctx->steps_at_last_ckpt || checkpoint(ctx, tm, t->cons, 3) == KN_OK,
+          "final checkpoint failed: steps since version %d will be retrained on restart",
+          ctx->parent_version);
+    kn_log_info("stopped at step %" PRId64 " (version %d)", ctx->step, ctx->parent_version);
+    return 0;
+}
+
+static int reproduce(kn_service *svc, trainer *t);
+
+/* --- --reproduce VERSION: the version's exact training, again, on the CPU --- */
+
+static const char *lin_str(const json_t *o, const char *k)
+{
+    const char *v = json_string_value(json_object_get(o, k));
+    return v ? v : "";
+}
+
+/* Where two safetensors files differ: the header (metadata, shapes) or the
+ * tensor bytes. */
+static void diff_detail(const unsigned char *a, size_t alen, const char *path, char *out,
+                        size_t outsz)
+{
+    size_t blen = 0;
+    FILE *f = fopen(path, "rb");
+    unsigned char *b = NULL;
+    if (f) {
+        fseek(f, 0, SEEK_END);
+        long n = ftell(f);
+        fseek(f, 0, SEEK_SET);
+        b = n > 0 ? malloc((size_t)n) : NULL;
+        if (b && fread(b, 1, (size_t)n, f) == (size_t)n) blen = (size_t)n;
+        fclose(f);
+    }
+    if (alen < 8 || blen < 8) {
+        snprintf(out, outsz, "the registered artifact could not be read");
+        free(b);
+        return;
+    }
+    uint64_t ha = 0, hb = 0;
+    for (int i = 7; i >= 0; i--) {
+        ha = ha << 8 | a[i];
+        hb = hb << 8 | b[i];
+    }
+    int head_same = ha == hb && 8 + ha <= alen && 8 + hb <= blen && memcmp(a, b, 8 + ha) == 0;
+    size_t da = alen - (size_t)(8 + ha), db = blen - (size_t)(8 + hb);
+    int data_same = da == db && 8 + ha <= alen && 8 + hb <= blen &&
+                    memcmp(a + 8 + ha, b + 8 + hb, da) == 0;
+    size_t first = 0;
+    if (!data_same && da == db)
+        while (first < da && a[8 + ha + first] == b[8 + hb + first]) first++;
+    if (head_same)
+        snprintf(out, outsz, "the header is identical; the tensor data differ from byte %zu of %zu",
+                 first, da);
+    else if (data_same)
+        snprintf(out, outsz, "the tensor data are identical; the header (metadata) differs "
+                 "(a different build, or lineage summary)");
+    else
+        snprintf(out, outsz, "both the header and the tensor data differ%s",
+                 da == db ? "" : " (different sizes)");
+    free(b);
+}
+
+static int reproduce(kn_service *svc, trainer *t)
+{
+    char e[768];
+    trn_settings *s = &t->s;
+    trn_ckpt_ctx *ctx = &t->ctx;
+    json_t *doc = NULL, *pdoc = NULL, *meta = NULL, *lin_out = NULL;
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    int rc = 1, V = t->reproduce;
+    CHECK(trn_settings_load(kn_service_config(svc), t->model_name, s, e, sizeof(e)) == KN_OK,
+          "config: %s", e);
+    t->reg = kn_regclient_new(s->registry_url, s->registry_token[0] ? s->registry_token : NULL);
+    CHECK(t->reg, "registry client");
+    CHECK(kn_regclient_get_version(t->reg, s->model, V, &doc, e, sizeof(e)) == KN_OK,
+          "%s version %d: %s", s->model, V, e);
+    json_t *L = json_object_get(doc, "lineage");
+    const char *want = json_string_value(json_object_get(json_object_get(doc, "artifact"), "sha256"));
+    json_t *cyc = json_object_get(L, "cycle"), *cur = json_object_get(L, "cursor");
+    json_t *ep0 = json_array_get(json_object_get(L, "epochs"), 0);
+    if (!want || strcmp(lin_str(L, "mode"), "epochs") != 0 || !cyc || !cur || !ep0) {
+        printf("{\"model\":\"%s\",\"version\":%d,\"reproducible\":false,\"reason\":\"%s\"}\n",
+               s->model, V,
+               !want ? "the version has no artifact"
+                     : "a stream-mode version (schema 1, or epochs = 0): the interleaving of "
+                       "partitions as they arrived is not recorded, so its batches cannot be "
+                       "rebuilt; versions trained with epochs >= 1 are reproducible");
+        json_decref(doc);
+        return 7;
+    }
+    /* the model keys come from the lineage, the config gives Kafka and the registry */
+    snprintf(s->dataset, sizeof(s->dataset), "%s", lin_str(L, "dataset"));
+    snprintf(s->topic, sizeof(s->topic), "%s", lin_str(L, "topic"));
+    json_decref(s->spec);
+    s->spec = json_deep_copy(json_object_get(L, "spec"));
+    json_decref(s->optim);
+    s->optim = json_deep_copy(json_object_get(L, "optim"));
+    s->batch = (int)json_integer_value(json_object_get(L, "batch"));
+    s->seed = (uint64_t)json_integer_value(json_object_get(L, "seed"));
+    s->shuffle = json_is_true(json_object_get(L, "shuffle"));
+    json_t *aug = json_object_get(L, "augment");
+    s->aug_hflip = json_is_true(json_object_get(aug, "hflip"));
+    s->aug_crop = (int)json_integer_value(json_object_get(aug, "crop"));
+    snprintf(s->window, sizeof(s->window), "%s", lin_str(cyc, "window"));
+    json_t *rp = json_object_get(cyc, "replay");
+    if (json_is_object(rp)) {
+        s->replay_ratio = json_real_value(json_object_get(rp, "ratio"));
+        snprintf(s->replay_from, sizeof(s->replay_from), "%s", lin_str(rp, "from"));
+    }
+    json_t *pre = json_object_get(L, "preprocess");
+    snprintf(s->tokenizer_hash, sizeof(s->tokenizer_hash), "%s", lin_str(pre, "tokenizer_sha256"));
+    snprintf(s->recipe, sizeof(s->recipe), "%s", lin_str(pre, "recipe_sha256"));
+
+    const kn_backend *be = kn_backend_pick("cpu");
+    CHECK(be, "no CPU backend");
+    ctx->s = s;
+    ctx->reg = t->reg;
+    ctx->backend = be;
+    ctx->backend_name = be->name;
+    /* the starting point: the parent's checkpoint, or the spec's seeded init */
+    json_t *par = json_object_get(L, "parent");
+    const char *rel = lin_str(par, "relation");
+    if (!json_is_object(par)) {
+        CHECK(kn_model_new(s->spec, s->seed, s->batch, be, &ctx->model, e, sizeof(e)) == KN_OK,
+              "spec: %s", e);
+        CHECK(trn_attach_optim(ctx, e, sizeof(e)) == KN_OK, "%s", e);
+        snprintf(ctx->parent_model, sizeof(ctx->parent_model), "%s", s->model);
+        ctx->parent_relation = "resume";
+    } else {
+        const char *pm = lin_str(par, "model");
+        int pv = (int)json_integer_value(json_object_get(par, "version"));
+        CHECK(trn_load_version(ctx, pm, pv, be, &ctx->model, &meta, e, sizeof(e)) == KN_OK, "%s",
+              e);
+        snprintf(ctx->parent_model, sizeof(ctx->parent_model), "%s", pm);
+        ctx->parent_version = pv;
+        static char relbuf[32];
+        snprintf(relbuf, sizeof(relbuf), "%s", rel);
+        ctx->parent_relation = relbuf;
+        if (strcmp(rel, "warm_start") == 0 || !kn_model_optim(ctx->model)) {
+            CHECK(trn_attach_optim(ctx, e, sizeof(e)) == KN_OK, "%s", e);
+        } else {
+            CHECK(kn_regclient_get_version(t->reg, pm, pv, &pdoc, e, sizeof(e)) == KN_OK,
+                  "%s version %d: %s", pm, pv, e);
+            json_t *pl = json_object_get(pdoc, "lineage");
+            ctx->examples_total = json_integer_value(json_object_get(pl, "examples_total"));
+            ctx->tokens_total = json_integer_value(json_object_get(pl, "tokens_total"));
+        }
+    }
+    ctx->step = kn_model_optim(ctx->model)->step;
+    kn_model_set_training(ctx->model, 1);
+    int nparts = (int)json_array_size(json_object_get(L, "partitions"));
+    CHECK(nparts > 0, "version %d: lineage without partitions", V);
+    CHECK(trn_batcher_init(&t->b, ctx->model, s->batch, nparts, s->seed, s->shuffle, e,
+                           sizeof(e)) == KN_OK,
+          "%s", e);
+    ctx->batcher = &t->b;
+    if ((s->aug_hflip || s->aug_crop) && t->b.input == TRN_IN_IMAGE && t->b.C > 0) {
+        t->b.aug_hflip = s->aug_hflip;
+        t->b.aug_crop = s->aug_crop;
+        t->b.aug_tmp = malloc((size_t)t->b.in_numel * sizeof(float));
+    }
+    int64_t *lo = calloc((size_t)nparts, 8), *hi = calloc((size_t)nparts, 8),
+            *plo = calloc((size_t)nparts, 8), *phi = calloc((size_t)nparts, 8);
+    CHECK(lo && hi && plo && phi, "out of memory");
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(cyc, "ranges"), i, r)
+    {
+        int p = (int)json_integer_value(json_object_get(r, "partition"));
+        if (p < 0 || p >= nparts) continue;
+        lo[p] = json_integer_value(json_object_get(r, "start"));
+        hi[p] = json_integer_value(json_object_get(r, "end"));
+    }
+    json_array_foreach(json_object_get(rp, "pool"), i, r)
+    {
+        int p = (int)json_integer_value(json_object_get(r, "partition"));
+        if (p < 0 || p >= nparts) continue;
+        plo[p] = json_integer_value(json_object_get(r, "start"));
+        phi[p] = json_integer_value(json_object_get(r, "end"));
+    }
+    double t0 = trn_now();
+    rc = trn_window_load(&t->b, s, (int)json_integer_value(json_object_get(cyc, "n")),
+                         json_is_object(rp), (int)json_integer_value(json_object_get(cyc, "passes")),
+                         lo, hi, plo, phi, json_object_get(rp, "shards"), e, sizeof(e));
+    free(lo);
+    free(hi);
+    free(plo);
+    free(phi);
+    CHECK(rc == KN_OK, "reading the lineage's ranges: %s", e);
+    json_t *st = json_object_get(ep0, "start");
+    trn_window_seek(&t->b, (int)json_integer_value(json_object_get(ep0, "epoch")),
+                    (int)json_integer_value(json_object_get(st, "index")),
+                    (uint32_t)json_integer_value(json_object_get(st, "pos")));
+    t->b.win.stop_epoch = (int)json_integer_value(json_object_get(cur, "epoch"));
+    t->b.win.stop_index = (int)json_integer_value(json_object_get(cur, "index"));
+    t->b.win.stop_pos = (uint32_t)json_integer_value(json_object_get(cur, "pos"));
+    int64_t trained = 0;
+    while (!kn_shutdown_requested()) {
+        int B = trn_window_fill(&t->b);
+        if (B == 0) {
+            if (trn_window_done(&t->b.win) || (t->b.win.epoch == t->b.win.stop_epoch &&
+                                               t->b.win.index == t->b.win.stop_index &&
+                                               t->b.win.pos == t->b.win.stop_pos))
+                break;
+            continue; /* an epoch boundary */
+        }
+        if (train_batch(t, NULL, NULL) != 0) return 1;
+        trained += B;
+    }
+    char sha[KN_SHA256_HEX_LEN];
+    CHECK(trn_checkpoint_bytes(ctx, &lin_out, &buf, &len, sha, e, sizeof(e)) == KN_OK, "%s", e);
+    int same = strcmp(sha, want) == 0;
+    char detail[1200] = "bit-identical";
+    if (!same) {
+        char path[700];
+        snprintf(path, sizeof(path), "%s/kiln-trainer-%s-%d.registered.safetensors", s->work_dir,
+                 s->model, (int)getpid());
+        char sh2[KN_SHA256_HEX_LEN];
+        if (kn_regclient_download_artifact(t->reg, s->model, V, path, sh2, e, sizeof(e)) == KN_OK)
+            diff_detail(buf, len, path, detail, sizeof(detail));
+        else
+            snprintf(detail, sizeof(detail), "could not download the registered artifact: %.300s", e);
+        unlink(path);
+        int64_t want_ex = json_integer_value(json_object_get(L, "examples"));
+        if (trained != want_ex) {
+            size_t l = strlen(detail);
+            snprintf(detail + l, sizeof(detail) - l, "; trained %" PRId64 " examples, the lineage "
+                     "says %" PRId64, trained, want_ex);
+        }
+        if (strcmp(lin_str(pre, "recipe_sha256"), t->b.recipe[0] ? t->b.recipe : lin_str(pre, "recipe_sha256")) != 0) {
+            size_t l = strlen(detail);
+            snprintf(detail + l, sizeof(detail) - l, "; the shards' recipe-sha256 is %s, the "
+                     "lineage's %s", t->b.recipe, lin_str(pre, "recipe_sha256"));
+        }
+    }
+    json_t *rep = json_pack("{s:s, s:i, s:b, s:s, s:s, s:I, s:I, s:f, s:s, s:s}", "model",
+                            s->model, "version", V, "identical", same, "registered_sha256", want,
+                            "reproduced_sha256", sha, "examples", (json_int_t)trained, "step",
+                            (json_int_t)ctx->step, "seconds", trn_now() - t0, "backend",
+                            be->name, "detail", detail);
+    char *txt = json_dumps(rep, JSON_COMPACT);
+    printf("%s\n", txt ? txt : "{}");
+    fflush(stdout);
+    free(txt);
+    json_decref(rep);
+    free(buf);
+    json_decref(lin_out);
+    json_decref(doc);
+    json_decref(pdoc);
+    json_decref(meta);
+    return same ? 0 : 6;
+}
+
 static int run(kn_service *svc, void *app)
 {
     trainer *t = app;
@@ -301,8 +923,10 @@ static int run(kn_service *svc, void *app)
     trn_ckpt_ctx *ctx = &t->ctx;
     trn_metrics tm;
     char e[768];
+    if (t->reproduce) return reproduce(svc, t);
     int rc = start(svc, t, &tm);
     if (rc != 0) return rc < 0 ? 0 : 1;
+    if (s->epochs > 0) return run_epochs(svc, t, &tm);
 
     /* --- the loop: fill a batch, one update, maybe a checkpoint --- */
     double t_ckpt = trn_now(), retry_at = 0;
@@ -320,33 +944,7 @@ static int run(kn_service *svc, void *app)
         }
         int B = trn_batcher_fill(&t->b, t->cons, (int)(s->flush_seconds * 1000));
         if (B > 0) {
-            kn_batch batch;
-            float loss = 0, gn = 0, lr = 0;
-            trn_batcher_batch(&t->b, &batch);
-            kn_model_zero_grad(ctx->model);
-            /* The batcher validated ids and labels, so a failure is a bug:
-             * stop without checkpointing this batch (it is trained again on
-             * restart). */
-            CHECK(kn_model_forward(ctx->model, &batch, &loss, e, sizeof(e)) == KN_OK, "forward: %s",
-                  e);
-            CHECK(kn_model_backward(ctx->model) == KN_OK, "backward failed");
-            CHECK(kn_model_step(ctx->model, &gn, &lr) == KN_OK, "optimizer step failed");
-            if (!isfinite(loss)) kn_log_warn("step %" PRId64 ": loss is %f", ctx->step + 1, loss);
-            int64_t toks = batch.T > 0 ? (int64_t)B * batch.T : 0;
-            ctx->step++;
-            ctx->examples_total += B;
-            ctx->loss_sum += loss;
-            ctx->loss_n++;
-            ctx->tokens_total += toks;
-            w.loss += loss;
-            w.steps++;
-            w.examples += B;
-            w.tokens += toks;
-            kn_metrics_set(tm.step, (double)ctx->step);
-            kn_metrics_set(tm.lr, lr);
-            kn_metrics_set(tm.grad_norm, gn);
-            kn_metrics_add(tm.examples, B);
-            kn_metrics_add(tm.tokens, (double)toks);
+            if (train_batch(t, &tm, &w) != 0) return 1;
         } else if (s->idle_exit > 0 && trn_now() - t->b.last_record >= s->idle_exit) {
             kn_log_info("no data for %.0f s: finishing", s->idle_exit);
             break;
@@ -384,6 +982,9 @@ static void cleanup(void *app)
     kn_model_destroy(t->ctx.model);
     kn_regclient_destroy(t->reg);
     trn_settings_free(&t->s);
+    json_decref(t->ctx.resume_lineage);
+    json_decref(t->ctx.repro_lineage);
+    free(t->prev_hi);
     free(t->low);
 }
 
@@ -403,7 +1004,8 @@ int main(int argc, char **argv)
         .keys_note =
             "  [model.NAME]: dataset, spec (JSON), optim (JSON), batch, checkpoint_steps,\n"
             "  checkpoint_seconds, target_steps, seed, shuffle, warm_start,\n"
-            "  tokenizer_sha256, recipe_sha256 (docs/trainer.md)\n",
+            "  tokenizer_sha256, recipe_sha256, epochs, window, replay_ratio,\n"
+            "  replay_passes, replay_min_records, replay_from, augment (docs/trainer.md)\n",
         .run = run,
         .cleanup = cleanup,
     };

@@ -91,7 +91,7 @@ out:
 }
 
 /* Downloads (SHA-256 verified by the client) and loads model:version. */
-static int load_version(trn_ckpt_ctx *ctx, const char *model, int version, const kn_backend *be,
+int trn_load_version(trn_ckpt_ctx *ctx, const char *model, int version, const kn_backend *be,
                         kn_model **out, json_t **meta, char *err, size_t errsz)
 {
     char path[700], e[512], sha[KN_SHA256_HEX_LEN];
@@ -114,7 +114,7 @@ static int load_version(trn_ckpt_ctx *ctx, const char *model, int version, const
     return KN_OK;
 }
 
-static int attach_configured_optim(trn_ckpt_ctx *ctx, char *err, size_t errsz)
+int trn_attach_optim(trn_ckpt_ctx *ctx, char *err, size_t errsz)
 {
     kn_optim_config oc;
     char e[256];
@@ -147,15 +147,17 @@ int trn_resume(trn_ckpt_ctx *ctx, trn_batcher *b, int nparts, const int64_t *low
     ctx->parent_relation = "resume";
     if (doc) {
         int v = (int)json_integer_value(json_object_get(doc, "version"));
-        if ((rc = load_version(ctx, s->model, v, be, &ctx->model, &meta, err, errsz)) != KN_OK)
+        if ((rc = trn_load_version(ctx, s->model, v, be, &ctx->model, &meta, err, errsz)) != KN_OK)
             goto out;
-        if (!kn_model_optim(ctx->model) && (rc = attach_configured_optim(ctx, err, errsz)))
+        if (!kn_model_optim(ctx->model) && (rc = trn_attach_optim(ctx, err, errsz)))
             goto out;
         json_t *lin = json_object_get(doc, "lineage");
         ctx->parent_version = v;
         ctx->step = kn_model_optim(ctx->model)->step;
         ctx->examples_total = json_integer_value(json_object_get(lin, "examples_total"));
         ctx->tokens_total = json_integer_value(json_object_get(lin, "tokens_total"));
+        json_decref(ctx->resume_lineage);
+        ctx->resume_lineage = json_incref(lin);
         resumed = 1;
         /* The optimizer continues as checkpointed; say so when config differs. */
         kn_optim_config want;
@@ -178,10 +180,10 @@ int trn_resume(trn_ckpt_ctx *ctx, trn_batcher *b, int nparts, const int64_t *low
                            s->model, s->warm_start);
             goto out;
         }
-        if ((rc = load_version(ctx, wmodel, wv, be, &ctx->model, &meta, err, errsz)) != KN_OK)
+        if ((rc = trn_load_version(ctx, wmodel, wv, be, &ctx->model, &meta, err, errsz)) != KN_OK)
             goto out;
         /* Fine-tuning: the weights carry over, the optimizer starts afresh. */
-        if ((rc = attach_configured_optim(ctx, err, errsz)) != KN_OK) goto out;
+        if ((rc = trn_attach_optim(ctx, err, errsz)) != KN_OK) goto out;
         ctx->parent_version = wv;
         snprintf(ctx->parent_model, sizeof(ctx->parent_model), "%s", wmodel);
         ctx->parent_relation = "warm_start";
@@ -193,7 +195,7 @@ int trn_resume(trn_ckpt_ctx *ctx, trn_batcher *b, int nparts, const int64_t *low
             kn_seterr(err, errsz, rc, "[model.%s] spec: %s", s->model, e);
             goto out;
         }
-        if ((rc = attach_configured_optim(ctx, err, errsz)) != KN_OK) goto out;
+        if ((rc = trn_attach_optim(ctx, err, errsz)) != KN_OK) goto out;
         ctx->step = 0;
         kn_log_info("fresh model '%s': %zu parameters", s->model, kn_model_num_params(ctx->model));
     }

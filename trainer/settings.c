@@ -193,6 +193,65 @@ int trn_settings_load(const kn_config *cfg, const char *name, trn_settings *s, c
         rc = kn_seterr(err, errsz, KN_EINVAL, "%s: expected true or false", k);
         goto fail;
     }
+    /* epochs over a window, replay cycles (window.c) */
+    if ((rc = get_int(cfg, KEY("epochs"), 0, 0, 100000, &v, err, errsz))) goto fail;
+    s->epochs = (int)v;
+    if ((rc = copy_str(s->window, sizeof(s->window), kn_config_get(cfg, KEY("window"), "all"), k,
+                       err, errsz)))
+        goto fail;
+    if (strcmp(s->window, "all") == 0) {
+        s->window_kind = TRN_WIN_ALL;
+    } else if (strncmp(s->window, "last:", 5) == 0) {
+        char *end;
+        long long kk = strtoll(s->window + 5, &end, 10);
+        if (*end || kk < 1) {
+            rc = kn_seterr(err, errsz, KN_EINVAL, "%s: last:K needs K >= 1 records", k);
+            goto fail;
+        }
+        s->window_kind = TRN_WIN_LAST;
+        s->window_last = kk;
+    } else {
+        int64_t lo, hi;
+        int np;
+        s->window_kind = TRN_WIN_FIXED;
+        if (trn_window_fixed(s->window, 0, &lo, &hi, &np) != 0) {
+            rc = kn_seterr(err, errsz, KN_EINVAL,
+                           "%s: '%s' (use all, last:K, or fixed ranges P:START-END,...)", k,
+                           s->window);
+            goto fail;
+        }
+    }
+    {
+        int ok2 = 1;
+        s->replay_ratio = kn_config_get_double(cfg, KEY("replay_ratio"), 1.0, &ok2);
+        if (!ok2 || s->replay_ratio < 0 || s->replay_ratio > 1000) {
+            rc = kn_seterr(err, errsz, KN_EINVAL, "%s: expected a ratio >= 0", k);
+            goto fail;
+        }
+    }
+    if ((rc = get_int(cfg, KEY("replay_passes"), 1, 1, 100000, &v, err, errsz))) goto fail;
+    s->replay_passes = (int)v;
+    if ((rc = get_int(cfg, KEY("replay_min_records"), 1, 1, INT64_MAX / 2, &s->replay_min_records,
+                      err, errsz)))
+        goto fail;
+    if ((rc = copy_str(s->replay_from, sizeof(s->replay_from),
+                       kn_config_get(cfg, KEY("replay_from"), "production"), k, err, errsz)))
+        goto fail;
+    if (strcmp(s->replay_from, "production") && strcmp(s->replay_from, "latest")) {
+        rc = kn_seterr(err, errsz, KN_EINVAL, "%s: '%s' (use production or latest)", k,
+                       s->replay_from);
+        goto fail;
+    }
+    {
+        const char *aug = kn_config_get(cfg, KEY("augment"), "none");
+        if ((rc = trn_parse_augment(aug, &s->aug_hflip, &s->aug_crop)) != 0) {
+            rc = kn_seterr(err, errsz, KN_EINVAL,
+                           "%s: '%s' (use none, or hflip and/or crop:N, comma-separated)", k, aug);
+            goto fail;
+        }
+    }
+    if ((rc = get_seconds(cfg, "trainer.window_max_mb", 2048, &s->window_max_mb, err, errsz)))
+        goto fail;
     if ((rc = get_seconds(cfg, "trainer.log_seconds", 5, &s->log_seconds, err, errsz)) ||
         (rc = get_seconds(cfg, "trainer.flush_seconds", 2, &s->flush_seconds, err, errsz)) ||
         (rc = get_seconds(cfg, "trainer.lease_ttl_s", 60, &s->lease_ttl, err, errsz)) ||
@@ -207,6 +266,58 @@ int trn_settings_load(const kn_config *cfg, const char *name, trn_settings *s, c
 fail:
     trn_settings_free(s);
     return rc;
+}
+
+int trn_parse_augment(const char *aug, int *hflip, int *crop)
+{
+    *hflip = *crop = 0;
+    if (!aug || !*aug || strcmp(aug, "none") == 0) return 0;
+    char buf[128];
+    snprintf(buf, sizeof(buf), "%s", aug);
+    for (char *save = NULL, *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        if (strcmp(t, "hflip") == 0) {
+            *hflip = 1;
+        } else if (strncmp(t, "crop:", 5) == 0) {
+            char *end;
+            long n = strtol(t + 5, &end, 10);
+            if (*end || n < 1 || n > 64) return -1;
+            *crop = (int)n;
+        } else {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int trn_window_fixed(const char *spec, int32_t partition, int64_t *lo, int64_t *hi, int *nranges)
+{
+    /* "P:START-END,P:START-END": 0 and the range of `partition` (lo = hi = 0
+     * when it has none); -1 when malformed */
+    *lo = *hi = 0;
+    *nranges = 0;
+    const char *p = spec;
+    while (*p) {
+        char *end;
+        long part = strtol(p, &end, 10);
+        if (end == p || *end != ':' || part < 0) return -1;
+        p = end + 1;
+        long long a = strtoll(p, &end, 10);
+        if (end == p || *end != '-' || a < 0) return -1;
+        p = end + 1;
+        long long bb = strtoll(p, &end, 10);
+        if (end == p || bb < a) return -1;
+        p = end;
+        if (part == partition) {
+            *lo = a;
+            *hi = bb;
+        }
+        (*nranges)++;
+        while (*p == ' ') p++;
+        if (*p == ',') p++;
+        else if (*p) return -1;
+        while (*p == ' ') p++;
+    }
+    return *nranges > 0 ? 0 : -1;
 }
 
 void trn_settings_free(trn_settings *s)

@@ -48,13 +48,31 @@ typedef struct {
     double idle_exit;     /* exit after this long drained; 0 = never */
     double lease_ttl;     /* seconds the model's training lease lasts unrenewed */
     double lease_wait;    /* seconds to wait for a lease another trainer holds */
+    /* epochs over a window (window.c); epochs == 0: the stream, each example once */
+    int epochs;              /* passes over the window (cycle 0) */
+    int window_kind;         /* TRN_WIN_ALL | TRN_WIN_LAST | TRN_WIN_FIXED */
+    int64_t window_last;     /* last K records per partition (TRN_WIN_LAST) */
+    char window[512];        /* the window key as written ("all", "last:K", "0:10-20,1:0-5") */
+    double replay_ratio;     /* replay examples per new example in a replay cycle */
+    int replay_passes;       /* passes over new + replay in a replay cycle */
+    int64_t replay_min_records; /* new records (shards) that start a replay cycle */
+    char replay_from[16];    /* "production" | "latest": the weights a replay cycle starts from */
+    int aug_hflip;           /* per-epoch augmentation drawn by the trainer (image models) */
+    int aug_crop;            /* random shift by up to N pixels, zero padded */
+    double window_max_mb;    /* the window is held in memory: refuse larger ones */
 } trn_settings;
+
+enum { TRN_WIN_ALL = 0, TRN_WIN_LAST = 1, TRN_WIN_FIXED = 2 };
 
 /* Fills s from cfg for model `name`; KN_EINVAL with the key named in err. On
  * success the caller frees with trn_settings_free. */
 int trn_settings_load(const kn_config *cfg, const char *name, trn_settings *s, char *err,
                       size_t errsz);
 void trn_settings_free(trn_settings *s);
+/* "none" | "hflip" | "crop:N" | "hflip,crop:N": 0, or -1 when malformed. */
+int trn_parse_augment(const char *aug, int *hflip, int *crop);
+/* window = "P:START-END,...": partition's range (0..0 when not listed). */
+int trn_window_fixed(const char *spec, int32_t partition, int64_t *lo, int64_t *hi, int *nranges);
 
 /* --- batcher (batcher.c) ---
  * Invariants, kept by every batcher function:
@@ -83,6 +101,67 @@ typedef struct {
     int64_t resume_offset; /* -1, or skip resume_pos examples of this shard when it arrives */
     uint32_t resume_pos;
 } trn_part;
+
+/* --- epochs over a window (window.c) ---
+ * A cycle is a list of items (shards, or the first `take` examples of a
+ * shard's replay permutation) held in memory, trained `passes` times; each
+ * pass (epoch) visits the items in an order drawn from (seed, cycle, epoch)
+ * and each item's examples in a permutation drawn from (seed, cycle, epoch,
+ * partition, offset). The cursor (epoch, index, pos) says exactly what was
+ * trained: every item before `index` in the epoch's order and the first
+ * `pos` examples of the item at `index`. Cycle 0 is the configured window;
+ * a later cycle ("replay") is the records that arrived after the previous
+ * cycle plus a replay sample of the window before them. */
+typedef struct {
+    int32_t partition;
+    int64_t offset;
+    unsigned char *payload; /* owned copy of the record */
+    size_t len;
+    kn_shard_view view;     /* into payload when usable */
+    int usable;
+    char why[200];          /* why not usable */
+    uint32_t count;         /* examples in the shard (0 when unusable) */
+    uint32_t take;          /* examples this item contributes (all, or a replay part) */
+    int replay;             /* from the replay pool */
+} trn_item;
+
+/* One record as a shard source hands it over (Kafka now; files later). */
+typedef struct {
+    int32_t partition;
+    int64_t offset;
+    const void *payload;
+    size_t len;
+    const char *tokenizer_hash; /* header, NULL when absent */
+    const char *recipe;
+} trn_record;
+
+typedef struct {
+    int active;       /* window mode */
+    int cycle;        /* 0: the configured window; then one per replay cycle */
+    int replay;       /* this cycle is a replay cycle */
+    int passes;
+    int nparts;
+    int64_t *lo, *hi; /* (nparts) the cycle's new range per partition */
+    int64_t *pool_lo, *pool_hi; /* (nparts) the replay pool (replay cycles) */
+    trn_item *items;
+    int nitems;
+    int64_t pass_examples; /* usable examples per pass */
+    int64_t replay_examples;
+    uint32_t *order;  /* (nitems) the current epoch's order */
+    int order_epoch;  /* the epoch `order` belongs to (0: none) */
+    int epoch, index; /* cursor (epoch 1-based) */
+    uint32_t pos;
+    int cur_index;    /* index whose permutation is in perm, -1 none */
+    int stop_epoch, stop_index; /* reproduce: fill stops at this cursor (stop_epoch 0: none) */
+    uint32_t stop_pos;
+    /* the range since the last checkpoint */
+    int start_epoch, start_index;
+    uint32_t start_pos;
+    int64_t *epoch_examples;  /* (passes + 1) trained per epoch in the range */
+    int64_t *epoch_skipped;
+    int64_t *part_examples;   /* (nparts) trained per partition in the range */
+    int epoch_end;            /* the last fill ended an epoch: checkpoint now */
+} trn_window;
 
 typedef struct {
     int input;    /* TRN_IN_* */
@@ -116,6 +195,9 @@ typedef struct {
     char tokenizer_hash[65]; /* tokenizer-sha256 shard header, "" when none seen */
     char recipe[65];         /* recipe-sha256 shard header */
     int64_t bad_shards;
+    trn_window win;          /* epochs mode when win.active */
+    int aug_hflip, aug_crop; /* window mode, image models with a CHW layout */
+    float *aug_tmp;          /* (in_numel) */
 } trn_batcher;
 
 /* Prepares b for model m (input layout and label range from its spec) and
@@ -148,6 +230,51 @@ int64_t trn_batcher_range_examples(const trn_batcher *b);
  * end:{offset,pos}, examples, skipped_examples, shards}] (new reference). */
 json_t *trn_batcher_ranges_json(const trn_batcher *b);
 
+/* Checks a shard's kind and shape against the model: why[0] == 0 when usable. */
+const char *trn_shard_mismatch(const trn_batcher *b, const kn_shard_view *v, char *why,
+                               size_t whysz);
+
+/* --- window mode (window.c) --- */
+
+/* Where a cycle's records come from: every record of partitions [lo, hi),
+ * in any order (the window sorts them). next: 1 with *rec filled (valid
+ * until the next call), 0 when every range is done, <0 (KN_*) on error.
+ * trn_source_open picks the implementation: Kafka today (window.c); a file
+ * source implements the same two functions and is chosen there. */
+typedef struct trn_source trn_source;
+struct trn_source {
+    int (*next)(trn_source *src, trn_record *rec, char *err, size_t errsz);
+    void (*destroy)(trn_source *src);
+};
+trn_source *trn_source_open(const trn_settings *s, int nparts, const int64_t *lo,
+                            const int64_t *hi, char *err, size_t errsz);
+trn_source *trn_source_kafka(const char *brokers, const char *topic, const char *group, int nparts,
+                             const int64_t *lo, const int64_t *hi, char *err, size_t errsz);
+int trn_source_next(trn_source *src, trn_record *rec, char *err, size_t errsz);
+void trn_source_free(trn_source *src);
+
+/* Loads the cycle's items: the new range lo..hi (all examples) and, for a
+ * replay cycle, a sample of pool_lo..pool_hi of replay_ratio × the new
+ * examples; or, given `replay_list` (the lineage's [[p, off, take]]), exactly
+ * those replay items. Sets passes, the cursor to the start. */
+int trn_window_load(trn_batcher *b, const trn_settings *s, int cycle, int replay, int passes,
+                    const int64_t *lo, const int64_t *hi, const int64_t *pool_lo,
+                    const int64_t *pool_hi, const json_t *replay_list, char *err, size_t errsz);
+void trn_window_free(trn_window *w);
+/* Moves the cursor (resume); the range starts there. */
+void trn_window_seek(trn_batcher *b, int epoch, int index, uint32_t pos);
+/* Fills up to max_batch rows from the window; stops at the end of an epoch
+ * (win.epoch_end set) and at the stop cursor. 0 when the cycle is done. */
+int trn_window_fill(trn_batcher *b);
+int trn_window_done(const trn_window *w);
+/* The range since the last checkpoint as lineage (new references). */
+json_t *trn_window_cycle_json(const trn_batcher *b, const trn_settings *s);
+json_t *trn_window_epochs_json(const trn_batcher *b);
+json_t *trn_window_cursor_json(const trn_batcher *b);
+void trn_window_new_range(trn_batcher *b);
+/* The seed of one epoch (shuffles and augmentation), 63 bits. */
+uint64_t trn_epoch_seed(uint64_t seed, int cycle, int epoch);
+
 /* --- checkpoints (checkpoint.c) --- */
 typedef struct {
     const trn_settings *s;
@@ -157,6 +284,8 @@ typedef struct {
     kn_kafka_producer *events;
     kn_metrics *metrics;
     const char *backend_name;
+    const kn_backend *backend;
+    json_t *resume_lineage; /* the lineage resumed from (NULL: fresh or warm start) */
 
     /* lineage state */
     int parent_version;          /* 0 = none */
@@ -170,6 +299,9 @@ typedef struct {
     double loss_sum;
     int64_t loss_n;
 
+    int reproduce;    /* --reproduce: lineage fields taken from the version */
+    json_t *repro_lineage;
+
     int last_version; /* the version the last checkpoint created */
     char last_sha[KN_SHA256_HEX_LEN];
 } trn_ckpt_ctx;
@@ -180,6 +312,11 @@ typedef struct {
  * range and ctx->parent_version is the new version. On failure nothing about
  * the consumed range changes (the next checkpoint covers it). */
 int trn_checkpoint(trn_ckpt_ctx *ctx, char *err, size_t errsz);
+
+/* The checkpoint's bytes and their SHA-256, without touching the registry
+ * (trn_checkpoint and --reproduce share it); *lineage is the full lineage. */
+int trn_checkpoint_bytes(trn_ckpt_ctx *ctx, json_t **lineage, unsigned char **buf, size_t *len,
+                         char sha[KN_SHA256_HEX_LEN], char *err, size_t errsz);
 
 /* ISO-8601 UTC time with milliseconds ("2026-01-02T03:04:05.678Z"). */
 void trn_iso8601(char out[32]);
@@ -195,6 +332,12 @@ void trn_iso8601(char out[32]);
  * a partition the lineage does not cover. */
 int trn_resume(trn_ckpt_ctx *ctx, trn_batcher *b, int nparts, const int64_t *low,
                const kn_backend *be, char *err, size_t errsz);
+
+/* Downloads (SHA-256 verified) and loads model:version. */
+int trn_load_version(trn_ckpt_ctx *ctx, const char *model, int version, const kn_backend *be,
+                     kn_model **out, json_t **meta, char *err, size_t errsz);
+/* Attaches the configured optimizer (fresh state) to ctx->model. */
+int trn_attach_optim(trn_ckpt_ctx *ctx, char *err, size_t errsz);
 
 /* Publishes checkpoint.created for version (and tags it as published). */
 int trn_publish_checkpoint_event(trn_ckpt_ctx *ctx, int version, const char *sha, char *err,

@@ -96,6 +96,7 @@ const kn_service_key kn_keys_trainer[] = {
     {"trainer.flush_seconds", "2", "longest wait for a batch to fill"},
     {"trainer.lease_ttl_s", "60", "the model's training lease lasts this long unrenewed"},
     {"trainer.lease_wait_s", "120", "wait this long for a lease another trainer holds"},
+    {"trainer.window_max_mb", "2048", "epochs mode holds a cycle's shards in memory: at most this"},
     {NULL, NULL, NULL},
 };
 
@@ -222,6 +223,13 @@ const kn_service_key kn_keys_model[] = {
     {"model.*.warm_start", NULL, "VERSION or MODEL:VERSION to fine-tune from"},
     {"model.*.tokenizer_sha256", NULL, "recorded in lineage when the shards do not carry it"},
     {"model.*.recipe_sha256", NULL, "recorded in lineage when the shards do not carry it"},
+    {"model.*.epochs", "0", "passes over the window (0 = the stream, each example once)"},
+    {"model.*.window", "all", "epochs mode: all, last:K (records per partition) or P:START-END,..."},
+    {"model.*.replay_ratio", "1.0", "replay examples per new example in a replay cycle"},
+    {"model.*.replay_passes", "1", "passes over new + replayed examples in a replay cycle"},
+    {"model.*.replay_min_records", "1", "new records (shards) that start a replay cycle"},
+    {"model.*.replay_from", "production", "a replay cycle starts from production or latest"},
+    {"model.*.augment", "none", "epochs mode, cnn: hflip and/or crop:N, drawn per epoch"},
     {NULL, NULL, NULL},
 };
 
