@@ -226,6 +226,15 @@ int trn_checkpoint(trn_ckpt_ctx *ctx, char *err, size_t errsz)
         goto out;
     }
     kn_sha256_hex(buf, len, sha);
+    int version = 0;
+    if (ctx->files) { /* no registry: the version is a file (source_files.c) */
+        if ((rc = trn_files_checkpoint(ctx->files, ctx, buf, len, sha, lineage, &version, e,
+                                       sizeof(e))) != KN_OK) {
+            kn_seterr(err, errsz, rc, "checkpoint: %s", e);
+            goto out;
+        }
+        goto created;
+    }
     snprintf(path, sizeof(path), "%s/kiln-trainer-%s-%d.safetensors", ctx->s->work_dir,
              ctx->s->model, (int)getpid());
     FILE *f = fopen(path, "wb");
@@ -240,7 +249,6 @@ int trn_checkpoint(trn_ckpt_ctx *ctx, char *err, size_t errsz)
     char stepbuf[32];
     snprintf(stepbuf, sizeof(stepbuf), "%" PRId64, ctx->step);
     json_object_set_new(tags, "kiln.trainer.step", json_string(stepbuf));
-    int version = 0;
     RETRY(rc, 8,
           kn_regclient_create_version(ctx->reg, ctx->s->model, key, lineage, tags, &version,
                                       &created, e, sizeof(e)));
@@ -272,6 +280,7 @@ int trn_checkpoint(trn_ckpt_ctx *ctx, char *err, size_t errsz)
          * next start (the version lacks the kiln.event tag). Not fatal. */
         kn_log_error("checkpoint.created for version %d: %s", version, e);
 
+created:
     kn_log_fields(KN_LOG_INFO,
                   json_pack("{s:i, s:I, s:I, s:I, s:s, s:I, s:f}", "version", version, "step",
                             (json_int_t)ctx->step, "examples", (json_int_t)range_examples,

@@ -40,6 +40,11 @@ static const kn_service_option options[] = {
     {"idle-exit", 'i', "SECS", "checkpoint and exit once no data came for SECS seconds"},
     {"exit-at-end", 'e', NULL, "same as --idle-exit 10 (target_steps always ends the run)"},
     {"log-level", 'l', "LEVEL", "debug | info | warn | error (default log.level)"},
+    {"from-dir", 'f', "DIR",
+     "train from the shard files of `kiln-preprocess export` in DIR:\n"
+     "no Kafka, no registry (docs/trainer.md, \"Training from files\")"},
+    {"out-dir", 'o', "DIR", "with --from-dir: where checkpoints and lineage go (default .)"},
+    {"passes", 'P', "N", "with --from-dir: passes over the files (default 1)"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -58,6 +63,9 @@ typedef struct {
     trn_ckpt_ctx ctx;
     int64_t *low; /* (nparts) low watermarks of the training topic */
     trn_lease lease; /* one trainer per model (lease.c) */
+    const char *from_dir, *out_dir; /* --from-dir: training from files (source_files.c) */
+    long passes;
+    trn_files *files;
 } trainer;
 
 static int option(kn_service *svc, void *app, int id, const char *arg)
@@ -83,6 +91,17 @@ static int option(kn_service *svc, void *app, int id, const char *arg)
     case 'l':
         kn_service_log_level(svc, arg);
         return 0;
+    case 'f':
+        t->from_dir = arg;
+        return 0;
+    case 'o':
+        t->out_dir = arg;
+        return 0;
+    case 'P':
+        t->passes = strtol(arg, NULL, 10);
+        if (t->passes >= 1 && t->passes <= 100000) return 0;
+        kn_service_usage_error(svc, "--passes %s: use 1..100000", arg);
+        return 1;
     }
     return 1;
 }
@@ -168,7 +187,7 @@ static int checkpoint(trn_ckpt_ctx *ctx, trn_metrics *tm, kn_kafka_consumer *c, 
         if (trn_checkpoint(ctx, e, sizeof(e)) == KN_OK) {
             kn_metrics_add(tm->ckpts, 1);
             kn_metrics_set(tm->version, ctx->last_version);
-            commit_for_monitoring(c, ctx->batcher, ctx->s->topic);
+            if (c) commit_for_monitoring(c, ctx->batcher, ctx->s->topic);
             return KN_OK;
         }
         kn_metrics_add(tm->ckpt_fail, 1);
@@ -221,6 +240,17 @@ static int start(kn_service *svc, trainer *t, trn_metrics *tm)
 
     metrics_init(tm, kn_service_metrics(svc), s->model);
     kn_metrics_set(tm->eta, -1);
+    if (t->from_dir) { /* no Kafka, no registry, no HTTP: source_files.c */
+        trn_ckpt_ctx *ctx = &t->ctx;
+        ctx->s = s;
+        ctx->metrics = kn_service_metrics(svc);
+        ctx->backend_name = be->name;
+        CHECK(trn_files_start(&t->files, t->from_dir, t->out_dir, (int)t->passes, s, ctx, &t->b,
+                              be, e, sizeof(e)) == KN_OK,
+              "%s", e);
+        kn_model_set_training(ctx->model, 1);
+        return 0;
+    }
     kn_service_ready(svc, 0, "resuming from the registry / assigning partitions");
     kn_http_options ho = {
         .bind_addr = kn_service_get(svc, "trainer.bind"),
@@ -295,7 +325,7 @@ static int run(kn_service *svc, void *app)
     double t_ckpt = trn_now(), retry_at = 0;
     window w = {.t = trn_now()};
     while (!kn_shutdown_requested()) {
-        if (trn_lease_renew(t->reg, s->model, &t->lease, e, sizeof(e)) != KN_OK) {
+        if (t->reg && trn_lease_renew(t->reg, s->model, &t->lease, e, sizeof(e)) != KN_OK) {
             kn_log_error("fenced: stopping without a checkpoint; steps since version %d are "
                          "left to the trainer that holds the lease",
                          ctx->parent_version);
@@ -305,7 +335,7 @@ static int run(kn_service *svc, void *app)
             kn_log_info("target_steps %" PRId64 " reached", s->target_steps);
             break;
         }
-        int B = trn_batcher_fill(&t->b, t->cons, (int)(s->flush_seconds * 1000));
+        int B = trn_batcher_fill(&t->b, t->cons, t->files ? 0 : (int)(s->flush_seconds * 1000));
         if (B > 0) {
             kn_batch batch;
             float loss = 0, gn = 0, lr = 0;
@@ -334,6 +364,10 @@ static int run(kn_service *svc, void *app)
             kn_metrics_set(tm.grad_norm, gn);
             kn_metrics_add(tm.examples, B);
             kn_metrics_add(tm.tokens, (double)toks);
+        } else if (t->files) { /* the files are read to the end: a pass is done */
+            CHECK(ctx->step <= ctx->steps_at_last_ckpt || checkpoint(ctx, &tm, NULL, 3) == KN_OK,
+                  "checkpoint at the end of a pass failed");
+            if (!trn_files_next_pass(t->files, &t->b)) break;
         } else if (s->idle_exit > 0 && trn_now() - t->b.last_record >= s->idle_exit) {
             kn_log_info("no data for %.0f s: finishing", s->idle_exit);
             break;
@@ -366,6 +400,7 @@ static void cleanup(void *app)
     trainer *t = app;
     trn_lease_release(t->reg, t->s.model, &t->lease);
     trn_batcher_free(&t->b); /* holds a consumer message: before the consumer goes */
+    trn_files_free(t->files); /* after the batcher, which gives its record back */
     kn_kafka_consumer_destroy(t->cons);
     kn_kafka_producer_destroy(t->events, 5000);
     kn_model_destroy(t->ctx.model);
@@ -379,7 +414,8 @@ int main(int argc, char **argv)
     static const kn_service_spec spec = {
         .name = "kiln-trainer",
         .version = KN_VERSION " (build " KILN_BUILD_ID ")",
-        .usage = "usage: kiln-trainer --model NAME [options]\n",
+        .usage = "usage: kiln-trainer --model NAME [options]\n"
+                 "       kiln-trainer --model NAME --from-dir DIR [--out-dir OUT] [--passes N]\n",
         .about = "Trains the model of config section [model.NAME] from "
                  "<prefix>.train.<dataset>,\ncheckpointing to the registry; resumes from the "
                  "model's latest version.\nSee docs/trainer.md.\n",

@@ -83,6 +83,24 @@ typedef struct {
     uint32_t resume_pos;
 } trn_part;
 
+/* A shard source other than the Kafka consumer (source_files.c): one record
+ * at a time, in the order to train them. next returns 1 with *r filled (the
+ * payload stays valid until release), 0 at the end of the data. */
+typedef struct {
+    int32_t partition;
+    int64_t offset;
+    const void *payload;
+    size_t len;
+    const char *tokenizer_hash; /* header values, or NULL */
+    const char *recipe;
+} trn_record;
+
+typedef struct trn_source trn_source;
+struct trn_source {
+    int (*next)(trn_source *src, trn_record *r);
+    void (*release)(trn_source *src, trn_record *r);
+};
+
 typedef struct {
     int input;    /* TRN_IN_* */
     int C, H, W;  /* image models: input layout CHW */
@@ -98,7 +116,10 @@ typedef struct {
     int nparts;
     json_t *skipped; /* array of {partition, offset, reason} since the last checkpoint */
 
-    rd_kafka_message_t *msg; /* the shard being read, or NULL */
+    trn_source *src;         /* NULL: records come from the consumer */
+    trn_record rec;          /* the shard being read (when has_rec) ... */
+    int has_rec;
+    rd_kafka_message_t *msg; /* ... and its consumer message (NULL with src) */
     kn_shard_view view;
     int cur;        /* index into parts of msg */
     uint32_t *perm; /* (perm_cap) example order inside the current shard */
@@ -129,7 +150,8 @@ void trn_batcher_free(trn_batcher *b);
  * consumed (pos > 0 only when a checkpoint fell mid-shard). */
 void trn_batcher_set_start(trn_batcher *b, int32_t p, int64_t offset, uint32_t pos);
 
-/* Fills up to max_batch rows from the consumer. Returns the rows filled (B):
+/* Fills up to max_batch rows from the consumer (or b->src when set: then c
+ * may be NULL and an end of the data returns at once). Returns the rows filled (B):
  * max_batch, or fewer when no record came for flush_ms (or shutdown was
  * requested) with a partial batch; 0 when nothing arrived. */
 int trn_batcher_fill(trn_batcher *b, kn_kafka_consumer *c, int flush_ms);
@@ -171,6 +193,7 @@ typedef struct {
 
     int last_version; /* the version the last checkpoint created */
     char last_sha[KN_SHA256_HEX_LEN];
+    struct trn_files *files; /* training from files: checkpoints go to its directory */
 } trn_ckpt_ctx;
 
 /* Saves the model, creates a registry version (idempotency key derived from
@@ -208,6 +231,29 @@ int trn_parse_version_ref(const char *ref, const char *self, char *model, size_t
 
 /* Monotonic seconds. */
 double trn_now(void);
+
+/* --- training from exported shard files (source_files.c) ---
+ * kiln-trainer --from-dir DIR [--out-dir OUT] [--passes N]: no Kafka, no
+ * registry. The shards of `kiln-preprocess export` are read in (partition,
+ * offset) order, partitions interleaved one shard at a time, through the
+ * batcher's source hook; checkpoints are OUT/MODEL-vN.safetensors with
+ * OUT/MODEL-vN.lineage.json (the registry's lineage plus the files). */
+typedef struct trn_files trn_files;
+
+/* Opens dir's manifest, makes a fresh model from s's spec (with its
+ * optimizer) into ctx, initialises b to start at each partition's exported
+ * start with the file source, and sets s->topic to the exported topic. */
+int trn_files_start(trn_files **out, const char *dir, const char *out_dir, int passes,
+                    trn_settings *s, trn_ckpt_ctx *ctx, trn_batcher *b, const kn_backend *be,
+                    char *err, size_t errsz);
+/* After the files were read to the end (and the pass checkpointed): 1 when
+ * another pass starts (same ranges, a new in-shard shuffle), 0 when done. */
+int trn_files_next_pass(trn_files *f, trn_batcher *b);
+/* trn_checkpoint's end in files mode: writes buf and the lineage (plus the
+ * files read) to the output directory as the next version N. */
+int trn_files_checkpoint(trn_files *f, trn_ckpt_ctx *ctx, const unsigned char *buf, size_t len,
+                         const char *sha, json_t *lineage, int *version, char *err, size_t errsz);
+void trn_files_free(trn_files *f);
 
 /* --- the training lease (lease.c) ---
  * One trainer per model: the registry's lease row (epoch) is taken before
