@@ -21,6 +21,9 @@
 #include "core/sha256.h"
 #include "core/shutdown.h"
 #include "export_cmd.h"
+#include "image/idx.h"
+#include "image/image.h"
+#include "recipe/recipe.h"
 #include "stream/kafka.h"
 #include "stream/shard.h"
 #include "stream/shardfiles.h"
@@ -51,6 +54,10 @@ static void usage(FILE *f)
             "                      export offsets [START, END) of partition P of SPLIT\n"
             "                      (END may be empty: the committed end); repeatable.\n"
             "                      Partitions not named: everything retained.\n"
+            "  --from-idx DIR      no Kafka: make the shards preprocess would make of\n"
+            "                      `kiln-ingest import fashion-mnist DIR` (train-* and t10k-*\n"
+            "                      IDX files; needs --config with [dataset.NAME]); offsets\n"
+            "                      are shard numbers\n"
             "  --quiet             no progress lines\n"
             "  --help              this text\n");
 }
@@ -149,42 +156,47 @@ static json_t *headers_json(rd_kafka_message_t *m, exporter *ex)
     return h;
 }
 
-/* Writes one record as a file and adds it to the manifest. */
-static int write_record(exporter *ex, const char *split, const char *topic, rd_kafka_message_t *m,
+/* Writes one record as a file and adds it to the manifest (headers: stolen). */
+static int write_record(exporter *ex, const char *split, const char *topic, int32_t partition,
+                        int64_t offset, const void *payload, size_t len, json_t *headers,
                         json_t *part, char *err, size_t errsz)
 {
     char rel[256], path[4096], dir[4096], hex[KN_SHA256_HEX_LEN];
-    snprintf(rel, sizeof(rel), "%s/p%d/%020" PRId64 ".kshd", split, (int)m->partition, m->offset);
-    snprintf(dir, sizeof(dir), "%s/%s/p%d", ex->out, split, (int)m->partition);
+    snprintf(rel, sizeof(rel), "%s/p%d/%020" PRId64 ".kshd", split, (int)partition, offset);
+    snprintf(dir, sizeof(dir), "%s/%s/p%d", ex->out, split, (int)partition);
     snprintf(path, sizeof(path), "%s/%s", ex->out, rel);
-    if (mkdirs(dir) != 0) return kn_seterr(err, errsz, KN_EIO, "mkdir %s: %s", dir, strerror(errno));
+    if (mkdirs(dir) != 0) {
+        json_decref(headers);
+        return kn_seterr(err, errsz, KN_EIO, "mkdir %s: %s", dir, strerror(errno));
+    }
     FILE *f = fopen(path, "wb");
-    if (!f || (m->len && fwrite(m->payload, 1, m->len, f) != m->len) || fclose(f) != 0) {
+    int wrote = f && (!len || fwrite(payload, 1, len, f) == len);
+    if (!f || fclose(f) != 0 || !wrote) {
         int e = errno;
-        if (f) fclose(f);
+        json_decref(headers);
         return kn_seterr(err, errsz, KN_EIO, "writing %s: %s", path, strerror(e));
     }
-    kn_sha256_hex(m->payload, m->len, hex);
+    kn_sha256_hex(payload, len, hex);
     kn_shard_view v;
-    int valid = kn_shard_parse(m->payload, m->len, &v, NULL, 0) == KN_OK;
+    int valid = kn_shard_parse(payload, len, &v, NULL, 0) == KN_OK;
     json_int_t examples = valid ? (json_int_t)v.info.count : 0;
     json_array_append_new(
         ex->files,
         json_pack("{s:s, s:s, s:s, s:i, s:I, s:I, s:s, s:I, s:b, s:o}", "path", rel, "split", split,
-                  "topic", topic, "partition", (int)m->partition, "offset", (json_int_t)m->offset,
-                  "bytes", (json_int_t)m->len, "sha256", hex, "examples", examples, "valid", valid,
-                  "headers", headers_json(m, ex)));
+                  "topic", topic, "partition", (int)partition, "offset", (json_int_t)offset,
+                  "bytes", (json_int_t)len, "sha256", hex, "examples", examples, "valid", valid,
+                  "headers", headers));
     json_object_set_new(part, "shards",
                         json_integer(json_integer_value(json_object_get(part, "shards")) + 1));
     json_object_set_new(part, "examples", json_integer(json_integer_value(json_object_get(
                                                            part, "examples")) + examples));
     ex->nfiles++;
-    ex->bytes += (int64_t)m->len;
+    ex->bytes += (int64_t)len;
     double t = now_s();
     if (!ex->quiet && t - ex->last_progress >= 2.0) {
         fprintf(stderr, "export: %" PRId64 " shards, %.1f MB, %.0f s (%s [%d] offset %" PRId64 ")\n",
-                ex->nfiles, (double)ex->bytes / 1e6, t - ex->t0, topic, (int)m->partition,
-                m->offset);
+                ex->nfiles, (double)ex->bytes / 1e6, t - ex->t0, topic, (int)partition,
+                offset);
         ex->last_progress = t;
     }
     return KN_OK;
@@ -285,7 +297,8 @@ static int export_split(exporter *ex, const char *brokers, const char *topic, co
             if (m->offset >= end[p]) {
                 done[p] = 1, remaining--;
             } else {
-                rc = write_record(ex, split, topic, m, json_array_get(parts, (size_t)p), err,
+                rc = write_record(ex, split, topic, p, m->offset, m->payload, m->len,
+                                  headers_json(m, ex), json_array_get(parts, (size_t)p), err,
                                   errsz);
                 if (rc == KN_OK && m->offset + 1 >= end[p]) done[p] = 1, remaining--;
             }
@@ -305,6 +318,112 @@ out:
     return rc;
 }
 
+/* --from-idx: the shards kiln-preprocess would make of `kiln-ingest import
+ * fashion-mnist DIR` (one partition, published splits: train-* to train,
+ * t10k-* to eval), made here from the IDX files with the dataset's recipe:
+ * each image as the PGM record ingest sends (its SHA-256 the source key),
+ * converted, augmented (train, when the recipe says) and normalized as
+ * preprocess does, shard_examples per shard. Offsets are shard numbers. */
+static int export_idx(exporter *ex, const char *dir, const kn_recipe *r, const char *stem,
+                      const char *split, const char *topic, char *err, size_t errsz)
+{
+    char ipath[4096], lpath[4096], e[512];
+    snprintf(ipath, sizeof(ipath), "%s/%s-images-idx3-ubyte.gz", dir, stem);
+    snprintf(lpath, sizeof(lpath), "%s/%s-labels-idx1-ubyte.gz", dir, stem);
+    kn_idx *im = kn_idx_open(ipath, e, sizeof(e)), *lb = im ? kn_idx_open(lpath, e, sizeof(e)) : NULL;
+    if (!im || !lb) {
+        kn_idx_close(im);
+        return kn_seterr(err, errsz, KN_ENOTFOUND, "%s", e);
+    }
+    int rc = KN_OK;
+    kn_shard_writer *w = NULL;
+    uint8_t *pgm = NULL;
+    kn_image img;
+    kn_image_init(&img);
+    json_t *part = json_pack("{s:i, s:I, s:I, s:I, s:I}", "partition", 0, "start", (json_int_t)0,
+                             "end", (json_int_t)0, "shards", (json_int_t)0, "examples",
+                             (json_int_t)0);
+    const kn_idx_header *ih = kn_idx_hdr(im), *lh = kn_idx_hdr(lb);
+    if (ih->dtype != KN_IDX_U8 || ih->ndim != 3 || lh->dtype != KN_IDX_U8 || lh->ndim != 1 ||
+        ih->dims[0] != lh->dims[0]) {
+        rc = kn_seterr(err, errsz, KN_ECORRUPT, "%s / %s: expected u8 N x rows x cols images and "
+                       "N u8 labels", ipath, lpath);
+        goto out;
+    }
+    char head[64];
+    int hl = snprintf(head, sizeof(head), "P5\n%u %u\n255\n", ih->dims[2], ih->dims[1]);
+    uint32_t shape[3] = {(uint32_t)r->height, (uint32_t)r->width, (uint32_t)r->channels};
+    w = kn_shard_writer_new(KN_SHARD_IMAGE, KN_SHARD_F32, 3, shape, r->shard_examples,
+                            r->shard_examples, e, sizeof(e));
+    pgm = malloc((size_t)hl + ih->item_size);
+    if (!w || !pgm) {
+        rc = kn_seterr(err, errsz, KN_ENOMEM, "shard writer: %s", w ? "out of memory" : e);
+        goto out;
+    }
+    memcpy(pgm, head, (size_t)hl);
+    int64_t shard = 0;
+    int train = strcmp(split, "train") == 0;
+    for (uint32_t i = 0; i <= ih->dims[0]; i++) {
+        if (i < ih->dims[0]) {
+            uint8_t cls, key[KN_SHA256_LEN];
+            if ((rc = kn_idx_next(im, pgm + hl, e, sizeof(e))) != KN_OK ||
+                (rc = kn_idx_next(lb, &cls, e, sizeof(e))) != KN_OK) {
+                kn_seterr(err, errsz, rc, "%s", e);
+                goto out;
+            }
+            char label[8];
+            snprintf(label, sizeof(label), "%u", cls);
+            int li = kn_recipe_label(r, label);
+            if (li < 0) continue; /* preprocess refuses it (unknown_label) */
+            kn_sha256_digest(pgm, (size_t)hl + ih->item_size, key);
+            kn_image_free(&img);
+            if ((rc = kn_image_decode(pgm, (size_t)hl + ih->item_size, r->max_pixels, &img, e,
+                                      sizeof(e))) != KN_OK ||
+                (rc = kn_image_convert(&img, r->width, r->height, r->channels, &img)) != KN_OK) {
+                kn_seterr(err, errsz, rc, "%s #%u: %s", ipath, i, e);
+                goto out;
+            }
+            uint64_t seed = 0;
+            if (train && r->augment) {
+                for (int k = 8; k < 16; k++)
+                    seed = (seed << 8) | key[k];
+                if (seed == 0) seed = 1;
+                if ((rc = kn_image_augment(&img, &r->aug, seed, &img)) != KN_OK) {
+                    kn_seterr(err, errsz, rc, "%s #%u: augment", ipath, i);
+                    goto out;
+                }
+            }
+            kn_image_normalize(&img, r->mean, r->std);
+            kn_shard_writer_add(w, img.data, li, seed, key);
+            if (!kn_shard_writer_full(w)) continue;
+        }
+        if (kn_shard_writer_count(w) == 0) break;
+        const void *buf;
+        size_t len;
+        kn_shard_writer_finish(w, &buf, &len);
+        char created[32];
+        snprintf(created, sizeof(created), "%lld", (long long)time(NULL) * 1000);
+        json_t *h = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "shard-version", "1", "dataset",
+                              r->name, "split", split, "recipe-sha256", r->hash, "producer",
+                              "export-idx", "created-ms", created);
+        rc = write_record(ex, split, topic, 0, shard++, buf, len, h, part, err, errsz);
+        kn_shard_writer_reset(w);
+        if (rc != KN_OK) goto out;
+    }
+    add_distinct(ex->recipes, r->hash);
+    json_object_set_new(part, "end", json_integer(shard));
+    json_object_set_new(ex->splits, split,
+                        json_pack("{s:s, s:[O]}", "topic", topic, "partitions", part));
+out:
+    json_decref(part);
+    kn_image_free(&img);
+    free(pgm);
+    kn_shard_writer_destroy(w);
+    kn_idx_close(im);
+    kn_idx_close(lb);
+    return rc;
+}
+
 static int cmp_files(const void *a, const void *b)
 {
     const json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
@@ -319,9 +438,10 @@ int pp_export_main(int argc, char **argv)
         {"config", required_argument, NULL, 'c'},  {"brokers", required_argument, NULL, 'b'},
         {"prefix", required_argument, NULL, 'p'},  {"split", required_argument, NULL, 's'},
         {"range", required_argument, NULL, 'r'},   {"quiet", no_argument, NULL, 'q'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+        {"from-idx", required_argument, NULL, 'x'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
     const char *dataset = NULL, *out = NULL, *config = NULL, *brokers = NULL, *prefix = NULL;
-    const char *split = "both";
+    const char *split = "both", *idx = NULL;
     range_opt ranges[256];
     int nranges = 0, quiet = 0, ch;
     optind = 1;
@@ -334,6 +454,7 @@ int pp_export_main(int argc, char **argv)
         case 'p': prefix = optarg; break;
         case 's': split = optarg; break;
         case 'q': quiet = 1; break;
+        case 'x': idx = optarg; break;
         case 'r':
             if (nranges >= 256 || parse_range(optarg, &ranges[nranges]) != 0) {
                 fprintf(stderr, "kiln-preprocess export: --range %s: use SPLIT:P:START-END\n",
@@ -382,7 +503,24 @@ int pp_export_main(int argc, char **argv)
         if (strcmp(split, "both") != 0 && strcmp(split, which[i]) != 0) continue;
         char topic[512];
         snprintf(topic, sizeof(topic), "%s.%s.%s", prefix, which[i], dataset);
-        rc = export_split(&ex, brokers, topic, which[i], ranges, nranges, err, sizeof(err));
+        if (!idx) {
+            rc = export_split(&ex, brokers, topic, which[i], ranges, nranges, err, sizeof(err));
+            continue;
+        }
+        char section[300];
+        kn_recipe r;
+        snprintf(section, sizeof(section), "dataset.%s", dataset);
+        snprintf(topic, sizeof(topic), "idx:%s/%s-images-idx3-ubyte.gz", idx,
+                 i == 0 ? "train" : "t10k");
+        if ((rc = kn_recipe_load(cfg, section, &r, err, sizeof(err))) == KN_OK) {
+            if (r.kind != KN_RECIPE_IMAGE)
+                rc = kn_seterr(err, sizeof(err), KN_EINVAL, "--from-idx: [%s] is not kind = image",
+                               section);
+            else
+                rc = export_idx(&ex, idx, &r, i == 0 ? "train" : "t10k", which[i], topic, err,
+                                sizeof(err));
+        }
+        kn_recipe_free(&r);
     }
     if (rc == KN_OK) {
         /* files in (split, partition, offset) order: the paths sort that way */
