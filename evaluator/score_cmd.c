@@ -85,24 +85,43 @@ static int load_set(const kn_shardfiles *sf, const char *split, ev_evalset *es, 
 
 int ev_score_cmd_main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"checkpoint", required_argument, NULL, 'c'}, {"eval-dir", required_argument, NULL, 'd'},
-        {"split", required_argument, NULL, 's'},      {"batch", required_argument, NULL, 'b'},
-        {"backend", required_argument, NULL, 'B'},    {"confusion", no_argument, NULL, 'C'},
-        {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"checkpoint", required_argument, NULL, 'c'},
+                                         {"eval-dir", required_argument, NULL, 'd'},
+                                         {"split", required_argument, NULL, 's'},
+                                         {"batch", required_argument, NULL, 'b'},
+                                         {"backend", required_argument, NULL, 'B'},
+                                         {"confusion", no_argument, NULL, 'C'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *ckpt = NULL, *dir = NULL, *split = "eval", *backend = "auto";
     int batch = 0, confusion = 0, ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
-        case 'c': ckpt = optarg; break;
-        case 'd': dir = optarg; break;
-        case 's': split = optarg; break;
-        case 'b': batch = atoi(optarg); break;
-        case 'B': backend = optarg; break;
-        case 'C': confusion = 1; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'c':
+            ckpt = optarg;
+            break;
+        case 'd':
+            dir = optarg;
+            break;
+        case 's':
+            split = optarg;
+            break;
+        case 'b':
+            batch = atoi(optarg);
+            break;
+        case 'B':
+            backend = optarg;
+            break;
+        case 'C':
+            confusion = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (!ckpt || !dir || optind < argc || batch < 0 || batch > 65536) {
@@ -133,7 +152,8 @@ int ev_score_cmd_main(int argc, char **argv)
     m = NULL;
     json_decref(meta);
     meta = NULL;
-    if ((rc = kn_model_load_file(ckpt, rows, be, &m, &meta, err, sizeof(err))) != KN_OK) goto fail_sf;
+    if ((rc = kn_model_load_file(ckpt, rows, be, &m, &meta, err, sizeof(err))) != KN_OK)
+        goto fail_sf;
     struct timespec a, z;
     clock_gettime(CLOCK_MONOTONIC, &a);
     if ((rc = ev_score_model(m, &es, &o, &sc, err, sizeof(err))) != KN_OK) goto fail_sf;
@@ -153,7 +173,8 @@ int ev_score_cmd_main(int argc, char **argv)
 fail_sf:
     kn_shardfiles_close(&sf);
 fail:
-    if (code != 0) fprintf(stderr, "kiln-evaluator score: %s\n", rc != KN_OK ? err : "out of memory");
+    if (code != 0)
+        fprintf(stderr, "kiln-evaluator score: %s\n", rc != KN_OK ? err : "out of memory");
     json_decref(out);
     ev_score_free(&sc);
     ev_evalset_free(&es);

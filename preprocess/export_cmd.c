@@ -32,34 +32,33 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: kiln-preprocess export --dataset NAME --out DIR [options]\n"
-            "\n"
-            "Copies the shards of <prefix>.train.<dataset> and <prefix>.eval.<dataset>\n"
-            "(read_committed) into DIR: one file per shard, byte for byte the Kafka\n"
-            "record value, and DIR/manifest.json (topic, partition, offset, bytes,\n"
-            "sha256 and headers of each file; each partition's exported range; the\n"
-            "recipe and tokenizer hashes). kiln-trainer --from-dir DIR trains from it,\n"
-            "kiln-evaluator score --eval-dir DIR scores on it. See docs/preprocess.md.\n"
-            "\n"
-            "options:\n"
-            "  --dataset NAME      the [dataset.NAME] whose topics are exported (required)\n"
-            "  --out DIR           output directory (created; must not hold an export)\n"
-            "  --config FILE       read kafka.brokers and kafka.topic_prefix from FILE\n"
-            "                      (KILN_KAFKA_BROKERS / KILN_KAFKA_TOPIC_PREFIX override)\n"
-            "  --brokers LIST      Kafka bootstrap servers (default kafka.brokers)\n"
-            "  --prefix P          topic prefix (default kafka.topic_prefix, \"kiln\")\n"
-            "  --split S           train | eval | both (default both)\n"
-            "  --range SPLIT:P:START-END\n"
-            "                      export offsets [START, END) of partition P of SPLIT\n"
-            "                      (END may be empty: the committed end); repeatable.\n"
-            "                      Partitions not named: everything retained.\n"
-            "  --from-idx DIR      no Kafka: make the shards preprocess would make of\n"
-            "                      `kiln-ingest import fashion-mnist DIR` (train-* and t10k-*\n"
-            "                      IDX files; needs --config with [dataset.NAME]); offsets\n"
-            "                      are shard numbers\n"
-            "  --quiet             no progress lines\n"
-            "  --help              this text\n");
+    fprintf(f, "usage: kiln-preprocess export --dataset NAME --out DIR [options]\n"
+               "\n"
+               "Copies the shards of <prefix>.train.<dataset> and <prefix>.eval.<dataset>\n"
+               "(read_committed) into DIR: one file per shard, byte for byte the Kafka\n"
+               "record value, and DIR/manifest.json (topic, partition, offset, bytes,\n"
+               "sha256 and headers of each file; each partition's exported range; the\n"
+               "recipe and tokenizer hashes). kiln-trainer --from-dir DIR trains from it,\n"
+               "kiln-evaluator score --eval-dir DIR scores on it. See docs/preprocess.md.\n"
+               "\n"
+               "options:\n"
+               "  --dataset NAME      the [dataset.NAME] whose topics are exported (required)\n"
+               "  --out DIR           output directory (created; must not hold an export)\n"
+               "  --config FILE       read kafka.brokers and kafka.topic_prefix from FILE\n"
+               "                      (KILN_KAFKA_BROKERS / KILN_KAFKA_TOPIC_PREFIX override)\n"
+               "  --brokers LIST      Kafka bootstrap servers (default kafka.brokers)\n"
+               "  --prefix P          topic prefix (default kafka.topic_prefix, \"kiln\")\n"
+               "  --split S           train | eval | both (default both)\n"
+               "  --range SPLIT:P:START-END\n"
+               "                      export offsets [START, END) of partition P of SPLIT\n"
+               "                      (END may be empty: the committed end); repeatable.\n"
+               "                      Partitions not named: everything retained.\n"
+               "  --from-idx DIR      no Kafka: make the shards preprocess would make of\n"
+               "                      `kiln-ingest import fashion-mnist DIR` (train-* and t10k-*\n"
+               "                      IDX files; needs --config with [dataset.NAME]); offsets\n"
+               "                      are shard numbers\n"
+               "  --quiet             no progress lines\n"
+               "  --help              this text\n");
 }
 
 typedef struct {
@@ -134,9 +133,8 @@ static json_t *headers_json(rd_kafka_message_t *m, exporter *ex)
     const char *name;
     const void *val;
     size_t size;
-    for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &val, &size) ==
-                       RD_KAFKA_RESP_ERR_NO_ERROR;
-         i++) {
+    for (size_t i = 0;
+         rd_kafka_header_get_all(hdrs, i, &name, &val, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; i++) {
         json_t *s = val ? json_stringn(val, size) : json_null();
         if (!s) {
             char *hex = malloc(2 * size + 5);
@@ -181,22 +179,22 @@ static int write_record(exporter *ex, const char *split, const char *topic, int3
     int valid = kn_shard_parse(payload, len, &v, NULL, 0) == KN_OK;
     json_int_t examples = valid ? (json_int_t)v.info.count : 0;
     json_array_append_new(
-        ex->files,
-        json_pack("{s:s, s:s, s:s, s:i, s:I, s:I, s:s, s:I, s:b, s:o}", "path", rel, "split", split,
-                  "topic", topic, "partition", (int)partition, "offset", (json_int_t)offset,
-                  "bytes", (json_int_t)len, "sha256", hex, "examples", examples, "valid", valid,
-                  "headers", headers));
+        ex->files, json_pack("{s:s, s:s, s:s, s:i, s:I, s:I, s:s, s:I, s:b, s:o}", "path", rel,
+                             "split", split, "topic", topic, "partition", (int)partition, "offset",
+                             (json_int_t)offset, "bytes", (json_int_t)len, "sha256", hex,
+                             "examples", examples, "valid", valid, "headers", headers));
     json_object_set_new(part, "shards",
                         json_integer(json_integer_value(json_object_get(part, "shards")) + 1));
-    json_object_set_new(part, "examples", json_integer(json_integer_value(json_object_get(
-                                                           part, "examples")) + examples));
+    json_object_set_new(
+        part, "examples",
+        json_integer(json_integer_value(json_object_get(part, "examples")) + examples));
     ex->nfiles++;
     ex->bytes += (int64_t)len;
     double t = now_s();
     if (!ex->quiet && t - ex->last_progress >= 2.0) {
-        fprintf(stderr, "export: %" PRId64 " shards, %.1f MB, %.0f s (%s [%d] offset %" PRId64 ")\n",
-                ex->nfiles, (double)ex->bytes / 1e6, t - ex->t0, topic, (int)partition,
-                offset);
+        fprintf(stderr,
+                "export: %" PRId64 " shards, %.1f MB, %.0f s (%s [%d] offset %" PRId64 ")\n",
+                ex->nfiles, (double)ex->bytes / 1e6, t - ex->t0, topic, (int)partition, offset);
         ex->last_progress = t;
     }
     return KN_OK;
@@ -254,10 +252,9 @@ static int export_split(exporter *ex, const char *brokers, const char *topic, co
             if (ranges[i].end >= 0 && ranges[i].end < hi) end[p] = ranges[i].end;
             if (start[p] > end[p]) start[p] = end[p];
         }
-        json_array_append_new(parts, json_pack("{s:i, s:I, s:I, s:I, s:I}", "partition", p,
-                                               "start", (json_int_t)start[p], "end",
-                                               (json_int_t)end[p], "shards", (json_int_t)0,
-                                               "examples", (json_int_t)0));
+        json_array_append_new(parts, json_pack("{s:i, s:I, s:I, s:I, s:I}", "partition", p, "start",
+                                               (json_int_t)start[p], "end", (json_int_t)end[p],
+                                               "shards", (json_int_t)0, "examples", (json_int_t)0));
         if (end[p] > start[p]) {
             rd_kafka_topic_partition_list_add(l, topic, p)->offset = start[p];
             remaining++;
@@ -297,9 +294,9 @@ static int export_split(exporter *ex, const char *brokers, const char *topic, co
             if (m->offset >= end[p]) {
                 done[p] = 1, remaining--;
             } else {
-                rc = write_record(ex, split, topic, p, m->offset, m->payload, m->len,
-                                  headers_json(m, ex), json_array_get(parts, (size_t)p), err,
-                                  errsz);
+                rc =
+                    write_record(ex, split, topic, p, m->offset, m->payload, m->len,
+                                 headers_json(m, ex), json_array_get(parts, (size_t)p), err, errsz);
                 if (rc == KN_OK && m->offset + 1 >= end[p]) done[p] = 1, remaining--;
             }
         }
@@ -330,7 +327,8 @@ static int export_idx(exporter *ex, const char *dir, const kn_recipe *r, const c
     char ipath[4096], lpath[4096], e[512];
     snprintf(ipath, sizeof(ipath), "%s/%s-images-idx3-ubyte.gz", dir, stem);
     snprintf(lpath, sizeof(lpath), "%s/%s-labels-idx1-ubyte.gz", dir, stem);
-    kn_idx *im = kn_idx_open(ipath, e, sizeof(e)), *lb = im ? kn_idx_open(lpath, e, sizeof(e)) : NULL;
+    kn_idx *im = kn_idx_open(ipath, e, sizeof(e)),
+           *lb = im ? kn_idx_open(lpath, e, sizeof(e)) : NULL;
     if (!im || !lb) {
         kn_idx_close(im);
         return kn_seterr(err, errsz, KN_ENOTFOUND, "%s", e);
@@ -340,14 +338,16 @@ static int export_idx(exporter *ex, const char *dir, const kn_recipe *r, const c
     uint8_t *pgm = NULL;
     kn_image img;
     kn_image_init(&img);
-    json_t *part = json_pack("{s:i, s:I, s:I, s:I, s:I}", "partition", 0, "start", (json_int_t)0,
-                             "end", (json_int_t)0, "shards", (json_int_t)0, "examples",
-                             (json_int_t)0);
+    json_t *part =
+        json_pack("{s:i, s:I, s:I, s:I, s:I}", "partition", 0, "start", (json_int_t)0, "end",
+                  (json_int_t)0, "shards", (json_int_t)0, "examples", (json_int_t)0);
     const kn_idx_header *ih = kn_idx_hdr(im), *lh = kn_idx_hdr(lb);
     if (ih->dtype != KN_IDX_U8 || ih->ndim != 3 || lh->dtype != KN_IDX_U8 || lh->ndim != 1 ||
         ih->dims[0] != lh->dims[0]) {
-        rc = kn_seterr(err, errsz, KN_ECORRUPT, "%s / %s: expected u8 N x rows x cols images and "
-                       "N u8 labels", ipath, lpath);
+        rc = kn_seterr(err, errsz, KN_ECORRUPT,
+                       "%s / %s: expected u8 N x rows x cols images and "
+                       "N u8 labels",
+                       ipath, lpath);
         goto out;
     }
     char head[64];
@@ -433,13 +433,17 @@ static int cmp_files(const void *a, const void *b)
 
 int pp_export_main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"dataset", required_argument, NULL, 'd'}, {"out", required_argument, NULL, 'o'},
-        {"config", required_argument, NULL, 'c'},  {"brokers", required_argument, NULL, 'b'},
-        {"prefix", required_argument, NULL, 'p'},  {"split", required_argument, NULL, 's'},
-        {"range", required_argument, NULL, 'r'},   {"quiet", no_argument, NULL, 'q'},
-        {"from-idx", required_argument, NULL, 'x'}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"dataset", required_argument, NULL, 'd'},
+                                         {"out", required_argument, NULL, 'o'},
+                                         {"config", required_argument, NULL, 'c'},
+                                         {"brokers", required_argument, NULL, 'b'},
+                                         {"prefix", required_argument, NULL, 'p'},
+                                         {"split", required_argument, NULL, 's'},
+                                         {"range", required_argument, NULL, 'r'},
+                                         {"quiet", no_argument, NULL, 'q'},
+                                         {"from-idx", required_argument, NULL, 'x'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *dataset = NULL, *out = NULL, *config = NULL, *brokers = NULL, *prefix = NULL;
     const char *split = "both", *idx = NULL;
     range_opt ranges[256];
@@ -447,14 +451,30 @@ int pp_export_main(int argc, char **argv)
     optind = 1;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
-        case 'd': dataset = optarg; break;
-        case 'o': out = optarg; break;
-        case 'c': config = optarg; break;
-        case 'b': brokers = optarg; break;
-        case 'p': prefix = optarg; break;
-        case 's': split = optarg; break;
-        case 'q': quiet = 1; break;
-        case 'x': idx = optarg; break;
+        case 'd':
+            dataset = optarg;
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case 'c':
+            config = optarg;
+            break;
+        case 'b':
+            brokers = optarg;
+            break;
+        case 'p':
+            prefix = optarg;
+            break;
+        case 's':
+            split = optarg;
+            break;
+        case 'q':
+            quiet = 1;
+            break;
+        case 'x':
+            idx = optarg;
+            break;
         case 'r':
             if (nranges >= 256 || parse_range(optarg, &ranges[nranges]) != 0) {
                 fprintf(stderr, "kiln-preprocess export: --range %s: use SPLIT:P:START-END\n",
@@ -463,8 +483,12 @@ int pp_export_main(int argc, char **argv)
             }
             nranges++;
             break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (!dataset || !out || optind < argc ||
@@ -495,8 +519,13 @@ int pp_export_main(int argc, char **argv)
         return 1;
     }
     kn_shutdown_setup();
-    exporter ex = {.out = out, .quiet = quiet, .files = json_array(), .splits = json_object(),
-                   .recipes = json_array(), .tokenizers = json_array(), .t0 = now_s()};
+    exporter ex = {.out = out,
+                   .quiet = quiet,
+                   .files = json_array(),
+                   .splits = json_object(),
+                   .recipes = json_array(),
+                   .tokenizers = json_array(),
+                   .t0 = now_s()};
     int rc = KN_OK;
     const char *which[] = {"train", "eval"};
     for (int i = 0; i < 2 && rc == KN_OK; i++) {

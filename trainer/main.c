@@ -364,7 +364,7 @@ static int run(kn_service *svc, void *app)
             kn_metrics_set(tm.grad_norm, gn);
             kn_metrics_add(tm.examples, B);
             kn_metrics_add(tm.tokens, (double)toks);
-        } else if (t->files) { /* the files are read to the end: a pass is done */
+        } else if (t->files && !kn_shutdown_requested()) { /* the files are read to the end */
             CHECK(ctx->step <= ctx->steps_at_last_ckpt || checkpoint(ctx, &tm, NULL, 3) == KN_OK,
                   "checkpoint at the end of a pass failed");
             if (!trn_files_next_pass(t->files, &t->b)) break;

@@ -38,6 +38,7 @@ struct trn_files {
     uint64_t seed;
     void *buf; /* the payload in hand */
     const trn_settings *s;
+    trn_batcher *b; /* skipped files go to its skipped_shards */
 };
 
 static int files_next(trn_source *src, trn_record *r)
@@ -50,9 +51,13 @@ static int files_next(trn_source *src, trn_record *r)
         size_t len = 0;
         char e[512];
         if (kn_shardfiles_read(&f->sf, i, &buf, &len, e, sizeof(e)) != KN_OK) {
-            /* a missing or altered file is not the exported data: skip it
-             * loudly (its range then lacks it, as the lineage will show) */
+            /* a missing or altered file is not the exported data: skipped
+             * loudly and listed in the lineage's skipped_shards */
             kn_log_error("%s; skipped", e);
+            json_array_append_new(f->b->skipped,
+                                  json_pack("{s:i, s:I, s:s}", "partition", sf->partition,
+                                            "offset", (json_int_t)sf->offset, "reason", e));
+            f->b->bad_shards++;
             continue;
         }
         f->buf = buf;
@@ -202,6 +207,7 @@ int trn_files_start(trn_files **out, const char *dir, const char *out_dir, int p
     }
     ctx->batcher = b;
     b->src = &f->src;
+    f->b = b;
     set_starts(f, b);
     ctx->files = f;
     kn_log_fields(KN_LOG_INFO,
@@ -247,8 +253,8 @@ static json_t *range_files(const trn_files *f, json_t *parts)
             const kn_shardfile *sf = &f->sf.files[f->order[k]];
             if (sf->partition == p && sf->offset >= from && sf->offset < to)
                 json_array_append_new(a, json_pack("{s:s, s:i, s:I, s:s}", "path", sf->path,
-                                                   "partition", p, "offset",
-                                                   (json_int_t)sf->offset, "sha256", sf->sha256));
+                                                   "partition", p, "offset", (json_int_t)sf->offset,
+                                                   "sha256", sf->sha256));
         }
     }
     return a;
@@ -286,8 +292,10 @@ int trn_files_checkpoint(trn_files *f, trn_ckpt_ctx *ctx, const unsigned char *b
     snprintf(st, sizeof(st), "%s/%s.safetensors", f->out_dir, base);
     snprintf(lj, sizeof(lj), "%s/%s.lineage.json", f->out_dir, base);
     if (write_file(st, buf, len) != 0)
-        return kn_seterr(err, errsz, KN_EIO, "writing %s: %s (an earlier run's? use an empty "
-                         "--out-dir)", st, strerror(errno));
+        return kn_seterr(err, errsz, KN_EIO,
+                         "writing %s: %s (an earlier run's? use an empty "
+                         "--out-dir)",
+                         st, strerror(errno));
     json_t *doc = json_deep_copy(lineage);
     json_object_set_new(
         doc, "source",

@@ -129,8 +129,8 @@ const char *kn_shardfiles_header(const kn_shardfiles *sf, size_t i, const char *
     return json_string_value(json_object_get(sf->files[i].headers, name));
 }
 
-int kn_shardfiles_range(const kn_shardfiles *sf, const char *split, const char **topic,
-                        int *nparts, int64_t *start, int64_t *end, int cap)
+int kn_shardfiles_range(const kn_shardfiles *sf, const char *split, const char **topic, int *nparts,
+                        int64_t *start, int64_t *end, int cap)
 {
     json_t *s = json_object_get(json_object_get(sf->manifest, "splits"), split);
     if (!json_is_object(s)) return KN_ENOTFOUND;

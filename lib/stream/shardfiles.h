@@ -22,7 +22,7 @@ typedef struct {
     int32_t partition;
     int64_t offset; /* the record's offset in topic */
     int64_t bytes;
-    const char *sha256; /* 64 hex digits */
+    const char *sha256;    /* 64 hex digits */
     const json_t *headers; /* {name: string}, borrowed */
 } kn_shardfile;
 
@@ -50,7 +50,7 @@ const char *kn_shardfiles_header(const kn_shardfiles *sf, size_t i, const char *
 /* The exported range of split: its topic (borrowed) and partition count, and
  * [start[p], end[p]) per partition (the caller's arrays of nparts entries,
  * or NULL to ask the count). KN_ENOTFOUND when the split was not exported. */
-int kn_shardfiles_range(const kn_shardfiles *sf, const char *split, const char **topic,
-                        int *nparts, int64_t *start, int64_t *end, int cap);
+int kn_shardfiles_range(const kn_shardfiles *sf, const char *split, const char **topic, int *nparts,
+                        int64_t *start, int64_t *end, int cap);
 
 #endif
