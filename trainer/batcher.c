@@ -120,7 +120,6 @@ void trn_batcher_free(trn_batcher *b)
 {
     if (!b) return;
     if (b->msg) rd_kafka_message_destroy(b->msg);
-    if (b->src && b->has_rec) b->src->release(b->src, &b->rec);
     free(b->parts);
     free(b->perm);
     free(b->x);
@@ -198,13 +197,13 @@ static const char *shard_mismatch(const trn_batcher *b, const kn_shard_view *v, 
     return why;
 }
 
-/* Gives back the record in hand (the consumer message or the source's). */
+/* Gives back the record in hand: the consumer's message (a source's record
+ * stays valid until its next call). */
 static void drop_record(trn_batcher *b, rd_kafka_message_t *m, trn_record *r)
 {
-    if (m)
-        rd_kafka_message_destroy(m);
-    else if (b->src)
-        b->src->release(b->src, r);
+    (void)b;
+    (void)r;
+    if (m) rd_kafka_message_destroy(m);
 }
 
 static void copy_text(const char *v, char *out, size_t outsz)
@@ -300,8 +299,11 @@ static int next_shard(trn_batcher *b, kn_kafka_consumer *c, int timeout_ms)
 {
     trn_record r;
     if (b->src) {
-        while (b->src->next(b->src, &r))
+        char e[512];
+        int rc;
+        while ((rc = b->src->next(b->src, &r, e, sizeof(e))) == 1)
             if (take_shard(b, NULL, &r)) return 1;
+        if (rc < 0) kn_log_error("shard source: %s", e);
         return 0;
     }
     rd_kafka_message_t *m = kn_kafka_consumer_poll(c, timeout_ms);

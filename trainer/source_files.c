@@ -25,107 +25,131 @@
 #include "core/log.h"
 #include "stream/shardfiles.h"
 
-struct trn_files {
-    trn_source src; /* first: the batcher's hook */
-    kn_shardfiles sf;
-    char dir[PATH_MAX];
-    char out_dir[PATH_MAX];
-    size_t *order; /* (norder) train files, in training order */
+/* --- the source: an export's train files over [lo, hi) --- */
+typedef struct {
+    trn_source base;
+    const kn_shardfiles *sf;
+    json_t *skipped;
+    size_t *order; /* (norder) indexes into sf->files, in training order */
     size_t norder, next;
-    int nparts;
-    int64_t *start, *end; /* (nparts) exported range of each partition */
-    int passes, pass;     /* pass: 0-based */
-    uint64_t seed;
-    void *buf; /* the payload in hand */
-    const trn_settings *s;
-    trn_batcher *b; /* skipped files go to its skipped_shards */
-};
+    void *buf; /* the payload handed out last */
+} files_source;
 
-static int files_next(trn_source *src, trn_record *r)
+static int files_next(trn_source *src, trn_record *r, char *err, size_t errsz)
 {
-    trn_files *f = (trn_files *)src;
-    while (f->next < f->norder) {
-        size_t i = f->order[f->next++];
-        const kn_shardfile *sf = &f->sf.files[i];
-        void *buf = NULL;
+    files_source *fs = (files_source *)src;
+    free(fs->buf);
+    fs->buf = NULL;
+    while (fs->next < fs->norder) {
+        size_t i = fs->order[fs->next++];
+        const kn_shardfile *sf = &fs->sf->files[i];
         size_t len = 0;
         char e[512];
-        if (kn_shardfiles_read(&f->sf, i, &buf, &len, e, sizeof(e)) != KN_OK) {
+        int rc = kn_shardfiles_read(fs->sf, i, &fs->buf, &len, e, sizeof(e));
+        if (rc != KN_OK) {
+            if (!fs->skipped) return kn_seterr(err, errsz, rc, "%s", e);
             /* a missing or altered file is not the exported data: skipped
              * loudly and listed in the lineage's skipped_shards */
             kn_log_error("%s; skipped", e);
-            json_array_append_new(f->b->skipped,
-                                  json_pack("{s:i, s:I, s:s}", "partition", sf->partition,
-                                            "offset", (json_int_t)sf->offset, "reason", e));
-            f->b->bad_shards++;
+            json_array_append_new(fs->skipped,
+                                  json_pack("{s:i, s:I, s:s}", "partition", sf->partition, "offset",
+                                            (json_int_t)sf->offset, "reason", e));
             continue;
         }
-        f->buf = buf;
         *r = (trn_record){.partition = sf->partition,
                           .offset = sf->offset,
-                          .payload = buf,
+                          .payload = fs->buf,
                           .len = len,
-                          .tokenizer_hash = kn_shardfiles_header(&f->sf, i, "tokenizer-sha256"),
-                          .recipe = kn_shardfiles_header(&f->sf, i, "recipe-sha256")};
+                          .tokenizer_hash = kn_shardfiles_header(fs->sf, i, "tokenizer-sha256"),
+                          .recipe = kn_shardfiles_header(fs->sf, i, "recipe-sha256")};
         return 1;
     }
     return 0;
 }
 
-static void files_release(trn_source *src, trn_record *r)
+static void files_destroy(trn_source *src)
 {
-    trn_files *f = (trn_files *)src;
-    (void)r;
-    free(f->buf);
-    f->buf = NULL;
+    files_source *fs = (files_source *)src;
+    if (!fs) return;
+    free(fs->buf);
+    free(fs->order);
+    free(fs);
 }
 
-void trn_files_free(trn_files *f)
+trn_source *trn_source_files(const kn_shardfiles *sf, int nparts, const int64_t *lo,
+                             const int64_t *hi, json_t *skipped, char *err, size_t errsz)
 {
-    if (!f) return;
-    free(f->buf);
-    free(f->order);
-    free(f->start);
-    free(f->end);
-    kn_shardfiles_close(&f->sf);
-    free(f);
-}
-
-/* Training order: the train files, partitions interleaved one shard at a
- * time, each partition in offset order. */
-static int make_order(trn_files *f)
-{
-    size_t n = f->sf.nfiles, k = 0;
-    f->order = calloc(n ? n : 1, sizeof(*f->order));
-    size_t *cursor = calloc((size_t)f->nparts + 1, sizeof(*cursor));
-    if (!f->order || !cursor) {
+    files_source *fs = calloc(1, sizeof(*fs));
+    size_t n = sf->nfiles, k = 0;
+    size_t *cursor = calloc((size_t)nparts + 1, sizeof(*cursor));
+    if (fs) fs->order = calloc(n ? n : 1, sizeof(*fs->order));
+    if (!fs || !fs->order || !cursor) {
         free(cursor);
-        return KN_ENOMEM;
+        files_destroy(fs ? &fs->base : NULL);
+        kn_seterr(err, errsz, KN_ENOMEM, "out of memory");
+        return NULL;
     }
+    fs->base.next = files_next;
+    fs->base.destroy = files_destroy;
+    fs->sf = sf;
+    fs->skipped = skipped;
     /* files are sorted by (split, partition, offset): cursor[p] walks p's */
-    for (int p = 0; p < f->nparts; p++) {
+    for (int p = 0; p < nparts; p++) {
         cursor[p] = n;
         for (size_t i = 0; i < n; i++)
-            if (strcmp(f->sf.files[i].split, "train") == 0 && f->sf.files[i].partition == p) {
+            if (strcmp(sf->files[i].split, "train") == 0 && sf->files[i].partition == p) {
                 cursor[p] = i;
                 break;
             }
     }
     for (int progress = 1; progress;) {
         progress = 0;
-        for (int p = 0; p < f->nparts; p++) {
+        for (int p = 0; p < nparts; p++) {
             size_t i = cursor[p];
-            if (i >= n || strcmp(f->sf.files[i].split, "train") != 0 ||
-                f->sf.files[i].partition != p)
+            if (i >= n || strcmp(sf->files[i].split, "train") != 0 || sf->files[i].partition != p)
                 continue;
-            if (f->sf.files[i].offset >= f->start[p] && f->sf.files[i].offset < f->end[p])
-                f->order[k++] = i;
+            if (sf->files[i].offset >= lo[p] && sf->files[i].offset < hi[p]) fs->order[k++] = i;
             cursor[p] = i + 1;
             progress = 1;
         }
     }
     free(cursor);
-    f->norder = k;
+    fs->norder = k;
+    return &fs->base;
+}
+
+/* --- kiln-trainer --from-dir --- */
+struct trn_files {
+    kn_shardfiles sf;
+    char dir[PATH_MAX];
+    char out_dir[PATH_MAX];
+    trn_source *src; /* the current pass's */
+    int64_t nshards; /* train files in the range */
+    int nparts;
+    int64_t *start, *end; /* (nparts) exported range of each partition */
+    int passes, pass;     /* pass: 0-based */
+    uint64_t seed;
+    const trn_settings *s;
+    trn_batcher *b;
+};
+
+void trn_files_free(trn_files *f)
+{
+    if (!f) return;
+    if (f->src) f->src->destroy(f->src);
+    free(f->start);
+    free(f->end);
+    kn_shardfiles_close(&f->sf);
+    free(f);
+}
+
+/* A source for the whole range, from its start (a new pass). */
+static int open_pass(trn_files *f, char *err, size_t errsz)
+{
+    if (f->src) f->src->destroy(f->src);
+    f->src = trn_source_files(&f->sf, f->nparts, f->start, f->end, f->b->skipped, err, errsz);
+    if (!f->src) return KN_ENOMEM;
+    f->b->src = f->src;
     return KN_OK;
 }
 
@@ -144,8 +168,6 @@ int trn_files_start(trn_files **out, const char *dir, const char *out_dir, int p
     *out = NULL;
     trn_files *f = calloc(1, sizeof(*f));
     if (!f) return kn_seterr(err, errsz, KN_ENOMEM, "out of memory");
-    f->src.next = files_next;
-    f->src.release = files_release;
     f->passes = passes > 0 ? passes : 1;
     f->seed = s->seed;
     f->s = s;
@@ -175,9 +197,10 @@ int trn_files_start(trn_files **out, const char *dir, const char *out_dir, int p
         rc = kn_seterr(err, errsz, KN_ENOMEM, "out of memory");
         goto fail;
     }
-    if (make_order(f) != KN_OK) {
-        rc = kn_seterr(err, errsz, KN_ENOMEM, "out of memory");
-        goto fail;
+    for (size_t i = 0; i < f->sf.nfiles; i++) {
+        const kn_shardfile *sf = &f->sf.files[i];
+        f->nshards += strcmp(sf->split, "train") == 0 && sf->partition < f->nparts &&
+                      sf->offset >= f->start[sf->partition] && sf->offset < f->end[sf->partition];
     }
     const char *ds = json_string_value(json_object_get(f->sf.manifest, "dataset"));
     if (ds && strcmp(ds, s->dataset) != 0)
@@ -206,13 +229,17 @@ int trn_files_start(trn_files **out, const char *dir, const char *out_dir, int p
         goto fail;
     }
     ctx->batcher = b;
-    b->src = &f->src;
     f->b = b;
+    if ((rc = open_pass(f, e, sizeof(e))) != KN_OK) {
+        trn_batcher_free(b);
+        kn_seterr(err, errsz, rc, "%s", e);
+        goto fail;
+    }
     set_starts(f, b);
     ctx->files = f;
     kn_log_fields(KN_LOG_INFO,
                   json_pack("{s:s, s:s, s:i, s:I, s:i, s:s}", "dir", f->dir, "topic", s->topic,
-                            "partitions", f->nparts, "shards", (json_int_t)f->norder, "passes",
+                            "partitions", f->nparts, "shards", (json_int_t)f->nshards, "passes",
                             f->passes, "out_dir", f->out_dir),
                   "training from shard files");
     *out = f;
@@ -225,8 +252,12 @@ fail:
 int trn_files_next_pass(trn_files *f, trn_batcher *b)
 {
     if (f->pass + 1 >= f->passes) return 0;
+    char e[256];
+    if (open_pass(f, e, sizeof(e)) != KN_OK) {
+        kn_log_error("pass %d: %s", f->pass + 2, e);
+        return 0;
+    }
     f->pass++;
-    f->next = 0;
     /* pass 0 uses the configured seed (so it matches a Kafka run); later
      * passes draw a new in-shard order from (seed, pass) */
     b->seed = f->seed ^ ((uint64_t)f->pass * 0x9E3779B97F4A7C15ull);
@@ -249,9 +280,10 @@ static json_t *range_files(const trn_files *f, json_t *parts)
         int64_t from = json_integer_value(json_object_get(st, "offset"));
         int64_t to = json_integer_value(json_object_get(en, "offset"));
         if (json_integer_value(json_object_get(en, "pos")) > 0) to++;
-        for (size_t k = 0; k < f->norder; k++) {
-            const kn_shardfile *sf = &f->sf.files[f->order[k]];
-            if (sf->partition == p && sf->offset >= from && sf->offset < to)
+        for (size_t k = 0; k < f->sf.nfiles; k++) {
+            const kn_shardfile *sf = &f->sf.files[k];
+            if (strcmp(sf->split, "train") == 0 && sf->partition == p && sf->offset >= from &&
+                sf->offset < to)
                 json_array_append_new(a, json_pack("{s:s, s:i, s:I, s:s}", "path", sf->path,
                                                    "partition", p, "offset", (json_int_t)sf->offset,
                                                    "sha256", sf->sha256));

@@ -19,6 +19,7 @@
 #include "nn/model.h"
 #include "net/regclient.h"
 #include "stream/shard.h"
+#include "stream/shardfiles.h"
 
 /* --- settings (main.c) --- */
 typedef struct {
@@ -83,22 +84,24 @@ typedef struct {
     uint32_t resume_pos;
 } trn_part;
 
-/* A shard source other than the Kafka consumer (source_files.c): one record
- * at a time, in the order to train them. next returns 1 with *r filled (the
- * payload stays valid until release), 0 at the end of the data. */
+/* One record as a shard source hands it over. */
 typedef struct {
     int32_t partition;
     int64_t offset;
     const void *payload;
     size_t len;
-    const char *tokenizer_hash; /* header values, or NULL */
+    const char *tokenizer_hash; /* header, NULL when absent */
     const char *recipe;
 } trn_record;
 
+/* A shard source other than the batcher's Kafka consumer: next: 1 with *rec
+ * filled (valid until the next call), 0 when every range is done, <0 (KN_*)
+ * on error; destroy frees it. (The same interface as window mode's sources.)
+ * trn_source_files (source_files.c) reads an export's train files. */
 typedef struct trn_source trn_source;
 struct trn_source {
-    int (*next)(trn_source *src, trn_record *r);
-    void (*release)(trn_source *src, trn_record *r);
+    int (*next)(trn_source *src, trn_record *rec, char *err, size_t errsz);
+    void (*destroy)(trn_source *src);
 };
 
 typedef struct {
@@ -116,7 +119,7 @@ typedef struct {
     int nparts;
     json_t *skipped; /* array of {partition, offset, reason} since the last checkpoint */
 
-    trn_source *src;         /* NULL: records come from the consumer */
+    trn_source *src;         /* NULL: records come from the consumer (not owned) */
     trn_record rec;          /* the shard being read (when has_rec) ... */
     int has_rec;
     rd_kafka_message_t *msg; /* ... and its consumer message (NULL with src) */
@@ -239,6 +242,15 @@ double trn_now(void);
  * batcher's source hook; checkpoints are OUT/MODEL-vN.safetensors with
  * OUT/MODEL-vN.lineage.json (the registry's lineage plus the files). */
 typedef struct trn_files trn_files;
+
+/* The train files of export sf whose offsets lie in [lo[p], hi[p]) for each
+ * of nparts partitions: each partition in offset order, partitions
+ * interleaved one shard at a time. A file whose size or SHA-256 differs
+ * from the manifest is appended to `skipped` ({partition, offset, reason})
+ * and passed over, or, with skipped NULL, ends next with KN_ECORRUPT. sf
+ * must outlive the source. */
+trn_source *trn_source_files(const kn_shardfiles *sf, int nparts, const int64_t *lo,
+                             const int64_t *hi, json_t *skipped, char *err, size_t errsz);
 
 /* Opens dir's manifest, makes a fresh model from s's spec (with its
  * optimizer) into ctx, initialises b to start at each partition's exported
