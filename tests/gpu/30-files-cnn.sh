@@ -45,7 +45,8 @@ optim="{\"type\":\"adam\",\"lr\":$lr,\"schedule\":{\"type\":\"cosine\",\"warmup\
 echo "files-cnn: spec $spec"
 echo "files-cnn: backend $backend, batch $batch, $passes passes ($total steps), optim $optim"
 rc=0
-KILN_TRAINER_BACKEND=$backend KILN_MODEL_CNN_FMNIST_SPEC=$spec KILN_MODEL_CNN_FMNIST_OPTIM=$optim \
+# stream mode over the files (--passes); `epochs` (window mode) reads Kafka
+KILN_MODEL_CNN_FMNIST_EPOCHS=0 KILN_TRAINER_BACKEND=$backend KILN_MODEL_CNN_FMNIST_SPEC=$spec KILN_MODEL_CNN_FMNIST_OPTIM=$optim \
     KILN_MODEL_CNN_FMNIST_BATCH=$batch KILN_MODEL_CNN_FMNIST_CHECKPOINT_STEPS=0 \
     KILN_MODEL_CNN_FMNIST_CHECKPOINT_SECONDS=0 KILN_MODEL_CNN_FMNIST_TARGET_STEPS=0 \
     "$build/trainer/kiln-trainer" --config "$config" --model cnn-fmnist --from-dir "$tmp/shards" \

@@ -27,6 +27,7 @@ CONFIG=$KILN_SOURCE_DIR/deploy/kiln.ini
 export OPENBLAS_NUM_THREADS=1 KILN_KAFKA_BROKERS=127.0.0.1:9 KILN_REGISTRY_URL=http://127.0.0.1:9
 export KILN_MODEL_MLP_FMNIST_SPEC='{"type":"mlp","sizes":[784,64,10]}' KILN_MODEL_MLP_FMNIST_BATCH=256
 export KILN_MODEL_MLP_FMNIST_CHECKPOINT_STEPS=0 KILN_MODEL_MLP_FMNIST_CHECKPOINT_SECONDS=0
+export KILN_MODEL_MLP_FMNIST_EPOCHS=0 # stream mode over the files (--passes), not window mode
 "$B/preprocess/kiln-preprocess" export --from-idx $IDX --config "$CONFIG" --dataset fashion-mnist \
     --out "$TMP/shards" 2>"$TMP/export.log" || { cat "$TMP/export.log" >&2; log "FAIL: export"; exit 1; }
 train() { # out-dir

@@ -43,10 +43,12 @@ export KILN_PREPROCESS_DATASETS=fashion-mnist KILN_INGEST_PORT=0 KILN_PREPROCESS
 export OPENBLAS_NUM_THREADS=1
 CONFIG=$KILN_SOURCE_DIR/deploy/kiln.ini
 STEPS=300
-# Both runs: the same config; checkpoints every 100 steps only (no timed
-# ones), and no partial batch for a stream that is merely slow.
+# Both runs: the same config, stream mode (no epochs window); checkpoints
+# every 100 steps only (no timed ones), and no partial batch for a stream
+# that is merely slow.
 TRAIN_ENV=(KILN_MODEL_MLP_FMNIST_TARGET_STEPS=$STEPS KILN_MODEL_MLP_FMNIST_CHECKPOINT_STEPS=100
     KILN_MODEL_MLP_FMNIST_CHECKPOINT_SECONDS=0 KILN_TRAINER_FLUSH_SECONDS=3600
+    KILN_MODEL_MLP_FMNIST_EPOCHS=0
     KILN_TRAINER_WORK_DIR=$TMP)
 
 KILN_REGISTRY_DB="$PG" KILN_REGISTRY_SCHEMA=$SCHEMA KILN_REGISTRY_PORT=0 \
