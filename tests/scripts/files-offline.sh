@@ -9,7 +9,8 @@
 # parent chain, the files listed); the two runs byte-identical; pass 2 draws
 # another in-shard order (pass_seed); the altered file is skipped, so the
 # lineage counts 512 examples fewer and lists it in skipped_shards; kiln-evaluator
-# score gives accuracy > 0.80 and the eval set's 10k examples.
+# score gives accuracy > 0.80 and the eval set's 10k examples; the same
+# files labelled as two partitions are both covered, interleaved.
 # Skips (exit 77) when the Fashion-MNIST package files are absent.
 set -euo pipefail
 : "${KILN_SOURCE_DIR:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
@@ -63,6 +64,28 @@ done
     { cat "$TMP/score.log" >&2; bad "kiln-evaluator score"; }
 jq -e '.metrics.accuracy > 0.80 and .metrics.eval_examples == 10000 and .eval_set.examples == 10000 and .eval_set.shards == 20' "$TMP/score.json" >/dev/null &&
     ok "score: accuracy $(jq .metrics.accuracy "$TMP/score.json") on the 10k test images" || bad "score: $(jq -c '.metrics | {accuracy, eval_examples}' "$TMP/score.json")"
+# two partitions: the same files re-labelled (train file i -> partition i % 2,
+# offset i / 2); one pass covers both ranges, partitions interleaved
+mkdir -p "$TMP/two" && ln -s "$TMP/shards/train" "$TMP/two/train" && ln -s "$TMP/shards/eval" "$TMP/two/eval"
+jq '(.files | map(select(.split == "train")) | to_entries | map(.value + {partition: (.key % 2), offset: (.key / 2 | floor)})) as $t
+    | .files = ($t + (.files | map(select(.split != "train"))))
+    | .splits.train.partitions = [{partition: 0, start: 0, end: ((($t | length) + 1) / 2 | floor)},
+                                  {partition: 1, start: 0, end: (($t | length) / 2 | floor)}]' "$M" >"$TMP/two/manifest.json"
+KILN_MODEL_MLP_FMNIST_SPEC='{"type":"mlp","sizes":[784,16,10]}' "$B/trainer/kiln-trainer" --config "$CONFIG" --model mlp-fmnist \
+    --from-dir "$TMP/two" --out-dir "$TMP/d" >"$TMP/d.log" 2>&1 || bad "kiln-trainer over two partitions exited $?"
+h=$((ntrain / 2))
+jq -e --argjson h "$h" '(.partitions | length) == 2 and .partitions[0].end.offset == $h and .partitions[1].end.offset == $h
+    and .partitions[0].shards + .partitions[1].shards == 2 * $h and .partitions[0].examples + .partitions[1].examples == 60000
+    and .examples == 60000 and .skipped_shards == [] and .partitions[0].start == {"offset":0,"pos":0} and .partitions[1].start == {"offset":0,"pos":0}' \
+    "$TMP/d/mlp-fmnist-v1.lineage.json" >/dev/null && ok "two partitions: both ranges covered, $h shards each" ||
+    bad "two partitions: $(jq -c '.partitions' "$TMP/d/mlp-fmnist-v1.lineage.json" 2>&1)"
+# interleaved: 50 steps x 256 = 12800 examples = 25 shards, 13 + 12
+KILN_MODEL_MLP_FMNIST_TARGET_STEPS=50 KILN_MODEL_MLP_FMNIST_SPEC='{"type":"mlp","sizes":[784,16,10]}' \
+    "$B/trainer/kiln-trainer" --config "$CONFIG" --model mlp-fmnist --from-dir "$TMP/two" \
+    --out-dir "$TMP/e" >"$TMP/e.log" 2>&1 || bad "kiln-trainer over two partitions (50 steps) exited $?"
+jq -e '[.partitions[].end] == [{"offset":13,"pos":0},{"offset":12,"pos":0}] and .examples == 12800' \
+    "$TMP/e/mlp-fmnist-v1.lineage.json" >/dev/null && ok "two partitions are read interleaved (25 shards: 13 of p0, 12 of p1)" ||
+    bad "interleave: $(jq -c '[.partitions[].end]' "$TMP/e/mlp-fmnist-v1.lineage.json" 2>&1)"
 # one train shard altered after the export: skipped (with an error), counted
 f=$(jq -r '[.files[] | select(.split == "train")][3].path' "$M")
 printf 'X' | dd of="$TMP/shards/$f" bs=1 seek=200 conv=notrunc status=none
