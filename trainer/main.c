@@ -400,7 +400,7 @@ static void cleanup(void *app)
     trainer *t = app;
     trn_lease_release(t->reg, t->s.model, &t->lease);
     trn_batcher_free(&t->b); /* holds a consumer message: before the consumer goes */
-    trn_files_free(t->files); /* after the batcher, which gives its record back */
+    trn_files_free(t->files); /* after the batcher: its view points into the source's record */
     kn_kafka_consumer_destroy(t->cons);
     kn_kafka_producer_destroy(t->events, 5000);
     kn_model_destroy(t->ctx.model);

@@ -153,10 +153,10 @@ void trn_batcher_free(trn_batcher *b);
  * consumed (pos > 0 only when a checkpoint fell mid-shard). */
 void trn_batcher_set_start(trn_batcher *b, int32_t p, int64_t offset, uint32_t pos);
 
-/* Fills up to max_batch rows from the consumer (or b->src when set: then c
- * may be NULL and an end of the data returns at once). Returns the rows filled (B):
- * max_batch, or fewer when no record came for flush_ms (or shutdown was
- * requested) with a partial batch; 0 when nothing arrived. */
+/* Fills up to max_batch rows from the consumer (from b->src when set; c may
+ * then be NULL). Returns the rows filled (B): max_batch, or fewer when no
+ * record came for flush_ms (or shutdown was requested) with a partial batch;
+ * 0 when nothing arrived. */
 int trn_batcher_fill(trn_batcher *b, kn_kafka_consumer *c, int flush_ms);
 
 /* The batch of the last fill, for kn_model_forward. */
