@@ -15,6 +15,7 @@
 #   KILN_GPU_CNN_PASSES  passes over the 60k images (default 10)
 #   KILN_GPU_CNN_BATCH   rows per step (default 128)
 #   KILN_GPU_CNN_LR      Adam learning rate, cosine over all passes (default 0.002)
+#   KILN_GPU_CNN_OPTIM   the whole optim JSON instead (weight decay, label smoothing...)
 #   KILN_GPU_BACKEND     cuda (default) or cpu (a smoke run of this script)
 #   KILN_FMNIST_DIR      the IDX files (default: the pack's, then Debian's)
 set -euo pipefail
@@ -41,7 +42,7 @@ trap 'rm -rf "$tmp"' EXIT
     --dataset fashion-mnist --out "$tmp/shards" 2>&1 | tail -n 1
 steps_per_pass=$(((60000 + batch - 1) / batch))
 total=$((passes * steps_per_pass))
-optim="{\"type\":\"adam\",\"lr\":$lr,\"schedule\":{\"type\":\"cosine\",\"warmup\":200,\"total\":$total,\"min_lr_frac\":0.02}}"
+optim=${KILN_GPU_CNN_OPTIM:-"{\"type\":\"adam\",\"lr\":$lr,\"schedule\":{\"type\":\"cosine\",\"warmup\":200,\"total\":$total,\"min_lr_frac\":0.02}}"}
 echo "files-cnn: spec $spec"
 echo "files-cnn: backend $backend, batch $batch, $passes passes ($total steps), optim $optim"
 rc=0
