@@ -125,6 +125,9 @@ void ev_score_free(ev_score *s);
  * spec (the max_batch to load it with). */
 int ev_score_batch_for(const json_t *spec, const ev_score_options *o);
 
+/* `kiln-evaluator score` (score_cmd.c): argv[0] is "score"; the exit code. */
+int ev_score_cmd_main(int argc, char **argv);
+
 /* --- the per-event flow (flow.c) --- */
 
 typedef struct {

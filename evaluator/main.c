@@ -208,8 +208,13 @@ static void cleanup(void *arg)
 
 int main(int argc, char **argv)
 {
+    static const kn_service_command commands[] = {{"score", ev_score_cmd_main}, {NULL, NULL}};
     static const kn_service_spec spec = {
         .name = "kiln-evaluator",
+        .usage = "usage: kiln-evaluator [--config FILE] [--help] [--version]\n"
+                 "       kiln-evaluator score --checkpoint FILE --eval-dir DIR  (--help for "
+                 "more)\n",
+        .commands = commands,
         .about = "Consumes checkpoint.created events from <prefix>.events, scores each version on "
                  "the\nfrozen eval set <prefix>.eval.<dataset>, records metrics in the registry, "
                  "and promotes\n(moves the production alias) or rejects the version by its "

@@ -18,6 +18,7 @@
 #include "stream.h"
 #include "stream/kafka.h"
 #include "stream/record.h"
+#include "export_cmd.h"
 #include "tokenizer_cmd.h"
 
 #define MAX_DATASETS 64
@@ -213,11 +214,14 @@ static void cleanup(void *app)
 
 int main(int argc, char **argv)
 {
-    static const kn_service_command commands[] = {{"tokenizer", pp_tokenizer_main}, {NULL, NULL}};
+    static const kn_service_command commands[] = {
+        {"tokenizer", pp_tokenizer_main}, {"export", pp_export_main}, {NULL, NULL}};
     static const kn_service_spec spec = {
         .name = PP_SERVICE,
         .usage = "usage: kiln-preprocess [--config FILE] [--instance ID]\n"
                  "       kiln-preprocess tokenizer train --out FILE [--vocab N] PATH...  "
+                 "(--help for more)\n"
+                 "       kiln-preprocess export --dataset NAME --out DIR [--range ...]  "
                  "(--help for more)\n",
         .about = "Consumes <prefix>.raw.text and <prefix>.raw.image as a consumer group and "
                  "produces\nshards to <prefix>.train.<dataset> and <prefix>.eval.<dataset>, "

@@ -199,47 +199,53 @@ const char *trn_shard_mismatch(const trn_batcher *b, const kn_shard_view *v, cha
     return why;
 }
 
-/* Takes the next record from the consumer as the current shard. Returns 1
- * when a shard is ready, 0 otherwise (nothing arrived, an event, a skip). */
-static int next_shard(trn_batcher *b, kn_kafka_consumer *c, int timeout_ms)
+/* Gives back the record in hand: the consumer's message (a source's record
+ * stays valid until its next call). */
+static void drop_record(trn_batcher *b, rd_kafka_message_t *m, trn_record *r)
 {
-    rd_kafka_message_t *m = kn_kafka_consumer_poll(c, timeout_ms);
-    if (!m) return 0;
-    if (m->err) {
-        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-            kn_log_warn("kafka: %s", rd_kafka_message_errstr(m));
-        rd_kafka_message_destroy(m);
-        return 0;
-    }
+    (void)b;
+    (void)r;
+    if (m) rd_kafka_message_destroy(m);
+}
+
+static void copy_text(const char *v, char *out, size_t outsz)
+{
+    if (v && *v && strlen(v) < outsz) snprintf(out, outsz, "%s", v);
+}
+
+/* Makes record r (message m, or NULL for a source record) the current shard.
+ * Returns 1 when a shard is ready, 0 when it was dropped (a skip). */
+static int take_shard(trn_batcher *b, rd_kafka_message_t *m, trn_record *r)
+{
     b->last_record = trn_now();
-    if (m->partition < 0 || m->partition >= b->nparts) {
-        kn_log_error("record from partition %d beyond the %d assigned; ignored", (int)m->partition,
+    if (r->partition < 0 || r->partition >= b->nparts) {
+        kn_log_error("record from partition %d beyond the %d assigned; ignored", (int)r->partition,
                      b->nparts);
-        rd_kafka_message_destroy(m);
+        drop_record(b, m, r);
         return 0;
     }
-    trn_part *pt = &b->parts[m->partition];
-    if (m->offset < pt->next_offset) { /* a duplicate delivery: already consumed */
-        rd_kafka_message_destroy(m);
+    trn_part *pt = &b->parts[r->partition];
+    if (r->offset < pt->next_offset) { /* a duplicate delivery: already consumed */
+        drop_record(b, m, r);
         return 0;
     }
     /* Offsets may jump (transaction markers, aborted records): everything
      * between next_offset and this record is not data for a read_committed
      * reader, so the range stays contiguous. */
-    pt->next_offset = m->offset;
+    pt->next_offset = r->offset;
     pt->pos = 0;
     char err[256], why[256];
-    int rc = kn_shard_parse(m->payload, m->len, &b->view, err, sizeof(err));
+    int rc = kn_shard_parse(r->payload, r->len, &b->view, err, sizeof(err));
     if (rc != KN_OK) {
         char reason[300];
         snprintf(reason, sizeof(reason), "%s: %s", kn_strerror(rc), err);
-        skip_shard(b, pt, m->offset, reason);
-        rd_kafka_message_destroy(m);
+        skip_shard(b, pt, r->offset, reason);
+        drop_record(b, m, r);
         return 0;
     }
     if (trn_shard_mismatch(b, &b->view, why, sizeof(why))[0]) {
-        skip_shard(b, pt, m->offset, why);
-        rd_kafka_message_destroy(m);
+        skip_shard(b, pt, r->offset, why);
+        drop_record(b, m, r);
         return 0;
     }
     uint32_t n = b->view.info.count;
@@ -247,7 +253,7 @@ static int next_shard(trn_batcher *b, kn_kafka_consumer *c, int timeout_ms)
         uint32_t *np = realloc(b->perm, (size_t)n * sizeof(*np));
         if (!np) { /* cannot happen in practice: shards are bounded; retry later */
             kn_log_error("batcher: out of memory for a shard of %u examples", n);
-            rd_kafka_message_destroy(m);
+            drop_record(b, m, r);
             return 0;
         }
         b->perm = np;
@@ -256,8 +262,8 @@ static int next_shard(trn_batcher *b, kn_kafka_consumer *c, int timeout_ms)
     for (uint32_t i = 0; i < n; i++)
         b->perm[i] = i;
     if (b->shuffle && n > 1) {
-        uint64_t st = b->seed ^ ((uint64_t)(uint32_t)m->partition << 48) ^
-                      (uint64_t)m->offset * 0xD1B54A32D192ED03ull;
+        uint64_t st = b->seed ^ ((uint64_t)(uint32_t)r->partition << 48) ^
+                      (uint64_t)r->offset * 0xD1B54A32D192ED03ull;
         for (uint32_t i = n - 1; i > 0; i--) {
             uint32_t j = (uint32_t)(splitmix64(&st) % ((uint64_t)i + 1));
             uint32_t t = b->perm[i];
@@ -266,30 +272,65 @@ static int next_shard(trn_batcher *b, kn_kafka_consumer *c, int timeout_ms)
         }
     }
     if (pt->resume_offset >= 0) {
-        if (pt->resume_offset == m->offset)
+        if (pt->resume_offset == r->offset)
             pt->pos = pt->resume_pos < n ? pt->resume_pos : n;
         else
             kn_log_warn("partition %d: resume shard at offset %" PRId64
                         " not seen (first record %" PRId64 "); nothing skipped",
-                        (int)m->partition, pt->resume_offset, m->offset);
+                        (int)r->partition, pt->resume_offset, r->offset);
         pt->resume_offset = -1;
     }
-    header_text(m, "tokenizer-sha256", b->tokenizer_hash, sizeof(b->tokenizer_hash));
-    header_text(m, "recipe-sha256", b->recipe, sizeof(b->recipe));
+    if (m) {
+        header_text(m, "tokenizer-sha256", b->tokenizer_hash, sizeof(b->tokenizer_hash));
+        header_text(m, "recipe-sha256", b->recipe, sizeof(b->recipe));
+    } else {
+        copy_text(r->tokenizer_hash, b->tokenizer_hash, sizeof(b->tokenizer_hash));
+        copy_text(r->recipe, b->recipe, sizeof(b->recipe));
+    }
     b->msg = m;
-    b->cur = (int)m->partition;
+    b->rec = *r;
+    b->has_rec = 1;
+    b->cur = (int)r->partition;
     return 1;
+}
+
+/* Takes the next record as the current shard. Returns 1 when a shard is
+ * ready, 0 otherwise: from the consumer, nothing arrived, an event or a skip;
+ * from b->src, the end of the data (unusable shards are skipped here). */
+static int next_shard(trn_batcher *b, kn_kafka_consumer *c, int timeout_ms)
+{
+    trn_record r;
+    if (b->src) {
+        char e[512];
+        int rc;
+        while ((rc = b->src->next(b->src, &r, e, sizeof(e))) == 1)
+            if (take_shard(b, NULL, &r)) return 1;
+        if (rc < 0) kn_log_error("shard source: %s", e);
+        return 0;
+    }
+    rd_kafka_message_t *m = kn_kafka_consumer_poll(c, timeout_ms);
+    if (!m) return 0;
+    if (m->err) {
+        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            kn_log_warn("kafka: %s", rd_kafka_message_errstr(m));
+        rd_kafka_message_destroy(m);
+        return 0;
+    }
+    r = (trn_record){.partition = m->partition, .offset = m->offset, .payload = m->payload,
+                     .len = m->len};
+    return take_shard(b, m, &r);
 }
 
 /* Releases a fully read shard: it now counts as consumed (invariant 2). */
 static void finish_shard(trn_batcher *b)
 {
     trn_part *pt = &b->parts[b->cur];
-    pt->next_offset = b->msg->offset + 1;
+    pt->next_offset = b->rec.offset + 1;
     pt->pos = 0;
     pt->shards++;
-    rd_kafka_message_destroy(b->msg);
+    drop_record(b, b->msg, &b->rec);
     b->msg = NULL;
+    b->has_rec = 0;
     b->cur = -1;
 }
 
@@ -308,7 +349,7 @@ int trn_batcher_fill(trn_batcher *b, kn_kafka_consumer *c, int flush_ms)
     b->B = 0;
     double idle_since = trn_now();
     while (b->B < b->max_batch) {
-        if (!b->msg) {
+        if (!b->has_rec) {
             if (kn_shutdown_requested()) break;
             if (next_shard(b, c, 100)) {
                 idle_since = trn_now();

@@ -259,9 +259,18 @@ int trn_checkpoint(trn_ckpt_ctx *ctx, char *err, size_t errsz)
     json_t *lineage = NULL, *tags = NULL, *created = NULL;
     char path[700] = "", key[80], sha[KN_SHA256_HEX_LEN], e[512];
     double t0 = trn_now();
+    int version = 0;
     int64_t range_examples = trn_batcher_range_examples(ctx->batcher);
 
     if ((rc = trn_checkpoint_bytes(ctx, &lineage, &buf, &len, sha, err, errsz)) != KN_OK) goto out;
+    if (ctx->files) { /* no registry: the version is a file (source_files.c) */
+        if ((rc = trn_files_checkpoint(ctx->files, ctx, buf, len, sha, lineage, &version, e,
+                                       sizeof(e))) != KN_OK) {
+            kn_seterr(err, errsz, rc, "checkpoint: %s", e);
+            goto out;
+        }
+        goto created;
+    }
     snprintf(path, sizeof(path), "%s/kiln-trainer-%s-%d.safetensors", ctx->s->work_dir,
              ctx->s->model, (int)getpid());
     FILE *f = fopen(path, "wb");
@@ -276,7 +285,6 @@ int trn_checkpoint(trn_ckpt_ctx *ctx, char *err, size_t errsz)
     char stepbuf[32];
     snprintf(stepbuf, sizeof(stepbuf), "%" PRId64, ctx->step);
     json_object_set_new(tags, "kiln.trainer.step", json_string(stepbuf));
-    int version = 0;
     RETRY(rc, 8,
           kn_regclient_create_version(ctx->reg, ctx->s->model, key, lineage, tags, &version,
                                       &created, e, sizeof(e)));
@@ -308,6 +316,7 @@ int trn_checkpoint(trn_ckpt_ctx *ctx, char *err, size_t errsz)
          * next start (the version lacks the kiln.event tag). Not fatal. */
         kn_log_error("checkpoint.created for version %d: %s", version, e);
 
+created:
     kn_log_fields(KN_LOG_INFO,
                   json_pack("{s:i, s:I, s:I, s:I, s:s, s:I, s:f}", "version", version, "step",
                             (json_int_t)ctx->step, "examples", (json_int_t)range_examples,

@@ -48,6 +48,11 @@ static const kn_service_option options[] = {
     {"reproduce", 'r', "VERSION",
      "retrain VERSION of --model from its lineage on the CPU\nand compare the checkpoint's "
      "SHA-256 with the registered\none (kilnctl reproduce runs this); trains nothing new"},
+    {"from-dir", 'f', "DIR",
+     "train from the shard files of `kiln-preprocess export` in DIR:\n"
+     "no Kafka, no registry (docs/trainer.md, \"Training from files\")"},
+    {"out-dir", 'o', "DIR", "with --from-dir: where checkpoints and lineage go (default .)"},
+    {"passes", 'P', "N", "with --from-dir: passes over the files (default 1)"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -71,6 +76,9 @@ typedef struct {
     /* epochs mode: the cycle after the current one */
     int next_cycle;
     int64_t *prev_hi; /* (nparts) end of the last finished cycle; NULL: cycle 0 pending */
+    const char *from_dir, *out_dir; /* --from-dir: training from files (source_files.c) */
+    long passes;
+    trn_files *files;
 } trainer;
 
 static int option(kn_service *svc, void *app, int id, const char *arg)
@@ -103,6 +111,17 @@ static int option(kn_service *svc, void *app, int id, const char *arg)
         t->reproduce = (int)strtol(arg, NULL, 10);
         if (t->reproduce >= 1) return 0;
         kn_service_usage_error(svc, "--reproduce %s: a version number >= 1", arg);
+        return 1;
+    case 'f':
+        t->from_dir = arg;
+        return 0;
+    case 'o':
+        t->out_dir = arg;
+        return 0;
+    case 'P':
+        t->passes = strtol(arg, NULL, 10);
+        if (t->passes >= 1 && t->passes <= 100000) return 0;
+        kn_service_usage_error(svc, "--passes %s: use 1..100000", arg);
         return 1;
     }
     return 1;
@@ -193,7 +212,7 @@ static int checkpoint(trn_ckpt_ctx *ctx, trn_metrics *tm, kn_kafka_consumer *c, 
         if (trn_checkpoint(ctx, e, sizeof(e)) == KN_OK) {
             kn_metrics_add(tm->ckpts, 1);
             kn_metrics_set(tm->version, ctx->last_version);
-            commit_for_monitoring(c, ctx->batcher, ctx->s->topic);
+            if (c) commit_for_monitoring(c, ctx->batcher, ctx->s->topic);
             return KN_OK;
         }
         kn_metrics_add(tm->ckpt_fail, 1);
@@ -296,6 +315,17 @@ static int start(kn_service *svc, trainer *t, trn_metrics *tm)
 
     metrics_init(tm, kn_service_metrics(svc), s->model);
     kn_metrics_set(tm->eta, -1);
+    if (t->from_dir) { /* no Kafka, no registry, no HTTP: source_files.c */
+        trn_ckpt_ctx *ctx = &t->ctx;
+        ctx->s = s;
+        ctx->metrics = kn_service_metrics(svc);
+        ctx->backend_name = be->name;
+        CHECK(trn_files_start(&t->files, t->from_dir, t->out_dir, (int)t->passes, s, ctx, &t->b,
+                              be, e, sizeof(e)) == KN_OK,
+              "%s", e);
+        kn_model_set_training(ctx->model, 1);
+        return 0;
+    }
     kn_service_ready(svc, 0, "resuming from the registry / assigning partitions");
     kn_http_options ho = {
         .bind_addr = kn_service_get(svc, "trainer.bind"),
@@ -926,13 +956,14 @@ static int run(kn_service *svc, void *app)
     if (t->reproduce) return reproduce(svc, t);
     int rc = start(svc, t, &tm);
     if (rc != 0) return rc < 0 ? 0 : 1;
-    if (s->epochs > 0) return run_epochs(svc, t, &tm);
+    if (s->epochs > 0 && !t->files) /* files: passes, not epochs */
+        return run_epochs(svc, t, &tm);
 
     /* --- the loop: fill a batch, one update, maybe a checkpoint --- */
     double t_ckpt = trn_now(), retry_at = 0;
     window w = {.t = trn_now()};
     while (!kn_shutdown_requested()) {
-        if (trn_lease_renew(t->reg, s->model, &t->lease, e, sizeof(e)) != KN_OK) {
+        if (t->reg && trn_lease_renew(t->reg, s->model, &t->lease, e, sizeof(e)) != KN_OK) {
             kn_log_error("fenced: stopping without a checkpoint; steps since version %d are "
                          "left to the trainer that holds the lease",
                          ctx->parent_version);
@@ -942,9 +973,13 @@ static int run(kn_service *svc, void *app)
             kn_log_info("target_steps %" PRId64 " reached", s->target_steps);
             break;
         }
-        int B = trn_batcher_fill(&t->b, t->cons, (int)(s->flush_seconds * 1000));
+        int B = trn_batcher_fill(&t->b, t->cons, t->files ? 0 : (int)(s->flush_seconds * 1000));
         if (B > 0) {
             if (train_batch(t, &tm, &w) != 0) return 1;
+        } else if (t->files && !kn_shutdown_requested()) { /* the files are read to the end */
+            CHECK(ctx->step <= ctx->steps_at_last_ckpt || checkpoint(ctx, &tm, NULL, 3) == KN_OK,
+                  "checkpoint at the end of a pass failed");
+            if (!trn_files_next_pass(t->files, &t->b)) break;
         } else if (s->idle_exit > 0 && trn_now() - t->b.last_record >= s->idle_exit) {
             kn_log_info("no data for %.0f s: finishing", s->idle_exit);
             break;
@@ -977,6 +1012,7 @@ static void cleanup(void *app)
     trainer *t = app;
     trn_lease_release(t->reg, t->s.model, &t->lease);
     trn_batcher_free(&t->b); /* holds a consumer message: before the consumer goes */
+    trn_files_free(t->files); /* after the batcher: its view points into the source's record */
     kn_kafka_consumer_destroy(t->cons);
     kn_kafka_producer_destroy(t->events, 5000);
     kn_model_destroy(t->ctx.model);
@@ -993,7 +1029,8 @@ int main(int argc, char **argv)
     static const kn_service_spec spec = {
         .name = "kiln-trainer",
         .version = KN_VERSION " (build " KILN_BUILD_ID ")",
-        .usage = "usage: kiln-trainer --model NAME [options]\n",
+        .usage = "usage: kiln-trainer --model NAME [options]\n"
+                 "       kiln-trainer --model NAME --from-dir DIR [--out-dir OUT] [--passes N]\n",
         .about = "Trains the model of config section [model.NAME] from "
                  "<prefix>.train.<dataset>,\ncheckpointing to the registry; resumes from the "
                  "model's latest version.\nSee docs/trainer.md.\n",

@@ -19,6 +19,7 @@
 #include "nn/model.h"
 #include "net/regclient.h"
 #include "stream/shard.h"
+#include "stream/shardfiles.h"
 
 /* --- settings (main.c) --- */
 typedef struct {
@@ -163,6 +164,10 @@ typedef struct {
     int epoch_end;            /* the last fill ended an epoch: checkpoint now */
 } trn_window;
 
+/* A shard source (defined below with trn_source_open): the batcher reads
+ * from one when set, else from its Kafka consumer. */
+typedef struct trn_source trn_source;
+
 typedef struct {
     int input;    /* TRN_IN_* */
     int C, H, W;  /* image models: input layout CHW */
@@ -178,7 +183,10 @@ typedef struct {
     int nparts;
     json_t *skipped; /* array of {partition, offset, reason} since the last checkpoint */
 
-    rd_kafka_message_t *msg; /* the shard being read, or NULL */
+    trn_source *src;         /* NULL: records come from the consumer (not owned) */
+    trn_record rec;          /* the shard being read (when has_rec) ... */
+    int has_rec;
+    rd_kafka_message_t *msg; /* ... and its consumer message (NULL with src) */
     kn_shard_view view;
     int cur;        /* index into parts of msg */
     uint32_t *perm; /* (perm_cap) example order inside the current shard */
@@ -212,9 +220,10 @@ void trn_batcher_free(trn_batcher *b);
  * consumed (pos > 0 only when a checkpoint fell mid-shard). */
 void trn_batcher_set_start(trn_batcher *b, int32_t p, int64_t offset, uint32_t pos);
 
-/* Fills up to max_batch rows from the consumer. Returns the rows filled (B):
- * max_batch, or fewer when no record came for flush_ms (or shutdown was
- * requested) with a partial batch; 0 when nothing arrived. */
+/* Fills up to max_batch rows from the consumer (from b->src when set; c may
+ * then be NULL). Returns the rows filled (B): max_batch, or fewer when no
+ * record came for flush_ms (or shutdown was requested) with a partial batch;
+ * 0 when nothing arrived. */
 int trn_batcher_fill(trn_batcher *b, kn_kafka_consumer *c, int flush_ms);
 
 /* The batch of the last fill, for kn_model_forward. */
@@ -241,7 +250,7 @@ const char *trn_shard_mismatch(const trn_batcher *b, const kn_shard_view *v, cha
  * until the next call), 0 when every range is done, <0 (KN_*) on error.
  * trn_source_open picks the implementation: Kafka today (window.c); a file
  * source implements the same two functions and is chosen there. */
-typedef struct trn_source trn_source;
+
 struct trn_source {
     int (*next)(trn_source *src, trn_record *rec, char *err, size_t errsz);
     void (*destroy)(trn_source *src);
@@ -304,6 +313,7 @@ typedef struct {
 
     int last_version; /* the version the last checkpoint created */
     char last_sha[KN_SHA256_HEX_LEN];
+    struct trn_files *files; /* training from files: checkpoints go to its directory */
 } trn_ckpt_ctx;
 
 /* Saves the model, creates a registry version (idempotency key derived from
@@ -352,6 +362,38 @@ int trn_parse_version_ref(const char *ref, const char *self, char *model, size_t
 
 /* Monotonic seconds. */
 double trn_now(void);
+
+/* --- training from exported shard files (source_files.c) ---
+ * kiln-trainer --from-dir DIR [--out-dir OUT] [--passes N]: no Kafka, no
+ * registry. The shards of `kiln-preprocess export` are read in (partition,
+ * offset) order, partitions interleaved one shard at a time, through the
+ * batcher's source hook; checkpoints are OUT/MODEL-vN.safetensors with
+ * OUT/MODEL-vN.lineage.json (the registry's lineage plus the files). */
+typedef struct trn_files trn_files;
+
+/* The train files of export sf whose offsets lie in [lo[p], hi[p]) for each
+ * of nparts partitions: each partition in offset order, partitions
+ * interleaved one shard at a time. A file whose size or SHA-256 differs
+ * from the manifest is appended to `skipped` ({partition, offset, reason})
+ * and passed over, or, with skipped NULL, ends next with KN_ECORRUPT. sf
+ * must outlive the source. */
+trn_source *trn_source_files(const kn_shardfiles *sf, int nparts, const int64_t *lo,
+                             const int64_t *hi, json_t *skipped, char *err, size_t errsz);
+
+/* Opens dir's manifest, makes a fresh model from s's spec (with its
+ * optimizer) into ctx, initialises b to start at each partition's exported
+ * start with the file source, and sets s->topic to the exported topic. */
+int trn_files_start(trn_files **out, const char *dir, const char *out_dir, int passes,
+                    trn_settings *s, trn_ckpt_ctx *ctx, trn_batcher *b, const kn_backend *be,
+                    char *err, size_t errsz);
+/* After the files were read to the end (and the pass checkpointed): 1 when
+ * another pass starts (same ranges, a new in-shard shuffle), 0 when done. */
+int trn_files_next_pass(trn_files *f, trn_batcher *b);
+/* trn_checkpoint's end in files mode: writes buf and the lineage (plus the
+ * files read) to the output directory as the next version N. */
+int trn_files_checkpoint(trn_files *f, trn_ckpt_ctx *ctx, const unsigned char *buf, size_t len,
+                         const char *sha, json_t *lineage, int *version, char *err, size_t errsz);
+void trn_files_free(trn_files *f);
 
 /* --- the training lease (lease.c) ---
  * One trainer per model: the registry's lease row (epoch) is taken before

@@ -27,8 +27,14 @@ done
 
 # What tests/gpu/run and its step scripts start, relative to the build dir.
 bins=(tests/gpu/cuda_smoke tests/gpu/test_cuda_parity tests/test_nn_gpt_fixture
-      tests/bench/bench_nn_cpu)
-targets=(cuda_smoke test_cuda_parity test_nn_gpt_fixture bench_nn_cpu)
+      tests/bench/bench_nn_cpu preprocess/kiln-preprocess trainer/kiln-trainer
+      evaluator/kiln-evaluator)
+targets=(cuda_smoke test_cuda_parity test_nn_gpt_fixture bench_nn_cpu kiln-preprocess
+         kiln-trainer kiln-evaluator)
+# The Fashion-MNIST IDX files (Debian's dataset-fashion-mnist, ~31 MB gzip):
+# 30-files-cnn.sh makes its shards from them there (kiln-preprocess export
+# --from-idx), so the pack carries no shards.
+fmnist=/usr/share/datasets/fashion-mnist
 # Read at run time through KILN_SOURCE_DIR (compiled in) or from the tree.
 data=(tests/nn/gpt_fixture_model.safetensors tests/nn/gpt_fixture_expected.safetensors
       tests/bench/nn/bench_nn_pytorch.py tests/bench/nn/gpt2_pytorch.py)
@@ -85,6 +91,12 @@ for f in "${data[@]}"; do
     mkdir -p "$pk/src/$(dirname "$f")"
     cp "$root/$f" "$pk/src/$f"
 done
+if [ -r "$fmnist/train-images-idx3-ubyte.gz" ]; then
+    mkdir -p "$pk/datasets/fashion-mnist"
+    cp "$fmnist"/*-idx[13]-ubyte.gz "$pk/datasets/fashion-mnist/"
+else
+    echo "pack: $fmnist not installed here: 30-files-cnn.sh will need KILN_FMNIST_DIR there" >&2
+fi
 # The source path compiled into the binaries (KILN_SOURCE_DIR): prebuilt.sh
 # makes it point at src/ on the GPU machine when it does not exist there.
 grep -qa "$root/tests/nn/gpt_fixture_model.safetensors" "$build/tests/test_nn_gpt_fixture" ||
