@@ -19,7 +19,12 @@ typedef struct {
     int32_t partition;
     int done;   /* caught up during the current catch-up */
     int at_end; /* partition EOF seen and nothing consumed since */
+    int soft;   /* this catch-up: below the watermark after an EOF (bounded wait) */
 } state_part;
+
+/* How long a catch-up waits on a partition that had reached its end and
+ * shows nothing new: a fetch round trip and then some. */
+#define PP_CATCH_UP_SOFT_MS 1000
 
 struct pp_stream {
     pp_stream_options o;
@@ -99,14 +104,20 @@ static state_part *find_sp(pp_stream *st, const char *topic, int32_t partition)
 static int catch_up(pp_stream *st, int at_start, int timeout_ms, char *errbuf, size_t errsz)
 {
     rd_kafka_t *rk = kn_kafka_consumer_handle(st->sc);
-    size_t left = 0;
+    size_t left = 0, soft = 0;
     for (size_t i = 0; i < st->nsp; i++) {
         state_part *p = &st->sp[i];
         p->done = 0;
-        if (!at_start && p->at_end) {
-            p->done = 1; /* no EOF would come again until something new arrives */
-        } else if (!at_start) {
-            /* At the high watermark: nothing to read. */
+        p->soft = 0;
+        if (!at_start) {
+            /* At the high watermark: nothing to read. An EOF seen earlier
+             * (at_end) is not enough: entries another instance committed
+             * since (on its revoke, just before this assignment) may not be
+             * fetched yet, and a moved partition's records must meet them.
+             * Below the watermark the wait ends at the next EOF. After an
+             * EOF already seen the gap may be only a commit marker (no EOF
+             * would come again) or a transaction left open by a killed
+             * instance: that wait is bounded (soft), then the tail goes on. */
             int64_t lo = 0, hi = 0;
             rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
             rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
@@ -116,13 +127,17 @@ static int catch_up(pp_stream *st, int at_start, int timeout_ms, char *errbuf, s
             if (kn_kafka_watermarks(rk, p->topic, p->partition, &lo, &hi, 5000) == KN_OK &&
                 pos >= 0 && pos >= hi)
                 p->done = 1;
+            else if (p->at_end)
+                p->soft = 1;
         }
         left += !p->done;
+        soft += !p->done && p->soft;
     }
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     size_t n = 0;
     while (left > 0) {
+        if (left == soft && since_ms(&t0) > PP_CATCH_UP_SOFT_MS) break;
         if (since_ms(&t0) > timeout_ms)
             return kn_seterr(errbuf, errsz, KN_ETIMEDOUT,
                              "state changelog: %zu partition(s) not read to the end in %d ms", left,
@@ -135,11 +150,16 @@ static int catch_up(pp_stream *st, int at_start, int timeout_ms, char *errbuf, s
             if (p && !p->done) {
                 p->done = 1;
                 left--;
+                soft -= p->soft;
             }
         } else if (m->err) {
             kn_log_warn("state changelog: %s", rd_kafka_message_errstr(m));
         } else {
             if (p) p->at_end = 0;
+            if (p && p->soft && !p->done) { /* something new: read on to the EOF */
+                p->soft = 0;
+                soft--;
+            }
             apply_state(st, m, at_start);
             n++;
         }
