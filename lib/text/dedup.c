@@ -195,6 +195,23 @@ static int is_space(unsigned char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
 
+/* The hot loop of a fingerprint: sig[i] = min(sig[i], (a[i] * h + b[i]) >> 32)
+ * for one shingle hash h. On x86-64 it is also compiled for AVX-512 (64-bit
+ * multiplies in vectors) and AVX2, vectorised, and the loader picks the best
+ * the CPU has: integer arithmetic, so every version gives the same
+ * signature. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"), optimize("O3")))
+#endif
+static void minhash_update(uint32_t *restrict sig, const uint64_t *restrict a,
+                           const uint64_t *restrict b, uint32_t nh, uint64_t h)
+{
+    for (uint32_t i = 0; i < nh; i++) {
+        uint32_t v = (uint32_t)((a[i] * h + b[i]) >> 32);
+        sig[i] = v < sig[i] ? v : sig[i];
+    }
+}
+
 int kn_dedup_fingerprint(const kn_dedup *d, const char *text, size_t len, kn_dedup_fp *fp)
 {
     kn_sha256_digest(text, len, fp->hash);
@@ -232,11 +249,7 @@ int kn_dedup_fingerprint(const kn_dedup *d, const char *text, size_t len, kn_ded
     for (size_t s = 0; s < nshingles; s++) {
         size_t from = nc ? starts[s] : 0;
         size_t to = nc >= k ? starts[s + k] : n;
-        uint64_t h = XXH3_64bits(norm + from, to - from);
-        for (uint32_t i = 0; i < nh; i++) {
-            uint32_t v = (uint32_t)((d->a[i] * h + d->b[i]) >> 32);
-            if (v < fp->sig[i]) fp->sig[i] = v;
-        }
+        minhash_update(fp->sig, d->a, d->b, nh, XXH3_64bits(norm + from, to - from));
     }
     free(norm);
     free(starts);

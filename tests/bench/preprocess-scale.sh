@@ -24,7 +24,7 @@ echo "== raw bound: image decode alone (28x28 PNG: the decode column)"
 nice "$build/tests/bench/bench_image" 2 2>&1 | grep -E 'bench_image|28x28' || true
 echo "== kiln-preprocess, instances $inst (start-up included)"
 KILN_BENCH_PP_INSTANCES=$inst nice "$build/tests/test_preprocess_bench" 2>&1 |
-    grep -E 'preprocess (text|images)|instance|FAIL|SKIP' || true
+    grep -E 'preprocess (text|images)|CPU of|FAIL|SKIP' || true
 echo "== dedup memory after 1M documents"
 for w in 0 500000; do
     out=$(nice "$build/tests/bench/bench_dedup_memory" --docs 1000000 --window $w)

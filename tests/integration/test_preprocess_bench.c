@@ -22,6 +22,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -221,6 +222,8 @@ static long count_near(const char *topic)
 }
 
 /* Runs the service until the group has consumed `topic`; returns seconds. */
+static double g_cpu; /* CPU seconds (user + system, all threads) of the last run's instances */
+
 static double run_until_done(const char *cfgp, const char *inst, int ninst, const char *group,
                              const char *topic)
 {
@@ -248,12 +251,16 @@ static double run_until_done(const char *cfgp, const char *inst, int ninst, cons
     double dt = now_s() - t0;
     for (int k = 0; k < ninst; k++)
         kill(pids[k], SIGTERM);
+    g_cpu = 0;
     for (int k = 0; k < ninst; k++) {
         int st;
-        waitpid(pids[k], &st, 0);
+        struct rusage ru;
+        if (wait4(pids[k], &st, 0, &ru) == pids[k])
+            g_cpu += (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+                     (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
     }
     assert_int_equal(done, high);
-    unlink(log);
+    if (!getenv("KILN_BENCH_KEEP_LOG")) unlink(log);
     return dt;
 }
 
@@ -323,6 +330,9 @@ static void run_one(int ninst)
         print_message("; %ld fewer than 1 instance: pairs both kept)\n", g_near - near);
     else
         print_message(")\n");
+    print_message("  CPU of the instance(s): %.2f s (user + system, every thread, start-up "
+                  "included): %.2f MB and %.0f tokens per CPU-second\n",
+                  g_cpu, (double)bytes / 1e6 / g_cpu, tokens / g_cpu);
 
     f = fopen(cfgp, "w");
     fprintf(f,
@@ -340,6 +350,8 @@ static void run_one(int ninst)
     print_message("preprocess images, %d instance(s): %d 28x28 PGMs (decode+convert+augment+"
                   "normalize+shard+Kafka txn) in %.1f s (incl. start-up): %.0f images/s\n",
                   ninst, N_IMAGES, dt_img, N_IMAGES / dt_img);
+    print_message("  CPU of the instance(s): %.2f s: %.0f images per CPU-second\n", g_cpu,
+                  N_IMAGES / g_cpu);
     unlink(cfgp);
 }
 
