@@ -21,10 +21,10 @@ echo "== preprocess-scale $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load $(cu
 echo "== raw bound: tokenizer alone (kiln's BPE, one thread; the npm line needs node)"
 (cd "$src" && nice "$build/tests/bench/bench_bpe" 2 "$src" 2>&1 | grep -v '^ *$' | head -20) || true
 echo "== raw bound: image decode alone (28x28 PNG: the decode column)"
-nice "$build/tests/bench/bench_image" 2 2>&1 | grep -E 'bench_image|28x28' || true
+nice "$build/tests/bench/bench_image" 2 2>&1 | grep -E -A1 'bench_image|28x28' || true
 echo "== kiln-preprocess, instances $inst (start-up included)"
 KILN_BENCH_PP_INSTANCES=$inst nice "$build/tests/test_preprocess_bench" 2>&1 |
-    grep -E 'preprocess (text|images)|CPU of|FAIL|SKIP' || true
+    grep -E 'preprocess (text|images|fixed)|CPU of|FAIL|SKIP' || true
 echo "== dedup memory after 1M documents"
 for w in 0 500000; do
     out=$(nice "$build/tests/bench/bench_dedup_memory" --docs 1000000 --window $w)

@@ -383,9 +383,56 @@ static void run_one(int ninst)
     unlink(cfgp);
 }
 
+/* The fixed cost: CPU seconds of one instance started on empty topics (the
+ * text recipe: rank file, topic checks, state rebuild, group join) and
+ * stopped 3 s later, to be set against the runs' CPU. */
+static void fixed_cost(void)
+{
+    char prefix[128], cfgp[256], tok[1024], group[200], inst[200], err[512], t_text[200];
+    snprintf(prefix, sizeof(prefix), "kiln-bench-pp-%ld-%d-idle", (long)time(NULL), getpid());
+    snprintf(cfgp, sizeof(cfgp), "/tmp/%s.ini", prefix);
+    snprintf(tok, sizeof(tok), "%s/.cache/tokenizer/r50k_base.tiktoken", KILN_SOURCE_DIR);
+    kn_record_topic(t_text, sizeof(t_text), prefix, KN_RECORD_TOPIC_TEXT);
+    kn_kafka_topic_spec spec = {t_text, 6, 0, 0};
+    assert_int_equal(kn_kafka_create_topics(brokers(), &spec, 1, 10000, err, sizeof(err)), KN_OK);
+    FILE *f = fopen(cfgp, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "[kafka]\nbrokers = %s\ntopic_prefix = %s\n"
+            "[preprocess]\nport = 0\ngroup = %s-text\n"
+            "[dataset.benchlm]\nkind = lm\ntokenizer = %s\nblock_size = 1024\n",
+            brokers(), prefix, prefix, tok);
+    fclose(f);
+    snprintf(group, sizeof(group), "%s-text", prefix);
+    snprintf(inst, sizeof(inst), "%s-t", prefix);
+    run_until_done(cfgp, inst, 1, group, t_text); /* nothing to do: returns at once */
+    char bin[1024];
+    snprintf(bin, sizeof(bin), "%s/preprocess/kiln-preprocess", KILN_BINARY_DIR);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0) dup2(fd, 2);
+        execl(bin, bin, "--config", cfgp, "--instance", inst, (char *)NULL);
+        _exit(127);
+    }
+    sleep(3);
+    kill(pid, SIGTERM);
+    int st;
+    struct rusage ru;
+    double cpu = 0;
+    if (wait4(pid, &st, 0, &ru) == pid)
+        cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+              (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+    print_message("preprocess fixed cost: one text instance started on empty topics and stopped "
+                  "after 3 s: %.2f CPU s (start-up, state rebuild, group join, idle polls)\n",
+                  cpu);
+    unlink(cfgp);
+}
+
 static void bench(void **state)
 {
     (void)state;
+    fixed_cost();
     const char *list = getenv("KILN_BENCH_PP_INSTANCES");
     for (const char *q = list && *list ? list : "1"; *q;) {
         int n = atoi(q);
