@@ -155,11 +155,13 @@ static int run(kn_service *svc, void *app)
      * read_committed reader of the topics it wrote (the other instances'
      * dedup changelog tail included) until the broker times it out, or the
      * instance restarts: librdkafka's 60 s default is cut to what a commit
-     * interval needs (docs/preprocess.md "Scaling out"). */
+     * interval needs (docs/preprocess.md "Scaling out"). zstd at level 1:
+     * token shards hardly compress at any level, and the default level cost
+     * a tenth of the text path's CPU (docs/performance.md). */
     char txn_timeout[32];
     snprintf(txn_timeout, sizeof(txn_timeout), "%d",
              so.flush_ms * 4 > 10000 ? so.flush_ms * 4 : 10000);
-    const char *pextra[] = {"transaction.timeout.ms", txn_timeout, NULL};
+    const char *pextra[] = {"transaction.timeout.ms", txn_timeout, "compression.level", "1", NULL};
     kn_kafka_producer_options po = {.brokers = brokers,
                                     .client_id = txid,
                                     .transactional_id = txid,
