@@ -159,8 +159,9 @@ static int run(kn_service *svc, void *app)
      * token shards hardly compress at any level, and the default level cost
      * a tenth of the text path's CPU (docs/performance.md). */
     char txn_timeout[32];
-    snprintf(txn_timeout, sizeof(txn_timeout), "%d",
-             so.flush_ms * 4 > 10000 ? so.flush_ms * 4 : 10000);
+    long long tt = 4LL * so.flush_ms;
+    tt = tt < 10000 ? 10000 : tt > 900000 ? 900000 : tt; /* 900 s: the broker's default maximum */
+    snprintf(txn_timeout, sizeof(txn_timeout), "%lld", tt);
     const char *pextra[] = {"transaction.timeout.ms", txn_timeout, "compression.level", "1", NULL};
     kn_kafka_producer_options po = {.brokers = brokers,
                                     .client_id = txid,
