@@ -17,9 +17,9 @@
 typedef struct {
     char topic[256];
     int32_t partition;
-    int done;   /* caught up during the current catch-up */
-    int at_end; /* partition EOF seen and nothing consumed since */
-    int soft;   /* this catch-up: below the watermark after an EOF (bounded wait) */
+    int done;           /* caught up during the current catch-up */
+    int at_end;         /* partition EOF seen and nothing consumed since */
+    int soft;           /* this catch-up: below the watermark after an EOF (bounded wait) */
     int64_t eof_offset; /* where the last EOF was seen (read_committed: the LSO then) */
 } state_part;
 

@@ -69,9 +69,9 @@ struct kn_dedup {
     uint32_t rows;
     uint32_t params; /* hash of shingle, num_hashes, seed */
     uint64_t a[KN_DEDUP_MAX_HASHES], b[KN_DEDUP_MAX_HASHES];
-    gen g[2];          /* g[cur]: inserts go here; g[!cur]: the older documents */
+    gen g[2]; /* g[cur]: inserts go here; g[!cur]: the older documents */
     int cur;
-    size_t gen_docs;   /* documents per generation before a rotation; 0: no window */
+    size_t gen_docs; /* documents per generation before a rotation; 0: no window */
     uint64_t rotations;
 };
 
@@ -200,11 +200,13 @@ static int is_space(unsigned char c)
  * multiplies in vectors) and AVX2, vectorised, and the loader picks the best
  * the CPU has: integer arithmetic, so every version gives the same
  * signature. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
+    !defined(__SANITIZE_ADDRESS__)
 __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"), optimize("O3")))
 #endif
-static void minhash_update(uint32_t *restrict sig, const uint64_t *restrict a,
-                           const uint64_t *restrict b, uint32_t nh, uint64_t h)
+static void
+minhash_update(uint32_t *restrict sig, const uint64_t *restrict a, const uint64_t *restrict b,
+               uint32_t nh, uint64_t h)
 {
     for (uint32_t i = 0; i < nh; i++) {
         uint32_t v = (uint32_t)((a[i] * h + b[i]) >> 32);

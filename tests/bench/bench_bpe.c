@@ -197,8 +197,8 @@ int main(int argc, char **argv)
         char ref_hex[KN_SHA256_HEX_LEN] = "";
         double ref = reference_mbps(src, encs[e].name, seconds, docs, ndocs, &ref_ids, ref_hex);
         printf("%-12s kiln %7.2f MB/s (%.2f Mtok/s, %zu ids, load %.0f ms; %.2f MB per CPU-second)",
-               encs[e].name, mbps, (double)nids * (double)passes / 1e6 / elapsed, nids,
-               tload * 1e3, cpu_mbps);
+               encs[e].name, mbps, (double)nids * (double)passes / 1e6 / elapsed, nids, tload * 1e3,
+               cpu_mbps);
         if (ref > 0) {
             int same = ref_ids == nids && strcmp(ref_hex, hex) == 0;
             printf("  tiktoken-wasm %6.2f MB/s (%zu ids)  ratio %.1fx  ids %s (sha256 %.16s)\n",

@@ -85,8 +85,8 @@ int main(int argc, char **argv)
     printf("dedup memory: %llu synthetic documents (12..40 words), 128 hashes, 16 bands, "
            "window %zu%s\n",
            (unsigned long long)ndocs, window, window ? "" : " (none)");
-    printf("%10s %10s %12s %12s %10s %8s %8s\n", "docs", "held", "index MiB", "RSS MiB",
-           "B/held", "exact", "near");
+    printf("%10s %10s %12s %12s %10s %8s %8s\n", "docs", "held", "index MiB", "RSS MiB", "B/held",
+           "exact", "near");
     char buf[1024];
     uint64_t nexact = 0, nnear = 0, kept = 0, pexact = 0, pnear = 0;
     double t0 = now();
@@ -128,8 +128,8 @@ int main(int argc, char **argv)
     printf("kept %llu, exact repeats %llu, near copies %llu (of %llu and %llu planted), "
            "%.0f docs/s, window rotations %llu\n",
            (unsigned long long)kept, (unsigned long long)nexact, (unsigned long long)nnear,
-           (unsigned long long)pexact, (unsigned long long)pnear,
-           (double)ndocs / dt, (unsigned long long)kn_dedup_rotations(d));
+           (unsigned long long)pexact, (unsigned long long)pnear, (double)ndocs / dt,
+           (unsigned long long)kn_dedup_rotations(d));
     kn_dedup_destroy(d);
     return 0;
 }

@@ -421,8 +421,8 @@ static void fixed_cost(void)
     struct rusage ru;
     double cpu = 0;
     if (wait4(pid, &st, 0, &ru) == pid)
-        cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-              (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+        cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+              ru.ru_stime.tv_usec / 1e6;
     print_message("preprocess fixed cost: one text instance started on empty topics and stopped "
                   "after 3 s: %.2f CPU s (start-up, state rebuild, group join, idle polls)\n",
                   cpu);

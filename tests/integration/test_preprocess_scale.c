@@ -277,7 +277,7 @@ static int setup_tokenizer(void **state)
     size_t lens[2] = {strlen(texts[0]), strlen(texts[1])};
     char err[512];
     return kn_bpe_train(texts, lens, 2, 280, KN_BPE_R50K, g_tok, err, sizeof(err)) == KN_OK ? 0
-                                                                                           : -1;
+                                                                                            : -1;
 }
 
 static int teardown_tokenizer(void **state)
@@ -332,14 +332,14 @@ static void scale_out(void **state)
         }
         assert_int_equal(kn_kafka_producer_flush(p, 30000), 0);
         if (k == 0) assert_true(wait_committed(group, t_text, 1, 90) >= 1); /* a, b at work */
-        if (k == 3) c = start_pp(cfgp, ic, logc); /* joins mid-run */
+        if (k == 3) c = start_pp(cfgp, ic, logc);                           /* joins mid-run */
         if (k == 5) /* the group has rebalanced: c owns partitions */
             assert_true(wait_log(logc, "partition(s) assigned", 60));
         if (k == 7) {
             usleep(50000);
             stop_pp(b, SIGKILL); /* mid-run: its partitions move to a and c */
-            print_message("b killed -9 after %d of %d records were sent (%.1f s)\n",
-                          8 * (N1 / 12), N1, now_s() - t0);
+            print_message("b killed -9 after %d of %d records were sent (%.1f s)\n", 8 * (N1 / 12),
+                          N1, now_s() - t0);
         }
         usleep(150000);
     }
