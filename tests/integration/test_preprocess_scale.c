@@ -54,6 +54,29 @@ static double now_s(void)
 
 static char g_tok[512];
 
+static pid_t g_pids[8]; /* instances running, so a failed assertion leaves none behind */
+
+static void track(pid_t pid, int add)
+{
+    for (int i = 0; i < 8; i++)
+        if (add ? g_pids[i] == 0 : g_pids[i] == pid) {
+            g_pids[i] = add ? pid : 0;
+            return;
+        }
+}
+
+static int kill_instances(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 8; i++)
+        if (g_pids[i] > 0) {
+            kill(g_pids[i], SIGKILL);
+            waitpid(g_pids[i], NULL, 0);
+            g_pids[i] = 0;
+        }
+    return 0;
+}
+
 static pid_t start_pp(const char *config, const char *instance, const char *log)
 {
     char bin[1024];
@@ -68,6 +91,7 @@ static pid_t start_pp(const char *config, const char *instance, const char *log)
         execl(bin, bin, "--config", config, "--instance", instance, (char *)NULL);
         _exit(127);
     }
+    if (pid > 0) track(pid, 1);
     return pid;
 }
 
@@ -91,6 +115,7 @@ static int stop_pp(pid_t pid, int sig)
     kill(pid, sig);
     int status = 0;
     waitpid(pid, &status, 0);
+    track(pid, 0);
     return status;
 }
 
@@ -431,6 +456,6 @@ static void scale_out(void **state)
 int main(void)
 {
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
-    const struct CMUnitTest tests[] = {cmocka_unit_test(scale_out)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test_teardown(scale_out, kill_instances)};
     return cmocka_run_group_tests(tests, setup_tokenizer, teardown_tokenizer);
 }
