@@ -152,8 +152,23 @@ static int run(kn_service *svc, void *app)
         return 1;
     }
     snprintf(txid, sizeof(txid), "%s-%s", PP_SERVICE, pp->env.instance);
-    kn_kafka_producer_options po = {
-        .brokers = brokers, .client_id = txid, .transactional_id = txid, .linger_ms = 20};
+    /* A transaction left open by an instance killed -9 holds back every
+     * read_committed reader of the topics it wrote (the other instances'
+     * dedup changelog tail included) until the broker times it out, or the
+     * instance restarts: librdkafka's 60 s default is cut to what a commit
+     * interval needs (docs/preprocess.md "Scaling out"). zstd at level 1:
+     * token shards hardly compress at any level, and the default level cost
+     * a tenth of the text path's CPU (docs/performance.md). */
+    char txn_timeout[32];
+    long long tt = 4LL * so.flush_ms;
+    tt = tt < 10000 ? 10000 : tt > 900000 ? 900000 : tt; /* 900 s: the broker's default maximum */
+    snprintf(txn_timeout, sizeof(txn_timeout), "%lld", tt);
+    const char *pextra[] = {"transaction.timeout.ms", txn_timeout, "compression.level", "1", NULL};
+    kn_kafka_producer_options po = {.brokers = brokers,
+                                    .client_id = txid,
+                                    .transactional_id = txid,
+                                    .linger_ms = 20,
+                                    .extra = pextra};
     if (!(pp->env.producer = kn_kafka_producer_new(&po, e, sizeof(e)))) {
         kn_log_error("%s", e);
         return 1;

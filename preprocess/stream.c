@@ -17,9 +17,15 @@
 typedef struct {
     char topic[256];
     int32_t partition;
-    int done;   /* caught up during the current catch-up */
-    int at_end; /* partition EOF seen and nothing consumed since */
+    int done;           /* caught up during the current catch-up */
+    int at_end;         /* partition EOF seen and nothing consumed since */
+    int soft;           /* this catch-up: below the watermark after an EOF (bounded wait) */
+    int64_t eof_offset; /* where the last EOF was seen (read_committed: the LSO then) */
 } state_part;
+
+/* How long a catch-up waits on a partition that had reached its end and
+ * shows nothing new: a fetch round trip and then some. */
+#define PP_CATCH_UP_SOFT_MS 1000
 
 struct pp_stream {
     pp_stream_options o;
@@ -99,30 +105,42 @@ static state_part *find_sp(pp_stream *st, const char *topic, int32_t partition)
 static int catch_up(pp_stream *st, int at_start, int timeout_ms, char *errbuf, size_t errsz)
 {
     rd_kafka_t *rk = kn_kafka_consumer_handle(st->sc);
-    size_t left = 0;
+    size_t left = 0, soft = 0;
     for (size_t i = 0; i < st->nsp; i++) {
         state_part *p = &st->sp[i];
         p->done = 0;
-        if (!at_start && p->at_end) {
-            p->done = 1; /* no EOF would come again until something new arrives */
-        } else if (!at_start) {
-            /* At the high watermark: nothing to read. */
+        p->soft = 0;
+        if (!at_start) {
+            /* At the high watermark: nothing to read. An EOF seen earlier
+             * (at_end) is not enough: entries another instance committed
+             * since (on its revoke, just before this assignment) may not be
+             * fetched yet, and a moved partition's records must meet them.
+             * An EOF at the watermark (commit marker included) with
+             * nothing read since also means done. Otherwise the wait ends at
+             * the next EOF; behind a transaction left open by a killed
+             * instance no EOF comes until the broker aborts it, so a
+             * partition that had reached an EOF is waited on for at most
+             * PP_CATCH_UP_SOFT_MS unless something new arrives. */
             int64_t lo = 0, hi = 0;
             rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
             rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
             rd_kafka_position(rk, l);
             int64_t pos = l->elems[0].offset;
             rd_kafka_topic_partition_list_destroy(l);
-            if (kn_kafka_watermarks(rk, p->topic, p->partition, &lo, &hi, 5000) == KN_OK &&
-                pos >= 0 && pos >= hi)
-                p->done = 1;
+            int wm = kn_kafka_watermarks(rk, p->topic, p->partition, &lo, &hi, 5000) == KN_OK;
+            if (wm && ((pos >= 0 && pos >= hi) || (p->at_end && p->eof_offset >= hi)))
+                p->done = 1; /* nothing written since what was read */
+            else if (p->at_end)
+                p->soft = 1;
         }
         left += !p->done;
+        soft += !p->done && p->soft;
     }
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     size_t n = 0;
     while (left > 0) {
+        if (left == soft && since_ms(&t0) > PP_CATCH_UP_SOFT_MS) break;
         if (since_ms(&t0) > timeout_ms)
             return kn_seterr(errbuf, errsz, KN_ETIMEDOUT,
                              "state changelog: %zu partition(s) not read to the end in %d ms", left,
@@ -131,15 +149,23 @@ static int catch_up(pp_stream *st, int at_start, int timeout_ms, char *errbuf, s
         if (!m) continue;
         state_part *p = find_sp(st, rd_kafka_topic_name(m->rkt), m->partition);
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            if (p) p->at_end = 1;
+            if (p) {
+                p->at_end = 1;
+                p->eof_offset = m->offset;
+            }
             if (p && !p->done) {
                 p->done = 1;
                 left--;
+                soft -= p->soft;
             }
         } else if (m->err) {
             kn_log_warn("state changelog: %s", rd_kafka_message_errstr(m));
         } else {
             if (p) p->at_end = 0;
+            if (p && p->soft && !p->done) { /* something new: read on to the EOF */
+                p->soft = 0;
+                soft--;
+            }
             apply_state(st, m, at_start);
             n++;
         }
@@ -157,7 +183,10 @@ static void tail_state(pp_stream *st)
         if (!m) return;
         state_part *p = find_sp(st, rd_kafka_topic_name(m->rkt), m->partition);
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            if (p) p->at_end = 1;
+            if (p) {
+                p->at_end = 1;
+                p->eof_offset = m->offset;
+            }
         } else if (!m->err) {
             if (p) p->at_end = 0;
             apply_state(st, m, 0);
@@ -497,6 +526,7 @@ int pp_stream_step(pp_stream *st)
         rd_kafka_message_destroy(m);
         m = NULL;
     }
+    int got = m != NULL;
     if (m) {
         int rc = begin_txn(st);
         if (rc == KN_OK) rc = handle(st, m);
@@ -524,8 +554,13 @@ int pp_stream_step(pp_stream *st)
         if (rc != KN_OK) return rc;
     }
     tail_state(st);
+    /* Step 3's triggers: the interval, the record bound, or the input ran
+     * dry (a poll returned nothing) once the transaction is a tenth of the
+     * interval old: the last records of a burst are not held for flush_ms,
+     * and the transaction rate stays bounded. */
     if (st->txn_open &&
-        (st->txn_records >= st->o.txn_max_records || since_ms(&st->txn_start) >= st->o.flush_ms)) {
+        (st->txn_records >= st->o.txn_max_records || since_ms(&st->txn_start) >= st->o.flush_ms ||
+         (!got && since_ms(&st->txn_start) >= st->o.flush_ms / 10.0))) {
         int rc = commit_txn(st);
         if (rc != KN_OK) return rc;
     }

@@ -8,7 +8,8 @@
  *  1. The first record after a commit begins a transaction.
  *  2. Each record's outputs (shards when full, changelog entries, DLQ
  *     records) are produced inside it; its next offset is remembered.
- *  3. After flush_ms (or txn_max_records records) the datasets flush their
+ *  3. After flush_ms (or txn_max_records records, or once the input runs
+ *     dry and the transaction is flush_ms/10 old) the datasets flush their
  *     partial shards and LM tails, the offsets are sent to the transaction
  *     and it commits: outputs, changelog and input offsets become visible
  *     together, or not at all.

@@ -228,6 +228,14 @@ int kn_recipe_load(const kn_config *cfg, const char *section, kn_recipe *r, char
         r->dedup_opts.num_hashes = (uint32_t)gi(&g, "dedup_hashes", 128, 1, KN_DEDUP_MAX_HASHES);
         r->dedup_opts.bands = (uint32_t)gi(&g, "dedup_bands", 16, 1, KN_DEDUP_MAX_HASHES);
         r->dedup_opts.threshold = gd(&g, "dedup_threshold", 0.8, 0.01, 1.0);
+        /* Not in the recipe hash: a memory bound, like flush_ms an operating
+         * choice (it only changes whether a repeat of a document older than
+         * the window is caught). */
+        r->dedup_opts.window = (size_t)gi(&g, "dedup_window", 500000, 0, UINT32_MAX);
+        if (r->dedup_opts.window == 1)
+            return kn_seterr(errbuf, errsz, KN_EINVAL,
+                             "[%s] dedup_window: 1 is too small (0 = no bound, else at least 2)",
+                             section);
     } else {
         r->width = (int)gi(&g, "width", 28, 1, 8192);
         r->height = (int)gi(&g, "height", 28, 1, 8192);

@@ -194,6 +194,8 @@ const kn_service_key kn_keys_dataset[] = {
     {"dataset.*.dedup_hashes", "128", "text: MinHash functions"},
     {"dataset.*.dedup_bands", "16", "text: LSH bands (divides dedup_hashes)"},
     {"dataset.*.dedup_threshold", "0.8", "text: Jaccard similarity of a near-duplicate"},
+    {"dataset.*.dedup_window", "500000",
+     "text: documents the dedup index holds at most (the last 1/2..1 of them; 0: no bound)"},
     {"dataset.*.width", "28", "image: width after resizing"},
     {"dataset.*.height", "28", "image: height after resizing"},
     {"dataset.*.channels", "1", "image: 1 (grey), 3 (RGB) or 4"},

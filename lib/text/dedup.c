@@ -1,12 +1,21 @@
-/* dedup.c: exact + MinHash/LSH near-duplicate index with pending inserts.
+/* dedup.c: exact + MinHash/LSH near-duplicate index with pending inserts,
+ * optionally bounded to a window of recent documents.
  *
- * Invariants:
+ * The index is two generations (`gen`): inserts go to the current one; with
+ * a window of W documents, once the current one holds W/2 (rounded up) the
+ * older generation is emptied (its memory kept for reuse) and the two swap.
+ * Lookups see both, so the last W/2..W documents kept are remembered and the
+ * memory stays that of W documents. Without a window the current generation
+ * only grows.
+ *
+ * Invariants (per generation):
  *  1. Every live document (committed or pending) is reachable from the exact
  *     table by its content hash, and, when it has a signature, from one
  *     bucket per band.
  *  2. A rolled-back document becomes DEAD: it stays in buckets (skipped on
  *     lookup) and its exact slot is reused by the next insert of that hash.
- *  3. `pending` lists exactly the documents in state PENDING. */
+ *  3. `pending` lists exactly the documents in state PENDING.
+ *  4. A content hash is live in at most one generation. */
 #include "text/dedup.h"
 
 #include <stdlib.h>
@@ -36,12 +45,7 @@ typedef struct {
     uint32_t next; /* entry index + 1, 0: end */
 } entry;
 
-struct kn_dedup {
-    kn_dedup_options o;
-    uint32_t rows;
-    uint32_t params; /* hash of shingle, num_hashes, seed */
-    uint64_t a[KN_DEDUP_MAX_HASHES], b[KN_DEDUP_MAX_HASHES];
-
+typedef struct {
     doc *docs;
     size_t ndocs, cap_docs;
     uint32_t *sigs; /* (nsigs, num_hashes) */
@@ -58,6 +62,17 @@ struct kn_dedup {
 
     uint32_t *pending;
     size_t npending, cap_pending;
+} gen;
+
+struct kn_dedup {
+    kn_dedup_options o;
+    uint32_t rows;
+    uint32_t params; /* hash of shingle, num_hashes, seed */
+    uint64_t a[KN_DEDUP_MAX_HASHES], b[KN_DEDUP_MAX_HASHES];
+    gen g[2]; /* g[cur]: inserts go here; g[!cur]: the older documents */
+    int cur;
+    size_t gen_docs; /* documents per generation before a rotation; 0: no window */
+    uint64_t rotations;
 };
 
 static uint64_t splitmix64(uint64_t *s)
@@ -76,6 +91,7 @@ void kn_dedup_options_default(kn_dedup_options *o)
     o->bands = 16;
     o->threshold = 0.8;
     o->seed = 0x6b696c6e64656475ull; /* "kilndedu" */
+    o->window = 0;
 }
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem)
@@ -89,6 +105,35 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
     *p = q;
     *cap = n;
     return KN_OK;
+}
+
+static int gen_init(gen *g)
+{
+    g->cap_exact = 1024;
+    g->exact = calloc(g->cap_exact, sizeof(uint32_t));
+    g->cap_buckets = 1024;
+    g->buckets = calloc(g->cap_buckets, sizeof(bucket));
+    return g->exact && g->buckets ? KN_OK : KN_ENOMEM;
+}
+
+static void gen_free(gen *g)
+{
+    free(g->docs);
+    free(g->sigs);
+    free(g->exact);
+    free(g->buckets);
+    free(g->entries);
+    free(g->pending);
+    memset(g, 0, sizeof(*g));
+}
+
+/* Forgets every document, keeping the allocations (a generation is refilled
+ * to the same size, so its memory is reused rather than given back). */
+static void gen_clear(gen *g)
+{
+    memset(g->exact, 0, g->cap_exact * sizeof(uint32_t));
+    memset(g->buckets, 0, g->cap_buckets * sizeof(bucket));
+    g->ndocs = g->nsigs = g->used_exact = g->used_buckets = g->nentries = g->npending = 0;
 }
 
 kn_dedup *kn_dedup_new(const kn_dedup_options *o, char *errbuf, size_t errsz)
@@ -111,11 +156,17 @@ kn_dedup *kn_dedup_new(const kn_dedup_options *o, char *errbuf, size_t errsz)
             return NULL;
         }
     }
+    if (o->window == 1 || o->window > UINT32_MAX) {
+        kn_seterr(errbuf, errsz, KN_EINVAL, "dedup: window (%zu) must be 0 (none) or 2..%u",
+                  o->window, UINT32_MAX);
+        return NULL;
+    }
     kn_dedup *d = calloc(1, sizeof(*d));
     if (!d) goto oom;
     d->o = *o;
     if (!o->near) d->o.num_hashes = 0;
     d->rows = o->near ? o->num_hashes / o->bands : 0;
+    d->gen_docs = (o->window + 1) / 2;
     uint64_t s = o->seed;
     for (uint32_t i = 0; i < KN_DEDUP_MAX_HASHES; i++) {
         d->a[i] = splitmix64(&s) | 1u; /* odd multiplier: multiply-shift hashing */
@@ -123,11 +174,7 @@ kn_dedup *kn_dedup_new(const kn_dedup_options *o, char *errbuf, size_t errsz)
     }
     uint32_t pv[4] = {o->shingle, o->num_hashes, (uint32_t)o->seed, (uint32_t)(o->seed >> 32)};
     d->params = XXH32(pv, sizeof(pv), 0);
-    d->cap_exact = 1024;
-    d->exact = calloc(d->cap_exact, sizeof(uint32_t));
-    d->cap_buckets = 1024;
-    d->buckets = calloc(d->cap_buckets, sizeof(bucket));
-    if (!d->exact || !d->buckets) goto oom;
+    if (gen_init(&d->g[0]) != KN_OK || gen_init(&d->g[1]) != KN_OK) goto oom;
     return d;
 oom:
     kn_dedup_destroy(d);
@@ -138,18 +185,33 @@ oom:
 void kn_dedup_destroy(kn_dedup *d)
 {
     if (!d) return;
-    free(d->docs);
-    free(d->sigs);
-    free(d->exact);
-    free(d->buckets);
-    free(d->entries);
-    free(d->pending);
+    gen_free(&d->g[0]);
+    gen_free(&d->g[1]);
     free(d);
 }
 
 static int is_space(unsigned char c)
 {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* The hot loop of a fingerprint: sig[i] = min(sig[i], (a[i] * h + b[i]) >> 32)
+ * for one shingle hash h. On x86-64 it is also compiled for AVX-512 (64-bit
+ * multiplies in vectors) and AVX2, vectorised, and the loader picks the best
+ * the CPU has: integer arithmetic, so every version gives the same
+ * signature. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
+    !defined(__SANITIZE_ADDRESS__)
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"), optimize("O3")))
+#endif
+static void
+minhash_update(uint32_t *restrict sig, const uint64_t *restrict a, const uint64_t *restrict b,
+               uint32_t nh, uint64_t h)
+{
+    for (uint32_t i = 0; i < nh; i++) {
+        uint32_t v = (uint32_t)((a[i] * h + b[i]) >> 32);
+        sig[i] = v < sig[i] ? v : sig[i];
+    }
 }
 
 int kn_dedup_fingerprint(const kn_dedup *d, const char *text, size_t len, kn_dedup_fp *fp)
@@ -189,11 +251,7 @@ int kn_dedup_fingerprint(const kn_dedup *d, const char *text, size_t len, kn_ded
     for (size_t s = 0; s < nshingles; s++) {
         size_t from = nc ? starts[s] : 0;
         size_t to = nc >= k ? starts[s + k] : n;
-        uint64_t h = XXH3_64bits(norm + from, to - from);
-        for (uint32_t i = 0; i < nh; i++) {
-            uint32_t v = (uint32_t)((d->a[i] * h + d->b[i]) >> 32);
-            if (v < fp->sig[i]) fp->sig[i] = v;
-        }
+        minhash_update(fp->sig, d->a, d->b, nh, XXH3_64bits(norm + from, to - from));
     }
     free(norm);
     free(starts);
@@ -207,27 +265,27 @@ static uint64_t hash_key(const uint8_t *h)
     return k;
 }
 
-/* Slot of hash in the exact table: the slot holding it, or the empty slot
+/* Slot of hash in g's exact table: the slot holding it, or the empty slot
  * where it would go. */
-static size_t exact_slot(const kn_dedup *d, const uint8_t *h)
+static size_t exact_slot(const gen *g, const uint8_t *h)
 {
-    size_t mask = d->cap_exact - 1, i = (size_t)hash_key(h) & mask;
-    while (d->exact[i] && memcmp(d->docs[d->exact[i] - 1].hash, h, 16) != 0)
+    size_t mask = g->cap_exact - 1, i = (size_t)hash_key(h) & mask;
+    while (g->exact[i] && memcmp(g->docs[g->exact[i] - 1].hash, h, 16) != 0)
         i = (i + 1) & mask;
     return i;
 }
 
-static int exact_grow(kn_dedup *d)
+static int exact_grow(gen *g)
 {
-    size_t ncap = d->cap_exact * 2;
-    uint32_t *old = d->exact;
-    size_t oldcap = d->cap_exact;
+    size_t ncap = g->cap_exact * 2;
+    uint32_t *old = g->exact;
+    size_t oldcap = g->cap_exact;
     uint32_t *nt = calloc(ncap, sizeof(uint32_t));
     if (!nt) return KN_ENOMEM;
-    d->exact = nt;
-    d->cap_exact = ncap;
+    g->exact = nt;
+    g->cap_exact = ncap;
     for (size_t i = 0; i < oldcap; i++)
-        if (old[i]) d->exact[exact_slot(d, d->docs[old[i] - 1].hash)] = old[i];
+        if (old[i]) g->exact[exact_slot(g, g->docs[old[i] - 1].hash)] = old[i];
     free(old);
     return KN_OK;
 }
@@ -239,111 +297,134 @@ static uint64_t band_key(const kn_dedup *d, const uint32_t *sig, uint32_t band)
     return k ? k : 1;
 }
 
-static size_t bucket_slot(const kn_dedup *d, uint64_t key)
+static size_t bucket_slot(const gen *g, uint64_t key)
 {
-    size_t mask = d->cap_buckets - 1, i = (size_t)key & mask;
-    while (d->buckets[i].key && d->buckets[i].key != key)
+    size_t mask = g->cap_buckets - 1, i = (size_t)key & mask;
+    while (g->buckets[i].key && g->buckets[i].key != key)
         i = (i + 1) & mask;
     return i;
 }
 
-static int buckets_grow(kn_dedup *d)
+static int buckets_grow(gen *g)
 {
-    size_t ncap = d->cap_buckets * 2, oldcap = d->cap_buckets;
-    bucket *old = d->buckets, *nt = calloc(ncap, sizeof(bucket));
+    size_t ncap = g->cap_buckets * 2, oldcap = g->cap_buckets;
+    bucket *old = g->buckets, *nt = calloc(ncap, sizeof(bucket));
     if (!nt) return KN_ENOMEM;
-    d->buckets = nt;
-    d->cap_buckets = ncap;
+    g->buckets = nt;
+    g->cap_buckets = ncap;
     for (size_t i = 0; i < oldcap; i++)
-        if (old[i].key) d->buckets[bucket_slot(d, old[i].key)] = old[i];
+        if (old[i].key) g->buckets[bucket_slot(g, old[i].key)] = old[i];
     free(old);
     return KN_OK;
 }
 
+/* The live document of hash in g, or NULL. */
+static doc *live_doc(const gen *g, const uint8_t *hash)
+{
+    size_t s = exact_slot(g, hash);
+    if (!g->exact[s]) return NULL;
+    doc *x = &g->docs[g->exact[s] - 1];
+    return x->state == DOC_DEAD ? NULL : x;
+}
+
+/* The most signature values fp shares with a candidate in g (stops once
+ * `need` is reached). */
+static uint32_t near_best(const kn_dedup *d, const gen *g, const kn_dedup_fp *fp,
+                          const uint64_t *keys, uint32_t need, uint32_t best)
+{
+    uint32_t nh = d->o.num_hashes;
+    for (uint32_t band = 0; band < d->o.bands && best < need; band++) {
+        size_t bs = bucket_slot(g, keys[band]);
+        if (!g->buckets[bs].key) continue;
+        for (uint32_t e = g->buckets[bs].head; e; e = g->entries[e - 1].next) {
+            const doc *x = &g->docs[g->entries[e - 1].doc];
+            if (x->state == DOC_DEAD || x->sig == UINT32_MAX) continue;
+            const uint32_t *sig = g->sigs + (size_t)x->sig * nh;
+            uint32_t eq = 0;
+            for (uint32_t i = 0; i < nh; i++)
+                eq += sig[i] == fp->sig[i];
+            if (eq > best) best = eq;
+        }
+    }
+    return best;
+}
+
 int kn_dedup_check(const kn_dedup *d, const kn_dedup_fp *fp, double *similarity)
 {
-    size_t s = exact_slot(d, fp->hash);
-    if (d->exact[s] && d->docs[d->exact[s] - 1].state != DOC_DEAD) {
+    if (live_doc(&d->g[0], fp->hash) || live_doc(&d->g[1], fp->hash)) {
         if (similarity) *similarity = 1.0;
         return KN_DEDUP_EXACT;
     }
     if (!d->o.near || fp->nsig != d->o.num_hashes) return KN_DEDUP_NEW;
     uint32_t nh = d->o.num_hashes;
     uint32_t need = (uint32_t)(d->o.threshold * nh + 0.999999);
-    uint32_t best = 0;
-    for (uint32_t band = 0; band < d->o.bands; band++) {
-        size_t bs = bucket_slot(d, band_key(d, fp->sig, band));
-        if (!d->buckets[bs].key) continue;
-        for (uint32_t e = d->buckets[bs].head; e; e = d->entries[e - 1].next) {
-            const doc *x = &d->docs[d->entries[e - 1].doc];
-            if (x->state == DOC_DEAD || x->sig == UINT32_MAX) continue;
-            const uint32_t *sig = d->sigs + (size_t)x->sig * nh;
-            uint32_t eq = 0;
-            for (uint32_t i = 0; i < nh; i++)
-                eq += sig[i] == fp->sig[i];
-            if (eq > best) best = eq;
-        }
-        if (best >= need) break;
-    }
-    if (best >= need) {
-        if (similarity) *similarity = (double)best / nh;
-        return KN_DEDUP_NEAR;
-    }
+    uint64_t keys[KN_DEDUP_MAX_HASHES];
+    for (uint32_t band = 0; band < d->o.bands; band++)
+        keys[band] = band_key(d, fp->sig, band);
+    uint32_t best = near_best(d, &d->g[d->cur], fp, keys, need, 0);
+    best = near_best(d, &d->g[!d->cur], fp, keys, need, best);
     if (similarity) *similarity = (double)best / nh;
-    return KN_DEDUP_NEW;
+    return best >= need ? KN_DEDUP_NEAR : KN_DEDUP_NEW;
 }
 
 /* Inserts a document with an optional signature (sig NULL: exact only). */
 static int insert(kn_dedup *d, const uint8_t *hash, const uint32_t *sig, int pending)
 {
-    if ((d->used_exact + 1) * 2 > d->cap_exact && exact_grow(d) != KN_OK) return KN_ENOMEM;
-    size_t s = exact_slot(d, hash);
-    if (d->exact[s]) {
-        doc *x = &d->docs[d->exact[s] - 1];
-        if (x->state == DOC_COMMITTED) return KN_OK;
-        if (x->state == DOC_PENDING) {
-            if (!pending) x->state = DOC_COMMITTED; /* someone else committed it: keep */
-            return KN_OK;
-        }
-        /* DEAD: fall through and take the slot with a new document */
+    for (int k = 0; k < 2; k++) {
+        doc *x = live_doc(&d->g[k], hash);
+        if (!x) continue;
+        if (x->state == DOC_PENDING && !pending)
+            x->state = DOC_COMMITTED; /* someone else committed it: keep */
+        return KN_OK;
     }
-    if (grow((void **)&d->docs, &d->cap_docs, d->ndocs + 1, sizeof(doc)) != KN_OK) return KN_ENOMEM;
+    if (d->gen_docs && d->g[d->cur].ndocs >= d->gen_docs) {
+        /* Window full: the older generation goes (pending documents in it
+         * with it: forgetting is what the window does), the current one
+         * becomes the older. */
+        d->cur = !d->cur;
+        gen_clear(&d->g[d->cur]);
+        d->rotations++;
+    }
+    gen *g = &d->g[d->cur];
+    if ((g->used_exact + 1) * 2 > g->cap_exact && exact_grow(g) != KN_OK) return KN_ENOMEM;
+    size_t s = exact_slot(g, hash); /* empty, or a DEAD document's: reused */
+    if (grow((void **)&g->docs, &g->cap_docs, g->ndocs + 1, sizeof(doc)) != KN_OK) return KN_ENOMEM;
     if (pending &&
-        grow((void **)&d->pending, &d->cap_pending, d->npending + 1, sizeof(uint32_t)) != KN_OK)
+        grow((void **)&g->pending, &g->cap_pending, g->npending + 1, sizeof(uint32_t)) != KN_OK)
         return KN_ENOMEM;
     uint32_t nh = d->o.num_hashes;
     if (sig && nh) {
-        if (grow((void **)&d->sigs, &d->cap_sigs, (d->nsigs + 1) * nh, sizeof(uint32_t)) != KN_OK)
+        if (grow((void **)&g->sigs, &g->cap_sigs, (g->nsigs + 1) * nh, sizeof(uint32_t)) != KN_OK)
             return KN_ENOMEM;
-        if (grow((void **)&d->entries, &d->cap_entries, d->nentries + d->o.bands, sizeof(entry)) !=
+        if (grow((void **)&g->entries, &g->cap_entries, g->nentries + d->o.bands, sizeof(entry)) !=
             KN_OK)
             return KN_ENOMEM;
-        while ((d->used_buckets + d->o.bands) * 2 > d->cap_buckets)
-            if (buckets_grow(d) != KN_OK) return KN_ENOMEM;
+        while ((g->used_buckets + d->o.bands) * 2 > g->cap_buckets)
+            if (buckets_grow(g) != KN_OK) return KN_ENOMEM;
     }
     /* Nothing can fail from here on. */
-    uint32_t id = (uint32_t)d->ndocs++;
-    doc *x = &d->docs[id];
+    uint32_t id = (uint32_t)g->ndocs++;
+    doc *x = &g->docs[id];
     memcpy(x->hash, hash, 16);
     x->state = pending ? DOC_PENDING : DOC_COMMITTED;
     x->sig = UINT32_MAX;
-    if (!d->exact[s]) d->used_exact++;
-    d->exact[s] = id + 1;
-    if (pending) d->pending[d->npending++] = id;
+    if (!g->exact[s]) g->used_exact++;
+    g->exact[s] = id + 1;
+    if (pending) g->pending[g->npending++] = id;
     if (sig && nh) {
-        x->sig = (uint32_t)d->nsigs++;
-        memcpy(d->sigs + (size_t)x->sig * nh, sig, nh * sizeof(uint32_t));
+        x->sig = (uint32_t)g->nsigs++;
+        memcpy(g->sigs + (size_t)x->sig * nh, sig, nh * sizeof(uint32_t));
         for (uint32_t band = 0; band < d->o.bands; band++) {
             uint64_t key = band_key(d, sig, band);
-            size_t bs = bucket_slot(d, key);
-            if (!d->buckets[bs].key) {
-                d->buckets[bs].key = key;
-                d->used_buckets++;
+            size_t bs = bucket_slot(g, key);
+            if (!g->buckets[bs].key) {
+                g->buckets[bs].key = key;
+                g->used_buckets++;
             }
-            entry *e = &d->entries[d->nentries++];
+            entry *e = &g->entries[g->nentries++];
             e->doc = id;
-            e->next = d->buckets[bs].head;
-            d->buckets[bs].head = (uint32_t)d->nentries;
+            e->next = g->buckets[bs].head;
+            g->buckets[bs].head = (uint32_t)g->nentries;
         }
     }
     return KN_OK;
@@ -357,25 +438,50 @@ int kn_dedup_insert(kn_dedup *d, const kn_dedup_fp *fp, int pending)
 
 void kn_dedup_commit(kn_dedup *d)
 {
-    for (size_t i = 0; i < d->npending; i++)
-        if (d->docs[d->pending[i]].state == DOC_PENDING)
-            d->docs[d->pending[i]].state = DOC_COMMITTED;
-    d->npending = 0;
+    for (int k = 0; k < 2; k++) {
+        gen *g = &d->g[k];
+        for (size_t i = 0; i < g->npending; i++)
+            if (g->docs[g->pending[i]].state == DOC_PENDING)
+                g->docs[g->pending[i]].state = DOC_COMMITTED;
+        g->npending = 0;
+    }
 }
 
 void kn_dedup_rollback(kn_dedup *d)
 {
-    for (size_t i = 0; i < d->npending; i++)
-        if (d->docs[d->pending[i]].state == DOC_PENDING) d->docs[d->pending[i]].state = DOC_DEAD;
-    d->npending = 0;
+    for (int k = 0; k < 2; k++) {
+        gen *g = &d->g[k];
+        for (size_t i = 0; i < g->npending; i++)
+            if (g->docs[g->pending[i]].state == DOC_PENDING)
+                g->docs[g->pending[i]].state = DOC_DEAD;
+        g->npending = 0;
+    }
 }
 
 size_t kn_dedup_count(const kn_dedup *d)
 {
     size_t n = 0;
-    for (size_t i = 0; i < d->ndocs; i++)
-        n += d->docs[i].state != DOC_DEAD;
+    for (int k = 0; k < 2; k++)
+        for (size_t i = 0; i < d->g[k].ndocs; i++)
+            n += d->g[k].docs[i].state != DOC_DEAD;
     return n;
+}
+
+size_t kn_dedup_memory(const kn_dedup *d)
+{
+    size_t n = sizeof(*d);
+    for (int k = 0; k < 2; k++) {
+        const gen *g = &d->g[k];
+        n += g->cap_docs * sizeof(doc) + g->cap_sigs * sizeof(uint32_t) +
+             g->cap_exact * sizeof(uint32_t) + g->cap_buckets * sizeof(bucket) +
+             g->cap_entries * sizeof(entry) + g->cap_pending * sizeof(uint32_t);
+    }
+    return n;
+}
+
+uint64_t kn_dedup_rotations(const kn_dedup *d)
+{
+    return d->rotations;
 }
 
 static const char hexd[] = "0123456789abcdef";

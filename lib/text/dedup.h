@@ -9,8 +9,10 @@
  * the same state. Inserts made inside an open transaction are "pending" and
  * can be rolled back when the transaction aborts.
  *
- * Limits: memory is about (64 + 4 * num_hashes) bytes per document kept;
- * not thread-safe (one owner thread). */
+ * Memory: about 1 KB per document held with 128 hashes (signature 512 B,
+ * LSH entries and buckets, exact table); a window bounds what is held to
+ * the most recent documents kept (options.window; 0: every document, memory
+ * grows with the stream). Not thread-safe (one owner thread). */
 #ifndef KN_DEDUP_H
 #define KN_DEDUP_H
 
@@ -26,6 +28,10 @@ typedef struct {
     uint32_t bands;      /* LSH bands, default 16; rows = num_hashes / bands */
     double threshold;    /* estimated Jaccard at or above which it is a duplicate, default 0.8 */
     uint64_t seed;       /* hash family seed, default fixed; must match across instances */
+    size_t window;       /* documents held at most, 0: no bound (default). With a window W the
+                            last W/2..W documents kept are remembered (two generations of W/2:
+                            when the newer is full the older is forgotten); older ones are not
+                            matched any more, exact or near. 1 is refused. */
 } kn_dedup_options;
 
 /* Sets the documented defaults. */
@@ -69,8 +75,14 @@ int kn_dedup_insert(kn_dedup *d, const kn_dedup_fp *fp, int pending);
 void kn_dedup_commit(kn_dedup *d);
 void kn_dedup_rollback(kn_dedup *d);
 
-/* Documents kept (committed + pending). */
+/* Documents held (committed + pending; with a window, only those still in it). */
 size_t kn_dedup_count(const kn_dedup *d);
+
+/* Bytes allocated by the index (its tables at their current capacity). */
+size_t kn_dedup_memory(const kn_dedup *d);
+
+/* How many times the window dropped its older generation. */
+uint64_t kn_dedup_rotations(const kn_dedup *d);
 
 /* --- changelog entries ---
  * key   = "dedup/" + 64 hex digits of the content hash (70 bytes)

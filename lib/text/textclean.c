@@ -180,8 +180,17 @@ static int is_control(uint32_t cp)
     return (cp < 0x20 && cp != '\t' && cp != '\n') || (cp >= 0x7F && cp <= 0x9F);
 }
 
+static inline int is_ascii(const char *p, size_t n)
+{
+    unsigned char any = 0;
+    for (size_t i = 0; i < n; i++)
+        any |= (unsigned char)p[i];
+    return any < 0x80;
+}
+
 static int is_letter(uint32_t cp)
 {
+    if (cp < 0x80) return (cp | 0x20) >= 'a' && (cp | 0x20) <= 'z'; /* Lu/Ll; no ASCII mark */
 #ifdef KILN_HAVE_UTF8PROC
     utf8proc_category_t c = utf8proc_category((utf8proc_int32_t)cp);
     return (c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_LO) ||
@@ -600,7 +609,8 @@ int kn_textclean(const kn_textclean_options *o, const char *in, size_t len, char
     }
     /* 4. normalization */
 #ifdef KILN_HAVE_UTF8PROC
-    if (o->normalize != KN_TEXT_NORM_NONE && a.len > 0) {
+    /* ASCII is its own NFC and NFKC: the common case skips utf8proc. */
+    if (o->normalize != KN_TEXT_NORM_NONE && a.len > 0 && !is_ascii(a.p, a.len)) {
         utf8proc_uint8_t *dst = NULL;
         int opt = UTF8PROC_STABLE | UTF8PROC_COMPOSE;
         if (o->normalize == KN_TEXT_NORM_NFKC) opt |= UTF8PROC_COMPAT;

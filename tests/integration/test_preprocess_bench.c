@@ -3,7 +3,15 @@
  * every input offset (so it includes start-up, state rebuild, transactions).
  * Text: every fortune (about 2.6 MB; the few real repeats are dropped by
  * dedup) into an LM dataset (r50k_base when .cache/tokenizer has it,
- * near-dup dedup on). Images: 28x28 gray PGMs, crop+flip augmentation.
+ * near-dup dedup on). Images: 28x28 gray PNGs (PGMs without libspng),
+ * crop+flip augmentation.
+ * KILN_BENCH_PP_INSTANCES="1,2,3" repeats both with that many instances in
+ * one group (6 raw partitions; default "1"), and counts the near-duplicate
+ * refusals of 300 planted pairs produced side by side (so the two texts of
+ * a pair are processed at about the same moment, on two instances when the
+ * keys fall in partitions of different instances): the single-instance run
+ * refuses all; what more instances keep beyond that is the measured gap of
+ * docs/preprocess.md "Scaling out". tests/bench/preprocess-scale.sh runs it.
  * Prints the figures; fails only when the service does not finish. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,11 +23,15 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#ifdef KILN_HAVE_SPNG
+#include <spng.h>
+#endif
 
 #include "../unit/skip.h"
 
@@ -158,20 +170,81 @@ static long count_examples(const char *topic)
     return n;
 }
 
-/* Runs the service until the group has consumed `topic`; returns seconds. */
-static double run_until_done(const char *cfgp, const char *inst, const char *group,
-                             const char *topic, const char *metrics_out)
+#define NEAR_PAIRS 300
+
+/* Pairs of texts differing by one character, side by side in the stream. */
+static void produce_pairs(kn_kafka_producer *p, const char *topic)
 {
-    char bin[1024], log[300];
+    uint64_t r = 777;
+    char t[256];
+    for (int i = 0; i < NEAR_PAIRS; i++) {
+        size_t n = (size_t)snprintf(t, sizeof(t), "planted pair %d:", i);
+        for (int w = 0; w < 20; w++) {
+            t[n++] = ' ';
+            for (int c = 0; c < 5; c++) {
+                r = r * 6364136223846793005ull + 1442695040888963407ull;
+                t[n++] = (char)('a' + (r >> 33) % 26);
+            }
+        }
+        produce(p, topic, "text", t, n, "benchlm", NULL);
+        t[n - 1] = t[n - 1] == 'z' ? 'y' : 'z';
+        produce(p, topic, "text", t, n, "benchlm", NULL);
+    }
+}
+
+static long g_near;
+
+/* DLQ records whose reason is duplicate_near. */
+static long count_near(const char *topic)
+{
+    char err[512], group[300];
+    snprintf(group, sizeof(group), "bench-dlq-%d", getpid());
+    const char *extra[] = {"enable.partition.eof", "true", NULL};
+    kn_kafka_consumer_options co = {
+        .brokers = brokers(), .group_id = group, .read_committed = 1, .extra = extra};
+    kn_kafka_consumer *c = kn_kafka_consumer_new(&co, err, sizeof(err));
+    assert_non_null(c);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    kn_kafka_consumer_assign(c, l, err, sizeof(err));
+    rd_kafka_topic_partition_list_destroy(l);
+    long n = 0;
+    double t0 = now_s();
+    while (now_s() - t0 < 60) {
+        rd_kafka_message_t *m = kn_kafka_consumer_poll(c, 200);
+        if (!m) continue;
+        int eof = m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
+        kn_record_info info;
+        if (!m->err && kn_record_info_read(m, &info) == KN_OK &&
+            strcmp(info.reason, "duplicate_near") == 0)
+            n++;
+        rd_kafka_message_destroy(m);
+        if (eof) break;
+    }
+    kn_kafka_consumer_destroy(c);
+    return n;
+}
+
+/* Runs the service until the group has consumed `topic`; returns seconds. */
+static double g_cpu; /* CPU seconds (user + system, all threads) of the last run's instances */
+
+static double run_until_done(const char *cfgp, const char *inst, int ninst, const char *group,
+                             const char *topic)
+{
+    char bin[1024], log[300], id[300];
     snprintf(bin, sizeof(bin), "%s/preprocess/kiln-preprocess", KILN_BINARY_DIR);
     snprintf(log, sizeof(log), "%s.log", cfgp);
     double t0 = now_s();
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) dup2(fd, 2);
-        execl(bin, bin, "--config", cfgp, "--instance", inst, (char *)NULL);
-        _exit(127);
+    pid_t pids[8];
+    for (int k = 0; k < ninst; k++) {
+        snprintf(id, sizeof(id), "%s%d", inst, k);
+        pids[k] = fork();
+        if (pids[k] == 0) {
+            int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+            if (fd >= 0) dup2(fd, 2);
+            execl(bin, bin, "--config", cfgp, "--instance", id, (char *)NULL);
+            _exit(127);
+        }
     }
     int64_t high = 1, done = 0;
     while (now_s() - t0 < 240) {
@@ -180,20 +253,25 @@ static double run_until_done(const char *cfgp, const char *inst, const char *gro
         usleep(200000);
     }
     double dt = now_s() - t0;
-    (void)metrics_out;
-    kill(pid, SIGTERM);
-    int st;
-    waitpid(pid, &st, 0);
+    for (int k = 0; k < ninst; k++)
+        kill(pids[k], SIGTERM);
+    g_cpu = 0;
+    for (int k = 0; k < ninst; k++) {
+        int st;
+        struct rusage ru;
+        if (wait4(pids[k], &st, 0, &ru) == pids[k])
+            g_cpu += (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+                     (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+    }
     assert_int_equal(done, high);
-    unlink(log);
+    if (!getenv("KILN_BENCH_KEEP_LOG")) unlink(log);
     return dt;
 }
 
-static void bench(void **state)
+static void run_one(int ninst)
 {
-    (void)state;
     char prefix[128], prefix_i[140], cfgp[256], err[512], tok[1024];
-    snprintf(prefix, sizeof(prefix), "kiln-bench-pp-%ld-%d", (long)time(NULL), getpid());
+    snprintf(prefix, sizeof(prefix), "kiln-bench-pp-%ld-%d-n%d", (long)time(NULL), getpid(), ninst);
     snprintf(prefix_i, sizeof(prefix_i), "%s-i", prefix);
     snprintf(cfgp, sizeof(cfgp), "/tmp/%s.ini", prefix);
     snprintf(tok, sizeof(tok), "%s/.cache/tokenizer/r50k_base.tiktoken", KILN_SOURCE_DIR);
@@ -203,13 +281,14 @@ static void bench(void **state)
     char t_text[200], t_img[200];
     kn_record_topic(t_text, sizeof(t_text), prefix, KN_RECORD_TOPIC_TEXT);
     kn_record_topic(t_img, sizeof(t_img), prefix_i, KN_RECORD_TOPIC_IMAGE);
-    kn_kafka_topic_spec specs[2] = {{t_text, 3, 0, 0}, {t_img, 3, 0, 0}};
+    kn_kafka_topic_spec specs[2] = {{t_text, 6, 0, 0}, {t_img, 6, 0, 0}};
     assert_int_equal(kn_kafka_create_topics(brokers(), specs, 2, 10000, err, sizeof(err)), KN_OK);
     kn_kafka_producer_options po = {.brokers = brokers(), .linger_ms = 20};
     kn_kafka_producer *p = kn_kafka_producer_new(&po, err, sizeof(err));
     assert_non_null(p);
     long nrec = 0;
     size_t bytes = produce_fortunes(p, t_text, TEXT_COPIES, &nrec);
+    produce_pairs(p, t_text);
     unsigned char pgm[28 * 28 + 32];
     for (int i = 0; i < N_IMAGES; i++) {
         int hl = snprintf((char *)pgm, 32, "P5\n28 28\n255\n");
@@ -217,7 +296,25 @@ static void bench(void **state)
             pgm[hl + px] = (unsigned char)((px * 3 + i * 13 + (i >> 8)) & 255);
         char lab[4];
         snprintf(lab, sizeof(lab), "%d", i % 10);
+#ifdef KILN_HAVE_SPNG
+        /* PNG, as Fashion-MNIST's images arrive (and as bench_image's
+         * "decode alone" bound is measured) */
+        spng_ctx *ctx = spng_ctx_new(SPNG_CTX_ENCODER);
+        spng_set_option(ctx, SPNG_ENCODE_TO_BUFFER, 1);
+        struct spng_ihdr ih = {28, 28, 8, SPNG_COLOR_TYPE_GRAYSCALE, 0, 0, 0};
+        spng_set_ihdr(ctx, &ih);
+        assert_int_equal(
+            spng_encode_image(ctx, pgm + hl, 28 * 28, SPNG_FMT_PNG, SPNG_ENCODE_FINALIZE), 0);
+        size_t plen = 0;
+        int e = 0;
+        void *png = spng_get_png_buffer(ctx, &plen, &e);
+        spng_ctx_free(ctx);
+        assert_non_null(png);
+        produce(p, t_img, "image", png, plen, "benchimg", lab);
+        free(png);
+#else
         produce(p, t_img, "image", pgm, (size_t)hl + 28 * 28, "benchimg", lab);
+#endif
     }
     assert_int_equal(kn_kafka_producer_flush(p, 60000), 0);
     kn_kafka_producer_destroy(p, 1000);
@@ -227,7 +324,7 @@ static void bench(void **state)
     fprintf(f,
             "[kafka]\nbrokers = %s\ntopic_prefix = %s\n"
             "[preprocess]\nport = 0\nflush_ms = 2000\ntxn_max_records = 20000\n"
-            "group = %s-text\n"
+            "group = %s-text\ndlq_duplicates = true\n"
             "[dataset.benchlm]\nkind = lm\ntokenizer = %s\nblock_size = 1024\n"
             "shard_examples = 256\ndedup = near\neval_fraction = 0.05\n",
             brokers(), prefix, prefix, tok);
@@ -235,7 +332,7 @@ static void bench(void **state)
     char group[200], inst[200];
     snprintf(group, sizeof(group), "%s-text", prefix);
     snprintf(inst, sizeof(inst), "%s-t", prefix);
-    double dt_text = run_until_done(cfgp, inst, group, t_text, NULL);
+    double dt_text = run_until_done(cfgp, inst, ninst, group, t_text);
     char out[300];
     long blocks = 0;
     snprintf(out, sizeof(out), "%s.train.benchlm", prefix);
@@ -243,10 +340,21 @@ static void bench(void **state)
     snprintf(out, sizeof(out), "%s.eval.benchlm", prefix);
     blocks += count_examples(out);
     double tokens = (double)blocks * 1024.0; /* + tails under one block per split */
-    print_message("preprocess text: %ld records, %.2f MB, %ld blocks of 1025 tokens in %.1f s "
-                  "(incl. start-up and state rebuild): %.2f MB/s, %.0f tokens/s\n",
-                  nrec, (double)bytes / 1e6, blocks, dt_text, (double)bytes / 1e6 / dt_text,
-                  tokens / dt_text);
+    snprintf(out, sizeof(out), "%s.dlq", prefix);
+    long near = count_near(out);
+    if (ninst == 1) g_near = near;
+    print_message("preprocess text, %d instance(s): %ld records, %.2f MB, %ld blocks of 1025 "
+                  "tokens in %.1f s (incl. start-up and state rebuild): %.2f MB/s, %.0f tokens/s; "
+                  "near duplicates refused %ld (%d planted pairs side by side",
+                  ninst, nrec, (double)bytes / 1e6, blocks, dt_text, (double)bytes / 1e6 / dt_text,
+                  tokens / dt_text, near, NEAR_PAIRS);
+    if (ninst > 1 && g_near > 0)
+        print_message("; %ld fewer than 1 instance: pairs both kept)\n", g_near - near);
+    else
+        print_message(")\n");
+    print_message("  CPU of the instance(s): %.2f s (user + system, every thread, start-up "
+                  "included): %.2f MB and %.0f tokens per CPU-second\n",
+                  g_cpu, (double)bytes / 1e6 / g_cpu, tokens / g_cpu);
 
     f = fopen(cfgp, "w");
     fprintf(f,
@@ -260,11 +368,79 @@ static void bench(void **state)
     fclose(f);
     snprintf(group, sizeof(group), "%s-img", prefix);
     snprintf(inst, sizeof(inst), "%s-i", prefix);
-    double dt_img = run_until_done(cfgp, inst, group, t_img, NULL);
-    print_message("preprocess images: %d 28x28 PGMs (decode+convert+augment+normalize+shard+"
-                  "Kafka txn) in %.1f s (incl. start-up): %.0f images/s\n",
-                  N_IMAGES, dt_img, N_IMAGES / dt_img);
+    double dt_img = run_until_done(cfgp, inst, ninst, group, t_img);
+    print_message("preprocess images, %d instance(s): %d 28x28 %s (decode+convert+augment+"
+                  "normalize+shard+Kafka txn) in %.1f s (incl. start-up): %.0f images/s\n",
+                  ninst, N_IMAGES,
+#ifdef KILN_HAVE_SPNG
+                  "PNGs",
+#else
+                  "PGMs",
+#endif
+                  dt_img, N_IMAGES / dt_img);
+    print_message("  CPU of the instance(s): %.2f s: %.0f images per CPU-second\n", g_cpu,
+                  N_IMAGES / g_cpu);
     unlink(cfgp);
+}
+
+/* The fixed cost: CPU seconds of one instance started on empty topics (the
+ * text recipe: rank file, topic checks, state rebuild, group join) and
+ * stopped 3 s later, to be set against the runs' CPU. */
+static void fixed_cost(void)
+{
+    char prefix[128], cfgp[256], tok[1024], group[200], inst[200], err[512], t_text[200];
+    snprintf(prefix, sizeof(prefix), "kiln-bench-pp-%ld-%d-idle", (long)time(NULL), getpid());
+    snprintf(cfgp, sizeof(cfgp), "/tmp/%s.ini", prefix);
+    snprintf(tok, sizeof(tok), "%s/.cache/tokenizer/r50k_base.tiktoken", KILN_SOURCE_DIR);
+    kn_record_topic(t_text, sizeof(t_text), prefix, KN_RECORD_TOPIC_TEXT);
+    kn_kafka_topic_spec spec = {t_text, 6, 0, 0};
+    assert_int_equal(kn_kafka_create_topics(brokers(), &spec, 1, 10000, err, sizeof(err)), KN_OK);
+    FILE *f = fopen(cfgp, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "[kafka]\nbrokers = %s\ntopic_prefix = %s\n"
+            "[preprocess]\nport = 0\ngroup = %s-text\n"
+            "[dataset.benchlm]\nkind = lm\ntokenizer = %s\nblock_size = 1024\n",
+            brokers(), prefix, prefix, tok);
+    fclose(f);
+    snprintf(group, sizeof(group), "%s-text", prefix);
+    snprintf(inst, sizeof(inst), "%s-t", prefix);
+    run_until_done(cfgp, inst, 1, group, t_text); /* nothing to do: returns at once */
+    char bin[1024];
+    snprintf(bin, sizeof(bin), "%s/preprocess/kiln-preprocess", KILN_BINARY_DIR);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0) dup2(fd, 2);
+        execl(bin, bin, "--config", cfgp, "--instance", inst, (char *)NULL);
+        _exit(127);
+    }
+    sleep(3);
+    kill(pid, SIGTERM);
+    int st;
+    struct rusage ru;
+    double cpu = 0;
+    if (wait4(pid, &st, 0, &ru) == pid)
+        cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+              ru.ru_stime.tv_usec / 1e6;
+    print_message("preprocess fixed cost: one text instance started on empty topics and stopped "
+                  "after 3 s: %.2f CPU s (start-up, state rebuild, group join, idle polls)\n",
+                  cpu);
+    unlink(cfgp);
+}
+
+static void bench(void **state)
+{
+    (void)state;
+    fixed_cost();
+    const char *list = getenv("KILN_BENCH_PP_INSTANCES");
+    for (const char *q = list && *list ? list : "1"; *q;) {
+        int n = atoi(q);
+        if (n >= 1 && n <= 8) run_one(n);
+        while (*q && *q != ',')
+            q++;
+        if (*q == ',') q++;
+    }
 }
 
 int main(void)

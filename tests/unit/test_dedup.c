@@ -362,13 +362,75 @@ static void many_distinct(void **state)
     kn_dedup_destroy(d);
 }
 
+static void text_n(char *buf, int i)
+{
+    uint64_t r = (uint64_t)i * 0x9e3779b97f4a7c15ull + 99;
+    size_t m = 0;
+    for (int w = 0; w < 14; w++) {
+        for (int c = 0; c < 5; c++) {
+            r = r * 6364136223846793005ull + 1442695040888963407ull;
+            buf[m++] = (char)('a' + (r >> 33) % 26);
+        }
+        buf[m++] = ' ';
+    }
+    buf[m] = 0;
+}
+
+/* A window of W holds between W/2 and W documents: the most recent W/2 are
+ * always caught (exact and near), documents older than W never; the memory
+ * stops growing; pending inserts still roll back. */
+static void window_bounds(void **state)
+{
+    (void)state;
+    kn_dedup_options o;
+    kn_dedup_options_default(&o);
+    o.window = 1000;
+    char err[256], buf[512];
+    kn_dedup *d = kn_dedup_new(&o, err, sizeof(err));
+    assert_non_null(d);
+    size_t mem_at_2000 = 0;
+    for (int i = 0; i < 5000; i++) {
+        text_n(buf, i);
+        assert_int_equal(check_text(d, buf, NULL), KN_DEDUP_NEW);
+        add_text(d, buf, 0);
+        assert_true(kn_dedup_count(d) <= 1000);
+        if (i >= 1000) assert_true(kn_dedup_count(d) >= 500);
+        if (i == 1999) mem_at_2000 = kn_dedup_memory(d);
+    }
+    assert_int_equal(kn_dedup_memory(d), mem_at_2000); /* steady: allocations reused */
+    assert_true(kn_dedup_rotations(d) >= 8);
+    for (int i = 5000 - 500; i < 5000; i++) { /* the last W/2: remembered */
+        text_n(buf, i);
+        assert_int_equal(check_text(d, buf, NULL), KN_DEDUP_EXACT);
+        buf[0] = buf[0] == 'a' ? 'b' : 'a'; /* one character changed: near */
+        assert_int_equal(check_text(d, buf, NULL), KN_DEDUP_NEAR);
+    }
+    for (int i = 0; i < 5000 - 1000; i++) { /* older than W: forgotten */
+        text_n(buf, i);
+        assert_int_equal(check_text(d, buf, NULL), KN_DEDUP_NEW);
+    }
+    /* Rollback across a rotation: pending documents in either generation go. */
+    for (int i = 10000; i < 10600; i++) {
+        text_n(buf, i);
+        add_text(d, buf, 1);
+    }
+    kn_dedup_rollback(d);
+    for (int i = 10000; i < 10600; i++) {
+        text_n(buf, i);
+        assert_int_equal(check_text(d, buf, NULL), KN_DEDUP_NEW);
+    }
+    kn_dedup_destroy(d);
+    o.window = 1;
+    assert_null(kn_dedup_new(&o, err, sizeof(err)));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(exact_and_near),         cmocka_unit_test(threshold_behaviour),
         cmocka_unit_test(threshold_is_0_8),       cmocka_unit_test(fortunes_distinct),
         cmocka_unit_test(rollback_and_changelog), cmocka_unit_test(exact_only_and_bad_options),
-        cmocka_unit_test(many_distinct),
+        cmocka_unit_test(many_distinct),          cmocka_unit_test(window_bounds),
     };
     return skip_run_group_tests(tests, NULL, NULL);
 }
