@@ -503,7 +503,10 @@ int kn_kafka_create_topics(const char *brokers, const kn_kafka_topic_spec *specs
     }
     conf = NULL;
     for (size_t i = 0; i < n; i++) {
-        topics[i] = rd_kafka_NewTopic_new(specs[i].name, specs[i].partitions, 1, e, sizeof(e));
+        /* replication factor -1: the broker's default.replication.factor, so
+         * the same code makes 1 copy on one node and 3 on a cluster (with its
+         * min.insync.replicas; deploy/stack, docs/cluster.md) */
+        topics[i] = rd_kafka_NewTopic_new(specs[i].name, specs[i].partitions, -1, e, sizeof(e));
         if (!topics[i]) {
             rc = kn_seterr(errbuf, errsz, KN_EINVAL, "topic %s: %s", specs[i].name, e);
             goto out;
