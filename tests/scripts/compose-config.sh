@@ -38,6 +38,9 @@ yq . "$tmp/c.yml" >"$tmp/c.json"
 # cluster id, replication 3 and min.insync.replicas 2, and every service
 # bootstraps from the three.
 docker-compose --env-file deploy/compose-cluster.env --profile cluster config | yq . >"$tmp/cl.json"
+# podman-compose has no --env-file: the file must also work sourced by a shell
+bash -c 'set -ea; . deploy/compose-cluster.env; [ "$KILN_KAFKA_HEAP_OPTS" = "$(sed -n "s/^KILN_KAFKA_HEAP_OPTS=//p" deploy/compose-cluster.env)" ]' 2>/dev/null ||
+    fail "deploy/compose-cluster.env does not source cleanly in a shell (podman-compose users export it)"
 for n in 1 2 3; do
     s=$([ $n = 1 ] && echo kafka || echo kafka-$n)
     got=$(jq -r --arg s "$s" '.services[$s].environment | "\(.KAFKA_NODE_ID) \(.KAFKA_CONTROLLER_QUORUM_VOTERS) \(.CLUSTER_ID) \(.KAFKA_DEFAULT_REPLICATION_FACTOR) \(.KAFKA_MIN_INSYNC_REPLICAS) \(.KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR) \(.KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR) \(.KAFKA_TRANSACTION_STATE_LOG_MIN_ISR) \(.KAFKA_ADVERTISED_LISTENERS)"' "$tmp/cl.json")
