@@ -478,19 +478,121 @@ int kn_kafka_header_get(const rd_kafka_message_t *m, const char *name, const voi
 
 /* --- admin --- */
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Marks in missing[] the specs whose topic the cluster does not list (all of
+ * them when the metadata cannot be read); returns how many. */
+static size_t missing_topics(rd_kafka_t *rk, const kn_kafka_topic_spec *specs, size_t n,
+                             int timeout_ms, unsigned char *missing)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    size_t left = n;
+    memset(missing, 1, n);
+    if (rd_kafka_metadata(rk, 1, NULL, &md, timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR) return n;
+    for (size_t i = 0; i < n; i++)
+        for (int t = 0; t < md->topic_cnt; t++)
+            if (!md->topics[t].err && md->topics[t].partition_cnt > 0 &&
+                strcmp(md->topics[t].topic, specs[i].name) == 0) {
+                missing[i] = 0;
+                left--;
+                break;
+            }
+    rd_kafka_metadata_destroy(md);
+    return left;
+}
+
+/* One CreateTopics request for the specs marked in missing[]: KN_OK,
+ * KN_ETIMEDOUT (no answer in wait_ms) or another error. */
+static int create_missing(rd_kafka_t *rk, const kn_kafka_topic_spec *specs, size_t n,
+                          const unsigned char *missing, int wait_ms, char *errbuf, size_t errsz)
+{
+    int rc = KN_OK;
+    char e[512];
+    size_t k = 0;
+    rd_kafka_NewTopic_t **topics = calloc(n ? n : 1, sizeof(*topics));
+    rd_kafka_AdminOptions_t *aopts = NULL;
+    rd_kafka_queue_t *q = NULL;
+    rd_kafka_event_t *ev = NULL;
+    if (!topics) return kn_seterr(errbuf, errsz, KN_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        if (!missing[i]) continue;
+        /* replication factor -1: the broker's default.replication.factor, so
+         * the same code makes 1 copy on one node and 3 on a cluster (with its
+         * min.insync.replicas; deploy/stack, docs/cluster.md) */
+        topics[k] = rd_kafka_NewTopic_new(specs[i].name, specs[i].partitions, -1, e, sizeof(e));
+        if (!topics[k]) {
+            rc = kn_seterr(errbuf, errsz, KN_EINVAL, "topic %s: %s", specs[i].name, e);
+            goto out;
+        }
+        if (specs[i].compacted)
+            rd_kafka_NewTopic_set_config(topics[k], "cleanup.policy", "compact");
+        if (specs[i].retention_ms) {
+            char v[32];
+            snprintf(v, sizeof(v), "%lld", (long long)specs[i].retention_ms);
+            rd_kafka_NewTopic_set_config(topics[k], "retention.ms", v);
+        }
+        k++;
+    }
+    aopts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    rd_kafka_AdminOptions_set_request_timeout(aopts, wait_ms, e, sizeof(e));
+    rd_kafka_AdminOptions_set_operation_timeout(aopts, wait_ms, e, sizeof(e));
+    q = rd_kafka_queue_new(rk);
+    rd_kafka_CreateTopics(rk, topics, k, aopts, q);
+    ev = rd_kafka_queue_poll(q, wait_ms + 2000);
+    if (!ev) {
+        rc = kn_seterr(errbuf, errsz, KN_ETIMEDOUT, "kafka create topics: no answer in %d ms",
+                       wait_ms);
+        goto out;
+    }
+    if (rd_kafka_event_error(ev)) {
+        rc = kn_seterr(errbuf, errsz,
+                       rd_kafka_event_error(ev) == RD_KAFKA_RESP_ERR__TIMED_OUT ? KN_ETIMEDOUT
+                                                                                 : KN_EKAFKA,
+                       "kafka create topics: %s", rd_kafka_event_error_string(ev));
+        goto out;
+    }
+    size_t cnt = 0;
+    const rd_kafka_topic_result_t **res =
+        rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &cnt);
+    for (size_t i = 0; i < cnt; i++) {
+        rd_kafka_resp_err_t err = rd_kafka_topic_result_error(res[i]);
+        if (err && err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+            rc = kn_seterr(errbuf, errsz,
+                           err == RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT ? KN_ETIMEDOUT : KN_EKAFKA,
+                           "create topic %s: %s", rd_kafka_topic_result_name(res[i]),
+                           rd_kafka_topic_result_error_string(res[i]));
+            goto out;
+        }
+    }
+out:
+    if (ev) rd_kafka_event_destroy(ev);
+    if (q) rd_kafka_queue_destroy(q);
+    if (aopts) rd_kafka_AdminOptions_destroy(aopts);
+    for (size_t i = 0; i < k; i++)
+        rd_kafka_NewTopic_destroy(topics[i]);
+    free(topics);
+    return rc;
+}
+
+/* Topics that exist are not asked for again: on a cluster that just lost a
+ * node, the admin request may wait on a controller that is gone while the
+ * metadata (any live broker answers it) already lists every topic. A request
+ * without an answer is retried, with what is missing then, until timeout_ms. */
 int kn_kafka_create_topics(const char *brokers, const kn_kafka_topic_spec *specs, size_t n,
                            int timeout_ms, char *errbuf, size_t errsz)
 {
     int rc = KN_OK;
     char e[512];
     rd_kafka_t *rk = NULL;
-    rd_kafka_NewTopic_t **topics = calloc(n ? n : 1, sizeof(*topics));
-    rd_kafka_AdminOptions_t *aopts = NULL;
-    rd_kafka_queue_t *q = NULL;
-    rd_kafka_event_t *ev = NULL;
+    unsigned char *missing = calloc(n ? n : 1, 1);
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
 
-    if (!topics || !conf) {
+    if (!missing || !conf) {
         rc = kn_seterr(errbuf, errsz, KN_ENOMEM, "out of memory");
         goto out;
     }
@@ -502,56 +604,22 @@ int kn_kafka_create_topics(const char *brokers, const kn_kafka_topic_spec *specs
         goto out;
     }
     conf = NULL;
-    for (size_t i = 0; i < n; i++) {
-        topics[i] = rd_kafka_NewTopic_new(specs[i].name, specs[i].partitions, 1, e, sizeof(e));
-        if (!topics[i]) {
-            rc = kn_seterr(errbuf, errsz, KN_EINVAL, "topic %s: %s", specs[i].name, e);
-            goto out;
+    int64_t end = mono_ms() + timeout_ms;
+    for (;;) {
+        int64_t left = end - mono_ms();
+        if (missing_topics(rk, specs, n, (int)(left > 5000 ? 5000 : left > 100 ? left : 100),
+                           missing) == 0) {
+            rc = KN_OK;
+            break;
         }
-        if (specs[i].compacted)
-            rd_kafka_NewTopic_set_config(topics[i], "cleanup.policy", "compact");
-        if (specs[i].retention_ms) {
-            char v[32];
-            snprintf(v, sizeof(v), "%lld", (long long)specs[i].retention_ms);
-            rd_kafka_NewTopic_set_config(topics[i], "retention.ms", v);
-        }
-    }
-    aopts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
-    rd_kafka_AdminOptions_set_operation_timeout(aopts, timeout_ms, e, sizeof(e));
-    q = rd_kafka_queue_new(rk);
-    rd_kafka_CreateTopics(rk, topics, n, aopts, q);
-    ev = rd_kafka_queue_poll(q, timeout_ms + 2000);
-    if (!ev) {
-        rc = kn_seterr(errbuf, errsz, KN_ETIMEDOUT, "kafka create topics: no answer in %d ms",
-                       timeout_ms);
-        goto out;
-    }
-    if (rd_kafka_event_error(ev)) {
-        rc = kn_seterr(errbuf, errsz, KN_EKAFKA, "kafka create topics: %s",
-                       rd_kafka_event_error_string(ev));
-        goto out;
-    }
-    size_t cnt = 0;
-    const rd_kafka_topic_result_t **res =
-        rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &cnt);
-    for (size_t i = 0; i < cnt; i++) {
-        rd_kafka_resp_err_t err = rd_kafka_topic_result_error(res[i]);
-        if (err && err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-            rc = kn_seterr(errbuf, errsz, KN_EKAFKA, "create topic %s: %s",
-                           rd_kafka_topic_result_name(res[i]),
-                           rd_kafka_topic_result_error_string(res[i]));
-            goto out;
-        }
+        left = end - mono_ms();
+        rc = create_missing(rk, specs, n, missing, (int)(left > 5000 ? 5000 : left > 500 ? left : 500),
+                            errbuf, errsz);
+        if (rc == KN_OK || rc != KN_ETIMEDOUT || mono_ms() >= end) break;
+        kn_log_warn("%s: asking again", errbuf);
     }
 out:
-    if (ev) rd_kafka_event_destroy(ev);
-    if (q) rd_kafka_queue_destroy(q);
-    if (aopts) rd_kafka_AdminOptions_destroy(aopts);
-    if (topics) {
-        for (size_t i = 0; i < n; i++)
-            if (topics[i]) rd_kafka_NewTopic_destroy(topics[i]);
-        free(topics);
-    }
+    free(missing);
     if (conf) rd_kafka_conf_destroy(conf);
     if (rk) rd_kafka_destroy(rk);
     return rc;

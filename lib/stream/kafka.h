@@ -181,7 +181,8 @@ typedef struct {
  * event is held back (evaluator/held.c) does not stop the others. */
 #define KN_EVENTS_PARTITIONS 8
 
-/* Creates the topics that do not exist yet; KN_OK when all exist after. */
+/* Creates the topics that do not exist yet; KN_OK when all exist after.
+ * Replication (factor, min.insync.replicas) is the brokers' default. */
 int kn_kafka_create_topics(const char *brokers, const kn_kafka_topic_spec *specs, size_t n,
                            int timeout_ms, char *errbuf, size_t errsz);
 

@@ -1,7 +1,10 @@
-/* topic_dump: prints every committed record value of a topic, one per line,
- * from the beginning of each partition to its end, then exits (used by
- * tests/chaos/run to read <prefix>.events).
- *   topic_dump BROKERS TOPIC */
+/* topic_dump: prints every committed record of a topic, one per line, from
+ * the beginning of each partition to its end, then exits (used by
+ * tests/chaos/run to read <prefix>.events, by tests/cluster/run to read keys).
+ *   topic_dump BROKERS TOPIC               the values
+ *   topic_dump --keys BROKERS TOPIC        "PARTITION OFFSET KEY" (raw records: hex SHA-256)
+ *   topic_dump --shard-keys BROKERS TOPIC  "PARTITION OFFSET COUNT KEY" per source key of
+ *                                          each shard (COUNT: the shard's examples) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,13 +12,40 @@
 
 #include "core/kn.h"
 #include "stream/kafka.h"
+#include "stream/shard.h"
+
+enum { VALUES, KEYS, SHARD_KEYS };
+
+static void print_shard_keys(const rd_kafka_message_t *m)
+{
+    kn_shard_view v;
+    char err[256];
+    if (kn_shard_parse(m->payload, m->len, &v, err, sizeof(err)) != KN_OK) {
+        /* a line the checker cannot take for a key */
+        printf("%d %lld bad-shard %s\n", (int)m->partition, (long long)m->offset, err);
+        return;
+    }
+    for (uint32_t i = 0; i < v.info.nkeys; i++) {
+        const uint8_t *k = kn_shard_key(&v, i);
+        printf("%d %lld %u ", (int)m->partition, (long long)m->offset, v.info.count);
+        for (int b = 0; b < KN_SHARD_KEY_LEN; b++)
+            printf("%02x", k[b]);
+        printf("\n");
+    }
+}
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s BROKERS TOPIC\n", argv[0]);
+    int mode = VALUES;
+    if (argc == 4 && strcmp(argv[1], "--keys") == 0)
+        mode = KEYS;
+    else if (argc == 4 && strcmp(argv[1], "--shard-keys") == 0)
+        mode = SHARD_KEYS;
+    else if (argc != 3) {
+        fprintf(stderr, "usage: %s [--keys|--shard-keys] BROKERS TOPIC\n", argv[0]);
         return 2;
     }
+    argv += argc - 3;
     char err[512], group[64];
     snprintf(group, sizeof(group), "topic-dump-%d", (int)getpid());
     static const char *const extra[] = {"enable.partition.eof", "true", NULL};
@@ -55,6 +85,11 @@ int main(int argc, char **argv)
         idle = 0;
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
             eofs++;
+        else if (!m->err && mode == KEYS)
+            printf("%d %lld %.*s\n", (int)m->partition, (long long)m->offset, (int)m->key_len,
+                   (const char *)m->key);
+        else if (!m->err && mode == SHARD_KEYS)
+            print_shard_keys(m);
         else if (!m->err)
             printf("%.*s\n", (int)m->len, (const char *)m->payload);
         rd_kafka_message_destroy(m);

@@ -33,6 +33,30 @@ done
 docker-compose --profile gpu config >"$tmp/c.yml"
 yq . "$tmp/c.yml" >"$tmp/c.json"
 
+# 2b. The cluster profile (docs/cluster.md): with deploy/compose-cluster.env,
+# kafka, kafka-2 and kafka-3 are nodes 1-3 of one 3-voter quorum with one
+# cluster id, replication 3 and min.insync.replicas 2, and every service
+# bootstraps from the three.
+docker-compose --env-file deploy/compose-cluster.env --profile cluster config | yq . >"$tmp/cl.json"
+# podman-compose has no --env-file: the file must also work sourced by a shell
+bash -c 'set -ea; . deploy/compose-cluster.env; [ "$KILN_KAFKA_HEAP_OPTS" = "$(sed -n "s/^KILN_KAFKA_HEAP_OPTS=//p" deploy/compose-cluster.env)" ]' 2>/dev/null ||
+    fail "deploy/compose-cluster.env does not source cleanly in a shell (podman-compose users export it)"
+for n in 1 2 3; do
+    s=$([ $n = 1 ] && echo kafka || echo kafka-$n)
+    got=$(jq -r --arg s "$s" '.services[$s].environment | "\(.KAFKA_NODE_ID) \(.KAFKA_CONTROLLER_QUORUM_VOTERS) \(.CLUSTER_ID) \(.KAFKA_DEFAULT_REPLICATION_FACTOR) \(.KAFKA_MIN_INSYNC_REPLICAS) \(.KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR) \(.KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR) \(.KAFKA_TRANSACTION_STATE_LOG_MIN_ISR) \(.KAFKA_ADVERTISED_LISTENERS)"' "$tmp/cl.json")
+    read -r id voters cid rf isr orf trf tisr adv <<<"$got"
+    [ "$id" = $n ] && [ "$voters" = "1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093" ] && [ -n "$cid" ] &&
+        [ "$cid" != null ] && [ "$rf $isr $orf $trf $tisr" = "3 2 3 3 2" ] && [ "$adv" = "PLAINTEXT://$s:9092" ] ||
+        fail "cluster profile: $s is not node $n of the 3-voter quorum with replication 3 / min ISR 2: $got"
+    [ -z "${cid0:-}" ] || [ "$cid" = "$cid0" ] || fail "cluster profile: $s has cluster id $cid, kafka has $cid0"
+    cid0=$cid
+done
+bad=$(jq -r '.services | to_entries[] | select(.value.environment.KILN_KAFKA_BROKERS? and .value.environment.KILN_KAFKA_BROKERS != "kafka:9092,kafka-2:9092,kafka-3:9092") | .key' "$tmp/cl.json")
+[ -z "$bad" ] || fail "cluster profile: these services do not bootstrap from the three nodes: $bad"
+# and without the env file, kafka is one node alone, as before
+[ "$(jq -r '.services.kafka.environment | "\(.KAFKA_CONTROLLER_QUORUM_VOTERS) \(.KAFKA_DEFAULT_REPLICATION_FACTOR)"' "$tmp/c.json")" = "1@kafka:9093 1" ] ||
+    fail "without the cluster env file, kafka is not a single node"
+
 # holders SECRET: the services whose rendered definition holds the value.
 holders() { jq -r --arg v "$1" '.services | to_entries[] | select(tojson | contains($v)) | .key' "$tmp/c.json" | sort | tr '\n' ' '; }
 [ "$(holders "$KILN_REGISTRY_ADMIN_TOKEN")" = "registry tokens " ] ||
