@@ -148,6 +148,11 @@ fail:
 
 void reg_call_end(reg_call *c)
 {
+    /* a write (committed or not) drops the answers kept in memory before
+     * its own answer leaves: its client then reads what it wrote (cache.c) */
+    const char *m = kn_http_req_method(c->req);
+    if (c->app->cache && strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0)
+        reg_cache_invalidate(c->app->cache);
     reg_pool_put(c->app->pool, c->db);
     c->db = NULL;
 }
@@ -1352,7 +1357,25 @@ out:
 /* "What do I deploy": one query, the alias with its version's document. */
 static void h_alias_get(kn_http_req *req, void *ctx)
 {
+    reg_app *app = ctx;
     reg_call c;
+    /* from memory when no token is to be checked (cache.c); gen before the
+     * query, so an answer read before a change is not kept after it */
+    const char *kname = kn_http_req_param(req, "name"), *kalias = kn_http_req_param(req, "alias");
+    char key[600] = "";
+    uint64_t gen = 0;
+    if (app->cache && !app->read_requires_token && !kn_http_req_header(req, "Authorization") &&
+        kname && kalias && strlen(kname) + strlen(kalias) < 256) {
+        snprintf(key, sizeof(key), "alias\n%s\n%s", kname, kalias);
+        gen = reg_cache_gen(app->cache);
+        size_t len = 0;
+        char *text = gen ? reg_cache_get(app->cache, key, &len) : NULL;
+        if (text) {
+            kn_http_respond(req, 200, "application/json", text, len);
+            free(text);
+            return;
+        }
+    }
     if (reg_call_begin(&c, ctx, req, REG_ROLE_READ) != 0) return;
     PGresult *r = NULL;
     const char *name, *alias;
@@ -1373,6 +1396,7 @@ static void h_alias_get(kn_http_req *req, void *ctx)
     }
     if (PQntuples(r) == 1) {
         respond_doc(req, 200, r, 0, "doc");
+        if (key[0]) reg_cache_put(app->cache, key, reg_col(r, 0, "doc"), gen);
     } else if (reg_model_id(&c, name) >= 0) {
         kn_http_respond_error(req, 404, "not_found", "model '%s' has no alias '%s'", name, alias);
     }
