@@ -53,8 +53,10 @@ typedef struct sv_version {
     /* the batcher (classifiers): requests gathered up to max_batch rows or
      * max_wait_us, one forward pass per batch */
     pthread_mutex_t qmu;
-    pthread_cond_t qcv, donecv;
+    pthread_cond_t qcv;
     sv_job *head, *tail;
+    int inline_ok; /* callers may run a batch themselves (CPU backend) */
+    int busy; /* a batch is running (on the batcher or a caller, see sv_classify) */
     int stop, started;
     pthread_t thr;
     int max_batch;
