@@ -1709,6 +1709,69 @@ out:
     reg_call_end(&c);
 }
 
+/* GET /v1/events?since=ID&limit=N&kinds=K1,K2: every model's events, oldest
+ * first, after `since` (for relays: kiln-evaluator announces what operators
+ * did, docs/evaluator.md). Also "settled_id": every event with an id up to
+ * it is committed, and "last_id", the newest (ids are taken in insert order, not commit order, so a
+ * relay that moved its cursor past a transaction still open would skip its
+ * event; events older than two minutes cannot belong to an open one: the
+ * registry's transactions are short and bounded by its timeouts). */
+static void h_events_all(kn_http_req *req, void *ctx)
+{
+    reg_call c;
+    if (reg_call_begin(&c, ctx, req, REG_ROLE_READ) != 0) return;
+    PGresult *r = NULL;
+    const char *since = kn_http_req_query(req, "since");
+    const char *limit_s = kn_http_req_query(req, "limit");
+    const char *kinds = kn_http_req_query(req, "kinds");
+    long limit = limit_s ? reg_parse_version(limit_s) : 100;
+    char *end = NULL;
+    long long s = since ? strtoll(since, &end, 10) : 0;
+    int kinds_ok = !kinds || (strlen(kinds) <= 512 && kinds[0]);
+    for (const char *k = kinds; kinds_ok && k && *k; k++)
+        kinds_ok = isalnum((unsigned char)*k) || strchr("._-,", *k);
+    if (limit < 1 || limit > 1000 || (since && (*end || s < 0)) || !kinds_ok) {
+        kn_http_respond_error(req, 400, "bad_request",
+                              "since must be an event id, limit 1..1000, kinds a comma-separated "
+                              "list of event kinds");
+        goto out;
+    }
+    char ss[24], ls[24];
+    snprintf(ss, sizeof(ss), "%lld", s);
+    snprintf(ls, sizeof(ls), "%ld", limit);
+    const char *p[3] = {ss, ls, kinds};
+    r = reg_q(&c, PGRES_TUPLES_OK,
+              "SELECT e.id, event_doc(e, m.name) AS doc FROM events e "
+              "LEFT JOIN models m ON m.id = e.model_id WHERE e.id > $1::bigint "
+              "AND ($3::text IS NULL OR e.kind = ANY (string_to_array($3, ','))) "
+              "ORDER BY e.id LIMIT $2::int",
+              3, p);
+    if (!r) {
+        reg_db_fail(&c, "reading events");
+        goto out;
+    }
+    PGresult *st = reg_q(&c, PGRES_TUPLES_OK,
+                         "SELECT coalesce((SELECT id FROM events WHERE at < now() - "
+                         "interval '2 minutes' ORDER BY id DESC LIMIT 1), 0) AS id, "
+                         "coalesce((SELECT max(id) FROM events), 0) AS last",
+                         0, NULL);
+    if (!st) {
+        reg_db_fail(&c, "reading events");
+        goto out;
+    }
+    int n = PQntuples(r);
+    json_t *res = json_object();
+    json_object_set_new(res, "next_since",
+                        json_integer(n ? strtoll(reg_col(r, n - 1, "id"), NULL, 10) : s));
+    json_object_set_new(res, "settled_id", json_integer(strtoll(reg_col(st, 0, "id"), NULL, 10)));
+    json_object_set_new(res, "last_id", json_integer(strtoll(reg_col(st, 0, "last"), NULL, 10)));
+    PQclear(st);
+    respond_docs(req, res, "events", r, n, "doc");
+out:
+    PQclear(r);
+    reg_call_end(&c);
+}
+
 /* POST .../events {"kind": "evalset.refrozen", "reason": "..", "data": {..}}:
  * an operator action that is not a row change of its own gets its line in the
  * event log. Only the kinds below; the promote role, because what they
@@ -1879,6 +1942,7 @@ void reg_api_routes(kn_http_server *srv, reg_app *app)
     } routes[] = {
         {"GET", "/", h_index},
         {"GET", "/v1/whoami", h_whoami},
+        {"GET", "/v1/events", h_events_all},
         {"GET", "/v1/models", h_models_list},
         {"POST", "/v1/models", h_models_create},
         {"GET", "/v1/models/{name}", h_model_get},
