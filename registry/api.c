@@ -193,6 +193,13 @@ void reg_db_fail(reg_call *c, const char *what)
                strcmp(c->sqlstate, "23505") == 0 || strcmp(c->sqlstate, "55P03") == 0) {
         kn_http_respond_error(c->req, 409, "conflict", "%s: a concurrent change won; retry",
                               what);
+    } else if (strcmp(c->sqlstate, "53100") == 0) { /* disk_full: the database's disk */
+        kn_log_error("%s: the database's disk is full: %s", what, c->dberr);
+        kn_http_add_header(c->req, "Retry-After", "30");
+        kn_http_respond_error(c->req, 507, "insufficient_storage",
+                              "%s: the database's disk is full; nothing was stored, retry once "
+                              "there is space",
+                              what);
     } else if (strncmp(c->sqlstate, "22", 2) == 0) {
         kn_http_respond_error(c->req, 400, "bad_request", "%s: invalid value (%s)", what,
                               c->dberr);
