@@ -151,7 +151,7 @@ void reg_call_end(reg_call *c)
     /* a write (committed or not) drops the answers kept in memory before
      * its own answer leaves: its client then reads what it wrote (cache.c) */
     const char *m = kn_http_req_method(c->req);
-    if (c->app->cache && strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0)
+    if (c->app->cache && !c->keeps_cache && strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0)
         reg_cache_invalidate(c->app->cache);
     reg_pool_put(c->app->pool, c->db);
     c->db = NULL;
@@ -1779,6 +1779,108 @@ out:
     reg_call_end(&c);
 }
 
+/* --- serving instances (issue 15: the page shows which version each runs) --- */
+
+static int valid_instance(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 200) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && !strchr("._:-", s[i])) return 0;
+    return 1;
+}
+
+/* PUT /v1/serving/{instance} {"url": "...", "models": [{"name", "version",
+ * "alias", "loaded_at", ...}, ...]}: a kiln-serve instance reports what it
+ * serves (serve/follow.c, every few seconds). A report needs what reads
+ * need (the read role when reads need a token): it changes no model, only
+ * what the page shows (and so leaves the alias cache alone). Each model
+ * entry keeps only the fields below, strings cut at 300 bytes. */
+static void h_serving_put(kn_http_req *req, void *ctx)
+{
+    reg_call c;
+    if (reg_call_begin(&c, ctx, req, REG_ROLE_READ) != 0) return;
+    json_t *body = kn_http_req_json(req), *clean = NULL;
+    PGresult *r = NULL;
+    const char *inst = kn_http_req_param(req, "instance"), *url;
+    if (!body) goto out;
+    if (!inst || !valid_instance(inst)) {
+        kn_http_respond_error(req, 400, "bad_request",
+                              "an instance id is 1-200 characters of [A-Za-z0-9._:-]");
+        goto out;
+    }
+    c.keeps_cache = 1;
+    if (body_str(&c, body, "url", 512, &url)) goto out;
+    json_t *models = json_object_get(body, "models"), *m;
+    if (!json_is_array(models) || json_array_size(models) > 64) {
+        kn_http_respond_error(req, 400, "bad_request", "'models' must be an array of at most 64");
+        goto out;
+    }
+    clean = json_array();
+    size_t i;
+    json_array_foreach(models, i, m)
+    {
+        json_t *e = json_object();
+        static const char *const strs[] = {"name", "alias", "status", "since", "reason"};
+        for (size_t k = 0; k < KN_ARRAY_LEN(strs); k++) {
+            json_t *v = json_object_get(m, strs[k]);
+            size_t n = json_string_length(v);
+            json_t *t = json_is_string(v) ? json_stringn(json_string_value(v), n > 300 ? 300 : n)
+                                          : NULL;
+            if (t) json_object_set_new(e, strs[k], t);
+        }
+        json_t *v = json_object_get(m, "version");
+        json_object_set(e, "version", json_is_integer(v) ? v : json_null());
+        json_array_append_new(clean, e);
+    }
+    char *models_txt = json_dumps(clean, JSON_COMPACT);
+    const char *p[4] = {inst, url, models_txt ? models_txt : "[]", c.actor};
+    r = reg_q(&c, PGRES_COMMAND_OK,
+              "INSERT INTO serving_instances (instance, url, models, reported_by) "
+              "VALUES ($1, $2, $3::jsonb, $4) ON CONFLICT (instance) DO UPDATE SET "
+              "url = EXCLUDED.url, models = EXCLUDED.models, reported_by = EXCLUDED.reported_by, "
+              "seen_at = now()",
+              4, p);
+    free(models_txt);
+    if (!r) {
+        reg_db_fail(&c, "recording the report");
+        goto out;
+    }
+    PQclear(r);
+    r = reg_q(&c, PGRES_COMMAND_OK,
+              "DELETE FROM serving_instances WHERE seen_at < now() - interval '1 day'", 0, NULL);
+    if (!r) {
+        reg_db_fail(&c, "recording the report");
+        goto out;
+    }
+    kn_http_respond_json(req, 200, json_pack("{s:s}", "instance", inst));
+out:
+    PQclear(r);
+    json_decref(clean);
+    json_decref(body);
+    reg_call_end(&c);
+}
+
+/* GET /v1/serving: every instance that reported in the last day, with the
+ * seconds since its last report ("age_s"; the page greys out old ones). */
+static void h_serving_list(kn_http_req *req, void *ctx)
+{
+    reg_call c;
+    if (reg_call_begin(&c, ctx, req, REG_ROLE_READ) != 0) return;
+    PGresult *r = reg_q(
+        &c, PGRES_TUPLES_OK,
+        "SELECT coalesce(jsonb_agg(jsonb_build_object('instance', instance, 'url', url, "
+        "'models', models, 'reported_by', reported_by, 'first_seen', first_seen, 'seen_at', "
+        "seen_at, 'age_s', round(extract(epoch FROM now() - seen_at)::numeric, 1)) "
+        "ORDER BY instance), '[]') AS doc FROM serving_instances "
+        "WHERE seen_at > now() - interval '1 day'",
+        0, NULL);
+    if (!r) reg_db_fail(&c, "listing serving instances");
+    else kn_http_respond_json(req, 200, json_pack("{s:o}", "instances", col_json(r, 0, "doc")));
+    PQclear(r);
+    reg_call_end(&c);
+}
+
 /* POST .../events {"kind": "evalset.refrozen", "reason": "..", "data": {..}}:
  * an operator action that is not a row change of its own gets its line in the
  * event log. Only the kinds below; the promote role, because what they
@@ -1950,6 +2052,8 @@ void reg_api_routes(kn_http_server *srv, reg_app *app)
         {"GET", "/", h_index},
         {"GET", "/v1/whoami", h_whoami},
         {"GET", "/v1/events", h_events_all},
+        {"GET", "/v1/serving", h_serving_list},
+        {"PUT", "/v1/serving/{instance}", h_serving_put},
         {"GET", "/v1/models", h_models_list},
         {"POST", "/v1/models", h_models_create},
         {"GET", "/v1/models/{name}", h_model_get},

@@ -118,6 +118,7 @@ typedef struct {
     char actor[128]; /* token name, or "anonymous" */
     char sqlstate[6]; /* of the last failed query */
     char dberr[256];
+    int keeps_cache; /* a write that changes nothing the cache holds */
 } reg_call;
 
 /* Takes a connection and checks the caller holds every role in `need`.

@@ -101,6 +101,8 @@ typedef struct {
     pthread_t follower;
     int follower_started;
     kn_regclient *follow_reg; /* the follower thread's registry client */
+    char instance[200];       /* host:port, the id it reports to the registry under */
+    char self_url[300];       /* where it answers */
     void *follow_cons;        /* kn_kafka_consumer of <prefix>.events, or NULL */
     sem_t decoders;           /* images decoded at once (memory bound) */
     int decoders_ready;
@@ -132,6 +134,8 @@ int sv_classify(sv_version *v, int n, const float *x, const int *tokens, float *
 void sv_follow_initial(sv_app *app);
 int sv_follow_start(sv_app *app, char *errbuf, size_t errsz);
 void sv_follow_stop(sv_app *app);
+/* What GET /v1/models answers: {"models": [...]} (new reference). */
+json_t *sv_models_json(sv_app *app);
 
 /* --- api.c --- */
 void sv_routes(kn_http_server *srv, void *app);

@@ -782,11 +782,47 @@ static void event_triggers_swap(void **state)
         }
     }
     kn_kafka_producer_destroy(p, 1000);
+    /* it reports what it serves to the registry (its web page): this
+     * instance, by its port, with the new version, soon after the swap */
+    int reported = 0;
+    double r0 = now_s();
+    while (seen && !reported && now_s() - r0 < 10) {
+        CURL *c = curl_easy_init();
+        sink s = {0};
+        char url[300], suffix[32];
+        snprintf(url, sizeof(url), "%s/v1/serving", F.url);
+        snprintf(suffix, sizeof(suffix), ":%d", port);
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
+        curl_easy_perform(c);
+        curl_easy_cleanup(c);
+        json_t *d = s.buf ? json_loads(s.buf, 0, NULL) : NULL, *inst, *m;
+        size_t i, k;
+        json_array_foreach(json_object_get(d, "instances"), i, inst)
+        {
+            const char *id = json_string_value(json_object_get(inst, "instance"));
+            size_t il = id ? strlen(id) : 0, sl = strlen(suffix);
+            if (il < sl || strcmp(id + il - sl, suffix) != 0) continue;
+            json_array_foreach(json_object_get(inst, "models"), k, m)
+            if (strcmp(json_string_value(json_object_get(m, "name")) ?: "", MODEL) == 0 &&
+                json_integer_value(json_object_get(m, "version")) == v)
+                reported = 1;
+        }
+        json_decref(d);
+        free(s.buf);
+        if (!reported) usleep(100 * 1000);
+    }
     stop(pid, 20);
     if (!seen) {
         dump_log("serve-events.log");
         fail_msg("v%d not served after 15 events (poll_s = 60)", v);
     }
+    if (!reported) {
+        dump_log("serve-events.log");
+        fail_msg("the registry's /v1/serving does not show this instance serving v%d", v);
+    }
+    fprintf(stderr, "reported to the registry: v%d after %.1f s\n", v, now_s() - r0);
     fprintf(stderr, "event -> v%d served after %.3f s\n", v, seen - sent);
     assert_true(seen - sent < 2.0);
     /* the main server (poll_s = 0.3) follows too */
