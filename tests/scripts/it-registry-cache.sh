@@ -6,6 +6,8 @@
 #   - a change by another writer (psql, not through this registry) is seen
 #     within 1 s (LISTEN/NOTIFY; measured, typically a few ms);
 #   - a move through the API is seen by the very next lookup, 30 rounds;
+#   - 100 promotions racing 4 readers: no lookup begun after a promotion was
+#     answered shows an older version;
 #   - with registry.cache_ms = 0 nothing is kept (no hits).
 source "$(dirname "${BASH_SOURCE[0]}")/../registry/lib.sh"
 start_registry KILN_REGISTRY_CACHE_MS=60000
@@ -52,6 +54,48 @@ for r in $(seq 1 30); do
     [ "$code" = 200 ] && [ "$got" = "$want" ] || { bad=$((bad + 1)); log "round $r: PUT $code, then lookup $got, want $want"; }
 done
 [ "$bad" = 0 ] && ok "30 moves through the API, each seen by the next lookup" || fail "$bad of 30 moves not seen at once"
+
+# racing: 100 promotions (v4..v103, each after the last) while 4 readers look
+# the alias up as fast as they can; a lookup that began after a promotion was
+# answered must show that version or a later one (never an older one), and
+# every answer is a version production was at some moment
+for i in $(seq 4 103); do req POST /v1/models/cm/versions -H "$A" -d '{}' >/dev/null; done
+expect "production to 3" 200 PUT /v1/models/cm/aliases/production -H "$A" -d '{"version":3}'
+out=$(python3 - "$URL" "$ADMIN" <<'PY'
+import json, sys, threading, time, urllib.request
+url, admin = sys.argv[1], sys.argv[2]
+acked = []  # (time the PUT's answer arrived, version)
+reads = []  # (start, version)
+stop = False
+def get():
+    with urllib.request.urlopen(url + "/v1/models/cm/aliases/production") as r:
+        return json.load(r)["version"]
+def reader():
+    while not stop:
+        t = time.monotonic()
+        reads.append((t, get()))
+th = [threading.Thread(target=reader) for _ in range(4)]
+for t in th: t.start()
+for v in range(4, 104):
+    req = urllib.request.Request(url + "/v1/models/cm/aliases/production", method="PUT",
+                                 data=json.dumps({"version": v, "expected_version": v - 1}).encode(),
+                                 headers={"Authorization": "Bearer " + admin})
+    urllib.request.urlopen(req).read()
+    acked.append((time.monotonic(), v))
+    time.sleep(0.01)
+stop = True
+for t in th: t.join()
+stale = 0
+for start, v in reads:
+    floor = max([av for at, av in acked if at < start], default=3)
+    if v < floor or v < 3 or v > 103: stale += 1
+print(len(reads), stale)
+PY
+)
+n=${out% *} stale=${out#* }
+[ "$stale" = 0 ] && ok "100 racing promotions, $n lookups: none older than the last answered promotion" ||
+    fail "$stale of $n lookups showed a version older than an answered promotion"
+[ "$(alias_version)" = 103 ] && ok "production ends at v103" || fail "production ends at $(alias_version)"
 finish
 
 # cache off: nothing from memory
