@@ -14,7 +14,8 @@ STAGE=$TMP/stage
 mkdir -p "$STAGE"
 MOUNTED=
 umount_stage() { [ -n "$MOUNTED" ] && umount "$STAGE" 2>/dev/null || true; }
-trap 'umount_stage; cleanup' EXIT
+# the registry first (it may hold a staged file open), then the tmpfs, then the rest
+trap '[ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null; umount_stage; cleanup' EXIT
 if mount -t tmpfs -o size=4m tmpfs "$STAGE" 2>/dev/null; then
     MOUNTED=1
     log "staging on a 4 MiB tmpfs at $STAGE"
