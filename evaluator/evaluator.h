@@ -156,6 +156,11 @@ typedef struct {
     size_t nbpe;
 } ev_ctx;
 
+/* Announces on <prefix>.events what operators did in the registry (rollback,
+ * alias moved or deleted, promotion by hand) and what a crash left
+ * unannounced: flow.c, "the relay". Called about once a second. */
+int ev_relay(ev_ctx *ctx, char *errbuf, size_t errsz);
+
 /* What to do after a failed call (issue 18, finding 5). */
 typedef enum {
     EV_ERR_NONE = 0,

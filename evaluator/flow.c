@@ -28,6 +28,7 @@
  *     on this eval set first, and those metrics are recorded on it.
  * SIGTERM while scoring abandons the work before anything is recorded. */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -697,6 +698,100 @@ static int announce_recorded(ev_ctx *ctx, const char *model, int version, const 
                 model, version, status, id);
     rc = announce_id(ctx, model, version, id, ev, err, errsz);
     json_decref(ev);
+    return rc;
+}
+
+/* --- the relay: what operators do in the registry reaches <prefix>.events ---
+ * A rollback (`kilnctl rollback`, POST .../rollback), an alias moved or
+ * deleted by hand, a promotion by hand: the registry's event log has them,
+ * and no evaluator decision announces them. Every second the relay reads the
+ * log after its cursor (state "relay/cursor") and announces each event of
+ * these kinds not marked announced, with its event_id, exactly as decisions
+ * are (announce_id: marked once the broker acknowledged it). Decisions of
+ * this evaluator are marked by the time the relay runs (same thread), so it
+ * announces only what nobody did, or what a crash left unannounced. The
+ * cursor moves only up to the registry's settled_id (events old enough that
+ * no transaction still open can hold a lower id), so the last two minutes
+ * are read again each time and skipped by their marks. On first start the
+ * cursor begins at the log's end: older events are not announced. */
+#define RELAY_KINDS "version.promoted,version.rejected,version.rolled_back,alias.moved,alias.deleted"
+
+static json_t *relay_message(const json_t *e)
+{
+    const char *kind = json_string_value(json_object_get(e, "kind"));
+    const char *model = json_string_value(json_object_get(e, "model"));
+    json_t *data = json_object_get(e, "data"), *from = json_object_get(data, "from");
+    json_t *metrics = json_object_get(data, "metrics");
+    const char *alias = json_string_value(json_object_get(data, "alias"));
+    const char *reason = json_string_value(json_object_get(e, "reason"));
+    const char *actor = json_string_value(json_object_get(e, "actor"));
+    const char *at = json_string_value(json_object_get(e, "at"));
+    int decision = strcmp(kind, "version.promoted") == 0 || strcmp(kind, "version.rejected") == 0;
+    json_t *ev = json_pack("{s:s,s:s,s:I,s:s?,s:s,s:o,s:b,s:s,s:s}", "type", kind, "model", model,
+                           "version", json_integer_value(json_object_get(e, "version")), "alias",
+                           alias, "reason", reason ? reason : "", "metrics",
+                           json_is_object(metrics) ? json_deep_copy(metrics) : json_object(),
+                           decision ? "replayed" : "relayed", 1, "actor", actor ? actor : "", "ts",
+                           at ? at : "");
+    if (ev)
+        json_object_set_new(ev, "previous_version",
+                            json_is_integer(from) && json_integer_value(from) > 0 ? json_copy(from)
+                                                                                  : json_null());
+    return ev;
+}
+
+int ev_relay(ev_ctx *ctx, char *err, size_t errsz)
+{
+    json_t *cur = json_object_get(ev_state_get(ctx->state, "relay/cursor"), "since");
+    long long cursor = json_is_integer(cur) ? (long long)json_integer_value(cur) : -1;
+    long long since = cursor < 0 ? 0 : cursor, settled = 0, last = 0, done = since;
+    int first = cursor < 0, rc = KN_OK, announced_n = 0;
+    for (;;) {
+        char path[300];
+        json_t *out = NULL;
+        snprintf(path, sizeof(path), "/v1/events?since=%lld&limit=1000&kinds=%s",
+                 first ? LLONG_MAX : since, RELAY_KINDS);
+        rc = kn_regclient_call(ctx->reg, "GET", path, NULL, NULL, &out, err, errsz);
+        if (rc != KN_OK) return rc;
+        settled = (long long)json_integer_value(json_object_get(out, "settled_id"));
+        last = (long long)json_integer_value(json_object_get(out, "last_id"));
+        json_t *evs = json_object_get(out, "events"), *e;
+        size_t i, n = json_array_size(evs);
+        json_array_foreach(evs, i, e)
+        {
+            json_int_t id = json_integer_value(json_object_get(e, "id"));
+            const char *model = json_string_value(json_object_get(e, "model"));
+            if (model && !announced(ctx, id)) {
+                json_t *msg = relay_message(e);
+                int version = (int)json_integer_value(json_object_get(e, "version"));
+                rc = msg ? announce_id(ctx, model, version, id, msg, err, errsz) : KN_ENOMEM;
+                if (rc == KN_OK) {
+                    announced_n++;
+                    kn_log_info("relayed %s of %s v%d (event %" JSON_INTEGER_FORMAT ", by %s)",
+                                json_string_value(json_object_get(msg, "type")), model, version,
+                                id, json_string_value(json_object_get(msg, "actor")));
+                }
+                json_decref(msg);
+                if (rc != KN_OK) break;
+            }
+            done = id;
+        }
+        long long next = (long long)json_integer_value(json_object_get(out, "next_since"));
+        json_decref(out);
+        if (rc != KN_OK || first || n < 1000 || next <= since) break;
+        since = next;
+    }
+    /* the new cursor: what was read through, but never past settled */
+    long long to = first ? last : (done < settled ? done : settled);
+    if (rc == KN_OK && (first || to > cursor)) {
+        if (first) kn_log_info("relay: starting at the registry's event %lld", to);
+        json_t *v = json_pack("{s:I}", "since", (json_int_t)to);
+        char e2[256];
+        if (ev_state_put(ctx->state, "relay/cursor", v, e2, sizeof(e2)) != KN_OK)
+            kn_log_warn("relay: cursor not stored (%s): events are read again", e2);
+        json_decref(v);
+    }
+    (void)announced_n;
     return rc;
 }
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/kn.h"
 #include "core/log.h"
@@ -96,6 +97,11 @@ static int configure(kn_service *svc, evaluator *ev)
     return 0;
 }
 
+static void broker_waiting(void *svc, const char *why)
+{
+    kn_service_ready(svc, 0, "waiting for Kafka: %s", why);
+}
+
 static int run(kn_service *svc, void *arg)
 {
     evaluator *ev = arg;
@@ -117,6 +123,10 @@ static int run(kn_service *svc, void *arg)
         kn_log_error("%s", err);
         return 1;
     }
+
+    /* a broker not up yet (started before it): wait, not ready, and say so */
+    if (kn_kafka_wait_broker(ctx->brokers, broker_waiting, svc, kn_shutdown_requested) != KN_OK)
+        return 0;
 
     /* --- registry, Kafka, the state store --- */
     const char *token = kn_service_get(svc, "evaluator.token"), *url;
@@ -173,7 +183,22 @@ static int run(kn_service *svc, void *arg)
      * event that failed transiently is held (held.c) while other partitions go on --- */
     if (!(ev->held = ev_held_new(30, m_retries))) return 1;
     char why[1200];
+    double relay_at = 0;
+    int relay_failing = 0;
     while (!kn_shutdown_requested()) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((double)now.tv_sec + now.tv_nsec * 1e-9 >= relay_at) { /* flow.c, the relay */
+            char rerr[512];
+            int rrc = ev_relay(ctx, rerr, sizeof(rerr));
+            if (rrc != KN_OK && !relay_failing++)
+                kn_log_warn("relay: %s (retrying every second)", rerr);
+            else if (rrc == KN_OK && relay_failing) {
+                kn_log_info("relay: working again");
+                relay_failing = 0;
+            }
+            relay_at = (double)now.tv_sec + now.tv_nsec * 1e-9 + 1.0;
+        }
         ev_held_retry_due(ev->held, ctx, ev->cons);
         if (ev_held_count(ev->held, why, sizeof(why)) == 0)
             kn_service_ready(svc, 1, NULL);

@@ -5,6 +5,7 @@
  * distinct preprocess.instance ids. docs/preprocess.md is the manual. This
  * file is the story: recipes, topics, the transactional producer, the stream
  * until SIGTERM; the skeleton (service/service.h) does the rest. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,13 +64,6 @@ static void add_section(const char *section, void *ctx)
     if (l->n < MAX_DATASETS) l->sections[l->n++] = strdup(section);
 }
 
-static int ready(void *ctx, char *why, size_t whysz)
-{
-    if (pp_stream_ready(ctx)) return 0;
-    snprintf(why, whysz, "rebuilding state or joining the consumer group");
-    return 1;
-}
-
 typedef struct {
     const char *instance; /* --instance */
     pp_metrics metrics;
@@ -78,7 +72,32 @@ typedef struct {
     pp_dataset *ds[MAX_DATASETS];
     size_t nds;
     pp_stream *st;
+    /* what /readyz says before the stream runs (waiting for Kafka) */
+    pthread_mutex_t wmu;
+    char waiting[600];
+    pp_stream *started; /* st once running: read by /readyz under wmu */
 } preprocess;
+
+static int ready(void *ctx, char *why, size_t whysz)
+{
+    preprocess *pp = ctx;
+    pthread_mutex_lock(&pp->wmu);
+    pp_stream *st = pp->started;
+    snprintf(why, whysz, "%s", pp->waiting[0] ? pp->waiting : "starting");
+    pthread_mutex_unlock(&pp->wmu);
+    if (!st) return 1;
+    if (pp_stream_ready(st)) return 0;
+    snprintf(why, whysz, "rebuilding state or joining the consumer group");
+    return 1;
+}
+
+static void broker_waiting(void *ctx, const char *why)
+{
+    preprocess *pp = ctx;
+    pthread_mutex_lock(&pp->wmu);
+    snprintf(pp->waiting, sizeof(pp->waiting), "waiting for Kafka: %s", why);
+    pthread_mutex_unlock(&pp->wmu);
+}
 
 static int option(kn_service *svc, void *app, int id, const char *arg)
 {
@@ -147,6 +166,19 @@ static int run(kn_service *svc, void *app)
         kn_log_error("no [dataset.NAME] section in the configuration: nothing to do");
         return 1;
     }
+    /* /readyz answers from here on; a broker not up yet (started before it):
+     * wait, not ready, and say so */
+    pthread_mutex_init(&pp->wmu, NULL);
+    kn_http_options ho = {.bind_addr = kn_service_get(svc, "preprocess.bind"),
+                          .port = (uint16_t)kn_service_get_int(svc, "preprocess.port", NULL),
+                          .ready = ready,
+                          .ready_ctx = pp};
+    if (ho.port > 0 && kn_service_listen(svc, &ho, NULL, NULL, e, sizeof(e)) != KN_OK) {
+        kn_log_error("%s", e);
+        return 1;
+    }
+    if (kn_kafka_wait_broker(brokers, broker_waiting, pp, kn_shutdown_requested) != KN_OK)
+        return 0;
     if (create_topics(svc, pp, e, sizeof(e)) != KN_OK) {
         kn_log_error("%s", e);
         return 1;
@@ -193,15 +225,13 @@ static int run(kn_service *svc, void *app)
         kn_log_error("%s", e);
         return 1;
     }
-    kn_http_options ho = {.bind_addr = kn_service_get(svc, "preprocess.bind"),
-                          .port = (uint16_t)kn_service_get_int(svc, "preprocess.port", NULL),
-                          .ready = ready,
-                          .ready_ctx = pp->st};
-    if ((ho.port > 0 && kn_service_listen(svc, &ho, NULL, NULL, e, sizeof(e)) != KN_OK) ||
-        pp_stream_start(pp->st, e, sizeof(e)) != KN_OK) {
+    if (pp_stream_start(pp->st, e, sizeof(e)) != KN_OK) {
         kn_log_error("%s", e);
         return 1;
     }
+    pthread_mutex_lock(&pp->wmu);
+    pp->started = pp->st;
+    pthread_mutex_unlock(&pp->wmu);
     kn_log_info("kiln-preprocess %s: instance %s, %zu dataset(s), group %s", KN_VERSION,
                 pp->env.instance, pp->nds, so.group);
 

@@ -148,6 +148,11 @@ fail:
 
 void reg_call_end(reg_call *c)
 {
+    /* a write (committed or not) drops the answers kept in memory before
+     * its own answer leaves: its client then reads what it wrote (cache.c) */
+    const char *m = kn_http_req_method(c->req);
+    if (c->app->cache && !c->keeps_cache && strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0)
+        reg_cache_invalidate(c->app->cache);
     reg_pool_put(c->app->pool, c->db);
     c->db = NULL;
 }
@@ -187,6 +192,13 @@ void reg_db_fail(reg_call *c, const char *what)
     } else if (strcmp(c->sqlstate, "40001") == 0 || strcmp(c->sqlstate, "40P01") == 0 ||
                strcmp(c->sqlstate, "23505") == 0 || strcmp(c->sqlstate, "55P03") == 0) {
         kn_http_respond_error(c->req, 409, "conflict", "%s: a concurrent change won; retry",
+                              what);
+    } else if (strcmp(c->sqlstate, "53100") == 0) { /* disk_full: the database's disk */
+        kn_log_error("%s: the database's disk is full: %s", what, c->dberr);
+        kn_http_add_header(c->req, "Retry-After", "30");
+        kn_http_respond_error(c->req, 507, "insufficient_storage",
+                              "%s: the database's disk is full; nothing was stored, retry once "
+                              "there is space",
                               what);
     } else if (strncmp(c->sqlstate, "22", 2) == 0) {
         kn_http_respond_error(c->req, 400, "bad_request", "%s: invalid value (%s)", what,
@@ -1352,7 +1364,25 @@ out:
 /* "What do I deploy": one query, the alias with its version's document. */
 static void h_alias_get(kn_http_req *req, void *ctx)
 {
+    reg_app *app = ctx;
     reg_call c;
+    /* from memory when no token is to be checked (cache.c); gen before the
+     * query, so an answer read before a change is not kept after it */
+    const char *kname = kn_http_req_param(req, "name"), *kalias = kn_http_req_param(req, "alias");
+    char key[600] = "";
+    uint64_t gen = 0;
+    if (app->cache && !app->read_requires_token && !kn_http_req_header(req, "Authorization") &&
+        kname && kalias && strlen(kname) + strlen(kalias) < 256) {
+        snprintf(key, sizeof(key), "alias\n%s\n%s", kname, kalias);
+        gen = reg_cache_gen(app->cache);
+        size_t len = 0;
+        char *text = gen ? reg_cache_get(app->cache, key, &len) : NULL;
+        if (text) {
+            kn_http_respond(req, 200, "application/json", text, len);
+            free(text);
+            return;
+        }
+    }
     if (reg_call_begin(&c, ctx, req, REG_ROLE_READ) != 0) return;
     PGresult *r = NULL;
     const char *name, *alias;
@@ -1373,6 +1403,7 @@ static void h_alias_get(kn_http_req *req, void *ctx)
     }
     if (PQntuples(r) == 1) {
         respond_doc(req, 200, r, 0, "doc");
+        if (key[0]) reg_cache_put(app->cache, key, reg_col(r, 0, "doc"), gen);
     } else if (reg_model_id(&c, name) >= 0) {
         kn_http_respond_error(req, 404, "not_found", "model '%s' has no alias '%s'", name, alias);
     }
@@ -1685,6 +1716,171 @@ out:
     reg_call_end(&c);
 }
 
+/* GET /v1/events?since=ID&limit=N&kinds=K1,K2: every model's events, oldest
+ * first, after `since` (for relays: kiln-evaluator announces what operators
+ * did, docs/evaluator.md). Also "settled_id": every event with an id up to
+ * it is committed, and "last_id", the newest (ids are taken in insert order, not commit order, so a
+ * relay that moved its cursor past a transaction still open would skip its
+ * event; events older than two minutes cannot belong to an open one: the
+ * registry's transactions are short and bounded by its timeouts). */
+static void h_events_all(kn_http_req *req, void *ctx)
+{
+    reg_call c;
+    if (reg_call_begin(&c, ctx, req, REG_ROLE_READ) != 0) return;
+    PGresult *r = NULL;
+    const char *since = kn_http_req_query(req, "since");
+    const char *limit_s = kn_http_req_query(req, "limit");
+    const char *kinds = kn_http_req_query(req, "kinds");
+    long limit = limit_s ? reg_parse_version(limit_s) : 100;
+    char *end = NULL;
+    long long s = since ? strtoll(since, &end, 10) : 0;
+    int kinds_ok = !kinds || (strlen(kinds) <= 512 && kinds[0]);
+    for (const char *k = kinds; kinds_ok && k && *k; k++)
+        kinds_ok = isalnum((unsigned char)*k) || strchr("._-,", *k);
+    if (limit < 1 || limit > 1000 || (since && (*end || s < 0)) || !kinds_ok) {
+        kn_http_respond_error(req, 400, "bad_request",
+                              "since must be an event id, limit 1..1000, kinds a comma-separated "
+                              "list of event kinds");
+        goto out;
+    }
+    char ss[24], ls[24];
+    snprintf(ss, sizeof(ss), "%lld", s);
+    snprintf(ls, sizeof(ls), "%ld", limit);
+    const char *p[3] = {ss, ls, kinds};
+    r = reg_q(&c, PGRES_TUPLES_OK,
+              "SELECT e.id, event_doc(e, m.name) AS doc FROM events e "
+              "LEFT JOIN models m ON m.id = e.model_id WHERE e.id > $1::bigint "
+              "AND ($3::text IS NULL OR e.kind = ANY (string_to_array($3, ','))) "
+              "ORDER BY e.id LIMIT $2::int",
+              3, p);
+    if (!r) {
+        reg_db_fail(&c, "reading events");
+        goto out;
+    }
+    PGresult *st = reg_q(&c, PGRES_TUPLES_OK,
+                         "SELECT coalesce((SELECT id FROM events WHERE at < now() - "
+                         "interval '2 minutes' ORDER BY id DESC LIMIT 1), 0) AS id, "
+                         "coalesce((SELECT max(id) FROM events), 0) AS last",
+                         0, NULL);
+    if (!st) {
+        reg_db_fail(&c, "reading events");
+        goto out;
+    }
+    int n = PQntuples(r);
+    json_t *res = json_object();
+    json_object_set_new(res, "next_since",
+                        json_integer(n ? strtoll(reg_col(r, n - 1, "id"), NULL, 10) : s));
+    json_object_set_new(res, "settled_id", json_integer(strtoll(reg_col(st, 0, "id"), NULL, 10)));
+    json_object_set_new(res, "last_id", json_integer(strtoll(reg_col(st, 0, "last"), NULL, 10)));
+    PQclear(st);
+    respond_docs(req, res, "events", r, n, "doc");
+out:
+    PQclear(r);
+    reg_call_end(&c);
+}
+
+/* --- serving instances (issue 15: the page shows which version each runs) --- */
+
+static int valid_instance(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 200) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && !strchr("._:-", s[i])) return 0;
+    return 1;
+}
+
+/* PUT /v1/serving/{instance} {"url": "...", "models": [{"name", "version",
+ * "alias", "loaded_at", ...}, ...]}: a kiln-serve instance reports what it
+ * serves (serve/follow.c, every few seconds). A report needs what reads
+ * need (the read role when reads need a token): it changes no model, only
+ * what the page shows (and so leaves the alias cache alone). Each model
+ * entry keeps only the fields below, strings cut at 300 bytes. */
+static void h_serving_put(kn_http_req *req, void *ctx)
+{
+    reg_call c;
+    if (reg_call_begin(&c, ctx, req, REG_ROLE_READ) != 0) return;
+    json_t *body = kn_http_req_json(req), *clean = NULL;
+    PGresult *r = NULL;
+    const char *inst = kn_http_req_param(req, "instance"), *url;
+    if (!body) goto out;
+    if (!inst || !valid_instance(inst)) {
+        kn_http_respond_error(req, 400, "bad_request",
+                              "an instance id is 1-200 characters of [A-Za-z0-9._:-]");
+        goto out;
+    }
+    c.keeps_cache = 1;
+    if (body_str(&c, body, "url", 512, &url)) goto out;
+    json_t *models = json_object_get(body, "models"), *m;
+    if (!json_is_array(models) || json_array_size(models) > 64) {
+        kn_http_respond_error(req, 400, "bad_request", "'models' must be an array of at most 64");
+        goto out;
+    }
+    clean = json_array();
+    size_t i;
+    json_array_foreach(models, i, m)
+    {
+        json_t *e = json_object();
+        static const char *const strs[] = {"name", "alias", "status", "since", "reason"};
+        for (size_t k = 0; k < KN_ARRAY_LEN(strs); k++) {
+            json_t *v = json_object_get(m, strs[k]);
+            size_t n = json_string_length(v);
+            json_t *t = json_is_string(v) ? json_stringn(json_string_value(v), n > 300 ? 300 : n)
+                                          : NULL;
+            if (t) json_object_set_new(e, strs[k], t);
+        }
+        json_t *v = json_object_get(m, "version");
+        json_object_set(e, "version", json_is_integer(v) ? v : json_null());
+        json_array_append_new(clean, e);
+    }
+    char *models_txt = json_dumps(clean, JSON_COMPACT);
+    const char *p[4] = {inst, url, models_txt ? models_txt : "[]", c.actor};
+    r = reg_q(&c, PGRES_COMMAND_OK,
+              "INSERT INTO serving_instances (instance, url, models, reported_by) "
+              "VALUES ($1, $2, $3::jsonb, $4) ON CONFLICT (instance) DO UPDATE SET "
+              "url = EXCLUDED.url, models = EXCLUDED.models, reported_by = EXCLUDED.reported_by, "
+              "seen_at = now()",
+              4, p);
+    free(models_txt);
+    if (!r) {
+        reg_db_fail(&c, "recording the report");
+        goto out;
+    }
+    PQclear(r);
+    r = reg_q(&c, PGRES_COMMAND_OK,
+              "DELETE FROM serving_instances WHERE seen_at < now() - interval '1 day'", 0, NULL);
+    if (!r) {
+        reg_db_fail(&c, "recording the report");
+        goto out;
+    }
+    kn_http_respond_json(req, 200, json_pack("{s:s}", "instance", inst));
+out:
+    PQclear(r);
+    json_decref(clean);
+    json_decref(body);
+    reg_call_end(&c);
+}
+
+/* GET /v1/serving: every instance that reported in the last day, with the
+ * seconds since its last report ("age_s"; the page greys out old ones). */
+static void h_serving_list(kn_http_req *req, void *ctx)
+{
+    reg_call c;
+    if (reg_call_begin(&c, ctx, req, REG_ROLE_READ) != 0) return;
+    PGresult *r = reg_q(
+        &c, PGRES_TUPLES_OK,
+        "SELECT coalesce(jsonb_agg(jsonb_build_object('instance', instance, 'url', url, "
+        "'models', models, 'reported_by', reported_by, 'first_seen', first_seen, 'seen_at', "
+        "seen_at, 'age_s', round(extract(epoch FROM now() - seen_at)::numeric, 1)) "
+        "ORDER BY instance), '[]') AS doc FROM serving_instances "
+        "WHERE seen_at > now() - interval '1 day'",
+        0, NULL);
+    if (!r) reg_db_fail(&c, "listing serving instances");
+    else kn_http_respond_json(req, 200, json_pack("{s:o}", "instances", col_json(r, 0, "doc")));
+    PQclear(r);
+    reg_call_end(&c);
+}
+
 /* POST .../events {"kind": "evalset.refrozen", "reason": "..", "data": {..}}:
  * an operator action that is not a row change of its own gets its line in the
  * event log. Only the kinds below; the promote role, because what they
@@ -1855,6 +2051,9 @@ void reg_api_routes(kn_http_server *srv, reg_app *app)
     } routes[] = {
         {"GET", "/", h_index},
         {"GET", "/v1/whoami", h_whoami},
+        {"GET", "/v1/events", h_events_all},
+        {"GET", "/v1/serving", h_serving_list},
+        {"PUT", "/v1/serving/{instance}", h_serving_put},
         {"GET", "/v1/models", h_models_list},
         {"POST", "/v1/models", h_models_create},
         {"GET", "/v1/models/{name}", h_model_get},

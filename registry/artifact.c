@@ -182,8 +182,13 @@ static int stage_flush(upload *u, kn_http_req *req)
         if (n <= 0) {
             kn_log_error("artifact upload: staging %s v%s: %s", u->name, u->ver,
                          n < 0 ? strerror(errno) : "short write");
-            upload_fail(u, req, 507, "insufficient_storage",
-                        "the registry cannot stage the upload (disk full?)");
+            char msg[300];
+            snprintf(msg, sizeof(msg),
+                     "the registry cannot stage the upload: %s (registry.staging_dir); nothing "
+                     "was stored, retry once there is space",
+                     n < 0 ? strerror(errno) : "short write");
+            kn_http_add_header(req, "Retry-After", "30");
+            upload_fail(u, req, 507, "insufficient_storage", msg);
             return -1;
         }
         off += (size_t)n;

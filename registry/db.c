@@ -231,6 +231,13 @@ fail:
     return NULL;
 }
 
+PGconn *reg_pool_connect(reg_pool *p, char *err, size_t errsz)
+{
+    return pool_connect(p, err, errsz);
+}
+
+const char *reg_pool_schema(const reg_pool *p) { return p->schema; }
+
 PGconn *reg_pool_get(reg_pool *p, char *err, size_t errsz)
 {
     struct timespec deadline;

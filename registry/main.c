@@ -102,6 +102,17 @@ static int run(kn_service *svc, void *arg)
         kn_log_warn("%s (retrying)", err);
         kn_service_nap(1);
     }
+    int64_t cache_ms = kn_service_get_int(svc, "registry.cache_ms", &ok);
+    if (!ok || cache_ms < 0 || cache_ms > 3600000) {
+        kn_log_error("bad registry configuration: cache_ms (0..3600000)");
+        return 1;
+    }
+    if (cache_ms > 0) {
+        app->cache = reg_cache_new(app->pool, (unsigned)cache_ms, m);
+        /* not needed to answer, but the first reads then come from memory */
+        if (app->cache && !reg_cache_wait_ready(app->cache, 2000))
+            kn_log_warn("cache: not listening for changes yet; reads go to the database");
+    }
     const char *admin = kn_service_get(svc, "registry.admin_token");
     if (admin && admin[0] && reg_bootstrap_admin(app->pool, admin, err, sizeof(err)) != KN_OK) {
         kn_log_error("%s", err);
@@ -131,6 +142,7 @@ static int run(kn_service *svc, void *arg)
 static void cleanup(void *arg)
 {
     reg_app *app = arg;
+    reg_cache_destroy(app->cache);
     reg_pool_destroy(app->pool);
 }
 

@@ -29,6 +29,10 @@ void reg_pool_set_timeouts(reg_pool *p, unsigned statement_ms, unsigned lock_ms,
  * exhausted for wait_ms). Reconnects a connection the server dropped. */
 PGconn *reg_pool_get(reg_pool *p, char *err, size_t errsz);
 
+/* A connection like the pool's, outside it (the cache's listener owns it). */
+PGconn *reg_pool_connect(reg_pool *p, char *err, size_t errsz);
+const char *reg_pool_schema(const reg_pool *p);
+
 /* Gives a connection back. One left inside a transaction is rolled back;
  * a broken one is closed and reopened on a later get. Accepts NULL. */
 void reg_pool_put(reg_pool *p, PGconn *c);
@@ -45,6 +49,25 @@ int reg_bootstrap_admin(reg_pool *p, const char *token, char *err, size_t errsz)
 /* The value of a column by name; "" for NULL. */
 const char *reg_col(const PGresult *r, int row, const char *name);
 int reg_col_null(const PGresult *r, int row, const char *name);
+
+/* --- cache.c: read answers kept in memory ---
+ * A small map of key → answer text. A LISTEN connection drops everything on
+ * each kiln_registry_change notification for our schema (migration 003: sent
+ * by every committed change to models, versions, aliases, metrics, tags,
+ * artifacts), and this process drops it after each of its own writes before
+ * answering them. While the listener is not connected nothing is kept or
+ * answered from memory. An entry also expires after max_age_ms.
+ * Use: gen = reg_cache_gen() BEFORE the query; reg_cache_put(key, text, gen)
+ * after it keeps the text only if nothing changed in between. */
+typedef struct reg_cache reg_cache;
+reg_cache *reg_cache_new(reg_pool *pool, unsigned max_age_ms, kn_metrics *m);
+void reg_cache_destroy(reg_cache *c);
+uint64_t reg_cache_gen(reg_cache *c); /* 0: not caching now */
+char *reg_cache_get(reg_cache *c, const char *key, size_t *len); /* malloc'd copy or NULL */
+void reg_cache_put(reg_cache *c, const char *key, const char *text, uint64_t gen);
+void reg_cache_invalidate(reg_cache *c);
+/* Waits up to ms for the listener to be connected; 1 when it is. */
+int reg_cache_wait_ready(reg_cache *c, unsigned ms);
 
 /* --- the application --- */
 enum {
@@ -77,6 +100,7 @@ typedef struct {
     unsigned upload_grace_s;
     char staging_dir[256];
     kn_metric *uploads_cut; /* counter */
+    reg_cache *cache;       /* NULL: off (registry.cache_ms = 0) */
 } reg_app;
 
 /* Reads the registry's database session limits and upload limits from cfg
@@ -94,6 +118,7 @@ typedef struct {
     char actor[128]; /* token name, or "anonymous" */
     char sqlstate[6]; /* of the last failed query */
     char dberr[256];
+    int keeps_cache; /* a write that changes nothing the cache holds */
 } reg_call;
 
 /* Takes a connection and checks the caller holds every role in `need`.

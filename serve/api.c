@@ -731,14 +731,19 @@ static json_t *slot_json(sv_slot *s)
     return o;
 }
 
+json_t *sv_models_json(sv_app *app)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < app->nslots; i++)
+        json_array_append_new(a, slot_json(&app->slots[i]));
+    return json_pack("{s:o}", "models", a);
+}
+
 static void h_models(kn_http_req *req, void *ctx)
 {
     sv_app *app = ctx;
     if (unauthorized(app, req)) return;
-    json_t *a = json_array();
-    for (size_t i = 0; i < app->nslots; i++)
-        json_array_append_new(a, slot_json(&app->slots[i]));
-    kn_http_respond_json(req, 200, json_pack("{s:o}", "models", a));
+    kn_http_respond_json(req, 200, sv_models_json(app));
 }
 
 static void h_model(kn_http_req *req, void *ctx)

@@ -2,11 +2,14 @@
  * alias names (or its pinned version): kiln.events (version.promoted,
  * version.rejected, checkpoint.created: any event naming a served model) make
  * it check that model at once; the registry is polled every poll_s as well,
- * because an alias moved by hand (kilnctl promote / rollback) publishes no
- * event. The event is a hint, the registry the truth: a check always reads
+ * in case an event is missed (no broker, no evaluator to relay a hand move). The event is a hint, the registry the truth: a check always reads
  * the alias. A new version is loaded here, in the background, and swapped in
  * atomically (serve.h); a version that cannot be served is remembered and
- * not tried again until the alias moves. */
+ * not tried again until the alias moves. It also reports what it serves to
+ * the registry (PUT /v1/serving/<host:port>) for the registry's page. Events
+ * relayed by kiln-evaluator from the registry's log (a rollback or an alias
+ * moved by hand, docs/evaluator.md) name the model too, so they act at once
+ * like promotions; the poll stays as the fallback. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,11 +123,34 @@ void sv_follow_initial(sv_app *app)
     update_ready(app);
 }
 
+/* Tells the registry what this instance serves (PUT /v1/serving/<instance>),
+ * for its web page; every REPORT_S. A failure is logged once, then again
+ * when reports go through. */
+#define REPORT_S 5.0
+
+static void report(sv_app *app, int *failing)
+{
+    json_t *body = sv_models_json(app), *out = NULL;
+    json_object_set_new(body, "url", json_string(app->self_url));
+    char path[300], err[512];
+    snprintf(path, sizeof(path), "/v1/serving/%s", app->instance);
+    int rc = kn_regclient_call(app->follow_reg, "PUT", path, body, NULL, &out, err, sizeof(err));
+    json_decref(body);
+    json_decref(out);
+    if (rc != KN_OK && !(*failing)++)
+        kn_log_warn("reporting to the registry's page: %s (retrying every %.0f s)", err, REPORT_S);
+    else if (rc == KN_OK && *failing) {
+        kn_log_info("reporting to the registry's page again");
+        *failing = 0;
+    }
+}
+
 static void *follow_main(void *arg)
 {
     sv_app *app = arg;
     kn_kafka_consumer *cons = app->follow_cons;
-    double next_poll = now_s() + app->poll_s;
+    double next_poll = now_s() + app->poll_s, next_report = 0;
+    int report_failing = 0;
     char *dirty = calloc(app->nslots ? app->nslots : 1, 1);
     while (!kn_shutdown_requested()) {
         if (cons) {
@@ -150,6 +176,10 @@ static void *follow_main(void *arg)
                 any = 1;
             }
         if (any) update_ready(app);
+        if (now_s() >= next_report || any) { /* at once after a swap, else every REPORT_S */
+            report(app, &report_failing);
+            next_report = now_s() + REPORT_S;
+        }
     }
     free(dirty);
     return NULL;

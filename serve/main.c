@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/kn.h"
 #include "core/log.h"
@@ -147,6 +148,17 @@ static int run(kn_service *svc, void *arg)
         return 1;
     }
     kn_service_ready(svc, 0, "loading the models");
+    {
+        char host[128] = "localhost";
+        gethostname(host, sizeof(host) - 1);
+        const char *b = ho.bind_addr && strcmp(ho.bind_addr, "0.0.0.0") != 0 ? ho.bind_addr : host;
+        snprintf(app->instance, sizeof(app->instance), "%s:%d", host, (int)kn_service_port(svc));
+        for (char *p = app->instance; *p; p++) /* the registry takes [A-Za-z0-9._:-] */
+            if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-", *p))
+                *p = '-';
+        snprintf(app->self_url, sizeof(app->self_url), "http://%s:%d", b,
+                 (int)kn_service_port(svc));
+    }
     kn_log_fields(KN_LOG_INFO,
                   json_pack("{s:s,s:i,s:s,s:s,s:i,s:i}", "bind", ho.bind_addr, "port",
                             (int)kn_service_port(svc), "registry", app->registry_url, "backend",

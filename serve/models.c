@@ -20,6 +20,7 @@ struct sv_job {
     const int *tokens;
     float *probs;
     int rc, done;
+    pthread_cond_t cv; /* signalled when done */
     char err[256];
     struct timespec enq;
     sv_job *next;
@@ -46,7 +47,6 @@ static void version_free(sv_version *v)
     }
     pthread_mutex_destroy(&v->qmu);
     pthread_cond_destroy(&v->qcv);
-    pthread_cond_destroy(&v->donecv);
     pthread_mutex_destroy(&v->gen_mu);
     kn_model_destroy(v->m);
     kn_bpe_destroy(v->bpe);
@@ -93,17 +93,79 @@ sv_slot *sv_find(sv_app *app, const char *name)
 
 /* --- the batcher --- */
 
-/* Takes jobs from the queue, up to max_batch rows, waiting max_wait_us after
- * the first for more; one forward pass; answers each job. */
+/* Runs one batch: takes jobs from the queue (qmu held on entry and on
+ * return; released during the forward pass), up to max_batch rows, one
+ * forward pass, answers each job. The caller has set v->busy. */
+static void run_batch(sv_version *v)
+{
+    sv_job *batch[1024];
+    int nb = 0, rows = 0;
+    while (v->head && nb < (int)KN_ARRAY_LEN(batch) && rows + v->head->n <= v->max_batch) {
+        sv_job *j = v->head;
+        v->head = j->next;
+        if (!v->head) v->tail = NULL;
+        batch[nb++] = j;
+        rows += j->n;
+    }
+    pthread_mutex_unlock(&v->qmu);
+
+    int r = 0;
+    for (int i = 0; i < nb; i++) {
+        sv_job *j = batch[i];
+        if (v->m_queue) kn_metrics_observe(v->m_queue, since_s(&j->enq));
+        if (j->x)
+            memcpy(v->x + (size_t)r * v->in_numel, j->x,
+                   (size_t)j->n * v->in_numel * sizeof(float));
+        else
+            memcpy(v->tokens + (size_t)r * v->T, j->tokens, (size_t)j->n * v->T * sizeof(int));
+        r += j->n;
+    }
+    char err[256] = "";
+    kn_batch b = {.B = rows, .T = v->x ? 0 : v->T, .x = v->x, .tokens = v->tokens};
+    int rc = kn_model_forward(v->m, &b, NULL, err, sizeof(err));
+    if (rc == KN_OK) rc = kn_model_logits(v->m, v->logits, (size_t)v->max_batch * v->classes);
+    if (v->m_batch) kn_metrics_observe(v->m_batch, rows);
+    r = 0;
+    for (int i = 0; i < nb; i++) {
+        sv_job *j = batch[i];
+        j->rc = rc;
+        if (rc != KN_OK) snprintf(j->err, sizeof(j->err), "%s", err[0] ? err : "forward");
+        for (int k = 0; rc == KN_OK && k < j->n; k++) {
+            const float *lg = v->logits + (size_t)(r + k) * v->classes;
+            float *p = j->probs + (size_t)k * v->classes, mx = lg[0];
+            double sum = 0;
+            for (int c = 1; c < v->classes; c++)
+                if (lg[c] > mx) mx = lg[c];
+            for (int c = 0; c < v->classes; c++)
+                sum += p[c] = expf(lg[c] - mx);
+            for (int c = 0; c < v->classes; c++)
+                p[c] = (float)(p[c] / sum);
+        }
+        r += j->n;
+    }
+    pthread_mutex_lock(&v->qmu);
+    for (int i = 0; i < nb; i++) { /* each waiter has its own condition: no herd */
+        batch[i]->done = 1;
+        pthread_cond_signal(&batch[i]->cv);
+    }
+}
+
+/* The batcher thread: runs what queued up while a batch ran (or while no
+ * caller ran it itself, see sv_classify), waiting max_wait_us after the
+ * first request for more when that is set. */
 static void *batcher(void *arg)
 {
     sv_version *v = arg;
-    sv_job *batch[1024];
     pthread_mutex_lock(&v->qmu);
     for (;;) {
-        while (!v->head && !v->stop)
+        while ((!v->head || v->busy) && !v->stop)
             pthread_cond_wait(&v->qcv, &v->qmu);
         if (!v->head) break; /* stop, and nothing queued */
+        if (v->busy) { /* stopping while a caller runs a batch: it answers its jobs */
+            pthread_cond_wait(&v->qcv, &v->qmu);
+            continue;
+        }
+        v->busy = 1;
         if (v->max_wait_us > 0) {
             struct timespec dl;
             clock_gettime(CLOCK_REALTIME, &dl);
@@ -118,59 +180,19 @@ static void *batcher(void *arg)
                 if (pthread_cond_timedwait(&v->qcv, &v->qmu, &dl) == ETIMEDOUT) break;
             }
         }
-        int nb = 0, rows = 0;
-        while (v->head && nb < (int)KN_ARRAY_LEN(batch) && rows + v->head->n <= v->max_batch) {
-            sv_job *j = v->head;
-            v->head = j->next;
-            if (!v->head) v->tail = NULL;
-            batch[nb++] = j;
-            rows += j->n;
-        }
-        pthread_mutex_unlock(&v->qmu);
-
-        int r = 0;
-        for (int i = 0; i < nb; i++) {
-            sv_job *j = batch[i];
-            if (v->m_queue) kn_metrics_observe(v->m_queue, since_s(&j->enq));
-            if (j->x)
-                memcpy(v->x + (size_t)r * v->in_numel, j->x,
-                       (size_t)j->n * v->in_numel * sizeof(float));
-            else
-                memcpy(v->tokens + (size_t)r * v->T, j->tokens, (size_t)j->n * v->T * sizeof(int));
-            r += j->n;
-        }
-        char err[256] = "";
-        kn_batch b = {.B = rows, .T = v->x ? 0 : v->T, .x = v->x, .tokens = v->tokens};
-        int rc = kn_model_forward(v->m, &b, NULL, err, sizeof(err));
-        if (rc == KN_OK) rc = kn_model_logits(v->m, v->logits, (size_t)v->max_batch * v->classes);
-        if (v->m_batch) kn_metrics_observe(v->m_batch, rows);
-        r = 0;
-        for (int i = 0; i < nb; i++) {
-            sv_job *j = batch[i];
-            j->rc = rc;
-            if (rc != KN_OK) snprintf(j->err, sizeof(j->err), "%s", err[0] ? err : "forward");
-            for (int k = 0; rc == KN_OK && k < j->n; k++) {
-                const float *lg = v->logits + (size_t)(r + k) * v->classes;
-                float *p = j->probs + (size_t)k * v->classes, mx = lg[0];
-                double sum = 0;
-                for (int c = 1; c < v->classes; c++)
-                    if (lg[c] > mx) mx = lg[c];
-                for (int c = 0; c < v->classes; c++)
-                    sum += p[c] = expf(lg[c] - mx);
-                for (int c = 0; c < v->classes; c++)
-                    p[c] = (float)(p[c] / sum);
-            }
-            r += j->n;
-        }
-        pthread_mutex_lock(&v->qmu);
-        for (int i = 0; i < nb; i++)
-            batch[i]->done = 1;
-        pthread_cond_broadcast(&v->donecv);
+        run_batch(v);
+        v->busy = 0;
     }
     pthread_mutex_unlock(&v->qmu);
     return NULL;
 }
 
+/* A request's rows, in parts of max_batch. When no batch is running and
+ * nothing waits (max_wait_us = 0), the calling thread runs the forward pass
+ * itself (CPU backend): a lone request then costs no hand-off to the batcher and back (two
+ * thread wake-ups, which on a loaded machine each wait for a time slice).
+ * Requests arriving meanwhile queue up and the batcher runs them as one
+ * batch, as before. */
 int sv_classify(sv_version *v, int n, const float *x, const int *tokens, float *probs, char *errbuf,
                 size_t errsz)
 {
@@ -179,17 +201,27 @@ int sv_classify(sv_version *v, int n, const float *x, const int *tokens, float *
                     .x = x ? x + (size_t)off * v->in_numel : NULL,
                     .tokens = tokens ? tokens + (size_t)off * v->T : NULL,
                     .probs = probs + (size_t)off * v->classes};
+        pthread_cond_init(&j.cv, NULL);
         clock_gettime(CLOCK_MONOTONIC, &j.enq);
         pthread_mutex_lock(&v->qmu);
+        int inline_run = v->inline_ok && v->max_wait_us == 0 && !v->busy && !v->head;
         if (v->tail)
             v->tail->next = &j;
         else
             v->head = &j;
         v->tail = &j;
-        pthread_cond_signal(&v->qcv);
+        if (inline_run) {
+            v->busy = 1;
+            run_batch(v); /* our job is the head: it is in this batch */
+            v->busy = 0;
+            if (v->head) pthread_cond_signal(&v->qcv); /* those who came meanwhile */
+        } else {
+            pthread_cond_signal(&v->qcv);
+        }
         while (!j.done)
-            pthread_cond_wait(&v->donecv, &v->qmu);
+            pthread_cond_wait(&j.cv, &v->qmu);
         pthread_mutex_unlock(&v->qmu);
+        pthread_cond_destroy(&j.cv);
         if (j.rc != KN_OK) return kn_seterr(errbuf, errsz, j.rc, "model: %s", j.err);
     }
     return KN_OK;
@@ -287,7 +319,6 @@ int sv_load(sv_app *app, kn_regclient *reg, const sv_slot *slot, int version, sv
     }
     pthread_mutex_init(&v->qmu, NULL);
     pthread_cond_init(&v->qcv, NULL);
-    pthread_cond_init(&v->donecv, NULL);
     pthread_mutex_init(&v->gen_mu, NULL);
     v->refs = 1;
     snprintf(v->model, sizeof(v->model), "%s", slot->name);
@@ -361,6 +392,8 @@ int sv_load(sv_app *app, kn_regclient *reg, const sv_slot *slot, int version, sv
     const json_t *spec = kn_model_spec(v->m);
     v->max_batch = kn_model_max_batch(v->m);
     v->max_wait_us = app->max_wait_us;
+    /* CUDA work stays on the batcher's one thread (its streams and handles) */
+    v->inline_ok = strcmp(app->be->name, "cpu") == 0;
     const char *want = NULL;
     switch (v->type) {
     case KN_MODEL_CNN: {

@@ -53,8 +53,10 @@ typedef struct sv_version {
     /* the batcher (classifiers): requests gathered up to max_batch rows or
      * max_wait_us, one forward pass per batch */
     pthread_mutex_t qmu;
-    pthread_cond_t qcv, donecv;
+    pthread_cond_t qcv;
     sv_job *head, *tail;
+    int inline_ok; /* callers may run a batch themselves (CPU backend) */
+    int busy; /* a batch is running (on the batcher or a caller, see sv_classify) */
     int stop, started;
     pthread_t thr;
     int max_batch;
@@ -99,6 +101,8 @@ typedef struct {
     pthread_t follower;
     int follower_started;
     kn_regclient *follow_reg; /* the follower thread's registry client */
+    char instance[200];       /* host:port, the id it reports to the registry under */
+    char self_url[300];       /* where it answers */
     void *follow_cons;        /* kn_kafka_consumer of <prefix>.events, or NULL */
     sem_t decoders;           /* images decoded at once (memory bound) */
     int decoders_ready;
@@ -130,6 +134,8 @@ int sv_classify(sv_version *v, int n, const float *x, const int *tokens, float *
 void sv_follow_initial(sv_app *app);
 int sv_follow_start(sv_app *app, char *errbuf, size_t errsz);
 void sv_follow_stop(sv_app *app);
+/* What GET /v1/models answers: {"models": [...]} (new reference). */
+json_t *sv_models_json(sv_app *app);
 
 /* --- api.c --- */
 void sv_routes(kn_http_server *srv, void *app);

@@ -286,6 +286,11 @@ static int train_batch(trainer *t, trn_metrics *tm, window *w)
 }
 
 /* Start-up: settings, backend, server, Kafka, then resume from the registry. */
+static void broker_waiting(void *svc, const char *why)
+{
+    kn_service_ready(svc, 0, "waiting for Kafka: %s", why);
+}
+
 static int start(kn_service *svc, trainer *t, trn_metrics *tm)
 {
     char e[768];
@@ -332,6 +337,10 @@ static int start(kn_service *svc, trainer *t, trn_metrics *tm)
         .port = (uint16_t)(t->port >= 0 ? t->port : kn_service_get_int(svc, "trainer.port", NULL))};
     CHECK(kn_service_listen(svc, &ho, NULL, NULL, e, sizeof(e)) == KN_OK, "%s", e);
 
+    /* a broker not up yet (started before it): wait, not ready, and say so */
+    if (kn_kafka_wait_broker(s->brokers, broker_waiting, svc, kn_shutdown_requested) != KN_OK)
+        return -1;
+    kn_service_ready(svc, 0, "resuming from the registry / assigning partitions");
     t->reg = kn_regclient_new(s->registry_url, s->registry_token[0] ? s->registry_token : NULL);
     char group[200];
     snprintf(group, sizeof(group), "kiln-trainer.%s", s->model);

@@ -28,6 +28,9 @@ const kn_service_key kn_keys_registry[] = {
     {"registry.staging_dir", NULL, "where uploads are staged (TMPDIR, else /tmp)"},
     {"registry.statement_timeout_ms", "30000", "database statement limit (0 = none)"},
     {"registry.lock_timeout_ms", "5000", "database lock wait limit (0 = none)"},
+    {"registry.cache_ms", "1000",
+     "alias lookups answered from memory, at most this old; every change drops them at once "
+     "(LISTEN/NOTIFY); 0 = off"},
     {"registry.idle_in_transaction_timeout_ms", "60000",
      "idle-in-transaction session limit (0 = none)"},
     {NULL, NULL, NULL},

@@ -478,6 +478,57 @@ int kn_kafka_header_get(const rd_kafka_message_t *m, const char *name, const voi
 
 /* --- admin --- */
 
+int kn_kafka_probe(const char *brokers, int timeout_ms, char *errbuf, size_t errsz)
+{
+    char e[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (!conf) return kn_seterr(errbuf, errsz, KN_ENOMEM, "out of memory");
+    int rc = conf_set(conf, "bootstrap.servers", brokers, errbuf, errsz);
+    if (rc == KN_OK) rc = conf_set(conf, "log_level", "0", errbuf, errsz);
+    if (rc != KN_OK) {
+        rd_kafka_conf_destroy(conf);
+        return rc;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof(e));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return kn_seterr(errbuf, errsz, KN_EKAFKA, "kafka: %s", e);
+    }
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, NULL, &md, timeout_ms);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR && md && md->broker_cnt > 0) rc = KN_OK;
+    else
+        rc = kn_seterr(errbuf, errsz, KN_EKAFKA, "no broker answers at %s (%s)", brokers,
+                       err ? rd_kafka_err2str(err) : "no brokers in the metadata");
+    if (md) rd_kafka_metadata_destroy(md);
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
+int kn_kafka_wait_broker(const char *brokers, void (*waiting)(void *ctx, const char *why),
+                         void *ctx, int (*give_up)(void))
+{
+    char e[512];
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int n = 0;; n++) {
+        if (kn_kafka_probe(brokers, 2000, e, sizeof(e)) == KN_OK) {
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            if (n) kn_log_info("Kafka at %s answers, after %ld s: going on", brokers,
+                               (long)(t1.tv_sec - t0.tv_sec));
+            return KN_OK;
+        }
+        if (n == 0)
+            kn_log_warn("waiting for Kafka: %s; not ready until it answers (trying every second)",
+                        e);
+        if (waiting) waiting(ctx, e);
+        for (int i = 0; i < 10; i++) {
+            if (give_up && give_up()) return KN_ETIMEDOUT;
+            nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+        }
+    }
+}
+
 static int64_t mono_ms(void)
 {
     struct timespec ts;

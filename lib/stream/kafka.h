@@ -181,6 +181,18 @@ typedef struct {
  * event is held back (evaluator/held.c) does not stop the others. */
 #define KN_EVENTS_PARTITIONS 8
 
+/* One metadata request to brokers (librdkafka's logs silenced): KN_OK when a
+ * broker answered within timeout_ms, else KN_EKAFKA with the reason. */
+int kn_kafka_probe(const char *brokers, int timeout_ms, char *errbuf, size_t errsz);
+
+/* Waits until brokers answer (kn_kafka_probe every second), for services
+ * started before their broker (issue 14, hostile neighbours): logs once that
+ * it waits and why, calls waiting(ctx, why) on every failed probe (a
+ * service sets /readyz false with it), and once when it answers. KN_OK, or
+ * KN_ETIMEDOUT when give_up() said so (shutdown). */
+int kn_kafka_wait_broker(const char *brokers, void (*waiting)(void *ctx, const char *why),
+                         void *ctx, int (*give_up)(void));
+
 /* Creates the topics that do not exist yet; KN_OK when all exist after.
  * Replication (factor, min.insync.replicas) is the brokers' default. */
 int kn_kafka_create_topics(const char *brokers, const kn_kafka_topic_spec *specs, size_t n,

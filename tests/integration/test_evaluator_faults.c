@@ -810,6 +810,72 @@ static void crash_between_decision_and_publish(void **state)
     assert_int_equal(ids[0], id);
 }
 
+/* The relay (issue 14): an operator's rollback in the registry, which no
+ * evaluator decision stands behind, reaches <prefix>.events once, with the
+ * registry's event id; so does a promotion by hand; a restart repeats
+ * neither. */
+static void operator_rollback_is_relayed(void **state)
+{
+    (void)state;
+    if (F.evaluator > 0) assert_int_equal(stop(F.evaluator, 20), 0);
+    F.evaluator = start_evaluator(F.promoter, "g-relay", "evaluator-relay.log");
+    sleep(2); /* the relay starts its cursor at the log's end */
+    model_with_version("relay");
+    kn_regclient *c = admin();
+    char err[512];
+    int v = 0;
+    assert_int_equal(kn_regclient_create_version(c, "relay", NULL, NULL, NULL, &v, NULL, err,
+                                                 sizeof(err)),
+                     KN_OK);
+    assert_int_equal(kn_regclient_set_alias(c, "relay", "production", 1, 0, "by hand", NULL, err,
+                                            sizeof(err)),
+                     KN_OK);
+    assert_int_equal(kn_regclient_set_alias(c, "relay", "production", 2, 1, "by hand", NULL, err,
+                                            sizeof(err)),
+                     KN_OK);
+    json_t *res = NULL;
+    if (kn_regclient_rollback(c, "relay", "production", "operator: v2 is bad", &res, err,
+                              sizeof(err)) != KN_OK)
+        fail_msg("rollback: %s", err);
+    json_decref(res);
+    kn_regclient_destroy(c);
+    json_int_t id = registry_event_id("relay", 1, "version.rolled_back");
+    json_int_t pid2 = registry_event_id("relay", 2, "version.promoted");
+    assert_true(id > 0 && pid2 > 0);
+
+    json_int_t ids[8];
+    json_t *ev = NULL;
+    int n = 0;
+    double t0 = now_s();
+    while ((n = kafka_events("version.rolled_back", "relay", 1, ids, 8, &ev)) == 0 &&
+           now_s() - t0 < 30) {
+        json_decref(ev);
+        ev = NULL;
+        sleep(1);
+    }
+    if (n != 1) dump_log("evaluator-relay.log");
+    fprintf(stderr, "relay: rollback on Kafka %.1f s after it was done: %d message(s)\n",
+            now_s() - t0, n);
+    assert_int_equal(n, 1);
+    assert_int_equal(ids[0], id);
+    assert_true(json_is_true(json_object_get(ev, "relayed")));
+    assert_int_equal(json_integer_value(json_object_get(ev, "previous_version")), 2);
+    assert_string_equal(json_string_value(json_object_get(ev, "alias")), "production");
+    assert_string_equal(json_string_value(json_object_get(ev, "reason")), "operator: v2 is bad");
+    json_decref(ev);
+    assert_int_equal(kafka_events("version.promoted", "relay", 2, ids, 8, NULL), 1);
+    assert_int_equal(ids[0], pid2);
+
+    /* once: a restart announces nothing again */
+    assert_int_equal(stop(F.evaluator, 20), 0);
+    F.evaluator = start_evaluator(F.promoter, "g-relay", "evaluator-relay2.log");
+    sleep(4);
+    n = kafka_events("version.rolled_back", "relay", 1, ids, 8, NULL);
+    if (n != 1) dump_log("evaluator-relay2.log");
+    assert_int_equal(n, 1);
+    assert_int_equal(kafka_events("version.promoted", "relay", 2, ids, 8, NULL), 1);
+}
+
 int main(void)
 {
     const char *pg = getenv("KILN_PG_CONNINFO") ? getenv("KILN_PG_CONNINFO")
@@ -836,6 +902,7 @@ int main(void)
         cmocka_unit_test(registry_down_is_transient),
         cmocka_unit_test(lost_eval_set_needs_operator),
         cmocka_unit_test(crash_between_decision_and_publish),
+        cmocka_unit_test(operator_rollback_is_relayed),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -17,7 +17,9 @@
  *   - with serve.auth_token, /v1 needs the bearer token (401 without or
  *     with a wrong one), the probes do not;
  *   - a version.promoted event makes a server with poll_s = 60 swap within
- *     2 s of the event;
+ *     2 s of the event, and it reports the new version to the registry;
+ *   - a rollback in the registry, relayed by kiln-evaluator, makes such a
+ *     server swap back within 5 s;
  *   - a version whose tokenizer hash is not the configured rank file's is
  *     not served: /readyz names the tokenizer, the old version answers;
  *   - with the registry gone, both models keep answering, the outage is
@@ -782,11 +784,47 @@ static void event_triggers_swap(void **state)
         }
     }
     kn_kafka_producer_destroy(p, 1000);
+    /* it reports what it serves to the registry (its web page): this
+     * instance, by its port, with the new version, soon after the swap */
+    int reported = 0;
+    double r0 = now_s();
+    while (seen && !reported && now_s() - r0 < 10) {
+        CURL *c = curl_easy_init();
+        sink s = {0};
+        char url[300], suffix[32];
+        snprintf(url, sizeof(url), "%s/v1/serving", F.url);
+        snprintf(suffix, sizeof(suffix), ":%d", port);
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
+        curl_easy_perform(c);
+        curl_easy_cleanup(c);
+        json_t *d = s.buf ? json_loads(s.buf, 0, NULL) : NULL, *inst, *m;
+        size_t i, k;
+        json_array_foreach(json_object_get(d, "instances"), i, inst)
+        {
+            const char *id = json_string_value(json_object_get(inst, "instance"));
+            size_t il = id ? strlen(id) : 0, sl = strlen(suffix);
+            if (il < sl || strcmp(id + il - sl, suffix) != 0) continue;
+            json_array_foreach(json_object_get(inst, "models"), k, m)
+            if (strcmp(json_string_value(json_object_get(m, "name")) ?: "", MODEL) == 0 &&
+                json_integer_value(json_object_get(m, "version")) == v)
+                reported = 1;
+        }
+        json_decref(d);
+        free(s.buf);
+        if (!reported) usleep(100 * 1000);
+    }
     stop(pid, 20);
     if (!seen) {
         dump_log("serve-events.log");
         fail_msg("v%d not served after 15 events (poll_s = 60)", v);
     }
+    if (!reported) {
+        dump_log("serve-events.log");
+        fail_msg("the registry's /v1/serving does not show this instance serving v%d", v);
+    }
+    fprintf(stderr, "reported to the registry: v%d after %.1f s\n", v, now_s() - r0);
     fprintf(stderr, "event -> v%d served after %.3f s\n", v, seen - sent);
     assert_true(seen - sent < 2.0);
     /* the main server (poll_s = 0.3) follows too */
@@ -803,6 +841,99 @@ static void event_triggers_swap(void **state)
         usleep(100 * 1000);
     }
     F.serving = v;
+}
+
+static int count_in_log(const char *name, const char *needle);
+
+/* The version a kiln-serve at base answers for MODEL (0: none). */
+static int served_version(const char *base)
+{
+    CURL *c = curl_easy_init();
+    sink s = {0};
+    char url[300];
+    snprintf(url, sizeof(url), "%s/v1/models/%s", base, MODEL);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
+    curl_easy_perform(c);
+    curl_easy_cleanup(c);
+    json_t *d = s.buf ? json_loads(s.buf, 0, NULL) : NULL;
+    int v = (int)json_integer_value(json_object_get(d, "version"));
+    json_decref(d);
+    free(s.buf);
+    return v;
+}
+
+/* An operator's rollback in the registry (no event of its own) reaches
+ * kiln-serve through kiln-evaluator's relay (issue 14): with poll_s = 60 the
+ * server is back on the previous version within a few seconds. */
+static void rollback_relayed_swaps(void **state)
+{
+    (void)state;
+    SKIP_IF_NEEDED();
+    char sbin[400], ebin[400], logpath[400], elog[400], uenv[200], tenv[200], base[128];
+    char err[512];
+    snprintf(sbin, sizeof(sbin), "%s/serve/kiln-serve", KILN_BINARY_DIR);
+    snprintf(ebin, sizeof(ebin), "%s/evaluator/kiln-evaluator", KILN_BINARY_DIR);
+    snprintf(uenv, sizeof(uenv), "KILN_REGISTRY_URL=%s", F.url);
+    snprintf(tenv, sizeof(tenv), "KILN_REGISTRY_TOKEN=%s", F.admin);
+    const char *eenv[] = {uenv, tenv, "KILN_EVALUATOR_PORT=0", NULL};
+    char *eargv[] = {ebin, "--config", F.cfgpath, NULL};
+    snprintf(elog, sizeof(elog), "%s/evaluator-relay.log", F.tmp);
+    pid_t ev = spawn(eargv, eenv, elog);
+    const char *env[] = {uenv, tenv, "KILN_SERVE_POLL_S=60", NULL};
+    char *argv[] = {sbin, "--config", F.cfgpath, NULL};
+    snprintf(logpath, sizeof(logpath), "%s/serve-rollback.log", F.tmp);
+    pid_t pid = spawn(argv, env, logpath);
+    int port = log_port(logpath, pid);
+    if (!port) {
+        dump_log("serve-rollback.log");
+        fail_msg("kiln-serve did not start");
+    }
+    snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
+    double t0 = now_s();
+    while (served_version(base) != F.serving && now_s() - t0 < 30)
+        usleep(100 * 1000);
+    assert_int_equal(served_version(base), F.serving);
+    /* the relay has taken its starting point (the log's end) */
+    while (count_in_log("evaluator-relay.log", "relay: starting at") == 0 && now_s() - t0 < 60)
+        usleep(100 * 1000);
+    if (count_in_log("evaluator-relay.log", "relay: starting at") == 0) {
+        dump_log("evaluator-relay.log");
+        fail_msg("the evaluator's relay did not start");
+    }
+    kn_regclient *c = kn_regclient_new(F.url, F.admin);
+    json_t *res = NULL;
+    if (kn_regclient_rollback(c, MODEL, "production", "operator: roll back", &res, err,
+                              sizeof(err)) != KN_OK)
+        fail_msg("rollback: %s", err);
+    int prev = (int)json_integer_value(json_object_get(res, "version"));
+    json_decref(res);
+    kn_regclient_destroy(c);
+    assert_true(prev > 0 && prev != F.serving);
+    double r0 = now_s(), seen = 0;
+    while (!seen && now_s() - r0 < 20) {
+        if (served_version(base) == prev) seen = now_s();
+        else usleep(50 * 1000);
+    }
+    stop(pid, 20);
+    stop(ev, 20);
+    if (!seen) {
+        dump_log("evaluator-relay.log");
+        dump_log("serve-rollback.log");
+        fail_msg("v%d not served 20 s after the rollback (poll_s = 60)", prev);
+    }
+    fprintf(stderr, "rollback -> v%d served after %.2f s (relayed by the evaluator)\n", prev,
+            seen - r0);
+    assert_true(count_in_log("evaluator-relay.log", "relayed version.rolled_back") == 1);
+    assert_true(seen - r0 < 5.0);
+    /* the main server (poll_s = 0.3) follows too */
+    t0 = now_s();
+    while (served_version(F.serve) != prev) {
+        if (now_s() - t0 > 10) fail_msg("the main server did not follow the rollback");
+        usleep(100 * 1000);
+    }
+    F.serving = prev;
 }
 
 static void foreign_tokenizer_not_served(void **state)
@@ -866,6 +997,7 @@ int main(void)
         cmocka_unit_test(bad_requests),
         cmocka_unit_test(bearer_token),
         cmocka_unit_test(event_triggers_swap),
+        cmocka_unit_test(rollback_relayed_swaps),
         cmocka_unit_test(foreign_tokenizer_not_served),
         cmocka_unit_test(registry_down_keeps_serving),
     };
