@@ -111,41 +111,12 @@ static int group_progress(const char *group, const char *const *topics, int ntop
 }
 
 /* Reads every committed message of a topic from the beginning to the end. */
-typedef void (*msg_fn)(const rd_kafka_message_t *m, void *ctx);
+typedef tp_msg_fn msg_fn;
 
 static long read_topic(const char *topic, msg_fn fn, void *ctx)
 {
-    char err[512], group[300];
-    snprintf(group, sizeof(group), "test-reader-%d-%ld", getpid(), (long)rand());
-    const char *extra[] = {"enable.partition.eof", "true", NULL};
-    kn_kafka_consumer_options co = {
-        .brokers = tp_brokers(), .group_id = group, .read_committed = 1, .extra = extra};
-    kn_kafka_consumer *c = kn_kafka_consumer_new(&co, err, sizeof(err));
-    assert_non_null(c);
-    rd_kafka_t *rk = kn_kafka_consumer_handle(c);
-    int np = kn_kafka_partition_count(rk, topic, 5000);
-    assert_true(np >= 1);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(np);
-    for (int p = 0; p < np; p++)
-        rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
-    assert_int_equal(kn_kafka_consumer_assign(c, l, err, sizeof(err)), KN_OK);
-    rd_kafka_topic_partition_list_destroy(l);
-    int eof = 0;
-    long n = 0;
-    double t0 = tp_now();
-    while (eof < np && tp_now() - t0 < 60) {
-        rd_kafka_message_t *m = kn_kafka_consumer_poll(c, 200);
-        if (!m) continue;
-        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
-            eof++;
-        else if (!m->err) {
-            fn(m, ctx);
-            n++;
-        }
-        rd_kafka_message_destroy(m);
-    }
-    assert_int_equal(eof, np);
-    kn_kafka_consumer_destroy(c);
+    long n = tp_read_topic(topic, fn, ctx);
+    assert_true(n >= 0);
     return n;
 }
 

@@ -1,7 +1,7 @@
 /* test_preprocess_util.h: helpers shared by the kiln-preprocess integration
  * tests (header only, included by tests/integration/test_preprocess*.c): the
- * broker list, a monotonic clock and starting the service with its output in
- * a log file. Needs the native stack (Kafka + PostgreSQL). */
+ * broker list, a monotonic clock, starting the service with its output in a
+ * log file and reading a topic from the beginning. Needs the native stack (Kafka + PostgreSQL). */
 #ifndef TEST_PREPROCESS_UTIL_H
 #define TEST_PREPROCESS_UTIL_H
 
@@ -11,6 +11,9 @@
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "core/kn.h"
+#include "stream/kafka.h"
 
 #define TP_UNUSED __attribute__((unused))
 
@@ -51,6 +54,53 @@ static TP_UNUSED pid_t tp_start_preprocess(const char *config, const char *insta
         _exit(127);
     }
     return pid;
+}
+
+typedef void (*tp_msg_fn)(const rd_kafka_message_t *m, void *ctx);
+
+/* Reads every committed message of topic from the beginning (a fresh group,
+ * up to 60 s), calling fn on each. Returns the messages read, or -1 when the
+ * consumer could not be set up or not every partition reached its end. */
+static TP_UNUSED long tp_read_topic(const char *topic, tp_msg_fn fn, void *ctx)
+{
+    char err[512], group[300];
+    snprintf(group, sizeof(group), "test-reader-%d-%ld", getpid(), (long)rand());
+    const char *extra[] = {"enable.partition.eof", "true", NULL};
+    kn_kafka_consumer_options co = {
+        .brokers = tp_brokers(), .group_id = group, .read_committed = 1, .extra = extra};
+    kn_kafka_consumer *c = kn_kafka_consumer_new(&co, err, sizeof(err));
+    if (!c) {
+        fprintf(stderr, "consumer: %s\n", err);
+        return -1;
+    }
+    int np = kn_kafka_partition_count(kn_kafka_consumer_handle(c), topic, 5000);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(np > 0 ? np : 1);
+    for (int p = 0; p < np; p++)
+        rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    int ok = np >= 1 && kn_kafka_consumer_assign(c, l, err, sizeof(err)) == KN_OK;
+    rd_kafka_topic_partition_list_destroy(l);
+    if (!ok) {
+        fprintf(stderr, "read %s: %d partitions: %s\n", topic, np, err);
+        kn_kafka_consumer_destroy(c);
+        return -1;
+    }
+    int eof = 0;
+    long n = 0;
+    double t0 = tp_now();
+    while (eof < np && tp_now() - t0 < 60) {
+        rd_kafka_message_t *m = kn_kafka_consumer_poll(c, 200);
+        if (!m) continue;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            eof++;
+        else if (!m->err) {
+            fn(m, ctx);
+            n++;
+        }
+        rd_kafka_message_destroy(m);
+    }
+    kn_kafka_consumer_destroy(c);
+    if (eof != np) fprintf(stderr, "read %s: %d of %d partitions at their end\n", topic, eof, np);
+    return eof == np ? n : -1;
 }
 
 #endif
