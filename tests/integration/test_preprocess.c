@@ -29,18 +29,7 @@
 #include "core/sha256.h"
 #include "stream/shard.h"
 
-static const char *brokers(void)
-{
-    const char *b = getenv("KILN_KAFKA_BROKERS");
-    return b ? b : "127.0.0.1:19092";
-}
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
+#include "test_preprocess_util.h"
 
 static char g_tok[512]; /* tokenizer rank file trained for the run */
 
@@ -49,7 +38,7 @@ static char g_tok[512]; /* tokenizer rank file trained for the run */
 static kn_kafka_producer *raw_producer(void)
 {
     char err[512];
-    kn_kafka_producer_options po = {.brokers = brokers(), .linger_ms = 20};
+    kn_kafka_producer_options po = {.brokers = tp_brokers(), .linger_ms = 20};
     kn_kafka_producer *p = kn_kafka_producer_new(&po, err, sizeof(err));
     if (!p) fail_msg("producer: %s", err);
     return p;
@@ -78,19 +67,7 @@ static void produce_raw(kn_kafka_producer *p, const char *topic, const char *kin
 
 static pid_t start_preprocess(const char *config, const char *instance, const char *log)
 {
-    char bin[1024];
-    snprintf(bin, sizeof(bin), "%s/preprocess/kiln-preprocess", KILN_BINARY_DIR);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 2);
-            dup2(fd, 1);
-        }
-        execl(bin, bin, "--config", config, "--instance", instance, (char *)NULL);
-        _exit(127);
-    }
-    return pid;
+    return tp_start_preprocess(config, instance, log, 0);
 }
 
 static int stop_preprocess(pid_t pid, int sig)
@@ -109,7 +86,8 @@ static int group_progress(const char *group, const char *const *topics, int ntop
                           int64_t *committed, int64_t *high)
 {
     char err[512];
-    kn_kafka_consumer_options co = {.brokers = brokers(), .group_id = group, .read_committed = 1};
+    kn_kafka_consumer_options co = {
+        .brokers = tp_brokers(), .group_id = group, .read_committed = 1};
     kn_kafka_consumer *c = kn_kafka_consumer_new(&co, err, sizeof(err));
     assert_non_null(c);
     rd_kafka_t *rk = kn_kafka_consumer_handle(c);
@@ -133,41 +111,12 @@ static int group_progress(const char *group, const char *const *topics, int ntop
 }
 
 /* Reads every committed message of a topic from the beginning to the end. */
-typedef void (*msg_fn)(const rd_kafka_message_t *m, void *ctx);
+typedef tp_msg_fn msg_fn;
 
 static long read_topic(const char *topic, msg_fn fn, void *ctx)
 {
-    char err[512], group[300];
-    snprintf(group, sizeof(group), "test-reader-%d-%ld", getpid(), (long)rand());
-    const char *extra[] = {"enable.partition.eof", "true", NULL};
-    kn_kafka_consumer_options co = {
-        .brokers = brokers(), .group_id = group, .read_committed = 1, .extra = extra};
-    kn_kafka_consumer *c = kn_kafka_consumer_new(&co, err, sizeof(err));
-    assert_non_null(c);
-    rd_kafka_t *rk = kn_kafka_consumer_handle(c);
-    int np = kn_kafka_partition_count(rk, topic, 5000);
-    assert_true(np >= 1);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(np);
-    for (int p = 0; p < np; p++)
-        rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
-    assert_int_equal(kn_kafka_consumer_assign(c, l, err, sizeof(err)), KN_OK);
-    rd_kafka_topic_partition_list_destroy(l);
-    int eof = 0;
-    long n = 0;
-    double t0 = now_s();
-    while (eof < np && now_s() - t0 < 60) {
-        rd_kafka_message_t *m = kn_kafka_consumer_poll(c, 200);
-        if (!m) continue;
-        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
-            eof++;
-        else if (!m->err) {
-            fn(m, ctx);
-            n++;
-        }
-        rd_kafka_message_destroy(m);
-    }
-    assert_int_equal(eof, np);
-    kn_kafka_consumer_destroy(c);
+    long n = tp_read_topic(topic, fn, ctx);
+    assert_true(n >= 0);
     return n;
 }
 
@@ -416,14 +365,15 @@ static void functional(void **state)
              "[dataset.img]\nkind = image\nwidth = 8\nheight = 8\nchannels = 1\n"
              "labels = 0,1,2,3,4,5,6,7,8,9\nmean = 0.5\nstd = 0.25\neval_fraction = 0.5\n"
              "crop_pad = 1\nhflip = true\nshard_examples = 16\n",
-             brokers(), prefix, prefix, g_tok, g_tok);
+             tp_brokers(), prefix, prefix, g_tok, g_tok);
     write_file(cfgp, cfg);
 
     char t_text[200], t_img[200];
     kn_record_topic(t_text, sizeof(t_text), prefix, KN_RECORD_TOPIC_TEXT);
     kn_record_topic(t_img, sizeof(t_img), prefix, KN_RECORD_TOPIC_IMAGE);
     kn_kafka_topic_spec specs[2] = {{t_text, 3, 0, 0}, {t_img, 2, 0, 0}};
-    assert_int_equal(kn_kafka_create_topics(brokers(), specs, 2, 10000, err, sizeof(err)), KN_OK);
+    assert_int_equal(kn_kafka_create_topics(tp_brokers(), specs, 2, 10000, err, sizeof(err)),
+                     KN_OK);
 
     key_set ks;
     ks_init(&ks, 256);
@@ -490,8 +440,8 @@ static void functional(void **state)
     snprintf(group, sizeof(group), "%s-group", prefix);
     const char *topics[] = {t_text, t_img};
     int64_t committed = 0, high = 1;
-    double t0 = now_s();
-    while (now_s() - t0 < 60) {
+    double t0 = tp_now();
+    while (tp_now() - t0 < 60) {
         group_progress(group, topics, 2, &committed, &high);
         if (committed == high) break;
         usleep(300000);
@@ -603,12 +553,13 @@ static void exactly_once(void **state)
              "[dataset.eo]\nkind = text_class\ntokenizer = %s\nmax_len = 16\n"
              "labels = a, b, c, d\neval_fraction = 0.1\nshard_examples = 256\ndedup = near\n"
              "min_chars = 8\n",
-             brokers(), prefix, prefix, g_tok);
+             tp_brokers(), prefix, prefix, g_tok);
     write_file(cfgp, cfg);
     char t_text[200];
     kn_record_topic(t_text, sizeof(t_text), prefix, KN_RECORD_TOPIC_TEXT);
     kn_kafka_topic_spec spec = {t_text, 3, 0, 0};
-    assert_int_equal(kn_kafka_create_topics(brokers(), &spec, 1, 10000, err, sizeof(err)), KN_OK);
+    assert_int_equal(kn_kafka_create_topics(tp_brokers(), &spec, 1, 10000, err, sizeof(err)),
+                     KN_OK);
 
     key_set ks;
     ks_init(&ks, EO_N);
@@ -646,9 +597,9 @@ static void exactly_once(void **state)
     const char *topics[] = {t_text};
     int64_t committed = 0, high = 1;
     pid_t pid = start_preprocess(cfgp, inst, log);
-    double t0 = now_s();
+    double t0 = tp_now();
     /* kill -9 once a part (but not all) is committed */
-    while (now_s() - t0 < 60) {
+    while (tp_now() - t0 < 60) {
         group_progress(group, topics, 1, &committed, &high);
         if (committed >= EO_N / 5) break;
         usleep(50000);
@@ -658,8 +609,8 @@ static void exactly_once(void **state)
      * committed more since the last look): the kill must land mid-stream,
      * or the restart proves nothing */
     int64_t seen = committed;
-    t0 = now_s();
-    while (group_progress(group, topics, 1, &committed, &high) != 0 && now_s() - t0 < 60)
+    t0 = tp_now();
+    while (group_progress(group, topics, 1, &committed, &high) != 0 && tp_now() - t0 < 60)
         usleep(500000);
     print_message("killed (-9) with %lld of %lld committed (%lld seen before the kill)\n",
                   (long long)committed, (long long)high, (long long)seen);
@@ -669,8 +620,8 @@ static void exactly_once(void **state)
         fail_msg("the kill did not land mid-stream: %lld of %lld committed", (long long)committed,
                  (long long)high);
     pid = start_preprocess(cfgp, inst, log);
-    t0 = now_s();
-    while (now_s() - t0 < 120) {
+    t0 = tp_now();
+    while (tp_now() - t0 < 120) {
         group_progress(group, topics, 1, &committed, &high);
         if (committed == high) break;
         usleep(300000);

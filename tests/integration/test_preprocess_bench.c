@@ -41,21 +41,10 @@
 #include "stream/record.h"
 #include "stream/shard.h"
 
+#include "test_preprocess_util.h"
+
 #define N_IMAGES    20000
 #define TEXT_COPIES 1
-
-static const char *brokers(void)
-{
-    const char *b = getenv("KILN_KAFKA_BROKERS");
-    return b ? b : "127.0.0.1:19092";
-}
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
 
 static void produce(kn_kafka_producer *p, const char *topic, const char *kind, const void *v,
                     size_t len, const char *dataset, const char *label)
@@ -116,7 +105,8 @@ static size_t produce_fortunes(kn_kafka_producer *p, const char *topic, int copi
 static int64_t committed_total(const char *group, const char *topic, int64_t *high)
 {
     char err[512];
-    kn_kafka_consumer_options co = {.brokers = brokers(), .group_id = group, .read_committed = 1};
+    kn_kafka_consumer_options co = {
+        .brokers = tp_brokers(), .group_id = group, .read_committed = 1};
     kn_kafka_consumer *c = kn_kafka_consumer_new(&co, err, sizeof(err));
     assert_non_null(c);
     rd_kafka_t *rk = kn_kafka_consumer_handle(c);
@@ -144,7 +134,7 @@ static long count_examples(const char *topic)
     snprintf(group, sizeof(group), "bench-reader-%d", getpid());
     const char *extra[] = {"enable.partition.eof", "true", NULL};
     kn_kafka_consumer_options co = {
-        .brokers = brokers(), .group_id = group, .read_committed = 1, .extra = extra};
+        .brokers = tp_brokers(), .group_id = group, .read_committed = 1, .extra = extra};
     kn_kafka_consumer *c = kn_kafka_consumer_new(&co, err, sizeof(err));
     assert_non_null(c);
     int np = kn_kafka_partition_count(kn_kafka_consumer_handle(c), topic, 5000);
@@ -155,8 +145,8 @@ static long count_examples(const char *topic)
     rd_kafka_topic_partition_list_destroy(l);
     long n = 0;
     int eof = 0;
-    double t0 = now_s();
-    while (eof < np && now_s() - t0 < 60) {
+    double t0 = tp_now();
+    while (eof < np && tp_now() - t0 < 60) {
         rd_kafka_message_t *m = kn_kafka_consumer_poll(c, 200);
         if (!m) continue;
         kn_shard_view v;
@@ -201,7 +191,7 @@ static long count_near(const char *topic)
     snprintf(group, sizeof(group), "bench-dlq-%d", getpid());
     const char *extra[] = {"enable.partition.eof", "true", NULL};
     kn_kafka_consumer_options co = {
-        .brokers = brokers(), .group_id = group, .read_committed = 1, .extra = extra};
+        .brokers = tp_brokers(), .group_id = group, .read_committed = 1, .extra = extra};
     kn_kafka_consumer *c = kn_kafka_consumer_new(&co, err, sizeof(err));
     assert_non_null(c);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
@@ -209,8 +199,8 @@ static long count_near(const char *topic)
     kn_kafka_consumer_assign(c, l, err, sizeof(err));
     rd_kafka_topic_partition_list_destroy(l);
     long n = 0;
-    double t0 = now_s();
-    while (now_s() - t0 < 60) {
+    double t0 = tp_now();
+    while (tp_now() - t0 < 60) {
         rd_kafka_message_t *m = kn_kafka_consumer_poll(c, 200);
         if (!m) continue;
         int eof = m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
@@ -234,7 +224,7 @@ static double run_until_done(const char *cfgp, const char *inst, int ninst, cons
     char bin[1024], log[300], id[300];
     snprintf(bin, sizeof(bin), "%s/preprocess/kiln-preprocess", KILN_BINARY_DIR);
     snprintf(log, sizeof(log), "%s.log", cfgp);
-    double t0 = now_s();
+    double t0 = tp_now();
     pid_t pids[8];
     for (int k = 0; k < ninst; k++) {
         snprintf(id, sizeof(id), "%s%d", inst, k);
@@ -247,12 +237,12 @@ static double run_until_done(const char *cfgp, const char *inst, int ninst, cons
         }
     }
     int64_t high = 1, done = 0;
-    while (now_s() - t0 < 240) {
+    while (tp_now() - t0 < 240) {
         done = committed_total(group, topic, &high);
         if (done == high) break;
         usleep(200000);
     }
-    double dt = now_s() - t0;
+    double dt = tp_now() - t0;
     for (int k = 0; k < ninst; k++)
         kill(pids[k], SIGTERM);
     g_cpu = 0;
@@ -282,8 +272,9 @@ static void run_one(int ninst)
     kn_record_topic(t_text, sizeof(t_text), prefix, KN_RECORD_TOPIC_TEXT);
     kn_record_topic(t_img, sizeof(t_img), prefix_i, KN_RECORD_TOPIC_IMAGE);
     kn_kafka_topic_spec specs[2] = {{t_text, 6, 0, 0}, {t_img, 6, 0, 0}};
-    assert_int_equal(kn_kafka_create_topics(brokers(), specs, 2, 10000, err, sizeof(err)), KN_OK);
-    kn_kafka_producer_options po = {.brokers = brokers(), .linger_ms = 20};
+    assert_int_equal(kn_kafka_create_topics(tp_brokers(), specs, 2, 10000, err, sizeof(err)),
+                     KN_OK);
+    kn_kafka_producer_options po = {.brokers = tp_brokers(), .linger_ms = 20};
     kn_kafka_producer *p = kn_kafka_producer_new(&po, err, sizeof(err));
     assert_non_null(p);
     long nrec = 0;
@@ -327,7 +318,7 @@ static void run_one(int ninst)
             "group = %s-text\ndlq_duplicates = true\n"
             "[dataset.benchlm]\nkind = lm\ntokenizer = %s\nblock_size = 1024\n"
             "shard_examples = 256\ndedup = near\neval_fraction = 0.05\n",
-            brokers(), prefix, prefix, tok);
+            tp_brokers(), prefix, prefix, tok);
     fclose(f);
     char group[200], inst[200];
     snprintf(group, sizeof(group), "%s-text", prefix);
@@ -364,7 +355,7 @@ static void run_one(int ninst)
             "[dataset.benchimg]\nkind = image\nwidth = 28\nheight = 28\nchannels = 1\n"
             "labels = 0,1,2,3,4,5,6,7,8,9\nmean = 0.2860\nstd = 0.3530\ncrop_pad = 2\n"
             "hflip = true\nshard_examples = 512\neval_fraction = 0.1\n",
-            brokers(), prefix_i, prefix);
+            tp_brokers(), prefix_i, prefix);
     fclose(f);
     snprintf(group, sizeof(group), "%s-img", prefix);
     snprintf(inst, sizeof(inst), "%s-i", prefix);
@@ -394,14 +385,15 @@ static void fixed_cost(void)
     snprintf(tok, sizeof(tok), "%s/.cache/tokenizer/r50k_base.tiktoken", KILN_SOURCE_DIR);
     kn_record_topic(t_text, sizeof(t_text), prefix, KN_RECORD_TOPIC_TEXT);
     kn_kafka_topic_spec spec = {t_text, 6, 0, 0};
-    assert_int_equal(kn_kafka_create_topics(brokers(), &spec, 1, 10000, err, sizeof(err)), KN_OK);
+    assert_int_equal(kn_kafka_create_topics(tp_brokers(), &spec, 1, 10000, err, sizeof(err)),
+                     KN_OK);
     FILE *f = fopen(cfgp, "w");
     assert_non_null(f);
     fprintf(f,
             "[kafka]\nbrokers = %s\ntopic_prefix = %s\n"
             "[preprocess]\nport = 0\ngroup = %s-text\n"
             "[dataset.benchlm]\nkind = lm\ntokenizer = %s\nblock_size = 1024\n",
-            brokers(), prefix, prefix, tok);
+            tp_brokers(), prefix, prefix, tok);
     fclose(f);
     snprintf(group, sizeof(group), "%s-text", prefix);
     snprintf(inst, sizeof(inst), "%s-t", prefix);

@@ -33,18 +33,7 @@
 #include "stream/record.h"
 #include "stream/shard.h"
 
-static const char *brokers(void)
-{
-    const char *b = getenv("KILN_KAFKA_BROKERS");
-    return b ? b : "127.0.0.1:19092";
-}
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
+#include "test_preprocess_util.h"
 
 static void write_file(const char *path, const char *text)
 {
@@ -75,20 +64,8 @@ static void dump_log(const char *log)
 
 static pid_t start_preprocess(const char *config, const char *instance, const char *log)
 {
-    char bin[1024];
-    snprintf(bin, sizeof(bin), "%s/preprocess/kiln-preprocess", KILN_BINARY_DIR);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 2);
-            dup2(fd, 1);
-        }
-        setenv("MALLOC_ARENA_MAX", "2", 1); /* a steadier address space for oom_record */
-        execl(bin, bin, "--config", config, "--instance", instance, (char *)NULL);
-        _exit(127);
-    }
-    return pid;
+    /* MALLOC_ARENA_MAX=2: a steadier address space for oom_record */
+    return tp_start_preprocess(config, instance, log, 2);
 }
 
 static void stop_preprocess(pid_t pid)
@@ -106,14 +83,14 @@ static void stop_preprocess(pid_t pid)
 /* Waits for the consumer group's first assignment (the service is consuming). */
 static void wait_assigned(pid_t pid, const char *log)
 {
-    double end = now_s() + 60;
+    double end = tp_now() + 60;
     while (!file_has(log, "partition(s) assigned")) {
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid) {
             dump_log(log);
             fail_msg("kiln-preprocess exited at start");
         }
-        if (now_s() > end) {
+        if (tp_now() > end) {
             stop_preprocess(pid);
             dump_log(log);
             fail_msg("kiln-preprocess got no partitions in 60 s");
@@ -129,14 +106,14 @@ static void write_config(const char *path, const char *prefix, const char *datas
              "[kafka]\nbrokers = %s\ntopic_prefix = %s\n"
              "[ingest]\npartitions = 1\n"
              "[preprocess]\nport = 0\nflush_ms = 300\ngroup = %s-group\nrecord_attempts = 3\n%s",
-             brokers(), prefix, prefix, datasets);
+             tp_brokers(), prefix, prefix, datasets);
     write_file(path, cfg);
 }
 
 static kn_kafka_producer *raw_producer(void)
 {
     char err[512];
-    kn_kafka_producer_options po = {.brokers = brokers(), .linger_ms = 5};
+    kn_kafka_producer_options po = {.brokers = tp_brokers(), .linger_ms = 5};
     kn_kafka_producer *p = kn_kafka_producer_new(&po, err, sizeof(err));
     if (!p) fail_msg("producer: %s", err);
     return p;
@@ -188,7 +165,7 @@ static void scan_topic(const char *topic, scan_ctx *sc, int is_dlq)
     snprintf(group, sizeof(group), "test-faults-reader-%d-%ld", getpid(), (long)rand());
     const char *extra[] = {"enable.partition.eof", "true", NULL};
     kn_kafka_consumer_options co = {
-        .brokers = brokers(), .group_id = group, .read_committed = 1, .extra = extra};
+        .brokers = tp_brokers(), .group_id = group, .read_committed = 1, .extra = extra};
     kn_kafka_consumer *c = kn_kafka_consumer_new(&co, err, sizeof(err));
     assert_non_null(c);
     rd_kafka_t *rk = kn_kafka_consumer_handle(c);
@@ -203,8 +180,8 @@ static void scan_topic(const char *topic, scan_ctx *sc, int is_dlq)
     assert_int_equal(kn_kafka_consumer_assign(c, l, err, sizeof(err)), KN_OK);
     rd_kafka_topic_partition_list_destroy(l);
     int eof = 0;
-    double t0 = now_s();
-    while (eof < np && now_s() - t0 < 30) {
+    double t0 = tp_now();
+    while (eof < np && tp_now() - t0 < 30) {
         rd_kafka_message_t *m = kn_kafka_consumer_poll(c, 200);
         if (!m) continue;
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
@@ -254,7 +231,8 @@ static void create_raw_topics(const char *prefix)
     kn_record_topic(t_text, sizeof(t_text), prefix, KN_RECORD_TOPIC_TEXT);
     kn_record_topic(t_img, sizeof(t_img), prefix, KN_RECORD_TOPIC_IMAGE);
     kn_kafka_topic_spec specs[2] = {{t_text, 1, 0, 0}, {t_img, 1, 0, 0}};
-    assert_int_equal(kn_kafka_create_topics(brokers(), specs, 2, 10000, err, sizeof(err)), KN_OK);
+    assert_int_equal(kn_kafka_create_topics(tp_brokers(), specs, 2, 10000, err, sizeof(err)),
+                     KN_OK);
 }
 
 #define IMG_RECIPE                                                                                 \
@@ -297,7 +275,7 @@ static void split(void **state)
     pid_t pid = start_preprocess(cfgp, prefix, log);
     wait_assigned(pid, log);
     scan_ctx sc = {.keys = (const uint8_t(*)[32])keys, .nkeys = N, .where = where};
-    double end = now_s() + 60;
+    double end = tp_now() + 60;
     int placed;
     do {
         usleep(500000);
@@ -305,7 +283,7 @@ static void split(void **state)
         placed = 0;
         for (int i = 0; i < N; i++)
             placed += where[i] != 0;
-    } while (placed < N && now_s() < end);
+    } while (placed < N && tp_now() < end);
     stop_preprocess(pid);
     if (placed < N) dump_log(log);
     assert_int_equal(placed, N);
@@ -485,7 +463,7 @@ static void oom_record(void **state)
 
     scan_ctx sc = {
         .keys = (const uint8_t(*)[32])keys, .nkeys = N, .where = where, .dlq_key = huge_key};
-    double end = now_s() + 90;
+    double end = tp_now() + 90;
     int placed;
     do {
         usleep(1000000);
@@ -495,7 +473,7 @@ static void oom_record(void **state)
         placed = 0;
         for (int i = 0; i < N; i++)
             placed += where[i] != 0;
-    } while ((placed < N || sc.dlq_processing_failed < 1) && now_s() < end);
+    } while ((placed < N || sc.dlq_processing_failed < 1) && tp_now() < end);
     int st;
     int alive = waitpid(pid, &st, WNOHANG) == 0;
     stop_preprocess(pid);

@@ -34,23 +34,12 @@
 #include "stream/shard.h"
 #include "text/bpe.h"
 
+#include "test_preprocess_util.h"
+
 #define N1     6000 /* phase 1 records */
 #define N2     2000 /* phase 2 records (near copies included) */
 #define NCOPY  150  /* phase-1 texts with a near copy in phase 2 */
 #define NPARTS 6
-
-static const char *brokers(void)
-{
-    const char *b = getenv("KILN_KAFKA_BROKERS");
-    return b ? b : "127.0.0.1:19092";
-}
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
 
 static char g_tok[512];
 
@@ -79,18 +68,7 @@ static int kill_instances(void **state)
 
 static pid_t start_pp(const char *config, const char *instance, const char *log)
 {
-    char bin[1024];
-    snprintf(bin, sizeof(bin), "%s/preprocess/kiln-preprocess", KILN_BINARY_DIR);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 2);
-            dup2(fd, 1);
-        }
-        execl(bin, bin, "--config", config, "--instance", instance, (char *)NULL);
-        _exit(127);
-    }
+    pid_t pid = tp_start_preprocess(config, instance, log, 0);
     if (pid > 0) track(pid, 1);
     return pid;
 }
@@ -99,7 +77,7 @@ static pid_t start_pp(const char *config, const char *instance, const char *log)
 static int wait_log(const char *path, const char *needle, double max_s)
 {
     char line[2048];
-    for (double t0 = now_s(); now_s() - t0 < max_s; usleep(100000)) {
+    for (double t0 = tp_now(); tp_now() - t0 < max_s; usleep(100000)) {
         FILE *f = fopen(path, "r");
         int found = 0;
         while (f && !found && fgets(line, sizeof(line), f))
@@ -123,7 +101,8 @@ static int stop_pp(pid_t pid, int sig)
 static int64_t committed_sum(const char *group, const char *topic)
 {
     char err[512];
-    kn_kafka_consumer_options co = {.brokers = brokers(), .group_id = group, .read_committed = 1};
+    kn_kafka_consumer_options co = {
+        .brokers = tp_brokers(), .group_id = group, .read_committed = 1};
     kn_kafka_consumer *c = kn_kafka_consumer_new(&co, err, sizeof(err));
     assert_non_null(c);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(NPARTS);
@@ -142,9 +121,9 @@ static int64_t committed_sum(const char *group, const char *topic)
 
 static int64_t wait_committed(const char *group, const char *topic, int64_t want, double max_s)
 {
-    double t0 = now_s();
+    double t0 = tp_now();
     int64_t got = 0;
-    while (now_s() - t0 < max_s) {
+    while (tp_now() - t0 < max_s) {
         got = committed_sum(group, topic);
         if (got >= want) break;
         usleep(300000);
@@ -152,37 +131,11 @@ static int64_t wait_committed(const char *group, const char *topic, int64_t want
     return got;
 }
 
-typedef void (*msg_fn)(const rd_kafka_message_t *m, void *ctx);
+typedef tp_msg_fn msg_fn;
 
 static void read_topic(const char *topic, msg_fn fn, void *ctx)
 {
-    char err[512], group[300];
-    snprintf(group, sizeof(group), "test-reader-%d-%ld", getpid(), (long)rand());
-    const char *extra[] = {"enable.partition.eof", "true", NULL};
-    kn_kafka_consumer_options co = {
-        .brokers = brokers(), .group_id = group, .read_committed = 1, .extra = extra};
-    kn_kafka_consumer *c = kn_kafka_consumer_new(&co, err, sizeof(err));
-    assert_non_null(c);
-    int np = kn_kafka_partition_count(kn_kafka_consumer_handle(c), topic, 5000);
-    assert_true(np >= 1);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(np);
-    for (int p = 0; p < np; p++)
-        rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
-    assert_int_equal(kn_kafka_consumer_assign(c, l, err, sizeof(err)), KN_OK);
-    rd_kafka_topic_partition_list_destroy(l);
-    int eof = 0;
-    double t0 = now_s();
-    while (eof < np && now_s() - t0 < 60) {
-        rd_kafka_message_t *m = kn_kafka_consumer_poll(c, 200);
-        if (!m) continue;
-        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
-            eof++;
-        else if (!m->err)
-            fn(m, ctx);
-        rd_kafka_message_destroy(m);
-    }
-    assert_int_equal(eof, np);
-    kn_kafka_consumer_destroy(c);
+    assert_true(tp_read_topic(topic, fn, ctx) >= 0);
 }
 
 /* --- keys --- */
@@ -328,14 +281,15 @@ static void scale_out(void **state)
             "dlq_duplicates = true\n"
             "[dataset.so]\nkind = text_class\ntokenizer = %s\nmax_len = 16\nlabels = a, b\n"
             "eval_fraction = 0.1\nshard_examples = 128\ndedup = near\nmin_chars = 8\n",
-            brokers(), prefix, group, g_tok);
+            tp_brokers(), prefix, group, g_tok);
     fclose(f);
     char t_text[200];
     kn_record_topic(t_text, sizeof(t_text), prefix, KN_RECORD_TOPIC_TEXT);
     kn_kafka_topic_spec spec = {t_text, NPARTS, 0, 0};
-    assert_int_equal(kn_kafka_create_topics(brokers(), &spec, 1, 10000, err, sizeof(err)), KN_OK);
+    assert_int_equal(kn_kafka_create_topics(tp_brokers(), &spec, 1, 10000, err, sizeof(err)),
+                     KN_OK);
 
-    kn_kafka_producer_options po = {.brokers = brokers(), .linger_ms = 20};
+    kn_kafka_producer_options po = {.brokers = tp_brokers(), .linger_ms = 20};
     kn_kafka_producer *p = kn_kafka_producer_new(&po, err, sizeof(err));
     assert_non_null(p);
     char text[256];
@@ -349,7 +303,7 @@ static void scale_out(void **state)
     char logc[300];
     snprintf(logc, sizeof(logc), "%s.c", log);
     pid_t a = start_pp(cfgp, ia, log), b = start_pp(cfgp, ib, log), c = -1;
-    double t0 = now_s();
+    double t0 = tp_now();
     for (int k = 0; k < 12; k++) {
         for (int i = k * (N1 / 12); i < (k + 1) * (N1 / 12); i++) {
             size_t n = text_of(i, text);
@@ -364,12 +318,12 @@ static void scale_out(void **state)
             usleep(50000);
             stop_pp(b, SIGKILL); /* mid-run: its partitions move to a and c */
             print_message("b killed -9 after %d of %d records were sent (%.1f s)\n", 8 * (N1 / 12),
-                          N1, now_s() - t0);
+                          N1, tp_now() - t0);
         }
         usleep(150000);
     }
     int64_t got = wait_committed(group, t_text, N1, 120);
-    print_message("phase 1 committed by a and c: %lld (%.1f s)\n", (long long)got, now_s() - t0);
+    print_message("phase 1 committed by a and c: %lld (%.1f s)\n", (long long)got, tp_now() - t0);
     assert_int_equal(got, N1);
 
     /* Phase 2 (new records and the near copies of the first NCOPY texts)
@@ -398,7 +352,7 @@ static void scale_out(void **state)
     assert_int_equal(kn_kafka_producer_flush(p, 30000), 0);
     kn_kafka_producer_destroy(p, 1000);
     got = wait_committed(group, t_text, N1 + N2, 120);
-    print_message("all committed: %lld (%.1f s)\n", (long long)got, now_s() - t0);
+    print_message("all committed: %lld (%.1f s)\n", (long long)got, tp_now() - t0);
     int sa = stop_pp(a, SIGTERM), sb = stop_pp(b, SIGTERM), scc = stop_pp(c, SIGTERM);
     if (got != N1 + N2) {
         char cmd[1200];

@@ -31,14 +31,7 @@
 #define EPOCHS     3
 
 typedef struct {
-    tt_registry reg;
-    char dir[600];
-    char prefix[120];
-    char topic[300];
-    char config[700];
-    tt_shards_out out;
-    uint64_t rng;
-    int registry_ok;
+    tt_synth s; /* registry, paths, shard producer */
     int64_t window_examples;
     int64_t window_shards;
     int mid_version;    /* a mid-epoch version of the restarted trainer */
@@ -47,62 +40,11 @@ typedef struct {
 
 static fixture F;
 
-static uint32_t rnd(uint32_t n)
-{
-    F.rng = F.rng * 6364136223846793005ull + 1442695040888963407ull;
-    return (uint32_t)((F.rng >> 33) % n);
-}
-
-static void make_shard(kn_shard_writer *w, uint32_t count)
-{
-    kn_shard_writer_reset(w);
-    for (uint32_t i = 0; i < count; i++) {
-        float x[16], q[4] = {0};
-        for (int k = 0; k < 16; k++) {
-            x[k] = (float)rnd(1000) / 1000.0f;
-            q[(k / 8) * 2 + (k % 4) / 2] += x[k];
-        }
-        int label = 0;
-        for (int c = 1; c < 4; c++)
-            if (q[c] > q[label]) label = c;
-        uint8_t key[32];
-        kn_sha256_digest(x, sizeof(x), key);
-        assert_int_equal(kn_shard_writer_add(w, x, label, 0, key), KN_OK);
-    }
-}
-
-static void produce(int n)
-{
-    const uint32_t shape[3] = {4, 4, 1};
-    char e[200];
-    kn_shard_writer *ws[3];
-    for (int j = 0; j < 3; j++) {
-        ws[j] = kn_shard_writer_new(KN_SHARD_IMAGE, KN_SHARD_F32, 3, shape, 32, 32, e, sizeof(e));
-        assert_non_null(ws[j]);
-    }
-    while (n > 0) {
-        int k = 1 + (int)rnd(3);
-        if (k > n) k = n;
-        for (int j = 0; j < k; j++)
-            make_shard(ws[j], 5 + rnd(19));
-        assert_int_equal(tt_shards_send(&F.out, ws, k), 0);
-        n -= k;
-    }
-    for (int j = 0; j < 3; j++)
-        kn_shard_writer_destroy(ws[j]);
-}
-
 static int setup(void **state)
 {
     (void)state;
     memset(&F, 0, sizeof(F));
-    F.rng = 4242;
-    tt_tmpdir(F.dir, sizeof(F.dir), "trainer-ep");
-    tt_unique(F.prefix, sizeof(F.prefix), "ep");
-    snprintf(F.topic, sizeof(F.topic), "%s.train.synth", F.prefix);
-    if (tt_registry_start(&F.reg, F.dir, "trainer_ep") != 0) return -1;
-    F.registry_ok = 1;
-    snprintf(F.config, sizeof(F.config), "%s/kiln.ini", F.dir);
+    if (tt_synth_begin(&F.s, "ep", 4242) != 0) return -1;
     char ini[4000];
     snprintf(ini, sizeof(ini),
              "[kafka]\nbrokers = %s\ntopic_prefix = %s\n"
@@ -122,19 +64,16 @@ static int setup(void **state)
              "[model.ep-fixed]\ndataset = synth\nspec = {\"type\":\"mlp\",\"sizes\":[16,8,4]}\n"
              "batch = 4\ncheckpoint_steps = 0\ncheckpoint_seconds = 0\nepochs = 1\n"
              "window = 0:2-5, 2:0-1\n",
-             tt_brokers(), F.prefix, F.dir, BATCH, CKPT_STEPS, EPOCHS);
-    tt_write(F.config, ini);
-    if (tt_shards_open(&F.out, F.topic, NPART) != 0) return -1;
-    kn_sha256_hex("synthetic recipe", 16, F.out.recipe);
+             tt_brokers(), F.s.prefix, F.s.dir, BATCH, CKPT_STEPS, EPOCHS);
+    tt_write(F.s.config, ini);
+    if (tt_synth_open(&F.s, NPART) != 0) return -1;
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    tt_shards_close(&F.out);
-    if (F.registry_ok) tt_registry_stop(&F.reg);
-    if (!getenv("KILN_KEEP_TMP")) tt_rmrf(F.dir);
+    tt_synth_end(&F.s);
     return 0;
 }
 
@@ -212,12 +151,12 @@ static void test_kill_during_epoch2(void **state)
 {
     (void)state;
     char log[700];
-    snprintf(log, sizeof(log), "%s/trainer.log", F.dir);
+    snprintf(log, sizeof(log), "%s/trainer.log", F.s.dir);
     tt_trainer t;
-    produce(48);
-    F.window_examples = F.out.examples;
-    F.window_shards = F.out.shards;
-    assert_int_equal(tt_trainer_start(&t, &F.reg, F.config, MODEL, NULL, log), 0);
+    assert_int_equal(tt_synth_produce(&F.s, 48, 0), 0);
+    F.window_examples = F.s.out.examples;
+    F.window_shards = F.s.out.shards;
+    assert_int_equal(tt_trainer_start(&t, &F.s.reg, F.s.config, MODEL, NULL, log), 0);
     /* kill -9 about a third into epoch 2 (of ~84 steps) */
     double end = tt_now() + 60, step0 = NAN, step = NAN;
     int killed_in = 0;
@@ -236,7 +175,7 @@ static void test_kill_during_epoch2(void **state)
     assert_int_equal(tt_wait(t.pid, 10), 128 + SIGKILL);
     if (killed_in != 2) tt_dump_log(log, 3000);
     assert_int_equal(killed_in, 2);
-    json_t *vs = tt_complete_versions(&F.reg, MODEL);
+    json_t *vs = tt_complete_versions(&F.s.reg, MODEL);
     size_t before = json_array_size(vs);
     json_t *cur = json_object_get(lin(json_array_get(vs, before - 1)), "cursor");
     tt_log("killed at step %.0f in epoch 2; %zu versions, the last at epoch %lld shard %lld", step,
@@ -248,12 +187,12 @@ static void test_kill_during_epoch2(void **state)
 
     /* restart: it finishes epochs 2 and 3, then idles and exits */
     const char *idle[] = {"--idle-exit", "2", NULL};
-    assert_int_equal(tt_trainer_start(&t, &F.reg, F.config, MODEL, idle, log), 0);
+    assert_int_equal(tt_trainer_start(&t, &F.s.reg, F.s.config, MODEL, idle, log), 0);
     int rc = tt_wait(t.pid, 120);
     if (rc != 0) tt_dump_log(log, 4000);
     assert_int_equal(rc, 0);
 
-    vs = tt_complete_versions(&F.reg, MODEL);
+    vs = tt_complete_versions(&F.s.reg, MODEL);
     size_t n = json_array_size(vs);
     assert_true(n > before);
     /* one chain, each version the parent of the next */
@@ -307,8 +246,8 @@ static void test_replay(void **state)
 {
     (void)state;
     char log[700], e[512];
-    snprintf(log, sizeof(log), "%s/trainer-replay.log", F.dir);
-    json_t *vs = tt_complete_versions(&F.reg, MODEL);
+    snprintf(log, sizeof(log), "%s/trainer-replay.log", F.s.dir);
+    json_t *vs = tt_complete_versions(&F.s.reg, MODEL);
     size_t before = json_array_size(vs);
     assert_true(before > 0);
     /* production: the version that ended epoch 1 */
@@ -319,7 +258,7 @@ static void test_replay(void **state)
             prod = (int)ji(json_array_get(vs, i), "version");
     }
     assert_true(prod > 0);
-    assert_int_equal(kn_regclient_set_alias(F.reg.client, MODEL, "production", prod, -1, "test",
+    assert_int_equal(kn_regclient_set_alias(F.s.reg.client, MODEL, "production", prod, -1, "test",
                                             NULL, e, sizeof(e)),
                      KN_OK);
     int64_t hi[NPART] = {0};
@@ -330,17 +269,17 @@ static void test_replay(void **state)
         r) hi[ji(r, "partition")] = ji(r, "end");
     json_decref(vs);
 
-    int64_t ex0 = F.out.examples, sh0 = F.out.shards;
-    produce(6);
-    int64_t fresh = F.out.examples - ex0, fresh_shards = F.out.shards - sh0;
+    int64_t ex0 = F.s.out.examples, sh0 = F.s.out.shards;
+    assert_int_equal(tt_synth_produce(&F.s, 6, 0), 0);
+    int64_t fresh = F.s.out.examples - ex0, fresh_shards = F.s.out.shards - sh0;
     tt_trainer t;
     const char *idle[] = {"--idle-exit", "2", NULL};
-    assert_int_equal(tt_trainer_start(&t, &F.reg, F.config, MODEL, idle, log), 0);
+    assert_int_equal(tt_trainer_start(&t, &F.s.reg, F.s.config, MODEL, idle, log), 0);
     int rc = tt_wait(t.pid, 120);
     if (rc != 0) tt_dump_log(log, 4000);
     assert_int_equal(rc, 0);
 
-    vs = tt_complete_versions(&F.reg, MODEL);
+    vs = tt_complete_versions(&F.s.reg, MODEL);
     size_t n = json_array_size(vs);
     assert_true(n > before);
     json_t *L = lin(json_array_get(vs, before));
@@ -383,14 +322,14 @@ static void test_replay(void **state)
 static void reproduce(int version, int want_rc)
 {
     char out[700], bin[600], ver[16];
-    snprintf(out, sizeof(out), "%s/reproduce-%d.out", F.dir, version);
+    snprintf(out, sizeof(out), "%s/reproduce-%d.out", F.s.dir, version);
     snprintf(bin, sizeof(bin), "%s/registry/kilnctl", tt_bindir());
     snprintf(ver, sizeof(ver), "%d", version);
     static char eu[120], et[120];
-    snprintf(eu, sizeof(eu), "KILN_REGISTRY_URL=%s", F.reg.url);
-    snprintf(et, sizeof(et), "KILN_REGISTRY_TOKEN=%s", F.reg.token);
+    snprintf(eu, sizeof(eu), "KILN_REGISTRY_URL=%s", F.s.reg.url);
+    snprintf(et, sizeof(et), "KILN_REGISTRY_TOKEN=%s", F.s.reg.token);
     const char *env[] = {eu, et, "OPENBLAS_NUM_THREADS=1", NULL};
-    const char *argv[] = {bin, "reproduce", MODEL, ver, "--config", F.config, NULL};
+    const char *argv[] = {bin, "reproduce", MODEL, ver, "--config", F.s.config, NULL};
     pid_t pid = tt_spawn(bin, argv, env, out);
     int rc = tt_wait(pid, 120);
     char *txt = tt_read(out, NULL);
@@ -412,7 +351,7 @@ static void reproduce(int version, int want_rc)
     assert_true(json_is_true(json_object_get(rep, "identical")));
     json_t *doc = NULL;
     char e[512];
-    assert_int_equal(kn_regclient_get_version(F.reg.client, MODEL, version, &doc, e, sizeof(e)),
+    assert_int_equal(kn_regclient_get_version(F.s.reg.client, MODEL, version, &doc, e, sizeof(e)),
                      KN_OK);
     assert_string_equal(
         json_string_value(json_object_get(rep, "reproduced_sha256")),
@@ -428,8 +367,8 @@ static void test_windows(void **state)
 {
     (void)state;
     char log[700];
-    snprintf(log, sizeof(log), "%s/trainer-windows.log", F.dir);
-    json_t *vs = tt_complete_versions(&F.reg, MODEL);
+    snprintf(log, sizeof(log), "%s/trainer-windows.log", F.s.dir);
+    json_t *vs = tt_complete_versions(&F.s.reg, MODEL);
     int64_t hi[NPART] = {0};
     json_t *r;
     size_t k;
@@ -442,11 +381,11 @@ static void test_windows(void **state)
     for (int m = 0; m < 2; m++) {
         tt_trainer t;
         const char *idle[] = {"--idle-exit", "1", NULL};
-        assert_int_equal(tt_trainer_start(&t, &F.reg, F.config, models[m], idle, log), 0);
+        assert_int_equal(tt_trainer_start(&t, &F.s.reg, F.s.config, models[m], idle, log), 0);
         int rc = tt_wait(t.pid, 60);
         if (rc != 0) tt_dump_log(log, 3000);
         assert_int_equal(rc, 0);
-        vs = tt_complete_versions(&F.reg, models[m]);
+        vs = tt_complete_versions(&F.s.reg, models[m]);
         assert_true(json_array_size(vs) >= 1);
         json_t *cyc = json_object_get(lin(json_array_get(vs, 0)), "cycle");
         int64_t want_lo[NPART], want_hi[NPART];
@@ -493,19 +432,19 @@ static void test_reproduce_detects(void **state)
     char e[512], path[700];
     json_t *doc = NULL, *created = NULL;
     assert_int_equal(
-        kn_regclient_get_version(F.reg.client, MODEL, F.mid_version, &doc, e, sizeof(e)), KN_OK);
+        kn_regclient_get_version(F.s.reg.client, MODEL, F.mid_version, &doc, e, sizeof(e)), KN_OK);
     size_t len = 0;
-    unsigned char *other = tt_download(&F.reg, F.dir, MODEL, F.mid_version - 1, &len);
+    unsigned char *other = tt_download(&F.s.reg, F.s.dir, MODEL, F.mid_version - 1, &len);
     assert_non_null(other);
     free(other);
-    snprintf(path, sizeof(path), "%s/%s-%d.safetensors", F.dir, MODEL, F.mid_version - 1);
+    snprintf(path, sizeof(path), "%s/%s-%d.safetensors", F.s.dir, MODEL, F.mid_version - 1);
     int v = 0;
-    assert_int_equal(kn_regclient_create_version(F.reg.client, MODEL, "test-forged",
+    assert_int_equal(kn_regclient_create_version(F.s.reg.client, MODEL, "test-forged",
                                                  json_object_get(doc, "lineage"), NULL, &v,
                                                  &created, e, sizeof(e)),
                      KN_OK);
-    assert_int_equal(kn_regclient_upload_artifact(F.reg.client, MODEL, v, path, NULL, e, sizeof(e)),
-                     KN_OK);
+    assert_int_equal(
+        kn_regclient_upload_artifact(F.s.reg.client, MODEL, v, path, NULL, e, sizeof(e)), KN_OK);
     reproduce(v, 6);
     json_decref(doc);
     json_decref(created);

@@ -34,78 +34,16 @@
 #define BATCH      8
 
 typedef struct {
-    tt_registry reg;
-    char dir[600];
-    char prefix[120];
-    char topic[300];
-    char config[700];
-    tt_shards_out out;
-    uint64_t rng;
-    int registry_ok;
+    tt_synth s; /* registry, paths, shard producer */
 } fixture;
 
 static fixture F;
-
-static uint32_t rnd(uint32_t n)
-{
-    F.rng = F.rng * 6364136223846793005ull + 1442695040888963407ull;
-    return (uint32_t)((F.rng >> 33) % n);
-}
-
-/* One shard of count synthetic 4x4 images; the label is the brightest quadrant. */
-static void make_shard(kn_shard_writer *w, uint32_t count)
-{
-    kn_shard_writer_reset(w);
-    for (uint32_t i = 0; i < count; i++) {
-        float x[16], q[4] = {0};
-        for (int k = 0; k < 16; k++) {
-            x[k] = (float)rnd(1000) / 1000.0f;
-            q[(k / 8) * 2 + (k % 4) / 2] += x[k];
-        }
-        int label = 0;
-        for (int c = 1; c < 4; c++)
-            if (q[c] > q[label]) label = c;
-        uint8_t key[32];
-        kn_sha256_digest(x, sizeof(x), key);
-        assert_int_equal(kn_shard_writer_add(w, x, label, 0, key), KN_OK);
-    }
-}
-
-/* Produces n shards of 5..23 examples, in transactions of 1..3 shards,
- * sleeping pause_ms after each transaction. */
-static void produce(int n, int pause_ms)
-{
-    const uint32_t shape[3] = {4, 4, 1};
-    char e[200];
-    kn_shard_writer *ws[3];
-    for (int j = 0; j < 3; j++) {
-        ws[j] = kn_shard_writer_new(KN_SHARD_IMAGE, KN_SHARD_F32, 3, shape, 32, 32, e, sizeof(e));
-        assert_non_null(ws[j]);
-    }
-    while (n > 0) {
-        int k = 1 + (int)rnd(3);
-        if (k > n) k = n;
-        for (int j = 0; j < k; j++)
-            make_shard(ws[j], 5 + rnd(19));
-        assert_int_equal(tt_shards_send(&F.out, ws, k), 0);
-        n -= k;
-        if (pause_ms) usleep((useconds_t)pause_ms * 1000);
-    }
-    for (int j = 0; j < 3; j++)
-        kn_shard_writer_destroy(ws[j]);
-}
 
 static int setup(void **state)
 {
     (void)state;
     memset(&F, 0, sizeof(F));
-    F.rng = 12345;
-    tt_tmpdir(F.dir, sizeof(F.dir), "trainer-eo");
-    tt_unique(F.prefix, sizeof(F.prefix), "eo");
-    snprintf(F.topic, sizeof(F.topic), "%s.train.synth", F.prefix);
-    if (tt_registry_start(&F.reg, F.dir, "trainer_eo") != 0) return -1;
-    F.registry_ok = 1;
-    snprintf(F.config, sizeof(F.config), "%s/kiln.ini", F.dir);
+    if (tt_synth_begin(&F.s, "eo", 12345) != 0) return -1;
     char ini[4000];
     snprintf(ini, sizeof(ini),
              "[kafka]\nbrokers = %s\ntopic_prefix = %s\n"
@@ -125,25 +63,22 @@ static int setup(void **state)
              "spec = {\"type\":\"mlp\",\"sizes\":[16,32,4]}\n"
              "optim = {\"type\":\"adam\",\"lr\":0.01}\n"
              "batch = 4\ncheckpoint_steps = 1000\ncheckpoint_seconds = 0\nseed = 9\n",
-             tt_brokers(), F.prefix, F.dir, BATCH, CKPT_STEPS);
-    tt_write(F.config, ini);
-    if (tt_shards_open(&F.out, F.topic, NPART) != 0) return -1;
-    kn_sha256_hex("synthetic recipe", 16, F.out.recipe); /* preprocess's recipe-sha256 header */
+             tt_brokers(), F.s.prefix, F.s.dir, BATCH, CKPT_STEPS);
+    tt_write(F.s.config, ini);
+    if (tt_synth_open(&F.s, NPART) != 0) return -1;
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    tt_shards_close(&F.out);
-    if (F.registry_ok) tt_registry_stop(&F.reg);
-    if (!getenv("KILN_KEEP_TMP")) tt_rmrf(F.dir);
+    tt_synth_end(&F.s);
     return 0;
 }
 
 static int complete_count(void)
 {
-    json_t *v = tt_complete_versions(&F.reg, MODEL);
+    json_t *v = tt_complete_versions(&F.s.reg, MODEL);
     int n = (int)json_array_size(v);
     json_decref(v);
     return n;
@@ -153,12 +88,12 @@ static void test_kill_restart_exactly_once(void **state)
 {
     (void)state;
     char log[700];
-    snprintf(log, sizeof(log), "%s/trainer.log", F.dir);
+    snprintf(log, sizeof(log), "%s/trainer.log", F.s.dir);
     tt_trainer t;
 
     /* 1. data, a trainer, a few checkpoints */
-    produce(20, 0);
-    assert_int_equal(tt_trainer_start(&t, &F.reg, F.config, MODEL, NULL, log), 0);
+    assert_int_equal(tt_synth_produce(&F.s, 20, 0), 0);
+    assert_int_equal(tt_trainer_start(&t, &F.s.reg, F.s.config, MODEL, NULL, log), 0);
     double end = tt_now() + 90;
     while (complete_count() < 2 && tt_now() < end)
         usleep(200000);
@@ -166,7 +101,7 @@ static void test_kill_restart_exactly_once(void **state)
     assert_true(complete_count() >= 2);
 
     /* 2. more data, trickling; kill -9 between two checkpoints */
-    produce(10, 80);
+    assert_int_equal(tt_synth_produce(&F.s, 10, 80), 0);
     double step = NAN;
     end = tt_now() + 20;
     while (tt_now() < end) {
@@ -176,7 +111,7 @@ static void test_kill_restart_exactly_once(void **state)
     }
     kill(t.pid, SIGKILL);
     assert_int_equal(tt_wait(t.pid, 10), 128 + SIGKILL);
-    json_t *vs = tt_complete_versions(&F.reg, MODEL);
+    json_t *vs = tt_complete_versions(&F.s.reg, MODEL);
     json_t *last = json_array_get(vs, json_array_size(vs) - 1);
     int64_t last_step =
         json_integer_value(json_object_get(json_object_get(last, "lineage"), "step"));
@@ -184,20 +119,20 @@ static void test_kill_restart_exactly_once(void **state)
            (int)json_integer_value(json_object_get(last, "version")), (long long)last_step);
     assert_true(step > (double)last_step); /* trained work was lost: it must be redone once */
     json_decref(vs);
-    produce(10, 20);
+    assert_int_equal(tt_synth_produce(&F.s, 10, 20), 0);
 
     /* 3. restart; it resumes and exits after the topic stays drained */
     const char *idle[] = {"--idle-exit", "3", NULL};
-    assert_int_equal(tt_trainer_start(&t, &F.reg, F.config, MODEL, idle, log), 0);
+    assert_int_equal(tt_trainer_start(&t, &F.s.reg, F.s.config, MODEL, idle, log), 0);
     int rc = tt_wait(t.pid, 120);
     if (rc != 0) tt_dump_log(log, 4000);
     assert_int_equal(rc, 0);
 
     /* 4. SIGTERM drains: checkpoint, exit 0 */
-    int64_t before = F.out.examples;
-    produce(5, 0);
-    int64_t fresh = F.out.examples - before;
-    assert_int_equal(tt_trainer_start(&t, &F.reg, F.config, MODEL, NULL, log), 0);
+    int64_t before = F.s.out.examples;
+    assert_int_equal(tt_synth_produce(&F.s, 5, 0), 0);
+    int64_t fresh = F.s.out.examples - before;
+    assert_int_equal(tt_trainer_start(&t, &F.s.reg, F.s.config, MODEL, NULL, log), 0);
     end = tt_now() + 60;
     while (tt_now() < end) {
         double ex = tt_metric(&t, "kiln_trainer_examples_total");
@@ -210,11 +145,11 @@ static void test_kill_restart_exactly_once(void **state)
     assert_int_equal(rc, 0);
 
     /* 5. the lineage chain accounts for every example exactly once */
-    json_t *all = tt_versions(&F.reg, MODEL);
-    vs = tt_complete_versions(&F.reg, MODEL);
+    json_t *all = tt_versions(&F.s.reg, MODEL);
+    vs = tt_complete_versions(&F.s.reg, MODEL);
     size_t nv = json_array_size(vs);
     tt_log("%zu versions, %zu complete; %lld examples in %lld shards produced",
-           json_array_size(all), nv, (long long)F.out.examples, (long long)F.out.shards);
+           json_array_size(all), nv, (long long)F.s.out.examples, (long long)F.s.out.shards);
     assert_true(nv >= 4);
     int64_t endoff[NPART] = {0}, endpos[NPART] = {0}, sum = 0, mid_shard = 0;
     int prev = 0;
@@ -229,14 +164,14 @@ static void test_kill_restart_exactly_once(void **state)
             assert_true(json_is_null(parent));
         else
             assert_int_equal(json_integer_value(json_object_get(parent, "version")), prev);
-        assert_string_equal(json_string_value(json_object_get(lin, "topic")), F.topic);
+        assert_string_equal(json_string_value(json_object_get(lin, "topic")), F.s.topic);
         assert_string_equal(json_string_value(json_object_get(lin, "dataset")), "synth");
         assert_non_null(json_object_get(lin, "spec"));
         assert_non_null(json_object_get(lin, "optim"));
         assert_non_null(json_object_get(json_object_get(lin, "trainer"), "build"));
         assert_string_equal(
             json_string_value(json_object_get(json_object_get(lin, "preprocess"), "recipe_sha256")),
-            F.out.recipe);
+            F.s.out.recipe);
         int64_t ex = 0;
         size_t j;
         json_t *pr;
@@ -268,15 +203,15 @@ static void test_kill_restart_exactly_once(void **state)
         prev = ver;
     }
     tt_log("sum over lineage %lld, produced %lld; %lld range ends fell inside a shard",
-           (long long)sum, (long long)F.out.examples, (long long)mid_shard);
-    assert_int_equal(sum, F.out.examples);
+           (long long)sum, (long long)F.s.out.examples, (long long)mid_shard);
+    assert_int_equal(sum, F.s.out.examples);
     assert_true(mid_shard > 0);
     for (int p = 0; p < NPART; p++)
         assert_int_equal(endpos[p], 0); /* everything consumed */
 
     /* 6. each complete version announced on <prefix>.events */
     char etopic[300];
-    snprintf(etopic, sizeof(etopic), "%s.events", F.prefix);
+    snprintf(etopic, sizeof(etopic), "%s.events", F.s.prefix);
     tt_msgs ms;
     kn_kafka_consumer *k;
     assert_int_equal(tt_consume_all(etopic, &ms, &k), 0);
@@ -327,12 +262,12 @@ static uint64_t le64(const unsigned char *p)
 static void test_safetensors_reader(void **state)
 {
     (void)state;
-    json_t *vs = tt_complete_versions(&F.reg, MODEL);
+    json_t *vs = tt_complete_versions(&F.s.reg, MODEL);
     assert_true(json_array_size(vs) > 0);
     json_t *last = json_array_get(vs, json_array_size(vs) - 1);
     int ver = (int)json_integer_value(json_object_get(last, "version"));
     size_t len;
-    unsigned char *buf = tt_download(&F.reg, F.dir, MODEL, ver, &len);
+    unsigned char *buf = tt_download(&F.s.reg, F.s.dir, MODEL, ver, &len);
     assert_non_null(buf);
     char hex[KN_SHA256_HEX_LEN];
     kn_sha256_hex(buf, len, hex);
@@ -439,7 +374,7 @@ static void test_safetensors_reader(void **state)
 static void test_warm_start(void **state)
 {
     (void)state;
-    json_t *vs = tt_complete_versions(&F.reg, MODEL);
+    json_t *vs = tt_complete_versions(&F.s.reg, MODEL);
     assert_true(json_array_size(vs) > 0);
     int base = (int)json_integer_value(
         json_object_get(json_array_get(vs, json_array_size(vs) - 1), "version"));
@@ -447,15 +382,15 @@ static void test_warm_start(void **state)
     char ref[64], log[700];
     snprintf(ref, sizeof(ref), MODEL ":%d", base);
     setenv("KILN_MODEL_EO_FT_WARM_START", ref, 1); /* env override of [model.eo-ft] warm_start */
-    snprintf(log, sizeof(log), "%s/trainer-ft.log", F.dir);
+    snprintf(log, sizeof(log), "%s/trainer-ft.log", F.s.dir);
     tt_trainer t;
     const char *idle[] = {"--idle-exit", "2", NULL};
-    assert_int_equal(tt_trainer_start(&t, &F.reg, F.config, "eo-ft", idle, log), 0);
+    assert_int_equal(tt_trainer_start(&t, &F.s.reg, F.s.config, "eo-ft", idle, log), 0);
     int rc = tt_wait(t.pid, 60);
     unsetenv("KILN_MODEL_EO_FT_WARM_START");
     if (rc != 0) tt_dump_log(log, 3000);
     assert_int_equal(rc, 0);
-    vs = tt_complete_versions(&F.reg, "eo-ft");
+    vs = tt_complete_versions(&F.s.reg, "eo-ft");
     assert_int_equal(json_array_size(vs), 1);
     json_t *lin = json_object_get(json_array_get(vs, 0), "lineage");
     json_t *parent = json_object_get(lin, "parent");
@@ -465,14 +400,14 @@ static void test_warm_start(void **state)
     assert_string_equal(json_string_value(json_object_get(json_object_get(lin, "optim"), "type")),
                         "sgd");
     /* the whole topic, from its start, once */
-    assert_int_equal(json_integer_value(json_object_get(lin, "examples_total")), F.out.examples);
+    assert_int_equal(json_integer_value(json_object_get(lin, "examples_total")), F.s.out.examples);
     size_t j;
     json_t *pr;
     json_array_foreach(json_object_get(lin, "partitions"), j, pr) assert_int_equal(
         json_integer_value(json_object_get(json_object_get(pr, "start"), "offset")), 0);
     /* the weights came from the base: its mean loss is the trained base's, not
      * the ln(4) of a fresh model (the base's version 1 shows that one) */
-    json_t *bv = tt_complete_versions(&F.reg, MODEL);
+    json_t *bv = tt_complete_versions(&F.s.reg, MODEL);
     double fresh_loss =
         json_real_value(json_object_get(json_object_get(json_array_get(bv, 0), "lineage"), "loss"));
     double ft_loss = json_real_value(json_object_get(lin, "loss"));
@@ -494,8 +429,8 @@ static void test_skipped_shards(void **state)
 {
     (void)state;
     char topic[300], e[512], log[700];
-    snprintf(topic, sizeof(topic), "%s.train.bad", F.prefix);
-    snprintf(log, sizeof(log), "%s/trainer-sk.log", F.dir);
+    snprintf(topic, sizeof(topic), "%s.train.bad", F.s.prefix);
+    snprintf(log, sizeof(log), "%s/trainer-sk.log", F.s.dir);
     tt_shards_out o;
     assert_int_equal(tt_shards_open(&o, topic, 1), 0);
     const uint32_t s4[3] = {4, 4, 1}, s5[3] = {5, 5, 1};
@@ -521,7 +456,7 @@ static void test_skipped_shards(void **state)
             }
             kn_shard_writer_finish(w5, &buf, &len);
         } else {
-            make_shard(w4, i == 3 ? 8 : 12);
+            assert_int_equal(tt_synth_shard(&F.s, w4, i == 3 ? 8 : 12), KN_OK);
             if (i == 3) { /* one more example, with a label the model does not have */
                 float x[16] = {1};
                 uint8_t key[32];
@@ -537,7 +472,7 @@ static void test_skipped_shards(void **state)
     shards[1][KN_SHARD_HEADER_SIZE + 5] ^= 0x40; /* payload byte: the CRC no longer matches */
     assert_int_equal(kn_kafka_txn_begin(o.p, e, sizeof(e)), KN_OK);
     for (int i = 0; i < 4; i++) {
-        kn_kafka_header h[1] = {{"recipe-sha256", F.out.recipe, strlen(F.out.recipe)}};
+        kn_kafka_header h[1] = {{"recipe-sha256", F.s.out.recipe, strlen(F.s.out.recipe)}};
         assert_int_equal(kn_kafka_produce(o.p, topic, 0, "k", 1, shards[i], lens[i], h, 1, NULL),
                          KN_OK);
         free(shards[i]);
@@ -549,12 +484,12 @@ static void test_skipped_shards(void **state)
 
     tt_trainer t;
     const char *idle[] = {"--idle-exit", "3", NULL};
-    assert_int_equal(tt_trainer_start(&t, &F.reg, F.config, "sk", idle, log), 0);
+    assert_int_equal(tt_trainer_start(&t, &F.s.reg, F.s.config, "sk", idle, log), 0);
     int rc = tt_wait(t.pid, 120);
     if (rc != 0) tt_dump_log(log, 4000);
     assert_int_equal(rc, 0);
 
-    json_t *vs = tt_complete_versions(&F.reg, "sk");
+    json_t *vs = tt_complete_versions(&F.s.reg, "sk");
     assert_true(json_array_size(vs) >= 1);
     json_t *lin = json_object_get(json_array_get(vs, json_array_size(vs) - 1), "lineage");
     char *dump = json_dumps(json_object_get(lin, "skipped_shards"), JSON_COMPACT);
@@ -585,7 +520,7 @@ static void test_skipped_shards(void **state)
 static void count_events(const char *model, const int *versions, int *counts, int n)
 {
     char etopic[300];
-    snprintf(etopic, sizeof(etopic), "%s.events", F.prefix);
+    snprintf(etopic, sizeof(etopic), "%s.events", F.s.prefix);
     tt_msgs ms;
     kn_kafka_consumer *k;
     memset(counts, 0, (size_t)n * sizeof(int));
@@ -614,9 +549,9 @@ static void test_checkpoint_crash(void **state)
 {
     (void)state;
     char topic[300], cfg[700], log[700], ini[2000];
-    snprintf(topic, sizeof(topic), "%s.train.ck", F.prefix);
-    snprintf(log, sizeof(log), "%s/trainer-ck.log", F.dir);
-    snprintf(cfg, sizeof(cfg), "%s/kiln-ck.ini", F.dir);
+    snprintf(topic, sizeof(topic), "%s.train.ck", F.s.prefix);
+    snprintf(log, sizeof(log), "%s/trainer-ck.log", F.s.dir);
+    snprintf(cfg, sizeof(cfg), "%s/kiln-ck.ini", F.s.dir);
     /* one partition and a long flush: every batch is full, so the redone run
      * reaches step 5 with the same ranges (hence the same key) */
     snprintf(ini, sizeof(ini),
@@ -626,7 +561,7 @@ static void test_checkpoint_crash(void **state)
              "[model.ck]\ndataset = ck\nspec = {\"type\":\"mlp\",\"sizes\":[16,32,4]}\n"
              "optim = {\"type\":\"adam\",\"lr\":0.01}\n"
              "batch = 4\ncheckpoint_steps = 5\ncheckpoint_seconds = 0\nseed = 3\n",
-             tt_brokers(), F.prefix, F.dir);
+             tt_brokers(), F.s.prefix, F.s.dir);
     tt_write(cfg, ini);
     tt_shards_out o;
     assert_int_equal(tt_shards_open(&o, topic, 1), 0);
@@ -636,7 +571,8 @@ static void test_checkpoint_crash(void **state)
     for (int j = 0; j < 2; j++) {
         ws[j] = kn_shard_writer_new(KN_SHARD_IMAGE, KN_SHARD_F32, 3, shape, 32, 32, e, sizeof(e));
         assert_non_null(ws[j]);
-        make_shard(ws[j], 12); /* 24 examples: step 5 after 20, a last step of 4 */
+        /* 24 examples: step 5 after 20, a last step of 4 */
+        assert_int_equal(tt_synth_shard(&F.s, ws[j], 12), KN_OK);
     }
     assert_int_equal(tt_shards_send(&o, ws, 2), 0);
     for (int j = 0; j < 2; j++)
@@ -646,12 +582,12 @@ static void test_checkpoint_crash(void **state)
     /* 1. killed right after creating version 1: no artifact */
     tt_trainer t;
     setenv("KILN_TRAINER_FAULT", "after_version", 1);
-    assert_int_equal(tt_trainer_start(&t, &F.reg, cfg, "ck", NULL, log), 0);
+    assert_int_equal(tt_trainer_start(&t, &F.s.reg, cfg, "ck", NULL, log), 0);
     unsetenv("KILN_TRAINER_FAULT");
     int rc = tt_wait(t.pid, 90);
     if (rc != 128 + SIGKILL) tt_dump_log(log, 3000);
     assert_int_equal(rc, 128 + SIGKILL);
-    json_t *all = tt_versions(&F.reg, "ck");
+    json_t *all = tt_versions(&F.s.reg, "ck");
     assert_int_equal(json_array_size(all), 1);
     json_t *v1 = json_array_get(all, 0);
     assert_int_equal(json_integer_value(json_object_get(v1, "version")), 1);
@@ -661,12 +597,12 @@ static void test_checkpoint_crash(void **state)
     /* 2. the redone checkpoint replays the key: version 1 gets its artifact;
      * killed before the event */
     setenv("KILN_TRAINER_FAULT", "after_upload", 1);
-    assert_int_equal(tt_trainer_start(&t, &F.reg, cfg, "ck", NULL, log), 0);
+    assert_int_equal(tt_trainer_start(&t, &F.s.reg, cfg, "ck", NULL, log), 0);
     unsetenv("KILN_TRAINER_FAULT");
     rc = tt_wait(t.pid, 90);
     if (rc != 128 + SIGKILL) tt_dump_log(log, 3000);
     assert_int_equal(rc, 128 + SIGKILL);
-    all = tt_versions(&F.reg, "ck");
+    all = tt_versions(&F.s.reg, "ck");
     if (json_array_size(all) != 1) tt_dump_log(log, 3000);
     assert_int_equal(json_array_size(all), 1); /* the key found version 1: no version 2 */
     v1 = json_array_get(all, 0);
@@ -675,7 +611,7 @@ static void test_checkpoint_crash(void **state)
                      5);
     json_decref(all);
     json_t *doc = NULL;
-    assert_int_equal(kn_regclient_get_version(F.reg.client, "ck", 1, &doc, e, sizeof(e)), KN_OK);
+    assert_int_equal(kn_regclient_get_version(F.s.reg.client, "ck", 1, &doc, e, sizeof(e)), KN_OK);
     assert_null(json_object_get(json_object_get(doc, "tags"), "kiln.event"));
     json_decref(doc);
     int vers[2] = {1, 2}, cnt[2];
@@ -684,11 +620,11 @@ static void test_checkpoint_crash(void **state)
 
     /* 3. a clean start publishes version 1's event, tags it, trains the rest */
     const char *idle[] = {"--idle-exit", "3", NULL};
-    assert_int_equal(tt_trainer_start(&t, &F.reg, cfg, "ck", idle, log), 0);
+    assert_int_equal(tt_trainer_start(&t, &F.s.reg, cfg, "ck", idle, log), 0);
     rc = tt_wait(t.pid, 90);
     if (rc != 0) tt_dump_log(log, 3000);
     assert_int_equal(rc, 0);
-    assert_int_equal(kn_regclient_get_version(F.reg.client, "ck", 1, &doc, e, sizeof(e)), KN_OK);
+    assert_int_equal(kn_regclient_get_version(F.s.reg.client, "ck", 1, &doc, e, sizeof(e)), KN_OK);
     const char *tag =
         json_string_value(json_object_get(json_object_get(doc, "tags"), "kiln.event"));
     if (!tag || strcmp(tag, "published") != 0) tt_dump_log(log, 3000);
@@ -698,8 +634,8 @@ static void test_checkpoint_crash(void **state)
     count_events("ck", vers, cnt, 2);
     assert_int_equal(cnt[0], 1);
     assert_int_equal(cnt[1], 1);
-    json_t *vs = tt_complete_versions(&F.reg, "ck");
-    all = tt_versions(&F.reg, "ck");
+    json_t *vs = tt_complete_versions(&F.s.reg, "ck");
+    all = tt_versions(&F.s.reg, "ck");
     assert_int_equal(json_array_size(all), 2);
     assert_int_equal(json_array_size(vs), 2);
     json_t *lin2 = json_object_get(json_array_get(vs, 1), "lineage");

@@ -18,19 +18,7 @@
 
 #define MODEL "fence"
 
-static struct {
-    tt_registry reg;
-    char dir[600], prefix[120], topic[300], config[700];
-    tt_shards_out out;
-    uint64_t rng;
-    int registry_ok;
-} F;
-
-static uint32_t rnd(uint32_t n)
-{
-    F.rng = F.rng * 6364136223846793005ull + 1442695040888963407ull;
-    return (uint32_t)((F.rng >> 33) % n);
-}
+static tt_synth F; /* registry, paths, shard producer */
 
 /* n shards of 16 synthetic 4x4 images on partition 0..2; the label is the
  * brightest quadrant. */
@@ -42,20 +30,7 @@ static void produce(int n)
         kn_shard_writer_new(KN_SHARD_IMAGE, KN_SHARD_F32, 3, shape, 32, 32, e, sizeof(e));
     assert_non_null(w);
     for (int s = 0; s < n; s++) {
-        kn_shard_writer_reset(w);
-        for (int i = 0; i < 16; i++) {
-            float x[16], q[4] = {0};
-            for (int k = 0; k < 16; k++) {
-                x[k] = (float)rnd(1000) / 1000.0f;
-                q[(k / 8) * 2 + (k % 4) / 2] += x[k];
-            }
-            int label = 0;
-            for (int c = 1; c < 4; c++)
-                if (q[c] > q[label]) label = c;
-            uint8_t key[32];
-            kn_sha256_digest(x, sizeof(x), key);
-            assert_int_equal(kn_shard_writer_add(w, x, label, 0, key), KN_OK);
-        }
+        assert_int_equal(tt_synth_shard(&F, w, 16), KN_OK);
         kn_shard_writer *ws[1] = {w};
         assert_int_equal(tt_shards_send(&F.out, ws, 1), 0);
     }
@@ -81,14 +56,7 @@ static int log_has(const char *path, const char *needle)
 static int setup(void **state)
 {
     (void)state;
-    memset(&F, 0, sizeof(F));
-    F.rng = 4242;
-    tt_tmpdir(F.dir, sizeof(F.dir), "trainer-fence");
-    tt_unique(F.prefix, sizeof(F.prefix), "fence");
-    snprintf(F.topic, sizeof(F.topic), "%s.train.synth", F.prefix);
-    if (tt_registry_start(&F.reg, F.dir, "trainer_fence") != 0) return -1;
-    F.registry_ok = 1;
-    snprintf(F.config, sizeof(F.config), "%s/kiln.ini", F.dir);
+    if (tt_synth_begin(&F, "fence", 4242) != 0) return -1;
     char ini[2000];
     snprintf(ini, sizeof(ini),
              "[kafka]\nbrokers = %s\ntopic_prefix = %s\n"
@@ -101,17 +69,14 @@ static int setup(void **state)
              "batch = 8\ncheckpoint_steps = 4\ncheckpoint_seconds = 0\nseed = 7\n",
              tt_brokers(), F.prefix, F.dir);
     tt_write(F.config, ini);
-    if (tt_shards_open(&F.out, F.topic, 3) != 0) return -1;
-    kn_sha256_hex("synthetic recipe", 16, F.out.recipe);
+    if (tt_synth_open(&F, 3) != 0) return -1;
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    tt_shards_close(&F.out);
-    if (F.registry_ok) tt_registry_stop(&F.reg);
-    if (!getenv("KILN_KEEP_TMP")) tt_rmrf(F.dir);
+    tt_synth_end(&F);
     return 0;
 }
 

@@ -418,6 +418,113 @@ static TT_UNUSED void tt_shards_close(tt_shards_out *o)
     o->p = NULL;
 }
 
+/* --- a synthetic-image fixture: a private registry, a kiln.ini path and a
+ * producer of 4x4 images whose label is the brightest quadrant --- */
+typedef struct {
+    tt_registry reg;
+    char dir[600];
+    char prefix[120];
+    char topic[300];
+    char config[700];
+    tt_shards_out out;
+    uint64_t rng;
+    int registry_ok;
+} tt_synth;
+
+/* Temp dir "trainer-<tag>", topic prefix "<tag>-...", topic
+ * "<prefix>.train.synth", registry on schema "trainer_<tag>", config path
+ * "<dir>/kiln.ini" (the caller writes it, then calls tt_synth_open). */
+static TT_UNUSED int tt_synth_begin(tt_synth *s, const char *tag, uint64_t seed)
+{
+    char t[32], name[48]; /* short tags: the prefix must fit in s->prefix */
+    snprintf(t, sizeof(t), "%s", tag);
+    memset(s, 0, sizeof(*s));
+    s->rng = seed;
+    snprintf(name, sizeof(name), "trainer-%s", t);
+    tt_tmpdir(s->dir, sizeof(s->dir), name);
+    tt_unique(s->prefix, sizeof(s->prefix), t);
+    snprintf(s->topic, sizeof(s->topic), "%s.train.synth", s->prefix);
+    snprintf(name, sizeof(name), "trainer_%s", t);
+    if (tt_registry_start(&s->reg, s->dir, name) != 0) return -1;
+    s->registry_ok = 1;
+    snprintf(s->config, sizeof(s->config), "%s/kiln.ini", s->dir);
+    return 0;
+}
+
+/* Opens the shard producer on the topic (partitions), with the recipe-sha256
+ * header preprocess would set. */
+static TT_UNUSED int tt_synth_open(tt_synth *s, int partitions)
+{
+    if (tt_shards_open(&s->out, s->topic, partitions) != 0) return -1;
+    kn_sha256_hex("synthetic recipe", 16, s->out.recipe);
+    return 0;
+}
+
+static TT_UNUSED void tt_synth_end(tt_synth *s)
+{
+    tt_shards_close(&s->out);
+    if (s->registry_ok) tt_registry_stop(&s->reg);
+    if (!getenv("KILN_KEEP_TMP")) tt_rmrf(s->dir);
+}
+
+/* The fixture's deterministic generator: 0..n-1. */
+static TT_UNUSED uint32_t tt_synth_rnd(tt_synth *s, uint32_t n)
+{
+    s->rng = s->rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)((s->rng >> 33) % n);
+}
+
+/* One shard of count synthetic 4x4 images; the label is the brightest
+ * quadrant. Returns KN_OK or the first failing add's status. */
+static TT_UNUSED int tt_synth_shard(tt_synth *s, kn_shard_writer *w, uint32_t count)
+{
+    kn_shard_writer_reset(w);
+    for (uint32_t i = 0; i < count; i++) {
+        float x[16], q[4] = {0};
+        for (int k = 0; k < 16; k++) {
+            x[k] = (float)tt_synth_rnd(s, 1000) / 1000.0f;
+            q[(k / 8) * 2 + (k % 4) / 2] += x[k];
+        }
+        int label = 0;
+        for (int c = 1; c < 4; c++)
+            if (q[c] > q[label]) label = c;
+        uint8_t key[32];
+        kn_sha256_digest(x, sizeof(x), key);
+        int st = kn_shard_writer_add(w, x, label, 0, key);
+        if (st != KN_OK) return st;
+    }
+    return KN_OK;
+}
+
+/* Produces n shards of 5..23 examples, in transactions of 1..3 shards,
+ * sleeping pause_ms after each transaction. Returns 0, or -1. */
+static TT_UNUSED int tt_synth_produce(tt_synth *s, int n, int pause_ms)
+{
+    const uint32_t shape[3] = {4, 4, 1};
+    char e[200];
+    kn_shard_writer *ws[3] = {NULL, NULL, NULL};
+    int rc = 0;
+    for (int j = 0; j < 3 && rc == 0; j++) {
+        ws[j] = kn_shard_writer_new(KN_SHARD_IMAGE, KN_SHARD_F32, 3, shape, 32, 32, e, sizeof(e));
+        if (!ws[j]) {
+            tt_log("shard writer: %s", e);
+            rc = -1;
+        }
+    }
+    while (n > 0 && rc == 0) {
+        int k = 1 + (int)tt_synth_rnd(s, 3);
+        if (k > n) k = n;
+        for (int j = 0; j < k && rc == 0; j++)
+            if (tt_synth_shard(s, ws[j], 5 + tt_synth_rnd(s, 19)) != KN_OK) rc = -1;
+        if (rc == 0 && tt_shards_send(&s->out, ws, k) != 0) rc = -1;
+        n -= k;
+        if (rc == 0 && pause_ms) usleep((useconds_t)pause_ms * 1000);
+    }
+    for (int j = 0; j < 3; j++)
+        if (ws[j]) kn_shard_writer_destroy(ws[j]);
+    return rc;
+}
+
 #define TT_FMNIST_DIR  "/usr/share/datasets/fashion-mnist"
 #define TT_FMNIST_MEAN 0.2860f
 #define TT_FMNIST_STD  0.3530f
