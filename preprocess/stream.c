@@ -201,6 +201,12 @@ static void rewind_consumer(pp_stream *st)
 {
     rd_kafka_t *rk = kn_kafka_consumer_handle(st->c);
     rd_kafka_topic_partition_list_t *a = NULL;
+    if (rd_kafka_fatal_error(rk, NULL, 0)) {
+        /* A fenced member: the next poll re-creates the consumer, whose new
+         * assignment starts from the committed offsets: the rewind itself. */
+        kn_log_info("rewind: left to the consumer's re-creation (fatal consumer error)");
+        return;
+    }
     if (rd_kafka_assignment(rk, &a) != RD_KAFKA_RESP_ERR_NO_ERROR || !a) return;
     if (a->cnt > 0) {
         rd_kafka_resp_err_t err = rd_kafka_committed(rk, a, 30000);

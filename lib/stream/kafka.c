@@ -27,6 +27,9 @@ struct kn_kafka_consumer {
     void (*rebalance_cb)(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque);
     void *opaque;
+    rd_kafka_conf_t *conf; /* a copy of the configuration, to re-create rk */
+    rd_kafka_topic_partition_list_t *subscription; /* NULL: manual assignment */
+    unsigned recreated; /* times rk was re-created after a fatal error */
 };
 
 static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errbuf,
@@ -286,6 +289,7 @@ kn_kafka_consumer *kn_kafka_consumer_new(const kn_kafka_consumer_options *opts, 
         c->rebalance_cb = opts->rebalance_cb;
         c->opaque = opts->opaque;
     }
+    c->conf = rd_kafka_conf_dup(conf);
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof(e));
     if (!c->rk) {
         kn_seterr(errbuf, errsz, KN_EKAFKA, "kafka consumer: %s", e);
@@ -296,6 +300,7 @@ kn_kafka_consumer *kn_kafka_consumer_new(const kn_kafka_consumer_options *opts, 
     return c;
 fail:
     if (conf) rd_kafka_conf_destroy(conf);
+    if (c && c->conf) rd_kafka_conf_destroy(c->conf);
     free(c);
     return NULL;
 }
@@ -307,9 +312,12 @@ int kn_kafka_consumer_subscribe(kn_kafka_consumer *c, const char *const *topics,
     for (size_t i = 0; i < n; i++)
         rd_kafka_topic_partition_list_add(l, topics[i], RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t err = rd_kafka_subscribe(c->rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    if (err)
+    if (err) {
+        rd_kafka_topic_partition_list_destroy(l);
         return kn_seterr(errbuf, errsz, KN_EKAFKA, "kafka subscribe: %s", rd_kafka_err2str(err));
+    }
+    if (c->subscription) rd_kafka_topic_partition_list_destroy(c->subscription);
+    c->subscription = l; /* kept to subscribe again after a re-creation */
     return KN_OK;
 }
 
@@ -321,9 +329,70 @@ int kn_kafka_consumer_assign(kn_kafka_consumer *c, const rd_kafka_topic_partitio
     return KN_OK;
 }
 
+/* A fatal consumer error leaves rk dead for good: it fetches nothing and
+ * rejoins nothing. The one kiln meets is a static member fenced by itself
+ * (FENCED_INSTANCE_ID): the broker stalls (paused, overloaded) for longer
+ * than the session, librdkafka times the session out locally and rejoins
+ * under the same group.instance.id, and a request still in flight under the
+ * old member id is then refused as fenced. librdkafka's answer is a new
+ * consumer; a group member does that here, in place: the service's
+ * rebalance callback sees its partitions revoked (lost) now and assigned
+ * again after the new member joins, from the committed offsets, as after
+ * any rebalance. Manually assigned consumers have no group and keep the
+ * error for their caller. */
+static int consumer_recreate(kn_kafka_consumer *c)
+{
+    char why[512], e[512];
+    rd_kafka_resp_err_t ferr = rd_kafka_fatal_error(c->rk, why, sizeof(why));
+    kn_log_warn("kafka consumer: fatal error %s (%s): re-creating the consumer and rejoining "
+                "the group",
+                rd_kafka_err2name(ferr), why);
+    /* the new handle first: should it fail, the old one (and its error)
+     * stays for the caller */
+    rd_kafka_conf_t *conf = rd_kafka_conf_dup(c->conf);
+    rd_kafka_t *rk = conf ? rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof(e)) : NULL;
+    if (!rk) {
+        if (conf) rd_kafka_conf_destroy(conf);
+        kn_log_error("kafka consumer: cannot re-create: %s", conf ? e : "out of memory");
+        return KN_EKAFKA;
+    }
+    rd_kafka_topic_partition_list_t *a = NULL;
+    if (rd_kafka_assignment(c->rk, &a) == RD_KAFKA_RESP_ERR_NO_ERROR && a && a->cnt > 0) {
+        if (c->rebalance_cb)
+            c->rebalance_cb(c->rk, RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS, a, c->opaque);
+        else
+            rd_kafka_assign(c->rk, NULL);
+    }
+    if (a) rd_kafka_topic_partition_list_destroy(a);
+    rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    c->rk = rk;
+    rd_kafka_poll_set_consumer(c->rk);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(c->rk, c->subscription);
+    if (err) /* only on bad arguments, which the first subscribe would have had */
+        kn_log_error("kafka consumer: re-created, but subscribe failed: %s",
+                     rd_kafka_err2str(err));
+    c->recreated++;
+    return KN_OK;
+}
+
 rd_kafka_message_t *kn_kafka_consumer_poll(kn_kafka_consumer *c, int timeout_ms)
 {
-    return rd_kafka_consumer_poll(c->rk, timeout_ms);
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, timeout_ms);
+    if (m && m->err == RD_KAFKA_RESP_ERR__FATAL && c->subscription && c->conf) {
+        /* the message refers to the handle: gone before the handle goes */
+        rd_kafka_message_destroy(m);
+        m = NULL;
+        if (consumer_recreate(c) != KN_OK) {
+            /* the old handle is kept: tell the caller as librdkafka would */
+            return rd_kafka_consumer_poll(c->rk, 0);
+        }
+    }
+    return m;
+}
+
+unsigned kn_kafka_consumer_recreated(const kn_kafka_consumer *c)
+{
+    return c->recreated;
 }
 
 int kn_kafka_consumer_commit(kn_kafka_consumer *c, const rd_kafka_topic_partition_list_t *offsets,
@@ -342,6 +411,8 @@ rd_kafka_t *kn_kafka_consumer_handle(kn_kafka_consumer *c)
 void kn_kafka_consumer_destroy(kn_kafka_consumer *c)
 {
     if (!c) return;
+    if (c->conf) rd_kafka_conf_destroy(c->conf);
+    if (c->subscription) rd_kafka_topic_partition_list_destroy(c->subscription);
     /* Close through a queue so the wait is ours to bound: rd_kafka_consumer_close
      * waits for the group coordinator, forever when the broker is gone. */
     rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);

@@ -144,8 +144,15 @@ int kn_kafka_consumer_assign(kn_kafka_consumer *c, const rd_kafka_topic_partitio
 
 /* Next message or NULL on timeout. The caller destroys it with
  * rd_kafka_message_destroy(). A message whose err is set is an event
- * (partition EOF, transient error), not a record. */
+ * (partition EOF, transient error), not a record. A subscribed consumer
+ * that meets a fatal error (a static member fenced after a broker stall)
+ * is re-created in place and rejoins its group: its rebalance callback sees
+ * the partitions revoked, then assigned again; kn_kafka_consumer_handle()
+ * returns the new handle from then on (do not keep it across polls). */
 rd_kafka_message_t *kn_kafka_consumer_poll(kn_kafka_consumer *c, int timeout_ms);
+
+/* How many times the consumer was re-created after a fatal error. */
+unsigned kn_kafka_consumer_recreated(const kn_kafka_consumer *c);
 
 /* Synchronous commit of explicit offsets (next offset to read). */
 int kn_kafka_consumer_commit(kn_kafka_consumer *c, const rd_kafka_topic_partition_list_t *offsets,

@@ -1,6 +1,9 @@
 /* Integration: 100,000 records through lib/kafka's idempotent producer into
  * the real broker, consumed back (read_committed, manual offsets) with exact
- * count and content-hash equality; plus topic creation being idempotent. */
+ * count and content-hash equality; topic creation being idempotent; and a
+ * static group member fenced by another member with its group.instance.id
+ * (a fatal consumer error) re-created in place, resuming from its committed
+ * offsets. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -128,6 +131,136 @@ static void kafka_roundtrip_100k(void **state)
     assert_true(got.x == sent.x && got.s == sent.s);
 }
 
+typedef struct {
+    int assigned, revoked;
+} rebalance_counts;
+
+static void count_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                            rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    rebalance_counts *rc = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        rc->assigned++;
+        rd_kafka_assign(rk, parts);
+    } else {
+        rc->revoked++;
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
+static void produce_keys(const char *topic, const char *prefix, int n)
+{
+    char err[512], key[32];
+    kn_kafka_producer_options po = {.brokers = brokers()};
+    kn_kafka_producer *p = kn_kafka_producer_new(&po, err, sizeof(err));
+    assert_non_null(p);
+    for (int i = 0; i < n; i++) {
+        int klen = snprintf(key, sizeof(key), "%s%d", prefix, i);
+        assert_int_equal(kn_kafka_produce(p, topic, 0, key, (size_t)klen, "v", 1, NULL, 0, NULL),
+                         KN_OK);
+    }
+    assert_int_equal(kn_kafka_producer_flush(p, 30000), 0);
+    kn_kafka_producer_destroy(p, 1000);
+}
+
+/* Reads from c until n records with keys starting with prefix came, or
+ * timeout_s; counts records with other keys in *others. Commits each. */
+static int read_keys(kn_kafka_consumer *c, const char *topic, const char *prefix, int n,
+                     int timeout_s, int *others)
+{
+    int got = 0;
+    time_t deadline = time(NULL) + timeout_s;
+    while (got < n && time(NULL) < deadline) {
+        rd_kafka_message_t *m = kn_kafka_consumer_poll(c, 200);
+        if (!m) continue;
+        if (!m->err) {
+            if (m->key_len > strlen(prefix) && memcmp(m->key, prefix, strlen(prefix)) == 0)
+                got++;
+            else
+                (*others)++;
+            char err[256];
+            rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+            rd_kafka_topic_partition_list_add(l, topic, m->partition)->offset = m->offset + 1;
+            assert_int_equal(kn_kafka_consumer_commit(c, l, err, sizeof(err)), KN_OK);
+            rd_kafka_topic_partition_list_destroy(l);
+        }
+        rd_kafka_message_destroy(m);
+    }
+    return got;
+}
+
+static void kafka_fenced_static_member_rejoins(void **state)
+{
+    (void)state;
+    char topic[128], instance[64], err[512];
+    snprintf(topic, sizeof(topic), "kiln.test.fenced.%ld.%d", (long)time(NULL), getpid());
+    snprintf(instance, sizeof(instance), "fenced-%d", getpid());
+    kn_kafka_topic_spec spec = {.name = topic, .partitions = 1};
+    assert_int_equal(kn_kafka_create_topics(brokers(), &spec, 1, 10000, err, sizeof(err)), KN_OK);
+    produce_keys(topic, "a", 10);
+
+    rebalance_counts rc = {0};
+    kn_kafka_consumer_options co = {.brokers = brokers(),
+                                    .group_id = topic,
+                                    .instance_id = instance,
+                                    .rebalance_cb = count_rebalance,
+                                    .opaque = &rc};
+    kn_kafka_consumer *a = kn_kafka_consumer_new(&co, err, sizeof(err));
+    assert_non_null(a);
+    const char *topics[] = {topic};
+    assert_int_equal(kn_kafka_consumer_subscribe(a, topics, 1, err, sizeof(err)), KN_OK);
+    int others = 0;
+    assert_int_equal(read_keys(a, topic, "a", 10, 60, &others), 10);
+    assert_int_equal(rc.assigned, 1);
+
+    /* A second member with the same group.instance.id takes A's place: the
+     * broker fences A, whose next heartbeat fails fatally. */
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char e[512];
+    assert_int_equal(rd_kafka_conf_set(conf, "bootstrap.servers", brokers(), e, sizeof(e)), 0);
+    assert_int_equal(rd_kafka_conf_set(conf, "group.id", topic, e, sizeof(e)), 0);
+    assert_int_equal(rd_kafka_conf_set(conf, "group.instance.id", instance, e, sizeof(e)), 0);
+    assert_int_equal(rd_kafka_conf_set(conf, "session.timeout.ms", "10000", e, sizeof(e)), 0);
+    assert_int_equal(rd_kafka_conf_set(conf, "enable.auto.commit", "false", e, sizeof(e)), 0);
+    rd_kafka_t *b = rd_kafka_new(RD_KAFKA_CONSUMER, conf, e, sizeof(e));
+    assert_non_null(b);
+    rd_kafka_poll_set_consumer(b);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, RD_KAFKA_PARTITION_UA);
+    assert_int_equal(rd_kafka_subscribe(b, l), 0);
+    rd_kafka_topic_partition_list_destroy(l);
+    int b_assigned = 0;
+    for (time_t deadline = time(NULL) + 30; !b_assigned && time(NULL) < deadline;) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(b, 200);
+        if (m) rd_kafka_message_destroy(m);
+        rd_kafka_topic_partition_list_t *as = NULL;
+        if (rd_kafka_assignment(b, &as) == 0 && as) {
+            b_assigned = as->cnt > 0;
+            rd_kafka_topic_partition_list_destroy(as);
+        }
+    }
+    assert_true(b_assigned);
+    rd_kafka_consumer_close(b); /* a static member leaves no group on close */
+    rd_kafka_destroy(b);
+
+    /* A learns it was fenced at its next heartbeat and is re-created... */
+    for (time_t deadline = time(NULL) + 30;
+         kn_kafka_consumer_recreated(a) == 0 && time(NULL) < deadline;) {
+        rd_kafka_message_t *m = kn_kafka_consumer_poll(a, 200);
+        if (m && !m->err) others++;
+        if (m) rd_kafka_message_destroy(m);
+    }
+    assert_int_equal(kn_kafka_consumer_recreated(a), 1);
+    /* ...rejoins, and reads on from its committed offset: the new records,
+     * none of the old. */
+    produce_keys(topic, "b", 10);
+    assert_int_equal(read_keys(a, topic, "b", 10, 60, &others), 10);
+    assert_int_equal(others, 0);
+    assert_int_equal(kn_kafka_consumer_recreated(a), 1);
+    assert_true(rc.assigned >= 2);
+    kn_kafka_consumer_destroy(a);
+}
+
 static void kafka_bad_broker_config(void **state)
 {
     (void)state;
@@ -146,6 +279,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(kafka_bad_broker_config),
         cmocka_unit_test(kafka_roundtrip_100k),
+        cmocka_unit_test(kafka_fenced_static_member_rejoins),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
