@@ -258,8 +258,8 @@ int kn_model_tfm_forward(kn_model *m, const kn_batch *bt, char *err, size_t errs
     }
     if (!bt->labels) return KN_OK;
     be->to_device(targets, bt->labels, (size_t)nlab * sizeof(int));
-    be->xent_fwd(ACT(m, t->losses), ACT(m, t->lse), ACT(m, t->logits), targets, m->out_rows,
-                 m->out_valid, m->out_stride);
+    kn_model_xent(m, t->logits, t->lse, t->losses, targets, m->out_rows, m->out_valid,
+                  m->out_stride, valid);
     m->n_valid = valid;
     m->have_targets = 1;
     return KN_OK;
@@ -271,7 +271,7 @@ void kn_model_tfm_backward(kn_model *m)
     tfm_model *t = &m->tfm;
     const int B = m->B, T = m->T, C = t->C, NH = t->NH, N = B * T;
     const int *tokens = m->ibuf + t->i_tokens, *targets = m->ibuf + t->i_targets;
-    if (m->n_valid)
+    if (m->n_valid && !m->dlogits_set)
         be->xent_bwd(DACT(m, t->logits), ACT(m, t->logits), ACT(m, t->lse), targets,
                      1.0f / (float)m->n_valid, m->out_rows, m->out_valid, m->out_stride);
     if (m->type == KN_MODEL_GPT) {

@@ -693,6 +693,37 @@ static void op_losses(int N, int V, int Vp, int D)
     cpu->xent_smooth_bwd(dl.c, tc, 0.025f, N, V, Vp);
     dev->xent_smooth_bwd(dl.d, td, 0.025f, N, V, Vp);
     compare_pair("xent_smooth_bwd (padded vocab untouched)", &dl, R_SUM);
+    /* the fused classifier: every output poisoned, dlogits too (it is set,
+     * padded columns and ignored rows included, not added to) */
+    pair fl = pair_poisoned((size_t)N), fz = pair_poisoned((size_t)N),
+         fd = pair_poisoned((size_t)N * Vp);
+    cpu->xent_fused(fl.c, fz.c, fd.c, logits.c, tc, 0.25f, N, V, Vp);
+    dev->xent_fused(fl.d, fz.d, fd.d, logits.d, td, 0.25f, N, V, Vp);
+    compare_pair("xent_fused losses", &fl, R_SUM);
+    compare_pair("xent_fused lse", &fz, R_SUM);
+    compare_pair("xent_fused dlogits (set, padded and ignored zero)", &fd, R_SUM);
+    /* and on the CPU the fused op is xent_fwd + xent_bwd into zeros, bit for bit */
+    {
+        size_t nd = (size_t)N * Vp;
+        float *z0 = calloc(nd, sizeof(float)), *h1 = malloc(nd * sizeof(float));
+        float *hl = malloc((size_t)N * sizeof(float)), *hz = malloc((size_t)N * sizeof(float));
+        float *dz = cpu->alloc(nd * sizeof(float));
+        cpu->to_device(dz, z0, nd * sizeof(float));
+        cpu->xent_fwd(hl, hz, logits.c, tc, N, V, Vp);
+        cpu->xent_bwd(dz, logits.c, hz, tc, 0.25f, N, V, Vp);
+        cpu->to_host(h1, dz, nd * sizeof(float));
+        size_t bad = 0;
+        for (size_t i = 0; i < nd; i++)
+            bad += memcmp(&h1[i], &fd.c[i], sizeof(float)) != 0;
+        checks++;
+        if (bad) {
+            failures++;
+            printf("FAIL cpu xent_fused != xent_fwd + xent_bwd: %zu of %zu differ\n", bad, nd);
+        }
+        cpu->free(dz);
+        free(z0), free(h1), free(hl), free(hz);
+    }
+    pair_free(&fl), pair_free(&fz), pair_free(&fd);
     pair pred = pair_rand((size_t)N * D, 1), y = pair_rand((size_t)N * D, 1),
          ml = pair_poisoned((size_t)N), dp = pair_rand((size_t)N * D, 1);
     cpu->mse_fwd(ml.c, pred.c, y.c, N, D);
@@ -727,6 +758,77 @@ static void op_optim(size_t n)
         snprintf(w, sizeof(w), "optim_update %s x3 params", names[k]);
         compare_pair(w, &p, R_SUM);
         pair_free(&p), pair_free(&g), pair_free(&m), pair_free(&v);
+    }
+}
+
+/* The multi-tensor update through kn_optim (the chunk table, the norm and
+ * the clipping scale on the device) against the CPU, and against the
+ * device's own per-tensor path (its table without optim_update_all: sumsq
+ * read back by the host, one launch per tensor), which computes the same
+ * partial sums and the same per-element arithmetic, so must give the same
+ * bits. Three tensors: one of several chunks with a partial last one, one
+ * without decay, one small; three steps with fresh gradients whose norm
+ * (~200) is clipped to 1; the norms read back equal too. */
+static void op_optim_all(void)
+{
+    static const int sizes[3] = {2 * KN_OPTIM_CHUNK + 77, 5, 3001}, decay[3] = {1, 0, 1};
+    kn_backend per_tensor = *dev;
+    per_tensor.optim_update_all = NULL;
+    const kn_backend *bes[3] = {cpu, dev, &per_tensor};
+    for (int kind = KN_OPT_SGD; kind <= KN_OPT_RMSPROP; kind++) {
+        float *out[3], norms[3][3];
+        size_t n = 0;
+        for (int k = 0; k < 3; k++) {
+            kn_tensor_set p, g;
+            kn_tensor_set_init(&p);
+            for (int i = 0; i < 3; i++) {
+                char name[16];
+                snprintf(name, sizeof(name), "t%d", i);
+                kn_tensor_add(&p, name, 1, &sizes[i], decay[i]);
+            }
+            kn_tensor_set_init(&g);
+            kn_tensor_set_clone_layout(&g, &p);
+            if (kn_tensor_set_alloc(&p, bes[k]) || kn_tensor_set_alloc(&g, bes[k])) {
+                fprintf(stderr, "out of memory\n");
+                exit(1);
+            }
+            n = p.numel;
+            rng = 0x1234567ull; /* the same values on every backend */
+            float *h = host_rand(n, 1);
+            bes[k]->to_device(p.data, h, n * sizeof(float));
+            free(h);
+            kn_optim_config oc;
+            kn_optim_config_default(&oc, kind);
+            oc.weight_decay = 0.1f, oc.momentum = 0.9f, oc.grad_clip = 1.0f, oc.lr = 1e-2f;
+            kn_optim *o = kn_optim_new(&oc, &p, bes[k]);
+            for (int step = 0; step < 3; step++) {
+                h = host_rand(n, 1);
+                bes[k]->to_device(g.data, h, n * sizeof(float));
+                free(h);
+                kn_optim_update(o, &p, &g, &norms[k][step], NULL);
+            }
+            out[k] = malloc(n * sizeof(float));
+            bes[k]->to_host(out[k], p.data, n * sizeof(float));
+            kn_optim_destroy(o);
+            kn_tensor_set_free(&p);
+            kn_tensor_set_free(&g);
+        }
+        static const char *names[] = {"", "sgd", "adam", "adamw", "rmsprop"};
+        char w[80];
+        snprintf(w, sizeof(w), "optim_update_all %s x3, clipped", names[kind]);
+        compare(w, out[0], out[1], n, R_SUM);
+        compare("  global norms", norms[0], norms[1], 3, R_SUM);
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++)
+            bad += memcmp(&out[1][i], &out[2][i], sizeof(float)) != 0;
+        for (int s = 0; s < 3; s++)
+            bad += memcmp(&norms[1][s], &norms[2][s], sizeof(float)) != 0;
+        checks++;
+        if (bad) failures++;
+        printf("%s   same bits as the device's per-tensor path: %zu of %zu differ\n",
+               bad ? "FAIL" : "ok  ", bad, n + 3);
+        for (int k = 0; k < 3; k++)
+            free(out[k]);
     }
 }
 
@@ -1117,7 +1219,9 @@ int main(int argc, char **argv)
     op_seqpool(3, 11, 20);
     op_losses(29, 61, 64, 5);
     op_losses(9, 1000, 1024, 3); /* several columns a thread: the online max and sum */
+    op_losses(300, 2500, 2560, 3); /* fused: rows past 1024 (a block a row), more rows than SMs */
     op_optim(5003);
+    op_optim_all();
 
     model_parity("mlp relu", "{\"type\":\"mlp\",\"sizes\":[20,32,16,5]}", 8, 0);
     model_parity("mlp tanh+dropout",
@@ -1160,6 +1264,7 @@ int main(int argc, char **argv)
                  "{\"type\":\"mlp\",\"sizes\":[20,32,16,5],\"bn\":true,\"label_smoothing\":0.1}", 8,
                  0);
     model_parity("cnn batchnorm (train)", bn_cnn, 6, 0);
+    model_parity("gpt (train: fused classifier)", gpt, 3, 16);
     train_mode = 0;
     model_parity("cnn batchnorm (eval)", bn_cnn, 6, 0);
     ckpt_continue("cnn batchnorm", bn_cnn, cpu, dev, 6);

@@ -62,11 +62,13 @@ static void fill_table(kn_backend *t)
     t->seqpool_bwd = kn_cu_seqpool_bwd;
     t->xent_fwd = kn_cu_xent_fwd;
     t->xent_bwd = kn_cu_xent_bwd;
+    t->xent_fused = kn_cu_xent_fused;
     t->mse_fwd = kn_cu_mse_fwd;
     t->mse_bwd = kn_cu_mse_bwd;
     t->sum = kn_cu_sum;
     t->sumsq = kn_cu_sumsq;
     t->optim_update = kn_cu_optim_update;
+    t->optim_update_all = kn_cu_optim_update_all;
     kn_cu_fill_batchnorm(t);
 }
 

@@ -102,6 +102,9 @@ static __device__ __forceinline__ void kn_cu_chunk_rows(int N, int G, int g, int
  * it assumes the backend is driven from one host thread at a time. */
 float *kn_cu_scratch(size_t floats);
 
+/* The device's number of SMs (sizes persistent grids). */
+int kn_cu_sms(void);
+
 /* dst[c] += sum over g of partial[g C + c], g in order (pass 2). */
 void kn_cu_col_partials_add(float *dst, const float *partial, int G, int C);
 
@@ -198,6 +201,8 @@ void kn_cu_xent_fwd(float *losses, float *lse, const float *logits, const int *t
                     int V, int Vp);
 void kn_cu_xent_bwd(float *dlogits, const float *logits, const float *lse, const int *targets,
                     float dloss, int N, int V, int Vp);
+void kn_cu_xent_fused(float *losses, float *lse, float *dlogits, const float *logits,
+                      const int *targets, float dloss, int N, int V, int Vp);
 void kn_cu_mse_fwd(float *losses, const float *pred, const float *y, int N, int D);
 void kn_cu_mse_bwd(float *dpred, const float *pred, const float *y, float dloss, int N, int D);
 
@@ -207,6 +212,9 @@ double kn_cu_sum(const float *x, size_t n);
 double kn_cu_sumsq(const float *x, size_t n);
 void kn_cu_optim_update(const kn_optim_args *a, float *param, const float *grad, float *m, float *v,
                         size_t n);
+void kn_cu_optim_update_all(const kn_optim_args *a, float clip, float *param, const float *grad,
+                            float *m, float *v, size_t numel, const kn_optim_chunk *chunks,
+                            int nchunks, float *norm);
 
 /* batchnorm.cu: sets batchnorm_fwd/bwd and xent_smooth_fwd/bwd in the table */
 void kn_cu_fill_batchnorm(kn_backend *t);
