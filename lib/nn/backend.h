@@ -61,6 +61,9 @@ typedef struct {
  * most KN_OPTIM_CHUNK floats, so that a GPU block takes one chunk and the
  * blocks' work is even however the tensors' sizes vary. */
 #define KN_OPTIM_CHUNK 65536
+
+/* The largest head size of attention_fused_fwd/bwd. */
+#define KN_ATTN_FUSED_MAX_HS 64
 typedef struct {
     int64_t off;
     int32_t n;
@@ -118,6 +121,18 @@ struct kn_backend {
     void (*attention_bwd)(float *dqkv, float *dpreatt, float *datt, const float *dout,
                           const float *qkv, const float *att, int B, int T, int C, int NH,
                           int causal);
+
+    /* --- the same attention fused, without the T x T matrices (optional:
+     * NULL where a backend has none; the CUDA backend's bf16 table has it,
+     * KILN_CUDA_ATTENTION=gemm turns it off): fwd writes out (B, T, C) and
+     * lse (B, NH, T), each query's log-sum-exp of its scaled scores; bwd
+     * adds to dqkv from dout and the forward's qkv, out and lse. Head size
+     * C / NH at most KN_ATTN_FUSED_MAX_HS (the model uses the unfused ops
+     * past it). --- */
+    void (*attention_fused_fwd)(float *out, float *lse, const float *qkv, int B, int T, int C,
+                                int NH, int causal);
+    void (*attention_fused_bwd)(float *dqkv, const float *dout, const float *qkv, const float *out,
+                                const float *lse, int B, int T, int C, int NH, int causal);
 
     /* --- activations, n elements; bwd reads inp (GELU) or out (others) --- */
     void (*act_fwd)(int kind, float *out, const float *inp, size_t n);

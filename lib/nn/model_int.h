@@ -56,6 +56,7 @@ typedef struct {
     int classes;                            /* txtcls: classes; gpt: 0 */
     int pool;                               /* txtcls: KN_SEQPOOL_* */
     int causal;                             /* 1 for gpt, spec for txtcls */
+    int fused_attn; /* the backend's attention_fused_*: preatt holds lse (B, NH, T), att unused */
     int wte, wpe, lnfw, lnfb, headw, headb; /* parameters (head only for txtcls) */
     tfm_block *blk;                         /* (L) */
     int encoded, lnf, lnf_mean, lnf_rstd, pooled, logits, lse, losses; /* activations */

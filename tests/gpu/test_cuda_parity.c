@@ -616,6 +616,76 @@ static void op_attention(int B, int T, int C, int NH, int causal)
     pair_free(&dqkv), pair_free(&dpre), pair_free(&datt);
 }
 
+/* The fused attention of table fb (the bf16 table's flash kernels) against
+ * the CPU (cpu: in fp32, its unfused attention, lse from its scores: the
+ * log-sum-exp of each row's unmasked preatt; or the bf16 emulation's own
+ * fused ops), by norm at the caller's norm_tol: out, lse, dqkv from zero;
+ * outputs poisoned. Then the backward once more into the same dqkv: it
+ * adds (+=) the same bits again, so the result is exactly twice the first
+ * (determinism and "+=" at once). */
+static void op_attention_fused(const kn_backend *fb, int B, int T, int C, int NH, int causal)
+{
+    char w[96];
+    const char *kind = causal ? "causal" : "full";
+    const int ref_fused = cpu->attention_fused_fwd != NULL;
+    size_t nq = (size_t)B * T * 3 * C, na = ref_fused ? 1 : (size_t)B * NH * T * T,
+           no = (size_t)B * T * C, nl = (size_t)B * NH * T;
+    const kn_backend *save = dev;
+    dev = fb;
+    pair qkv = pair_rand(nq, 1), out = pair_poisoned(no), pre = pair_poisoned(na),
+         att = pair_poisoned(na), lse = pair_poisoned(nl);
+    if (ref_fused) {
+        cpu->attention_fused_fwd(out.c, lse.c, qkv.c, B, T, C, NH, causal);
+    } else { /* the CPU's lse from its scores */
+        cpu->attention_fwd(out.c, pre.c, att.c, qkv.c, B, T, C, NH, causal);
+        float *h = malloc(na * sizeof(float)), *z = malloc(nl * sizeof(float));
+        cpu->to_host(h, pre.c, na * sizeof(float));
+        for (size_t r = 0; r < nl; r++) {
+            const int t = (int)(r % (size_t)T), tn = causal ? t + 1 : T;
+            const float *row = h + r * T;
+            double mx = -INFINITY, sum = 0;
+            for (int j = 0; j < tn; j++)
+                mx = fmax(mx, row[j]);
+            for (int j = 0; j < tn; j++)
+                sum += exp(row[j] - mx);
+            z[r] = (float)(mx + log(sum));
+        }
+        cpu->to_device(lse.c, z, nl * sizeof(float));
+        free(h), free(z);
+    }
+    fb->attention_fused_fwd(out.d, lse.d, qkv.d, B, T, C, NH, causal);
+    snprintf(w, sizeof(w), "flash fwd out (%s, T %d, hs %d)", kind, T, C / NH);
+    compare_pair(w, &out, 0);
+    compare_pair("flash fwd lse", &lse, 0);
+    pair dout = pair_rand(no, 1), dqkv = pair_poisoned(nq), dpre = pair_poisoned(na),
+         datt = pair_poisoned(na);
+    cpu->zero(dqkv.c, nq * sizeof(float)), dev->zero(dqkv.d, nq * sizeof(float));
+    if (ref_fused) {
+        cpu->attention_fused_bwd(dqkv.c, dout.c, qkv.c, out.c, lse.c, B, T, C, NH, causal);
+    } else {
+        cpu->zero(dpre.c, na * sizeof(float)), cpu->zero(datt.c, na * sizeof(float));
+        cpu->attention_bwd(dqkv.c, dpre.c, datt.c, dout.c, qkv.c, att.c, B, T, C, NH, causal);
+    }
+    fb->attention_fused_bwd(dqkv.d, dout.d, qkv.d, out.d, lse.d, B, T, C, NH, causal);
+    snprintf(w, sizeof(w), "flash bwd dqkv (%s, T %d, hs %d)", kind, T, C / NH);
+    compare_pair(w, &dqkv, 0);
+    float *once = malloc(nq * sizeof(float)), *twice = malloc(nq * sizeof(float));
+    fb->to_host(once, dqkv.d, nq * sizeof(float));
+    fb->attention_fused_bwd(dqkv.d, dout.d, qkv.d, out.d, lse.d, B, T, C, NH, causal);
+    fb->to_host(twice, dqkv.d, nq * sizeof(float));
+    size_t bad = 0;
+    for (size_t i = 0; i < nq; i++)
+        bad += !(twice[i] == 2.0f * once[i]);
+    checks++;
+    if (bad) failures++;
+    printf("%s   flash bwd adds: a second call doubles dqkv exactly: %zu of %zu differ\n",
+           bad ? "FAIL" : "ok  ", bad, nq);
+    free(once), free(twice);
+    pair_free(&qkv), pair_free(&out), pair_free(&pre), pair_free(&att), pair_free(&lse);
+    pair_free(&dout), pair_free(&dqkv), pair_free(&dpre), pair_free(&datt);
+    dev = save;
+}
+
 static void op_elementwise(size_t n)
 {
     static const char *names[] = {"", "relu", "tanh", "sigmoid", "gelu"};
@@ -1118,6 +1188,58 @@ static void tracks(const char *what, const char *spec_json, const kn_backend *re
  * training steps against fp32 on the same device. */
 static int quick; /* --quick: no 50-step training runs */
 
+/* The bf16 table's fused attention (flash.cu): op by op against the CPU
+ * in fp32 at bf16's tolerance (1e-2 by norm), and the GPT model both ways,
+ * with it (dp as it is: the precision loop above already did, this
+ * repeats the line for the table) and without it (dp's copy with the
+ * fused ops removed: the unfused path KILN_CUDA_ATTENTION=gemm selects),
+ * each against the CPU in fp32, each tracking fp32 training over 50 steps,
+ * and the fused one deterministic. Says so and checks nothing more where
+ * the table has no fused attention (KILN_CUDA_ATTENTION=gemm, or --backend
+ * cpu). */
+static void fused_attention(const char *gpt, const kn_backend *dp, const kn_backend *ce)
+{
+    const kn_backend *dev32 = dev;
+    if (!dp->attention_fused_fwd) {
+        printf("-- %s bf16 has no fused attention (KILN_CUDA_ATTENTION=gemm or no kernels): "
+               "its checks are not run\n",
+               dp->name);
+        return;
+    }
+    /* against fp32 (what bf16 costs), then against the CPU's emulation of
+     * the kernels (precision.c: the same roundings, only the order of sums
+     * inside a tile differs) where the device is not that emulation */
+    for (int emu = 0; emu < (ce && ce != dp && ce->attention_fused_fwd ? 2 : 1); emu++) {
+        const kn_backend *cpu32 = cpu;
+        if (emu) cpu = ce;
+        printf("-- %s bf16 fused attention against the cpu %s\n", dp->name,
+               emu ? "emulating it" : "in fp32");
+        norm_tol = emu ? 1e-3 : 1e-2;
+        op_attention_fused(dp, 2, 13, 24, 3, 1); /* hs 8: padded to 16 */
+        op_attention_fused(dp, 2, 9, 16, 2, 0);
+        op_attention_fused(dp, 1, 100, 64, 2, 1);  /* hs 32, a partial second tile */
+        op_attention_fused(dp, 2, 200, 128, 2, 1); /* hs 64 (GPT-2's), 4 tiles */
+        op_attention_fused(dp, 1, 70, 128, 2, 0);  /* full attention, keys past T masked */
+        if (!quick) op_attention_fused(dp, 1, 1024, 128, 2, 1); /* GPT-2's T */
+        cpu = cpu32;
+    }
+    kn_backend unfused = *dp;
+    unfused.attention_fused_fwd = NULL, unfused.attention_fused_bwd = NULL;
+    norm_tol = 5e-2; /* the models' bf16 tolerance against fp32 (precisions()) */
+    dev = dp;
+    model_parity("gpt bf16, fused attention", gpt, 3, 16);
+    dev = &unfused;
+    model_parity("gpt bf16, unfused attention", gpt, 3, 16);
+    norm_tol = 0;
+    dev = dp;
+    determinism(gpt, 3, 16);
+    dev = dev32;
+    if (!quick) {
+        tracks("gpt bf16 fused attention training tracks fp32", gpt, dev32, dp, 3, 16);
+        tracks("gpt bf16 unfused attention training tracks fp32", gpt, dev32, &unfused, 3, 16);
+    }
+}
+
 static void precisions(const char *gpt)
 {
     const kn_backend *cpu32 = cpu, *dev32 = dev;
@@ -1163,6 +1285,7 @@ static void precisions(const char *gpt)
         cpu = cpu32, dev = dev32, norm_tol = 0;
         snprintf(w, sizeof(w), "gpt %s training tracks fp32", pn);
         if (!quick) tracks(w, gpt, dev32, dp, 3, 16);
+        if (precs[k] == KN_PREC_BF16) fused_attention(gpt, dp, ce);
     }
 }
 

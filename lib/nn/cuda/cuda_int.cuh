@@ -187,6 +187,12 @@ void kn_cu_attention_bwd(float *dqkv, float *dpreatt, float *datt, const float *
                          const float *qkv, const float *att, int B, int T, int C, int NH,
                          int causal);
 
+/* flash.cu: attention_fused_fwd/bwd (the bf16 table) */
+void kn_cu_flash_fwd(float *out, float *lse, const float *qkv, int B, int T, int C, int NH,
+                     int causal);
+void kn_cu_flash_bwd(float *dqkv, const float *dout, const float *qkv, const float *out,
+                     const float *lse, int B, int T, int C, int NH, int causal);
+
 /* elementwise.cu */
 void kn_cu_act_fwd(int kind, float *out, const float *inp, size_t n);
 void kn_cu_act_bwd(int kind, float *dinp, const float *inp, const float *out, const float *dout,
