@@ -10,9 +10,9 @@
 # (tests/bench/nn/gpt2_pytorch.py, B=32) against kiln fp32 (B=KILN_GPT2_BATCH,
 # 8: fp32 stores the T x T attention matrices, so B=32 does not fit) and
 # kiln bf16 (B=KILN_GPT2_BF16_BATCH, 32: its fused attention stores none;
-# KILN_CUDA_ATTENTION=gemm turns it off, then use 8). KILN_BENCH_SECONDS (1.5) is each small case's time. A
-# failed PyTorch reference fails this step. Called by tests/gpu/run with
-# the build dir.
+# KILN_CUDA_ATTENTION=gemm turns it off, then use 8). KILN_BENCH_SECONDS
+# (1.5) is each small case's time. A failed PyTorch reference fails this
+# step. Called by tests/gpu/run with the build dir.
 set -euo pipefail
 build=$1
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)

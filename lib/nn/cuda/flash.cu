@@ -154,13 +154,13 @@ __global__ void __launch_bounds__(FA_WARPS * 32)
         __syncwarp();
         /* online softmax over this lane's half row (32 columns) */
         float tmax = -FLT_MAX;
-        #pragma unroll 4
+#pragma unroll 4
         for (int c = half * 32; c < half * 32 + 32; c++)
             if (visible(i, k0 + c, T, causal)) tmax = fmaxf(tmax, sm.s[r][c] * scale);
         tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
         const float mn = fmaxf(m, tmax), alpha = expf(m - mn);
         float sum = 0.0f;
-        #pragma unroll 4
+#pragma unroll 4
         for (int c = half * 32; c < half * 32 + 32; c++) {
             const float p = visible(i, k0 + c, T, causal) ? expf(sm.s[r][c] * scale - mn) : 0.0f;
             sm.p[r][c] = __float2bfloat16(p);
@@ -268,7 +268,7 @@ __global__ void __launch_bounds__(FA_WARPS * 32)
         mm_abt<D>(&sm.s[16 * w][0], &sm.mine_a[16 * w][0], LD, &sm.walk_a[0][0], LD);
         mm_abt<D>(&sm.dp[16 * w][0], &sm.mine_b[16 * w][0], LD, &sm.walk_b[0][0], LD);
         __syncwarp();
-        #pragma unroll 4
+#pragma unroll 4
         for (int c = half * 32; c < half * 32 + 32; c++) {
             const int i = q0 + c;
             const float p = visible(i, j, T, causal) ? expf(sm.s[r][c] * scale - sm.lse[c]) : 0.0f;
@@ -279,7 +279,7 @@ __global__ void __launch_bounds__(FA_WARPS * 32)
         /* dV += P^T dO */
         mm_pv<D>(dv, &sm.ds[16 * w][0], &sm.walk_b[0][0], LD);
         __syncwarp();
-        #pragma unroll 4
+#pragma unroll 4
         for (int c = half * 32; c < half * 32 + 32; c++)
             sm.ds[r][c] = __float2bfloat16(sm.s[r][c] * (sm.dp[r][c] - sm.delta[c]) * scale);
         __syncwarp();
@@ -330,7 +330,7 @@ __global__ void __launch_bounds__(FA_WARPS * 32)
         mm_abt<D>(&sm.dp[16 * w][0], &sm.mine_b[16 * w][0], LD, &sm.walk_b[0][0], LD);
         __syncwarp();
         const float z = sm.lse[r], dl = sm.delta[r];
-        #pragma unroll 4
+#pragma unroll 4
         for (int c = half * 32; c < half * 32 + 32; c++) {
             const float p =
                 visible(i, k0 + c, T, causal) ? expf(sm.s[r][c] * scale - z) : 0.0f;
