@@ -37,6 +37,13 @@
  * 50 AdamW steps in tf32/bf16 tracks its fp32 run on the same device,
  * every loss within 1 %. With --backend cpu the device side is the CPU's
  * emulation, so CI checks what emulated tf32/bf16 costs against fp32.
+ * Fused paths (2026-12-01): xent_fused (all outputs poisoned; on the CPU
+ * it must equal xent_fwd + xent_bwd bit for bit), optim_update_all through
+ * kn_optim with clipping (against the CPU, and bit for bit against the
+ * device's per-tensor path), the GPT trained with the fused classifier,
+ * and the bf16 table's flash attention (fused_attention(): ops against
+ * fp32 and the CPU's emulation, a second backward doubling dqkv exactly,
+ * the bf16 GPT with and without it, determinism, 50-step tracking).
  * Usage: test_cuda_parity [--backend NAME] [--quick] (NAME = cpu checks the
  * harness; --quick leaves out the 50-step training runs and the precision
  * checks against the emulation, which launch no kernel the rest does not:
