@@ -55,6 +55,21 @@ typedef struct {
     float grad_scale;   /* multiplies every gradient first (clipping), 1 = none */
 } kn_optim_args;
 
+/* One chunk of a multi-tensor optimizer update: floats [off, off + n) of
+ * the parameter, gradient and state sets (which share one layout), with
+ * weight decay or not. kn_optim_new cuts every tensor into chunks of at
+ * most KN_OPTIM_CHUNK floats, so that a GPU block takes one chunk and the
+ * blocks' work is even however the tensors' sizes vary. */
+#define KN_OPTIM_CHUNK 65536
+
+/* The largest head size of attention_fused_fwd/bwd. */
+#define KN_ATTN_FUSED_MAX_HS 64
+typedef struct {
+    int64_t off;
+    int32_t n;
+    int32_t decay;
+} kn_optim_chunk;
+
 typedef struct kn_backend kn_backend;
 
 struct kn_backend {
@@ -107,6 +122,18 @@ struct kn_backend {
                           const float *qkv, const float *att, int B, int T, int C, int NH,
                           int causal);
 
+    /* --- the same attention fused, without the T x T matrices (optional:
+     * NULL where a backend has none; the CUDA backend's bf16 table has it,
+     * KILN_CUDA_ATTENTION=gemm turns it off): fwd writes out (B, T, C) and
+     * lse (B, NH, T), each query's log-sum-exp of its scaled scores; bwd
+     * adds to dqkv from dout and the forward's qkv, out and lse. Head size
+     * C / NH at most KN_ATTN_FUSED_MAX_HS (the model uses the unfused ops
+     * past it). --- */
+    void (*attention_fused_fwd)(float *out, float *lse, const float *qkv, int B, int T, int C,
+                                int NH, int causal);
+    void (*attention_fused_bwd)(float *dqkv, const float *dout, const float *qkv, const float *out,
+                                const float *lse, int B, int T, int C, int NH, int causal);
+
     /* --- activations, n elements; bwd reads inp (GELU) or out (others) --- */
     void (*act_fwd)(int kind, float *out, const float *inp, size_t n);
     void (*act_bwd)(int kind, float *dinp, const float *inp, const float *out, const float *dout,
@@ -135,6 +162,16 @@ struct kn_backend {
                      int V, int Vp);
     void (*xent_bwd)(float *dlogits, const float *logits, const float *lse, const int *targets,
                      float dloss, int N, int V, int Vp);
+
+    /* --- xent_fwd and xent_bwd in one pass over the logits, for a training
+     * forward whose backward follows (optional: NULL where a backend has no
+     * fused kernel; the model then runs the two; cpu.c has one, so CI runs
+     * the model's fused path): writes losses and lse as
+     * xent_fwd does and SETS (does not add to) every column of dlogits
+     * (N, Vp): (softmax - onehot) * dloss on rows with a target, 0 on
+     * ignored rows and padded columns. --- */
+    void (*xent_fused)(float *losses, float *lse, float *dlogits, const float *logits,
+                       const int *targets, float dloss, int N, int V, int Vp);
 
     /* --- mean squared error: pred, y (N, D); losses (N) = mean_d (pred - y)^2;
      * bwd: dpred += dloss * 2 (pred - y) / D --- */
@@ -174,6 +211,19 @@ struct kn_backend {
      * (unused ones may be NULL for SGD/RMSprop) --- */
     void (*optim_update)(const kn_optim_args *a, float *param, const float *grad, float *m,
                          float *v, size_t n);
+
+    /* --- every parameter in one update (optional: NULL runs optim_update
+     * per tensor and sumsq on the host's side): chunks (nchunks, device
+     * memory) tile the tensors of the sets param, grad, m, v; a->
+     * weight_decay applies to chunks with decay, a->grad_scale is ignored.
+     * The global norm sqrt(sumsq(grad, numel)) is computed when clip > 0
+     * or norm is not NULL, on the device and feeding the update there (no
+     * host round trip between them): the gradients are scaled by
+     * clip / (norm + 1e-6) where norm > clip, as kn_optim_update does.
+     * *norm (host) gets the norm when norm is not NULL. --- */
+    void (*optim_update_all)(const kn_optim_args *a, float clip, float *param, const float *grad,
+                             float *m, float *v, size_t numel, const kn_optim_chunk *chunks,
+                             int nchunks, float *norm);
 };
 
 /* The CPU backend (static, never freed). */

@@ -665,6 +665,23 @@ static void cpu_xent_bwd(float *restrict dlogits, const float *restrict logits,
     }
 }
 
+/* xent_fwd, then each row's gradient set in place of zero + xent_bwd (the
+ * same arithmetic: 0 + x is x, so the same bits as the two). */
+static void cpu_xent_fused(float *restrict losses, float *restrict lse, float *restrict dlogits,
+                           const float *restrict logits, const int *restrict targets, float dloss,
+                           int N, int V, int Vp)
+{
+    cpu_xent_fwd(losses, lse, logits, targets, N, V, Vp);
+    for (int n = 0; n < N; n++) {
+        const int t = targets[n];
+        float *d = dlogits + (size_t)n * Vp;
+        const float *l = logits + (size_t)n * Vp, z = lse[n];
+        for (int i = 0; i < Vp; i++)
+            d[i] = t < 0 || i >= V ? 0.0f : expf(l[i] - z) * dloss;
+        if (t >= 0) d[t] -= dloss;
+    }
+}
+
 static void cpu_mse_fwd(float *restrict losses, const float *restrict pred, const float *restrict y,
                         int N, int D)
 {
@@ -868,6 +885,25 @@ static void cpu_optim_update(const kn_optim_args *a, float *restrict p, const fl
 
 /* ---------------------------------------------------------------- table */
 
+/* The multi-tensor update as the per-tensor path computes it (the same
+ * per-element arithmetic, so the same bits): the host's norm and scale,
+ * then each chunk. */
+static void cpu_optim_update_all(const kn_optim_args *a, float clip, float *p, const float *grad,
+                                 float *m, float *v, size_t numel, const kn_optim_chunk *chunks,
+                                 int nchunks, float *norm)
+{
+    kn_optim_args c = *a;
+    float nrm = 0.0f;
+    if (clip > 0.0f || norm) nrm = (float)sqrt(cpu_sumsq(grad, numel));
+    c.grad_scale = clip > 0.0f && nrm > clip ? clip / (nrm + 1e-6f) : 1.0f;
+    for (int i = 0; i < nchunks; i++) {
+        const kn_optim_chunk *k = &chunks[i];
+        c.weight_decay = k->decay ? a->weight_decay : 0.0f;
+        cpu_optim_update(&c, p + k->off, grad + k->off, m + k->off, v + k->off, (size_t)k->n);
+    }
+    if (norm) *norm = nrm;
+}
+
 static const kn_backend cpu_backend = {
     .name = "cpu",
     .alloc = cpu_alloc,
@@ -900,6 +936,7 @@ static const kn_backend cpu_backend = {
     .seqpool_bwd = cpu_seqpool_bwd,
     .xent_fwd = cpu_xent_fwd,
     .xent_bwd = cpu_xent_bwd,
+    .xent_fused = cpu_xent_fused,
     .mse_fwd = cpu_mse_fwd,
     .mse_bwd = cpu_mse_bwd,
     .batchnorm_fwd = cpu_batchnorm_fwd,
@@ -909,6 +946,7 @@ static const kn_backend cpu_backend = {
     .sum = cpu_sum,
     .sumsq = cpu_sumsq,
     .optim_update = cpu_optim_update,
+    .optim_update_all = cpu_optim_update_all,
 };
 
 const kn_backend *kn_backend_cpu(void)

@@ -247,9 +247,23 @@ void kn_model_set_training(kn_model *m, int on)
     m->training = on ? 1 : 0;
 }
 
+void kn_model_xent(kn_model *m, int logits, int lse, int losses, const int *targets, int rows,
+                   int cols, int stride, int valid)
+{
+    const kn_backend *be = m->be;
+    if (m->training && valid && be->xent_fused) {
+        be->xent_fused(ACT(m, losses), ACT(m, lse), DACT(m, logits), ACT(m, logits), targets,
+                       1.0f / (float)valid, rows, cols, stride);
+        m->dlogits_set = 1;
+    } else {
+        be->xent_fwd(ACT(m, losses), ACT(m, lse), ACT(m, logits), targets, rows, cols, stride);
+    }
+}
+
 int kn_model_forward(kn_model *m, const kn_batch *b, float *loss, char *err, size_t errsz)
 {
     m->have_targets = 0;
+    m->dlogits_set = 0;
     if (!b || b->B < 1 || b->B > m->max_B)
         return kn_seterr(err, errsz, KN_EINVAL, "model: batch of %d rows, allocated for 1..%d",
                          b ? b->B : 0, m->max_B);
@@ -271,7 +285,15 @@ int kn_model_forward(kn_model *m, const kn_batch *b, float *loss, char *err, siz
 int kn_model_backward(kn_model *m)
 {
     if (!m->have_targets) return KN_EINVAL;
-    m->be->zero(m->dacts.data, m->dacts.numel * sizeof(float));
+    if (m->dlogits_set) {
+        /* all but the logits' gradient, which the forward set */
+        const kn_tensor *g = &m->dacts.t[m->out_act];
+        m->be->zero(m->dacts.data, g->offset * sizeof(float));
+        m->be->zero(m->dacts.data + g->offset + g->numel,
+                    (m->dacts.numel - g->offset - g->numel) * sizeof(float));
+    } else {
+        m->be->zero(m->dacts.data, m->dacts.numel * sizeof(float));
+    }
     if (m->type == KN_MODEL_GPT || m->type == KN_MODEL_TXTCLS)
         kn_model_tfm_backward(m);
     else

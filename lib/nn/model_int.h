@@ -56,6 +56,7 @@ typedef struct {
     int classes;                            /* txtcls: classes; gpt: 0 */
     int pool;                               /* txtcls: KN_SEQPOOL_* */
     int causal;                             /* 1 for gpt, spec for txtcls */
+    int fused_attn; /* the backend's attention_fused_*: preatt holds lse (B, NH, T), att unused */
     int wte, wpe, lnfw, lnfb, headw, headb; /* parameters (head only for txtcls) */
     tfm_block *blk;                         /* (L) */
     int encoded, lnf, lnf_mean, lnf_rstd, pooled, logits, lse, losses; /* activations */
@@ -80,6 +81,7 @@ struct kn_model {
     int B, T;
     int have_targets;
     int n_valid;    /* rows or tokens that carry a target */
+    int dlogits_set; /* the forward's fused classifier set DACT(out_act) */
     int out_act;    /* activation index of the logits/predictions */
     int out_rows;   /* B or B*T */
     int out_stride; /* floats per output row (Vp for gpt) */
@@ -106,6 +108,14 @@ int kn_model_spec_int(const json_t *spec, json_t *norm, const char *key, int def
 /* Device pointers of activation / gradient-of-activation / parameter i. */
 #define ACT(m, i)  kn_tensor_ptr(&(m)->acts, (i))
 #define DACT(m, i) kn_tensor_ptr(&(m)->dacts, (i))
+
+/* The softmax cross-entropy of a forward: losses and lse of the logits
+ * activation (rows x stride, the first cols meaningful). A training forward
+ * on a backend with xent_fused also sets the logits' gradient for a mean
+ * over `valid` rows now, in the same pass (m->dlogits_set: the backward
+ * keeps it and runs no xent_bwd); otherwise xent_fwd. */
+void kn_model_xent(kn_model *m, int logits, int lse, int losses, const int *targets, int rows,
+                   int cols, int stride, int valid);
 #define PAR(m, i)  kn_tensor_ptr(&(m)->params, (i))
 #define GRAD(m, i) kn_tensor_ptr(&(m)->grads, (i))
 #define BUF(m, i)  kn_tensor_ptr(&(m)->bufs, (i))

@@ -455,8 +455,8 @@ int kn_model_seq_forward(kn_model *m, const kn_batch *b, char *err, size_t errsz
             valid += b->labels[r] >= 0;
         }
         be->to_device(m->ibuf + s->i_labels, b->labels, (size_t)B * sizeof(int));
-        be->xent_fwd(ACT(m, s->a_losses), ACT(m, s->a_lse), cur, m->ibuf + s->i_labels, B,
-                     s->out_numel, s->out_numel);
+        kn_model_xent(m, s->l[s->n - 1].out, s->a_lse, s->a_losses, m->ibuf + s->i_labels, B,
+                      s->out_numel, s->out_numel, valid);
         if (s->smoothing > 0.0f)
             be->xent_smooth_fwd(ACT(m, s->a_losses), cur, ACT(m, s->a_lse), m->ibuf + s->i_labels,
                                 s->smoothing, B, s->out_numel, s->out_numel);
@@ -475,8 +475,9 @@ void kn_model_seq_backward(kn_model *m)
     if (s->mse)
         be->mse_bwd(DACT(m, last), ACT(m, last), ACT(m, s->a_y), 1.0f / (float)B, B, s->out_numel);
     else if (m->n_valid) {
-        be->xent_bwd(DACT(m, last), ACT(m, last), ACT(m, s->a_lse), m->ibuf + s->i_labels,
-                     1.0f / (float)m->n_valid, B, s->out_numel, s->out_numel);
+        if (!m->dlogits_set)
+            be->xent_bwd(DACT(m, last), ACT(m, last), ACT(m, s->a_lse), m->ibuf + s->i_labels,
+                         1.0f / (float)m->n_valid, B, s->out_numel, s->out_numel);
         if (s->smoothing > 0.0f)
             be->xent_smooth_bwd(DACT(m, last), m->ibuf + s->i_labels,
                                 s->smoothing / (float)m->n_valid, B, s->out_numel, s->out_numel);

@@ -72,7 +72,12 @@ int kn_model_tfm_build(kn_model *m, const json_t *spec, json_t *norm, char *err,
     }
     const int L = t->L, C = t->C, NH = t->NH, B = m->max_B, T = t->maxT;
     const int BT = B * T;
-    if ((double)B * T * NH * T > 1.5e9 || (double)B * T * t->Vp > 1.5e9)
+    t->fused_attn = m->be->attention_fused_fwd && m->be->attention_fused_bwd &&
+                    C / NH <= KN_ATTN_FUSED_MAX_HS;
+    /* the T x T matrices only where attention is not fused; the logits
+     * below 2^31 floats, which int sizes and indices can still hold
+     * (GPT-2 at B = 32, T = 1024: 1.65e9) */
+    if ((!t->fused_attn && (double)B * T * NH * T > 1.5e9) || (double)B * T * t->Vp > 2.1e9)
         return kn_seterr(err, errsz, KN_ETOOBIG, "model: activations for batch %d are too large",
                          B);
     t->blk = calloc((size_t)L, sizeof(*t->blk));
@@ -122,8 +127,13 @@ int kn_model_tfm_build(kn_model *m, const json_t *spec, json_t *norm, char *err,
         A(ln1_rstd, "h.%d.ln1_rstd", BT, 1);
         A(qkv, "h.%d.qkv", BT, 3 * C);
         A(atty, "h.%d.atty", BT, C);
-        A(preatt, "h.%d.preatt", B * NH, T * T);
-        A(att, "h.%d.att", B * NH, T * T);
+        if (t->fused_attn) { /* no T x T matrices: each query's log-sum-exp */
+            A(preatt, "h.%d.lse", B * NH, T);
+            A(att, "h.%d.att_unused", 1, 1);
+        } else {
+            A(preatt, "h.%d.preatt", B * NH, T * T);
+            A(att, "h.%d.att", B * NH, T * T);
+        }
         A(attproj, "h.%d.attproj", BT, C);
         A(res2, "h.%d.res2", BT, C);
         A(ln2, "h.%d.ln2", BT, C);
@@ -225,8 +235,12 @@ int kn_model_tfm_forward(kn_model *m, const kn_batch *bt, char *err, size_t errs
                           PAR(m, b->ln1w), PAR(m, b->ln1b), N, C);
         be->matmul_fwd(ACT(m, b->qkv), ACT(m, b->ln1), PAR(m, b->qkvw), PAR(m, b->qkvb), N, C,
                        3 * C);
-        be->attention_fwd(ACT(m, b->atty), ACT(m, b->preatt), ACT(m, b->att), ACT(m, b->qkv), B, T,
-                          C, NH, t->causal);
+        if (t->fused_attn)
+            be->attention_fused_fwd(ACT(m, b->atty), ACT(m, b->preatt), ACT(m, b->qkv), B, T, C, NH,
+                                    t->causal);
+        else
+            be->attention_fwd(ACT(m, b->atty), ACT(m, b->preatt), ACT(m, b->att), ACT(m, b->qkv),
+                              B, T, C, NH, t->causal);
         be->matmul_fwd(ACT(m, b->attproj), ACT(m, b->atty), PAR(m, b->projw), PAR(m, b->projb), N,
                        C, C);
         be->residual_fwd(ACT(m, b->res2), x, ACT(m, b->attproj), (size_t)N * C);
@@ -258,8 +272,8 @@ int kn_model_tfm_forward(kn_model *m, const kn_batch *bt, char *err, size_t errs
     }
     if (!bt->labels) return KN_OK;
     be->to_device(targets, bt->labels, (size_t)nlab * sizeof(int));
-    be->xent_fwd(ACT(m, t->losses), ACT(m, t->lse), ACT(m, t->logits), targets, m->out_rows,
-                 m->out_valid, m->out_stride);
+    kn_model_xent(m, t->logits, t->lse, t->losses, targets, m->out_rows, m->out_valid,
+                  m->out_stride, valid);
     m->n_valid = valid;
     m->have_targets = 1;
     return KN_OK;
@@ -271,7 +285,7 @@ void kn_model_tfm_backward(kn_model *m)
     tfm_model *t = &m->tfm;
     const int B = m->B, T = m->T, C = t->C, NH = t->NH, N = B * T;
     const int *tokens = m->ibuf + t->i_tokens, *targets = m->ibuf + t->i_targets;
-    if (m->n_valid)
+    if (m->n_valid && !m->dlogits_set)
         be->xent_bwd(DACT(m, t->logits), ACT(m, t->logits), ACT(m, t->lse), targets,
                      1.0f / (float)m->n_valid, m->out_rows, m->out_valid, m->out_stride);
     if (m->type == KN_MODEL_GPT) {
@@ -304,8 +318,13 @@ void kn_model_tfm_backward(kn_model *m)
         be->residual_bwd(DACT(m, in), DACT(m, b->attproj), DACT(m, b->res2), (size_t)N * C);
         be->matmul_bwd(DACT(m, b->atty), GRAD(m, b->projw), GRAD(m, b->projb), DACT(m, b->attproj),
                        ACT(m, b->atty), PAR(m, b->projw), N, C, C);
-        be->attention_bwd(DACT(m, b->qkv), DACT(m, b->preatt), DACT(m, b->att), DACT(m, b->atty),
-                          ACT(m, b->qkv), ACT(m, b->att), B, T, C, NH, t->causal);
+        if (t->fused_attn)
+            be->attention_fused_bwd(DACT(m, b->qkv), DACT(m, b->atty), ACT(m, b->qkv),
+                                    ACT(m, b->atty), ACT(m, b->preatt), B, T, C, NH, t->causal);
+        else
+            be->attention_bwd(DACT(m, b->qkv), DACT(m, b->preatt), DACT(m, b->att),
+                              DACT(m, b->atty), ACT(m, b->qkv), ACT(m, b->att), B, T, C, NH,
+                              t->causal);
         be->matmul_bwd(DACT(m, b->ln1), GRAD(m, b->qkvw), GRAD(m, b->qkvb), DACT(m, b->qkv),
                        ACT(m, b->ln1), PAR(m, b->qkvw), N, C, 3 * C);
         be->layernorm_bwd(DACT(m, in), GRAD(m, b->ln1w), GRAD(m, b->ln1b), DACT(m, b->ln1),

@@ -165,13 +165,45 @@ float kn_optim_lr(const kn_optim_config *c, int64_t step)
     return min_lr + (float)coeff * (c->lr - min_lr);
 }
 
+/* The multi-tensor update's table: every tensor cut into chunks of at most
+ * KN_OPTIM_CHUNK floats, uploaded once. Nothing where the backend has no
+ * optim_update_all. Returns nonzero when out of memory. */
+static int make_chunks(kn_optim *o, const kn_tensor_set *params, const kn_backend *be)
+{
+    o->be = be;
+    if (!be->optim_update_all) return 0;
+    int n = 0;
+    for (int i = 0; i < params->n; i++)
+        n += (int)((params->t[i].numel + KN_OPTIM_CHUNK - 1) / KN_OPTIM_CHUNK);
+    if (!n) return 0;
+    kn_optim_chunk *h = malloc((size_t)n * sizeof(*h));
+    if (!h) return 1;
+    int k = 0;
+    for (int i = 0; i < params->n; i++) {
+        const kn_tensor *t = &params->t[i];
+        for (size_t at = 0; at < t->numel; at += KN_OPTIM_CHUNK) {
+            size_t left = t->numel - at;
+            h[k].off = (int64_t)(t->offset + at);
+            h[k].n = (int32_t)(left < KN_OPTIM_CHUNK ? left : KN_OPTIM_CHUNK);
+            h[k].decay = t->decay ? 1 : 0;
+            k++;
+        }
+    }
+    o->chunks = be->alloc((size_t)n * sizeof(*h));
+    if (o->chunks) be->to_device(o->chunks, h, (size_t)n * sizeof(*h));
+    free(h);
+    o->nchunks = o->chunks ? n : 0;
+    return !o->chunks;
+}
+
 kn_optim *kn_optim_new(const kn_optim_config *c, const kn_tensor_set *params, const kn_backend *be)
 {
     kn_optim *o = calloc(1, sizeof(*o));
     if (!o) return NULL;
     o->cfg = *c;
     if (kn_tensor_set_clone_layout(&o->m, params) || kn_tensor_set_clone_layout(&o->v, params) ||
-        kn_tensor_set_alloc(&o->m, be) || kn_tensor_set_alloc(&o->v, be)) {
+        kn_tensor_set_alloc(&o->m, be) || kn_tensor_set_alloc(&o->v, be) ||
+        make_chunks(o, params, be)) {
         kn_optim_destroy(o);
         return NULL;
     }
@@ -183,6 +215,7 @@ void kn_optim_destroy(kn_optim *o)
     if (!o) return;
     kn_tensor_set_free(&o->m);
     kn_tensor_set_free(&o->v);
+    if (o->chunks) o->be->free(o->chunks);
     free(o);
 }
 
@@ -191,9 +224,13 @@ void kn_optim_update(kn_optim *o, kn_tensor_set *params, const kn_tensor_set *gr
 {
     const kn_backend *be = params->be;
     const kn_optim_config *c = &o->cfg;
+    /* one launch for everything where the backend has it: the norm, when
+     * clipping or asked, stays on the device and feeds the update */
+    const int all = o->chunks && be->optim_update_all == o->be->optim_update_all;
     /* the norm costs a pass over all gradients: only when clipping or asked */
     float norm = 0.0f;
-    if (c->grad_clip > 0.0f || grad_norm) norm = (float)sqrt(be->sumsq(grads->data, grads->numel));
+    if (!all && (c->grad_clip > 0.0f || grad_norm))
+        norm = (float)sqrt(be->sumsq(grads->data, grads->numel));
     float scale = 1.0f;
     if (c->grad_clip > 0.0f && norm > c->grad_clip) scale = c->grad_clip / (norm + 1e-6f);
     float lr = kn_optim_lr(c, o->step);
@@ -212,11 +249,17 @@ void kn_optim_update(kn_optim *o, kn_tensor_set *params, const kn_tensor_set *gr
         a.bc1 = (float)(1.0 - pow((double)c->beta1, (double)o->step));
         a.bc2 = (float)(1.0 - pow((double)c->beta2, (double)o->step));
     }
-    for (int i = 0; i < params->n; i++) {
-        const kn_tensor *t = &params->t[i];
-        a.weight_decay = t->decay ? c->weight_decay : 0.0f;
-        be->optim_update(&a, params->data + t->offset, grads->data + t->offset,
-                         o->m.data + t->offset, o->v.data + t->offset, t->numel);
+    if (all) {
+        a.weight_decay = c->weight_decay;
+        be->optim_update_all(&a, c->grad_clip, params->data, grads->data, o->m.data, o->v.data,
+                             grads->numel, o->chunks, o->nchunks, grad_norm ? &norm : NULL);
+    } else {
+        for (int i = 0; i < params->n; i++) {
+            const kn_tensor *t = &params->t[i];
+            a.weight_decay = t->decay ? c->weight_decay : 0.0f;
+            be->optim_update(&a, params->data + t->offset, grads->data + t->offset,
+                             o->m.data + t->offset, o->v.data + t->offset, t->numel);
+        }
     }
     if (grad_norm) *grad_norm = norm;
     if (lr_out) *lr_out = lr;

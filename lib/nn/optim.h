@@ -35,6 +35,11 @@ typedef struct {
     int64_t step;    /* updates done so far */
     kn_tensor_set m; /* first moment / momentum buffer, parameter layout */
     kn_tensor_set v; /* second moment / square average, parameter layout */
+    /* the chunk table of the backend's optim_update_all (device memory),
+     * NULL where the backend has none */
+    kn_optim_chunk *chunks;
+    int nchunks;
+    const kn_backend *be;
 } kn_optim;
 
 /* Defaults for kind (PyTorch's): lr 1e-3, betas 0.9/0.999, eps 1e-8,

@@ -5,6 +5,8 @@
  * pick the backend at start-up, as with kn_backend_get. */
 #include "nn/precision.h"
 
+#include <float.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -132,6 +134,148 @@ static void emu_conv2d_bwd(kn_precision p, float *dinp, float *dw, float *dbias,
 EMU_VARIANT(KN_PREC_TF32, tf32)
 EMU_VARIANT(KN_PREC_BF16, bf16)
 
+/* ------------------------------------------------------------ fused attention
+ *
+ * The CUDA bf16 table's flash attention (lib/nn/cuda/flash.cu) computed
+ * the same way on the CPU: the staged q, k, v, dout rounded to bf16, the
+ * scores and every product accumulated in fp32, the forward's online
+ * softmax over the same tiles of 64 keys (the rescale by exp(m_old -
+ * m_new) between tiles included), P = exp(s - m) rounded to bf16 for P V
+ * while the row sum l adds the unrounded p, and in the backward P from
+ * lse, dV += bf16(P) dO, dS = bf16(p (dP - Delta) scale), dK += dS q,
+ * dQ += dS k. Only the order of the sums inside a tile differs from the
+ * tensor cores'. */
+
+#define EMU_TILE 64
+
+static int emu_visible(int i, int j, int T, int causal)
+{
+    return i < T && j < T && (!causal || j <= i);
+}
+
+/* x (hs floats) rounded to bf16 into dst */
+static void emu_bf16_row(float *dst, const float *x, int hs)
+{
+    for (int d = 0; d < hs; d++)
+        dst[d] = kn_round_bf16(x[d]);
+}
+
+static float emu_dot(const float *a, const float *b, int hs)
+{
+    float s = 0.0f;
+    for (int d = 0; d < hs; d++)
+        s += a[d] * b[d];
+    return s;
+}
+
+static void emu_flash_fwd(float *out, float *lse, const float *qkv, int B, int T, int C, int NH,
+                          int causal)
+{
+    const int hs = C / NH, C3 = 3 * C;
+    const float scale = 1.0f / sqrtf((float)hs);
+    float *q = malloc((size_t)hs * sizeof(float)), *kv = malloc((size_t)hs * sizeof(float));
+    float *o = malloc((size_t)hs * sizeof(float)), s[EMU_TILE];
+    if (!q || !kv || !o) {
+        fprintf(stderr, "kiln precision emulation: out of memory\n");
+        abort();
+    }
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int i = 0; i < T; i++) {
+                const float *row = qkv + ((size_t)b * T) * C3 + h * hs;
+                emu_bf16_row(q, row + (size_t)i * C3, hs);
+                float m = -FLT_MAX, l = 0.0f;
+                for (int d = 0; d < hs; d++)
+                    o[d] = 0.0f;
+                const int q0 = i / EMU_TILE * EMU_TILE;
+                const int kend = causal ? (q0 + EMU_TILE < T ? q0 + EMU_TILE : T) : T;
+                for (int k0 = 0; k0 < kend; k0 += EMU_TILE) {
+                    float tmax = -FLT_MAX;
+                    for (int c = 0; c < EMU_TILE; c++) {
+                        const int j = k0 + c;
+                        if (!emu_visible(i, j, T, causal)) continue;
+                        emu_bf16_row(kv, row + (size_t)j * C3 + C, hs);
+                        s[c] = emu_dot(q, kv, hs) * scale;
+                        tmax = fmaxf(tmax, s[c]);
+                    }
+                    const float mn = fmaxf(m, tmax), alpha = expf(m - mn);
+                    float sum = 0.0f;
+                    for (int d = 0; d < hs; d++)
+                        o[d] *= alpha;
+                    for (int c = 0; c < EMU_TILE; c++) {
+                        const int j = k0 + c;
+                        if (!emu_visible(i, j, T, causal)) continue;
+                        const float p = expf(s[c] - mn), pb = kn_round_bf16(p);
+                        sum += p;
+                        emu_bf16_row(kv, row + (size_t)j * C3 + 2 * C, hs);
+                        for (int d = 0; d < hs; d++)
+                            o[d] += pb * kv[d];
+                    }
+                    l = l * alpha + sum;
+                    m = mn;
+                }
+                float *dst = out + ((size_t)b * T + i) * C + h * hs;
+                for (int d = 0; d < hs; d++)
+                    dst[d] = o[d] / l;
+                lse[((size_t)b * NH + h) * T + i] = m + logf(l);
+            }
+    free(q), free(kv), free(o);
+}
+
+static void emu_flash_bwd(float *dqkv, const float *dout, const float *qkv, const float *out,
+                          const float *lse, int B, int T, int C, int NH, int causal)
+{
+    const int hs = C / NH, C3 = 3 * C;
+    const float scale = 1.0f / sqrtf((float)hs);
+    const size_t head = (size_t)T * hs;
+    /* one head's bf16 q, k, v, dout and fp32 dq, dk, dv accumulators */
+    float *buf = malloc(7 * head * sizeof(float)), *delta = malloc((size_t)T * sizeof(float));
+    if (!buf || !delta) {
+        fprintf(stderr, "kiln precision emulation: out of memory\n");
+        abort();
+    }
+    float *q = buf, *k = q + head, *v = k + head, *go = v + head;
+    float *dq = go + head, *dk = dq + head, *dv = dk + head;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            for (int t = 0; t < T; t++) {
+                const float *row = qkv + ((size_t)b * T + t) * C3 + h * hs;
+                const float *g = dout + ((size_t)b * T + t) * C + h * hs;
+                const float *y = out + ((size_t)b * T + t) * C + h * hs;
+                emu_bf16_row(q + (size_t)t * hs, row, hs);
+                emu_bf16_row(k + (size_t)t * hs, row + C, hs);
+                emu_bf16_row(v + (size_t)t * hs, row + 2 * C, hs);
+                emu_bf16_row(go + (size_t)t * hs, g, hs);
+                delta[t] = emu_dot(g, y, hs); /* fp32 dout . out */
+            }
+            memset(dq, 0, 3 * head * sizeof(float));
+            const float *z = lse + ((size_t)b * NH + h) * T;
+            for (int i = 0; i < T; i++)
+                for (int j = 0; j < T; j++) {
+                    if (!emu_visible(i, j, T, causal)) continue;
+                    const float *qi = q + (size_t)i * hs, *kj = k + (size_t)j * hs;
+                    const float *vj = v + (size_t)j * hs, *gi = go + (size_t)i * hs;
+                    const float p = expf(emu_dot(qi, kj, hs) * scale - z[i]);
+                    const float pb = kn_round_bf16(p);
+                    const float ds = kn_round_bf16(p * (emu_dot(vj, gi, hs) - delta[i]) * scale);
+                    for (int d = 0; d < hs; d++) {
+                        dv[(size_t)j * hs + d] += pb * gi[d];
+                        dk[(size_t)j * hs + d] += ds * qi[d];
+                        dq[(size_t)i * hs + d] += ds * kj[d];
+                    }
+                }
+            for (int t = 0; t < T; t++) {
+                float *g = dqkv + ((size_t)b * T + t) * C3 + h * hs;
+                for (int d = 0; d < hs; d++) {
+                    g[d] += dq[(size_t)t * hs + d];
+                    g[C + d] += dk[(size_t)t * hs + d];
+                    g[2 * C + d] += dv[(size_t)t * hs + d];
+                }
+            }
+        }
+    free(buf), free(delta);
+}
+
 /* ------------------------------------------------------------ variants */
 
 static kn_backend cpu_tables[3];
@@ -163,6 +307,13 @@ const kn_backend *kn_backend_with_precision(const kn_backend *be, kn_precision p
             t->matmul_bwd = p == KN_PREC_TF32 ? mb_tf32 : mb_bf16;
             t->conv2d_fwd = p == KN_PREC_TF32 ? cf_tf32 : cf_bf16;
             t->conv2d_bwd = p == KN_PREC_TF32 ? cb_tf32 : cb_bf16;
+            if (p == KN_PREC_BF16) { /* as the CUDA bf16 table, switch included */
+                const char *att = getenv("KILN_CUDA_ATTENTION");
+                if (!att || strcmp(att, "gemm")) {
+                    t->attention_fused_fwd = emu_flash_fwd;
+                    t->attention_fused_bwd = emu_flash_bwd;
+                }
+            }
         }
         remember(t, p);
         return t;

@@ -7,8 +7,11 @@
  * products accumulate in fp32 and write fp32. Everything else stays fp32:
  * parameters (the master weights), gradients, optimizer state, bias
  * gradients (summed from the fp32 output gradient), layernorm, softmax,
- * losses, and (until the fused attention) the attention GEMMs. Checkpoints
- * are fp32 whatever the precision, so they load anywhere.
+ * losses. bf16 also fuses attention (attention_fused_*, head size <= 64):
+ * on CUDA the flash kernels (lib/nn/cuda/flash.cu), on the CPU an
+ * emulation of them (precision.c); KILN_CUDA_ATTENTION=gemm keeps the
+ * unfused fp32 attention. Checkpoints are fp32 whatever the precision, so
+ * they load anywhere.
  *
  * CUDA: tf32 = cuBLAS's CUBLAS_COMPUTE_32F_FAST_TF32 on the fp32 operands;
  * bf16 = the operands converted to bf16 (round-to-nearest-even, one kernel)

@@ -7,11 +7,12 @@
 # (its cuDNN convolutions use TF32 by default); tf32 = TF32 tensor cores on
 # both; bf16 = kiln's bf16 GEMMs with fp32 master weights and PyTorch's bf16
 # autocast. Then GPT-2 124M: PyTorch bf16 autocast + torch.compile
-# (tests/bench/nn/gpt2_pytorch.py, B=32) against kiln fp32 and kiln bf16
-# (B=KILN_GPT2_BATCH, 8: kiln stores the T x T attention matrices, so B=32
-# does not fit). KILN_BENCH_SECONDS (1.5) is each small case's time. A
-# failed PyTorch reference fails this step. Called by tests/gpu/run with
-# the build dir.
+# (tests/bench/nn/gpt2_pytorch.py, B=32) against kiln fp32 (B=KILN_GPT2_BATCH,
+# 8: fp32 stores the T x T attention matrices, so B=32 does not fit) and
+# kiln bf16 (B=KILN_GPT2_BF16_BATCH, 32: its fused attention stores none;
+# KILN_CUDA_ATTENTION=gemm turns it off, then use 8). KILN_BENCH_SECONDS
+# (1.5) is each small case's time. A failed PyTorch reference fails this
+# step. Called by tests/gpu/run with the build dir.
 set -euo pipefail
 build=$1
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -58,12 +59,15 @@ if [ $torch = 1 ]; then
     peak_mem torch-gpt2 python3 "$root/tests/bench/nn/gpt2_pytorch.py" || ref=$?
 fi
 [ $ref -eq 0 ] || echo "bench: FAIL: a PyTorch reference run failed (exit $ref); its figures above are missing"
-# kiln's side of GPT-2 124M, fp32 then bf16 (B=8: its activations are not
-# recomputed and the attention matrices are stored, ~4.5 GB per sequence)
+# kiln's side of GPT-2 124M, fp32 then bf16 (fp32 at B=8: its activations
+# are not recomputed and the attention matrices are stored, ~4.5 GB per
+# sequence; bf16 at B=32 with the fused attention, ~1.7 GB per sequence)
 for prec in fp32 bf16; do
-    echo "bench: kiln side: CUDA backend, precision $prec, GPT-2 124M"
+    batch=${KILN_GPT2_BATCH:-8}
+    [ "$prec" = bf16 ] && batch=${KILN_GPT2_BF16_BATCH:-32}
+    echo "bench: kiln side: CUDA backend, precision $prec, GPT-2 124M, B=$batch"
     peak_mem "kiln-gpt2-$prec" "$build/tests/bench/bench_nn_cpu" --backend cuda --only gpt2 \
-        --precision "$prec" --gpt2-batch "${KILN_GPT2_BATCH:-8}" --seconds 6 || rc=$?
+        --precision "$prec" --gpt2-batch "$batch" --seconds 6 || rc=$?
 done
 echo "bench: figures above (kiln cuda and PyTorch eager per precision, PyTorch GPT-2 124M bf16, kiln GPT-2 124M fp32 and bf16)"
 [ $rc -ne 0 ] && exit $rc

@@ -36,7 +36,7 @@ function prec_of(dflt,    p) { p = after("precision"); sub(/[,(].*/, "", p); ret
     if (!(("small GPT", prec) in seen)) { seen["small GPT", prec] = 1; gorder[++gn] = prec }
     next
 }
-/^gpt2 124M/ { kg2[prec] = before("tokens/s"); kg2b = field("B="); if (!(prec in g2seen)) { g2seen[prec] = 1; g2order[++g2n] = prec } next }
+/^gpt2 124M/ { kg2[prec] = before("tokens/s"); kg2b[prec] = field("B="); if (!(prec in g2seen)) { g2seen[prec] = 1; g2order[++g2n] = prec } next }
 /^peak-memory kiln-gpt2(-[a-z0-9]+)?: [0-9]/ { p = $2; sub(/:$/, "", p); sub(/^kiln-gpt2-?/, "", p); kmem[p == "" ? "fp32" : p] = $3 }
 /^peak-memory torch-gpt2: [0-9]/ { tsmi = $3 }
 function ratio(k, t) { return (k != "" && t != "" && t + 0 > 0) ? sprintf("%.3g", k / t) : "-" }
@@ -54,13 +54,13 @@ END {
     for (i = 1; i <= g2n; i++) {
         p = g2order[i]
         printf "%-24s %-5s %18s %20s %10s\n", "GPT-2 124M (tok/s)", p,
-            kg2[p] == "" ? "-" : kg2[p] " B=" kg2b, tg2 == "" ? "-" : tg2 " bf16 B=" tg2b,
+            kg2[p] == "" ? "-" : kg2[p] " B=" kg2b[p], tg2 == "" ? "-" : tg2 " bf16 B=" tg2b,
             ratio(kg2[p], tg2)
     }
     for (i = 1; i <= g2n; i++) {
         p = g2order[i]
         printf "%-24s %-5s %18s %20s %10s\n", "GPT-2 peak memory (MiB)", p,
-            kmem[p] == "" ? "-" : kmem[p] " B=" kg2b, tmem == "" ? "-" : tmem " B=" tg2b,
+            kmem[p] == "" ? "-" : kmem[p] " B=" kg2b[p], tmem == "" ? "-" : tmem " B=" tg2b,
             ratio(kmem[p], tmem)
     }
     if (tsmi != "") printf "  (kiln: nvidia-smi, context included; PyTorch: max_memory_allocated, %s MiB by nvidia-smi)\n", tsmi

@@ -37,6 +37,13 @@
  * 50 AdamW steps in tf32/bf16 tracks its fp32 run on the same device,
  * every loss within 1 %. With --backend cpu the device side is the CPU's
  * emulation, so CI checks what emulated tf32/bf16 costs against fp32.
+ * Fused paths (2026-12-01): xent_fused (all outputs poisoned; on the CPU
+ * it must equal xent_fwd + xent_bwd bit for bit), optim_update_all through
+ * kn_optim with clipping (against the CPU, and bit for bit against the
+ * device's per-tensor path), the GPT trained with the fused classifier,
+ * and the bf16 table's flash attention (fused_attention(): ops against
+ * fp32 and the CPU's emulation, a second backward doubling dqkv exactly,
+ * the bf16 GPT with and without it, determinism, 50-step tracking).
  * Usage: test_cuda_parity [--backend NAME] [--quick] (NAME = cpu checks the
  * harness; --quick leaves out the 50-step training runs and the precision
  * checks against the emulation, which launch no kernel the rest does not:
@@ -616,6 +623,76 @@ static void op_attention(int B, int T, int C, int NH, int causal)
     pair_free(&dqkv), pair_free(&dpre), pair_free(&datt);
 }
 
+/* The fused attention of table fb (the bf16 table's flash kernels) against
+ * the CPU (cpu: in fp32, its unfused attention, lse from its scores: the
+ * log-sum-exp of each row's unmasked preatt; or the bf16 emulation's own
+ * fused ops), by norm at the caller's norm_tol: out, lse, dqkv from zero;
+ * outputs poisoned. Then the backward once more into the same dqkv: it
+ * adds (+=) the same bits again, so the result is exactly twice the first
+ * (determinism and "+=" at once). */
+static void op_attention_fused(const kn_backend *fb, int B, int T, int C, int NH, int causal)
+{
+    char w[96];
+    const char *kind = causal ? "causal" : "full";
+    const int ref_fused = cpu->attention_fused_fwd != NULL;
+    size_t nq = (size_t)B * T * 3 * C, na = ref_fused ? 1 : (size_t)B * NH * T * T,
+           no = (size_t)B * T * C, nl = (size_t)B * NH * T;
+    const kn_backend *save = dev;
+    dev = fb;
+    pair qkv = pair_rand(nq, 1), out = pair_poisoned(no), pre = pair_poisoned(na),
+         att = pair_poisoned(na), lse = pair_poisoned(nl);
+    if (ref_fused) {
+        cpu->attention_fused_fwd(out.c, lse.c, qkv.c, B, T, C, NH, causal);
+    } else { /* the CPU's lse from its scores */
+        cpu->attention_fwd(out.c, pre.c, att.c, qkv.c, B, T, C, NH, causal);
+        float *h = malloc(na * sizeof(float)), *z = malloc(nl * sizeof(float));
+        cpu->to_host(h, pre.c, na * sizeof(float));
+        for (size_t r = 0; r < nl; r++) {
+            const int t = (int)(r % (size_t)T), tn = causal ? t + 1 : T;
+            const float *row = h + r * T;
+            double mx = -INFINITY, sum = 0;
+            for (int j = 0; j < tn; j++)
+                mx = fmax(mx, row[j]);
+            for (int j = 0; j < tn; j++)
+                sum += exp(row[j] - mx);
+            z[r] = (float)(mx + log(sum));
+        }
+        cpu->to_device(lse.c, z, nl * sizeof(float));
+        free(h), free(z);
+    }
+    fb->attention_fused_fwd(out.d, lse.d, qkv.d, B, T, C, NH, causal);
+    snprintf(w, sizeof(w), "flash fwd out (%s, T %d, hs %d)", kind, T, C / NH);
+    compare_pair(w, &out, 0);
+    compare_pair("flash fwd lse", &lse, 0);
+    pair dout = pair_rand(no, 1), dqkv = pair_poisoned(nq), dpre = pair_poisoned(na),
+         datt = pair_poisoned(na);
+    cpu->zero(dqkv.c, nq * sizeof(float)), dev->zero(dqkv.d, nq * sizeof(float));
+    if (ref_fused) {
+        cpu->attention_fused_bwd(dqkv.c, dout.c, qkv.c, out.c, lse.c, B, T, C, NH, causal);
+    } else {
+        cpu->zero(dpre.c, na * sizeof(float)), cpu->zero(datt.c, na * sizeof(float));
+        cpu->attention_bwd(dqkv.c, dpre.c, datt.c, dout.c, qkv.c, att.c, B, T, C, NH, causal);
+    }
+    fb->attention_fused_bwd(dqkv.d, dout.d, qkv.d, out.d, lse.d, B, T, C, NH, causal);
+    snprintf(w, sizeof(w), "flash bwd dqkv (%s, T %d, hs %d)", kind, T, C / NH);
+    compare_pair(w, &dqkv, 0);
+    float *once = malloc(nq * sizeof(float)), *twice = malloc(nq * sizeof(float));
+    fb->to_host(once, dqkv.d, nq * sizeof(float));
+    fb->attention_fused_bwd(dqkv.d, dout.d, qkv.d, out.d, lse.d, B, T, C, NH, causal);
+    fb->to_host(twice, dqkv.d, nq * sizeof(float));
+    size_t bad = 0;
+    for (size_t i = 0; i < nq; i++)
+        bad += !(twice[i] == 2.0f * once[i]);
+    checks++;
+    if (bad) failures++;
+    printf("%s   flash bwd adds: a second call doubles dqkv exactly: %zu of %zu differ\n",
+           bad ? "FAIL" : "ok  ", bad, nq);
+    free(once), free(twice);
+    pair_free(&qkv), pair_free(&out), pair_free(&pre), pair_free(&att), pair_free(&lse);
+    pair_free(&dout), pair_free(&dqkv), pair_free(&dpre), pair_free(&datt);
+    dev = save;
+}
+
 static void op_elementwise(size_t n)
 {
     static const char *names[] = {"", "relu", "tanh", "sigmoid", "gelu"};
@@ -693,6 +770,37 @@ static void op_losses(int N, int V, int Vp, int D)
     cpu->xent_smooth_bwd(dl.c, tc, 0.025f, N, V, Vp);
     dev->xent_smooth_bwd(dl.d, td, 0.025f, N, V, Vp);
     compare_pair("xent_smooth_bwd (padded vocab untouched)", &dl, R_SUM);
+    /* the fused classifier: every output poisoned, dlogits too (it is set,
+     * padded columns and ignored rows included, not added to) */
+    pair fl = pair_poisoned((size_t)N), fz = pair_poisoned((size_t)N),
+         fd = pair_poisoned((size_t)N * Vp);
+    cpu->xent_fused(fl.c, fz.c, fd.c, logits.c, tc, 0.25f, N, V, Vp);
+    dev->xent_fused(fl.d, fz.d, fd.d, logits.d, td, 0.25f, N, V, Vp);
+    compare_pair("xent_fused losses", &fl, R_SUM);
+    compare_pair("xent_fused lse", &fz, R_SUM);
+    compare_pair("xent_fused dlogits (set, padded and ignored zero)", &fd, R_SUM);
+    /* and on the CPU the fused op is xent_fwd + xent_bwd into zeros, bit for bit */
+    {
+        size_t nd = (size_t)N * Vp;
+        float *z0 = calloc(nd, sizeof(float)), *h1 = malloc(nd * sizeof(float));
+        float *hl = malloc((size_t)N * sizeof(float)), *hz = malloc((size_t)N * sizeof(float));
+        float *dz = cpu->alloc(nd * sizeof(float));
+        cpu->to_device(dz, z0, nd * sizeof(float));
+        cpu->xent_fwd(hl, hz, logits.c, tc, N, V, Vp);
+        cpu->xent_bwd(dz, logits.c, hz, tc, 0.25f, N, V, Vp);
+        cpu->to_host(h1, dz, nd * sizeof(float));
+        size_t bad = 0;
+        for (size_t i = 0; i < nd; i++)
+            bad += memcmp(&h1[i], &fd.c[i], sizeof(float)) != 0;
+        checks++;
+        if (bad) {
+            failures++;
+            printf("FAIL cpu xent_fused != xent_fwd + xent_bwd: %zu of %zu differ\n", bad, nd);
+        }
+        cpu->free(dz);
+        free(z0), free(h1), free(hl), free(hz);
+    }
+    pair_free(&fl), pair_free(&fz), pair_free(&fd);
     pair pred = pair_rand((size_t)N * D, 1), y = pair_rand((size_t)N * D, 1),
          ml = pair_poisoned((size_t)N), dp = pair_rand((size_t)N * D, 1);
     cpu->mse_fwd(ml.c, pred.c, y.c, N, D);
@@ -727,6 +835,77 @@ static void op_optim(size_t n)
         snprintf(w, sizeof(w), "optim_update %s x3 params", names[k]);
         compare_pair(w, &p, R_SUM);
         pair_free(&p), pair_free(&g), pair_free(&m), pair_free(&v);
+    }
+}
+
+/* The multi-tensor update through kn_optim (the chunk table, the norm and
+ * the clipping scale on the device) against the CPU, and against the
+ * device's own per-tensor path (its table without optim_update_all: sumsq
+ * read back by the host, one launch per tensor), which computes the same
+ * partial sums and the same per-element arithmetic, so must give the same
+ * bits. Three tensors: one of several chunks with a partial last one, one
+ * without decay, one small; three steps with fresh gradients whose norm
+ * (~200) is clipped to 1; the norms read back equal too. */
+static void op_optim_all(void)
+{
+    static const int sizes[3] = {2 * KN_OPTIM_CHUNK + 77, 5, 3001}, decay[3] = {1, 0, 1};
+    kn_backend per_tensor = *dev;
+    per_tensor.optim_update_all = NULL;
+    const kn_backend *bes[3] = {cpu, dev, &per_tensor};
+    for (int kind = KN_OPT_SGD; kind <= KN_OPT_RMSPROP; kind++) {
+        float *out[3], norms[3][3];
+        size_t n = 0;
+        for (int k = 0; k < 3; k++) {
+            kn_tensor_set p, g;
+            kn_tensor_set_init(&p);
+            for (int i = 0; i < 3; i++) {
+                char name[16];
+                snprintf(name, sizeof(name), "t%d", i);
+                kn_tensor_add(&p, name, 1, &sizes[i], decay[i]);
+            }
+            kn_tensor_set_init(&g);
+            kn_tensor_set_clone_layout(&g, &p);
+            if (kn_tensor_set_alloc(&p, bes[k]) || kn_tensor_set_alloc(&g, bes[k])) {
+                fprintf(stderr, "out of memory\n");
+                exit(1);
+            }
+            n = p.numel;
+            rng = 0x1234567ull; /* the same values on every backend */
+            float *h = host_rand(n, 1);
+            bes[k]->to_device(p.data, h, n * sizeof(float));
+            free(h);
+            kn_optim_config oc;
+            kn_optim_config_default(&oc, kind);
+            oc.weight_decay = 0.1f, oc.momentum = 0.9f, oc.grad_clip = 1.0f, oc.lr = 1e-2f;
+            kn_optim *o = kn_optim_new(&oc, &p, bes[k]);
+            for (int step = 0; step < 3; step++) {
+                h = host_rand(n, 1);
+                bes[k]->to_device(g.data, h, n * sizeof(float));
+                free(h);
+                kn_optim_update(o, &p, &g, &norms[k][step], NULL);
+            }
+            out[k] = malloc(n * sizeof(float));
+            bes[k]->to_host(out[k], p.data, n * sizeof(float));
+            kn_optim_destroy(o);
+            kn_tensor_set_free(&p);
+            kn_tensor_set_free(&g);
+        }
+        static const char *names[] = {"", "sgd", "adam", "adamw", "rmsprop"};
+        char w[80];
+        snprintf(w, sizeof(w), "optim_update_all %s x3, clipped", names[kind]);
+        compare(w, out[0], out[1], n, R_SUM);
+        compare("  global norms", norms[0], norms[1], 3, R_SUM);
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++)
+            bad += memcmp(&out[1][i], &out[2][i], sizeof(float)) != 0;
+        for (int s = 0; s < 3; s++)
+            bad += memcmp(&norms[1][s], &norms[2][s], sizeof(float)) != 0;
+        checks++;
+        if (bad) failures++;
+        printf("%s   same bits as the device's per-tensor path: %zu of %zu differ\n",
+               bad ? "FAIL" : "ok  ", bad, n + 3);
+        for (int k = 0; k < 3; k++)
+            free(out[k]);
     }
 }
 
@@ -1016,6 +1195,58 @@ static void tracks(const char *what, const char *spec_json, const kn_backend *re
  * training steps against fp32 on the same device. */
 static int quick; /* --quick: no 50-step training runs */
 
+/* The bf16 table's fused attention (flash.cu): op by op against the CPU
+ * in fp32 at bf16's tolerance (1e-2 by norm), and the GPT model both ways,
+ * with it (dp as it is: the precision loop above already did, this
+ * repeats the line for the table) and without it (dp's copy with the
+ * fused ops removed: the unfused path KILN_CUDA_ATTENTION=gemm selects),
+ * each against the CPU in fp32, each tracking fp32 training over 50 steps,
+ * and the fused one deterministic. Says so and checks nothing more where
+ * the table has no fused attention (KILN_CUDA_ATTENTION=gemm, or --backend
+ * cpu). */
+static void fused_attention(const char *gpt, const kn_backend *dp, const kn_backend *ce)
+{
+    const kn_backend *dev32 = dev;
+    if (!dp->attention_fused_fwd) {
+        printf("-- %s bf16 has no fused attention (KILN_CUDA_ATTENTION=gemm or no kernels): "
+               "its checks are not run\n",
+               dp->name);
+        return;
+    }
+    /* against fp32 (what bf16 costs), then against the CPU's emulation of
+     * the kernels (precision.c: the same roundings, only the order of sums
+     * inside a tile differs) where the device is not that emulation */
+    for (int emu = 0; emu < (ce && ce != dp && ce->attention_fused_fwd ? 2 : 1); emu++) {
+        const kn_backend *cpu32 = cpu;
+        if (emu) cpu = ce;
+        printf("-- %s bf16 fused attention against the cpu %s\n", dp->name,
+               emu ? "emulating it" : "in fp32");
+        norm_tol = emu ? 1e-3 : 1e-2;
+        op_attention_fused(dp, 2, 13, 24, 3, 1); /* hs 8: padded to 16 */
+        op_attention_fused(dp, 2, 9, 16, 2, 0);
+        op_attention_fused(dp, 1, 100, 64, 2, 1);  /* hs 32, a partial second tile */
+        op_attention_fused(dp, 2, 200, 128, 2, 1); /* hs 64 (GPT-2's), 4 tiles */
+        op_attention_fused(dp, 1, 70, 128, 2, 0);  /* full attention, keys past T masked */
+        if (!quick) op_attention_fused(dp, 1, 1024, 128, 2, 1); /* GPT-2's T */
+        cpu = cpu32;
+    }
+    kn_backend unfused = *dp;
+    unfused.attention_fused_fwd = NULL, unfused.attention_fused_bwd = NULL;
+    norm_tol = 5e-2; /* the models' bf16 tolerance against fp32 (precisions()) */
+    dev = dp;
+    model_parity("gpt bf16, fused attention", gpt, 3, 16);
+    dev = &unfused;
+    model_parity("gpt bf16, unfused attention", gpt, 3, 16);
+    norm_tol = 0;
+    dev = dp;
+    determinism(gpt, 3, 16);
+    dev = dev32;
+    if (!quick) {
+        tracks("gpt bf16 fused attention training tracks fp32", gpt, dev32, dp, 3, 16);
+        tracks("gpt bf16 unfused attention training tracks fp32", gpt, dev32, &unfused, 3, 16);
+    }
+}
+
 static void precisions(const char *gpt)
 {
     const kn_backend *cpu32 = cpu, *dev32 = dev;
@@ -1061,6 +1292,7 @@ static void precisions(const char *gpt)
         cpu = cpu32, dev = dev32, norm_tol = 0;
         snprintf(w, sizeof(w), "gpt %s training tracks fp32", pn);
         if (!quick) tracks(w, gpt, dev32, dp, 3, 16);
+        if (precs[k] == KN_PREC_BF16) fused_attention(gpt, dp, ce);
     }
 }
 
@@ -1117,7 +1349,9 @@ int main(int argc, char **argv)
     op_seqpool(3, 11, 20);
     op_losses(29, 61, 64, 5);
     op_losses(9, 1000, 1024, 3); /* several columns a thread: the online max and sum */
+    op_losses(300, 2500, 2560, 3); /* fused: rows past 1024 (a block a row), more rows than SMs */
     op_optim(5003);
+    op_optim_all();
 
     model_parity("mlp relu", "{\"type\":\"mlp\",\"sizes\":[20,32,16,5]}", 8, 0);
     model_parity("mlp tanh+dropout",
@@ -1160,6 +1394,7 @@ int main(int argc, char **argv)
                  "{\"type\":\"mlp\",\"sizes\":[20,32,16,5],\"bn\":true,\"label_smoothing\":0.1}", 8,
                  0);
     model_parity("cnn batchnorm (train)", bn_cnn, 6, 0);
+    model_parity("gpt (train: fused classifier)", gpt, 3, 16);
     train_mode = 0;
     model_parity("cnn batchnorm (eval)", bn_cnn, 6, 0);
     ckpt_continue("cnn batchnorm", bn_cnn, cpu, dev, 6);

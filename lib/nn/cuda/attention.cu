@@ -4,7 +4,8 @@
  * t; masked entries set to 0 as cpu.c does). The backward reverses each GEMM
  * and the softmax. Cost: 4 B NH T^2 hs flops forward, twice that backward,
  * and B NH T^2 floats for each of preatt, att, dpreatt, datt: memory, not
- * flops, limits it (the fused flash-style kernel is the fix). */
+ * flops, limits it. The bf16 table runs flash.cu's fused kernels instead
+ * (no T x T matrix); this path stays for fp32/tf32 and as the fallback. */
 #include "nn/cuda/cuda_int.cuh"
 
 /* att = softmax(preatt) row by row, one warp per (b, h, t) row; masked

@@ -60,3 +60,15 @@ float *kn_cu_scratch(size_t floats)
     }
     return scratch;
 }
+
+/* The device's SM count (persistent grids), asked once. */
+int kn_cu_sms(void)
+{
+    static int sms;
+    if (!sms) {
+        int dev = 0;
+        CU(cudaGetDevice(&dev));
+        CU(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    }
+    return sms;
+}

@@ -3,7 +3,7 @@
  * GEMM goes through cuBLAS or, where an epilogue saves a pass, cuBLASLt
  * (both loaded at run time, lib/nn/cuda/cublas.h; cuBLASLt optional); the
  * rest are kernels of our own, one file per concern (common, matmul, conv,
- * pool, embedding, layernorm, attention, elementwise, classifier,
+ * pool, embedding, layernorm, attention, flash, elementwise, classifier,
  * optimizer; cuda_int.cuh declares them), that follow cpu.c op for op, so
  * the two backends compute the same thing in the same order where it
  * matters: reductions over a row or a column run in one thread, one warp
@@ -13,9 +13,12 @@
  * Status: fp32 parity-tested on an H200 (tests/gpu/run); the precision
  * variants, the cuBLASLt epilogues, the conv index arithmetic and the
  * register softmax were written after that run, without a GPU, and await
- * the next one. First-step choices still in place: attention as
- * strided-batched GEMMs + a softmax kernel (full T x T, masked entries
- * zero), embedding backward with one thread per channel.
+ * the next one, as do the fused classifier, the one-launch optimizer and
+ * the bf16 table's flash attention (flash.cu; KILN_CUDA_ATTENTION=gemm
+ * turns it off), written 2026-12-01 without a GPU. First-step choices
+ * still in place: the fp32/tf32 attention as strided-batched GEMMs + a
+ * softmax kernel (full T x T, masked entries zero), embedding backward
+ * with one thread per channel.
  *
  * Everything runs on the legacy default stream; to_host waits for it. Every
  * CUDA and cuBLAS call and every launch is checked; a failure prints where
@@ -62,11 +65,13 @@ static void fill_table(kn_backend *t)
     t->seqpool_bwd = kn_cu_seqpool_bwd;
     t->xent_fwd = kn_cu_xent_fwd;
     t->xent_bwd = kn_cu_xent_bwd;
+    t->xent_fused = kn_cu_xent_fused;
     t->mse_fwd = kn_cu_mse_fwd;
     t->mse_bwd = kn_cu_mse_bwd;
     t->sum = kn_cu_sum;
     t->sumsq = kn_cu_sumsq;
     t->optim_update = kn_cu_optim_update;
+    t->optim_update_all = kn_cu_optim_update_all;
     kn_cu_fill_batchnorm(t);
 }
 
@@ -168,6 +173,14 @@ extern "C" const kn_backend *kn_backend_cuda_with_precision(int precision)
             cuda_bf16 = cuda_backend;
             cuda_bf16.matmul_fwd = mm_fwd_p<2>, cuda_bf16.matmul_bwd = mm_bwd_p<2>;
             cuda_bf16.conv2d_fwd = conv_fwd_p<2>, cuda_bf16.conv2d_bwd = conv_bwd_p<2>;
+            /* bf16 attention on tensor cores without the T x T matrices
+             * (flash.cu) unless KILN_CUDA_ATTENTION=gemm asks for the
+             * unfused path (a switch for the GPU machine, no rebuild) */
+            const char *att = getenv("KILN_CUDA_ATTENTION");
+            if (!att || strcmp(att, "gemm")) {
+                cuda_bf16.attention_fused_fwd = kn_cu_flash_fwd;
+                cuda_bf16.attention_fused_bwd = kn_cu_flash_bwd;
+            }
         }
         return &cuda_bf16;
     }

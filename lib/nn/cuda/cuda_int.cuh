@@ -102,6 +102,9 @@ static __device__ __forceinline__ void kn_cu_chunk_rows(int N, int G, int g, int
  * it assumes the backend is driven from one host thread at a time. */
 float *kn_cu_scratch(size_t floats);
 
+/* The device's number of SMs (sizes persistent grids). */
+int kn_cu_sms(void);
+
 /* dst[c] += sum over g of partial[g C + c], g in order (pass 2). */
 void kn_cu_col_partials_add(float *dst, const float *partial, int G, int C);
 
@@ -184,6 +187,12 @@ void kn_cu_attention_bwd(float *dqkv, float *dpreatt, float *datt, const float *
                          const float *qkv, const float *att, int B, int T, int C, int NH,
                          int causal);
 
+/* flash.cu: attention_fused_fwd/bwd (the bf16 table) */
+void kn_cu_flash_fwd(float *out, float *lse, const float *qkv, int B, int T, int C, int NH,
+                     int causal);
+void kn_cu_flash_bwd(float *dqkv, const float *dout, const float *qkv, const float *out,
+                     const float *lse, int B, int T, int C, int NH, int causal);
+
 /* elementwise.cu */
 void kn_cu_act_fwd(int kind, float *out, const float *inp, size_t n);
 void kn_cu_act_bwd(int kind, float *dinp, const float *inp, const float *out, const float *dout,
@@ -198,6 +207,8 @@ void kn_cu_xent_fwd(float *losses, float *lse, const float *logits, const int *t
                     int V, int Vp);
 void kn_cu_xent_bwd(float *dlogits, const float *logits, const float *lse, const int *targets,
                     float dloss, int N, int V, int Vp);
+void kn_cu_xent_fused(float *losses, float *lse, float *dlogits, const float *logits,
+                      const int *targets, float dloss, int N, int V, int Vp);
 void kn_cu_mse_fwd(float *losses, const float *pred, const float *y, int N, int D);
 void kn_cu_mse_bwd(float *dpred, const float *pred, const float *y, float dloss, int N, int D);
 
@@ -207,6 +218,9 @@ double kn_cu_sum(const float *x, size_t n);
 double kn_cu_sumsq(const float *x, size_t n);
 void kn_cu_optim_update(const kn_optim_args *a, float *param, const float *grad, float *m, float *v,
                         size_t n);
+void kn_cu_optim_update_all(const kn_optim_args *a, float clip, float *param, const float *grad,
+                            float *m, float *v, size_t numel, const kn_optim_chunk *chunks,
+                            int nchunks, float *norm);
 
 /* batchnorm.cu: sets batchnorm_fwd/bwd and xent_smooth_fwd/bwd in the table */
 void kn_cu_fill_batchnorm(kn_backend *t);
