@@ -52,7 +52,8 @@ static const kn_service_option options[] = {
      "train from the shard files of `kiln-preprocess export` in DIR:\n"
      "no Kafka, no registry (docs/trainer.md, \"Training from files\")"},
     {"out-dir", 'o', "DIR", "with --from-dir: where checkpoints and lineage go (default .)"},
-    {"passes", 'P', "N", "with --from-dir: passes over the files (default 1)"},
+    {"passes", 'P', "N",
+     "with --from-dir: passes over the files (default 1; with\nepochs >= 1 it is the epoch count)"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -285,6 +286,22 @@ static int train_batch(trainer *t, trn_metrics *tm, window *w)
     return 0;
 }
 
+/* The configured augmentation, once the batcher knows the model's input. */
+static int setup_augment(trainer *t)
+{
+    const trn_settings *s = &t->s;
+    if (!s->aug_hflip && !s->aug_crop) return 0;
+    /* drawn per epoch by the trainer: image models with a CHW layout */
+    CHECK(s->epochs > 0 && t->b.input == TRN_IN_IMAGE && t->b.C > 0,
+          "[model.%s] augment: needs epochs >= 1 and a cnn model (image input [C, H, W])",
+          s->model);
+    t->b.aug_hflip = s->aug_hflip;
+    t->b.aug_crop = s->aug_crop;
+    t->b.aug_tmp = malloc((size_t)t->b.in_numel * sizeof(float));
+    CHECK(t->b.aug_tmp, "out of memory");
+    return 0;
+}
+
 /* Start-up: settings, backend, server, Kafka, then resume from the registry. */
 static void broker_waiting(void *svc, const char *why)
 {
@@ -328,6 +345,7 @@ static int start(kn_service *svc, trainer *t, trn_metrics *tm)
         CHECK(trn_files_start(&t->files, t->from_dir, t->out_dir, (int)t->passes, s, ctx, &t->b,
                               be, e, sizeof(e)) == KN_OK,
               "%s", e);
+        if (setup_augment(t) != 0) return 1;
         kn_model_set_training(ctx->model, 1);
         return 0;
     }
@@ -380,16 +398,7 @@ static int start(kn_service *svc, trainer *t, trn_metrics *tm)
     ctx->backend_name = be->name;
     ctx->backend = be;
     CHECK(trn_resume(ctx, &t->b, nparts, t->low, be, e, sizeof(e)) == KN_OK, "resume: %s", e);
-    if (s->aug_hflip || s->aug_crop) {
-        /* drawn per epoch by the trainer: image models with a CHW layout */
-        CHECK(s->epochs > 0 && t->b.input == TRN_IN_IMAGE && t->b.C > 0,
-              "[model.%s] augment: needs epochs >= 1 and a cnn model (image input [C, H, W])",
-              s->model);
-        t->b.aug_hflip = s->aug_hflip;
-        t->b.aug_crop = s->aug_crop;
-        t->b.aug_tmp = malloc((size_t)t->b.in_numel * sizeof(float));
-        CHECK(t->b.aug_tmp, "out of memory");
-    }
+    if (setup_augment(t) != 0) return 1;
     if (s->epochs == 0) /* epochs mode reads each cycle with its own consumer (window.c) */
         CHECK(assign_from(t->cons, &t->b, s->topic) == KN_OK, "cannot assign %s", s->topic);
     kn_metrics_set(tm->version, ctx->parent_version);
@@ -422,9 +431,14 @@ static void window_loaded(trainer *t, const int64_t *hi)
         t->b.parts[p].next_offset = hi[p]; /* monitoring commits: the cycle's end */
 }
 
-/* Per partition: the low and high watermarks now. */
+/* Per partition: the low and high watermarks now (from files: the
+ * exported range, which never grows). */
 static int watermarks(trainer *t, int64_t *low, int64_t *high)
 {
+    if (t->files) {
+        trn_files_bounds(t->files, low, high);
+        return 0;
+    }
     for (int p = 0; p < t->b.nparts; p++)
         if (kn_kafka_watermarks(kn_kafka_consumer_handle(t->cons), t->s.topic, p, &low[p],
                                 &high[p], 10000) != KN_OK) {
@@ -636,7 +650,7 @@ static int run_epochs(kn_service *svc, trainer *t, trn_metrics *tm)
     double t_ckpt = trn_now(), retry_at = 0, next_look = 0, idle_since = trn_now();
     window w = {.t = trn_now()};
     while (!kn_shutdown_requested()) {
-        if (trn_lease_renew(t->reg, s->model, &t->lease, e, sizeof(e)) != KN_OK) {
+        if (t->reg && trn_lease_renew(t->reg, s->model, &t->lease, e, sizeof(e)) != KN_OK) {
             kn_log_error("fenced: stopping without a checkpoint; steps since version %d are "
                          "left to the trainer that holds the lease",
                          ctx->parent_version);
@@ -655,6 +669,11 @@ static int run_epochs(kn_service *svc, trainer *t, trn_metrics *tm)
             /* the cycle ended: its last version before anything else */
             kn_service_nap(0.1);
         } else if (trn_now() >= next_look) {
+            if (t->files && t->b.win.active && trn_window_done(&t->b.win)) {
+                kn_log_info("the export's window is trained: %d epochs (version %d)",
+                            t->b.win.passes, ctx->parent_version);
+                break; /* files never grow: no replay cycle will come */
+            }
             if (t->b.win.active && trn_window_done(&t->b.win)) {
                 free(t->prev_hi);
                 t->prev_hi = malloc((size_t)t->b.nparts * sizeof(int64_t));
@@ -667,6 +686,10 @@ static int run_epochs(kn_service *svc, trainer *t, trn_metrics *tm)
             }
             rc = t->prev_hi ? window_replay(t, e, sizeof(e)) : window_first(t, e, sizeof(e));
             CHECK(rc >= 0, "loading the next cycle: %s", e);
+            CHECK(rc > 0 || !t->files,
+                  "[model.%s] window = %s selects no records of the export in %s (or records "
+                  "past its end)",
+                  s->model, s->window, t->from_dir);
             next_look = trn_now() + (rc ? 0 : (s->flush_seconds > 0.5 ? s->flush_seconds : 0.5));
             if (rc) idle_since = trn_now();
             else if (s->idle_exit > 0 && trn_now() - idle_since >= s->idle_exit) {
@@ -965,7 +988,7 @@ static int run(kn_service *svc, void *app)
     if (t->reproduce) return reproduce(svc, t);
     int rc = start(svc, t, &tm);
     if (rc != 0) return rc < 0 ? 0 : 1;
-    if (s->epochs > 0 && !t->files) /* files: passes, not epochs */
+    if (s->epochs > 0) /* from Kafka or from files: window.c reads the cycle */
         return run_epochs(svc, t, &tm);
 
     /* --- the loop: fill a batch, one update, maybe a checkpoint --- */
