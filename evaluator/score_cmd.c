@@ -13,11 +13,9 @@
 
 #include "core/kn.h"
 #include "core/log.h"
-#include "core/sha256.h"
 #include "core/shutdown.h"
 #include "evaluator.h"
 #include "nn/backend.h"
-#include "stream/shard.h"
 #include "stream/shardfiles.h"
 
 static void usage(FILE *f)
@@ -39,7 +37,8 @@ static void usage(FILE *f)
                "  --help              this text\n");
 }
 
-/* The split's files, read and SHA-checked, as an eval set. */
+/* The split's files, read and SHA-checked, as an eval set identified as
+ * the service identifies a frozen one (ev_evalset_identify). */
 static int load_set(const kn_shardfiles *sf, const char *split, ev_evalset *es, char *err,
                     size_t errsz)
 {
@@ -49,36 +48,19 @@ static int load_set(const kn_shardfiles *sf, const char *split, ev_evalset *es, 
         n += strcmp(sf->files[i].split, split) == 0;
     if (n == 0) return kn_seterr(err, errsz, KN_ENOTFOUND, "%s holds no %s shards", sf->dir, split);
     es->shards = calloc(n, sizeof(*es->shards));
-    kn_sha256 *h = kn_sha256_new();
-    if (!es->shards || !h) {
-        kn_sha256_destroy(h);
-        return kn_seterr(err, errsz, KN_ENOMEM, "out of memory");
-    }
+    if (!es->shards) return kn_seterr(err, errsz, KN_ENOMEM, "out of memory");
     const char *topic = NULL;
     for (size_t i = 0; i < sf->nfiles; i++) { /* sorted by (split, partition, offset) */
         if (strcmp(sf->files[i].split, split) != 0) continue;
         ev_blob *b = &es->shards[es->nshards];
         int rc = kn_shardfiles_read(sf, i, &b->buf, &b->len, err, errsz);
-        if (rc != KN_OK) {
-            kn_sha256_destroy(h);
-            return rc;
-        }
+        if (rc != KN_OK) return rc;
         es->nshards++;
         es->bytes += b->len;
-        kn_sha256_update(h, b->buf, b->len);
-        kn_shard_view v;
-        if (kn_shard_parse(b->buf, b->len, &v, NULL, 0) == KN_OK) {
-            es->id.examples += v.info.count;
-            if (!es->id.kind[0])
-                snprintf(es->id.kind, sizeof(es->id.kind), "%s", kn_shard_kind_name(v.info.kind));
-        }
         topic = sf->files[i].topic;
     }
-    uint8_t d[KN_SHA256_LEN];
-    kn_sha256_final(h, d);
-    kn_sha256_destroy(h);
-    kn_sha256_to_hex(d, es->id.sha256);
-    es->id.shards = (int64_t)es->nshards;
+    if (ev_evalset_identify(es->shards, es->nshards, &es->id) != KN_OK)
+        return kn_seterr(err, errsz, KN_ENOMEM, "out of memory");
     snprintf(es->id.topic, sizeof(es->id.topic), "%s", topic ? topic : "");
     return KN_OK;
 }
