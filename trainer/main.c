@@ -228,7 +228,7 @@ typedef struct {
     int64_t steps, examples, tokens;
 } window;
 
-static void log_progress(trainer *t, trn_metrics *tm, window *w, double now)
+static void log_progress(trainer *t, trn_metrics *tm, const window *w, double now)
 {
     trn_ckpt_ctx *ctx = &t->ctx;
     double dt = now - w->t, sps = (double)w->steps / dt;
@@ -246,6 +246,34 @@ static void log_progress(trainer *t, trn_metrics *tm, window *w, double now)
     if (w->tokens > 0) json_object_set_new(f, "tokens_per_s", json_real(w->tokens / dt));
     if (eta >= 0) json_object_set_new(f, "eta_s", json_real(eta));
     kn_log_fields(KN_LOG_INFO, f, "progress");
+}
+
+/* Once per loop turn (both modes): every log_seconds, the progress line
+ * and the rate gauges for the updates since the last one. */
+static void progress(trainer *t, trn_metrics *tm, window *w, double now)
+{
+    if (now - w->t < t->s.log_seconds) return;
+    if (w->steps > 0) log_progress(t, tm, w, now);
+    *w = (window){.t = now};
+}
+
+/* Before each update (both modes): 1 to train on, 0 when target_steps is
+ * reached, -1 when fenced (the lease was taken over: stop at once, without
+ * a checkpoint). */
+static int may_train(trainer *t)
+{
+    char e[768];
+    if (t->reg && trn_lease_renew(t->reg, t->s.model, &t->lease, e, sizeof(e)) != KN_OK) {
+        kn_log_error("fenced: stopping without a checkpoint; steps since version %d are "
+                     "left to the trainer that holds the lease",
+                     t->ctx.parent_version);
+        return -1;
+    }
+    if (t->s.target_steps > 0 && t->ctx.step >= t->s.target_steps) {
+        kn_log_info("target_steps %" PRId64 " reached", t->s.target_steps);
+        return 0;
+    }
+    return 1;
 }
 
 /* One update on the batch the batcher just filled. 0, or 1 on a bug-level
@@ -650,16 +678,9 @@ static int run_epochs(kn_service *svc, trainer *t, trn_metrics *tm)
     double t_ckpt = trn_now(), retry_at = 0, next_look = 0, idle_since = trn_now();
     window w = {.t = trn_now()};
     while (!kn_shutdown_requested()) {
-        if (t->reg && trn_lease_renew(t->reg, s->model, &t->lease, e, sizeof(e)) != KN_OK) {
-            kn_log_error("fenced: stopping without a checkpoint; steps since version %d are "
-                         "left to the trainer that holds the lease",
-                         ctx->parent_version);
-            return 1;
-        }
-        if (s->target_steps > 0 && ctx->step >= s->target_steps) {
-            kn_log_info("target_steps %" PRId64 " reached", s->target_steps);
-            break;
-        }
+        int go = may_train(t);
+        if (go < 0) return 1;
+        if (go == 0) break;
         int B = 0;
         if (t->b.win.active && !trn_window_done(&t->b.win)) {
             B = trn_window_fill(&t->b);
@@ -702,10 +723,7 @@ static int run_epochs(kn_service *svc, trainer *t, trn_metrics *tm)
         }
         window_metrics(t, tm);
         double now = trn_now();
-        if (now - w.t >= s->log_seconds) {
-            if (w.steps > 0) log_progress(t, tm, &w, now);
-            w = (window){.t = now};
-        }
+        progress(t, tm, &w, now);
         int64_t new_steps = ctx->step - ctx->steps_at_last_ckpt;
         int cycle_over = !t->b.win.active || trn_window_done(&t->b.win);
         if (new_steps > 0 && now >= retry_at &&
@@ -984,7 +1002,6 @@ static int run(kn_service *svc, void *app)
     trn_settings *s = &t->s;
     trn_ckpt_ctx *ctx = &t->ctx;
     trn_metrics tm;
-    char e[768];
     if (t->reproduce) return reproduce(svc, t);
     int rc = start(svc, t, &tm);
     if (rc != 0) return rc < 0 ? 0 : 1;
@@ -995,16 +1012,9 @@ static int run(kn_service *svc, void *app)
     double t_ckpt = trn_now(), retry_at = 0;
     window w = {.t = trn_now()};
     while (!kn_shutdown_requested()) {
-        if (t->reg && trn_lease_renew(t->reg, s->model, &t->lease, e, sizeof(e)) != KN_OK) {
-            kn_log_error("fenced: stopping without a checkpoint; steps since version %d are "
-                         "left to the trainer that holds the lease",
-                         ctx->parent_version);
-            return 1;
-        }
-        if (s->target_steps > 0 && ctx->step >= s->target_steps) {
-            kn_log_info("target_steps %" PRId64 " reached", s->target_steps);
-            break;
-        }
+        int go = may_train(t);
+        if (go < 0) return 1;
+        if (go == 0) break;
         int B = trn_batcher_fill(&t->b, t->cons, t->files ? 0 : (int)(s->flush_seconds * 1000));
         if (B > 0) {
             if (train_batch(t, &tm, &w) != 0) return 1;
@@ -1017,10 +1027,7 @@ static int run(kn_service *svc, void *app)
             break;
         }
         double now = trn_now();
-        if (now - w.t >= s->log_seconds) {
-            if (w.steps > 0) log_progress(t, &tm, &w, now);
-            w = (window){.t = now};
-        }
+        progress(t, &tm, &w, now);
         int64_t new_steps = ctx->step - ctx->steps_at_last_ckpt;
         if (new_steps > 0 && now >= retry_at &&
             ((s->checkpoint_steps > 0 && new_steps >= s->checkpoint_steps) ||
