@@ -18,6 +18,7 @@
 #include "net/regclient.h"
 #include "nn/backend.h"
 #include "nn/precision.h"
+#include "nn/safetensors.h"
 #include "service/keys.h"
 #include "service/service.h"
 #include "stream/kafka.h"
@@ -765,16 +766,9 @@ static void diff_detail(const unsigned char *a, size_t alen, const char *path, c
                         size_t outsz)
 {
     size_t blen = 0;
-    FILE *f = fopen(path, "rb");
     unsigned char *b = NULL;
-    if (f) {
-        fseek(f, 0, SEEK_END);
-        long n = ftell(f);
-        fseek(f, 0, SEEK_SET);
-        b = n > 0 ? malloc((size_t)n) : NULL;
-        if (b && fread(b, 1, (size_t)n, f) == (size_t)n) blen = (size_t)n;
-        fclose(f);
-    }
+    char e[256];
+    if (kn_safetensors_read_file(path, SIZE_MAX, &b, &blen, e, sizeof(e)) != KN_OK) blen = 0;
     if (alen < 8 || blen < 8) {
         snprintf(out, outsz, "the registered artifact could not be read");
         free(b);
