@@ -477,6 +477,21 @@ static int watermarks(trainer *t, int64_t *low, int64_t *high)
     return 0;
 }
 
+/* A lineage cycle's [{partition, start, end}] (its ranges, or its replay
+ * pool) into lo/hi of n partitions; a partition not listed keeps its value. */
+static void lineage_ranges(const json_t *arr, int n, int64_t *lo, int64_t *hi)
+{
+    size_t i;
+    json_t *r;
+    json_array_foreach(arr, i, r)
+    {
+        int p = (int)json_integer_value(json_object_get(r, "partition"));
+        if (p < 0 || p >= n) continue;
+        lo[p] = json_integer_value(json_object_get(r, "start"));
+        hi[p] = json_integer_value(json_object_get(r, "end"));
+    }
+}
+
 /* The cycle the resumed lineage was in: reloaded at its cursor, or (when it
  * was finished) remembered as the end the next replay cycle starts from. */
 static int window_resume(trainer *t, char *e, size_t esz)
@@ -495,23 +510,9 @@ static int window_resume(trainer *t, char *e, size_t esz)
         rc = kn_seterr(e, esz, KN_ENOMEM, "out of memory");
         goto out;
     }
-    size_t i;
-    json_t *r;
-    json_array_foreach(json_object_get(cyc, "ranges"), i, r)
-    {
-        int p = (int)json_integer_value(json_object_get(r, "partition"));
-        if (p < 0 || p >= n) continue;
-        lo[p] = json_integer_value(json_object_get(r, "start"));
-        hi[p] = json_integer_value(json_object_get(r, "end"));
-    }
+    lineage_ranges(json_object_get(cyc, "ranges"), n, lo, hi);
     json_t *rp = json_object_get(cyc, "replay");
-    json_array_foreach(json_object_get(rp, "pool"), i, r)
-    {
-        int p = (int)json_integer_value(json_object_get(r, "partition"));
-        if (p < 0 || p >= n) continue;
-        plo[p] = json_integer_value(json_object_get(r, "start"));
-        phi[p] = json_integer_value(json_object_get(r, "end"));
-    }
+    lineage_ranges(json_object_get(rp, "pool"), n, plo, phi);
     int cycle = (int)json_integer_value(json_object_get(cyc, "n"));
     if (json_is_true(json_object_get(cur, "done"))) {
         t->next_cycle = cycle + 1;
@@ -901,22 +902,8 @@ static int reproduce(kn_service *svc, trainer *t)
     int64_t *lo = calloc((size_t)nparts, 8), *hi = calloc((size_t)nparts, 8),
             *plo = calloc((size_t)nparts, 8), *phi = calloc((size_t)nparts, 8);
     CHECK(lo && hi && plo && phi, "out of memory");
-    size_t i;
-    json_t *r;
-    json_array_foreach(json_object_get(cyc, "ranges"), i, r)
-    {
-        int p = (int)json_integer_value(json_object_get(r, "partition"));
-        if (p < 0 || p >= nparts) continue;
-        lo[p] = json_integer_value(json_object_get(r, "start"));
-        hi[p] = json_integer_value(json_object_get(r, "end"));
-    }
-    json_array_foreach(json_object_get(rp, "pool"), i, r)
-    {
-        int p = (int)json_integer_value(json_object_get(r, "partition"));
-        if (p < 0 || p >= nparts) continue;
-        plo[p] = json_integer_value(json_object_get(r, "start"));
-        phi[p] = json_integer_value(json_object_get(r, "end"));
-    }
+    lineage_ranges(json_object_get(cyc, "ranges"), nparts, lo, hi);
+    lineage_ranges(json_object_get(rp, "pool"), nparts, plo, phi);
     double t0 = trn_now();
     rc = trn_window_load(&t->b, s, (int)json_integer_value(json_object_get(cyc, "n")),
                          json_is_object(rp), (int)json_integer_value(json_object_get(cyc, "passes")),
