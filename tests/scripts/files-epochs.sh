@@ -8,7 +8,8 @@
 # 0, examples]), 60000 examples; the two epochs have different seeds and
 # shard orders; source.files lists every train file; --passes 3 overrides
 # epochs (3 versions) and its epoch 1 reads the shards in the same order as
-# the first run's; window = last:20 trains the export's last 20 shards.
+# the first run's; window = last:20 trains the export's last 20 shards;
+# augment (a small cnn) is drawn per epoch over files as over Kafka.
 # Skips (exit 77) when the Fashion-MNIST package files are absent.
 . "$(dirname "${BASH_SOURCE[0]}")/../lib/files_fixture.sh"
 export KILN_MODEL_MLP_FMNIST_SPEC='{"type":"mlp","sizes":[784,8,10]}' KILN_MODEL_MLP_FMNIST_BATCH=256
@@ -66,5 +67,23 @@ jq -e --argjson n "$ntrain" --slurpfile t "$TMP/train.json" '.cycle.ranges == [{
     and (.epochs[0].shards | length) == 20 and .examples == ($t[0][-20:] | map(.[2]) | add)' \
     "$TMP/c/mlp-fmnist-v1.lineage.json" >/dev/null && ok "window = last:20 trains the export's last 20 shards" ||
     bad "last:20: $(jq -c '{ranges: .cycle.ranges, examples}' "$TMP/c/mlp-fmnist-v1.lineage.json" 2>&1)"
+# augment over files (a small cnn, the last 2 shards, 2 epochs): in the
+# lineage, drawn from the epoch seeds (two runs give the same bytes), and
+# applied (without it the bytes differ)
+cnn() { # out-dir augment
+    KILN_MODEL_CNN_FMNIST_SPEC='{"type":"cnn","input":[1,28,28],"convs":[{"out":4,"k":3,"pad":1}],"pool":"max","fc":[16],"classes":10}' \
+        KILN_MODEL_CNN_FMNIST_EPOCHS=2 KILN_MODEL_CNN_FMNIST_WINDOW=last:2 KILN_MODEL_CNN_FMNIST_AUGMENT=$2 \
+        KILN_MODEL_CNN_FMNIST_CHECKPOINT_STEPS=0 KILN_MODEL_CNN_FMNIST_CHECKPOINT_SECONDS=0 \
+        "$B/trainer/kiln-trainer" --config "$CONFIG" --model cnn-fmnist --from-dir "$TMP/shards" \
+        --out-dir "$1" >"$1.log" 2>&1 || { tail -n 20 "$1.log" >&2; log "FAIL: kiln-trainer ($1)"; exit 1; }
+}
+cnn "$TMP/g1" hflip,crop:1
+cnn "$TMP/g2" hflip,crop:1
+cnn "$TMP/g0" none
+jq -e '.augment == {"hflip":true,"crop":1} and .epochs[0].epoch == 2 and .cycle.passes == 2' \
+    "$TMP/g1/cnn-fmnist-v2.lineage.json" >/dev/null && cmp -s "$TMP/g1/cnn-fmnist-v2.safetensors" "$TMP/g2/cnn-fmnist-v2.safetensors" &&
+    ! cmp -s "$TMP/g1/cnn-fmnist-v1.safetensors" "$TMP/g0/cnn-fmnist-v1.safetensors" &&
+    ok "augment over files: in the lineage, the same bytes twice, different bytes without it" ||
+    bad "augment: $(jq -c '{augment, passes: .cycle.passes}' "$TMP/g1/cnn-fmnist-v2.lineage.json" 2>&1)"
 [ "$fails" -eq 0 ] || exit 1
 log "all checks passed"
