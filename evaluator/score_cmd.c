@@ -129,8 +129,7 @@ int ev_score_cmd_main(int argc, char **argv)
     if (optind < argc) return usage_error("unexpected argument %s", argv[optind]);
     if (strcmp(split, "eval") != 0 && strcmp(split, "train") != 0)
         return usage_error("--split %s: use eval or train", split);
-    if (strcmp(backend, "auto") != 0 && strcmp(backend, "cpu") != 0 &&
-        strcmp(backend, "cuda") != 0)
+    if (strcmp(backend, "auto") != 0 && strcmp(backend, "cpu") != 0 && strcmp(backend, "cuda") != 0)
         return usage_error("--backend %s: use auto, cpu or cuda", backend);
     kn_shutdown_setup();
     char err[1024];
@@ -144,8 +143,8 @@ int ev_score_cmd_main(int argc, char **argv)
     if ((rc = kn_shardfiles_open(dir, &sf, err, sizeof(err))) != KN_OK) goto fail;
     if ((rc = load_set(&sf, split, &es, err, sizeof(err))) != KN_OK) goto fail_sf;
     if (access(ckpt, R_OK) != 0) {
-        rc = kn_seterr(err, sizeof(err), KN_ENOTFOUND, "--checkpoint %s: %s", ckpt,
-                       strerror(errno));
+        rc =
+            kn_seterr(err, sizeof(err), KN_ENOTFOUND, "--checkpoint %s: %s", ckpt, strerror(errno));
         goto fail_sf;
     }
     if (!(be = kn_backend_pick(backend))) {

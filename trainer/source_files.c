@@ -249,10 +249,10 @@ int trn_files_start(trn_files **out, const char *dir, const char *out_dir, int p
     set_starts(f, b);
     ctx->files = f;
     kn_log_fields(KN_LOG_INFO,
-                  json_pack("{s:s, s:s, s:i, s:I, s:s, s:i, s:s}", "dir", f->dir, "topic",
-                            s->topic, "partitions", f->nparts, "shards", (json_int_t)f->nshards,
-                            "mode", f->epochs ? "epochs" : "stream", "passes", f->passes,
-                            "out_dir", f->out_dir),
+                  json_pack("{s:s, s:s, s:i, s:I, s:s, s:i, s:s}", "dir", f->dir, "topic", s->topic,
+                            "partitions", f->nparts, "shards", (json_int_t)f->nshards, "mode",
+                            f->epochs ? "epochs" : "stream", "passes", f->passes, "out_dir",
+                            f->out_dir),
                   "training from shard files");
     *out = f;
     return KN_OK;
@@ -286,8 +286,8 @@ int trn_files_next_pass(trn_files *f, trn_batcher *b)
 
 static json_t *file_json(const kn_shardfile *sf)
 {
-    return json_pack("{s:s, s:i, s:I, s:s}", "path", sf->path, "partition", sf->partition,
-                     "offset", (json_int_t)sf->offset, "sha256", sf->sha256);
+    return json_pack("{s:s, s:i, s:I, s:s}", "path", sf->path, "partition", sf->partition, "offset",
+                     (json_int_t)sf->offset, "sha256", sf->sha256);
 }
 
 /* Epochs mode: the files the lineage's epoch segments ([p, offset, from,

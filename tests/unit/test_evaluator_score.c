@@ -370,10 +370,8 @@ static void identity(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(classifier),
-        cmocka_unit_test(classifier_hand_computed),
-        cmocka_unit_test(language_model),
-        cmocka_unit_test(language_model_uniform),
+        cmocka_unit_test(classifier),     cmocka_unit_test(classifier_hand_computed),
+        cmocka_unit_test(language_model), cmocka_unit_test(language_model_uniform),
         cmocka_unit_test(identity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
