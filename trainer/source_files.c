@@ -290,31 +290,44 @@ static json_t *file_json(const kn_shardfile *sf)
                      (json_int_t)sf->offset, "sha256", sf->sha256);
 }
 
+typedef struct {
+    int64_t partition, offset;
+} file_key;
+
+static int key_cmp(const void *a, const void *b)
+{
+    const file_key *x = a, *y = b;
+    if (x->partition != y->partition) return x->partition < y->partition ? -1 : 1;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
 /* Epochs mode: the files the lineage's epoch segments ([p, offset, from,
- * to]) touch, each once, in export order. */
+ * to]) touch, each once, in export order (the segments sorted, then each
+ * train file looked up: an epoch holds a segment per shard). */
 static json_t *epoch_files(const trn_files *f, json_t *epochs)
 {
-    json_t *a = json_array();
+    json_t *a = json_array(), *ep, *seg;
+    size_t n = 0, i, j;
+    json_array_foreach(epochs, i, ep) n += json_array_size(json_object_get(ep, "shards"));
+    file_key *keys = malloc((n ? n : 1) * sizeof(*keys));
+    if (!keys) return a;
+    n = 0;
+    json_array_foreach(epochs, i, ep)
+    {
+        json_array_foreach(json_object_get(ep, "shards"), j, seg)
+        {
+            keys[n++] = (file_key){json_integer_value(json_array_get(seg, 0)),
+                                   json_integer_value(json_array_get(seg, 1))};
+        }
+    }
+    qsort(keys, n, sizeof(*keys), key_cmp);
     for (size_t k = 0; k < f->sf.nfiles; k++) {
         const kn_shardfile *sf = &f->sf.files[k];
-        if (strcmp(sf->split, "train") != 0) continue;
-        int used = 0;
-        size_t i, j;
-        json_t *ep, *seg;
-        json_array_foreach(epochs, i, ep)
-        {
-            json_array_foreach(json_object_get(ep, "shards"), j, seg)
-            {
-                if (json_integer_value(json_array_get(seg, 0)) == sf->partition &&
-                    json_integer_value(json_array_get(seg, 1)) == sf->offset) {
-                    used = 1;
-                    break;
-                }
-            }
-            if (used) break;
-        }
-        if (used) json_array_append_new(a, file_json(sf));
+        file_key want = {sf->partition, sf->offset};
+        if (strcmp(sf->split, "train") == 0 && bsearch(&want, keys, n, sizeof(*keys), key_cmp))
+            json_array_append_new(a, file_json(sf));
     }
+    free(keys);
     return a;
 }
 
