@@ -152,8 +152,7 @@ static int read_range(kn_kafka_consumer *c, ev_evalset_id *id, ev_evalset *out, 
     size_t nrec = 0, cap = 0;
     int *done = calloc((size_t)id->nparts, sizeof(int));
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(id->nparts);
-    kn_sha256 *h = kn_sha256_new();
-    if (!done || !parts || !h) {
+    if (!done || !parts) {
         rc = kn_seterr(errbuf, errsz, KN_ENOMEM, "out of memory");
         goto out;
     }
@@ -243,33 +242,44 @@ static int read_range(kn_kafka_consumer *c, ev_evalset_id *id, ev_evalset *out, 
         rc = kn_seterr(errbuf, errsz, KN_ENOMEM, "out of memory");
         goto out;
     }
-    id->examples = 0;
-    id->kind[0] = '\0';
     for (size_t i = 0; i < nrec; i++) {
-        kn_sha256_update(h, recs[i].blob.buf, recs[i].blob.len);
-        kn_shard_view v;
-        if (kn_shard_parse(recs[i].blob.buf, recs[i].blob.len, &v, NULL, 0) == KN_OK) {
-            id->examples += v.info.count;
-            if (!id->kind[0])
-                snprintf(id->kind, sizeof(id->kind), "%s", kn_shard_kind_name(v.info.kind));
-        }
         out->shards[i] = recs[i].blob;
         out->bytes += recs[i].blob.len;
         recs[i].blob.buf = NULL;
     }
     out->nshards = nrec;
-    id->shards = (int64_t)nrec;
-    uint8_t d[KN_SHA256_LEN];
-    kn_sha256_final(h, d);
-    kn_sha256_to_hex(d, id->sha256);
+    if (ev_evalset_identify(out->shards, nrec, id) != KN_OK)
+        rc = kn_seterr(errbuf, errsz, KN_ENOMEM, "out of memory");
 out:
     for (size_t i = 0; i < nrec; i++)
         free(recs[i].blob.buf);
     free(recs);
     free(done);
     if (parts) rd_kafka_topic_partition_list_destroy(parts);
-    kn_sha256_destroy(h);
     return rc;
+}
+
+int ev_evalset_identify(const ev_blob *shards, size_t n, ev_evalset_id *id)
+{
+    kn_sha256 *h = kn_sha256_new();
+    if (!h) return KN_ENOMEM;
+    id->examples = 0;
+    id->kind[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        kn_sha256_update(h, shards[i].buf, shards[i].len);
+        kn_shard_view v;
+        if (kn_shard_parse(shards[i].buf, shards[i].len, &v, NULL, 0) == KN_OK) {
+            id->examples += v.info.count;
+            if (!id->kind[0])
+                snprintf(id->kind, sizeof(id->kind), "%s", kn_shard_kind_name(v.info.kind));
+        }
+    }
+    id->shards = (int64_t)n;
+    uint8_t d[KN_SHA256_LEN];
+    kn_sha256_final(h, d);
+    kn_sha256_destroy(h);
+    kn_sha256_to_hex(d, id->sha256);
+    return KN_OK;
 }
 
 static void now_iso(char *out, size_t outsz)

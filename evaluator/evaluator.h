@@ -65,6 +65,13 @@ typedef struct {
 
 void ev_evalset_free(ev_evalset *e);
 
+/* The content part of an eval set's identity, from its shards in (partition,
+ * offset) order: sha256 over every value, the examples and kind of the
+ * valid shards, the shard count. The service's frozen sets and `score`'s
+ * exported ones are identified by this one function, so they compare.
+ * KN_ENOMEM when the hash cannot be set up (id unchanged). */
+int ev_evalset_identify(const ev_blob *shards, size_t n, ev_evalset_id *id);
+
 /* Freezes a new eval set: the current committed end of every partition of
  * `topic` (read_committed), read completely. KN_ENOTFOUND (errbuf says) when
  * the topic does not exist or holds fewer than min_examples examples. */

@@ -5,19 +5,19 @@
  * order, hashed as the service hashes a frozen eval set, so the figures and
  * the eval set's sha256 compare with the ones the registry records for the
  * same range. Prints one JSON object on stdout. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/kn.h"
 #include "core/log.h"
-#include "core/sha256.h"
 #include "core/shutdown.h"
 #include "evaluator.h"
 #include "nn/backend.h"
-#include "stream/shard.h"
 #include "stream/shardfiles.h"
 
 static void usage(FILE *f)
@@ -39,7 +39,18 @@ static void usage(FILE *f)
                "  --help              this text\n");
 }
 
-/* The split's files, read and SHA-checked, as an eval set. */
+/* A usage error: what was wrong, then the usage text; exit status 2. */
+static int usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "kiln-evaluator score: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n\n");
+    usage(stderr);
+    return 2;
+}
+
+/* The split's files, read and SHA-checked, as an eval set identified as
+ * the service identifies a frozen one (ev_evalset_identify). */
 static int load_set(const kn_shardfiles *sf, const char *split, ev_evalset *es, char *err,
                     size_t errsz)
 {
@@ -49,36 +60,19 @@ static int load_set(const kn_shardfiles *sf, const char *split, ev_evalset *es, 
         n += strcmp(sf->files[i].split, split) == 0;
     if (n == 0) return kn_seterr(err, errsz, KN_ENOTFOUND, "%s holds no %s shards", sf->dir, split);
     es->shards = calloc(n, sizeof(*es->shards));
-    kn_sha256 *h = kn_sha256_new();
-    if (!es->shards || !h) {
-        kn_sha256_destroy(h);
-        return kn_seterr(err, errsz, KN_ENOMEM, "out of memory");
-    }
+    if (!es->shards) return kn_seterr(err, errsz, KN_ENOMEM, "out of memory");
     const char *topic = NULL;
     for (size_t i = 0; i < sf->nfiles; i++) { /* sorted by (split, partition, offset) */
         if (strcmp(sf->files[i].split, split) != 0) continue;
         ev_blob *b = &es->shards[es->nshards];
         int rc = kn_shardfiles_read(sf, i, &b->buf, &b->len, err, errsz);
-        if (rc != KN_OK) {
-            kn_sha256_destroy(h);
-            return rc;
-        }
+        if (rc != KN_OK) return rc;
         es->nshards++;
         es->bytes += b->len;
-        kn_sha256_update(h, b->buf, b->len);
-        kn_shard_view v;
-        if (kn_shard_parse(b->buf, b->len, &v, NULL, 0) == KN_OK) {
-            es->id.examples += v.info.count;
-            if (!es->id.kind[0])
-                snprintf(es->id.kind, sizeof(es->id.kind), "%s", kn_shard_kind_name(v.info.kind));
-        }
         topic = sf->files[i].topic;
     }
-    uint8_t d[KN_SHA256_LEN];
-    kn_sha256_final(h, d);
-    kn_sha256_destroy(h);
-    kn_sha256_to_hex(d, es->id.sha256);
-    es->id.shards = (int64_t)es->nshards;
+    if (ev_evalset_identify(es->shards, es->nshards, &es->id) != KN_OK)
+        return kn_seterr(err, errsz, KN_ENOMEM, "out of memory");
     snprintf(es->id.topic, sizeof(es->id.topic), "%s", topic ? topic : "");
     return KN_OK;
 }
@@ -107,9 +101,14 @@ int ev_score_cmd_main(int argc, char **argv)
         case 's':
             split = optarg;
             break;
-        case 'b':
-            batch = atoi(optarg);
+        case 'b': {
+            char *end = NULL;
+            long v = strtol(optarg, &end, 10);
+            if (end == optarg || *end || v < 1 || v > 65536)
+                return usage_error("--batch %s: use 1..65536", optarg);
+            batch = (int)v;
             break;
+        }
         case 'B':
             backend = optarg;
             break;
@@ -124,17 +123,15 @@ int ev_score_cmd_main(int argc, char **argv)
             return 2;
         }
     }
-    if (!ckpt || !dir || optind < argc || batch < 0 || batch > 65536) {
-        usage(stderr);
-        return 2;
-    }
+    /* every argument is checked before the backend is picked: a bad one is
+     * a usage error, not a backend warning followed by an error */
+    if (!ckpt || !dir) return usage_error("%s", "--checkpoint and --eval-dir are required");
+    if (optind < argc) return usage_error("unexpected argument %s", argv[optind]);
+    if (strcmp(split, "eval") != 0 && strcmp(split, "train") != 0)
+        return usage_error("--split %s: use eval or train", split);
+    if (strcmp(backend, "auto") != 0 && strcmp(backend, "cpu") != 0 && strcmp(backend, "cuda") != 0)
+        return usage_error("--backend %s: use auto, cpu or cuda", backend);
     kn_shutdown_setup();
-    const kn_backend *be = kn_backend_pick(backend);
-    if (!be) {
-        fprintf(stderr, "kiln-evaluator score: backend %s: %s\n", backend,
-                kn_backend_why_not("cuda"));
-        return 1;
-    }
     char err[1024];
     int rc, code = 1;
     kn_shardfiles sf;
@@ -142,8 +139,19 @@ int ev_score_cmd_main(int argc, char **argv)
     kn_model *m = NULL;
     json_t *meta = NULL, *out = NULL;
     ev_score sc = {0};
+    const kn_backend *be = NULL;
     if ((rc = kn_shardfiles_open(dir, &sf, err, sizeof(err))) != KN_OK) goto fail;
     if ((rc = load_set(&sf, split, &es, err, sizeof(err))) != KN_OK) goto fail_sf;
+    if (access(ckpt, R_OK) != 0) {
+        rc =
+            kn_seterr(err, sizeof(err), KN_ENOTFOUND, "--checkpoint %s: %s", ckpt, strerror(errno));
+        goto fail_sf;
+    }
+    if (!(be = kn_backend_pick(backend))) {
+        rc = kn_seterr(err, sizeof(err), KN_EINVAL, "--backend %s: %s", backend,
+                       kn_backend_why_not(backend));
+        goto fail_sf;
+    }
     ev_score_options o = {.batch = batch ? batch : 256, .lm_batch = batch ? batch : 4};
     /* the spec decides the rows: load the file once to read it */
     if ((rc = kn_model_load_file(ckpt, 1, be, &m, &meta, err, sizeof(err))) != KN_OK) goto fail_sf;

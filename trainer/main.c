@@ -18,6 +18,7 @@
 #include "net/regclient.h"
 #include "nn/backend.h"
 #include "nn/precision.h"
+#include "nn/safetensors.h"
 #include "service/keys.h"
 #include "service/service.h"
 #include "stream/kafka.h"
@@ -52,7 +53,8 @@ static const kn_service_option options[] = {
      "train from the shard files of `kiln-preprocess export` in DIR:\n"
      "no Kafka, no registry (docs/trainer.md, \"Training from files\")"},
     {"out-dir", 'o', "DIR", "with --from-dir: where checkpoints and lineage go (default .)"},
-    {"passes", 'P', "N", "with --from-dir: passes over the files (default 1)"},
+    {"passes", 'P', "N",
+     "with --from-dir: passes over the files (default 1; with\nepochs >= 1 it is the epoch count)"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -227,7 +229,7 @@ typedef struct {
     int64_t steps, examples, tokens;
 } window;
 
-static void log_progress(trainer *t, trn_metrics *tm, window *w, double now)
+static void log_progress(trainer *t, trn_metrics *tm, const window *w, double now)
 {
     trn_ckpt_ctx *ctx = &t->ctx;
     double dt = now - w->t, sps = (double)w->steps / dt;
@@ -245,6 +247,34 @@ static void log_progress(trainer *t, trn_metrics *tm, window *w, double now)
     if (w->tokens > 0) json_object_set_new(f, "tokens_per_s", json_real(w->tokens / dt));
     if (eta >= 0) json_object_set_new(f, "eta_s", json_real(eta));
     kn_log_fields(KN_LOG_INFO, f, "progress");
+}
+
+/* Once per loop turn (both modes): every log_seconds, the progress line
+ * and the rate gauges for the updates since the last one. */
+static void progress(trainer *t, trn_metrics *tm, window *w, double now)
+{
+    if (now - w->t < t->s.log_seconds) return;
+    if (w->steps > 0) log_progress(t, tm, w, now);
+    *w = (window){.t = now};
+}
+
+/* Before each update (both modes): 1 to train on, 0 when target_steps is
+ * reached, -1 when fenced (the lease was taken over: stop at once, without
+ * a checkpoint). */
+static int may_train(trainer *t)
+{
+    char e[768];
+    if (t->reg && trn_lease_renew(t->reg, t->s.model, &t->lease, e, sizeof(e)) != KN_OK) {
+        kn_log_error("fenced: stopping without a checkpoint; steps since version %d are "
+                     "left to the trainer that holds the lease",
+                     t->ctx.parent_version);
+        return -1;
+    }
+    if (t->s.target_steps > 0 && t->ctx.step >= t->s.target_steps) {
+        kn_log_info("target_steps %" PRId64 " reached", t->s.target_steps);
+        return 0;
+    }
+    return 1;
 }
 
 /* One update on the batch the batcher just filled. 0, or 1 on a bug-level
@@ -282,6 +312,22 @@ static int train_batch(trainer *t, trn_metrics *tm, window *w)
         kn_metrics_add(tm->examples, B);
         kn_metrics_add(tm->tokens, (double)toks);
     }
+    return 0;
+}
+
+/* The configured augmentation, once the batcher knows the model's input. */
+static int setup_augment(trainer *t)
+{
+    const trn_settings *s = &t->s;
+    if (!s->aug_hflip && !s->aug_crop) return 0;
+    /* drawn per epoch by the trainer: image models with a CHW layout */
+    CHECK(s->epochs > 0 && t->b.input == TRN_IN_IMAGE && t->b.C > 0,
+          "[model.%s] augment: needs epochs >= 1 and a cnn model (image input [C, H, W])",
+          s->model);
+    t->b.aug_hflip = s->aug_hflip;
+    t->b.aug_crop = s->aug_crop;
+    t->b.aug_tmp = malloc((size_t)t->b.in_numel * sizeof(float));
+    CHECK(t->b.aug_tmp, "out of memory");
     return 0;
 }
 
@@ -328,6 +374,7 @@ static int start(kn_service *svc, trainer *t, trn_metrics *tm)
         CHECK(trn_files_start(&t->files, t->from_dir, t->out_dir, (int)t->passes, s, ctx, &t->b,
                               be, e, sizeof(e)) == KN_OK,
               "%s", e);
+        if (setup_augment(t) != 0) return 1;
         kn_model_set_training(ctx->model, 1);
         return 0;
     }
@@ -380,16 +427,7 @@ static int start(kn_service *svc, trainer *t, trn_metrics *tm)
     ctx->backend_name = be->name;
     ctx->backend = be;
     CHECK(trn_resume(ctx, &t->b, nparts, t->low, be, e, sizeof(e)) == KN_OK, "resume: %s", e);
-    if (s->aug_hflip || s->aug_crop) {
-        /* drawn per epoch by the trainer: image models with a CHW layout */
-        CHECK(s->epochs > 0 && t->b.input == TRN_IN_IMAGE && t->b.C > 0,
-              "[model.%s] augment: needs epochs >= 1 and a cnn model (image input [C, H, W])",
-              s->model);
-        t->b.aug_hflip = s->aug_hflip;
-        t->b.aug_crop = s->aug_crop;
-        t->b.aug_tmp = malloc((size_t)t->b.in_numel * sizeof(float));
-        CHECK(t->b.aug_tmp, "out of memory");
-    }
+    if (setup_augment(t) != 0) return 1;
     if (s->epochs == 0) /* epochs mode reads each cycle with its own consumer (window.c) */
         CHECK(assign_from(t->cons, &t->b, s->topic) == KN_OK, "cannot assign %s", s->topic);
     kn_metrics_set(tm->version, ctx->parent_version);
@@ -422,9 +460,14 @@ static void window_loaded(trainer *t, const int64_t *hi)
         t->b.parts[p].next_offset = hi[p]; /* monitoring commits: the cycle's end */
 }
 
-/* Per partition: the low and high watermarks now. */
+/* Per partition: the low and high watermarks now (from files: the
+ * exported range, which never grows). */
 static int watermarks(trainer *t, int64_t *low, int64_t *high)
 {
+    if (t->files) {
+        trn_files_bounds(t->files, low, high);
+        return 0;
+    }
     for (int p = 0; p < t->b.nparts; p++)
         if (kn_kafka_watermarks(kn_kafka_consumer_handle(t->cons), t->s.topic, p, &low[p],
                                 &high[p], 10000) != KN_OK) {
@@ -432,6 +475,21 @@ static int watermarks(trainer *t, int64_t *low, int64_t *high)
             return -1;
         }
     return 0;
+}
+
+/* A lineage cycle's [{partition, start, end}] (its ranges, or its replay
+ * pool) into lo/hi of n partitions; a partition not listed keeps its value. */
+static void lineage_ranges(const json_t *arr, int n, int64_t *lo, int64_t *hi)
+{
+    size_t i;
+    json_t *r;
+    json_array_foreach(arr, i, r)
+    {
+        int p = (int)json_integer_value(json_object_get(r, "partition"));
+        if (p < 0 || p >= n) continue;
+        lo[p] = json_integer_value(json_object_get(r, "start"));
+        hi[p] = json_integer_value(json_object_get(r, "end"));
+    }
 }
 
 /* The cycle the resumed lineage was in: reloaded at its cursor, or (when it
@@ -452,23 +510,9 @@ static int window_resume(trainer *t, char *e, size_t esz)
         rc = kn_seterr(e, esz, KN_ENOMEM, "out of memory");
         goto out;
     }
-    size_t i;
-    json_t *r;
-    json_array_foreach(json_object_get(cyc, "ranges"), i, r)
-    {
-        int p = (int)json_integer_value(json_object_get(r, "partition"));
-        if (p < 0 || p >= n) continue;
-        lo[p] = json_integer_value(json_object_get(r, "start"));
-        hi[p] = json_integer_value(json_object_get(r, "end"));
-    }
+    lineage_ranges(json_object_get(cyc, "ranges"), n, lo, hi);
     json_t *rp = json_object_get(cyc, "replay");
-    json_array_foreach(json_object_get(rp, "pool"), i, r)
-    {
-        int p = (int)json_integer_value(json_object_get(r, "partition"));
-        if (p < 0 || p >= n) continue;
-        plo[p] = json_integer_value(json_object_get(r, "start"));
-        phi[p] = json_integer_value(json_object_get(r, "end"));
-    }
+    lineage_ranges(json_object_get(rp, "pool"), n, plo, phi);
     int cycle = (int)json_integer_value(json_object_get(cyc, "n"));
     if (json_is_true(json_object_get(cur, "done"))) {
         t->next_cycle = cycle + 1;
@@ -636,16 +680,9 @@ static int run_epochs(kn_service *svc, trainer *t, trn_metrics *tm)
     double t_ckpt = trn_now(), retry_at = 0, next_look = 0, idle_since = trn_now();
     window w = {.t = trn_now()};
     while (!kn_shutdown_requested()) {
-        if (trn_lease_renew(t->reg, s->model, &t->lease, e, sizeof(e)) != KN_OK) {
-            kn_log_error("fenced: stopping without a checkpoint; steps since version %d are "
-                         "left to the trainer that holds the lease",
-                         ctx->parent_version);
-            return 1;
-        }
-        if (s->target_steps > 0 && ctx->step >= s->target_steps) {
-            kn_log_info("target_steps %" PRId64 " reached", s->target_steps);
-            break;
-        }
+        int go = may_train(t);
+        if (go < 0) return 1;
+        if (go == 0) break;
         int B = 0;
         if (t->b.win.active && !trn_window_done(&t->b.win)) {
             B = trn_window_fill(&t->b);
@@ -655,6 +692,11 @@ static int run_epochs(kn_service *svc, trainer *t, trn_metrics *tm)
             /* the cycle ended: its last version before anything else */
             kn_service_nap(0.1);
         } else if (trn_now() >= next_look) {
+            if (t->files && t->b.win.active && trn_window_done(&t->b.win)) {
+                kn_log_info("the export's window is trained: %d epochs (version %d)",
+                            t->b.win.passes, ctx->parent_version);
+                break; /* files never grow: no replay cycle will come */
+            }
             if (t->b.win.active && trn_window_done(&t->b.win)) {
                 free(t->prev_hi);
                 t->prev_hi = malloc((size_t)t->b.nparts * sizeof(int64_t));
@@ -667,6 +709,10 @@ static int run_epochs(kn_service *svc, trainer *t, trn_metrics *tm)
             }
             rc = t->prev_hi ? window_replay(t, e, sizeof(e)) : window_first(t, e, sizeof(e));
             CHECK(rc >= 0, "loading the next cycle: %s", e);
+            CHECK(rc > 0 || !t->files,
+                  "[model.%s] window = %s selects no records of the export in %s (or records "
+                  "past its end)",
+                  s->model, s->window, t->from_dir);
             next_look = trn_now() + (rc ? 0 : (s->flush_seconds > 0.5 ? s->flush_seconds : 0.5));
             if (rc) idle_since = trn_now();
             else if (s->idle_exit > 0 && trn_now() - idle_since >= s->idle_exit) {
@@ -679,10 +725,7 @@ static int run_epochs(kn_service *svc, trainer *t, trn_metrics *tm)
         }
         window_metrics(t, tm);
         double now = trn_now();
-        if (now - w.t >= s->log_seconds) {
-            if (w.steps > 0) log_progress(t, tm, &w, now);
-            w = (window){.t = now};
-        }
+        progress(t, tm, &w, now);
         int64_t new_steps = ctx->step - ctx->steps_at_last_ckpt;
         int cycle_over = !t->b.win.active || trn_window_done(&t->b.win);
         if (new_steps > 0 && now >= retry_at &&
@@ -724,16 +767,9 @@ static void diff_detail(const unsigned char *a, size_t alen, const char *path, c
                         size_t outsz)
 {
     size_t blen = 0;
-    FILE *f = fopen(path, "rb");
     unsigned char *b = NULL;
-    if (f) {
-        fseek(f, 0, SEEK_END);
-        long n = ftell(f);
-        fseek(f, 0, SEEK_SET);
-        b = n > 0 ? malloc((size_t)n) : NULL;
-        if (b && fread(b, 1, (size_t)n, f) == (size_t)n) blen = (size_t)n;
-        fclose(f);
-    }
+    char e[256];
+    if (kn_safetensors_read_file(path, SIZE_MAX, &b, &blen, e, sizeof(e)) != KN_OK) blen = 0;
     if (alen < 8 || blen < 8) {
         snprintf(out, outsz, "the registered artifact could not be read");
         free(b);
@@ -866,22 +902,8 @@ static int reproduce(kn_service *svc, trainer *t)
     int64_t *lo = calloc((size_t)nparts, 8), *hi = calloc((size_t)nparts, 8),
             *plo = calloc((size_t)nparts, 8), *phi = calloc((size_t)nparts, 8);
     CHECK(lo && hi && plo && phi, "out of memory");
-    size_t i;
-    json_t *r;
-    json_array_foreach(json_object_get(cyc, "ranges"), i, r)
-    {
-        int p = (int)json_integer_value(json_object_get(r, "partition"));
-        if (p < 0 || p >= nparts) continue;
-        lo[p] = json_integer_value(json_object_get(r, "start"));
-        hi[p] = json_integer_value(json_object_get(r, "end"));
-    }
-    json_array_foreach(json_object_get(rp, "pool"), i, r)
-    {
-        int p = (int)json_integer_value(json_object_get(r, "partition"));
-        if (p < 0 || p >= nparts) continue;
-        plo[p] = json_integer_value(json_object_get(r, "start"));
-        phi[p] = json_integer_value(json_object_get(r, "end"));
-    }
+    lineage_ranges(json_object_get(cyc, "ranges"), nparts, lo, hi);
+    lineage_ranges(json_object_get(rp, "pool"), nparts, plo, phi);
     double t0 = trn_now();
     rc = trn_window_load(&t->b, s, (int)json_integer_value(json_object_get(cyc, "n")),
                          json_is_object(rp), (int)json_integer_value(json_object_get(cyc, "passes")),
@@ -961,27 +983,19 @@ static int run(kn_service *svc, void *app)
     trn_settings *s = &t->s;
     trn_ckpt_ctx *ctx = &t->ctx;
     trn_metrics tm;
-    char e[768];
     if (t->reproduce) return reproduce(svc, t);
     int rc = start(svc, t, &tm);
     if (rc != 0) return rc < 0 ? 0 : 1;
-    if (s->epochs > 0 && !t->files) /* files: passes, not epochs */
+    if (s->epochs > 0) /* from Kafka or from files: window.c reads the cycle */
         return run_epochs(svc, t, &tm);
 
     /* --- the loop: fill a batch, one update, maybe a checkpoint --- */
     double t_ckpt = trn_now(), retry_at = 0;
     window w = {.t = trn_now()};
     while (!kn_shutdown_requested()) {
-        if (t->reg && trn_lease_renew(t->reg, s->model, &t->lease, e, sizeof(e)) != KN_OK) {
-            kn_log_error("fenced: stopping without a checkpoint; steps since version %d are "
-                         "left to the trainer that holds the lease",
-                         ctx->parent_version);
-            return 1;
-        }
-        if (s->target_steps > 0 && ctx->step >= s->target_steps) {
-            kn_log_info("target_steps %" PRId64 " reached", s->target_steps);
-            break;
-        }
+        int go = may_train(t);
+        if (go < 0) return 1;
+        if (go == 0) break;
         int B = trn_batcher_fill(&t->b, t->cons, t->files ? 0 : (int)(s->flush_seconds * 1000));
         if (B > 0) {
             if (train_batch(t, &tm, &w) != 0) return 1;
@@ -994,10 +1008,7 @@ static int run(kn_service *svc, void *app)
             break;
         }
         double now = trn_now();
-        if (now - w.t >= s->log_seconds) {
-            if (w.steps > 0) log_progress(t, &tm, &w, now);
-            w = (window){.t = now};
-        }
+        progress(t, &tm, &w, now);
         int64_t new_steps = ctx->step - ctx->steps_at_last_ckpt;
         if (new_steps > 0 && now >= retry_at &&
             ((s->checkpoint_steps > 0 && new_steps >= s->checkpoint_steps) ||

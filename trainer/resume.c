@@ -7,6 +7,7 @@
 #include "trainer.h"
 
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 
 #include "core/kn.h"
 #include "core/log.h"
+#include "nn/safetensors.h"
 
 int trn_parse_version_ref(const char *ref, const char *self, char *model, size_t msz, int *version)
 {
@@ -65,31 +67,6 @@ static int latest_complete(kn_regclient *reg, const char *model, json_t **doc, c
     return KN_OK;
 }
 
-static int read_whole(const char *path, unsigned char **buf, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return KN_EIO;
-    int rc = KN_EIO;
-    if (fseek(f, 0, SEEK_END) != 0) goto out;
-    long n = ftell(f);
-    if (n < 0 || fseek(f, 0, SEEK_SET) != 0) goto out;
-    *buf = malloc((size_t)n + 1);
-    if (!*buf) {
-        rc = KN_ENOMEM;
-        goto out;
-    }
-    if (fread(*buf, 1, (size_t)n, f) != (size_t)n) {
-        free(*buf);
-        *buf = NULL;
-        goto out;
-    }
-    *len = (size_t)n;
-    rc = KN_OK;
-out:
-    fclose(f);
-    return rc;
-}
-
 /* Downloads (SHA-256 verified by the client) and loads model:version. */
 int trn_load_version(trn_ckpt_ctx *ctx, const char *model, int version, const kn_backend *be,
                         kn_model **out, json_t **meta, char *err, size_t errsz)
@@ -102,9 +79,9 @@ int trn_load_version(trn_ckpt_ctx *ctx, const char *model, int version, const kn
     int rc = kn_regclient_download_artifact(ctx->reg, model, version, path, sha, e, sizeof(e));
     if (rc != KN_OK)
         return kn_seterr(err, errsz, rc, "downloading %s version %d: %s", model, version, e);
-    rc = read_whole(path, &buf, &len);
+    rc = kn_safetensors_read_file(path, SIZE_MAX, &buf, &len, e, sizeof(e));
     unlink(path);
-    if (rc != KN_OK) return kn_seterr(err, errsz, rc, "reading the downloaded checkpoint");
+    if (rc != KN_OK) return kn_seterr(err, errsz, rc, "reading the downloaded checkpoint: %s", e);
     rc = kn_model_load_buffer(buf, len, ctx->s->batch, be, out, meta, e, sizeof(e));
     free(buf);
     if (rc != KN_OK)

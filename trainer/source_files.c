@@ -5,10 +5,14 @@
  * OUT/MODEL-vN.safetensors (the same bytes trn_checkpoint would upload) and
  * OUT/MODEL-vN.lineage.json (the registry's lineage document, plus "source":
  * the directory, the manifest's SHA-256, the pass and the files the range
- * covers). With one partition and the same seed, config and ranges, the
- * checkpoint equals the one trained from Kafka byte for byte (the consumer
- * delivers a partition in offset order; across partitions its interleaving
- * follows arrival, so only one-partition runs compare exactly). */
+ * covers). That is stream mode (epochs = 0). With epochs >= 1 the export is
+ * the window: trn_source_open (window.c) reads each cycle from these files,
+ * and the epochs, their seeded orders, augmentation and lineage are
+ * window.c's, as over Kafka. In stream mode, with one partition and the
+ * same seed, config and ranges, the checkpoint equals the one trained from
+ * Kafka byte for byte (the consumer delivers a partition in offset order;
+ * across partitions its interleaving follows arrival, so only one-partition
+ * runs compare exactly). */
 #include "trainer.h"
 
 #include <errno.h>
@@ -127,7 +131,8 @@ struct trn_files {
     int64_t nshards; /* train files in the range */
     int nparts;
     int64_t *start, *end; /* (nparts) exported range of each partition */
-    int passes, pass;     /* pass: 0-based */
+    int passes, pass;     /* pass: 0-based (stream mode) */
+    int epochs;           /* window mode: the files are the window (window.c) */
     uint64_t seed;
     const trn_settings *s;
     trn_batcher *b;
@@ -168,7 +173,11 @@ int trn_files_start(trn_files **out, const char *dir, const char *out_dir, int p
     *out = NULL;
     trn_files *f = calloc(1, sizeof(*f));
     if (!f) return kn_seterr(err, errsz, KN_ENOMEM, "out of memory");
-    f->passes = passes > 0 ? passes : 1;
+    /* --passes counts passes over the files in either mode: in epochs mode
+     * it is the epoch count (it replaces the config's `epochs`) */
+    if (s->epochs > 0 && passes > 0) s->epochs = passes;
+    f->epochs = s->epochs > 0;
+    f->passes = f->epochs ? s->epochs : passes > 0 ? passes : 1;
     f->seed = s->seed;
     f->s = s;
     if (!realpath(dir, f->dir)) {
@@ -230,7 +239,9 @@ int trn_files_start(trn_files **out, const char *dir, const char *out_dir, int p
     }
     ctx->batcher = b;
     f->b = b;
-    if ((rc = open_pass(f, e, sizeof(e))) != KN_OK) {
+    if (f->epochs) /* the window reads the files itself, a cycle at a time */
+        s->from_files = &f->sf;
+    else if ((rc = open_pass(f, e, sizeof(e))) != KN_OK) {
         trn_batcher_free(b);
         kn_seterr(err, errsz, rc, "%s", e);
         goto fail;
@@ -238,15 +249,22 @@ int trn_files_start(trn_files **out, const char *dir, const char *out_dir, int p
     set_starts(f, b);
     ctx->files = f;
     kn_log_fields(KN_LOG_INFO,
-                  json_pack("{s:s, s:s, s:i, s:I, s:i, s:s}", "dir", f->dir, "topic", s->topic,
-                            "partitions", f->nparts, "shards", (json_int_t)f->nshards, "passes",
-                            f->passes, "out_dir", f->out_dir),
+                  json_pack("{s:s, s:s, s:i, s:I, s:s, s:i, s:s}", "dir", f->dir, "topic", s->topic,
+                            "partitions", f->nparts, "shards", (json_int_t)f->nshards, "mode",
+                            f->epochs ? "epochs" : "stream", "passes", f->passes, "out_dir",
+                            f->out_dir),
                   "training from shard files");
     *out = f;
     return KN_OK;
 fail:
     trn_files_free(f);
     return rc;
+}
+
+void trn_files_bounds(const trn_files *f, int64_t *start, int64_t *end)
+{
+    memcpy(start, f->start, (size_t)f->nparts * sizeof(int64_t));
+    memcpy(end, f->end, (size_t)f->nparts * sizeof(int64_t));
 }
 
 int trn_files_next_pass(trn_files *f, trn_batcher *b)
@@ -264,6 +282,53 @@ int trn_files_next_pass(trn_files *f, trn_batcher *b)
     set_starts(f, b);
     kn_log_info("pass %d of %d over the files", f->pass + 1, f->passes);
     return 1;
+}
+
+static json_t *file_json(const kn_shardfile *sf)
+{
+    return json_pack("{s:s, s:i, s:I, s:s}", "path", sf->path, "partition", sf->partition, "offset",
+                     (json_int_t)sf->offset, "sha256", sf->sha256);
+}
+
+typedef struct {
+    int64_t partition, offset;
+} file_key;
+
+static int key_cmp(const void *a, const void *b)
+{
+    const file_key *x = a, *y = b;
+    if (x->partition != y->partition) return x->partition < y->partition ? -1 : 1;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+/* Epochs mode: the files the lineage's epoch segments ([p, offset, from,
+ * to]) touch, each once, in export order (the segments sorted, then each
+ * train file looked up: an epoch holds a segment per shard). */
+static json_t *epoch_files(const trn_files *f, json_t *epochs)
+{
+    json_t *a = json_array(), *ep, *seg;
+    size_t n = 0, i, j;
+    json_array_foreach(epochs, i, ep) n += json_array_size(json_object_get(ep, "shards"));
+    file_key *keys = malloc((n ? n : 1) * sizeof(*keys));
+    if (!keys) return a;
+    n = 0;
+    json_array_foreach(epochs, i, ep)
+    {
+        json_array_foreach(json_object_get(ep, "shards"), j, seg)
+        {
+            keys[n++] = (file_key){json_integer_value(json_array_get(seg, 0)),
+                                   json_integer_value(json_array_get(seg, 1))};
+        }
+    }
+    qsort(keys, n, sizeof(*keys), key_cmp);
+    for (size_t k = 0; k < f->sf.nfiles; k++) {
+        const kn_shardfile *sf = &f->sf.files[k];
+        file_key want = {sf->partition, sf->offset};
+        if (strcmp(sf->split, "train") == 0 && bsearch(&want, keys, n, sizeof(*keys), key_cmp))
+            json_array_append_new(a, file_json(sf));
+    }
+    free(keys);
+    return a;
 }
 
 /* The files a lineage range covers: [start.offset, end.offset), plus the
@@ -284,9 +349,7 @@ static json_t *range_files(const trn_files *f, json_t *parts)
             const kn_shardfile *sf = &f->sf.files[k];
             if (strcmp(sf->split, "train") == 0 && sf->partition == p && sf->offset >= from &&
                 sf->offset < to)
-                json_array_append_new(a, json_pack("{s:s, s:i, s:I, s:s}", "path", sf->path,
-                                                   "partition", p, "offset", (json_int_t)sf->offset,
-                                                   "sha256", sf->sha256));
+                json_array_append_new(a, file_json(sf));
         }
     }
     return a;
@@ -329,13 +392,18 @@ int trn_files_checkpoint(trn_files *f, trn_ckpt_ctx *ctx, const unsigned char *b
                          "--out-dir)",
                          st, strerror(errno));
     json_t *doc = json_deep_copy(lineage);
-    json_object_set_new(
-        doc, "source",
-        json_pack("{s:s, s:s, s:s, s:i, s:i, s:I, s:o}", "kind", "files", "dir", f->dir,
-                  "manifest_sha256", f->sf.manifest_sha256, "pass", f->pass + 1, "passes",
-                  f->passes, "pass_seed",
-                  (json_int_t)(f->seed ^ ((uint64_t)f->pass * 0x9E3779B97F4A7C15ull)), "files",
-                  range_files(f, json_object_get(lineage, "partitions"))));
+    json_t *src;
+    if (f->epochs) /* the lineage's cycle and epochs say what was trained, in which order */
+        src = json_pack("{s:s, s:s, s:s, s:o}", "kind", "files", "dir", f->dir, "manifest_sha256",
+                        f->sf.manifest_sha256, "files",
+                        epoch_files(f, json_object_get(lineage, "epochs")));
+    else
+        src = json_pack("{s:s, s:s, s:s, s:i, s:i, s:I, s:o}", "kind", "files", "dir", f->dir,
+                        "manifest_sha256", f->sf.manifest_sha256, "pass", f->pass + 1, "passes",
+                        f->passes, "pass_seed",
+                        (json_int_t)(f->seed ^ ((uint64_t)f->pass * 0x9E3779B97F4A7C15ull)),
+                        "files", range_files(f, json_object_get(lineage, "partitions")));
+    json_object_set_new(doc, "source", src);
     json_object_set_new(doc, "version", json_integer(v));
     json_object_set_new(doc, "artifact",
                         json_pack("{s:o, s:I, s:s}", "file", json_sprintf("%s.safetensors", base),

@@ -61,6 +61,9 @@ typedef struct {
     int aug_hflip;           /* per-epoch augmentation drawn by the trainer (image models) */
     int aug_crop;            /* random shift by up to N pixels, zero padded */
     double window_max_mb;    /* the window is held in memory: refuse larger ones */
+    /* --from-dir (source_files.c): the export a window's records are read
+     * from instead of Kafka; NULL when training from the stream (not owned) */
+    const kn_shardfiles *from_files;
 } trn_settings;
 
 enum { TRN_WIN_ALL = 0, TRN_WIN_LAST = 1, TRN_WIN_FIXED = 2 };
@@ -248,15 +251,16 @@ const char *trn_shard_mismatch(const trn_batcher *b, const kn_shard_view *v, cha
 /* Where a cycle's records come from: every record of partitions [lo, hi),
  * in any order (the window sorts them). next: 1 with *rec filled (valid
  * until the next call), 0 when every range is done, <0 (KN_*) on error.
- * trn_source_open picks the implementation: Kafka today (window.c); a file
- * source implements the same two functions and is chosen there. */
+ * trn_source_open picks the implementation: the export's files when
+ * s->from_files is set (kiln-trainer --from-dir; a file that differs from
+ * the manifest is listed in `skipped` and passed over), else Kafka. */
 
 struct trn_source {
     int (*next)(trn_source *src, trn_record *rec, char *err, size_t errsz);
     void (*destroy)(trn_source *src);
 };
 trn_source *trn_source_open(const trn_settings *s, int nparts, const int64_t *lo,
-                            const int64_t *hi, char *err, size_t errsz);
+                            const int64_t *hi, json_t *skipped, char *err, size_t errsz);
 trn_source *trn_source_kafka(const char *brokers, const char *topic, const char *group, int nparts,
                              const int64_t *lo, const int64_t *hi, char *err, size_t errsz);
 int trn_source_next(trn_source *src, trn_record *rec, char *err, size_t errsz);
@@ -365,10 +369,14 @@ double trn_now(void);
 
 /* --- training from exported shard files (source_files.c) ---
  * kiln-trainer --from-dir DIR [--out-dir OUT] [--passes N]: no Kafka, no
- * registry. The shards of `kiln-preprocess export` are read in (partition,
- * offset) order, partitions interleaved one shard at a time, through the
- * batcher's source hook; checkpoints are OUT/MODEL-vN.safetensors with
- * OUT/MODEL-vN.lineage.json (the registry's lineage plus the files). */
+ * registry. With epochs = 0 the shards of `kiln-preprocess export` are read
+ * in (partition, offset) order, partitions interleaved one shard at a time,
+ * through the batcher's source hook, --passes times. With epochs >= 1 the
+ * export is the stream's window: trn_source_open reads the cycle from the
+ * files (s->from_files) and window.c trains its epochs as it would over
+ * Kafka (--passes N then sets the epoch count). Checkpoints are
+ * OUT/MODEL-vN.safetensors with OUT/MODEL-vN.lineage.json (the registry's
+ * lineage plus the files). */
 typedef struct trn_files trn_files;
 
 /* The train files of export sf whose offsets lie in [lo[p], hi[p]) for each
@@ -382,13 +390,17 @@ trn_source *trn_source_files(const kn_shardfiles *sf, int nparts, const int64_t 
 
 /* Opens dir's manifest, makes a fresh model from s's spec (with its
  * optimizer) into ctx, initialises b to start at each partition's exported
- * start with the file source, and sets s->topic to the exported topic. */
+ * start and sets s->topic to the exported topic. epochs = 0: b reads the
+ * file source (passes: 0 = 1); epochs >= 1: s->from_files is the export
+ * and passes > 0 replaces s->epochs. */
 int trn_files_start(trn_files **out, const char *dir, const char *out_dir, int passes,
                     trn_settings *s, trn_ckpt_ctx *ctx, trn_batcher *b, const kn_backend *be,
                     char *err, size_t errsz);
 /* After the files were read to the end (and the pass checkpointed): 1 when
  * another pass starts (same ranges, a new in-shard shuffle), 0 when done. */
 int trn_files_next_pass(trn_files *f, trn_batcher *b);
+/* The exported train range per partition (the window's "watermarks"). */
+void trn_files_bounds(const trn_files *f, int64_t *start, int64_t *end);
 /* trn_checkpoint's end in files mode: writes buf and the lineage (plus the
  * files read) to the output directory as the next version N. */
 int trn_files_checkpoint(trn_files *f, trn_ckpt_ctx *ctx, const unsigned char *buf, size_t len,

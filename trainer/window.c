@@ -5,8 +5,9 @@
  * pos) is all a checkpoint needs to say what was trained, because the order
  * of every epoch is a function of (seed, cycle, epoch) and the items.
  * The records come through a trn_source (next record: partition, offset,
- * bytes, headers), opened by trn_source_open: Kafka here; a file source
- * implements the same two functions. */
+ * bytes, headers), opened by trn_source_open: Kafka here, or the files of an
+ * export (source_files.c) for kiln-trainer --from-dir, so epochs over files
+ * are the same code as epochs over the stream. */
 #include "trainer.h"
 
 #include <inttypes.h>
@@ -77,8 +78,9 @@ void trn_source_free(trn_source *src)
 }
 
 trn_source *trn_source_open(const trn_settings *s, int nparts, const int64_t *lo, const int64_t *hi,
-                            char *err, size_t errsz)
+                            json_t *skipped, char *err, size_t errsz)
 {
+    if (s->from_files) return trn_source_files(s->from_files, nparts, lo, hi, skipped, err, errsz);
     char group[200];
     snprintf(group, sizeof(group), "kiln-trainer.%s.window", s->model);
     return trn_source_kafka(s->brokers, s->topic, group, nparts, lo, hi, err, errsz);
@@ -250,8 +252,9 @@ static int read_range(trn_batcher *b, const trn_settings *s, const int64_t *lo, 
     for (int p = 0; p < b->nparts; p++)
         any |= lo[p] < hi[p];
     if (!any) return KN_OK;
-    trn_source *src = trn_source_open(s, b->nparts, lo, hi, e, sizeof(e));
-    if (!src) return kn_seterr(err, errsz, KN_EKAFKA, "window source: %s", e);
+    trn_source *src = trn_source_open(s, b->nparts, lo, hi, b->skipped, e, sizeof(e));
+    if (!src)
+        return kn_seterr(err, errsz, s->from_files ? KN_ENOMEM : KN_EKAFKA, "window source: %s", e);
     trn_record r;
     int got;
     while ((got = trn_source_next(src, &r, e, sizeof(e))) == 1) {

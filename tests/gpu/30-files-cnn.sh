@@ -46,7 +46,8 @@ optim=${KILN_GPU_CNN_OPTIM:-"{\"type\":\"adam\",\"lr\":$lr,\"schedule\":{\"type\
 echo "files-cnn: spec $spec"
 echo "files-cnn: backend $backend, batch $batch, $passes passes ($total steps), optim $optim"
 rc=0
-# stream mode over the files (--passes); `epochs` (window mode) reads Kafka
+# stream mode over the files (--passes: one version per pass, files in export
+# order); epochs >= 1 would train window epochs over them (docs/trainer.md)
 KILN_MODEL_CNN_FMNIST_EPOCHS=0 KILN_TRAINER_BACKEND=$backend KILN_MODEL_CNN_FMNIST_SPEC=$spec KILN_MODEL_CNN_FMNIST_OPTIM=$optim \
     KILN_MODEL_CNN_FMNIST_BATCH=$batch KILN_MODEL_CNN_FMNIST_CHECKPOINT_STEPS=0 \
     KILN_MODEL_CNN_FMNIST_CHECKPOINT_SECONDS=0 KILN_MODEL_CNN_FMNIST_TARGET_STEPS=0 \

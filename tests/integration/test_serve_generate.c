@@ -730,6 +730,37 @@ static void bearer_token(void **state)
     assert_int_equal(probe, 200);
 }
 
+/* The version a kiln-serve at base answers for MODEL (0: none). */
+static int served_version(const char *base)
+{
+    CURL *c = curl_easy_init();
+    sink s = {0};
+    char url[300];
+    snprintf(url, sizeof(url), "%s/v1/models/%s", base, MODEL);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
+    curl_easy_perform(c);
+    curl_easy_cleanup(c);
+    json_t *d = s.buf ? json_loads(s.buf, 0, NULL) : NULL;
+    int v = (int)json_integer_value(json_object_get(d, "version"));
+    json_decref(d);
+    free(s.buf);
+    return v;
+}
+
+/* Polls the kiln-serve at base until it answers version v of MODEL: the
+ * time it was first seen (now_s()), or 0 when timeout_s passed without it. */
+static double wait_served(const char *base, int v, double timeout_s)
+{
+    double t0 = now_s();
+    for (;;) {
+        if (served_version(base) == v) return now_s();
+        if (now_s() - t0 >= timeout_s) return 0;
+        usleep(50 * 1000);
+    }
+}
+
 /* A version.promoted event on <prefix>.events makes kiln-serve check the
  * alias at once: with poll_s = 60 the swap is seen within 2 s of the event
  * (the event is re-sent while the new instance's consumer joins its group). */
@@ -766,22 +797,7 @@ static void event_triggers_swap(void **state)
             KN_OK);
         kn_kafka_producer_flush(p, 5000);
         sent = now_s();
-        while (!seen && now_s() - sent < 2.0) {
-            CURL *c = curl_easy_init();
-            sink s = {0};
-            char url[300];
-            snprintf(url, sizeof(url), "%s/v1/models/%s", base, MODEL);
-            curl_easy_setopt(c, CURLOPT_URL, url);
-            curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-            curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
-            curl_easy_perform(c);
-            curl_easy_cleanup(c);
-            json_t *d = s.buf ? json_loads(s.buf, 0, NULL) : NULL;
-            if (json_integer_value(json_object_get(d, "version")) == v) seen = now_s();
-            json_decref(d);
-            free(s.buf);
-            if (!seen) usleep(50 * 1000);
-        }
+        seen = wait_served(base, v, 2.0);
     }
     kn_kafka_producer_destroy(p, 1000);
     /* it reports what it serves to the registry (its web page): this
@@ -828,41 +844,12 @@ static void event_triggers_swap(void **state)
     fprintf(stderr, "event -> v%d served after %.3f s\n", v, seen - sent);
     assert_true(seen - sent < 2.0);
     /* the main server (poll_s = 0.3) follows too */
-    double t0 = now_s();
-    for (;;) {
-        char *out = NULL;
-        http("/v1/models/" MODEL, NULL, 0, &out);
-        json_t *d = out ? json_loads(out, 0, NULL) : NULL;
-        int cur = (int)json_integer_value(json_object_get(d, "version"));
-        json_decref(d);
-        free(out);
-        if (cur == v) break;
-        if (now_s() - t0 > 10) fail_msg("the main server still serves v%d, not v%d", cur, v);
-        usleep(100 * 1000);
-    }
+    if (!wait_served(F.serve, v, 10))
+        fail_msg("the main server still serves v%d, not v%d", served_version(F.serve), v);
     F.serving = v;
 }
 
 static int count_in_log(const char *name, const char *needle);
-
-/* The version a kiln-serve at base answers for MODEL (0: none). */
-static int served_version(const char *base)
-{
-    CURL *c = curl_easy_init();
-    sink s = {0};
-    char url[300];
-    snprintf(url, sizeof(url), "%s/v1/models/%s", base, MODEL);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
-    curl_easy_perform(c);
-    curl_easy_cleanup(c);
-    json_t *d = s.buf ? json_loads(s.buf, 0, NULL) : NULL;
-    int v = (int)json_integer_value(json_object_get(d, "version"));
-    json_decref(d);
-    free(s.buf);
-    return v;
-}
 
 /* An operator's rollback in the registry (no event of its own) reaches
  * kiln-serve through kiln-evaluator's relay (issue 14): with poll_s = 60 the
@@ -892,9 +879,8 @@ static void rollback_relayed_swaps(void **state)
     }
     snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
     double t0 = now_s();
-    while (served_version(base) != F.serving && now_s() - t0 < 30)
-        usleep(100 * 1000);
-    assert_int_equal(served_version(base), F.serving);
+    if (!wait_served(base, F.serving, 30))
+        fail_msg("the new kiln-serve serves v%d, not v%d", served_version(base), F.serving);
     /* the relay has taken its starting point (the log's end) */
     while (count_in_log("evaluator-relay.log", "relay: starting at") == 0 && now_s() - t0 < 60)
         usleep(100 * 1000);
@@ -911,11 +897,7 @@ static void rollback_relayed_swaps(void **state)
     json_decref(res);
     kn_regclient_destroy(c);
     assert_true(prev > 0 && prev != F.serving);
-    double r0 = now_s(), seen = 0;
-    while (!seen && now_s() - r0 < 20) {
-        if (served_version(base) == prev) seen = now_s();
-        else usleep(50 * 1000);
-    }
+    double r0 = now_s(), seen = wait_served(base, prev, 20);
     stop(pid, 20);
     stop(ev, 20);
     if (!seen) {
@@ -928,11 +910,7 @@ static void rollback_relayed_swaps(void **state)
     assert_true(count_in_log("evaluator-relay.log", "relayed version.rolled_back") == 1);
     assert_true(seen - r0 < 5.0);
     /* the main server (poll_s = 0.3) follows too */
-    t0 = now_s();
-    while (served_version(F.serve) != prev) {
-        if (now_s() - t0 > 10) fail_msg("the main server did not follow the rollback");
-        usleep(100 * 1000);
-    }
+    if (!wait_served(F.serve, prev, 10)) fail_msg("the main server did not follow the rollback");
     F.serving = prev;
 }
 

@@ -12,25 +12,11 @@
 # score gives accuracy > 0.80 and the eval set's 10k examples; the same
 # files labelled as two partitions are both covered, interleaved.
 # Skips (exit 77) when the Fashion-MNIST package files are absent.
-set -euo pipefail
-: "${KILN_SOURCE_DIR:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
-: "${KILN_BINARY_DIR:=$KILN_SOURCE_DIR/build}"
-B=$KILN_BINARY_DIR
-IDX=/usr/share/datasets/fashion-mnist
-TMP=$(mktemp -d)
-trap '[ -n "${KEEP_TMP:-}" ] || rm -rf "$TMP"' EXIT
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-if [ ! -r $IDX/train-images-idx3-ubyte.gz ]; then
-    log "SKIPPED: $IDX not installed (apt-get install -y dataset-fashion-mnist)"
-    exit 77
-fi
-CONFIG=$KILN_SOURCE_DIR/deploy/kiln.ini
-export OPENBLAS_NUM_THREADS=1 KILN_KAFKA_BROKERS=127.0.0.1:9 KILN_REGISTRY_URL=http://127.0.0.1:9
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/files_fixture.sh"
 export KILN_MODEL_MLP_FMNIST_SPEC='{"type":"mlp","sizes":[784,64,10]}' KILN_MODEL_MLP_FMNIST_BATCH=256
 export KILN_MODEL_MLP_FMNIST_CHECKPOINT_STEPS=0 KILN_MODEL_MLP_FMNIST_CHECKPOINT_SECONDS=0
 export KILN_MODEL_MLP_FMNIST_EPOCHS=0 # stream mode over the files (--passes), not window mode
-"$B/preprocess/kiln-preprocess" export --from-idx $IDX --config "$CONFIG" --dataset fashion-mnist \
-    --out "$TMP/shards" 2>"$TMP/export.log" || { cat "$TMP/export.log" >&2; log "FAIL: export"; exit 1; }
+files_export "$TMP/shards"
 train() { # out-dir
     "$B/trainer/kiln-trainer" --config "$CONFIG" --model mlp-fmnist --from-dir "$TMP/shards" \
         --out-dir "$1" --passes 2 >"$1.log" 2>&1 || { tail -n 20 "$1.log" >&2; log "FAIL: kiln-trainer ($1)"; exit 1; }

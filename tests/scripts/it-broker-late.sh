@@ -6,8 +6,9 @@
 # "waiting for Kafka: ..." and logs it once. Then the real broker is started
 # again (deploy/stack up): every one of them proceeds by itself, same
 # process: preprocess consumes records fed after it, the trainer trains, the
-# evaluator is ready. The broker is brought back whatever happens (trap).
-# Skips (77) without the stack's broker pid file.
+# evaluator is ready. The broker this test stopped is brought back whatever
+# happens (trap); a run that skips (77: no broker pid file in
+# $KILN_STACK_DIR) starts nothing and writes nothing outside its temp dir.
 set -euo pipefail
 : "${KILN_SOURCE_DIR:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 : "${KILN_BINARY_DIR:=$KILN_SOURCE_DIR/build}"
@@ -19,11 +20,17 @@ P=t_late_$$_$RANDOM
 SCHEMA=$P
 ADMIN=admin-$P
 PIDS=()
+STOPPED= # set once this test stopped the stack's broker: only then does cleanup start it
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 broker_up() { "$KILN_SOURCE_DIR/deploy/stack" up >>"$TMP/stack.log" 2>&1; }
 cleanup() {
     for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
-    [ -r "$STACK/kafka.pid" ] && kill -0 "$(cat "$STACK/kafka.pid")" 2>/dev/null || broker_up || true
+    # `deploy/stack up` creates the stack dir and writes its pid files: only
+    # for the broker this test stopped (a skip must not start a stack, nor
+    # write into a KILN_STACK_DIR that had none)
+    if [ -n "$STOPPED" ]; then
+        [ -r "$STACK/kafka.pid" ] && kill -0 "$(cat "$STACK/kafka.pid")" 2>/dev/null || broker_up || true
+    fi
     psql "$PG" -XAtq -c "SET client_min_messages = warning; DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 || true
     [ -n "${KEEP_TMP:-}" ] || rm -rf "$TMP"
 }
@@ -55,6 +62,7 @@ done
 export KILN_REGISTRY_URL=http://127.0.0.1:$port KILN_REGISTRY_TOKEN=$ADMIN
 
 log "stopping the broker (pid $KAFKA_PID)"
+STOPPED=1
 kill -TERM "$KAFKA_PID"
 for _ in $(seq 1 600); do kill -0 "$KAFKA_PID" 2>/dev/null || break; sleep 0.1; done
 kill -KILL "$KAFKA_PID" 2>/dev/null || true

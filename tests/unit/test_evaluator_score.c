@@ -5,7 +5,9 @@
  * wrong kind is skipped and counted; a regression model is refused. Two
  * references share nothing with the forward pass: a classifier with weights
  * set by hand scores a confusion matrix whose metrics are worked out by hand,
- * and an all-zero GPT scores ln V. */
+ * and an all-zero GPT scores ln V. The eval set's identity
+ * (ev_evalset_identify, shared by the service and `score`) hashes every
+ * shard's bytes in order and counts only the valid shards' examples. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,6 +23,7 @@
 #include "text/bpe.h"
 #include "evaluator.h"
 #include "core/kn.h"
+#include "core/sha256.h"
 #include "nn/model.h"
 #include "stream/shard.h"
 #include "near.h"
@@ -326,13 +329,50 @@ static void language_model(void **state)
     ev_evalset_free(&es);
 }
 
+static void identity(void **state)
+{
+    (void)state;
+    ev_evalset es = {0};
+    image_shard(&es, 5, 1);
+    add_blob(&es, "not a shard", 11); /* hashed and counted as a shard, no examples */
+    image_shard(&es, 3, 2);
+    ev_evalset_id id = {.examples = 99, .shards = 99};
+    assert_int_equal(ev_evalset_identify(es.shards, es.nshards, &id), KN_OK);
+    assert_int_equal(id.examples, 8);
+    assert_int_equal(id.shards, 3);
+    assert_string_equal(id.kind, "image");
+    /* the reference: SHA-256 of the values concatenated in order */
+    size_t total = 0;
+    for (size_t i = 0; i < es.nshards; i++)
+        total += es.shards[i].len;
+    unsigned char *cat = malloc(total);
+    assert_non_null(cat);
+    size_t at = 0;
+    for (size_t i = 0; i < es.nshards; i++) {
+        memcpy(cat + at, es.shards[i].buf, es.shards[i].len);
+        at += es.shards[i].len;
+    }
+    char hex[KN_SHA256_HEX_LEN];
+    kn_sha256_hex(cat, total, hex);
+    assert_string_equal(id.sha256, hex);
+    /* order is part of the identity */
+    ev_blob t = es.shards[0];
+    es.shards[0] = es.shards[2];
+    es.shards[2] = t;
+    ev_evalset_id id2 = {0};
+    assert_int_equal(ev_evalset_identify(es.shards, es.nshards, &id2), KN_OK);
+    assert_int_equal(id2.examples, 8);
+    assert_string_not_equal(id2.sha256, id.sha256);
+    free(cat);
+    ev_evalset_free(&es);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(classifier),
-        cmocka_unit_test(classifier_hand_computed),
-        cmocka_unit_test(language_model),
-        cmocka_unit_test(language_model_uniform),
+        cmocka_unit_test(classifier),     cmocka_unit_test(classifier_hand_computed),
+        cmocka_unit_test(language_model), cmocka_unit_test(language_model_uniform),
+        cmocka_unit_test(identity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
