@@ -388,7 +388,7 @@ typedef struct {
     sv_version *v;
     int *tokens; /* (np + n_new) */
     int np, n_new, produced;
-    const char *kv_cache; /* static: "cpu" or "none" */
+    const char *kv_cache; /* static: the backend's name or "none" (kv_name) */
     kn_sample_config sc;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -530,6 +530,14 @@ static sv_stream *stream_new(sv_version *v, int *tokens, int np, int n_new,
     return st;
 }
 
+/* What "kv_cache" says: the backend whose KV cache runs this generation
+ * (kn_model_generate: one with the kv ops, a prompt shorter than the block),
+ * or "none" when every token recomputes the context. */
+static const char *kv_name(const sv_app *app, const sv_version *v, int np)
+{
+    return app->be->kv_attention && np < v->T ? app->be->name : "none";
+}
+
 static void h_generate(kn_http_req *req, void *ctx)
 {
     sv_app *app = ctx;
@@ -636,7 +644,7 @@ static void h_generate(kn_http_req *req, void *ctx)
         .temperature = (float)temperature, .top_k = top_k, .seed = (uint64_t)seed};
     if (stream) { /* the stream owns buf and the version's reference from here */
         sv_stream *st = stream_new(v, buf, np, max_tokens, &sc,
-                                   strcmp(app->be->name, "cpu") == 0 && np < v->T ? "cpu" : "none");
+                                   kv_name(app, v, np));
         if (!st) {
             bad(app, req, 503, "out_of_memory", "out of memory");
             goto out;
@@ -676,7 +684,7 @@ static void h_generate(kn_http_req *req, void *ctx)
     free(gen);
     json_t *ans = json_pack("{s:s,s:i,s:o,s:i,s:s}", "model", v->model, "version", v->version,
                             "tokens", toks, "prompt_tokens", np, "kv_cache",
-                            strcmp(app->be->name, "cpu") == 0 && np < v->T ? "cpu" : "none");
+                            kv_name(app, v, np));
     json_t *jt = ans ? json_stringn(text, tl) : NULL;
     if (jt) {
         json_object_set_new(ans, "text", jt);

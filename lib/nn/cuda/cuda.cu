@@ -68,6 +68,7 @@ static void fill_table(kn_backend *t)
     t->sumsq = kn_cu_sumsq;
     t->optim_update = kn_cu_optim_update;
     kn_cu_fill_batchnorm(t);
+    kn_cu_fill_kvcache(t);
 }
 
 /* The first call probes (a device, cuBLAS, a handle, the reduction buffer);
