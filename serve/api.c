@@ -137,12 +137,62 @@ static int status_of(int rc)
     return rc == KN_ETOOBIG ? 413 : rc == KN_EUNSUPPORTED ? 415 : rc == KN_ENOMEM ? 503 : 400;
 }
 
-static json_t *top_k(const sv_version *v, const float *p, int k)
+/* A growing answer text. */
+typedef struct {
+    char *s;
+    size_t n, cap;
+    int failed;
+} sv_text;
+
+static void text_put(sv_text *t, const char *p, size_t n)
 {
-    json_t *a = json_array();
+    if (t->failed) return;
+    if (t->n + n + 1 > t->cap) {
+        size_t cap = t->cap ? t->cap : 4096;
+        while (cap < t->n + n + 1)
+            cap *= 2;
+        char *ns = realloc(t->s, cap);
+        if (!ns) {
+            t->failed = 1;
+            return;
+        }
+        t->s = ns;
+        t->cap = cap;
+    }
+    memcpy(t->s + t->n, p, n);
+    t->n += n;
+    t->s[t->n] = '\0';
+}
+
+static void text_str(sv_text *t, const char *p)
+{
+    text_put(t, p, strlen(p));
+}
+
+/* A probability as jansson writes a real with JSON_REAL_PRECISION(9): 9
+ * significant digits (a float's round trip), ".0" added where it would
+ * read as an integer; null when not finite (a broken model). */
+static void text_prob(sv_text *t, float p)
+{
+    char b[40];
+    if (!isfinite(p)) {
+        text_str(t, "null");
+        return;
+    }
+    int n = snprintf(b, sizeof(b), "%.9g", (double)p);
+    if (!strpbrk(b, ".eE")) n += snprintf(b + n, sizeof(b) - (size_t)n, ".0");
+    text_put(t, b, (size_t)n);
+}
+
+/* The k most probable classes of p as a JSON array: [{"class", "probability",
+ * "label"}, ...], best first (ties: the lower class). */
+static void top_k(sv_text *t, const sv_version *v, const float *p, int k)
+{
     int used[64] = {0};
+    char b[32];
     if (k > v->classes) k = v->classes;
     if (k > 64) k = 64;
+    text_put(t, "[", 1);
     for (int i = 0; i < k; i++) {
         int best = -1;
         for (int c = 0; c < v->classes; c++) {
@@ -152,12 +202,16 @@ static json_t *top_k(const sv_version *v, const float *p, int k)
             if (!taken && (best < 0 || p[c] > p[best])) best = c;
         }
         used[i] = best;
-        json_t *o = json_pack("{s:i,s:f}", "class", best, "probability", (double)p[best]);
-        if ((size_t)best < v->recipe.nlabels)
-            json_object_set_new(o, "label", json_string(v->recipe.labels[best]));
-        json_array_append_new(a, o);
+        int n = snprintf(b, sizeof(b), "%s{\"class\":%d,\"probability\":", i ? "," : "", best);
+        text_put(t, b, (size_t)n);
+        text_prob(t, p[best]);
+        if ((size_t)best < v->recipe.nlabels && v->label_json[best]) {
+            text_str(t, ",\"label\":");
+            text_str(t, v->label_json[best]);
+        }
+        text_put(t, "}", 1);
     }
-    return a;
+    text_put(t, "]", 1);
 }
 
 /* Images of the request into rows (n rows of v->in_numel); 0 or answered. */
@@ -365,22 +419,20 @@ static void h_predict(kn_http_req *req, void *ctx)
         kn_http_respond_error(req, 500, "model_error", "%s", err);
         goto out;
     }
-    json_t *preds = json_array();
-    for (int i = 0; i < n; i++)
-        json_array_append_new(preds, top_k(v, probs + (size_t)i * v->classes, k));
-    /* probabilities with 9 significant digits (a float's round trip), not
-     * jansson's 17: half the bytes and printf time per image */
-    json_t *ans = json_pack("{s:s,s:i,s:s,s:o}", "model", v->model, "version", v->version,
-                            "recipe_sha256", v->recipe.hash, "predictions", preds);
-    char *text = ans ? json_dumps(ans, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9))
-                     : NULL;
-    json_decref(ans);
-    if (!text) {
+    sv_text t = {0};
+    text_str(&t, v->answer_head);
+    for (int i = 0; i < n; i++) {
+        if (i) text_put(&t, ",", 1);
+        top_k(&t, v, probs + (size_t)i * v->classes, k);
+    }
+    text_put(&t, "]}", 2);
+    if (t.failed) {
+        free(t.s);
         kn_http_respond_error(req, 503, "out_of_memory", "out of memory");
         goto out;
     }
-    kn_http_respond(req, 200, "application/json", text, strlen(text));
-    free(text);
+    kn_http_respond(req, 200, "application/json", t.s, t.n);
+    free(t.s);
     kn_metrics_observe(s->m_latency, now_s() - t0);
     kn_metrics_add(s->m_requests, 1);
 out:

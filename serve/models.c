@@ -50,6 +50,10 @@ static void version_free(sv_version *v)
     pthread_mutex_destroy(&v->gen_mu);
     kn_model_destroy(v->m);
     kn_bpe_destroy(v->bpe);
+    for (size_t i = 0; v->label_json && i < v->recipe.nlabels; i++)
+        free(v->label_json[i]);
+    free(v->label_json);
+    free(v->answer_head);
     kn_recipe_free(&v->recipe);
     free(v->x);
     free(v->tokens);
@@ -113,6 +117,7 @@ static void run_batch(sv_version *v)
     for (int i = 0; i < nb; i++) {
         sv_job *j = batch[i];
         if (v->m_queue) kn_metrics_observe(v->m_queue, since_s(&j->enq));
+        if (nb == 1) break; /* one job: its rows are the batch, no copy */
         if (j->x)
             memcpy(v->x + (size_t)r * v->in_numel, j->x,
                    (size_t)j->n * v->in_numel * sizeof(float));
@@ -121,7 +126,10 @@ static void run_batch(sv_version *v)
         r += j->n;
     }
     char err[256] = "";
-    kn_batch b = {.B = rows, .T = v->x ? 0 : v->T, .x = v->x, .tokens = v->tokens};
+    kn_batch b = {.B = rows,
+                  .T = v->x ? 0 : v->T,
+                  .x = nb == 1 && batch[0]->x ? batch[0]->x : v->x,
+                  .tokens = nb == 1 && batch[0]->tokens ? batch[0]->tokens : v->tokens};
     int rc = kn_model_forward(v->m, &b, NULL, err, sizeof(err));
     if (rc == KN_OK) rc = kn_model_logits(v->m, v->logits, (size_t)v->max_batch * v->classes);
     if (v->m_batch) kn_metrics_observe(v->m_batch, rows);
@@ -279,6 +287,32 @@ static int find_recipe(const kn_config *cfg, const char *hash, const char *datas
 static int spec_int(const json_t *spec, const char *k)
 {
     return (int)json_integer_value(json_object_get(spec, k));
+}
+
+/* The constant parts of the version's predict answers (serve.h). */
+static int encode_answer(sv_version *v)
+{
+    json_t *head = json_pack("{s:s,s:i,s:s}", "model", v->model, "version", v->version,
+                             "recipe_sha256", v->recipe.hash);
+    char *h = head ? json_dumps(head, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(head);
+    if (!h) return KN_ENOMEM;
+    size_t n = strlen(h); /* `{...}` becomes `{...,"predictions":[` */
+    if (!(v->answer_head = malloc(n + 32))) {
+        free(h);
+        return KN_ENOMEM;
+    }
+    snprintf(v->answer_head, n + 32, "%.*s,\"predictions\":[", (int)(n - 1), h);
+    free(h);
+    if (v->recipe.nlabels && !(v->label_json = calloc(v->recipe.nlabels, sizeof(char *))))
+        return KN_ENOMEM;
+    for (size_t i = 0; i < v->recipe.nlabels; i++) {
+        json_t *l = json_string(v->recipe.labels[i]);
+        v->label_json[i] = l ? json_dumps(l, JSON_ENCODE_ANY) : NULL;
+        json_decref(l);
+        if (l && !v->label_json[i]) return KN_ENOMEM;
+    }
+    return KN_OK;
 }
 
 int sv_load(sv_app *app, kn_regclient *reg, const sv_slot *slot, int version, sv_version **out,
@@ -445,6 +479,10 @@ int sv_load(sv_app *app, kn_regclient *reg, const sv_slot *slot, int version, sv
     }
     if (v->type != KN_MODEL_GPT) {
         v->classes = kn_model_num_outputs(v->m);
+        if ((rc = encode_answer(v)) != KN_OK) {
+            kn_seterr(errbuf, errsz, rc, "out of memory");
+            goto out;
+        }
         size_t mb = (size_t)v->max_batch;
         v->logits = malloc(mb * (size_t)v->classes * sizeof(float));
         if (v->type == KN_MODEL_TXTCLS)
