@@ -190,20 +190,28 @@ static void *batcher(void *arg)
         }
         run_batch(v);
         v->busy = 0;
+        /* with leaders (sv_classify) nobody signals this thread but its
+         * stop; after a spurious wake-up that ran a batch, the next leader */
+        if (v->inline_ok && v->max_wait_us == 0 && v->head) pthread_cond_signal(&v->head->cv);
     }
     pthread_mutex_unlock(&v->qmu);
     return NULL;
 }
 
-/* A request's rows, in parts of max_batch. When no batch is running and
- * nothing waits (max_wait_us = 0), the calling thread runs the forward pass
- * itself (CPU backend): a lone request then costs no hand-off to the batcher and back (two
- * thread wake-ups, which on a loaded machine each wait for a time slice).
- * Requests arriving meanwhile queue up and the batcher runs them as one
- * batch, as before. */
+/* A request's rows, in parts of max_batch. With max_wait_us = 0 on the CPU
+ * backend the requests' own threads run the batches, leader and followers:
+ * a request that finds no batch running runs one (the queue's head jobs,
+ * its own among them unless max_batch rows queued before it); one that
+ * finds a batch running waits; whoever ends a batch wakes the waiter at the
+ * head of the queue, which runs the next. A request thus costs no hand-off
+ * to the batcher thread and back (a thread wake-up each way, which on a
+ * loaded machine waits for a time slice): per batch, only the waiters are
+ * woken, and each once. Otherwise (max_wait_us > 0, or CUDA, whose work
+ * stays on one thread) the batcher thread runs every batch. */
 int sv_classify(sv_version *v, int n, const float *x, const int *tokens, float *probs, char *errbuf,
                 size_t errsz)
 {
+    const int lead = v->inline_ok && v->max_wait_us == 0;
     for (int off = 0; off < n; off += v->max_batch) { /* a request over max_batch: in parts */
         sv_job j = {.n = n - off < v->max_batch ? n - off : v->max_batch,
                     .x = x ? x + (size_t)off * v->in_numel : NULL,
@@ -212,22 +220,22 @@ int sv_classify(sv_version *v, int n, const float *x, const int *tokens, float *
         pthread_cond_init(&j.cv, NULL);
         clock_gettime(CLOCK_MONOTONIC, &j.enq);
         pthread_mutex_lock(&v->qmu);
-        int inline_run = v->inline_ok && v->max_wait_us == 0 && !v->busy && !v->head;
         if (v->tail)
             v->tail->next = &j;
         else
             v->head = &j;
         v->tail = &j;
-        if (inline_run) {
-            v->busy = 1;
-            run_batch(v); /* our job is the head: it is in this batch */
-            v->busy = 0;
-            if (v->head) pthread_cond_signal(&v->qcv); /* those who came meanwhile */
-        } else {
-            pthread_cond_signal(&v->qcv);
+        if (!lead) pthread_cond_signal(&v->qcv);
+        while (!j.done) {
+            if (lead && !v->busy) {
+                v->busy = 1;
+                run_batch(v); /* our job is in it, or in a later one */
+                v->busy = 0;
+                if (v->head) pthread_cond_signal(&v->head->cv); /* the next leader */
+            } else {
+                pthread_cond_wait(&j.cv, &v->qmu);
+            }
         }
-        while (!j.done)
-            pthread_cond_wait(&j.cv, &v->qmu);
         pthread_mutex_unlock(&v->qmu);
         pthread_cond_destroy(&j.cv);
         if (j.rc != KN_OK) return kn_seterr(errbuf, errsz, j.rc, "model: %s", j.err);
