@@ -712,8 +712,7 @@ static void h_generate(kn_http_req *req, void *ctx)
     kn_sample_config sc = {
         .temperature = (float)temperature, .top_k = top_k, .seed = (uint64_t)seed};
     if (stream) { /* the stream owns buf and the version's reference from here */
-        sv_stream *st = stream_new(v, buf, np, max_tokens, &sc,
-                                   kv_name(app, v, np));
+        sv_stream *st = stream_new(v, buf, np, max_tokens, &sc, kv_name(app, v, np));
         if (!st) {
             bad(app, req, 503, "out_of_memory", "out of memory");
             goto out;
@@ -752,8 +751,7 @@ static void h_generate(kn_http_req *req, void *ctx)
     }
     free(gen);
     json_t *ans = json_pack("{s:s,s:i,s:o,s:i,s:s}", "model", v->model, "version", v->version,
-                            "tokens", toks, "prompt_tokens", np, "kv_cache",
-                            kv_name(app, v, np));
+                            "tokens", toks, "prompt_tokens", np, "kv_cache", kv_name(app, v, np));
     json_t *jt = ans ? json_stringn(text, tl) : NULL;
     if (jt) {
         json_object_set_new(ans, "text", jt);

@@ -53,7 +53,6 @@ static char *mbody; /* the multipart body of IMAGES PGMs */
 static size_t mbody_len;
 #define BOUNDARY "kiln-bench-boundary-7f3a"
 
-
 static double now_s(void)
 {
     struct timespec t;
