@@ -50,6 +50,10 @@ static void version_free(sv_version *v)
     pthread_mutex_destroy(&v->gen_mu);
     kn_model_destroy(v->m);
     kn_bpe_destroy(v->bpe);
+    for (size_t i = 0; v->label_json && i < v->recipe.nlabels; i++)
+        free(v->label_json[i]);
+    free(v->label_json);
+    free(v->answer_head);
     kn_recipe_free(&v->recipe);
     free(v->x);
     free(v->tokens);
@@ -113,6 +117,7 @@ static void run_batch(sv_version *v)
     for (int i = 0; i < nb; i++) {
         sv_job *j = batch[i];
         if (v->m_queue) kn_metrics_observe(v->m_queue, since_s(&j->enq));
+        if (nb == 1) break; /* one job: its rows are the batch, no copy */
         if (j->x)
             memcpy(v->x + (size_t)r * v->in_numel, j->x,
                    (size_t)j->n * v->in_numel * sizeof(float));
@@ -121,7 +126,10 @@ static void run_batch(sv_version *v)
         r += j->n;
     }
     char err[256] = "";
-    kn_batch b = {.B = rows, .T = v->x ? 0 : v->T, .x = v->x, .tokens = v->tokens};
+    kn_batch b = {.B = rows,
+                  .T = v->x ? 0 : v->T,
+                  .x = nb == 1 && batch[0]->x ? batch[0]->x : v->x,
+                  .tokens = nb == 1 && batch[0]->tokens ? batch[0]->tokens : v->tokens};
     int rc = kn_model_forward(v->m, &b, NULL, err, sizeof(err));
     if (rc == KN_OK) rc = kn_model_logits(v->m, v->logits, (size_t)v->max_batch * v->classes);
     if (v->m_batch) kn_metrics_observe(v->m_batch, rows);
@@ -182,20 +190,28 @@ static void *batcher(void *arg)
         }
         run_batch(v);
         v->busy = 0;
+        /* with leaders (sv_classify) nobody signals this thread but its
+         * stop; after a spurious wake-up that ran a batch, the next leader */
+        if (v->inline_ok && v->max_wait_us == 0 && v->head) pthread_cond_signal(&v->head->cv);
     }
     pthread_mutex_unlock(&v->qmu);
     return NULL;
 }
 
-/* A request's rows, in parts of max_batch. When no batch is running and
- * nothing waits (max_wait_us = 0), the calling thread runs the forward pass
- * itself (CPU backend): a lone request then costs no hand-off to the batcher and back (two
- * thread wake-ups, which on a loaded machine each wait for a time slice).
- * Requests arriving meanwhile queue up and the batcher runs them as one
- * batch, as before. */
+/* A request's rows, in parts of max_batch. With max_wait_us = 0 on the CPU
+ * backend the requests' own threads run the batches, leader and followers:
+ * a request that finds no batch running runs one (the queue's head jobs,
+ * its own among them unless max_batch rows queued before it); one that
+ * finds a batch running waits; whoever ends a batch wakes the waiter at the
+ * head of the queue, which runs the next. A request thus costs no hand-off
+ * to the batcher thread and back (a thread wake-up each way, which on a
+ * loaded machine waits for a time slice): per batch, only the waiters are
+ * woken, and each once. Otherwise (max_wait_us > 0, or CUDA, whose work
+ * stays on one thread) the batcher thread runs every batch. */
 int sv_classify(sv_version *v, int n, const float *x, const int *tokens, float *probs, char *errbuf,
                 size_t errsz)
 {
+    const int lead = v->inline_ok && v->max_wait_us == 0;
     for (int off = 0; off < n; off += v->max_batch) { /* a request over max_batch: in parts */
         sv_job j = {.n = n - off < v->max_batch ? n - off : v->max_batch,
                     .x = x ? x + (size_t)off * v->in_numel : NULL,
@@ -204,22 +220,22 @@ int sv_classify(sv_version *v, int n, const float *x, const int *tokens, float *
         pthread_cond_init(&j.cv, NULL);
         clock_gettime(CLOCK_MONOTONIC, &j.enq);
         pthread_mutex_lock(&v->qmu);
-        int inline_run = v->inline_ok && v->max_wait_us == 0 && !v->busy && !v->head;
         if (v->tail)
             v->tail->next = &j;
         else
             v->head = &j;
         v->tail = &j;
-        if (inline_run) {
-            v->busy = 1;
-            run_batch(v); /* our job is the head: it is in this batch */
-            v->busy = 0;
-            if (v->head) pthread_cond_signal(&v->qcv); /* those who came meanwhile */
-        } else {
-            pthread_cond_signal(&v->qcv);
+        if (!lead) pthread_cond_signal(&v->qcv);
+        while (!j.done) {
+            if (lead && !v->busy) {
+                v->busy = 1;
+                run_batch(v); /* our job is in it, or in a later one */
+                v->busy = 0;
+                if (v->head) pthread_cond_signal(&v->head->cv); /* the next leader */
+            } else {
+                pthread_cond_wait(&j.cv, &v->qmu);
+            }
         }
-        while (!j.done)
-            pthread_cond_wait(&j.cv, &v->qmu);
         pthread_mutex_unlock(&v->qmu);
         pthread_cond_destroy(&j.cv);
         if (j.rc != KN_OK) return kn_seterr(errbuf, errsz, j.rc, "model: %s", j.err);
@@ -279,6 +295,32 @@ static int find_recipe(const kn_config *cfg, const char *hash, const char *datas
 static int spec_int(const json_t *spec, const char *k)
 {
     return (int)json_integer_value(json_object_get(spec, k));
+}
+
+/* The constant parts of the version's predict answers (serve.h). */
+static int encode_answer(sv_version *v)
+{
+    json_t *head = json_pack("{s:s,s:i,s:s}", "model", v->model, "version", v->version,
+                             "recipe_sha256", v->recipe.hash);
+    char *h = head ? json_dumps(head, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(head);
+    if (!h) return KN_ENOMEM;
+    size_t n = strlen(h); /* `{...}` becomes `{...,"predictions":[` */
+    if (!(v->answer_head = malloc(n + 32))) {
+        free(h);
+        return KN_ENOMEM;
+    }
+    snprintf(v->answer_head, n + 32, "%.*s,\"predictions\":[", (int)(n - 1), h);
+    free(h);
+    if (v->recipe.nlabels && !(v->label_json = calloc(v->recipe.nlabels, sizeof(char *))))
+        return KN_ENOMEM;
+    for (size_t i = 0; i < v->recipe.nlabels; i++) {
+        json_t *l = json_string(v->recipe.labels[i]);
+        v->label_json[i] = l ? json_dumps(l, JSON_ENCODE_ANY) : NULL;
+        json_decref(l);
+        if (l && !v->label_json[i]) return KN_ENOMEM;
+    }
+    return KN_OK;
 }
 
 int sv_load(sv_app *app, kn_regclient *reg, const sv_slot *slot, int version, sv_version **out,
@@ -445,6 +487,10 @@ int sv_load(sv_app *app, kn_regclient *reg, const sv_slot *slot, int version, sv
     }
     if (v->type != KN_MODEL_GPT) {
         v->classes = kn_model_num_outputs(v->m);
+        if ((rc = encode_answer(v)) != KN_OK) {
+            kn_seterr(errbuf, errsz, rc, "out of memory");
+            goto out;
+        }
         size_t mb = (size_t)v->max_batch;
         v->logits = malloc(mb * (size_t)v->classes * sizeof(float));
         if (v->type == KN_MODEL_TXTCLS)

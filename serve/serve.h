@@ -48,6 +48,12 @@ typedef struct sv_version {
     kn_recipe recipe; /* the training recipe (its hash is in the lineage) */
     kn_bpe *bpe;      /* text models: the rank file the lineage names */
     uint32_t pad;     /* text_class padding id */
+    /* classifiers' answers, encoded once at load (api.c writes the JSON of
+     * a predict answer itself: jansson per image was a tenth of the CPU at
+     * 32 images a request): the start `{"model":...,"predictions":[` and
+     * each label as a JSON string (NULL: not valid UTF-8, left out) */
+    char *answer_head;
+    char **label_json; /* (recipe.nlabels) */
     int refs;         /* atomic; see the top of this file */
 
     /* the batcher (classifiers): requests gathered up to max_batch rows or

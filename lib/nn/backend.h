@@ -134,6 +134,16 @@ struct kn_backend {
     void (*attention_fused_bwd)(float *dqkv, const float *dout, const float *qkv, const float *out,
                                 const float *lse, int B, int T, int C, int NH, int causal);
 
+    /* --- KV cache of generation (kn_model_generate), optional: NULL where a
+     * backend has none (then every token recomputes the whole context).
+     * kv_store: rows 0..n-1 of K and V (each row C floats) = the key and the
+     * value of the n qkv rows (3C each). kv_attention: out (C) = causal
+     * attention of the query q (the first C floats of one qkv row) over rows
+     * 0..p of K and V, NH heads of C / NH; att (NH, p + 1) is scratch. --- */
+    void (*kv_store)(float *K, float *V, const float *qkv, int n, int C);
+    void (*kv_attention)(float *out, float *att, const float *q, const float *K, const float *V,
+                         int p, int C, int NH);
+
     /* --- activations, n elements; bwd reads inp (GELU) or out (others) --- */
     void (*act_fwd)(int kind, float *out, const float *inp, size_t n);
     void (*act_bwd)(int kind, float *dinp, const float *inp, const float *out, const float *dout,

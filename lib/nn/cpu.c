@@ -451,6 +451,55 @@ static void cpu_attention_fwd(float *restrict out, float *restrict preatt, float
             }
 }
 
+static void cpu_kv_store(float *restrict K, float *restrict V, const float *restrict qkv, int n,
+                         int C)
+{
+    for (int t = 0; t < n; t++) {
+        memcpy(K + (size_t)t * C, qkv + (size_t)t * 3 * C + C, (size_t)C * sizeof(float));
+        memcpy(V + (size_t)t * C, qkv + (size_t)t * 3 * C + 2 * C, (size_t)C * sizeof(float));
+    }
+}
+
+/* cpu_attention_fwd's arithmetic for the last row of a causal block: the
+ * KV-cache path gives the same tokens as the full forward pass. */
+static void cpu_kv_attention(float *restrict out, float *restrict att, const float *restrict q,
+                             const float *restrict K, const float *restrict V, int p, int C, int NH)
+{
+    const int hs = C / NH;
+    const float scale = 1.0f / sqrtf((float)hs);
+    for (int h = 0; h < NH; h++) {
+        const float *qh = q + h * hs;
+        float *a = att + (size_t)h * (p + 1), mx = -FLT_MAX;
+        for (int t2 = 0; t2 <= p; t2++) {
+            const float *k = K + (size_t)t2 * C + h * hs;
+            float dot = 0.0f;
+            for (int i = 0; i < hs; i++)
+                dot += qh[i] * k[i];
+            dot *= scale;
+            a[t2] = dot;
+            if (dot > mx) mx = dot;
+        }
+        float sum = 0.0f;
+        for (int t2 = 0; t2 <= p; t2++) {
+            float e = expf(a[t2] - mx);
+            a[t2] = e;
+            sum += e;
+        }
+        const float inv = 1.0f / sum;
+        for (int t2 = 0; t2 <= p; t2++)
+            a[t2] *= inv;
+        float *o = out + h * hs;
+        for (int i = 0; i < hs; i++)
+            o[i] = 0.0f;
+        for (int t2 = 0; t2 <= p; t2++) {
+            const float *v = V + (size_t)t2 * C + h * hs;
+            const float w = a[t2];
+            for (int i = 0; i < hs; i++)
+                o[i] += w * v[i];
+        }
+    }
+}
+
 static void cpu_attention_bwd(float *restrict dqkv, float *restrict dpreatt, float *restrict datt,
                               const float *restrict dout, const float *restrict qkv,
                               const float *restrict att, int B, int T, int C, int NH, int causal)
@@ -926,6 +975,8 @@ static const kn_backend cpu_backend = {
     .layernorm_bwd = cpu_layernorm_bwd,
     .attention_fwd = cpu_attention_fwd,
     .attention_bwd = cpu_attention_bwd,
+    .kv_store = cpu_kv_store,
+    .kv_attention = cpu_kv_attention,
     .act_fwd = cpu_act_fwd,
     .act_bwd = cpu_act_bwd,
     .dropout_fwd = cpu_dropout_fwd,

@@ -402,75 +402,44 @@ static int sample_token(const float *logits, int V, const kn_sample_config *sc, 
 
 /* One position of the KV-cache path: token tok at position p, whose keys
  * and values join the cache (K, Vc: (L, maxT, C)); the logits of the next
- * token go to logits (Vp). Host pointers: CPU backend only. Per row, the
- * same arithmetic as a full forward pass on the CPU kernels (the attention
- * loop is cpu_attention_fwd's for one query). */
+ * token go to logits (Vp). Every buffer is the backend's (device memory on
+ * CUDA); per row, the same ops as a full forward pass, the attention being
+ * the backend's kv_attention (one query against the cached rows). */
 typedef struct {
     float *K, *Vc;                            /* (L, maxT, C) */
     float *x, *ln, *qkv, *atty, *proj, *res2; /* (C) or (3C) */
     float *fch, *gel;                         /* (4C) */
-    float *logits, *att;                      /* (Vp), (maxT) */
+    float *logits, *att;                      /* (Vp), (NH, maxT) */
+    float *stats;                             /* layernorm's mean and rstd (2) */
+    int *tok;                                 /* (1) */
 } kv_state;
 
 static void kv_step(kn_model *m, kv_state *s, int tok, int p)
 {
     const kn_backend *be = m->be;
     const tfm_model *t = &m->tfm;
-    const int C = t->C, NH = t->NH, hs = C / NH, maxT = t->maxT;
-    const float scale = 1.0f / sqrtf((float)hs);
+    const int C = t->C, NH = t->NH, maxT = t->maxT;
     const float *wte = PAR(m, t->wte), *wpe = PAR(m, t->wpe);
-    float mean, rstd;
-    for (int c = 0; c < C; c++) {
-        s->x[c] = wte[(size_t)tok * C + c];
-        s->x[c] += wpe[(size_t)p * C + c];
-    }
+    float *mean = s->stats, *rstd = s->stats + 1;
+    be->to_device(s->tok, &tok, sizeof(int));
+    be->embed_fwd(s->x, s->tok, wte, 1, C);
+    be->posemb_fwd(s->x, wpe + (size_t)p * C, 1, 1, C); /* row p of wpe */
     for (int l = 0; l < t->L; l++) {
         const tfm_block *b = &t->blk[l];
         float *K = s->K + (size_t)l * maxT * C, *Vc = s->Vc + (size_t)l * maxT * C;
-        be->layernorm_fwd(s->ln, &mean, &rstd, s->x, PAR(m, b->ln1w), PAR(m, b->ln1b), 1, C);
+        be->layernorm_fwd(s->ln, mean, rstd, s->x, PAR(m, b->ln1w), PAR(m, b->ln1b), 1, C);
         be->matmul_fwd(s->qkv, s->ln, PAR(m, b->qkvw), PAR(m, b->qkvb), 1, C, 3 * C);
-        memcpy(K + (size_t)p * C, s->qkv + C, (size_t)C * sizeof(float));
-        memcpy(Vc + (size_t)p * C, s->qkv + 2 * C, (size_t)C * sizeof(float));
-        for (int h = 0; h < NH; h++) {
-            const float *q = s->qkv + h * hs;
-            float mx = -FLT_MAX;
-            for (int t2 = 0; t2 <= p; t2++) {
-                const float *k = K + (size_t)t2 * C + h * hs;
-                float dot = 0.0f;
-                for (int i = 0; i < hs; i++)
-                    dot += q[i] * k[i];
-                dot *= scale;
-                s->att[t2] = dot;
-                if (dot > mx) mx = dot;
-            }
-            float sum = 0.0f;
-            for (int t2 = 0; t2 <= p; t2++) {
-                float e = expf(s->att[t2] - mx);
-                s->att[t2] = e;
-                sum += e;
-            }
-            const float inv = 1.0f / sum;
-            for (int t2 = 0; t2 <= p; t2++)
-                s->att[t2] *= inv;
-            float *o = s->atty + h * hs;
-            for (int i = 0; i < hs; i++)
-                o[i] = 0.0f;
-            for (int t2 = 0; t2 <= p; t2++) {
-                const float *v = Vc + (size_t)t2 * C + h * hs;
-                const float w = s->att[t2];
-                for (int i = 0; i < hs; i++)
-                    o[i] += w * v[i];
-            }
-        }
+        be->kv_store(K + (size_t)p * C, Vc + (size_t)p * C, s->qkv, 1, C);
+        be->kv_attention(s->atty, s->att, s->qkv, K, Vc, p, C, NH);
         be->matmul_fwd(s->proj, s->atty, PAR(m, b->projw), PAR(m, b->projb), 1, C, C);
         be->residual_fwd(s->res2, s->x, s->proj, (size_t)C);
-        be->layernorm_fwd(s->ln, &mean, &rstd, s->res2, PAR(m, b->ln2w), PAR(m, b->ln2b), 1, C);
+        be->layernorm_fwd(s->ln, mean, rstd, s->res2, PAR(m, b->ln2w), PAR(m, b->ln2b), 1, C);
         be->matmul_fwd(s->fch, s->ln, PAR(m, b->fcw), PAR(m, b->fcb), 1, C, 4 * C);
         be->act_fwd(KN_ACT_GELU, s->gel, s->fch, (size_t)4 * C);
         be->matmul_fwd(s->proj, s->gel, PAR(m, b->fcprojw), PAR(m, b->fcprojb), 1, 4 * C, C);
         be->residual_fwd(s->x, s->res2, s->proj, (size_t)C);
     }
-    be->layernorm_fwd(s->ln, &mean, &rstd, s->x, PAR(m, t->lnfw), PAR(m, t->lnfb), 1, C);
+    be->layernorm_fwd(s->ln, mean, rstd, s->x, PAR(m, t->lnfw), PAR(m, t->lnfb), 1, C);
     be->matmul_fwd(s->logits, s->ln, PAR(m, t->wte), NULL, 1, C, t->Vp);
 }
 
@@ -485,14 +454,14 @@ int kn_model_generate(kn_model *m, const int *prompt, int n_prompt, int n_new,
     float *row = malloc((size_t)V * sizeof(float));
     scored *work = malloc((size_t)V * sizeof(*work));
     int rc = KN_OK, was_training = m->training;
-    /* the KV cache needs host-addressable weights and room for one position */
-    int kv = !sc->no_kv_cache && strcmp(m->be->name, "cpu") == 0 && n_prompt < maxT;
+    /* the KV cache needs the backend's kv ops and room for one position */
+    int kv = !sc->no_kv_cache && m->be->kv_attention && m->be->kv_store && n_prompt < maxT;
     kv_state s = {0};
     float *kvbuf = NULL;
     if (kv) {
         size_t cache = (size_t)m->tfm.L * maxT * C,
-               n = 2 * cache + 17 * (size_t)C + (size_t)m->tfm.Vp + (size_t)maxT;
-        if ((kvbuf = malloc(n * sizeof(float)))) {
+               n = 2 * cache + 17 * (size_t)C + (size_t)m->tfm.Vp + (size_t)m->tfm.NH * maxT + 3;
+        if ((kvbuf = m->be->alloc(n * sizeof(float)))) {
             float *q = kvbuf;
             s.K = q, q += cache;
             s.Vc = q, q += cache;
@@ -505,7 +474,9 @@ int kn_model_generate(kn_model *m, const int *prompt, int n_prompt, int n_new,
             s.fch = q, q += 4 * C;
             s.gel = q, q += 4 * C;
             s.logits = q, q += m->tfm.Vp;
-            s.att = q;
+            s.att = q, q += (size_t)m->tfm.NH * maxT;
+            s.stats = q, q += 2;
+            s.tok = (int *)q; /* sizeof(int) == sizeof(float) */
         }
     }
     if (!row || !work || (kv && !kvbuf)) {
@@ -522,7 +493,7 @@ int kn_model_generate(kn_model *m, const int *prompt, int n_prompt, int n_new,
             /* one new position: the previous token's */
             kv_step(m, &s, out[n - 1], n - 1);
             cached = n;
-            memcpy(row, s.logits, (size_t)V * sizeof(float));
+            m->be->to_host(row, s.logits, (size_t)V * sizeof(float));
         } else {
             /* the reference path: the whole context (the last maxT tokens) */
             int T = n < maxT ? n : maxT;
@@ -532,15 +503,9 @@ int kn_model_generate(kn_model *m, const int *prompt, int n_prompt, int n_new,
             m->be->to_host(row, ACT(m, m->tfm.logits) + (size_t)(T - 1) * m->tfm.Vp,
                            (size_t)V * sizeof(float));
             if (kv && n == n_prompt) { /* the prompt's keys and values seed the cache */
-                for (int l = 0; l < m->tfm.L; l++) {
-                    const float *qkv = ACT(m, m->tfm.blk[l].qkv);
-                    for (int p = 0; p < T; p++) {
-                        memcpy(s.K + ((size_t)l * maxT + p) * C, qkv + (size_t)p * 3 * C + C,
-                               (size_t)C * sizeof(float));
-                        memcpy(s.Vc + ((size_t)l * maxT + p) * C, qkv + (size_t)p * 3 * C + 2 * C,
-                               (size_t)C * sizeof(float));
-                    }
-                }
+                for (int l = 0; l < m->tfm.L; l++)
+                    m->be->kv_store(s.K + (size_t)l * maxT * C, s.Vc + (size_t)l * maxT * C,
+                                    ACT(m, m->tfm.blk[l].qkv), T, C);
                 cached = T;
             }
         }
@@ -549,7 +514,7 @@ int kn_model_generate(kn_model *m, const int *prompt, int n_prompt, int n_new,
     }
 out:
     m->training = was_training;
-    free(kvbuf);
+    if (kvbuf) m->be->free(kvbuf);
     free(row);
     free(work);
     return rc;

@@ -121,12 +121,13 @@ int kn_model_predict(const kn_model *m, int *out, size_t cap);
 
 /* GPT only: extends prompt[0..n_prompt) by n_new tokens written to out (which
  * holds n_prompt + n_new ids; the prompt is copied first). The context is the
- * last block_size tokens. Deterministic for a given seed. On the CPU backend
- * a KV cache makes each new token cost one position (the prompt runs as one
- * forward pass, its keys and values seed the cache) until the sequence fills
- * the block; from then on, and on other backends or with sc->no_kv_cache,
- * each token recomputes the whole context (the sliding window moves every
- * position). Both paths give the same tokens (tests/unit/test_generate_kv.c). */
+ * last block_size tokens. Deterministic for a given seed. On a backend with
+ * the KV-cache ops (CPU, CUDA) a KV cache makes each new token cost one
+ * position (the prompt runs as one forward pass, its keys and values seed
+ * the cache) until the sequence fills the block; from then on, and with
+ * sc->no_kv_cache, each token recomputes the whole context (the sliding
+ * window moves every position). Both paths give the same tokens
+ * (tests/unit/test_generate_kv.c; on CUDA, tests/gpu/test_cuda_parity.c). */
 int kn_model_generate(kn_model *m, const int *prompt, int n_prompt, int n_new,
                       const kn_sample_config *sc, int *out, char *err, size_t errsz);
 

@@ -27,10 +27,10 @@ done
 
 # What tests/gpu/run and its step scripts start, relative to the build dir.
 bins=(tests/gpu/cuda_smoke tests/gpu/test_cuda_parity tests/test_nn_gpt_fixture
-      tests/bench/bench_nn_cpu preprocess/kiln-preprocess trainer/kiln-trainer
-      evaluator/kiln-evaluator)
-targets=(cuda_smoke test_cuda_parity test_nn_gpt_fixture bench_nn_cpu kiln-preprocess
-         kiln-trainer kiln-evaluator)
+      tests/bench/bench_nn_cpu tests/bench/bench_generate_kv preprocess/kiln-preprocess
+      trainer/kiln-trainer evaluator/kiln-evaluator)
+targets=(cuda_smoke test_cuda_parity test_nn_gpt_fixture bench_nn_cpu bench_generate_kv
+         kiln-preprocess kiln-trainer kiln-evaluator)
 # The Fashion-MNIST IDX files (Debian's dataset-fashion-mnist, ~31 MB gzip):
 # 30-files-cnn.sh makes its shards from them there (kiln-preprocess export
 # --from-idx), so the pack carries no shards.

@@ -1193,6 +1193,78 @@ static void tracks(const char *what, const char *spec_json, const kn_backend *re
 /* The precision checks (header): ops and models in tf32 and bf16 against
  * the CPU in fp32 and against the CPU emulating the precision, then 50
  * training steps against fp32 on the same device. */
+/* Greedy generation with the KV cache (kn_model_generate): on the device,
+ * the same tokens as the device's no-cache path (the whole context per
+ * token) and as the CPU's cached path, for a prompt that leaves room in the
+ * block, one that fills it on the way (the cache's last position, then the
+ * sliding window) and a one-token prompt. The weights are scaled up (x6) so
+ * that attention is far from uniform yet not one-hot: with --backend cpu, an
+ * attention scale 3 % off in cpu_kv_attention changes the tokens (x25, as in
+ * test_generate_kv, saturates the softmax and hides it; x3 hides it too). */
+static void gen_parity(const char *spec_json)
+{
+    kn_model *m[2] = {NULL, NULL};
+    const kn_backend *be[2] = {cpu, dev};
+    char err[256];
+    for (int k = 0; k < 2; k++) {
+        json_t *spec = json_loads(spec_json, 0, NULL);
+        if (!spec || kn_model_new(spec, 11, 1, be[k], &m[k], err, sizeof(err))) {
+            fprintf(stderr, "model %s: %s\n", spec_json, err);
+            exit(1);
+        }
+        json_decref(spec);
+        const kn_tensor_set *ps = kn_model_params(m[k]);
+        for (int i = 0; i < ps->n; i++) {
+            size_t n = ps->t[i].numel;
+            float *w = malloc(n * sizeof(float));
+            kn_model_get_tensor(m[k], ps->t[i].name, w, n);
+            for (size_t j = 0; j < n; j++)
+                w[j] *= 6.0f;
+            kn_model_set_tensor(m[k], ps->t[i].name, w, n);
+            free(w);
+        }
+    }
+    const int T = kn_model_block_size(m[0]);
+    const int cases[3][2] = {{5, 20}, {3, T + 8}, {1, T - 1}}; /* prompt, new tokens */
+    for (int c = 0; c < 3; c++) {
+        int np = cases[c][0], nn = cases[c][1], total = np + nn;
+        int *prompt = malloc((size_t)np * sizeof(int)), *out[3];
+        for (int i = 0; i < np; i++)
+            prompt[i] = (i * 17 + 3) % 50;
+        kn_sample_config kv = {0}, ref = {.no_kv_cache = 1};
+        const kn_sample_config *sc[3] = {&kv, &kv, &ref};
+        kn_model *mm[3] = {m[0], m[1], m[1]}; /* cpu cached, dev cached, dev no cache */
+        for (int r = 0; r < 3; r++) {
+            out[r] = malloc((size_t)total * sizeof(int));
+            if (kn_model_generate(mm[r], prompt, np, nn, sc[r], out[r], err, sizeof(err))) {
+                fprintf(stderr, "generate: %s\n", err);
+                exit(1);
+            }
+        }
+        for (int r = 1; r < 3; r++) {
+            int bad = -1;
+            for (int i = 0; i < total && bad < 0; i++)
+                if (out[r][i] != out[r == 1 ? 0 : 1][i]) bad = i;
+            checks++;
+            if (bad >= 0) {
+                failures++;
+                printf("FAIL generate (prompt %d, %d new): %s: token %d is %d, %s %d\n", np, nn,
+                       r == 1 ? "cached on the device vs on the cpu"
+                              : "no cache vs cached on the device",
+                       bad, out[r][bad], r == 1 ? "cpu" : "cached", out[r == 1 ? 0 : 1][bad]);
+            } else {
+                printf("ok   generate (prompt %d, %d new): %s: %d tokens equal\n", np, nn,
+                       r == 1 ? "cached, device vs cpu" : "device, no cache vs cached", total);
+            }
+        }
+        for (int r = 0; r < 3; r++)
+            free(out[r]);
+        free(prompt);
+    }
+    kn_model_destroy(m[0]);
+    kn_model_destroy(m[1]);
+}
+
 static int quick; /* --quick: no 50-step training runs */
 
 /* The bf16 table's fused attention (flash.cu): op by op against the CPU
@@ -1400,6 +1472,8 @@ int main(int argc, char **argv)
     ckpt_continue("cnn batchnorm", bn_cnn, cpu, dev, 6);
     ckpt_continue("cnn batchnorm", bn_cnn, dev, cpu, 6);
     ckpt_continue("mlp", "{\"type\":\"mlp\",\"sizes\":[20,32,16,5]}", cpu, dev, 8);
+    gen_parity("{\"type\":\"gpt\",\"n_layer\":2,\"n_head\":4,\"n_embd\":64,"
+               "\"block_size\":40,\"vocab_size\":50}");
     determinism(gpt, 3, 16);
     precisions(gpt);
 

@@ -73,6 +73,7 @@ static void fill_table(kn_backend *t)
     t->optim_update = kn_cu_optim_update;
     t->optim_update_all = kn_cu_optim_update_all;
     kn_cu_fill_batchnorm(t);
+    kn_cu_fill_kvcache(t);
 }
 
 /* The first call probes (a device, cuBLAS, a handle, the reduction buffer);

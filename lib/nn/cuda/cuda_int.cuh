@@ -224,5 +224,7 @@ void kn_cu_optim_update_all(const kn_optim_args *a, float clip, float *param, co
 
 /* batchnorm.cu: sets batchnorm_fwd/bwd and xent_smooth_fwd/bwd in the table */
 void kn_cu_fill_batchnorm(kn_backend *t);
+/* kvcache.cu: kv_store, kv_attention (generation's KV cache) */
+void kn_cu_fill_kvcache(kn_backend *t);
 
 #endif
