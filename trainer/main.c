@@ -579,6 +579,19 @@ static int window_first(trainer *t, char *e, size_t esz)
     if ((rc = trn_window_load(&t->b, &t->s, 0, 0, t->s.epochs, lo, hi, NULL, NULL, NULL, e,
                               esz)) != KN_OK)
         goto out;
+    if (t->b.win.pass_examples == 0 && t->s.window_kind != TRN_WIN_FIXED) {
+        /* offsets but no example yet: transaction markers, records of an
+         * aborted transaction. Not a cycle: cycle 0 is the first window
+         * with examples, and its ranges still start at the low watermark
+         * (a cycle 0 of nothing would make the next cycle's ranges start
+         * past those offsets, a gap in the lineage's chain from 0). */
+        static int said;
+        if (!said++)
+            kn_log_info("the window holds offsets but no examples yet (transaction markers or "
+                        "aborted records): waiting for records");
+        trn_window_free(&t->b.win);
+        goto out; /* rc is KN_OK (0): nothing loaded */
+    }
     window_loaded(t, hi);
     t->next_cycle = 1;
     rc = 1;

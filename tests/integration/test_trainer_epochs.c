@@ -11,6 +11,9 @@
  *    relation "replay"), its cycle's new ranges are exactly the new offsets,
  *    the replay sample has replay_ratio × the new examples from before them,
  *    and each of the replay passes trains new + replayed examples once;
+ *  - a window that starts with offsets but no examples (an aborted
+ *    transaction, its marker) is not a cycle: cycle 0 is the first window
+ *    with examples, its ranges starting at offset 0;
  *  - reproduce: `kilnctl reproduce` rebuilds the first version (fresh
  *    init), a mid-epoch version of the restarted trainer and the first
  *    replay version from their lineage and
@@ -63,7 +66,11 @@ static int setup(void **state)
              "window = last:3\n"
              "[model.ep-fixed]\ndataset = synth\nspec = {\"type\":\"mlp\",\"sizes\":[16,8,4]}\n"
              "batch = 4\ncheckpoint_steps = 0\ncheckpoint_seconds = 0\nepochs = 1\n"
-             "window = 0:2-5, 2:0-1\n",
+             "window = 0:2-5, 2:0-1\n"
+             "[dataset.late]\nkind = image\n"
+             "[model.ep-empty]\ndataset = late\nspec = {\"type\":\"mlp\",\"sizes\":[16,8,4]}\n"
+             "batch = 4\ncheckpoint_steps = 0\ncheckpoint_seconds = 0\nepochs = 1\n"
+             "window = all\n",
              tt_brokers(), F.s.prefix, F.s.dir, BATCH, CKPT_STEPS, EPOCHS);
     tt_write(F.s.config, ini);
     if (tt_synth_open(&F.s, NPART) != 0) return -1;
@@ -414,6 +421,65 @@ static void test_windows(void **state)
     }
 }
 
+/* Polls a log file for a text; 1 when it appears within timeout_s. */
+static int log_has(const char *path, const char *text, double timeout_s)
+{
+    for (double t0 = tt_now(); tt_now() - t0 < timeout_s; usleep(100 * 1000)) {
+        char *b = tt_read(path, NULL);
+        int found = b && strstr(b, text);
+        free(b);
+        if (found) return 1;
+    }
+    return 0;
+}
+
+static void test_empty_start(void **state)
+{
+    (void)state;
+    char topic[400], log[700], e[512];
+    snprintf(topic, sizeof(topic), "%s.train.late", F.s.prefix);
+    snprintf(log, sizeof(log), "%s/trainer-empty.log", F.s.dir);
+    tt_shards_out out;
+    assert_int_equal(tt_shards_open(&out, topic, 2), 0);
+    /* an aborted transaction on both partitions: offsets 0 (its record)
+     * and 1 (the abort marker), nothing a read_committed reader sees */
+    assert_int_equal(kn_kafka_txn_begin(out.p, e, sizeof(e)), KN_OK);
+    for (int p = 0; p < 2; p++)
+        assert_int_equal(kn_kafka_produce(out.p, topic, p, "junk", 4, "junk", 4, NULL, 0, NULL),
+                         KN_OK);
+    assert_int_equal(kn_kafka_txn_abort(out.p, 30000, e, sizeof(e)), KN_OK);
+
+    tt_trainer t;
+    const char *idle[] = {"--idle-exit", "8", NULL};
+    assert_int_equal(tt_trainer_start(&t, &F.s.reg, F.s.config, "ep-empty", idle, log), 0);
+    int waited = log_has(log, "no examples yet", 60);
+    /* then the records: four shards */
+    const uint32_t shape[3] = {4, 4, 1};
+    kn_shard_writer *ws[4];
+    for (int j = 0; j < 4; j++) {
+        ws[j] = kn_shard_writer_new(KN_SHARD_IMAGE, KN_SHARD_F32, 3, shape, 32, 32, e, sizeof(e));
+        assert_non_null(ws[j]);
+        assert_int_equal(tt_synth_shard(&F.s, ws[j], 6), KN_OK);
+    }
+    assert_int_equal(tt_shards_send(&out, ws, 4), 0);
+    for (int j = 0; j < 4; j++)
+        kn_shard_writer_destroy(ws[j]);
+    tt_shards_close(&out);
+    int rc = tt_wait(t.pid, 90);
+    if (!waited || rc != 0) tt_dump_log(log, 3000);
+    assert_true(waited);
+    assert_int_equal(rc, 0);
+
+    json_t *vs = tt_complete_versions(&F.s.reg, "ep-empty");
+    assert_true(json_array_size(vs) >= 1);
+    json_t *cyc = json_object_get(lin(json_array_get(vs, 0)), "cycle"), *r;
+    size_t k;
+    assert_int_equal(ji(cyc, "n"), 0);
+    assert_int_equal(ji(cyc, "examples_per_epoch"), 24);
+    json_array_foreach(json_object_get(cyc, "ranges"), k, r) assert_int_equal(ji(r, "start"), 0);
+    json_decref(vs);
+}
+
 static void test_reproduce(void **state)
 {
     (void)state;
@@ -455,7 +521,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kill_during_epoch2), cmocka_unit_test(test_replay),
         cmocka_unit_test(test_reproduce),          cmocka_unit_test(test_windows),
-        cmocka_unit_test(test_reproduce_detects),
+        cmocka_unit_test(test_reproduce_detects),  cmocka_unit_test(test_empty_start),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
