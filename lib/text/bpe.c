@@ -301,8 +301,8 @@ static void *table_alloc(size_t size)
         return memset(p, 0, size);
     }
     size = (size + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
-    uint8_t *m = mmap(NULL, size + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                      -1, 0);
+    uint8_t *m =
+        mmap(NULL, size + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) return NULL;
     /* keep the 2 MiB-aligned part, unmap the slack on either side */
     uint8_t *a = (uint8_t *)(((uintptr_t)m + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
