@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <openssl/evp.h>
 
@@ -279,6 +280,51 @@ static inline uint64_t hash_pair(uint64_t key)
     return mix64(key * 0x9e3779b97f4a7c15ull);
 }
 
+/* ---------- lookup tables ---------- */
+
+#define HUGE_PAGE ((size_t)2 << 20)
+
+/* Memory for a table that encode reads at random: the token map, the pair map
+ * and the piece cache (1-16 MiB each). Nearly every lookup misses the CPU
+ * caches, and with 4 KiB pages the TLB as well; under a hypervisor a TLB miss
+ * is a nested page walk, which the profile showed stalling the cache prefetches.
+ * So a table of 1 MiB or more is mapped 2 MiB-aligned, rounded up to whole
+ * 2 MiB pages, and marked for transparent huge pages (honoured when THP is
+ * "always" or "madvise", as on Debian; otherwise a plain mapping). Returns
+ * zeroed memory, 64-byte aligned at least, or NULL; a mapped table is backed
+ * on first touch. */
+static void *table_alloc(size_t size)
+{
+    if (size < HUGE_PAGE / 2) {
+        void *p = NULL;
+        if (posix_memalign(&p, 64, size)) return NULL;
+        return memset(p, 0, size);
+    }
+    size = (size + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+    uint8_t *m =
+        mmap(NULL, size + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return NULL;
+    /* keep the 2 MiB-aligned part, unmap the slack on either side */
+    uint8_t *a = (uint8_t *)(((uintptr_t)m + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+    if (a > m) munmap(m, (size_t)(a - m));
+    munmap(a + size, (size_t)(m + HUGE_PAGE - a)); /* never empty: a < m + HUGE_PAGE */
+#ifdef MADV_HUGEPAGE
+    madvise(a, size, MADV_HUGEPAGE); /* a hint: failure leaves 4 KiB pages */
+#endif
+    return a;
+}
+
+/* Frees what table_alloc(size) returned (the same size); accepts NULL. */
+static void table_free(void *p, size_t size)
+{
+    if (!p) return;
+    if (size < HUGE_PAGE / 2) {
+        free(p);
+        return;
+    }
+    munmap(p, (size + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1));
+}
+
 /* ---------- token store: bytes of each id plus a bytes -> id map ---------- */
 
 typedef struct {
@@ -311,7 +357,7 @@ static void ts_free(tokstore *ts)
     free(ts->arena);
     free(ts->off);
     free(ts->len);
-    free(ts->slot);
+    table_free(ts->slot, (ts->mask + 1) * sizeof(*ts->slot));
     memset(ts, 0, sizeof(*ts));
 }
 
@@ -320,7 +366,7 @@ static int ts_rehash(tokstore *ts, size_t want)
     size_t cap = 1024;
     while (cap < want * 2)
         cap <<= 1;
-    ts_slot *slot = malloc(cap * sizeof(*slot));
+    ts_slot *slot = table_alloc(cap * sizeof(*slot));
     if (!slot) return KN_ENOMEM;
     memset(slot, 0xff, cap * sizeof(*slot));
     for (size_t i = 0; i < ts->n; i++) {
@@ -330,7 +376,7 @@ static int ts_rehash(tokstore *ts, size_t want)
             j = (j + 1) & (cap - 1);
         slot[j] = (ts_slot){(uint32_t)i, ts_tag(h, ts->len[i])};
     }
-    free(ts->slot);
+    table_free(ts->slot, (ts->mask + 1) * sizeof(*ts->slot));
     ts->slot = slot;
     ts->mask = cap - 1;
     return KN_OK;
@@ -453,7 +499,6 @@ struct kn_bpe {
     char hash[65];     /* SHA-256 hex of the rank file */
     wc_slot *wcache;   /* (wc_mask+1) piece cache, 64-byte aligned; NULL if not allocated */
     size_t wc_mask;
-    void *wcache_mem;     /* what calloc returned for wcache */
     uint8_t cls[0x10000]; /* class of each BMP code point (C_* bits) */
 };
 
@@ -498,7 +543,7 @@ static int build_pairs(kn_bpe *b)
     size_t cap = 1024;
     while (cap < npairs * 2)
         cap <<= 1;
-    b->pairs = malloc(cap * sizeof(*b->pairs));
+    b->pairs = table_alloc(cap * sizeof(*b->pairs));
     if (!b->pairs) {
         free(found);
         return KN_ENOMEM;
@@ -1121,9 +1166,9 @@ void kn_bpe_destroy(kn_bpe *b)
 {
     if (!b) return;
     ts_free(&b->ts);
-    free(b->pairs);
+    table_free(b->pairs, (b->pmask + 1) * sizeof(*b->pairs));
     free(b->bpair);
-    free(b->wcache_mem);
+    table_free(b->wcache, (b->wc_mask + 1) * sizeof(*b->wcache));
     for (size_t i = 0; i < b->nspec; i++)
         free(b->spec[i].name);
     free(b->spec);
@@ -1398,16 +1443,13 @@ kn_bpe *kn_bpe_load_mem(const char *data, size_t len, const char *name, kn_bpe_k
         b->cls[cp] = (cp >= 0xd800 && cp <= 0xdfff) ? 0 : (uint8_t)class_of_cp(cp);
     if (build_pairs(b)) goto nomem;
     /* Zeroed slots are empty: sequence 0 with length 0 matches no piece.
-     * calloc's zero pages are only backed as slots get used. The cache is an
+     * The zero pages are only backed as slots get used. The cache is an
      * optimisation: encode works without it. */
     size_t wslots = WC_MIN_SLOTS;
     while (wslots < 2 * nord && wslots < WC_MAX_SLOTS)
         wslots <<= 1;
-    b->wcache_mem = calloc(1, wslots * sizeof(wc_slot) + 64);
-    if (b->wcache_mem) {
-        b->wcache = (wc_slot *)(((uintptr_t)b->wcache_mem + 63) & ~(uintptr_t)63);
-        b->wc_mask = wslots - 1;
-    }
+    b->wcache = table_alloc(wslots * sizeof(wc_slot)); /* 64-byte slots, 2 MiB-aligned */
+    if (b->wcache) b->wc_mask = wslots - 1;
     free(lines);
     free(bytes);
     return b;

@@ -4,9 +4,11 @@
 // Usage: node bench-ref.js <r50k_base|cl100k_base> <seconds> <doc>...
 //        node bench-ref.js <r50k_base|cl100k_base> <seconds> --corpus <file>
 //        (the NUL-separated documents of tests/tokenizer/bench-corpus.js)
-// Prints one line: "ref <encoding> <MB/s> <ids> <bytes> <sha256>" (MB = 1e6
-// bytes); sha256 is over, per document in order, its id count then its ids,
-// each a little-endian u32: bench_bpe hashes its own ids the same way.
+// Prints one line: "ref <encoding> <MB/s> <ids> <bytes> <sha256> <MB/s of CPU>"
+// (MB = 1e6 bytes; the first MB/s is wall time, the last the main thread's
+// CPU time, schedstat); sha256 is over, per document in order, its id count
+// then its ids, each a little-endian u32: bench_bpe hashes its own ids the
+// same way.
 'use strict';
 const fs = require('fs');
 const crypto = require('crypto');
@@ -40,7 +42,12 @@ for (const t of texts) { // warm-up, and the ids' digest
   digest.update(le);
   ids += v.length;
 }
+// Nanoseconds this thread has run on a CPU (first field of schedstat).
+function threadCpuNs() {
+  return Number(fs.readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]);
+}
 let passes = 0;
+const c0 = threadCpuNs();
 const t0 = process.hrtime.bigint();
 let elapsed = 0;
 do {
@@ -48,6 +55,8 @@ do {
   passes++;
   elapsed = Number(process.hrtime.bigint() - t0) / 1e9;
 } while (elapsed < seconds);
+const cpu = (threadCpuNs() - c0) / 1e9;
 enc.free();
 const mbps = ((bytes * passes) / 1e6 / elapsed).toFixed(2);
-console.log(`ref ${encName} ${mbps} ${ids} ${bytes} ${digest.digest('hex')}`);
+const cpuMbps = ((bytes * passes) / 1e6 / cpu).toFixed(2);
+console.log(`ref ${encName} ${mbps} ${ids} ${bytes} ${digest.digest('hex')} ${cpuMbps}`);

@@ -3,11 +3,13 @@
  *   bpe_tool parity <rank-file> <r50k|cl100k> <expected-file>
  *   bpe_tool train <r50k|cl100k> <vocab-size> <out-rank-file> <file>...
  *   bpe_tool encode <rank-file> <r50k|cl100k> <file>   (ids on stdout)
- *   bpe_tool bench <rank-file> <r50k|cl100k> <corpus> <seconds> [<expected-ids>]
+ *   bpe_tool bench <rank-file> <r50k|cl100k> <corpus> <seconds> [<expected-ids>] [--special]
  *       single-thread encode speed, one call per document, over a corpus of
  *       NUL-separated documents (tests/tokenizer/bench-corpus.js); with the
  *       expected ids (reference.js expect-corpus: one line per document) every
- *       document's ids must be identical first. */
+ *       document's ids must be identical first. --special encodes with special
+ *       tokens allowed (KN_BPE_SPECIAL_ALLOW), as npm tiktoken-node's `encode`
+ *       does, instead of as plain text (tiktoken's encode_ordinary). */
 #include "text/bpe.h"
 #include "core/kn.h"
 
@@ -312,7 +314,7 @@ static int read_id_line(FILE *f, char **line, size_t *cap, kn_bpe_ids *v)
 }
 
 static int cmd_bench(const char *rank_file, kn_bpe_kind kind, const char *corpus, double seconds,
-                     const char *expected)
+                     const char *expected, kn_bpe_special special)
 {
     char err[512];
     kn_bpe *b = kn_bpe_load(rank_file, kind, err, sizeof(err));
@@ -354,8 +356,7 @@ static int cmd_bench(const char *rank_file, kn_bpe_kind kind, const char *corpus
     for (size_t i = 0; i < ndocs; i++) { /* warm-up, id count and (with expected) parity */
         ids.len = 0;
         double c = cpu_now();
-        if (kn_bpe_encode(b, text + start[i], dlen[i], KN_BPE_SPECIAL_ORDINARY, &ids, err,
-                          sizeof(err))) {
+        if (kn_bpe_encode(b, text + start[i], dlen[i], special, &ids, err, sizeof(err))) {
             fprintf(stderr, "encode: %s\n", err);
             return 1;
         }
@@ -382,15 +383,16 @@ static int cmd_bench(const char *rank_file, kn_bpe_kind kind, const char *corpus
     do {
         for (size_t i = 0; i < ndocs; i++) {
             ids.len = 0;
-            kn_bpe_encode(b, text + start[i], dlen[i], KN_BPE_SPECIAL_ORDINARY, &ids, NULL, 0);
+            kn_bpe_encode(b, text + start[i], dlen[i], special, &ids, NULL, 0);
         }
         passes++;
         elapsed = now() - t0;
     } while (elapsed < seconds);
     double cpu = cpu_now() - c0;
-    printf("bench %s: %zu documents, %zu bytes, %zu ids; %.2f MB/s wall, %.2f MB/s of CPU time "
+    printf("bench %s%s: %zu documents, %zu bytes, %zu ids; %.2f MB/s wall, %.2f MB/s of CPU time "
            "(%.2f Mtok/s wall, %zu passes; first pass %.2f MB/s of CPU time)",
-           kind == KN_BPE_CL100K ? "cl100k" : "r50k", ndocs, len, nids,
+           kind == KN_BPE_CL100K ? "cl100k" : "r50k",
+           special == KN_BPE_SPECIAL_ALLOW ? " (special tokens allowed)" : "", ndocs, len, nids,
            (double)len * (double)passes / 1e6 / elapsed, (double)len * (double)passes / 1e6 / cpu,
            (double)nids * (double)passes / 1e6 / elapsed, passes, (double)len / 1e6 / first);
     if (f) printf("; ids %s", nbad ? "DIFFER" : "identical to the reference");
@@ -416,13 +418,19 @@ int main(int argc, char **argv)
         return cmd_train(kind, strtoull(argv[3], NULL, 10), argv[4], argc - 5, argv + 5);
     if (argc == 5 && strcmp(argv[1], "encode") == 0 && parse_kind(argv[3], &kind) == 0)
         return cmd_encode(argv[2], kind, argv[4]);
+    kn_bpe_special special = KN_BPE_SPECIAL_ORDINARY;
+    if (argc >= 7 && strcmp(argv[1], "bench") == 0 && strcmp(argv[argc - 1], "--special") == 0) {
+        special = KN_BPE_SPECIAL_ALLOW;
+        argc--;
+    }
     if ((argc == 6 || argc == 7) && strcmp(argv[1], "bench") == 0 &&
         parse_kind(argv[3], &kind) == 0)
-        return cmd_bench(argv[2], kind, argv[4], atof(argv[5]), argc == 7 ? argv[6] : NULL);
+        return cmd_bench(argv[2], kind, argv[4], atof(argv[5]), argc == 7 ? argv[6] : NULL,
+                         special);
     fprintf(stderr, "usage: bpe_tool parity <rank-file> <r50k|cl100k> <expected>\n"
                     "       bpe_tool train <r50k|cl100k> <vocab-size> <out> <file>...\n"
                     "       bpe_tool encode <rank-file> <r50k|cl100k> <file>\n"
                     "       bpe_tool bench <rank-file> <r50k|cl100k> <corpus> <seconds> "
-                    "[<expected-ids>]\n");
+                    "[<expected-ids>] [--special]\n");
     return 2;
 }

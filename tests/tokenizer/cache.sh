@@ -33,7 +33,7 @@ fi
 command -v node >/dev/null || unavailable "node is not installed"
 command -v npm >/dev/null || unavailable "npm is not installed"
 if [ ! -d "$TOK/node_modules/tiktoken" ] || [ ! -d "$TOK/node_modules/js-tiktoken" ] ||
-   [ ! -d "$TOK/node_modules/gpt-3-encoder" ]; then
+   [ ! -d "$TOK/node_modules/gpt-3-encoder" ] || [ ! -d "$TOK/node_modules/tiktoken-node" ]; then
     echo "installing npm reference packages into $TOK/node_modules"
     (cd "$TOK" && npm ci --no-audit --no-fund --loglevel=error) ||
         unavailable "npm ci failed (registry unreachable?)"

@@ -10,9 +10,11 @@
 //       built-in special-token cases with allowed_special "all", and writes
 //       <out-file>:  "D <nbytes> <nids> <path>\n<ids>\n" per document and
 //                    "S <hex text> <nids>\n<ids>\n" per special case.
-//   node reference.js expect-corpus <encoding> <out-file> <corpus>
+//   node reference.js expect-corpus <encoding> <out-file> <corpus> [--special]
 //       encodes each NUL-separated document of <corpus> (bench-corpus.js) with
-//       encode_ordinary and writes one line of ids per document.
+//       encode_ordinary (with --special: encode with allowed_special "all",
+//       what npm tiktoken-node's `encode` does) and writes one line of ids per
+//       document.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -111,7 +113,7 @@ function writeExpected(encName, outFile, docs) {
   console.log(`wrote ${outFile}: ${docs.length} documents, ${SPECIAL_CASES.length} special cases, ${nids} ids (${encName})`);
 }
 
-function writeExpectedCorpus(encName, outFile, corpus) {
+function writeExpectedCorpus(encName, outFile, corpus, special) {
   const { get_encoding } = require('tiktoken');
   const enc = get_encoding(encName);
   const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -119,19 +121,21 @@ function writeExpectedCorpus(encName, outFile, corpus) {
   const fd = fs.openSync(outFile + '.tmp', 'w');
   let nids = 0;
   for (const d of docs) {
-    const ids = enc.encode_ordinary(d);
+    const ids = special ? enc.encode(d, 'all') : enc.encode_ordinary(d);
     fs.writeSync(fd, Array.from(ids).join(' ') + '\n');
     nids += ids.length;
   }
   fs.closeSync(fd);
   enc.free();
   fs.renameSync(outFile + '.tmp', outFile);
-  console.log(`wrote ${outFile}: ${docs.length} documents, ${nids} ids (${encName})`);
+  console.log(`wrote ${outFile}: ${docs.length} documents, ${nids} ids (${encName}` +
+              `${special ? ', special tokens allowed' : ''})`);
 }
 
 const [cmd, ...args] = process.argv.slice(2);
 if (cmd === 'ranks' && args.length === 1) writeRanks(args[0]);
 else if (cmd === 'expect' && args.length >= 2) writeExpected(args[0], args[1], args.slice(2));
-else if (cmd === 'expect-corpus' && args.length === 3) writeExpectedCorpus(args[0], args[1], args[2]);
+else if (cmd === 'expect-corpus' && (args.length === 3 || (args.length === 4 && args[3] === '--special')))
+  writeExpectedCorpus(args[0], args[1], args[2], args.length === 4);
 else die('usage: reference.js ranks <cache-dir> | expect <encoding> <out-file> <doc>... | ' +
-         'expect-corpus <encoding> <out-file> <corpus>');
+         'expect-corpus <encoding> <out-file> <corpus> [--special]');
