@@ -206,6 +206,8 @@ static int is_space(unsigned char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
 
+static uint64_t band_key(const kn_dedup *d, const uint32_t *sig, uint32_t band);
+
 /* The signature: one-permutation hashing with densification (Shrivastava,
  * "Optimal densification for fast and accurate minwise hashing", 2017).
  * Each shingle is hashed once (64-bit XXH3, seeded); the high half picks one
@@ -259,8 +261,7 @@ int kn_dedup_fingerprint(const kn_dedup *d, const char *text, size_t len, kn_ded
     }
 
     uint32_t nh = d->o.num_hashes, k = d->o.shingle;
-    uint8_t filled[KN_DEDUP_MAX_HASHES];
-    memset(filled, 0, nh);
+    uint64_t filled[KN_DEDUP_MAX_HASHES / 64] = {0}; /* bit per bin */
     for (uint32_t i = 0; i < nh; i++)
         fp->sig[i] = UINT32_MAX;
     size_t nshingles = nc >= k ? nc - k + 1 : 1;
@@ -268,20 +269,35 @@ int kn_dedup_fingerprint(const kn_dedup *d, const char *text, size_t len, kn_ded
         size_t from = !nc ? 0 : starts ? starts[s] : s;
         size_t to = nc < k ? n : starts ? starts[s + k] : s + k;
         uint64_t h = XXH3_64bits_withSeed(norm + from, to - from, d->o.seed);
-        uint32_t bin = (uint32_t)(((h >> 32) * nh) >> 32), v = (uint32_t)h;
-        if (v < fp->sig[bin]) fp->sig[bin] = v;
-        filled[bin] = 1;
+        uint32_t bin = (uint32_t)(((h >> 32) * nh) >> 32), v = (uint32_t)h, cur = fp->sig[bin];
+        /* branch-free minimum: which is smaller is a coin toss */
+        uint32_t lt = (uint32_t)0 - (uint32_t)(v < cur);
+        fp->sig[bin] = (v & lt) | (cur & ~lt);
+        filled[bin >> 6] |= 1ull << (bin & 63);
     }
-    /* densify: an empty bin copies a filled one (filled before densifying) */
+    /* densify: an empty bin copies the first filled bin of its probes (filled
+     * before densifying), found without a branch per probe */
+#define FILLED(b) ((uint32_t)(filled[(b) >> 6] >> ((b) & 63)) & 1u)
     for (uint32_t i = 0; i < nh; i++) {
-        if (filled[i]) continue;
-        uint32_t from = UINT32_MAX;
-        for (int a = 0; a < DENSIFY_PROBES && from == UINT32_MAX; a++)
-            if (filled[d->probe[i][a]]) from = d->probe[i][a];
-        for (uint32_t j = 1; j < nh && from == UINT32_MAX; j++) /* last resort */
-            if (filled[(i + j) % nh]) from = (i + j) % nh;
+        if (FILLED(i)) continue;
+        uint32_t hits = 0;
+        for (int a = 0; a < DENSIFY_PROBES; a++)
+            hits |= FILLED(d->probe[i][a]) << a;
+        uint32_t from = 0;
+        if (hits) {
+            from = d->probe[i][__builtin_ctz(hits)];
+        } else { /* last resort: the next filled bin */
+            for (uint32_t j = 1; j < nh; j++)
+                if (FILLED((i + j) % nh)) {
+                    from = (i + j) % nh;
+                    break;
+                }
+        }
         fp->sig[i] = fp->sig[from];
     }
+#undef FILLED
+    for (uint32_t band = 0; band < d->o.bands; band++)
+        fp->band[band] = band_key(d, fp->sig, band);
     if (norm != norm_s) free(norm);
     if (starts && starts != starts_s) free(starts);
     return KN_OK;
@@ -387,9 +403,15 @@ int kn_dedup_check(const kn_dedup *d, const kn_dedup_fp *fp, double *similarity)
     if (!d->o.near || fp->nsig != d->o.num_hashes) return KN_DEDUP_NEW;
     uint32_t nh = d->o.num_hashes;
     uint32_t need = (uint32_t)(d->o.threshold * nh + 0.999999);
-    uint64_t keys[KN_DEDUP_MAX_HASHES];
-    for (uint32_t band = 0; band < d->o.bands; band++)
-        keys[band] = band_key(d, fp->sig, band);
+    const uint64_t *keys = fp->band;
+    /* The buckets are scattered over tables of many megabytes: ask for all
+     * their cache lines first, so that the misses overlap instead of
+     * following one another. */
+    for (int k = 0; k < 2; k++) {
+        const gen *g = &d->g[k];
+        for (uint32_t band = 0; band < d->o.bands; band++)
+            __builtin_prefetch(&g->buckets[(size_t)keys[band] & (g->cap_buckets - 1)]);
+    }
     uint32_t best = near_best(d, &d->g[d->cur], fp, keys, need, 0);
     best = near_best(d, &d->g[!d->cur], fp, keys, need, best);
     if (similarity) *similarity = (double)best / nh;
@@ -397,7 +419,8 @@ int kn_dedup_check(const kn_dedup *d, const kn_dedup_fp *fp, double *similarity)
 }
 
 /* Inserts a document with an optional signature (sig NULL: exact only). */
-static int insert(kn_dedup *d, const uint8_t *hash, const uint32_t *sig, int pending)
+static int insert(kn_dedup *d, const uint8_t *hash, const uint32_t *sig, const uint64_t *keys,
+                  int pending)
 {
     for (int k = 0; k < 2; k++) {
         doc *x = live_doc(&d->g[k], hash);
@@ -444,7 +467,7 @@ static int insert(kn_dedup *d, const uint8_t *hash, const uint32_t *sig, int pen
         x->sig = (uint32_t)g->nsigs++;
         memcpy(g->sigs + (size_t)x->sig * nh, sig, nh * sizeof(uint32_t));
         for (uint32_t band = 0; band < d->o.bands; band++) {
-            uint64_t key = band_key(d, sig, band);
+            uint64_t key = keys ? keys[band] : band_key(d, sig, band);
             size_t bs = bucket_slot(g, key);
             if (!g->buckets[bs].key) {
                 g->buckets[bs].key = key;
@@ -462,7 +485,7 @@ static int insert(kn_dedup *d, const uint8_t *hash, const uint32_t *sig, int pen
 int kn_dedup_insert(kn_dedup *d, const kn_dedup_fp *fp, int pending)
 {
     const uint32_t *sig = fp->nsig && fp->nsig == d->o.num_hashes ? fp->sig : NULL;
-    return insert(d, fp->hash, sig, pending);
+    return insert(d, fp->hash, sig, sig ? fp->band : NULL, pending);
 }
 
 void kn_dedup_commit(kn_dedup *d)
@@ -566,5 +589,5 @@ int kn_dedup_entry_apply(kn_dedup *d, const void *key, size_t key_len, const voi
         for (uint32_t j = 0; j < nsig; j++)
             sig[j] = (uint32_t)v[8 + 4 * j] | ((uint32_t)v[9 + 4 * j] << 8) |
                      ((uint32_t)v[10 + 4 * j] << 16) | ((uint32_t)v[11 + 4 * j] << 24);
-    return insert(d, hash, usable ? sig : NULL, 0);
+    return insert(d, hash, usable ? sig : NULL, NULL, 0);
 }
