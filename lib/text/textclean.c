@@ -421,13 +421,31 @@ static int strip_markup(const uint8_t *s, size_t n, tbuf *out)
 
 /* ---- stage 3: controls and line breaks (before normalization) ---- */
 
+/* The next code point of s (validated UTF-8) at *i; ASCII without a call. */
+static inline uint32_t next_cp(const uint8_t *s, size_t n, size_t *i)
+{
+    uint32_t cp = s[*i];
+    if (cp < 0x80) {
+        (*i)++;
+        return cp;
+    }
+    if (u8_next(s, n, i, &cp) != 0) { /* validated before: cannot happen */
+        (*i)++;
+        return 0xFFFD;
+    }
+    return cp;
+}
+
+/* Stages 3 and 5 never write more than they read: the output is reserved
+ * once and written in place (a call per character was most of their cost). */
 static int strip_controls(const kn_textclean_options *o, const uint8_t *s, size_t n, tbuf *out)
 {
+    if (tb_reserve(out, n) != KN_OK) return KN_ENOMEM;
+    char *w = out->p + out->len;
     size_t i = 0;
     while (i < n) {
         size_t at = i;
-        uint32_t cp;
-        if (u8_next(s, n, &i, &cp) != 0) return KN_ERR; /* validated before: cannot happen */
+        uint32_t cp = next_cp(s, n, &i);
         if (cp == '\r') {
             if (i < n && s[i] == '\n') i++;
             cp = '\n';
@@ -440,11 +458,14 @@ static int strip_controls(const kn_textclean_options *o, const uint8_t *s, size_
             continue;
         }
         if (cp == '\n') {
-            if (tb_putc(out, '\n') != KN_OK) return KN_ENOMEM;
-        } else if (tb_put(out, s + at, i - at) != KN_OK) {
-            return KN_ENOMEM;
+            *w++ = '\n';
+        } else {
+            memcpy(w, s + at, i - at);
+            w += i - at;
         }
     }
+    out->len = (size_t)(w - out->p);
+    out->p[out->len] = '\0';
     return KN_OK;
 }
 
@@ -452,12 +473,13 @@ static int strip_controls(const kn_textclean_options *o, const uint8_t *s, size_
 
 static int collapse_ws(const uint8_t *s, size_t n, tbuf *out)
 {
+    if (tb_reserve(out, n) != KN_OK) return KN_ENOMEM;
+    char *w = out->p + out->len;
     size_t i = 0, newlines = 0;
     int space = 0, started = 0;
     while (i < n) {
         size_t at = i;
-        uint32_t cp;
-        if (u8_next(s, n, &i, &cp) != 0) return KN_ERR;
+        uint32_t cp = next_cp(s, n, &i);
         if (cp == '\n') {
             newlines++;
             space = 0;
@@ -467,16 +489,20 @@ static int collapse_ws(const uint8_t *s, size_t n, tbuf *out)
             if (!newlines) space = 1;
             continue;
         }
-        if (started && newlines) {
-            if (tb_put(out, "\n\n", newlines > 2 ? 2 : newlines) != KN_OK) return KN_ENOMEM;
+        if (started && newlines) { /* newlines >= 1 bytes were read for these */
+            *w++ = '\n';
+            if (newlines > 1) *w++ = '\n';
         } else if (started && space) {
-            if (tb_putc(out, ' ') != KN_OK) return KN_ENOMEM;
+            *w++ = ' ';
         }
         newlines = 0;
         space = 0;
         started = 1;
-        if (tb_put(out, s + at, i - at) != KN_OK) return KN_ENOMEM;
+        memcpy(w, s + at, i - at);
+        w += i - at;
     }
+    out->len = (size_t)(w - out->p);
+    out->p[out->len] = '\0';
     return KN_OK;
 }
 
