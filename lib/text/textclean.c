@@ -565,8 +565,11 @@ static const char *filter(const kn_textclean_options *o, const uint8_t *s, size_
     size_t cps = 0, nonspace = 0, letters = 0, run = 0, longest = 0, i = 0;
     uint32_t prev = 0xFFFFFFFFu;
     while (i < n) {
-        uint32_t cp;
-        if (u8_next(s, n, &i, &cp) != 0) return R_BAD_UTF8;
+        uint32_t cp = s[i];
+        if (cp < 0x80) /* ASCII without the decoder call */
+            i++;
+        else if (u8_next(s, n, &i, &cp) != 0)
+            return R_BAD_UTF8;
         cps++;
         run = cp == prev ? run + 1 : 1;
         if (run > longest) longest = run;
