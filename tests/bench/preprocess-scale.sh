@@ -57,9 +57,7 @@ for m in re.finditer(r'preprocess images, (\d+) instance.*\n\s+CPU of the instan
     n, cpu, rate = int(m.group(1)), float(m.group(2)), float(m.group(3))
     if dec:
         print('images, %d instance(s): %.0f per CPU-second = %.1f %% of PNG decode alone (%.0f per '
-              'CPU-second); without the fixed cost of a text instance (more than an image '
-              'instance\'s: no rank file): %.1f %%' %
-              (n, rate, 100 * rate / dec, dec, 100 * rate * cpu / (cpu - n * (fixed or 0)) / dec))
+              'CPU-second), start-up included' % (n, rate, 100 * rate / dec, dec))
 PY
 echo "== dedup memory after 1M documents"
 for w in 0 500000; do
