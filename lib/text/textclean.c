@@ -424,11 +424,8 @@ static int strip_markup(const uint8_t *s, size_t n, tbuf *out)
 /* The next code point of s (validated UTF-8) at *i; ASCII without a call. */
 static inline uint32_t next_cp(const uint8_t *s, size_t n, size_t *i)
 {
-    uint32_t cp = s[*i];
-    if (cp < 0x80) {
-        (*i)++;
-        return cp;
-    }
+    if (s[*i] < 0x80) return s[(*i)++];
+    uint32_t cp;                      /* its address is taken: kept off the ASCII path */
     if (u8_next(s, n, i, &cp) != 0) { /* validated before: cannot happen */
         (*i)++;
         return 0xFFFD;
@@ -444,6 +441,16 @@ static int strip_controls(const kn_textclean_options *o, const uint8_t *s, size_
     char *w = out->p + out->len;
     size_t i = 0;
     while (i < n) {
+        /* a run of printable ASCII, tabs and newlines is copied as is */
+        size_t j = i;
+        while (j < n && ((s[j] >= 0x20 && s[j] < 0x7F) || s[j] == '\n' || s[j] == '\t'))
+            j++;
+        if (j > i) {
+            memcpy(w, s + i, j - i);
+            w += j - i;
+            i = j;
+            if (i >= n) break;
+        }
         size_t at = i;
         uint32_t cp = next_cp(s, n, &i);
         if (cp == '\r') {
@@ -480,6 +487,24 @@ static int collapse_ws(const uint8_t *s, size_t n, tbuf *out)
     while (i < n) {
         size_t at = i;
         uint32_t cp = next_cp(s, n, &i);
+        /* ASCII other than space, tab, newline: the separator owed before it,
+         * then the whole run of such characters at once */
+        if (cp < 0x80 && cp != ' ' && cp != '\t' && cp != '\n') {
+            if (started && newlines) {
+                *w++ = '\n';
+                if (newlines > 1) *w++ = '\n';
+            } else if (started && space) {
+                *w++ = ' ';
+            }
+            newlines = 0;
+            space = 0;
+            started = 1;
+            while (i < n && s[i] < 0x80 && s[i] != ' ' && s[i] != '\t' && s[i] != '\n')
+                i++;
+            memcpy(w, s + at, i - at);
+            w += i - at;
+            continue;
+        }
         if (cp == '\n') {
             newlines++;
             space = 0;
@@ -565,11 +590,14 @@ static const char *filter(const kn_textclean_options *o, const uint8_t *s, size_
     size_t cps = 0, nonspace = 0, letters = 0, run = 0, longest = 0, i = 0;
     uint32_t prev = 0xFFFFFFFFu;
     while (i < n) {
-        uint32_t cp = s[i];
-        if (cp < 0x80) /* ASCII without the decoder call */
-            i++;
-        else if (u8_next(s, n, &i, &cp) != 0)
-            return R_BAD_UTF8;
+        uint32_t cp;
+        if (s[i] < 0x80) { /* ASCII without the decoder call */
+            cp = s[i++];
+        } else {
+            uint32_t c;
+            if (u8_next(s, n, &i, &c) != 0) return R_BAD_UTF8;
+            cp = c;
+        }
         cps++;
         run = cp == prev ? run + 1 : 1;
         if (run > longest) longest = run;
