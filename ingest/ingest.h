@@ -158,8 +158,12 @@ typedef struct {
     uint8_t *image;      /* decoded "image_base64", or NULL */
     char label[64];      /* an integer "label" as text */
     char detail[300];    /* why the line is refused */
+    char strs[512];      /* "dataset", "split", "label" strings, NUL-terminated (fast path) */
 } ing_jsonl_parsed;
 void ing_jsonl_parse(const char *line, size_t n, ing_item *it, ing_jsonl_parsed *ln);
+/* The same with jansson only (ing_jsonl_parse reads the common plain lines
+ * itself and hands the rest to this): the reference its tests compare with. */
+void ing_jsonl_parse_jansson(const char *line, size_t n, ing_item *it, ing_jsonl_parsed *ln);
 void ing_jsonl_parsed_free(ing_jsonl_parsed *ln);
 int ing_urls_run(ing_ctx *c, const char *path);
 int ing_import_fashion_mnist(ing_ctx *c, const char *dir);

@@ -194,7 +194,7 @@ const kn_service_key kn_keys_dataset[] = {
     {"dataset.*.pad_id", "-1", "text_class: padding token id (-1: the end-of-text id)"},
     {"dataset.*.dedup", "near", "text: near, exact or none"},
     {"dataset.*.dedup_shingle", "5", "text: shingle size of near-duplicate detection"},
-    {"dataset.*.dedup_hashes", "128", "text: MinHash functions"},
+    {"dataset.*.dedup_hashes", "128", "text: MinHash signature values (one-permutation bins)"},
     {"dataset.*.dedup_bands", "16", "text: LSH bands (divides dedup_hashes)"},
     {"dataset.*.dedup_threshold", "0.8", "text: Jaccard similarity of a near-duplicate"},
     {"dataset.*.dedup_window", "500000",

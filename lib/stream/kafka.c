@@ -142,8 +142,7 @@ int kn_kafka_produce(kn_kafka_producer *p, const char *topic, int32_t partition,
                      size_t key_len, const void *value, size_t value_len,
                      const kn_kafka_header *headers, size_t nheaders, void *msg_opaque)
 {
-    struct timespec t0, now;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct timespec t0 = {0, 0}, now;
     for (;;) {
         rd_kafka_headers_t *hdrs = NULL;
         if (nheaders) {
@@ -166,7 +165,9 @@ int kn_kafka_produce(kn_kafka_producer *p, const char *topic, int32_t partition,
             kn_log_error("kafka produce to %s: %s", topic, rd_kafka_err2str(err));
             return KN_EKAFKA;
         }
+        /* the clock is read only once the queue is full: not per record */
         clock_gettime(CLOCK_MONOTONIC, &now);
+        if (t0.tv_sec == 0 && t0.tv_nsec == 0) t0 = now;
         if (now.tv_sec - t0.tv_sec > 30) return KN_ETIMEDOUT;
         rd_kafka_poll(p->rk, 50); /* let delivery reports drain the queue */
     }
@@ -463,8 +464,7 @@ int kn_kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms)
 {
     /* A topic created a moment ago may not be in the broker's metadata yet
      * (or have no leader): asked again until timeout_ms is spent. */
-    struct timespec t0, now;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct timespec t0 = {0, 0}, now;
     for (;;) {
         rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
         const struct rd_kafka_metadata *md = NULL;

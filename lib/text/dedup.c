@@ -29,6 +29,15 @@
 
 enum { DOC_COMMITTED = 0, DOC_PENDING = 1, DOC_DEAD = 2 };
 
+/* The signature family, part of the params hash: signatures of another
+ * family are not comparable (an entry carrying one counts as exact only).
+ * 1: 128 multiply-shift hashes of every shingle (until 2026-12-01);
+ * 2: one-permutation hashing with densification (below). */
+#define SIG_FAMILY 2
+
+/* Probes per empty bin before the last resort (the next filled bin). */
+#define DENSIFY_PROBES 16
+
 typedef struct {
     uint8_t hash[16]; /* first 16 bytes of the SHA-256 */
     uint32_t sig;     /* index into sigs (in units of num_hashes), UINT32_MAX: none */
@@ -67,8 +76,8 @@ typedef struct {
 struct kn_dedup {
     kn_dedup_options o;
     uint32_t rows;
-    uint32_t params; /* hash of shingle, num_hashes, seed */
-    uint64_t a[KN_DEDUP_MAX_HASHES], b[KN_DEDUP_MAX_HASHES];
+    uint32_t params; /* hash of the family, shingle, num_hashes, seed */
+    uint16_t probe[KN_DEDUP_MAX_HASHES][DENSIFY_PROBES]; /* densification: bins to copy from */
     gen g[2]; /* g[cur]: inserts go here; g[!cur]: the older documents */
     int cur;
     size_t gen_docs; /* documents per generation before a rotation; 0: no window */
@@ -168,11 +177,13 @@ kn_dedup *kn_dedup_new(const kn_dedup_options *o, char *errbuf, size_t errsz)
     d->rows = o->near ? o->num_hashes / o->bands : 0;
     d->gen_docs = (o->window + 1) / 2;
     uint64_t s = o->seed;
-    for (uint32_t i = 0; i < KN_DEDUP_MAX_HASHES; i++) {
-        d->a[i] = splitmix64(&s) | 1u; /* odd multiplier: multiply-shift hashing */
-        d->b[i] = splitmix64(&s);
-    }
-    uint32_t pv[4] = {o->shingle, o->num_hashes, (uint32_t)o->seed, (uint32_t)(o->seed >> 32)};
+    for (uint32_t i = 0; i < KN_DEDUP_MAX_HASHES; i++)
+        for (int a = 0; a < DENSIFY_PROBES; a++)
+            d->probe[i][a] = d->o.num_hashes
+                                 ? (uint16_t)(((splitmix64(&s) >> 32) * d->o.num_hashes) >> 32)
+                                 : 0;
+    uint32_t pv[5] = {o->shingle, o->num_hashes, (uint32_t)o->seed, (uint32_t)(o->seed >> 32),
+                      SIG_FAMILY};
     d->params = XXH32(pv, sizeof(pv), 0);
     if (gen_init(&d->g[0]) != KN_OK || gen_init(&d->g[1]) != KN_OK) goto oom;
     return d;
@@ -195,39 +206,31 @@ static int is_space(unsigned char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
 
-/* The hot loop of a fingerprint: sig[i] = min(sig[i], (a[i] * h + b[i]) >> 32)
- * for one shingle hash h. On x86-64 it is also compiled for AVX-512 (64-bit
- * multiplies in vectors) and AVX2, vectorised, and the loader picks the best
- * the CPU has: integer arithmetic, so every version gives the same
- * signature. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
-    !defined(__SANITIZE_ADDRESS__)
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"), optimize("O3")))
-#endif
-static void
-minhash_update(uint32_t *restrict sig, const uint64_t *restrict a, const uint64_t *restrict b,
-               uint32_t nh, uint64_t h)
-{
-    for (uint32_t i = 0; i < nh; i++) {
-        uint32_t v = (uint32_t)((a[i] * h + b[i]) >> 32);
-        sig[i] = v < sig[i] ? v : sig[i];
-    }
-}
+static uint64_t band_key(const kn_dedup *d, const uint32_t *sig, uint32_t band);
 
+/* The signature: one-permutation hashing with densification (Shrivastava,
+ * "Optimal densification for fast and accurate minwise hashing", 2017).
+ * Each shingle is hashed once (64-bit XXH3, seeded); the high half picks one
+ * of the num_hashes bins, the low half is the value, and each bin keeps its
+ * minimum. A bin no shingle fell in (short texts leave many) takes the value
+ * of a filled bin chosen by a fixed sequence of probes per bin, the same for
+ * every document, so two texts agree on a densified bin as often as on the
+ * bin it copies. The fraction of equal bins estimates the Jaccard similarity
+ * as the classic 128-hash MinHash does, at one hash per shingle instead of
+ * 128 multiplies (which cost as much as tokenizing the text). */
 int kn_dedup_fingerprint(const kn_dedup *d, const char *text, size_t len, kn_dedup_fp *fp)
 {
     kn_sha256_digest(text, len, fp->hash);
     fp->nsig = d->o.num_hashes;
     if (!fp->nsig) return KN_OK;
-    char *norm = malloc(len + 1);
-    uint32_t *starts = malloc((len + 2) * sizeof(uint32_t));
-    if (!norm || !starts) {
-        free(norm);
-        free(starts);
-        return KN_ENOMEM;
-    }
-    size_t n = 0, nc = 0;
+    /* the normalized view; on the stack for the common short text */
+    char norm_s[4096];
+    uint32_t starts_s[1024];
+    char *norm = len + 1 <= sizeof(norm_s) ? norm_s : malloc(len + 1);
+    if (!norm) return KN_ENOMEM;
+    size_t n = 0;
     int in_space = 1; /* drops leading whitespace */
+    unsigned char high = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)text[i];
         if (is_space(c)) {
@@ -237,24 +240,66 @@ int kn_dedup_fingerprint(const kn_dedup *d, const char *text, size_t len, kn_ded
         }
         in_space = 0;
         if (c >= 'A' && c <= 'Z') c = (unsigned char)(c + 32);
+        high |= c;
         norm[n++] = (char)c;
     }
     if (n && norm[n - 1] == ' ') n--;
-    for (size_t i = 0; i < n; i++)
-        if (((unsigned char)norm[i] & 0xC0) != 0x80) starts[nc++] = (uint32_t)i;
-    starts[nc] = (uint32_t)n;
+    /* Shingles are k code points. ASCII (the common case): code point i is
+     * byte i, no table needed. */
+    uint32_t *starts = NULL;
+    size_t nc = n;
+    if (high & 0x80) {
+        starts = n + 2 <= KN_ARRAY_LEN(starts_s) ? starts_s : malloc((n + 2) * sizeof(uint32_t));
+        if (!starts) {
+            if (norm != norm_s) free(norm);
+            return KN_ENOMEM;
+        }
+        nc = 0;
+        for (size_t i = 0; i < n; i++)
+            if (((unsigned char)norm[i] & 0xC0) != 0x80) starts[nc++] = (uint32_t)i;
+        starts[nc] = (uint32_t)n;
+    }
 
     uint32_t nh = d->o.num_hashes, k = d->o.shingle;
+    uint64_t filled[KN_DEDUP_MAX_HASHES / 64] = {0}; /* bit per bin */
     for (uint32_t i = 0; i < nh; i++)
         fp->sig[i] = UINT32_MAX;
     size_t nshingles = nc >= k ? nc - k + 1 : 1;
     for (size_t s = 0; s < nshingles; s++) {
-        size_t from = nc ? starts[s] : 0;
-        size_t to = nc >= k ? starts[s + k] : n;
-        minhash_update(fp->sig, d->a, d->b, nh, XXH3_64bits(norm + from, to - from));
+        size_t from = !nc ? 0 : starts ? starts[s] : s;
+        size_t to = nc < k ? n : starts ? starts[s + k] : s + k;
+        uint64_t h = XXH3_64bits_withSeed(norm + from, to - from, d->o.seed);
+        uint32_t bin = (uint32_t)(((h >> 32) * nh) >> 32), v = (uint32_t)h, cur = fp->sig[bin];
+        /* branch-free minimum: which is smaller is a coin toss */
+        uint32_t lt = (uint32_t)0 - (uint32_t)(v < cur);
+        fp->sig[bin] = (v & lt) | (cur & ~lt);
+        filled[bin >> 6] |= 1ull << (bin & 63);
     }
-    free(norm);
-    free(starts);
+    /* densify: an empty bin copies the first filled bin of its probes (filled
+     * before densifying), found without a branch per probe */
+#define FILLED(b) ((uint32_t)(filled[(b) >> 6] >> ((b) & 63)) & 1u)
+    for (uint32_t i = 0; i < nh; i++) {
+        if (FILLED(i)) continue;
+        uint32_t hits = 0;
+        for (int a = 0; a < DENSIFY_PROBES; a++)
+            hits |= FILLED(d->probe[i][a]) << a;
+        uint32_t from = 0;
+        if (hits) {
+            from = d->probe[i][__builtin_ctz(hits)];
+        } else { /* last resort: the next filled bin */
+            for (uint32_t j = 1; j < nh; j++)
+                if (FILLED((i + j) % nh)) {
+                    from = (i + j) % nh;
+                    break;
+                }
+        }
+        fp->sig[i] = fp->sig[from];
+    }
+#undef FILLED
+    for (uint32_t band = 0; band < d->o.bands; band++)
+        fp->band[band] = band_key(d, fp->sig, band);
+    if (norm != norm_s) free(norm);
+    if (starts && starts != starts_s) free(starts);
     return KN_OK;
 }
 
@@ -358,9 +403,15 @@ int kn_dedup_check(const kn_dedup *d, const kn_dedup_fp *fp, double *similarity)
     if (!d->o.near || fp->nsig != d->o.num_hashes) return KN_DEDUP_NEW;
     uint32_t nh = d->o.num_hashes;
     uint32_t need = (uint32_t)(d->o.threshold * nh + 0.999999);
-    uint64_t keys[KN_DEDUP_MAX_HASHES];
-    for (uint32_t band = 0; band < d->o.bands; band++)
-        keys[band] = band_key(d, fp->sig, band);
+    const uint64_t *keys = fp->band;
+    /* The buckets are scattered over tables of many megabytes: ask for all
+     * their cache lines first, so that the misses overlap instead of
+     * following one another. */
+    for (int k = 0; k < 2; k++) {
+        const gen *g = &d->g[k];
+        for (uint32_t band = 0; band < d->o.bands; band++)
+            __builtin_prefetch(&g->buckets[(size_t)keys[band] & (g->cap_buckets - 1)]);
+    }
     uint32_t best = near_best(d, &d->g[d->cur], fp, keys, need, 0);
     best = near_best(d, &d->g[!d->cur], fp, keys, need, best);
     if (similarity) *similarity = (double)best / nh;
@@ -368,7 +419,8 @@ int kn_dedup_check(const kn_dedup *d, const kn_dedup_fp *fp, double *similarity)
 }
 
 /* Inserts a document with an optional signature (sig NULL: exact only). */
-static int insert(kn_dedup *d, const uint8_t *hash, const uint32_t *sig, int pending)
+static int insert(kn_dedup *d, const uint8_t *hash, const uint32_t *sig, const uint64_t *keys,
+                  int pending)
 {
     for (int k = 0; k < 2; k++) {
         doc *x = live_doc(&d->g[k], hash);
@@ -415,7 +467,7 @@ static int insert(kn_dedup *d, const uint8_t *hash, const uint32_t *sig, int pen
         x->sig = (uint32_t)g->nsigs++;
         memcpy(g->sigs + (size_t)x->sig * nh, sig, nh * sizeof(uint32_t));
         for (uint32_t band = 0; band < d->o.bands; band++) {
-            uint64_t key = band_key(d, sig, band);
+            uint64_t key = keys ? keys[band] : band_key(d, sig, band);
             size_t bs = bucket_slot(g, key);
             if (!g->buckets[bs].key) {
                 g->buckets[bs].key = key;
@@ -433,7 +485,7 @@ static int insert(kn_dedup *d, const uint8_t *hash, const uint32_t *sig, int pen
 int kn_dedup_insert(kn_dedup *d, const kn_dedup_fp *fp, int pending)
 {
     const uint32_t *sig = fp->nsig && fp->nsig == d->o.num_hashes ? fp->sig : NULL;
-    return insert(d, fp->hash, sig, pending);
+    return insert(d, fp->hash, sig, sig ? fp->band : NULL, pending);
 }
 
 void kn_dedup_commit(kn_dedup *d)
@@ -537,5 +589,5 @@ int kn_dedup_entry_apply(kn_dedup *d, const void *key, size_t key_len, const voi
         for (uint32_t j = 0; j < nsig; j++)
             sig[j] = (uint32_t)v[8 + 4 * j] | ((uint32_t)v[9 + 4 * j] << 8) |
                      ((uint32_t)v[10 + 4 * j] << 16) | ((uint32_t)v[11 + 4 * j] << 24);
-    return insert(d, hash, usable ? sig : NULL, 0);
+    return insert(d, hash, usable ? sig : NULL, NULL, 0);
 }

@@ -49,6 +49,7 @@ typedef struct {
     uint8_t hash[32];                  /* SHA-256 of the text */
     uint32_t nsig;                     /* num_hashes, or 0 when near is off */
     uint32_t sig[KN_DEDUP_MAX_HASHES]; /* MinHash signature */
+    uint64_t band[KN_DEDUP_MAX_HASHES]; /* LSH bucket key per band (computed once) */
 } kn_dedup_fp;
 
 /* Computes the fingerprint of text[0..len). Shingles are taken over a

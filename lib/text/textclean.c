@@ -421,13 +421,38 @@ static int strip_markup(const uint8_t *s, size_t n, tbuf *out)
 
 /* ---- stage 3: controls and line breaks (before normalization) ---- */
 
+/* The next code point of s (validated UTF-8) at *i; ASCII without a call. */
+static inline uint32_t next_cp(const uint8_t *s, size_t n, size_t *i)
+{
+    if (s[*i] < 0x80) return s[(*i)++];
+    uint32_t cp;                      /* its address is taken: kept off the ASCII path */
+    if (u8_next(s, n, i, &cp) != 0) { /* validated before: cannot happen */
+        (*i)++;
+        return 0xFFFD;
+    }
+    return cp;
+}
+
+/* Stages 3 and 5 never write more than they read: the output is reserved
+ * once and written in place (a call per character was most of their cost). */
 static int strip_controls(const kn_textclean_options *o, const uint8_t *s, size_t n, tbuf *out)
 {
+    if (tb_reserve(out, n) != KN_OK) return KN_ENOMEM;
+    char *w = out->p + out->len;
     size_t i = 0;
     while (i < n) {
+        /* a run of printable ASCII, tabs and newlines is copied as is */
+        size_t j = i;
+        while (j < n && ((s[j] >= 0x20 && s[j] < 0x7F) || s[j] == '\n' || s[j] == '\t'))
+            j++;
+        if (j > i) {
+            memcpy(w, s + i, j - i);
+            w += j - i;
+            i = j;
+            if (i >= n) break;
+        }
         size_t at = i;
-        uint32_t cp;
-        if (u8_next(s, n, &i, &cp) != 0) return KN_ERR; /* validated before: cannot happen */
+        uint32_t cp = next_cp(s, n, &i);
         if (cp == '\r') {
             if (i < n && s[i] == '\n') i++;
             cp = '\n';
@@ -440,11 +465,14 @@ static int strip_controls(const kn_textclean_options *o, const uint8_t *s, size_
             continue;
         }
         if (cp == '\n') {
-            if (tb_putc(out, '\n') != KN_OK) return KN_ENOMEM;
-        } else if (tb_put(out, s + at, i - at) != KN_OK) {
-            return KN_ENOMEM;
+            *w++ = '\n';
+        } else {
+            memcpy(w, s + at, i - at);
+            w += i - at;
         }
     }
+    out->len = (size_t)(w - out->p);
+    out->p[out->len] = '\0';
     return KN_OK;
 }
 
@@ -452,12 +480,31 @@ static int strip_controls(const kn_textclean_options *o, const uint8_t *s, size_
 
 static int collapse_ws(const uint8_t *s, size_t n, tbuf *out)
 {
+    if (tb_reserve(out, n) != KN_OK) return KN_ENOMEM;
+    char *w = out->p + out->len;
     size_t i = 0, newlines = 0;
     int space = 0, started = 0;
     while (i < n) {
         size_t at = i;
-        uint32_t cp;
-        if (u8_next(s, n, &i, &cp) != 0) return KN_ERR;
+        uint32_t cp = next_cp(s, n, &i);
+        /* ASCII other than space, tab, newline: the separator owed before it,
+         * then the whole run of such characters at once */
+        if (cp < 0x80 && cp != ' ' && cp != '\t' && cp != '\n') {
+            if (started && newlines) {
+                *w++ = '\n';
+                if (newlines > 1) *w++ = '\n';
+            } else if (started && space) {
+                *w++ = ' ';
+            }
+            newlines = 0;
+            space = 0;
+            started = 1;
+            while (i < n && s[i] < 0x80 && s[i] != ' ' && s[i] != '\t' && s[i] != '\n')
+                i++;
+            memcpy(w, s + at, i - at);
+            w += i - at;
+            continue;
+        }
         if (cp == '\n') {
             newlines++;
             space = 0;
@@ -467,16 +514,20 @@ static int collapse_ws(const uint8_t *s, size_t n, tbuf *out)
             if (!newlines) space = 1;
             continue;
         }
-        if (started && newlines) {
-            if (tb_put(out, "\n\n", newlines > 2 ? 2 : newlines) != KN_OK) return KN_ENOMEM;
+        if (started && newlines) { /* newlines >= 1 bytes were read for these */
+            *w++ = '\n';
+            if (newlines > 1) *w++ = '\n';
         } else if (started && space) {
-            if (tb_putc(out, ' ') != KN_OK) return KN_ENOMEM;
+            *w++ = ' ';
         }
         newlines = 0;
         space = 0;
         started = 1;
-        if (tb_put(out, s + at, i - at) != KN_OK) return KN_ENOMEM;
+        memcpy(w, s + at, i - at);
+        w += i - at;
     }
+    out->len = (size_t)(w - out->p);
+    out->p[out->len] = '\0';
     return KN_OK;
 }
 
@@ -540,7 +591,13 @@ static const char *filter(const kn_textclean_options *o, const uint8_t *s, size_
     uint32_t prev = 0xFFFFFFFFu;
     while (i < n) {
         uint32_t cp;
-        if (u8_next(s, n, &i, &cp) != 0) return R_BAD_UTF8;
+        if (s[i] < 0x80) { /* ASCII without the decoder call */
+            cp = s[i++];
+        } else {
+            uint32_t c;
+            if (u8_next(s, n, &i, &c) != 0) return R_BAD_UTF8;
+            cp = c;
+        }
         cps++;
         run = cp == prev ? run + 1 : 1;
         if (run > longest) longest = run;

@@ -6,7 +6,9 @@
  * record (same names, similar sizes), to separate their cost from kiln's.
  * With VALUES, record i is bytes [i*SIZE, (i+1)*SIZE) of that file (the very
  * bytes kiln sends, so compression costs the same); otherwise a pattern.
- * Prints one line: records, bytes, seconds, records/s, MB/s.
+ * Prints one line: records, bytes, seconds, records/s, MB/s, and the CPU
+ * seconds of the process (user + system, every thread, start-up included):
+ * on a shared machine the fair unit to compare with kiln-ingest's.
  *
  *   raw_producer BROKERS TOPIC COUNT SIZE [headers|plain] [VALUES] */
 #include <librdkafka/rdkafka.h>
@@ -14,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static long delivered, failed;
@@ -137,9 +140,14 @@ int main(int argc, char **argv)
     rd_kafka_destroy(rk);
     free(value);
     free(values);
-    printf("%s records=%ld bytes=%ld seconds=%.3f records_per_s=%.0f MB_per_s=%.2f failed=%ld "
-           "unflushed=%d\n",
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+                 (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+    printf("%s records=%ld bytes=%ld seconds=%.3f records_per_s=%.0f MB_per_s=%.2f cpu_s=%.3f "
+           "records_per_cpu_s=%.0f failed=%ld unflushed=%d\n",
            with_headers ? "raw+headers" : "raw", delivered, (long)(delivered * (long)size), secs,
-           delivered / secs, delivered * (double)size / secs / 1e6, failed, left);
+           delivered / secs, delivered * (double)size / secs / 1e6, cpu, delivered / cpu, failed,
+           left);
     return failed || left ? 1 : 0;
 }
