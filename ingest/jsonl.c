@@ -187,6 +187,35 @@ static const char *fast_str(ing_jsonl_parsed *ln, size_t *used, const fast_val *
 
 /* 1: the line was read (*it filled as the jansson path fills it); 0: leave
  * it to jansson. */
+/* The record's payload from its "text" or "image_base64" (each NULL unless
+ * a string; *_present: the key is there at all): exactly one of the two. */
+static void set_payload(ing_item *it, ing_jsonl_parsed *ln, const char *text, size_t tn,
+                        int text_present, const char *b64, size_t bn, int b64_present)
+{
+    if (text && !b64_present) {
+        it->data = text;
+        it->len = tn;
+        it->kind = ING_KIND_TEXT;
+        it->content_type = NULL;
+    } else if (b64 && !text_present) {
+        size_t il = 0;
+        ln->image = b64decode(b64, bn, &il);
+        if (!ln->image) {
+            it->refuse_reason = KN_REASON_BAD_BASE64;
+            it->refuse_detail = "\"image_base64\" is not base64";
+            return;
+        }
+        it->data = ln->image;
+        it->len = il;
+        it->kind = ING_KIND_IMAGE;
+        it->content_type = NULL;
+    } else {
+        it->refuse_reason = KN_REASON_BAD_JSON;
+        it->refuse_detail =
+            "exactly one of \"text\" (string) or \"image_base64\" (string) is required";
+    }
+}
+
 static int fast_parse(const char *s, size_t n, ing_item *it, ing_jsonl_parsed *ln)
 {
     fast_val f[5] = {{0}}; /* text, image_base64, label, dataset, split */
@@ -250,28 +279,8 @@ static int fast_parse(const char *s, size_t n, ing_item *it, ing_jsonl_parsed *l
         ln->label[lab->n] = '\0';
         it->label = ln->label;
     }
-    if (text->type == 1 && !b64->type) {
-        it->data = text->p;
-        it->len = text->n;
-        it->kind = ING_KIND_TEXT;
-        it->content_type = NULL;
-    } else if (b64->type == 1 && !text->type) {
-        size_t il = 0;
-        ln->image = b64decode(b64->p, b64->n, &il);
-        if (!ln->image) {
-            it->refuse_reason = KN_REASON_BAD_BASE64;
-            it->refuse_detail = "\"image_base64\" is not base64";
-            return 1;
-        }
-        it->data = ln->image;
-        it->len = il;
-        it->kind = ING_KIND_IMAGE;
-        it->content_type = NULL;
-    } else {
-        it->refuse_reason = KN_REASON_BAD_JSON;
-        it->refuse_detail =
-            "exactly one of \"text\" (string) or \"image_base64\" (string) is required";
-    }
+    set_payload(it, ln, text->type == 1 ? text->p : NULL, text->n, text->type != 0,
+                b64->type == 1 ? b64->p : NULL, b64->n, b64->type != 0);
     return 1;
 }
 
@@ -318,28 +327,10 @@ void ing_jsonl_parse_jansson(const char *line, size_t n, ing_item *it, ing_jsonl
         it->refuse_detail = "\"label\" must be a string or an integer";
         return;
     }
-    if (json_is_string(text) && !b64) {
-        it->data = json_string_value(text);
-        it->len = json_string_length(text);
-        it->kind = ING_KIND_TEXT;
-        it->content_type = NULL;
-    } else if (json_is_string(b64) && !text) {
-        size_t il = 0;
-        ln->image = b64decode(json_string_value(b64), json_string_length(b64), &il);
-        if (!ln->image) {
-            it->refuse_reason = KN_REASON_BAD_BASE64;
-            it->refuse_detail = "\"image_base64\" is not base64";
-            return;
-        }
-        it->data = ln->image;
-        it->len = il;
-        it->kind = ING_KIND_IMAGE;
-        it->content_type = NULL;
-    } else {
-        it->refuse_reason = KN_REASON_BAD_JSON;
-        it->refuse_detail =
-            "exactly one of \"text\" (string) or \"image_base64\" (string) is required";
-    }
+    set_payload(it, ln, json_is_string(text) ? json_string_value(text) : NULL,
+                json_is_string(text) ? json_string_length(text) : 0, text != NULL,
+                json_is_string(b64) ? json_string_value(b64) : NULL,
+                json_is_string(b64) ? json_string_length(b64) : 0, b64 != NULL);
 }
 
 void ing_jsonl_parsed_free(ing_jsonl_parsed *ln)

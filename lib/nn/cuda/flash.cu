@@ -47,8 +47,9 @@ typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> frag_b
 typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> frag_c;
 
 /* Stages rows [r0, r0 + 64) of one head's q, k or v (column offset col in
- * the (B, T, 3C) qkv row) as bf16, D columns (hs real, the rest 0), rows
- * past T 0. ld is the tile's row stride in elements. */
+ * the (B, T, 3C) qkv row: C3 = 3C), or of an fp32 (B, T, C) tensor's head
+ * (dout: C3 = C), as bf16, D columns (hs real, the rest 0), rows past T 0.
+ * ld is the tile's row stride in elements. */
 template <int D>
 static __device__ __forceinline__ void stage(bf16 *tile, int ld, const float *qkv, int b, int r0,
                                              int T, int C3, int col, int hs)
@@ -57,18 +58,6 @@ static __device__ __forceinline__ void stage(bf16 *tile, int ld, const float *qk
         const int r = e / D, d = e % D, t = r0 + r;
         const float x = t < T && d < hs ? qkv[((size_t)b * T + t) * C3 + col + d] : 0.0f;
         tile[r * ld + d] = __float2bfloat16(x);
-    }
-}
-
-/* The same for an fp32 (B, T, C) tensor's head (dout). */
-template <int D>
-static __device__ __forceinline__ void stage_btc(bf16 *tile, int ld, const float *x, int b, int r0,
-                                                 int T, int C, int col, int hs)
-{
-    for (int e = threadIdx.x; e < FA_TILE * D; e += blockDim.x) {
-        const int r = e / D, d = e % D, t = r0 + r;
-        const float v = t < T && d < hs ? x[((size_t)b * T + t) * C + col + d] : 0.0f;
-        tile[r * ld + d] = __float2bfloat16(v);
     }
 }
 
@@ -258,7 +247,7 @@ __global__ void __launch_bounds__(FA_WARPS * 32)
     for (int q0 = causal ? k0 : 0; q0 < T; q0 += FA_TILE) {
         __syncthreads();
         stage<D>(&sm.walk_a[0][0], LD, qkv, b, q0, T, C3, h * hs, hs);   /* Q */
-        stage_btc<D>(&sm.walk_b[0][0], LD, dout, b, q0, T, C, h * hs, hs); /* dO */
+        stage<D>(&sm.walk_b[0][0], LD, dout, b, q0, T, C, h * hs, hs); /* dO */
         for (int e = threadIdx.x; e < FA_TILE; e += blockDim.x) {
             sm.lse[e] = q0 + e < T ? lse_g[bh + q0 + e] : 0.0f;
             sm.delta[e] = q0 + e < T ? delta_g[bh + q0 + e] : 0.0f;
@@ -310,7 +299,7 @@ __global__ void __launch_bounds__(FA_WARPS * 32)
     const size_t bh = ((size_t)b * NH + h) * T;
 
     stage<D>(&sm.mine_a[0][0], LD, qkv, b, q0, T, C3, h * hs, hs);       /* Q */
-    stage_btc<D>(&sm.mine_b[0][0], LD, dout, b, q0, T, C, h * hs, hs);   /* dO */
+    stage<D>(&sm.mine_b[0][0], LD, dout, b, q0, T, C, h * hs, hs);   /* dO */
     for (int e = threadIdx.x; e < FA_TILE; e += blockDim.x) {
         sm.lse[e] = q0 + e < T ? lse_g[bh + q0 + e] : 0.0f;
         sm.delta[e] = q0 + e < T ? delta_g[bh + q0 + e] : 0.0f;
