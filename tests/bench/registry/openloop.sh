@@ -79,7 +79,7 @@ done
 echo
 echo "| rate (req/s) | achieved | requests | errors | p50 ms | p99 ms | p99.9 ms | max ms | generator lag p99 ms | load avg | promotions racing |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
-jq -r '"| \(.rate) | \(.achieved) | \(.sent) | \(.errors) | \(.p50_ms) | \(.p99_ms) | \(.p999_ms) | \(.max_ms) | \(.send_lag_p99_ms) | \(.load_before)-\(.load_after) | \(if .race == null then "-" else "\(.race.answered // 0) of \(.race.promotions // "?") answered, \(.race.moved // "?") moved, \(.race.new_events | to_entries | map("\(.value) \(.key)") | join(" + ")), other changes \((.race.changed // ["?"]) | length), production v\(.race.alias) = last event: \(if .race.held then "held" else "FAILED" end)" end) |"' "$TMP/results"
+jq -r '"| \(.rate) | \(.achieved) | \(.sent) | \(.errors) | \(.p50_ms) | \(.p99_ms) | \(.p999_ms) | \(.max_ms) | \(.send_lag_p99_ms) | \(.load_before)-\(.load_after) | \(if .race == null then "-" else "\(.race.answered // 0) of \(.race.promotions // "?") answered, \(.race.moved // "?") moved, \((.race.new_events // {}) | to_entries | map("\(.value) \(.key)") | join(" + ")), other changes \((.race.changed // ["?"]) | length), production v\(.race.alias) = last event: \(if .race.held then "held" else "FAILED" end)" end) |"' "$TMP/results"
 echo "($(nproc) cores, loopback, $WORKERS workers, ${SECONDS_PER_RATE} s per rate, registry pool ${POOL:-16}${BESIDE:+, beside the pipeline})"
 if [ -n "$PIPE_PID" ]; then
     log "waiting for the pipeline to finish and check its invariants"
