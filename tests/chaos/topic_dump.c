@@ -1,10 +1,14 @@
 /* topic_dump: prints every committed record of a topic, one per line, from
  * the beginning of each partition to its end, then exits (used by
- * tests/chaos/run to read <prefix>.events, by tests/cluster/run to read keys).
+ * tests/chaos/run to read <prefix>.events, keys, shards and the DLQ, by
+ * tests/cluster/run to read keys).
  *   topic_dump BROKERS TOPIC               the values
  *   topic_dump --keys BROKERS TOPIC        "PARTITION OFFSET KEY" (raw records: hex SHA-256)
  *   topic_dump --shard-keys BROKERS TOPIC  "PARTITION OFFSET COUNT KEY" per source key of
- *                                          each shard (COUNT: the shard's examples) */
+ *                                          each shard (COUNT: the shard's examples)
+ *   topic_dump --dlq BROKERS TOPIC         "PARTITION OFFSET KEY REASON SERVICE" per DLQ
+ *                                          record (its dlq-reason and dlq-service
+ *                                          headers, "-" when missing) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +18,7 @@
 #include "stream/kafka.h"
 #include "stream/shard.h"
 
-enum { VALUES, KEYS, SHARD_KEYS };
+enum { VALUES, KEYS, SHARD_KEYS, DLQ };
 
 static void print_shard_keys(const rd_kafka_message_t *m)
 {
@@ -34,6 +38,36 @@ static void print_shard_keys(const rd_kafka_message_t *m)
     }
 }
 
+/* a header's value as one word for the line ("-" when missing or empty) */
+static void print_header_word(const rd_kafka_message_t *m, const char *name)
+{
+    rd_kafka_headers_t *h = NULL;
+    const void *v = NULL;
+    size_t n = 0;
+    if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(h, name, &v, &n) != RD_KAFKA_RESP_ERR_NO_ERROR || !v || n == 0) {
+        printf(" -");
+        return;
+    }
+    putchar(' ');
+    for (size_t i = 0; i < n; i++) {
+        char c = ((const char *)v)[i];
+        putchar(c == ' ' || c == '\n' || c == '\t' ? '_' : c);
+    }
+}
+
+static void print_dlq(const rd_kafka_message_t *m)
+{
+    if (m->key_len > 0)
+        printf("%d %lld %.*s", (int)m->partition, (long long)m->offset, (int)m->key_len,
+               (const char *)m->key);
+    else
+        printf("%d %lld -", (int)m->partition, (long long)m->offset);
+    print_header_word(m, "dlq-reason");
+    print_header_word(m, "dlq-service");
+    printf("\n");
+}
+
 int main(int argc, char **argv)
 {
     int mode = VALUES;
@@ -41,8 +75,10 @@ int main(int argc, char **argv)
         mode = KEYS;
     else if (argc == 4 && strcmp(argv[1], "--shard-keys") == 0)
         mode = SHARD_KEYS;
+    else if (argc == 4 && strcmp(argv[1], "--dlq") == 0)
+        mode = DLQ;
     else if (argc != 3) {
-        fprintf(stderr, "usage: %s [--keys|--shard-keys] BROKERS TOPIC\n", argv[0]);
+        fprintf(stderr, "usage: %s [--keys|--shard-keys|--dlq] BROKERS TOPIC\n", argv[0]);
         return 2;
     }
     argv += argc - 3;
@@ -90,6 +126,8 @@ int main(int argc, char **argv)
                    (const char *)m->key);
         else if (!m->err && mode == SHARD_KEYS)
             print_shard_keys(m);
+        else if (!m->err && mode == DLQ)
+            print_dlq(m);
         else if (!m->err)
             printf("%.*s\n", (int)m->len, (const char *)m->payload);
         rd_kafka_message_destroy(m);
