@@ -140,6 +140,7 @@ static int run(kn_service *svc, void *app)
     preprocess *pp = app;
     char e[1024], host[128] = "local", txid[300];
     kn_config *cfg = kn_service_config(svc);
+    kn_service_set_nice(svc, "preprocess.nice");
     pp_metrics_init(&pp->metrics, kn_service_metrics(svc));
     gethostname(host, sizeof(host) - 1);
     const char *brokers = kn_service_get(svc, "kafka.brokers");

@@ -997,6 +997,7 @@ static int run(kn_service *svc, void *app)
     trn_ckpt_ctx *ctx = &t->ctx;
     trn_metrics tm;
     if (t->reproduce) return reproduce(svc, t);
+    kn_service_set_nice(svc, "trainer.nice");
     int rc = start(svc, t, &tm);
     if (rc != 0) return rc < 0 ? 0 : 1;
     if (s->epochs > 0) /* from Kafka or from files: window.c reads the cycle */

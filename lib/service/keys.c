@@ -72,6 +72,9 @@ const kn_service_key kn_keys_preprocess[] = {
     {"preprocess.bind", "127.0.0.1", "listen address"},
     {"preprocess.port", "8082", "listen port (0 = no server)"},
     {"preprocess.flush_ms", "2000", "a transaction commits at least this often"},
+    {"preprocess.nice", "0",
+     "CPU priority, nice 0..19 (0 = unchanged; deploy/kiln.ini: 10): preprocessing yields the "
+     "CPU to the registry and serve"},
     {"preprocess.txn_max_records", "5000", "records per transaction at most"},
     {"preprocess.datasets", NULL, "comma list of datasets to run (all [dataset.*] sections)"},
     {"preprocess.default_dataset", "", "dataset for records that name none"},
@@ -96,6 +99,9 @@ const kn_service_key kn_keys_trainer[] = {
     {"trainer.token", NULL, "registry token (else registry.token, else KILN_REGISTRY_TOKEN)"},
     {"trainer.work_dir", NULL, "where checkpoints are written ($TMPDIR or /tmp)"},
     {"trainer.log_seconds", "5", "seconds between progress lines"},
+    {"trainer.nice", "0",
+     "CPU priority, nice 0..19 (0 = unchanged; deploy/kiln.ini: 10): training yields the CPU "
+     "to the registry and serve"},
     {"trainer.flush_seconds", "2", "longest wait for a batch to fill"},
     {"trainer.lease_ttl_s", "60", "the model's training lease lasts this long unrenewed"},
     {"trainer.lease_wait_s", "120", "wait this long for a lease another trainer holds"},

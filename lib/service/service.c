@@ -2,10 +2,12 @@
  * Limits: at most 48 options per service; help text is printed as given, no
  * wrapping beyond the key column. */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -353,6 +355,37 @@ int kn_service_get_bool(const kn_service *svc, const char *key, int *ok)
 {
     find_key(svc, key);
     return kn_config_get_bool(svc->cfg, key, 0, ok);
+}
+
+void kn_service_set_nice(const kn_service *svc, const char *key)
+{
+    int ok = 1;
+    int64_t v = kn_service_get_int(svc, key, &ok);
+    if (!ok || v < 0 || v > 19) {
+        kn_log_warn("%s: wants 0..19; left at the default priority", key);
+        return;
+    }
+    if (v == 0) return;
+    /* Linux keeps the nice value per thread: every thread there is now
+     * (librdkafka's, OpenBLAS's pool, the HTTP server's), and the ones
+     * created later inherit it from their creator. */
+    DIR *d = opendir("/proc/self/task");
+    int n = 0, failed = 0;
+    for (struct dirent *e; d && (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        if (setpriority(PRIO_PROCESS, (id_t)atoi(e->d_name), (int)v) != 0)
+            failed++;
+        else
+            n++;
+    }
+    if (d) closedir(d);
+    if (!d && setpriority(PRIO_PROCESS, 0, (int)v) == 0) n = 1;
+    if (failed || !n)
+        kn_log_warn("%s = %lld: set on %d thread(s), failed on %d: %s", key, (long long)v, n,
+                    failed, strerror(errno));
+    else
+        kn_log_info("%s = %lld: this batch service yields the CPU to latency-bound ones", key,
+                    (long long)v);
 }
 
 static int ready_cb(void *ctx, char *why, size_t whysz)

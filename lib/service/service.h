@@ -144,6 +144,12 @@ int64_t kn_service_get_int(const kn_service *svc, const char *key, int *ok);
 double kn_service_get_double(const kn_service *svc, const char *key, int *ok);
 int kn_service_get_bool(const kn_service *svc, const char *key, int *ok);
 
+/* Sets every thread of the process (those to come inherit it) to the nice
+ * value of the int key (0..19; 0 leaves it as it is): batch services
+ * (trainer, preprocess) yield the CPU to the latency-bound ones (registry,
+ * serve) on a shared machine. Logs the value; a failure is a warning. */
+void kn_service_set_nice(const kn_service *svc, const char *key);
+
 /* Starts the HTTP server with /healthz, /readyz and /metrics. opts gives
  * bind_addr, port and the limits; service and metrics are the skeleton's.
  * When opts->ready is NULL, readiness is what kn_service_ready last said
