@@ -464,7 +464,8 @@ int kn_kafka_partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms)
 {
     /* A topic created a moment ago may not be in the broker's metadata yet
      * (or have no leader): asked again until timeout_ms is spent. */
-    struct timespec t0 = {0, 0}, now;
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
         rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
         const struct rd_kafka_metadata *md = NULL;
