@@ -543,6 +543,24 @@ out:
     return rc;
 }
 
+/* A loaded window whose new offsets hold no example (only transaction
+ * markers, records of an aborted transaction) is not a cycle: a cycle of
+ * nothing would move the next cycle's ranges past those offsets (a gap in
+ * the lineage's chain) or replay old examples for no new one. 1 when the
+ * window has new examples; 0 after freeing it. The one rule for cycle 0 and
+ * replay cycles. */
+static int window_has_new_examples(trainer *t)
+{
+    trn_window *w = &t->b.win;
+    if (w->pass_examples - w->replay_examples > 0) return 1;
+    static int said;
+    if (!said++)
+        kn_log_info("the new offsets hold no examples yet (transaction markers or aborted "
+                    "records): waiting for records");
+    trn_window_free(w);
+    return 0;
+}
+
 /* Cycle 0: the configured window of what the topic holds now. 1 when
  * loaded, 0 when the window is still empty, <0 on error. */
 static int window_first(trainer *t, char *e, size_t esz)
@@ -579,19 +597,8 @@ static int window_first(trainer *t, char *e, size_t esz)
     if ((rc = trn_window_load(&t->b, &t->s, 0, 0, t->s.epochs, lo, hi, NULL, NULL, NULL, e,
                               esz)) != KN_OK)
         goto out;
-    if (t->b.win.pass_examples == 0 && t->s.window_kind != TRN_WIN_FIXED) {
-        /* offsets but no example yet: transaction markers, records of an
-         * aborted transaction. Not a cycle: cycle 0 is the first window
-         * with examples, and its ranges still start at the low watermark
-         * (a cycle 0 of nothing would make the next cycle's ranges start
-         * past those offsets, a gap in the lineage's chain from 0). */
-        static int said;
-        if (!said++)
-            kn_log_info("the window holds offsets but no examples yet (transaction markers or "
-                        "aborted records): waiting for records");
-        trn_window_free(&t->b.win);
+    if (t->s.window_kind != TRN_WIN_FIXED && !window_has_new_examples(t))
         goto out; /* rc is KN_OK (0): nothing loaded */
-    }
     window_loaded(t, hi);
     t->next_cycle = 1;
     rc = 1;
@@ -649,8 +656,8 @@ static int replay_weights(trainer *t, char *e, size_t esz)
     return KN_OK;
 }
 
-/* A replay cycle when at least replay_min_records arrived after the last
- * cycle: 1 started, 0 not yet, <0 error. */
+/* A replay cycle when at least replay_min_records offsets arrived after the
+ * last cycle and they hold examples: 1 started, 0 not yet, <0 error. */
 static int window_replay(trainer *t, char *e, size_t esz)
 {
     if (t->s.window_kind == TRN_WIN_FIXED || !t->prev_hi) return 0;
@@ -668,10 +675,14 @@ static int window_replay(trainer *t, char *e, size_t esz)
         if (plo[p] > t->prev_hi[p]) plo[p] = t->prev_hi[p];
         if (high[p] < t->prev_hi[p]) high[p] = t->prev_hi[p];
     }
-    if ((rc = replay_weights(t, e, esz)) != KN_OK) goto out;
     if ((rc = trn_window_load(&t->b, &t->s, t->next_cycle, 1, t->s.replay_passes, t->prev_hi,
                               high, plo, t->prev_hi, NULL, e, esz)) != KN_OK)
         goto out;
+    if (!window_has_new_examples(t)) goto out; /* rc is KN_OK (0): not yet */
+    if ((rc = replay_weights(t, e, esz)) != KN_OK) {
+        trn_window_free(&t->b.win);
+        goto out;
+    }
     window_loaded(t, high);
     t->next_cycle++;
     rc = 1;

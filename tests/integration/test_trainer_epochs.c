@@ -13,7 +13,10 @@
  *    and each of the replay passes trains new + replayed examples once;
  *  - a window that starts with offsets but no examples (an aborted
  *    transaction, its marker) is not a cycle: cycle 0 is the first window
- *    with examples, its ranges starting at offset 0;
+ *    with examples, its ranges starting at offset 0; and after a cycle,
+ *    new offsets holding only such a transaction start no replay cycle:
+ *    cycle 1 is the first with new examples, its ranges starting where
+ *    cycle 0 ended;
  *  - reproduce: `kilnctl reproduce` rebuilds the first version (fresh
  *    init), a mid-epoch version of the restarted trainer and the first
  *    replay version from their lineage and
@@ -433,31 +436,24 @@ static int log_has(const char *path, const char *text, const char *or_text, doub
     return 0;
 }
 
-static void test_empty_start(void **state)
+/* An aborted transaction on both partitions: offsets (its record and the
+ * abort marker) that a read_committed reader sees nothing in. */
+static void abort_txn(tt_shards_out *out, const char *topic)
 {
-    (void)state;
-    char topic[400], log[700], e[512];
-    snprintf(topic, sizeof(topic), "%s.train.late", F.s.prefix);
-    snprintf(log, sizeof(log), "%s/trainer-empty.log", F.s.dir);
-    tt_shards_out out;
-    assert_int_equal(tt_shards_open(&out, topic, 2), 0);
-    /* an aborted transaction on both partitions: offsets 0 (its record)
-     * and 1 (the abort marker), nothing a read_committed reader sees */
-    assert_int_equal(kn_kafka_txn_begin(out.p, e, sizeof(e)), KN_OK);
+    char e[512];
+    assert_int_equal(kn_kafka_txn_begin(out->p, e, sizeof(e)), KN_OK);
     for (int p = 0; p < 2; p++)
-        assert_int_equal(kn_kafka_produce(out.p, topic, p, "junk", 4, "junk", 4, NULL, 0, NULL),
+        assert_int_equal(kn_kafka_produce(out->p, topic, p, "junk", 4, "junk", 4, NULL, 0, NULL),
                          KN_OK);
     /* sent before the abort (an abort drops what is still queued) */
-    assert_int_equal(kn_kafka_producer_flush(out.p, 30000), 0);
-    assert_int_equal(kn_kafka_txn_abort(out.p, 30000, e, sizeof(e)), KN_OK);
+    assert_int_equal(kn_kafka_producer_flush(out->p, 30000), 0);
+    assert_int_equal(kn_kafka_txn_abort(out->p, 30000, e, sizeof(e)), KN_OK);
+}
 
-    tt_trainer t;
-    const char *idle[] = {"--idle-exit", "8", NULL};
-    assert_int_equal(tt_trainer_start(&t, &F.s.reg, F.s.config, "ep-empty", idle, log), 0);
-    /* the trainer has looked at the window (and waits, or, as it did
-     * before, made an empty cycle 0 of it) */
-    int waited = log_has(log, "no examples yet", "cycle 0 done", 60);
-    /* then the records: four shards */
+/* Four shards of 6 examples, committed. */
+static void send_four(tt_shards_out *out)
+{
+    char e[512];
     const uint32_t shape[3] = {4, 4, 1};
     kn_shard_writer *ws[4];
     for (int j = 0; j < 4; j++) {
@@ -465,22 +461,67 @@ static void test_empty_start(void **state)
         assert_non_null(ws[j]);
         assert_int_equal(tt_synth_shard(&F.s, ws[j], 6), KN_OK);
     }
-    assert_int_equal(tt_shards_send(&out, ws, 4), 0);
+    assert_int_equal(tt_shards_send(out, ws, 4), 0);
     for (int j = 0; j < 4; j++)
         kn_shard_writer_destroy(ws[j]);
+}
+
+/* A trainer run over a topic whose new offsets first hold only an aborted
+ * transaction, then four shards: it waits (it once made a cycle of nothing
+ * there, logging empty_cycle_done); 1 when it said it waited; the run exits 0. */
+static int run_after_abort(const char *topic, const char *log, const char *empty_cycle_done)
+{
+    tt_shards_out out;
+    assert_int_equal(tt_shards_open(&out, topic, 2), 0);
+    abort_txn(&out, topic);
+    tt_trainer t;
+    const char *idle[] = {"--idle-exit", "8", NULL};
+    assert_int_equal(tt_trainer_start(&t, &F.s.reg, F.s.config, "ep-empty", idle, log), 0);
+    /* the trainer has looked at the new offsets (and waits, or, as it did
+     * before, made a cycle of nothing of them) */
+    int waited = log_has(log, "no examples yet", empty_cycle_done, 60);
+    send_four(&out);
     tt_shards_close(&out);
     int rc = tt_wait(t.pid, 90);
     if (!waited || rc != 0) tt_dump_log(log, 3000);
-    assert_true(waited);
     assert_int_equal(rc, 0);
+    return waited;
+}
 
+static void test_empty_start(void **state)
+{
+    (void)state;
+    char topic[400], log[700];
+    snprintf(topic, sizeof(topic), "%s.train.late", F.s.prefix);
+    snprintf(log, sizeof(log), "%s/trainer-empty.log", F.s.dir);
+    /* cycle 0: an aborted transaction, then the records */
+    assert_true(run_after_abort(topic, log, "cycle 0 done"));
     json_t *vs = tt_complete_versions(&F.s.reg, "ep-empty");
     assert_true(json_array_size(vs) >= 1);
+    size_t before = json_array_size(vs);
     json_t *cyc = json_object_get(lin(json_array_get(vs, 0)), "cycle"), *r;
     size_t k;
+    int64_t end[2] = {0, 0};
     assert_int_equal(ji(cyc, "n"), 0);
     assert_int_equal(ji(cyc, "examples_per_epoch"), 24);
-    json_array_foreach(json_object_get(cyc, "ranges"), k, r) assert_int_equal(ji(r, "start"), 0);
+    json_array_foreach(json_object_get(cyc, "ranges"), k, r)
+    {
+        assert_int_equal(ji(r, "start"), 0);
+        end[ji(r, "partition")] = ji(r, "end");
+    }
+    json_decref(vs);
+
+    /* a replay cycle: the same rule for the new offsets after cycle 0 */
+    snprintf(log, sizeof(log), "%s/trainer-empty-replay.log", F.s.dir);
+    assert_true(run_after_abort(topic, log, "cycle 1 done"));
+    vs = tt_complete_versions(&F.s.reg, "ep-empty");
+    assert_true(json_array_size(vs) > before);
+    cyc = json_object_get(lin(json_array_get(vs, before)), "cycle");
+    assert_int_equal(ji(cyc, "n"), 1); /* not 2 after a cycle 1 of nothing */
+    assert_string_equal(json_string_value(json_object_get(cyc, "kind")), "replay");
+    assert_int_equal(ji(cyc, "examples_per_epoch"), 2 * 24); /* replay_ratio 1.0 */
+    json_array_foreach(json_object_get(cyc, "ranges"), k, r)
+        assert_int_equal(ji(r, "start"), end[ji(r, "partition")]);
     json_decref(vs);
 }
 
