@@ -47,7 +47,7 @@
  * Usage: test_cuda_parity [--backend NAME] [--quick] (NAME = cpu checks the
  * harness; --quick leaves out the 50-step training runs and the precision
  * checks against the emulation, which launch no kernel the rest does not:
- * tests/gpu/15-sanitize.sh runs it so). */
+ * tests/gpu/40-sanitize.sh runs it so). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
