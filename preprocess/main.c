@@ -86,9 +86,7 @@ static int ready(void *ctx, char *why, size_t whysz)
     snprintf(why, whysz, "%s", pp->waiting[0] ? pp->waiting : "starting");
     pthread_mutex_unlock(&pp->wmu);
     if (!st) return 1;
-    if (pp_stream_ready(st)) return 0;
-    snprintf(why, whysz, "rebuilding state or joining the consumer group");
-    return 1;
+    return pp_stream_ready(st, why, whysz) ? 0 : 1;
 }
 
 static void broker_waiting(void *ctx, const char *why)

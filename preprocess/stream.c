@@ -27,6 +27,11 @@ typedef struct {
  * shows nothing new: a fetch round trip and then some. */
 #define PP_CATCH_UP_SOFT_MS 1000
 
+/* pp_stream.assigned when no partition is held: before the first
+ * assignment, between a revoke and the next assignment, after a failed
+ * rebalance. 0 means an assignment without partitions (idle). */
+enum { PP_UNASSIGNED_START = -1, PP_UNASSIGNED_REVOKED = -2, PP_UNASSIGNED_ERROR = -3 };
+
 struct pp_stream {
     pp_stream_options o;
     pp_env *env;
@@ -52,7 +57,10 @@ struct pp_stream {
         int rc;
     } failed;
     int commit_failures; /* consecutive flush failures at commit */
-    int ready;
+    /* What /readyz reports, written by the rebalance callback, read by the
+     * HTTP thread (atomics): the partitions assigned now, or one of the
+     * PP_UNASSIGNED_* states. */
+    int assigned;
     struct timespec last_stats;
     double last_tokens, last_images;
 };
@@ -341,9 +349,13 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         /* Another instance may have committed state for what we now own. */
         if (catch_up(st, 0, 60000, e, sizeof(e)) != KN_OK) kn_log_warn("%s", e);
         rd_kafka_assign(rk, parts);
-        st->ready = 1;
+        if (parts->cnt == 0)
+            kn_log_info("rebalance: idle: the group gave this instance no partition (more "
+                        "instances than partitions); not ready until it gets one");
+        __atomic_store_n(&st->assigned, parts->cnt, __ATOMIC_RELAXED);
     } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         kn_log_info("rebalance: %d partition(s) revoked", parts->cnt);
+        __atomic_store_n(&st->assigned, PP_UNASSIGNED_REVOKED, __ATOMIC_RELAXED);
         if (st->txn_open) {
             if (rd_kafka_assignment_lost(rk))
                 abort_txn(st, 0);
@@ -354,6 +366,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     } else {
         kn_log_error("rebalance: %s", rd_kafka_err2str(err));
         rd_kafka_assign(rk, NULL);
+        __atomic_store_n(&st->assigned, PP_UNASSIGNED_ERROR, __ATOMIC_RELAXED);
     }
 }
 
@@ -579,9 +592,20 @@ int pp_stream_drain(pp_stream *st)
     return commit_txn(st);
 }
 
-int pp_stream_ready(const pp_stream *st)
+int pp_stream_ready(const pp_stream *st, char *why, size_t whysz)
 {
-    return st->ready;
+    int a = __atomic_load_n(&st->assigned, __ATOMIC_RELAXED);
+    if (a > 0) return 1;
+    const char *w = a == 0 ? "idle: the consumer group gave this instance no partition of the raw "
+                             "topics (more instances than partitions); it takes some over when "
+                             "another instance leaves"
+                    : a == PP_UNASSIGNED_REVOKED
+                        ? "rebalancing: partitions revoked, waiting for the group's assignment"
+                    : a == PP_UNASSIGNED_ERROR
+                        ? "rebalance failed (logged): waiting for the group's assignment"
+                        : "rebuilding state or joining the consumer group";
+    if (why && whysz) snprintf(why, whysz, "%s", w);
+    return 0;
 }
 
 /* --- setup --- */
@@ -595,6 +619,7 @@ pp_stream *pp_stream_new(const pp_stream_options *o, pp_env *env, pp_dataset **d
         return NULL;
     }
     st->o = *o;
+    st->assigned = PP_UNASSIGNED_START;
     if (st->o.record_attempts < 1) st->o.record_attempts = 3;
     st->env = env;
     st->ds = ds;

@@ -60,8 +60,12 @@ int pp_stream_step(pp_stream *st);
 /* Commits the open transaction (SIGTERM drain). */
 int pp_stream_drain(pp_stream *st);
 
-/* Non-zero once the state is rebuilt and the group is joined. */
-int pp_stream_ready(const pp_stream *st);
+/* Non-zero while this instance holds at least one partition of the raw
+ * topics (the state rebuilt, the group joined). Else 0, and why (may be
+ * NULL) says what it waits for: the first assignment, a rebalance in
+ * progress, or none at all ("idle": the group has more instances than
+ * partitions). Safe from any thread (/readyz). */
+int pp_stream_ready(const pp_stream *st, char *why, size_t whysz);
 
 /* Leaves the group (committing first) and frees. Accepts NULL. */
 void pp_stream_destroy(pp_stream *st);

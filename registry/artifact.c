@@ -263,11 +263,35 @@ static int on_upload_chunk(kn_http_req *req, const char *data, size_t len, void 
     return 0;
 }
 
+/* libpq's large-object calls return no PGresult, so the error's SQLSTATE
+ * (53100 disk_full above all: a 507, not a 500) is read from the message,
+ * which carries it at PQERRORS_VERBOSE: "ERROR:  53100: could not extend
+ * file ...". Sets c->sqlstate and c->dberr (without the code). */
+static void lo_failed(reg_call *c)
+{
+    const char *m = PQerrorMessage(c->db), *p = strstr(m, ":  ");
+    c->sqlstate[0] = '\0';
+    if (p && strlen(p + 3) > 6 && p[8] == ':' && p[9] == ' ') {
+        int code = 1;
+        for (int i = 3; i < 8; i++)
+            code &= (p[i] >= '0' && p[i] <= '9') || (p[i] >= 'A' && p[i] <= 'Z');
+        if (code) {
+            memcpy(c->sqlstate, p + 3, 5);
+            c->sqlstate[5] = '\0';
+            snprintf(c->dberr, sizeof(c->dberr), "%.*s%s", (int)(p + 3 - m), m, p + 10);
+            return;
+        }
+    }
+    snprintf(c->dberr, sizeof(c->dberr), "%s", m);
+}
+
 /* Copies the staged body into a new large object in c's transaction;
- * *oid set. 0 or -1 (c->dberr set). */
+ * *oid set. 0 or -1 (c->dberr, and c->sqlstate when the server sent one,
+ * set). */
 static int attach_copy(reg_call *c, upload *u, Oid *oid)
 {
-    int fd = -1;
+    int fd = -1, rc = -1;
+    PGVerbosity was = PQsetErrorVerbosity(c->db, PQERRORS_VERBOSE); /* for lo_failed */
     *oid = lo_creat(c->db, INV_READ | INV_WRITE);
     if (*oid == InvalidOid) goto loerr;
     fd = lo_open(c->db, *oid, INV_WRITE);
@@ -277,7 +301,7 @@ static int attach_copy(reg_call *c, upload *u, Oid *oid)
         if (n <= 0) {
             snprintf(c->dberr, sizeof(c->dberr), "reading the staged upload: %s",
                      n < 0 ? strerror(errno) : "short file");
-            return -1;
+            goto out;
         }
         for (ssize_t w = 0; w < n;) {
             int k = lo_write(c->db, fd, u->buf + w, (size_t)(n - w));
@@ -287,10 +311,13 @@ static int attach_copy(reg_call *c, upload *u, Oid *oid)
         off += (uint64_t)n;
     }
     if (lo_close(c->db, fd) != 0) goto loerr;
-    return 0;
+    rc = 0;
+    goto out;
 loerr:
-    snprintf(c->dberr, sizeof(c->dberr), "%s", PQerrorMessage(c->db));
-    return -1;
+    lo_failed(c);
+out:
+    PQsetErrorVerbosity(c->db, was);
+    return rc;
 }
 
 /* Phase 2: the whole body is in and hashed. */

@@ -293,7 +293,7 @@ static const char *const rule_prefixes[] = {"direction_", "improve_rel_", "guard
 
 typedef struct {
     const kn_config *cfg;
-    const kn_service_key *own; /* the checking service's table, or NULL */
+    const kn_service_key *own;  /* the checking service's table, or NULL */
     const char *keys[MAX_KEYS]; /* every known "section.key" ("dataset.*.kind") */
     size_t nkeys;
     char *err;
@@ -462,6 +462,35 @@ static int owns(const kn_service_key *own, const char *key)
     for (const kn_service_key *k = own; k && k->key; k++)
         if (strcmp(k->key, key) == 0) return 1;
     return 0;
+}
+
+/* Keys whose value must be a whole number in a range: refused at start and
+ * by --check-config, as an unknown key is, instead of being found out (or
+ * only warned about) once run() has started. */
+static const struct {
+    const char *key;
+    int64_t min, max;
+    const char *note; /* after the range in the message */
+} int_ranges[] = {
+    {"preprocess.nice", 0, 19, "0 = unchanged"},
+    {"trainer.nice", 0, 19, "0 = unchanged"},
+};
+
+static void check_ranges(checker *c)
+{
+    for (size_t i = 0; i < sizeof(int_ranges) / sizeof(int_ranges[0]); i++) {
+        const char *key = int_ranges[i].key, *file = NULL;
+        char env[300];
+        int line = origin(c->cfg, key, &file, env, sizeof(env));
+        if (!file) continue;                        /* the table's default */
+        if (env[0] && !owns(c->own, key)) continue; /* another service's variable */
+        int ok = 1;
+        int64_t v = kn_config_get_int(c->cfg, key, 0, &ok);
+        if (ok && v >= int_ranges[i].min && v <= int_ranges[i].max) continue;
+        problem(c, file, line, "%s = %s: %s; wants a whole number in %lld..%lld (%s)", key,
+                kn_config_get(c->cfg, key, ""), ok ? "out of range" : "not a number",
+                (long long)int_ranges[i].min, (long long)int_ranges[i].max, int_ranges[i].note);
+    }
 }
 
 /* Each name of the list at key (comma or space separated) must have a
@@ -709,6 +738,7 @@ int kn_keys_check(const kn_config *cfg, const kn_service_key *own, char *errbuf,
     check_names(c, "ingest.dataset", "dataset", 0);
     check_names(c, "pipeline.models", "model", 1);
     kn_config_foreach_section(cfg, "model.", check_model_dataset, c);
+    check_ranges(c);
     int problems = c->problems;
     if (problems > MAX_PROBLEMS && c->len + 1 < errsz)
         snprintf(errbuf + c->len, errsz - c->len, "\n... and %d more", problems - MAX_PROBLEMS);

@@ -47,7 +47,9 @@ extern const kn_keys_table kn_keys_tables[];
  * rules on metrics the evaluator records (or declares with direction_M).
  * KN_OK, or KN_EINVAL with one line per problem in errbuf ("FILE:LINE:
  * what; did you mean 'x'?"), at most 16. Values are the services' to
- * check; this checks names. */
+ * check, except the few keys keys.c gives a range (the nice values: "FILE:
+ * LINE: trainer.nice = 20: out of range; wants a whole number in 0..19");
+ * this checks names. */
 int kn_keys_check(const kn_config *cfg, const kn_service_key *own, char *errbuf, size_t errsz);
 
 /* 1 when cfg has the section [kind.name] ("dataset", "fortunes"); else 0,

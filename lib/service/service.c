@@ -361,8 +361,9 @@ void kn_service_set_nice(const kn_service *svc, const char *key)
 {
     int ok = 1;
     int64_t v = kn_service_get_int(svc, key, &ok);
-    if (!ok || v < 0 || v > 19) {
-        kn_log_warn("%s: wants 0..19; left at the default priority", key);
+    if (!ok || v < 0 || v > 19) { /* keys.c refuses it at start for the stack's keys */
+        kn_log_error("%s = %s: wants a whole number in 0..19; priority left as it is", key,
+                     kn_service_get(svc, key));
         return;
     }
     if (v == 0) return;

@@ -147,7 +147,9 @@ int kn_service_get_bool(const kn_service *svc, const char *key, int *ok);
 /* Sets every thread of the process (those to come inherit it) to the nice
  * value of the int key (0..19; 0 leaves it as it is): batch services
  * (trainer, preprocess) yield the CPU to the latency-bound ones (registry,
- * serve) on a shared machine. Logs the value; a failure is a warning. */
+ * serve) on a shared machine. Logs the value; a failure is a warning. A
+ * value outside 0..19 of trainer.nice or preprocess.nice never gets here:
+ * kn_keys_check refuses it at start (service/keys.h). */
 void kn_service_set_nice(const kn_service *svc, const char *key);
 
 /* Starts the HTTP server with /healthz, /readyz and /metrics. opts gives

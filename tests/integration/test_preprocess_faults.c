@@ -9,7 +9,10 @@
  *  - oom_record: one huge PNG that cannot be decoded for want of memory
  *    (an address-space limit set on the running service) is tried a bounded
  *    number of times, then goes to the DLQ as processing_failed, and the
- *    records after it are processed. */
+ *    records after it are processed;
+ *  - idle_instance_not_ready: of two instances on 1-partition raw topics
+ *    one holds both partitions and answers /readyz 200, the other holds
+ *    none and answers 503 "idle: ..." (docs/preprocess.md, readiness). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,7 +27,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <cmocka.h>
+#include <curl/curl.h>
 #include <zlib.h>
 
 #include "core/kn.h"
@@ -488,13 +496,121 @@ static void oom_record(void **state)
     unlink(log);
 }
 
+/* --- readiness: an instance without partitions is idle, not ready --- */
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    socklen_t len = sizeof(a);
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
+        fail_msg("no free port");
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static size_t body_cb(char *p, size_t sz, size_t n, void *ctx)
+{
+    char *b = ctx;
+    size_t have = strlen(b), add = sz * n;
+    if (have + add >= 512) add = 511 - have;
+    memcpy(b + have, p, add);
+    b[have + add] = '\0';
+    return sz * n;
+}
+
+/* GET /readyz: the HTTP status (0: no answer), the body into body[512]. */
+static long readyz(int port, char *body)
+{
+    char url[64];
+    long status = 0;
+    body[0] = '\0';
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/readyz", port);
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 2000L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, body_cb);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
+    if (curl_easy_perform(c) == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    return status;
+}
+
+static pid_t start_on_port(const char *config, const char *instance, const char *log, int port)
+{
+    char v[16];
+    snprintf(v, sizeof(v), "%d", port);
+    setenv("KILN_PREPROCESS_PORT", v, 1);
+    pid_t pid = start_preprocess(config, instance, log);
+    unsetenv("KILN_PREPROCESS_PORT");
+    return pid;
+}
+
+static void idle_instance_not_ready(void **state)
+{
+    (void)state;
+    char prefix[128], cfgp[256], log[2][256], inst[2][160], body[2][512];
+    make_prefix(prefix, sizeof(prefix), "idle");
+    snprintf(cfgp, sizeof(cfgp), "/tmp/%s.ini", prefix);
+    write_config(cfgp, prefix, IMG_RECIPE);
+    create_raw_topics(prefix); /* 1 partition each: two partitions for two instances */
+    int port[2];
+    pid_t pid[2];
+    long code[2] = {0, 0};
+    for (int i = 0; i < 2; i++) {
+        snprintf(log[i], sizeof(log[i]), "/tmp/%s-%c.log", prefix, 'a' + i);
+        snprintf(inst[i], sizeof(inst[i]), "%s-%c", prefix, 'a' + i);
+        port[i] = free_port();
+    }
+    /* a alone holds both partitions: ready */
+    pid[0] = start_on_port(cfgp, inst[0], log[0], port[0]);
+    wait_assigned(pid[0], log[0]);
+    double end = tp_now() + 10;
+    while ((code[0] = readyz(port[0], body[0])) != 200 && tp_now() < end)
+        usleep(100000);
+    fprintf(stderr, "a alone: /readyz %ld %s\n", code[0], body[0]);
+    if (code[0] != 200) {
+        stop_preprocess(pid[0]);
+        dump_log(log[0]);
+        fail_msg("a alone with both partitions: /readyz %ld %s", code[0], body[0]);
+    }
+    /* b joins: the range assignor gives each 1-partition topic to one member,
+     * the same one for both topics, so one instance is left without any */
+    pid[1] = start_on_port(cfgp, inst[1], log[1], port[1]);
+    wait_assigned(pid[1], log[1]);
+    end = tp_now() + 30;
+    int settled = 0;
+    while (!settled && tp_now() < end) {
+        usleep(200000);
+        for (int i = 0; i < 2; i++)
+            code[i] = readyz(port[i], body[i]);
+        settled = (code[0] == 200 && code[1] == 503 && strstr(body[1], "idle")) ||
+                  (code[1] == 200 && code[0] == 503 && strstr(body[0], "idle"));
+    }
+    fprintf(stderr, "a and b: /readyz %ld %s | %ld %s\n", code[0], body[0], code[1], body[1]);
+    stop_preprocess(pid[1]);
+    stop_preprocess(pid[0]);
+    if (!settled) {
+        dump_log(log[0]);
+        dump_log(log[1]);
+    }
+    assert_true(settled);
+    unlink(cfgp);
+    unlink(log[0]);
+    unlink(log[1]);
+}
+
 int main(void)
 {
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(split),
         cmocka_unit_test(shard_too_large),
         cmocka_unit_test(oom_record),
+        cmocka_unit_test(idle_instance_not_ready),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -84,6 +84,20 @@ utf8policy = repair' -- "ingest-key.ini:12: unknown key 'utf8policy' in [ingest]
 expect registry-section "$bin/registry/kiln-registry" -- '[registy]
 port = 0' -- "registry-section.ini:12: [registy] is not a section" "did you mean [registry]"
 
+# A value outside its range (keys.c's int_ranges): refused at start and by
+# --check-config, naming the file, line, key and the range.
+expect trainer-nice "$bin/trainer/kiln-trainer" --model gpt -- '[trainer]
+nice = 20' -- "trainer-nice.ini:12: trainer.nice = 20: out of range" "0..19" "nothing was started"
+expect trainer-nice-check "$bin/trainer/kiln-trainer" --model gpt --check-config -- '[trainer]
+nice = -1' -- "trainer-nice-check.ini:12: trainer.nice = -1: out of range" "0..19"
+expect pp-nice "$bin/preprocess/kiln-preprocess" -- '[preprocess]
+nice = low' -- "pp-nice.ini:12: preprocess.nice = low: not a number" "0..19" "nothing was started"
+expect pp-nice-check "$bin/preprocess/kiln-preprocess" --check-config -- '[preprocess]
+nice = 25' -- "pp-nice-check.ini:12: preprocess.nice = 25: out of range" "0..19"
+# ... and by the other services too: one kiln.ini configures them all.
+expect registry-nice "$bin/registry/kiln-registry" --check-config -- '[preprocess]
+nice = 1.5' -- "registry-nice.ini:12: preprocess.nice = 1.5: not a number" "0..19"
+
 # --help of every service offers the check.
 for b in registry/kiln-registry preprocess/kiln-preprocess evaluator/kiln-evaluator serve/kiln-serve; do
     "$bin/$b" --help | grep -q -- --check-config || fail "$b --help does not list --check-config"

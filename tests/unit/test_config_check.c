@@ -94,6 +94,19 @@ static const mistake mistakes[] = {
     {"a policy for a misspelt model",
      "[policy.gpt-fortune]\nmin_accuracy = 0.5\n",
      {"no [model.gpt-fortune]", "did you mean [policy.gpt-fortunes]"}},
+    {"nice values in range", "[trainer]\nnice = 19\n[preprocess]\nnice = 0\n", {NULL}},
+    {"trainer.nice out of range",
+     "[trainer]\nnice = 20\n",
+     {"t.ini:13:", "trainer.nice = 20", "out of range", "0..19"}},
+    {"trainer.nice negative",
+     "[trainer]\nnice = -1\n",
+     {"t.ini:13:", "trainer.nice = -1", "0..19"}},
+    {"preprocess.nice not a number",
+     "[preprocess]\nnice = low\n",
+     {"t.ini:13:", "preprocess.nice = low", "not a number", "0..19"}},
+    {"preprocess.nice out of range",
+     "[preprocess]\nnice = 40\n",
+     {"t.ini:13:", "preprocess.nice = 40", "out of range", "0..19"}},
     {"a key before any section", NULL, {"a key before the first [section]"}},
 };
 
@@ -154,6 +167,12 @@ static void test_environment(void **state)
     assert_non_null(strstr(err, "KILN_PREPROCESS_DATASETS"));
     assert_non_null(strstr(err, "no [dataset.nope]"));
     assert_int_equal(kn_keys_check(cfg, NULL, err, sizeof(err)), KN_OK);
+    /* the same for a value's range */
+    setenv("KILN_TRAINER_NICE", "25", 1);
+    assert_int_equal(kn_keys_check(cfg, kn_keys_preprocess, err, sizeof(err)), KN_OK);
+    assert_int_equal(kn_keys_check(cfg, kn_keys_trainer, err, sizeof(err)), KN_EINVAL);
+    unsetenv("KILN_TRAINER_NICE");
+    assert_non_null(strstr(err, "KILN_TRAINER_NICE: trainer.nice = 25: out of range"));
     kn_config_destroy(cfg);
 }
 

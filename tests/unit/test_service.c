@@ -1,9 +1,10 @@
 /* Unit tests for lib/service: the skeleton's command line, exit codes, the
  * key table as defaults under the file and the environment, the order of
  * run() and cleanup(), readiness over HTTP, command dispatch, a bind that
- * waits out a predecessor still holding the port, and the shutdown deadline
- * of a service whose drain hangs. Runs kn_service_main in-process (a forked
- * child for the deadline; no Kafka, no database). */
+ * waits out a predecessor still holding the port, the shutdown deadline
+ * of a service whose drain hangs, and kn_service_set_nice on every thread.
+ * Runs kn_service_main in-process (a forked child for the deadline and the
+ * nice values; no Kafka, no database). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,10 +16,14 @@
 #include <unistd.h>
 
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include <cmocka.h>
@@ -321,6 +326,103 @@ static void hung_drain_exits_by_the_deadline(void **state)
     assert_true(took <= KN_SERVICE_DRAIN_DEFAULT_S + 3);
 }
 
+/* --- kn_service_set_nice: Linux keeps the nice value per thread, so a
+ * setpriority() of the calling thread alone would leave librdkafka's and
+ * OpenBLAS's threads at full priority --- */
+
+static pthread_mutex_t park_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t park_cond = PTHREAD_COND_INITIALIZER;
+static int park_done;
+
+static void *parked(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&park_lock);
+    while (!park_done)
+        pthread_cond_wait(&park_cond, &park_lock);
+    pthread_mutex_unlock(&park_lock);
+    return NULL;
+}
+
+/* Every thread of the process at `want`, except the calling one at `self`
+ * (want when self < 0). Returns the number of threads seen, -1 on a
+ * mismatch (printed). */
+static int threads_at(int want, int self)
+{
+    pid_t me = (pid_t)syscall(SYS_gettid);
+    DIR *d = opendir("/proc/self/task");
+    if (!d) return -1;
+    int n = 0, bad = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        pid_t tid = (pid_t)atoi(e->d_name);
+        errno = 0;
+        int p = getpriority(PRIO_PROCESS, (id_t)tid);
+        int w = tid == me && self >= 0 ? self : want;
+        if (errno || p != w) {
+            fprintf(stderr, "thread %d: nice %d, want %d\n", (int)tid, p, w);
+            bad = 1;
+        }
+        n++;
+    }
+    closedir(d);
+    return bad ? -1 : n;
+}
+
+/* The child's run(): 2 threads parked, the calling thread at nice 3; t.nice
+ * = 0 changes nothing; t.nice = 5 puts every thread at 5, and a thread
+ * created after inherits it. Exit 0 when all held, else the step that
+ * failed. */
+static int run_nice(kn_service *svc, void *a)
+{
+    (void)a;
+    pthread_t th[3];
+    for (int i = 0; i < 2; i++)
+        if (pthread_create(&th[i], NULL, parked, NULL) != 0) return 10;
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 3) != 0) return 11;
+    setenv("KILN_T_NICE", "0", 1);
+    kn_service_set_nice(svc, "t.nice");
+    int n = threads_at(0, 3);
+    if (n < 3) return 12; /* the caller, the two parked, the skeleton's watchdog */
+    setenv("KILN_T_NICE", "5", 1);
+    kn_service_set_nice(svc, "t.nice");
+    if (threads_at(5, -1) != n) return 13;
+    if (pthread_create(&th[2], NULL, parked, NULL) != 0) return 10;
+    if (threads_at(5, -1) != n + 1) return 14;
+    pthread_mutex_lock(&park_lock);
+    park_done = 1;
+    pthread_cond_broadcast(&park_cond);
+    pthread_mutex_unlock(&park_lock);
+    for (int i = 0; i < 3; i++)
+        pthread_join(th[i], NULL);
+    return 0;
+}
+
+static void set_nice_reaches_every_thread(void **state)
+{
+    (void)state;
+    static const kn_service_key nice_keys[] = {{"t.nice", "0", "nice"}, {NULL, NULL, NULL}};
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork(); /* the nice values would stay with this process */
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        FILE *null = fopen("/dev/null", "w");
+        dup2(fileno(null), 1);
+        kn_service_spec sp = spec;
+        sp.keys = nice_keys;
+        sp.run = run_nice;
+        sp.cleanup = NULL;
+        sp.commands = NULL;
+        char *argv[] = {"kiln-test", NULL};
+        _exit(kn_service_main(&sp, &(app){0}, 1, argv));
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -330,6 +432,7 @@ int main(void)
         cmocka_unit_test(commands_take_over),
         cmocka_unit_test(bind_waits_for_the_port),
         cmocka_unit_test(hung_drain_exits_by_the_deadline),
+        cmocka_unit_test(set_nice_reaches_every_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
