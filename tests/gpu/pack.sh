@@ -3,7 +3,7 @@
 # packs it for a GPU machine that has nvcc, CMake and PyTorch but none of
 # our Debian libraries and no network: the GPU binaries, the shared
 # libraries ldd lists that such a machine lacks, and the files the tests
-# read at run time, as one tar.gz in a git-ignored folder small enough to
+# read at run time, as one tar.xz in a git-ignored folder small enough to
 # carry there (at most 64 MiB travel, the working tree included).
 #
 # On the GPU machine: tests/gpu/run --prebuilt .gpu-pack (tests/gpu/prebuilt.sh
@@ -28,9 +28,9 @@ done
 # What tests/gpu/run and its step scripts start, relative to the build dir.
 bins=(tests/gpu/cuda_smoke tests/gpu/test_cuda_parity tests/test_nn_gpt_fixture
       tests/bench/bench_nn_cpu tests/bench/bench_generate_kv preprocess/kiln-preprocess
-      trainer/kiln-trainer evaluator/kiln-evaluator)
+      trainer/kiln-trainer evaluator/kiln-evaluator tests/bpe_tool)
 targets=(cuda_smoke test_cuda_parity test_nn_gpt_fixture bench_nn_cpu bench_generate_kv
-         kiln-preprocess kiln-trainer kiln-evaluator)
+         kiln-preprocess kiln-trainer kiln-evaluator bpe_tool)
 # The Fashion-MNIST IDX files (Debian's dataset-fashion-mnist, ~31 MB gzip):
 # 30-files-cnn.sh makes its shards from them there (kiln-preprocess export
 # --from-idx), so the pack carries no shards.
@@ -41,7 +41,11 @@ data=(tests/nn/gpt_fixture_model.safetensors tests/nn/gpt_fixture_expected.safet
 # Present on any Linux machine with a CUDA driver, and newer there: never
 # packed (an older libstdc++ first on the path would break PyTorch).
 system_re='^(linux-vdso|ld-linux|libc|libm|libdl|libpthread|librt|libstdc\+\+|libgcc_s|libcuda)\.'
-limit=$((56 * 1024 * 1024)) # leaves the working tree room under the 64 MiB
+# The tokenizer benchmark's data (35-tiktoken.sh): the two rank files and
+# every 8th document of the multilingual corpus (~2 MB, the mix of scripts
+# kept), made here by tests/tokenizer/cache.sh and bench-corpus.js if needed.
+tokcache=$root/.cache/tokenizer
+limit=$((56 * 1024 * 1024)) # leaves the working tree (~4.3 MB) room under the 64 MiB
 
 export PATH=/usr/local/cuda/bin:$PATH
 echo "pack: configuring $build (Release, KILN_CUDA=ON)"
@@ -97,6 +101,17 @@ if [ -r "$fmnist/train-images-idx3-ubyte.gz" ]; then
 else
     echo "pack: $fmnist not installed here: 30-files-cnn.sh will need KILN_FMNIST_DIR there" >&2
 fi
+if [ ! -s "$tokcache/r50k_base.tiktoken" ] || [ ! -s "$tokcache/cl100k_base.tiktoken" ]; then
+    bash "$root/tests/tokenizer/cache.sh" >/dev/null
+fi
+if [ ! -s "$tokcache/bench-corpus.txt" ]; then
+    node "$root/tests/tokenizer/bench-corpus.js" "$tokcache/bench-corpus.txt" "$root" >/dev/null
+fi
+mkdir -p "$pk/tokenizer"
+cp "$tokcache/r50k_base.tiktoken" "$tokcache/cl100k_base.tiktoken" "$pk/tokenizer/"
+python3 -c 'import sys
+docs = open(sys.argv[1], "rb").read().split(b"\0")
+open(sys.argv[2], "wb").write(b"\0".join(docs[::8]))' "$tokcache/bench-corpus.txt" "$pk/tokenizer/bench-corpus.txt"
 # The source path compiled into the binaries (KILN_SOURCE_DIR): prebuilt.sh
 # makes it point at src/ on the GPU machine when it does not exist there.
 grep -qa "$root/tests/nn/gpt_fixture_model.safetensors" "$build/tests/test_nn_gpt_fixture" ||
@@ -113,11 +128,16 @@ printf '%s\n' "$root" >"$pk/SOURCE_DIR"
 } >"$pk/MANIFEST"
 
 mkdir -p "$out"
-rm -f "$out/kiln-gpu.tar.gz"
-tar czf "$out/kiln-gpu.tar.gz" -C "$stage" kiln-gpu
-size=$(stat -c %s "$out/kiln-gpu.tar.gz")
+rm -f "$out/kiln-gpu.tar.gz" "$out/kiln-gpu.tar.xz"
+# xz: OpenBLAS, the libraries and the binaries shrink a quarter more than
+# with gzip (45 vs 58 MB in all on 2026-12-01: the IDX files are gzip
+# already); prebuilt.sh unpacks it with tar, or Python's tarfile where
+# the machine has no xz
+echo "pack: compressing (xz, a minute or more)"
+tar cf - -C "$stage" kiln-gpu | xz -6 -T0 >"$out/kiln-gpu.tar.xz"
+size=$(stat -c %s "$out/kiln-gpu.tar.xz")
 cat "$pk/MANIFEST"
-awk -v f="$out/kiln-gpu.tar.gz" -v s="$size" 'BEGIN { printf "pack: %s (%.1f MiB)\n", f, s / 1048576 }'
+awk -v f="$out/kiln-gpu.tar.xz" -v s="$size" 'BEGIN { printf "pack: %s (%.1f MiB)\n", f, s / 1048576 }'
 if [ "$size" -gt "$limit" ]; then
     echo "pack: larger than $((limit / 1048576)) MiB: it would not travel with the tree" >&2
     exit 1

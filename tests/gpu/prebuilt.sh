@@ -1,5 +1,5 @@
 # prebuilt.sh: sourced by tests/gpu/run --prebuilt DIR. Unpacks the pack
-# tests/gpu/pack.sh made (DIR/kiln-gpu.tar.gz) and makes it runnable on a
+# tests/gpu/pack.sh made (DIR/kiln-gpu.tar.xz, or an older pack's .tar.gz) and makes it runnable on a
 # machine without our libraries: the binaries' wrappers set LD_LIBRARY_PATH
 # to the packed libraries themselves; here the source path compiled into
 # them (KILN_SOURCE_DIR, where the GPT fixture reads its safetensors) is made
@@ -7,14 +7,25 @@
 
 # gpu_pack_unpack DIR: prints the build dir to run from (the pack's build/),
 # or says what is wrong on stderr and returns 1.
+# unpack_tar FILE DEST: tar's own xz or gzip, else Python's tarfile (a
+# machine without the xz program)
+unpack_tar() {
+    if [[ $1 == *.xz ]] && ! command -v xz >/dev/null 2>&1; then
+        python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$1" "$2"
+    else
+        tar xf "$1" -C "$2"
+    fi
+}
+
 gpu_pack_unpack() {
-    local dir=$1 tgz=$1/kiln-gpu.tar.gz
+    local dir=$1 tgz=$1/kiln-gpu.tar.xz
     local dest=${TMPDIR:-/tmp}/kiln-gpu-pack
+    [ -f "$tgz" ] || tgz=$dir/kiln-gpu.tar.gz
     if [ ! -f "$tgz" ]; then
-        echo "tests/gpu/run: no $tgz: run tests/gpu/pack.sh where the project builds" >&2
+        echo "tests/gpu/run: no $dir/kiln-gpu.tar.xz: run tests/gpu/pack.sh where the project builds" >&2
         return 1
     fi
-    rm -rf "$dest" && mkdir -p "$dest" && tar xzf "$tgz" -C "$dest" || {
+    rm -rf "$dest" && mkdir -p "$dest" && unpack_tar "$tgz" "$dest" || {
         echo "tests/gpu/run: cannot unpack $tgz into $dest" >&2
         return 1
     }

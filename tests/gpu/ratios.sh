@@ -3,7 +3,8 @@
 # the end, read from the output of its steps (20-bench.sh's lines: per
 # precision kiln's CUDA backend, then PyTorch eager on the same GPU; then
 # PyTorch's GPT-2 124M, kiln's GPT-2 124M per precision and the peak-memory
-# lines). Each header line ("kiln ... backend, precision P", "PyTorch ...,
+# lines; and 35-tiktoken.sh's tokenizer medians beside Python tiktoken's).
+# Each header line ("kiln ... backend, precision P", "PyTorch ...,
 # precision P") sets the precision of the figures under it; a PyTorch header
 # without one is fp32 (or tf32 when it says "TF32 tensor cores"). A figure
 # missing from the log shows as "-": the table never invents one.
@@ -39,6 +40,9 @@ function prec_of(dflt,    p) { p = after("precision"); sub(/[,(].*/, "", p); ret
 /^gpt2 124M/ { kg2[prec] = before("tokens/s"); kg2b[prec] = field("B="); if (!(prec in g2seen)) { g2seen[prec] = 1; g2order[++g2n] = prec } next }
 /^peak-memory kiln-gpt2(-[a-z0-9]+)?: [0-9]/ { p = $2; sub(/:$/, "", p); sub(/^kiln-gpt2-?/, "", p); kmem[p == "" ? "fp32" : p] = $3 }
 /^peak-memory torch-gpt2: [0-9]/ { tsmi = $3 }
+/^(r50k|cl100k): [0-9]+ rounds, MB\/s/ { enc = $1; sub(/:$/, "", enc); next }
+/^  kiln +[0-9.]+-/ && enc != "" { tk[enc] = $NF; next }
+/^  native tiktoken \(Python\) +[0-9.]+-/ && enc != "" { tt[enc] = $NF; if (!(enc in eseen)) { eseen[enc] = 1; eorder[++en] = enc } next }
 function ratio(k, t) { return (k != "" && t != "" && t + 0 > 0) ? sprintf("%.3g", k / t) : "-" }
 function row(name, p, k, t, unit) {
     printf "%-24s %-5s %18s %20s %10s\n", name " (" unit ")", p, k == "" ? "-" : k, t == "" ? "-" : t, ratio(k, t)
@@ -65,4 +69,7 @@ END {
     }
     if (tsmi != "") printf "  (kiln: nvidia-smi, context included; PyTorch: max_memory_allocated, %s MiB by nvidia-smi)\n", tsmi
     print "  (GPT-2: PyTorch is always bf16 + torch.compile; the prec column is kiln'"'"'s)"
+    for (i = 1; i <= en; i++)
+        row("tokenizer " eorder[i], "-", tk[eorder[i]], tt[eorder[i]], "MB/s")
+    if (en) print "  (tokenizer: median MB/s per CPU-second of one thread; the PyTorch column is native tiktoken, Python)"
 }' "$log"

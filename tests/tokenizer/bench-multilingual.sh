@@ -20,16 +20,20 @@
 #                  older one measured elsewhere against another yardstick
 # Each engine's ids are checked against the expected-ids files in round 1
 # (every document identical, or the script fails).
+# Where neither node nor an expected-ids file is at hand but Python tiktoken
+# is (the GPU machine: tests/gpu/35-tiktoken.sh), the expected ids are
+# written by tiktoken itself first, so kiln's ids are checked against it.
 # Usage: bench-multilingual.sh [seconds-per-measure (default 5)] [rounds (default 5)]
 # Needs: $KILN_BINARY_DIR/tests/bpe_tool, the rank files and (or node to build
-# them) the corpus and expected ids under .cache/tokenizer; bpe-parity.sh
-# writes the rank files. Copy .cache/tokenizer along to a machine without node.
+# them) the corpus and expected ids under .cache/tokenizer
+# ($KILN_TOKENIZER_CACHE); bpe-parity.sh writes the rank files. Copy
+# .cache/tokenizer along to a machine without node.
 set -euo pipefail
 
 SRC=${KILN_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 BIN=${KILN_BINARY_DIR:-$SRC/build}
 TOK=$SRC/tests/tokenizer
-CACHE=$SRC/.cache/tokenizer
+CACHE=${KILN_TOKENIZER_CACHE:-$SRC/.cache/tokenizer}
 SECONDS_PER=${1:-5}
 ROUNDS=${2:-5}
 CORPUS=$CACHE/bench-corpus.txt
@@ -76,6 +80,8 @@ for enc in r50k cl100k; do
     if [ $have_node = 1 ]; then
         [ -s "$exp" ] || node "$TOK/reference.js" expect-corpus "${enc}_base" "$exp" "$CORPUS"
         [ -s "$exps" ] || node "$TOK/reference.js" expect-corpus "${enc}_base" "$exps" "$CORPUS" --special
+    elif [ ! -s "$exp" ] && [ $have_native = 1 ]; then
+        python3 "$TOK/bench-native.py" --write-ids "$exp" "$enc" "$ranks" "$CORPUS"
     fi
     [ -s "$exp" ] || { echo "FAIL: no $exp" >&2; exit 1; }
     K=() KS=() NN=() PY=() W=() KB=()

@@ -7,6 +7,9 @@ constructor (pattern, special tokens), and with the expected-ids file checks eve
 
 Usage: bench-native.py <r50k|cl100k> <rank-file> <corpus> <seconds> [<expected-ids>]
 Prints: "native <encoding> <MB/s of thread CPU> <MB/s wall> <ids> <bytes> <tiktoken version>"
+   or: bench-native.py --write-ids <out> <r50k|cl100k> <rank-file> <corpus>
+writes tiktoken's ids of each document, a line each (the expected-ids format
+kiln's bpe_tool checks against), where no other reference is at hand.
 (MB = 1e6 bytes). The CPU time is this thread's (time.thread_time), as kiln's
 bench counts its encoding thread's.
 """
@@ -26,17 +29,32 @@ def encoding(kind, ranks):
     return tiktoken.Encoding(**getattr(op, f"{kind}_base")())
 
 
-def main():
-    if len(sys.argv) not in (5, 6) or sys.argv[1] not in ("r50k", "cl100k"):
-        sys.exit(__doc__)
-    kind, rank_file, corpus, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+def load_ranks(rank_file):
     ranks = {}
     with open(rank_file, "rb") as f:
         for line in f:
             if line.strip():
                 tok, rank = line.split()
                 ranks[base64.b64decode(tok)] = int(rank)
-    enc = encoding(kind, ranks)
+    return ranks
+
+
+def write_ids(out, kind, rank_file, corpus):
+    enc = encoding(kind, load_ranks(rank_file))
+    docs = open(corpus, "rb").read().decode("utf-8").split("\0")
+    with open(out, "w") as f:
+        for d in docs:
+            f.write(" ".join(map(str, enc.encode_ordinary(d))) + "\n")
+    print(f"ids of {len(docs)} documents by tiktoken {tiktoken.__version__} ({kind}_base) -> {out}")
+
+
+def main():
+    if len(sys.argv) == 6 and sys.argv[1] == "--write-ids" and sys.argv[3] in ("r50k", "cl100k"):
+        return write_ids(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
+    if len(sys.argv) not in (5, 6) or sys.argv[1] not in ("r50k", "cl100k"):
+        sys.exit(__doc__)
+    kind, rank_file, corpus, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+    enc = encoding(kind, load_ranks(rank_file))
     raw = open(corpus, "rb").read()
     docs = raw.decode("utf-8").split("\0")
     nids = 0
