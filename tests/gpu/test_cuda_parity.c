@@ -44,6 +44,12 @@
  * and the bf16 table's flash attention (fused_attention(): ops against
  * fp32 and the CPU's emulation, a second backward doubling dqkv exactly,
  * the bf16 GPT with and without it, determinism, 50-step tracking).
+ * Conv paths (2026-12-01): the conv op checks (the CNNs' layer shapes and
+ * odd ones, conv_ops), a repeat of the backward for identical bits and the
+ * bench's CNN model run once per CUDA conv path, KILN_CUDA_CONV=im2col and
+ * =implicit (lib/nn/cuda/conv.cu reads it at every call), in fp32 and in
+ * each precision (against fp32 and the emulation); the variable is put
+ * back after.
  * Usage: test_cuda_parity [--backend NAME] [--quick] (NAME = cpu checks the
  * harness; --quick leaves out the 50-step training runs and the precision
  * checks against the emulation, which launch no kernel the rest does not:
