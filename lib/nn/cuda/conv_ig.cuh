@@ -2,7 +2,7 @@
  * host-side sizing they share (no launches: conv.cu launches them), in a
  * header of their own so that tests/gpu/test_conv_ig_host.cpp can compile
  * the same source on the host, with stand-ins for the CUDA built-ins (each
- * block's threads as threads, __syncthreads a barrier, WMMA emulated by its
+ * block's threads as fibers switched at __syncthreads, WMMA emulated by its
  * documented layouts), and check it against a direct convolution on
  * machines without a GPU. Included once, by conv.cu, after cuda_int.cuh
  * and <mma.h>. */
@@ -27,7 +27,9 @@
  *
  * Every kernel: a block of 256 threads computes a 64 x 64 tile of the
  * product, walking K in steps of 16: each thread loads 4 elements of the
- * A tile and 4 of the B tile (zeros outside), rounded to the precision
+ * A tile and 4 of the B tile (zeros outside; layers of 32 or fewer output
+ * rows, like the CNNs' first conv and second input gradient, fill half a
+ * tile: a 32-row variant is left for when a GPU says it matters), rounded to the precision
  * (tf32: round-to-nearest-even as kn_round_tf32; bf16: __float2bfloat16_rn
  * as kn_round_bf16, so the device and the CPU's emulation round alike),
  * into shared memory, k-major (As[k][m], Bs[k][n]); then
