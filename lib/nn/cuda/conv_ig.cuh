@@ -430,15 +430,16 @@ __global__ void __launch_bounds__(IG_THREADS, 4)
 }
 
 /* The weight gradient's K split: G groups of kchunk (a multiple of IG_BK)
- * for about two blocks per SM over the output tiles, at least 4 K steps a
- * group, at most IG_GROUPS_MAX; G never grows with a smaller B, so the
- * scratch sized at the model's largest batch holds every call's partials. */
+ * for about four blocks per SM (as many as fit) over the output tiles, at
+ * least 4 K steps a group, at most IG_GROUPS_MAX; G never grows with a
+ * smaller B, so the scratch sized at the model's largest batch holds every
+ * call's partials. */
 #define IG_GROUPS_MAX 256
 
 static int ig_groups_max(const kn_conv_shape *s)
 {
     const int tiles = ((s->OC + IG_BM - 1) / IG_BM) * ((s->C * s->K * s->K + IG_BN - 1) / IG_BN);
-    int want = 2 * kn_cu_sms() / tiles;
+    int want = 4 * kn_cu_sms() / tiles;
     return want < 1 ? 1 : want > IG_GROUPS_MAX ? IG_GROUPS_MAX : want;
 }
 
