@@ -357,6 +357,9 @@ int main(void)
     run<0>(1, 32, 14, 64, 5, 1, 2, 1, 0, 1); /* weight gradient only */
     shapes<1>();
     shapes<2>();
+    const kn_conv_shape empty = {0, 3, 8, 8, 4, 3, 1, 1, 8, 8}; /* B 0: the im2col path's */
+    checks++;
+    if (ig_fits(&empty)) failures++, printf("FAIL ig_fits takes an empty batch\n");
     printf("test_conv_ig_host: %d of %d checks passed\n", checks - failures, checks);
     return failures ? 1 : 0;
 }

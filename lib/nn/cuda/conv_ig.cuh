@@ -187,14 +187,15 @@ static ig_geo geo_of(const kn_conv_shape *s)
     return g;
 }
 
-/* Every index the kernels form fits an int. */
+/* Every index the kernels form fits an int, and the grids are not empty
+ * (an empty batch takes the im2col path, whose loops do nothing). */
 static int ig_fits(const kn_conv_shape *s)
 {
     const double lim = 2147483647.0 - 4.0 * IG_BN;
     const double B = s->B, in = B * s->C * s->H * s->W, out = B * s->OC * s->OH * s->OW;
     const double wn = (double)s->OC * s->C * s->K * s->K;
-    return in < lim && out < lim && wn < lim && B * s->H * s->W < lim &&
-           B * s->OH * s->OW < lim && (double)s->K < 32768;
+    return s->B > 0 && s->OH > 0 && s->OW > 0 && in < lim && out < lim && wn < lim &&
+           B * s->H * s->W < lim && B * s->OH * s->OW < lim && (double)s->K < 32768;
 }
 
 #define IG_SHARED(PREC)                                                                            \
