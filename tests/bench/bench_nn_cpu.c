@@ -196,8 +196,15 @@ int main(int argc, char **argv)
                    : "linear/conv GEMMs bf16 x bf16 -> fp32, fp32 master weights");
     if (!only || strcmp(only, "mlp") == 0)
         image_case("mlp", "{\"type\":\"mlp\",\"sizes\":[784,512,256,128,10]}", 784, secs);
+    /* the CUDA backend's conv path (lib/nn/cuda/conv.cu): rows of a path
+     * chosen by KILN_CUDA_CONV are "cnn-PATH" (tests/gpu/20-bench.sh runs
+     * both, ratios.sh compares each with PyTorch's cnn) */
+    const char *conv = getenv("KILN_CUDA_CONV");
+    char cnn[40] = "cnn";
+    if (conv && *conv && strcmp(backend->name, "cpu") != 0)
+        snprintf(cnn, sizeof(cnn), "cnn-%.30s", conv);
     if (!only || strcmp(only, "cnn") == 0)
-        image_case("cnn",
+        image_case(cnn,
                    "{\"type\":\"cnn\",\"input\":[1,28,28],\"convs\":[{\"out\":32,\"k\":5,"
                    "\"pad\":2},{\"out\":64,\"k\":5,\"pad\":2}],\"fc\":[1024],\"classes\":10}",
                    784, secs);

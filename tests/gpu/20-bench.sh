@@ -50,6 +50,14 @@ for prec in $precs; do
     echo "bench: kiln side: CUDA backend, precision $prec"
     "$build/tests/bench/bench_nn_cpu" --backend cuda --precision "$prec" --seconds "$secs" || rc=$?
 done
+# the CNN once more on the implicit-GEMM convolutions (lib/nn/cuda/conv.cu;
+# the rows above are the default path, im2col): rows "cnn-implicit", each
+# compared with PyTorch's cnn; about 4 s a precision
+for prec in $precs; do
+    echo "bench: kiln side: CUDA backend, precision $prec, KILN_CUDA_CONV=implicit"
+    KILN_CUDA_CONV=implicit "$build/tests/bench/bench_nn_cpu" --backend cuda --only cnn \
+        --precision "$prec" --seconds "$secs" || rc=$?
+done
 if [ $torch = 1 ]; then # one process for every precision: PyTorch starts once
     python3 "$root/tests/bench/nn/bench_nn_pytorch.py" --device cuda \
         --precision "$(tr ' ' ',' <<<"$precs")" --seconds "$secs" || ref=$?

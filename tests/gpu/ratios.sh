@@ -26,7 +26,7 @@ function prec_of(dflt,    p) { p = after("precision"); sub(/[,(].*/, "", p); ret
     next
 }
 /^PyTorch .*cuda/ { who = "torch"; prec = prec_of(index($0, "TF32 tensor cores") ? "tf32" : "fp32"); next }
-/^(mlp|cnn) +B=/ {
+/^(mlp|cnn(-[a-z0-9]+)?) +B=/ { # cnn-PATH: a conv path of kiln (KILN_CUDA_CONV), PyTorch has cnn
     key = $1 " B=" field("B="); v[who, key, prec] = before("images/s")
     if (!(key in cseen)) { cseen[key] = 1; corder[++n] = key }
     if (!(prec in pseen)) { pseen[prec] = 1; porder[++pn] = prec }
@@ -43,27 +43,28 @@ function prec_of(dflt,    p) { p = after("precision"); sub(/[,(].*/, "", p); ret
 /^(r50k|cl100k): [0-9]+ rounds, MB\/s/ { enc = $1; sub(/:$/, "", enc); next }
 /^  kiln +[0-9.]+-/ && enc != "" { tk[enc] = $NF; next }
 /^  native tiktoken \(Python\) +[0-9.]+-/ && enc != "" { tt[enc] = $NF; if (!(enc in eseen)) { eseen[enc] = 1; eorder[++en] = enc } next }
+function tkey(k) { sub(/^cnn-[a-z0-9]+/, "cnn", k); return k }
 function ratio(k, t) { return (k != "" && t != "" && t + 0 > 0) ? sprintf("%.3g", k / t) : "-" }
 function row(name, p, k, t, unit) {
-    printf "%-24s %-5s %18s %20s %10s\n", name " (" unit ")", p, k == "" ? "-" : k, t == "" ? "-" : t, ratio(k, t)
+    printf "%-28s %-5s %18s %20s %10s\n", name " (" unit ")", p, k == "" ? "-" : k, t == "" ? "-" : t, ratio(k, t)
 }
 END {
-    printf "%-24s %-5s %18s %20s %10s\n", "case", "prec", "kiln", "PyTorch", "kiln÷PyT"
+    printf "%-28s %-5s %18s %20s %10s\n", "case", "prec", "kiln", "PyTorch", "kiln÷PyT"
     for (i = 1; i <= n; i++)
         for (j = 1; j <= pn; j++)
-            row(corder[i], porder[j], v["kiln", corder[i], porder[j]], v["torch", corder[i], porder[j]], "img/s")
+            row(corder[i], porder[j], v["kiln", corder[i], porder[j]], v["torch", tkey(corder[i]), porder[j]], "img/s")
     for (i = 1; i <= gn; i++)
         row("small GPT", gorder[i], v["kiln", "small GPT", gorder[i]], v["torch", "small GPT", gorder[i]], "tok/s")
     if (!g2n) { g2order[++g2n] = "fp32" }
     for (i = 1; i <= g2n; i++) {
         p = g2order[i]
-        printf "%-24s %-5s %18s %20s %10s\n", "GPT-2 124M (tok/s)", p,
+        printf "%-28s %-5s %18s %20s %10s\n", "GPT-2 124M (tok/s)", p,
             kg2[p] == "" ? "-" : kg2[p] " B=" kg2b[p], tg2 == "" ? "-" : tg2 " bf16 B=" tg2b,
             ratio(kg2[p], tg2)
     }
     for (i = 1; i <= g2n; i++) {
         p = g2order[i]
-        printf "%-24s %-5s %18s %20s %10s\n", "GPT-2 peak memory (MiB)", p,
+        printf "%-28s %-5s %18s %20s %10s\n", "GPT-2 peak memory (MiB)", p,
             kmem[p] == "" ? "-" : kmem[p] " B=" kg2b[p], tmem == "" ? "-" : tmem " B=" tg2b,
             ratio(kmem[p], tmem)
     }

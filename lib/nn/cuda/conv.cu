@@ -1,5 +1,8 @@
-/* conv.cu: 2-D convolution as im2col + one SGEMM per chunk of images,
- * backward as col2im of a GEMM; chunks keep the column matrices under
+/* conv.cu: 2-D convolution, NCHW, on two paths chosen at run time by
+ * KILN_CUDA_CONV (read at every call, so a test can flip it):
+ *
+ * im2col (the default): im2col + one SGEMM per chunk of images, backward as
+ * col2im of a GEMM; chunks keep the column matrices under
  * CU_CONV_SCRATCH_FLOATS, as cpu.c does. Cost: the GEMMs' 2 OC CKK P flops
  * per image, plus im2col/col2im, which read and write CKK P floats per image
  * each (memory-bound; a quarter of the CNN step on the H200 before their
@@ -7,8 +10,18 @@
  * gradient, each channel's row of the chunk summed in segments by blocks of
  * 256 and the segments added in order (two passes, no atomics). col2im gathers (one
  * thread per input pixel), so there are no atomics and results are
- * deterministic. */
+ * deterministic.
+ *
+ * implicit (KILN_CUDA_CONV=implicit): the three GEMMs (forward, input
+ * gradient, weight gradient) read their operands straight from the NCHW
+ * tensors, so no column matrix is written or read; the forward adds the
+ * bias in its epilogue and the weight-gradient GEMM sums the bias gradient
+ * from the fp32 output gradient it stages. See "implicit GEMM" below. */
 #include "nn/cuda/cuda_int.cuh"
+
+#include <mma.h>
+
+using namespace nvcuda;
 
 /* ------------------------------------------------------------ conv2d */
 
@@ -26,10 +39,14 @@ static int conv_chunk(const kn_conv_shape *s)
     return (int)nb;
 }
 
+static size_t ig_scratch(const kn_conv_shape *s);
+
+/* Enough for either path (KILN_CUDA_CONV may change between calls). */
 size_t kn_cu_conv2d_scratch(const kn_conv_shape *s)
 {
     size_t P = (size_t)s->OH * s->OW, CKK = (size_t)s->C * s->K * s->K;
-    return (size_t)conv_chunk(s) * P * (2 * CKK + (size_t)s->OC);
+    size_t cols = (size_t)conv_chunk(s) * P * (2 * CKK + (size_t)s->OC), ig = ig_scratch(s);
+    return cols > ig ? cols : ig;
 }
 
 struct conv_dims {
@@ -184,12 +201,67 @@ static void rowsum_add(float *dbias, const float *dt, int OC, size_t NP)
     kn_cu_col_partials_add(dbias, partial, (int)S, OC);
 }
 
+#include "nn/cuda/conv_ig.cuh" /* the implicit-GEMM kernels */
+
+/* KILN_CUDA_CONV=implicit and the shape's indices fit an int */
+static int ig_use(const kn_conv_shape *s)
+{
+    const char *e = getenv("KILN_CUDA_CONV");
+    return e && strcmp(e, "implicit") == 0 && ig_fits(s);
+}
+
+static dim3 ig_grid(int M, int N, int G)
+{
+    return dim3((unsigned)((N + IG_BN - 1) / IG_BN), (unsigned)((M + IG_BM - 1) / IG_BM),
+                (unsigned)G);
+}
+
+template <int PREC>
+static void ig_fwd(float *out, const float *inp, const float *w, const float *bias,
+                   const kn_conv_shape *s)
+{
+    const ig_geo g = geo_of(s);
+    k_conv_fwd_ig<PREC><<<ig_grid(g.OC, g.B * g.KP, 1), IG_THREADS>>>(out, inp, w, bias, g);
+    LAUNCHED();
+}
+
+template <int PREC>
+static void ig_bwd(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                   const float *w, float *scratch, const kn_conv_shape *s)
+{
+    const ig_geo g = geo_of(s);
+    if (dinp) {
+        k_conv_dinp_ig<PREC><<<ig_grid(g.C, g.B * g.HW, 1), IG_THREADS>>>(dinp, dout, w, g);
+        LAUNCHED();
+    }
+    if (!dw && !dbias) return;
+    int kchunk, G = ig_groups(s, &kchunk);
+    const size_t MN = (size_t)g.OC * g.CKK;
+    float *dwp = dw, *dbp = dbias;
+    if (G > 1) dwp = dw ? scratch : NULL, dbp = dbias ? scratch + (size_t)G * MN : NULL;
+    dim3 grid = ig_grid(g.OC, dw ? g.CKK : 1, G);
+    k_conv_dw_ig<PREC><<<grid, IG_THREADS>>>(dwp, dbp, dout, inp, g, G, kchunk);
+    LAUNCHED();
+    if (G == 1) return;
+    if (dw) kn_cu_col_partials_add(dw, dwp, G, (int)MN);
+    if (dbias) kn_cu_col_partials_add(dbias, dbp, G, g.OC);
+}
+
 void kn_cu_conv2d_fwd(float *out, const float *inp, const float *w, const float *bias,
                       float *scratch, const kn_conv_shape *s)
 {
     const int nbmax = conv_chunk(s), OC = s->OC, CKK = s->C * s->K * s->K;
     const size_t P = (size_t)s->OH * s->OW;
     float *col = scratch, *tmp = scratch + (size_t)nbmax * P * CKK;
+    if (ig_use(s)) {
+        if (kn_cu_precision == 1)
+            ig_fwd<1>(out, inp, w, bias, s);
+        else if (kn_cu_precision == 2)
+            ig_fwd<2>(out, inp, w, bias, s);
+        else
+            ig_fwd<0>(out, inp, w, bias, s);
+        return;
+    }
     for (int b0 = 0; b0 < s->B; b0 += nbmax) {
         int nb = s->B - b0 < nbmax ? s->B - b0 : nbmax;
         int NP = (int)(nb * P);
@@ -208,6 +280,15 @@ void kn_cu_conv2d_bwd(float *dinp, float *dw, float *dbias, const float *dout, c
     const size_t P = (size_t)s->OH * s->OW;
     float *col = scratch, *dcol = scratch + (size_t)nbmax * P * CKK;
     float *dt = dcol + (size_t)nbmax * P * CKK;
+    if (ig_use(s)) {
+        if (kn_cu_precision == 1)
+            ig_bwd<1>(dinp, dw, dbias, dout, inp, w, scratch, s);
+        else if (kn_cu_precision == 2)
+            ig_bwd<2>(dinp, dw, dbias, dout, inp, w, scratch, s);
+        else
+            ig_bwd<0>(dinp, dw, dbias, dout, inp, w, scratch, s);
+        return;
+    }
     for (int b0 = 0; b0 < s->B; b0 += nbmax) {
         int nb = s->B - b0 < nbmax ? s->B - b0 : nbmax;
         int NP = (int)(nb * P);
