@@ -44,6 +44,8 @@
  * and the bf16 table's flash attention (fused_attention(): ops against
  * fp32 and the CPU's emulation, a second backward doubling dqkv exactly,
  * the bf16 GPT with and without it, determinism, 50-step tracking).
+ * Embedding backward (2026-12-01): the token table's gradient with hot
+ * tokens, compared bit for bit (embedding.cu adds in the CPU's order).
  * Usage: test_cuda_parity [--backend NAME] [--quick] (NAME = cpu checks the
  * harness; --quick leaves out the 50-step training runs and the precision
  * checks against the emulation, which launch no kernel the rest does not:
@@ -521,6 +523,49 @@ static void op_embed(int B, int T, int C, int V)
     free(ids);
     pair_free(&wte), pair_free(&wpe), pair_free(&out), pair_free(&dout), pair_free(&dwte);
     pair_free(&dwpe);
+}
+
+/* The token table's gradient with hot tokens, bit for bit: the device
+ * sums each token's rows in row order onto the old value, as cpu.c does
+ * (embedding.cu), so the bits must match exactly. N rows of which `hot`
+ * percent carry token 3 (a chain longer than the kernel's 128 rows staged
+ * at a time), the rest random, C not a multiple of the 128 channels a
+ * block; and every row the same token. On the CPU backend both sides are
+ * cpu.c (trivially equal: the harness runs). */
+static void op_embed_hot(int N, int C, int V, int hot)
+{
+    int *ids = malloc((size_t)N * sizeof(int));
+    for (int i = 0; i < N; i++) {
+        rng = rng * 6364136223846793005ull + 1;
+        ids[i] = (int)((rng >> 33) % 100) < hot ? 3 : (int)((rng >> 17) % (unsigned)V);
+    }
+    int *ic = ints_dev(ids, (size_t)N, cpu), *idd = ints_dev(ids, (size_t)N, dev);
+    pair dout = pair_rand((size_t)N * C, 1), dwte = pair_rand((size_t)V * C, 1);
+    cpu->embed_bwd(dwte.c, dout.c, ic, N, C);
+    dev->embed_bwd(dwte.d, dout.d, idd, N, C);
+    float *c = malloc(dwte.n * sizeof(float)), *d = malloc(dwte.n * sizeof(float));
+    cpu->to_host(c, dwte.c, dwte.n * sizeof(float));
+    dev->to_host(d, dwte.d, dwte.n * sizeof(float));
+    size_t bad = 0, first = dwte.n;
+    for (size_t i = 0; i < dwte.n; i++)
+        if (memcmp(&c[i], &d[i], sizeof(float))) {
+            if (!bad) first = i;
+            bad++;
+        }
+    checks++;
+    if (bad) {
+        failures++;
+        printf("FAIL embed_bwd N=%d C=%d, %d %% token 3: %zu of %zu differ from the CPU's bits; "
+               "first [%zu] (token %zu) cpu %.9g %s %.9g\n",
+               N, C, hot, bad, dwte.n, first, first / (size_t)C, c[first], dev->name, d[first]);
+    } else {
+        printf("ok   embed_bwd N=%d C=%d, %d %% token 3: the CPU's bits (%zu floats)\n", N, C,
+               hot, dwte.n);
+    }
+    free(c), free(d), free(ids);
+    cpu->free(ic);
+    dev->free(idd);
+    pair_free(&dout), pair_free(&dwte);
 }
 
 static void op_layernorm(int N, int C)
@@ -1405,6 +1450,9 @@ int main(int argc, char **argv)
     op_pool(KN_POOL_MAX, 2, 3, 9, 3, 2); /* overlapping windows */
     op_pool(KN_POOL_AVG, 2, 3, 9, 3, 2);
     op_embed(3, 16, 40, 50);
+    op_embed_hot(1000, 200, 64, 60);  /* ~600 rows of one token: 5 chunks of 128 */
+    op_embed_hot(300, 77, 50, 100);   /* every row the same token */
+    op_embed_hot(4096, 96, 3000, 5);  /* mostly distinct tokens: many blocks, rbits 12 */
     op_layernorm(37, 70);
     op_layernorm(1000, 96); /* dw, db in two passes (16 row chunks) */
     op_layernorm(64, 768);  /* rows in registers, 32 slots a lane (24 used): GPT-2's C */
