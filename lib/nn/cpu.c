@@ -947,6 +947,24 @@ static void cpu_optim_update_all(const kn_optim_args *a, float clip, float *p, c
     if (norm) *norm = nrm;
 }
 
+/* A training step as one unit: the CPU runs it as it comes. */
+static void *cpu_host_alloc(size_t bytes)
+{
+    return calloc(1, bytes ? bytes : 1);
+}
+
+static int cpu_graph_run(void **slot, uint64_t key, void (*fn)(void *ctx), void *ctx)
+{
+    (void)slot, (void)key;
+    fn(ctx);
+    return 0;
+}
+
+static void cpu_graph_free(void *slot)
+{
+    (void)slot;
+}
+
 static const kn_backend cpu_backend = {
     .name = "cpu",
     .alloc = cpu_alloc,
@@ -992,6 +1010,10 @@ static const kn_backend cpu_backend = {
     .sumsq = cpu_sumsq,
     .optim_update = cpu_optim_update,
     .optim_update_all = cpu_optim_update_all,
+    .host_alloc = cpu_host_alloc,
+    .host_free = free,
+    .graph_run = cpu_graph_run,
+    .graph_free = cpu_graph_free,
 };
 
 const kn_backend *kn_backend_cpu(void)

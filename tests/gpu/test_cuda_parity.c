@@ -46,6 +46,9 @@
  * the bf16 GPT with and without it, determinism, 50-step tracking).
  * Embedding backward (2026-12-01): the token table's gradient with hot
  * tokens, compared bit for bit (embedding.cu adds in the CPU's order).
+ * Training steps as one CUDA graph (2026-12-01): kn_model_train_step
+ * against zero_grad/forward/backward/step, parameters bit for bit
+ * (graph_steps; the last checks, since a capture that fails stops).
  * Usage: test_cuda_parity [--backend NAME] [--quick] (NAME = cpu checks the
  * harness; --quick leaves out the 50-step training runs and the precision
  * checks against the emulation, which launch no kernel the rest does not:
@@ -1092,6 +1095,105 @@ static void model_parity(const char *name, const char *spec, int B, int T)
     kn_model_destroy(md);
 }
 
+/* kn_model_train_step against the four calls it stands for, on one backend:
+ * two models from the same seed train `steps` steps on the same batches
+ * (new inputs every step, one step with a smaller batch and one with an
+ * ignored label, which change the graph's key: warm-up and capture again),
+ * AdamW with clipping and a cosine schedule (the arguments change every
+ * step), the norm asked for. Parameters, buffers, gradient norms and the
+ * last logits must be the same bits; losses within 1e-6 (the graph sums
+ * the rows' losses on the host). On CUDA the train steps of an MLP/CNN
+ * without dropout run as a CUDA graph (graph.cu) from the third step with
+ * a key on, the rest op by op; on the CPU backend graph_run is a plain
+ * call, so there both sides run the same ops (the harness and the staging
+ * are what is checked). */
+static void graph_steps(const char *name, const char *spec_json, int B, int steps, int training)
+{
+    kn_model *m[2];
+    char err[256];
+    for (int k = 0; k < 2; k++) {
+        json_t *spec = json_loads(spec_json, 0, NULL);
+        if (!spec || kn_model_new(spec, 11, B, dev, &m[k], err, sizeof(err))) {
+            fprintf(stderr, "model %s: %s\n", spec_json, err);
+            exit(1);
+        }
+        json_decref(spec);
+        kn_optim_config oc;
+        kn_optim_config_default(&oc, KN_OPT_ADAMW);
+        oc.grad_clip = 0.5f;
+        oc.schedule = KN_LR_COSINE, oc.warmup = 2, oc.total = steps;
+        kn_model_set_optim(m[k], &oc);
+        kn_model_set_training(m[k], training);
+    }
+    batch_data d;
+    make_batch(&d, m[0], B, 0);
+    size_t nx = 0; /* the input floats of B rows */
+    {
+        const json_t *sp = kn_model_spec(m[0]), *input = json_object_get(sp, "input");
+        size_t per = 1;
+        if (input)
+            for (size_t i = 0; i < json_array_size(input); i++)
+                per *= (size_t)json_integer_value(json_array_get(input, i));
+        else
+            per = (size_t)json_integer_value(json_array_get(json_object_get(sp, "sizes"), 0));
+        nx = per * (size_t)B;
+    }
+    float *x0 = malloc(nx * sizeof(float));
+    memcpy(x0, d.x, nx * sizeof(float));
+    float lt[64], ld[64], nt[64], nd[64];
+    int graphs = 0, bad_loss = 0;
+    for (int st = 0; st < steps && st < 64; st++) {
+        for (size_t i = 0; i < nx; i++)
+            d.x[i] = x0[i] * (1.0f + 0.05f * (float)st);
+        d.b.B = st == 5 ? B - 1 : B;
+        if (d.lab) d.lab[0] = st == 8 ? -1 : 1;
+        if (kn_model_train_step(m[0], &d.b, &lt[st], &nt[st], NULL, err, sizeof(err))) {
+            fprintf(stderr, "train_step: %s\n", err);
+            exit(1);
+        }
+        graphs += kn_model_last_step_graph(m[0]);
+        kn_model_zero_grad(m[1]);
+        if (kn_model_forward(m[1], &d.b, &ld[st], err, sizeof(err))) {
+            fprintf(stderr, "forward: %s\n", err);
+            exit(1);
+        }
+        kn_model_backward(m[1]);
+        kn_model_step(m[1], &nd[st], NULL);
+        bad_loss += !(fabs((double)lt[st] - ld[st]) <= 1e-6 * fabs((double)ld[st]) + 1e-7);
+    }
+    const int outs = kn_model_num_outputs(m[0]);
+    float *lg[2];
+    size_t bad = 0, n = kn_model_params(m[0])->numel;
+    float *p0 = set_to_host(kn_model_params(m[0])), *p1 = set_to_host(kn_model_params(m[1]));
+    for (size_t i = 0; i < n; i++)
+        bad += memcmp(&p0[i], &p1[i], sizeof(float)) != 0;
+    const kn_tensor_set *b0 = kn_model_buffers(m[0]), *b1 = kn_model_buffers(m[1]);
+    if (b0->n) {
+        float *h0 = set_to_host(b0), *h1 = set_to_host(b1);
+        for (size_t i = 0; i < b0->numel; i++)
+            bad += memcmp(&h0[i], &h1[i], sizeof(float)) != 0;
+        n += b0->numel;
+        free(h0), free(h1);
+    }
+    for (int k = 0; k < 2; k++) {
+        lg[k] = malloc((size_t)B * outs * sizeof(float));
+        kn_model_logits(m[k], lg[k], (size_t)B * outs);
+    }
+    const size_t nl = (size_t)d.b.B * outs;
+    bad += memcmp(lg[0], lg[1], nl * sizeof(float)) != 0;
+    bad += memcmp(nt, nd, (size_t)steps * sizeof(float)) != 0;
+    checks++;
+    if (bad || bad_loss) failures++;
+    printf("%s train_step %s x%d on %s (%d as a graph): %zu of %zu parameters/buffers differ "
+           "from op-by-op steps, logits and norms %s, %d losses off by > 1e-6\n",
+           bad || bad_loss ? "FAIL" : "ok  ", name, steps, dev->name, graphs, bad, n,
+           bad ? "checked" : "the same bits", bad_loss);
+    free(lg[0]), free(lg[1]), free(p0), free(p1), free(x0);
+    free_batch(&d);
+    kn_model_destroy(m[0]);
+    kn_model_destroy(m[1]);
+}
+
 /* A checkpoint written on backend `from` after three steps loads on `to` and
  * continues three steps there; the model that stayed on `from` does the same
  * steps. Logits (inference mode), parameters and running statistics must
@@ -1524,6 +1626,23 @@ int main(int argc, char **argv)
                "\"block_size\":40,\"vocab_size\":50}");
     determinism(gpt, 3, 16);
     precisions(gpt);
+    /* last: a capture that fails stops the process (graph.cu), after
+     * everything above has printed */
+    graph_steps("mlp relu", "{\"type\":\"mlp\",\"sizes\":[20,32,16,5]}", 8, 12, 1);
+    graph_steps("mlp gelu mse",
+                "{\"type\":\"mlp\",\"sizes\":[10,16,3],\"activation\":\"gelu\",\"loss\":\"mse\"}",
+                6, 10, 1);
+    graph_steps("cnn batchnorm smoothing",
+                "{\"type\":\"cnn\",\"input\":[1,12,12],\"bn\":true,\"convs\":[{\"out\":4,"
+                "\"k\":3,\"pad\":1},{\"out\":6,\"k\":3,\"pad\":1}],\"fc\":[16],"
+                "\"label_smoothing\":0.1,\"classes\":5}",
+                6, 10, 1);
+    graph_steps("cnn eval mode",
+                "{\"type\":\"cnn\",\"input\":[1,12,12],\"convs\":[{\"out\":4,"
+                "\"k\":3,\"pad\":1}],\"fc\":[16],\"classes\":5}",
+                4, 8, 0);
+    graph_steps("mlp dropout (op by op)", "{\"type\":\"mlp\",\"sizes\":[20,24,5],\"dropout\":0.2}",
+                8, 8, 1);
 
     printf("test_cuda_parity: %d of %d checks passed\n", checks - failures, checks);
     return failures ? 1 : 0;
