@@ -234,6 +234,26 @@ struct kn_backend {
     void (*optim_update_all)(const kn_optim_args *a, float clip, float *param, const float *grad,
                              float *m, float *v, size_t numel, const kn_optim_chunk *chunks,
                              int nchunks, float *norm);
+
+    /* --- a training step as one replayable unit (optional, all four or
+     * none: NULL where a backend has none; cpu.c's are plain calls; the
+     * CUDA backend's capture a CUDA graph, lib/nn/cuda/graph.cu, and
+     * KILN_CUDA_GRAPH=0 leaves them NULL). host_alloc: zeroed host memory
+     * the device copies to and from without staging (CUDA: pinned), or
+     * NULL; host_free accepts NULL. graph_run(slot, key, fn, ctx): runs
+     * fn(ctx), or replays what an earlier call with the same key captured
+     * of it (then fn is not called); *slot (NULL at first) keeps that
+     * state, graph_free(*slot) releases it. Returns 1 when the step ran as
+     * a graph, 0 when fn ran. fn must issue the same ops with the same
+     * arguments for the same key; anything that changes between steps must
+     * be in host_alloc memory at fixed addresses that fn copies with
+     * to_device / to_host (or passes as optim_update_all's args and norm),
+     * and fn must not read device values on the host. When graph_run
+     * returns the device is done and those copies have landed. --- */
+    void *(*host_alloc)(size_t bytes);
+    void (*host_free)(void *p);
+    int (*graph_run)(void **slot, uint64_t key, void (*fn)(void *ctx), void *ctx);
+    void (*graph_free)(void *slot);
 };
 
 /* The CPU backend (static, never freed). */

@@ -406,6 +406,35 @@ static void cpu_layernorm_bwd(float *restrict dinp, float *restrict dw, float *r
 
 /* ---------------------------------------------------------------- attention */
 
+/* One query's attention weights over n keys, what the full attention and
+ * the KV-cache path share (so that they give the same bits): pre[t2] =
+ * scale (q . k_t2) with k_t2 = k + t2 * ldk (hs floats), then a[t2] =
+ * softmax(pre)[t2], max-subtracted. pre may be a (the KV path keeps no
+ * scores): each pre[t2] is read before a[t2] is written. */
+static void softmax_row(float *pre, float *a, const float *restrict q, const float *restrict k,
+                        size_t ldk, int n, int hs, float scale)
+{
+    float mx = -FLT_MAX;
+    for (int t2 = 0; t2 < n; t2++) {
+        const float *kt = k + (size_t)t2 * ldk;
+        float dot = 0.0f;
+        for (int i = 0; i < hs; i++)
+            dot += q[i] * kt[i];
+        dot *= scale;
+        pre[t2] = dot;
+        if (dot > mx) mx = dot;
+    }
+    float sum = 0.0f;
+    for (int t2 = 0; t2 < n; t2++) {
+        float e = expf(pre[t2] - mx);
+        a[t2] = e;
+        sum += e;
+    }
+    const float inv = 1.0f / sum;
+    for (int t2 = 0; t2 < n; t2++)
+        a[t2] *= inv;
+}
+
 static void cpu_attention_fwd(float *restrict out, float *restrict preatt, float *restrict att,
                               const float *restrict qkv, int B, int T, int C, int NH, int causal)
 {
@@ -418,25 +447,7 @@ static void cpu_attention_fwd(float *restrict out, float *restrict preatt, float
                 float *pre = preatt + (((size_t)b * NH + h) * T + t) * T;
                 float *a = att + (((size_t)b * NH + h) * T + t) * T;
                 const int tn = causal ? t + 1 : T;
-                float mx = -FLT_MAX;
-                for (int t2 = 0; t2 < tn; t2++) {
-                    const float *k = qkv + ((size_t)b * T + t2) * C3 + C + h * hs;
-                    float dot = 0.0f;
-                    for (int i = 0; i < hs; i++)
-                        dot += q[i] * k[i];
-                    dot *= scale;
-                    pre[t2] = dot;
-                    if (dot > mx) mx = dot;
-                }
-                float sum = 0.0f;
-                for (int t2 = 0; t2 < tn; t2++) {
-                    float e = expf(pre[t2] - mx);
-                    a[t2] = e;
-                    sum += e;
-                }
-                const float inv = 1.0f / sum;
-                for (int t2 = 0; t2 < tn; t2++)
-                    a[t2] *= inv;
+                softmax_row(pre, a, q, qkv + (size_t)b * T * C3 + C + h * hs, C3, tn, hs, scale);
                 for (int t2 = tn; t2 < T; t2++)
                     a[t2] = pre[t2] = 0.0f;
                 float *o = out + ((size_t)b * T + t) * C + h * hs;
@@ -469,25 +480,8 @@ static void cpu_kv_attention(float *restrict out, float *restrict att, const flo
     const float scale = 1.0f / sqrtf((float)hs);
     for (int h = 0; h < NH; h++) {
         const float *qh = q + h * hs;
-        float *a = att + (size_t)h * (p + 1), mx = -FLT_MAX;
-        for (int t2 = 0; t2 <= p; t2++) {
-            const float *k = K + (size_t)t2 * C + h * hs;
-            float dot = 0.0f;
-            for (int i = 0; i < hs; i++)
-                dot += qh[i] * k[i];
-            dot *= scale;
-            a[t2] = dot;
-            if (dot > mx) mx = dot;
-        }
-        float sum = 0.0f;
-        for (int t2 = 0; t2 <= p; t2++) {
-            float e = expf(a[t2] - mx);
-            a[t2] = e;
-            sum += e;
-        }
-        const float inv = 1.0f / sum;
-        for (int t2 = 0; t2 <= p; t2++)
-            a[t2] *= inv;
+        float *a = att + (size_t)h * (p + 1);
+        softmax_row(a, a, qh, K + h * hs, C, p + 1, hs, scale);
         float *o = out + h * hs;
         for (int i = 0; i < hs; i++)
             o[i] = 0.0f;
@@ -953,6 +947,24 @@ static void cpu_optim_update_all(const kn_optim_args *a, float clip, float *p, c
     if (norm) *norm = nrm;
 }
 
+/* A training step as one unit: the CPU runs it as it comes. */
+static void *cpu_host_alloc(size_t bytes)
+{
+    return calloc(1, bytes ? bytes : 1);
+}
+
+static int cpu_graph_run(void **slot, uint64_t key, void (*fn)(void *ctx), void *ctx)
+{
+    (void)slot, (void)key;
+    fn(ctx);
+    return 0;
+}
+
+static void cpu_graph_free(void *slot)
+{
+    (void)slot;
+}
+
 static const kn_backend cpu_backend = {
     .name = "cpu",
     .alloc = cpu_alloc,
@@ -998,6 +1010,10 @@ static const kn_backend cpu_backend = {
     .sumsq = cpu_sumsq,
     .optim_update = cpu_optim_update,
     .optim_update_all = cpu_optim_update_all,
+    .host_alloc = cpu_host_alloc,
+    .host_free = free,
+    .graph_run = cpu_graph_run,
+    .graph_free = cpu_graph_free,
 };
 
 const kn_backend *kn_backend_cpu(void)

@@ -177,6 +177,8 @@ void kn_model_destroy(kn_model *m)
 {
     if (!m) return;
     kn_optim_destroy(m->opt);
+    if (m->be && m->graph) m->be->graph_free(m->graph);
+    if (m->be && m->stage) m->be->host_free(m->stage);
     kn_tensor_set_free(&m->params);
     kn_tensor_set_free(&m->grads);
     kn_tensor_set_free(&m->acts);
@@ -312,6 +314,10 @@ int kn_model_set_optim(kn_model *m, const kn_optim_config *cfg)
     if (!o) return KN_ENOMEM;
     kn_optim_destroy(m->opt);
     m->opt = o;
+    if (m->graph) { /* a captured step holds the old optimizer's buffers */
+        m->be->graph_free(m->graph);
+        m->graph = NULL;
+    }
     return KN_OK;
 }
 
@@ -325,6 +331,160 @@ int kn_model_step(kn_model *m, float *grad_norm, float *lr)
     if (!m->opt) return KN_EINVAL;
     kn_optim_update(m->opt, &m->params, &m->grads, grad_norm, lr);
     return KN_OK;
+}
+
+/* ------------------------------------------------------------ one training step
+ *
+ * kn_model_train_step on a backend with graph_run: the step's device work
+ * is issued by train_step_fn, which the backend runs or replays (a CUDA
+ * graph, lib/nn/cuda/graph.cu). What changes from step to step lives in
+ * the stage, host_alloc memory at fixed addresses: the batch (copied in by
+ * the host before each step), the optimizer's arguments (the schedule and
+ * bias corrections of this step), and what comes back (the rows' losses,
+ * the gradient norm). What the graph bakes in goes into the key: the batch
+ * rows, the labelled rows (the loss gradient's 1 / valid), training mode
+ * and whether the norm is copied back; dropout's seed changes every step,
+ * so a model with dropout trains op by op in training mode. */
+
+/* What a forward leaves in the model for the backward and the readers
+ * (kn_model_logits...): restored after a replay, which runs no host code. */
+typedef struct {
+    int B, T, have_targets, n_valid, dlogits_set, out_act, out_rows, out_stride, out_valid;
+    int fwd_training;
+} fwd_state;
+
+typedef struct step_stage {
+    kn_optim_args args; /* this step's optimizer arguments */
+    float norm;         /* the gradient norm, when asked */
+    float *x, *y, *losses;
+    int *labels;
+    fwd_state fwd; /* the forward's state after the step's last run of fn */
+} step_stage;
+
+static void fwd_state_get(const kn_model *m, fwd_state *f)
+{
+    *f = (fwd_state){m->B,       m->T,        m->have_targets, m->n_valid,   m->dlogits_set,
+                     m->out_act, m->out_rows, m->out_stride,   m->out_valid, m->seq.fwd_training};
+}
+
+static void fwd_state_set(kn_model *m, const fwd_state *f)
+{
+    m->B = f->B, m->T = f->T, m->have_targets = f->have_targets, m->n_valid = f->n_valid;
+    m->dlogits_set = f->dlogits_set, m->out_act = f->out_act, m->out_rows = f->out_rows;
+    m->out_stride = f->out_stride, m->out_valid = f->out_valid;
+    m->seq.fwd_training = f->fwd_training;
+}
+
+typedef struct {
+    kn_model *m;
+    kn_batch b; /* its x, labels, y point into the stage */
+    int want_norm;
+    int ran;
+    fwd_state after; /* the forward's state, when fn ran */
+} step_ctx;
+
+/* One step's device work, nothing read back on the host inside. */
+static void train_step_fn(void *p)
+{
+    step_ctx *c = p;
+    kn_model *m = c->m;
+    step_stage *st = m->stage;
+    kn_model_zero_grad(m);
+    m->have_targets = 0;
+    m->dlogits_set = 0;
+    kn_model_seq_forward(m, &c->b, NULL, 0); /* checked by the caller: cannot fail */
+    m->be->to_host(st->losses, ACT(m, m->seq.a_losses), (size_t)c->b.B * sizeof(float));
+    kn_model_backward(m);
+    kn_optim_apply_all(m->opt, &m->params, &m->grads, &st->args, c->want_norm ? &st->norm : NULL);
+    c->ran = 1;
+    fwd_state_get(m, &c->after);
+}
+
+/* The stage for max_B rows, once. */
+static step_stage *stage_of(kn_model *m)
+{
+    if (m->stage) return m->stage;
+    const size_t B = (size_t)m->max_B, in = (size_t)m->seq.in_numel, out = (size_t)m->seq.out_numel;
+    const size_t head = (sizeof(step_stage) + 63) / 64 * 64;
+    unsigned char *p =
+        m->be->host_alloc(head + (B * in + B * out + B) * sizeof(float) + B * sizeof(int));
+    if (!p) return NULL;
+    step_stage *st = (step_stage *)p;
+    st->x = (float *)(p + head);
+    st->y = st->x + B * in;
+    st->losses = st->y + B * out;
+    st->labels = (int *)(st->losses + B);
+    return m->stage = st;
+}
+
+static int has_dropout(const kn_model *m)
+{
+    for (int i = 0; i < m->seq.n; i++)
+        if (m->seq.l[i].kind == SEQ_DROPOUT) return 1;
+    return 0;
+}
+
+int kn_model_train_step(kn_model *m, const kn_batch *b, float *loss, float *grad_norm, float *lr,
+                        char *err, size_t errsz)
+{
+    const kn_backend *be = m->be;
+    const seq_model *s = &m->seq;
+    m->last_graph = 0;
+    if (!m->opt) return kn_seterr(err, errsz, KN_EINVAL, "model: no optimizer attached");
+    const int graph = be->graph_run && be->host_alloc &&
+                      (m->type == KN_MODEL_MLP || m->type == KN_MODEL_CNN) &&
+                      kn_optim_has_all(m->opt, &m->params) && !(m->training && has_dropout(m)) &&
+                      b && b->B >= 1 && b->B <= m->max_B && b->x && (s->mse ? !!b->y : !!b->labels);
+    step_stage *st = graph ? stage_of(m) : NULL;
+    if (!st) { /* op by op */
+        int rc;
+        kn_model_zero_grad(m);
+        if ((rc = kn_model_forward(m, b, loss, err, errsz))) return rc;
+        if (kn_model_backward(m))
+            return kn_seterr(err, errsz, KN_EINVAL, "model: the batch has no targets");
+        return kn_model_step(m, grad_norm, lr);
+    }
+    const int B = b->B;
+    int valid = B;
+    if (!s->mse) {
+        valid = 0;
+        for (int r = 0; r < B; r++) {
+            if (b->labels[r] >= s->out_numel || b->labels[r] < -1)
+                return kn_seterr(err, errsz, KN_EINVAL, "model: label %d of row %d not in [0, %d)",
+                                 b->labels[r], r, s->out_numel);
+            valid += b->labels[r] >= 0;
+        }
+        memcpy(st->labels, b->labels, (size_t)B * sizeof(int));
+    } else {
+        memcpy(st->y, b->y, (size_t)B * s->out_numel * sizeof(float));
+    }
+    memcpy(st->x, b->x, (size_t)B * s->in_numel * sizeof(float));
+    kn_optim_next_args(m->opt, &st->args, lr);
+    step_ctx c = {
+        .m = m,
+        .b = {.B = B, .x = st->x, .labels = s->mse ? NULL : st->labels, .y = s->mse ? st->y : NULL},
+        .want_norm = grad_norm != NULL};
+    const uint64_t key = (uint64_t)B | (uint64_t)valid << 21 | (uint64_t)m->training << 42 |
+                         (uint64_t)c.want_norm << 43;
+    m->last_graph = be->graph_run(&m->graph, key, train_step_fn, &c);
+    if (c.ran)
+        st->fwd = c.after;
+    else
+        fwd_state_set(m, &st->fwd);
+    if (m->training) m->fwd_count++;
+    if (loss) {
+        double sum = 0.0;
+        for (int r = 0; r < B; r++)
+            sum += st->losses[r];
+        *loss = valid ? (float)(sum / valid) : 0.0f;
+    }
+    if (grad_norm) *grad_norm = st->norm;
+    return KN_OK;
+}
+
+int kn_model_last_step_graph(const kn_model *m)
+{
+    return m->last_graph;
 }
 
 int kn_model_logits(const kn_model *m, float *out, size_t cap)

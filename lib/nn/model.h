@@ -111,6 +111,20 @@ const kn_optim *kn_model_optim(const kn_model *m); /* NULL when none */
  * KN_EINVAL without an optimizer. */
 int kn_model_step(kn_model *m, float *grad_norm, float *lr);
 
+/* One whole training step: zero_grad, forward (*loss, may be NULL), backward
+ * and step (*grad_norm, *lr as kn_model_step; may be NULL). The same
+ * parameters, bit for bit, as those four calls; KN_EINVAL as they would
+ * give it (no optimizer, no targets, a bad batch). On a backend with
+ * graph_run (CUDA) an MLP or CNN step without active dropout runs as one
+ * CUDA graph from its third step on with the same batch shape and number
+ * of labelled rows (inputs copied from pinned memory, no host round trip
+ * inside the step); *loss is then summed on the host from the rows'
+ * losses (in double, as the device's sum). */
+int kn_model_train_step(kn_model *m, const kn_batch *batch, float *loss, float *grad_norm,
+                        float *lr, char *err, size_t errsz);
+/* 1 when the last kn_model_train_step ran as a graph (captured or
+ * replayed), 0 when it ran op by op. */
+int kn_model_last_step_graph(const kn_model *m);
 /* Copies the last forward's outputs to host memory: (B, outputs) logits or
  * regression values; (B, T, vocab_size) for gpt (padding dropped). cap is in
  * floats; KN_ETOOBIG when it is short. */

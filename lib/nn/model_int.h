@@ -88,6 +88,10 @@ struct kn_model {
     int out_valid;  /* meaningful columns per row */
     seq_model seq;
     tfm_model tfm;
+    /* kn_model_train_step's replayable step (backend.h's graph_run) */
+    void *graph;              /* the backend's state, NULL until the first step */
+    struct step_stage *stage; /* host_alloc memory the captured step copies to and from */
+    int last_graph;           /* the last train step ran as a graph */
 };
 
 /* Builders: declare parameters and activations, fill m->seq / m->tfm. */

@@ -219,6 +219,41 @@ void kn_optim_destroy(kn_optim *o)
     free(o);
 }
 
+void kn_optim_next_args(kn_optim *o, kn_optim_args *a, float *lr_out)
+{
+    const kn_optim_config *c = &o->cfg;
+    float lr = kn_optim_lr(c, o->step);
+    o->step++;
+    *a = (kn_optim_args){
+        .kind = c->kind,
+        .lr = lr,
+        .beta1 = c->kind == KN_OPT_SGD || c->kind == KN_OPT_RMSPROP ? c->momentum : c->beta1,
+        .beta2 = c->beta2,
+        .eps = c->eps,
+        .weight_decay = c->weight_decay,
+        .bc1 = 1.0f,
+        .bc2 = 1.0f,
+        .grad_scale = 1.0f,
+    };
+    if (c->kind == KN_OPT_ADAM || c->kind == KN_OPT_ADAMW) {
+        a->bc1 = (float)(1.0 - pow((double)c->beta1, (double)o->step));
+        a->bc2 = (float)(1.0 - pow((double)c->beta2, (double)o->step));
+    }
+    if (lr_out) *lr_out = lr;
+}
+
+void kn_optim_apply_all(kn_optim *o, kn_tensor_set *params, const kn_tensor_set *grads,
+                        const kn_optim_args *a, float *grad_norm)
+{
+    params->be->optim_update_all(a, o->cfg.grad_clip, params->data, grads->data, o->m.data,
+                                 o->v.data, grads->numel, o->chunks, o->nchunks, grad_norm);
+}
+
+int kn_optim_has_all(const kn_optim *o, const kn_tensor_set *params)
+{
+    return o->chunks && params->be->optim_update_all == o->be->optim_update_all;
+}
+
 void kn_optim_update(kn_optim *o, kn_tensor_set *params, const kn_tensor_set *grads,
                      float *grad_norm, float *lr_out)
 {
@@ -226,34 +261,19 @@ void kn_optim_update(kn_optim *o, kn_tensor_set *params, const kn_tensor_set *gr
     const kn_optim_config *c = &o->cfg;
     /* one launch for everything where the backend has it: the norm, when
      * clipping or asked, stays on the device and feeds the update */
-    const int all = o->chunks && be->optim_update_all == o->be->optim_update_all;
+    const int all = kn_optim_has_all(o, params);
     /* the norm costs a pass over all gradients: only when clipping or asked */
     float norm = 0.0f;
     if (!all && (c->grad_clip > 0.0f || grad_norm))
         norm = (float)sqrt(be->sumsq(grads->data, grads->numel));
     float scale = 1.0f;
     if (c->grad_clip > 0.0f && norm > c->grad_clip) scale = c->grad_clip / (norm + 1e-6f);
-    float lr = kn_optim_lr(c, o->step);
-    o->step++;
-    kn_optim_args a = {
-        .kind = c->kind,
-        .lr = lr,
-        .beta1 = c->kind == KN_OPT_SGD || c->kind == KN_OPT_RMSPROP ? c->momentum : c->beta1,
-        .beta2 = c->beta2,
-        .eps = c->eps,
-        .bc1 = 1.0f,
-        .bc2 = 1.0f,
-        .grad_scale = scale,
-    };
-    if (c->kind == KN_OPT_ADAM || c->kind == KN_OPT_ADAMW) {
-        a.bc1 = (float)(1.0 - pow((double)c->beta1, (double)o->step));
-        a.bc2 = (float)(1.0 - pow((double)c->beta2, (double)o->step));
-    }
+    kn_optim_args a;
+    kn_optim_next_args(o, &a, lr_out);
     if (all) {
-        a.weight_decay = c->weight_decay;
-        be->optim_update_all(&a, c->grad_clip, params->data, grads->data, o->m.data, o->v.data,
-                             grads->numel, o->chunks, o->nchunks, grad_norm ? &norm : NULL);
+        kn_optim_apply_all(o, params, grads, &a, grad_norm ? &norm : NULL);
     } else {
+        a.grad_scale = scale;
         for (int i = 0; i < params->n; i++) {
             const kn_tensor *t = &params->t[i];
             a.weight_decay = t->decay ? c->weight_decay : 0.0f;
@@ -262,5 +282,4 @@ void kn_optim_update(kn_optim *o, kn_tensor_set *params, const kn_tensor_set *gr
         }
     }
     if (grad_norm) *grad_norm = norm;
-    if (lr_out) *lr_out = lr;
 }

@@ -70,4 +70,17 @@ void kn_optim_destroy(kn_optim *o);
 void kn_optim_update(kn_optim *o, kn_tensor_set *params, const kn_tensor_set *grads,
                      float *grad_norm, float *lr);
 
+/* kn_optim_update in two halves, for a step captured as a graph
+ * (kn_model_train_step): kn_optim_next_args writes the next update's
+ * arguments to *a (schedule, bias corrections, weight decay; grad_scale 1)
+ * and advances o->step, writing the lr to *lr when not NULL;
+ * kn_optim_apply_all runs the one-launch update (the backend's
+ * optim_update_all, clipping on the device) with them, writing the norm to
+ * *grad_norm when not NULL. Only where kn_optim_has_all says the backend
+ * has that update. The same bits as kn_optim_update. */
+void kn_optim_next_args(kn_optim *o, kn_optim_args *a, float *lr);
+void kn_optim_apply_all(kn_optim *o, kn_tensor_set *params, const kn_tensor_set *grads,
+                        const kn_optim_args *a, float *grad_norm);
+int kn_optim_has_all(const kn_optim *o, const kn_tensor_set *params);
+
 #endif

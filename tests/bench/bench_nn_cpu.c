@@ -2,7 +2,7 @@
  * (OpenBLAS pinned to 1 thread): images/s for the MLP 784-512-256-128-10 and
  * the Fashion-MNIST CNN at B = 64 and 256, tokens/s for a small GPT. Each
  * case runs full steps (zero_grad, forward, backward, AdamW) for about
- * --seconds of CPU time (default 2) after one warm-up step; rates are per
+ * --seconds of CPU time (default 2) after two warm-up steps; rates are per
  * CPU-second of the one thread.
  * Usage: bench_nn_cpu [--seconds S] [--only mlp|cnn|gpt|gpt2] [--backend cpu|cuda]
  *                     [--precision fp32|tf32|bf16] [--gpt2-batch B] [--peak-tflops P]
@@ -36,22 +36,22 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Runs steps until `seconds` pass; returns steps per second. */
+/* Runs steps (kn_model_train_step: on CUDA an MLP/CNN step is one CUDA
+ * graph from the third step on, unless KILN_CUDA_GRAPH=0) until `seconds`
+ * pass; returns steps per second. The first two steps are the warm-up (the
+ * second captures the graph). */
 static double run(kn_model *m, const kn_batch *b, double seconds, float *last_loss)
 {
     int steps = 0;
     double t0 = 0;
     for (;;) {
         float loss;
-        kn_model_zero_grad(m);
-        if (kn_model_forward(m, b, &loss, NULL, 0) != KN_OK) return -1;
-        kn_model_backward(m);
-        kn_model_step(m, NULL, NULL);
+        if (kn_model_train_step(m, b, &loss, NULL, NULL, NULL, 0) != KN_OK) return -1;
         *last_loss = loss;
-        if (steps == 0) t0 = now(); /* first step is the warm-up */
         steps++;
+        if (steps == 2) t0 = now();
         double el = now() - t0;
-        if (steps > 3 && el >= seconds) return (steps - 1) / el;
+        if (steps > 5 && el >= seconds) return (steps - 2) / el;
     }
 }
 
@@ -88,8 +88,9 @@ static void image_case(const char *name, const char *spec, int in, double secs)
         kn_batch b = {.B = B, .x = x, .labels = y};
         float loss;
         double sps = run(m, &b, secs, &loss);
-        printf("%-4s B=%-4d params=%-8zu %10.0f images/s  (%.2f ms/step, loss %.3f)\n", name, B,
-               kn_model_num_params(m), sps * B, 1e3 / sps, loss);
+        printf("%-4s B=%-4d params=%-8zu %10.0f images/s  (%.2f ms/step, loss %.3f, %s)\n", name, B,
+               kn_model_num_params(m), sps * B, 1e3 / sps, loss,
+               kn_model_last_step_graph(m) ? "step as a CUDA graph" : "step op by op");
         fflush(stdout);
         free(x);
         free(y);

@@ -11,7 +11,9 @@
 # 8: fp32 stores the T x T attention matrices, so B=32 does not fit) and
 # kiln bf16 (B=KILN_GPT2_BF16_BATCH, 32: its fused attention stores none;
 # KILN_CUDA_ATTENTION=gemm turns it off, then use 8). KILN_BENCH_SECONDS
-# (1.5) is each small case's time. A failed PyTorch reference fails this
+# (1.5) is each small case's time. kiln's MLP and CNN steps run as CUDA
+# graphs (KILN_CUDA_GRAPH=0 turns that off), and once more op by op in
+# fp32 to show the difference. A failed PyTorch reference fails this
 # step. Called by tests/gpu/run with the build dir.
 set -euo pipefail
 build=$1
@@ -48,7 +50,21 @@ precs=${KILN_BENCH_PRECISIONS:-fp32 tf32 bf16}
 secs=${KILN_BENCH_SECONDS:-1.5}
 for prec in $precs; do
     echo "bench: kiln side: CUDA backend, precision $prec"
-    "$build/tests/bench/bench_nn_cpu" --backend cuda --precision "$prec" --seconds "$secs" || rc=$?
+    # MLP/CNN steps run as one CUDA graph each (graph.cu; each row says
+    # which mode ran): should that path fail, the step FAILs and the same
+    # cases run again op by op so that the figures are there
+    if ! "$build/tests/bench/bench_nn_cpu" --backend cuda --precision "$prec" --seconds "$secs"; then
+        rc=1
+        echo "bench: FAIL: bench_nn_cpu stopped (precision $prec); again with KILN_CUDA_GRAPH=0"
+        KILN_CUDA_GRAPH=0 "$build/tests/bench/bench_nn_cpu" --backend cuda --precision "$prec" \
+            --seconds "$secs" || rc=$?
+    fi
+done
+# What the graph saves: the MLP and CNN in fp32 op by op (KILN_CUDA_GRAPH=0),
+# the rows prefixed so that ratios.sh keeps the graph rows above
+for case in mlp cnn; do
+    KILN_CUDA_GRAPH=0 "$build/tests/bench/bench_nn_cpu" --backend cuda --only "$case" \
+        --seconds "$secs" | sed 's/^/op by op (KILN_CUDA_GRAPH=0): /' || rc=1
 done
 # the CNN once more on the implicit-GEMM convolutions (lib/nn/cuda/conv.cu;
 # the rows above are the default path, im2col): rows "cnn-implicit", each

@@ -50,6 +50,11 @@
  * =implicit (lib/nn/cuda/conv.cu reads it at every call), in fp32 and in
  * each precision (against fp32 and the emulation); the variable is put
  * back after.
+ * Embedding backward (2026-12-01): the token table's gradient with hot
+ * tokens, compared bit for bit (embedding.cu adds in the CPU's order).
+ * Training steps as one CUDA graph (2026-12-01): kn_model_train_step
+ * against zero_grad/forward/backward/step, parameters bit for bit
+ * (graph_steps; the last checks, since a capture that fails stops).
  * Usage: test_cuda_parity [--backend NAME] [--quick] (NAME = cpu checks the
  * harness; --quick leaves out the 50-step training runs and the precision
  * checks against the emulation, which launch no kernel the rest does not:
@@ -628,6 +633,49 @@ static void op_embed(int B, int T, int C, int V)
     pair_free(&dwpe);
 }
 
+/* The token table's gradient with hot tokens, bit for bit: the device
+ * sums each token's rows in row order onto the old value, as cpu.c does
+ * (embedding.cu), so the bits must match exactly. N rows of which `hot`
+ * percent carry token 3 (a chain longer than the kernel's 128 rows staged
+ * at a time), the rest random, C not a multiple of the 128 channels a
+ * block; and every row the same token. On the CPU backend both sides are
+ * cpu.c (trivially equal: the harness runs). */
+static void op_embed_hot(int N, int C, int V, int hot)
+{
+    int *ids = malloc((size_t)N * sizeof(int));
+    for (int i = 0; i < N; i++) {
+        rng = rng * 6364136223846793005ull + 1;
+        ids[i] = (int)((rng >> 33) % 100) < hot ? 3 : (int)((rng >> 17) % (unsigned)V);
+    }
+    int *ic = ints_dev(ids, (size_t)N, cpu), *idd = ints_dev(ids, (size_t)N, dev);
+    pair dout = pair_rand((size_t)N * C, 1), dwte = pair_rand((size_t)V * C, 1);
+    cpu->embed_bwd(dwte.c, dout.c, ic, N, C);
+    dev->embed_bwd(dwte.d, dout.d, idd, N, C);
+    float *c = malloc(dwte.n * sizeof(float)), *d = malloc(dwte.n * sizeof(float));
+    cpu->to_host(c, dwte.c, dwte.n * sizeof(float));
+    dev->to_host(d, dwte.d, dwte.n * sizeof(float));
+    size_t bad = 0, first = dwte.n;
+    for (size_t i = 0; i < dwte.n; i++)
+        if (memcmp(&c[i], &d[i], sizeof(float))) {
+            if (!bad) first = i;
+            bad++;
+        }
+    checks++;
+    if (bad) {
+        failures++;
+        printf("FAIL embed_bwd N=%d C=%d, %d %% token 3: %zu of %zu differ from the CPU's bits; "
+               "first [%zu] (token %zu) cpu %.9g %s %.9g\n",
+               N, C, hot, bad, dwte.n, first, first / (size_t)C, c[first], dev->name, d[first]);
+    } else {
+        printf("ok   embed_bwd N=%d C=%d, %d %% token 3: the CPU's bits (%zu floats)\n", N, C,
+               hot, dwte.n);
+    }
+    free(c), free(d), free(ids);
+    cpu->free(ic);
+    dev->free(idd);
+    pair_free(&dout), pair_free(&dwte);
+}
+
 static void op_layernorm(int N, int C)
 {
     float *h = host_rand((size_t)N * C, 2);
@@ -1152,6 +1200,112 @@ static void model_parity(const char *name, const char *spec, int B, int T)
     kn_model_destroy(md);
 }
 
+/* kn_model_train_step against the four calls it stands for, on one backend:
+ * two models from the same seed train `steps` steps on the same batches
+ * (new inputs every step, one step with a smaller batch and one with an
+ * ignored label, which change the graph's key: warm-up and capture again),
+ * AdamW with clipping and a cosine schedule (the arguments change every
+ * step), the norm asked for. Parameters, buffers, gradient norms and the
+ * last logits must be the same bits; losses within 1e-6 (the graph sums
+ * the rows' losses on the host). On CUDA the train steps of an MLP/CNN
+ * without dropout run as a CUDA graph (graph.cu) from the third step with
+ * a key on, the rest op by op; on the CPU backend graph_run is a plain
+ * call, so there both sides run the same ops (the harness and the staging
+ * are what is checked). */
+static void graph_steps(const char *name, const char *spec_json, int B, int steps, int training,
+                        int graphs_expected)
+{
+    kn_model *m[2];
+    char err[256];
+    for (int k = 0; k < 2; k++) {
+        json_t *spec = json_loads(spec_json, 0, NULL);
+        if (!spec || kn_model_new(spec, 11, B, dev, &m[k], err, sizeof(err))) {
+            fprintf(stderr, "model %s: %s\n", spec_json, err);
+            exit(1);
+        }
+        json_decref(spec);
+        kn_optim_config oc;
+        kn_optim_config_default(&oc, KN_OPT_ADAMW);
+        oc.grad_clip = 0.5f;
+        oc.schedule = KN_LR_COSINE, oc.warmup = 2, oc.total = steps;
+        kn_model_set_optim(m[k], &oc);
+        kn_model_set_training(m[k], training);
+    }
+    batch_data d;
+    make_batch(&d, m[0], B, 0);
+    size_t nx = 0; /* the input floats of B rows */
+    {
+        const json_t *sp = kn_model_spec(m[0]), *input = json_object_get(sp, "input");
+        size_t per = 1;
+        if (input)
+            for (size_t i = 0; i < json_array_size(input); i++)
+                per *= (size_t)json_integer_value(json_array_get(input, i));
+        else
+            per = (size_t)json_integer_value(json_array_get(json_object_get(sp, "sizes"), 0));
+        nx = per * (size_t)B;
+    }
+    float *x0 = malloc(nx * sizeof(float));
+    memcpy(x0, d.x, nx * sizeof(float));
+    float lt[64], ld[64], nt[64], nd[64];
+    int graphs = 0, bad_loss = 0;
+    for (int st = 0; st < steps && st < 64; st++) {
+        for (size_t i = 0; i < nx; i++)
+            d.x[i] = x0[i] * (1.0f + 0.05f * (float)st);
+        d.b.B = st == 5 ? B - 1 : B;
+        if (d.lab) d.lab[0] = st == 8 ? -1 : 1;
+        if (kn_model_train_step(m[0], &d.b, &lt[st], &nt[st], NULL, err, sizeof(err))) {
+            fprintf(stderr, "train_step: %s\n", err);
+            exit(1);
+        }
+        graphs += kn_model_last_step_graph(m[0]);
+        kn_model_zero_grad(m[1]);
+        if (kn_model_forward(m[1], &d.b, &ld[st], err, sizeof(err))) {
+            fprintf(stderr, "forward: %s\n", err);
+            exit(1);
+        }
+        kn_model_backward(m[1]);
+        kn_model_step(m[1], &nd[st], NULL);
+        bad_loss += !(fabs((double)lt[st] - ld[st]) <= 1e-6 * fabs((double)ld[st]) + 1e-7);
+    }
+    const int outs = kn_model_num_outputs(m[0]);
+    float *lg[2];
+    size_t bad = 0, n = kn_model_params(m[0])->numel;
+    float *p0 = set_to_host(kn_model_params(m[0])), *p1 = set_to_host(kn_model_params(m[1]));
+    for (size_t i = 0; i < n; i++)
+        bad += memcmp(&p0[i], &p1[i], sizeof(float)) != 0;
+    const kn_tensor_set *b0 = kn_model_buffers(m[0]), *b1 = kn_model_buffers(m[1]);
+    if (b0->n) {
+        float *h0 = set_to_host(b0), *h1 = set_to_host(b1);
+        for (size_t i = 0; i < b0->numel; i++)
+            bad += memcmp(&h0[i], &h1[i], sizeof(float)) != 0;
+        n += b0->numel;
+        free(h0), free(h1);
+    }
+    for (int k = 0; k < 2; k++) {
+        lg[k] = malloc((size_t)B * outs * sizeof(float));
+        kn_model_logits(m[k], lg[k], (size_t)B * outs);
+    }
+    const size_t nl = (size_t)d.b.B * outs;
+    for (size_t i = 0; i < nl; i++)
+        bad += memcmp(&lg[0][i], &lg[1][i], sizeof(float)) != 0;
+    for (int st = 0; st < steps; st++)
+        bad += memcmp(&nt[st], &nd[st], sizeof(float)) != 0;
+    n += nl + (size_t)steps;
+    /* a backend with graphs (not the CPU's plain call, not
+     * KILN_CUDA_GRAPH=0) must have run some of these steps as one */
+    const int want_graphs = graphs_expected && dev->graph_run && strcmp(dev->name, "cpu") != 0;
+    if (want_graphs && !graphs) bad_loss++, printf("     (no step ran as a graph)\n");
+    checks++;
+    if (bad || bad_loss) failures++;
+    printf("%s train_step %s x%d on %s (%d as a graph): %zu of %zu floats (parameters, "
+           "buffers, last logits, norms) differ from op-by-op steps, %d losses off by > 1e-6\n",
+           bad || bad_loss ? "FAIL" : "ok  ", name, steps, dev->name, graphs, bad, n, bad_loss);
+    free(lg[0]), free(lg[1]), free(p0), free(p1), free(x0);
+    free_batch(&d);
+    kn_model_destroy(m[0]);
+    kn_model_destroy(m[1]);
+}
+
 /* A checkpoint written on backend `from` after three steps loads on `to` and
  * continues three steps there; the model that stayed on `from` does the same
  * steps. Logits (inference mode), parameters and running statistics must
@@ -1528,6 +1682,9 @@ int main(int argc, char **argv)
     op_pool(KN_POOL_MAX, 2, 3, 9, 3, 2); /* overlapping windows */
     op_pool(KN_POOL_AVG, 2, 3, 9, 3, 2);
     op_embed(3, 16, 40, 50);
+    op_embed_hot(1000, 200, 64, 60);  /* ~600 rows of one token: 5 chunks of 128 */
+    op_embed_hot(300, 77, 50, 100);   /* every row the same token */
+    op_embed_hot(4096, 96, 3000, 5);  /* mostly distinct tokens: many blocks, rbits 12 */
     op_layernorm(37, 70);
     op_layernorm(1000, 96); /* dw, db in two passes (16 row chunks) */
     op_layernorm(64, 768);  /* rows in registers, 32 slots a lane (24 used): GPT-2's C */
@@ -1599,6 +1756,23 @@ int main(int argc, char **argv)
                "\"block_size\":40,\"vocab_size\":50}");
     determinism(gpt, 3, 16);
     precisions(gpt);
+    /* last: a capture that fails stops the process (graph.cu), after
+     * everything above has printed */
+    graph_steps("mlp relu", "{\"type\":\"mlp\",\"sizes\":[20,32,16,5]}", 8, 12, 1, 1);
+    graph_steps("mlp gelu mse",
+                "{\"type\":\"mlp\",\"sizes\":[10,16,3],\"activation\":\"gelu\",\"loss\":\"mse\"}",
+                6, 10, 1, 1);
+    graph_steps("cnn batchnorm smoothing",
+                "{\"type\":\"cnn\",\"input\":[1,12,12],\"bn\":true,\"convs\":[{\"out\":4,"
+                "\"k\":3,\"pad\":1},{\"out\":6,\"k\":3,\"pad\":1}],\"fc\":[16],"
+                "\"label_smoothing\":0.1,\"classes\":5}",
+                6, 10, 1, 1);
+    graph_steps("cnn eval mode",
+                "{\"type\":\"cnn\",\"input\":[1,12,12],\"convs\":[{\"out\":4,"
+                "\"k\":3,\"pad\":1}],\"fc\":[16],\"classes\":5}",
+                4, 8, 0, 1);
+    graph_steps("mlp dropout (op by op)", "{\"type\":\"mlp\",\"sizes\":[20,24,5],\"dropout\":0.2}",
+                8, 8, 1, 0);
 
     printf("test_cuda_parity: %d of %d checks passed\n", checks - failures, checks);
     return failures ? 1 : 0;

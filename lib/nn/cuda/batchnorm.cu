@@ -94,8 +94,8 @@ static void kn_cu_batchnorm_fwd(float *out, float *mean, float *rstd, float *run
                                 float *run_var, const float *inp, const float *w, const float *b,
                                 int B, int C, int HW, float momentum, float eps, int training)
 {
-    k_batchnorm_fwd<<<C, BN_THREADS>>>(out, mean, rstd, run_mean, run_var, inp, w, b, B, C, HW,
-                                       momentum, eps, training);
+    k_batchnorm_fwd<<<C, BN_THREADS, 0, kn_cu_stream>>>(out, mean, rstd, run_mean, run_var, inp, w,
+                                                        b, B, C, HW, momentum, eps, training);
     LAUNCHED();
 }
 
@@ -103,7 +103,8 @@ static void kn_cu_batchnorm_bwd(float *dinp, float *dw, float *db, const float *
                                 const float *inp, const float *w, const float *mean,
                                 const float *rstd, int B, int C, int HW, int training)
 {
-    k_batchnorm_bwd<<<C, BN_THREADS>>>(dinp, dw, db, dout, inp, w, mean, rstd, B, C, HW, training);
+    k_batchnorm_bwd<<<C, BN_THREADS, 0, kn_cu_stream>>>(dinp, dw, db, dout, inp, w, mean, rstd, B,
+                                                        C, HW, training);
     LAUNCHED();
 }
 
@@ -138,14 +139,16 @@ __global__ void k_xent_smooth_bwd(float *dlogits, const int *targets, float sdlo
 static void kn_cu_xent_smooth_fwd(float *losses, const float *logits, const float *lse,
                                   const int *targets, float s, int N, int V, int Vp)
 {
-    k_xent_smooth_fwd<<<(N + 7) / 8, 256>>>(losses, logits, lse, targets, s, N, V, Vp);
+    k_xent_smooth_fwd<<<(N + 7) / 8, 256, 0, kn_cu_stream>>>(losses, logits, lse, targets, s, N, V,
+                                                             Vp);
     LAUNCHED();
 }
 
 static void kn_cu_xent_smooth_bwd(float *dlogits, const int *targets, float sdloss, int N, int V,
                                   int Vp)
 {
-    k_xent_smooth_bwd<<<blocks_for((size_t)N * V, 256), 256>>>(dlogits, targets, sdloss, N, V, Vp);
+    k_xent_smooth_bwd<<<blocks_for((size_t)N * V, 256), 256, 0, kn_cu_stream>>>(dlogits, targets,
+                                                                                sdloss, N, V, Vp);
     LAUNCHED();
 }
 

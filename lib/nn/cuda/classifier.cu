@@ -208,38 +208,45 @@ __global__ void k_mse_bwd(float *dpred, const float *pred, const float *y, float
 void kn_cu_xent_fwd(float *losses, float *lse, const float *logits, const int *targets, int N,
                     int V, int Vp)
 {
-    k_xent_fwd<<<N, 256>>>(losses, lse, logits, targets, N, V, Vp);
+    k_xent_fwd<<<N, 256, 0, kn_cu_stream>>>(losses, lse, logits, targets, N, V, Vp);
     LAUNCHED();
 }
 
 void kn_cu_xent_bwd(float *dlogits, const float *logits, const float *lse, const int *targets,
                     float dloss, int N, int V, int Vp)
 {
-    k_xent_bwd<<<N, 256>>>(dlogits, logits, lse, targets, dloss, N, V, Vp);
+    k_xent_bwd<<<N, 256, 0, kn_cu_stream>>>(dlogits, logits, lse, targets, dloss, N, V, Vp);
     LAUNCHED();
+}
+
+/* The persistent grid of k_xent_fused_rows: a block an SM, at most N. */
+static unsigned rows_grid(int N)
+{
+    return (unsigned)(N < kn_cu_sms() ? N : kn_cu_sms());
 }
 
 void kn_cu_xent_fused(float *losses, float *lse, float *dlogits, const float *logits,
                       const int *targets, float dloss, int N, int V, int Vp)
 {
     if (Vp <= KN_XENT_WARP_COLS)
-        k_xent_fused_warp<<<(N + 7) / 8, 256>>>(losses, lse, dlogits, logits, targets, dloss, N, V,
-                                                Vp);
+        k_xent_fused_warp<<<(N + 7) / 8, 256, 0, kn_cu_stream>>>(losses, lse, dlogits, logits,
+                                                                 targets, dloss, N, V, Vp);
     else
-        k_xent_fused_rows<<<N < kn_cu_sms() ? N : kn_cu_sms(), 1024>>>(losses, lse, dlogits, logits,
+        k_xent_fused_rows<<<rows_grid(N), 1024, 0, kn_cu_stream>>>(losses, lse, dlogits, logits,
                                                                    targets, dloss, N, V, Vp);
     LAUNCHED();
 }
 
 void kn_cu_mse_fwd(float *losses, const float *pred, const float *y, int N, int D)
 {
-    k_mse_fwd<<<blocks_for((size_t)N, 128), 128>>>(losses, pred, y, N, D);
+    k_mse_fwd<<<blocks_for((size_t)N, 128), 128, 0, kn_cu_stream>>>(losses, pred, y, N, D);
     LAUNCHED();
 }
 
 void kn_cu_mse_bwd(float *dpred, const float *pred, const float *y, float dloss, int N, int D)
 {
     size_t n = (size_t)N * D;
-    k_mse_bwd<<<blocks_for(n, 256), 256>>>(dpred, pred, y, 2.0f * dloss / (float)D, n);
+    k_mse_bwd<<<blocks_for(n, 256), 256, 0, kn_cu_stream>>>(dpred, pred, y, 2.0f * dloss / (float)D,
+                                                            n);
     LAUNCHED();
 }

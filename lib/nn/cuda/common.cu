@@ -13,6 +13,9 @@ void kn_cu_die(const char *file, int line, const char *what, const char *msg)
 
 const kn_cublas_api *kn_cu_cublas;
 cublasHandle_t kn_cu_handle;
+cudaStream_t kn_cu_stream;
+int kn_cu_capturing;
+unsigned kn_cu_mem_gen;
 
 /* ------------------------------------------------------------ memory */
 
@@ -32,19 +35,33 @@ void kn_cu_free(void *p)
     if (p) CU(cudaFree(p));
 }
 
+/* While a step is captured (graph.cu) the copies are graph nodes: the host
+ * side is pinned memory (host_alloc) that each replay reads or writes. */
 void kn_cu_to_device(void *dst, const void *src, size_t bytes)
 {
-    if (bytes) CU(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+    if (!bytes) return;
+    if (kn_cu_capturing)
+        CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, kn_cu_stream));
+    else
+        CU(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
 }
 
 void kn_cu_to_host(void *dst, const void *src, size_t bytes)
 {
-    if (bytes) CU(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+    if (!bytes) return;
+    if (kn_cu_capturing)
+        CU(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, kn_cu_stream));
+    else
+        CU(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
 }
 
 void kn_cu_zero(void *p, size_t bytes)
 {
-    if (bytes) CU(cudaMemset(p, 0, bytes));
+    if (!bytes) return;
+    if (kn_cu_capturing)
+        CU(cudaMemsetAsync(p, 0, bytes, kn_cu_stream));
+    else
+        CU(cudaMemset(p, 0, bytes));
 }
 
 static float *scratch;
@@ -57,6 +74,7 @@ float *kn_cu_scratch(size_t floats)
         scratch = NULL;
         CU(cudaMalloc(&scratch, floats * sizeof(float)));
         scratch_floats = floats;
+        kn_cu_mem_gen++;
     }
     return scratch;
 }

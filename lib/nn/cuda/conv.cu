@@ -191,12 +191,12 @@ static void rowsum_add(float *dbias, const float *dt, int OC, size_t NP)
     if (S < 1) S = 1;
     const dim3 grid((unsigned)S, (unsigned)OC);
     if (S == 1) {
-        k_rowsum_partial<<<grid, 256>>>(dbias, dt, OC, NP, 1, 1);
+        k_rowsum_partial<<<grid, 256, 0, kn_cu_stream>>>(dbias, dt, OC, NP, 1, 1);
         LAUNCHED();
         return;
     }
     float *partial = kn_cu_scratch(S * OC);
-    k_rowsum_partial<<<grid, 256>>>(partial, dt, OC, NP, (int)S, 0);
+    k_rowsum_partial<<<grid, 256, 0, kn_cu_stream>>>(partial, dt, OC, NP, (int)S, 0);
     LAUNCHED();
     kn_cu_col_partials_add(dbias, partial, (int)S, OC);
 }
@@ -265,10 +265,11 @@ void kn_cu_conv2d_fwd(float *out, const float *inp, const float *w, const float 
     for (int b0 = 0; b0 < s->B; b0 += nbmax) {
         int nb = s->B - b0 < nbmax ? s->B - b0 : nbmax;
         int NP = (int)(nb * P);
-        k_im2col<<<plane_grid(NP, CKK), 256>>>(col, inp, b0, nb, dims_of(s));
+        k_im2col<<<plane_grid(NP, CKK), 256, 0, kn_cu_stream>>>(col, inp, b0, nb, dims_of(s));
         LAUNCHED();
         kn_cu_gemm_rm(0, 0, OC, NP, CKK, 1.0f, w, CKK, col, NP, 0.0f, tmp, NP);
-        k_conv_out<<<plane_grid((int)P, nb * OC), 256>>>(out, tmp, bias, b0, nb, OC, (int)P);
+        k_conv_out<<<plane_grid((int)P, nb * OC), 256, 0, kn_cu_stream>>>(out, tmp, bias, b0, nb,
+                                                                          OC, (int)P);
         LAUNCHED();
     }
 }
@@ -292,11 +293,12 @@ void kn_cu_conv2d_bwd(float *dinp, float *dw, float *dbias, const float *dout, c
     for (int b0 = 0; b0 < s->B; b0 += nbmax) {
         int nb = s->B - b0 < nbmax ? s->B - b0 : nbmax;
         int NP = (int)(nb * P);
-        k_conv_dt<<<plane_grid((int)P, nb * OC), 256>>>(dt, dout, b0, nb, OC, (int)P);
+        k_conv_dt<<<plane_grid((int)P, nb * OC), 256, 0, kn_cu_stream>>>(dt, dout, b0, nb, OC,
+                                                                         (int)P);
         LAUNCHED();
         int bias_done = 0;
         if (dw) {
-            k_im2col<<<plane_grid(NP, CKK), 256>>>(col, inp, b0, nb, dims_of(s));
+            k_im2col<<<plane_grid(NP, CKK), 256, 0, kn_cu_stream>>>(col, inp, b0, nb, dims_of(s));
             LAUNCHED();
             /* the bias gradient as the GEMM's epilogue where cuBLASLt has it */
             bias_done = kn_cu_gemm_rm_dbias(0, 1, OC, CKK, NP, dt, NP, col, NP, dw, CKK, dbias);
@@ -305,7 +307,8 @@ void kn_cu_conv2d_bwd(float *dinp, float *dw, float *dbias, const float *dout, c
         if (dbias && !bias_done) rowsum_add(dbias, dt, OC, (size_t)NP);
         if (dinp) {
             kn_cu_gemm_rm(1, 0, CKK, NP, OC, 1.0f, w, CKK, dt, NP, 0.0f, dcol, NP);
-            k_col2im<<<plane_grid(s->H * s->W, nb * s->C), 256>>>(dinp, dcol, b0, nb, dims_of(s));
+            k_col2im<<<plane_grid(s->H * s->W, nb * s->C), 256, 0, kn_cu_stream>>>(dinp, dcol, b0,
+                                                                                   nb, dims_of(s));
             LAUNCHED();
         }
     }

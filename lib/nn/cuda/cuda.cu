@@ -17,10 +17,14 @@
  * the bf16 table's flash attention (flash.cu; KILN_CUDA_ATTENTION=gemm
  * turns it off), written 2026-12-01 without a GPU. First-step choices
  * still in place: the fp32/tf32 attention as strided-batched GEMMs + a
- * softmax kernel (full T x T, masked entries zero), embedding backward
- * with one thread per channel.
+ * softmax kernel (full T x T, masked entries zero). Also written without a
+ * GPU (2026-12-01, awaiting a run): the embedding backward sorted by token
+ * (embedding.cu; KILN_CUDA_EMBED_BWD=serial: the old kernel) and a small
+ * model's training step as one CUDA graph (graph.cu; KILN_CUDA_GRAPH=0:
+ * none).
  *
- * Everything runs on the legacy default stream; to_host waits for it. Every
+ * Everything runs on the legacy default stream (kn_cu_stream = 0), except
+ * a training step while graph.cu captures it; to_host waits for it. Every
  * CUDA and cuBLAS call and every launch is checked; a failure prints where
  * and exits (ops cannot fail, backend.h). */
 #include "nn/cuda/cuda_int.cuh"
@@ -74,6 +78,7 @@ static void fill_table(kn_backend *t)
     t->optim_update_all = kn_cu_optim_update_all;
     kn_cu_fill_batchnorm(t);
     kn_cu_fill_kvcache(t);
+    kn_cu_fill_graph(t);
 }
 
 /* The first call probes (a device, cuBLAS, a handle, the reduction buffer);

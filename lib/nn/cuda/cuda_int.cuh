@@ -46,6 +46,22 @@ void kn_cu_die(const char *file, int line, const char *what, const char *msg);
 extern const kn_cublas_api *kn_cu_cublas;
 extern cublasHandle_t kn_cu_handle;
 
+/* The stream every op of the MLP/CNN path launches on (matmul, conv, pool,
+ * elementwise, classifier, batchnorm, optimizer, memory): 0, the legacy
+ * default stream as before, except while graph.cu captures a training
+ * step, when it is the capture stream and kn_cu_capturing is 1 (copies
+ * and memsets are then asynchronous, host memory pinned: backend.h's
+ * graph_run). The other ops (attention, layernorm, embedding, ...) launch
+ * on the legacy stream always; no captured step calls them. */
+extern cudaStream_t kn_cu_stream;
+extern int kn_cu_capturing;
+
+/* Bumped whenever a buffer the ops keep between calls is reallocated
+ * (kn_cu_scratch, the bf16 and BGRADB vectors): a captured graph holds
+ * their old addresses, so graph.cu replays one only while this is
+ * unchanged since its capture. */
+extern unsigned kn_cu_mem_gen;
+
 /* Grid size for a grid-stride loop over n items (capped, at least 1). */
 static inline unsigned blocks_for(size_t n, unsigned threads)
 {
@@ -222,6 +238,9 @@ void kn_cu_optim_update_all(const kn_optim_args *a, float clip, float *param, co
                             float *m, float *v, size_t numel, const kn_optim_chunk *chunks,
                             int nchunks, float *norm);
 
+/* graph.cu: host_alloc, host_free, graph_run, graph_free (a training step
+ * as one CUDA graph); KILN_CUDA_GRAPH=0 leaves them NULL */
+void kn_cu_fill_graph(kn_backend *t);
 /* batchnorm.cu: sets batchnorm_fwd/bwd and xent_smooth_fwd/bwd in the table */
 void kn_cu_fill_batchnorm(kn_backend *t);
 /* kvcache.cu: kv_store, kv_attention (generation's KV cache) */

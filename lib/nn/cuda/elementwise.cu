@@ -103,43 +103,43 @@ __global__ void k_acc(float *d, const float *g, size_t n)
 
 void kn_cu_act_fwd(int kind, float *out, const float *inp, size_t n)
 {
-    k_act_fwd<<<blocks_for(n, 256), 256>>>(kind, out, inp, n);
+    k_act_fwd<<<blocks_for(n, 256), 256, 0, kn_cu_stream>>>(kind, out, inp, n);
     LAUNCHED();
 }
 
 void kn_cu_act_bwd(int kind, float *dinp, const float *inp, const float *out, const float *dout,
                    size_t n)
 {
-    k_act_bwd<<<blocks_for(n, 256), 256>>>(kind, dinp, inp, out, dout, n);
+    k_act_bwd<<<blocks_for(n, 256), 256, 0, kn_cu_stream>>>(kind, dinp, inp, out, dout, n);
     LAUNCHED();
 }
 
 void kn_cu_dropout_fwd(float *out, float *mask, const float *inp, size_t n, float p, uint64_t seed)
 {
-    k_dropout_fwd<<<blocks_for(n, 256), 256>>>(out, mask, inp, n, p, seed);
+    k_dropout_fwd<<<blocks_for(n, 256), 256, 0, kn_cu_stream>>>(out, mask, inp, n, p, seed);
     LAUNCHED();
 }
 
 void kn_cu_dropout_bwd(float *dinp, const float *dout, const float *mask, size_t n)
 {
-    k_mul_add<<<blocks_for(n, 256), 256>>>(dinp, dout, mask, n);
+    k_mul_add<<<blocks_for(n, 256), 256, 0, kn_cu_stream>>>(dinp, dout, mask, n);
     LAUNCHED();
 }
 
 void kn_cu_residual_fwd(float *out, const float *a, const float *b, size_t n)
 {
-    k_add<<<blocks_for(n, 256), 256>>>(out, a, b, n);
+    k_add<<<blocks_for(n, 256), 256, 0, kn_cu_stream>>>(out, a, b, n);
     LAUNCHED();
 }
 
 void kn_cu_residual_bwd(float *da, float *db, const float *dout, size_t n)
 {
     if (da) {
-        k_acc<<<blocks_for(n, 256), 256>>>(da, dout, n);
+        k_acc<<<blocks_for(n, 256), 256, 0, kn_cu_stream>>>(da, dout, n);
         LAUNCHED();
     }
     if (db) {
-        k_acc<<<blocks_for(n, 256), 256>>>(db, dout, n);
+        k_acc<<<blocks_for(n, 256), 256, 0, kn_cu_stream>>>(db, dout, n);
         LAUNCHED();
     }
 }

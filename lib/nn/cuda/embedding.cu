@@ -1,9 +1,22 @@
 /* embedding.cu: token and position embeddings. Forward is a gather, one
- * thread per output float. Backward of the token table runs one thread per
- * channel over all N rows in order (deterministic, no atomics; N serial
- * steps per thread, so it does not parallelise over tokens). Position
- * gradients sum over the batch, one thread per (t, c). Cost: memory-bound. */
+ * thread per output float. Position gradients sum over the batch, one
+ * thread per (t, c). Cost: memory-bound.
+ *
+ * Backward of the token table, deterministic and without atomics, in the
+ * CPU's order of additions (cpu.c adds the rows in row order, so each
+ * dwte element is ((dwte + row a) + row b) + ... over the rows of its
+ * token, in row order): the N (token, row) pairs are sorted by token as
+ * 64-bit keys (token << rbits | row: a radix sort, CUB's, so rows stay in
+ * order within a token), then each distinct token is summed by blocks of
+ * 128 channels (one thread a channel, the token's rows in row order). The
+ * rows of different tokens run in parallel; one token's rows are a serial
+ * chain per channel (the price of the CPU's bits), over C / 128 blocks.
+ * Before (KILN_CUDA_EMBED_BWD=serial, read once, still selects it): one
+ * thread per channel walked all N rows, so the whole backward was N
+ * dependent steps on C threads (GPT-2 B=32: 32768 steps on 768 threads). */
 #include "nn/cuda/cuda_int.cuh"
+
+#include <cub/device/device_radix_sort.cuh>
 
 /* ------------------------------------------------------------ embeddings */
 
@@ -15,13 +28,59 @@ __global__ void k_embed_fwd(float *out, const int *ids, const float *wte, int N,
         out[i] = wte[(size_t)ids[i / C] * C + i % C];
 }
 
-/* one thread per channel walks the rows in order: deterministic, no atomics */
+/* The old path (KILN_CUDA_EMBED_BWD=serial): one thread per channel walks
+ * the rows in order. */
 __global__ void k_embed_bwd(float *dwte, const float *dout, const int *ids, int N, int C)
 {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
     for (int n = 0; n < N; n++)
         dwte[(size_t)ids[n] * C + c] += dout[(size_t)n * C + c];
+}
+
+/* keys[n] = ids[n] << rbits | n: sorted, the rows of one token are
+ * contiguous and in row order. */
+__global__ void k_embed_keys(unsigned long long *keys, const int *ids, int N, int rbits)
+{
+    for (int n = blockIdx.x * blockDim.x + threadIdx.x; n < N; n += gridDim.x * blockDim.x)
+        keys[n] = (unsigned long long)(unsigned)ids[n] << rbits | (unsigned)n;
+}
+
+#define EMB_THREADS 128 /* channels a block, and rows staged at a time */
+
+/* Blocks (x, y): y picks channels [128 y, 128 y + 128); x walks the sorted
+ * positions i = x, x + gridDim.x, ...; where i is the first row of its
+ * token (keys[i - 1] belongs to another), the block adds that token's rows
+ * to dwte, 128 row numbers at a time staged in shared memory. Every branch
+ * on keys is the same for the whole block (the __syncthreads are safe). */
+__global__ void __launch_bounds__(EMB_THREADS)
+    k_embed_bwd_sorted(float *dwte, const float *dout, const unsigned long long *keys, int N, int C,
+                       int rbits)
+{
+    __shared__ int rows[EMB_THREADS];
+    const int c = blockIdx.y * EMB_THREADS + threadIdx.x;
+    const unsigned long long rmask = (1ull << rbits) - 1;
+    for (int i = blockIdx.x; i < N; i += gridDim.x) {
+        const unsigned long long tok = keys[i] >> rbits;
+        if (i > 0 && keys[i - 1] >> rbits == tok) continue; /* not the token's first row */
+        float *d = dwte + (size_t)tok * C + c;
+        float acc = c < C ? *d : 0.0f;
+        for (int j0 = i;; j0 += EMB_THREADS) {
+            const int j = j0 + threadIdx.x;
+            const int mine = j < N && keys[j] >> rbits == tok;
+            __syncthreads(); /* the previous chunk's rows are read */
+            rows[threadIdx.x] = mine ? (int)(keys[j] & rmask) : 0;
+            /* the token's rows are a prefix of the chunk (keys are sorted) */
+            const int n = __syncthreads_count(mine);
+            if (c < C) {
+#pragma unroll 4
+                for (int r = 0; r < n; r++)
+                    acc += dout[(size_t)rows[r] * C + c];
+            }
+            if (n < EMB_THREADS) break;
+        }
+        if (c < C) *d = acc;
+    }
 }
 
 __global__ void k_posemb_fwd(float *out, const float *wpe, int B, int T, int C)
@@ -50,9 +109,42 @@ void kn_cu_embed_fwd(float *out, const int *ids, const float *wte, int N, int C)
     LAUNCHED();
 }
 
+/* 1: the old one-thread-per-channel kernel (KILN_CUDA_EMBED_BWD=serial). */
+static int embed_serial(void)
+{
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("KILN_CUDA_EMBED_BWD");
+        v = e && !strcmp(e, "serial");
+    }
+    return v;
+}
+
 void kn_cu_embed_bwd(float *dwte, const float *dout, const int *ids, int N, int C)
 {
-    k_embed_bwd<<<blocks_for((size_t)C, 128), 128>>>(dwte, dout, ids, N, C);
+    if (N <= 0 || C <= 0) return;
+    if (embed_serial()) {
+        k_embed_bwd<<<blocks_for((size_t)C, 128), 128>>>(dwte, dout, ids, N, C);
+        LAUNCHED();
+        return;
+    }
+    /* keys: token << rbits | row; ids are ints in [0, 2^31) */
+    int rbits = 1;
+    while (rbits < 31 && (1ll << rbits) < N)
+        rbits++;
+    const int end_bit = rbits + 31;
+    size_t tmp_bytes = 0;
+    CU(cub::DeviceRadixSort::SortKeys(NULL, tmp_bytes, (const unsigned long long *)NULL,
+                                      (unsigned long long *)NULL, N, 0, end_bit));
+    /* scratch: keys in, keys out (each 256-byte aligned), CUB's temporary storage */
+    const size_t kbytes = ((size_t)N * sizeof(unsigned long long) + 255) & ~(size_t)255;
+    char *sc = (char *)kn_cu_scratch((2 * kbytes + tmp_bytes + sizeof(float) - 1) / sizeof(float));
+    unsigned long long *kin = (unsigned long long *)sc, *kout = (unsigned long long *)(sc + kbytes);
+    k_embed_keys<<<blocks_for((size_t)N, 256), 256>>>(kin, ids, N, rbits);
+    LAUNCHED();
+    CU(cub::DeviceRadixSort::SortKeys(sc + 2 * kbytes, tmp_bytes, kin, kout, N, 0, end_bit));
+    dim3 grid(N < 4096 ? N : 4096, (C + EMB_THREADS - 1) / EMB_THREADS);
+    k_embed_bwd_sorted<<<grid, EMB_THREADS>>>(dwte, dout, kout, N, C, rbits);
     LAUNCHED();
 }
 

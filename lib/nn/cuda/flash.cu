@@ -222,6 +222,37 @@ struct bwd_smem {
     float lse[FA_TILE], delta[FA_TILE];
 };
 
+/* The dynamic shared memory as bwd_smem<D> (both backward kernels). */
+template <int D>
+static __device__ __forceinline__ bwd_smem<D> &bwd_view()
+{
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    return *reinterpret_cast<bwd_smem<D> *>(smem_raw);
+}
+
+/* Where a backward block and lane are: the block's tile of 64 rows (keys
+ * for k_flash_bwd_kv, queries for k_flash_bwd_q) starting at t0 of head h
+ * of image b; warp w owns tile rows 16 w .. 16 w + 15, two lanes a row:
+ * this lane's row r of the tile (own = t0 + r), columns half * 32 ..
+ * half * 32 + 31 of the scores; bh is (b, h)'s first row of lse and delta. */
+struct bwd_place {
+    int t0, h, b, hs, C3, w, r, half, own;
+    float scale;
+    size_t bh;
+};
+
+static __device__ __forceinline__ bwd_place bwd_open(int T, int C, int NH)
+{
+    bwd_place P;
+    P.t0 = blockIdx.x * FA_TILE, P.h = blockIdx.y, P.b = blockIdx.z;
+    P.hs = C / NH, P.C3 = 3 * C, P.w = threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    P.r = 16 * P.w + lane / 2, P.half = lane % 2, P.own = P.t0 + P.r;
+    P.scale = 1.0f / sqrtf((float)P.hs);
+    P.bh = ((size_t)P.b * NH + P.h) * T;
+    return P;
+}
+
 /* dK, dV of the key tile blockIdx.x: warps own 16 keys each, the scores
  * transposed (rows keys, columns queries). mine = K, V; walk = Q, dO. */
 template <int D>
@@ -229,14 +260,13 @@ __global__ void __launch_bounds__(FA_WARPS * 32)
     k_flash_bwd_kv(float *dqkv, const float *dout, const float *qkv, const float *lse_g,
                    const float *delta_g, int B, int T, int C, int NH, int causal)
 {
-    extern __shared__ __align__(128) unsigned char smem_raw[];
-    bwd_smem<D> &sm = *reinterpret_cast<bwd_smem<D> *>(smem_raw);
-    const int k0 = blockIdx.x * FA_TILE, h = blockIdx.y, b = blockIdx.z;
-    const int hs = C / NH, C3 = 3 * C, w = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int r = 16 * w + lane / 2, half = lane % 2, j = k0 + r; /* this lane's key */
-    const float scale = 1.0f / sqrtf((float)hs);
+    bwd_smem<D> &sm = bwd_view<D>();
+    const bwd_place P = bwd_open(T, C, NH);
+    const int k0 = P.t0, h = P.h, b = P.b, hs = P.hs, C3 = P.C3, w = P.w, r = P.r, half = P.half;
+    const int j = P.own; /* this lane's key */
+    const float scale = P.scale;
     const int LD = D + 8;
-    const size_t bh = ((size_t)b * NH + h) * T;
+    const size_t bh = P.bh;
 
     stage<D>(&sm.mine_a[0][0], LD, qkv, b, k0, T, C3, C + h * hs, hs);      /* K */
     stage<D>(&sm.mine_b[0][0], LD, qkv, b, k0, T, C3, 2 * C + h * hs, hs);  /* V */
@@ -289,14 +319,13 @@ __global__ void __launch_bounds__(FA_WARPS * 32)
     k_flash_bwd_q(float *dqkv, const float *dout, const float *qkv, const float *lse_g,
                   const float *delta_g, int B, int T, int C, int NH, int causal)
 {
-    extern __shared__ __align__(128) unsigned char smem_raw[];
-    bwd_smem<D> &sm = *reinterpret_cast<bwd_smem<D> *>(smem_raw);
-    const int q0 = blockIdx.x * FA_TILE, h = blockIdx.y, b = blockIdx.z;
-    const int hs = C / NH, C3 = 3 * C, w = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int r = 16 * w + lane / 2, half = lane % 2, i = q0 + r; /* this lane's query */
-    const float scale = 1.0f / sqrtf((float)hs);
+    bwd_smem<D> &sm = bwd_view<D>();
+    const bwd_place P = bwd_open(T, C, NH);
+    const int q0 = P.t0, h = P.h, b = P.b, hs = P.hs, C3 = P.C3, w = P.w, r = P.r, half = P.half;
+    const int i = P.own; /* this lane's query */
+    const float scale = P.scale;
     const int LD = D + 8;
-    const size_t bh = ((size_t)b * NH + h) * T;
+    const size_t bh = P.bh;
 
     stage<D>(&sm.mine_a[0][0], LD, qkv, b, q0, T, C3, h * hs, hs);       /* Q */
     stage<D>(&sm.mine_b[0][0], LD, dout, b, q0, T, C, h * hs, hs);   /* dO */

@@ -15,7 +15,9 @@
  * them in order, as the host would, and writes the norm and the scale; the
  * update reads the scale. Two launches and no host round trip, where the
  * per-tensor path stopped the stream to read the norm back. The norm goes
- * to the host only when asked (a 4-byte copy after the update). */
+ * to the host only when asked (a 4-byte copy after the update). Captured
+ * in a graph (graph.cu) the arguments travel through device memory and
+ * the norm is copied asynchronously, both to and from pinned memory. */
 #include "nn/cuda/cuda_int.cuh"
 
 /* ------------------------------------------------------------ reductions */
@@ -42,6 +44,7 @@ __global__ void k_reduce(double *partial, const float *x, size_t n, int square)
 }
 
 static double *partials;
+static kn_optim_args *dev_args; /* the captured update's arguments */
 
 /* The global norm and the clipping scale, on the device: norm is
  * sqrt(sum of the partials, added in order in double as reduce() does on
@@ -59,12 +62,13 @@ void kn_cu_reduce_init(void)
     CU(cudaMalloc(&partials, RED_BLOCKS * sizeof(double)));
     CU(cudaMalloc(&nstate, sizeof(norm_state)));
     CU(cudaMemset(nstate, 0, sizeof(norm_state)));
+    CU(cudaMalloc(&dev_args, sizeof(kn_optim_args)));
 }
 
 static double reduce(const float *x, size_t n, int square)
 {
     if (!n) return 0.0;
-    k_reduce<<<RED_BLOCKS, 256>>>(partials, x, n, square);
+    k_reduce<<<RED_BLOCKS, 256, 0, kn_cu_stream>>>(partials, x, n, square);
     LAUNCHED();
     double host[RED_BLOCKS], acc = 0.0;
     CU(cudaMemcpy(host, partials, sizeof(host), cudaMemcpyDeviceToHost));
@@ -136,7 +140,7 @@ __global__ void k_optim(kn_optim_args a, float *p, const float *grad, float *m, 
 void kn_cu_optim_update(const kn_optim_args *a, float *param, const float *grad, float *m, float *v,
                         size_t n)
 {
-    k_optim<<<blocks_for(n, 256), 256>>>(*a, param, grad, m, v, n);
+    k_optim<<<blocks_for(n, 256), 256, 0, kn_cu_stream>>>(*a, param, grad, m, v, n);
     LAUNCHED();
 }
 
@@ -177,11 +181,15 @@ __global__ void __launch_bounds__(256) k_sumsq_clip(double *partial, norm_state 
     st->done = 0;
 }
 
-/* One block per chunk; the scale from k_sumsq_clip (or 1 without it). */
-__global__ void __launch_bounds__(256) k_optim_all(kn_optim_args a, const norm_state *st,
-                                                   float *p, const float *grad, float *m,
-                                                   float *v, const kn_optim_chunk *chunks)
+/* One block per chunk; the scale from k_sumsq_clip (or 1 without it). The
+ * arguments by value, or (captured steps: they change every step, a graph
+ * keeps its launch's values) from device memory da, copied there from the
+ * host's pinned args by the graph before it. */
+__global__ void __launch_bounds__(256)
+    k_optim_all(kn_optim_args a, const kn_optim_args *da, const norm_state *st, float *p,
+                const float *grad, float *m, float *v, const kn_optim_chunk *chunks)
 {
+    if (da) a = *da;
     const kn_optim_chunk c = chunks[blockIdx.x];
     a.grad_scale = st ? st->scale : 1.0f;
     a.weight_decay = c.decay ? a.weight_decay : 0.0f;
@@ -196,15 +204,29 @@ void kn_cu_optim_update_all(const kn_optim_args *a, float clip, float *param, co
 {
     const int want_norm = clip > 0.0f || norm;
     if (want_norm && numel) {
-        k_sumsq_clip<<<RED_BLOCKS, 256>>>(partials, nstate, grad, numel, clip);
+        k_sumsq_clip<<<RED_BLOCKS, 256, 0, kn_cu_stream>>>(partials, nstate, grad, numel, clip);
         LAUNCHED();
+    }
+    /* captured: *a (pinned, rewritten by the host before each replay) goes
+     * to the device in the graph, and the kernel reads it there */
+    const kn_optim_args *da = NULL;
+    if (kn_cu_capturing) {
+        CU(cudaMemcpyAsync(dev_args, a, sizeof(*a), cudaMemcpyHostToDevice, kn_cu_stream));
+        da = dev_args;
     }
     if (nchunks) {
-        k_optim_all<<<nchunks, 256>>>(*a, want_norm && numel ? nstate : NULL, param, grad, m, v,
-                                      chunks);
+        k_optim_all<<<nchunks, 256, 0, kn_cu_stream>>>(*a, da, want_norm && numel ? nstate : NULL,
+                                                       param, grad, m, v, chunks);
         LAUNCHED();
     }
-    if (norm) {
+    if (norm && kn_cu_capturing) {
+        /* *norm is pinned too: each replay writes it */
+        if (numel)
+            CU(cudaMemcpyAsync(norm, &nstate->norm, sizeof(float), cudaMemcpyDeviceToHost,
+                               kn_cu_stream));
+        else
+            *norm = 0.0f;
+    } else if (norm) {
         norm_state h = {0.0f, 1.0f, 0};
         if (numel) CU(cudaMemcpy(&h, nstate, sizeof(h), cudaMemcpyDeviceToHost));
         *norm = h.norm;

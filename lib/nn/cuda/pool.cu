@@ -77,7 +77,8 @@ void kn_cu_pool2d_fwd(int kind, float *out, int *idx, const float *inp, const kn
 {
     size_t planes = (size_t)s->B * s->C;
     pool_dims d = {s->H, s->W, s->K, s->S, s->OH, s->OW};
-    k_pool_fwd<<<blocks_for(planes * s->OH * s->OW, 256), 256>>>(kind, out, idx, inp, planes, d);
+    k_pool_fwd<<<blocks_for(planes * s->OH * s->OW, 256), 256, 0, kn_cu_stream>>>(kind, out, idx,
+                                                                                  inp, planes, d);
     LAUNCHED();
 }
 
@@ -86,7 +87,8 @@ void kn_cu_pool2d_bwd(int kind, float *dinp, const float *dout, const int *idx,
 {
     size_t planes = (size_t)s->B * s->C;
     pool_dims d = {s->H, s->W, s->K, s->S, s->OH, s->OW};
-    k_pool_bwd<<<blocks_for(planes * s->H * s->W, 256), 256>>>(kind, dinp, dout, idx, planes, d);
+    k_pool_bwd<<<blocks_for(planes * s->H * s->W, 256), 256, 0, kn_cu_stream>>>(kind, dinp, dout,
+                                                                                idx, planes, d);
     LAUNCHED();
 }
 
@@ -128,12 +130,14 @@ __global__ void k_seqpool_bwd(int kind, float *dinp, const float *dout, int B, i
 
 void kn_cu_seqpool_fwd(int kind, float *out, const float *inp, int B, int T, int C)
 {
-    k_seqpool_fwd<<<blocks_for((size_t)B * C, 256), 256>>>(kind, out, inp, B, T, C);
+    k_seqpool_fwd<<<blocks_for((size_t)B * C, 256), 256, 0, kn_cu_stream>>>(kind, out, inp, B, T,
+                                                                            C);
     LAUNCHED();
 }
 
 void kn_cu_seqpool_bwd(int kind, float *dinp, const float *dout, int B, int T, int C)
 {
-    k_seqpool_bwd<<<blocks_for((size_t)B * T * C, 256), 256>>>(kind, dinp, dout, B, T, C);
+    k_seqpool_bwd<<<blocks_for((size_t)B * T * C, 256), 256, 0, kn_cu_stream>>>(kind, dinp, dout, B,
+                                                                                T, C);
     LAUNCHED();
 }
