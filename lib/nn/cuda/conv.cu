@@ -221,7 +221,7 @@ static void ig_fwd(float *out, const float *inp, const float *w, const float *bi
                    const kn_conv_shape *s)
 {
     const ig_geo g = geo_of(s);
-    k_conv_fwd_ig<PREC><<<ig_grid(g.OC, g.B * g.KP, 1), IG_THREADS>>>(out, inp, w, bias, g);
+    k_conv_fwd_ig<PREC><<<ig_grid(g.OC, g.B * g.KP, 1), IG_THREADS, 0, kn_cu_stream>>>(out, inp, w, bias, g);
     LAUNCHED();
 }
 
@@ -231,7 +231,7 @@ static void ig_bwd(float *dinp, float *dw, float *dbias, const float *dout, cons
 {
     const ig_geo g = geo_of(s);
     if (dinp) {
-        k_conv_dinp_ig<PREC><<<ig_grid(g.C, g.B * g.HW, 1), IG_THREADS>>>(dinp, dout, w, g);
+        k_conv_dinp_ig<PREC><<<ig_grid(g.C, g.B * g.HW, 1), IG_THREADS, 0, kn_cu_stream>>>(dinp, dout, w, g);
         LAUNCHED();
     }
     if (!dw && !dbias) return;
@@ -240,7 +240,7 @@ static void ig_bwd(float *dinp, float *dw, float *dbias, const float *dout, cons
     float *dwp = dw, *dbp = dbias;
     if (G > 1) dwp = dw ? scratch : NULL, dbp = dbias ? scratch + (size_t)G * MN : NULL;
     dim3 grid = ig_grid(g.OC, dw ? g.CKK : 1, G);
-    k_conv_dw_ig<PREC><<<grid, IG_THREADS>>>(dwp, dbp, dout, inp, g, G, kchunk);
+    k_conv_dw_ig<PREC><<<grid, IG_THREADS, 0, kn_cu_stream>>>(dwp, dbp, dout, inp, g, G, kchunk);
     LAUNCHED();
     if (G == 1) return;
     if (dw) kn_cu_col_partials_add(dw, dwp, G, (int)MN);
