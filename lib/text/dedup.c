@@ -10,10 +10,12 @@
  *
  * Invariants (per generation):
  *  1. Every live document (committed or pending) is reachable from the exact
- *     table by its content hash, and, when it has a signature, from one
- *     bucket per band.
- *  2. A rolled-back document becomes DEAD: it stays in buckets (skipped on
- *     lookup) and its exact slot is reused by the next insert of that hash.
+ *     table by its content hash, and, when it has a signature, from one slot
+ *     per band in the band table (open addressing that keeps every insert:
+ *     a band key's documents are the slots holding that key between its home
+ *     slot and the next empty one).
+ *  2. A rolled-back document becomes DEAD: it stays in the band table (skipped
+ *     on lookup) and its exact slot is reused by the next insert of that hash.
  *  3. `pending` lists exactly the documents in state PENDING.
  *  4. A content hash is live in at most one generation. */
 #include "text/dedup.h"
@@ -44,15 +46,14 @@ typedef struct {
     uint8_t state;
 } doc;
 
+/* One (band key, document) pair: 8 bytes, where a bucket (16) and a chain
+ * entry (8) at half load cost 40 per band before 2026-12-01. The low 32
+ * bits of the 64-bit band key are kept and are its home slot; two band keys
+ * that share them only cost a signature comparison. */
 typedef struct {
-    uint64_t key;  /* 0: empty */
-    uint32_t head; /* entry index + 1 */
+    uint32_t key;
+    uint32_t doc; /* doc index + 1, 0: empty */
 } bucket;
-
-typedef struct {
-    uint32_t doc;
-    uint32_t next; /* entry index + 1, 0: end */
-} entry;
 
 typedef struct {
     doc *docs;
@@ -64,10 +65,8 @@ typedef struct {
     size_t cap_exact; /* power of two */
     size_t used_exact;
 
-    bucket *buckets; /* open addressing on (band, band hash) */
+    bucket *buckets; /* open addressing on (band, band hash), a slot per insert */
     size_t cap_buckets, used_buckets;
-    entry *entries;
-    size_t nentries, cap_entries;
 
     uint32_t *pending;
     size_t npending, cap_pending;
@@ -131,7 +130,6 @@ static void gen_free(gen *g)
     free(g->sigs);
     free(g->exact);
     free(g->buckets);
-    free(g->entries);
     free(g->pending);
     memset(g, 0, sizeof(*g));
 }
@@ -142,7 +140,7 @@ static void gen_clear(gen *g)
 {
     memset(g->exact, 0, g->cap_exact * sizeof(uint32_t));
     memset(g->buckets, 0, g->cap_buckets * sizeof(bucket));
-    g->ndocs = g->nsigs = g->used_exact = g->used_buckets = g->nentries = g->npending = 0;
+    g->ndocs = g->nsigs = g->used_exact = g->used_buckets = g->npending = 0;
 }
 
 kn_dedup *kn_dedup_new(const kn_dedup_options *o, char *errbuf, size_t errsz)
@@ -351,10 +349,11 @@ static uint64_t band_key(const kn_dedup *d, const uint16_t *sig, uint32_t band)
     return k ? k : 1;
 }
 
-static size_t bucket_slot(const gen *g, uint64_t key)
+/* The first empty slot from key's home slot on. */
+static size_t bucket_free(const gen *g, uint32_t key)
 {
     size_t mask = g->cap_buckets - 1, i = (size_t)key & mask;
-    while (g->buckets[i].key && g->buckets[i].key != key)
+    while (g->buckets[i].doc)
         i = (i + 1) & mask;
     return i;
 }
@@ -367,7 +366,7 @@ static int buckets_grow(gen *g)
     g->buckets = nt;
     g->cap_buckets = ncap;
     for (size_t i = 0; i < oldcap; i++)
-        if (old[i].key) g->buckets[bucket_slot(g, old[i].key)] = old[i];
+        if (old[i].doc) g->buckets[bucket_free(g, old[i].key)] = old[i];
     free(old);
     return KN_OK;
 }
@@ -387,16 +386,17 @@ static uint32_t near_best(const kn_dedup *d, const gen *g, const kn_dedup_fp *fp
                           const uint64_t *keys, uint32_t need, uint32_t best)
 {
     uint32_t nh = d->o.num_hashes;
+    size_t mask = g->cap_buckets - 1;
     for (uint32_t band = 0; band < d->o.bands && best < need; band++) {
-        size_t bs = bucket_slot(g, keys[band]);
-        if (!g->buckets[bs].key) continue;
-        for (uint32_t e = g->buckets[bs].head; e; e = g->entries[e - 1].next) {
-            const doc *x = &g->docs[g->entries[e - 1].doc];
+        uint32_t key = (uint32_t)keys[band];
+        for (size_t i = key & mask; g->buckets[i].doc && best < need; i = (i + 1) & mask) {
+            if (g->buckets[i].key != key) continue;
+            const doc *x = &g->docs[g->buckets[i].doc - 1];
             if (x->state == DOC_DEAD || x->sig == UINT32_MAX) continue;
             const uint16_t *sig = g->sigs + (size_t)x->sig * nh;
             uint32_t eq = 0;
-            for (uint32_t i = 0; i < nh; i++)
-                eq += sig[i] == fp->sig[i];
+            for (uint32_t j = 0; j < nh; j++)
+                eq += sig[j] == fp->sig[j];
             if (eq > best) best = eq;
         }
     }
@@ -419,7 +419,7 @@ int kn_dedup_check(const kn_dedup *d, const kn_dedup_fp *fp, double *similarity)
     for (int k = 0; k < 2; k++) {
         const gen *g = &d->g[k];
         for (uint32_t band = 0; band < d->o.bands; band++)
-            __builtin_prefetch(&g->buckets[(size_t)keys[band] & (g->cap_buckets - 1)]);
+            __builtin_prefetch(&g->buckets[(uint32_t)keys[band] & (g->cap_buckets - 1)]);
     }
     uint32_t best = near_best(d, &d->g[d->cur], fp, keys, need, 0);
     best = near_best(d, &d->g[!d->cur], fp, keys, need, best);
@@ -457,9 +457,6 @@ static int insert(kn_dedup *d, const uint8_t *hash, const uint16_t *sig, const u
     if (sig && nh) {
         if (grow((void **)&g->sigs, &g->cap_sigs, (g->nsigs + 1) * nh, sizeof(uint16_t)) != KN_OK)
             return KN_ENOMEM;
-        if (grow((void **)&g->entries, &g->cap_entries, g->nentries + d->o.bands, sizeof(entry)) !=
-            KN_OK)
-            return KN_ENOMEM;
         while ((g->used_buckets + d->o.bands) * 2 > g->cap_buckets)
             if (buckets_grow(g) != KN_OK) return KN_ENOMEM;
     }
@@ -477,15 +474,10 @@ static int insert(kn_dedup *d, const uint8_t *hash, const uint16_t *sig, const u
         memcpy(g->sigs + (size_t)x->sig * nh, sig, nh * sizeof(uint16_t));
         for (uint32_t band = 0; band < d->o.bands; band++) {
             uint64_t key = keys ? keys[band] : band_key(d, sig, band);
-            size_t bs = bucket_slot(g, key);
-            if (!g->buckets[bs].key) {
-                g->buckets[bs].key = key;
-                g->used_buckets++;
-            }
-            entry *e = &g->entries[g->nentries++];
-            e->doc = id;
-            e->next = g->buckets[bs].head;
-            g->buckets[bs].head = (uint32_t)g->nentries;
+            size_t bs = bucket_free(g, (uint32_t)key);
+            g->buckets[bs].key = (uint32_t)key;
+            g->buckets[bs].doc = id + 1;
+            g->used_buckets++;
         }
     }
     return KN_OK;
@@ -535,7 +527,7 @@ size_t kn_dedup_memory(const kn_dedup *d)
         const gen *g = &d->g[k];
         n += g->cap_docs * sizeof(doc) + g->cap_sigs * sizeof(uint16_t) +
              g->cap_exact * sizeof(uint32_t) + g->cap_buckets * sizeof(bucket) +
-             g->cap_entries * sizeof(entry) + g->cap_pending * sizeof(uint32_t);
+             g->cap_pending * sizeof(uint32_t);
     }
     return n;
 }
