@@ -10,10 +10,12 @@
  *
  * Invariants (per generation):
  *  1. Every live document (committed or pending) is reachable from the exact
- *     table by its content hash, and, when it has a signature, from one
- *     bucket per band.
- *  2. A rolled-back document becomes DEAD: it stays in buckets (skipped on
- *     lookup) and its exact slot is reused by the next insert of that hash.
+ *     table by its content hash, and, when it has a signature, from one slot
+ *     per band in the band table (open addressing that keeps every insert:
+ *     a band key's documents are the slots holding that key between its home
+ *     slot and the next empty one).
+ *  2. A rolled-back document becomes DEAD: it stays in the band table (skipped
+ *     on lookup) and its exact slot is reused by the next insert of that hash.
  *  3. `pending` lists exactly the documents in state PENDING.
  *  4. A content hash is live in at most one generation. */
 #include "text/dedup.h"
@@ -44,30 +46,27 @@ typedef struct {
     uint8_t state;
 } doc;
 
+/* One (band key, document) pair: 8 bytes, where a bucket (16) and a chain
+ * entry (8) at half load cost 40 per band before 2026-12-01. The low 32
+ * bits of the 64-bit band key are kept and are its home slot; two band keys
+ * that share them only cost a signature comparison. */
 typedef struct {
-    uint64_t key;  /* 0: empty */
-    uint32_t head; /* entry index + 1 */
+    uint32_t key;
+    uint32_t doc; /* doc index + 1, 0: empty */
 } bucket;
-
-typedef struct {
-    uint32_t doc;
-    uint32_t next; /* entry index + 1, 0: end */
-} entry;
 
 typedef struct {
     doc *docs;
     size_t ndocs, cap_docs;
-    uint32_t *sigs; /* (nsigs, num_hashes) */
+    uint16_t *sigs; /* (nsigs, num_hashes) */
     size_t nsigs, cap_sigs;
 
     uint32_t *exact;  /* open addressing: doc index + 1, 0 empty */
     size_t cap_exact; /* power of two */
     size_t used_exact;
 
-    bucket *buckets; /* open addressing on (band, band hash) */
+    bucket *buckets; /* open addressing on (band, band hash), a slot per insert */
     size_t cap_buckets, used_buckets;
-    entry *entries;
-    size_t nentries, cap_entries;
 
     uint32_t *pending;
     size_t npending, cap_pending;
@@ -131,7 +130,6 @@ static void gen_free(gen *g)
     free(g->sigs);
     free(g->exact);
     free(g->buckets);
-    free(g->entries);
     free(g->pending);
     memset(g, 0, sizeof(*g));
 }
@@ -142,7 +140,7 @@ static void gen_clear(gen *g)
 {
     memset(g->exact, 0, g->cap_exact * sizeof(uint32_t));
     memset(g->buckets, 0, g->cap_buckets * sizeof(bucket));
-    g->ndocs = g->nsigs = g->used_exact = g->used_buckets = g->nentries = g->npending = 0;
+    g->ndocs = g->nsigs = g->used_exact = g->used_buckets = g->npending = 0;
 }
 
 kn_dedup *kn_dedup_new(const kn_dedup_options *o, char *errbuf, size_t errsz)
@@ -206,7 +204,7 @@ static int is_space(unsigned char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
 
-static uint64_t band_key(const kn_dedup *d, const uint32_t *sig, uint32_t band);
+static uint64_t band_key(const kn_dedup *d, const uint16_t *sig, uint32_t band);
 
 /* The signature: one-permutation hashing with densification (Shrivastava,
  * "Optimal densification for fast and accurate minwise hashing", 2017).
@@ -217,7 +215,13 @@ static uint64_t band_key(const kn_dedup *d, const uint32_t *sig, uint32_t band);
  * every document, so two texts agree on a densified bin as often as on the
  * bin it copies. The fraction of equal bins estimates the Jaccard similarity
  * as the classic 128-hash MinHash does, at one hash per shingle instead of
- * 128 multiplies (which cost as much as tokenizing the text). */
+ * 128 multiplies (which cost as much as tokenizing the text).
+ *
+ * Only the low 16 bits of each bin's minimum are kept (b-bit MinHash, Li and
+ * König 2010): two different minima agree on them once in 65,536, so the
+ * estimate moves by less than 0.0001, while the index and the changelog
+ * entries are half the size of 32-bit values (the index's page faults and
+ * the entries' compression were a third of the instance's CPU). */
 int kn_dedup_fingerprint(const kn_dedup *d, const char *text, size_t len, kn_dedup_fp *fp)
 {
     kn_sha256_digest(text, len, fp->hash);
@@ -262,17 +266,18 @@ int kn_dedup_fingerprint(const kn_dedup *d, const char *text, size_t len, kn_ded
 
     uint32_t nh = d->o.num_hashes, k = d->o.shingle;
     uint64_t filled[KN_DEDUP_MAX_HASHES / 64] = {0}; /* bit per bin */
+    uint32_t sig[KN_DEDUP_MAX_HASHES];
     for (uint32_t i = 0; i < nh; i++)
-        fp->sig[i] = UINT32_MAX;
+        sig[i] = UINT32_MAX;
     size_t nshingles = nc >= k ? nc - k + 1 : 1;
     for (size_t s = 0; s < nshingles; s++) {
         size_t from = !nc ? 0 : starts ? starts[s] : s;
         size_t to = nc < k ? n : starts ? starts[s + k] : s + k;
         uint64_t h = XXH3_64bits_withSeed(norm + from, to - from, d->o.seed);
-        uint32_t bin = (uint32_t)(((h >> 32) * nh) >> 32), v = (uint32_t)h, cur = fp->sig[bin];
+        uint32_t bin = (uint32_t)(((h >> 32) * nh) >> 32), v = (uint32_t)h, cur = sig[bin];
         /* branch-free minimum: which is smaller is a coin toss */
         uint32_t lt = (uint32_t)0 - (uint32_t)(v < cur);
-        fp->sig[bin] = (v & lt) | (cur & ~lt);
+        sig[bin] = (v & lt) | (cur & ~lt);
         filled[bin >> 6] |= 1ull << (bin & 63);
     }
     /* densify: an empty bin copies the first filled bin of its probes (filled
@@ -293,9 +298,11 @@ int kn_dedup_fingerprint(const kn_dedup *d, const char *text, size_t len, kn_ded
                     break;
                 }
         }
-        fp->sig[i] = fp->sig[from];
+        sig[i] = sig[from];
     }
 #undef FILLED
+    for (uint32_t i = 0; i < nh; i++)
+        fp->sig[i] = (uint16_t)sig[i];
     for (uint32_t band = 0; band < d->o.bands; band++)
         fp->band[band] = band_key(d, fp->sig, band);
     if (norm != norm_s) free(norm);
@@ -335,17 +342,18 @@ static int exact_grow(gen *g)
     return KN_OK;
 }
 
-static uint64_t band_key(const kn_dedup *d, const uint32_t *sig, uint32_t band)
+static uint64_t band_key(const kn_dedup *d, const uint16_t *sig, uint32_t band)
 {
     uint64_t k =
-        XXH3_64bits_withSeed(sig + band * d->rows, d->rows * sizeof(uint32_t), 0x9e37u + band);
+        XXH3_64bits_withSeed(sig + band * d->rows, d->rows * sizeof(uint16_t), 0x9e37u + band);
     return k ? k : 1;
 }
 
-static size_t bucket_slot(const gen *g, uint64_t key)
+/* The first empty slot from key's home slot on. */
+static size_t bucket_free(const gen *g, uint32_t key)
 {
     size_t mask = g->cap_buckets - 1, i = (size_t)key & mask;
-    while (g->buckets[i].key && g->buckets[i].key != key)
+    while (g->buckets[i].doc)
         i = (i + 1) & mask;
     return i;
 }
@@ -358,7 +366,7 @@ static int buckets_grow(gen *g)
     g->buckets = nt;
     g->cap_buckets = ncap;
     for (size_t i = 0; i < oldcap; i++)
-        if (old[i].key) g->buckets[bucket_slot(g, old[i].key)] = old[i];
+        if (old[i].doc) g->buckets[bucket_free(g, old[i].key)] = old[i];
     free(old);
     return KN_OK;
 }
@@ -378,16 +386,17 @@ static uint32_t near_best(const kn_dedup *d, const gen *g, const kn_dedup_fp *fp
                           const uint64_t *keys, uint32_t need, uint32_t best)
 {
     uint32_t nh = d->o.num_hashes;
+    size_t mask = g->cap_buckets - 1;
     for (uint32_t band = 0; band < d->o.bands && best < need; band++) {
-        size_t bs = bucket_slot(g, keys[band]);
-        if (!g->buckets[bs].key) continue;
-        for (uint32_t e = g->buckets[bs].head; e; e = g->entries[e - 1].next) {
-            const doc *x = &g->docs[g->entries[e - 1].doc];
+        uint32_t key = (uint32_t)keys[band];
+        for (size_t i = key & mask; g->buckets[i].doc && best < need; i = (i + 1) & mask) {
+            if (g->buckets[i].key != key) continue;
+            const doc *x = &g->docs[g->buckets[i].doc - 1];
             if (x->state == DOC_DEAD || x->sig == UINT32_MAX) continue;
-            const uint32_t *sig = g->sigs + (size_t)x->sig * nh;
+            const uint16_t *sig = g->sigs + (size_t)x->sig * nh;
             uint32_t eq = 0;
-            for (uint32_t i = 0; i < nh; i++)
-                eq += sig[i] == fp->sig[i];
+            for (uint32_t j = 0; j < nh; j++)
+                eq += sig[j] == fp->sig[j];
             if (eq > best) best = eq;
         }
     }
@@ -410,7 +419,7 @@ int kn_dedup_check(const kn_dedup *d, const kn_dedup_fp *fp, double *similarity)
     for (int k = 0; k < 2; k++) {
         const gen *g = &d->g[k];
         for (uint32_t band = 0; band < d->o.bands; band++)
-            __builtin_prefetch(&g->buckets[(size_t)keys[band] & (g->cap_buckets - 1)]);
+            __builtin_prefetch(&g->buckets[(uint32_t)keys[band] & (g->cap_buckets - 1)]);
     }
     uint32_t best = near_best(d, &d->g[d->cur], fp, keys, need, 0);
     best = near_best(d, &d->g[!d->cur], fp, keys, need, best);
@@ -419,7 +428,7 @@ int kn_dedup_check(const kn_dedup *d, const kn_dedup_fp *fp, double *similarity)
 }
 
 /* Inserts a document with an optional signature (sig NULL: exact only). */
-static int insert(kn_dedup *d, const uint8_t *hash, const uint32_t *sig, const uint64_t *keys,
+static int insert(kn_dedup *d, const uint8_t *hash, const uint16_t *sig, const uint64_t *keys,
                   int pending)
 {
     for (int k = 0; k < 2; k++) {
@@ -446,10 +455,7 @@ static int insert(kn_dedup *d, const uint8_t *hash, const uint32_t *sig, const u
         return KN_ENOMEM;
     uint32_t nh = d->o.num_hashes;
     if (sig && nh) {
-        if (grow((void **)&g->sigs, &g->cap_sigs, (g->nsigs + 1) * nh, sizeof(uint32_t)) != KN_OK)
-            return KN_ENOMEM;
-        if (grow((void **)&g->entries, &g->cap_entries, g->nentries + d->o.bands, sizeof(entry)) !=
-            KN_OK)
+        if (grow((void **)&g->sigs, &g->cap_sigs, (g->nsigs + 1) * nh, sizeof(uint16_t)) != KN_OK)
             return KN_ENOMEM;
         while ((g->used_buckets + d->o.bands) * 2 > g->cap_buckets)
             if (buckets_grow(g) != KN_OK) return KN_ENOMEM;
@@ -465,18 +471,13 @@ static int insert(kn_dedup *d, const uint8_t *hash, const uint32_t *sig, const u
     if (pending) g->pending[g->npending++] = id;
     if (sig && nh) {
         x->sig = (uint32_t)g->nsigs++;
-        memcpy(g->sigs + (size_t)x->sig * nh, sig, nh * sizeof(uint32_t));
+        memcpy(g->sigs + (size_t)x->sig * nh, sig, nh * sizeof(uint16_t));
         for (uint32_t band = 0; band < d->o.bands; band++) {
             uint64_t key = keys ? keys[band] : band_key(d, sig, band);
-            size_t bs = bucket_slot(g, key);
-            if (!g->buckets[bs].key) {
-                g->buckets[bs].key = key;
-                g->used_buckets++;
-            }
-            entry *e = &g->entries[g->nentries++];
-            e->doc = id;
-            e->next = g->buckets[bs].head;
-            g->buckets[bs].head = (uint32_t)g->nentries;
+            size_t bs = bucket_free(g, (uint32_t)key);
+            g->buckets[bs].key = (uint32_t)key;
+            g->buckets[bs].doc = id + 1;
+            g->used_buckets++;
         }
     }
     return KN_OK;
@@ -484,7 +485,7 @@ static int insert(kn_dedup *d, const uint8_t *hash, const uint32_t *sig, const u
 
 int kn_dedup_insert(kn_dedup *d, const kn_dedup_fp *fp, int pending)
 {
-    const uint32_t *sig = fp->nsig && fp->nsig == d->o.num_hashes ? fp->sig : NULL;
+    const uint16_t *sig = fp->nsig && fp->nsig == d->o.num_hashes ? fp->sig : NULL;
     return insert(d, fp->hash, sig, sig ? fp->band : NULL, pending);
 }
 
@@ -524,9 +525,9 @@ size_t kn_dedup_memory(const kn_dedup *d)
     size_t n = sizeof(*d);
     for (int k = 0; k < 2; k++) {
         const gen *g = &d->g[k];
-        n += g->cap_docs * sizeof(doc) + g->cap_sigs * sizeof(uint32_t) +
+        n += g->cap_docs * sizeof(doc) + g->cap_sigs * sizeof(uint16_t) +
              g->cap_exact * sizeof(uint32_t) + g->cap_buckets * sizeof(bucket) +
-             g->cap_entries * sizeof(entry) + g->cap_pending * sizeof(uint32_t);
+             g->cap_pending * sizeof(uint32_t);
     }
     return n;
 }
@@ -547,16 +548,17 @@ size_t kn_dedup_entry_encode(const kn_dedup *d, const kn_dedup_fp *fp, char key[
         key[7 + 2 * i] = hexd[fp->hash[i] & 15];
     }
     uint32_t nsig = fp->nsig == d->o.num_hashes ? fp->nsig : 0;
-    value[0] = 1;
+    value[0] = 2;
     value[1] = 0;
     value[2] = (uint8_t)nsig;
     value[3] = (uint8_t)(nsig >> 8);
     for (int i = 0; i < 4; i++)
         value[4 + i] = (uint8_t)(d->params >> (8 * i));
-    for (uint32_t j = 0; j < nsig; j++)
-        for (int i = 0; i < 4; i++)
-            value[8 + 4 * j + i] = (uint8_t)(fp->sig[j] >> (8 * i));
-    return 8 + 4 * (size_t)nsig;
+    for (uint32_t j = 0; j < nsig; j++) {
+        value[8 + 2 * j] = (uint8_t)fp->sig[j];
+        value[9 + 2 * j] = (uint8_t)(fp->sig[j] >> 8);
+    }
+    return 8 + 2 * (size_t)nsig;
 }
 
 static int unhex(char c)
@@ -578,16 +580,18 @@ int kn_dedup_entry_apply(kn_dedup *d, const void *key, size_t key_len, const voi
         if (hi < 0 || lo < 0) return KN_ECORRUPT;
         hash[i] = (uint8_t)(hi << 4 | lo);
     }
-    if (value_len < 8 || v[0] != 1) return KN_ECORRUPT;
+    /* version 1 (until 2026-12-01) holds 32-bit values: their low 16 bits
+     * are this version's values */
+    if (value_len < 8 || (v[0] != 1 && v[0] != 2)) return KN_ECORRUPT;
+    size_t width = v[0] == 1 ? 4 : 2;
     uint32_t nsig = (uint32_t)v[2] | ((uint32_t)v[3] << 8);
     uint32_t params =
         (uint32_t)v[4] | ((uint32_t)v[5] << 8) | ((uint32_t)v[6] << 16) | ((uint32_t)v[7] << 24);
-    if (nsig > KN_DEDUP_MAX_HASHES || value_len != 8 + 4 * (size_t)nsig) return KN_ECORRUPT;
-    uint32_t sig[KN_DEDUP_MAX_HASHES];
+    if (nsig > KN_DEDUP_MAX_HASHES || value_len != 8 + width * nsig) return KN_ECORRUPT;
+    uint16_t sig[KN_DEDUP_MAX_HASHES];
     int usable = nsig && nsig == d->o.num_hashes && params == d->params;
     if (usable)
         for (uint32_t j = 0; j < nsig; j++)
-            sig[j] = (uint32_t)v[8 + 4 * j] | ((uint32_t)v[9 + 4 * j] << 8) |
-                     ((uint32_t)v[10 + 4 * j] << 16) | ((uint32_t)v[11 + 4 * j] << 24);
+            sig[j] = (uint16_t)(v[8 + width * j] | (v[9 + width * j] << 8));
     return insert(d, hash, usable ? sig : NULL, NULL, 0);
 }

@@ -9,8 +9,8 @@
  * the same state. Inserts made inside an open transaction are "pending" and
  * can be rolled back when the transaction aborts.
  *
- * Memory: about 1 KB per document held with 128 hashes (signature 512 B,
- * LSH entries and buckets, exact table); a window bounds what is held to
+ * Memory: about 0.7 KB per document held with 128 hashes (signature 256 B,
+ * 16 LSH slots of 8 B at most half full, exact table); a window bounds what is held to
  * the most recent documents kept (options.window; 0: every document, memory
  * grows with the stream). Not thread-safe (one owner thread). */
 #ifndef KN_DEDUP_H
@@ -48,7 +48,7 @@ void kn_dedup_destroy(kn_dedup *d);
 typedef struct {
     uint8_t hash[32];                  /* SHA-256 of the text */
     uint32_t nsig;                     /* num_hashes, or 0 when near is off */
-    uint32_t sig[KN_DEDUP_MAX_HASHES]; /* MinHash signature */
+    uint16_t sig[KN_DEDUP_MAX_HASHES]; /* MinHash signature: low 16 bits of each minimum */
     uint64_t band[KN_DEDUP_MAX_HASHES]; /* LSH bucket key per band (computed once) */
 } kn_dedup_fp;
 
@@ -87,12 +87,13 @@ uint64_t kn_dedup_rotations(const kn_dedup *d);
 
 /* --- changelog entries ---
  * key   = "dedup/" + 64 hex digits of the content hash (70 bytes)
- * value = u8 version (1) | u8 0 | u16 nsig | u32 params hash | nsig * u32 (little-endian)
+ * value = u8 version (2) | u8 0 | u16 nsig | u32 params hash | nsig * u16 (little-endian);
+ *         version 1 (read, no longer written): nsig * u32, of which the low 16 bits count
  * An entry whose params hash differs from this object's (another shingle
  * size, seed or num_hashes) is kept for exact matching only. */
 #define KN_DEDUP_KEY_PREFIX "dedup/"
 #define KN_DEDUP_KEY_LEN    70
-#define KN_DEDUP_VALUE_MAX  (8 + 4 * KN_DEDUP_MAX_HASHES)
+#define KN_DEDUP_VALUE_MAX  (8 + 2 * KN_DEDUP_MAX_HASHES)
 
 /* Writes the entry for fp: key (KN_DEDUP_KEY_LEN bytes, not NUL-terminated)
  * and value (returns its length, <= KN_DEDUP_VALUE_MAX). */

@@ -12,6 +12,9 @@
  * keys fall in partitions of different instances): the single-instance run
  * refuses all; what more instances keep beyond that is the measured gap of
  * docs/preprocess.md "Scaling out". tests/bench/preprocess-scale.sh runs it.
+ * KILN_BENCH_PP_IMAGES=0 skips the image runs (text only);
+ * KILN_BENCH_PP_BIN=/path/kiln-preprocess runs another build of the service
+ * (to alternate an old and a new binary on the same input).
  * Prints the figures; fails only when the service does not finish. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -271,6 +274,16 @@ static long count_near(const char *topic)
     return n;
 }
 
+/* The service binary: this build's, or KILN_BENCH_PP_BIN. */
+static void service_bin(char *bin, size_t sz)
+{
+    const char *e = getenv("KILN_BENCH_PP_BIN");
+    if (e && *e)
+        snprintf(bin, sz, "%s", e);
+    else
+        snprintf(bin, sz, "%s/preprocess/kiln-preprocess", KILN_BINARY_DIR);
+}
+
 /* Runs the service until the group has consumed `topic`; returns seconds. */
 static double g_cpu; /* CPU seconds (user + system, all threads) of the last run's instances */
 
@@ -278,7 +291,7 @@ static double run_until_done(const char *cfgp, const char *inst, int ninst, cons
                              const char *topic)
 {
     char bin[1024], log[300], id[300];
-    snprintf(bin, sizeof(bin), "%s/preprocess/kiln-preprocess", KILN_BINARY_DIR);
+    service_bin(bin, sizeof(bin));
     snprintf(log, sizeof(log), "%s.log", cfgp);
     double t0 = tp_now();
     pid_t pids[8];
@@ -336,8 +349,10 @@ static void run_one(int ninst)
     long nrec = 0;
     size_t bytes = produce_fortunes(p, t_text, text_copies(), &nrec);
     produce_pairs(p, t_text);
+    const char *eimg = getenv("KILN_BENCH_PP_IMAGES");
+    int images = !eimg || atoi(eimg) != 0;
     unsigned char pgm[28 * 28 + 32];
-    for (int i = 0; i < N_IMAGES; i++) {
+    for (int i = 0; images && i < N_IMAGES; i++) {
         int hl = snprintf((char *)pgm, 32, "P5\n28 28\n255\n");
         for (int px = 0; px < 28 * 28; px++)
             pgm[hl + px] = (unsigned char)((px * 3 + i * 13 + (i >> 8)) & 255);
@@ -402,6 +417,10 @@ static void run_one(int ninst)
     print_message("  CPU of the instance(s): %.2f s (user + system, every thread, start-up "
                   "included): %.2f MB and %.0f tokens per CPU-second\n",
                   g_cpu, (double)bytes / 1e6 / g_cpu, tokens / g_cpu);
+    if (!images) {
+        unlink(cfgp);
+        return;
+    }
 
     f = fopen(cfgp, "w");
     fprintf(f,
@@ -455,7 +474,7 @@ static void fixed_cost(void)
     snprintf(inst, sizeof(inst), "%s-t", prefix);
     run_until_done(cfgp, inst, 1, group, t_text); /* nothing to do: returns at once */
     char bin[1024];
-    snprintf(bin, sizeof(bin), "%s/preprocess/kiln-preprocess", KILN_BINARY_DIR);
+    service_bin(bin, sizeof(bin));
     pid_t pid = fork();
     if (pid == 0) {
         int fd = open("/dev/null", O_WRONLY);

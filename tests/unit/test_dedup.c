@@ -284,14 +284,39 @@ static void rollback_and_changelog(void **state)
         char key[KN_DEDUP_KEY_LEN];
         uint8_t val[KN_DEDUP_VALUE_MAX];
         size_t vl = kn_dedup_entry_encode(d, &fp, key, val);
-        assert_int_equal(vl, 8 + 4 * 128);
+        assert_int_equal(vl, 8 + 2 * 128); /* version 2: 16-bit values */
+        assert_int_equal(val[0], 2);
         assert_int_equal(kn_dedup_entry_apply(r, key, sizeof(key), val, vl), KN_OK);
         assert_int_equal(kn_dedup_entry_apply(r, key, sizeof(key), val, vl),
                          KN_OK); /* idempotent */
         assert_int_equal(kn_dedup_entry_apply(r, key, sizeof(key), val, vl - 1), KN_ECORRUPT);
     }
     assert_int_equal(kn_dedup_entry_apply(r, "tail/x", 6, "", 0), KN_ENOTFOUND);
-    assert_int_equal(kn_dedup_count(r), 2);
+    /* A version-1 entry (32-bit values, written before 2026-12-01) still
+     * counts for near matches: its low 16 bits are the values. */
+    {
+        const char *old = "an entry written by an older instance, before 16-bit values";
+        kn_dedup_fp fp;
+        kn_dedup_fingerprint(d, old, strlen(old), &fp);
+        char key[KN_DEDUP_KEY_LEN];
+        uint8_t v2[KN_DEDUP_VALUE_MAX], v1[8 + 4 * 128];
+        kn_dedup_entry_encode(d, &fp, key, v2);
+        memcpy(v1, v2, 8);
+        v1[0] = 1;
+        for (int j = 0; j < 128; j++) { /* high halves: anything */
+            v1[8 + 4 * j] = v2[8 + 2 * j];
+            v1[9 + 4 * j] = v2[9 + 2 * j];
+            v1[10 + 4 * j] = (uint8_t)(j * 37);
+            v1[11 + 4 * j] = (uint8_t)(j * 11 + 5);
+        }
+        assert_int_equal(kn_dedup_entry_apply(r, key, sizeof(key), v1, sizeof(v1) - 1),
+                         KN_ECORRUPT);
+        assert_int_equal(kn_dedup_entry_apply(r, key, sizeof(key), v1, sizeof(v1)), KN_OK);
+        assert_int_equal(
+            check_text(r, "An entry written by an older  instance, before 16-bit values", NULL),
+            KN_DEDUP_NEAR);
+    }
+    assert_int_equal(kn_dedup_count(r), 3);
     assert_int_equal(check_text(r, "First committed document,  long enough to shingle", NULL),
                      KN_DEDUP_NEAR);
     /* An entry committed elsewhere turns our pending copy into a committed one. */
