@@ -63,8 +63,8 @@ int main(int argc, char **argv)
         }
         fclose(f);
     }
-    static const char *const hk[] = {"record-version", "kind",  "content-type", "source",
-                                     "origin",         "dataset", "label",       "split",
+    static const char *const hk[] = {"record-version", "kind",    "content-type", "source",
+                                     "origin",         "dataset", "label",        "split",
                                      "ingest-time",    "split-by"};
     static const char *const hv[] = {
         "1",
