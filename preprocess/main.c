@@ -178,8 +178,7 @@ static int run(kn_service *svc, void *app)
         kn_log_error("%s", e);
         return 1;
     }
-    if (kn_kafka_wait_broker(brokers, broker_waiting, pp, kn_shutdown_requested) != KN_OK)
-        return 0;
+    if (kn_kafka_wait_broker(brokers, broker_waiting, pp, kn_shutdown_requested) != KN_OK) return 0;
     if (create_topics(svc, pp, e, sizeof(e)) != KN_OK) {
         kn_log_error("%s", e);
         return 1;
@@ -197,10 +196,17 @@ static int run(kn_service *svc, void *app)
     tt = tt < 10000 ? 10000 : tt > 900000 ? 900000 : tt; /* 900 s: the broker's default maximum */
     snprintf(txn_timeout, sizeof(txn_timeout), "%lld", tt);
     const char *pextra[] = {"transaction.timeout.ms", txn_timeout, "compression.level", "1", NULL};
+    const char *codec = kn_service_get(svc, "preprocess.compression");
+    if (!codec || (strcmp(codec, "zstd") && strcmp(codec, "lz4") && strcmp(codec, "none"))) {
+        kn_log_error("preprocess.compression = %s: expected zstd, lz4 or none",
+                     codec ? codec : "(unset)");
+        return 1;
+    }
     kn_kafka_producer_options po = {.brokers = brokers,
                                     .client_id = txid,
                                     .transactional_id = txid,
                                     .linger_ms = 20,
+                                    .compression = codec,
                                     .extra = pextra};
     if (!(pp->env.producer = kn_kafka_producer_new(&po, e, sizeof(e)))) {
         kn_log_error("%s", e);

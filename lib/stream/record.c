@@ -5,6 +5,7 @@
 #include "core/sha256.h"
 
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,41 +56,85 @@ void kn_record_dlq_headers_build(kn_record_headers *out, const kn_record_meta *m
     if (d->omitted) add(out, KN_RECORD_H_DLQ_OMITTED, "1");
 }
 
-static int get(const rd_kafka_message_t *msg, const char *name, char *buf, size_t bufsz)
+/* The headers kn_record_info_read keeps: where each one's value goes (an
+ * offset into kn_record_info, or one of the numeric fields below). */
+enum { F_STR, F_TIME, F_SIZE, F_OMITTED };
+static const struct {
+    const char *name;
+    size_t len; /* strlen(name) */
+    int how;
+    size_t off, cap; /* F_STR: the field */
+} info_fields[] = {
+#define STR(n, f)                                                                                  \
+    {                                                                                              \
+        n, sizeof(n) - 1, F_STR, offsetof(kn_record_info, f), sizeof(((kn_record_info *)0)->f)     \
+    }
+    STR(KN_RECORD_H_VERSION, version),
+    STR(KN_RECORD_H_KIND, kind),
+    STR(KN_RECORD_H_CONTENT_TYPE, content_type),
+    STR(KN_RECORD_H_SOURCE, source),
+    STR(KN_RECORD_H_ORIGIN, origin),
+    STR(KN_RECORD_H_DATASET, dataset),
+    STR(KN_RECORD_H_LABEL, label),
+    STR(KN_RECORD_H_SPLIT, split),
+    STR(KN_RECORD_H_SPLIT_BY, split_by),
+    STR(KN_RECORD_H_REPAIRED, repaired),
+    {KN_RECORD_H_INGEST_TIME, sizeof(KN_RECORD_H_INGEST_TIME) - 1, F_TIME, 0, 0},
+    STR(KN_RECORD_H_DLQ_REASON, reason),
+    STR(KN_RECORD_H_DLQ_DETAIL, detail),
+    STR(KN_RECORD_H_DLQ_SERVICE, service),
+    STR(KN_RECORD_H_DLQ_SHA256, original_sha256),
+    {KN_RECORD_H_DLQ_SIZE, sizeof(KN_RECORD_H_DLQ_SIZE) - 1, F_SIZE, 0, 0},
+    {KN_RECORD_H_DLQ_OMITTED, sizeof(KN_RECORD_H_DLQ_OMITTED) - 1, F_OMITTED, 0, 0},
+#undef STR
+};
+
+/* Copies a header value into buf as a C string, cut to bufsz - 1 bytes. */
+static void copy_value(char *buf, size_t bufsz, const void *v, size_t len)
 {
-    const void *v = NULL;
-    size_t len = 0;
-    buf[0] = '\0';
-    if (kn_kafka_header_get(msg, name, &v, &len) != KN_OK) return 0;
     if (len >= bufsz) len = bufsz - 1;
     if (v) memcpy(buf, v, len);
     buf[len] = '\0';
-    return 1;
 }
 
+/* One pass over the headers (a lookup per name scanned them all 17 times);
+ * when a name repeats, the last one wins, as rd_kafka_header_get_last. */
 int kn_record_info_read(const rd_kafka_message_t *msg, kn_record_info *out)
 {
     char num[32];
+    int found = 0;
     memset(out, 0, sizeof(*out));
-    int found = get(msg, KN_RECORD_H_VERSION, out->version, sizeof(out->version));
-    get(msg, KN_RECORD_H_KIND, out->kind, sizeof(out->kind));
-    get(msg, KN_RECORD_H_CONTENT_TYPE, out->content_type, sizeof(out->content_type));
-    get(msg, KN_RECORD_H_SOURCE, out->source, sizeof(out->source));
-    get(msg, KN_RECORD_H_ORIGIN, out->origin, sizeof(out->origin));
-    get(msg, KN_RECORD_H_DATASET, out->dataset, sizeof(out->dataset));
-    get(msg, KN_RECORD_H_LABEL, out->label, sizeof(out->label));
-    get(msg, KN_RECORD_H_SPLIT, out->split, sizeof(out->split));
-    get(msg, KN_RECORD_H_SPLIT_BY, out->split_by, sizeof(out->split_by));
-    get(msg, KN_RECORD_H_REPAIRED, out->repaired, sizeof(out->repaired));
-    if (get(msg, KN_RECORD_H_INGEST_TIME, num, sizeof(num)))
-        out->ingest_time_ms = strtoll(num, NULL, 10);
-    get(msg, KN_RECORD_H_DLQ_REASON, out->reason, sizeof(out->reason));
-    get(msg, KN_RECORD_H_DLQ_DETAIL, out->detail, sizeof(out->detail));
-    get(msg, KN_RECORD_H_DLQ_SERVICE, out->service, sizeof(out->service));
-    get(msg, KN_RECORD_H_DLQ_SHA256, out->original_sha256, sizeof(out->original_sha256));
-    if (get(msg, KN_RECORD_H_DLQ_SIZE, num, sizeof(num)))
-        out->original_size = strtoull(num, NULL, 10);
-    out->omitted = get(msg, KN_RECORD_H_DLQ_OMITTED, num, sizeof(num)) && num[0] == '1';
+    rd_kafka_headers_t *h = NULL;
+    if (rd_kafka_message_headers(msg, &h) != RD_KAFKA_RESP_ERR_NO_ERROR) return KN_ENOTFOUND;
+    const char *name;
+    const void *v;
+    size_t len;
+    for (size_t i = 0; rd_kafka_header_get_all(h, i, &name, &v, &len) == RD_KAFKA_RESP_ERR_NO_ERROR;
+         i++) {
+        size_t nl = strlen(name);
+        for (size_t f = 0; f < KN_ARRAY_LEN(info_fields); f++) {
+            if (info_fields[f].len != nl || memcmp(info_fields[f].name, name, nl) != 0) continue;
+            switch (info_fields[f].how) {
+            case F_STR:
+                copy_value((char *)out + info_fields[f].off, info_fields[f].cap, v, len);
+                if (f == 0) found = 1;
+                break;
+            case F_TIME:
+                copy_value(num, sizeof(num), v, len);
+                out->ingest_time_ms = strtoll(num, NULL, 10);
+                break;
+            case F_SIZE:
+                copy_value(num, sizeof(num), v, len);
+                out->original_size = strtoull(num, NULL, 10);
+                break;
+            case F_OMITTED:
+                copy_value(num, sizeof(num), v, len);
+                out->omitted = num[0] == '1';
+                break;
+            }
+            break;
+        }
+    }
     return found ? KN_OK : KN_ENOTFOUND;
 }
 
