@@ -148,6 +148,13 @@ static int run(kn_service *svc, void *app)
     pp->env.prefix = kn_service_get(svc, "kafka.topic_prefix");
     pp->env.instance = pp->instance ? pp->instance : instance ? instance : host;
     pp->env.m = &pp->metrics;
+    /* checked before Kafka: a mistake stops the service at once */
+    const char *codec = kn_service_get(svc, "preprocess.compression");
+    if (!codec || (strcmp(codec, "zstd") && strcmp(codec, "lz4") && strcmp(codec, "none"))) {
+        kn_log_error("preprocess.compression = %s: expected zstd, lz4 or none",
+                     codec ? codec : "(unset)");
+        return 1;
+    }
     pp_stream_options so = {
         .brokers = brokers,
         .group = kn_service_get(svc, "preprocess.group"),
@@ -196,12 +203,6 @@ static int run(kn_service *svc, void *app)
     tt = tt < 10000 ? 10000 : tt > 900000 ? 900000 : tt; /* 900 s: the broker's default maximum */
     snprintf(txn_timeout, sizeof(txn_timeout), "%lld", tt);
     const char *pextra[] = {"transaction.timeout.ms", txn_timeout, "compression.level", "1", NULL};
-    const char *codec = kn_service_get(svc, "preprocess.compression");
-    if (!codec || (strcmp(codec, "zstd") && strcmp(codec, "lz4") && strcmp(codec, "none"))) {
-        kn_log_error("preprocess.compression = %s: expected zstd, lz4 or none",
-                     codec ? codec : "(unset)");
-        return 1;
-    }
     kn_kafka_producer_options po = {.brokers = brokers,
                                     .client_id = txid,
                                     .transactional_id = txid,
