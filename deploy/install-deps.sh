@@ -16,7 +16,7 @@ packages=(
     librdkafka-dev libpq-dev libcurl4-openssl-dev libmicrohttpd-dev
     libjansson-dev libcmocka-dev libopenblas-dev libssl-dev
     libutf8proc-dev libpcre2-dev libspng-dev libturbojpeg0-dev libzstd-dev
-    libxxhash-dev zlib1g-dev
+    libxxhash-dev zlib1g-dev libdeflate-dev
     postgresql postgresql-contrib default-jre-headless maven
     docker-compose wrk procps curl jq yq
     dataset-fashion-mnist fortunes

@@ -23,6 +23,20 @@
 #define FMNIST_DIR   "/usr/share/datasets/fashion-mnist"
 #define FORTUNES_DIR "/usr/share/games/fortunes"
 
+/* Writes v in decimal at out (room for 11 bytes), NUL-terminated. */
+static void put_u32(char *out, uint32_t v)
+{
+    char tmp[10];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *out++ = tmp[--n];
+    *out = '\0';
+}
+
 static int import_split(ing_ctx *c, const char *dir, const char *stem, const char *split,
                         ing_tally *t)
 {
@@ -52,13 +66,16 @@ static int import_split(ing_ctx *c, const char *dir, const char *stem, const cha
     ing_progress pr;
     snprintf(what, sizeof(what), "fashion-mnist %s", split);
     ing_progress_start(&pr, &c->opt, what, n);
+    /* per image only the index and the class change: no formatting per record */
+    int ol = snprintf(origin, sizeof(origin) - 11, "%s#", ipath);
+    if (ol < 0 || (size_t)ol >= sizeof(origin) - 11) ol = 0;
     for (uint32_t i = 0; i < n && !kn_shutdown_requested(); i++) {
         uint8_t cls;
         if ((rc = kn_idx_next(im, pgm + hl, e, sizeof(e))) != KN_OK ||
             (rc = kn_idx_next(lb, &cls, e, sizeof(e))) != KN_OK)
             goto fail;
-        snprintf(origin, sizeof(origin), "%s#%u", ipath, i);
-        snprintf(label, sizeof(label), "%u", cls);
+        put_u32(origin + ol, i);
+        put_u32(label, cls);
         ing_item it = {.data = pgm,
                        .len = (size_t)hl + ih->item_size,
                        .kind = ING_KIND_IMAGE,
@@ -78,7 +95,7 @@ static int import_split(ing_ctx *c, const char *dir, const char *stem, const cha
             snprintf(e, sizeof(e), "%s: produce failed: %s", origin, kn_strerror(rc));
             goto fail;
         }
-        ing_progress_update(&pr, i + 1, 0);
+        if ((i & 1023) == 1023) ing_progress_update(&pr, i + 1, 0); /* it reads the clock */
     }
     ing_progress_update(&pr, n, 1);
     if (!kn_shutdown_requested() &&

@@ -147,6 +147,13 @@ static int run(kn_service *svc, void *app)
     pp->env.prefix = kn_service_get(svc, "kafka.topic_prefix");
     pp->env.instance = pp->instance ? pp->instance : instance ? instance : host;
     pp->env.m = &pp->metrics;
+    /* checked before Kafka: a mistake stops the service at once */
+    const char *codec = kn_service_get(svc, "preprocess.compression");
+    if (!codec || (strcmp(codec, "zstd") && strcmp(codec, "lz4") && strcmp(codec, "none"))) {
+        kn_log_error("preprocess.compression = %s: expected zstd, lz4 or none",
+                     codec ? codec : "(unset)");
+        return 1;
+    }
     pp_stream_options so = {
         .brokers = brokers,
         .group = kn_service_get(svc, "preprocess.group"),
@@ -177,8 +184,7 @@ static int run(kn_service *svc, void *app)
         kn_log_error("%s", e);
         return 1;
     }
-    if (kn_kafka_wait_broker(brokers, broker_waiting, pp, kn_shutdown_requested) != KN_OK)
-        return 0;
+    if (kn_kafka_wait_broker(brokers, broker_waiting, pp, kn_shutdown_requested) != KN_OK) return 0;
     if (create_topics(svc, pp, e, sizeof(e)) != KN_OK) {
         kn_log_error("%s", e);
         return 1;
@@ -200,6 +206,7 @@ static int run(kn_service *svc, void *app)
                                     .client_id = txid,
                                     .transactional_id = txid,
                                     .linger_ms = 20,
+                                    .compression = codec,
                                     .extra = pextra};
     if (!(pp->env.producer = kn_kafka_producer_new(&po, e, sizeof(e)))) {
         kn_log_error("%s", e);

@@ -1,18 +1,122 @@
-/* idx.c: IDX header parsing and item-by-item reading through zlib's gz*
- * functions (which read uncompressed files transparently). */
+/* idx.c: IDX header parsing and item-by-item reading. A gzip file that is
+ * whole (one or more complete members, nothing after them) is inflated at
+ * once with libdeflate, 2-3x faster than zlib's streaming inflate (it was 18 %
+ * of `kiln-ingest import fashion-mnist`); anything else (plain files, a
+ * damaged or cut gzip stream, trailing bytes, files over 1 GiB) is read
+ * through zlib's gz* functions as before, so what is accepted and how it is
+ * refused do not depend on the fast path. */
 #include "image/idx.h"
 #include "core/kn.h"
 
+#include <fcntl.h>
+#include <libdeflate.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
+/* Compressed files up to this size are inflated whole. */
+#define WHOLE_MAX_IN ((size_t)1 << 30)
+/* Deflate expands at most about 1032:1; no output is reserved beyond that. */
+#define WHOLE_MAX_RATIO 1032
+
 struct kn_idx {
-    gzFile gz;
+    gzFile gz;    /* the streaming reader, when mem is NULL */
+    uint8_t *mem; /* the whole inflated file (an anonymous mapping of cap bytes) */
+    size_t len, cap, pos;
     char *path;
     kn_idx_header hdr;
     uint64_t next; /* index of the next item */
 };
+
+/* Maps a whole regular file read-only (page-cache pages, no copy); NULL
+ * unless it is a gzip file (magic 1f 8b) of 18 bytes .. WHOLE_MAX_IN. */
+static uint8_t *map_gzip_file(const char *path, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return NULL;
+    struct stat sb;
+    uint8_t *in = NULL;
+    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size >= 18 &&
+        (size_t)sb.st_size <= WHOLE_MAX_IN) {
+        void *p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+        if (p != MAP_FAILED) in = p;
+    }
+    close(fd);
+    if (in && (in[0] != 0x1f || in[1] != 0x8b)) {
+        munmap(in, (size_t)sb.st_size);
+        in = NULL;
+    }
+    if (in) *len = (size_t)sb.st_size;
+    return in;
+}
+
+static uint8_t *map_out(size_t cap)
+{
+    void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    madvise(p, cap, MADV_HUGEPAGE); /* fewer page faults for tens of MB; a hint */
+    return p;
+}
+
+/* The fast path: inflates every member of a whole gzip file into f->mem.
+ * Returns 0 (f->mem NULL) whenever the streaming reader should decide. */
+static int inflate_whole(kn_idx *f)
+{
+    size_t inlen = 0;
+    uint8_t *in = map_gzip_file(f->path, &inlen);
+    if (!in) return 0;
+    struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
+    size_t limit = inlen * WHOLE_MAX_RATIO + 4096;
+    /* the last member's ISIZE: the whole size when there is one member */
+    size_t isize = (size_t)in[inlen - 4] | (size_t)in[inlen - 3] << 8 |
+                   (size_t)in[inlen - 2] << 16 | (size_t)in[inlen - 1] << 24;
+    size_t cap = isize < 4096 ? 4096 : isize > limit ? limit : isize;
+    uint8_t *out = d ? map_out(cap) : NULL;
+    size_t ipos = 0, opos = 0;
+    while (out && ipos < inlen) {
+        size_t used = 0, made = 0;
+        if (in[ipos + 3] & 0x02) break; /* a header CRC: libdeflate skips it, zlib checks it */
+        enum libdeflate_result r = libdeflate_gzip_decompress_ex(
+            d, in + ipos, inlen - ipos, out + opos, cap - opos, &used, &made);
+        if (r == LIBDEFLATE_INSUFFICIENT_SPACE && cap < limit) { /* more members: grow */
+            size_t ncap = cap * 2 > limit ? limit : cap * 2;
+            void *g = mremap(out, cap, ncap, MREMAP_MAYMOVE);
+            if (g == MAP_FAILED) break;
+            out = g;
+            madvise(out, ncap, MADV_HUGEPAGE);
+            cap = ncap;
+            continue;
+        }
+        if (r != LIBDEFLATE_SUCCESS) break;
+        ipos += used;
+        opos += made;
+        if (ipos < inlen && (inlen - ipos < 18 || in[ipos] != 0x1f || in[ipos + 1] != 0x8b))
+            break; /* bytes after a member that do not start another: zlib's call */
+    }
+    libdeflate_free_decompressor(d);
+    munmap(in, inlen);
+    if (!out || ipos < inlen) {
+        if (out) munmap(out, cap);
+        return 0;
+    }
+    f->mem = out;
+    f->cap = cap;
+    f->len = opos;
+    return 1;
+}
+
+/* Up to n bytes from the file: the count read, or < 0 on a read error. */
+static int take(kn_idx *f, void *buf, unsigned n)
+{
+    if (!f->mem) return gzread(f->gz, buf, n);
+    size_t k = f->len - f->pos < n ? f->len - f->pos : n;
+    memcpy(buf, f->mem + f->pos, k);
+    f->pos += k;
+    return (int)k;
+}
 
 size_t kn_idx_dtype_size(int dtype)
 {
@@ -77,20 +181,22 @@ kn_idx *kn_idx_open(const char *path, char *errbuf, size_t errsz)
         kn_seterr(errbuf, errsz, KN_ENOMEM, "%s: out of memory", path);
         goto fail;
     }
-    f->gz = gzopen(path, "rb");
-    if (!f->gz) {
-        kn_seterr(errbuf, errsz, KN_EIO, "%s: cannot open", path);
-        goto fail;
+    if (!inflate_whole(f)) {
+        f->gz = gzopen(path, "rb");
+        if (!f->gz) {
+            kn_seterr(errbuf, errsz, KN_EIO, "%s: cannot open", path);
+            goto fail;
+        }
+        gzbuffer(f->gz, 256 * 1024);
     }
-    gzbuffer(f->gz, 256 * 1024);
-    int n = gzread(f->gz, head, 4);
+    int n = take(f, head, 4);
     if (n != 4) {
         kn_seterr(errbuf, errsz, KN_ECORRUPT, "%s: shorter than an IDX magic", path);
         goto fail;
     }
     int ndim = head[3];
     if (ndim >= 1 && ndim <= KN_IDX_MAX_DIMS &&
-        gzread(f->gz, head + 4, (unsigned)(4 * ndim)) != 4 * ndim) {
+        take(f, head + 4, (unsigned)(4 * ndim)) != 4 * ndim) {
         kn_seterr(errbuf, errsz, KN_ECORRUPT, "%s: IDX header cut short", path);
         goto fail;
     }
@@ -119,7 +225,7 @@ int kn_idx_next(kn_idx *f, void *buf, char *errbuf, size_t errsz)
 {
     if (f->next == f->hdr.dims[0]) {
         char extra;
-        int n = gzread(f->gz, &extra, 1);
+        int n = take(f, &extra, 1);
         if (n < 0) return kn_seterr(errbuf, errsz, KN_EIO, "%s: read error", f->path);
         if (n > 0)
             return kn_seterr(errbuf, errsz, KN_ECORRUPT,
@@ -127,7 +233,7 @@ int kn_idx_next(kn_idx *f, void *buf, char *errbuf, size_t errsz)
                              f->hdr.dims[0]);
         return KN_ENOTFOUND;
     }
-    int n = gzread(f->gz, buf, (unsigned)f->hdr.item_size);
+    int n = take(f, buf, (unsigned)f->hdr.item_size);
     if (n < 0) return kn_seterr(errbuf, errsz, KN_EIO, "%s: read error", f->path);
     if ((uint64_t)n != f->hdr.item_size)
         return kn_seterr(errbuf, errsz, KN_ECORRUPT,
@@ -141,6 +247,7 @@ void kn_idx_close(kn_idx *f)
 {
     if (!f) return;
     if (f->gz) gzclose(f->gz);
+    if (f->mem) munmap(f->mem, f->cap);
     free(f->path);
     free(f);
 }

@@ -76,6 +76,9 @@ const kn_service_key kn_keys_preprocess[] = {
      "CPU priority, nice 0..19 (0 = unchanged; deploy/kiln.ini: 10): preprocessing yields the "
      "CPU to the registry and serve"},
     {"preprocess.txn_max_records", "5000", "records per transaction at most"},
+    {"preprocess.compression", "zstd",
+     "Kafka codec of what it produces: zstd (level 1), lz4 or none; image shards of floats cost "
+     "a third of an image instance's CPU in zstd (docs/performance.md)"},
     {"preprocess.datasets", NULL, "comma list of datasets to run (all [dataset.*] sections)"},
     {"preprocess.default_dataset", "", "dataset for records that name none"},
     {"preprocess.output_partitions", "1", "partitions of the train and eval topics it creates"},

@@ -2,7 +2,9 @@
 # preprocess-scale.sh: kiln-preprocess beside its raw bounds, in one run
 # (issue 16 items 2, 4, 5; figures in docs/performance.md):
 #  1. the raw bounds, one thread: the tokenizer alone on the fortunes
-#     (bench_bpe, kiln's own encoder) and 28x28 PNG decode alone (bench_image);
+#     (bench_bpe, kiln's own encoder) and 28x28 PNG decode alone (bench_image's
+#     one synthetic PNG; and test_preprocess_bench's decode of the very PNGs
+#     the service gets, Fashion-MNIST's first 20,000: the fair bound);
 #  2. the service, 1, 2 and 3 instances in one group (6 raw partitions):
 #     fortunes -> LM shards (r50k, near dedup) and 20,000 28x28 images ->
 #     image shards, wall time from start to every input offset committed,
@@ -53,11 +55,17 @@ for m in re.finditer(r'preprocess text, (\d+) instance\(s\): \d+ records, ([0-9.
         print('text, %d instance(s): %.2f MB per CPU-second = %.1f %% of the tokenizer alone '
               '(%.1f MB per CPU-second); without the fixed cost (%d x %.2f CPU s): %.1f %%' %
               (n, mb / cpu, 100 * mb / cpu / tok, tok, n, fixed or 0, 100 * mb / steady / tok))
+same = num(r'decode alone of the same \d+ [a-zA-Z-]+ images: ([0-9.]+) per CPU-second')
 for m in re.finditer(r'preprocess images, (\d+) instance.*\n\s+CPU of the instance\(s\): ([0-9.]+) s: (\d+) images per CPU-second', t):
     n, cpu, rate = int(m.group(1)), float(m.group(2)), float(m.group(3))
     if dec:
         print('images, %d instance(s): %.0f per CPU-second = %.1f %% of PNG decode alone (%.0f per '
-              'CPU-second), start-up included' % (n, rate, 100 * rate / dec, dec))
+              'CPU-second, bench_image\'s one synthetic PNG), start-up included' %
+              (n, rate, 100 * rate / dec, dec))
+    if same:
+        print('images, %d instance(s): %.0f per CPU-second = %.1f %% of PNG decode alone of the '
+              'same images (%.0f per CPU-second), start-up included' %
+              (n, rate, 100 * rate / same, same))
 PY
 echo "== dedup memory after 1M documents"
 for w in 0 500000; do

@@ -3,8 +3,11 @@
  * every input offset (so it includes start-up, state rebuild, transactions).
  * Text: every fortune (about 2.6 MB; the few real repeats are dropped by
  * dedup) into an LM dataset (r50k_base when .cache/tokenizer has it,
- * near-dup dedup on). Images: 28x28 gray PNGs (PGMs without libspng),
- * crop+flip augmentation.
+ * near-dup dedup on). Images: 28x28 gray PNGs of Fashion-MNIST's first
+ * 20,000 training images (a synthetic pattern when the dataset is not
+ * installed), crop+flip augmentation; the test also times decoding those
+ * very PNGs alone (kn_image_decode, this thread's CPU), the bound the
+ * service is compared with.
  * KILN_BENCH_PP_INSTANCES="1,2,3" repeats both with that many instances in
  * one group (6 raw partitions; default "1"), and counts the near-duplicate
  * refusals of 300 planted pairs produced side by side (so the two texts of
@@ -14,7 +17,9 @@
  * docs/preprocess.md "Scaling out". tests/bench/preprocess-scale.sh runs it.
  * KILN_BENCH_PP_IMAGES=0 skips the image runs (text only);
  * KILN_BENCH_PP_BIN=/path/kiln-preprocess runs another build of the service
- * (to alternate an old and a new binary on the same input).
+ * (to alternate an old and a new binary on the same input);
+ * KILN_BENCH_PP_IMAGE_COMPRESSION sets the image instance's
+ * preprocess.compression (zstd when unset).
  * Prints the figures; fails only when the service does not finish. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -40,6 +45,8 @@
 
 #include "stream/kafka.h"
 #include "core/kn.h"
+#include "image/idx.h"
+#include "image/image.h"
 #include "core/metrics.h"
 #include "stream/record.h"
 #include "stream/shard.h"
@@ -327,6 +334,43 @@ static double run_until_done(const char *cfgp, const char *inst, int ninst, cons
     return dt;
 }
 
+#define FMNIST_TRAIN "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+
+/* Image i's 784 pixels: Fashion-MNIST's when fm is open, else a pattern. */
+static void bench_pixels(kn_idx *fm, int i, unsigned char *px)
+{
+    char e[256];
+    if (fm && kn_idx_next(fm, px, e, sizeof(e)) == KN_OK) return;
+    for (int k = 0; k < 28 * 28; k++)
+        px[k] = (unsigned char)((k * 3 + i * 13 + (i >> 8)) & 255);
+}
+
+static double thread_cpu(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* PNG decode alone of the n images the service gets: images per CPU-second,
+ * the better of two passes. */
+static double decode_alone(void *const *png, const size_t *len, int n)
+{
+    double best = 0;
+    char e[256];
+    for (int pass = 0; pass < 2; pass++) {
+        double c0 = thread_cpu();
+        for (int i = 0; i < n; i++) {
+            kn_image img = {0};
+            assert_int_equal(kn_image_decode(png[i], len[i], 0, &img, e, sizeof(e)), KN_OK);
+            kn_image_free(&img);
+        }
+        double rate = n / (thread_cpu() - c0);
+        if (rate > best) best = rate;
+    }
+    return best;
+}
+
 static void run_one(int ninst)
 {
     char prefix[128], prefix_i[140], cfgp[256], err[512], tok[1024];
@@ -352,34 +396,49 @@ static void run_one(int ninst)
     const char *eimg = getenv("KILN_BENCH_PP_IMAGES");
     int images = !eimg || atoi(eimg) != 0;
     unsigned char pgm[28 * 28 + 32];
+    char e[256];
+    kn_idx *fm = kn_idx_open(FMNIST_TRAIN, e, sizeof(e));
+    if (fm && (kn_idx_hdr(fm)->item_size != 28 * 28 || kn_idx_hdr(fm)->dims[0] < N_IMAGES)) {
+        kn_idx_close(fm);
+        fm = NULL;
+    }
+    static void *pngs[N_IMAGES];
+    static size_t plens[N_IMAGES];
     for (int i = 0; images && i < N_IMAGES; i++) {
         int hl = snprintf((char *)pgm, 32, "P5\n28 28\n255\n");
-        for (int px = 0; px < 28 * 28; px++)
-            pgm[hl + px] = (unsigned char)((px * 3 + i * 13 + (i >> 8)) & 255);
+        bench_pixels(fm, i, pgm + hl);
         char lab[4];
         snprintf(lab, sizeof(lab), "%d", i % 10);
 #ifdef KILN_HAVE_SPNG
-        /* PNG, as Fashion-MNIST's images arrive (and as bench_image's
-         * "decode alone" bound is measured) */
+        /* PNG, as Fashion-MNIST's images arrive */
         spng_ctx *ctx = spng_ctx_new(SPNG_CTX_ENCODER);
         spng_set_option(ctx, SPNG_ENCODE_TO_BUFFER, 1);
         struct spng_ihdr ih = {28, 28, 8, SPNG_COLOR_TYPE_GRAYSCALE, 0, 0, 0};
         spng_set_ihdr(ctx, &ih);
         assert_int_equal(
             spng_encode_image(ctx, pgm + hl, 28 * 28, SPNG_FMT_PNG, SPNG_ENCODE_FINALIZE), 0);
-        size_t plen = 0;
-        int e = 0;
-        void *png = spng_get_png_buffer(ctx, &plen, &e);
+        int pe = 0;
+        pngs[i] = spng_get_png_buffer(ctx, &plens[i], &pe);
         spng_ctx_free(ctx);
-        assert_non_null(png);
-        produce(p, t_img, "image", png, plen, "benchimg", lab);
-        free(png);
+        assert_non_null(pngs[i]);
 #else
-        produce(p, t_img, "image", pgm, (size_t)hl + 28 * 28, "benchimg", lab);
+        pngs[i] = malloc((size_t)hl + 28 * 28);
+        assert_non_null(pngs[i]);
+        memcpy(pngs[i], pgm, (size_t)hl + 28 * 28);
+        plens[i] = (size_t)hl + 28 * 28;
 #endif
+        produce(p, t_img, "image", pngs[i], plens[i], "benchimg", lab);
     }
+    int real = fm != NULL;
+    kn_idx_close(fm);
     assert_int_equal(kn_kafka_producer_flush(p, 60000), 0);
     kn_kafka_producer_destroy(p, 1000);
+    if (images)
+        print_message("preprocess images: decode alone of the same %d %s: %.0f per CPU-second\n",
+                      N_IMAGES, real ? "Fashion-MNIST images" : "pattern images",
+                      decode_alone(pngs, plens, N_IMAGES));
+    for (int i = 0; images && i < N_IMAGES; i++)
+        free(pngs[i]);
 
     FILE *f = fopen(cfgp, "w");
     assert_non_null(f);
@@ -422,15 +481,19 @@ static void run_one(int ninst)
         return;
     }
 
+    /* KILN_BENCH_PP_IMAGE_COMPRESSION: the image instance's preprocess.compression */
+    const char *img_codec = getenv("KILN_BENCH_PP_IMAGE_COMPRESSION");
+    if (img_codec && !*img_codec) img_codec = NULL;
     f = fopen(cfgp, "w");
     fprintf(f,
             "[kafka]\nbrokers = %s\ntopic_prefix = %s\n"
             "[preprocess]\nport = 0\nflush_ms = 2000\ntxn_max_records = 20000\n"
-            "group = %s-img\n"
+            "group = %s-img\n%s%s%s"
             "[dataset.benchimg]\nkind = image\nwidth = 28\nheight = 28\nchannels = 1\n"
             "labels = 0,1,2,3,4,5,6,7,8,9\nmean = 0.2860\nstd = 0.3530\ncrop_pad = 2\n"
             "hflip = true\nshard_examples = 512\neval_fraction = 0.1\n",
-            tp_brokers(), prefix_i, prefix);
+            tp_brokers(), prefix_i, prefix, img_codec ? "compression = " : "",
+            img_codec ? img_codec : "", img_codec ? "\n" : "");
     fclose(f);
     snprintf(group, sizeof(group), "%s-img", prefix);
     snprintf(inst, sizeof(inst), "%s-i", prefix);

@@ -67,6 +67,8 @@ expect pp-singular "$bin/preprocess/kiln-preprocess" -- '[preprocess]
 dataset = fortunes' -- "pp-singular.ini:12: unknown key 'dataset' in [preprocess]" "did you mean 'datasets'" "nothing was started"
 expect pp-list "$bin/preprocess/kiln-preprocess" -- '[preprocess]
 datasets = fortune-de' -- "pp-list.ini:12:" "no [dataset.fortune-de] section" "did you mean 'fortunes'"
+expect pp-compression "$bin/preprocess/kiln-preprocess" -- '[preprocess]
+compression = gzip' -- "preprocess.compression = gzip: expected zstd, lz4 or none"
 expect trainer-batch "$bin/trainer/kiln-trainer" --model gpt -- '[model.gpt]
 batch_size = 8' -- "trainer-batch.ini:12: unknown key 'batch_size' in [model.gpt]" "did you mean 'batch'"
 expect trainer-dataset "$bin/trainer/kiln-trainer" --model gpt2 -- '[model.gpt2]

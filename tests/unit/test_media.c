@@ -327,6 +327,83 @@ static void test_idx(void **s)
     assert_null(kn_idx_open("/nonexistent/file.idx", e, sizeof(e)));
 }
 
+/* Reads every item of path into out; the status after the last one. */
+static int idx_read_all(const char *path, uint8_t *out, size_t cap, size_t *got)
+{
+    char e[256];
+    kn_idx *f = kn_idx_open(path, e, sizeof(e));
+    if (!f) return -1;
+    size_t item = kn_idx_hdr(f)->item_size, n = 0;
+    int rc = KN_ETOOBIG;
+    while (n + item <= cap && (rc = kn_idx_next(f, out + n, e, sizeof(e))) == KN_OK)
+        n += item;
+    kn_idx_close(f);
+    *got = n;
+    return rc;
+}
+
+/* The whole-file inflate (libdeflate) and the streaming reader (zlib) give
+ * the same items: one gzip member, several (the output buffer grows past the
+ * last member's size), a header CRC, bytes after the last member, and a
+ * damaged stream; each against the plain file. */
+static void test_idx_gzip_paths(void **s)
+{
+    (void)s;
+    enum { ITEMS = 3000, ITEM = 7 };
+    static uint8_t data[16 + ITEMS * ITEM], got[(ITEMS + 1) * ITEM];
+    uint8_t hdr[16] = {0, 0, 8, 3, 0, 0, (ITEMS >> 8) & 255, ITEMS & 255, 0, 0, 0, 1, 0, 0, 0, 7};
+    memcpy(data, hdr, 16);
+    for (size_t i = 16; i < sizeof(data); i++)
+        data[i] = (uint8_t)(i * 2654435761u >> 13);
+    char path[256];
+    snprintf(path, sizeof(path), "/tmp/test_idx_paths_%d.gz", (int)getpid());
+    for (int variant = 0; variant < 5; variant++) {
+        gzFile g = gzopen(path, "wb");
+        if (variant == 1) { /* three members, the last one small */
+            gzwrite(g, data, 4999);
+            gzclose(g);
+            g = gzopen(path, "ab");
+            gzwrite(g, data + 4999, sizeof(data) - 4999 - 10);
+            gzclose(g);
+            g = gzopen(path, "ab");
+            gzwrite(g, data + sizeof(data) - 10, 10);
+        } else {
+            gzwrite(g, data, sizeof(data));
+        }
+        gzclose(g);
+        FILE *f = fopen(path, "r+b");
+        assert_non_null(f);
+        if (variant == 2) { /* FHCRC set: zlib checks the (now wrong) header CRC */
+            fseek(f, 3, SEEK_SET);
+            fputc(0x02, f);
+        } else if (variant == 3) {
+            fseek(f, 0, SEEK_END);
+            fwrite("trailing", 1, 8, f);
+        } else if (variant == 4) { /* a flipped byte in the deflate data */
+            fseek(f, 200, SEEK_SET);
+            int c = fgetc(f);
+            fseek(f, 200, SEEK_SET);
+            fputc(c ^ 0x40, f);
+        }
+        fclose(f);
+        size_t n = 0;
+        int rc = idx_read_all(path, got, sizeof(got), &n);
+        if (variant <= 1 || variant == 3) { /* zlib ignores bytes after the last member */
+            assert_int_equal(rc, KN_ENOTFOUND);
+            assert_int_equal(n, (size_t)ITEMS * ITEM);
+            assert_memory_equal(got, data + 16, n);
+        } else if (variant == 2) {
+            assert_int_equal(rc, -1); /* refused at open: zlib reads no header */
+        } else {
+            /* refused at open (zlib inflates 256 KB ahead) or while reading; never wrong items */
+            assert_true(rc == -1 || rc == KN_EIO || rc == KN_ECORRUPT);
+            assert_true(n < (size_t)ITEMS * ITEM);
+            assert_memory_equal(got, data + 16, n > 150 ? 150 : n);
+        }
+    }
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -334,6 +411,7 @@ int main(void)
         cmocka_unit_test(test_probe_refused),  cmocka_unit_test(test_every_prefix_refused),
         cmocka_unit_test(test_fuzz),           cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_record_headers), cmocka_unit_test(test_idx),
+        cmocka_unit_test(test_idx_gzip_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,15 +2,17 @@
  * producer loop with the settings kiln's producer uses (idempotence, zstd,
  * linger 5 ms, a delivery-report callback), sending `count` values of `size`
  * bytes (each made unique by a counter, keyed like kiln: 64 hex bytes).
- * With "headers", each record also carries the nine headers of a kiln raw
- * record (same names, similar sizes), to separate their cost from kiln's.
+ * With "headers", each record also carries nine headers of a kiln raw
+ * record (same names, similar sizes), to separate their cost from kiln's;
+ * "image-headers" sends the ten an imported Fashion-MNIST record carries
+ * (the nine and split-by, with the same values and sizes as kiln's).
  * With VALUES, record i is bytes [i*SIZE, (i+1)*SIZE) of that file (the very
  * bytes kiln sends, so compression costs the same); otherwise a pattern.
  * Prints one line: records, bytes, seconds, records/s, MB/s, and the CPU
  * seconds of the process (user + system, every thread, start-up included):
  * on a shared machine the fair unit to compare with kiln-ingest's.
  *
- *   raw_producer BROKERS TOPIC COUNT SIZE [headers|plain] [VALUES] */
+ *   raw_producer BROKERS TOPIC COUNT SIZE [headers|image-headers|plain] [VALUES] */
 #include <librdkafka/rdkafka.h>
 #include <signal.h>
 #include <stdio.h>
@@ -41,13 +43,16 @@ static double now(void)
 int main(int argc, char **argv)
 {
     if (argc < 5 || argc > 7) {
-        fprintf(stderr, "usage: raw_producer BROKERS TOPIC COUNT SIZE [headers|plain] [VALUES]\n");
+        fprintf(stderr, "usage: raw_producer BROKERS TOPIC COUNT SIZE "
+                        "[headers|image-headers|plain] [VALUES]\n");
         return 2;
     }
     const char *brokers = argv[1], *topic = argv[2];
     long count = atol(argv[3]);
     size_t size = (size_t)atol(argv[4]);
-    int with_headers = argc >= 6 && strcmp(argv[5], "headers") == 0;
+    int image_headers = argc >= 6 && strcmp(argv[5], "image-headers") == 0;
+    int with_headers = image_headers || (argc >= 6 && strcmp(argv[5], "headers") == 0);
+    int nh = image_headers ? 10 : 9;
     char *values = NULL;
     if (argc == 7) {
         FILE *f = fopen(argv[6], "rb");
@@ -58,9 +63,9 @@ int main(int argc, char **argv)
         }
         fclose(f);
     }
-    static const char *const hk[] = {"record-version", "kind",   "content-type",
-                                     "source",         "origin", "dataset",
-                                     "label",          "split",  "ingest-time"};
+    static const char *const hk[] = {"record-version", "kind",    "content-type", "source",
+                                     "origin",         "dataset", "label",        "split",
+                                     "ingest-time",    "split-by"};
     static const char *const hv[] = {
         "1",
         "image",
@@ -70,7 +75,8 @@ int main(int argc, char **argv)
         "fashion-mnist",
         "7",
         "train",
-        "1700000000000"};
+        "1700000000000",
+        "import"};
     char err[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     const char *kv[] = {"bootstrap.servers",
@@ -116,8 +122,8 @@ int main(int argc, char **argv)
         for (;;) {
             rd_kafka_headers_t *h = NULL;
             if (with_headers) {
-                h = rd_kafka_headers_new(9);
-                for (int k = 0; k < 9; k++)
+                h = rd_kafka_headers_new((size_t)nh);
+                for (int k = 0; k < nh; k++)
                     rd_kafka_header_add(h, hk[k], -1, hv[k], -1);
             }
             rd_kafka_resp_err_t e = rd_kafka_producev(

@@ -116,7 +116,7 @@ with open(sys.argv[1], "wb") as out:
 PY
     r=$("$work/raw_producer" "$brokers" "$prefix-rawimg.raw.image" 70000 797 plain "$work/img.values")
     echo "$r"
-    rh=$("$work/raw_producer" "$brokers" "$prefix-rawimg.raw.image" 70000 797 headers "$work/img.values")
+    rh=$("$work/raw_producer" "$brokers" "$prefix-rawimg.raw.image" 70000 797 image-headers "$work/img.values")
     echo "$rh"
     ratio "$k" "$r"
     ratio "$k" "$rh"
