@@ -18,11 +18,14 @@
 
 static void *cpu_alloc(size_t bytes)
 {
-    return calloc(1, bytes ? bytes : 1);
+    void *p = calloc(1, bytes ? bytes : 1);
+    kn_mem_note_alloc(KN_MEM_CPU, 0, p, bytes);
+    return p;
 }
 
 static void cpu_free(void *p)
 {
+    kn_mem_note_free(KN_MEM_CPU, p);
     free(p);
 }
 
