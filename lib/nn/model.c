@@ -149,7 +149,7 @@ int kn_model_new(const json_t *spec, uint64_t seed, int max_batch, const kn_back
     kn_tensor_set_init(&m->bufs);
     if ((rc = build(m, spec, norm, err, errsz))) goto fail;
     if (kn_tensor_set_alloc(&m->params, be) || kn_tensor_set_clone_layout(&m->grads, &m->params) ||
-        kn_tensor_set_alloc(&m->grads, be) || kn_tensor_set_clone_layout(&m->dacts, &m->acts) ||
+        kn_tensor_set_alloc(&m->grads, be) || (!m->dacts.n && kn_tensor_set_clone_layout(&m->dacts, &m->acts)) ||
         kn_tensor_set_alloc(&m->acts, be) || kn_tensor_set_alloc(&m->dacts, be) ||
         (m->bufs.n && kn_tensor_set_alloc(&m->bufs, be)) ||
         !(m->ibuf = be->alloc((m->ibuf_n ? m->ibuf_n : 1) * sizeof(int))) ||
@@ -252,7 +252,8 @@ void kn_model_xent(kn_model *m, int logits, int lse, int losses, const int *targ
 {
     const kn_backend *be = m->be;
     if (m->training && valid && be->xent_fused) {
-        be->xent_fused(ACT(m, losses), ACT(m, lse), DACT(m, logits), ACT(m, logits), targets,
+        float *dlogits = m->out_dact >= 0 ? DACT(m, m->out_dact) : ACT(m, logits); /* in place */
+        be->xent_fused(ACT(m, losses), ACT(m, lse), dlogits, ACT(m, logits), targets,
                        1.0f / (float)valid, rows, cols, stride);
         m->dlogits_set = 1;
     } else {
@@ -285,9 +286,9 @@ int kn_model_forward(kn_model *m, const kn_batch *b, float *loss, char *err, siz
 int kn_model_backward(kn_model *m)
 {
     if (!m->have_targets) return KN_EINVAL;
-    if (m->dlogits_set) {
+    if (m->dlogits_set && m->out_dact >= 0) {
         /* all but the logits' gradient, which the forward set */
-        const kn_tensor *g = &m->dacts.t[m->out_act];
+        const kn_tensor *g = &m->dacts.t[m->out_dact];
         m->be->zero(m->dacts.data, g->offset * sizeof(float));
         m->be->zero(m->dacts.data + g->offset + g->numel,
                     (m->dacts.numel - g->offset - g->numel) * sizeof(float));

@@ -113,7 +113,10 @@ int kn_model_step(kn_model *m, float *grad_norm, float *lr);
 
 /* Copies the last forward's outputs to host memory: (B, outputs) logits or
  * regression values; (B, T, vocab_size) for gpt (padding dropped). cap is in
- * floats; KN_ETOOBIG when it is short. */
+ * floats; KN_ETOOBIG when it is short. gpt keeps no second (B, T, vocab)
+ * buffer for the logits' gradient: it replaces the logits in a training
+ * forward with targets, or in kn_model_backward; read gpt's logits after a
+ * forward without targets or in inference mode, before any backward. */
 int kn_model_logits(const kn_model *m, float *out, size_t cap);
 
 /* Argmax class per row (B), or per token (B*T) for gpt, of the last forward. */

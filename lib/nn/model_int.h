@@ -45,9 +45,11 @@ typedef struct {
 typedef struct {
     /* parameters */
     int ln1w, ln1b, qkvw, qkvb, projw, projb, ln2w, ln2b, fcw, fcb, fcprojw, fcprojb;
-    /* activations, all (B, T, .) except mean/rstd (B, T) and preatt/att (B, NH, T, T) */
-    int ln1, ln1_mean, ln1_rstd, qkv, atty, preatt, att, attproj, res2;
-    int ln2, ln2_mean, ln2_rstd, fch, fch_gelu, fcproj, res3;
+    /* what the backward reads, saved per layer: all (B, T, .) except
+     * mean/rstd (B, T) and att (B, NH, T, T), or lse (B, NH, T) in att's
+     * place when attention is fused */
+    int ln1_mean, ln1_rstd, qkv, atty, att, res2;
+    int ln2_mean, ln2_rstd, fch, res3;
 } tfm_block;
 
 typedef struct {
@@ -60,6 +62,17 @@ typedef struct {
     int wte, wpe, lnfw, lnfb, headw, headb; /* parameters (head only for txtcls) */
     tfm_block *blk;                         /* (L) */
     int encoded, lnf, lnf_mean, lnf_rstd, pooled, logits, lse, losses; /* activations */
+    /* activations one buffer serves every layer: the layernorm outputs
+     * (the backward recomputes them from the saved input, mean and rstd
+     * into ln, ln_mean, ln_rstd), GELU's output (recomputed from fch), the
+     * projections' outputs (only added to the residual) and preatt
+     * (unfused attention; its backward reads att) */
+    int ln, ln_mean, ln_rstd, gelu, proj, preatt;
+    /* the gradients (dacts), reused layer after layer: dx the residual
+     * stream's (B, T, C), dres2 inside a block, dc1/dc2 (B, T, C) and
+     * dh1/dh2 (B, T, 4C) the ops', dpreatt/datt the unfused attention's,
+     * dlnf, dpooled, dlogits the head's */
+    int dx, dres2, dc1, dc2, dh1, dh2, dpreatt, datt, dlnf, dpooled, dlogits;
     size_t i_tokens, i_targets; /* int offsets (max_B * maxT each) */
 } tfm_model;
 
@@ -70,7 +83,10 @@ struct kn_model {
     int max_B;
     uint64_t seed;
     kn_tensor_set params, grads; /* one allocation each, same layout */
-    kn_tensor_set acts, dacts;   /* activations and their gradients, same layout */
+    /* activations and their gradients: the sequence models' dacts clone
+     * the acts' layout; the transformers declare their own, a few buffers
+     * that every layer's backward reuses (model_tfm.c) */
+    kn_tensor_set acts, dacts;
     kn_tensor_set bufs;          /* state that is not trained: batchnorm running statistics */
     int *ibuf;                   /* device ints: token ids, labels, argmax indices */
     size_t ibuf_n;
@@ -83,6 +99,8 @@ struct kn_model {
     int n_valid;    /* rows or tokens that carry a target */
     int dlogits_set; /* the forward's fused classifier set DACT(out_act) */
     int out_act;    /* activation index of the logits/predictions */
+    int out_dact;   /* index of their gradient in dacts (out_act where dacts clones acts),
+                     * -1: in place of the logits (GPT, model_tfm.c) */
     int out_rows;   /* B or B*T */
     int out_stride; /* floats per output row (Vp for gpt) */
     int out_valid;  /* meaningful columns per row */
@@ -111,7 +129,9 @@ int kn_model_spec_int(const json_t *spec, json_t *norm, const char *key, int def
 
 /* The softmax cross-entropy of a forward: losses and lse of the logits
  * activation (rows x stride, the first cols meaningful). A training forward
- * on a backend with xent_fused also sets the logits' gradient for a mean
+ * on a backend with xent_fused also sets the logits' gradient
+ * (DACT(m, m->out_dact), which the forward sets first, or in place of the
+ * logits where out_dact is -1) for a mean
  * over `valid` rows now, in the same pass (m->dlogits_set: the backward
  * keeps it and runs no xent_bwd); otherwise xent_fwd. */
 void kn_model_xent(kn_model *m, int logits, int lse, int losses, const int *targets, int rows,

@@ -1,0 +1,183 @@
+/* test_nn_memory.c: the backend's own count of device memory
+ * (kn_backend_mem) and what a transformer keeps for its backward.
+ *
+ * - The ledger: alloc/free through the CPU backend move `alloc` by the
+ *   bytes asked for, the peak holds the most at once until a reset, the
+ *   CPU has no scratch.
+ * - A GPT allocates everything at creation (a training step allocates
+ *   nothing more through the backend) and gives it all back when
+ *   destroyed; its activations and their gradients stay within what
+ *   model_tfm.c says it keeps: per layer 10 C floats a token (and the
+ *   layernorms' mean and rstd and the attention's log-sum-exp, or its
+ *   T x T probabilities unfused), one set of buffers for what every layer
+ *   recomputes or overwrites, 13 C floats a token of gradients for all
+ *   layers together, the logits once (their gradient in place). Before
+ *   2026-12-01 every output of every layer was kept (18 C) and the
+ *   gradients mirrored the activations, about twice this bound.
+ * - The in-place logits' gradient: a backward after an inference-mode
+ *   forward (the fused classifier then runs in the backward) gives the
+ *   same bits as after a training forward (where it ran in the forward). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "nn/backend.h"
+#include "nn/model.h"
+#include "nn/optim.h"
+#include "nn/precision.h"
+
+static void test_ledger(void **state)
+{
+    (void)state;
+    const kn_backend *cpu = kn_backend_cpu();
+    kn_mem_stats a, s;
+    kn_backend_mem(cpu, &a, 1);
+    assert_int_equal(a.alloc_peak, a.alloc);
+    void *p = cpu->alloc(1000), *q = cpu->alloc(24);
+    kn_backend_mem(cpu, &s, 0);
+    assert_int_equal(s.alloc, a.alloc + 1024);
+    assert_int_equal(s.alloc_peak, a.alloc + 1024);
+    assert_int_equal(s.peak, a.alloc + 1024);
+    assert_int_equal(s.scratch, 0);
+    cpu->free(p);
+    kn_backend_mem(cpu, &s, 0);
+    assert_int_equal(s.alloc, a.alloc + 24);
+    assert_int_equal(s.alloc_peak, a.alloc + 1024); /* the peak stays */
+    kn_backend_mem(cpu, &s, 1);                      /* reset: from now on */
+    kn_backend_mem(cpu, &s, 0);
+    assert_int_equal(s.alloc_peak, a.alloc + 24);
+    cpu->free(q);
+    cpu->free(NULL);
+    kn_backend_mem(cpu, &s, 0);
+    assert_int_equal(s.alloc, a.alloc);
+    /* a precision variant is the same memory, so the same ledger */
+    const kn_backend *bf = kn_backend_with_precision(cpu, KN_PREC_BF16, NULL, 0);
+    assert_non_null(bf);
+    p = bf->alloc(64);
+    kn_backend_mem(cpu, &s, 0);
+    assert_int_equal(s.alloc, a.alloc + 64);
+    bf->free(p);
+}
+
+enum { L = 3, NH = 2, C = 32, T = 16, V = 100, VP = 128, B = 3 };
+
+static kn_model *gpt(const kn_backend *be)
+{
+    char js[256], err[256];
+    snprintf(js, sizeof(js),
+             "{\"type\":\"gpt\",\"n_layer\":%d,\"n_head\":%d,\"n_embd\":%d,\"block_size\":%d,"
+             "\"vocab_size\":%d}",
+             L, NH, C, T, V);
+    json_t *spec = json_loads(js, 0, NULL);
+    kn_model *m = NULL;
+    if (kn_model_new(spec, 5, B, be, &m, err, sizeof(err))) fail_msg("model: %s", err);
+    json_decref(spec);
+    return m;
+}
+
+static void batch(int *tok, int *tgt)
+{
+    for (int i = 0; i < B * T; i++) {
+        tok[i] = (i * 37 + 11) % V;
+        tgt[i] = i % 5 == 0 ? -1 : (tok[i] + 1) % V;
+    }
+}
+
+static void test_gpt_memory(void **state)
+{
+    (void)state;
+    const kn_backend *be = kn_backend_with_precision(kn_backend_cpu(), KN_PREC_BF16, NULL, 0);
+    kn_mem_stats a, s;
+    kn_backend_mem(be, &a, 1);
+    kn_model *m = gpt(be); /* bf16: fused attention, no T x T */
+    kn_backend_mem(be, &s, 0);
+    const size_t P = kn_model_params(m)->numel, N = (size_t)B * T;
+    const size_t acts = s.alloc - a.alloc - 2 * P * sizeof(float) - 2 * N * sizeof(int);
+    /* floats a token: per layer 10 C + mean, rstd (2 x 2) + lse (NH); the
+     * shared ln (C + 2), gelu (4 C), proj (C), encoded (C), ln_f (C + 2),
+     * logits (Vp), lse and losses (2); gradients 13 C; and up to 15 floats
+     * of alignment a tensor (16 L + 20 tensors) */
+    const size_t bound = N * (L * (10 * C + 4 + NH) + 21 * C + VP + 6) + 15 * (16 * L + 20);
+    print_message("gpt L=%d C=%d B=%d T=%d: activations and gradients %zu bytes, bound %zu\n", L,
+                  C, B, T, acts, bound * sizeof(float));
+    assert_true(acts <= bound * sizeof(float));
+    assert_true(acts >= N * (L * 10 * C + VP) * sizeof(float)); /* what must be there */
+
+    /* a training step allocates nothing more through the backend */
+    kn_optim_config oc;
+    kn_optim_config_default(&oc, KN_OPT_ADAMW);
+    assert_int_equal(kn_model_set_optim(m, &oc), KN_OK);
+    kn_backend_mem(be, &s, 1);
+    int tok[B * T], tgt[B * T];
+    batch(tok, tgt);
+    kn_batch b = {.B = B, .T = T, .tokens = tok, .labels = tgt};
+    kn_model_set_training(m, 1);
+    char err[256];
+    float loss;
+    kn_model_zero_grad(m);
+    if (kn_model_forward(m, &b, &loss, err, sizeof(err))) fail_msg("forward: %s", err);
+    assert_int_equal(kn_model_backward(m), KN_OK);
+    assert_int_equal(kn_model_step(m, NULL, NULL), KN_OK);
+    kn_mem_stats t;
+    kn_backend_mem(be, &t, 0);
+    assert_int_equal(t.alloc_peak, s.alloc);
+    kn_model_destroy(m);
+    kn_backend_mem(be, &s, 0);
+    assert_int_equal(s.alloc, a.alloc); /* everything given back */
+}
+
+/* The gradients of a backward after a training forward (the fused
+ * classifier set the logits' gradient in place in the forward) and after
+ * an inference-mode forward (it runs in the backward), bit for bit. */
+static void test_gpt_inplace_dlogits(void **state)
+{
+    (void)state;
+    const kn_backend *cpu = kn_backend_cpu();
+    kn_model *m = gpt(cpu);
+    int tok[B * T], tgt[B * T];
+    batch(tok, tgt);
+    kn_batch b = {.B = B, .T = T, .tokens = tok, .labels = tgt};
+    const kn_tensor_set *g = kn_model_grads(m);
+    float *ga = malloc(g->numel * sizeof(float)), *gb = malloc(g->numel * sizeof(float));
+    float la, lb;
+    char err[256];
+    for (int mode = 1; mode >= 0; mode--) {
+        kn_model_set_training(m, mode);
+        kn_model_zero_grad(m);
+        if (kn_model_forward(m, &b, mode ? &la : &lb, err, sizeof(err)))
+            fail_msg("forward: %s", err);
+        assert_int_equal(kn_model_backward(m), KN_OK);
+        cpu->to_host(mode ? ga : gb, g->data, g->numel * sizeof(float));
+    }
+    assert_memory_equal(&la, &lb, sizeof(float));
+    assert_memory_equal(ga, gb, g->numel * sizeof(float));
+    /* no target at all: a zero gradient of the logits, so wte's comes from
+     * the embedding side only and the blocks' is zero */
+    for (int i = 0; i < B * T; i++)
+        tgt[i] = -1;
+    kn_model_zero_grad(m);
+    if (kn_model_forward(m, &b, &la, err, sizeof(err))) fail_msg("forward: %s", err);
+    assert_int_equal(kn_model_backward(m), KN_OK);
+    cpu->to_host(ga, g->data, g->numel * sizeof(float));
+    for (size_t i = 0; i < g->numel; i++)
+        if (ga[i] != 0.0f) fail_msg("gradient %zu is %g with no target", i, (double)ga[i]);
+    free(ga), free(gb);
+    kn_model_destroy(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ledger),
+        cmocka_unit_test(test_gpt_memory),
+        cmocka_unit_test(test_gpt_inplace_dlogits),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
