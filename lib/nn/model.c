@@ -183,6 +183,7 @@ void kn_model_destroy(kn_model *m)
     kn_tensor_set_free(&m->dacts);
     kn_tensor_set_free(&m->bufs);
     if (m->be) {
+        m->be->free(m->tfm.logits_all);
         m->be->free(m->ibuf);
         m->be->free(m->seq.scratch);
     }
@@ -252,8 +253,7 @@ void kn_model_xent(kn_model *m, int logits, int lse, int losses, const int *targ
 {
     const kn_backend *be = m->be;
     if (m->training && valid && be->xent_fused) {
-        float *dlogits = m->out_dact >= 0 ? DACT(m, m->out_dact) : ACT(m, logits); /* in place */
-        be->xent_fused(ACT(m, losses), ACT(m, lse), dlogits, ACT(m, logits), targets,
+        be->xent_fused(ACT(m, losses), ACT(m, lse), DACT(m, m->out_dact), ACT(m, logits), targets,
                        1.0f / (float)valid, rows, cols, stride);
         m->dlogits_set = 1;
     } else {
@@ -286,8 +286,8 @@ int kn_model_forward(kn_model *m, const kn_batch *b, float *loss, char *err, siz
 int kn_model_backward(kn_model *m)
 {
     if (!m->have_targets) return KN_EINVAL;
-    if (m->dlogits_set && m->out_dact >= 0) {
-        /* all but the logits' gradient, which the forward set */
+    if (m->dlogits_set) {
+        /* all but the gradient the forward set (the logits', or GPT's ln_f's) */
         const kn_tensor *g = &m->dacts.t[m->out_dact];
         m->be->zero(m->dacts.data, g->offset * sizeof(float));
         m->be->zero(m->dacts.data + g->offset + g->numel,
@@ -332,7 +332,7 @@ int kn_model_logits(const kn_model *m, float *out, size_t cap)
 {
     if (!m->out_rows) return KN_EINVAL;
     if ((size_t)m->out_rows * m->out_valid > cap) return KN_ETOOBIG;
-    const float *src = ACT(m, m->out_act);
+    const float *src = m->out;
     if (m->out_stride == m->out_valid) {
         m->be->to_host(out, src, (size_t)m->out_rows * m->out_valid * sizeof(float));
         return KN_OK;
@@ -349,7 +349,7 @@ int kn_model_predict(const kn_model *m, int *out, size_t cap)
     if ((size_t)m->out_rows > cap) return KN_ETOOBIG;
     float *row = malloc((size_t)m->out_stride * sizeof(float));
     if (!row) return KN_ENOMEM;
-    const float *src = ACT(m, m->out_act);
+    const float *src = m->out;
     for (int r = 0; r < m->out_rows; r++) {
         m->be->to_host(row, src + (size_t)r * m->out_stride, (size_t)m->out_valid * sizeof(float));
         int best = 0;
@@ -501,7 +501,7 @@ int kn_model_generate(kn_model *m, const int *prompt, int n_prompt, int n_new,
             kn_batch b = {.B = 1, .T = T, .tokens = out + n - T};
             rc = kn_model_tfm_forward(m, &b, err, errsz);
             if (rc) goto out;
-            m->be->to_host(row, ACT(m, m->tfm.logits) + (size_t)(T - 1) * m->tfm.Vp,
+            m->be->to_host(row, m->out + (size_t)(T - 1) * m->tfm.Vp,
                            (size_t)V * sizeof(float));
             if (kv && n == n_prompt) { /* the prompt's keys and values seed the cache */
                 for (int l = 0; l < m->tfm.L; l++)

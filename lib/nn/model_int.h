@@ -42,6 +42,10 @@ typedef struct {
     int fwd_training;               /* the mode of the last forward (batchnorm's backward) */
 } seq_model;
 
+/* Rows of GPT logits a training forward holds at once (model_tfm.c):
+ * 4096 x 50304 floats, 786 MiB, for GPT-2, whatever the batch. */
+#define KN_TFM_LOGIT_ROWS 4096
+
 typedef struct {
     /* parameters */
     int ln1w, ln1b, qkvw, qkvb, projw, projb, ln2w, ln2b, fcw, fcb, fcprojw, fcprojb;
@@ -73,6 +77,15 @@ typedef struct {
      * dh1/dh2 (B, T, 4C) the ops', dpreatt/datt the unfused attention's,
      * dlnf, dpooled, dlogits the head's */
     int dx, dres2, dc1, dc2, dh1, dh2, dpreatt, datt, dlnf, dpooled, dlogits;
+    /* GPT's logits: the activation holds logit_rows rows, all of max_B T
+     * or, on a backend with xent_fused, at most KN_TFM_LOGIT_ROWS: a
+     * training forward with targets then runs the classifier chunk by
+     * chunk (logits, the fused cross-entropy in place, the chunk's share of
+     * the ln_f and wte gradients) and keeps no logits; a forward that must
+     * keep more rows than that (inference) puts them in logits_all, a
+     * (max_B T, Vp) buffer allocated then, once, and freed with the model */
+    int logit_rows;
+    float *logits_all;
     size_t i_tokens, i_targets; /* int offsets (max_B * maxT each) */
 } tfm_model;
 
@@ -97,10 +110,11 @@ struct kn_model {
     int B, T;
     int have_targets;
     int n_valid;    /* rows or tokens that carry a target */
-    int dlogits_set; /* the forward's fused classifier set DACT(out_act) */
+    int dlogits_set; /* the forward set a gradient, DACT(out_dact) (kept by the backward) */
     int out_act;    /* activation index of the logits/predictions */
-    int out_dact;   /* index of their gradient in dacts (out_act where dacts clones acts),
-                     * -1: in place of the logits (GPT, model_tfm.c) */
+    float *out;     /* device: the last forward's outputs (ACT(out_act), or GPT's logits_all) */
+    int out_dact;   /* the gradient a forward sets (dlogits_set): the outputs' (in dacts,
+                     * out_act where dacts clones acts); GPT: ln_f's (model_tfm.c) */
     int out_rows;   /* B or B*T */
     int out_stride; /* floats per output row (Vp for gpt) */
     int out_valid;  /* meaningful columns per row */
@@ -130,8 +144,7 @@ int kn_model_spec_int(const json_t *spec, json_t *norm, const char *key, int def
 /* The softmax cross-entropy of a forward: losses and lse of the logits
  * activation (rows x stride, the first cols meaningful). A training forward
  * on a backend with xent_fused also sets the logits' gradient
- * (DACT(m, m->out_dact), which the forward sets first, or in place of the
- * logits where out_dact is -1) for a mean
+ * (DACT(m, m->out_dact), which the forward sets first) for a mean
  * over `valid` rows now, in the same pass (m->dlogits_set: the backward
  * keeps it and runs no xent_bwd); otherwise xent_fwd. */
 void kn_model_xent(kn_model *m, int logits, int lse, int losses, const int *targets, int rows,

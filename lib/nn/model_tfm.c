@@ -156,8 +156,10 @@ int kn_model_tfm_build(kn_model *m, const json_t *spec, json_t *norm, char *err,
     if ((t->lnf = adda(m, "lnf", BT, C)) < 0 || (t->lnf_mean = adda(m, "lnf_mean", BT, 1)) < 0 ||
         (t->lnf_rstd = adda(m, "lnf_rstd", BT, 1)) < 0)
         goto nomem;
+    t->logit_rows = BT;
+    if (gpt && m->be->xent_fused && BT > KN_TFM_LOGIT_ROWS) t->logit_rows = KN_TFM_LOGIT_ROWS;
     if (gpt) {
-        if ((t->logits = adda(m, "logits", BT, t->Vp)) < 0 ||
+        if ((t->logits = adda(m, "logits", t->logit_rows, t->Vp)) < 0 ||
             (t->lse = adda(m, "lse", BT, 1)) < 0 || (t->losses = adda(m, "losses", BT, 1)) < 0)
             goto nomem;
         t->pooled = -1;
@@ -179,9 +181,9 @@ int kn_model_tfm_build(kn_model *m, const json_t *spec, json_t *norm, char *err,
                            (t->datt = addg(m, "datt", B * NH, T * T)) < 0))
         goto nomem;
     if (!gpt && (t->dpooled = addg(m, "dpooled", B, C)) < 0) goto nomem;
-    /* GPT's logits' gradient replaces the logits (xent_fused in place:
-     * 206 MB a sequence of GPT-2 less); a backend without xent_fused, and
-     * the classifier's few logits, have their own */
+    /* GPT's logits' gradient replaces the logits (xent_fused in place: no
+     * second buffer of logits); a backend without xent_fused, and the
+     * classifier's few logits, have their own */
     t->dlogits = -1;
     if ((!gpt || !m->be->xent_fused) &&
         (t->dlogits = addg(m, "dlogits", gpt ? BT : B, gpt ? t->Vp : t->classes)) < 0)
@@ -282,23 +284,56 @@ int kn_model_tfm_forward(kn_model *m, const kn_batch *bt, char *err, size_t errs
     m->B = B;
     m->T = T;
     m->out_act = t->logits;
+    m->out = ACT(m, t->logits);
     m->out_dact = t->dlogits;
-    if (gpt) {
-        be->matmul_fwd(ACT(m, t->logits), ACT(m, t->lnf), PAR(m, t->wte), NULL, N, C, t->Vp);
-        m->out_rows = N;
-        m->out_stride = t->Vp;
-        m->out_valid = t->V;
-    } else {
+    if (!gpt) {
         be->seqpool_fwd(t->pool, ACT(m, t->pooled), ACT(m, t->lnf), B, T, C);
         be->matmul_fwd(ACT(m, t->logits), ACT(m, t->pooled), PAR(m, t->headw), PAR(m, t->headb), B,
                        C, t->classes);
         m->out_rows = B;
         m->out_stride = m->out_valid = t->classes;
+        if (!bt->labels) return KN_OK;
+        be->to_device(targets, bt->labels, (size_t)nlab * sizeof(int));
+        kn_model_xent(m, t->logits, t->lse, t->losses, targets, B, t->classes, t->classes, valid);
+        m->n_valid = valid;
+        m->have_targets = 1;
+        return KN_OK;
+    }
+    m->out_rows = N;
+    m->out_stride = t->Vp;
+    m->out_valid = t->V;
+    if (bt->labels) be->to_device(targets, bt->labels, (size_t)nlab * sizeof(int));
+    if (bt->labels && valid && m->training && be->xent_fused) {
+        /* training: the classifier in chunks of logit_rows rows, each
+         * chunk's logits replaced by their gradient (the fused
+         * cross-entropy in place) and taken back through the classifier at
+         * once: ln_f's gradient is set here, wte's gets its share (model.h:
+         * zero the gradients before the forward); no logits are kept */
+        float *lg = ACT(m, t->logits), *lnf = ACT(m, t->lnf), *dlnf = DACT(m, t->dlnf);
+        be->zero(dlnf, (size_t)N * C * sizeof(float));
+        for (int r0 = 0; r0 < N; r0 += t->logit_rows) {
+            const int R = N - r0 < t->logit_rows ? N - r0 : t->logit_rows;
+            be->matmul_fwd(lg, lnf + (size_t)r0 * C, PAR(m, t->wte), NULL, R, C, t->Vp);
+            be->xent_fused(ACT(m, t->losses) + r0, ACT(m, t->lse) + r0, lg, lg, targets + r0,
+                           1.0f / (float)valid, R, t->V, t->Vp);
+            be->matmul_bwd(dlnf + (size_t)r0 * C, GRAD(m, t->wte), NULL, lg,
+                           lnf + (size_t)r0 * C, PAR(m, t->wte), R, C, t->Vp);
+        }
+        m->dlogits_set = 1;
+        m->out_dact = t->dlnf;
+    } else {
+        if (N > t->logit_rows) { /* more rows than a chunk kept: the whole batch's buffer */
+            if (!t->logits_all &&
+                !(t->logits_all = be->alloc((size_t)m->max_B * T * t->Vp * sizeof(float))))
+                return kn_seterr(err, errsz, KN_ENOMEM,
+                                 "model: out of memory for the logits of %d rows", N);
+            m->out = t->logits_all;
+        }
+        be->matmul_fwd(m->out, ACT(m, t->lnf), PAR(m, t->wte), NULL, N, C, t->Vp);
+        if (bt->labels)
+            be->xent_fwd(ACT(m, t->losses), ACT(m, t->lse), m->out, targets, N, t->V, t->Vp);
     }
     if (!bt->labels) return KN_OK;
-    be->to_device(targets, bt->labels, (size_t)nlab * sizeof(int));
-    kn_model_xent(m, t->logits, t->lse, t->losses, targets, m->out_rows, m->out_valid,
-                  m->out_stride, valid);
     m->n_valid = valid;
     m->have_targets = 1;
     return KN_OK;
@@ -319,25 +354,28 @@ void kn_model_tfm_backward(kn_model *m)
     const int B = m->B, T = m->T, C = t->C, NH = t->NH, N = B * T;
     const size_t NC = (size_t)N * C;
     const int *tokens = m->ibuf + t->i_tokens, *targets = m->ibuf + t->i_targets;
-    /* kn_model_backward zeroed every gradient buffer but a set dlogits; in
-     * place, a forward that did not set it (inference mode) leaves logits
-     * there: the fused classifier then replaces them now (writing the
-     * losses and lse again, the same bits), or zeroes them (no target) */
-    float *dlogits = t->dlogits >= 0 ? DACT(m, t->dlogits) : ACT(m, t->logits);
-    if (!m->dlogits_set) {
+    /* kn_model_backward zeroed every gradient buffer but the one the
+     * forward set. GPT: a training forward with targets already took the
+     * loss back to ln_f (chunked, above); otherwise the logits are there
+     * (m->out) and, in place, the fused classifier replaces them by their
+     * gradient now (writing the losses and lse again, the same bits), or
+     * zeroes them (no target); a backend without it has a separate dlogits */
+    if (m->type == KN_MODEL_GPT && !m->dlogits_set) {
+        float *dlogits = t->dlogits >= 0 ? DACT(m, t->dlogits) : m->out;
         if (t->dlogits >= 0 && m->n_valid)
-            be->xent_bwd(dlogits, ACT(m, t->logits), ACT(m, t->lse), targets,
-                         1.0f / (float)m->n_valid, m->out_rows, m->out_valid, m->out_stride);
+            be->xent_bwd(dlogits, m->out, ACT(m, t->lse), targets, 1.0f / (float)m->n_valid, N,
+                         t->V, t->Vp);
         else if (t->dlogits < 0 && m->n_valid)
             be->xent_fused(ACT(m, t->losses), ACT(m, t->lse), dlogits, dlogits, targets,
-                           1.0f / (float)m->n_valid, m->out_rows, m->out_valid, m->out_stride);
+                           1.0f / (float)m->n_valid, N, t->V, t->Vp);
         else if (t->dlogits < 0)
-            be->zero(dlogits, (size_t)m->out_rows * m->out_stride * sizeof(float));
-    }
-    if (m->type == KN_MODEL_GPT) {
+            be->zero(dlogits, (size_t)N * t->Vp * sizeof(float));
         be->matmul_bwd(DACT(m, t->dlnf), GRAD(m, t->wte), NULL, dlogits, ACT(m, t->lnf),
                        PAR(m, t->wte), N, C, t->Vp);
-    } else {
+    } else if (m->type != KN_MODEL_GPT) {
+        if (m->n_valid && !m->dlogits_set)
+            be->xent_bwd(DACT(m, t->dlogits), ACT(m, t->logits), ACT(m, t->lse), targets,
+                         1.0f / (float)m->n_valid, B, t->classes, t->classes);
         be->matmul_bwd(DACT(m, t->dpooled), GRAD(m, t->headw), GRAD(m, t->headb),
                        DACT(m, t->dlogits), ACT(m, t->pooled), PAR(m, t->headw), B, C, t->classes);
         be->seqpool_bwd(t->pool, DACT(m, t->dlnf), DACT(m, t->dpooled), B, T, C);

@@ -23,6 +23,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +31,7 @@
 
 #include "nn/backend.h"
 #include "nn/model.h"
+#include "nn/model_int.h" /* white box: the rows of GPT's logits activation */
 #include "nn/optim.h"
 #include "nn/precision.h"
 
@@ -172,12 +174,94 @@ static void test_gpt_inplace_dlogits(void **state)
     kn_model_destroy(m);
 }
 
+/* GPT over more rows than KN_TFM_LOGIT_ROWS: a training forward runs the
+ * classifier in two chunks (4096 + 64 rows) and holds one chunk of logits;
+ * an inference-mode forward keeps all the rows' logits in a buffer
+ * allocated then (once). The two give the same loss and gradients up to
+ * the summation order of wte's gradient (two GEMMs added instead of one). */
+static void test_gpt_chunked_classifier(void **state)
+{
+    (void)state;
+    enum { CB = 65, CT = 64, CC = 8, CV = 60, CVP = 64, CN = CB * CT };
+    const kn_backend *cpu = kn_backend_cpu();
+    char js[256], err[256];
+    snprintf(js, sizeof(js),
+             "{\"type\":\"gpt\",\"n_layer\":1,\"n_head\":2,\"n_embd\":%d,\"block_size\":%d,"
+             "\"vocab_size\":%d}",
+             CC, CT, CV);
+    json_t *spec = json_loads(js, 0, NULL);
+    kn_mem_stats a, s;
+    kn_backend_mem(cpu, &a, 1);
+    kn_model *m = NULL;
+    if (kn_model_new(spec, 9, CB, cpu, &m, err, sizeof(err))) fail_msg("model: %s", err);
+    json_decref(spec);
+    kn_backend_mem(cpu, &s, 0);
+    const size_t created = s.alloc - a.alloc, all_logits = (size_t)CN * CVP * sizeof(float);
+    /* one chunk of logits, not all of them (white box) */
+    assert_int_equal(m->acts.t[m->tfm.logits].shape[0], KN_TFM_LOGIT_ROWS);
+    assert_true(KN_TFM_LOGIT_ROWS < CN);
+    int *tok = malloc(CN * sizeof(int)), *tgt = malloc(CN * sizeof(int));
+    for (int i = 0; i < CN; i++) {
+        tok[i] = (i * 7 + i / 13) % CV;
+        tgt[i] = i % 9 == 0 ? -1 : (tok[i] * 3 + 1) % CV;
+    }
+    kn_batch b = {.B = CB, .T = CT, .tokens = tok, .labels = tgt};
+    const kn_tensor_set *g = kn_model_grads(m);
+    float *gt = malloc(g->numel * sizeof(float)), *ge = malloc(g->numel * sizeof(float));
+    float lt, le;
+    kn_model_set_training(m, 1);
+    kn_model_zero_grad(m);
+    if (kn_model_forward(m, &b, &lt, err, sizeof(err))) fail_msg("forward: %s", err);
+    kn_backend_mem(cpu, &s, 0);
+    assert_int_equal(s.alloc - a.alloc, created); /* training keeps no more logits */
+    assert_int_equal(kn_model_backward(m), KN_OK);
+    cpu->to_host(gt, g->data, g->numel * sizeof(float));
+    kn_model_set_training(m, 0);
+    kn_model_zero_grad(m);
+    if (kn_model_forward(m, &b, &le, err, sizeof(err))) fail_msg("forward: %s", err);
+    kn_backend_mem(cpu, &s, 0);
+    assert_int_equal(s.alloc - a.alloc, created + all_logits); /* allocated once, now */
+    float *lg = malloc((size_t)CN * CV * sizeof(float));
+    assert_int_equal(kn_model_logits(m, lg, (size_t)CN * CV), KN_OK);
+    assert_int_equal(kn_model_backward(m), KN_OK);
+    cpu->to_host(ge, g->data, g->numel * sizeof(float));
+    assert_float_equal(lt, le, 1e-6 * le);
+    double d2 = 0, n2 = 0;
+    for (size_t i = 0; i < g->numel; i++)
+        d2 += (double)(gt[i] - ge[i]) * (gt[i] - ge[i]), n2 += (double)ge[i] * ge[i];
+    print_message("chunked vs whole: loss %.7g %.7g, gradients ||d|| / ||g|| %.3g\n", lt, le,
+                  sqrt(d2 / n2));
+    assert_true(n2 > 0 && sqrt(d2 / n2) < 1e-5);
+    /* what kn_model_logits returns after an inference forward is the
+     * logits of every row: their mean cross-entropy is the loss */
+    kn_model_forward(m, &b, &le, err, sizeof(err));
+    kn_model_logits(m, lg, (size_t)CN * CV);
+    double sum = 0;
+    int valid = 0;
+    for (int r = 0; r < CN; r++) {
+        if (tgt[r] < 0) continue;
+        const float *l = lg + (size_t)r * CV;
+        double mx = l[0], se = 0;
+        for (int v = 1; v < CV; v++)
+            mx = l[v] > mx ? l[v] : mx;
+        for (int v = 0; v < CV; v++)
+            se += exp(l[v] - mx);
+        sum += log(se) + mx - l[tgt[r]], valid++;
+    }
+    assert_float_equal(sum / valid, le, 1e-5 * le);
+    free(lg), free(gt), free(ge), free(tok), free(tgt);
+    kn_model_destroy(m);
+    kn_backend_mem(cpu, &s, 0);
+    assert_int_equal(s.alloc, a.alloc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ledger),
         cmocka_unit_test(test_gpt_memory),
         cmocka_unit_test(test_gpt_inplace_dlogits),
+        cmocka_unit_test(test_gpt_chunked_classifier),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
