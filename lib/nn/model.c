@@ -330,7 +330,7 @@ int kn_model_step(kn_model *m, float *grad_norm, float *lr)
 
 int kn_model_logits(const kn_model *m, float *out, size_t cap)
 {
-    if (!m->out_rows) return KN_EINVAL;
+    if (!m->out_rows || !m->out) return KN_EINVAL;
     if ((size_t)m->out_rows * m->out_valid > cap) return KN_ETOOBIG;
     const float *src = m->out;
     if (m->out_stride == m->out_valid) {
@@ -345,7 +345,7 @@ int kn_model_logits(const kn_model *m, float *out, size_t cap)
 
 int kn_model_predict(const kn_model *m, int *out, size_t cap)
 {
-    if (!m->out_rows) return KN_EINVAL;
+    if (!m->out_rows || !m->out) return KN_EINVAL;
     if ((size_t)m->out_rows > cap) return KN_ETOOBIG;
     float *row = malloc((size_t)m->out_stride * sizeof(float));
     if (!row) return KN_ENOMEM;

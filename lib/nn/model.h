@@ -120,8 +120,9 @@ int kn_model_step(kn_model *m, float *grad_norm, float *lr);
 
 /* Copies the last forward's outputs to host memory: (B, outputs) logits or
  * regression values; (B, T, vocab_size) for gpt (padding dropped). cap is in
- * floats; KN_ETOOBIG when it is short. gpt keeps no logits in a training
- * forward with targets, and their gradient replaces them in
+ * floats; KN_ETOOBIG when it is short; KN_EINVAL without outputs. gpt
+ * keeps no logits in a training forward with targets (KN_EINVAL here on
+ * the CPU and CUDA backends), and their gradient replaces them in
  * kn_model_backward: read gpt's logits after a forward without targets or
  * in inference mode, before any backward. */
 int kn_model_logits(const kn_model *m, float *out, size_t cap);

@@ -321,12 +321,15 @@ int kn_model_tfm_forward(kn_model *m, const kn_batch *bt, char *err, size_t errs
         }
         m->dlogits_set = 1;
         m->out_dact = t->dlnf;
+        m->out = NULL; /* no logits kept: kn_model_logits says so */
     } else {
         if (N > t->logit_rows) { /* more rows than a chunk kept: the whole batch's buffer */
             if (!t->logits_all &&
-                !(t->logits_all = be->alloc((size_t)m->max_B * T * t->Vp * sizeof(float))))
+                !(t->logits_all = be->alloc((size_t)m->max_B * T * t->Vp * sizeof(float)))) {
+                m->out = NULL;
                 return kn_seterr(err, errsz, KN_ENOMEM,
                                  "model: out of memory for the logits of %d rows", N);
+            }
             m->out = t->logits_all;
         }
         be->matmul_fwd(m->out, ACT(m, t->lnf), PAR(m, t->wte), NULL, N, C, t->Vp);

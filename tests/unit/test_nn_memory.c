@@ -214,6 +214,8 @@ static void test_gpt_chunked_classifier(void **state)
     if (kn_model_forward(m, &b, &lt, err, sizeof(err))) fail_msg("forward: %s", err);
     kn_backend_mem(cpu, &s, 0);
     assert_int_equal(s.alloc - a.alloc, created); /* training keeps no more logits */
+    float one;
+    assert_int_equal(kn_model_logits(m, &one, 1), KN_EINVAL); /* nor any to read */
     assert_int_equal(kn_model_backward(m), KN_OK);
     cpu->to_host(gt, g->data, g->numel * sizeof(float));
     kn_model_set_training(m, 0);
