@@ -42,6 +42,15 @@ typedef struct {
     int fwd_training;               /* the mode of the last forward (batchnorm's backward) */
 } seq_model;
 
+/* GELU's output is recomputed in the backward when keeping it for every
+ * layer would take more than this many bytes (max_B T 4C L floats); below,
+ * each layer keeps its own and the backward reads it: the same bits either
+ * way, but recomputing costs the tanh again, 15 % of a small GPT's step on
+ * the CPU, where it saves little. 64 MiB: GPT-2 at B=1 recomputes, the CPU
+ * bench's small GPT (4 MiB) does not. Tests set it to 0 to run the
+ * recomputation on small models (white box). */
+extern size_t kn_tfm_gelu_keep_bytes;
+
 /* Rows of GPT logits a training forward holds at once (model_tfm.c):
  * 4096 x 50304 floats, 786 MiB, for GPT-2, whatever the batch. */
 #define KN_TFM_LOGIT_ROWS 4096
@@ -54,6 +63,7 @@ typedef struct {
      * place when attention is fused */
     int ln1_mean, ln1_rstd, qkv, atty, att, res2;
     int ln2_mean, ln2_rstd, fch, res3;
+    int gelu; /* GELU's output where kept per layer (tfm_model.gelu_kept), else -1 */
 } tfm_block;
 
 typedef struct {
@@ -68,10 +78,12 @@ typedef struct {
     int encoded, lnf, lnf_mean, lnf_rstd, pooled, logits, lse, losses; /* activations */
     /* activations one buffer serves every layer: the layernorm outputs
      * (the backward recomputes them from the saved input, mean and rstd
-     * into ln, ln_mean, ln_rstd), GELU's output (recomputed from fch), the
+     * into ln, ln_mean, ln_rstd), GELU's output (recomputed from fch;
+     * -1 where gelu_kept), the
      * projections' outputs (only added to the residual) and preatt
      * (unfused attention; its backward reads att) */
     int ln, ln_mean, ln_rstd, gelu, proj, preatt;
+    int gelu_kept; /* 1: GELU's output is kept per layer (small models, below) */
     /* the gradients (dacts), reused layer after layer: dx the residual
      * stream's (B, T, C), dres2 inside a block, dc1/dc2 (B, T, C) and
      * dh1/dh2 (B, T, 4C) the ops', dpreatt/datt the unfused attention's,

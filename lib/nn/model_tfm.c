@@ -19,6 +19,8 @@
 #include "core/kn.h"
 #include "nn/rng.h"
 
+size_t kn_tfm_gelu_keep_bytes = (size_t)64 << 20;
+
 static int addp(kn_model *m, const char *name, int d0, int d1, int decay)
 {
     int sh[2] = {d0, d1};
@@ -125,9 +127,11 @@ int kn_model_tfm_build(kn_model *m, const json_t *spec, json_t *norm, char *err,
                  (t->headb = addp(m, "head.bias", t->classes, 0, 0)) < 0))
         goto nomem;
     /* activations, sized for (max_B, block_size): per layer only what its
-     * backward reads, 10 C floats a token (and a few) where every output
-     * was kept before (18 C): 377 MB instead of 680 MB a sequence of
-     * GPT-2 124M at T = 1024 */
+     * backward reads, 10 C floats a token (and a few; 14 C where GELU's
+     * output is kept, kn_tfm_gelu_keep_bytes) where every output was kept
+     * before (18 C): 377 MB instead of 680 MB a sequence of GPT-2 124M at
+     * T = 1024 */
+    t->gelu_kept = (double)BT * 4 * C * L * sizeof(float) <= (double)kn_tfm_gelu_keep_bytes;
     if ((t->encoded = adda(m, "encoded", BT, C)) < 0) goto nomem;
     for (int l = 0; l < L; l++) {
         tfm_block *b = &t->blk[l];
@@ -144,13 +148,16 @@ int kn_model_tfm_build(kn_model *m, const json_t *spec, json_t *norm, char *err,
         A(ln2_rstd, "h.%d.ln2_rstd", BT, 1);
         A(fch, "h.%d.fch", BT, 4 * C);
         A(res3, "h.%d.res3", BT, C);
+        b->gelu = -1;
+        if (t->gelu_kept) A(gelu, "h.%d.gelu", BT, 4 * C);
     }
 #undef P
 #undef A
     if ((t->ln = adda(m, "ln", BT, C)) < 0 || (t->ln_mean = adda(m, "ln_mean", BT, 1)) < 0 ||
-        (t->ln_rstd = adda(m, "ln_rstd", BT, 1)) < 0 || (t->gelu = adda(m, "gelu", BT, 4 * C)) < 0 ||
-        (t->proj = adda(m, "proj", BT, C)) < 0)
+        (t->ln_rstd = adda(m, "ln_rstd", BT, 1)) < 0 || (t->proj = adda(m, "proj", BT, C)) < 0)
         goto nomem;
+    t->gelu = -1;
+    if (!t->gelu_kept && (t->gelu = adda(m, "gelu", BT, 4 * C)) < 0) goto nomem;
     t->preatt = -1;
     if (!t->fused_attn && (t->preatt = adda(m, "preatt", B * NH, T * T)) < 0) goto nomem;
     if ((t->lnf = adda(m, "lnf", BT, C)) < 0 || (t->lnf_mean = adda(m, "lnf_mean", BT, 1)) < 0 ||
@@ -257,9 +264,10 @@ int kn_model_tfm_forward(kn_model *m, const kn_batch *bt, char *err, size_t errs
     float *x = ACT(m, t->encoded);
     be->embed_fwd(x, tokens, PAR(m, t->wte), N, C);
     be->posemb_fwd(x, PAR(m, t->wpe), B, T, C);
-    float *ln = ACT(m, t->ln), *proj = ACT(m, t->proj), *gelu = ACT(m, t->gelu);
+    float *ln = ACT(m, t->ln), *proj = ACT(m, t->proj);
     for (int l = 0; l < t->L; l++) {
         const tfm_block *b = &t->blk[l];
+        float *gelu = ACT(m, t->gelu_kept ? b->gelu : t->gelu);
         be->layernorm_fwd(ln, ACT(m, b->ln1_mean), ACT(m, b->ln1_rstd), x, PAR(m, b->ln1w),
                           PAR(m, b->ln1b), N, C);
         be->matmul_fwd(ACT(m, b->qkv), ln, PAR(m, b->qkvw), PAR(m, b->qkvb), N, C, 3 * C);
@@ -385,8 +393,7 @@ void kn_model_tfm_backward(kn_model *m)
     }
     float *dx = DACT(m, t->dx), *dres2 = DACT(m, t->dres2), *dc1 = DACT(m, t->dc1),
           *dc2 = DACT(m, t->dc2), *dh1 = DACT(m, t->dh1), *dh2 = DACT(m, t->dh2);
-    float *ln = ACT(m, t->ln), *ln_mean = ACT(m, t->ln_mean), *ln_rstd = ACT(m, t->ln_rstd),
-          *gelu = ACT(m, t->gelu);
+    float *ln = ACT(m, t->ln), *ln_mean = ACT(m, t->ln_mean), *ln_rstd = ACT(m, t->ln_rstd);
     be->layernorm_bwd(dx, GRAD(m, t->lnfw), GRAD(m, t->lnfb), DACT(m, t->dlnf),
                       ACT(m, t->blk[t->L - 1].res3), PAR(m, t->lnfw), ACT(m, t->lnf_mean),
                       ACT(m, t->lnf_rstd), N, C);
@@ -399,7 +406,8 @@ void kn_model_tfm_backward(kn_model *m)
         /* res3 = res2 + fcproj */
         gzero(m, t->dres2, NC), gzero(m, t->dc1, NC);
         be->residual_bwd(dres2, dc1, dx, NC);
-        be->act_fwd(KN_ACT_GELU, gelu, ACT(m, b->fch), 4 * NC);
+        float *gelu = ACT(m, t->gelu_kept ? b->gelu : t->gelu);
+        if (!t->gelu_kept) be->act_fwd(KN_ACT_GELU, gelu, ACT(m, b->fch), 4 * NC);
         gzero(m, t->dh1, 4 * NC);
         be->matmul_bwd(dh1, GRAD(m, b->fcprojw), GRAD(m, b->fcprojb), dc1, gelu,
                        PAR(m, b->fcprojw), N, 4 * C, C);

@@ -11,9 +11,11 @@
  *   layernorms' mean and rstd and the attention's log-sum-exp, or its
  *   T x T probabilities unfused), one set of buffers for what every layer
  *   recomputes or overwrites, 13 C floats a token of gradients for all
- *   layers together, the logits once (their gradient in place). Before
+ *   layers together, the logits once (their gradient in place); GELU's
+ *   output recomputed (kn_tfm_gelu_keep_bytes = 0, as for GPT-2). Before
  *   2026-12-01 every output of every layer was kept (18 C) and the
  *   gradients mirrored the activations, about twice this bound.
+ * - GELU's output kept per layer or recomputed: the same bits.
  * - The in-place logits' gradient: a backward after an inference-mode
  *   forward (the fused classifier then runs in the backward) gives the
  *   same bits as after a training forward (where it ran in the forward). */
@@ -98,7 +100,11 @@ static void test_gpt_memory(void **state)
     const kn_backend *be = kn_backend_with_precision(kn_backend_cpu(), KN_PREC_BF16, NULL, 0);
     kn_mem_stats a, s;
     kn_backend_mem(be, &a, 1);
-    kn_model *m = gpt(be); /* bf16: fused attention, no T x T */
+    const size_t keep = kn_tfm_gelu_keep_bytes;
+    kn_tfm_gelu_keep_bytes = 0; /* GELU recomputed, as GPT-2's */
+    kn_model *m = gpt(be);      /* bf16: fused attention, no T x T */
+    kn_tfm_gelu_keep_bytes = keep;
+    assert_int_equal(m->tfm.gelu_kept, 0);
     kn_backend_mem(be, &s, 0);
     const size_t P = kn_model_params(m)->numel, N = (size_t)B * T;
     const size_t acts = s.alloc - a.alloc - 2 * P * sizeof(float) - 2 * N * sizeof(int);
@@ -172,6 +178,52 @@ static void test_gpt_inplace_dlogits(void **state)
         if (ga[i] != 0.0f) fail_msg("gradient %zu is %g with no target", i, (double)ga[i]);
     free(ga), free(gb);
     kn_model_destroy(m);
+}
+
+/* GELU's output kept per layer (small models) or recomputed in the
+ * backward (large ones): the same bits, in fp32 and in the bf16 emulation,
+ * training and inference mode. */
+static void test_gelu_recompute_bits(void **state)
+{
+    (void)state;
+    for (int p = 0; p < 2; p++) {
+        const kn_backend *be = kn_backend_with_precision(
+            kn_backend_cpu(), p ? KN_PREC_BF16 : KN_PREC_FP32, NULL, 0);
+        const size_t keep = kn_tfm_gelu_keep_bytes;
+        kn_model *k = gpt(be);
+        kn_tfm_gelu_keep_bytes = 0;
+        kn_model *r = gpt(be);
+        kn_tfm_gelu_keep_bytes = keep;
+        assert_int_equal(k->tfm.gelu_kept, 1);
+        assert_int_equal(r->tfm.gelu_kept, 0);
+        int tok[B * T], tgt[B * T];
+        batch(tok, tgt);
+        kn_batch b = {.B = B, .T = T, .tokens = tok, .labels = tgt};
+        kn_optim_config oc;
+        kn_optim_config_default(&oc, KN_OPT_ADAMW);
+        kn_model_set_optim(k, &oc), kn_model_set_optim(r, &oc);
+        const size_t n = kn_model_grads(k)->numel;
+        float *gk = malloc(n * sizeof(float)), *gr = malloc(n * sizeof(float));
+        char err[256];
+        for (int step = 0; step < 3; step++) {
+            float lk, lr;
+            kn_model *ms[2] = {k, r};
+            float *ls[2] = {&lk, &lr}, *gs[2] = {gk, gr};
+            for (int i = 0; i < 2; i++) {
+                kn_model_set_training(ms[i], step != 1); /* step 1: inference mode */
+                kn_model_zero_grad(ms[i]);
+                if (kn_model_forward(ms[i], &b, ls[i], err, sizeof(err)))
+                    fail_msg("forward: %s", err);
+                assert_int_equal(kn_model_backward(ms[i]), KN_OK);
+                be->to_host(gs[i], kn_model_grads(ms[i])->data, n * sizeof(float));
+                kn_model_step(ms[i], NULL, NULL);
+            }
+            assert_memory_equal(&lk, &lr, sizeof(float));
+            assert_memory_equal(gk, gr, n * sizeof(float));
+        }
+        free(gk), free(gr);
+        kn_model_destroy(k), kn_model_destroy(r);
+    }
 }
 
 /* GPT over more rows than KN_TFM_LOGIT_ROWS: a training forward runs the
@@ -263,6 +315,7 @@ int main(void)
         cmocka_unit_test(test_ledger),
         cmocka_unit_test(test_gpt_memory),
         cmocka_unit_test(test_gpt_inplace_dlogits),
+        cmocka_unit_test(test_gelu_recompute_bits),
         cmocka_unit_test(test_gpt_chunked_classifier),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
