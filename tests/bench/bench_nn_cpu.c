@@ -94,6 +94,7 @@ static kn_model *make(const char *spec_json, int max_b)
     kn_optim_config oc;
     kn_optim_config_default(&oc, KN_OPT_ADAMW);
     kn_model_set_optim(m, &oc);
+    kn_model_set_training(m, 1); /* as the trainer: the fused classifier, GPT's in chunks */
     return m;
 }
 
