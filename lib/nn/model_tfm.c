@@ -333,7 +333,7 @@ int kn_model_tfm_forward(kn_model *m, const kn_batch *bt, char *err, size_t errs
     } else {
         if (N > t->logit_rows) { /* more rows than a chunk kept: the whole batch's buffer */
             if (!t->logits_all &&
-                !(t->logits_all = be->alloc((size_t)m->max_B * T * t->Vp * sizeof(float)))) {
+                !(t->logits_all = be->alloc((size_t)m->max_B * t->maxT * t->Vp * sizeof(float)))) {
                 m->out = NULL;
                 return kn_seterr(err, errsz, KN_ENOMEM,
                                  "model: out of memory for the logits of %d rows", N);
