@@ -179,7 +179,10 @@ struct kn_backend {
      * the model's fused path): writes losses and lse as
      * xent_fwd does and SETS (does not add to) every column of dlogits
      * (N, Vp): (softmax - onehot) * dloss on rows with a target, 0 on
-     * ignored rows and padded columns. --- */
+     * ignored rows and padded columns. dlogits may be logits itself (the
+     * one exception to "buffers never alias"): the gradient then replaces
+     * the logits, each element read before it is written (GPT's training
+     * keeps no second N x Vp buffer). --- */
     void (*xent_fused)(float *losses, float *lse, float *dlogits, const float *logits,
                        const int *targets, float dloss, int N, int V, int Vp);
 
@@ -255,6 +258,35 @@ struct kn_backend {
     int (*graph_run)(void **slot, uint64_t key, void (*fn)(void *ctx), void *ctx);
     void (*graph_free)(void *slot);
 };
+
+/* Device memory a backend holds, in bytes, counted by the backend itself
+ * (kn_backend_mem). `alloc`: what alloc() handed out and free() has not
+ * taken back (tensor sets: parameters, gradients, optimizer state,
+ * activations and their gradients; token ids; im2col scratch; KV caches):
+ * the sizes the callers ask for, so the same on every backend by
+ * construction. `scratch`: the backend's own working buffers, grown on
+ * demand and kept (CUDA: the bf16 copies of GEMM operands, reduction
+ * partials, cuBLASLt's workspace; 0 on the CPU, whose emulation rounds
+ * into short-lived host copies). Peaks: the most at once since the last
+ * reset; `peak` is alloc + scratch together. */
+typedef struct {
+    size_t alloc, alloc_peak;
+    size_t scratch, scratch_peak;
+    size_t peak;
+} kn_mem_stats;
+
+/* The counters of be's device memory (shared by its precision variants:
+ * they are the same memory); reset_peak = 1 then starts the peaks again
+ * from the current figures. */
+void kn_backend_mem(const kn_backend *be, kn_mem_stats *out, int reset_peak);
+
+/* For backend implementations: record that p (bytes long) was handed out,
+ * as an alloc() (scratch = 0) or as the backend's own scratch (1), and that
+ * it was given back (p NULL: nothing). ledger: KN_MEM_CPU or KN_MEM_CUDA.
+ * Thread-safe. */
+enum { KN_MEM_CPU = 0, KN_MEM_CUDA = 1 };
+void kn_mem_note_alloc(int ledger, int scratch, const void *p, size_t bytes);
+void kn_mem_note_free(int ledger, const void *p);
 
 /* The CPU backend (static, never freed). */
 const kn_backend *kn_backend_cpu(void);

@@ -18,11 +18,14 @@
 
 static void *cpu_alloc(size_t bytes)
 {
-    return calloc(1, bytes ? bytes : 1);
+    void *p = calloc(1, bytes ? bytes : 1);
+    kn_mem_note_alloc(KN_MEM_CPU, 0, p, bytes);
+    return p;
 }
 
 static void cpu_free(void *p)
 {
+    kn_mem_note_free(KN_MEM_CPU, p);
     free(p);
 }
 
@@ -709,10 +712,12 @@ static void cpu_xent_bwd(float *restrict dlogits, const float *restrict logits,
 }
 
 /* xent_fwd, then each row's gradient set in place of zero + xent_bwd (the
- * same arithmetic: 0 + x is x, so the same bits as the two). */
-static void cpu_xent_fused(float *restrict losses, float *restrict lse, float *restrict dlogits,
-                           const float *restrict logits, const int *restrict targets, float dloss,
-                           int N, int V, int Vp)
+ * same arithmetic: 0 + x is x, so the same bits as the two). dlogits may be
+ * logits (backend.h): every element is read before it is written, the
+ * target's last. */
+static void cpu_xent_fused(float *restrict losses, float *restrict lse, float *dlogits,
+                           const float *logits, const int *restrict targets, float dloss, int N,
+                           int V, int Vp)
 {
     cpu_xent_fwd(losses, lse, logits, targets, N, V, Vp);
     for (int n = 0; n < N; n++) {

@@ -149,7 +149,7 @@ int kn_model_new(const json_t *spec, uint64_t seed, int max_batch, const kn_back
     kn_tensor_set_init(&m->bufs);
     if ((rc = build(m, spec, norm, err, errsz))) goto fail;
     if (kn_tensor_set_alloc(&m->params, be) || kn_tensor_set_clone_layout(&m->grads, &m->params) ||
-        kn_tensor_set_alloc(&m->grads, be) || kn_tensor_set_clone_layout(&m->dacts, &m->acts) ||
+        kn_tensor_set_alloc(&m->grads, be) || (!m->dacts.n && kn_tensor_set_clone_layout(&m->dacts, &m->acts)) ||
         kn_tensor_set_alloc(&m->acts, be) || kn_tensor_set_alloc(&m->dacts, be) ||
         (m->bufs.n && kn_tensor_set_alloc(&m->bufs, be)) ||
         !(m->ibuf = be->alloc((m->ibuf_n ? m->ibuf_n : 1) * sizeof(int))) ||
@@ -185,6 +185,7 @@ void kn_model_destroy(kn_model *m)
     kn_tensor_set_free(&m->dacts);
     kn_tensor_set_free(&m->bufs);
     if (m->be) {
+        m->be->free(m->tfm.logits_all);
         m->be->free(m->ibuf);
         m->be->free(m->seq.scratch);
     }
@@ -254,7 +255,7 @@ void kn_model_xent(kn_model *m, int logits, int lse, int losses, const int *targ
 {
     const kn_backend *be = m->be;
     if (m->training && valid && be->xent_fused) {
-        be->xent_fused(ACT(m, losses), ACT(m, lse), DACT(m, logits), ACT(m, logits), targets,
+        be->xent_fused(ACT(m, losses), ACT(m, lse), DACT(m, m->out_dact), ACT(m, logits), targets,
                        1.0f / (float)valid, rows, cols, stride);
         m->dlogits_set = 1;
     } else {
@@ -288,8 +289,8 @@ int kn_model_backward(kn_model *m)
 {
     if (!m->have_targets) return KN_EINVAL;
     if (m->dlogits_set) {
-        /* all but the logits' gradient, which the forward set */
-        const kn_tensor *g = &m->dacts.t[m->out_act];
+        /* all but the gradient the forward set (the logits', or GPT's ln_f's) */
+        const kn_tensor *g = &m->dacts.t[m->out_dact];
         m->be->zero(m->dacts.data, g->offset * sizeof(float));
         m->be->zero(m->dacts.data + g->offset + g->numel,
                     (m->dacts.numel - g->offset - g->numel) * sizeof(float));
@@ -489,9 +490,9 @@ int kn_model_last_step_graph(const kn_model *m)
 
 int kn_model_logits(const kn_model *m, float *out, size_t cap)
 {
-    if (!m->out_rows) return KN_EINVAL;
+    if (!m->out_rows || !m->out) return KN_EINVAL;
     if ((size_t)m->out_rows * m->out_valid > cap) return KN_ETOOBIG;
-    const float *src = ACT(m, m->out_act);
+    const float *src = m->out;
     if (m->out_stride == m->out_valid) {
         m->be->to_host(out, src, (size_t)m->out_rows * m->out_valid * sizeof(float));
         return KN_OK;
@@ -504,11 +505,11 @@ int kn_model_logits(const kn_model *m, float *out, size_t cap)
 
 int kn_model_predict(const kn_model *m, int *out, size_t cap)
 {
-    if (!m->out_rows) return KN_EINVAL;
+    if (!m->out_rows || !m->out) return KN_EINVAL;
     if ((size_t)m->out_rows > cap) return KN_ETOOBIG;
     float *row = malloc((size_t)m->out_stride * sizeof(float));
     if (!row) return KN_ENOMEM;
-    const float *src = ACT(m, m->out_act);
+    const float *src = m->out;
     for (int r = 0; r < m->out_rows; r++) {
         m->be->to_host(row, src + (size_t)r * m->out_stride, (size_t)m->out_valid * sizeof(float));
         int best = 0;
@@ -660,7 +661,7 @@ int kn_model_generate(kn_model *m, const int *prompt, int n_prompt, int n_new,
             kn_batch b = {.B = 1, .T = T, .tokens = out + n - T};
             rc = kn_model_tfm_forward(m, &b, err, errsz);
             if (rc) goto out;
-            m->be->to_host(row, ACT(m, m->tfm.logits) + (size_t)(T - 1) * m->tfm.Vp,
+            m->be->to_host(row, m->out + (size_t)(T - 1) * m->tfm.Vp,
                            (size_t)V * sizeof(float));
             if (kv && n == n_prompt) { /* the prompt's keys and values seed the cache */
                 for (int l = 0; l < m->tfm.L; l++)

@@ -93,7 +93,14 @@ void kn_model_set_training(kn_model *m, int on);
 
 /* Runs the forward pass. With targets, *loss (may be NULL) receives the mean
  * loss over non-ignored rows/tokens. KN_EINVAL (err says why) for a batch
- * over the allocated size, missing inputs, or token/label ids out of range. */
+ * over the allocated size, missing inputs, or token/label ids out of range.
+ * gpt in training mode with targets (on the CPU and CUDA backends) also
+ * runs the classifier's backward, chunk by chunk of rows, so that it never
+ * holds the whole batch's logits: wte's gradient gets the classifier's
+ * share here, so zero the gradients before the forward, not between it and
+ * kn_model_backward. A gpt forward that keeps more than 4096 rows of
+ * logits (inference over a large batch) allocates a buffer for them the
+ * first time (KN_ENOMEM when it cannot). */
 int kn_model_forward(kn_model *m, const kn_batch *batch, float *loss, char *err, size_t errsz);
 
 /* Accumulates gradients of the last forward's mean loss into the gradient
@@ -127,7 +134,11 @@ int kn_model_train_step(kn_model *m, const kn_batch *batch, float *loss, float *
 int kn_model_last_step_graph(const kn_model *m);
 /* Copies the last forward's outputs to host memory: (B, outputs) logits or
  * regression values; (B, T, vocab_size) for gpt (padding dropped). cap is in
- * floats; KN_ETOOBIG when it is short. */
+ * floats; KN_ETOOBIG when it is short; KN_EINVAL without outputs. gpt
+ * keeps no logits in a training forward with targets (KN_EINVAL here on
+ * the CPU and CUDA backends), and their gradient replaces them in
+ * kn_model_backward: read gpt's logits after a forward without targets or
+ * in inference mode, before any backward. */
 int kn_model_logits(const kn_model *m, float *out, size_t cap);
 
 /* Argmax class per row (B), or per token (B*T) for gpt, of the last forward. */

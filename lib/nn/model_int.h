@@ -42,12 +42,28 @@ typedef struct {
     int fwd_training;               /* the mode of the last forward (batchnorm's backward) */
 } seq_model;
 
+/* GELU's output is recomputed in the backward when keeping it for every
+ * layer would take more than this many bytes (max_B T 4C L floats); below,
+ * each layer keeps its own and the backward reads it: the same bits either
+ * way, but recomputing costs the tanh again, 15 % of a small GPT's step on
+ * the CPU, where it saves little. 64 MiB: GPT-2 at B=1 recomputes, the CPU
+ * bench's small GPT (4 MiB) does not. Tests set it to 0 to run the
+ * recomputation on small models (white box). */
+extern size_t kn_tfm_gelu_keep_bytes;
+
+/* Rows of GPT logits a training forward holds at once (model_tfm.c):
+ * 4096 x 50304 floats, 786 MiB, for GPT-2, whatever the batch. */
+#define KN_TFM_LOGIT_ROWS 4096
+
 typedef struct {
     /* parameters */
     int ln1w, ln1b, qkvw, qkvb, projw, projb, ln2w, ln2b, fcw, fcb, fcprojw, fcprojb;
-    /* activations, all (B, T, .) except mean/rstd (B, T) and preatt/att (B, NH, T, T) */
-    int ln1, ln1_mean, ln1_rstd, qkv, atty, preatt, att, attproj, res2;
-    int ln2, ln2_mean, ln2_rstd, fch, fch_gelu, fcproj, res3;
+    /* what the backward reads, saved per layer: all (B, T, .) except
+     * mean/rstd (B, T) and att (B, NH, T, T), or lse (B, NH, T) in att's
+     * place when attention is fused */
+    int ln1_mean, ln1_rstd, qkv, atty, att, res2;
+    int ln2_mean, ln2_rstd, fch, res3;
+    int gelu; /* GELU's output where kept per layer (tfm_model.gelu_kept), else -1 */
 } tfm_block;
 
 typedef struct {
@@ -60,6 +76,28 @@ typedef struct {
     int wte, wpe, lnfw, lnfb, headw, headb; /* parameters (head only for txtcls) */
     tfm_block *blk;                         /* (L) */
     int encoded, lnf, lnf_mean, lnf_rstd, pooled, logits, lse, losses; /* activations */
+    /* activations one buffer serves every layer: the layernorm outputs
+     * (the backward recomputes them from the saved input, mean and rstd
+     * into ln, ln_mean, ln_rstd), GELU's output (recomputed from fch;
+     * -1 where gelu_kept), the
+     * projections' outputs (only added to the residual) and preatt
+     * (unfused attention; its backward reads att) */
+    int ln, ln_mean, ln_rstd, gelu, proj, preatt;
+    int gelu_kept; /* 1: GELU's output is kept per layer (small models, below) */
+    /* the gradients (dacts), reused layer after layer: dx the residual
+     * stream's (B, T, C), dres2 inside a block, dc1/dc2 (B, T, C) and
+     * dh1/dh2 (B, T, 4C) the ops', dpreatt/datt the unfused attention's,
+     * dlnf, dpooled, dlogits the head's */
+    int dx, dres2, dc1, dc2, dh1, dh2, dpreatt, datt, dlnf, dpooled, dlogits;
+    /* GPT's logits: the activation holds logit_rows rows, all of max_B T
+     * or, on a backend with xent_fused, at most KN_TFM_LOGIT_ROWS: a
+     * training forward with targets then runs the classifier chunk by
+     * chunk (logits, the fused cross-entropy in place, the chunk's share of
+     * the ln_f and wte gradients) and keeps no logits; a forward that must
+     * keep more rows than that (inference) puts them in logits_all, a
+     * (max_B T, Vp) buffer allocated then, once, and freed with the model */
+    int logit_rows;
+    float *logits_all;
     size_t i_tokens, i_targets; /* int offsets (max_B * maxT each) */
 } tfm_model;
 
@@ -70,7 +108,10 @@ struct kn_model {
     int max_B;
     uint64_t seed;
     kn_tensor_set params, grads; /* one allocation each, same layout */
-    kn_tensor_set acts, dacts;   /* activations and their gradients, same layout */
+    /* activations and their gradients: the sequence models' dacts clone
+     * the acts' layout; the transformers declare their own, a few buffers
+     * that every layer's backward reuses (model_tfm.c) */
+    kn_tensor_set acts, dacts;
     kn_tensor_set bufs;          /* state that is not trained: batchnorm running statistics */
     int *ibuf;                   /* device ints: token ids, labels, argmax indices */
     size_t ibuf_n;
@@ -81,8 +122,11 @@ struct kn_model {
     int B, T;
     int have_targets;
     int n_valid;    /* rows or tokens that carry a target */
-    int dlogits_set; /* the forward's fused classifier set DACT(out_act) */
+    int dlogits_set; /* the forward set a gradient, DACT(out_dact) (kept by the backward) */
     int out_act;    /* activation index of the logits/predictions */
+    float *out;     /* device: the last forward's outputs (ACT(out_act), or GPT's logits_all) */
+    int out_dact;   /* the gradient a forward sets (dlogits_set): the outputs' (in dacts,
+                     * out_act where dacts clones acts); GPT: ln_f's (model_tfm.c) */
     int out_rows;   /* B or B*T */
     int out_stride; /* floats per output row (Vp for gpt) */
     int out_valid;  /* meaningful columns per row */
@@ -115,7 +159,8 @@ int kn_model_spec_int(const json_t *spec, json_t *norm, const char *key, int def
 
 /* The softmax cross-entropy of a forward: losses and lse of the logits
  * activation (rows x stride, the first cols meaningful). A training forward
- * on a backend with xent_fused also sets the logits' gradient for a mean
+ * on a backend with xent_fused also sets the logits' gradient
+ * (DACT(m, m->out_dact), which the forward sets first) for a mean
  * over `valid` rows now, in the same pass (m->dlogits_set: the backward
  * keeps it and runs no xent_bwd); otherwise xent_fwd. */
 void kn_model_xent(kn_model *m, int logits, int lse, int losses, const int *targets, int rows,

@@ -439,6 +439,8 @@ int kn_model_seq_forward(kn_model *m, const kn_batch *b, char *err, size_t errsz
     m->T = 0;
     s->fwd_training = m->training;
     m->out_act = s->l[s->n - 1].out;
+    m->out_dact = m->out_act;
+    m->out = ACT(m, m->out_act);
     m->out_rows = B;
     m->out_stride = m->out_valid = s->out_numel;
     if (s->mse ? !b->y : !b->labels) return KN_OK;

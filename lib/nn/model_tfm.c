@@ -19,6 +19,8 @@
 #include "core/kn.h"
 #include "nn/rng.h"
 
+size_t kn_tfm_gelu_keep_bytes = (size_t)64 << 20;
+
 static int addp(kn_model *m, const char *name, int d0, int d1, int decay)
 {
     int sh[2] = {d0, d1};
@@ -29,6 +31,12 @@ static int adda(kn_model *m, const char *name, int d0, int d1)
 {
     int sh[2] = {d0, d1};
     return kn_tensor_add(&m->acts, name, 2, sh, 0);
+}
+
+static int addg(kn_model *m, const char *name, int d0, int d1)
+{
+    int sh[2] = {d0, d1};
+    return kn_tensor_add(&m->dacts, name, 2, sh, 0);
 }
 
 int kn_model_tfm_build(kn_model *m, const json_t *spec, json_t *norm, char *err, size_t errsz)
@@ -118,39 +126,47 @@ int kn_model_tfm_build(kn_model *m, const json_t *spec, json_t *norm, char *err,
     if (!gpt && ((t->headw = addp(m, "head.weight", t->classes, C, 1)) < 0 ||
                  (t->headb = addp(m, "head.bias", t->classes, 0, 0)) < 0))
         goto nomem;
-    /* activations, sized for (max_B, block_size) */
+    /* activations, sized for (max_B, block_size): per layer only what its
+     * backward reads, 10 C floats a token (and a few; 14 C where GELU's
+     * output is kept, kn_tfm_gelu_keep_bytes) where every output was kept
+     * before (18 C): 377 MB instead of 680 MB a sequence of GPT-2 124M at
+     * T = 1024 */
+    t->gelu_kept = (double)BT * 4 * C * L * sizeof(float) <= (double)kn_tfm_gelu_keep_bytes;
     if ((t->encoded = adda(m, "encoded", BT, C)) < 0) goto nomem;
     for (int l = 0; l < L; l++) {
         tfm_block *b = &t->blk[l];
-        A(ln1, "h.%d.ln1", BT, C);
         A(ln1_mean, "h.%d.ln1_mean", BT, 1);
         A(ln1_rstd, "h.%d.ln1_rstd", BT, 1);
         A(qkv, "h.%d.qkv", BT, 3 * C);
         A(atty, "h.%d.atty", BT, C);
-        if (t->fused_attn) { /* no T x T matrices: each query's log-sum-exp */
-            A(preatt, "h.%d.lse", B * NH, T);
-            A(att, "h.%d.att_unused", 1, 1);
-        } else {
-            A(preatt, "h.%d.preatt", B * NH, T * T);
+        if (t->fused_attn) /* no T x T matrices: each query's log-sum-exp */
+            A(att, "h.%d.lse", B * NH, T);
+        else
             A(att, "h.%d.att", B * NH, T * T);
-        }
-        A(attproj, "h.%d.attproj", BT, C);
         A(res2, "h.%d.res2", BT, C);
-        A(ln2, "h.%d.ln2", BT, C);
         A(ln2_mean, "h.%d.ln2_mean", BT, 1);
         A(ln2_rstd, "h.%d.ln2_rstd", BT, 1);
         A(fch, "h.%d.fch", BT, 4 * C);
-        A(fch_gelu, "h.%d.fch_gelu", BT, 4 * C);
-        A(fcproj, "h.%d.fcproj", BT, C);
         A(res3, "h.%d.res3", BT, C);
+        b->gelu = -1;
+        if (t->gelu_kept) A(gelu, "h.%d.gelu", BT, 4 * C);
     }
 #undef P
 #undef A
+    if ((t->ln = adda(m, "ln", BT, C)) < 0 || (t->ln_mean = adda(m, "ln_mean", BT, 1)) < 0 ||
+        (t->ln_rstd = adda(m, "ln_rstd", BT, 1)) < 0 || (t->proj = adda(m, "proj", BT, C)) < 0)
+        goto nomem;
+    t->gelu = -1;
+    if (!t->gelu_kept && (t->gelu = adda(m, "gelu", BT, 4 * C)) < 0) goto nomem;
+    t->preatt = -1;
+    if (!t->fused_attn && (t->preatt = adda(m, "preatt", B * NH, T * T)) < 0) goto nomem;
     if ((t->lnf = adda(m, "lnf", BT, C)) < 0 || (t->lnf_mean = adda(m, "lnf_mean", BT, 1)) < 0 ||
         (t->lnf_rstd = adda(m, "lnf_rstd", BT, 1)) < 0)
         goto nomem;
+    t->logit_rows = BT;
+    if (gpt && m->be->xent_fused && BT > KN_TFM_LOGIT_ROWS) t->logit_rows = KN_TFM_LOGIT_ROWS;
     if (gpt) {
-        if ((t->logits = adda(m, "logits", BT, t->Vp)) < 0 ||
+        if ((t->logits = adda(m, "logits", t->logit_rows, t->Vp)) < 0 ||
             (t->lse = adda(m, "lse", BT, 1)) < 0 || (t->losses = adda(m, "losses", BT, 1)) < 0)
             goto nomem;
         t->pooled = -1;
@@ -160,6 +176,25 @@ int kn_model_tfm_build(kn_model *m, const json_t *spec, json_t *norm, char *err,
             (t->lse = adda(m, "lse", B, 1)) < 0 || (t->losses = adda(m, "losses", B, 1)) < 0)
             goto nomem;
     }
+    /* the gradients: one set of buffers for all layers (the backward zeroes
+     * each before it accumulates into it again) */
+    t->dpreatt = t->datt = t->dpooled = -1;
+    if ((t->dx = addg(m, "dx", BT, C)) < 0 || (t->dres2 = addg(m, "dres2", BT, C)) < 0 ||
+        (t->dc1 = addg(m, "dc1", BT, C)) < 0 || (t->dc2 = addg(m, "dc2", BT, C)) < 0 ||
+        (t->dh1 = addg(m, "dh1", BT, 4 * C)) < 0 || (t->dh2 = addg(m, "dh2", BT, 4 * C)) < 0 ||
+        (t->dlnf = addg(m, "dlnf", BT, C)) < 0)
+        goto nomem;
+    if (!t->fused_attn && ((t->dpreatt = addg(m, "dpreatt", B * NH, T * T)) < 0 ||
+                           (t->datt = addg(m, "datt", B * NH, T * T)) < 0))
+        goto nomem;
+    if (!gpt && (t->dpooled = addg(m, "dpooled", B, C)) < 0) goto nomem;
+    /* GPT's logits' gradient replaces the logits (xent_fused in place: no
+     * second buffer of logits); a backend without xent_fused, and the
+     * classifier's few logits, have their own */
+    t->dlogits = -1;
+    if ((!gpt || !m->be->xent_fused) &&
+        (t->dlogits = addg(m, "dlogits", gpt ? BT : B, gpt ? t->Vp : t->classes)) < 0)
+        goto nomem;
     t->i_tokens = m->ibuf_n;
     t->i_targets = m->ibuf_n + (size_t)BT;
     m->ibuf_n += 2 * (size_t)BT;
@@ -229,28 +264,27 @@ int kn_model_tfm_forward(kn_model *m, const kn_batch *bt, char *err, size_t errs
     float *x = ACT(m, t->encoded);
     be->embed_fwd(x, tokens, PAR(m, t->wte), N, C);
     be->posemb_fwd(x, PAR(m, t->wpe), B, T, C);
+    float *ln = ACT(m, t->ln), *proj = ACT(m, t->proj);
     for (int l = 0; l < t->L; l++) {
         const tfm_block *b = &t->blk[l];
-        be->layernorm_fwd(ACT(m, b->ln1), ACT(m, b->ln1_mean), ACT(m, b->ln1_rstd), x,
-                          PAR(m, b->ln1w), PAR(m, b->ln1b), N, C);
-        be->matmul_fwd(ACT(m, b->qkv), ACT(m, b->ln1), PAR(m, b->qkvw), PAR(m, b->qkvb), N, C,
-                       3 * C);
+        float *gelu = ACT(m, t->gelu_kept ? b->gelu : t->gelu);
+        be->layernorm_fwd(ln, ACT(m, b->ln1_mean), ACT(m, b->ln1_rstd), x, PAR(m, b->ln1w),
+                          PAR(m, b->ln1b), N, C);
+        be->matmul_fwd(ACT(m, b->qkv), ln, PAR(m, b->qkvw), PAR(m, b->qkvb), N, C, 3 * C);
         if (t->fused_attn)
-            be->attention_fused_fwd(ACT(m, b->atty), ACT(m, b->preatt), ACT(m, b->qkv), B, T, C, NH,
+            be->attention_fused_fwd(ACT(m, b->atty), ACT(m, b->att), ACT(m, b->qkv), B, T, C, NH,
                                     t->causal);
         else
-            be->attention_fwd(ACT(m, b->atty), ACT(m, b->preatt), ACT(m, b->att), ACT(m, b->qkv),
+            be->attention_fwd(ACT(m, b->atty), ACT(m, t->preatt), ACT(m, b->att), ACT(m, b->qkv),
                               B, T, C, NH, t->causal);
-        be->matmul_fwd(ACT(m, b->attproj), ACT(m, b->atty), PAR(m, b->projw), PAR(m, b->projb), N,
-                       C, C);
-        be->residual_fwd(ACT(m, b->res2), x, ACT(m, b->attproj), (size_t)N * C);
-        be->layernorm_fwd(ACT(m, b->ln2), ACT(m, b->ln2_mean), ACT(m, b->ln2_rstd), ACT(m, b->res2),
+        be->matmul_fwd(proj, ACT(m, b->atty), PAR(m, b->projw), PAR(m, b->projb), N, C, C);
+        be->residual_fwd(ACT(m, b->res2), x, proj, (size_t)N * C);
+        be->layernorm_fwd(ln, ACT(m, b->ln2_mean), ACT(m, b->ln2_rstd), ACT(m, b->res2),
                           PAR(m, b->ln2w), PAR(m, b->ln2b), N, C);
-        be->matmul_fwd(ACT(m, b->fch), ACT(m, b->ln2), PAR(m, b->fcw), PAR(m, b->fcb), N, C, 4 * C);
-        be->act_fwd(KN_ACT_GELU, ACT(m, b->fch_gelu), ACT(m, b->fch), (size_t)N * 4 * C);
-        be->matmul_fwd(ACT(m, b->fcproj), ACT(m, b->fch_gelu), PAR(m, b->fcprojw),
-                       PAR(m, b->fcprojb), N, 4 * C, C);
-        be->residual_fwd(ACT(m, b->res3), ACT(m, b->res2), ACT(m, b->fcproj), (size_t)N * C);
+        be->matmul_fwd(ACT(m, b->fch), ln, PAR(m, b->fcw), PAR(m, b->fcb), N, C, 4 * C);
+        be->act_fwd(KN_ACT_GELU, gelu, ACT(m, b->fch), (size_t)N * 4 * C);
+        be->matmul_fwd(proj, gelu, PAR(m, b->fcprojw), PAR(m, b->fcprojb), N, 4 * C, C);
+        be->residual_fwd(ACT(m, b->res3), ACT(m, b->res2), proj, (size_t)N * C);
         x = ACT(m, b->res3);
     }
     be->layernorm_fwd(ACT(m, t->lnf), ACT(m, t->lnf_mean), ACT(m, t->lnf_rstd), x, PAR(m, t->lnfw),
@@ -258,25 +292,70 @@ int kn_model_tfm_forward(kn_model *m, const kn_batch *bt, char *err, size_t errs
     m->B = B;
     m->T = T;
     m->out_act = t->logits;
-    if (gpt) {
-        be->matmul_fwd(ACT(m, t->logits), ACT(m, t->lnf), PAR(m, t->wte), NULL, N, C, t->Vp);
-        m->out_rows = N;
-        m->out_stride = t->Vp;
-        m->out_valid = t->V;
-    } else {
+    m->out = ACT(m, t->logits);
+    m->out_dact = t->dlogits;
+    if (!gpt) {
         be->seqpool_fwd(t->pool, ACT(m, t->pooled), ACT(m, t->lnf), B, T, C);
         be->matmul_fwd(ACT(m, t->logits), ACT(m, t->pooled), PAR(m, t->headw), PAR(m, t->headb), B,
                        C, t->classes);
         m->out_rows = B;
         m->out_stride = m->out_valid = t->classes;
+        if (!bt->labels) return KN_OK;
+        be->to_device(targets, bt->labels, (size_t)nlab * sizeof(int));
+        kn_model_xent(m, t->logits, t->lse, t->losses, targets, B, t->classes, t->classes, valid);
+        m->n_valid = valid;
+        m->have_targets = 1;
+        return KN_OK;
+    }
+    m->out_rows = N;
+    m->out_stride = t->Vp;
+    m->out_valid = t->V;
+    if (bt->labels) be->to_device(targets, bt->labels, (size_t)nlab * sizeof(int));
+    if (bt->labels && valid && m->training && be->xent_fused) {
+        /* training: the classifier in chunks of logit_rows rows, each
+         * chunk's logits replaced by their gradient (the fused
+         * cross-entropy in place) and taken back through the classifier at
+         * once: ln_f's gradient is set here, wte's gets its share (model.h:
+         * zero the gradients before the forward); no logits are kept */
+        float *lg = ACT(m, t->logits), *lnf = ACT(m, t->lnf), *dlnf = DACT(m, t->dlnf);
+        be->zero(dlnf, (size_t)N * C * sizeof(float));
+        for (int r0 = 0; r0 < N; r0 += t->logit_rows) {
+            const int R = N - r0 < t->logit_rows ? N - r0 : t->logit_rows;
+            be->matmul_fwd(lg, lnf + (size_t)r0 * C, PAR(m, t->wte), NULL, R, C, t->Vp);
+            be->xent_fused(ACT(m, t->losses) + r0, ACT(m, t->lse) + r0, lg, lg, targets + r0,
+                           1.0f / (float)valid, R, t->V, t->Vp);
+            be->matmul_bwd(dlnf + (size_t)r0 * C, GRAD(m, t->wte), NULL, lg,
+                           lnf + (size_t)r0 * C, PAR(m, t->wte), R, C, t->Vp);
+        }
+        m->dlogits_set = 1;
+        m->out_dact = t->dlnf;
+        m->out = NULL; /* no logits kept: kn_model_logits says so */
+    } else {
+        if (N > t->logit_rows) { /* more rows than a chunk kept: the whole batch's buffer */
+            if (!t->logits_all &&
+                !(t->logits_all = be->alloc((size_t)m->max_B * t->maxT * t->Vp * sizeof(float)))) {
+                m->out = NULL;
+                return kn_seterr(err, errsz, KN_ENOMEM,
+                                 "model: out of memory for the logits of %d rows", N);
+            }
+            m->out = t->logits_all;
+        }
+        be->matmul_fwd(m->out, ACT(m, t->lnf), PAR(m, t->wte), NULL, N, C, t->Vp);
+        if (bt->labels)
+            be->xent_fwd(ACT(m, t->losses), ACT(m, t->lse), m->out, targets, N, t->V, t->Vp);
     }
     if (!bt->labels) return KN_OK;
-    be->to_device(targets, bt->labels, (size_t)nlab * sizeof(int));
-    kn_model_xent(m, t->logits, t->lse, t->losses, targets, m->out_rows, m->out_valid,
-                  m->out_stride, valid);
     m->n_valid = valid;
     m->have_targets = 1;
     return KN_OK;
+}
+
+/* The first n floats of gradient buffer g set to zero: a reused buffer
+ * starts again before an op accumulates into it (backend.h: backward ops
+ * add). */
+static void gzero(kn_model *m, int g, size_t n)
+{
+    m->be->zero(DACT(m, g), n * sizeof(float));
 }
 
 void kn_model_tfm_backward(kn_model *m)
@@ -284,53 +363,86 @@ void kn_model_tfm_backward(kn_model *m)
     const kn_backend *be = m->be;
     tfm_model *t = &m->tfm;
     const int B = m->B, T = m->T, C = t->C, NH = t->NH, N = B * T;
+    const size_t NC = (size_t)N * C;
     const int *tokens = m->ibuf + t->i_tokens, *targets = m->ibuf + t->i_targets;
-    if (m->n_valid && !m->dlogits_set)
-        be->xent_bwd(DACT(m, t->logits), ACT(m, t->logits), ACT(m, t->lse), targets,
-                     1.0f / (float)m->n_valid, m->out_rows, m->out_valid, m->out_stride);
-    if (m->type == KN_MODEL_GPT) {
-        be->matmul_bwd(DACT(m, t->lnf), GRAD(m, t->wte), NULL, DACT(m, t->logits), ACT(m, t->lnf),
+    /* kn_model_backward zeroed every gradient buffer but the one the
+     * forward set. GPT: a training forward with targets already took the
+     * loss back to ln_f (chunked, above); otherwise the logits are there
+     * (m->out) and, in place, the fused classifier replaces them by their
+     * gradient now (writing the losses and lse again, the same bits), or
+     * zeroes them (no target); a backend without it has a separate dlogits */
+    if (m->type == KN_MODEL_GPT && !m->dlogits_set) {
+        float *dlogits = t->dlogits >= 0 ? DACT(m, t->dlogits) : m->out;
+        if (t->dlogits >= 0 && m->n_valid)
+            be->xent_bwd(dlogits, m->out, ACT(m, t->lse), targets, 1.0f / (float)m->n_valid, N,
+                         t->V, t->Vp);
+        else if (t->dlogits < 0 && m->n_valid)
+            be->xent_fused(ACT(m, t->losses), ACT(m, t->lse), dlogits, dlogits, targets,
+                           1.0f / (float)m->n_valid, N, t->V, t->Vp);
+        else if (t->dlogits < 0)
+            be->zero(dlogits, (size_t)N * t->Vp * sizeof(float));
+        be->matmul_bwd(DACT(m, t->dlnf), GRAD(m, t->wte), NULL, dlogits, ACT(m, t->lnf),
                        PAR(m, t->wte), N, C, t->Vp);
-    } else {
-        be->matmul_bwd(DACT(m, t->pooled), GRAD(m, t->headw), GRAD(m, t->headb), DACT(m, t->logits),
-                       ACT(m, t->pooled), PAR(m, t->headw), B, C, t->classes);
-        be->seqpool_bwd(t->pool, DACT(m, t->lnf), DACT(m, t->pooled), B, T, C);
+    } else if (m->type != KN_MODEL_GPT) {
+        if (m->n_valid && !m->dlogits_set)
+            be->xent_bwd(DACT(m, t->dlogits), ACT(m, t->logits), ACT(m, t->lse), targets,
+                         1.0f / (float)m->n_valid, B, t->classes, t->classes);
+        be->matmul_bwd(DACT(m, t->dpooled), GRAD(m, t->headw), GRAD(m, t->headb),
+                       DACT(m, t->dlogits), ACT(m, t->pooled), PAR(m, t->headw), B, C, t->classes);
+        be->seqpool_bwd(t->pool, DACT(m, t->dlnf), DACT(m, t->dpooled), B, T, C);
     }
-    const int last = t->blk[t->L - 1].res3;
-    be->layernorm_bwd(DACT(m, last), GRAD(m, t->lnfw), GRAD(m, t->lnfb), DACT(m, t->lnf),
-                      ACT(m, last), PAR(m, t->lnfw), ACT(m, t->lnf_mean), ACT(m, t->lnf_rstd), N,
-                      C);
+    float *dx = DACT(m, t->dx), *dres2 = DACT(m, t->dres2), *dc1 = DACT(m, t->dc1),
+          *dc2 = DACT(m, t->dc2), *dh1 = DACT(m, t->dh1), *dh2 = DACT(m, t->dh2);
+    float *ln = ACT(m, t->ln), *ln_mean = ACT(m, t->ln_mean), *ln_rstd = ACT(m, t->ln_rstd);
+    be->layernorm_bwd(dx, GRAD(m, t->lnfw), GRAD(m, t->lnfb), DACT(m, t->dlnf),
+                      ACT(m, t->blk[t->L - 1].res3), PAR(m, t->lnfw), ACT(m, t->lnf_mean),
+                      ACT(m, t->lnf_rstd), N, C);
+    /* dx holds the gradient of the block's output on entry, of its input on
+     * exit; what the forward did not keep is recomputed with the forward's
+     * ops on the same inputs (the same bits) */
     for (int l = t->L - 1; l >= 0; l--) {
         const tfm_block *b = &t->blk[l];
-        const int in = l ? t->blk[l - 1].res3 : t->encoded;
+        const float *in = ACT(m, l ? t->blk[l - 1].res3 : t->encoded);
         /* res3 = res2 + fcproj */
-        be->residual_bwd(DACT(m, b->res2), DACT(m, b->fcproj), DACT(m, b->res3), (size_t)N * C);
-        be->matmul_bwd(DACT(m, b->fch_gelu), GRAD(m, b->fcprojw), GRAD(m, b->fcprojb),
-                       DACT(m, b->fcproj), ACT(m, b->fch_gelu), PAR(m, b->fcprojw), N, 4 * C, C);
-        be->act_bwd(KN_ACT_GELU, DACT(m, b->fch), ACT(m, b->fch), ACT(m, b->fch_gelu),
-                    DACT(m, b->fch_gelu), (size_t)N * 4 * C);
-        be->matmul_bwd(DACT(m, b->ln2), GRAD(m, b->fcw), GRAD(m, b->fcb), DACT(m, b->fch),
-                       ACT(m, b->ln2), PAR(m, b->fcw), N, C, 4 * C);
-        be->layernorm_bwd(DACT(m, b->res2), GRAD(m, b->ln2w), GRAD(m, b->ln2b), DACT(m, b->ln2),
-                          ACT(m, b->res2), PAR(m, b->ln2w), ACT(m, b->ln2_mean),
-                          ACT(m, b->ln2_rstd), N, C);
-        /* res2 = in + attproj */
-        be->residual_bwd(DACT(m, in), DACT(m, b->attproj), DACT(m, b->res2), (size_t)N * C);
-        be->matmul_bwd(DACT(m, b->atty), GRAD(m, b->projw), GRAD(m, b->projb), DACT(m, b->attproj),
-                       ACT(m, b->atty), PAR(m, b->projw), N, C, C);
-        if (t->fused_attn)
-            be->attention_fused_bwd(DACT(m, b->qkv), DACT(m, b->atty), ACT(m, b->qkv),
-                                    ACT(m, b->atty), ACT(m, b->preatt), B, T, C, NH, t->causal);
-        else
-            be->attention_bwd(DACT(m, b->qkv), DACT(m, b->preatt), DACT(m, b->att),
-                              DACT(m, b->atty), ACT(m, b->qkv), ACT(m, b->att), B, T, C, NH,
-                              t->causal);
-        be->matmul_bwd(DACT(m, b->ln1), GRAD(m, b->qkvw), GRAD(m, b->qkvb), DACT(m, b->qkv),
-                       ACT(m, b->ln1), PAR(m, b->qkvw), N, C, 3 * C);
-        be->layernorm_bwd(DACT(m, in), GRAD(m, b->ln1w), GRAD(m, b->ln1b), DACT(m, b->ln1),
-                          ACT(m, in), PAR(m, b->ln1w), ACT(m, b->ln1_mean), ACT(m, b->ln1_rstd), N,
-                          C);
+        gzero(m, t->dres2, NC), gzero(m, t->dc1, NC);
+        be->residual_bwd(dres2, dc1, dx, NC);
+        float *gelu = ACT(m, t->gelu_kept ? b->gelu : t->gelu);
+        if (!t->gelu_kept) be->act_fwd(KN_ACT_GELU, gelu, ACT(m, b->fch), 4 * NC);
+        gzero(m, t->dh1, 4 * NC);
+        be->matmul_bwd(dh1, GRAD(m, b->fcprojw), GRAD(m, b->fcprojb), dc1, gelu,
+                       PAR(m, b->fcprojw), N, 4 * C, C);
+        gzero(m, t->dh2, 4 * NC);
+        be->act_bwd(KN_ACT_GELU, dh2, ACT(m, b->fch), gelu, dh1, 4 * NC);
+        be->layernorm_fwd(ln, ln_mean, ln_rstd, ACT(m, b->res2), PAR(m, b->ln2w), PAR(m, b->ln2b),
+                          N, C);
+        gzero(m, t->dc2, NC);
+        be->matmul_bwd(dc2, GRAD(m, b->fcw), GRAD(m, b->fcb), dh2, ln, PAR(m, b->fcw), N, C,
+                       4 * C);
+        be->layernorm_bwd(dres2, GRAD(m, b->ln2w), GRAD(m, b->ln2b), dc2, ACT(m, b->res2),
+                          PAR(m, b->ln2w), ACT(m, b->ln2_mean), ACT(m, b->ln2_rstd), N, C);
+        /* res2 = in + attproj: dx now becomes the input's gradient */
+        gzero(m, t->dx, NC), gzero(m, t->dc1, NC);
+        be->residual_bwd(dx, dc1, dres2, NC);
+        gzero(m, t->dc2, NC);
+        be->matmul_bwd(dc2, GRAD(m, b->projw), GRAD(m, b->projb), dc1, ACT(m, b->atty),
+                       PAR(m, b->projw), N, C, C);
+        gzero(m, t->dh1, 3 * NC); /* dqkv */
+        if (t->fused_attn) {
+            be->attention_fused_bwd(dh1, dc2, ACT(m, b->qkv), ACT(m, b->atty), ACT(m, b->att), B,
+                                    T, C, NH, t->causal);
+        } else {
+            const size_t tt = (size_t)B * NH * T * T;
+            gzero(m, t->dpreatt, tt), gzero(m, t->datt, tt);
+            be->attention_bwd(dh1, DACT(m, t->dpreatt), DACT(m, t->datt), dc2, ACT(m, b->qkv),
+                              ACT(m, b->att), B, T, C, NH, t->causal);
+        }
+        be->layernorm_fwd(ln, ln_mean, ln_rstd, in, PAR(m, b->ln1w), PAR(m, b->ln1b), N, C);
+        gzero(m, t->dc1, NC);
+        be->matmul_bwd(dc1, GRAD(m, b->qkvw), GRAD(m, b->qkvb), dh1, ln, PAR(m, b->qkvw), N, C,
+                       3 * C);
+        be->layernorm_bwd(dx, GRAD(m, b->ln1w), GRAD(m, b->ln1b), dc1, in, PAR(m, b->ln1w),
+                          ACT(m, b->ln1_mean), ACT(m, b->ln1_rstd), N, C);
     }
-    be->posemb_bwd(GRAD(m, t->wpe), DACT(m, t->encoded), B, T, C);
-    be->embed_bwd(GRAD(m, t->wte), DACT(m, t->encoded), tokens, N, C);
+    be->posemb_bwd(GRAD(m, t->wpe), dx, B, T, C);
+    be->embed_bwd(GRAD(m, t->wte), dx, tokens, N, C);
 }

@@ -11,7 +11,11 @@
  * tf32/bf16 are the emulation, slower than fp32 (for checking, not speed).
  * gpt2 (GPT-2 124M at T = 1024, the issue's GPU benchmark model) runs only
  * when asked for: tokens/s and MFU against P TFLOP/s (989: an H100 SXM's
- * dense bf16 peak, the figure the PyTorch reference divides by too). */
+ * dense bf16 peak, the figure the PyTorch reference divides by too).
+ * After each case a "memory" line: the peak of the device memory the
+ * backend counted (kn_backend_mem), split as print_memory says.
+ * --seconds 0: one timed step after the warm-up (a memory figure of a slow
+ * case, e.g. GPT-2 on the CPU). */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,8 +55,32 @@ static double run(kn_model *m, const kn_batch *b, double seconds, float *last_lo
         steps++;
         if (steps == 2) t0 = now();
         double el = now() - t0;
-        if (steps > 5 && el >= seconds) return (steps - 2) / el;
+        /* two warm-up steps (op by op, then the graph's capture); then at
+         * least 3 timed steps, or 1 with --seconds 0 */
+        if (steps > (seconds > 0 ? 5 : 3) && el >= seconds) return (steps - 2) / el;
     }
+}
+
+/* "memory NAME B=B: peak ..." from the backend's own count (kn_backend_mem)
+ * since `base` (taken, peaks reset, before the model was made): the peak
+ * of its allocations (parameters, gradients, AdamW's m and v: 4 floats a
+ * parameter; the activations and their gradients, sized for B rows: the
+ * rest, also per row) and of its scratch (CUDA's bf16 operand copies and
+ * such; 0 on the CPU). Same sizes on every backend, so a CPU run counts a
+ * GPU run's allocations. tests/gpu/ratios.sh reads the peak beside
+ * PyTorch's max_memory_allocated. */
+static void print_memory(const char *name, int B, const kn_model *m, const kn_mem_stats *base)
+{
+    kn_mem_stats s;
+    kn_backend_mem(backend, &s, 0);
+    const double MiB = 1024.0 * 1024.0;
+    double fixed = 4.0 * (double)kn_model_params(m)->numel * sizeof(float);
+    double alloc = (double)(s.alloc_peak - base->alloc), rest = alloc - fixed;
+    printf("memory %s B=%d: peak %.1f MiB (allocated %.1f MiB: parameters, gradients and AdamW "
+           "state %.1f MiB, activations and the rest %.1f MiB = %.3g MiB a row; backend scratch "
+           "%.1f MiB)\n",
+           name, B, (double)(s.peak - base->alloc - base->scratch) / MiB, alloc / MiB, fixed / MiB,
+           rest / MiB, rest / B / MiB, (double)(s.scratch_peak - base->scratch) / MiB);
 }
 
 static kn_model *make(const char *spec_json, int max_b)
@@ -68,6 +96,7 @@ static kn_model *make(const char *spec_json, int max_b)
     kn_optim_config oc;
     kn_optim_config_default(&oc, KN_OPT_ADAMW);
     kn_model_set_optim(m, &oc);
+    kn_model_set_training(m, 1); /* as the trainer: the fused classifier, GPT's in chunks */
     return m;
 }
 
@@ -78,6 +107,8 @@ static void image_case(const char *name, const char *spec, int in, double secs)
     kn_rng_init(&r, 2);
     for (int k = 0; k < 2; k++) {
         int B = Bs[k];
+        kn_mem_stats base;
+        kn_backend_mem(backend, &base, 1);
         kn_model *m = make(spec, B);
         float *x = malloc((size_t)B * in * sizeof(float));
         int *y = malloc((size_t)B * sizeof(int));
@@ -91,6 +122,7 @@ static void image_case(const char *name, const char *spec, int in, double secs)
         printf("%-4s B=%-4d params=%-8zu %10.0f images/s  (%.2f ms/step, loss %.3f, %s)\n", name, B,
                kn_model_num_params(m), sps * B, 1e3 / sps, loss,
                kn_model_last_step_graph(m) ? "step as a CUDA graph" : "step op by op");
+        print_memory(name, B, m, &base);
         fflush(stdout);
         free(x);
         free(y);
@@ -104,6 +136,8 @@ static void image_case(const char *name, const char *spec, int in, double secs)
 static void lm_case(const char *label, const char *spec_json, int B, int T, int V, double secs,
                     double peak_tflops)
 {
+    kn_mem_stats base;
+    kn_backend_mem(backend, &base, 1);
     kn_model *m = make(spec_json, B);
     size_t n = (size_t)B * T;
     int *tok = malloc(n * sizeof(int)), *tgt = malloc(n * sizeof(int));
@@ -125,6 +159,9 @@ static void lm_case(const char *label, const char *spec_json, int B, int T, int 
                100.0 * tok_s * flops_per_token / (peak_tflops * 1e12), peak_tflops);
     }
     printf(", loss %.3f)\n", loss);
+    char name[16];
+    snprintf(name, sizeof(name), "%.*s", (int)strcspn(label, " "), label);
+    print_memory(name, B, m, &base);
     fflush(stdout);
     free(tok);
     free(tgt);

@@ -83,9 +83,12 @@ if [ $torch = 1 ]; then
     peak_mem torch-gpt2 python3 "$root/tests/bench/nn/gpt2_pytorch.py" || ref=$?
 fi
 [ $ref -eq 0 ] || echo "bench: FAIL: a PyTorch reference run failed (exit $ref); its figures above are missing"
-# kiln's side of GPT-2 124M, fp32 then bf16 (fp32 at B=8: its activations
-# are not recomputed and the attention matrices are stored, ~4.5 GB per
-# sequence; bf16 at B=32 with the fused attention, ~1.7 GB per sequence)
+# kiln's side of GPT-2 124M, fp32 then bf16 (fp32 at B=8: the attention
+# matrices are stored, 2 x 12 x 1024^2 floats a layer a sequence; bf16 at
+# B=32 with the fused attention, 16.2 GiB allocated counted on the CPU,
+# docs/performance.md "Memory, counted and cut"). bench_nn_cpu's "memory gpt2" line is kiln's own
+# count (kn_backend_mem), the figure beside PyTorch's max_memory_allocated
+# in ratios.sh; peak_mem's nvidia-smi figure adds the CUDA context.
 for prec in fp32 bf16; do
     batch=${KILN_GPT2_BATCH:-8}
     [ "$prec" = bf16 ] && batch=${KILN_GPT2_BF16_BATCH:-32}

@@ -2,9 +2,10 @@
 # ratios.sh LOG: the one table of kiln ÷ PyTorch that tests/gpu/run prints at
 # the end, read from the output of its steps (20-bench.sh's lines: per
 # precision kiln's CUDA backend, then PyTorch eager on the same GPU; then
-# PyTorch's GPT-2 124M, kiln's GPT-2 124M per precision and the peak-memory
-# lines; and 35-tiktoken.sh's tokenizer medians beside Python tiktoken's).
-# Each header line ("kiln ... backend, precision P", "PyTorch ...,
+# PyTorch's GPT-2 124M, kiln's GPT-2 124M per precision with its "memory"
+# line (the backend's own count, beside PyTorch's max_memory_allocated) and
+# the nvidia-smi peak-memory lines; and 35-tiktoken.sh's tokenizer medians
+# beside Python tiktoken's). Each header line ("kiln ... backend, precision P", "PyTorch ...,
 # precision P") sets the precision of the figures under it; a PyTorch header
 # without one is fp32 (or tf32 when it says "TF32 tensor cores"). A figure
 # missing from the log shows as "-": the table never invents one.
@@ -38,6 +39,7 @@ function prec_of(dflt,    p) { p = after("precision"); sub(/[,(].*/, "", p); ret
     next
 }
 /^gpt2 124M/ { kg2[prec] = before("tokens/s"); kg2b[prec] = field("B="); if (!(prec in g2seen)) { g2seen[prec] = 1; g2order[++g2n] = prec } next }
+/^memory gpt2 B=[0-9]+: peak [0-9]/ { s = $0; sub(/.*: peak /, "", s); sub(/ MiB.*/, "", s); kself[prec] = s; next }
 /^peak-memory kiln-gpt2(-[a-z0-9]+)?: [0-9]/ { p = $2; sub(/:$/, "", p); sub(/^kiln-gpt2-?/, "", p); kmem[p == "" ? "fp32" : p] = $3 }
 /^peak-memory torch-gpt2: [0-9]/ { tsmi = $3 }
 /^(r50k|cl100k): [0-9]+ rounds, MB\/s/ { enc = $1; sub(/:$/, "", enc); next }
@@ -64,11 +66,16 @@ END {
     }
     for (i = 1; i <= g2n; i++) {
         p = g2order[i]
+        k = kself[p] != "" ? kself[p] : kmem[p]
         printf "%-28s %-5s %18s %20s %10s\n", "GPT-2 peak memory (MiB)", p,
-            kmem[p] == "" ? "-" : kmem[p] " B=" kg2b[p], tmem == "" ? "-" : tmem " B=" tg2b,
-            ratio(kmem[p], tmem)
+            k == "" ? "-" : k " B=" kg2b[p], tmem == "" ? "-" : tmem " B=" tg2b,
+            ratio(k, tmem)
     }
-    if (tsmi != "") printf "  (kiln: nvidia-smi, context included; PyTorch: max_memory_allocated, %s MiB by nvidia-smi)\n", tsmi
+    for (i = 1; i <= g2n; i++)
+        if (kself[g2order[i]] != "" && kmem[g2order[i]] != "")
+            printf "  (kiln %s: %s MiB by nvidia-smi, CUDA context included)\n", g2order[i], kmem[g2order[i]]
+    printf "  (kiln: its own count of what it allocated, bench_nn_cpu'"'"'s \"memory\" line, else nvidia-smi less what was in use before)\n"
+    if (tsmi != "") printf "  (PyTorch: max_memory_allocated, %s MiB by nvidia-smi)\n", tsmi
     print "  (GPT-2: PyTorch is always bf16 + torch.compile; the prec column is kiln'"'"'s)"
     for (i = 1; i <= en; i++)
         row("tokenizer " eorder[i], "-", tk[eorder[i]], tt[eorder[i]], "MB/s")

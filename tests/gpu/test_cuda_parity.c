@@ -1742,6 +1742,12 @@ int main(int argc, char **argv)
                          "\"convs\":[{\"out\":4,\"k\":3,\"pad\":1},{\"out\":6,\"k\":3,\"pad\":1}],"
                          "\"fc\":[16],\"dropout\":0.2,\"label_smoothing\":0.1,\"classes\":5}";
     train_mode = 1;
+    /* a training forward over more rows than KN_TFM_LOGIT_ROWS (4096): the
+     * classifier in two chunks, its backward in the forward */
+    model_parity("gpt, classifier in 2 chunks (train)",
+                 "{\"type\":\"gpt\",\"n_layer\":1,\"n_head\":2,\"n_embd\":16,"
+                 "\"block_size\":64,\"vocab_size\":50}",
+                 65, 64);
     model_parity("mlp batchnorm (train)",
                  "{\"type\":\"mlp\",\"sizes\":[20,32,16,5],\"bn\":true,\"label_smoothing\":0.1}", 8,
                  0);

@@ -21,7 +21,9 @@
  * traffic, and for GPT-2 at B=32 (32768 x 50304 floats, 6.6 GB) ~13 ms of
  * the H200's 4.8 TB/s less per step. Rows of at most 1024 columns (the
  * image classifiers: 10 to 1000 classes) take one warp each, 8 rows a block,
- * instead of a block of mostly idle threads.
+ * instead of a block of mostly idle threads. Both read every element of a
+ * row before it is written, so dlogits may be the logits (in place, as
+ * GPT's training runs it: no second N x Vp buffer).
  * MSE is one thread per row forward, elementwise backward. */
 #include "nn/cuda/cuda_int.cuh"
 
@@ -159,11 +161,14 @@ __global__ void __launch_bounds__(256) k_xent_fused_warp(float *losses, float *l
     if (n >= N) return;
     const float *l = logits + (size_t)n * Vp;
     const int t = targets[n];
+    /* l[t] read before any lane writes (dlogits may be logits, in place) */
+    const float lt = lane == 0 && t >= 0 ? l[t] : 0.0f;
     softmax_state st = warp_merge(row_partial(l, V, lane, 32));
+    __syncwarp();
     const float ls = logf(st.s), z = st.m + ls;
     if (lane == 0) {
         lse[n] = z;
-        losses[n] = t < 0 ? 0.0f : ls + (st.m - l[t]);
+        losses[n] = t < 0 ? 0.0f : ls + (st.m - lt);
     }
     row_grad_set(dlogits + (size_t)n * Vp, l, t, z, dloss, V, Vp, lane, 32);
 }

@@ -27,11 +27,27 @@ void *kn_cu_alloc(size_t bytes)
         return NULL;
     }
     CU(cudaMemset(p, 0, bytes ? bytes : 1));
+    kn_mem_note_alloc(KN_MEM_CUDA, 0, p, bytes);
     return p;
 }
 
 void kn_cu_free(void *p)
 {
+    kn_mem_note_free(KN_MEM_CUDA, p);
+    if (p) CU(cudaFree(p));
+}
+
+void *kn_cu_scratch_alloc(size_t bytes)
+{
+    void *p = NULL;
+    CU(cudaMalloc(&p, bytes ? bytes : 1));
+    kn_mem_note_alloc(KN_MEM_CUDA, 1, p, bytes);
+    return p;
+}
+
+void kn_cu_scratch_free(void *p)
+{
+    kn_mem_note_free(KN_MEM_CUDA, p);
     if (p) CU(cudaFree(p));
 }
 
@@ -70,9 +86,8 @@ static size_t scratch_floats;
 float *kn_cu_scratch(size_t floats)
 {
     if (floats > scratch_floats) {
-        if (scratch) CU(cudaFree(scratch));
-        scratch = NULL;
-        CU(cudaMalloc(&scratch, floats * sizeof(float)));
+        kn_cu_scratch_free(scratch);
+        scratch = (float *)kn_cu_scratch_alloc(floats * sizeof(float));
         scratch_floats = floats;
         kn_cu_mem_gen++;
     }

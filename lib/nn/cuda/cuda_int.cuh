@@ -160,6 +160,10 @@ void kn_cu_gemm_rm_batched(int ta, int tb, int M, int N, int K, float alpha, con
 /* common.cu */
 void *kn_cu_alloc(size_t bytes);
 void kn_cu_free(void *p);
+/* cudaMalloc / cudaFree for the backend's own scratch (failing fast),
+ * counted as scratch in the memory ledger (kn_backend_mem). */
+void *kn_cu_scratch_alloc(size_t bytes);
+void kn_cu_scratch_free(void *p);
 void kn_cu_to_device(void *dst, const void *src, size_t bytes);
 void kn_cu_to_host(void *dst, const void *src, size_t bytes);
 void kn_cu_zero(void *p, size_t bytes);

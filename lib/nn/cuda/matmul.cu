@@ -45,9 +45,8 @@ static size_t bf16_len[2];
 const __nv_bfloat16 *kn_cu_to_bf16(int slot, const float *src, size_t n)
 {
     if (n > bf16_len[slot]) {
-        if (bf16_buf[slot]) CU(cudaFree(bf16_buf[slot]));
-        bf16_buf[slot] = NULL;
-        CU(cudaMalloc(&bf16_buf[slot], n * sizeof(__nv_bfloat16)));
+        kn_cu_scratch_free(bf16_buf[slot]);
+        bf16_buf[slot] = (__nv_bfloat16 *)kn_cu_scratch_alloc(n * sizeof(__nv_bfloat16));
         bf16_len[slot] = n;
         kn_cu_mem_gen++;
     }
@@ -222,7 +221,7 @@ static int gemm_rm_lt(int ta, int tb, int M, int N, int K, const float *A, int l
             plan = &once;
         }
     }
-    if (!lt_workspace) CU(cudaMalloc(&lt_workspace, LT_WORKSPACE));
+    if (!lt_workspace) lt_workspace = kn_cu_scratch_alloc(LT_WORKSPACE);
     const float alpha = 1.0f;
     /* a status here is cuBLASLt refusing the call before it launched
      * anything (a kernel fault would be a sticky CUDA error, caught by the
@@ -252,9 +251,8 @@ static float *lt_vec(size_t n)
     static float *v;
     static size_t len;
     if (n > len) {
-        if (v) CU(cudaFree(v));
-        v = NULL;
-        CU(cudaMalloc(&v, n * sizeof(float)));
+        kn_cu_scratch_free(v);
+        v = (float *)kn_cu_scratch_alloc(n * sizeof(float));
         len = n;
         kn_cu_mem_gen++;
     }

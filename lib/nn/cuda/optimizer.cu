@@ -59,8 +59,8 @@ static norm_state *nstate;
 
 void kn_cu_reduce_init(void)
 {
-    CU(cudaMalloc(&partials, RED_BLOCKS * sizeof(double)));
-    CU(cudaMalloc(&nstate, sizeof(norm_state)));
+    partials = (double *)kn_cu_scratch_alloc(RED_BLOCKS * sizeof(double));
+    nstate = (norm_state *)kn_cu_scratch_alloc(sizeof(norm_state));
     CU(cudaMemset(nstate, 0, sizeof(norm_state)));
     CU(cudaMalloc(&dev_args, sizeof(kn_optim_args)));
 }

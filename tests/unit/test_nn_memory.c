@@ -1,0 +1,326 @@
+/* test_nn_memory.c: the backend's own count of device memory
+ * (kn_backend_mem) and what a transformer keeps for its backward.
+ *
+ * - The ledger: alloc/free through the CPU backend move `alloc` by the
+ *   bytes asked for, the peak holds the most at once until a reset, the
+ *   CPU has no scratch.
+ * - A GPT allocates everything at creation (a training step allocates
+ *   nothing more through the backend) and gives it all back when
+ *   destroyed; its activations and their gradients stay within what
+ *   model_tfm.c says it keeps: per layer 10 C floats a token (and the
+ *   layernorms' mean and rstd and the attention's log-sum-exp, or its
+ *   T x T probabilities unfused), one set of buffers for what every layer
+ *   recomputes or overwrites, 13 C floats a token of gradients for all
+ *   layers together, the logits once (their gradient in place); GELU's
+ *   output recomputed (kn_tfm_gelu_keep_bytes = 0, as for GPT-2). Before
+ *   2026-12-01 every output of every layer was kept (18 C) and the
+ *   gradients mirrored the activations, about twice this bound.
+ * - GELU's output kept per layer or recomputed: the same bits.
+ * - The in-place logits' gradient: a backward after an inference-mode
+ *   forward (the fused classifier then runs in the backward) gives the
+ *   same bits as after a training forward (where it ran in the forward). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "nn/backend.h"
+#include "nn/model.h"
+#include "nn/model_int.h" /* white box: the rows of GPT's logits activation */
+#include "nn/optim.h"
+#include "nn/precision.h"
+
+static void test_ledger(void **state)
+{
+    (void)state;
+    const kn_backend *cpu = kn_backend_cpu();
+    kn_mem_stats a, s;
+    kn_backend_mem(cpu, &a, 1);
+    assert_int_equal(a.alloc_peak, a.alloc);
+    void *p = cpu->alloc(1000), *q = cpu->alloc(24);
+    kn_backend_mem(cpu, &s, 0);
+    assert_int_equal(s.alloc, a.alloc + 1024);
+    assert_int_equal(s.alloc_peak, a.alloc + 1024);
+    assert_int_equal(s.peak, a.alloc + 1024);
+    assert_int_equal(s.scratch, 0);
+    cpu->free(p);
+    kn_backend_mem(cpu, &s, 0);
+    assert_int_equal(s.alloc, a.alloc + 24);
+    assert_int_equal(s.alloc_peak, a.alloc + 1024); /* the peak stays */
+    kn_backend_mem(cpu, &s, 1);                      /* reset: from now on */
+    kn_backend_mem(cpu, &s, 0);
+    assert_int_equal(s.alloc_peak, a.alloc + 24);
+    cpu->free(q);
+    cpu->free(NULL);
+    kn_backend_mem(cpu, &s, 0);
+    assert_int_equal(s.alloc, a.alloc);
+    /* a precision variant is the same memory, so the same ledger */
+    const kn_backend *bf = kn_backend_with_precision(cpu, KN_PREC_BF16, NULL, 0);
+    assert_non_null(bf);
+    p = bf->alloc(64);
+    kn_backend_mem(cpu, &s, 0);
+    assert_int_equal(s.alloc, a.alloc + 64);
+    bf->free(p);
+}
+
+enum { L = 3, NH = 2, C = 32, T = 16, V = 100, VP = 128, B = 3 };
+
+static kn_model *gpt(const kn_backend *be)
+{
+    char js[256], err[256];
+    snprintf(js, sizeof(js),
+             "{\"type\":\"gpt\",\"n_layer\":%d,\"n_head\":%d,\"n_embd\":%d,\"block_size\":%d,"
+             "\"vocab_size\":%d}",
+             L, NH, C, T, V);
+    json_t *spec = json_loads(js, 0, NULL);
+    kn_model *m = NULL;
+    if (kn_model_new(spec, 5, B, be, &m, err, sizeof(err))) fail_msg("model: %s", err);
+    json_decref(spec);
+    return m;
+}
+
+static void batch(int *tok, int *tgt)
+{
+    for (int i = 0; i < B * T; i++) {
+        tok[i] = (i * 37 + 11) % V;
+        tgt[i] = i % 5 == 0 ? -1 : (tok[i] + 1) % V;
+    }
+}
+
+static void test_gpt_memory(void **state)
+{
+    (void)state;
+    const kn_backend *be = kn_backend_with_precision(kn_backend_cpu(), KN_PREC_BF16, NULL, 0);
+    kn_mem_stats a, s;
+    kn_backend_mem(be, &a, 1);
+    const size_t keep = kn_tfm_gelu_keep_bytes;
+    kn_tfm_gelu_keep_bytes = 0; /* GELU recomputed, as GPT-2's */
+    kn_model *m = gpt(be);      /* bf16: fused attention, no T x T */
+    kn_tfm_gelu_keep_bytes = keep;
+    assert_int_equal(m->tfm.gelu_kept, 0);
+    kn_backend_mem(be, &s, 0);
+    const size_t P = kn_model_params(m)->numel, N = (size_t)B * T;
+    const size_t acts = s.alloc - a.alloc - 2 * P * sizeof(float) - 2 * N * sizeof(int);
+    /* floats a token: per layer 10 C + mean, rstd (2 x 2) + lse (NH); the
+     * shared ln (C + 2), gelu (4 C), proj (C), encoded (C), ln_f (C + 2),
+     * logits (Vp), lse and losses (2); gradients 13 C; and up to 15 floats
+     * of alignment a tensor (16 L + 20 tensors) */
+    const size_t bound = N * (L * (10 * C + 4 + NH) + 21 * C + VP + 6) + 15 * (16 * L + 20);
+    print_message("gpt L=%d C=%d B=%d T=%d: activations and gradients %zu bytes, bound %zu\n", L,
+                  C, B, T, acts, bound * sizeof(float));
+    assert_true(acts <= bound * sizeof(float));
+    assert_true(acts >= N * (L * 10 * C + VP) * sizeof(float)); /* what must be there */
+
+    /* a training step allocates nothing more through the backend */
+    kn_optim_config oc;
+    kn_optim_config_default(&oc, KN_OPT_ADAMW);
+    assert_int_equal(kn_model_set_optim(m, &oc), KN_OK);
+    kn_backend_mem(be, &s, 1);
+    int tok[B * T], tgt[B * T];
+    batch(tok, tgt);
+    kn_batch b = {.B = B, .T = T, .tokens = tok, .labels = tgt};
+    kn_model_set_training(m, 1);
+    char err[256];
+    float loss;
+    kn_model_zero_grad(m);
+    if (kn_model_forward(m, &b, &loss, err, sizeof(err))) fail_msg("forward: %s", err);
+    assert_int_equal(kn_model_backward(m), KN_OK);
+    assert_int_equal(kn_model_step(m, NULL, NULL), KN_OK);
+    kn_mem_stats t;
+    kn_backend_mem(be, &t, 0);
+    assert_int_equal(t.alloc_peak, s.alloc);
+    kn_model_destroy(m);
+    kn_backend_mem(be, &s, 0);
+    assert_int_equal(s.alloc, a.alloc); /* everything given back */
+}
+
+/* The gradients of a backward after a training forward (the fused
+ * classifier set the logits' gradient in place in the forward) and after
+ * an inference-mode forward (it runs in the backward), bit for bit. */
+static void test_gpt_inplace_dlogits(void **state)
+{
+    (void)state;
+    const kn_backend *cpu = kn_backend_cpu();
+    kn_model *m = gpt(cpu);
+    int tok[B * T], tgt[B * T];
+    batch(tok, tgt);
+    kn_batch b = {.B = B, .T = T, .tokens = tok, .labels = tgt};
+    const kn_tensor_set *g = kn_model_grads(m);
+    float *ga = malloc(g->numel * sizeof(float)), *gb = malloc(g->numel * sizeof(float));
+    float la, lb;
+    char err[256];
+    for (int mode = 1; mode >= 0; mode--) {
+        kn_model_set_training(m, mode);
+        kn_model_zero_grad(m);
+        if (kn_model_forward(m, &b, mode ? &la : &lb, err, sizeof(err)))
+            fail_msg("forward: %s", err);
+        assert_int_equal(kn_model_backward(m), KN_OK);
+        cpu->to_host(mode ? ga : gb, g->data, g->numel * sizeof(float));
+    }
+    assert_memory_equal(&la, &lb, sizeof(float));
+    assert_memory_equal(ga, gb, g->numel * sizeof(float));
+    /* no target at all: a zero gradient of the logits, so wte's comes from
+     * the embedding side only and the blocks' is zero */
+    for (int i = 0; i < B * T; i++)
+        tgt[i] = -1;
+    kn_model_zero_grad(m);
+    if (kn_model_forward(m, &b, &la, err, sizeof(err))) fail_msg("forward: %s", err);
+    assert_int_equal(kn_model_backward(m), KN_OK);
+    cpu->to_host(ga, g->data, g->numel * sizeof(float));
+    for (size_t i = 0; i < g->numel; i++)
+        if (ga[i] != 0.0f) fail_msg("gradient %zu is %g with no target", i, (double)ga[i]);
+    free(ga), free(gb);
+    kn_model_destroy(m);
+}
+
+/* GELU's output kept per layer (small models) or recomputed in the
+ * backward (large ones): the same bits, in fp32 and in the bf16 emulation,
+ * training and inference mode. */
+static void test_gelu_recompute_bits(void **state)
+{
+    (void)state;
+    for (int p = 0; p < 2; p++) {
+        const kn_backend *be = kn_backend_with_precision(
+            kn_backend_cpu(), p ? KN_PREC_BF16 : KN_PREC_FP32, NULL, 0);
+        const size_t keep = kn_tfm_gelu_keep_bytes;
+        kn_model *k = gpt(be);
+        kn_tfm_gelu_keep_bytes = 0;
+        kn_model *r = gpt(be);
+        kn_tfm_gelu_keep_bytes = keep;
+        assert_int_equal(k->tfm.gelu_kept, 1);
+        assert_int_equal(r->tfm.gelu_kept, 0);
+        int tok[B * T], tgt[B * T];
+        batch(tok, tgt);
+        kn_batch b = {.B = B, .T = T, .tokens = tok, .labels = tgt};
+        kn_optim_config oc;
+        kn_optim_config_default(&oc, KN_OPT_ADAMW);
+        kn_model_set_optim(k, &oc), kn_model_set_optim(r, &oc);
+        const size_t n = kn_model_grads(k)->numel;
+        float *gk = malloc(n * sizeof(float)), *gr = malloc(n * sizeof(float));
+        char err[256];
+        for (int step = 0; step < 3; step++) {
+            float lk, lr;
+            kn_model *ms[2] = {k, r};
+            float *ls[2] = {&lk, &lr}, *gs[2] = {gk, gr};
+            for (int i = 0; i < 2; i++) {
+                kn_model_set_training(ms[i], step != 1); /* step 1: inference mode */
+                kn_model_zero_grad(ms[i]);
+                if (kn_model_forward(ms[i], &b, ls[i], err, sizeof(err)))
+                    fail_msg("forward: %s", err);
+                assert_int_equal(kn_model_backward(ms[i]), KN_OK);
+                be->to_host(gs[i], kn_model_grads(ms[i])->data, n * sizeof(float));
+                kn_model_step(ms[i], NULL, NULL);
+            }
+            assert_memory_equal(&lk, &lr, sizeof(float));
+            assert_memory_equal(gk, gr, n * sizeof(float));
+        }
+        free(gk), free(gr);
+        kn_model_destroy(k), kn_model_destroy(r);
+    }
+}
+
+/* GPT over more rows than KN_TFM_LOGIT_ROWS: a training forward runs the
+ * classifier in two chunks (4096 + 128 rows) and holds one chunk of logits;
+ * an inference-mode forward keeps all the rows' logits in a buffer
+ * allocated then (once). The two give the same loss and gradients up to
+ * the summation order of wte's gradient (two GEMMs added instead of one). */
+static void test_gpt_chunked_classifier(void **state)
+{
+    (void)state;
+    enum { CB = 66, CT = 64, CC = 8, CV = 60, CVP = 64, CN = CB * CT };
+    const kn_backend *cpu = kn_backend_cpu();
+    char js[256], err[256];
+    snprintf(js, sizeof(js),
+             "{\"type\":\"gpt\",\"n_layer\":1,\"n_head\":2,\"n_embd\":%d,\"block_size\":%d,"
+             "\"vocab_size\":%d}",
+             CC, CT, CV);
+    json_t *spec = json_loads(js, 0, NULL);
+    kn_mem_stats a, s;
+    kn_backend_mem(cpu, &a, 1);
+    kn_model *m = NULL;
+    if (kn_model_new(spec, 9, CB, cpu, &m, err, sizeof(err))) fail_msg("model: %s", err);
+    json_decref(spec);
+    kn_backend_mem(cpu, &s, 0);
+    const size_t created = s.alloc - a.alloc, all_logits = (size_t)CN * CVP * sizeof(float);
+    /* one chunk of logits, not all of them (white box) */
+    assert_int_equal(m->acts.t[m->tfm.logits].shape[0], KN_TFM_LOGIT_ROWS);
+    assert_true(KN_TFM_LOGIT_ROWS < CN);
+    int *tok = malloc(CN * sizeof(int)), *tgt = malloc(CN * sizeof(int));
+    for (int i = 0; i < CN; i++) {
+        tok[i] = (i * 7 + i / 13) % CV;
+        tgt[i] = i % 9 == 0 ? -1 : (tok[i] * 3 + 1) % CV;
+    }
+    /* the first inference forward over more rows than a chunk has a short
+     * T: the buffer it allocates must hold the longest batch all the same */
+    kn_batch shortb = {.B = CB, .T = CT - 1, .tokens = tok, .labels = NULL};
+    if (kn_model_forward(m, &shortb, NULL, err, sizeof(err))) fail_msg("forward: %s", err);
+    kn_batch b = {.B = CB, .T = CT, .tokens = tok, .labels = tgt};
+    const kn_tensor_set *g = kn_model_grads(m);
+    float *gt = malloc(g->numel * sizeof(float)), *ge = malloc(g->numel * sizeof(float));
+    float lt, le;
+    kn_backend_mem(cpu, &s, 0);
+    assert_int_equal(s.alloc - a.alloc, created + all_logits); /* allocated once, now */
+    kn_model_set_training(m, 1);
+    kn_model_zero_grad(m);
+    if (kn_model_forward(m, &b, &lt, err, sizeof(err))) fail_msg("forward: %s", err);
+    float one;
+    assert_int_equal(kn_model_logits(m, &one, 1), KN_EINVAL); /* nor any to read */
+    assert_int_equal(kn_model_backward(m), KN_OK);
+    cpu->to_host(gt, g->data, g->numel * sizeof(float));
+    kn_model_set_training(m, 0);
+    kn_model_zero_grad(m);
+    if (kn_model_forward(m, &b, &le, err, sizeof(err))) fail_msg("forward: %s", err);
+    kn_backend_mem(cpu, &s, 0);
+    assert_int_equal(s.alloc - a.alloc, created + all_logits); /* not again */
+    float *lg = malloc((size_t)CN * CV * sizeof(float));
+    assert_int_equal(kn_model_logits(m, lg, (size_t)CN * CV), KN_OK);
+    assert_int_equal(kn_model_backward(m), KN_OK);
+    cpu->to_host(ge, g->data, g->numel * sizeof(float));
+    assert_float_equal(lt, le, 1e-6 * le);
+    double d2 = 0, n2 = 0;
+    for (size_t i = 0; i < g->numel; i++)
+        d2 += (double)(gt[i] - ge[i]) * (gt[i] - ge[i]), n2 += (double)ge[i] * ge[i];
+    print_message("chunked vs whole: loss %.7g %.7g, gradients ||d|| / ||g|| %.3g\n", lt, le,
+                  sqrt(d2 / n2));
+    assert_true(n2 > 0 && sqrt(d2 / n2) < 1e-5);
+    /* what kn_model_logits returns after an inference forward is the
+     * logits of every row: their mean cross-entropy is the loss */
+    kn_model_forward(m, &b, &le, err, sizeof(err));
+    kn_model_logits(m, lg, (size_t)CN * CV);
+    double sum = 0;
+    int valid = 0;
+    for (int r = 0; r < CN; r++) {
+        if (tgt[r] < 0) continue;
+        const float *l = lg + (size_t)r * CV;
+        double mx = l[0], se = 0;
+        for (int v = 1; v < CV; v++)
+            mx = l[v] > mx ? l[v] : mx;
+        for (int v = 0; v < CV; v++)
+            se += exp(l[v] - mx);
+        sum += log(se) + mx - l[tgt[r]], valid++;
+    }
+    assert_float_equal(sum / valid, le, 1e-5 * le);
+    free(lg), free(gt), free(ge), free(tok), free(tgt);
+    kn_model_destroy(m);
+    kn_backend_mem(cpu, &s, 0);
+    assert_int_equal(s.alloc, a.alloc);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ledger),
+        cmocka_unit_test(test_gpt_memory),
+        cmocka_unit_test(test_gpt_inplace_dlogits),
+        cmocka_unit_test(test_gelu_recompute_bits),
+        cmocka_unit_test(test_gpt_chunked_classifier),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
