@@ -20,7 +20,7 @@ cache=$build/../tokenizer # a pack's (tests/gpu/pack.sh)
 work=$(mktemp -d) # the expected ids are written next to a copy, never into the pack
 trap 'rm -rf "$work"' EXIT
 cp "$cache"/*.tiktoken "$cache/bench-corpus.txt" "$work/"
-KILN_BINARY_DIR=$build KILN_TOKENIZER_CACHE=$work \
+KILN_SOURCE_DIR=$root KILN_BINARY_DIR=$build KILN_TOKENIZER_CACHE=$work \
     bash "$root/tests/tokenizer/bench-multilingual.sh" "${KILN_TIKTOKEN_SECONDS:-2}" "${KILN_TIKTOKEN_ROUNDS:-3}" |
     tee "$work/out.txt"
 grep -q 'r50k: kiln / native tiktoken (Python)' "$work/out.txt" &&
