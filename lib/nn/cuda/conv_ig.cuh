@@ -206,6 +206,27 @@ static int ig_fits(const kn_conv_shape *s)
     float *Cs = smem;                                                                              \
     const int t = threadIdx.x
 
+/* The epilogue of the forward and input-gradient kernels: thread (bk, bn)
+ * takes column bn of the block's C tile in Cs, rows bk + 4 i, to dst[m
+ * stride] for the rows m = m0 + ... below M: added to (ADD) or set, plus
+ * bias[m] where bias is given. */
+template <bool ADD>
+static __device__ __forceinline__ void ig_write_column(float *dst, int stride, const float *Cs,
+                                                       int m0, int M, int bk, int bn,
+                                                       const float *bias)
+{
+#pragma unroll 4
+    for (int i = 0; i < IG_BM / 4; i++) {
+        const int ml = bk + 4 * i, m = m0 + ml;
+        if (m >= M) continue;
+        const float v = Cs[ml * IG_LDC + bn];
+        if (ADD)
+            dst[m * stride] += v;
+        else
+            dst[m * stride] = v + (bias ? bias[m] : 0.0f);
+    }
+}
+
 /* Forward: M = OC, N = B OH OW, K = C K K. ktab[k] = (c H W + kh W + kw,
  * kh << 16 | kw). The thread's B column n = (b, oh, ow) is fixed. */
 template <int PREC>
@@ -261,13 +282,7 @@ __global__ void __launch_bounds__(IG_THREADS, 4)
     }
     acc.store(Cs);
     __syncthreads();
-    if (!nok) return;
-    float *dst = out + b * g.OCKP + p;
-#pragma unroll 4
-    for (int i = 0; i < IG_BM / 4; i++) {
-        const int ml = bk + 4 * i, m = m0 + ml;
-        if (m < M) dst[m * g.KP] = Cs[ml * IG_LDC + bn] + (bias ? bias[m] : 0.0f);
-    }
+    if (nok) ig_write_column<false>(out + b * g.OCKP + p, g.KP, Cs, m0, M, bk, bn, bias);
 }
 
 /* Input gradient: M = C, N = B H W, K = OC K K. ktab[k] = (o C K K + kh K +
@@ -334,13 +349,7 @@ __global__ void __launch_bounds__(IG_THREADS, 4)
     }
     acc.store(Cs);
     __syncthreads();
-    if (!nok) return;
-    float *dst = dinp + b * g.CHW + pix;
-#pragma unroll 4
-    for (int i = 0; i < IG_BM / 4; i++) {
-        const int ml = bk + 4 * i, m = m0 + ml;
-        if (m < M) dst[m * g.HW] += Cs[ml * IG_LDC + bn];
-    }
+    if (nok) ig_write_column<true>(dinp + b * g.CHW + pix, g.HW, Cs, m0, M, bk, bn, NULL);
 }
 
 /* Weight gradient: M = OC, N = C K K, K = B OH OW, group blockIdx.z of G
