@@ -102,9 +102,12 @@ else
     echo "pack: $fmnist not installed here: 30-files-cnn.sh will need KILN_FMNIST_DIR there" >&2
 fi
 if [ ! -s "$tokcache/r50k_base.tiktoken" ] || [ ! -s "$tokcache/cl100k_base.tiktoken" ]; then
-    bash "$root/tests/tokenizer/cache.sh" >/dev/null
+    bash "$root/tests/tokenizer/cache.sh" >/dev/null ||
+        { echo "pack: no rank files in $tokcache and tests/tokenizer/cache.sh could not make them (node, npm?)" >&2; exit 1; }
 fi
 if [ ! -s "$tokcache/bench-corpus.txt" ]; then
+    command -v node >/dev/null ||
+        { echo "pack: no $tokcache/bench-corpus.txt and no node to build it (tests/tokenizer/bench-corpus.js)" >&2; exit 1; }
     node "$root/tests/tokenizer/bench-corpus.js" "$tokcache/bench-corpus.txt" "$root" >/dev/null
 fi
 mkdir -p "$pk/tokenizer"
