@@ -81,6 +81,7 @@ typedef struct {
     const char *from_dir, *out_dir; /* --from-dir: training from files (source_files.c) */
     long passes;
     trn_files *files;
+    int64_t graph_steps; /* updates of this process that ran as one device graph */
 } trainer;
 
 static int option(kn_service *svc, void *app, int id, const char *arg)
@@ -138,7 +139,7 @@ static int check(kn_service *svc, void *app)
 
 typedef struct {
     kn_metric *step, *loss, *eps, *tps, *lr, *grad_norm, *ckpts, *ckpt_fail, *examples, *tokens,
-        *skipped, *version, *eta, *epoch, *cycle;
+        *skipped, *version, *eta, *epoch, *cycle, *graph_steps;
 } trn_metrics;
 
 static void metrics_init(trn_metrics *tm, kn_metrics *m, const char *model)
@@ -157,6 +158,8 @@ static void metrics_init(trn_metrics *tm, kn_metrics *m, const char *model)
     tm->examples =
         kn_metrics_counter(m, "kiln_trainer_examples_total", "Examples trained by this process", l);
     tm->tokens = kn_metrics_counter(m, "kiln_trainer_tokens_total", "Tokens trained", l);
+    tm->graph_steps = kn_metrics_counter(m, "kiln_trainer_graph_steps_total",
+                                         "Updates replayed as one device graph (CUDA)", l);
     tm->skipped = kn_metrics_gauge(m, "kiln_trainer_bad_shards",
                                    "Shards skipped as unusable by this process", l);
     tm->version = kn_metrics_gauge(m, "kiln_trainer_version",
@@ -246,6 +249,7 @@ static void log_progress(trainer *t, trn_metrics *tm, const window *w, double no
                           "examples_total", (json_int_t)ctx->examples_total);
     if (w->tokens > 0) json_object_set_new(f, "tokens_per_s", json_real(w->tokens / dt));
     if (eta >= 0) json_object_set_new(f, "eta_s", json_real(eta));
+    if (t->graph_steps > 0) json_object_set_new(f, "graph_steps", json_integer(t->graph_steps));
     kn_log_fields(KN_LOG_INFO, f, "progress");
 }
 
@@ -287,11 +291,14 @@ static int train_batch(trainer *t, trn_metrics *tm, window *w)
     float loss = 0, gn = 0, lr = 0;
     trn_batcher_batch(&t->b, &batch);
     int B = batch.B;
-    kn_model_zero_grad(ctx->model);
-    /* The batcher validated ids and labels, so a failure is a bug. */
-    CHECK(kn_model_forward(ctx->model, &batch, &loss, e, sizeof(e)) == KN_OK, "forward: %s", e);
-    CHECK(kn_model_backward(ctx->model) == KN_OK, "backward failed");
-    CHECK(kn_model_step(ctx->model, &gn, &lr) == KN_OK, "optimizer step failed");
+    /* zero_grad, forward, backward and the update in one call: on CUDA an
+     * MLP or CNN step replays as one graph (KILN_CUDA_GRAPH=0: op by op).
+     * The batcher validated ids and labels, so a failure is a bug. */
+    CHECK(kn_model_train_step(ctx->model, &batch, &loss, &gn, &lr, e, sizeof(e)) == KN_OK,
+          "training step: %s", e);
+    const int graph = kn_model_last_step_graph(ctx->model);
+    t->graph_steps += graph;
+    if (tm) kn_metrics_add(tm->graph_steps, graph);
     if (!isfinite(loss)) kn_log_warn("step %" PRId64 ": loss is %f", ctx->step + 1, loss);
     int64_t toks = batch.T > 0 ? (int64_t)B * batch.T : 0;
     ctx->step++;

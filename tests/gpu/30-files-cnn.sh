@@ -68,11 +68,12 @@ python3 - "$tmp" "$passes" <<'PY'
 import datetime, json, sys
 tmp, passes = sys.argv[1], int(sys.argv[2])
 def ts(s): return datetime.datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
-t0, ck = None, []
+t0, ck, graph = None, [], None
 for line in open(f"{tmp}/trainer.log"):
     try: r = json.loads(line)
     except ValueError: continue
     if r.get("msg") == "training from shard files": t0 = ts(r["ts"])
+    if r.get("msg") == "progress": graph = (r.get("graph_steps", 0), r["step"])
     if r.get("msg") == "checkpoint created": ck.append((ts(r["ts"]), r["examples_total"]))
 hit = None
 print("files-cnn: pass  accuracy  macro_f1  train_s  examples/s")
@@ -85,4 +86,6 @@ t, ex = ck[-1]
 best = max(json.load(open(f"{tmp}/score-{v}.json"))["metrics"]["accuracy"] for v in range(1, passes + 1))
 if hit: print(f"files-cnn: time-to-0.93: {hit[1]:.1f} s (pass {hit[0]}; goal < 60 s); {ex / (t - t0):.0f} examples/s")
 else: print(f"files-cnn: time-to-0.93: not reached in {passes} passes (best {best:.4f}); {ex / (t - t0):.0f} examples/s")
+# the trainer's steps as CUDA graphs (kn_model_train_step; KILN_CUDA_GRAPH=0: none)
+if graph: print(f"files-cnn: CUDA graph steps: {graph[0]} of the first {graph[1]} (last progress line)")
 PY
