@@ -12,6 +12,7 @@
 #ifdef KILN_HAVE_CUDA
 const kn_backend *kn_backend_cuda(void);
 const char *kn_backend_cuda_why_not(void);
+void kn_backend_cuda_profile_range(int on);
 #endif
 
 const kn_backend *kn_backend_get(const char *name)
@@ -52,6 +53,15 @@ const char *kn_backend_why_not(const char *name)
 #else
     return strcmp(name, "cuda") == 0 ? "this build has no CUDA backend (nvcc was not found)"
                                      : "no such backend (cpu)";
+#endif
+}
+
+void kn_backend_profile_range(const kn_backend *be, int on)
+{
+#ifdef KILN_HAVE_CUDA
+    if (be && strncmp(be->name, "cuda", 4) == 0) kn_backend_cuda_profile_range(on);
+#else
+    (void)be, (void)on;
 #endif
 }
 

@@ -288,6 +288,12 @@ enum { KN_MEM_CPU = 0, KN_MEM_CUDA = 1 };
 void kn_mem_note_alloc(int ledger, int scratch, const void *p, size_t bytes);
 void kn_mem_note_free(int ledger, const void *p);
 
+/* Marks the span a profiler should measure (on = 1 starts it, 0 ends it,
+ * after waiting for the device): on CUDA cudaProfilerStart / Stop, which
+ * `ncu --profile-from-start off` and nsys's cudaProfilerApi capture range
+ * follow (tests/gpu/50-profile.sh); nothing on the CPU. */
+void kn_backend_profile_range(const kn_backend *be, int on);
+
 /* The CPU backend (static, never freed). */
 const kn_backend *kn_backend_cpu(void);
 

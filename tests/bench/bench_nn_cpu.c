@@ -6,6 +6,7 @@
  * CPU-second of the one thread.
  * Usage: bench_nn_cpu [--seconds S] [--only mlp|cnn|gpt|gpt2] [--backend cpu|cuda]
  *                     [--precision fp32|tf32|bf16] [--gpt2-batch B] [--peak-tflops P]
+ *                     [--profile-step]
  * (--backend cuda: the same cases on the GPU, wall clock; tests/gpu/run).
  * --precision: the GEMMs of linear/conv layers (nn/precision.h); on the CPU
  * tf32/bf16 are the emulation, slower than fp32 (for checking, not speed).
@@ -15,7 +16,9 @@
  * After each case a "memory" line: the peak of the device memory the
  * backend counted (kn_backend_mem), split as print_memory says.
  * --seconds 0: one timed step after the warm-up (a memory figure of a slow
- * case, e.g. GPT-2 on the CPU). */
+ * case, e.g. GPT-2 on the CPU). --profile-step: that first timed step of
+ * each case is a profiler range (kn_backend_profile_range: CUDA's
+ * cudaProfilerStart / Stop), for tests/gpu/50-profile.sh's ncu. */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +30,7 @@
 #include "nn/rng.h"
 
 static const kn_backend *backend; /* --backend: cpu (default) or cuda */
+static int profile_step;          /* --profile-step: the first timed step as a profiler range */
 
 /* CPU time of this process on the CPU backend: on a shared machine it is
  * what one thread costs, unlike wall time (the bench is single-threaded,
@@ -54,6 +58,10 @@ static double run(kn_model *m, const kn_batch *b, double seconds, float *last_lo
         *last_loss = loss;
         steps++;
         if (steps == 2) t0 = now();
+        /* the step after the warm-up, alone in a profiler's range (ncu
+         * --profile-from-start off: tests/gpu/50-profile.sh) */
+        if (profile_step && steps == 2) kn_backend_profile_range(backend, 1);
+        if (profile_step && steps == 3) kn_backend_profile_range(backend, 0);
         double el = now() - t0;
         /* two warm-up steps (op by op, then the graph's capture); then at
          * least 3 timed steps, or 1 with --seconds 0 */
@@ -186,10 +194,13 @@ int main(int argc, char **argv)
             gpt2_batch = atoi(argv[++i]);
         else if (strcmp(argv[i], "--peak-tflops") == 0 && i + 1 < argc)
             peak_tflops = atof(argv[++i]);
+        else if (strcmp(argv[i], "--profile-step") == 0)
+            profile_step = 1;
         else {
             fprintf(stderr,
                     "usage: %s [--seconds S] [--only mlp|cnn|gpt|gpt2] [--backend cpu|cuda] "
-                    "[--precision fp32|tf32|bf16] [--gpt2-batch B] [--peak-tflops P]\n",
+                    "[--precision fp32|tf32|bf16] [--gpt2-batch B] [--peak-tflops P] "
+                    "[--profile-step]\n",
                     argv[0]);
             return 2;
         }

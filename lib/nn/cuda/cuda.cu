@@ -29,6 +29,8 @@
  * and exits (ops cannot fail, backend.h). */
 #include "nn/cuda/cuda_int.cuh"
 
+#include <cuda_profiler_api.h>
+
 /* ------------------------------------------------------------ table */
 
 static kn_backend cuda_backend;
@@ -196,4 +198,12 @@ extern "C" const kn_backend *kn_backend_cuda_with_precision(int precision)
 extern "C" const char *kn_backend_cuda_why_not(void)
 {
     return why_not[0] ? why_not : NULL;
+}
+
+/* backend.h's kn_backend_profile_range: the device drained first, so that
+ * the range holds exactly the work issued inside it. */
+extern "C" void kn_backend_cuda_profile_range(int on)
+{
+    CU(cudaDeviceSynchronize());
+    CU(on ? cudaProfilerStart() : cudaProfilerStop());
 }
