@@ -666,7 +666,7 @@ int kn_model_generate(kn_model *m, const int *prompt, int n_prompt, int n_new,
             if (kv && n == n_prompt) { /* the prompt's keys and values seed the cache */
                 for (int l = 0; l < m->tfm.L; l++)
                     m->be->kv_store(s.K + (size_t)l * maxT * C, s.Vc + (size_t)l * maxT * C,
-                                    ACT(m, m->tfm.blk[l].qkv), T, C);
+                                    kn_model_tfm_qkv(m, l), T, C);
                 cached = T;
             }
         }
