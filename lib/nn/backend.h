@@ -81,6 +81,15 @@ struct kn_backend {
     void (*to_device)(void *dst, const void *src, size_t bytes);
     void (*to_host)(void *dst, const void *src, size_t bytes);
     void (*zero)(void *p, size_t bytes);
+    /* bf16 storage of saved activations (optional, both or neither: NULL
+     * where a backend has none; the bf16 tables have them, the CPU's
+     * emulation and CUDA's, and a transformer then keeps its saved qkv,
+     * attention output and MLP pre-activation as bf16, model_tfm.c).
+     * to_bf16: dst[i] = the top 16 bits of kn_round_bf16(src[i]) (nearest
+     * even, every NaN 0x7FFF: CUDA's __float2bfloat16_rn); from_bf16:
+     * dst[i] = src[i] << 16, exact. n elements of device memory each. */
+    void (*to_bf16)(uint16_t *dst, const float *src, size_t n);
+    void (*from_bf16)(float *dst, const uint16_t *src, size_t n);
 
     /* --- linear: out (N, OC) = inp (N, C) . w^T + bias; w (OC, C), bias (OC) or NULL --- */
     void (*matmul_fwd)(float *out, const float *inp, const float *w, const float *bias, int N,

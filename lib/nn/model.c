@@ -575,6 +575,17 @@ typedef struct {
     int *tok;                                 /* (1) */
 } kv_state;
 
+/* x (n floats) rounded to bf16 in place through tmp (at least n / 2
+ * floats): where the model keeps qkv and fch as bf16 (tfm.bf16_store), the
+ * cached row computes with what a full forward computes with (the prompt's
+ * keys and values come from the kept bf16 qkv; its GELU reads the rounded
+ * fch; its fused attention reads q, k, v rounded). */
+static void bf16_round(const kn_backend *be, float *x, float *tmp, size_t n)
+{
+    be->to_bf16((uint16_t *)tmp, x, n);
+    be->from_bf16(x, (const uint16_t *)tmp, n);
+}
+
 static void kv_step(kn_model *m, kv_state *s, int tok, int p)
 {
     const kn_backend *be = m->be;
@@ -590,12 +601,14 @@ static void kv_step(kn_model *m, kv_state *s, int tok, int p)
         float *K = s->K + (size_t)l * maxT * C, *Vc = s->Vc + (size_t)l * maxT * C;
         be->layernorm_fwd(s->ln, mean, rstd, s->x, PAR(m, b->ln1w), PAR(m, b->ln1b), 1, C);
         be->matmul_fwd(s->qkv, s->ln, PAR(m, b->qkvw), PAR(m, b->qkvb), 1, C, 3 * C);
+        if (t->bf16_store) bf16_round(be, s->qkv, s->gel, (size_t)3 * C);
         be->kv_store(K + (size_t)p * C, Vc + (size_t)p * C, s->qkv, 1, C);
         be->kv_attention(s->atty, s->att, s->qkv, K, Vc, p, C, NH);
         be->matmul_fwd(s->proj, s->atty, PAR(m, b->projw), PAR(m, b->projb), 1, C, C);
         be->residual_fwd(s->res2, s->x, s->proj, (size_t)C);
         be->layernorm_fwd(s->ln, mean, rstd, s->res2, PAR(m, b->ln2w), PAR(m, b->ln2b), 1, C);
         be->matmul_fwd(s->fch, s->ln, PAR(m, b->fcw), PAR(m, b->fcb), 1, C, 4 * C);
+        if (t->bf16_store) bf16_round(be, s->fch, s->gel, (size_t)4 * C);
         be->act_fwd(KN_ACT_GELU, s->gel, s->fch, (size_t)4 * C);
         be->matmul_fwd(s->proj, s->gel, PAR(m, b->fcprojw), PAR(m, b->fcprojb), 1, 4 * C, C);
         be->residual_fwd(s->x, s->res2, s->proj, (size_t)C);
@@ -666,7 +679,7 @@ int kn_model_generate(kn_model *m, const int *prompt, int n_prompt, int n_new,
             if (kv && n == n_prompt) { /* the prompt's keys and values seed the cache */
                 for (int l = 0; l < m->tfm.L; l++)
                     m->be->kv_store(s.K + (size_t)l * maxT * C, s.Vc + (size_t)l * maxT * C,
-                                    ACT(m, m->tfm.blk[l].qkv), T, C);
+                                    kn_model_tfm_qkv(m, l), T, C);
                 cached = T;
             }
         }

@@ -60,7 +60,8 @@ typedef struct {
     int ln1w, ln1b, qkvw, qkvb, projw, projb, ln2w, ln2b, fcw, fcb, fcprojw, fcprojb;
     /* what the backward reads, saved per layer: all (B, T, .) except
      * mean/rstd (B, T) and att (B, NH, T, T), or lse (B, NH, T) in att's
-     * place when attention is fused */
+     * place when attention is fused; qkv, atty and fch hold bf16 (half
+     * the floats, rounded up) where tfm_model.bf16_store says so */
     int ln1_mean, ln1_rstd, qkv, atty, att, res2;
     int ln2_mean, ln2_rstd, fch, res3;
     int gelu; /* GELU's output where kept per layer (tfm_model.gelu_kept), else -1 */
@@ -84,6 +85,11 @@ typedef struct {
      * (unfused attention; its backward reads att) */
     int ln, ln_mean, ln_rstd, gelu, proj, preatt;
     int gelu_kept; /* 1: GELU's output is kept per layer (small models, below) */
+    /* 1: each layer's qkv, atty and fch are kept as bf16 (the backend's
+     * to_bf16/from_bf16: its bf16 table, with fused attention); they are
+     * computed in, and read back into, work (B, T, 4C) fp32: qkv its first
+     * 3 C floats a token (3 N C in all), atty the next N C, fch all of it */
+    int bf16_store, work;
     /* the gradients (dacts), reused layer after layer: dx the residual
      * stream's (B, T, C), dres2 inside a block, dc1/dc2 (B, T, C) and
      * dh1/dh2 (B, T, 4C) the ops', dpreatt/datt the unfused attention's,
@@ -148,6 +154,10 @@ int kn_model_seq_forward(kn_model *m, const kn_batch *b, char *err, size_t errsz
 int kn_model_tfm_forward(kn_model *m, const kn_batch *b, char *err, size_t errsz);
 void kn_model_seq_backward(kn_model *m);
 void kn_model_tfm_backward(kn_model *m);
+/* Layer l's qkv (B, T, 3C) of the last forward in fp32: the saved
+ * activation, or (bf16_store) its bf16 copy widened into tfm.work, valid
+ * until the next forward or backward. */
+const float *kn_model_tfm_qkv(kn_model *m, int l);
 
 /* Reads an integer key in [lo, hi] (default def when absent) and records it in norm. */
 int kn_model_spec_int(const json_t *spec, json_t *norm, const char *key, int def, int lo, int hi,

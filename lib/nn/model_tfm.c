@@ -132,13 +132,24 @@ int kn_model_tfm_build(kn_model *m, const json_t *spec, json_t *norm, char *err,
      * before (18 C): 377 MB instead of 680 MB a sequence of GPT-2 124M at
      * T = 1024 */
     t->gelu_kept = (double)BT * 4 * C * L * sizeof(float) <= (double)kn_tfm_gelu_keep_bytes;
+    /* the bf16 table's GEMMs read qkv, atty and fch rounded to bf16
+     * anyway, and its fused attention stages q, k, v as bf16: kept as bf16
+     * they take 4 C floats a token a layer instead of 8 (GPT-2: 72 of 144
+     * MiB a sequence less), for one fp32 working buffer of 4 C shared by
+     * all layers. Only with fused attention: the unfused backward would
+     * read rounded q, k, v against probabilities from unrounded ones. */
+    t->bf16_store = m->be->to_bf16 && m->be->from_bf16 && t->fused_attn;
+    const int wq = t->bf16_store ? (3 * C + 1) / 2 : 3 * C, wa = t->bf16_store ? (C + 1) / 2 : C,
+              wf = t->bf16_store ? 2 * C : 4 * C;
+    t->work = -1;
+    if (t->bf16_store && (t->work = adda(m, "work", BT, 4 * C)) < 0) goto nomem;
     if ((t->encoded = adda(m, "encoded", BT, C)) < 0) goto nomem;
     for (int l = 0; l < L; l++) {
         tfm_block *b = &t->blk[l];
         A(ln1_mean, "h.%d.ln1_mean", BT, 1);
         A(ln1_rstd, "h.%d.ln1_rstd", BT, 1);
-        A(qkv, "h.%d.qkv", BT, 3 * C);
-        A(atty, "h.%d.atty", BT, C);
+        A(qkv, "h.%d.qkv", BT, wq);
+        A(atty, "h.%d.atty", BT, wa);
         if (t->fused_attn) /* no T x T matrices: each query's log-sum-exp */
             A(att, "h.%d.lse", B * NH, T);
         else
@@ -146,7 +157,7 @@ int kn_model_tfm_build(kn_model *m, const json_t *spec, json_t *norm, char *err,
         A(res2, "h.%d.res2", BT, C);
         A(ln2_mean, "h.%d.ln2_mean", BT, 1);
         A(ln2_rstd, "h.%d.ln2_rstd", BT, 1);
-        A(fch, "h.%d.fch", BT, 4 * C);
+        A(fch, "h.%d.fch", BT, wf);
         A(res3, "h.%d.res3", BT, C);
         b->gelu = -1;
         if (t->gelu_kept) A(gelu, "h.%d.gelu", BT, 4 * C);
@@ -265,26 +276,38 @@ int kn_model_tfm_forward(kn_model *m, const kn_batch *bt, char *err, size_t errs
     be->embed_fwd(x, tokens, PAR(m, t->wte), N, C);
     be->posemb_fwd(x, PAR(m, t->wpe), B, T, C);
     float *ln = ACT(m, t->ln), *proj = ACT(m, t->proj);
+    const size_t NC = (size_t)N * C;
     for (int l = 0; l < t->L; l++) {
         const tfm_block *b = &t->blk[l];
         float *gelu = ACT(m, t->gelu_kept ? b->gelu : t->gelu);
+        /* bf16_store: computed in work, kept as bf16 once read (model_int.h) */
+        float *qkv = t->bf16_store ? ACT(m, t->work) : ACT(m, b->qkv);
+        float *atty = t->bf16_store ? ACT(m, t->work) + 3 * NC : ACT(m, b->atty);
+        float *fch = t->bf16_store ? ACT(m, t->work) : ACT(m, b->fch);
         be->layernorm_fwd(ln, ACT(m, b->ln1_mean), ACT(m, b->ln1_rstd), x, PAR(m, b->ln1w),
                           PAR(m, b->ln1b), N, C);
-        be->matmul_fwd(ACT(m, b->qkv), ln, PAR(m, b->qkvw), PAR(m, b->qkvb), N, C, 3 * C);
+        be->matmul_fwd(qkv, ln, PAR(m, b->qkvw), PAR(m, b->qkvb), N, C, 3 * C);
         if (t->fused_attn)
-            be->attention_fused_fwd(ACT(m, b->atty), ACT(m, b->att), ACT(m, b->qkv), B, T, C, NH,
-                                    t->causal);
+            be->attention_fused_fwd(atty, ACT(m, b->att), qkv, B, T, C, NH, t->causal);
         else
-            be->attention_fwd(ACT(m, b->atty), ACT(m, t->preatt), ACT(m, b->att), ACT(m, b->qkv),
-                              B, T, C, NH, t->causal);
-        be->matmul_fwd(proj, ACT(m, b->atty), PAR(m, b->projw), PAR(m, b->projb), N, C, C);
-        be->residual_fwd(ACT(m, b->res2), x, proj, (size_t)N * C);
+            be->attention_fwd(atty, ACT(m, t->preatt), ACT(m, b->att), qkv, B, T, C, NH,
+                              t->causal);
+        /* the fused attention read q, k, v rounded to bf16 and the GEMM
+         * below reads atty so: keeping them rounded changes nothing here */
+        if (t->bf16_store) be->to_bf16((uint16_t *)ACT(m, b->qkv), qkv, 3 * NC);
+        be->matmul_fwd(proj, atty, PAR(m, b->projw), PAR(m, b->projb), N, C, C);
+        if (t->bf16_store) be->to_bf16((uint16_t *)ACT(m, b->atty), atty, NC);
+        be->residual_fwd(ACT(m, b->res2), x, proj, NC);
         be->layernorm_fwd(ln, ACT(m, b->ln2_mean), ACT(m, b->ln2_rstd), ACT(m, b->res2),
                           PAR(m, b->ln2w), PAR(m, b->ln2b), N, C);
-        be->matmul_fwd(ACT(m, b->fch), ln, PAR(m, b->fcw), PAR(m, b->fcb), N, C, 4 * C);
-        be->act_fwd(KN_ACT_GELU, gelu, ACT(m, b->fch), (size_t)N * 4 * C);
+        be->matmul_fwd(fch, ln, PAR(m, b->fcw), PAR(m, b->fcb), N, C, 4 * C);
+        if (t->bf16_store) { /* GELU reads the rounded fch its backward will read */
+            be->to_bf16((uint16_t *)ACT(m, b->fch), fch, 4 * NC);
+            be->from_bf16(fch, (const uint16_t *)ACT(m, b->fch), 4 * NC);
+        }
+        be->act_fwd(KN_ACT_GELU, gelu, fch, 4 * NC);
         be->matmul_fwd(proj, gelu, PAR(m, b->fcprojw), PAR(m, b->fcprojb), N, 4 * C, C);
-        be->residual_fwd(ACT(m, b->res3), ACT(m, b->res2), proj, (size_t)N * C);
+        be->residual_fwd(ACT(m, b->res3), ACT(m, b->res2), proj, NC);
         x = ACT(m, b->res3);
     }
     be->layernorm_fwd(ACT(m, t->lnf), ACT(m, t->lnf_mean), ACT(m, t->lnf_rstd), x, PAR(m, t->lnfw),
@@ -407,12 +430,17 @@ void kn_model_tfm_backward(kn_model *m)
         gzero(m, t->dres2, NC), gzero(m, t->dc1, NC);
         be->residual_bwd(dres2, dc1, dx, NC);
         float *gelu = ACT(m, t->gelu_kept ? b->gelu : t->gelu);
-        if (!t->gelu_kept) be->act_fwd(KN_ACT_GELU, gelu, ACT(m, b->fch), 4 * NC);
+        float *fch = ACT(m, b->fch), *qkv = ACT(m, b->qkv), *atty = ACT(m, b->atty);
+        if (t->bf16_store) { /* widened into work: fch now, qkv and atty below */
+            fch = qkv = ACT(m, t->work), atty = ACT(m, t->work) + 3 * NC;
+            be->from_bf16(fch, (const uint16_t *)ACT(m, b->fch), 4 * NC);
+        }
+        if (!t->gelu_kept) be->act_fwd(KN_ACT_GELU, gelu, fch, 4 * NC);
         gzero(m, t->dh1, 4 * NC);
         be->matmul_bwd(dh1, GRAD(m, b->fcprojw), GRAD(m, b->fcprojb), dc1, gelu,
                        PAR(m, b->fcprojw), N, 4 * C, C);
         gzero(m, t->dh2, 4 * NC);
-        be->act_bwd(KN_ACT_GELU, dh2, ACT(m, b->fch), gelu, dh1, 4 * NC);
+        be->act_bwd(KN_ACT_GELU, dh2, fch, gelu, dh1, 4 * NC);
         be->layernorm_fwd(ln, ln_mean, ln_rstd, ACT(m, b->res2), PAR(m, b->ln2w), PAR(m, b->ln2b),
                           N, C);
         gzero(m, t->dc2, NC);
@@ -423,17 +451,20 @@ void kn_model_tfm_backward(kn_model *m)
         /* res2 = in + attproj: dx now becomes the input's gradient */
         gzero(m, t->dx, NC), gzero(m, t->dc1, NC);
         be->residual_bwd(dx, dc1, dres2, NC);
+        if (t->bf16_store) {
+            be->from_bf16(qkv, (const uint16_t *)ACT(m, b->qkv), 3 * NC);
+            be->from_bf16(atty, (const uint16_t *)ACT(m, b->atty), NC);
+        }
         gzero(m, t->dc2, NC);
-        be->matmul_bwd(dc2, GRAD(m, b->projw), GRAD(m, b->projb), dc1, ACT(m, b->atty),
-                       PAR(m, b->projw), N, C, C);
+        be->matmul_bwd(dc2, GRAD(m, b->projw), GRAD(m, b->projb), dc1, atty, PAR(m, b->projw), N,
+                       C, C);
         gzero(m, t->dh1, 3 * NC); /* dqkv */
         if (t->fused_attn) {
-            be->attention_fused_bwd(dh1, dc2, ACT(m, b->qkv), ACT(m, b->atty), ACT(m, b->att), B,
-                                    T, C, NH, t->causal);
+            be->attention_fused_bwd(dh1, dc2, qkv, atty, ACT(m, b->att), B, T, C, NH, t->causal);
         } else {
             const size_t tt = (size_t)B * NH * T * T;
             gzero(m, t->dpreatt, tt), gzero(m, t->datt, tt);
-            be->attention_bwd(dh1, DACT(m, t->dpreatt), DACT(m, t->datt), dc2, ACT(m, b->qkv),
+            be->attention_bwd(dh1, DACT(m, t->dpreatt), DACT(m, t->datt), dc2, qkv,
                               ACT(m, b->att), B, T, C, NH, t->causal);
         }
         be->layernorm_fwd(ln, ln_mean, ln_rstd, in, PAR(m, b->ln1w), PAR(m, b->ln1b), N, C);
@@ -445,4 +476,13 @@ void kn_model_tfm_backward(kn_model *m)
     }
     be->posemb_bwd(GRAD(m, t->wpe), dx, B, T, C);
     be->embed_bwd(GRAD(m, t->wte), dx, tokens, N, C);
+}
+
+const float *kn_model_tfm_qkv(kn_model *m, int l)
+{
+    const tfm_model *t = &m->tfm;
+    if (!t->bf16_store) return ACT(m, t->blk[l].qkv);
+    float *w = ACT(m, t->work);
+    m->be->from_bf16(w, (const uint16_t *)ACT(m, t->blk[l].qkv), (size_t)m->B * m->T * 3 * t->C);
+    return w;
 }

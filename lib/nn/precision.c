@@ -134,6 +134,28 @@ static void emu_conv2d_bwd(kn_precision p, float *dinp, float *dw, float *dbias,
 EMU_VARIANT(KN_PREC_TF32, tf32)
 EMU_VARIANT(KN_PREC_BF16, bf16)
 
+/* ------------------------------------------------------------ bf16 storage
+ * (backend.h's to_bf16 / from_bf16, in the bf16 table only: the fp32 and
+ * tf32 models keep their activations in fp32) */
+
+static void emu_to_bf16(uint16_t *dst, const float *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const float r = kn_round_bf16(src[i]);
+        uint32_t u;
+        memcpy(&u, &r, sizeof u);
+        dst[i] = (uint16_t)(u >> 16);
+    }
+}
+
+static void emu_from_bf16(float *dst, const uint16_t *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t u = (uint32_t)src[i] << 16;
+        memcpy(&dst[i], &u, sizeof u);
+    }
+}
+
 /* ------------------------------------------------------------ fused attention
  *
  * The CUDA bf16 table's flash attention (lib/nn/cuda/flash.cu) computed
@@ -308,6 +330,8 @@ const kn_backend *kn_backend_with_precision(const kn_backend *be, kn_precision p
             t->conv2d_fwd = p == KN_PREC_TF32 ? cf_tf32 : cf_bf16;
             t->conv2d_bwd = p == KN_PREC_TF32 ? cb_tf32 : cb_bf16;
             if (p == KN_PREC_BF16) { /* as the CUDA bf16 table, switch included */
+                t->to_bf16 = emu_to_bf16;
+                t->from_bf16 = emu_from_bf16;
                 const char *att = getenv("KILN_CUDA_ATTENTION");
                 if (!att || strcmp(att, "gemm")) {
                     t->attention_fused_fwd = emu_flash_fwd;

@@ -52,6 +52,9 @@
  * back after.
  * Embedding backward (2026-12-01): the token table's gradient with hot
  * tokens, compared bit for bit (embedding.cu adds in the CPU's order).
+ * bf16 storage (2026-12-01): the bf16 table's to_bf16 / from_bf16 bit
+ * for bit the CPU emulation's (op_bf16_store); the GPT checks above run
+ * with it (bf16 tables with fused attention keep qkv, atty, fch as bf16).
  * Training steps as one CUDA graph (2026-12-01): kn_model_train_step
  * against zero_grad/forward/backward/step, parameters bit for bit
  * (graph_steps; the last checks, since a capture that fails stops).
@@ -1578,6 +1581,65 @@ static void fused_attention(const char *gpt, const kn_backend *dp, const kn_back
     }
 }
 
+/* The bf16 table's storage ops (backend.h's to_bf16 / from_bf16): on the
+ * device, bit for bit the CPU emulation's (kn_round_bf16's top half;
+ * widening exact): random values of every magnitude, ties, NaN, Inf,
+ * subnormals; n not a multiple of 4 and a start 4 bytes past the
+ * allocation's alignment (the kernels' scalar path), then aligned (the
+ * 4-wide one). The bf16 buffer is poisoned first. */
+static void op_bf16_store(const kn_backend *dp, const kn_backend *ce)
+{
+    enum { N = 10007 };
+    checks++;
+    if (!dp->to_bf16 || !dp->from_bf16 || !ce->to_bf16 || !ce->from_bf16) {
+        failures++;
+        printf("FAIL %s bf16 table: no to_bf16/from_bf16\n", dp->name);
+        return;
+    }
+    static const uint32_t edge[] = {0x3F808000u, 0x3F818000u, 0x7FC00000u, 0xFFC00001u,
+                                    0x7F800001u, 0x7F800000u, 0xFF800000u, 0x7F7FFFFFu,
+                                    0x7F7F8000u, 0x80000000u, 0x00000001u, 0x00018000u,
+                                    0x007FFFFFu, 0x80418000u};
+    float *h = malloc((N + 1) * sizeof(float)), *back_c = malloc(N * sizeof(float)),
+          *back_d = malloc(N * sizeof(float));
+    uint16_t *s_c = malloc(N * sizeof(uint16_t)), *s_d = malloc(N * sizeof(uint16_t));
+    for (int i = 0; i <= N; i++) {
+        uint32_t u;
+        float f = frand() * ldexpf(1.0f, (int)(rng % 200) - 120);
+        memcpy(&u, &f, sizeof u);
+        if (i % 97 < (int)(sizeof(edge) / sizeof(edge[0]))) u = edge[i % 97];
+        if (i % 5 == 1) u = (u & 0xFFFF0000u) | 0x8000u; /* ties */
+        memcpy(&h[i], &u, sizeof u);
+    }
+    float *src = dp->alloc((N + 1) * sizeof(float)), *wide = dp->alloc((N + 1) * sizeof(float));
+    uint16_t *st = dp->alloc((N + 2) * sizeof(uint16_t));
+    dp->to_device(src, h, (N + 1) * sizeof(float));
+    size_t bad = 0;
+    for (int off = 1; off >= 0; off--) { /* 4 bytes off, then aligned */
+        const size_t n = N - off;
+        memset(s_d, 0xA5, n * sizeof(uint16_t));
+        dp->to_device(st + 2 * off, s_d, n * sizeof(uint16_t));
+        ce->to_bf16(s_c, h + off, n);
+        dp->to_bf16(st + 2 * off, src + off, n);
+        dp->to_host(s_d, st + 2 * off, n * sizeof(uint16_t));
+        ce->from_bf16(back_c, s_c, n);
+        dp->from_bf16(wide + off, st + 2 * off, n);
+        dp->to_host(back_d, wide + off, n * sizeof(float));
+        for (size_t i = 0; i < n; i++)
+            bad += s_c[i] != s_d[i] || memcmp(&back_c[i], &back_d[i], sizeof(float)) != 0;
+    }
+    if (bad) {
+        failures++;
+        printf("FAIL %s to_bf16/from_bf16: %zu of %d values differ from the cpu's\n", dp->name,
+               bad, 2 * N - 1);
+    } else {
+        printf("ok   %s to_bf16/from_bf16: %d values bit for bit the cpu's\n", dp->name,
+               2 * N - 1);
+    }
+    dp->free(src), dp->free(wide), dp->free(st);
+    free(h), free(back_c), free(back_d), free(s_c), free(s_d);
+}
+
 static void precisions(const char *gpt)
 {
     const kn_backend *cpu32 = cpu, *dev32 = dev;
@@ -1637,6 +1699,7 @@ static void precisions(const char *gpt)
         cpu = cpu32, dev = dev32, norm_tol = 0;
         snprintf(w, sizeof(w), "gpt %s training tracks fp32", pn);
         if (!quick) tracks(w, gpt, dev32, dp, 3, 16);
+        if (precs[k] == KN_PREC_BF16) op_bf16_store(dp, ce);
         if (precs[k] == KN_PREC_BF16) fused_attention(gpt, dp, ce);
     }
 }

@@ -220,6 +220,84 @@ static void test_cpu_variants(void **state)
     }
 }
 
+/* backend.h's to_bf16 / from_bf16: only the bf16 table has them (fp32 and
+ * tf32 models keep fp32 activations); to_bf16 stores the top half of
+ * kn_round_bf16 (ties, NaN, Inf, overflow, subnormals, signed zeros, the
+ * largest bf16) and from_bf16 gives back exactly that float; the sweep's
+ * patterns too, through both ops at once. */
+static void test_bf16_storage_ops(void **state)
+{
+    (void)state;
+    const kn_backend *cpu = kn_backend_cpu();
+    const kn_backend *tf = kn_backend_with_precision(cpu, KN_PREC_TF32, NULL, 0);
+    const kn_backend *bf = kn_backend_with_precision(cpu, KN_PREC_BF16, NULL, 0);
+    assert_non_null(tf);
+    assert_non_null(bf);
+    assert_null(cpu->to_bf16);
+    assert_null(cpu->from_bf16);
+    assert_null(tf->to_bf16);
+    assert_null(tf->from_bf16);
+    assert_non_null(bf->to_bf16);
+    assert_non_null(bf->from_bf16);
+    const uint32_t edge[] = {
+        0x3F808000u, /* 1 + 2^-8: a tie, even below: down */
+        0x3F818000u, /* a tie, odd below: up */
+        0x3F808001u, /* past the tie */
+        0x3F807FFFu, /* short of it */
+        0x7FC00000u, /* NaN */
+        0xFFC00001u, /* NaN, sign and payload: canonical */
+        0x7F800001u, /* signalling NaN */
+        0x7F800000u, /* Inf */
+        0xFF800000u, /* -Inf */
+        0x7F7FFFFFu, /* FLT_MAX: overflows */
+        0x7F7F8000u, /* the tie at the top, odd below: Inf */
+        0x7F7F7FFFu, /* the largest bf16 */
+        0x7F7F0000u,
+        0x80000000u, /* -0 */
+        0x00000000u,
+        0x00000001u, /* the smallest subnormal: 0 */
+        0x00008000u, /* a subnormal tie, even below: 0 */
+        0x00018000u, /* odd below: up */
+        0x007FFFFFu, /* the largest subnormal: FLT_MIN */
+        0x80418000u, /* negative subnormal tie, odd below */
+        0x00800000u, /* FLT_MIN */
+        0xC0490FDBu, /* -pi */
+    };
+    enum { NE = sizeof(edge) / sizeof(edge[0]) };
+    float x[NE], back[NE];
+    uint16_t h[NE];
+    for (int i = 0; i < NE; i++)
+        x[i] = from_bits(edge[i]);
+    bf->to_bf16(h, x, NE);
+    bf->from_bf16(back, h, NE);
+    for (int i = 0; i < NE; i++) {
+        const uint32_t want = to_bits(kn_round_bf16(x[i]));
+        if (((uint32_t)h[i] << 16) != want || to_bits(back[i]) != want)
+            fail_msg("0x%08x: stored 0x%04x, read back 0x%08x, kn_round_bf16 0x%08x", edge[i],
+                     h[i], to_bits(back[i]), want);
+    }
+    assert_int_equal(h[0], 0x3F80);
+    assert_int_equal(h[1], 0x3F82);
+    assert_int_equal(h[4], 0x7FFF);
+    assert_int_equal(h[5], 0x7FFF);
+    assert_int_equal(h[9], 0x7F80);
+    assert_int_equal(h[13], 0x8000);
+    /* every 65521st pattern and their neighbours, in one call each way;
+     * n not a multiple of 4 (a backend's vector tail) */
+    enum { NS = 65537 * 3 + 1 };
+    float *xs = malloc(NS * sizeof(float)), *bs = malloc(NS * sizeof(float));
+    uint16_t *hs = malloc(NS * sizeof(uint16_t));
+    assert_non_null(xs), assert_non_null(bs), assert_non_null(hs);
+    for (int i = 0; i < NS; i++)
+        xs[i] = from_bits((uint32_t)((uint64_t)(i / 3) * 65521u + (uint32_t)(i % 3) * 0x7FFFu));
+    bf->to_bf16(hs, xs, NS);
+    bf->from_bf16(bs, hs, NS);
+    for (int i = 0; i < NS; i++)
+        if (to_bits(bs[i]) != to_bits(kn_round_bf16(xs[i])))
+            fail_msg("0x%08x: read back 0x%08x", to_bits(xs[i]), to_bits(bs[i]));
+    free(xs), free(bs), free(hs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -227,6 +305,7 @@ int main(void)
         cmocka_unit_test(test_rounding_sweep),
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_cpu_variants),
+        cmocka_unit_test(test_bf16_storage_ops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -135,6 +135,10 @@ extern int kn_cu_precision;
  * valid until that slot's next use. */
 const __nv_bfloat16 *kn_cu_to_bf16(int slot, const float *src, size_t n);
 
+/* backend.h's to_bf16 / from_bf16 (the bf16 table's), on kn_cu_stream. */
+void kn_cu_store_bf16(uint16_t *dst, const float *src, size_t n);
+void kn_cu_load_bf16(float *dst, const uint16_t *src, size_t n);
+
 /* cuBLASLt (optional: NULL where libcublasLt was not found), set by the
  * probe; matmul.cu runs its epilogue GEMMs. */
 extern const kn_cublaslt_api *kn_cu_lt;

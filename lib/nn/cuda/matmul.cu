@@ -36,6 +36,67 @@ __global__ void k_to_bf16_x4(__nv_bfloat162 *dst, const float4 *src, size_t n4)
     }
 }
 
+/* dst[i] = the float bf16 src[i] stands for (exact: the bits shifted) */
+__global__ void k_from_bf16(float *dst, const uint16_t *src, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = __uint_as_float((unsigned)src[i] << 16);
+}
+
+/* The same, 4 at a time (8-byte loads, 16-byte stores) over n4 groups; src
+ * 8-byte aligned, dst 16-byte aligned. Little-endian: the low half of each
+ * 32-bit word is the first of its two elements. */
+__global__ void k_from_bf16_x4(float4 *dst, const uint2 *src, size_t n4)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n4;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const uint2 w = src[i];
+        dst[i] = make_float4(__uint_as_float(w.x << 16), __uint_as_float(w.x & 0xFFFF0000u),
+                             __uint_as_float(w.y << 16), __uint_as_float(w.y & 0xFFFF0000u));
+    }
+}
+
+/* dst (n bf16) = src rounded, on kn_cu_stream: the 4-wide kernel where
+ * both are aligned for it, the scalar one for the rest. */
+static void to_bf16_launch(__nv_bfloat16 *dst, const float *src, size_t n)
+{
+    size_t done = 0;
+    if ((uintptr_t)src % 16 == 0 && (uintptr_t)dst % 8 == 0 && n >= 4) {
+        done = n / 4 * 4;
+        k_to_bf16_x4<<<blocks_for(n / 4, 256), 256, 0, kn_cu_stream>>>((__nv_bfloat162 *)dst,
+                                                                        (const float4 *)src, n / 4);
+        LAUNCHED();
+    }
+    if (done < n) {
+        k_to_bf16<<<blocks_for(n - done, 256), 256, 0, kn_cu_stream>>>(dst + done, src + done,
+                                                                       n - done);
+        LAUNCHED();
+    }
+}
+
+/* backend.h's to_bf16 and from_bf16 (the bf16 table, cuda.cu) */
+void kn_cu_store_bf16(uint16_t *dst, const float *src, size_t n)
+{
+    to_bf16_launch((__nv_bfloat16 *)dst, src, n);
+}
+
+void kn_cu_load_bf16(float *dst, const uint16_t *src, size_t n)
+{
+    size_t done = 0;
+    if ((uintptr_t)src % 8 == 0 && (uintptr_t)dst % 16 == 0 && n >= 4) {
+        done = n / 4 * 4;
+        k_from_bf16_x4<<<blocks_for(n / 4, 256), 256, 0, kn_cu_stream>>>(
+            (float4 *)dst, (const uint2 *)src, n / 4);
+        LAUNCHED();
+    }
+    if (done < n) {
+        k_from_bf16<<<blocks_for(n - done, 256), 256, 0, kn_cu_stream>>>(dst + done, src + done,
+                                                                         n - done);
+        LAUNCHED();
+    }
+}
+
 /* Scratch for the bf16 copies of a GEMM's two operands (slot 0, 1), grown
  * like kn_cu_scratch (cudaFree + cudaMalloc synchronise, so only in the
  * first steps). */
@@ -50,18 +111,7 @@ const __nv_bfloat16 *kn_cu_to_bf16(int slot, const float *src, size_t n)
         bf16_len[slot] = n;
         kn_cu_mem_gen++;
     }
-    size_t done = 0;
-    if ((uintptr_t)src % 16 == 0 && n >= 4) {
-        done = n / 4 * 4;
-        k_to_bf16_x4<<<blocks_for(n / 4, 256), 256, 0, kn_cu_stream>>>(
-            (__nv_bfloat162 *)bf16_buf[slot], (const float4 *)src, n / 4);
-        LAUNCHED();
-    }
-    if (done < n) {
-        k_to_bf16<<<blocks_for(n - done, 256), 256, 0, kn_cu_stream>>>(bf16_buf[slot] + done,
-                                                                       src + done, n - done);
-        LAUNCHED();
-    }
+    to_bf16_launch(bf16_buf[slot], src, n);
     return bf16_buf[slot];
 }
 
