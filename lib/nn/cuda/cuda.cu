@@ -181,8 +181,13 @@ extern "C" const kn_backend *kn_backend_cuda_with_precision(int precision)
             cuda_bf16 = cuda_backend;
             cuda_bf16.matmul_fwd = mm_fwd_p<2>, cuda_bf16.matmul_bwd = mm_bwd_p<2>;
             cuda_bf16.conv2d_fwd = conv_fwd_p<2>, cuda_bf16.conv2d_bwd = conv_bwd_p<2>;
-            /* saved activations kept as bf16 (backend.h, model_tfm.c) */
-            cuda_bf16.to_bf16 = kn_cu_store_bf16, cuda_bf16.from_bf16 = kn_cu_load_bf16;
+            /* saved activations kept as bf16 (backend.h, model_tfm.c):
+             * half their memory for two conversion passes; KILN_CUDA_SAVED=
+             * fp32 keeps them in fp32 (what the passes cost, measured by
+             * tests/gpu/20-bench.sh) */
+            const char *saved = getenv("KILN_CUDA_SAVED");
+            if (!saved || strcmp(saved, "fp32"))
+                cuda_bf16.to_bf16 = kn_cu_store_bf16, cuda_bf16.from_bf16 = kn_cu_load_bf16;
             /* bf16 attention on tensor cores without the T x T matrices
              * (flash.cu) unless KILN_CUDA_ATTENTION=gemm asks for the
              * unfused path (a switch for the GPU machine, no rebuild) */
