@@ -37,20 +37,6 @@ typedef struct {
 
 static cudaStream_t capture_stream;
 
-/* cuBLAS's workspace inside a capture. cublasSetStream resets a handle's
- * workspace to cuBLAS's default pool, which gives each new stream a
- * workspace of its own on that stream's first GEMM (cudaMalloc, or from
- * cuBLAS 12.2 cudaMallocAsync); the capture stream's first GEMM is inside
- * the capture, where cudaMalloc fails the capture and cudaMallocAsync
- * leaves an allocation node the graph never frees (a relaunch then fails).
- * So the capture gives cuBLAS this buffer (cublasSetWorkspace, after the
- * set_stream): allocated once, outside any capture, never freed (every
- * graph holds its address). 32 MiB: cuBLAS's recommended size for Hopper,
- * its default pool's size there, so the captured GEMMs get the algorithms
- * the uncaptured ones got. */
-#define CUBLAS_WORKSPACE (32u << 20)
-static void *cublas_workspace;
-
 static void *host_alloc(size_t bytes)
 {
     void *p = NULL;
@@ -97,11 +83,11 @@ static int graph_run(void **slot, uint64_t key, void (*fn)(void *ctx), void *ctx
     }
     if (!capture_stream)
         CU(cudaStreamCreate(&capture_stream)); /* blocking: ordered with stream 0 */
-    if (!cublas_workspace) cublas_workspace = kn_cu_scratch_alloc(CUBLAS_WORKSPACE);
     /* work before the capture (on the legacy stream) finishes first */
     CU(cudaDeviceSynchronize());
-    CUBLAS(kn_cu_cublas->set_stream(kn_cu_handle, capture_stream));
-    CUBLAS(kn_cu_cublas->set_workspace(kn_cu_handle, cublas_workspace, CUBLAS_WORKSPACE));
+    /* cuBLAS on the capture stream, with the workspace it has on stream 0
+     * (common.cu: none allocated inside the capture, the same algorithms) */
+    kn_cu_cublas_stream(capture_stream);
     kn_cu_stream = capture_stream;
     kn_cu_capturing = 1;
     cudaGraph_t graph = NULL;
@@ -110,7 +96,7 @@ static int graph_run(void **slot, uint64_t key, void (*fn)(void *ctx), void *ctx
     CU(cudaStreamEndCapture(capture_stream, &graph));
     kn_cu_capturing = 0;
     kn_cu_stream = 0;
-    CUBLAS(kn_cu_cublas->set_stream(kn_cu_handle, 0)); /* and the default workspace pool */
+    kn_cu_cublas_stream(0);
     CU(cudaGraphInstantiate(&g->exec, graph, 0));
     CU(cudaGraphDestroy(graph));
     g->gen = kn_cu_mem_gen;
