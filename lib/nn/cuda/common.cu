@@ -21,11 +21,12 @@ unsigned kn_cu_mem_gen;
  *
  * cublasSetStream resets a handle's workspace to cuBLAS's default pool,
  * which gives each new stream a workspace of its own on that stream's
- * first GEMM (cudaMalloc, or cudaMallocAsync from cuBLAS 12.2). For the
- * capture stream of graph.cu that first GEMM is inside the capture, where
- * cudaMalloc fails the capture and cudaMallocAsync leaves an allocation
- * node the graph never frees (its relaunch then fails). So the handle
- * always works in one buffer of ours (cublasSetWorkspace after every
+ * first GEMM. For the capture stream of graph.cu that first GEMM is inside
+ * the capture: an allocation during a capture, which depending on the
+ * cuBLAS version is a new workspace for every capture, never reclaimed
+ * (graph.cu captures again at every key change), a cudaMallocAsync node
+ * inside our graph, or a failed capture. So the handle always works in
+ * one buffer of ours (cublasSetWorkspace after every
  * cublasSetStream), allocated by the probe, never freed (captured graphs
  * hold its address): on stream 0 and on the capture stream cuBLAS sees the
  * same workspace, so it picks the same algorithms and a graph step gives
