@@ -165,7 +165,7 @@ static void test_key_bits(void)
 struct embed_case {
     const char *name;
     int N, C, V;
-    unsigned gx; /* blocks along the rows (embedding.cu: min(N, 4096)) */
+    unsigned gx;       /* blocks along the rows (embedding.cu: min(N, 4096)) */
     int hot, hot_rows; /* token `hot` gets hot_rows of the rows (spread), -1: none */
 };
 
@@ -206,8 +206,8 @@ static void run_case(const embed_case &k)
     const dim3 grid(k.gx, (unsigned)((C + EMB_THREADS - 1) / EMB_THREADS));
     launch(grid, EMB_THREADS,
            [&] { k_embed_bwd_sorted(dwte.data(), dout.data(), keys.data(), N, C, rbits); });
-    snprintf(what, sizeof(what), "%s (N %d, C %d, V %d, %u x %u blocks): dwte bit for bit",
-             k.name, N, C, V, grid.x, grid.y);
+    snprintf(what, sizeof(what), "%s (N %d, C %d, V %d, %u x %u blocks): dwte bit for bit", k.name,
+             N, C, V, grid.x, grid.y);
     check(memcmp(dwte.data(), ref.data(), dwte.size() * sizeof(float)) == 0, what);
 }
 
