@@ -22,18 +22,19 @@ unsigned kn_cu_mem_gen;
  * cublasSetStream resets a handle's workspace to cuBLAS's default pool,
  * which gives each new stream a workspace of its own on that stream's
  * first GEMM. For the capture stream of graph.cu that first GEMM is inside
- * the capture: an allocation during a capture, which depending on the
- * cuBLAS version is a new workspace for every capture, never reclaimed
- * (graph.cu captures again at every key change), a cudaMallocAsync node
- * inside our graph, or a failed capture. So the handle always works in
- * one buffer of ours (cublasSetWorkspace after every
- * cublasSetStream), allocated by the probe, never freed (captured graphs
- * hold its address): on stream 0 and on the capture stream cuBLAS sees the
- * same workspace, so it picks the same algorithms and a graph step gives
- * the bits of an op-by-op step. 32 MiB: the size cuBLAS's documentation
- * recommends for Hopper (4 MiB for the older GPUs). One host thread drives
- * the backend and stream 0 is ordered with the (blocking) capture stream,
- * so no two GEMMs use the buffer at once. */
+ * the capture: an allocation during a capture, which cuBLAS's documentation
+ * ("CUDA Graphs Support") says may become memory nodes that fail the
+ * capture, and which older cuBLAS made a new workspace for every capture,
+ * never reclaimed (graph.cu captures again at every key change). So, as
+ * that documentation advises, the handle always works in one buffer of
+ * ours (cublasSetWorkspace after every cublasSetStream), allocated by the
+ * probe, never freed (captured graphs hold its address): on stream 0 and
+ * on the capture stream cuBLAS sees the same workspace, so it can pick the
+ * same algorithms and a graph step give the bits of an op-by-op step.
+ * 32 MiB: the size cuBLAS's documentation recommends for Hopper (4 MiB for
+ * the older GPUs). One host thread drives the backend and stream 0 is
+ * ordered with the (blocking) capture stream, so no two GEMMs use the
+ * buffer at once. */
 #define CUBLAS_WORKSPACE (32u << 20)
 static void *cublas_workspace;
 
