@@ -17,6 +17,34 @@ cudaStream_t kn_cu_stream;
 int kn_cu_capturing;
 unsigned kn_cu_mem_gen;
 
+/* ------------------------------------------------------------ cuBLAS's stream and workspace
+ *
+ * cublasSetStream resets a handle's workspace to cuBLAS's default pool,
+ * which gives each new stream a workspace of its own on that stream's
+ * first GEMM. For the capture stream of graph.cu that first GEMM is inside
+ * the capture: an allocation during a capture, which cuBLAS's documentation
+ * ("CUDA Graphs Support") says may become memory nodes that fail the
+ * capture, and which older cuBLAS made a new workspace for every capture,
+ * never reclaimed (graph.cu captures again at every key change). So, as
+ * that documentation advises, the handle always works in one buffer of
+ * ours (cublasSetWorkspace after every cublasSetStream), allocated by the
+ * probe, never freed (captured graphs hold its address): on stream 0 and
+ * on the capture stream cuBLAS sees the same workspace, so it can pick the
+ * same algorithms and a graph step give the bits of an op-by-op step.
+ * 32 MiB: the size cuBLAS's documentation recommends for Hopper (4 MiB for
+ * the older GPUs). One host thread drives the backend and stream 0 is
+ * ordered with the (blocking) capture stream, so no two GEMMs use the
+ * buffer at once. */
+#define CUBLAS_WORKSPACE (32u << 20)
+static void *cublas_workspace;
+
+void kn_cu_cublas_stream(cudaStream_t s)
+{
+    if (!cublas_workspace) cublas_workspace = kn_cu_scratch_alloc(CUBLAS_WORKSPACE);
+    CUBLAS(kn_cu_cublas->set_stream(kn_cu_handle, s));
+    CUBLAS(kn_cu_cublas->set_workspace(kn_cu_handle, cublas_workspace, CUBLAS_WORKSPACE));
+}
+
 /* ------------------------------------------------------------ memory */
 
 void *kn_cu_alloc(size_t bytes)

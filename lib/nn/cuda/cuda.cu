@@ -109,6 +109,7 @@ extern "C" const kn_backend *kn_backend_cuda(void)
     }
     /* fp32 numerics: cuBLAS's default math mode does not use TF32 for SGEMM */
     CUBLAS(kn_cu_cublas->set_math_mode(kn_cu_handle, KN_CUBLAS_DEFAULT_MATH));
+    kn_cu_cublas_stream(0); /* stream 0 with our workspace (common.cu) */
     /* cuBLASLt is optional: without it the epilogues run as kernels */
     if ((kn_cu_lt = kn_cublaslt_load(err, sizeof(err))) && kn_cu_lt->create(&kn_cu_lt_handle) != 0)
         kn_cu_lt = NULL, snprintf(err, sizeof(err), "cublasLtCreate failed");

@@ -46,6 +46,12 @@ void kn_cu_die(const char *file, int line, const char *what, const char *msg);
 extern const kn_cublas_api *kn_cu_cublas;
 extern cublasHandle_t kn_cu_handle;
 
+/* Points the cuBLAS handle at stream s with the backend's cuBLAS workspace
+ * (common.cu; allocated on the first call, which the probe makes): every
+ * stream change goes through here, as cublasSetStream alone would drop the
+ * workspace. */
+void kn_cu_cublas_stream(cudaStream_t s);
+
 /* The stream every op of the MLP/CNN path launches on (matmul, conv, pool,
  * elementwise, classifier, batchnorm, optimizer, memory): 0, the legacy
  * default stream as before, except while graph.cu captures a training

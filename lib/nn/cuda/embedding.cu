@@ -18,6 +18,8 @@
 
 #include <cub/device/device_radix_sort.cuh>
 
+#include "nn/cuda/embed_sorted.cuh" /* the sorted backward's kernels */
+
 /* ------------------------------------------------------------ embeddings */
 
 __global__ void k_embed_fwd(float *out, const int *ids, const float *wte, int N, int C)
@@ -36,51 +38,6 @@ __global__ void k_embed_bwd(float *dwte, const float *dout, const int *ids, int 
     if (c >= C) return;
     for (int n = 0; n < N; n++)
         dwte[(size_t)ids[n] * C + c] += dout[(size_t)n * C + c];
-}
-
-/* keys[n] = ids[n] << rbits | n: sorted, the rows of one token are
- * contiguous and in row order. */
-__global__ void k_embed_keys(unsigned long long *keys, const int *ids, int N, int rbits)
-{
-    for (int n = blockIdx.x * blockDim.x + threadIdx.x; n < N; n += gridDim.x * blockDim.x)
-        keys[n] = (unsigned long long)(unsigned)ids[n] << rbits | (unsigned)n;
-}
-
-#define EMB_THREADS 128 /* channels a block, and rows staged at a time */
-
-/* Blocks (x, y): y picks channels [128 y, 128 y + 128); x walks the sorted
- * positions i = x, x + gridDim.x, ...; where i is the first row of its
- * token (keys[i - 1] belongs to another), the block adds that token's rows
- * to dwte, 128 row numbers at a time staged in shared memory. Every branch
- * on keys is the same for the whole block (the __syncthreads are safe). */
-__global__ void __launch_bounds__(EMB_THREADS)
-    k_embed_bwd_sorted(float *dwte, const float *dout, const unsigned long long *keys, int N, int C,
-                       int rbits)
-{
-    __shared__ int rows[EMB_THREADS];
-    const int c = blockIdx.y * EMB_THREADS + threadIdx.x;
-    const unsigned long long rmask = (1ull << rbits) - 1;
-    for (int i = blockIdx.x; i < N; i += gridDim.x) {
-        const unsigned long long tok = keys[i] >> rbits;
-        if (i > 0 && keys[i - 1] >> rbits == tok) continue; /* not the token's first row */
-        float *d = dwte + (size_t)tok * C + c;
-        float acc = c < C ? *d : 0.0f;
-        for (int j0 = i;; j0 += EMB_THREADS) {
-            const int j = j0 + threadIdx.x;
-            const int mine = j < N && keys[j] >> rbits == tok;
-            __syncthreads(); /* the previous chunk's rows are read */
-            rows[threadIdx.x] = mine ? (int)(keys[j] & rmask) : 0;
-            /* the token's rows are a prefix of the chunk (keys are sorted) */
-            const int n = __syncthreads_count(mine);
-            if (c < C) {
-#pragma unroll 4
-                for (int r = 0; r < n; r++)
-                    acc += dout[(size_t)rows[r] * C + c];
-            }
-            if (n < EMB_THREADS) break;
-        }
-        if (c < C) *d = acc;
-    }
 }
 
 __global__ void k_posemb_fwd(float *out, const float *wpe, int B, int T, int C)
@@ -129,10 +86,7 @@ void kn_cu_embed_bwd(float *dwte, const float *dout, const int *ids, int N, int 
         return;
     }
     /* keys: token << rbits | row; ids are ints in [0, 2^31) */
-    int rbits = 1;
-    while (rbits < 31 && (1ll << rbits) < N)
-        rbits++;
-    const int end_bit = rbits + 31;
+    const int rbits = kn_embed_rbits(N), end_bit = rbits + 31;
     size_t tmp_bytes = 0;
     CU(cub::DeviceRadixSort::SortKeys(NULL, tmp_bytes, (const unsigned long long *)NULL,
                                       (unsigned long long *)NULL, N, 0, end_bit));

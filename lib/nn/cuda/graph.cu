@@ -85,7 +85,9 @@ static int graph_run(void **slot, uint64_t key, void (*fn)(void *ctx), void *ctx
         CU(cudaStreamCreate(&capture_stream)); /* blocking: ordered with stream 0 */
     /* work before the capture (on the legacy stream) finishes first */
     CU(cudaDeviceSynchronize());
-    CUBLAS(kn_cu_cublas->set_stream(kn_cu_handle, capture_stream));
+    /* cuBLAS on the capture stream, with the workspace it has on stream 0
+     * (common.cu: none allocated inside the capture, the same algorithms) */
+    kn_cu_cublas_stream(capture_stream);
     kn_cu_stream = capture_stream;
     kn_cu_capturing = 1;
     cudaGraph_t graph = NULL;
@@ -94,7 +96,7 @@ static int graph_run(void **slot, uint64_t key, void (*fn)(void *ctx), void *ctx
     CU(cudaStreamEndCapture(capture_stream, &graph));
     kn_cu_capturing = 0;
     kn_cu_stream = 0;
-    CUBLAS(kn_cu_cublas->set_stream(kn_cu_handle, 0));
+    kn_cu_cublas_stream(0);
     CU(cudaGraphInstantiate(&g->exec, graph, 0));
     CU(cudaGraphDestroy(graph));
     g->gen = kn_cu_mem_gen;
