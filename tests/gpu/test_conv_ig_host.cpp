@@ -11,7 +11,8 @@
  * is emulated warp by warp from its documented layouts (lane 0 of a warp
  * loads, multiplies and stores whole 16 x 16 tiles; the other lanes' copies
  * are never read). What it cannot check: the hardware's own fragment
- * layouts, alignment faults, timing; tests/gpu/test_cuda_parity and
+ * layouts (the WMMA pointers' 32-byte alignment and ldm rules are checked,
+ * bf16 is 2 bytes as on the device), timing; tests/gpu/test_cuda_parity and
  * compute-sanitizer do on a GPU.
  *
  * Each shape runs the forward (outputs NaN-poisoned), the input gradient and
@@ -23,6 +24,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <ucontext.h>
 
@@ -102,14 +104,15 @@ static inline float __uint_as_float(unsigned u)
     memcpy(&f, &u, 4);
     return f;
 }
-struct __nv_bfloat16 {
-    float v; /* the bf16 value, held as a float */
+struct __nv_bfloat16 { /* 2 bytes as on the device: the tiles' offsets are the device's */
+    unsigned short bits;
 };
+static_assert(sizeof(__nv_bfloat16) == 2, "bf16 is 2 bytes");
 static inline __nv_bfloat16 __float2bfloat16_rn(float x) /* RNE; the shapes have no NaN */
 {
     unsigned u = __float_as_uint(x);
-    u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
-    return {__uint_as_float(u)};
+    u = u + 0x7FFFu + ((u >> 16) & 1u);
+    return {(unsigned short)(u >> 16)};
 }
 static float shfl_buf[256];
 static inline float __shfl_xor_sync(unsigned, float v, int off) /* called by the whole block */
@@ -135,7 +138,18 @@ template <class U, int M, int N, int K, class T, class L = void> struct fragment
     float x[16][16];
 };
 static inline float val(float f) { return f; }
-static inline float val(__nv_bfloat16 b) { return b.v; }
+static inline float val(__nv_bfloat16 b) { return __uint_as_float((unsigned)b.bits << 16); }
+/* The programming guide's rules for load/store_matrix_sync: the pointer
+ * 256-bit (32-byte) aligned, ldm a multiple of 16 bytes. */
+static int wmma_faults;
+template <class E> static void rules(const E *p, unsigned ld)
+{
+    if ((uintptr_t)p % 32 || ld * sizeof(E) % 16) {
+        if (wmma_faults++ < 5)
+            fprintf(stderr, "WMMA fault: pointer %% 32 = %d, ldm %u x %zu bytes\n",
+                    (int)((uintptr_t)p % 32), ld, sizeof(E));
+    }
+}
 static inline bool lane0() { return threadIdx.x % 32 == 0; }
 template <class U, int M, int N, int K, class T, class L>
 void fill_fragment(fragment<U, M, N, K, T, L> &f, float v)
@@ -147,18 +161,20 @@ void fill_fragment(fragment<U, M, N, K, T, L> &f, float v)
 template <int M, int N, int K, class T, class E>
 void load_matrix_sync(fragment<matrix_a, M, N, K, T, col_major> &f, const E *p, unsigned ld)
 {
-    if (lane0())
-        for (int i = 0; i < M; i++)
-            for (int k = 0; k < K; k++)
-                f.x[i][k] = val(p[i + k * ld]);
+    if (!lane0()) return;
+    rules(p, ld);
+    for (int i = 0; i < M; i++)
+        for (int k = 0; k < K; k++)
+            f.x[i][k] = val(p[i + k * ld]);
 }
 template <int M, int N, int K, class T, class E>
 void load_matrix_sync(fragment<matrix_b, M, N, K, T, row_major> &f, const E *p, unsigned ld)
 {
-    if (lane0())
-        for (int k = 0; k < K; k++)
-            for (int j = 0; j < N; j++)
-                f.x[k][j] = val(p[k * ld + j]);
+    if (!lane0()) return;
+    rules(p, ld);
+    for (int k = 0; k < K; k++)
+        for (int j = 0; j < N; j++)
+            f.x[k][j] = val(p[k * ld + j]);
 }
 template <int M, int N, int K, class TA, class TB, class LA, class LB>
 void mma_sync(fragment<accumulator, M, N, K, float> &d, const fragment<matrix_a, M, N, K, TA, LA> &a,
@@ -180,10 +196,11 @@ template <int M, int N, int K>
 void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, float> &f, unsigned ld,
                        layout_t)
 {
-    if (lane0())
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++)
-                p[i * ld + j] = f.x[i][j];
+    if (!lane0()) return;
+    rules(p, ld);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++)
+            p[i * ld + j] = f.x[i][j];
 }
 } // namespace wmma
 
@@ -360,6 +377,10 @@ int main(void)
     const kn_conv_shape empty = {0, 3, 8, 8, 4, 3, 1, 1, 8, 8}; /* B 0: the im2col path's */
     checks++;
     if (ig_fits(&empty)) failures++, printf("FAIL ig_fits takes an empty batch\n");
+    checks++;
+    if (wmma::wmma_faults) failures++;
+    printf("%s every WMMA pointer 32-byte aligned, every ldm a multiple of 16 bytes (%d faults)\n",
+           wmma::wmma_faults ? "FAIL" : "ok  ", wmma::wmma_faults);
     printf("test_conv_ig_host: %d of %d checks passed\n", checks - failures, checks);
     return failures ? 1 : 0;
 }

@@ -1,0 +1,474 @@
+/* test_flash_host: the flash-attention kernels of the CUDA backend
+ * (lib/nn/cuda/flash.cuh, launched by flash.cu) compiled for the host and
+ * run there, so that their tiling, masking, online softmax, lse, Delta,
+ * dS and scale factors, head-size padding and partial tiles are checked on
+ * machines without a GPU. The same source as on the device; only the CUDA
+ * built-ins are stand-ins, as in test_conv_ig_host.cpp: each block's
+ * threads are fibers (ucontext) of one thread. The scheduler runs one warp
+ * at a time up to the next __syncthreads, switching lanes at __syncwarp, in
+ * ascending and then in descending order of warps and lanes, so that a
+ * missing block barrier (a warp staging the next tile while another still
+ * reads the previous one) or warp barrier (a lane reading scores another
+ * lane or a WMMA store has not written) changes the result; the dynamic
+ * shared memory is NaN-poisoned before each block (no read of an unwritten
+ * element goes unseen). WMMA is emulated from its documented layouts (lane
+ * 0 of a warp loads, multiplies and stores whole 16 x 16 tiles) and every
+ * load_matrix_sync / store_matrix_sync asserts the programming guide's
+ * rules: the pointer 256-bit (32-byte) aligned, ldm a multiple of 8 for
+ * bf16 and of 4 for float, and the whole 16 x 16 tile inside the dynamic
+ * shared memory the launch asks for. What it cannot check: the hardware's
+ * own fragment layouts, timing, the launch code (opt-in, grid), which
+ * tests/gpu/test_cuda_parity and compute-sanitizer check on a GPU.
+ *
+ * Each case runs the forward and the backward (Delta, then the dK/dV and
+ * dQ kernels, adding to a random dqkv) and compares them with the CPU
+ * backend's fp32 attention by norm (within 1e-2, and at least 1e-4: the
+ * operands were rounded to bf16) and with the CPU's emulation of the flash
+ * algorithm (lib/nn/precision.c, the bf16 table's attention_fused_*)
+ * within 1e-3; lse against a double-precision log-sum-exp. */
+#include <assert.h>
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ucontext.h>
+
+#include <functional>
+#include <vector>
+
+extern "C" {
+#include "nn/backend.h"
+#include "nn/precision.h"
+}
+
+/* ------------------------------------------------------------ CUDA stand-ins */
+
+struct dim3 {
+    unsigned x, y, z;
+    dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
+};
+static dim3 threadIdx, blockIdx, gridDim, blockDim(128);
+
+/* The block's threads as fibers. A fiber stops at a warp barrier (WAIT_W)
+ * or a block barrier (WAIT_B); run_block runs warp by warp: the lanes of
+ * one warp round after round until each is at the block barrier or done,
+ * then the next warp; then the block barrier opens. */
+#define MAX_THREADS 256
+#define FIBER_STACK (64 * 1024)
+enum { READY, WAIT_W, WAIT_B, DONE };
+static ucontext_t sched_ctx, fib[MAX_THREADS];
+static int fib_state[MAX_THREADS], nthreads, reverse_order;
+static char *fib_stack;
+static const std::function<void()> *fib_body;
+
+static void wait_at(int what)
+{
+    fib_state[threadIdx.x] = what;
+    swapcontext(&fib[threadIdx.x], &sched_ctx);
+}
+#define __syncthreads() wait_at(WAIT_B)
+#define __syncwarp(...) wait_at(WAIT_W)
+
+static void fiber_entry(void)
+{
+    (*fib_body)();
+    fib_state[threadIdx.x] = DONE; /* then uc_link: back to the scheduler */
+}
+
+static void resume(int t)
+{
+    threadIdx = dim3((unsigned)t);
+    fib_state[t] = READY;
+    swapcontext(&sched_ctx, &fib[t]);
+}
+
+static void run_block(int n, const std::function<void()> &body)
+{
+    if (!fib_stack && !(fib_stack = (char *)malloc((size_t)MAX_THREADS * FIBER_STACK))) abort();
+    fib_body = &body;
+    nthreads = n;
+    blockDim = dim3((unsigned)n);
+    for (int t = 0; t < n; t++) {
+        getcontext(&fib[t]);
+        fib[t].uc_stack.ss_sp = fib_stack + (size_t)t * FIBER_STACK;
+        fib[t].uc_stack.ss_size = FIBER_STACK;
+        fib[t].uc_link = &sched_ctx;
+        makecontext(&fib[t], fiber_entry, 0);
+        fib_state[t] = WAIT_B; /* released by the first round */
+    }
+    const int warps = n / 32;
+    for (int live = 1; live;) {
+        live = 0;
+        for (int wi = 0; wi < warps; wi++) {
+            const int w = reverse_order ? warps - 1 - wi : wi;
+            int first = 1;
+            for (int again = 1; again;) {
+                again = 0;
+                for (int li = 0; li < 32; li++) {
+                    const int t = 32 * w + (reverse_order ? 31 - li : li);
+                    if (fib_state[t] == WAIT_W || (first && fib_state[t] == WAIT_B))
+                        resume(t), again = 1, live = 1;
+                }
+                first = 0;
+            }
+        }
+    }
+}
+
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__
+#define __align__(n) __attribute__((aligned(n)))
+
+static inline unsigned f2u(float f)
+{
+    unsigned u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static inline float u2f(unsigned u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+struct __nv_bfloat16 { /* 2 bytes as on the device: the layouts and offsets are the device's */
+    uint16_t bits;
+};
+static_assert(sizeof(__nv_bfloat16) == 2, "bf16 is 2 bytes");
+static inline __nv_bfloat16 __float2bfloat16(float x) /* RNE, NaN kept */
+{
+    unsigned u = f2u(x);
+    if (x != x) return {(uint16_t)((u >> 16) | 0x40u)};
+    u = u + 0x7FFFu + ((u >> 16) & 1u);
+    return {(uint16_t)(u >> 16)};
+}
+static float shfl_buf[MAX_THREADS];
+static inline float __shfl_xor_sync(unsigned, float v, int off) /* called by the whole warp */
+{
+    shfl_buf[threadIdx.x] = v;
+    __syncwarp();
+    float r = shfl_buf[threadIdx.x ^ off];
+    __syncwarp();
+    return r;
+}
+static inline float warp_sum(float v)
+{
+    for (int off = 16; off > 0; off >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, off);
+    return v;
+}
+static inline int min(int a, int b) { return a < b ? a : b; }
+
+/* The dynamic shared memory: the kernels' `extern __shared__ smem_raw[]`. */
+#define SMEM_MAX (227 * 1024) /* an H100/H200's opt-in limit a block */
+alignas(128) unsigned char smem_raw[SMEM_MAX];
+static size_t smem_bytes; /* what the launch asks for */
+static int wmma_faults;
+
+namespace wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+template <class U, int M, int N, int K, class T, class L = void> struct fragment {
+    float x[16][16];
+};
+static inline float val(float f) { return f; }
+static inline float val(__nv_bfloat16 b) { return u2f((unsigned)b.bits << 16); }
+static inline bool lane0() { return threadIdx.x % 32 == 0; }
+
+/* The programming guide's rules for load/store_matrix_sync (B.24.3): mptr
+ * 256-bit aligned, ldm a multiple of 16 bytes; here also the tile's
+ * elements inside the launch's dynamic shared memory. */
+template <class E> static void rules(const E *p, unsigned ld, const char *op)
+{
+    const uintptr_t a = (uintptr_t)p, lo = (uintptr_t)smem_raw, hi = lo + smem_bytes;
+    const uintptr_t last = (uintptr_t)(p + 15 * (size_t)ld + 16);
+    const char *why = a % 32 ? "pointer not 32-byte aligned"
+                      : ld * sizeof(E) % 16 ? "ldm not a multiple of 16 bytes"
+                      : a < lo || last > hi ? "tile outside the dynamic shared memory"
+                                            : NULL;
+    if (why) {
+        if (wmma_faults++ < 5)
+            fprintf(stderr, "WMMA fault: %s: %s (offset %ld, ldm %u, %zu bytes)\n", op, why,
+                    (long)(a - lo), ld, smem_bytes);
+    }
+}
+
+template <class U, int M, int N, int K, class T, class L>
+void fill_fragment(fragment<U, M, N, K, T, L> &f, float v)
+{
+    for (int i = 0; i < 16; i++)
+        for (int j = 0; j < 16; j++)
+            f.x[i][j] = v;
+}
+template <int M, int N, int K, class T, class E>
+void load_matrix_sync(fragment<matrix_a, M, N, K, T, row_major> &f, const E *p, unsigned ld)
+{
+    if (!lane0()) return;
+    rules(p, ld, "load a");
+    for (int i = 0; i < M; i++)
+        for (int k = 0; k < K; k++)
+            f.x[i][k] = val(p[i * ld + k]);
+}
+template <int M, int N, int K, class T, class E>
+void load_matrix_sync(fragment<matrix_b, M, N, K, T, row_major> &f, const E *p, unsigned ld)
+{
+    if (!lane0()) return;
+    rules(p, ld, "load b row");
+    for (int k = 0; k < K; k++)
+        for (int j = 0; j < N; j++)
+            f.x[k][j] = val(p[k * ld + j]);
+}
+template <int M, int N, int K, class T, class E>
+void load_matrix_sync(fragment<matrix_b, M, N, K, T, col_major> &f, const E *p, unsigned ld)
+{
+    if (!lane0()) return;
+    rules(p, ld, "load b col");
+    for (int k = 0; k < K; k++)
+        for (int j = 0; j < N; j++)
+            f.x[k][j] = val(p[k + j * ld]);
+}
+template <int M, int N, int K>
+void load_matrix_sync(fragment<accumulator, M, N, K, float> &f, const float *p, unsigned ld,
+                      layout_t l)
+{
+    if (!lane0()) return;
+    rules(p, ld, "load c");
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++)
+            f.x[i][j] = l == mem_row_major ? p[i * ld + j] : p[i + j * ld];
+}
+template <int M, int N, int K, class TA, class TB, class LA, class LB>
+void mma_sync(fragment<accumulator, M, N, K, float> &d, const fragment<matrix_a, M, N, K, TA, LA> &a,
+              const fragment<matrix_b, M, N, K, TB, LB> &b,
+              const fragment<accumulator, M, N, K, float> &c)
+{
+    if (!lane0()) return;
+    float r[16][16];
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            float s = c.x[i][j];
+            for (int k = 0; k < K; k++)
+                s += a.x[i][k] * b.x[k][j];
+            r[i][j] = s;
+        }
+    memcpy(d.x, r, sizeof r);
+}
+template <int M, int N, int K>
+void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, float> &f, unsigned ld,
+                       layout_t l)
+{
+    if (!lane0()) return;
+    rules(p, ld, "store c");
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++)
+            (l == mem_row_major ? p[i * ld + j] : p[i + j * ld]) = f.x[i][j];
+}
+} // namespace wmma
+
+/* kiln_nn (linked for the CPU backend) has the device build's k_flash_delta */
+#define k_flash_delta k_flash_delta_host
+#include "nn/cuda/flash.cuh"
+
+/* ------------------------------------------------------------ launching, as flash.cu */
+
+static void launch(dim3 grid, int threads, size_t bytes, const std::function<void()> &body)
+{
+    if (bytes > SMEM_MAX) {
+        fprintf(stderr, "launch asks for %zu bytes of shared memory, past %d\n", bytes, SMEM_MAX);
+        wmma_faults++;
+        return;
+    }
+    gridDim = grid;
+    smem_bytes = bytes;
+    for (unsigned z = 0; z < grid.z; z++)
+        for (unsigned y = 0; y < grid.y; y++)
+            for (unsigned x = 0; x < grid.x; x++) {
+                blockIdx = dim3(x, y, z);
+                memset(smem_raw, 0xFF, SMEM_MAX); /* NaN in fp32 and in bf16 */
+                run_block(threads, body);
+            }
+}
+
+template <int D>
+static void fwd(float *out, float *lse, const float *qkv, int B, int T, int C, int NH, int causal)
+{
+    dim3 grid((T + FA_TILE - 1) / FA_TILE, NH, B);
+    launch(grid, FA_WARPS * 32, sizeof(fwd_smem<D>),
+           [&] { k_flash_fwd<D>(out, lse, qkv, B, T, C, NH, causal); });
+}
+
+template <int D>
+static void bwd(float *dqkv, const float *dout, const float *qkv, const float *lse,
+                const float *delta, int B, int T, int C, int NH, int causal)
+{
+    dim3 grid((T + FA_TILE - 1) / FA_TILE, NH, B);
+    launch(grid, FA_WARPS * 32, sizeof(bwd_smem<D>),
+           [&] { k_flash_bwd_kv<D>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal); });
+    launch(grid, FA_WARPS * 32, sizeof(bwd_smem<D>),
+           [&] { k_flash_bwd_q<D>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal); });
+}
+
+static void flash_fwd(float *out, float *lse, const float *qkv, int B, int T, int C, int NH,
+                      int causal)
+{
+    const int hs = C / NH;
+    if (hs <= 16)
+        fwd<16>(out, lse, qkv, B, T, C, NH, causal);
+    else if (hs <= 32)
+        fwd<32>(out, lse, qkv, B, T, C, NH, causal);
+    else
+        fwd<64>(out, lse, qkv, B, T, C, NH, causal);
+}
+
+static void flash_bwd(float *dqkv, const float *dout, const float *qkv, const float *out,
+                      const float *lse, int B, int T, int C, int NH, int causal)
+{
+    const int hs = C / NH, rows = B * NH * T;
+    std::vector<float> delta((size_t)rows, NAN);
+    float *dl = delta.data();
+    launch(dim3((unsigned)((rows + 7) / 8)), 256, 0,
+           [&] { k_flash_delta(dl, dout, out, B, T, C, NH); });
+    if (hs <= 16)
+        bwd<16>(dqkv, dout, qkv, lse, dl, B, T, C, NH, causal);
+    else if (hs <= 32)
+        bwd<32>(dqkv, dout, qkv, lse, dl, B, T, C, NH, causal);
+    else
+        bwd<64>(dqkv, dout, qkv, lse, dl, B, T, C, NH, causal);
+}
+
+/* ------------------------------------------------------------ the check */
+
+static int failures, checks;
+static unsigned long long rng = 0x9E3779B97F4A7C15ull;
+
+static float frand(void)
+{
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (float)(rng >> 40) / 16777216.0f * 2.0f - 1.0f;
+}
+
+/* relative error by norm of d against r (over n), within [lo, hi] */
+static void check(const char *what, const char *shape, const float *d, const float *r, size_t n,
+                  double lo, double hi)
+{
+    double e2 = 0, r2 = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double q = (double)d[i] - r[i];
+        e2 += q * q, r2 += (double)r[i] * r[i];
+    }
+    const double rel = sqrt(e2 / (r2 > 0 ? r2 : 1));
+    const int ok = rel <= hi && rel >= lo; /* NaN fails */
+    checks++;
+    printf("%s %-14s %-28s n=%-7zu rel-norm %.3g (within [%.0e, %.0e])\n", ok ? "ok  " : "FAIL",
+           what, shape, n, rel, lo, hi);
+    if (!ok) failures++;
+}
+
+static void run(int B, int T, int NH, int hs, int causal)
+{
+    const int C = NH * hs, C3 = 3 * C;
+    const size_t nqkv = (size_t)B * T * C3, no = (size_t)B * T * C, nl = (size_t)B * NH * T;
+    const size_t natt = (size_t)B * NH * T * T;
+    std::vector<float> qkv(nqkv), dout(no), dqkv0(nqkv);
+    for (auto &f : qkv)
+        f = 2.0f * frand(); /* scores of a few units: a peaked softmax */
+    for (auto &f : dout)
+        f = frand();
+    for (auto &f : dqkv0)
+        f = frand();
+    char shape[64];
+    snprintf(shape, sizeof(shape), "B%d T%d NH%d hs%d %s%s", B, T, NH, hs,
+             causal ? "causal" : "full", reverse_order ? " rev" : "");
+
+    /* the kernels */
+    std::vector<float> out(no, NAN), lse(nl, NAN), dqkv(dqkv0);
+    const int faults0 = wmma_faults;
+    flash_fwd(out.data(), lse.data(), qkv.data(), B, T, C, NH, causal);
+    flash_bwd(dqkv.data(), dout.data(), qkv.data(), out.data(), lse.data(), B, T, C, NH, causal);
+    checks++;
+    if (wmma_faults != faults0) {
+        failures++;
+        printf("FAIL %-14s %-28s %d WMMA rule faults\n", "wmma", shape, wmma_faults - faults0);
+    } else
+        printf("ok   %-14s %-28s every WMMA pointer aligned, ldm legal, inside smem\n", "wmma",
+               shape);
+
+    /* the CPU backend's fp32 attention */
+    const kn_backend *cpu = kn_backend_cpu();
+    std::vector<float> rout(no), pre(natt), att(natt), dpre(natt, 0), datt(natt, 0), rdq(dqkv0);
+    cpu->attention_fwd(rout.data(), pre.data(), att.data(), qkv.data(), B, T, C, NH, causal);
+    cpu->attention_bwd(rdq.data(), dpre.data(), datt.data(), dout.data(), qkv.data(), att.data(),
+                       B, T, C, NH, causal);
+    /* lse in double from the qkv */
+    std::vector<float> rl(nl);
+    const double scale = 1.0 / sqrt((double)hs);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int i = 0; i < T; i++) {
+                const float *q = &qkv[((size_t)b * T + i) * C3 + h * hs];
+                std::vector<double> s;
+                double mx = -INFINITY, sum = 0;
+                for (int j = 0; j < (causal ? i + 1 : T); j++) {
+                    const float *k = &qkv[((size_t)b * T + j) * C3 + C + h * hs];
+                    double d = 0;
+                    for (int e = 0; e < hs; e++)
+                        d += (double)q[e] * k[e];
+                    s.push_back(d * scale), mx = fmax(mx, d * scale);
+                }
+                for (double x : s)
+                    sum += exp(x - mx);
+                rl[((size_t)b * NH + h) * T + i] = (float)(mx + log(sum));
+            }
+    /* the gradient alone (dqkv minus its starting value), by norm */
+    std::vector<float> g(nqkv), rg(nqkv);
+    for (size_t e = 0; e < nqkv; e++)
+        g[e] = dqkv[e] - dqkv0[e], rg[e] = rdq[e] - dqkv0[e];
+    check("out/fp32", shape, out.data(), rout.data(), no, 1e-4, 1e-2);
+    check("lse/double", shape, lse.data(), rl.data(), nl, 1e-6, 1e-2);
+    check("dqkv/fp32", shape, g.data(), rg.data(), nqkv, 1e-4, 1e-2);
+
+    /* the CPU's emulation of the same algorithm (precision.c) */
+    char err[256];
+    const kn_backend *emu = kn_backend_with_precision(cpu, KN_PREC_BF16, err, sizeof(err));
+    if (!emu || !emu->attention_fused_fwd) {
+        checks++, failures++;
+        printf("FAIL no bf16 emulation of the fused attention on the CPU\n");
+        return;
+    }
+    std::vector<float> eout(no), elo(nl), edq(dqkv0);
+    emu->attention_fused_fwd(eout.data(), elo.data(), qkv.data(), B, T, C, NH, causal);
+    emu->attention_fused_bwd(edq.data(), dout.data(), qkv.data(), eout.data(), elo.data(), B, T,
+                             C, NH, causal);
+    for (size_t e = 0; e < nqkv; e++)
+        rg[e] = edq[e] - dqkv0[e];
+    check("out/emulation", shape, out.data(), eout.data(), no, 0, 1e-3);
+    check("lse/emulation", shape, lse.data(), elo.data(), nl, 0, 1e-4);
+    check("dqkv/emulation", shape, g.data(), rg.data(), nqkv, 0, 1e-3);
+}
+
+int main(void)
+{
+    unsetenv("KILN_CUDA_ATTENTION"); /* the emulation is the fused path's */
+    for (reverse_order = 0; reverse_order < 2; reverse_order++) {
+        run(1, 37, 2, 16, 1);  /* one partial tile */
+        run(1, 64, 1, 32, 1);  /* one whole tile */
+        run(2, 100, 2, 48, 1); /* hs padded to 64; a partial second tile */
+        run(1, 130, 1, 64, 1); /* three tiles, the last of 2 rows */
+        run(1, 37, 2, 16, 0);
+        run(1, 100, 2, 32, 0);
+        run(2, 70, 1, 48, 0);
+        run(1, 130, 1, 64, 0);
+        run(1, 1, 1, 8, 1); /* a single query, hs 8 padded to 16 */
+    }
+    printf("test_flash_host: %d of %d checks passed\n", checks - failures, checks);
+    return failures ? 1 : 0;
+}
