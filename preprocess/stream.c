@@ -566,8 +566,10 @@ static int recover_fenced_producer(pp_stream *st)
                      now - st->last_recreate, why, PP_SERVICE, st->env->instance);
         return KN_EKAFKA;
     }
-    kn_log_warn("producer fenced (%s): the broker aborted the open transaction; re-creating the "
-                "producer and reprocessing from the committed offsets",
+    kn_log_warn("producer fenced (%s): the broker aborted the transaction (open longer than "
+                "transaction.timeout.ms while the broker was away) or another producer took "
+                "the transactional.id; re-creating the producer and reprocessing from the "
+                "committed offsets",
                 why);
     int rc = kn_kafka_producer_recreate(st->env->producer, 30000, e, sizeof(e));
     while (rc == KN_ETIMEDOUT && !kn_shutdown_requested()) {
