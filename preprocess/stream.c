@@ -277,8 +277,7 @@ static int commit_txn(pp_stream *st)
         /* The transaction had already failed (an abortable error after a
          * broker outage, or the producer fenced): the broker's doing, not
          * the shards'. Not counted below: abort (or re-create) and go on. */
-        kn_log_warn("flushing shards: the transaction had failed (%s): aborting",
-                    kn_strerror(rc));
+        kn_log_warn("flushing shards: the transaction had failed (%s): aborting", kn_strerror(rc));
         return abort_txn(st, 1);
     }
     if (rc != KN_OK) {

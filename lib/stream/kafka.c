@@ -187,8 +187,7 @@ int kn_kafka_producer_recreate(kn_kafka_producer *p, int timeout_ms, char *errbu
     int rc = KN_OK;
     rd_kafka_error_t *err = rd_kafka_init_transactions(p->rk, timeout_ms);
     if (err) {
-        rc = kn_seterr(errbuf, errsz,
-                       rd_kafka_error_is_retriable(err) ? KN_ETIMEDOUT : KN_EKAFKA,
+        rc = kn_seterr(errbuf, errsz, rd_kafka_error_is_retriable(err) ? KN_ETIMEDOUT : KN_EKAFKA,
                        "kafka init_transactions (re-created producer): %s",
                        rd_kafka_error_string(err));
         rd_kafka_error_destroy(err);

@@ -277,8 +277,7 @@ static void kafka_timed_out_transaction_recreated(void **state)
     kn_kafka_topic_spec spec = {.name = topic, .partitions = 1};
     assert_int_equal(kn_kafka_create_topics(brokers(), &spec, 1, 10000, err, sizeof(err)), KN_OK);
     const char *extra[] = {"transaction.timeout.ms", "1000", NULL};
-    kn_kafka_producer_options po = {
-        .brokers = brokers(), .transactional_id = txid, .extra = extra};
+    kn_kafka_producer_options po = {.brokers = brokers(), .transactional_id = txid, .extra = extra};
     kn_kafka_producer *p = kn_kafka_producer_new(&po, err, sizeof(err));
     assert_non_null(p);
     assert_int_equal(kn_kafka_txn_begin(p, err, sizeof(err)), KN_OK);

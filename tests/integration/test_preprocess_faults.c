@@ -647,14 +647,14 @@ static void fenced_producer_rides_on(void **state)
     unsigned char pgm[96];
     kn_kafka_producer *p = raw_producer();
     for (int i = 0; i < N / 2; i++)
-        produce_image(p, t_img, pgm, small_pgm(pgm, 1000 + i), "image/x-portable-graymap",
-                      "import", NULL, NULL, keys[i]);
+        produce_image(p, t_img, pgm, small_pgm(pgm, 1000 + i), "image/x-portable-graymap", "import",
+                      NULL, NULL, keys[i]);
     assert_int_equal(kn_kafka_producer_flush(p, 10000), 0);
 
     pid_t pid = start_preprocess(cfgp, prefix, log);
     wait_assigned(pid, log);
-    scan_ctx sc = {.keys = (const uint8_t(*)[32])keys, .nkeys = N / 2, .where = where,
-                   .count = count};
+    scan_ctx sc = {
+        .keys = (const uint8_t(*)[32])keys, .nkeys = N / 2, .where = where, .count = count};
     int placed, twice;
     double end = tp_now() + 60;
     do {
@@ -675,8 +675,8 @@ static void fenced_producer_rides_on(void **state)
     kn_kafka_producer_destroy(fencer, 1000);
 
     for (int i = N / 2; i < N; i++)
-        produce_image(p, t_img, pgm, small_pgm(pgm, 1000 + i), "image/x-portable-graymap",
-                      "import", NULL, NULL, keys[i]);
+        produce_image(p, t_img, pgm, small_pgm(pgm, 1000 + i), "image/x-portable-graymap", "import",
+                      NULL, NULL, keys[i]);
     assert_int_equal(kn_kafka_producer_flush(p, 10000), 0);
     kn_kafka_producer_destroy(p, 10000);
 
@@ -696,7 +696,8 @@ static void fenced_producer_rides_on(void **state)
     if (exited || placed < N || twice || !recreated) dump_log(log);
     if (exited)
         fail_msg("kiln-preprocess exited after the fence (%s %d)",
-                 WIFEXITED(st) ? "status" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+                 WIFEXITED(st) ? "status" : "signal",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
     fprintf(stderr, "after the fence: %d of %d records placed, %d twice\n", placed, N, twice);
     assert_int_equal(placed, N);
     assert_int_equal(twice, 0);
