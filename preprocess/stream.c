@@ -11,6 +11,7 @@
 #include "core/kn.h"
 #include "core/suggest.h"
 #include "core/log.h"
+#include "core/shutdown.h"
 #include "stream/record.h"
 #include "core/sha256.h"
 
@@ -57,6 +58,7 @@ struct pp_stream {
         int rc;
     } failed;
     int commit_failures; /* consecutive flush failures at commit */
+    double last_recreate; /* now_s() of the producer's last re-creation; 0: none */
     /* What /readyz reports, written by the rebalance callback, read by the
      * HTTP thread (atomics): the partitions assigned now, or one of the
      * PP_UNASSIGNED_* states. */
@@ -271,6 +273,13 @@ static int commit_txn(pp_stream *st)
     int rc = KN_OK;
     for (size_t i = 0; i < st->nds && rc == KN_OK; i++)
         rc = pp_dataset_flush(st->ds[i]);
+    if (rc != KN_OK && kn_kafka_producer_txn_refused(st->env->producer)) {
+        /* The transaction had already failed (an abortable error after a
+         * broker outage, or the producer fenced): the broker's doing, not
+         * the shards'. Not counted below: abort (or re-create) and go on. */
+        kn_log_warn("flushing shards: the transaction had failed (%s): aborting", kn_strerror(rc));
+        return abort_txn(st, 1);
+    }
     if (rc != KN_OK) {
         /* Not one record's fault: retried a few times, then the process
          * ends with the reason rather than looping (a restart resumes). */
@@ -531,7 +540,75 @@ static void update_stats(pp_stream *st)
     rd_kafka_topic_partition_list_destroy(a);
 }
 
+/* A fenced producer (kn_kafka_producer_fatal) re-created in place at most
+ * once per this many seconds; a second fence sooner ends the process. */
+#define PP_REFENCE_S 60
+
+/* Step 4 when the producer itself is dead: a fatal (fenced) transactional
+ * producer. The broker aborted the open transaction (it outlived
+ * transaction.timeout.ms while the broker was paused or restarting, so the
+ * coordinator bumped the epoch) or another producer took the
+ * transactional.id. The first is an outage to ride out, not a reason to
+ * exit: the producer is re-created under the same transactional.id (the
+ * next epoch), what the transaction held is dropped and the consumer is
+ * rewound to the committed offsets, as after an abort. A fence again within
+ * PP_REFENCE_S of the last re-creation is the second case (a live instance
+ * with the same id): the process ends, as before, and says so. */
+static int recover_fenced_producer(pp_stream *st)
+{
+    char why[512], e[512];
+    if (!kn_kafka_producer_fatal(st->env->producer, why, sizeof(why))) return KN_EKAFKA;
+    double now = now_s();
+    if (st->last_recreate > 0 && now - st->last_recreate < PP_REFENCE_S) {
+        kn_log_error("producer fenced again %.0f s after it was re-created (%s): another live "
+                     "instance with transactional.id %s-%s? ending",
+                     now - st->last_recreate, why, PP_SERVICE, st->env->instance);
+        return KN_EKAFKA;
+    }
+    kn_log_warn("producer fenced (%s): the broker aborted the transaction (open longer than "
+                "transaction.timeout.ms while the broker was away) or another producer took "
+                "the transactional.id; re-creating the producer and reprocessing from the "
+                "committed offsets",
+                why);
+    int rc = kn_kafka_producer_recreate(st->env->producer, 30000, e, sizeof(e));
+    while (rc == KN_ETIMEDOUT && !kn_shutdown_requested()) {
+        kn_log_warn("%s (retrying)", e);
+        rc = kn_kafka_producer_init_txn(st->env->producer, 30000, e, sizeof(e));
+    }
+    if (rc != KN_OK) {
+        kn_log_error("%s", e);
+        return KN_EKAFKA;
+    }
+    st->last_recreate = now_s();
+    if (st->txn_open) { /* else abort_txn already dropped it */
+        kn_log_warn("transaction of %d record(s) aborted by the fence", st->txn_records);
+        st->txn_open = 0;
+        for (size_t i = 0; i < st->nds; i++)
+            pp_dataset_abort(st->ds[i]);
+        rd_kafka_topic_partition_list_destroy(st->offsets);
+        st->offsets = rd_kafka_topic_partition_list_new(8);
+        kn_metrics_add(st->env->m->aborts, 1);
+    }
+    st->failed.count = 0; /* the producer failed, not the record */
+    st->commit_failures = 0;
+    st->fatal = 0;
+    rewind_consumer(st);
+    if (st->fatal) return KN_EKAFKA;
+    kn_log_info("producer re-created (epoch bumped); consumer rewound to the committed offsets");
+    return KN_OK;
+}
+
+static int step(pp_stream *st);
+
 int pp_stream_step(pp_stream *st)
+{
+    int rc = step(st);
+    if (rc != KN_OK && kn_kafka_producer_fatal(st->env->producer, NULL, 0))
+        rc = recover_fenced_producer(st);
+    return rc;
+}
+
+static int step(pp_stream *st)
 {
     if (st->fatal) return KN_EKAFKA;
     rd_kafka_message_t *m = kn_kafka_consumer_poll(st->c, 100);
@@ -553,7 +630,14 @@ int pp_stream_step(pp_stream *st)
             remember_offset(st, m);
             st->txn_records++;
         }
-        if (rc != KN_OK && !st->fatal) {
+        if (rc != KN_OK && !st->fatal && kn_kafka_producer_txn_refused(st->env->producer)) {
+            /* the transaction had failed (broker outage, fence), not the
+             * record: not counted against it (step 4's bound) */
+            kn_log_warn("processing %s [%d] offset %lld: the transaction had failed (%s): "
+                        "aborting it",
+                        rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset,
+                        kn_strerror(rc));
+        } else if (rc != KN_OK && !st->fatal) {
             if (!is_failed_record(st, m)) {
                 snprintf(st->failed.topic, sizeof(st->failed.topic), "%s",
                          rd_kafka_topic_name(m->rkt));

@@ -21,8 +21,15 @@
  *     with the error, instead of a last try: the stream moves on; nothing
  *     is retried forever.
  *  5. Partitions being revoked commit the open transaction first (or abort
- *     it when the assignment was lost); a fatal error (fenced producer) ends
- *     the process, whose restart resumes from the committed offsets. */
+ *     it when the assignment was lost).
+ *  6. A fenced producer (fatal in librdkafka: the broker aborted a
+ *     transaction that outlived transaction.timeout.ms while it was paused
+ *     or restarting, and bumped the epoch) is re-created in place under the
+ *     same transactional.id, and step 4 follows (drop, rewind). A second
+ *     fence within a minute of the last re-creation (another live instance
+ *     with the same id) ends the process, as any other fatal error does. A
+ *     produce refused because the transaction had already failed counts
+ *     neither against the record nor against the flush bound of step 4. */
 #ifndef PP_STREAM_H
 #define PP_STREAM_H
 

@@ -20,6 +20,9 @@ struct kn_kafka_producer {
     atomic_int stop;
     int poller_started;
     int poll_on_produce;
+    rd_kafka_conf_t *conf; /* transactional only: a copy, to re-create rk */
+    unsigned recreated;    /* times rk was re-created after a fatal error */
+    atomic_int last_err;   /* rd_kafka_resp_err_t of the last refused produce */
 };
 
 struct kn_kafka_consumer {
@@ -108,6 +111,10 @@ kn_kafka_producer *kn_kafka_producer_new(const kn_kafka_producer_options *opts, 
     rd_kafka_conf_set_log_cb(conf, log_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
     rd_kafka_conf_set_opaque(conf, p);
+    if (p->transactional && !(p->conf = rd_kafka_conf_dup(conf))) {
+        kn_seterr(errbuf, errsz, KN_ENOMEM, "kafka producer: out of memory");
+        goto fail;
+    }
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof(e));
     if (!p->rk) {
         kn_seterr(errbuf, errsz, KN_EKAFKA, "kafka producer: %s", e);
@@ -134,8 +141,96 @@ kn_kafka_producer *kn_kafka_producer_new(const kn_kafka_producer_options *opts, 
 fail:
     if (conf) rd_kafka_conf_destroy(conf);
     if (p && p->rk) rd_kafka_destroy(p->rk);
+    if (p && p->conf) rd_kafka_conf_destroy(p->conf);
     free(p);
     return NULL;
+}
+
+/* A fatal error leaves a transactional producer dead for good. The one a
+ * service meets without a second instance is a fence by the broker itself:
+ * a transaction left open longer than transaction.timeout.ms (the broker
+ * paused or restarting while it was open, its clock running on) is aborted
+ * by the coordinator, which bumps the producer's epoch, and the next
+ * request of the old epoch (produce, AddOffsetsToTxn, EndTxn) comes back
+ * INVALID_PRODUCER_EPOCH / PRODUCER_FENCED: librdkafka's _FENCED, fatal.
+ * What librdkafka asks for then is a new producer; init_transactions under
+ * the same transactional.id takes the next epoch (and aborts whatever was
+ * still open). The poll thread is stopped around the swap. */
+int kn_kafka_producer_recreate(kn_kafka_producer *p, int timeout_ms, char *errbuf, size_t errsz)
+{
+    char e[512], why[512] = "";
+    if (!p->transactional || !p->conf)
+        return kn_seterr(errbuf, errsz, KN_EINVAL,
+                         "kafka producer: only a transactional producer is re-created");
+    rd_kafka_resp_err_t ferr = rd_kafka_fatal_error(p->rk, why, sizeof(why));
+    kn_log_warn("kafka producer: fatal error %s (%s): re-creating the transactional producer",
+                ferr ? rd_kafka_err2name(ferr) : "(none)", why);
+    rd_kafka_conf_t *conf = rd_kafka_conf_dup(p->conf);
+    if (!conf) return kn_seterr(errbuf, errsz, KN_ENOMEM, "kafka producer: out of memory");
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof(e));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return kn_seterr(errbuf, errsz, KN_EKAFKA, "kafka producer: cannot re-create: %s", e);
+    }
+    if (p->poller_started) {
+        atomic_store(&p->stop, 1);
+        pthread_join(p->poller, NULL);
+        p->poller_started = 0;
+        atomic_store(&p->stop, 0);
+    }
+    /* what the dead handle still holds belonged to the fenced transaction:
+     * aborted by the broker, dropped here (reported to dr_cb as purged) */
+    rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_poll(p->rk, 0);
+    rd_kafka_destroy(p->rk);
+    p->rk = rk;
+    int rc = KN_OK;
+    rd_kafka_error_t *err = rd_kafka_init_transactions(p->rk, timeout_ms);
+    if (err) {
+        rc = kn_seterr(errbuf, errsz, rd_kafka_error_is_retriable(err) ? KN_ETIMEDOUT : KN_EKAFKA,
+                       "kafka init_transactions (re-created producer): %s",
+                       rd_kafka_error_string(err));
+        rd_kafka_error_destroy(err);
+    }
+    if (!p->poll_on_produce && pthread_create(&p->poller, NULL, poll_loop, p) == 0)
+        p->poller_started = 1;
+    else if (!p->poll_on_produce && rc == KN_OK)
+        rc = kn_seterr(errbuf, errsz, KN_ENOMEM, "kafka producer: cannot start the poll thread");
+    p->recreated++;
+    return rc;
+}
+
+/* Retries an init_transactions that timed out on a re-created producer. */
+int kn_kafka_producer_init_txn(kn_kafka_producer *p, int timeout_ms, char *errbuf, size_t errsz)
+{
+    rd_kafka_error_t *err = rd_kafka_init_transactions(p->rk, timeout_ms);
+    if (!err) return KN_OK;
+    int rc = kn_seterr(errbuf, errsz, rd_kafka_error_is_retriable(err) ? KN_ETIMEDOUT : KN_EKAFKA,
+                       "kafka init_transactions: %s", rd_kafka_error_string(err));
+    rd_kafka_error_destroy(err);
+    return rc;
+}
+
+int kn_kafka_producer_txn_refused(kn_kafka_producer *p)
+{
+    rd_kafka_resp_err_t err = (rd_kafka_resp_err_t)atomic_exchange(&p->last_err, 0);
+    return p->transactional &&
+           (err == RD_KAFKA_RESP_ERR__STATE || err == RD_KAFKA_RESP_ERR__FATAL ||
+            rd_kafka_fatal_error(p->rk, NULL, 0) != RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
+unsigned kn_kafka_producer_recreated(const kn_kafka_producer *p)
+{
+    return p->recreated;
+}
+
+int kn_kafka_producer_fatal(kn_kafka_producer *p, char *errbuf, size_t errsz)
+{
+    char why[512];
+    rd_kafka_resp_err_t ferr = rd_kafka_fatal_error(p->rk, why, sizeof(why));
+    if (!ferr) return 0;
+    kn_seterr(errbuf, errsz, KN_EKAFKA, "%s: %s", rd_kafka_err2name(ferr), why);
+    return 1;
 }
 
 int kn_kafka_produce(kn_kafka_producer *p, const char *topic, int32_t partition, const void *key,
@@ -162,6 +257,7 @@ int kn_kafka_produce(kn_kafka_producer *p, const char *topic, int32_t partition,
         }
         if (hdrs) rd_kafka_headers_destroy(hdrs);
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            atomic_store(&p->last_err, (int)err);
             kn_log_error("kafka produce to %s: %s", topic, rd_kafka_err2str(err));
             return KN_EKAFKA;
         }
@@ -207,6 +303,7 @@ void kn_kafka_producer_destroy(kn_kafka_producer *p, int timeout_ms)
         pthread_join(p->poller, NULL);
     }
     rd_kafka_destroy(p->rk);
+    if (p->conf) rd_kafka_conf_destroy(p->conf);
     free(p);
 }
 

@@ -96,6 +96,33 @@ int kn_kafka_txn_abort(kn_kafka_producer *p, int timeout_ms, char *errbuf, size_
 
 rd_kafka_t *kn_kafka_producer_handle(kn_kafka_producer *p);
 
+/* Non-zero when the producer has raised a fatal error (errbuf says which):
+ * for a transactional one, a fence (_FENCED: another producer initialised
+ * the same transactional.id, or the broker aborted a transaction that
+ * outlived transaction.timeout.ms and bumped the epoch). */
+int kn_kafka_producer_fatal(kn_kafka_producer *p, char *errbuf, size_t errsz);
+
+/* Replaces a transactional producer's handle after a fatal error, in place
+ * (same options, same transactional.id): messages still queued in the old
+ * handle are dropped (they belonged to a transaction the broker aborts),
+ * then init_transactions (up to timeout_ms) takes the next epoch. KN_OK;
+ * KN_ETIMEDOUT when init_transactions did not finish (the broker not back):
+ * call kn_kafka_producer_init_txn until it does; another code otherwise.
+ * The handle is new in every case: kn_kafka_producer_handle changes. */
+int kn_kafka_producer_recreate(kn_kafka_producer *p, int timeout_ms, char *errbuf, size_t errsz);
+int kn_kafka_producer_init_txn(kn_kafka_producer *p, int timeout_ms, char *errbuf, size_t errsz);
+
+/* After a failed kn_kafka_produce on a transactional producer: non-zero when
+ * the refusal was the transaction's state, not the message's (the
+ * transaction had already failed with an abortable error, e.g. after a
+ * broker outage: "Erroneous state", or the producer is fenced): the caller
+ * aborts (or re-creates) and tries again, without blaming the message.
+ * Reads and clears the last refusal. */
+int kn_kafka_producer_txn_refused(kn_kafka_producer *p);
+
+/* Times kn_kafka_producer_recreate replaced the handle. */
+unsigned kn_kafka_producer_recreated(const kn_kafka_producer *p);
+
 /* --- consumer --- */
 
 typedef struct {

@@ -3,7 +3,8 @@
  * count and content-hash equality; topic creation being idempotent; and a
  * static group member fenced by another member with its group.instance.id
  * (a fatal consumer error) re-created in place, resuming from its committed
- * offsets. */
+ * offsets; a transactional producer fenced by the broker (its transaction
+ * timed out) re-created in place. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -261,6 +262,58 @@ static void kafka_fenced_static_member_rejoins(void **state)
     kn_kafka_consumer_destroy(a);
 }
 
+/* The broker fences a transactional producer whose transaction outlived
+ * transaction.timeout.ms (what a broker paused or restarting for longer than
+ * that does to an open transaction: the coordinator aborts it and bumps the
+ * epoch): the commit fails fatally (_FENCED). Re-created in place, the same
+ * producer commits again; a read_committed reader sees only the second
+ * transaction. */
+static void kafka_timed_out_transaction_recreated(void **state)
+{
+    (void)state;
+    char topic[128], txid[128], err[512];
+    snprintf(topic, sizeof(topic), "kiln.test.txnfence.%ld.%d", (long)time(NULL), getpid());
+    snprintf(txid, sizeof(txid), "kiln-test-txnfence-%d", getpid());
+    kn_kafka_topic_spec spec = {.name = topic, .partitions = 1};
+    assert_int_equal(kn_kafka_create_topics(brokers(), &spec, 1, 10000, err, sizeof(err)), KN_OK);
+    const char *extra[] = {"transaction.timeout.ms", "1000", NULL};
+    kn_kafka_producer_options po = {.brokers = brokers(), .transactional_id = txid, .extra = extra};
+    kn_kafka_producer *p = kn_kafka_producer_new(&po, err, sizeof(err));
+    assert_non_null(p);
+    assert_int_equal(kn_kafka_txn_begin(p, err, sizeof(err)), KN_OK);
+    assert_int_equal(kn_kafka_produce(p, topic, 0, "a0", 2, "v", 1, NULL, 0, NULL), KN_OK);
+    assert_int_equal(kn_kafka_producer_flush(p, 10000), 0);
+    /* the broker looks for timed-out transactions every 10 s
+     * (transaction.abort.timed.out.transaction.cleanup.interval.ms) */
+    sleep(12);
+    int rc = kn_kafka_txn_commit(p, 10000, err, sizeof(err));
+    fprintf(stderr, "commit after the transaction timed out: %s: %s\n", kn_strerror(rc), err);
+    assert_int_equal(rc, KN_EKAFKA);
+    assert_true(kn_kafka_producer_fatal(p, err, sizeof(err)));
+    assert_non_null(strstr(err, "FENCED"));
+
+    assert_int_equal(kn_kafka_producer_recreate(p, 30000, err, sizeof(err)), KN_OK);
+    assert_int_equal(kn_kafka_producer_recreated(p), 1);
+    assert_false(kn_kafka_producer_fatal(p, NULL, 0));
+    assert_int_equal(kn_kafka_txn_begin(p, err, sizeof(err)), KN_OK);
+    assert_int_equal(kn_kafka_produce(p, topic, 0, "b0", 2, "v", 1, NULL, 0, NULL), KN_OK);
+    assert_int_equal(kn_kafka_txn_commit(p, 30000, err, sizeof(err)), KN_OK);
+    kn_kafka_producer_destroy(p, 1000);
+
+    kn_kafka_consumer_options co = {.brokers = brokers(), .group_id = topic, .read_committed = 1};
+    kn_kafka_consumer *c = kn_kafka_consumer_new(&co, err, sizeof(err));
+    assert_non_null(c);
+    const char *topics[] = {topic};
+    assert_int_equal(kn_kafka_consumer_subscribe(c, topics, 1, err, sizeof(err)), KN_OK);
+    int others = 0;
+    assert_int_equal(read_keys(c, topic, "b", 1, 30, &others), 1);
+    rd_kafka_message_t *m = kn_kafka_consumer_poll(c, 1000);
+    if (m && !m->err) others++;
+    if (m) rd_kafka_message_destroy(m);
+    assert_int_equal(others, 0); /* a0 was aborted */
+    kn_kafka_consumer_destroy(c);
+}
+
 static void kafka_bad_broker_config(void **state)
 {
     (void)state;
@@ -280,6 +333,7 @@ int main(void)
         cmocka_unit_test(kafka_bad_broker_config),
         cmocka_unit_test(kafka_roundtrip_100k),
         cmocka_unit_test(kafka_fenced_static_member_rejoins),
+        cmocka_unit_test(kafka_timed_out_transaction_recreated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
