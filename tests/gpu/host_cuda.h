@@ -4,7 +4,7 @@
  *
  * A block's threads are fibers (ucontext) of the one host thread. run_block
  * runs one warp at a time up to the next __syncthreads, switching lanes at
- * __syncwarp (and at every shuffle, which is two warp barriers), in
+ * __syncwarp (and at every shuffle, which is a warp barrier), in
  * ascending order of warps and lanes, or descending with reverse_order set:
  * a missing block barrier (a warp reading shared memory another warp has
  * not written yet, or writing what another still reads) or a missing warp
@@ -60,6 +60,7 @@ static const int warpSize = 32;
 enum { READY, WAIT_W, WAIT_B, DONE };
 static ucontext_t sched_ctx, fib[MAX_THREADS];
 static int fib_state[MAX_THREADS], nthreads, reverse_order, cur_thread;
+static unsigned shfl_seq[MAX_THREADS]; /* the shuffles a thread has made (host_cuda.h's shuffles) */
 static char *fib_stack;
 static const std::function<void()> *fib_body;
 
@@ -115,6 +116,7 @@ static void run_block(dim3 block, const std::function<void()> &body)
         fib[t].uc_link = &sched_ctx;
         makecontext(&fib[t], fiber_entry, 0);
         fib_state[t] = WAIT_B; /* released by the first round */
+        shfl_seq[t] = 0;
     }
     const int warps = (n + 31) / 32;
     for (int live = 1; live;) {
@@ -135,7 +137,7 @@ static void run_block(dim3 block, const std::function<void()> &body)
         }
     }
 }
-static void run_block(int n, const std::function<void()> &body) { run_block(dim3((unsigned)n), body); }
+static inline void run_block(int n, const std::function<void()> &body) { run_block(dim3((unsigned)n), body); }
 
 /* ------------------------------------------------------------ qualifiers */
 
@@ -199,21 +201,23 @@ static inline __nv_bfloat162 __floats2bfloat162_rn(float a, float b)
 /* ------------------------------------------------------------ shuffles */
 
 /* Each is called by the whole warp (the mask is not checked): every lane
- * writes its value, a warp barrier, every lane reads its source, a barrier
- * (so that the next shuffle's writes wait for these reads). A source lane
- * past the warp's width returns the caller's own value, as on the device. */
-static uint64_t shfl_buf[MAX_THREADS];
+ * writes its value, a warp barrier, every lane reads its source. Two
+ * buffers, alternate shuffles: shuffle k + 2 rewrites shuffle k's buffer
+ * only after the barrier of shuffle k + 1, which every lane reaches after
+ * its read of shuffle k. A source lane past the warp's width returns the
+ * caller's own value, as on the device. */
+static uint64_t shfl_buf[2][MAX_THREADS];
 
 template <class T> static inline T shfl_from(T v, int src_lane)
 {
     static_assert(sizeof(T) <= 8, "shuffle of at most 8 bytes");
     const int t = cur_thread, base = t - t % 32;
-    memcpy(&shfl_buf[t], &v, sizeof(T));
+    uint64_t *buf = shfl_buf[shfl_seq[t]++ & 1];
+    memcpy(&buf[t], &v, sizeof(T));
     __syncwarp();
     T r = v;
     if (src_lane >= 0 && src_lane < 32 && base + src_lane < nthreads)
-        memcpy(&r, &shfl_buf[base + src_lane], sizeof(T));
-    __syncwarp();
+        memcpy(&r, &buf[base + src_lane], sizeof(T));
     return r;
 }
 static inline int lane_id(void) { return cur_thread % 32; }
@@ -302,7 +306,9 @@ static int launch_faults;  /* launches refused (too much shared memory, too many
  * shows */
 static void poison_shared(void)
 {
-    memset(smem_raw, 0xFF, SMEM_MAX);
+    static size_t dirty = SMEM_MAX; /* what a block may have written: all of it at first */
+    memset(smem_raw, 0xFF, dirty > smem_bytes ? dirty : smem_bytes);
+    dirty = smem_bytes;
     char *lo = __start_host_smem, *hi = __stop_host_smem;
     if (lo && hi > lo) memset(lo, 0xFF, (size_t)(hi - lo));
 }
