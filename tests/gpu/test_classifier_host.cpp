@@ -7,7 +7,9 @@
  * of 256 a row; xent_fused by k_xent_fused_warp ((N + 7) / 8 blocks of 256)
  * for Vp <= 1024, else k_xent_fused_rows, a persistent grid of min(N, SMs)
  * blocks of 1024 (132 SMs as the H200, and 2 so that each block takes
- * several rows and reuses its shared memory); MSE as launched there.
+ * several rows and reuses its shared memory); MSE as launched there; and
+ * batchnorm.cu's label smoothing (xent_smooth.cuh) on top of xent_fwd,
+ * xent_bwd.
  *
  * Checked against the CPU backend (cpu.c) by norm, as test_cuda_parity's
  * norm mode with fp32's tolerance for reordered sums (R_SUM 1e-4):
@@ -38,7 +40,9 @@ extern "C" {
 /* in a namespace of their own: kiln_nn (linked for the CPU backend) has
  * the device build's host stubs of the same kernels */
 namespace dev {
+#include "nn/cuda/reduce.cuh"
 #include "nn/cuda/classifier.cuh"
+#include "nn/cuda/xent_smooth.cuh" /* batchnorm.cu's label smoothing */
 } // namespace dev
 using namespace dev;
 
@@ -76,6 +80,19 @@ static void xent_fused(float *losses, float *lse, float *dlogits, const float *l
         launch(dim3((unsigned)(N < sms ? N : sms)), 1024, 0, [&] {
             k_xent_fused_rows(losses, lse, dlogits, logits, targets, dloss, N, V, Vp);
         });
+}
+
+static void xent_smooth_fwd(float *losses, const float *logits, const float *lse,
+                            const int *targets, float sm, int N, int V, int Vp)
+{
+    launch(dim3((unsigned)(N + 7) / 8), 256, 0,
+           [&] { k_xent_smooth_fwd(losses, logits, lse, targets, sm, N, V, Vp); });
+}
+
+static void xent_smooth_bwd(float *dlogits, const int *targets, float sdloss, int N, int V, int Vp)
+{
+    launch(dim3(blocks_for((size_t)N * V, 256)), 256, 0,
+           [&] { k_xent_smooth_bwd(dlogits, targets, sdloss, N, V, Vp); });
 }
 
 static void mse_fwd(float *losses, const float *pred, const float *y, int N, int D)
@@ -188,6 +205,17 @@ static void run(int N, int V, int Vp)
     check("xent_fwd lse - max", shape, less_max(lse).data(), less_max(rlse).data(), N, R_SUM);
     check("xent_bwd (+=)", shape, g.data(), rg.data(), n, R_SUM);
     check_untouched("xent_bwd pad/ignored", shape, dl.data(), d0.data(), t.data(), N, V, Vp);
+
+    /* label smoothing (batchnorm.cu) on top: losses turned, dlogits += */
+    xent_smooth_fwd(loss.data(), logits.data(), lse.data(), t.data(), 0.1f, N, V, Vp);
+    xent_smooth_bwd(dl.data(), t.data(), 0.1f * dloss, N, V, Vp);
+    cpu->xent_smooth_fwd(rloss.data(), logits.data(), rlse.data(), t.data(), 0.1f, N, V, Vp);
+    cpu->xent_smooth_bwd(rdl.data(), t.data(), 0.1f * dloss, N, V, Vp);
+    for (size_t i = 0; i < n; i++)
+        g[i] = dl[i] - d0[i], rg[i] = rdl[i] - d0[i];
+    check("smooth_fwd losses", shape, loss.data(), rloss.data(), N, R_SUM);
+    check("smooth_bwd (+=)", shape, g.data(), rg.data(), n, R_SUM);
+    check_untouched("smooth_bwd pad/ignored", shape, dl.data(), d0.data(), t.data(), N, V, Vp);
 
     /* xent_fused, dlogits set from NaN */
     std::vector<float> fl(N, NAN), fz(N, NAN), fd(n, NAN), rfl(N), rfz(N), rfd(n, NAN);
