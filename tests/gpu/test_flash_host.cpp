@@ -3,7 +3,7 @@
  * run there, so that their tiling, masking, online softmax, lse, Delta,
  * dS and scale factors, head-size padding and partial tiles are checked on
  * machines without a GPU. The same source as on the device; only the CUDA
- * built-ins are stand-ins, as in test_conv_ig_host.cpp: each block's
+ * built-ins are stand-ins (tests/gpu/host_cuda.h): each block's
  * threads are fibers (ucontext) of one thread. The scheduler runs one warp
  * at a time up to the next __syncthreads, switching lanes at __syncwarp, in
  * ascending and then in descending order of warps and lanes, so that a
@@ -45,129 +45,11 @@ extern "C" {
 
 /* ------------------------------------------------------------ CUDA stand-ins */
 
-struct dim3 {
-    unsigned x, y, z;
-    dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
-};
-static dim3 threadIdx, blockIdx, gridDim, blockDim(128);
+#define HOST_CUDA_EXTERN_SHARED /* flash.cuh's `extern __shared__ smem_raw[]` */
+#include "host_cuda.h"
 
-/* The block's threads as fibers. A fiber stops at a warp barrier (WAIT_W)
- * or a block barrier (WAIT_B); run_block runs warp by warp: the lanes of
- * one warp round after round until each is at the block barrier or done,
- * then the next warp; then the block barrier opens. */
-#define MAX_THREADS 256
-#define FIBER_STACK (64 * 1024)
-enum { READY, WAIT_W, WAIT_B, DONE };
-static ucontext_t sched_ctx, fib[MAX_THREADS];
-static int fib_state[MAX_THREADS], nthreads, reverse_order;
-static char *fib_stack;
-static const std::function<void()> *fib_body;
+#include "nn/cuda/reduce.cuh" /* cuda_int.cuh's warp_sum (the host cannot include cuda_int.cuh) */
 
-static void wait_at(int what)
-{
-    fib_state[threadIdx.x] = what;
-    swapcontext(&fib[threadIdx.x], &sched_ctx);
-}
-#define __syncthreads() wait_at(WAIT_B)
-#define __syncwarp(...) wait_at(WAIT_W)
-
-static void fiber_entry(void)
-{
-    (*fib_body)();
-    fib_state[threadIdx.x] = DONE; /* then uc_link: back to the scheduler */
-}
-
-static void resume(int t)
-{
-    threadIdx = dim3((unsigned)t);
-    fib_state[t] = READY;
-    swapcontext(&sched_ctx, &fib[t]);
-}
-
-static void run_block(int n, const std::function<void()> &body)
-{
-    if (!fib_stack && !(fib_stack = (char *)malloc((size_t)MAX_THREADS * FIBER_STACK))) abort();
-    fib_body = &body;
-    nthreads = n;
-    blockDim = dim3((unsigned)n);
-    for (int t = 0; t < n; t++) {
-        getcontext(&fib[t]);
-        fib[t].uc_stack.ss_sp = fib_stack + (size_t)t * FIBER_STACK;
-        fib[t].uc_stack.ss_size = FIBER_STACK;
-        fib[t].uc_link = &sched_ctx;
-        makecontext(&fib[t], fiber_entry, 0);
-        fib_state[t] = WAIT_B; /* released by the first round */
-    }
-    const int warps = n / 32;
-    for (int live = 1; live;) {
-        live = 0;
-        for (int wi = 0; wi < warps; wi++) {
-            const int w = reverse_order ? warps - 1 - wi : wi;
-            int first = 1;
-            for (int again = 1; again;) {
-                again = 0;
-                for (int li = 0; li < 32; li++) {
-                    const int t = 32 * w + (reverse_order ? 31 - li : li);
-                    if (fib_state[t] == WAIT_W || (first && fib_state[t] == WAIT_B))
-                        resume(t), again = 1, live = 1;
-                }
-                first = 0;
-            }
-        }
-    }
-}
-
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __launch_bounds__(...)
-#define __shared__
-#define __align__(n) __attribute__((aligned(n)))
-
-static inline unsigned f2u(float f)
-{
-    unsigned u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-static inline float u2f(unsigned u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-struct __nv_bfloat16 { /* 2 bytes as on the device: the layouts and offsets are the device's */
-    uint16_t bits;
-};
-static_assert(sizeof(__nv_bfloat16) == 2, "bf16 is 2 bytes");
-static inline __nv_bfloat16 __float2bfloat16(float x) /* RNE, NaN kept */
-{
-    unsigned u = f2u(x);
-    if (x != x) return {(uint16_t)((u >> 16) | 0x40u)};
-    u = u + 0x7FFFu + ((u >> 16) & 1u);
-    return {(uint16_t)(u >> 16)};
-}
-static float shfl_buf[MAX_THREADS];
-static inline float __shfl_xor_sync(unsigned, float v, int off) /* called by the whole warp */
-{
-    shfl_buf[threadIdx.x] = v;
-    __syncwarp();
-    float r = shfl_buf[threadIdx.x ^ off];
-    __syncwarp();
-    return r;
-}
-static inline float warp_sum(float v)
-{
-    for (int off = 16; off > 0; off >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, off);
-    return v;
-}
-static inline int min(int a, int b) { return a < b ? a : b; }
-
-/* The dynamic shared memory: the kernels' `extern __shared__ smem_raw[]`. */
-#define SMEM_MAX (227 * 1024) /* an H100/H200's opt-in limit a block */
-alignas(128) unsigned char smem_raw[SMEM_MAX];
-static size_t smem_bytes; /* what the launch asks for */
 static int wmma_faults;
 
 namespace wmma {
@@ -280,24 +162,6 @@ void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, float> &f,
 
 /* ------------------------------------------------------------ launching, as flash.cu */
 
-static void launch(dim3 grid, int threads, size_t bytes, const std::function<void()> &body)
-{
-    if (bytes > SMEM_MAX) {
-        fprintf(stderr, "launch asks for %zu bytes of shared memory, past %d\n", bytes, SMEM_MAX);
-        wmma_faults++;
-        return;
-    }
-    gridDim = grid;
-    smem_bytes = bytes;
-    for (unsigned z = 0; z < grid.z; z++)
-        for (unsigned y = 0; y < grid.y; y++)
-            for (unsigned x = 0; x < grid.x; x++) {
-                blockIdx = dim3(x, y, z);
-                memset(smem_raw, 0xFF, SMEM_MAX); /* NaN in fp32 and in bf16 */
-                run_block(threads, body);
-            }
-}
-
 template <int D>
 static void fwd(float *out, float *lse, const float *qkv, int B, int T, int C, int NH, int causal)
 {
@@ -391,13 +255,14 @@ static void run(int B, int T, int NH, int hs, int causal)
 
     /* the kernels */
     std::vector<float> out(no, NAN), lse(nl, NAN), dqkv(dqkv0);
-    const int faults0 = wmma_faults;
+    const int faults0 = wmma_faults + launch_faults;
     flash_fwd(out.data(), lse.data(), qkv.data(), B, T, C, NH, causal);
     flash_bwd(dqkv.data(), dout.data(), qkv.data(), out.data(), lse.data(), B, T, C, NH, causal);
     checks++;
-    if (wmma_faults != faults0) {
+    if (wmma_faults + launch_faults != faults0) {
         failures++;
-        printf("FAIL %-14s %-28s %d WMMA rule faults\n", "wmma", shape, wmma_faults - faults0);
+        printf("FAIL %-14s %-28s %d WMMA rule faults or refused launches\n", "wmma", shape,
+               wmma_faults + launch_faults - faults0);
     } else
         printf("ok   %-14s %-28s every WMMA pointer aligned, ldm legal, inside smem\n", "wmma",
                shape);
