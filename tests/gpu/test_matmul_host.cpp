@@ -42,13 +42,18 @@ extern "C" {
 
 /* The device's vector types and make_float4 (vector_types.h): the
  * layouts as on the device, 16- and 8-byte aligned. */
-struct __align__(16) float4 {
+struct __align__(16) float4
+{
     float x, y, z, w;
 };
-struct __align__(8) uint2 {
+struct __align__(8) uint2
+{
     unsigned x, y;
 };
-static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+static inline float4 make_float4(float x, float y, float z, float w)
+{
+    return {x, y, z, w};
+}
 
 /* cuda_bf16.hpp's host rounding: nearest even, NaN to 0x7FFF */
 static inline __nv_bfloat16 bf16_rn(float f)
@@ -60,7 +65,10 @@ static inline __nv_bfloat16 bf16_rn(float f)
     if (rem > 0x80000000u || (rem == 0x80000000u && (r & 1u))) r++;
     return {r};
 }
-static inline __nv_bfloat162 bf162_rn(float a, float b) { return {bf16_rn(a), bf16_rn(b)}; }
+static inline __nv_bfloat162 bf162_rn(float a, float b)
+{
+    return {bf16_rn(a), bf16_rn(b)};
+}
 #define __float2bfloat16_rn   bf16_rn
 #define __floats2bfloat162_rn bf162_rn
 
@@ -72,7 +80,8 @@ static inline unsigned blocks_for(size_t n, unsigned threads) /* cuda_int.cuh's 
 
 /* in a namespace: kiln_nn (linked for the CPU backend) has the device
  * build's host stubs of the same kernels */
-namespace dev {
+namespace dev
+{
 #include "nn/cuda/matmul_kernels.cuh"
 }
 using namespace dev;
@@ -85,9 +94,8 @@ static void store_bf16(uint16_t *dst16, const float *src, size_t n) /* to_bf16_l
     size_t done = 0;
     if ((uintptr_t)src % 16 == 0 && (uintptr_t)dst % 8 == 0 && n >= 4) {
         done = n / 4 * 4;
-        launch(dim3(blocks_for(n / 4, 256)), dim3(256), 0, [&] {
-            k_to_bf16_x4((__nv_bfloat162 *)dst, (const float4 *)src, n / 4);
-        });
+        launch(dim3(blocks_for(n / 4, 256)), dim3(256), 0,
+               [&] { k_to_bf16_x4((__nv_bfloat162 *)dst, (const float4 *)src, n / 4); });
     }
     if (done < n)
         launch(dim3(blocks_for(n - done, 256)), dim3(256), 0,
@@ -134,7 +142,10 @@ static unsigned urand(void)
     rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
     return (unsigned)(rng >> 32);
 }
-static float frand(void) { return (float)(urand() >> 8) / 16777216.0f * 2.0f - 1.0f; }
+static float frand(void)
+{
+    return (float)(urand() >> 8) / 16777216.0f * 2.0f - 1.0f;
+}
 
 static void verdict(int ok, const char *what, const char *shape, const char *detail)
 {
@@ -180,7 +191,8 @@ static void run_fill(int N, int OC)
 {
     char shape[64];
     snprintf(shape, sizeof shape, "N%d OC%d", N, OC);
-    std::vector<float> bias(OC), out((size_t)N * OC, NAN), rout((size_t)N * OC), inp(N), w(OC, 0.0f);
+    std::vector<float> bias(OC), out((size_t)N * OC, NAN), rout((size_t)N * OC), inp(N),
+        w(OC, 0.0f);
     for (auto &f : bias)
         f = frand();
     for (auto &f : inp)
@@ -204,18 +216,18 @@ static void run_fill(int N, int OC)
 static std::vector<float> bf16_inputs(size_t n)
 {
     static const unsigned edge[] = {
-        0x3F808000u, /* 1 + 2^-8: a tie, even below: 1.0 */
-        0x3F818000u, /* a tie, odd below: up */
-        0x3F808001u, /* just past a tie: up */
-        0x3F807FFFu, /* just below: down */
-        0x7F7FFFFFu, /* the largest float: to +Inf */
-        0xFF7FFFFFu, /* to -Inf */
-        0x7F7F7FFFu, /* stays finite */
-        0x7F800000u, 0xFF800000u, /* +-Inf */
-        0x00000000u, 0x80000000u, /* +-0 */
+        0x3F808000u,                                        /* 1 + 2^-8: a tie, even below: 1.0 */
+        0x3F818000u,                                        /* a tie, odd below: up */
+        0x3F808001u,                                        /* just past a tie: up */
+        0x3F807FFFu,                                        /* just below: down */
+        0x7F7FFFFFu,                                        /* the largest float: to +Inf */
+        0xFF7FFFFFu,                                        /* to -Inf */
+        0x7F7F7FFFu,                                        /* stays finite */
+        0x7F800000u, 0xFF800000u,                           /* +-Inf */
+        0x00000000u, 0x80000000u,                           /* +-0 */
         0x00000001u, 0x80008000u, 0x00018000u, 0x007FFFFFu, /* subnormals, ties among them */
-        0x7FC00000u, 0xFFC00000u, /* quiet NaNs */
-        0x7F800001u, 0xFF812345u, /* signalling NaNs */
+        0x7FC00000u, 0xFFC00000u,                           /* quiet NaNs */
+        0x7F800001u, 0xFF812345u,                           /* signalling NaNs */
         0x7FFFFFFFu, 0x7FBFFFFFu,
     };
     std::vector<float> x(n);
@@ -266,11 +278,11 @@ static void run_bf16(size_t n, int so, int dofs)
 int main(void)
 {
     for (reverse_order = 0; reverse_order < 2; reverse_order++) {
-        run_bias(50, 33);    /* G 1: added in place */
-        run_bias(1000, 70);  /* 3 tiles, G 16 */
-        run_bias(4097, 20);  /* 1 tile, G 65, the last chunk one row short */
-        run_bias(129, 1);    /* one column, G 3 */
-        run_bias(300, 800);  /* 25 tiles, G 5 */
+        run_bias(50, 33);     /* G 1: added in place */
+        run_bias(1000, 70);   /* 3 tiles, G 16 */
+        run_bias(4097, 20);   /* 1 tile, G 65, the last chunk one row short */
+        run_bias(129, 1);     /* one column, G 3 */
+        run_bias(300, 800);   /* 25 tiles, G 5 */
         run_bf16(4099, 0, 0); /* 4-wide, then 3 scalar */
         run_bf16(4097, 1, 0); /* src misaligned: all scalar */
         run_bf16(1030, 0, 2); /* dst 4 bytes off: all scalar */

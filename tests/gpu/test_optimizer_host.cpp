@@ -14,11 +14,10 @@
  * kind (SGD with and without momentum, Adam, AdamW, RMSprop with and
  * without momentum), clipping off, with the norm below and above the clip,
  * the norm asked for or not, two steps in a row (the state carried), the
- * last-block counter back at 0 after each update. Compared by norm: the parameter's change (p - p0; p
- * itself would hide an update), m and v within 1e-5 (the same expressions
- * in the same order as cpu.c; only the norm's summation order differs),
- * the norm within 1e-6. What it cannot check: the device's memory ordering
- * between blocks (__threadfence, the volatile reads: here blocks run one
+ * last-block counter back at 0 after each update. Compared by norm: the parameter's change (p - p0;
+ * p itself would hide an update), m and v within 1e-5 (the same expressions in the same order as
+ * cpu.c; only the norm's summation order differs), the norm within 1e-6. What it cannot check: the
+ * device's memory ordering between blocks (__threadfence, the volatile reads: here blocks run one
  * after another), the graph capture and the pinned copies (optimizer.cu's
  * launch code), which tests/gpu/test_cuda_parity checks on a GPU. */
 #include <assert.h>
@@ -42,7 +41,8 @@ static inline unsigned blocks_for(size_t n, unsigned threads) /* cuda_int.cuh's 
 
 /* in a namespace: kiln_nn (linked for the CPU backend) has the device
  * build's host stubs of the same kernels */
-namespace dev {
+namespace dev
+{
 #include "nn/cuda/optimizer.cuh"
 }
 using namespace dev;
@@ -61,9 +61,9 @@ static void optim_update(const kn_optim_args *a, float *p, const float *g, float
 
 /* kn_cu_optim_update_all; captured: the arguments from "device memory"
  * (dev_args) and garbage by value, which the kernel must not use */
-static void optim_update_all(const kn_optim_args *a, float clip, float *p, const float *g,
-                             float *m, float *v, size_t numel, const kn_optim_chunk *chunks,
-                             int nchunks, float *norm, int captured)
+static void optim_update_all(const kn_optim_args *a, float clip, float *p, const float *g, float *m,
+                             float *v, size_t numel, const kn_optim_chunk *chunks, int nchunks,
+                             float *norm, int captured)
 {
     const int want_norm = clip > 0.0f || norm;
     if (want_norm && numel) {
@@ -107,8 +107,8 @@ static void check(const char *what, const char *shape, const float *d, const flo
     const double rel = sqrt(e2 / (r2 > 0 ? r2 : 1));
     const int ok = rel <= tol; /* NaN fails */
     checks++;
-    printf("%s %-8s %-44s n=%-7zu rel-norm %.3g (tol %.0e)\n", ok ? "ok  " : "FAIL", what, shape,
-           n, rel, tol);
+    printf("%s %-8s %-44s n=%-7zu rel-norm %.3g (tol %.0e)\n", ok ? "ok  " : "FAIL", what, shape, n,
+           rel, tol);
     if (!ok) failures++;
 }
 
@@ -117,8 +117,8 @@ static void check_scalar(const char *what, const char *shape, double d, double r
     const double rel = fabs(d - r) / (fabs(r) > 0 ? fabs(r) : 1);
     const int ok = rel <= tol;
     checks++;
-    printf("%s %-8s %-44s %.9g vs %.9g rel %.3g (tol %.0e)\n", ok ? "ok  " : "FAIL", what, shape,
-           d, r, rel, tol);
+    printf("%s %-8s %-44s %.9g vs %.9g rel %.3g (tol %.0e)\n", ok ? "ok  " : "FAIL", what, shape, d,
+           r, rel, tol);
     if (!ok) failures++;
 }
 
@@ -139,8 +139,10 @@ static kn_optim_args args(int kind, float momentum, float wd)
 
 static const char *kind_name(int k)
 {
-    return k == KN_OPT_SGD ? "sgd" : k == KN_OPT_ADAM ? "adam" : k == KN_OPT_ADAMW ? "adamw"
-                                                                                  : "rmsprop";
+    return k == KN_OPT_SGD     ? "sgd"
+           : k == KN_OPT_ADAM  ? "adam"
+           : k == KN_OPT_ADAMW ? "adamw"
+                               : "rmsprop";
 }
 
 /* The tensors (sizes), cut into chunks as kn_optim_new does: at most

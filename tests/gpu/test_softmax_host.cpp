@@ -30,7 +30,8 @@ extern "C" {
 
 /* in a namespace: kiln_nn (linked for the CPU backend) has the device
  * build's host stubs of the same kernels */
-namespace dev {
+namespace dev
+{
 #include "nn/cuda/attention.cuh"
 }
 using namespace dev;
@@ -129,8 +130,8 @@ static void run(int B, int T, int NH, int causal)
         f = frand();
     std::vector<float> dpre(dpre0);
     cpu->attention_fwd(out.data(), pre.data(), att.data(), qkv.data(), B, T, C, NH, causal);
-    cpu->attention_bwd(dq.data(), dpre.data(), datt.data(), dout.data(), qkv.data(), att.data(),
-                       B, T, C, NH, causal); /* datt: the random start plus the CPU's sums */
+    cpu->attention_bwd(dq.data(), dpre.data(), datt.data(), dout.data(), qkv.data(), att.data(), B,
+                       T, C, NH, causal); /* datt: the random start plus the CPU's sums */
 
     /* the kernels' forward from the CPU's scores, garbage where masked */
     std::vector<float> kpre(pre), katt(natt, NAN);
@@ -153,19 +154,19 @@ static void run(int B, int T, int NH, int causal)
 int main(void)
 {
     reverse_order = 0;
-    run(2, 1, 1, 1);    /* N 1, a single key */
-    run(1, 37, 2, 1);   /* N 2, a partial second slot */
-    run(1, 64, 1, 0);   /* N 2, exact */
-    run(1, 100, 1, 1);  /* N 4 */
-    run(1, 520, 1, 1);  /* N 32 */
+    run(2, 1, 1, 1);   /* N 1, a single key */
+    run(1, 37, 2, 1);  /* N 2, a partial second slot */
+    run(1, 64, 1, 0);  /* N 2, exact */
+    run(1, 100, 1, 1); /* N 4 */
+    run(1, 520, 1, 1); /* N 32 */
     force_loop = 1;
     run(1, 70, 1, 1);
     force_loop = 0;
     reverse_order = 1;
-    run(1, 37, 1, 0);   /* N 2 */
-    run(1, 100, 1, 0);  /* N 4 */
-    run(1, 200, 1, 1);  /* N 8 */
-    run(1, 300, 1, 0);  /* N 16 */
+    run(1, 37, 1, 0);  /* N 2 */
+    run(1, 100, 1, 0); /* N 4 */
+    run(1, 200, 1, 1); /* N 8 */
+    run(1, 300, 1, 0); /* N 16 */
     force_loop = 1;
     run(1, 70, 1, 0);
     force_loop = 0;
