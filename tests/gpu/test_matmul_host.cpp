@@ -1,6 +1,7 @@
 /* test_matmul_host: the small kernels of the CUDA backend's linear layer
- * (lib/nn/cuda/matmul_kernels.cuh, launched by matmul.cu) compiled for the
- * host with tests/gpu/host_cuda.h's stand-ins and run there:
+ * (lib/nn/cuda/matmul_kernels.cuh, launched by matmul.cu) and of the
+ * im2col convolution's bias (conv_bias.cuh, launched by conv.cu) compiled
+ * for the host with tests/gpu/host_cuda.h's stand-ins and run there:
  *
  * - the bias gradient's column sum in its two passes (k_colsum_partial,
  *   with G = 1 adding straight into dbias, else partials into a
@@ -10,6 +11,13 @@
  *   within 1e-4 (sums reordered, as tests/gpu/test_cuda_parity), adding to
  *   a random dbias (backend.h's +=): N and OC not multiples of 32 (or 64),
  *   G = 1, a few and many chunks, the last chunk short;
+ * - the convolution's bias gradient as kn_cu_conv2d_bwd runs it without
+ *   dw (per chunk of images k_conv_dt, then the row sum: k_rowsum_partial
+ *   in S segments, with S = 1 adding straight into dbias, else partials
+ *   and k_col_partials_add), against the CPU's conv2d_bwd (dbias only)
+ *   within 1e-4, += into a random dbias: one and several segments, the
+ *   last segment short, several chunks; k_conv_out's layout and bias
+ *   exactly against a direct loop;
  * - k_fill_rows (the forward's bias broadcast) against the CPU's
  *   matmul_fwd with zero weights, k_vec_add (the BGRADB vector added);
  * - the bf16 conversions as kn_cu_store_bf16 / kn_cu_load_bf16 launch them
@@ -30,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <vector>
 
 extern "C" {
@@ -83,7 +92,8 @@ static inline unsigned blocks_for(size_t n, unsigned threads) /* cuda_int.cuh's 
 namespace dev
 {
 #include "nn/cuda/matmul_kernels.cuh"
-}
+#include "nn/cuda/conv_bias.cuh"
+} // namespace dev
 using namespace dev;
 
 /* ------------------------------------------------------------ launching, as matmul.cu */
@@ -130,6 +140,33 @@ static void colsum_add(float *dcol, const float *x, int rows, int cols, int *G_o
     launch(grid, block, 0, [&] { k_colsum_partial(pp, x, rows, cols, G, 0); });
     launch(dim3(blocks_for((size_t)cols, 256)), dim3(256), 0,
            [&] { k_col_partials_add(dcol, pp, G, cols); });
+}
+
+/* ------------------------------------------------------------ launching, as conv.cu */
+
+static dim3 plane_grid(int per_plane, int planes)
+{
+    int x = (per_plane + 255) / 256;
+    return dim3((unsigned)(x < 1024 ? (x ? x : 1) : 1024),
+                (unsigned)(planes < 65535 ? planes : 65535));
+}
+
+static void rowsum_add(float *dbias, const float *dt, int OC, size_t NP, size_t *S_out)
+{
+    size_t S = (NP + 4095) / 4096, want = 2048 / (size_t)OC;
+    if (S > want) S = want;
+    if (S < 1) S = 1;
+    *S_out = S;
+    const dim3 grid((unsigned)S, (unsigned)OC);
+    if (S == 1) {
+        launch(grid, dim3(256), 0, [&] { k_rowsum_partial(dbias, dt, OC, NP, 1, 1); });
+        return;
+    }
+    std::vector<float> partial(S * OC, NAN); /* kn_cu_scratch: unwritten */
+    float *pp = partial.data();
+    launch(grid, dim3(256), 0, [&] { k_rowsum_partial(pp, dt, OC, NP, (int)S, 0); });
+    launch(dim3(blocks_for((size_t)OC, 256)), dim3(256), 0,
+           [&] { k_col_partials_add(dbias, pp, (int)S, OC); });
 }
 
 /* ------------------------------------------------------------ the checks */
@@ -185,6 +222,64 @@ static void run_bias(int N, int OC)
     for (int o = 0; o < OC; o++)
         db[o] -= db0[o], rdb[o] -= db0[o];
     check("dbias", shape, db.data(), rdb.data(), (size_t)OC, 1e-4);
+}
+
+/* The im2col path's bias gradient (kn_cu_conv2d_bwd without dw: k_conv_dt
+ * then rowsum_add, chunks of nbmax images) against the CPU's conv2d_bwd
+ * (dbias only), += into a random dbias; and k_conv_out's layout and bias
+ * against a direct loop. */
+static void run_conv_bias(int B, int OC, int OH, int OW, int nbmax)
+{
+    const int P = OH * OW;
+    kn_conv_shape cs = {B, 1, OH, OW, OC, 1, 1, 0, OH, OW};
+    std::vector<float> dout((size_t)B * OC * P), db(OC), db0, rdb, dt((size_t)nbmax * P * OC);
+    for (auto &f : dout)
+        f = frand();
+    for (auto &f : db)
+        f = frand();
+    db0 = rdb = db;
+    size_t S = 0;
+    char segs[32] = "";
+    for (int b0 = 0; b0 < B; b0 += nbmax) {
+        const int nb = B - b0 < nbmax ? B - b0 : nbmax, NP = nb * P;
+        std::fill(dt.begin(), dt.end(), NAN);
+        float *d = dt.data();
+        const float *g = dout.data();
+        launch(plane_grid(P, nb * OC), dim3(256), 0, [&] { k_conv_dt(d, g, b0, nb, OC, P); });
+        rowsum_add(db.data(), d, OC, (size_t)NP, &S);
+        snprintf(segs + strlen(segs), sizeof segs - strlen(segs), "%s%zu", b0 ? "," : "", S);
+    }
+    char shape[64];
+    snprintf(shape, sizeof shape, "B%d OC%d P%d nb%d S%s%s", B, OC, P, nbmax, segs,
+             reverse_order ? " rev" : "");
+    const kn_backend *cpu = kn_backend_cpu();
+    std::vector<float> scratch(cpu->conv2d_scratch(&cs) + 1), dummy((size_t)B * P + OC, 0.0f);
+    cpu->conv2d_bwd(NULL, NULL, rdb.data(), dout.data(), dummy.data(), dummy.data(), scratch.data(),
+                    &cs);
+    for (int o = 0; o < OC; o++)
+        db[o] -= db0[o], rdb[o] -= db0[o];
+    check("conv dbias", shape, db.data(), rdb.data(), (size_t)OC, 1e-4);
+
+    /* the forward's out[b0 + b, o, p] = tmp[o, b P + p] + bias[o], last chunk */
+    const int b0 = (B - 1) / nbmax * nbmax, nb = B - b0;
+    std::vector<float> tmp((size_t)OC * nb * P), out((size_t)B * OC * P, NAN), ref(out);
+    for (auto &f : tmp)
+        f = frand();
+    for (int b = 0; b < nb; b++)
+        for (int o = 0; o < OC; o++)
+            for (int q = 0; q < P; q++)
+                ref[((size_t)(b0 + b) * OC + o) * P + q] =
+                    tmp[(size_t)o * nb * P + (size_t)b * P + q] + db0[o];
+    float *po = out.data();
+    const float *pt = tmp.data(), *pb = db0.data();
+    launch(plane_grid(P, nb * OC), dim3(256), 0, [&] { k_conv_out(po, pt, pb, b0, nb, OC, P); });
+    size_t bad = 0;
+    for (size_t i = 0; i < out.size(); i++)
+        bad += !(out[i] == ref[i] || (out[i] != out[i] && ref[i] != ref[i]));
+    char det[96];
+    snprintf(det, sizeof det, "%zu of %zu elements differ (chunk b0 %d, nb %d)", bad, out.size(),
+             b0, nb);
+    verdict(bad == 0, "conv out", shape, det);
 }
 
 static void run_fill(int N, int OC)
@@ -278,16 +373,21 @@ static void run_bf16(size_t n, int so, int dofs)
 int main(void)
 {
     for (reverse_order = 0; reverse_order < 2; reverse_order++) {
-        run_bias(50, 33);     /* G 1: added in place */
-        run_bias(1000, 70);   /* 3 tiles, G 16 */
-        run_bias(4097, 20);   /* 1 tile, G 65, the last chunk one row short */
-        run_bias(129, 1);     /* one column, G 3 */
-        run_bias(300, 800);   /* 25 tiles, G 5 */
-        run_bf16(4099, 0, 0); /* 4-wide, then 3 scalar */
-        run_bf16(4097, 1, 0); /* src misaligned: all scalar */
-        run_bf16(1030, 0, 2); /* dst 4 bytes off: all scalar */
-        run_bf16(3, 0, 0);    /* under 4: scalar */
-        run_bf16(4, 4, 4);    /* one group of 4 */
+        run_bias(50, 33);               /* G 1: added in place */
+        run_bias(1000, 70);             /* 3 tiles, G 16 */
+        run_bias(4097, 20);             /* 1 tile, G 65 of 64 rows, the last of 1 */
+        run_bias(129, 1);               /* one column, G 3 */
+        run_bias(300, 800);             /* 25 tiles, G 5 */
+        run_conv_bias(3, 5, 28, 28, 3); /* S 1: added in place */
+        run_conv_bias(4, 3, 60, 60, 4); /* S 4 */
+        run_conv_bias(1, 3, 97, 89, 1); /* S 3, the last segment one short */
+        run_conv_bias(8, 2, 29, 51, 3); /* chunks of 3 images: S 2 (short), 2, then 1 */
+        run_conv_bias(2, 7, 5, 5, 2);   /* planes of 25 pixels */
+        run_bf16(4099, 0, 0);           /* 4-wide, then 3 scalar */
+        run_bf16(4097, 1, 0);           /* src misaligned: all scalar */
+        run_bf16(1030, 0, 2);           /* dst 4 bytes off: all scalar */
+        run_bf16(3, 0, 0);              /* under 4: scalar */
+        run_bf16(4, 4, 4);              /* one group of 4 */
     }
     reverse_order = 0;
     run_fill(37, 70);
