@@ -184,10 +184,10 @@ struct __nv_bfloat162 {
 };
 static_assert(sizeof(__nv_bfloat16) == 2, "bf16 is 2 bytes");
 static_assert(sizeof(__nv_bfloat162) == 4, "bf16x2 is 4 bytes");
-static inline __nv_bfloat16 __float2bfloat16(float x) /* RNE, NaN kept */
+static inline __nv_bfloat16 __float2bfloat16(float x) /* RNE; NaN -> 0x7FFF as cuda_bf16.hpp */
 {
     unsigned u = f2u(x);
-    if (x != x) return {(uint16_t)((u >> 16) | 0x40u)};
+    if (x != x) return {(uint16_t)0x7FFFu};
     u = u + 0x7FFFu + ((u >> 16) & 1u);
     return {(uint16_t)(u >> 16)};
 }

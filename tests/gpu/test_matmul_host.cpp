@@ -30,8 +30,8 @@
  *
  * __float2bfloat16_rn and __floats2bfloat162_rn are this file's own, as
  * cuda_bf16.hpp's host code computes them (round to nearest even, every
- * NaN 0x7FFF, which backend.h's to_bf16 promises): host_cuda.h's keep the
- * NaN's payload. So this checks the kernels' indexing, packing and
+ * NaN 0x7FFF, which backend.h's to_bf16 promises; host_cuda.h's do the
+ * same since, this file keeps its own spelled out). So this checks the kernels' indexing, packing and
  * alignment split, not the device's cvt instruction (test_cuda_parity's
  * to_bf16 check does, on a GPU). */
 #include <math.h>
