@@ -79,6 +79,21 @@ static void wait_at(int what)
 }
 #define __syncthreads() wait_at(WAIT_B)
 #define __syncwarp(...) wait_at(WAIT_W)
+/* the number of the block's threads whose p is not 0, to each of them:
+ * added between two block barriers, the count cleared by its last reader */
+static int count_acc, count_reads;
+static inline int __syncthreads_count(int p)
+{
+    if (p) count_acc++;
+    __syncthreads(); /* every running thread has added */
+    const int r = count_acc;
+    int running = 0;
+    for (int t = 0; t < nthreads; t++)
+        running += fib_state[t] != DONE;
+    if (++count_reads == running) count_acc = 0, count_reads = 0;
+    __syncthreads(); /* every running thread has read */
+    return r;
+}
 static inline void __threadfence(void) {}
 static inline void __threadfence_block(void) {}
 

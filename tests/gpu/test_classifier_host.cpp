@@ -109,33 +109,9 @@ static void mse_bwd(float *dpred, const float *pred, const float *y, float dloss
 
 /* ------------------------------------------------------------ the check */
 
-static int failures, checks;
-static unsigned long long rng = 0x9E3779B97F4A7C15ull;
-
-static float frand(void) /* uniform in [-1, 1) */
-{
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (float)(rng >> 40) / 16777216.0f * 2.0f - 1.0f;
-}
+#include "host_check.h"
 
 #define R_SUM 1e-4
-
-/* test_cuda_parity's norm check: ||d - r|| <= tol ||r|| + 1e-6 sqrt(n) */
-static void check(const char *what, const char *shape, const float *d, const float *r, size_t n,
-                  double tol)
-{
-    double e2 = 0, r2 = 0;
-    for (size_t i = 0; i < n; i++) {
-        const double q = (double)d[i] - r[i];
-        e2 += q * q, r2 += (double)r[i] * r[i];
-    }
-    const double e = sqrt(e2), rn = sqrt(r2), bound = tol * rn + 1e-6 * sqrt((double)n);
-    const int ok = e <= bound; /* NaN fails */
-    checks++;
-    printf("%s %-22s %-30s n=%-8zu ||d-c||/||c|| %.3g (bound %.0e + %.1e abs)\n",
-           ok ? "ok  " : "FAIL", what, shape, n, rn > 0 ? e / rn : e, tol, 1e-6 * sqrt((double)n));
-    if (!ok) failures++;
-}
 
 /* exact: the elements of d outside rows with a target and columns < V
  * equal want (the starting values, or 0) bit for bit */
@@ -150,9 +126,7 @@ static void check_untouched(const char *what, const char *shape, const float *d,
             n++;
             if (memcmp(&d[i], want ? &want[i] : &(const float &)0.0f, 4)) bad++;
         }
-    checks++;
-    printf("%s %-22s %-30s n=%-8zu %zu differ\n", bad ? "FAIL" : "ok  ", what, shape, n, bad);
-    if (bad) failures++;
+    verdict(bad == 0, what, shape, "n=%-8zu %zu differ", n, bad);
 }
 
 static void run(int N, int V, int Vp)
@@ -201,9 +175,10 @@ static void run(int N, int V, int Vp)
     std::vector<float> g(n), rg(n);
     for (size_t i = 0; i < n; i++)
         g[i] = dl[i] - d0[i], rg[i] = rdl[i] - d0[i];
-    check("xent_fwd losses", shape, loss.data(), rloss.data(), N, R_SUM);
-    check("xent_fwd lse - max", shape, less_max(lse).data(), less_max(rlse).data(), N, R_SUM);
-    check("xent_bwd (+=)", shape, g.data(), rg.data(), n, R_SUM);
+    check_parity("xent_fwd losses", shape, loss.data(), rloss.data(), N, R_SUM);
+    check_parity("xent_fwd lse - max", shape, less_max(lse).data(), less_max(rlse).data(), N,
+                 R_SUM);
+    check_parity("xent_bwd (+=)", shape, g.data(), rg.data(), n, R_SUM);
     check_untouched("xent_bwd pad/ignored", shape, dl.data(), d0.data(), t.data(), N, V, Vp);
 
     /* label smoothing (batchnorm.cu) on top: losses turned, dlogits += */
@@ -213,25 +188,27 @@ static void run(int N, int V, int Vp)
     cpu->xent_smooth_bwd(rdl.data(), t.data(), 0.1f * dloss, N, V, Vp);
     for (size_t i = 0; i < n; i++)
         g[i] = dl[i] - d0[i], rg[i] = rdl[i] - d0[i];
-    check("smooth_fwd losses", shape, loss.data(), rloss.data(), N, R_SUM);
-    check("smooth_bwd (+=)", shape, g.data(), rg.data(), n, R_SUM);
+    check_parity("smooth_fwd losses", shape, loss.data(), rloss.data(), N, R_SUM);
+    check_parity("smooth_bwd (+=)", shape, g.data(), rg.data(), n, R_SUM);
     check_untouched("smooth_bwd pad/ignored", shape, dl.data(), d0.data(), t.data(), N, V, Vp);
 
     /* xent_fused, dlogits set from NaN */
     std::vector<float> fl(N, NAN), fz(N, NAN), fd(n, NAN), rfl(N), rfz(N), rfd(n, NAN);
     xent_fused(fl.data(), fz.data(), fd.data(), logits.data(), t.data(), dloss, N, V, Vp);
     cpu->xent_fused(rfl.data(), rfz.data(), rfd.data(), logits.data(), t.data(), dloss, N, V, Vp);
-    check("xent_fused losses", shape, fl.data(), rfl.data(), N, R_SUM);
-    check("xent_fused lse - max", shape, less_max(fz).data(), less_max(rfz).data(), N, R_SUM);
-    check("xent_fused dlogits", shape, fd.data(), rfd.data(), n, R_SUM);
+    check_parity("xent_fused losses", shape, fl.data(), rfl.data(), N, R_SUM);
+    check_parity("xent_fused lse - max", shape, less_max(fz).data(), less_max(rfz).data(), N,
+                 R_SUM);
+    check_parity("xent_fused dlogits", shape, fd.data(), rfd.data(), n, R_SUM);
     check_untouched("xent_fused pad/ign. 0", shape, fd.data(), NULL, t.data(), N, V, Vp);
 
     /* in place: dlogits == logits */
     std::vector<float> ip(logits), il(N, NAN), iz(N, NAN);
     xent_fused(il.data(), iz.data(), ip.data(), ip.data(), t.data(), dloss, N, V, Vp);
-    check("fused in place losses", shape, il.data(), rfl.data(), N, R_SUM);
-    check("fused in place lse-max", shape, less_max(iz).data(), less_max(rfz).data(), N, R_SUM);
-    check("fused in place dlogits", shape, ip.data(), rfd.data(), n, R_SUM);
+    check_parity("fused in place losses", shape, il.data(), rfl.data(), N, R_SUM);
+    check_parity("fused in place lse-max", shape, less_max(iz).data(), less_max(rfz).data(), N,
+                 R_SUM);
+    check_parity("fused in place dlogits", shape, ip.data(), rfd.data(), n, R_SUM);
 
     if (Vp > KN_XENT_WARP_COLS) { /* the persistent grid, several rows a block */
         const int keep = sms;
@@ -239,9 +216,10 @@ static void run(int N, int V, int Vp)
         std::vector<float> pl(N, NAN), pz(N, NAN), pd(logits);
         xent_fused(pl.data(), pz.data(), pd.data(), pd.data(), t.data(), dloss, N, V, Vp);
         sms = keep;
-        check("fused 2 blocks losses", shape, pl.data(), rfl.data(), N, R_SUM);
-        check("fused 2 blocks lse-max", shape, less_max(pz).data(), less_max(rfz).data(), N, R_SUM);
-        check("fused 2 blocks dlogits", shape, pd.data(), rfd.data(), n, R_SUM);
+        check_parity("fused 2 blocks losses", shape, pl.data(), rfl.data(), N, R_SUM);
+        check_parity("fused 2 blocks lse-max", shape, less_max(pz).data(), less_max(rfz).data(), N,
+                     R_SUM);
+        check_parity("fused 2 blocks dlogits", shape, pd.data(), rfd.data(), n, R_SUM);
     }
 }
 
@@ -261,8 +239,8 @@ static void run_mse(int N, int D)
     cpu->mse_bwd(rd.data(), p.data(), y.data(), 0.5f, N, D);
     for (size_t i = 0; i < n; i++)
         d[i] -= d0[i], rd[i] -= d0[i];
-    check("mse_fwd", shape, l.data(), rl.data(), N, R_SUM);
-    check("mse_bwd (+=)", shape, d.data(), rd.data(), n, R_SUM);
+    check_parity("mse_fwd", shape, l.data(), rl.data(), N, R_SUM);
+    check_parity("mse_bwd (+=)", shape, d.data(), rd.data(), n, R_SUM);
 }
 
 int main(void)
@@ -284,6 +262,5 @@ int main(void)
         printf("FAIL %d launches refused\n", launch_faults);
         failures++;
     }
-    printf("test_classifier_host: %d of %d checks passed\n", checks - failures, checks);
-    return failures ? 1 : 0;
+    return check_summary("test_classifier_host");
 }

@@ -2,18 +2,16 @@
  * backend (lib/nn/cuda/conv_ig.cuh) compiled for the host and run there,
  * so that their index arithmetic, masking, tiling, K split and bias sums
  * are checked on machines without a GPU (CI's). The same source as on the
- * device; only the CUDA built-ins are stand-ins: each block's 256 threads
- * are fibers (ucontext) of one thread, one block at a time, and
- * __syncthreads switches to the next fiber, so every thread runs to the
- * barrier before any passes it (OS threads and a pthread barrier took 30 s
- * of system time on the 2-core VM; fibers take a second); __shfl_xor_sync
- * goes through shared memory and two barriers, shared memory is static, and WMMA
- * is emulated warp by warp from its documented layouts (lane 0 of a warp
- * loads, multiplies and stores whole 16 x 16 tiles; the other lanes' copies
- * are never read). What it cannot check: the hardware's own fragment
- * layouts (the WMMA pointers' 32-byte alignment and ldm rules are checked,
- * bf16 is 2 bytes as on the device), timing; tests/gpu/test_cuda_parity and
- * compute-sanitizer do on a GPU.
+ * device; only the CUDA built-ins are stand-ins (tests/gpu/host_cuda.h):
+ * each block's 256 threads are fibers (ucontext) of one thread, one warp
+ * at a time up to the next __syncthreads, one block at a time, the static
+ * shared memory NaN-poisoned before each; WMMA is emulated warp by warp
+ * from its documented layouts (tests/gpu/host_wmma.h: lane 0 of a warp
+ * loads, multiplies and stores whole 16 x 16 tiles; the other lanes'
+ * copies are never read). What it cannot check: the hardware's own
+ * fragment layouts (the WMMA pointers' 32-byte alignment and ldm rules are
+ * checked, bf16 is 2 bytes as on the device), timing;
+ * tests/gpu/test_cuda_parity and compute-sanitizer do on a GPU.
  *
  * Each shape runs the forward (outputs NaN-poisoned), the input gradient and
  * the weight and bias gradients (added to random values) against a direct
@@ -33,176 +31,17 @@
 
 /* ------------------------------------------------------------ CUDA stand-ins */
 
-struct dim3 {
-    unsigned x, y, z;
-    dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
-};
-static dim3 threadIdx, blockIdx, gridDim, blockDim(256);
-
-/* The block's threads as fibers: fiber_sched runs each live fiber up to its
- * next barrier, round after round, until all have returned. */
 #define FIBER_STACK (256 * 1024)
-static ucontext_t sched_ctx, fib[256];
-static int fib_done[256];
-static char *fib_stack;
-static const std::function<void()> *fib_body;
-
-static void block_barrier(void)
-{
-    swapcontext(&fib[threadIdx.x], &sched_ctx);
-}
-#define __syncthreads() block_barrier()
-
-static void fiber_entry(void)
-{
-    (*fib_body)();
-    fib_done[threadIdx.x] = 1; /* then uc_link: back to the scheduler */
-}
-
-static void run_block(const std::function<void()> &body)
-{
-    if (!fib_stack && !(fib_stack = (char *)malloc((size_t)256 * FIBER_STACK))) abort();
-    fib_body = &body;
-    for (int t = 0; t < 256; t++) {
-        getcontext(&fib[t]);
-        fib[t].uc_stack.ss_sp = fib_stack + (size_t)t * FIBER_STACK;
-        fib[t].uc_stack.ss_size = FIBER_STACK;
-        fib[t].uc_link = &sched_ctx;
-        makecontext(&fib[t], fiber_entry, 0);
-        fib_done[t] = 0;
-    }
-    for (int live = 1; live;) {
-        live = 0;
-        for (int t = 0; t < 256; t++)
-            if (!fib_done[t]) {
-                threadIdx = dim3((unsigned)t);
-                swapcontext(&sched_ctx, &fib[t]);
-                live = 1;
-            }
-    }
-}
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __launch_bounds__(...)
-#define __shared__ static
-#define __align__(n) __attribute__((aligned(n)))
+#include "host_cuda.h" /* static __shared__ arrays: HOST_CUDA_EXTERN_SHARED undefined */
+#include "host_wmma.h" /* asserts the WMMA rules */
 
 struct float4 {
     float x, y, z, w;
 };
-static inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
-static inline unsigned __float_as_uint(float f)
+static inline float4 make_float4(float a, float b, float c, float d)
 {
-    unsigned u;
-    memcpy(&u, &f, 4);
-    return u;
+    return {a, b, c, d};
 }
-static inline float __uint_as_float(unsigned u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-struct __nv_bfloat16 { /* 2 bytes as on the device: the tiles' offsets are the device's */
-    unsigned short bits;
-};
-static_assert(sizeof(__nv_bfloat16) == 2, "bf16 is 2 bytes");
-static inline __nv_bfloat16 __float2bfloat16_rn(float x) /* RNE; the shapes have no NaN */
-{
-    unsigned u = __float_as_uint(x);
-    u = u + 0x7FFFu + ((u >> 16) & 1u);
-    return {(unsigned short)(u >> 16)};
-}
-static float shfl_buf[256];
-static inline float __shfl_xor_sync(unsigned, float v, int off) /* called by the whole block */
-{
-    shfl_buf[threadIdx.x] = v;
-    __syncthreads();
-    float r = shfl_buf[threadIdx.x ^ off];
-    __syncthreads();
-    return r;
-}
-
-namespace wmma {
-struct matrix_a {};
-struct matrix_b {};
-struct accumulator {};
-struct row_major {};
-struct col_major {};
-namespace precision {
-struct tf32 {};
-}
-enum layout_t { mem_row_major };
-template <class U, int M, int N, int K, class T, class L = void> struct fragment {
-    float x[16][16];
-};
-static inline float val(float f) { return f; }
-static inline float val(__nv_bfloat16 b) { return __uint_as_float((unsigned)b.bits << 16); }
-/* The programming guide's rules for load/store_matrix_sync: the pointer
- * 256-bit (32-byte) aligned, ldm a multiple of 16 bytes. */
-static int wmma_faults;
-template <class E> static void rules(const E *p, unsigned ld)
-{
-    if ((uintptr_t)p % 32 || ld * sizeof(E) % 16) {
-        if (wmma_faults++ < 5)
-            fprintf(stderr, "WMMA fault: pointer %% 32 = %d, ldm %u x %zu bytes\n",
-                    (int)((uintptr_t)p % 32), ld, sizeof(E));
-    }
-}
-static inline bool lane0() { return threadIdx.x % 32 == 0; }
-template <class U, int M, int N, int K, class T, class L>
-void fill_fragment(fragment<U, M, N, K, T, L> &f, float v)
-{
-    for (int i = 0; i < 16; i++)
-        for (int j = 0; j < 16; j++)
-            f.x[i][j] = v;
-}
-template <int M, int N, int K, class T, class E>
-void load_matrix_sync(fragment<matrix_a, M, N, K, T, col_major> &f, const E *p, unsigned ld)
-{
-    if (!lane0()) return;
-    rules(p, ld);
-    for (int i = 0; i < M; i++)
-        for (int k = 0; k < K; k++)
-            f.x[i][k] = val(p[i + k * ld]);
-}
-template <int M, int N, int K, class T, class E>
-void load_matrix_sync(fragment<matrix_b, M, N, K, T, row_major> &f, const E *p, unsigned ld)
-{
-    if (!lane0()) return;
-    rules(p, ld);
-    for (int k = 0; k < K; k++)
-        for (int j = 0; j < N; j++)
-            f.x[k][j] = val(p[k * ld + j]);
-}
-template <int M, int N, int K, class TA, class TB, class LA, class LB>
-void mma_sync(fragment<accumulator, M, N, K, float> &d, const fragment<matrix_a, M, N, K, TA, LA> &a,
-              const fragment<matrix_b, M, N, K, TB, LB> &b,
-              const fragment<accumulator, M, N, K, float> &c)
-{
-    if (!lane0()) return;
-    float r[16][16];
-    for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++) {
-            float s = c.x[i][j];
-            for (int k = 0; k < K; k++)
-                s += a.x[i][k] * b.x[k][j];
-            r[i][j] = s;
-        }
-    memcpy(d.x, r, sizeof r);
-}
-template <int M, int N, int K>
-void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, float> &f, unsigned ld,
-                       layout_t)
-{
-    if (!lane0()) return;
-    rules(p, ld);
-    for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++)
-            p[i * ld + j] = f.x[i][j];
-}
-} // namespace wmma
 
 typedef struct {
     int B, C, H, W;
@@ -218,13 +57,7 @@ static int kn_cu_sms(void) { return 132; } /* an H100/H200's: sizes the K split 
 /* Runs body over the grid, one block of 256 threads at a time. */
 static void launch(dim3 grid, const std::function<void()> &body)
 {
-    gridDim = grid;
-    for (unsigned z = 0; z < grid.z; z++)
-        for (unsigned y = 0; y < grid.y; y++)
-            for (unsigned x = 0; x < grid.x; x++) {
-                blockIdx = dim3(x, y, z);
-                run_block(body);
-            }
+    launch(grid, 256, 0, body);
 }
 
 static dim3 grid_of(int M, int N, int G)
@@ -235,14 +68,7 @@ static dim3 grid_of(int M, int N, int G)
 
 /* ------------------------------------------------------------ the check */
 
-static int failures, checks;
-static unsigned long long rng = 0x9E3779B97F4A7C15ull;
-
-static float frand(void)
-{
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (float)(rng >> 40) / 16777216.0f * 2.0f - 1.0f;
-}
+#include "host_check.h"
 
 static void check(const char *what, const char *shape, int prec, const float *d, const double *r,
                   size_t n, int is_bias)
@@ -378,9 +204,8 @@ int main(void)
     checks++;
     if (ig_fits(&empty)) failures++, printf("FAIL ig_fits takes an empty batch\n");
     checks++;
-    if (wmma::wmma_faults) failures++;
+    if (wmma_faults) failures++;
     printf("%s every WMMA pointer 32-byte aligned, every ldm a multiple of 16 bytes (%d faults)\n",
-           wmma::wmma_faults ? "FAIL" : "ok  ", wmma::wmma_faults);
-    printf("test_conv_ig_host: %d of %d checks passed\n", checks - failures, checks);
-    return failures ? 1 : 0;
+           wmma_faults ? "FAIL" : "ok  ", wmma_faults);
+    return check_summary("test_conv_ig_host");
 }

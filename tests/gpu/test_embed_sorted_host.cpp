@@ -3,11 +3,11 @@
  * k_embed_bwd_sorted) compiled for the host and run there, so that its key
  * packing, the bit range handed to CUB's radix sort and the chunked walk
  * over a token's rows are checked on machines without a GPU (CI's). The
- * same source as on the device; only the CUDA built-ins are stand-ins:
- * each block's threads (128, 256) are fibers (ucontext) of one thread, one block
- * at a time, __syncthreads switches to the next fiber (every thread runs
- * to the barrier before any passes it), __syncthreads_count adds the
- * block's predicates between two barriers. CUB's sort is std::sort of the
+ * same source as on the device; only the CUDA built-ins are stand-ins
+ * (tests/gpu/host_cuda.h): each block's threads (128, 256) are fibers
+ * (ucontext) of one thread, one block at a time, every thread runs to the
+ * barrier before any passes it, __syncthreads_count adds the block's
+ * predicates between two barriers. CUB's sort is std::sort of the
  * keys (they are unique, so every correct sort gives the same order); the
  * test checks that every key lies below bit rbits + 31, the end_bit
  * embedding.cu hands to CUB, so sorting on those bits is sorting the keys.
@@ -29,95 +29,17 @@
 
 /* ------------------------------------------------------------ CUDA stand-ins */
 
-struct dim3 {
-    unsigned x, y, z;
-    dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
-};
-static dim3 threadIdx, blockIdx, gridDim, blockDim(128);
-
-#define MAX_THREADS 256
-#define FIBER_STACK (64 * 1024)
-static ucontext_t sched_ctx, fib[MAX_THREADS];
-static int fib_done[MAX_THREADS];
-static char *fib_stack;
-static const std::function<void()> *fib_body;
-
-static void block_barrier(void)
-{
-    swapcontext(&fib[threadIdx.x], &sched_ctx);
-}
-#define __syncthreads() block_barrier()
-
-/* the number of the block's threads whose p is not 0, to each of them */
-static int count_acc, count_reads;
-static int __syncthreads_count(int p)
-{
-    if (p) count_acc++;
-    __syncthreads(); /* every thread has added */
-    const int r = count_acc;
-    if (++count_reads == (int)blockDim.x) count_acc = 0, count_reads = 0; /* the last reader */
-    __syncthreads(); /* every thread has read */
-    return r;
-}
-
-static void fiber_entry(void)
-{
-    (*fib_body)();
-    fib_done[threadIdx.x] = 1; /* then uc_link: back to the scheduler */
-}
-
-static void run_block(const std::function<void()> &body)
-{
-    const int nt = (int)blockDim.x;
-    if (!fib_stack && !(fib_stack = (char *)malloc((size_t)MAX_THREADS * FIBER_STACK))) abort();
-    fib_body = &body;
-    for (int t = 0; t < nt; t++) {
-        getcontext(&fib[t]);
-        fib[t].uc_stack.ss_sp = fib_stack + (size_t)t * FIBER_STACK;
-        fib[t].uc_stack.ss_size = FIBER_STACK;
-        fib[t].uc_link = &sched_ctx;
-        makecontext(&fib[t], fiber_entry, 0);
-        fib_done[t] = 0;
-    }
-    for (int live = 1; live;) {
-        live = 0;
-        for (int t = 0; t < nt; t++)
-            if (!fib_done[t]) {
-                threadIdx = dim3((unsigned)t);
-                swapcontext(&sched_ctx, &fib[t]);
-                live = 1;
-            }
-    }
-}
-
-/* every block of the grid, one after the other */
-static void launch(dim3 grid, unsigned threads, const std::function<void()> &body)
-{
-    gridDim = grid, blockDim = dim3(threads);
-    for (unsigned y = 0; y < grid.y; y++)
-        for (unsigned x = 0; x < grid.x; x++) {
-            blockIdx = dim3(x, y);
-            run_block(body);
-        }
-}
-
-#define __global__
-#define __launch_bounds__(...)
-#define __shared__ static
+#include "host_cuda.h"
 
 #include "nn/cuda/embed_sorted.cuh"
 
 /* ------------------------------------------------------------ checks */
 
-static int failures, checks;
+#include "host_check.h"
 
 static void check(int ok, const char *what)
 {
-    checks++;
-    if (!ok) {
-        failures++;
-        fprintf(stderr, "FAIL: %s\n", what);
-    }
+    verdict(ok, "embed", what, "%s", "");
 }
 
 static unsigned long long rng_state = 0x9E3779B97F4A7C15ull;
@@ -137,7 +59,7 @@ static std::vector<unsigned long long> make_keys(const std::vector<int> &ids, in
 {
     const int N = (int)ids.size();
     std::vector<unsigned long long> keys((size_t)N, ~0ull);
-    launch(dim3(blocks), 256, [&] { k_embed_keys(keys.data(), ids.data(), N, rbits); });
+    launch(dim3(blocks), 256, 0, [&] { k_embed_keys(keys.data(), ids.data(), N, rbits); });
     return keys;
 }
 
@@ -204,7 +126,7 @@ static void run_case(const embed_case &k)
     check(std::adjacent_find(keys.begin(), keys.end()) == keys.end(), what);
 
     const dim3 grid(k.gx, (unsigned)((C + EMB_THREADS - 1) / EMB_THREADS));
-    launch(grid, EMB_THREADS,
+    launch(grid, EMB_THREADS, 0,
            [&] { k_embed_bwd_sorted(dwte.data(), dout.data(), keys.data(), N, C, rbits); });
     snprintf(what, sizeof(what), "%s (N %d, C %d, V %d, %u x %u blocks): dwte bit for bit", k.name,
              N, C, V, grid.x, grid.y);
@@ -225,6 +147,5 @@ int main(void)
     };
     for (const embed_case &k : cases)
         run_case(k);
-    printf("test_embed_sorted_host: %d checks, %d failed\n", checks, failures);
-    return failures ? 1 : 0;
+    return check_summary("test_embed_sorted_host");
 }

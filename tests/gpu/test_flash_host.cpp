@@ -50,111 +50,7 @@ extern "C" {
 
 #include "nn/cuda/reduce.cuh" /* cuda_int.cuh's warp_sum (the host cannot include cuda_int.cuh) */
 
-static int wmma_faults;
-
-namespace wmma {
-struct matrix_a {};
-struct matrix_b {};
-struct accumulator {};
-struct row_major {};
-struct col_major {};
-enum layout_t { mem_row_major, mem_col_major };
-template <class U, int M, int N, int K, class T, class L = void> struct fragment {
-    float x[16][16];
-};
-static inline float val(float f) { return f; }
-static inline float val(__nv_bfloat16 b) { return u2f((unsigned)b.bits << 16); }
-static inline bool lane0() { return threadIdx.x % 32 == 0; }
-
-/* The programming guide's rules for load/store_matrix_sync (B.24.3): mptr
- * 256-bit aligned, ldm a multiple of 16 bytes; here also the tile's
- * elements inside the launch's dynamic shared memory. */
-template <class E> static void rules(const E *p, unsigned ld, const char *op)
-{
-    const uintptr_t a = (uintptr_t)p, lo = (uintptr_t)smem_raw, hi = lo + smem_bytes;
-    const uintptr_t last = (uintptr_t)(p + 15 * (size_t)ld + 16);
-    const char *why = a % 32 ? "pointer not 32-byte aligned"
-                      : ld * sizeof(E) % 16 ? "ldm not a multiple of 16 bytes"
-                      : a < lo || last > hi ? "tile outside the dynamic shared memory"
-                                            : NULL;
-    if (why) {
-        if (wmma_faults++ < 5)
-            fprintf(stderr, "WMMA fault: %s: %s (offset %ld, ldm %u, %zu bytes)\n", op, why,
-                    (long)(a - lo), ld, smem_bytes);
-    }
-}
-
-template <class U, int M, int N, int K, class T, class L>
-void fill_fragment(fragment<U, M, N, K, T, L> &f, float v)
-{
-    for (int i = 0; i < 16; i++)
-        for (int j = 0; j < 16; j++)
-            f.x[i][j] = v;
-}
-template <int M, int N, int K, class T, class E>
-void load_matrix_sync(fragment<matrix_a, M, N, K, T, row_major> &f, const E *p, unsigned ld)
-{
-    if (!lane0()) return;
-    rules(p, ld, "load a");
-    for (int i = 0; i < M; i++)
-        for (int k = 0; k < K; k++)
-            f.x[i][k] = val(p[i * ld + k]);
-}
-template <int M, int N, int K, class T, class E>
-void load_matrix_sync(fragment<matrix_b, M, N, K, T, row_major> &f, const E *p, unsigned ld)
-{
-    if (!lane0()) return;
-    rules(p, ld, "load b row");
-    for (int k = 0; k < K; k++)
-        for (int j = 0; j < N; j++)
-            f.x[k][j] = val(p[k * ld + j]);
-}
-template <int M, int N, int K, class T, class E>
-void load_matrix_sync(fragment<matrix_b, M, N, K, T, col_major> &f, const E *p, unsigned ld)
-{
-    if (!lane0()) return;
-    rules(p, ld, "load b col");
-    for (int k = 0; k < K; k++)
-        for (int j = 0; j < N; j++)
-            f.x[k][j] = val(p[k + j * ld]);
-}
-template <int M, int N, int K>
-void load_matrix_sync(fragment<accumulator, M, N, K, float> &f, const float *p, unsigned ld,
-                      layout_t l)
-{
-    if (!lane0()) return;
-    rules(p, ld, "load c");
-    for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++)
-            f.x[i][j] = l == mem_row_major ? p[i * ld + j] : p[i + j * ld];
-}
-template <int M, int N, int K, class TA, class TB, class LA, class LB>
-void mma_sync(fragment<accumulator, M, N, K, float> &d, const fragment<matrix_a, M, N, K, TA, LA> &a,
-              const fragment<matrix_b, M, N, K, TB, LB> &b,
-              const fragment<accumulator, M, N, K, float> &c)
-{
-    if (!lane0()) return;
-    float r[16][16];
-    for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++) {
-            float s = c.x[i][j];
-            for (int k = 0; k < K; k++)
-                s += a.x[i][k] * b.x[k][j];
-            r[i][j] = s;
-        }
-    memcpy(d.x, r, sizeof r);
-}
-template <int M, int N, int K>
-void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, float> &f, unsigned ld,
-                       layout_t l)
-{
-    if (!lane0()) return;
-    rules(p, ld, "store c");
-    for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++)
-            (l == mem_row_major ? p[i * ld + j] : p[i + j * ld]) = f.x[i][j];
-}
-} // namespace wmma
+#include "host_wmma.h" /* asserts the WMMA rules, and every tile inside the shared memory */
 
 /* kiln_nn (linked for the CPU backend) has the device build's k_flash_delta */
 #define k_flash_delta k_flash_delta_host
@@ -211,31 +107,7 @@ static void flash_bwd(float *dqkv, const float *dout, const float *qkv, const fl
 
 /* ------------------------------------------------------------ the check */
 
-static int failures, checks;
-static unsigned long long rng = 0x9E3779B97F4A7C15ull;
-
-static float frand(void)
-{
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (float)(rng >> 40) / 16777216.0f * 2.0f - 1.0f;
-}
-
-/* relative error by norm of d against r (over n), within [lo, hi] */
-static void check(const char *what, const char *shape, const float *d, const float *r, size_t n,
-                  double lo, double hi)
-{
-    double e2 = 0, r2 = 0;
-    for (size_t i = 0; i < n; i++) {
-        const double q = (double)d[i] - r[i];
-        e2 += q * q, r2 += (double)r[i] * r[i];
-    }
-    const double rel = sqrt(e2 / (r2 > 0 ? r2 : 1));
-    const int ok = rel <= hi && rel >= lo; /* NaN fails */
-    checks++;
-    printf("%s %-14s %-28s n=%-7zu rel-norm %.3g (within [%.0e, %.0e])\n", ok ? "ok  " : "FAIL",
-           what, shape, n, rel, lo, hi);
-    if (!ok) failures++;
-}
+#include "host_check.h"
 
 static void run(int B, int T, int NH, int hs, int causal)
 {
@@ -297,9 +169,9 @@ static void run(int B, int T, int NH, int hs, int causal)
     std::vector<float> g(nqkv), rg(nqkv);
     for (size_t e = 0; e < nqkv; e++)
         g[e] = dqkv[e] - dqkv0[e], rg[e] = rdq[e] - dqkv0[e];
-    check("out/fp32", shape, out.data(), rout.data(), no, 1e-4, 1e-2);
-    check("lse/double", shape, lse.data(), rl.data(), nl, 1e-6, 1e-2);
-    check("dqkv/fp32", shape, g.data(), rg.data(), nqkv, 1e-4, 1e-2);
+    check_norm("out/fp32", shape, out.data(), rout.data(), no, 1e-2, 1e-4);
+    check_norm("lse/double", shape, lse.data(), rl.data(), nl, 1e-2, 1e-6);
+    check_norm("dqkv/fp32", shape, g.data(), rg.data(), nqkv, 1e-2, 1e-4);
 
     /* the CPU's emulation of the same algorithm (precision.c) */
     char err[256];
@@ -315,9 +187,9 @@ static void run(int B, int T, int NH, int hs, int causal)
                              C, NH, causal);
     for (size_t e = 0; e < nqkv; e++)
         rg[e] = edq[e] - dqkv0[e];
-    check("out/emulation", shape, out.data(), eout.data(), no, 0, 1e-3);
-    check("lse/emulation", shape, lse.data(), elo.data(), nl, 0, 1e-4);
-    check("dqkv/emulation", shape, g.data(), rg.data(), nqkv, 0, 1e-3);
+    check_norm("out/emulation", shape, out.data(), eout.data(), no, 1e-3);
+    check_norm("lse/emulation", shape, lse.data(), elo.data(), nl, 1e-4);
+    check_norm("dqkv/emulation", shape, g.data(), rg.data(), nqkv, 1e-3);
 }
 
 int main(void)
@@ -334,6 +206,5 @@ int main(void)
         run(1, 130, 1, 64, 0);
         run(1, 1, 1, 8, 1); /* a single query, hs 8 padded to 16 */
     }
-    printf("test_flash_host: %d of %d checks passed\n", checks - failures, checks);
-    return failures ? 1 : 0;
+    return check_summary("test_flash_host");
 }

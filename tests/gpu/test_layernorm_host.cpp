@@ -116,31 +116,7 @@ static void ln_bwd(float *dinp, float *dw, float *db, const float *dout, const f
 
 /* ------------------------------------------------------------ the check */
 
-static int failures, checks;
-static unsigned long long rng = 0x9E3779B97F4A7C15ull;
-
-static float frand(void) /* uniform in [-1, 1) */
-{
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (float)(rng >> 40) / 16777216.0f * 2.0f - 1.0f;
-}
-
-/* test_cuda_parity's norm check: ||d - r|| <= tol ||r|| + 1e-6 sqrt(n) */
-static void check(const char *what, const char *shape, const float *d, const float *r, size_t n,
-                  double tol)
-{
-    double e2 = 0, r2 = 0;
-    for (size_t i = 0; i < n; i++) {
-        const double q = (double)d[i] - r[i];
-        e2 += q * q, r2 += (double)r[i] * r[i];
-    }
-    const double e = sqrt(e2), rn = sqrt(r2), bound = tol * rn + 1e-6 * sqrt((double)n);
-    const int ok = e <= bound; /* NaN fails */
-    checks++;
-    printf("%s %-12s %-34s n=%-7zu ||d-c||/||c|| %.3g (bound %.0e + %.1e abs)\n",
-           ok ? "ok  " : "FAIL", what, shape, n, rn > 0 ? e / rn : e, tol, 1e-6 * sqrt((double)n));
-    if (!ok) failures++;
-}
+#include "host_check.h"
 
 #define R_SUM 1e-4
 
@@ -186,7 +162,7 @@ static void run(int N, int C, int alone = 0)
                        C);
     cpu->layernorm_bwd(rdx.data(), rdw.data(), rdb.data(), dout.data(), x.data(), w.data(),
                        rmean.data(), rrstd.data(), N, C);
-    check("out", shape, out.data(), rout.data(), n, R_SUM);
+    check_parity("out", shape, out.data(), rout.data(), n, R_SUM);
     /* out in double (two passes, as both): at offset 100 the CPU's
      * sequential fp32 sums were off by 1.5e-4 where the kernel's were
      * within 5e-6 (2026-12-01), hence offset 10 above */
@@ -203,12 +179,12 @@ static void run(int N, int C, int alone = 0)
         for (int c = 0; c < C; c++)
             dout_d[(size_t)r * C + c] = (float)((xr[c] - m) * rs * w[c] + b[c]);
     }
-    check("out/double", shape, out.data(), dout_d.data(), n, R_SUM);
-    check("mean", shape, mean.data(), rmean.data(), N, R_SUM);
-    check("rstd", shape, rstd.data(), rrstd.data(), N, R_SUM);
-    check("dinp (+=)", shape, inc(dx, dx0).data(), inc(rdx, dx0).data(), n, R_SUM);
-    check("dw (+=)", shape, inc(dw, dw0).data(), inc(rdw, dw0).data(), C, R_SUM);
-    check("db (+=)", shape, inc(db, db0).data(), inc(rdb, db0).data(), C, R_SUM);
+    check_parity("out/double", shape, out.data(), dout_d.data(), n, R_SUM);
+    check_parity("mean", shape, mean.data(), rmean.data(), N, R_SUM);
+    check_parity("rstd", shape, rstd.data(), rrstd.data(), N, R_SUM);
+    check_parity("dinp (+=)", shape, inc(dx, dx0).data(), inc(rdx, dx0).data(), n, R_SUM);
+    check_parity("dw (+=)", shape, inc(dw, dw0).data(), inc(rdw, dw0).data(), C, R_SUM);
+    check_parity("db (+=)", shape, inc(db, db0).data(), inc(rdb, db0).data(), C, R_SUM);
 
     /* one output at a time: NULL dinp, dw, db skipped; the others untouched */
     if (!alone) return;
@@ -219,9 +195,9 @@ static void run(int N, int C, int alone = 0)
            C);
     ln_bwd(dx2.data(), NULL, NULL, dout.data(), x.data(), w.data(), mean.data(), rstd.data(), N,
            C);
-    check("dw alone", shape, inc(dw2, dw0).data(), inc(rdw, dw0).data(), C, R_SUM);
-    check("db alone", shape, inc(db2, db0).data(), inc(rdb, db0).data(), C, R_SUM);
-    check("dinp alone", shape, inc(dx2, dx0).data(), inc(rdx, dx0).data(), n, R_SUM);
+    check_parity("dw alone", shape, inc(dw2, dw0).data(), inc(rdw, dw0).data(), C, R_SUM);
+    check_parity("db alone", shape, inc(db2, db0).data(), inc(rdb, db0).data(), C, R_SUM);
+    check_parity("dinp alone", shape, inc(dx2, dx0).data(), inc(rdx, dx0).data(), n, R_SUM);
 }
 
 int main(void)
@@ -243,6 +219,5 @@ int main(void)
         printf("FAIL %d launches refused\n", launch_faults);
         failures++;
     }
-    printf("test_layernorm_host: %d of %d checks passed\n", checks - failures, checks);
-    return failures ? 1 : 0;
+    return check_summary("test_layernorm_host");
 }

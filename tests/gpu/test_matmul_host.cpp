@@ -171,39 +171,7 @@ static void rowsum_add(float *dbias, const float *dt, int OC, size_t NP, size_t 
 
 /* ------------------------------------------------------------ the checks */
 
-static int failures, checks;
-static unsigned long long rng = 0x9E3779B97F4A7C15ull;
-
-static unsigned urand(void)
-{
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (unsigned)(rng >> 32);
-}
-static float frand(void)
-{
-    return (float)(urand() >> 8) / 16777216.0f * 2.0f - 1.0f;
-}
-
-static void verdict(int ok, const char *what, const char *shape, const char *detail)
-{
-    checks++;
-    printf("%s %-10s %-36s %s\n", ok ? "ok  " : "FAIL", what, shape, detail);
-    if (!ok) failures++;
-}
-
-static void check(const char *what, const char *shape, const float *d, const float *r, size_t n,
-                  double tol)
-{
-    double e2 = 0, r2 = 0;
-    for (size_t i = 0; i < n; i++) {
-        const double q = (double)d[i] - r[i];
-        e2 += q * q, r2 += (double)r[i] * r[i];
-    }
-    const double rel = sqrt(e2 / (r2 > 0 ? r2 : 1));
-    char det[96];
-    snprintf(det, sizeof det, "n=%-7zu rel-norm %.3g (tol %.0e)", n, rel, tol);
-    verdict(rel <= tol, what, shape, det); /* NaN fails */
-}
+#include "host_check.h"
 
 static void run_bias(int N, int OC)
 {
@@ -221,7 +189,7 @@ static void run_bias(int N, int OC)
     kn_backend_cpu()->matmul_bwd(NULL, NULL, rdb.data(), dout.data(), &dummy, &dummy, N, 1, OC);
     for (int o = 0; o < OC; o++)
         db[o] -= db0[o], rdb[o] -= db0[o];
-    check("dbias", shape, db.data(), rdb.data(), (size_t)OC, 1e-4);
+    check_norm("dbias", shape, db.data(), rdb.data(), (size_t)OC, 1e-4);
 }
 
 /* The im2col path's bias gradient (kn_cu_conv2d_bwd without dw: k_conv_dt
@@ -258,7 +226,7 @@ static void run_conv_bias(int B, int OC, int OH, int OW, int nbmax)
                     &cs);
     for (int o = 0; o < OC; o++)
         db[o] -= db0[o], rdb[o] -= db0[o];
-    check("conv dbias", shape, db.data(), rdb.data(), (size_t)OC, 1e-4);
+    check_norm("conv dbias", shape, db.data(), rdb.data(), (size_t)OC, 1e-4);
 
     /* the forward's out[b0 + b, o, p] = tmp[o, b P + p] + bias[o], last chunk */
     const int b0 = (B - 1) / nbmax * nbmax, nb = B - b0;
@@ -276,10 +244,8 @@ static void run_conv_bias(int B, int OC, int OH, int OW, int nbmax)
     size_t bad = 0;
     for (size_t i = 0; i < out.size(); i++)
         bad += !(out[i] == ref[i] || (out[i] != out[i] && ref[i] != ref[i]));
-    char det[96];
-    snprintf(det, sizeof det, "%zu of %zu elements differ (chunk b0 %d, nb %d)", bad, out.size(),
-             b0, nb);
-    verdict(bad == 0, "conv out", shape, det);
+    verdict(bad == 0, "conv out", shape, "%zu of %zu elements differ (chunk b0 %d, nb %d)", bad,
+            out.size(), b0, nb);
 }
 
 static void run_fill(int N, int OC)
@@ -297,14 +263,14 @@ static void run_fill(int N, int OC)
     const float *b = bias.data();
     launch(dim3(blocks_for(n, 256)), dim3(256), 0, [&] { k_fill_rows(o, b, (size_t)N, OC); });
     kn_backend_cpu()->matmul_fwd(rout.data(), inp.data(), w.data(), bias.data(), N, 1, OC);
-    check("fill_rows", shape, out.data(), rout.data(), n, 0.0);
+    check_norm("fill_rows", shape, out.data(), rout.data(), n, 0.0);
 
     std::vector<float> dst(OC), ref(OC);
     for (int i = 0; i < OC; i++)
         dst[i] = frand(), ref[i] = dst[i] + bias[i];
     float *d = dst.data();
     launch(dim3((unsigned)(OC + 255) / 256), dim3(256), 0, [&] { k_vec_add(d, b, OC); });
-    check("vec_add", shape, dst.data(), ref.data(), (size_t)OC, 0.0);
+    check_norm("vec_add", shape, dst.data(), ref.data(), (size_t)OC, 0.0);
 }
 
 /* Floats whose rounding is an edge, then random ones of every exponent. */
@@ -352,10 +318,8 @@ static void run_bf16(size_t n, int so, int dofs)
         const uint16_t want = inside ? (uint16_t)(f2u(kn_round_bf16(x[i - dofs])) >> 16) : 0xABABu;
         if (b16[i] != want && bad++ == 0) first = i;
     }
-    char det[96];
-    snprintf(det, sizeof det, "%zu of %zu bf16 differ from kn_round_bf16 (first at %zu)", bad, n,
-             first);
-    verdict(bad == 0, "to_bf16", shape, det);
+    verdict(bad == 0, "to_bf16", shape, "%zu of %zu bf16 differ from kn_round_bf16 (first at %zu)",
+            bad, n, first);
 
     memset(back, 0xAB, sizeof back);
     load_bf16(back + so, b16 + dofs, n);
@@ -365,9 +329,8 @@ static void run_bf16(size_t n, int so, int dofs)
         const unsigned want = inside ? (unsigned)b16[i - so + dofs] << 16 : 0xABABABABu;
         if (f2u(back[i]) != want && bad++ == 0) first = i;
     }
-    snprintf(det, sizeof det, "%zu of %zu floats not the bf16 widened (first at %zu)", bad, n,
-             first);
-    verdict(bad == 0, "from_bf16", shape, det);
+    verdict(bad == 0, "from_bf16", shape, "%zu of %zu floats not the bf16 widened (first at %zu)",
+            bad, n, first);
 }
 
 int main(void)
@@ -392,6 +355,5 @@ int main(void)
     reverse_order = 0;
     run_fill(37, 70);
     run_fill(1, 1);
-    printf("test_matmul_host: %d of %d checks passed\n", checks - failures, checks);
-    return failures ? 1 : 0;
+    return check_summary("test_matmul_host");
 }

@@ -87,39 +87,12 @@ static void optim_update_all(const kn_optim_args *a, float clip, float *p, const
 
 /* ------------------------------------------------------------ the check */
 
-static int failures, checks;
-static unsigned long long rng = 0x9E3779B97F4A7C15ull;
-
-static float frand(void)
-{
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (float)(rng >> 40) / 16777216.0f * 2.0f - 1.0f;
-}
-
-static void check(const char *what, const char *shape, const float *d, const float *r, size_t n,
-                  double tol)
-{
-    double e2 = 0, r2 = 0;
-    for (size_t i = 0; i < n; i++) {
-        const double q = (double)d[i] - r[i];
-        e2 += q * q, r2 += (double)r[i] * r[i];
-    }
-    const double rel = sqrt(e2 / (r2 > 0 ? r2 : 1));
-    const int ok = rel <= tol; /* NaN fails */
-    checks++;
-    printf("%s %-8s %-44s n=%-7zu rel-norm %.3g (tol %.0e)\n", ok ? "ok  " : "FAIL", what, shape, n,
-           rel, tol);
-    if (!ok) failures++;
-}
+#include "host_check.h"
 
 static void check_scalar(const char *what, const char *shape, double d, double r, double tol)
 {
     const double rel = fabs(d - r) / (fabs(r) > 0 ? fabs(r) : 1);
-    const int ok = rel <= tol;
-    checks++;
-    printf("%s %-8s %-44s %.9g vs %.9g rel %.3g (tol %.0e)\n", ok ? "ok  " : "FAIL", what, shape, d,
-           r, rel, tol);
-    if (!ok) failures++;
+    verdict(rel <= tol, what, shape, "%.9g vs %.9g rel %.3g (tol %.0e)", d, r, rel, tol);
 }
 
 static kn_optim_args args(int kind, float momentum, float wd)
@@ -208,9 +181,9 @@ static void run_all(int kind, float momentum, float clip, float gmag, int with_n
             dp[i] = p[i] - p0[i], rdp[i] = rp[i] - rp0[i];
         char s2[128];
         snprintf(s2, sizeof s2, "%s step %d", shape, step);
-        check("p-p0", s2, dp.data(), rdp.data(), n, 1e-5);
-        if (has_m) check("m", s2, m.data(), rm.data(), n, 1e-5);
-        if (has_v) check("v", s2, v.data(), rv.data(), n, 1e-5);
+        check_norm("p-p0", s2, dp.data(), rdp.data(), n, 1e-5);
+        if (has_m) check_norm("m", s2, m.data(), rm.data(), n, 1e-5);
+        if (has_v) check_norm("v", s2, v.data(), rv.data(), n, 1e-5);
         if (with_norm) check_scalar("norm", s2, norm, rnorm, 1e-6);
         if (clip > 0.0f || with_norm) { /* the scale the kernel used, by kn_optim_update's rule */
             const float nr = (float)sqrt(cpu->sumsq(g.data(), n));
@@ -243,9 +216,9 @@ static void run_single(int kind, size_t n)
     cpu->optim_update(&a, rp.data(), g.data(), rm.data(), rv.data(), n);
     for (size_t i = 0; i < n; i++)
         p[i] -= p0[i], rp[i] -= p0[i];
-    check("p-p0", shape, p.data(), rp.data(), n, 1e-5);
-    check("m", shape, m.data(), rm.data(), n, 1e-5);
-    if (kind != KN_OPT_SGD) check("v", shape, v.data(), rv.data(), n, 1e-5);
+    check_norm("p-p0", shape, p.data(), rp.data(), n, 1e-5);
+    check_norm("m", shape, m.data(), rm.data(), n, 1e-5);
+    if (kind != KN_OPT_SGD) check_norm("v", shape, v.data(), rv.data(), n, 1e-5);
 }
 
 /* Each launch of k_sumsq_clip or k_reduce is 65536 fibers (~0.6 s of CPU):
@@ -267,6 +240,5 @@ int main(void)
     run_all(KN_OPT_ADAMW, 0.0f, 0.0f, 1.0f, 0, 1, 2);
     run_all(KN_OPT_RMSPROP, 0.0f, 0.0f, 1.0f, 0, 0, 2);
     run_single(KN_OPT_RMSPROP, 33);
-    printf("test_optimizer_host: %d of %d checks passed\n", checks - failures, checks);
-    return failures ? 1 : 0;
+    return check_summary("test_optimizer_host");
 }

@@ -83,30 +83,7 @@ static void softmax_bwd(float *dpreatt, const float *datt, const float *att, int
 
 /* ------------------------------------------------------------ the check */
 
-static int failures, checks;
-static unsigned long long rng = 0x9E3779B97F4A7C15ull;
-
-static float frand(void)
-{
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (float)(rng >> 40) / 16777216.0f * 2.0f - 1.0f;
-}
-
-static void check(const char *what, const char *shape, const float *d, const float *r, size_t n,
-                  double tol)
-{
-    double e2 = 0, r2 = 0;
-    for (size_t i = 0; i < n; i++) {
-        const double q = (double)d[i] - r[i];
-        e2 += q * q, r2 += (double)r[i] * r[i];
-    }
-    const double rel = sqrt(e2 / (r2 > 0 ? r2 : 1));
-    const int ok = rel <= tol; /* NaN fails */
-    checks++;
-    printf("%s %-10s %-34s n=%-7zu rel-norm %.3g (tol %.0e)\n", ok ? "ok  " : "FAIL", what, shape,
-           n, rel, tol);
-    if (!ok) failures++;
-}
+#include "host_check.h"
 
 static void run(int B, int T, int NH, int causal)
 {
@@ -139,15 +116,15 @@ static void run(int B, int T, int NH, int causal)
         for (int j = causal ? r % T + 1 : T; j < T; j++)
             kpre[(size_t)r * T + j] = 100.0f * frand();
     softmax_fwd(katt.data(), kpre.data(), rows, T, causal);
-    check("att", shape, katt.data(), att.data(), natt, 1e-5);
-    check("preatt", shape, kpre.data(), pre.data(), natt, 0.0);
+    check_norm("att", shape, katt.data(), att.data(), natt, 1e-5);
+    check_norm("preatt", shape, kpre.data(), pre.data(), natt, 0.0);
 
     /* the backward adds to dpre0; compared by the increment */
     std::vector<float> kdpre(dpre0);
     softmax_bwd(kdpre.data(), datt.data(), att.data(), rows, T, causal);
     for (size_t i = 0; i < natt; i++)
         kdpre[i] -= dpre0[i], dpre[i] -= dpre0[i];
-    check("dpreatt", shape, kdpre.data(), dpre.data(), natt, 1e-5);
+    check_norm("dpreatt", shape, kdpre.data(), dpre.data(), natt, 1e-5);
 }
 
 /* A row costs ~1 ms (32 fibers, ~30 switches each): ~1300 rows in all. */
@@ -170,6 +147,5 @@ int main(void)
     force_loop = 1;
     run(1, 70, 1, 0);
     force_loop = 0;
-    printf("test_softmax_host: %d of %d checks passed\n", checks - failures, checks);
-    return failures ? 1 : 0;
+    return check_summary("test_softmax_host");
 }
