@@ -239,6 +239,17 @@ static void rewind_consumer(pp_stream *st)
     rd_kafka_topic_partition_list_destroy(a);
 }
 
+/* What an aborted transaction held: its datasets' rows, its offsets. */
+static void drop_txn(pp_stream *st)
+{
+    st->txn_open = 0;
+    for (size_t i = 0; i < st->nds; i++)
+        pp_dataset_abort(st->ds[i]);
+    rd_kafka_topic_partition_list_destroy(st->offsets);
+    st->offsets = rd_kafka_topic_partition_list_new(8);
+    kn_metrics_add(st->env->m->aborts, 1);
+}
+
 /* Step 4: abort, drop what the transaction held, optionally rewind. */
 static int abort_txn(pp_stream *st, int rewind)
 {
@@ -247,12 +258,7 @@ static int abort_txn(pp_stream *st, int rewind)
     int rc;
     while ((rc = kn_kafka_txn_abort(st->env->producer, 30000, e, sizeof(e))) == KN_ETIMEDOUT)
         kn_log_warn("%s (retrying)", e);
-    st->txn_open = 0;
-    for (size_t i = 0; i < st->nds; i++)
-        pp_dataset_abort(st->ds[i]);
-    rd_kafka_topic_partition_list_destroy(st->offsets);
-    st->offsets = rd_kafka_topic_partition_list_new(8);
-    kn_metrics_add(st->env->m->aborts, 1);
+    drop_txn(st);
     if (rc != KN_OK) {
         kn_log_error("%s", e);
         st->fatal = 1;
@@ -582,12 +588,7 @@ static int recover_fenced_producer(pp_stream *st)
     st->last_recreate = now_s();
     if (st->txn_open) { /* else abort_txn already dropped it */
         kn_log_warn("transaction of %d record(s) aborted by the fence", st->txn_records);
-        st->txn_open = 0;
-        for (size_t i = 0; i < st->nds; i++)
-            pp_dataset_abort(st->ds[i]);
-        rd_kafka_topic_partition_list_destroy(st->offsets);
-        st->offsets = rd_kafka_topic_partition_list_new(8);
-        kn_metrics_add(st->env->m->aborts, 1);
+        drop_txn(st);
     }
     st->failed.count = 0; /* the producer failed, not the record */
     st->commit_failures = 0;
