@@ -158,6 +158,26 @@ struct kn_backend {
     void (*act_bwd)(int kind, float *dinp, const float *inp, const float *out, const float *dout,
                     size_t n);
 
+    /* --- matmul_fwd/bwd and act_fwd/bwd reading their input inp as
+     * to_bf16 stored it (bf16 bits, n or N C of them), optional, all four
+     * or none, only beside to_bf16/from_bf16: NULL where a backend has
+     * none; the bf16 tables have them, so that a transformer's consumers
+     * of its stored activations (model_tfm.c) skip the widening pass and
+     * the GEMM's own rounding of that operand. Each computes what its
+     * fp32-input op computes on from_bf16(inp): the CPU emulation widens
+     * and calls it; CUDA hands the bf16 operand to the same GEMM (which
+     * rounded it to those very values; cuBLAS may choose its kernel by the
+     * operand's alignment, as with any pointer) and runs the same
+     * activation code on the widened element. Everything else as above:
+     * dbias from the fp32 dout, dinp from dout and w. --- */
+    void (*matmul_fwd_bf16)(float *out, const uint16_t *inp, const float *w, const float *bias,
+                            int N, int C, int OC);
+    void (*matmul_bwd_bf16)(float *dinp, float *dw, float *dbias, const float *dout,
+                            const uint16_t *inp, const float *w, int N, int C, int OC);
+    void (*act_fwd_bf16)(int kind, float *out, const uint16_t *inp, size_t n);
+    void (*act_bwd_bf16)(int kind, float *dinp, const uint16_t *inp, const float *out,
+                         const float *dout, size_t n);
+
     /* --- dropout, inverted: mask[i] = keep ? 1/(1-p) : 0, drawn from a
      * counter-based hash of (seed, i) so every backend draws the same mask --- */
     void (*dropout_fwd)(float *out, float *mask, const float *inp, size_t n, float p,

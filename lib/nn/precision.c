@@ -135,8 +135,9 @@ EMU_VARIANT(KN_PREC_TF32, tf32)
 EMU_VARIANT(KN_PREC_BF16, bf16)
 
 /* ------------------------------------------------------------ bf16 storage
- * (backend.h's to_bf16 / from_bf16, in the bf16 table only: the fp32 and
- * tf32 models keep their activations in fp32) */
+ * (backend.h's to_bf16 / from_bf16 and the ops reading what to_bf16
+ * stored, in the bf16 table only: the fp32 and tf32 models keep their
+ * activations in fp32) */
 
 static void emu_to_bf16(uint16_t *dst, const float *src, size_t n)
 {
@@ -154,6 +155,52 @@ static void emu_from_bf16(float *dst, const uint16_t *src, size_t n)
         const uint32_t u = (uint32_t)src[i] << 16;
         memcpy(&dst[i], &u, sizeof u);
     }
+}
+
+/* The ops reading a stored bf16 input (backend.h's *_bf16): the input
+ * widened into a host copy (as emu_from_bf16), then the bf16 table's own
+ * op on it, so each is that op on from_bf16(inp) by construction. */
+
+static float *widened(const uint16_t *src, size_t n)
+{
+    float *d = malloc((n ? n : 1) * sizeof(float));
+    if (!d) {
+        fprintf(stderr, "kiln precision emulation: out of memory (%zu floats)\n", n);
+        abort(); /* ops cannot fail (backend.h) */
+    }
+    emu_from_bf16(d, src, n);
+    return d;
+}
+
+static void emu_matmul_fwd_bf16(float *out, const uint16_t *inp, const float *w, const float *bias,
+                                int N, int C, int OC)
+{
+    float *x = widened(inp, (size_t)N * C);
+    mf_bf16(out, x, w, bias, N, C, OC);
+    free(x);
+}
+
+static void emu_matmul_bwd_bf16(float *dinp, float *dw, float *dbias, const float *dout,
+                                const uint16_t *inp, const float *w, int N, int C, int OC)
+{
+    float *x = widened(inp, (size_t)N * C);
+    mb_bf16(dinp, dw, dbias, dout, x, w, N, C, OC);
+    free(x);
+}
+
+static void emu_act_fwd_bf16(int kind, float *out, const uint16_t *inp, size_t n)
+{
+    float *x = widened(inp, n);
+    kn_backend_cpu()->act_fwd(kind, out, x, n);
+    free(x);
+}
+
+static void emu_act_bwd_bf16(int kind, float *dinp, const uint16_t *inp, const float *out,
+                             const float *dout, size_t n)
+{
+    float *x = widened(inp, n);
+    kn_backend_cpu()->act_bwd(kind, dinp, x, out, dout, n);
+    free(x);
 }
 
 /* ------------------------------------------------------------ fused attention
@@ -332,6 +379,10 @@ const kn_backend *kn_backend_with_precision(const kn_backend *be, kn_precision p
             if (p == KN_PREC_BF16) { /* as the CUDA bf16 table, switch included */
                 t->to_bf16 = emu_to_bf16;
                 t->from_bf16 = emu_from_bf16;
+                t->matmul_fwd_bf16 = emu_matmul_fwd_bf16;
+                t->matmul_bwd_bf16 = emu_matmul_bwd_bf16;
+                t->act_fwd_bf16 = emu_act_fwd_bf16;
+                t->act_bwd_bf16 = emu_act_bwd_bf16;
                 const char *att = getenv("KILN_CUDA_ATTENTION");
                 if (!att || strcmp(att, "gemm")) {
                     t->attention_fused_fwd = emu_flash_fwd;

@@ -4,7 +4,9 @@
  * that picks the nearer of the two neighbours in double; ties, NaN, Inf,
  * overflow, signed zeros and subnormals; then the CPU backend's precision
  * variants: same table otherwise, GEMMs equal to fp32 GEMMs of rounded
- * inputs, and within the precision's tolerance of fp32. */
+ * inputs, and within the precision's tolerance of fp32; the bf16 table's
+ * storage ops and the ops reading stored bf16, bit for bit what they
+ * stand for. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -298,6 +300,83 @@ static void test_bf16_storage_ops(void **state)
     free(xs), free(bs), free(hs);
 }
 
+/* backend.h's ops reading a stored bf16 input (matmul_fwd_bf16,
+ * matmul_bwd_bf16, act_fwd_bf16, act_bwd_bf16): only in the bf16 table,
+ * beside to_bf16; each gives the bits of its fp32-input op on the input
+ * widened (from_bf16), the gradients added to what is there (backend.h),
+ * every activation kind; NaN and Inf stored pass through as widened. */
+static void test_bf16_input_ops(void **state)
+{
+    (void)state;
+    const kn_backend *cpu = kn_backend_cpu();
+    const kn_backend *tf = kn_backend_with_precision(cpu, KN_PREC_TF32, NULL, 0);
+    const kn_backend *bf = kn_backend_with_precision(cpu, KN_PREC_BF16, NULL, 0);
+    const kn_backend *none[2] = {cpu, tf};
+    for (int i = 0; i < 2; i++) {
+        assert_null(none[i]->matmul_fwd_bf16);
+        assert_null(none[i]->matmul_bwd_bf16);
+        assert_null(none[i]->act_fwd_bf16);
+        assert_null(none[i]->act_bwd_bf16);
+    }
+    assert_non_null(bf->matmul_fwd_bf16);
+    assert_non_null(bf->matmul_bwd_bf16);
+    assert_non_null(bf->act_fwd_bf16);
+    assert_non_null(bf->act_bwd_bf16);
+    enum { N = 37, C = 45, OC = 19, NX = N * C };
+    uint64_t s = 0x0DDB1A5E5BAD5EEDull;
+    float x[NX], xw[NX], w[OC * C], b[OC], dout[N * OC], dx0[NX], dw0[OC * C], db0[OC];
+    uint16_t x16[NX];
+    for (int i = 0; i < NX; i++)
+        x[i] = frand(&s) * 4.0f;
+    x[3] = NAN, x[7] = INFINITY, x[11] = -0.0f, x[12] = 0x1p-130f; /* act inputs only */
+    for (int i = 0; i < OC * C; i++)
+        w[i] = frand(&s) * 0.3f, dw0[i] = frand(&s);
+    for (int i = 0; i < OC; i++)
+        b[i] = frand(&s), db0[i] = frand(&s);
+    for (int i = 0; i < N * OC; i++)
+        dout[i] = frand(&s);
+    for (int i = 0; i < NX; i++)
+        dx0[i] = frand(&s);
+    bf->to_bf16(x16, x, NX);
+    bf->from_bf16(xw, x16, NX);
+
+    /* activations: every kind, on all NX values */
+    for (int kind = KN_ACT_RELU; kind <= KN_ACT_GELU; kind++) {
+        float o16[NX], ow[NX], d16[NX], dw_[NX];
+        bf->act_fwd_bf16(kind, o16, x16, NX);
+        bf->act_fwd(kind, ow, xw, NX);
+        assert_memory_equal(o16, ow, sizeof o16);
+        memcpy(d16, dx0, sizeof d16), memcpy(dw_, dx0, sizeof dw_);
+        bf->act_bwd_bf16(kind, d16, x16, ow, dout, NX);
+        bf->act_bwd(kind, dw_, xw, ow, dout, NX);
+        assert_memory_equal(d16, dw_, sizeof d16);
+    }
+    /* the linear layer: finite inputs (the NaN and Inf replaced) */
+    x[3] = 0.5f, x[7] = -2.0f;
+    bf->to_bf16(x16, x, NX);
+    bf->from_bf16(xw, x16, NX);
+    float o16[N * OC], ow[N * OC];
+    bf->matmul_fwd_bf16(o16, x16, w, b, N, C, OC);
+    bf->matmul_fwd(ow, xw, w, b, N, C, OC);
+    assert_memory_equal(o16, ow, sizeof o16);
+    bf->matmul_fwd_bf16(o16, x16, w, NULL, N, C, OC);
+    bf->matmul_fwd(ow, xw, w, NULL, N, C, OC);
+    assert_memory_equal(o16, ow, sizeof o16);
+    float dxa[NX], dxb[NX], dwa[OC * C], dwb[OC * C], dba[OC], dbb[OC];
+    memcpy(dxa, dx0, sizeof dxa), memcpy(dxb, dx0, sizeof dxb);
+    memcpy(dwa, dw0, sizeof dwa), memcpy(dwb, dw0, sizeof dwb);
+    memcpy(dba, db0, sizeof dba), memcpy(dbb, db0, sizeof dbb);
+    bf->matmul_bwd_bf16(dxa, dwa, dba, dout, x16, w, N, C, OC);
+    bf->matmul_bwd(dxb, dwb, dbb, dout, xw, w, N, C, OC);
+    assert_memory_equal(dxa, dxb, sizeof dxa);
+    assert_memory_equal(dwa, dwb, sizeof dwa);
+    assert_memory_equal(dba, dbb, sizeof dba);
+    bf->matmul_bwd_bf16(NULL, dwa, NULL, dout, x16, w, N, C, OC); /* dw only */
+    bf->matmul_bwd(NULL, dwb, NULL, dout, xw, w, N, C, OC);
+    assert_memory_equal(dwa, dwb, sizeof dwa);
+    assert_true(rel_norm(dwa, dw0, OC * C) > 0.1); /* added to, twice */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -306,6 +385,7 @@ int main(void)
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_cpu_variants),
         cmocka_unit_test(test_bf16_storage_ops),
+        cmocka_unit_test(test_bf16_input_ops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
