@@ -55,6 +55,10 @@
  * bf16 storage (2026-12-01): the bf16 table's to_bf16 / from_bf16 bit
  * for bit the CPU emulation's (op_bf16_store); the GPT checks above run
  * with it (bf16 tables with fused attention keep qkv, atty, fch as bf16).
+ * Its ops reading the stored bf16 (matmul_*_bf16, act_*_bf16;
+ * op_bf16_input): against the emulation's, and on the device against its
+ * own fp32 ops on the widened input, bit for bit where aligned; the bf16
+ * GPT checks run through them.
  * Training steps as one CUDA graph (2026-12-01): kn_model_train_step
  * against zero_grad/forward/backward/step, parameters bit for bit
  * (graph_steps; the last checks, since a capture that fails stops).
@@ -1640,6 +1644,131 @@ static void op_bf16_store(const kn_backend *dp, const kn_backend *ce)
     free(h), free(back_c), free(back_d), free(s_c), free(s_d);
 }
 
+/* Device buffers a and b of n floats: the same bits (exact = 1), or
+ * within tol by norm. */
+static void dev_match(const char *what, const float *a, const float *b, size_t n, int exact,
+                      double tol)
+{
+    float *ha = malloc(n * sizeof(float) + 4), *hb = malloc(n * sizeof(float) + 4);
+    dev->to_host(ha, a, n * sizeof(float));
+    dev->to_host(hb, b, n * sizeof(float));
+    if (!exact) {
+        compare_norm(what, hb, ha, n, tol);
+    } else {
+        size_t bad = 0, first = n;
+        for (size_t i = 0; i < n; i++)
+            if (memcmp(&ha[i], &hb[i], sizeof(float)) != 0) {
+                if (!bad) first = i;
+                bad++;
+            }
+        checks++;
+        if (bad) {
+            failures++;
+            printf("FAIL %-40s %zu of %zu differ; first [%zu] %.8g vs %.8g\n", what, bad, n, first,
+                   ha[first], hb[first]);
+        } else {
+            printf("ok   %-40s n=%-9zu bit for bit\n", what, n);
+        }
+    }
+    free(ha), free(hb);
+}
+
+/* The bf16 table's ops reading a stored bf16 input (backend.h's
+ * matmul_fwd_bf16, matmul_bwd_bf16, act_fwd_bf16, act_bwd_bf16), the
+ * input off bf16 elements into its buffer (1: 2 bytes past the
+ * allocation's alignment, which cuBLASLt is told). Against the CPU
+ * emulation's ops (the same function): the GEMMs by norm at 1e-4, as the
+ * other bf16 GEMMs against the emulation, the activations per element at
+ * R_ELEM (tanhf, expf). On the device, against its own fp32-input op on
+ * the widened input: bit for bit where aligned (backend.h: the same GEMM
+ * on the same bf16 values, the activations' same code), by norm at 1e-5
+ * where not (cuBLAS may pick another kernel for the alignment). Forward
+ * outputs poisoned, gradients random (+= checked). dp and ce are the
+ * device's and the CPU's bf16 tables; with --backend cpu the same one,
+ * which checks the harness only. */
+static void op_bf16_input(const kn_backend *dp, const kn_backend *ce, int N, int C, int OC, int off)
+{
+    const kn_backend *cpu32 = cpu, *dev32 = dev;
+    checks++;
+    if (!dp->matmul_fwd_bf16 || !dp->matmul_bwd_bf16 || !dp->act_fwd_bf16 || !dp->act_bwd_bf16 ||
+        !ce->matmul_fwd_bf16 || !ce->matmul_bwd_bf16 || !ce->act_fwd_bf16 || !ce->act_bwd_bf16) {
+        failures++;
+        printf("FAIL %s bf16 table: no matmul/act ops reading bf16\n", dp->name);
+        return;
+    }
+    cpu = ce, dev = dp;
+    char w[96];
+    const char *al = off ? " unaligned" : "";
+    const size_t nx = (size_t)N * C, no = (size_t)N * OC, nw = (size_t)OC * C;
+    uint16_t *h16 = malloc((nx + off) * sizeof(uint16_t));
+    float *hw = malloc(nx * sizeof(float));
+    for (size_t i = 0; i < nx; i++) { /* bf16 values of either sign, GELU's range */
+        const float f = kn_round_bf16(frand() * 3.0f);
+        uint32_t u;
+        memcpy(&u, &f, sizeof u);
+        h16[off + i] = (uint16_t)(u >> 16), hw[i] = f;
+    }
+    uint16_t *x16c = ce->alloc((nx + off) * sizeof(uint16_t)),
+             *x16d = dp->alloc((nx + off) * sizeof(uint16_t));
+    ce->to_device(x16c, h16, (nx + off) * sizeof(uint16_t));
+    dp->to_device(x16d, h16, (nx + off) * sizeof(uint16_t));
+    const uint16_t *xc = x16c + off, *xd = x16d + off;
+    pair xw = pair_from(hw, nx), wt = pair_rand(nw, 0.5f), b = pair_rand((size_t)OC, 0.5f);
+
+    /* the linear layer: out = x w^T + b, then dx, dw, db added to */
+    pair out = pair_poisoned(no), outw = pair_poisoned(no);
+    ce->matmul_fwd_bf16(out.c, xc, wt.c, b.c, N, C, OC);
+    dp->matmul_fwd_bf16(out.d, xd, wt.d, b.d, N, C, OC);
+    dp->matmul_fwd(outw.d, xw.d, wt.d, b.d, N, C, OC);
+    norm_tol = 1e-4;
+    snprintf(w, sizeof(w), "matmul_fwd_bf16 %dx%dx%d%s", N, C, OC, al);
+    compare_pair(w, &out, R_SUM);
+    dev_match("  the device's matmul_fwd, widened", out.d, outw.d, no, !off, 1e-5);
+    float *g0 = host_rand(nx + nw + OC, 1); /* dx, dw, db at the start */
+    pair dout = pair_rand(no, 1), dx = pair_from(g0, nx), dw = pair_from(g0 + nx, nw),
+         db = pair_from(g0 + nx + nw, (size_t)OC), dxw = pair_from(g0, nx),
+         dww = pair_from(g0 + nx, nw), dbw = pair_from(g0 + nx + nw, (size_t)OC);
+    ce->matmul_bwd_bf16(dx.c, dw.c, db.c, dout.c, xc, wt.c, N, C, OC);
+    dp->matmul_bwd_bf16(dx.d, dw.d, db.d, dout.d, xd, wt.d, N, C, OC);
+    dp->matmul_bwd(dxw.d, dww.d, dbw.d, dout.d, xw.d, wt.d, N, C, OC);
+    snprintf(w, sizeof(w), "matmul_bwd_bf16 dinp %dx%dx%d%s", N, C, OC, al);
+    compare_pair(w, &dx, R_SUM);
+    compare_pair("matmul_bwd_bf16 dw", &dw, R_SUM);
+    compare_pair("matmul_bwd_bf16 dbias", &db, R_SUM);
+    dev_match("  the device's matmul_bwd dinp", dx.d, dxw.d, nx, 1, 0);
+    dev_match("  the device's matmul_bwd dw, widened", dw.d, dww.d, nw, !off, 1e-5);
+    dev_match("  the device's matmul_bwd dbias", db.d, dbw.d, (size_t)OC, 1, 0);
+    norm_tol = 0;
+
+    /* the activations over the same nx values */
+    static const char *const names[] = {"", "relu", "tanh", "sigmoid", "gelu"};
+    for (int k = KN_ACT_RELU; k <= KN_ACT_GELU; k++) {
+        pair y = pair_poisoned(nx), yw = pair_poisoned(nx), dy = pair_rand(nx, 1);
+        float *hd = host_rand(nx, 1);
+        pair g = pair_from(hd, nx), gw = pair_from(hd, nx);
+        ce->act_fwd_bf16(k, y.c, xc, nx);
+        dp->act_fwd_bf16(k, y.d, xd, nx);
+        dp->act_fwd(k, yw.d, xw.d, nx);
+        snprintf(w, sizeof(w), "act_fwd_bf16 %s%s", names[k], al);
+        compare_pair(w, &y, R_ELEM);
+        dev_match("  the device's act_fwd, widened", y.d, yw.d, nx, 1, 0);
+        ce->act_bwd_bf16(k, g.c, xc, y.c, dy.c, nx);
+        dp->act_bwd_bf16(k, g.d, xd, y.d, dy.d, nx);
+        dp->act_bwd(k, gw.d, xw.d, y.d, dy.d, nx);
+        snprintf(w, sizeof(w), "act_bwd_bf16 %s%s", names[k], al);
+        compare_pair(w, &g, R_ELEM);
+        dev_match("  the device's act_bwd, widened", g.d, gw.d, nx, 1, 0);
+        pair_free(&y), pair_free(&yw), pair_free(&dy), pair_free(&g), pair_free(&gw);
+        free(hd);
+    }
+    pair_free(&xw), pair_free(&wt), pair_free(&b), pair_free(&out), pair_free(&outw);
+    pair_free(&dout), pair_free(&dx), pair_free(&dw), pair_free(&db), pair_free(&dxw);
+    pair_free(&dww), pair_free(&dbw);
+    ce->free(x16c), dp->free(x16d);
+    free(h16), free(hw), free(g0);
+    cpu = cpu32, dev = dev32;
+}
+
 static void precisions(const char *gpt)
 {
     const kn_backend *cpu32 = cpu, *dev32 = dev;
@@ -1699,7 +1828,12 @@ static void precisions(const char *gpt)
         cpu = cpu32, dev = dev32, norm_tol = 0;
         snprintf(w, sizeof(w), "gpt %s training tracks fp32", pn);
         if (!quick) tracks(w, gpt, dev32, dp, 3, 16);
-        if (precs[k] == KN_PREC_BF16) op_bf16_store(dp, ce);
+        if (precs[k] == KN_PREC_BF16) {
+            op_bf16_store(dp, ce);
+            op_bf16_input(dp, ce, 64, 96, 96, 0);  /* the attention projection's shape */
+            op_bf16_input(dp, ce, 700, 40, 48, 0); /* dbias in two passes */
+            op_bf16_input(dp, ce, 7, 33, 5, 1);    /* odd sizes, 2 bytes off */
+        }
         if (precs[k] == KN_PREC_BF16) fused_attention(gpt, dp, ce);
     }
 }

@@ -21,7 +21,8 @@
  * GPU (2026-12-01, awaiting a run): the embedding backward sorted by token
  * (embedding.cu; KILN_CUDA_EMBED_BWD=serial: the old kernel) and a small
  * model's training step as one CUDA graph (graph.cu; KILN_CUDA_GRAPH=0:
- * none).
+ * none), and the bf16 table's GEMMs and activations reading the stored
+ * bf16 activations as they are (matmul.cu, act.cuh).
  *
  * Everything runs on the legacy default stream (kn_cu_stream = 0), except
  * a training step while graph.cu captures it; to_host waits for it. Every
@@ -144,6 +145,23 @@ static void mm_bwd_p(float *di, float *dw, float *db, const float *d, const floa
     kn_cu_precision = 0;
 }
 
+/* the bf16 table's matmul_*_bf16 (backend.h): precision 2 only */
+static void mm_fwd_bf16(float *o, const uint16_t *i, const float *w, const float *b, int N, int C,
+                        int OC)
+{
+    kn_cu_precision = 2;
+    kn_cu_matmul_fwd_bf16(o, i, w, b, N, C, OC);
+    kn_cu_precision = 0;
+}
+
+static void mm_bwd_bf16(float *di, float *dw, float *db, const float *d, const uint16_t *i,
+                        const float *w, int N, int C, int OC)
+{
+    kn_cu_precision = 2;
+    kn_cu_matmul_bwd_bf16(di, dw, db, d, i, w, N, C, OC);
+    kn_cu_precision = 0;
+}
+
 template <int P>
 static void conv_fwd_p(float *o, const float *i, const float *w, const float *b, float *sc,
                        const kn_conv_shape *s)
@@ -182,13 +200,18 @@ extern "C" const kn_backend *kn_backend_cuda_with_precision(int precision)
             cuda_bf16 = cuda_backend;
             cuda_bf16.matmul_fwd = mm_fwd_p<2>, cuda_bf16.matmul_bwd = mm_bwd_p<2>;
             cuda_bf16.conv2d_fwd = conv_fwd_p<2>, cuda_bf16.conv2d_bwd = conv_bwd_p<2>;
-            /* saved activations kept as bf16 (backend.h, model_tfm.c):
-             * half their memory for two conversion passes; KILN_CUDA_SAVED=
-             * fp32 keeps them in fp32 (what the passes cost, measured by
-             * tests/gpu/20-bench.sh) */
+            /* saved activations kept as bf16 (backend.h, model_tfm.c),
+             * read as stored by GELU and the attention projection's
+             * GEMMs: half their memory for the conversion passes left;
+             * KILN_CUDA_SAVED=fp32 keeps them in fp32 (what the passes
+             * cost, measured by tests/gpu/20-bench.sh) */
             const char *saved = getenv("KILN_CUDA_SAVED");
-            if (!saved || strcmp(saved, "fp32"))
+            if (!saved || strcmp(saved, "fp32")) {
                 cuda_bf16.to_bf16 = kn_cu_store_bf16, cuda_bf16.from_bf16 = kn_cu_load_bf16;
+                cuda_bf16.matmul_fwd_bf16 = mm_fwd_bf16, cuda_bf16.matmul_bwd_bf16 = mm_bwd_bf16;
+                cuda_bf16.act_fwd_bf16 = kn_cu_act_fwd_bf16;
+                cuda_bf16.act_bwd_bf16 = kn_cu_act_bwd_bf16;
+            }
             /* bf16 attention on tensor cores without the T x T matrices
              * (flash.cu) unless KILN_CUDA_ATTENTION=gemm asks for the
              * unfused path (a switch for the GPU machine, no rebuild) */

@@ -145,6 +145,11 @@ void kn_cu_matmul_fwd(float *out, const float *inp, const float *w, const float 
                       int OC);
 void kn_cu_matmul_bwd(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
                       const float *w, int N, int C, int OC);
+/* backend.h's matmul_fwd_bf16 / matmul_bwd_bf16, at kn_cu_precision 2 */
+void kn_cu_matmul_fwd_bf16(float *out, const uint16_t *inp, const float *w, const float *bias,
+                           int N, int C, int OC);
+void kn_cu_matmul_bwd_bf16(float *dinp, float *dw, float *dbias, const float *dout,
+                           const uint16_t *inp, const float *w, int N, int C, int OC);
 
 /* conv.cu */
 size_t kn_cu_conv2d_scratch(const kn_conv_shape *s);
@@ -189,6 +194,9 @@ void kn_cu_flash_bwd(float *dqkv, const float *dout, const float *qkv, const flo
 void kn_cu_act_fwd(int kind, float *out, const float *inp, size_t n);
 void kn_cu_act_bwd(int kind, float *dinp, const float *inp, const float *out, const float *dout,
                    size_t n);
+void kn_cu_act_fwd_bf16(int kind, float *out, const uint16_t *inp, size_t n);
+void kn_cu_act_bwd_bf16(int kind, float *dinp, const uint16_t *inp, const float *out,
+                        const float *dout, size_t n);
 void kn_cu_dropout_fwd(float *out, float *mask, const float *inp, size_t n, float p, uint64_t seed);
 void kn_cu_dropout_bwd(float *dinp, const float *dout, const float *mask, size_t n);
 void kn_cu_residual_fwd(float *out, const float *a, const float *b, size_t n);

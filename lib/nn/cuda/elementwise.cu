@@ -1,62 +1,11 @@
-/* elementwise.cu: activations (ReLU, tanh, sigmoid, GELU tanh form),
+/* elementwise.cu: activations (ReLU, tanh, sigmoid, GELU tanh form; the
+ * kernels in act.cuh, for an fp32 or a stored bf16 input),
  * dropout (the same counter-based hash as the CPU backend, so both drop the
  * same elements), residual add and gradient accumulation. One grid-stride
  * loop each; memory-bound, 2-4 floats moved per element. */
 #include "nn/cuda/cuda_int.cuh"
 
-#define KN_GELU_SCALE 0.7978845608028654f
-
-__global__ void k_act_fwd(int kind, float *out, const float *inp, size_t n)
-{
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        float x = inp[i];
-        switch (kind) {
-        case KN_ACT_RELU:
-            out[i] = x > 0.0f ? x : 0.0f;
-            break;
-        case KN_ACT_TANH:
-            out[i] = tanhf(x);
-            break;
-        case KN_ACT_SIGMOID:
-            out[i] = 1.0f / (1.0f + expf(-x));
-            break;
-        case KN_ACT_GELU: {
-            float u = KN_GELU_SCALE * (x + 0.044715f * x * x * x);
-            out[i] = 0.5f * x * (1.0f + tanhf(u));
-            break;
-        }
-        }
-    }
-}
-
-__global__ void k_act_bwd(int kind, float *dinp, const float *inp, const float *out,
-                          const float *dout, size_t n)
-{
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        switch (kind) {
-        case KN_ACT_RELU:
-            dinp[i] += out[i] > 0.0f ? dout[i] : 0.0f;
-            break;
-        case KN_ACT_TANH:
-            dinp[i] += (1.0f - out[i] * out[i]) * dout[i];
-            break;
-        case KN_ACT_SIGMOID:
-            dinp[i] += out[i] * (1.0f - out[i]) * dout[i];
-            break;
-        case KN_ACT_GELU: {
-            float x = inp[i];
-            float u = KN_GELU_SCALE * (x + 0.044715f * x * x * x);
-            float th = tanhf(u), sech2 = 1.0f - th * th;
-            float local = 0.5f * (1.0f + th) +
-                          x * 0.5f * sech2 * KN_GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
-            dinp[i] += local * dout[i];
-            break;
-        }
-        }
-    }
-}
+#include "nn/cuda/act.cuh"
 
 /* kn_backend_uniform, on the device: the same hash, so both backends drop
  * the same elements */
@@ -109,6 +58,20 @@ void kn_cu_act_fwd(int kind, float *out, const float *inp, size_t n)
 
 void kn_cu_act_bwd(int kind, float *dinp, const float *inp, const float *out, const float *dout,
                    size_t n)
+{
+    k_act_bwd<<<blocks_for(n, 256), 256, 0, kn_cu_stream>>>(kind, dinp, inp, out, dout, n);
+    LAUNCHED();
+}
+
+/* backend.h's act_fwd_bf16 / act_bwd_bf16 (the bf16 table, cuda.cu) */
+void kn_cu_act_fwd_bf16(int kind, float *out, const uint16_t *inp, size_t n)
+{
+    k_act_fwd<<<blocks_for(n, 256), 256, 0, kn_cu_stream>>>(kind, out, inp, n);
+    LAUNCHED();
+}
+
+void kn_cu_act_bwd_bf16(int kind, float *dinp, const uint16_t *inp, const float *out,
+                        const float *dout, size_t n)
 {
     k_act_bwd<<<blocks_for(n, 256), 256, 0, kn_cu_stream>>>(kind, dinp, inp, out, dout, n);
     LAUNCHED();

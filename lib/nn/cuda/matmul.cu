@@ -7,7 +7,9 @@
  * k_to_bf16 (round-to-nearest-even, as kn_round_bf16) into two scratch
  * buffers, then cublasGemmEx bf16 x bf16 -> fp32 with CUBLAS_COMPUTE_32F
  * (tensor cores, fp32 accumulation). Cost: 2 M N K flops per GEMM; bf16
- * adds one read of each fp32 operand and a write of half its size. The
+ * adds one read of each fp32 operand and a write of half its size, but
+ * for an input that is bf16 already (matmul_*_bf16: a stored activation,
+ * handed to cuBLAS as it is). The
  * bias is written first and accumulated by the GEMM (beta = 1). The bias
  * gradient is a column sum in two passes (cuda_int.cuh: chunks of rows by
  * ~1000 blocks, then the partials in order): deterministic, coalesced, one
@@ -82,10 +84,20 @@ static size_t span(int rows, int cols, int ld)
     return rows ? (size_t)(rows - 1) * ld + cols : 0;
 }
 
-/* Row-major C (M, N) = alpha op(A) op(B) + beta C, as cblas_sgemm(RowMajor)
- * takes it; cuBLAS is column-major, so this computes C^T = op(B)^T op(A)^T. */
-void kn_cu_gemm_rm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-                   const float *B, int ldb, float beta, float *C, int ldc)
+/* Which operands of a GEMM are bf16 already (a stored activation,
+ * backend.h's *_bf16 ops), precision 2 only: the others are fp32. */
+enum { IN16_A = 1, IN16_B = 2 };
+
+/* The bf16 operand of a bf16 GEMM: x itself where it is bf16 already,
+ * else its copy rounded into scratch slot `slot` (n elements). */
+static const __nv_bfloat16 *operand16(int slot, const void *x, int is16, size_t n)
+{
+    return is16 ? (const __nv_bfloat16 *)x : kn_cu_to_bf16(slot, (const float *)x, n);
+}
+
+/* kn_cu_gemm_rm with the operands in16 names taken as bf16 (precision 2) */
+static void gemm_rm(int ta, int tb, int M, int N, int K, float alpha, const void *A, int lda,
+                    const void *B, int ldb, float beta, float *C, int ldc, int in16)
 {
     const int opa = ta ? KN_CUBLAS_OP_T : KN_CUBLAS_OP_N,
               opb = tb ? KN_CUBLAS_OP_T : KN_CUBLAS_OP_N;
@@ -94,15 +106,25 @@ void kn_cu_gemm_rm(int ta, int tb, int M, int N, int K, float alpha, const float
                                      CUDA_R_32F, lda, &beta, C, CUDA_R_32F, ldc,
                                      KN_CUBLAS_COMPUTE_32F_FAST_TF32, KN_CUBLAS_GEMM_DEFAULT));
     } else if (kn_cu_precision == 2) {
-        const __nv_bfloat16 *a16 = kn_cu_to_bf16(0, A, ta ? span(K, M, lda) : span(M, K, lda));
-        const __nv_bfloat16 *b16 = kn_cu_to_bf16(1, B, tb ? span(N, K, ldb) : span(K, N, ldb));
+        const __nv_bfloat16 *a16 =
+            operand16(0, A, in16 & IN16_A, ta ? span(K, M, lda) : span(M, K, lda));
+        const __nv_bfloat16 *b16 =
+            operand16(1, B, in16 & IN16_B, tb ? span(N, K, ldb) : span(K, N, ldb));
         CUBLAS(kn_cu_cublas->gemm_ex(kn_cu_handle, opb, opa, N, M, K, &alpha, b16, CUDA_R_16BF, ldb,
                                      a16, CUDA_R_16BF, lda, &beta, C, CUDA_R_32F, ldc,
                                      KN_CUBLAS_COMPUTE_32F, KN_CUBLAS_GEMM_DEFAULT));
     } else {
-        CUBLAS(kn_cu_cublas->sgemm(kn_cu_handle, opb, opa, N, M, K, &alpha, B, ldb, A, lda, &beta,
-                                   C, ldc));
+        CUBLAS(kn_cu_cublas->sgemm(kn_cu_handle, opb, opa, N, M, K, &alpha, (const float *)B, ldb,
+                                   (const float *)A, lda, &beta, C, ldc));
     }
+}
+
+/* Row-major C (M, N) = alpha op(A) op(B) + beta C, as cblas_sgemm(RowMajor)
+ * takes it; cuBLAS is column-major, so this computes C^T = op(B)^T op(A)^T. */
+void kn_cu_gemm_rm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                   const float *B, int ldb, float beta, float *C, int ldc)
+{
+    gemm_rm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 0);
 }
 
 /* ------------------------------------------------------------ cuBLASLt
@@ -148,16 +170,18 @@ static unsigned align_of(const void *p)
 /* Row-major C (M, N) = op(A) op(B) + beta C through cuBLASLt with epilogue
  * epi: KN_LT_EPILOGUE_BIAS adds vec[n] to every row (vec: N floats),
  * KN_LT_EPILOGUE_BGRADB writes vec[m] = sum over k of op(A)[m, k] (M
- * floats; written, not added). In kn_cu_precision, as kn_cu_gemm_rm.
- * Returns 1 when done, 0 when this shape has no cuBLASLt algorithm (or
- * there is no cuBLASLt): then nothing was written. */
-static int gemm_rm_lt(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B,
-                      int ldb, float beta, float *C, int ldc, int epi, float *vec)
+ * floats; written, not added). In kn_cu_precision, as gemm_rm, in16
+ * included. Returns 1 when done, 0 when this shape has no cuBLASLt
+ * algorithm (or there is no cuBLASLt): then nothing was written. */
+static int gemm_rm_lt(int ta, int tb, int M, int N, int K, const void *A, int lda, const void *B,
+                      int ldb, float beta, float *C, int ldc, int epi, float *vec, int in16)
 {
     if (!kn_cu_lt || align_of(vec) < 16) return 0;
     const int prec = kn_cu_precision;
-    const unsigned aa = prec == 2 ? 256 : align_of(A), ab = prec == 2 ? 256 : align_of(B),
-                   ac = align_of(C);
+    /* a bf16 copy sits at the start of its scratch buffer (256 bytes); an
+     * operand that is bf16 already where it is */
+    const unsigned aa = prec == 2 && !(in16 & IN16_A) ? 256 : align_of(A),
+                   ab = prec == 2 && !(in16 & IN16_B) ? 256 : align_of(B), ac = align_of(C);
     lt_plan *plan = NULL;
     for (int i = 0; i < nplans && !plan; i++) {
         lt_plan *q = &plans[i];
@@ -172,8 +196,8 @@ static int gemm_rm_lt(int ta, int tb, int M, int N, int K, const float *A, int l
     const void *la = B, *lb = A;
     cudaDataType t = CUDA_R_32F;
     if (prec == 2) {
-        lb = kn_cu_to_bf16(0, A, ta ? span(K, M, lda) : span(M, K, lda));
-        la = kn_cu_to_bf16(1, B, tb ? span(N, K, ldb) : span(K, N, ldb));
+        lb = operand16(0, A, in16 & IN16_A, ta ? span(K, M, lda) : span(M, K, lda));
+        la = operand16(1, B, in16 & IN16_B, tb ? span(N, K, ldb) : span(K, N, ldb));
         t = CUDA_R_16BF;
     }
     const int compute = prec == 1 ? KN_CUBLAS_COMPUTE_32F_FAST_TF32 : KN_CUBLAS_COMPUTE_32F;
@@ -279,7 +303,7 @@ int kn_cu_gemm_rm_dbias(int ta, int tb, int M, int N, int K, const float *A, int
 {
     if (!dbias || kn_cu_precision == 2) return 0;
     float *g = lt_vec((size_t)M);
-    if (!gemm_rm_lt(ta, tb, M, N, K, A, lda, B, ldb, 1.0f, dw, ldc, KN_LT_EPILOGUE_BGRADB, g))
+    if (!gemm_rm_lt(ta, tb, M, N, K, A, lda, B, ldb, 1.0f, dw, ldc, KN_LT_EPILOGUE_BGRADB, g, 0))
         return 0;
     k_vec_add<<<(M + 255) / 256, 256, 0, kn_cu_stream>>>(dbias, g, M);
     LAUNCHED();
@@ -321,13 +345,16 @@ static void colsum_add(float *dcol, const float *x, int rows, int cols)
     kn_cu_col_partials_add(dcol, partial, G, cols);
 }
 
-/* ------------------------------------------------------------ linear */
+/* ------------------------------------------------------------ linear
+ * inp16: inp is bf16 already (backend.h's matmul_*_bf16, precision 2):
+ * the GEMMs take it as it is where they would round a copy of it. */
 
-void kn_cu_matmul_fwd(float *out, const float *inp, const float *w, const float *bias, int N, int C,
-                      int OC)
+static void matmul_fwd(float *out, const void *inp, int inp16, const float *w, const float *bias,
+                       int N, int C, int OC)
 {
-    if (bias &&
-        gemm_rm_lt(0, 1, N, OC, C, inp, C, w, C, 0.0f, out, OC, KN_LT_EPILOGUE_BIAS, (float *)bias))
+    const int in16 = inp16 ? IN16_A : 0;
+    if (bias && gemm_rm_lt(0, 1, N, OC, C, inp, C, w, C, 0.0f, out, OC, KN_LT_EPILOGUE_BIAS,
+                           (float *)bias, in16))
         return;
     float beta = 0.0f;
     if (bias) {
@@ -336,18 +363,46 @@ void kn_cu_matmul_fwd(float *out, const float *inp, const float *w, const float 
         LAUNCHED();
         beta = 1.0f;
     }
-    kn_cu_gemm_rm(0, 1, N, OC, C, 1.0f, inp, C, w, C, beta, out, OC);
+    gemm_rm(0, 1, N, OC, C, 1.0f, inp, C, w, C, beta, out, OC, in16);
+}
+
+static void matmul_bwd(float *dinp, float *dw, float *dbias, const float *dout, const void *inp,
+                       int inp16, const float *w, int N, int C, int OC)
+{
+    if (dinp) kn_cu_gemm_rm(0, 0, N, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
+    if (dw) {
+        /* the BGRADB epilogue is fp32/tf32 only, where inp is never bf16 */
+        if (!inp16 &&
+            kn_cu_gemm_rm_dbias(1, 0, OC, C, N, dout, OC, (const float *)inp, C, dw, C, dbias))
+            dbias = NULL; /* done by the GEMM's epilogue */
+        else
+            gemm_rm(1, 0, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C, inp16 ? IN16_B : 0);
+    }
+    if (dbias) colsum_add(dbias, dout, N, OC);
+}
+
+void kn_cu_matmul_fwd(float *out, const float *inp, const float *w, const float *bias, int N, int C,
+                      int OC)
+{
+    matmul_fwd(out, inp, 0, w, bias, N, C, OC);
 }
 
 void kn_cu_matmul_bwd(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
                       const float *w, int N, int C, int OC)
 {
-    if (dinp) kn_cu_gemm_rm(0, 0, N, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
-    if (dw) {
-        if (kn_cu_gemm_rm_dbias(1, 0, OC, C, N, dout, OC, inp, C, dw, C, dbias))
-            dbias = NULL; /* done by the GEMM's epilogue */
-        else
-            kn_cu_gemm_rm(1, 0, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
-    }
-    if (dbias) colsum_add(dbias, dout, N, OC);
+    matmul_bwd(dinp, dw, dbias, dout, inp, 0, w, N, C, OC);
+}
+
+/* backend.h's matmul_fwd_bf16 / matmul_bwd_bf16: the bf16 table's
+ * (cuda.cu sets kn_cu_precision = 2 around them) */
+void kn_cu_matmul_fwd_bf16(float *out, const uint16_t *inp, const float *w, const float *bias,
+                           int N, int C, int OC)
+{
+    matmul_fwd(out, inp, 1, w, bias, N, C, OC);
+}
+
+void kn_cu_matmul_bwd_bf16(float *dinp, float *dw, float *dbias, const float *dout,
+                           const uint16_t *inp, const float *w, int N, int C, int OC)
+{
+    matmul_bwd(dinp, dw, dbias, dout, inp, 1, w, N, C, OC);
 }
