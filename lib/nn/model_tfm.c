@@ -139,6 +139,10 @@ int kn_model_tfm_build(kn_model *m, const json_t *spec, json_t *norm, char *err,
      * all layers. Only with fused attention: the unfused backward would
      * read rounded q, k, v against probabilities from unrounded ones. */
     t->bf16_store = m->be->to_bf16 && m->be->from_bf16 && t->fused_attn;
+    /* and where the backend's ops read them as stored, no widening for
+     * GELU and the attention projection's GEMMs (backend.h's *_bf16) */
+    t->bf16_direct = t->bf16_store && m->be->matmul_fwd_bf16 && m->be->matmul_bwd_bf16 &&
+                     m->be->act_fwd_bf16 && m->be->act_bwd_bf16;
     const int wq = t->bf16_store ? (3 * C + 1) / 2 : 3 * C, wa = t->bf16_store ? (C + 1) / 2 : C,
               wf = t->bf16_store ? 2 * C : 4 * C;
     t->work = -1;
@@ -295,17 +299,26 @@ int kn_model_tfm_forward(kn_model *m, const kn_batch *bt, char *err, size_t errs
         /* the fused attention read q, k, v rounded to bf16 and the GEMM
          * below reads atty so: keeping them rounded changes nothing here */
         if (t->bf16_store) be->to_bf16((uint16_t *)ACT(m, b->qkv), qkv, 3 * NC);
-        be->matmul_fwd(proj, atty, PAR(m, b->projw), PAR(m, b->projb), N, C, C);
-        if (t->bf16_store) be->to_bf16((uint16_t *)ACT(m, b->atty), atty, NC);
+        if (t->bf16_direct) { /* stored first, the GEMM reads the copy */
+            be->to_bf16((uint16_t *)ACT(m, b->atty), atty, NC);
+            be->matmul_fwd_bf16(proj, (const uint16_t *)ACT(m, b->atty), PAR(m, b->projw),
+                                PAR(m, b->projb), N, C, C);
+        } else {
+            be->matmul_fwd(proj, atty, PAR(m, b->projw), PAR(m, b->projb), N, C, C);
+            if (t->bf16_store) be->to_bf16((uint16_t *)ACT(m, b->atty), atty, NC);
+        }
         be->residual_fwd(ACT(m, b->res2), x, proj, NC);
         be->layernorm_fwd(ln, ACT(m, b->ln2_mean), ACT(m, b->ln2_rstd), ACT(m, b->res2),
                           PAR(m, b->ln2w), PAR(m, b->ln2b), N, C);
         be->matmul_fwd(fch, ln, PAR(m, b->fcw), PAR(m, b->fcb), N, C, 4 * C);
-        if (t->bf16_store) { /* GELU reads the rounded fch its backward will read */
-            be->to_bf16((uint16_t *)ACT(m, b->fch), fch, 4 * NC);
-            be->from_bf16(fch, (const uint16_t *)ACT(m, b->fch), 4 * NC);
+        /* bf16_store: GELU reads the rounded fch its backward will read */
+        if (t->bf16_store) be->to_bf16((uint16_t *)ACT(m, b->fch), fch, 4 * NC);
+        if (t->bf16_direct) {
+            be->act_fwd_bf16(KN_ACT_GELU, gelu, (const uint16_t *)ACT(m, b->fch), 4 * NC);
+        } else {
+            if (t->bf16_store) be->from_bf16(fch, (const uint16_t *)ACT(m, b->fch), 4 * NC);
+            be->act_fwd(KN_ACT_GELU, gelu, fch, 4 * NC);
         }
-        be->act_fwd(KN_ACT_GELU, gelu, fch, 4 * NC);
         be->matmul_fwd(proj, gelu, PAR(m, b->fcprojw), PAR(m, b->fcprojb), N, 4 * C, C);
         be->residual_fwd(ACT(m, b->res3), ACT(m, b->res2), proj, NC);
         x = ACT(m, b->res3);
@@ -431,16 +444,23 @@ void kn_model_tfm_backward(kn_model *m)
         be->residual_bwd(dres2, dc1, dx, NC);
         float *gelu = ACT(m, t->gelu_kept ? b->gelu : t->gelu);
         float *fch = ACT(m, b->fch), *qkv = ACT(m, b->qkv), *atty = ACT(m, b->atty);
-        if (t->bf16_store) { /* widened into work: fch now, qkv and atty below */
-            fch = qkv = ACT(m, t->work), atty = ACT(m, t->work) + 3 * NC;
-            be->from_bf16(fch, (const uint16_t *)ACT(m, b->fch), 4 * NC);
-        }
-        if (!t->gelu_kept) be->act_fwd(KN_ACT_GELU, gelu, fch, 4 * NC);
+        /* bf16_store: widened into work, fch now (unless GELU reads it as
+         * stored), qkv and atty below */
+        const uint16_t *fch16 = (const uint16_t *)ACT(m, b->fch);
+        if (t->bf16_store) fch = qkv = ACT(m, t->work), atty = ACT(m, t->work) + 3 * NC;
+        if (t->bf16_store && !t->bf16_direct) be->from_bf16(fch, fch16, 4 * NC);
+        if (!t->gelu_kept && t->bf16_direct)
+            be->act_fwd_bf16(KN_ACT_GELU, gelu, fch16, 4 * NC);
+        else if (!t->gelu_kept)
+            be->act_fwd(KN_ACT_GELU, gelu, fch, 4 * NC);
         gzero(m, t->dh1, 4 * NC);
         be->matmul_bwd(dh1, GRAD(m, b->fcprojw), GRAD(m, b->fcprojb), dc1, gelu,
                        PAR(m, b->fcprojw), N, 4 * C, C);
         gzero(m, t->dh2, 4 * NC);
-        be->act_bwd(KN_ACT_GELU, dh2, fch, gelu, dh1, 4 * NC);
+        if (t->bf16_direct)
+            be->act_bwd_bf16(KN_ACT_GELU, dh2, fch16, gelu, dh1, 4 * NC);
+        else
+            be->act_bwd(KN_ACT_GELU, dh2, fch, gelu, dh1, 4 * NC);
         be->layernorm_fwd(ln, ln_mean, ln_rstd, ACT(m, b->res2), PAR(m, b->ln2w), PAR(m, b->ln2b),
                           N, C);
         gzero(m, t->dc2, NC);
@@ -451,13 +471,19 @@ void kn_model_tfm_backward(kn_model *m)
         /* res2 = in + attproj: dx now becomes the input's gradient */
         gzero(m, t->dx, NC), gzero(m, t->dc1, NC);
         be->residual_bwd(dx, dc1, dres2, NC);
+        /* the fused attention's backward reads qkv and its output in fp32
+         * (flash.cu), the projection's GEMM reads atty as stored */
         if (t->bf16_store) {
             be->from_bf16(qkv, (const uint16_t *)ACT(m, b->qkv), 3 * NC);
             be->from_bf16(atty, (const uint16_t *)ACT(m, b->atty), NC);
         }
         gzero(m, t->dc2, NC);
-        be->matmul_bwd(dc2, GRAD(m, b->projw), GRAD(m, b->projb), dc1, atty, PAR(m, b->projw), N,
-                       C, C);
+        if (t->bf16_direct)
+            be->matmul_bwd_bf16(dc2, GRAD(m, b->projw), GRAD(m, b->projb), dc1,
+                                (const uint16_t *)ACT(m, b->atty), PAR(m, b->projw), N, C, C);
+        else
+            be->matmul_bwd(dc2, GRAD(m, b->projw), GRAD(m, b->projb), dc1, atty, PAR(m, b->projw),
+                           N, C, C);
         gzero(m, t->dh1, 3 * NC); /* dqkv */
         if (t->fused_attn) {
             be->attention_fused_bwd(dh1, dc2, qkv, atty, ACT(m, b->att), B, T, C, NH, t->causal);

@@ -18,7 +18,11 @@
  * - GELU's output kept per layer or recomputed: the same bits.
  * - The in-place logits' gradient: a backward after an inference-mode
  *   forward (the fused classifier then runs in the backward) gives the
- *   same bits as after a training forward (where it ran in the forward). */
+ *   same bits as after a training forward (where it ran in the forward).
+ * - bf16 storage (qkv, atty, fch as bf16): the memory it saves, the
+ *   training it changes (by rounding only), and its consumers reading it
+ *   as stored (backend.h's *_bf16 ops): the same bits as widening it
+ *   first, the ops taken (counted). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -431,6 +435,158 @@ static void test_gpt_bf16_storage(void **state)
     }
 }
 
+/* ------------------------------------------------------------ reading bf16 as stored
+ *
+ * The bf16 table's *_bf16 ops (backend.h) let GELU and the attention
+ * projection's GEMMs read the stored qkv/atty/fch without widening them:
+ * - the same bits as the same table without the four ops (the path before
+ *   2026-12-01, which widened and the GEMM rounded again): losses and
+ *   gradients at each of 4 AdamW steps and the weights after them, GPT
+ *   with GELU's output kept and recomputed, and the text classifier;
+ * - taken, not fallen back from: counted through a wrapping table, a
+ *   training step widens only what the fused attention's backward reads
+ *   (qkv and atty, 4 C a token a layer), where the fallback widens fch
+ *   twice more (12 C), and calls each op once a layer (GELU's forward
+ *   twice where its output is recomputed). */
+
+static const kn_backend *direct_inner; /* the bf16 table the wrappers call */
+static size_t n_widened;               /* elements through from_bf16 */
+static int n_mm_fwd16, n_mm_bwd16, n_act_fwd16, n_act_bwd16;
+
+static void count_from_bf16(float *dst, const uint16_t *src, size_t n)
+{
+    n_widened += n;
+    direct_inner->from_bf16(dst, src, n);
+}
+
+static void count_mm_fwd16(float *out, const uint16_t *inp, const float *w, const float *bias,
+                           int N, int Cc, int OC)
+{
+    n_mm_fwd16++;
+    direct_inner->matmul_fwd_bf16(out, inp, w, bias, N, Cc, OC);
+}
+
+static void count_mm_bwd16(float *dinp, float *dw, float *dbias, const float *dout,
+                           const uint16_t *inp, const float *w, int N, int Cc, int OC)
+{
+    n_mm_bwd16++;
+    direct_inner->matmul_bwd_bf16(dinp, dw, dbias, dout, inp, w, N, Cc, OC);
+}
+
+static void count_act_fwd16(int kind, float *out, const uint16_t *inp, size_t n)
+{
+    n_act_fwd16++;
+    direct_inner->act_fwd_bf16(kind, out, inp, n);
+}
+
+static void count_act_bwd16(int kind, float *dinp, const uint16_t *inp, const float *out,
+                            const float *dout, size_t n)
+{
+    n_act_bwd16++;
+    direct_inner->act_bwd_bf16(kind, dinp, inp, out, dout, n);
+}
+
+static void counts_reset(void)
+{
+    n_widened = 0;
+    n_mm_fwd16 = n_mm_bwd16 = n_act_fwd16 = n_act_bwd16 = 0;
+}
+
+/* spec on be (gelu_keep as kn_tfm_gelu_keep_bytes), batch 3 */
+static kn_model *tfm_on(const char *spec_json, const kn_backend *be, size_t gelu_keep)
+{
+    char err[256];
+    json_t *spec = json_loads(spec_json, 0, NULL);
+    const size_t keep = kn_tfm_gelu_keep_bytes;
+    kn_tfm_gelu_keep_bytes = gelu_keep;
+    kn_model *m = NULL;
+    if (kn_model_new(spec, 5, B, be, &m, err, sizeof(err))) fail_msg("model: %s", err);
+    kn_tfm_gelu_keep_bytes = keep;
+    json_decref(spec);
+    return m;
+}
+
+static void direct_vs_fallback(const char *what, const char *spec, int gpt_model, size_t gelu_keep,
+                               const kn_backend *direct, const kn_backend *fallback)
+{
+    kn_model *md = tfm_on(spec, direct, gelu_keep), *mf = tfm_on(spec, fallback, gelu_keep);
+    assert_int_equal(md->tfm.bf16_direct, 1);
+    assert_int_equal(mf->tfm.bf16_store, 1);
+    assert_int_equal(mf->tfm.bf16_direct, 0);
+    const int Lm = md->tfm.L, Cm = md->tfm.C, kept = md->tfm.gelu_kept;
+    const size_t NC = (size_t)B * T * Cm;
+    int tok[B * T], tgt[B * T], lab[B] = {1, 0, 2};
+    batch(tok, tgt);
+    kn_batch b = {.B = B, .T = T, .tokens = tok, .labels = gpt_model ? tgt : lab};
+    kn_optim_config oc;
+    kn_optim_config_default(&oc, KN_OPT_ADAMW);
+    oc.lr = 1e-2f;
+    kn_model_set_optim(md, &oc), kn_model_set_optim(mf, &oc);
+    kn_model_set_training(md, 1), kn_model_set_training(mf, 1);
+    const size_t n = kn_model_grads(md)->numel;
+    float *gd = malloc(n * sizeof(float)), *gf = malloc(n * sizeof(float));
+    char err[256];
+    for (int step = 0; step < 4; step++) {
+        float ld, lf;
+        kn_model *ms[2] = {md, mf};
+        float *ls[2] = {&ld, &lf}, *gs[2] = {gd, gf};
+        for (int i = 0; i < 2; i++) {
+            counts_reset();
+            kn_model_zero_grad(ms[i]);
+            if (kn_model_forward(ms[i], &b, ls[i], err, sizeof(err))) fail_msg("forward: %s", err);
+            assert_int_equal(kn_model_backward(ms[i]), KN_OK);
+            direct->to_host(gs[i], kn_model_grads(ms[i])->data, n * sizeof(float));
+            assert_int_equal(kn_model_step(ms[i], NULL, NULL), KN_OK);
+            if (step) continue;
+            print_message("%s, %s: %zu floats widened a step (%zu C a token a layer), ops "
+                          "%d %d %d %d\n",
+                          what, i ? "fallback" : "direct", n_widened, n_widened / NC / Lm,
+                          n_mm_fwd16, n_mm_bwd16, n_act_fwd16, n_act_bwd16);
+            assert_int_equal(n_widened, (size_t)Lm * (i ? 12 : 4) * NC);
+            assert_int_equal(n_mm_fwd16, i ? 0 : Lm);
+            assert_int_equal(n_mm_bwd16, i ? 0 : Lm);
+            assert_int_equal(n_act_fwd16, i ? 0 : (kept ? 1 : 2) * Lm);
+            assert_int_equal(n_act_bwd16, i ? 0 : Lm);
+        }
+        assert_memory_equal(&ld, &lf, sizeof(float));
+        assert_memory_equal(gd, gf, n * sizeof(float));
+    }
+    const size_t np = kn_model_params(md)->numel;
+    float *pd = malloc(np * sizeof(float)), *pf = malloc(np * sizeof(float));
+    direct->to_host(pd, kn_model_params(md)->data, np * sizeof(float));
+    direct->to_host(pf, kn_model_params(mf)->data, np * sizeof(float));
+    assert_memory_equal(pd, pf, np * sizeof(float));
+    free(gd), free(gf), free(pd), free(pf);
+    kn_model_destroy(md), kn_model_destroy(mf);
+}
+
+static void test_bf16_read_as_stored(void **state)
+{
+    (void)state;
+    const kn_backend *bf = kn_backend_with_precision(kn_backend_cpu(), KN_PREC_BF16, NULL, 0);
+    assert_non_null(bf->matmul_fwd_bf16);
+    direct_inner = bf;
+    kn_backend direct = *bf, fallback;
+    direct.from_bf16 = count_from_bf16;
+    direct.matmul_fwd_bf16 = count_mm_fwd16, direct.matmul_bwd_bf16 = count_mm_bwd16;
+    direct.act_fwd_bf16 = count_act_fwd16, direct.act_bwd_bf16 = count_act_bwd16;
+    fallback = direct;
+    fallback.matmul_fwd_bf16 = NULL, fallback.matmul_bwd_bf16 = NULL;
+    fallback.act_fwd_bf16 = NULL, fallback.act_bwd_bf16 = NULL;
+    char gpt_spec[256], cls_spec[256];
+    snprintf(gpt_spec, sizeof(gpt_spec),
+             "{\"type\":\"gpt\",\"n_layer\":%d,\"n_head\":%d,\"n_embd\":%d,\"block_size\":%d,"
+             "\"vocab_size\":%d}",
+             L, NH, C, T, V);
+    snprintf(cls_spec, sizeof(cls_spec),
+             "{\"type\":\"txtcls\",\"n_layer\":2,\"n_head\":2,\"n_embd\":24,\"block_size\":%d,"
+             "\"vocab_size\":%d,\"classes\":3}",
+             T, V);
+    direct_vs_fallback("gpt, GELU kept", gpt_spec, 1, (size_t)64 << 20, &direct, &fallback);
+    direct_vs_fallback("gpt, GELU recomputed", gpt_spec, 1, 0, &direct, &fallback);
+    direct_vs_fallback("txtcls", cls_spec, 0, (size_t)64 << 20, &direct, &fallback);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -440,6 +596,7 @@ int main(void)
         cmocka_unit_test(test_gelu_recompute_bits),
         cmocka_unit_test(test_gpt_chunked_classifier),
         cmocka_unit_test(test_gpt_bf16_storage),
+        cmocka_unit_test(test_bf16_read_as_stored),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
