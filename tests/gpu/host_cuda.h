@@ -12,8 +12,13 @@
  * every block of a grid in order, the shared memory NaN-poisoned before
  * each block: the dynamic buffer smem_raw (the kernels' `extern __shared__
  * unsigned char smem_raw[]`, up to SMEM_MAX bytes, smem_bytes of them asked
- * for) and every static `__shared__` variable, which this header puts in a
- * section of its own (host_smem) so that it can find them all.
+ * for) and every static `__shared__` variable, template kernels' included.
+ * Those are declared thread-local (`static __thread`) and found by name
+ * in the executable's symbol table: its thread-local function statics. A
+ * section of their own would not do: g++ drops the section attribute of a
+ * function template's statics (GCC PR 70435), and conv_ig.cuh's kernels
+ * are templates. So a test declares no function-local thread_local of its
+ * own (it would be poisoned with the shared memory).
  *
  * Threads are numbered as on the device: t = x + y bx + z bx by, warps of
  * 32 consecutive t. Lanes that returned are done; a barrier counts only the
@@ -38,9 +43,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <link.h>
 #include <ucontext.h>
 
 #include <functional>
+#include <vector>
 
 /* ------------------------------------------------------------ indices */
 
@@ -166,11 +173,8 @@ static inline void run_block(int n, const std::function<void()> &body) { run_blo
 #ifdef HOST_CUDA_EXTERN_SHARED
 #define __shared__
 #else
-#define __shared__ static __attribute__((section("host_smem")))
+#define __shared__ static __thread /* found by poison_shared, templates' too */
 #endif
-/* the bounds of the host_smem section (null where no kernel has one) */
-extern "C" char __start_host_smem[] __attribute__((weak));
-extern "C" char __stop_host_smem[] __attribute__((weak));
 
 /* ------------------------------------------------------------ bits and bf16 */
 
@@ -317,15 +321,97 @@ alignas(128) unsigned char smem_raw[SMEM_MAX];
 static size_t smem_bytes;  /* what the launch asks for */
 static int launch_faults;  /* launches refused (too much shared memory, too many threads) */
 
+/* The static __shared__ variables, found once: the executable's thread-local
+ * function statics (symbols of type STT_TLS named _ZZ..., the mangling of
+ * a function's local static), located in this thread's copy of its TLS
+ * segment. Other thread-locals linked in (libcudart_static has some) are
+ * left alone. */
+#define SMEM_VARS_MAX 256
+static struct {
+    unsigned char *p;
+    size_t n;
+} smem_vars[SMEM_VARS_MAX];
+static int n_smem_vars;
+
+static void smem_vars_fail(const char *why)
+{
+    fprintf(stderr, "host_cuda.h: cannot find the static __shared__ variables: %s\n", why);
+    abort();
+}
+
+/* The executable's TLS segment: dl_iterate_phdr's callback fills one from
+ * the first object it visits, the executable. */
+struct tls_seg {
+    unsigned char *data; /* this thread's block; NULL: no TLS segment */
+    size_t bytes;
+};
+static int find_tls_seg(struct dl_phdr_info *info, size_t, void *arg)
+{
+    tls_seg *seg = (tls_seg *)arg;
+    for (int i = 0; i < info->dlpi_phnum; i++)
+        if (info->dlpi_phdr[i].p_type == PT_TLS) {
+            seg->data = (unsigned char *)info->dlpi_tls_data;
+            seg->bytes = (size_t)info->dlpi_phdr[i].p_memsz;
+        }
+    return 1;
+}
+
+/* n bytes at offset off of f to dst; 0 where it cannot */
+static int read_at(FILE *f, size_t off, void *dst, size_t n)
+{
+    return fseek(f, (long)off, SEEK_SET) == 0 && fread(dst, 1, n, f) == n;
+}
+
+/* Reads the executable's symbol table (.symtab: the host tests are not
+ * stripped) for its TLS _ZZ symbols; their values are offsets into the
+ * TLS segment. Aborts where it cannot: a test would run unpoisoned. */
+static void find_smem_vars(void)
+{
+    tls_seg seg = {NULL, 0};
+    dl_iterate_phdr(find_tls_seg, &seg);
+    if (!seg.data) return; /* no thread-locals: no static __shared__ variables */
+    FILE *f = fopen("/proc/self/exe", "rb");
+    if (!f) smem_vars_fail("/proc/self/exe unreadable");
+    ElfW(Ehdr) eh;
+    if (!read_at(f, 0, &eh, sizeof eh) || eh.e_shentsize != sizeof(ElfW(Shdr)))
+        smem_vars_fail("not an ELF file of this class");
+    std::vector<ElfW(Shdr)> sh(eh.e_shnum);
+    if (!read_at(f, eh.e_shoff, sh.data(), sh.size() * sizeof sh[0]))
+        smem_vars_fail("section headers unreadable");
+    const ElfW(Shdr) *st = NULL;
+    for (size_t i = 0; i < sh.size(); i++)
+        if (sh[i].sh_type == SHT_SYMTAB) st = &sh[i];
+    if (!st || st->sh_link >= sh.size()) smem_vars_fail("no symbol table (stripped?)");
+    const ElfW(Shdr) &strs = sh[st->sh_link];
+    std::vector<ElfW(Sym)> sym(st->sh_size / sizeof(ElfW(Sym)));
+    std::vector<char> str(strs.sh_size + 1, 0); /* NUL-terminated even if the table is not */
+    if (!read_at(f, st->sh_offset, sym.data(), sym.size() * sizeof sym[0]) ||
+        !read_at(f, strs.sh_offset, str.data(), strs.sh_size))
+        smem_vars_fail("symbol table unreadable");
+    fclose(f);
+    for (size_t i = 0; i < sym.size(); i++) {
+        const ElfW(Sym) &y = sym[i];
+        if (ELF64_ST_TYPE(y.st_info) != STT_TLS || y.st_name >= strs.sh_size ||
+            strncmp(&str[y.st_name], "_ZZ", 3))
+            continue;
+        if (y.st_value + y.st_size > seg.bytes) smem_vars_fail("a symbol past the TLS segment");
+        if (n_smem_vars == SMEM_VARS_MAX) smem_vars_fail("more than SMEM_VARS_MAX");
+        smem_vars[n_smem_vars].p = seg.data + y.st_value;
+        smem_vars[n_smem_vars++].n = (size_t)y.st_size;
+    }
+}
+
 /* NaN in fp32 and in bf16, a large negative int: an unwritten element read
  * shows */
 static void poison_shared(void)
 {
     static size_t dirty = SMEM_MAX; /* what a block may have written: all of it at first */
+    static int found;
     memset(smem_raw, 0xFF, dirty > smem_bytes ? dirty : smem_bytes);
     dirty = smem_bytes;
-    char *lo = __start_host_smem, *hi = __stop_host_smem;
-    if (lo && hi > lo) memset(lo, 0xFF, (size_t)(hi - lo));
+    if (!found) find_smem_vars(), found = 1;
+    for (int i = 0; i < n_smem_vars; i++)
+        memset(smem_vars[i].p, 0xFF, smem_vars[i].n);
 }
 
 /* kernel<<<grid, block, bytes>>>: every block of the grid in order (x

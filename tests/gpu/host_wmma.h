@@ -4,10 +4,10 @@
  * lanes' copies are never read). Every load_matrix_sync and
  * store_matrix_sync checks the programming guide's rules (B.24.3): the
  * pointer 256-bit (32-byte) aligned, ldm a multiple of 16 bytes (8 bf16, 4
- * floats); and here also, where the launch asks for dynamic shared memory
- * (kernels with `extern __shared__ smem_raw[]`), the whole tile inside it.
- * (The static __shared__ arrays of template kernels do not land in
- * host_cuda.h's host_smem section: their bounds are not known.) A rule
+ * floats); and here also the whole tile inside the shared memory: the
+ * dynamic buffer where the launch asks for one (kernels with `extern
+ * __shared__ smem_raw[]`), else one static __shared__ variable (so a
+ * kernel's WMMA on global memory would count as a fault here). A rule
  * broken counts in wmma_faults (the first five on stderr). Not emulated:
  * the hardware's own fragment layouts. */
 #ifndef KN_HOST_WMMA_H
@@ -53,15 +53,28 @@ static inline bool lane0()
     return threadIdx.x % 32 == 0;
 }
 
+/* [a, last) inside the n bytes at p */
+static inline bool inside(uintptr_t a, uintptr_t last, const void *p, size_t n)
+{
+    return a >= (uintptr_t)p && last <= (uintptr_t)p + n;
+}
+static bool in_static_shared(uintptr_t a, uintptr_t last)
+{
+    for (int i = 0; i < n_smem_vars; i++)
+        if (inside(a, last, smem_vars[i].p, smem_vars[i].n)) return true;
+    return false;
+}
+
 /* p's tile: `lines` rows (or columns) of `width` elements, ld apart */
 template <class E> static void rules(const E *p, unsigned ld, int lines, int width, const char *op)
 {
     const uintptr_t a = (uintptr_t)p, last = (uintptr_t)(p + (lines - 1) * (size_t)ld + width);
-    const uintptr_t lo = (uintptr_t)smem_raw, hi = lo + smem_bytes;
     const char *why = a % 32                ? "pointer not 32-byte aligned"
                       : ld * sizeof(E) % 16 ? "ldm not a multiple of 16 bytes"
-                      : smem_bytes && (a < lo || last > hi)
+                      : smem_bytes && !inside(a, last, smem_raw, smem_bytes)
                           ? "tile outside the dynamic shared memory"
+                      : !smem_bytes && !in_static_shared(a, last)
+                          ? "tile outside every static shared variable"
                           : NULL;
     if (why) {
         if (wmma_faults++ < 5)

@@ -4,7 +4,7 @@
  * multi-tensor update (k_sumsq_clip's global norm and clipping scale, its
  * last-block hand-off and counter reset, then k_optim_all over the chunk
  * table, with the arguments by value or, as in a captured step, from
- * device memory), and the per-tensor k_optim (not k_reduce: see main).
+ * device memory), and the per-tensor k_optim (k_reduce: test_reduce_host).
  * The launches mirror optimizer.cu's (RED_BLOCKS blocks of 256 for the
  * norm, one block of 256 a chunk, blocks_for(n, 256) for k_optim), in both
  * of host_cuda.h's warp orders, and are compared with the CPU backend
@@ -221,11 +221,9 @@ static void run_single(int kind, size_t n)
     if (kind != KN_OPT_SGD) check_norm("v", shape, v.data(), rv.data(), n, 1e-5);
 }
 
-/* Each launch of k_sumsq_clip or k_reduce is 65536 fibers (~0.6 s of CPU):
- * three of k_sumsq_clip (norm above the clip, no clip, below the clip),
- * none of k_reduce (kn_cu_sum/sumsq: k_sumsq_clip's first half, the same
- * code; test_cuda_parity runs it on a GPU); the updates without a norm
- * cost little. */
+/* Each launch of k_sumsq_clip is 65536 fibers (~0.6 s of CPU): three
+ * (norm above the clip, no clip, below the clip); the updates without a
+ * norm cost little. */
 int main(void)
 {
     reverse_order = 0;

@@ -191,9 +191,9 @@ template <int D>
 struct bwd_smem {
     bf16 mine_a[FA_TILE][D + 8], mine_b[FA_TILE][D + 8];   /* the block's own tile (2 tensors) */
     bf16 walk_a[FA_TILE][D + 8], walk_b[FA_TILE][D + 8];   /* the tile walked over (2 tensors) */
-    float s[FA_TILE][FA_LDS];   /* scores, then P (fp32) */
-    float dp[FA_TILE][FA_LDS];  /* dP */
-    bf16 ds[FA_TILE][FA_LDP];   /* P, then dS (bf16, MMA operand) */
+    float s[FA_TILE][FA_LDS];   /* scores */
+    float dp[FA_TILE][FA_LDS];  /* dP, then (key tile) dS */
+    bf16 ds[FA_TILE][FA_LDP];   /* (key tile) P, then dS (bf16, MMA operand) */
     float lse[FA_TILE], delta[FA_TILE];
 };
 
@@ -228,6 +228,42 @@ static __device__ __forceinline__ bwd_place bwd_open(int T, int C, int NH)
     return P;
 }
 
+/* The score block both backward kernels recompute for a tile walked over
+ * (its first row walk0): the warp's 16 rows of S = mine_a walk_a^T and
+ * dP = mine_b walk_b^T (S = Q K^T and dP = dO V^T for a query tile; their
+ * transposes, rows keys and columns queries, for a key tile: ROWS_ARE_KEYS),
+ * then for this lane's 32 columns P = exp(S scale - lse) where the key is
+ * visible from the query, else 0, and dS = P (dP - Delta) scale, lse and
+ * Delta being the query's (sm.lse, sm.delta: the row's or the column's).
+ * Out: sm.ds = bf16 dS, or for a key tile bf16 P (the operand of dV +=
+ * P^T dO) with fp32 dS in sm.dp (bf16 once dV is done). The warp's own
+ * rows only: __syncwarp on both sides. */
+template <int D, bool ROWS_ARE_KEYS>
+static __device__ __forceinline__ void bwd_scores(bwd_smem<D> &sm, const bwd_place &P, int walk0,
+                                                  int T, int causal)
+{
+    const int LD = D + 8, w = P.w, r = P.r;
+    mm_abt<D>(&sm.s[16 * w][0], &sm.mine_a[16 * w][0], LD, &sm.walk_a[0][0], LD);
+    mm_abt<D>(&sm.dp[16 * w][0], &sm.mine_b[16 * w][0], LD, &sm.walk_b[0][0], LD);
+    __syncwarp();
+    const float z_row = ROWS_ARE_KEYS ? 0.0f : sm.lse[r]; /* a query row's lse and Delta */
+    const float dl_row = ROWS_ARE_KEYS ? 0.0f : sm.delta[r];
+#pragma unroll 4
+    for (int c = P.half * 32; c < P.half * 32 + 32; c++) {
+        const int i = ROWS_ARE_KEYS ? walk0 + c : P.own; /* the query */
+        const int j = ROWS_ARE_KEYS ? P.own : walk0 + c; /* the key */
+        const float z = ROWS_ARE_KEYS ? sm.lse[c] : z_row;
+        const float dl = ROWS_ARE_KEYS ? sm.delta[c] : dl_row;
+        const float p = visible(i, j, T, causal) ? expf(sm.s[r][c] * P.scale - z) : 0.0f;
+        const float ds = p * (sm.dp[r][c] - dl) * P.scale;
+        if (ROWS_ARE_KEYS)
+            sm.ds[r][c] = __float2bfloat16(p), sm.dp[r][c] = ds;
+        else
+            sm.ds[r][c] = __float2bfloat16(ds);
+    }
+    __syncwarp();
+}
+
 /* dK, dV of the key tile blockIdx.x: warps own 16 keys each, the scores
  * transposed (rows keys, columns queries). mine = K, V; walk = Q, dO. */
 template <int D>
@@ -239,7 +275,6 @@ __global__ void __launch_bounds__(FA_WARPS * 32)
     const bwd_place P = bwd_open(T, C, NH);
     const int k0 = P.t0, h = P.h, b = P.b, hs = P.hs, C3 = P.C3, w = P.w, r = P.r, half = P.half;
     const int j = P.own; /* this lane's key */
-    const float scale = P.scale;
     const int LD = D + 8;
     const size_t bh = P.bh;
 
@@ -258,24 +293,14 @@ __global__ void __launch_bounds__(FA_WARPS * 32)
             sm.delta[e] = q0 + e < T ? delta_g[bh + q0 + e] : 0.0f;
         }
         __syncthreads();
-        /* S^T = K Q^T, dP^T = V dO^T (16 keys x 64 queries a warp) */
-        mm_abt<D>(&sm.s[16 * w][0], &sm.mine_a[16 * w][0], LD, &sm.walk_a[0][0], LD);
-        mm_abt<D>(&sm.dp[16 * w][0], &sm.mine_b[16 * w][0], LD, &sm.walk_b[0][0], LD);
-        __syncwarp();
-#pragma unroll 4
-        for (int c = half * 32; c < half * 32 + 32; c++) {
-            const int i = q0 + c;
-            const float p = visible(i, j, T, causal) ? expf(sm.s[r][c] * scale - sm.lse[c]) : 0.0f;
-            sm.s[r][c] = p;
-            sm.ds[r][c] = __float2bfloat16(p);
-        }
-        __syncwarp();
+        /* P^T, dS^T (16 keys x 64 queries a warp) */
+        bwd_scores<D, true>(sm, P, q0, T, causal);
         /* dV += P^T dO */
         mm_pv<D>(dv, &sm.ds[16 * w][0], &sm.walk_b[0][0], LD);
         __syncwarp();
 #pragma unroll 4
         for (int c = half * 32; c < half * 32 + 32; c++)
-            sm.ds[r][c] = __float2bfloat16(sm.s[r][c] * (sm.dp[r][c] - sm.delta[c]) * scale);
+            sm.ds[r][c] = __float2bfloat16(sm.dp[r][c]);
         __syncwarp();
         /* dK += scale dS^T Q */
         mm_pv<D>(dk, &sm.ds[16 * w][0], &sm.walk_a[0][0], LD);
@@ -298,7 +323,6 @@ __global__ void __launch_bounds__(FA_WARPS * 32)
     const bwd_place P = bwd_open(T, C, NH);
     const int q0 = P.t0, h = P.h, b = P.b, hs = P.hs, C3 = P.C3, w = P.w, r = P.r, half = P.half;
     const int i = P.own; /* this lane's query */
-    const float scale = P.scale;
     const int LD = D + 8;
     const size_t bh = P.bh;
 
@@ -318,18 +342,8 @@ __global__ void __launch_bounds__(FA_WARPS * 32)
         stage<D>(&sm.walk_a[0][0], LD, qkv, b, k0, T, C3, C + h * hs, hs);      /* K */
         stage<D>(&sm.walk_b[0][0], LD, qkv, b, k0, T, C3, 2 * C + h * hs, hs);  /* V */
         __syncthreads();
-        /* S = Q K^T, dP = dO V^T (16 queries x 64 keys a warp) */
-        mm_abt<D>(&sm.s[16 * w][0], &sm.mine_a[16 * w][0], LD, &sm.walk_a[0][0], LD);
-        mm_abt<D>(&sm.dp[16 * w][0], &sm.mine_b[16 * w][0], LD, &sm.walk_b[0][0], LD);
-        __syncwarp();
-        const float z = sm.lse[r], dl = sm.delta[r];
-#pragma unroll 4
-        for (int c = half * 32; c < half * 32 + 32; c++) {
-            const float p =
-                visible(i, k0 + c, T, causal) ? expf(sm.s[r][c] * scale - z) : 0.0f;
-            sm.ds[r][c] = __float2bfloat16(p * (sm.dp[r][c] - dl) * scale);
-        }
-        __syncwarp();
+        /* dS (16 queries x 64 keys a warp) */
+        bwd_scores<D, false>(sm, P, k0, T, causal);
         /* dQ += scale dS K */
         mm_pv<D>(dq, &sm.ds[16 * w][0], &sm.walk_a[0][0], LD);
     }

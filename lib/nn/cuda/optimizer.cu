@@ -40,11 +40,9 @@ static double reduce(const float *x, size_t n, int square)
     if (!n) return 0.0;
     k_reduce<<<RED_BLOCKS, 256, 0, kn_cu_stream>>>(partials, x, n, square);
     LAUNCHED();
-    double host[RED_BLOCKS], acc = 0.0;
+    double host[RED_BLOCKS];
     CU(cudaMemcpy(host, partials, sizeof(host), cudaMemcpyDeviceToHost));
-    for (int i = 0; i < RED_BLOCKS; i++)
-        acc += host[i];
-    return acc;
+    return red_total(host, RED_BLOCKS);
 }
 
 double kn_cu_sum(const float *x, size_t n)

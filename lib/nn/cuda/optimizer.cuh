@@ -1,10 +1,11 @@
 /* optimizer.cuh: the kernels of optimizer.cu (no launches: optimizer.cu
  * launches them; the design is in its header comment): the global sums'
- * k_reduce, the per-element rules optim_elem with k_optim, and the
- * multi-tensor update's k_sumsq_clip and k_optim_all. In a header of their
- * own so that tests/gpu/test_optimizer_host.cpp compiles the same source on
- * the host with stand-ins for the CUDA built-ins and checks it against the
- * CPU backend. Included once, by optimizer.cu, after cuda_int.cuh. */
+ * k_reduce and their host pass red_total, the per-element rules
+ * optim_elem with k_optim, and the multi-tensor update's k_sumsq_clip and
+ * k_optim_all. In a header of their own so that tests/gpu's
+ * test_optimizer_host.cpp and test_reduce_host.cpp compile the same source
+ * on the host with stand-ins for the CUDA built-ins and check it against
+ * the CPU backend. Included once, by optimizer.cu, after cuda_int.cuh. */
 #ifndef KN_OPTIMIZER_CUH
 #define KN_OPTIMIZER_CUH
 
@@ -27,6 +28,17 @@ __global__ void k_reduce(double *partial, const float *x, size_t n, int square)
         __syncthreads();
     }
     if (threadIdx.x == 0) partial[blockIdx.x] = red[0];
+}
+
+/* The host's pass over k_reduce's partials (kn_cu_sum, kn_cu_sumsq): the
+ * first `blocks` added in order, in double, so that the result is the
+ * same bits run to run. */
+static inline double red_total(const double *partial, int blocks)
+{
+    double acc = 0.0;
+    for (int i = 0; i < blocks; i++)
+        acc += partial[i];
+    return acc;
 }
 
 /* The global norm and the clipping scale, on the device: norm is
