@@ -12,13 +12,7 @@
 set -euo pipefail
 src=${KILN_SOURCE_DIR:?run through ctest}
 bin=${KILN_BINARY_DIR:?run through ctest}
-stackdir=${KILN_STACK_DIR:-$src/.stack}
-pidfile=$stackdir/kafka.pid
-[ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null ||
-    { echo "SKIPPED: no Kafka of this stack to pause ($pidfile)"; exit 77; }
-kpid=$(cat "$pidfile")
-grep -q kafka.Kafka "/proc/$kpid/cmdline" 2>/dev/null ||
-    { echo "SKIPPED: $pidfile does not name a Kafka broker"; exit 77; }
+. "$src/tests/lib/paused_broker.sh" # kpid, broker_pause/resume; skips without it
 
 if grep -q '^KILN_SANITIZE:BOOL=ON' "$bin/CMakeCache.txt" 2>/dev/null; then
     asan=$bin
@@ -34,10 +28,8 @@ fi
 ingest=$asan/ingest/kiln-ingest
 
 tmp=$(mktemp -d)
-paused=0
 cleanup() {
-    # Never leave the broker stopped, whatever happened.
-    ((paused)) && kill -CONT "$kpid" 2>/dev/null || true
+    broker_resume_if_paused # whatever happened
     [ -n "${ipid:-}" ] && kill -KILL "$ipid" 2>/dev/null || true
     rm -rf "$tmp"
 }
@@ -56,8 +48,7 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 sleep 2
-kill -STOP "$kpid"
-paused=1
+broker_pause
 for i in $(seq 1 50); do printf '{"text": "a record sent to a paused broker, number %d"}\n' "$i" >&3; done
 exec 3>&-
 # The source drains for 2 s and returns with the records unreported.
@@ -65,12 +56,11 @@ for _ in $(seq 1 100); do
     grep -q 'jsonl: finished' "$tmp/err" && break
     sleep 0.1
 done
-grep -q 'jsonl: finished' "$tmp/err" || { kill -CONT "$kpid"; paused=0; cat "$tmp/err"; echo "the source did not give up after its drain timeout"; exit 1; }
+grep -q 'jsonl: finished' "$tmp/err" || { broker_resume; cat "$tmp/err"; echo "the source did not give up after its drain timeout"; exit 1; }
 grep 'jsonl: finished' "$tmp/err" | grep -q '"unreported":[1-9]' ||
-    { kill -CONT "$kpid"; paused=0; cat "$tmp/err"; echo "nothing was left unreported: the broker was not paused in time"; exit 1; }
+    { broker_resume; cat "$tmp/err"; echo "nothing was left unreported: the broker was not paused in time"; exit 1; }
 sleep 1
-kill -CONT "$kpid"
-paused=0
+broker_resume
 rc=0
 wait "$ipid" || rc=$?
 ipid=

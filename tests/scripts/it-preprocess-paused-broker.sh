@@ -18,22 +18,14 @@
 set -euo pipefail
 src=${KILN_SOURCE_DIR:?run through ctest}
 bin=${KILN_BINARY_DIR:?run through ctest}
-stackdir=${KILN_STACK_DIR:-$src/.stack}
-pidfile=$stackdir/kafka.pid
-[ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null ||
-    { echo "SKIPPED: no Kafka of this stack to pause ($pidfile)"; exit 77; }
-kpid=$(cat "$pidfile")
-grep -q kafka.Kafka "/proc/$kpid/cmdline" 2>/dev/null ||
-    { echo "SKIPPED: $pidfile does not name a Kafka broker"; exit 77; }
-[ -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] ||
-    { echo "SKIPPED: /usr/share/datasets/fashion-mnist not installed"; exit 77; }
+. "$src/tests/lib/paused_broker.sh" # kpid, broker_pause/resume; skips without it
+need_fashion_mnist
 brokers=${KILN_KAFKA_BROKERS:-127.0.0.1:19092}
 
 tmp=$(mktemp -d)
-paused=0
 ppid=
 cleanup() {
-    ((paused)) && kill -CONT "$kpid" 2>/dev/null || true
+    broker_resume_if_paused
     [ -n "$ppid" ] && kill -KILL "$ppid" 2>/dev/null || true
     rm -rf "$tmp"
 }
@@ -66,11 +58,9 @@ for _ in $(seq 1 3000); do
     kill -0 "$ppid" 2>/dev/null || { tail -n 20 "$tmp/pp.log"; echo "FAIL: preprocess exited at start"; exit 1; }
     sleep 0.02
 done
-kill -STOP "$kpid"
-paused=1
+broker_pause
 sleep 14
-kill -CONT "$kpid"
-paused=0
+broker_resume
 echo "broker paused 14 s when preprocess had consumed $got records"
 
 # wait for every key (or the process's end)

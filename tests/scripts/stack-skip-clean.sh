@@ -14,7 +14,7 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 fails=0
 for t in tests/scripts/it-broker-late.sh tests/scripts/it-restart-deadline.sh \
-    tests/scripts/it-ingest-paused-broker.sh; do
+    tests/scripts/it-ingest-paused-broker.sh tests/scripts/it-preprocess-paused-broker.sh; do
     none=$TMP/$(basename "$t")/none
     rc=0
     # a closed PostgreSQL port: a cleanup that reaches for the database fails fast
