@@ -28,7 +28,14 @@
  * everywhere in the backend; only the staged tiles and P, dS are bf16.
  * Shared memory: ~72 KB forward, ~81 KB backward at hs = 64 (opted in once
  * per kernel). The precision of the path is bf16's: tests/gpu compares it
- * by norm at bf16's tolerance. */
+ * by norm at bf16's tolerance.
+ *
+ * KILN_CUDA_FLASH=mma (read when the bf16 table is built, cuda.cu) runs
+ * flash_mma.cuh's forward instead: the same algorithm, tiles, roundings
+ * and outputs on raw mma.sync / ldmatrix (mma.cuh), the scores and P kept
+ * in registers instead of going through shared memory (27 KB at hs = 64);
+ * its backward is still the WMMA kernels here. The WMMA kernels stay the
+ * default until a GPU run has measured both. */
 #include "nn/cuda/cuda_int.cuh"
 
 #include <mma.h>
@@ -36,6 +43,7 @@
 using namespace nvcuda;
 
 #include "nn/cuda/flash.cuh"
+#include "nn/cuda/flash_mma.cuh"
 
 /* ------------------------------------------------------------ launches */
 
@@ -76,6 +84,18 @@ static void bwd(float *dqkv, const float *dout, const float *qkv, const float *l
     LAUNCHED();
 }
 
+template <int D>
+static void fwd_mma(float *out, float *lse, const float *qkv, int B, int T, int C, int NH,
+                    int causal)
+{
+    static int ready;
+    const size_t bytes = sizeof(fmma_fwd_smem<D>);
+    opt_in(k_flash_mma_fwd<D>, bytes, &ready);
+    dim3 grid((T + FA_TILE - 1) / FA_TILE, NH, B);
+    k_flash_mma_fwd<D><<<grid, FA_WARPS * 32, bytes>>>(out, lse, qkv, B, T, C, NH, causal);
+    LAUNCHED();
+}
+
 void kn_cu_flash_fwd(float *out, float *lse, const float *qkv, int B, int T, int C, int NH,
                      int causal)
 {
@@ -103,6 +123,20 @@ void kn_cu_flash_bwd(float *dqkv, const float *dout, const float *qkv, const flo
         bwd<32>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
     else if (hs <= KN_ATTN_FUSED_MAX_HS)
         bwd<64>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
+    else
+        kn_cu_die(__FILE__, __LINE__, "flash attention", "head size past 64 (the model checks)");
+}
+
+void kn_cu_flash_mma_fwd(float *out, float *lse, const float *qkv, int B, int T, int C, int NH,
+                         int causal)
+{
+    const int hs = C / NH;
+    if (hs <= 16)
+        fwd_mma<16>(out, lse, qkv, B, T, C, NH, causal);
+    else if (hs <= 32)
+        fwd_mma<32>(out, lse, qkv, B, T, C, NH, causal);
+    else if (hs <= KN_ATTN_FUSED_MAX_HS)
+        fwd_mma<64>(out, lse, qkv, B, T, C, NH, causal);
     else
         kn_cu_die(__FILE__, __LINE__, "flash attention", "head size past 64 (the model checks)");
 }
