@@ -27,8 +27,7 @@
  * receiving what the PTX ISA's fragment layouts give it (a wrong fragment
  * row or column changes the result), every ldmatrix row address asserted
  * 16-byte aligned inside the shared memory and all 32 lanes asserted at
- * each collective. Its forward is mma's; its backward WMMA's until the
- * mma backward lands.
+ * each collective.
  *
  * Each case runs the forward and the backward (Delta, then the dK/dV and
  * dQ kernels, adding to a random dqkv) and compares them with the CPU
@@ -124,6 +123,17 @@ static void flash_fwd(float *out, float *lse, const float *qkv, int B, int T, in
         fwd<64>(out, lse, qkv, B, T, C, NH, causal);
 }
 
+template <int D>
+static void bwd_mma(float *dqkv, const float *dout, const float *qkv, const float *lse,
+                    const float *delta, int B, int T, int C, int NH, int causal)
+{
+    dim3 grid((T + FA_TILE - 1) / FA_TILE, NH, B);
+    launch(grid, FA_WARPS * 32, sizeof(fmma_bwd_smem<D>),
+           [&] { k_flash_mma_bwd_kv<D>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal); });
+    launch(grid, FA_WARPS * 32, sizeof(fmma_bwd_smem<D>),
+           [&] { k_flash_mma_bwd_q<D>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal); });
+}
+
 static void flash_bwd(float *dqkv, const float *dout, const float *qkv, const float *out,
                       const float *lse, int B, int T, int C, int NH, int causal)
 {
@@ -132,6 +142,15 @@ static void flash_bwd(float *dqkv, const float *dout, const float *qkv, const fl
     float *dl = delta.data();
     launch(dim3((unsigned)((rows + 7) / 8)), 256, 0,
            [&] { k_flash_delta(dl, dout, out, B, T, C, NH); });
+    if (variant == 1) {
+        if (hs <= 16)
+            bwd_mma<16>(dqkv, dout, qkv, lse, dl, B, T, C, NH, causal);
+        else if (hs <= 32)
+            bwd_mma<32>(dqkv, dout, qkv, lse, dl, B, T, C, NH, causal);
+        else
+            bwd_mma<64>(dqkv, dout, qkv, lse, dl, B, T, C, NH, causal);
+        return;
+    }
     if (hs <= 16)
         bwd<16>(dqkv, dout, qkv, lse, dl, B, T, C, NH, causal);
     else if (hs <= 32)

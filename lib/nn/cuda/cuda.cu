@@ -200,7 +200,10 @@ extern "C" const kn_backend *kn_backend_cuda_with_precision(int precision)
                  * kernels instead of the WMMA ones (the default until a
                  * GPU run has measured both; any other value keeps it) */
                 const char *fl = getenv("KILN_CUDA_FLASH");
-                if (fl && !strcmp(fl, "mma")) cuda_bf16.attention_fused_fwd = kn_cu_flash_mma_fwd;
+                if (fl && !strcmp(fl, "mma")) {
+                    cuda_bf16.attention_fused_fwd = kn_cu_flash_mma_fwd;
+                    cuda_bf16.attention_fused_bwd = kn_cu_flash_mma_bwd;
+                }
             }
         }
         return &cuda_bf16;
