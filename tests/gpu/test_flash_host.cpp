@@ -251,7 +251,9 @@ static void run(int B, int T, int NH, int hs, int causal)
 int main(void)
 {
     unsetenv("KILN_CUDA_ATTENTION"); /* the emulation is the fused path's */
-    for (variant = 0; variant < 2; variant++)
+    const unsigned long long seed = rng;
+    for (variant = 0; variant < 2; variant++) {
+        rng = seed; /* both variants on the same inputs */
         for (reverse_order = 0; reverse_order < 2; reverse_order++) {
             run(1, 37, 2, 16, 1);  /* one partial tile */
             run(1, 64, 1, 32, 1);  /* one whole tile */
@@ -263,5 +265,6 @@ int main(void)
             run(1, 130, 1, 64, 0);
             run(1, 1, 1, 8, 1); /* a single query, hs 8 padded to 16 */
         }
+    }
     return check_summary("test_flash_host");
 }
