@@ -48,7 +48,9 @@ using namespace nvcuda;
 
 /* ------------------------------------------------------------ launches */
 
-/* Each kernel's shared memory is past the 48 KB default: opted in once. */
+/* Each WMMA kernel's shared memory is past the 48 KB default: opted in
+ * once (the mma kernels' is under it at every D; the opt-in costs nothing
+ * and keeps a larger tile from failing to launch). */
 template <typename K>
 static void opt_in(K kernel, size_t bytes, int *done)
 {
