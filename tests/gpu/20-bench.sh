@@ -10,7 +10,8 @@
 # (tests/bench/nn/gpt2_pytorch.py, B=32) against kiln fp32 (B=KILN_GPT2_BATCH,
 # 8: fp32 stores the T x T attention matrices, so B=32 does not fit) and
 # kiln bf16 (B=KILN_GPT2_BF16_BATCH, 32: its fused attention stores none;
-# KILN_CUDA_ATTENTION=gemm turns it off, then use 8). KILN_BENCH_SECONDS
+# KILN_CUDA_ATTENTION=gemm turns it off, then use 8; bf16 runs once more
+# with KILN_CUDA_FLASH=mma, the register-resident kernels). KILN_BENCH_SECONDS
 # (1.5) is each small case's time. kiln's MLP and CNN steps run as CUDA
 # graphs (KILN_CUDA_GRAPH=0 turns that off), and once more op by op in
 # fp32 to show the difference. A failed PyTorch reference fails this
@@ -102,6 +103,12 @@ done
 KILN_CUDA_SAVED=fp32 "$build/tests/bench/bench_nn_cpu" --backend cuda --only gpt2 --precision bf16 \
     --gpt2-batch "${KILN_GPT2_BF16_BATCH:-32}" --seconds 3 |
     sed 's/^/saved activations fp32 (KILN_CUDA_SAVED=fp32): /' || rc=1
-echo "bench: figures above (kiln cuda and PyTorch eager per precision, PyTorch GPT-2 124M bf16, kiln GPT-2 124M fp32 and bf16)"
+# the bf16 run once more on the register-resident flash kernels
+# (KILN_CUDA_FLASH=mma, flash_mma.cuh: scores in registers, no shared-memory
+# round trip) against the default WMMA ones above, rows prefixed as above
+KILN_CUDA_FLASH=mma "$build/tests/bench/bench_nn_cpu" --backend cuda --only gpt2 --precision bf16 \
+    --gpt2-batch "${KILN_GPT2_BF16_BATCH:-32}" --seconds 3 |
+    sed 's/^/flash kernels mma (KILN_CUDA_FLASH=mma): /' || rc=1
+echo "bench: figures above (kiln cuda and PyTorch eager per precision, PyTorch GPT-2 124M bf16, kiln GPT-2 124M fp32 and bf16, bf16 with fp32 saved activations and with the mma flash kernels)"
 [ $rc -ne 0 ] && exit $rc
 exit $ref

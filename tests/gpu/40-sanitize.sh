@@ -6,7 +6,11 @@
 # accesses), initcheck (reads of device memory never written), racecheck
 # (shared-memory hazards) and synccheck (barrier misuse). The four run side
 # by side (the test is small; the tools are CPU-bound) under a time limit, so
-# the whole of tests/gpu/run stays within its budget; it runs last. Called by
+# the whole of tests/gpu/run stays within its budget; it runs last. Each
+# tool also runs the fused-attention checks alone on the register-resident
+# flash kernels (KILN_CUDA_FLASH=mma test_cuda_parity --attention --quick:
+# "TOOL-mma" in the summary), whose shared-memory staging and ldmatrix
+# reads the main run (WMMA kernels) does not reach. Called by
 # tests/gpu/run with the build dir; exits 77 where compute-sanitizer is not
 # installed.
 set -uo pipefail
@@ -26,16 +30,22 @@ fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 tools=(memcheck initcheck racecheck synccheck)
+runs=()
 declare -A pid=()
 for t in "${tools[@]}"; do
     # --target-processes all: the pack's binaries are wrapper scripts
     timeout "$limit" "$cs" --tool "$t" --error-exitcode 86 --target-processes all \
         "$build/tests/gpu/test_cuda_parity" --quick >"$tmp/$t.log" 2>&1 &
     pid[$t]=$!
+    KILN_CUDA_FLASH=mma timeout "$limit" "$cs" --tool "$t" --error-exitcode 86 \
+        --target-processes all "$build/tests/gpu/test_cuda_parity" --attention --quick \
+        >"$tmp/$t-mma.log" 2>&1 &
+    pid[$t-mma]=$!
+    runs+=("$t" "$t-mma")
 done
 fail=0 skipped=0
 summary=()
-for t in "${tools[@]}"; do
+for t in "${runs[@]}"; do
     wait "${pid[$t]}"
     rc=$?
     errs=$(grep -m 1 'ERROR SUMMARY' "$tmp/$t.log" | sed 's/^=* *//')
@@ -66,6 +76,6 @@ if [ $fail = 0 ] && [ $skipped -gt 0 ]; then
     exit 77
 fi
 if [ $fail = 0 ]; then
-    echo "sanitize: memcheck, initcheck, racecheck and synccheck clean over test_cuda_parity"
+    echo "sanitize: memcheck, initcheck, racecheck and synccheck clean over test_cuda_parity (and its attention checks on the mma flash kernels)"
 fi
 exit $fail

@@ -7,13 +7,16 @@
 # gpu__time_duration.sum, so one pass a kernel. Printed per case: the
 # kernels by total time (calls, ms, share), the sum, and the step's kernel
 # count. Cases, most wanted first (the last ones are cut when the budget
-# runs out): GPT-2 124M bf16 at B=KILN_GPT2_BF16_BATCH (32), then the CNN
-# in bf16 (its B=64 and B=256 steps together). ncu serialises kernels and
+# runs out): GPT-2 124M bf16 at B=KILN_GPT2_BF16_BATCH (32); flash-mma, the
+# same step's flash kernels alone (ncu --kernel-name) with
+# KILN_CUDA_FLASH=mma, the register-resident ones, to set beside the WMMA
+# ones of the gpt2 case; then the CNN in bf16 (its B=64 and B=256 steps
+# together). ncu serialises kernels and
 # adds its own time per kernel: the figures are kernel durations, not the
 # step's wall time (launch gaps and host time are not in them).
 # Last in the run: it only measures, so it takes what the budget leaves.
 # Knobs: KILN_PROFILE_TOP (25 kernels a case), KILN_PROFILE_CASES
-# ("gpt2 cnn"). Called by tests/gpu/run with the build dir.
+# ("gpt2 flash-mma cnn"). Called by tests/gpu/run with the build dir.
 set -euo pipefail
 build=$1
 ncu=$(command -v ncu || true)
@@ -28,15 +31,20 @@ top=${KILN_PROFILE_TOP:-25}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 rc=0
-for case in ${KILN_PROFILE_CASES:-gpt2 cnn}; do
+for case in ${KILN_PROFILE_CASES:-gpt2 flash-mma cnn}; do
+    envs=() only=() # the case's environment, ncu's kernel filter
     case $case in
     gpt2) args=(--only gpt2 --precision bf16 --gpt2-batch "${KILN_GPT2_BF16_BATCH:-32}") ;;
+    flash-mma)
+        args=(--only gpt2 --precision bf16 --gpt2-batch "${KILN_GPT2_BF16_BATCH:-32}")
+        envs+=(KILN_CUDA_FLASH=mma) only=(--kernel-name regex:flash)
+        ;;
     cnn) args=(--only cnn --precision bf16) ;;
-    *) echo "profile: unknown case '$case' (gpt2, cnn)"; rc=1; continue ;;
+    *) echo "profile: unknown case '$case' (gpt2, flash-mma, cnn)"; rc=1; continue ;;
     esac
-    echo "profile: $case: ncu over one step of bench_nn_cpu ${args[*]}"
-    if ! "$ncu" --profile-from-start off --metrics gpu__time_duration.sum --csv --page raw \
-        --print-units base --print-kernel-base function --launch-count 20000 \
+    echo "profile: $case: ncu ${only[*]} over one step of ${envs[*]} bench_nn_cpu ${args[*]}"
+    if ! env "${envs[@]}" "$ncu" --profile-from-start off --metrics gpu__time_duration.sum --csv \
+        --page raw --print-units base --print-kernel-base function --launch-count 20000 "${only[@]}" \
         --log-file "$tmp/$case.csv" "$build/tests/bench/bench_nn_cpu" --backend cuda \
         "${args[@]}" --seconds 0 --profile-step >"$tmp/$case.out" 2>&1; then
         tail -n 15 "$tmp/$case.out" "$tmp/$case.csv" 2>/dev/null

@@ -62,10 +62,13 @@
  * Training steps as one CUDA graph (2026-12-01): kn_model_train_step
  * against zero_grad/forward/backward/step, parameters bit for bit
  * (graph_steps; the last checks, since a capture that fails stops).
- * Usage: test_cuda_parity [--backend NAME] [--quick] (NAME = cpu checks the
- * harness; --quick leaves out the 50-step training runs and the precision
- * checks against the emulation, which launch no kernel the rest does not:
- * tests/gpu/40-sanitize.sh runs it so). */
+ * Usage: test_cuda_parity [--backend NAME] [--quick] [--attention] (NAME =
+ * cpu checks the harness; --quick leaves out the 50-step training runs and
+ * the precision checks against the emulation, which launch no kernel the
+ * rest does not: tests/gpu/40-sanitize.sh runs it so; --attention runs
+ * only the bf16 table's fused-attention checks, fused_attention():
+ * tests/gpu/10-parity.sh runs them so a second time under
+ * KILN_CUDA_FLASH=mma, the register-resident kernels). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1531,7 +1534,8 @@ static void gen_parity(const char *spec_json)
     kn_model_destroy(m[1]);
 }
 
-static int quick; /* --quick: no 50-step training runs */
+static int quick;          /* --quick: no 50-step training runs */
+static int attention_only; /* --attention: fused_attention() alone */
 
 /* The bf16 table's fused attention (flash.cu): op by op against the CPU
  * in fp32 at bf16's tolerance (1e-2 by norm), and the GPT model both ways,
@@ -1838,6 +1842,29 @@ static void precisions(const char *gpt)
     }
 }
 
+/* the GPT of the model checks (main's, and --attention's) */
+static const char *const gpt_small = "{\"type\":\"gpt\",\"n_layer\":2,\"n_head\":2,"
+                                     "\"n_embd\":32,\"block_size\":16,\"vocab_size\":50}";
+
+/* --attention: the bf16 tables of dev and the CPU, fused_attention() on
+ * them, the summary. */
+static int fused_attention_only(void)
+{
+    const char *gpt = gpt_small;
+    char err[256];
+    const kn_backend *dp = kn_backend_with_precision(dev, KN_PREC_BF16, err, sizeof(err));
+    const kn_backend *ce = dp ? kn_backend_with_precision(cpu, KN_PREC_BF16, err, sizeof(err)) : NULL;
+    checks++;
+    if (!dp || !ce) {
+        failures++;
+        printf("FAIL %s: no bf16 table: %s\n", dev->name, err);
+    } else {
+        fused_attention(gpt, dp, ce);
+    }
+    printf("test_cuda_parity: %d of %d checks passed\n", checks - failures, checks);
+    return failures ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *name = "cuda";
@@ -1846,8 +1873,10 @@ int main(int argc, char **argv)
             name = argv[++i];
         else if (!strcmp(argv[i], "--quick"))
             quick = 1;
+        else if (!strcmp(argv[i], "--attention"))
+            attention_only = 1;
         else {
-            fprintf(stderr, "usage: %s [--backend cuda|cpu] [--quick]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--backend cuda|cpu] [--quick] [--attention]\n", argv[0]);
             return 2;
         }
     }
@@ -1858,7 +1887,10 @@ int main(int argc, char **argv)
                kn_backend_why_not(name));
         return 77;
     }
-    printf("test_cuda_parity: %s against cpu\n", dev->name);
+    const char *flash = getenv("KILN_CUDA_FLASH"); /* the CUDA bf16 table's flash kernels */
+    printf("test_cuda_parity: %s against cpu%s%s\n", dev->name, flash ? ", KILN_CUDA_FLASH=" : "",
+           flash ? flash : "");
+    if (attention_only) return fused_attention_only();
 
     adamw_selfcheck();
 
@@ -1924,8 +1956,7 @@ int main(int argc, char **argv)
                  "{\"type\":\"cnn\",\"input\":[1,11,11],\"convs\":[{\"out\":4,\"k\":3,\"stride\":2,"
                  "\"pool\":0}],\"fc\":[],\"classes\":4}",
                  3, 0);
-    const char *gpt = "{\"type\":\"gpt\",\"n_layer\":2,\"n_head\":2,\"n_embd\":32,"
-                      "\"block_size\":16,\"vocab_size\":50}";
+    const char *gpt = gpt_small;
     model_parity("gpt", gpt, 3, 16);
     model_parity("txtcls mean",
                  "{\"type\":\"txtcls\",\"n_layer\":1,\"n_head\":2,\"n_embd\":16,\"block_size\":12,"

@@ -20,6 +20,15 @@
  * own fragment layouts, timing, the launch code (opt-in, grid), which
  * tests/gpu/test_cuda_parity and compute-sanitizer check on a GPU.
  *
+ * The same cases run twice: the WMMA kernels (flash.cuh), then the
+ * register-resident variant (flash_mma.cuh, KILN_CUDA_FLASH=mma) on
+ * tests/gpu/host_mma.h's emulation of mma.cuh's mma.sync, ldmatrix and
+ * bf16x2 packing: warp-collective through a per-warp exchange, each lane
+ * receiving what the PTX ISA's fragment layouts give it (a wrong fragment
+ * row or column changes the result), every ldmatrix row address asserted
+ * 16-byte aligned inside the shared memory and all 32 lanes asserted at
+ * each collective.
+ *
  * Each case runs the forward and the backward (Delta, then the dK/dV and
  * dQ kernels, adding to a random dqkv) and compares them with the CPU
  * backend's fp32 attention by norm (within 1e-2, and at least 1e-4: the
@@ -52,9 +61,12 @@ extern "C" {
 
 #include "host_wmma.h" /* asserts the WMMA rules, and every tile inside the shared memory */
 
+#include "host_mma.h" /* mma.cuh's mma.sync / ldmatrix / cvt emulated by their fragment layouts */
+
 /* kiln_nn (linked for the CPU backend) has the device build's k_flash_delta */
 #define k_flash_delta k_flash_delta_host
 #include "nn/cuda/flash.cuh"
+#include "nn/cuda/flash_mma.cuh"
 
 /* ------------------------------------------------------------ launching, as flash.cu */
 
@@ -77,16 +89,49 @@ static void bwd(float *dqkv, const float *dout, const float *qkv, const float *l
            [&] { k_flash_bwd_q<D>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal); });
 }
 
+template <int D>
+static void fwd_mma(float *out, float *lse, const float *qkv, int B, int T, int C, int NH,
+                    int causal)
+{
+    dim3 grid((T + FA_TILE - 1) / FA_TILE, NH, B);
+    launch(grid, FA_WARPS * 32, sizeof(fmma_fwd_smem<D>),
+           [&] { k_flash_mma_fwd<D>(out, lse, qkv, B, T, C, NH, causal); });
+}
+
+/* the variant under test: 0 WMMA (flash.cuh), 1 mma.sync (flash_mma.cuh) */
+static int variant;
+static const char *const variant_name[] = {"wmma", "mma"};
+
 static void flash_fwd(float *out, float *lse, const float *qkv, int B, int T, int C, int NH,
                       int causal)
 {
     const int hs = C / NH;
+    if (variant == 1) {
+        if (hs <= 16)
+            fwd_mma<16>(out, lse, qkv, B, T, C, NH, causal);
+        else if (hs <= 32)
+            fwd_mma<32>(out, lse, qkv, B, T, C, NH, causal);
+        else
+            fwd_mma<64>(out, lse, qkv, B, T, C, NH, causal);
+        return;
+    }
     if (hs <= 16)
         fwd<16>(out, lse, qkv, B, T, C, NH, causal);
     else if (hs <= 32)
         fwd<32>(out, lse, qkv, B, T, C, NH, causal);
     else
         fwd<64>(out, lse, qkv, B, T, C, NH, causal);
+}
+
+template <int D>
+static void bwd_mma(float *dqkv, const float *dout, const float *qkv, const float *lse,
+                    const float *delta, int B, int T, int C, int NH, int causal)
+{
+    dim3 grid((T + FA_TILE - 1) / FA_TILE, NH, B);
+    launch(grid, FA_WARPS * 32, sizeof(fmma_bwd_smem<D>),
+           [&] { k_flash_mma_bwd_kv<D>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal); });
+    launch(grid, FA_WARPS * 32, sizeof(fmma_bwd_smem<D>),
+           [&] { k_flash_mma_bwd_q<D>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal); });
 }
 
 static void flash_bwd(float *dqkv, const float *dout, const float *qkv, const float *out,
@@ -97,6 +142,15 @@ static void flash_bwd(float *dqkv, const float *dout, const float *qkv, const fl
     float *dl = delta.data();
     launch(dim3((unsigned)((rows + 7) / 8)), 256, 0,
            [&] { k_flash_delta(dl, dout, out, B, T, C, NH); });
+    if (variant == 1) {
+        if (hs <= 16)
+            bwd_mma<16>(dqkv, dout, qkv, lse, dl, B, T, C, NH, causal);
+        else if (hs <= 32)
+            bwd_mma<32>(dqkv, dout, qkv, lse, dl, B, T, C, NH, causal);
+        else
+            bwd_mma<64>(dqkv, dout, qkv, lse, dl, B, T, C, NH, causal);
+        return;
+    }
     if (hs <= 16)
         bwd<16>(dqkv, dout, qkv, lse, dl, B, T, C, NH, causal);
     else if (hs <= 32)
@@ -122,22 +176,24 @@ static void run(int B, int T, int NH, int hs, int causal)
     for (auto &f : dqkv0)
         f = frand();
     char shape[64];
-    snprintf(shape, sizeof(shape), "B%d T%d NH%d hs%d %s%s", B, T, NH, hs,
-             causal ? "causal" : "full", reverse_order ? " rev" : "");
+    snprintf(shape, sizeof(shape), "%s B%d T%d NH%d hs%d %s%s", variant_name[variant], B, T, NH,
+             hs, causal ? "causal" : "full", reverse_order ? " rev" : "");
 
     /* the kernels */
     std::vector<float> out(no, NAN), lse(nl, NAN), dqkv(dqkv0);
-    const int faults0 = wmma_faults + launch_faults;
+    const int faults0 = wmma_faults + mma_faults + launch_faults;
     flash_fwd(out.data(), lse.data(), qkv.data(), B, T, C, NH, causal);
     flash_bwd(dqkv.data(), dout.data(), qkv.data(), out.data(), lse.data(), B, T, C, NH, causal);
     checks++;
-    if (wmma_faults + launch_faults != faults0) {
+    if (wmma_faults + mma_faults + launch_faults != faults0) {
         failures++;
-        printf("FAIL %-14s %-28s %d WMMA rule faults or refused launches\n", "wmma", shape,
-               wmma_faults + launch_faults - faults0);
+        printf("FAIL %-14s %-32s %d WMMA/mma rule faults or refused launches\n", "rules", shape,
+               wmma_faults + mma_faults + launch_faults - faults0);
     } else
-        printf("ok   %-14s %-28s every WMMA pointer aligned, ldm legal, inside smem\n", "wmma",
-               shape);
+        printf("ok   %-14s %-32s %s\n", "rules", shape,
+               variant ? "every ldmatrix row 16-byte aligned in smem, all 32 lanes at each "
+                         "collective"
+                       : "every WMMA pointer aligned, ldm legal, inside smem");
 
     /* the CPU backend's fp32 attention */
     const kn_backend *cpu = kn_backend_cpu();
@@ -195,16 +251,20 @@ static void run(int B, int T, int NH, int hs, int causal)
 int main(void)
 {
     unsetenv("KILN_CUDA_ATTENTION"); /* the emulation is the fused path's */
-    for (reverse_order = 0; reverse_order < 2; reverse_order++) {
-        run(1, 37, 2, 16, 1);  /* one partial tile */
-        run(1, 64, 1, 32, 1);  /* one whole tile */
-        run(2, 100, 2, 48, 1); /* hs padded to 64; a partial second tile */
-        run(1, 130, 1, 64, 1); /* three tiles, the last of 2 rows */
-        run(1, 37, 2, 16, 0);
-        run(1, 100, 2, 32, 0);
-        run(2, 70, 1, 48, 0);
-        run(1, 130, 1, 64, 0);
-        run(1, 1, 1, 8, 1); /* a single query, hs 8 padded to 16 */
+    const unsigned long long seed = rng;
+    for (variant = 0; variant < 2; variant++) {
+        rng = seed; /* both variants on the same inputs */
+        for (reverse_order = 0; reverse_order < 2; reverse_order++) {
+            run(1, 37, 2, 16, 1);  /* one partial tile */
+            run(1, 64, 1, 32, 1);  /* one whole tile */
+            run(2, 100, 2, 48, 1); /* hs padded to 64; a partial second tile */
+            run(1, 130, 1, 64, 1); /* three tiles, the last of 2 rows */
+            run(1, 37, 2, 16, 0);
+            run(1, 100, 2, 32, 0);
+            run(2, 70, 1, 48, 0);
+            run(1, 130, 1, 64, 0);
+            run(1, 1, 1, 8, 1); /* a single query, hs 8 padded to 16 */
+        }
     }
     return check_summary("test_flash_host");
 }

@@ -219,6 +219,14 @@ extern "C" const kn_backend *kn_backend_cuda_with_precision(int precision)
             if (!att || strcmp(att, "gemm")) {
                 cuda_bf16.attention_fused_fwd = kn_cu_flash_fwd;
                 cuda_bf16.attention_fused_bwd = kn_cu_flash_bwd;
+                /* KILN_CUDA_FLASH=mma: flash_mma.cuh's register-resident
+                 * kernels instead of the WMMA ones (the default until a
+                 * GPU run has measured both; any other value keeps it) */
+                const char *fl = getenv("KILN_CUDA_FLASH");
+                if (fl && !strcmp(fl, "mma")) {
+                    cuda_bf16.attention_fused_fwd = kn_cu_flash_mma_fwd;
+                    cuda_bf16.attention_fused_bwd = kn_cu_flash_mma_bwd;
+                }
             }
         }
         return &cuda_bf16;

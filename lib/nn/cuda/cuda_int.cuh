@@ -189,6 +189,11 @@ void kn_cu_flash_fwd(float *out, float *lse, const float *qkv, int B, int T, int
                      int causal);
 void kn_cu_flash_bwd(float *dqkv, const float *dout, const float *qkv, const float *out,
                      const float *lse, int B, int T, int C, int NH, int causal);
+/* flash.cu: the register-resident variant (flash_mma.cuh, KILN_CUDA_FLASH=mma) */
+void kn_cu_flash_mma_fwd(float *out, float *lse, const float *qkv, int B, int T, int C, int NH,
+                         int causal);
+void kn_cu_flash_mma_bwd(float *dqkv, const float *dout, const float *qkv, const float *out,
+                         const float *lse, int B, int T, int C, int NH, int causal);
 
 /* elementwise.cu */
 void kn_cu_act_fwd(int kind, float *out, const float *inp, size_t n);

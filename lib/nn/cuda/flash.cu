@@ -28,7 +28,15 @@
  * everywhere in the backend; only the staged tiles and P, dS are bf16.
  * Shared memory: ~72 KB forward, ~81 KB backward at hs = 64 (opted in once
  * per kernel). The precision of the path is bf16's: tests/gpu compares it
- * by norm at bf16's tolerance. */
+ * by norm at bf16's tolerance.
+ *
+ * KILN_CUDA_FLASH=mma (read when the bf16 table is built, cuda.cu) runs
+ * flash_mma.cuh's kernels instead: the same algorithm, tiles, roundings
+ * and outputs on raw mma.sync / ldmatrix (mma.cuh), S, P, dP and dS kept
+ * in registers instead of going through shared memory (27 KB forward, 37
+ * KB backward at hs = 64). The WMMA kernels stay the default until a GPU
+ * run has measured both (tests/gpu's parity and bench steps run the bf16
+ * case each way). */
 #include "nn/cuda/cuda_int.cuh"
 
 #include <mma.h>
@@ -36,10 +44,13 @@
 using namespace nvcuda;
 
 #include "nn/cuda/flash.cuh"
+#include "nn/cuda/flash_mma.cuh"
 
 /* ------------------------------------------------------------ launches */
 
-/* Each kernel's shared memory is past the 48 KB default: opted in once. */
+/* Each WMMA kernel's shared memory is past the 48 KB default: opted in
+ * once (the mma kernels' is under it at every D; the opt-in costs nothing
+ * and keeps a larger tile from failing to launch). */
 template <typename K>
 static void opt_in(K kernel, size_t bytes, int *done)
 {
@@ -76,6 +87,35 @@ static void bwd(float *dqkv, const float *dout, const float *qkv, const float *l
     LAUNCHED();
 }
 
+template <int D>
+static void fwd_mma(float *out, float *lse, const float *qkv, int B, int T, int C, int NH,
+                    int causal)
+{
+    static int ready;
+    const size_t bytes = sizeof(fmma_fwd_smem<D>);
+    opt_in(k_flash_mma_fwd<D>, bytes, &ready);
+    dim3 grid((T + FA_TILE - 1) / FA_TILE, NH, B);
+    k_flash_mma_fwd<D><<<grid, FA_WARPS * 32, bytes>>>(out, lse, qkv, B, T, C, NH, causal);
+    LAUNCHED();
+}
+
+template <int D>
+static void bwd_mma(float *dqkv, const float *dout, const float *qkv, const float *lse,
+                    const float *delta, int B, int T, int C, int NH, int causal)
+{
+    static int ready_kv, ready_q;
+    const size_t bytes = sizeof(fmma_bwd_smem<D>);
+    opt_in(k_flash_mma_bwd_kv<D>, bytes, &ready_kv);
+    opt_in(k_flash_mma_bwd_q<D>, bytes, &ready_q);
+    dim3 grid((T + FA_TILE - 1) / FA_TILE, NH, B);
+    k_flash_mma_bwd_kv<D><<<grid, FA_WARPS * 32, bytes>>>(dqkv, dout, qkv, lse, delta, B, T, C,
+                                                           NH, causal);
+    LAUNCHED();
+    k_flash_mma_bwd_q<D><<<grid, FA_WARPS * 32, bytes>>>(dqkv, dout, qkv, lse, delta, B, T, C,
+                                                          NH, causal);
+    LAUNCHED();
+}
+
 void kn_cu_flash_fwd(float *out, float *lse, const float *qkv, int B, int T, int C, int NH,
                      int causal)
 {
@@ -103,6 +143,37 @@ void kn_cu_flash_bwd(float *dqkv, const float *dout, const float *qkv, const flo
         bwd<32>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
     else if (hs <= KN_ATTN_FUSED_MAX_HS)
         bwd<64>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
+    else
+        kn_cu_die(__FILE__, __LINE__, "flash attention", "head size past 64 (the model checks)");
+}
+
+void kn_cu_flash_mma_fwd(float *out, float *lse, const float *qkv, int B, int T, int C, int NH,
+                         int causal)
+{
+    const int hs = C / NH;
+    if (hs <= 16)
+        fwd_mma<16>(out, lse, qkv, B, T, C, NH, causal);
+    else if (hs <= 32)
+        fwd_mma<32>(out, lse, qkv, B, T, C, NH, causal);
+    else if (hs <= KN_ATTN_FUSED_MAX_HS)
+        fwd_mma<64>(out, lse, qkv, B, T, C, NH, causal);
+    else
+        kn_cu_die(__FILE__, __LINE__, "flash attention", "head size past 64 (the model checks)");
+}
+
+void kn_cu_flash_mma_bwd(float *dqkv, const float *dout, const float *qkv, const float *out,
+                         const float *lse, int B, int T, int C, int NH, int causal)
+{
+    const int hs = C / NH, rows = B * NH * T;
+    float *delta = kn_cu_scratch((size_t)rows);
+    k_flash_delta<<<(rows + 7) / 8, 256>>>(delta, dout, out, B, T, C, NH);
+    LAUNCHED();
+    if (hs <= 16)
+        bwd_mma<16>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
+    else if (hs <= 32)
+        bwd_mma<32>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
+    else if (hs <= KN_ATTN_FUSED_MAX_HS)
+        bwd_mma<64>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
     else
         kn_cu_die(__FILE__, __LINE__, "flash attention", "head size past 64 (the model checks)");
 }
