@@ -324,7 +324,8 @@ static void test_bf16_input_ops(void **state)
     assert_non_null(bf->act_bwd_bf16);
     enum { N = 37, C = 45, OC = 19, NX = N * C };
     uint64_t s = 0x0DDB1A5E5BAD5EEDull;
-    float x[NX], xw[NX], w[OC * C], b[OC], dout[N * OC], dx0[NX], dw0[OC * C], db0[OC];
+    float x[NX], xw[NX], w[OC * C], b[OC], dout[N * OC], dact[NX], dx0[NX], dw0[OC * C],
+        db0[OC];
     uint16_t x16[NX];
     for (int i = 0; i < NX; i++)
         x[i] = frand(&s) * 4.0f;
@@ -336,7 +337,7 @@ static void test_bf16_input_ops(void **state)
     for (int i = 0; i < N * OC; i++)
         dout[i] = frand(&s);
     for (int i = 0; i < NX; i++)
-        dx0[i] = frand(&s);
+        dx0[i] = frand(&s), dact[i] = frand(&s);
     bf->to_bf16(x16, x, NX);
     bf->from_bf16(xw, x16, NX);
 
@@ -347,8 +348,8 @@ static void test_bf16_input_ops(void **state)
         bf->act_fwd(kind, ow, xw, NX);
         assert_memory_equal(o16, ow, sizeof o16);
         memcpy(d16, dx0, sizeof d16), memcpy(dw_, dx0, sizeof dw_);
-        bf->act_bwd_bf16(kind, d16, x16, ow, dout, NX);
-        bf->act_bwd(kind, dw_, xw, ow, dout, NX);
+        bf->act_bwd_bf16(kind, d16, x16, ow, dact, NX);
+        bf->act_bwd(kind, dw_, xw, ow, dact, NX);
         assert_memory_equal(d16, dw_, sizeof d16);
     }
     /* the linear layer: finite inputs (the NaN and Inf replaced) */
