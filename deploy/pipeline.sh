@@ -3,8 +3,10 @@
 # installed, built and started Kafka + PostgreSQL):
 #   1. starts kiln-registry, kiln-preprocess and kiln-evaluator;
 #   2. imports Fashion-MNIST and fortunes from their Debian packages;
-#   3. trains every model of deploy/kiln.ini's `pipeline.models` until each has
-#      a promoted `production` version, showing live progress;
+#   3. once preprocess has made the shards of every record in the raw topics
+#      (`kiln-preprocess lag` 0: this run's imports and earlier ingests),
+#      trains every model of deploy/kiln.ini's `pipeline.models` until each
+#      has a promoted `production` version, showing live progress;
 #   4. prints each model's production version, its metrics and how to query it,
 #      and kiln-serve (port 8085) answers with those versions: a working curl
 #      against it is printed and run.
@@ -119,7 +121,7 @@ gaveup() { local f; for f in "$run"/*.gaveup; do [ -e "$f" ] && { echo "$(basena
 
 # metric PORT NAME: the sum of a Prometheus metric's series on a service.
 metric() { # "-" when the service does not answer (stopped, or not yet up)
-    { curl -fsS "http://127.0.0.1:$1/metrics" 2>/dev/null || true; } |
+    { curl -fsS --max-time 5 "http://127.0.0.1:$1/metrics" 2>/dev/null || true; } |
         awk -v n="$2" '$1 == n || index($1, n "{") == 1 { s += $2; f = 1 } END { if (f) printf "%g", s; else printf "-" }'
 }
 
@@ -133,7 +135,7 @@ case ${1:-} in
         echo "$n: $s, restarts $(cat "$run/$n.restarts" 2>/dev/null || echo 0)"
     done
     exit 0 ;;
--h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+-h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 while [ $# -gt 0 ]; do
     case $1 in
@@ -229,18 +231,31 @@ sleep 0.5 # let the tee processes flush
 # What this run delivered, from the importers' closing log lines.
 imported=$(jq -s '[.[] | select(.delivered != null) | .delivered] | add // 0' "$run/import.log" 2>/dev/null || echo 0)
 
-# Train only once preprocess has caught up: the evaluator freezes each eval
-# set at its first evaluation, and it must hold the whole held-out split.
+# Train only once preprocess has caught up with everything in the raw topics
+# (this run's imports and whatever was ingested before, as deploy/init-dataset
+# does): a trainer started earlier may reach its idle exit before the first
+# shard, and the evaluator freezes each eval set at its first evaluation, so
+# it must hold the whole held-out split. `kiln-preprocess lag` asks Kafka for
+# the group's committed offsets, which commit with the shards made of them.
 pp_port=$(cfg preprocess.port 8082)
-say "waiting for preprocess to consume the $imported records imported"
+deadline=$((SECONDS + timeout_min * 60)) # --timeout for the wait, then again for the training
+say "waiting for preprocess to catch up with the raw topics ($imported record(s) imported by this run)"
+next_say=$((SECONDS + 15))
 while :; do
-    seen=$(metric "$pp_port" kiln_preprocess_records_in_total)
-    [ "$seen" != "-" ] && awk -v a="$seen" -v b="$imported" 'BEGIN { exit !(a >= b) }' && break
+    lag=$("$build/preprocess/kiln-preprocess" lag --config "$config" 2>>"$run/lag.log" | jq -r '.lag // empty' 2>/dev/null || true)
+    [ "$lag" = 0 ] && break
     running preprocess || die "preprocess died: $(gaveup || echo "see $run/preprocess.log")"
-    sleep 2
+    if ((SECONDS >= deadline)); then
+        [ -n "$lag" ] || die "kiln-preprocess lag got no answer from Kafka for $timeout_min minutes: see $run/lag.log"
+        die "preprocess has not caught up after $timeout_min minutes: $lag raw record(s) to go (see $run/preprocess.log)"
+    fi
+    if ((SECONDS >= next_say)); then
+        say "preprocess: ${lag:-?} raw record(s) to go (in $(metric "$pp_port" kiln_preprocess_records_in_total), shards $(metric "$pp_port" kiln_preprocess_shards_out_total))"
+        next_say=$((SECONDS + 15))
+    fi
+    sleep 1
 done
-sleep "$(( $(cfg preprocess.flush_ms 2000) / 1000 + 3 ))" # its last transaction commits
-say "preprocess consumed $seen records; starting the trainers"
+say "preprocess has caught up; starting the trainers"
 
 port=$(cfg trainer.port 8083)
 declare -A trainer_port

@@ -21,6 +21,7 @@
 #include "stream/kafka.h"
 #include "stream/record.h"
 #include "export_cmd.h"
+#include "lag_cmd.h"
 #include "tokenizer_cmd.h"
 
 #define MAX_DATASETS 64
@@ -267,14 +268,17 @@ static void cleanup(void *app)
 int main(int argc, char **argv)
 {
     static const kn_service_command commands[] = {
-        {"tokenizer", pp_tokenizer_main}, {"export", pp_export_main}, {NULL, NULL}};
+        {"tokenizer", pp_tokenizer_main}, {"export", pp_export_main}, {"lag", pp_lag_main},
+        {NULL, NULL}};
     static const kn_service_spec spec = {
         .name = PP_SERVICE,
         .usage = "usage: kiln-preprocess [--config FILE] [--instance ID]\n"
                  "       kiln-preprocess tokenizer train --out FILE [--vocab N] PATH...  "
                  "(--help for more)\n"
                  "       kiln-preprocess export --dataset NAME --out DIR [--range ...]  "
-                 "(--help for more)\n",
+                 "(--help for more)\n"
+                 "       kiln-preprocess lag [--config FILE]  (raw records not yet "
+                 "preprocessed)\n",
         .about = "Consumes <prefix>.raw.text and <prefix>.raw.image as a consumer group and "
                  "produces\nshards to <prefix>.train.<dataset> and <prefix>.eval.<dataset>, "
                  "refused records to\n<prefix>.dlq, and dedup/tokenizer state to "
