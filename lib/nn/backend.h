@@ -142,6 +142,20 @@ struct kn_backend {
                                 int NH, int causal);
     void (*attention_fused_bwd)(float *dqkv, const float *dout, const float *qkv, const float *out,
                                 const float *lse, int B, int T, int C, int NH, int causal);
+    /* the same two reading qkv and (bwd) out as to_bf16 stored them (bf16
+     * bits; optional, both or neither, only beside attention_fused_fwd/bwd
+     * and to_bf16/from_bf16: NULL where a backend has none; the bf16
+     * tables have them, so that a transformer's stored qkv and attention
+     * output reach the fused attention without a widening pass). Each
+     * computes what its fp32-input op computes on from_bf16 of its bf16
+     * inputs: the CPU emulation widens and calls it; CUDA runs the same
+     * kernels, which round their inputs to bf16 anyway, on the stored
+     * values (the same bits). */
+    void (*attention_fused_fwd_bf16)(float *out, float *lse, const uint16_t *qkv, int B, int T,
+                                     int C, int NH, int causal);
+    void (*attention_fused_bwd_bf16)(float *dqkv, const float *dout, const uint16_t *qkv,
+                                     const uint16_t *out, const float *lse, int B, int T, int C,
+                                     int NH, int causal);
 
     /* --- KV cache of generation (kn_model_generate), optional: NULL where a
      * backend has none (then every token recomputes the whole context).

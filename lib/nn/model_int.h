@@ -89,10 +89,12 @@ typedef struct {
      * to_bf16/from_bf16: its bf16 table, with fused attention); they are
      * computed in, and read back into, work (B, T, 4C) fp32: qkv its first
      * 3 C floats a token (3 N C in all), atty the next N C, fch all of it.
-     * bf16_direct: and the backend's *_bf16 ops read them as stored where
-     * they can (GELU both ways, the attention projection's GEMMs), so that
-     * only the fused attention's backward widens (qkv and atty) */
-    int bf16_store, work, bf16_direct;
+     * bf16_direct: and the backend's matmul/act *_bf16 ops read them as
+     * stored where they can (GELU both ways, the attention projection's
+     * GEMMs); bf16_attn: and its attention_fused_*_bf16 read qkv and atty
+     * so (the fused attention both ways). With both, a step widens none of
+     * them: work holds only what the forward computes before storing it. */
+    int bf16_store, work, bf16_direct, bf16_attn;
     /* the gradients (dacts), reused layer after layer: dx the residual
      * stream's (B, T, C), dres2 inside a block, dc1/dc2 (B, T, C) and
      * dh1/dh2 (B, T, 4C) the ops', dpreatt/datt the unfused attention's,

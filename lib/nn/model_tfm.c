@@ -143,6 +143,9 @@ int kn_model_tfm_build(kn_model *m, const json_t *spec, json_t *norm, char *err,
      * GELU and the attention projection's GEMMs (backend.h's *_bf16) */
     t->bf16_direct = t->bf16_store && m->be->matmul_fwd_bf16 && m->be->matmul_bwd_bf16 &&
                      m->be->act_fwd_bf16 && m->be->act_bwd_bf16;
+    /* and the fused attention (backend.h's attention_fused_*_bf16) */
+    t->bf16_attn =
+        t->bf16_store && m->be->attention_fused_fwd_bf16 && m->be->attention_fused_bwd_bf16;
     const int wq = t->bf16_store ? (3 * C + 1) / 2 : 3 * C, wa = t->bf16_store ? (C + 1) / 2 : C,
               wf = t->bf16_store ? 2 * C : 4 * C;
     t->work = -1;
@@ -291,14 +294,20 @@ int kn_model_tfm_forward(kn_model *m, const kn_batch *bt, char *err, size_t errs
         be->layernorm_fwd(ln, ACT(m, b->ln1_mean), ACT(m, b->ln1_rstd), x, PAR(m, b->ln1w),
                           PAR(m, b->ln1b), N, C);
         be->matmul_fwd(qkv, ln, PAR(m, b->qkvw), PAR(m, b->qkvb), N, C, 3 * C);
-        if (t->fused_attn)
-            be->attention_fused_fwd(atty, ACT(m, b->att), qkv, B, T, C, NH, t->causal);
-        else
-            be->attention_fwd(atty, ACT(m, t->preatt), ACT(m, b->att), qkv, B, T, C, NH,
-                              t->causal);
-        /* the fused attention read q, k, v rounded to bf16 and the GEMM
+        /* the fused attention reads q, k, v rounded to bf16 and the GEMM
          * below reads atty so: keeping them rounded changes nothing here */
-        if (t->bf16_store) be->to_bf16((uint16_t *)ACT(m, b->qkv), qkv, 3 * NC);
+        if (t->bf16_attn) { /* stored first, the attention reads the copy */
+            be->to_bf16((uint16_t *)ACT(m, b->qkv), qkv, 3 * NC);
+            be->attention_fused_fwd_bf16(atty, ACT(m, b->att), (const uint16_t *)ACT(m, b->qkv),
+                                         B, T, C, NH, t->causal);
+        } else {
+            if (t->fused_attn)
+                be->attention_fused_fwd(atty, ACT(m, b->att), qkv, B, T, C, NH, t->causal);
+            else
+                be->attention_fwd(atty, ACT(m, t->preatt), ACT(m, b->att), qkv, B, T, C, NH,
+                                  t->causal);
+            if (t->bf16_store) be->to_bf16((uint16_t *)ACT(m, b->qkv), qkv, 3 * NC);
+        }
         if (t->bf16_direct) { /* stored first, the GEMM reads the copy */
             be->to_bf16((uint16_t *)ACT(m, b->atty), atty, NC);
             be->matmul_fwd_bf16(proj, (const uint16_t *)ACT(m, b->atty), PAR(m, b->projw),
@@ -445,7 +454,7 @@ void kn_model_tfm_backward(kn_model *m)
         float *gelu = ACT(m, t->gelu_kept ? b->gelu : t->gelu);
         float *fch = ACT(m, b->fch), *qkv = ACT(m, b->qkv), *atty = ACT(m, b->atty);
         /* bf16_store: widened into work, fch now (unless GELU reads it as
-         * stored), qkv and atty below */
+         * stored), qkv and atty below (unless the fused attention does) */
         const uint16_t *fch16 = (const uint16_t *)ACT(m, b->fch);
         if (t->bf16_store) fch = qkv = ACT(m, t->work), atty = ACT(m, t->work) + 3 * NC;
         if (t->bf16_store && !t->bf16_direct) be->from_bf16(fch, fch16, 4 * NC);
@@ -471,9 +480,10 @@ void kn_model_tfm_backward(kn_model *m)
         /* res2 = in + attproj: dx now becomes the input's gradient */
         gzero(m, t->dx, NC), gzero(m, t->dc1, NC);
         be->residual_bwd(dx, dc1, dres2, NC);
-        /* the fused attention's backward reads qkv and its output in fp32
-         * (flash.cu), the projection's GEMM reads atty as stored */
-        if (t->bf16_store) {
+        /* the fused attention's backward reads qkv and its output as
+         * stored (bf16_attn) or in fp32, the projection's GEMM atty as
+         * stored (bf16_direct) or in fp32 */
+        if (t->bf16_store && !t->bf16_attn) {
             be->from_bf16(qkv, (const uint16_t *)ACT(m, b->qkv), 3 * NC);
             be->from_bf16(atty, (const uint16_t *)ACT(m, b->atty), NC);
         }
@@ -485,7 +495,11 @@ void kn_model_tfm_backward(kn_model *m)
             be->matmul_bwd(dc2, GRAD(m, b->projw), GRAD(m, b->projb), dc1, atty, PAR(m, b->projw),
                            N, C, C);
         gzero(m, t->dh1, 3 * NC); /* dqkv */
-        if (t->fused_attn) {
+        if (t->bf16_attn) {
+            be->attention_fused_bwd_bf16(dh1, dc2, (const uint16_t *)ACT(m, b->qkv),
+                                         (const uint16_t *)ACT(m, b->atty), ACT(m, b->att), B, T,
+                                         C, NH, t->causal);
+        } else if (t->fused_attn) {
             be->attention_fused_bwd(dh1, dc2, qkv, atty, ACT(m, b->att), B, T, C, NH, t->causal);
         } else {
             const size_t tt = (size_t)B * NH * T * T;

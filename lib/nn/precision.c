@@ -345,6 +345,25 @@ static void emu_flash_bwd(float *dqkv, const float *dout, const float *qkv, cons
     free(buf), free(delta);
 }
 
+/* backend.h's attention_fused_*_bf16: qkv and out widened into host
+ * copies, then the ops above on them */
+static void emu_flash_fwd_bf16(float *out, float *lse, const uint16_t *qkv, int B, int T, int C,
+                               int NH, int causal)
+{
+    float *x = widened(qkv, (size_t)B * T * 3 * C);
+    emu_flash_fwd(out, lse, x, B, T, C, NH, causal);
+    free(x);
+}
+
+static void emu_flash_bwd_bf16(float *dqkv, const float *dout, const uint16_t *qkv,
+                               const uint16_t *out, const float *lse, int B, int T, int C, int NH,
+                               int causal)
+{
+    float *x = widened(qkv, (size_t)B * T * 3 * C), *o = widened(out, (size_t)B * T * C);
+    emu_flash_bwd(dqkv, dout, x, o, lse, B, T, C, NH, causal);
+    free(x), free(o);
+}
+
 /* ------------------------------------------------------------ variants */
 
 static kn_backend cpu_tables[3];
@@ -387,6 +406,8 @@ const kn_backend *kn_backend_with_precision(const kn_backend *be, kn_precision p
                 if (!att || strcmp(att, "gemm")) {
                     t->attention_fused_fwd = emu_flash_fwd;
                     t->attention_fused_bwd = emu_flash_bwd;
+                    t->attention_fused_fwd_bf16 = emu_flash_fwd_bf16;
+                    t->attention_fused_bwd_bf16 = emu_flash_bwd_bf16;
                 }
             }
         }

@@ -58,7 +58,10 @@
  * Its ops reading the stored bf16 (matmul_*_bf16, act_*_bf16;
  * op_bf16_input): against the emulation's, and on the device against its
  * own fp32 ops on the widened input, bit for bit where aligned; the bf16
- * GPT checks run through them.
+ * GPT checks run through them. The fused attention reading the stored
+ * qkv and out (attention_fused_*_bf16, op_attention_fused_bf16, in
+ * fused_attention(): both flash variants under --attention) likewise,
+ * bit for bit its fp32 ops on the device.
  * Training steps as one CUDA graph (2026-12-01): kn_model_train_step
  * against zero_grad/forward/backward/step, parameters bit for bit
  * (graph_steps; the last checks, since a capture that fails stops).
@@ -1534,6 +1537,103 @@ static void gen_parity(const char *spec_json)
     kn_model_destroy(m[1]);
 }
 
+/* Device buffers a and b of n floats: the same bits (exact = 1), or
+ * within tol by norm. */
+static void dev_match(const char *what, const float *a, const float *b, size_t n, int exact,
+                      double tol)
+{
+    float *ha = malloc(n * sizeof(float) + 4), *hb = malloc(n * sizeof(float) + 4);
+    dev->to_host(ha, a, n * sizeof(float));
+    dev->to_host(hb, b, n * sizeof(float));
+    if (!exact) {
+        compare_norm(what, hb, ha, n, tol);
+    } else {
+        size_t bad = 0, first = n;
+        for (size_t i = 0; i < n; i++)
+            if (memcmp(&ha[i], &hb[i], sizeof(float)) != 0) {
+                if (!bad) first = i;
+                bad++;
+            }
+        checks++;
+        if (bad) {
+            failures++;
+            printf("FAIL %-40s %zu of %zu differ; first [%zu] %.8g vs %.8g\n", what, bad, n, first,
+                   ha[first], hb[first]);
+        } else {
+            printf("ok   %-40s n=%-9zu bit for bit\n", what, n);
+        }
+    }
+    free(ha), free(hb);
+}
+
+/* The bf16 table's fused attention reading stored bf16 (backend.h's
+ * attention_fused_fwd_bf16 / bwd_bf16): qkv rounded to bf16 and stored,
+ * the forward's out stored by to_bf16 for the backward, as the model
+ * does. Against the CPU emulation's ops (the same function) by norm at
+ * 1e-3, as the fused ops against it; on the device against its own
+ * fp32-input ops on the widened inputs, bit for bit (backend.h: the same
+ * kernels on the same bf16 values). Forward outputs poisoned, dqkv
+ * random (+= checked). dp and ce are the device's and the CPU's bf16
+ * tables; with --backend cpu the same one, which checks the harness and
+ * the emulation only. */
+static void op_attention_fused_bf16(const kn_backend *dp, const kn_backend *ce, int B, int T,
+                                    int C, int NH, int causal)
+{
+    const kn_backend *cpu32 = cpu, *dev32 = dev;
+    checks++;
+    if (!dp->attention_fused_fwd_bf16 || !dp->attention_fused_bwd_bf16 ||
+        !ce->attention_fused_fwd_bf16 || !ce->attention_fused_bwd_bf16) {
+        failures++;
+        printf("FAIL %s bf16 table: no fused attention reading bf16\n", dp->name);
+        return;
+    }
+    cpu = ce, dev = dp;
+    char w[96];
+    const char *kind = causal ? "causal" : "full";
+    const size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, nl = (size_t)B * NH * T;
+    uint16_t *h16 = malloc(nq * sizeof(uint16_t));
+    float *hw = malloc(nq * sizeof(float));
+    for (size_t i = 0; i < nq; i++) {
+        const float f = kn_round_bf16(frand());
+        uint32_t u;
+        memcpy(&u, &f, sizeof u);
+        h16[i] = (uint16_t)(u >> 16), hw[i] = f;
+    }
+    uint16_t *qc = ce->alloc(nq * sizeof(uint16_t)), *qd = dp->alloc(nq * sizeof(uint16_t));
+    ce->to_device(qc, h16, nq * sizeof(uint16_t));
+    dp->to_device(qd, h16, nq * sizeof(uint16_t));
+    pair qw = pair_from(hw, nq), out = pair_poisoned(no), lse = pair_poisoned(nl),
+         outw = pair_poisoned(no), lsew = pair_poisoned(nl);
+    ce->attention_fused_fwd_bf16(out.c, lse.c, qc, B, T, C, NH, causal);
+    dp->attention_fused_fwd_bf16(out.d, lse.d, qd, B, T, C, NH, causal);
+    dp->attention_fused_fwd(outw.d, lsew.d, qw.d, B, T, C, NH, causal);
+    norm_tol = 1e-3;
+    snprintf(w, sizeof(w), "flash fwd_bf16 out (%s, T %d, hs %d)", kind, T, C / NH);
+    compare_pair(w, &out, 0);
+    compare_pair("flash fwd_bf16 lse", &lse, 0);
+    dev_match("  the device's fwd out, widened", out.d, outw.d, no, 1, 0);
+    dev_match("  the device's fwd lse, widened", lse.d, lsew.d, nl, 1, 0);
+    /* each side's out as the model stores it, and widened */
+    uint16_t *oc = ce->alloc(no * sizeof(uint16_t)), *od = dp->alloc(no * sizeof(uint16_t));
+    ce->to_bf16(oc, out.c, no), dp->to_bf16(od, out.d, no);
+    pair ow = pair_poisoned(no);
+    ce->from_bf16(ow.c, oc, no), dp->from_bf16(ow.d, od, no);
+    float *g0 = host_rand(nq, 1);
+    pair dout = pair_rand(no, 1), dq = pair_from(g0, nq), dqw = pair_from(g0, nq);
+    ce->attention_fused_bwd_bf16(dq.c, dout.c, qc, oc, lse.c, B, T, C, NH, causal);
+    dp->attention_fused_bwd_bf16(dq.d, dout.d, qd, od, lse.d, B, T, C, NH, causal);
+    dp->attention_fused_bwd(dqw.d, dout.d, qw.d, ow.d, lse.d, B, T, C, NH, causal);
+    snprintf(w, sizeof(w), "flash bwd_bf16 dqkv (%s, T %d, hs %d)", kind, T, C / NH);
+    compare_pair(w, &dq, 0);
+    dev_match("  the device's bwd dqkv, widened", dq.d, dqw.d, nq, 1, 0);
+    norm_tol = 0;
+    pair_free(&qw), pair_free(&out), pair_free(&lse), pair_free(&outw), pair_free(&lsew);
+    pair_free(&ow), pair_free(&dout), pair_free(&dq), pair_free(&dqw);
+    ce->free(qc), dp->free(qd), ce->free(oc), dp->free(od);
+    free(h16), free(hw), free(g0);
+    cpu = cpu32, dev = dev32;
+}
+
 static int quick;          /* --quick: no 50-step training runs */
 static int attention_only; /* --attention: fused_attention() alone */
 
@@ -1572,8 +1672,22 @@ static void fused_attention(const char *gpt, const kn_backend *dp, const kn_back
         if (!quick) op_attention_fused(dp, 1, 1024, 128, 2, 1); /* GPT-2's T */
         cpu = cpu32;
     }
+    /* the same kernels reading the stored bf16, where the table stores it */
+    if (dp->to_bf16 && ce) {
+        printf("-- %s bf16 fused attention reading bf16\n", dp->name);
+        op_attention_fused_bf16(dp, ce, 2, 13, 24, 3, 1); /* hs 8: padded to 16 */
+        op_attention_fused_bf16(dp, ce, 2, 9, 16, 2, 0);
+        op_attention_fused_bf16(dp, ce, 1, 100, 64, 2, 1);  /* hs 32, a partial second tile */
+        op_attention_fused_bf16(dp, ce, 2, 200, 128, 2, 1); /* hs 64, 4 tiles */
+        op_attention_fused_bf16(dp, ce, 1, 70, 128, 2, 0);  /* full, keys past T masked */
+    } else {
+        printf("-- %s bf16 stores no bf16 (KILN_CUDA_SAVED=fp32): the fused attention reading "
+               "it is not checked\n",
+               dp->name);
+    }
     kn_backend unfused = *dp;
     unfused.attention_fused_fwd = NULL, unfused.attention_fused_bwd = NULL;
+    unfused.attention_fused_fwd_bf16 = NULL, unfused.attention_fused_bwd_bf16 = NULL;
     norm_tol = 5e-2; /* the models' bf16 tolerance against fp32 (precisions()) */
     dev = dp;
     model_parity("gpt bf16, fused attention", gpt, 3, 16);
@@ -1646,35 +1760,6 @@ static void op_bf16_store(const kn_backend *dp, const kn_backend *ce)
     }
     dp->free(src), dp->free(wide), dp->free(st);
     free(h), free(back_c), free(back_d), free(s_c), free(s_d);
-}
-
-/* Device buffers a and b of n floats: the same bits (exact = 1), or
- * within tol by norm. */
-static void dev_match(const char *what, const float *a, const float *b, size_t n, int exact,
-                      double tol)
-{
-    float *ha = malloc(n * sizeof(float) + 4), *hb = malloc(n * sizeof(float) + 4);
-    dev->to_host(ha, a, n * sizeof(float));
-    dev->to_host(hb, b, n * sizeof(float));
-    if (!exact) {
-        compare_norm(what, hb, ha, n, tol);
-    } else {
-        size_t bad = 0, first = n;
-        for (size_t i = 0; i < n; i++)
-            if (memcmp(&ha[i], &hb[i], sizeof(float)) != 0) {
-                if (!bad) first = i;
-                bad++;
-            }
-        checks++;
-        if (bad) {
-            failures++;
-            printf("FAIL %-40s %zu of %zu differ; first [%zu] %.8g vs %.8g\n", what, bad, n, first,
-                   ha[first], hb[first]);
-        } else {
-            printf("ok   %-40s n=%-9zu bit for bit\n", what, n);
-        }
-    }
-    free(ha), free(hb);
 }
 
 /* The bf16 table's ops reading a stored bf16 input (backend.h's

@@ -34,7 +34,10 @@
  * backend's fp32 attention by norm (within 1e-2, and at least 1e-4: the
  * operands were rounded to bf16) and with the CPU's emulation of the flash
  * algorithm (lib/nn/precision.c, the bf16 table's attention_fused_*)
- * within 1e-3; lse against a double-precision log-sum-exp. */
+ * within 1e-3; lse against a double-precision log-sum-exp. Then, each
+ * variant, the kernels instantiated for bf16 input (qkv and the
+ * backward's out as the model stores them: attention_fused_*_bf16) give
+ * the same bits as on the fp32 widening of that input (run_bf16). */
 #include <assert.h>
 #include <float.h>
 #include <math.h>
@@ -70,39 +73,41 @@ extern "C" {
 
 /* ------------------------------------------------------------ launching, as flash.cu */
 
-template <int D>
-static void fwd(float *out, float *lse, const float *qkv, int B, int T, int C, int NH, int causal)
+/* X: the element of qkv and of the backward's out, float or bf16 (as the
+ * model stores them: attention_fused_*_bf16) */
+template <int D, typename X>
+static void fwd(float *out, float *lse, const X *qkv, int B, int T, int C, int NH, int causal)
 {
     dim3 grid((T + FA_TILE - 1) / FA_TILE, NH, B);
     launch(grid, FA_WARPS * 32, sizeof(fwd_smem<D>),
-           [&] { k_flash_fwd<D>(out, lse, qkv, B, T, C, NH, causal); });
+           [&] { k_flash_fwd<D, X>(out, lse, qkv, B, T, C, NH, causal); });
 }
 
-template <int D>
-static void bwd(float *dqkv, const float *dout, const float *qkv, const float *lse,
+template <int D, typename X>
+static void bwd(float *dqkv, const float *dout, const X *qkv, const float *lse,
                 const float *delta, int B, int T, int C, int NH, int causal)
 {
     dim3 grid((T + FA_TILE - 1) / FA_TILE, NH, B);
     launch(grid, FA_WARPS * 32, sizeof(bwd_smem<D>),
-           [&] { k_flash_bwd_kv<D>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal); });
+           [&] { k_flash_bwd_kv<D, X>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal); });
     launch(grid, FA_WARPS * 32, sizeof(bwd_smem<D>),
-           [&] { k_flash_bwd_q<D>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal); });
+           [&] { k_flash_bwd_q<D, X>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal); });
 }
 
-template <int D>
-static void fwd_mma(float *out, float *lse, const float *qkv, int B, int T, int C, int NH,
-                    int causal)
+template <int D, typename X>
+static void fwd_mma(float *out, float *lse, const X *qkv, int B, int T, int C, int NH, int causal)
 {
     dim3 grid((T + FA_TILE - 1) / FA_TILE, NH, B);
     launch(grid, FA_WARPS * 32, sizeof(fmma_fwd_smem<D>),
-           [&] { k_flash_mma_fwd<D>(out, lse, qkv, B, T, C, NH, causal); });
+           [&] { k_flash_mma_fwd<D, X>(out, lse, qkv, B, T, C, NH, causal); });
 }
 
 /* the variant under test: 0 WMMA (flash.cuh), 1 mma.sync (flash_mma.cuh) */
 static int variant;
 static const char *const variant_name[] = {"wmma", "mma"};
 
-static void flash_fwd(float *out, float *lse, const float *qkv, int B, int T, int C, int NH,
+template <typename X>
+static void flash_fwd(float *out, float *lse, const X *qkv, int B, int T, int C, int NH,
                       int causal)
 {
     const int hs = C / NH;
@@ -123,25 +128,26 @@ static void flash_fwd(float *out, float *lse, const float *qkv, int B, int T, in
         fwd<64>(out, lse, qkv, B, T, C, NH, causal);
 }
 
-template <int D>
-static void bwd_mma(float *dqkv, const float *dout, const float *qkv, const float *lse,
+template <int D, typename X>
+static void bwd_mma(float *dqkv, const float *dout, const X *qkv, const float *lse,
                     const float *delta, int B, int T, int C, int NH, int causal)
 {
     dim3 grid((T + FA_TILE - 1) / FA_TILE, NH, B);
     launch(grid, FA_WARPS * 32, sizeof(fmma_bwd_smem<D>),
-           [&] { k_flash_mma_bwd_kv<D>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal); });
+           [&] { k_flash_mma_bwd_kv<D, X>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal); });
     launch(grid, FA_WARPS * 32, sizeof(fmma_bwd_smem<D>),
-           [&] { k_flash_mma_bwd_q<D>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal); });
+           [&] { k_flash_mma_bwd_q<D, X>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal); });
 }
 
-static void flash_bwd(float *dqkv, const float *dout, const float *qkv, const float *out,
+template <typename X>
+static void flash_bwd(float *dqkv, const float *dout, const X *qkv, const X *out,
                       const float *lse, int B, int T, int C, int NH, int causal)
 {
     const int hs = C / NH, rows = B * NH * T;
     std::vector<float> delta((size_t)rows, NAN);
     float *dl = delta.data();
     launch(dim3((unsigned)((rows + 7) / 8)), 256, 0,
-           [&] { k_flash_delta(dl, dout, out, B, T, C, NH); });
+           [&] { k_flash_delta<X>(dl, dout, out, B, T, C, NH); });
     if (variant == 1) {
         if (hs <= 16)
             bwd_mma<16>(dqkv, dout, qkv, lse, dl, B, T, C, NH, causal);
@@ -248,6 +254,52 @@ static void run(int B, int T, int NH, int hs, int causal)
     check_norm("dqkv/emulation", shape, g.data(), rg.data(), nqkv, 1e-3);
 }
 
+/* d and r the same bits (NaN included) */
+static void check_bits(const char *what, const char *shape, const float *d, const float *r,
+                       size_t n)
+{
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&d[i], &r[i], sizeof(float)) != 0 && !bad++) first = i;
+    if (!bad)
+        verdict(1, what, shape, "n=%-7zu bit for bit", n);
+    else
+        verdict(0, what, shape, "n=%-7zu %zu differ, first [%zu]: %.8g vs %.8g", n, bad, first,
+                d[first], r[first]);
+}
+
+/* The kernels reading bf16 (attention_fused_*_bf16: qkv, and the
+ * backward's out, as the model stores them) against the same kernels
+ * reading their fp32 widening (attention_fused_*): bit for bit, out, lse
+ * and dqkv (added to a random start). */
+static void run_bf16(int B, int T, int NH, int hs, int causal)
+{
+    const int C = NH * hs;
+    const size_t nqkv = (size_t)B * T * 3 * C, no = (size_t)B * T * C, nl = (size_t)B * NH * T;
+    std::vector<bf16> q16(nqkv), o16(no);
+    std::vector<float> qw(nqkv), dout(no), dqkv0(nqkv);
+    for (size_t e = 0; e < nqkv; e++)
+        q16[e] = __float2bfloat16(2.0f * frand()), qw[e] = __bfloat162float(q16[e]);
+    for (auto &f : dout)
+        f = frand();
+    for (auto &f : dqkv0)
+        f = frand();
+    char shape[64];
+    snprintf(shape, sizeof(shape), "%s B%d T%d NH%d hs%d %s", variant_name[variant], B, T, NH, hs,
+             causal ? "causal" : "full");
+    std::vector<float> out(no, NAN), lse(nl, NAN), out16(no, NAN), lse16(nl, NAN);
+    flash_fwd(out.data(), lse.data(), qw.data(), B, T, C, NH, causal);
+    flash_fwd(out16.data(), lse16.data(), q16.data(), B, T, C, NH, causal);
+    check_bits("out/bf16 input", shape, out16.data(), out.data(), no);
+    check_bits("lse/bf16 input", shape, lse16.data(), lse.data(), nl);
+    std::vector<float> ow(no), dq(dqkv0), dq16(dqkv0);
+    for (size_t e = 0; e < no; e++) /* out as the model stores it */
+        o16[e] = __float2bfloat16(out[e]), ow[e] = __bfloat162float(o16[e]);
+    flash_bwd(dq.data(), dout.data(), qw.data(), ow.data(), lse.data(), B, T, C, NH, causal);
+    flash_bwd(dq16.data(), dout.data(), q16.data(), o16.data(), lse.data(), B, T, C, NH, causal);
+    check_bits("dqkv/bf16 input", shape, dq16.data(), dq.data(), nqkv);
+}
+
 int main(void)
 {
     unsetenv("KILN_CUDA_ATTENTION"); /* the emulation is the fused path's */
@@ -265,6 +317,10 @@ int main(void)
             run(1, 130, 1, 64, 0);
             run(1, 1, 1, 8, 1); /* a single query, hs 8 padded to 16 */
         }
+        reverse_order = 0;
+        run_bf16(1, 37, 2, 16, 1);
+        run_bf16(2, 100, 2, 48, 1); /* hs padded to 64; a partial second tile */
+        run_bf16(1, 70, 1, 32, 0);
     }
     return check_summary("test_flash_host");
 }

@@ -437,21 +437,24 @@ static void test_gpt_bf16_storage(void **state)
 
 /* ------------------------------------------------------------ reading bf16 as stored
  *
- * The bf16 table's *_bf16 ops (backend.h) let GELU and the attention
- * projection's GEMMs read the stored qkv/atty/fch without widening them:
- * - the same bits as the same table without the four ops (the path before
+ * The bf16 table's *_bf16 ops (backend.h) let GELU, the attention
+ * projection's GEMMs and the fused attention read the stored
+ * qkv/atty/fch without widening them:
+ * - the same bits as the same table without the six ops (the path before
  *   2026-12-01, which widened and the GEMM rounded again): losses and
  *   gradients at each of 4 AdamW steps and the weights after them, GPT
- *   with GELU's output kept and recomputed, and the text classifier;
+ *   with GELU's output kept and recomputed, and the text classifier; and
+ *   as the table with the matmul/act ops but not the attention's (their
+ *   own group: a backend may have one without the other);
  * - taken, not fallen back from: counted through a wrapping table, a
- *   training step widens only what the fused attention's backward reads
- *   (qkv and atty, 4 C a token a layer), where the fallback widens fch
- *   twice more (12 C), and calls each op once a layer (GELU's forward
- *   twice where its output is recomputed). */
+ *   training step widens nothing (the fallback: qkv and atty for the
+ *   fused attention's backward, 4 C a token a layer, and fch twice, 8 C;
+ *   without the attention's ops the 4 C) and calls each op once a layer
+ *   (GELU's forward twice where its output is recomputed). */
 
 static const kn_backend *direct_inner; /* the bf16 table the wrappers call */
 static size_t n_widened;               /* elements through from_bf16 */
-static int n_mm_fwd16, n_mm_bwd16, n_act_fwd16, n_act_bwd16;
+static int n_mm_fwd16, n_mm_bwd16, n_act_fwd16, n_act_bwd16, n_fa_fwd16, n_fa_bwd16;
 
 static void count_from_bf16(float *dst, const uint16_t *src, size_t n)
 {
@@ -486,10 +489,25 @@ static void count_act_bwd16(int kind, float *dinp, const uint16_t *inp, const fl
     direct_inner->act_bwd_bf16(kind, dinp, inp, out, dout, n);
 }
 
+static void count_fa_fwd16(float *out, float *lse, const uint16_t *qkv, int Bb, int Tt, int Cc,
+                           int NHh, int causal)
+{
+    n_fa_fwd16++;
+    direct_inner->attention_fused_fwd_bf16(out, lse, qkv, Bb, Tt, Cc, NHh, causal);
+}
+
+static void count_fa_bwd16(float *dqkv, const float *dout, const uint16_t *qkv,
+                           const uint16_t *out, const float *lse, int Bb, int Tt, int Cc, int NHh,
+                           int causal)
+{
+    n_fa_bwd16++;
+    direct_inner->attention_fused_bwd_bf16(dqkv, dout, qkv, out, lse, Bb, Tt, Cc, NHh, causal);
+}
+
 static void counts_reset(void)
 {
     n_widened = 0;
-    n_mm_fwd16 = n_mm_bwd16 = n_act_fwd16 = n_act_bwd16 = 0;
+    n_mm_fwd16 = n_mm_bwd16 = n_act_fwd16 = n_act_bwd16 = n_fa_fwd16 = n_fa_bwd16 = 0;
 }
 
 /* spec on be (gelu_keep as kn_tfm_gelu_keep_bytes), batch 3 */
@@ -506,13 +524,17 @@ static kn_model *tfm_on(const char *spec_json, const kn_backend *be, size_t gelu
     return m;
 }
 
+/* direct: the table with the matmul/act ops, and the attention's where
+ * attn = 1; fallback: with none of them */
 static void direct_vs_fallback(const char *what, const char *spec, int gpt_model, size_t gelu_keep,
-                               const kn_backend *direct, const kn_backend *fallback)
+                               const kn_backend *direct, int attn, const kn_backend *fallback)
 {
     kn_model *md = tfm_on(spec, direct, gelu_keep), *mf = tfm_on(spec, fallback, gelu_keep);
     assert_int_equal(md->tfm.bf16_direct, 1);
+    assert_int_equal(md->tfm.bf16_attn, attn);
     assert_int_equal(mf->tfm.bf16_store, 1);
     assert_int_equal(mf->tfm.bf16_direct, 0);
+    assert_int_equal(mf->tfm.bf16_attn, 0);
     const int Lm = md->tfm.L, Cm = md->tfm.C, kept = md->tfm.gelu_kept;
     const size_t NC = (size_t)B * T * Cm;
     int tok[B * T], tgt[B * T], lab[B] = {1, 0, 2};
@@ -539,10 +561,13 @@ static void direct_vs_fallback(const char *what, const char *spec, int gpt_model
             assert_int_equal(kn_model_step(ms[i], NULL, NULL), KN_OK);
             if (step) continue;
             print_message("%s, %s: %zu floats widened a step (%zu C a token a layer), ops "
-                          "%d %d %d %d\n",
+                          "%d %d %d %d %d %d\n",
                           what, i ? "fallback" : "direct", n_widened, n_widened / NC / Lm,
-                          n_mm_fwd16, n_mm_bwd16, n_act_fwd16, n_act_bwd16);
-            assert_int_equal(n_widened, (size_t)Lm * (i ? 12 : 4) * NC);
+                          n_mm_fwd16, n_mm_bwd16, n_act_fwd16, n_act_bwd16, n_fa_fwd16,
+                          n_fa_bwd16);
+            assert_int_equal(n_widened, (size_t)Lm * (i ? 12 : attn ? 0 : 4) * NC);
+            assert_int_equal(n_fa_fwd16, i || !attn ? 0 : Lm);
+            assert_int_equal(n_fa_bwd16, i || !attn ? 0 : Lm);
             assert_int_equal(n_mm_fwd16, i ? 0 : Lm);
             assert_int_equal(n_mm_bwd16, i ? 0 : Lm);
             assert_int_equal(n_act_fwd16, i ? 0 : (kept ? 1 : 2) * Lm);
@@ -565,12 +590,17 @@ static void test_bf16_read_as_stored(void **state)
     (void)state;
     const kn_backend *bf = kn_backend_with_precision(kn_backend_cpu(), KN_PREC_BF16, NULL, 0);
     assert_non_null(bf->matmul_fwd_bf16);
+    assert_non_null(bf->attention_fused_fwd_bf16);
     direct_inner = bf;
-    kn_backend direct = *bf, fallback;
+    kn_backend direct = *bf, noattn, fallback;
     direct.from_bf16 = count_from_bf16;
     direct.matmul_fwd_bf16 = count_mm_fwd16, direct.matmul_bwd_bf16 = count_mm_bwd16;
     direct.act_fwd_bf16 = count_act_fwd16, direct.act_bwd_bf16 = count_act_bwd16;
-    fallback = direct;
+    direct.attention_fused_fwd_bf16 = count_fa_fwd16;
+    direct.attention_fused_bwd_bf16 = count_fa_bwd16;
+    noattn = direct;
+    noattn.attention_fused_fwd_bf16 = NULL, noattn.attention_fused_bwd_bf16 = NULL;
+    fallback = noattn;
     fallback.matmul_fwd_bf16 = NULL, fallback.matmul_bwd_bf16 = NULL;
     fallback.act_fwd_bf16 = NULL, fallback.act_bwd_bf16 = NULL;
     char gpt_spec[256], cls_spec[256];
@@ -582,9 +612,10 @@ static void test_bf16_read_as_stored(void **state)
              "{\"type\":\"txtcls\",\"n_layer\":2,\"n_head\":2,\"n_embd\":24,\"block_size\":%d,"
              "\"vocab_size\":%d,\"classes\":3}",
              T, V);
-    direct_vs_fallback("gpt, GELU kept", gpt_spec, 1, (size_t)64 << 20, &direct, &fallback);
-    direct_vs_fallback("gpt, GELU recomputed", gpt_spec, 1, 0, &direct, &fallback);
-    direct_vs_fallback("txtcls", cls_spec, 0, (size_t)64 << 20, &direct, &fallback);
+    direct_vs_fallback("gpt, GELU kept", gpt_spec, 1, (size_t)64 << 20, &direct, 1, &fallback);
+    direct_vs_fallback("gpt, GELU recomputed", gpt_spec, 1, 0, &direct, 1, &fallback);
+    direct_vs_fallback("txtcls", cls_spec, 0, (size_t)64 << 20, &direct, 1, &fallback);
+    direct_vs_fallback("gpt, no attention ops", gpt_spec, 1, 0, &noattn, 0, &fallback);
 }
 
 int main(void)

@@ -378,6 +378,51 @@ static void test_bf16_input_ops(void **state)
     assert_true(rel_norm(dwa, dw0, OC * C) > 0.1); /* added to, twice */
 }
 
+/* backend.h's attention_fused_fwd_bf16 / bwd_bf16: only in the bf16
+ * table, beside its fused attention; each gives the bits of its
+ * fp32-input op on qkv (and the backward's out) widened from what
+ * to_bf16 stored, the gradient added to what is there; causal and full,
+ * a head size the kernels pad (12), T past one tile of 32 rows. */
+static void test_bf16_attention_ops(void **state)
+{
+    (void)state;
+    const kn_backend *cpu = kn_backend_cpu();
+    const kn_backend *tf = kn_backend_with_precision(cpu, KN_PREC_TF32, NULL, 0);
+    const kn_backend *bf = kn_backend_with_precision(cpu, KN_PREC_BF16, NULL, 0);
+    assert_null(cpu->attention_fused_fwd_bf16);
+    assert_null(cpu->attention_fused_bwd_bf16);
+    assert_null(tf->attention_fused_fwd_bf16);
+    assert_null(tf->attention_fused_bwd_bf16);
+    assert_non_null(bf->attention_fused_fwd);
+    assert_non_null(bf->attention_fused_fwd_bf16);
+    assert_non_null(bf->attention_fused_bwd_bf16);
+    enum { B = 2, T = 37, NH = 2, C = 24, NQ = B * T * 3 * C, NO = B * T * C, NL = B * NH * T };
+    uint64_t s = 0xA77E5710F1A5Bull;
+    static float q[NQ], qw[NQ], dout[NO], dq0[NQ], o[NO], ow[NO], l[NL], o16[NO], l16[NL];
+    static float dqa[NQ], dqb[NQ];
+    static uint16_t q16[NQ], os16[NO];
+    for (int i = 0; i < NQ; i++)
+        q[i] = 2.0f * frand(&s), dq0[i] = frand(&s);
+    for (int i = 0; i < NO; i++)
+        dout[i] = frand(&s);
+    bf->to_bf16(q16, q, NQ);
+    bf->from_bf16(qw, q16, NQ);
+    for (int causal = 0; causal < 2; causal++) {
+        bf->attention_fused_fwd_bf16(o16, l16, q16, B, T, C, NH, causal);
+        bf->attention_fused_fwd(o, l, qw, B, T, C, NH, causal);
+        assert_memory_equal(o16, o, sizeof o);
+        assert_memory_equal(l16, l, sizeof l);
+        /* the backward reads out as the model stores it */
+        bf->to_bf16(os16, o, NO);
+        bf->from_bf16(ow, os16, NO);
+        memcpy(dqa, dq0, sizeof dqa), memcpy(dqb, dq0, sizeof dqb);
+        bf->attention_fused_bwd_bf16(dqa, dout, q16, os16, l, B, T, C, NH, causal);
+        bf->attention_fused_bwd(dqb, dout, qw, ow, l, B, T, C, NH, causal);
+        assert_memory_equal(dqa, dqb, sizeof dqa);
+        assert_true(rel_norm(dqa, dq0, NQ) > 1e-3); /* added to */
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -387,6 +432,7 @@ int main(void)
         cmocka_unit_test(test_cpu_variants),
         cmocka_unit_test(test_bf16_storage_ops),
         cmocka_unit_test(test_bf16_input_ops),
+        cmocka_unit_test(test_bf16_attention_ops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

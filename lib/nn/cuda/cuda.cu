@@ -223,9 +223,18 @@ extern "C" const kn_backend *kn_backend_cuda_with_precision(int precision)
                  * kernels instead of the WMMA ones (the default until a
                  * GPU run has measured both; any other value keeps it) */
                 const char *fl = getenv("KILN_CUDA_FLASH");
-                if (fl && !strcmp(fl, "mma")) {
+                const int mma = fl && !strcmp(fl, "mma");
+                if (mma) {
                     cuda_bf16.attention_fused_fwd = kn_cu_flash_mma_fwd;
                     cuda_bf16.attention_fused_bwd = kn_cu_flash_mma_bwd;
+                }
+                /* and reading the stored bf16 qkv and output, beside the
+                 * storage ops (none with KILN_CUDA_SAVED=fp32) */
+                if (cuda_bf16.to_bf16) {
+                    cuda_bf16.attention_fused_fwd_bf16 =
+                        mma ? kn_cu_flash_mma_fwd_bf16 : kn_cu_flash_fwd_bf16;
+                    cuda_bf16.attention_fused_bwd_bf16 =
+                        mma ? kn_cu_flash_mma_bwd_bf16 : kn_cu_flash_bwd_bf16;
                 }
             }
         }

@@ -194,6 +194,18 @@ void kn_cu_flash_mma_fwd(float *out, float *lse, const float *qkv, int B, int T,
                          int causal);
 void kn_cu_flash_mma_bwd(float *dqkv, const float *dout, const float *qkv, const float *out,
                          const float *lse, int B, int T, int C, int NH, int causal);
+/* flash.cu: attention_fused_fwd_bf16 / bwd_bf16, each variant (qkv and the
+ * backward's out as the model stored them) */
+void kn_cu_flash_fwd_bf16(float *out, float *lse, const uint16_t *qkv, int B, int T, int C,
+                          int NH, int causal);
+void kn_cu_flash_bwd_bf16(float *dqkv, const float *dout, const uint16_t *qkv,
+                          const uint16_t *out, const float *lse, int B, int T, int C, int NH,
+                          int causal);
+void kn_cu_flash_mma_fwd_bf16(float *out, float *lse, const uint16_t *qkv, int B, int T, int C,
+                              int NH, int causal);
+void kn_cu_flash_mma_bwd_bf16(float *dqkv, const float *dout, const uint16_t *qkv,
+                              const uint16_t *out, const float *lse, int B, int T, int C, int NH,
+                              int causal);
 
 /* elementwise.cu */
 void kn_cu_act_fwd(int kind, float *out, const float *inp, size_t n);

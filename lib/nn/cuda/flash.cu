@@ -24,8 +24,12 @@
  * tensor cores; memory traffic O(B T C) per pass instead of O(B NH T^2).
  *
  * Shapes: head size hs <= 64 (padded in shared memory to 16, 32 or 64 with
- * zeros); any T (partial tiles are masked). Inputs and outputs are fp32 as
- * everywhere in the backend; only the staged tiles and P, dS are bf16.
+ * zeros); any T (partial tiles are masked). Outputs are fp32 as
+ * everywhere in the backend, and so are the inputs of attention_fused_fwd
+ * / bwd; attention_fused_*_bf16 read qkv and (backward) out as the model
+ * stored them in bf16, every kernel instantiated for both (stage() rounds
+ * an fp32 element to bf16 and takes a bf16 one as it is: the same tiles,
+ * the same bits). Only the staged tiles and P, dS are bf16.
  * Shared memory: ~72 KB forward, ~81 KB backward at hs = 64 (opted in once
  * per kernel). The precision of the path is bf16's: tests/gpu compares it
  * by norm at bf16's tolerance.
@@ -59,121 +63,151 @@ static void opt_in(K kernel, size_t bytes, int *done)
     *done = 1;
 }
 
-template <int D>
-static void fwd(float *out, float *lse, const float *qkv, int B, int T, int C, int NH, int causal)
+template <int D, typename X>
+static void fwd(float *out, float *lse, const X *qkv, int B, int T, int C, int NH, int causal)
 {
     static int ready;
     const size_t bytes = sizeof(fwd_smem<D>);
-    opt_in(k_flash_fwd<D>, bytes, &ready);
+    opt_in(k_flash_fwd<D, X>, bytes, &ready);
     dim3 grid((T + FA_TILE - 1) / FA_TILE, NH, B);
-    k_flash_fwd<D><<<grid, FA_WARPS * 32, bytes>>>(out, lse, qkv, B, T, C, NH, causal);
+    k_flash_fwd<D, X><<<grid, FA_WARPS * 32, bytes>>>(out, lse, qkv, B, T, C, NH, causal);
     LAUNCHED();
 }
 
-template <int D>
-static void bwd(float *dqkv, const float *dout, const float *qkv, const float *lse,
+template <int D, typename X>
+static void bwd(float *dqkv, const float *dout, const X *qkv, const float *lse,
                 const float *delta, int B, int T, int C, int NH, int causal)
 {
     static int ready_kv, ready_q;
     const size_t bytes = sizeof(bwd_smem<D>);
-    opt_in(k_flash_bwd_kv<D>, bytes, &ready_kv);
-    opt_in(k_flash_bwd_q<D>, bytes, &ready_q);
+    opt_in(k_flash_bwd_kv<D, X>, bytes, &ready_kv);
+    opt_in(k_flash_bwd_q<D, X>, bytes, &ready_q);
     dim3 grid((T + FA_TILE - 1) / FA_TILE, NH, B);
-    k_flash_bwd_kv<D><<<grid, FA_WARPS * 32, bytes>>>(dqkv, dout, qkv, lse, delta, B, T, C, NH,
-                                                       causal);
+    k_flash_bwd_kv<D, X><<<grid, FA_WARPS * 32, bytes>>>(dqkv, dout, qkv, lse, delta, B, T, C,
+                                                          NH, causal);
     LAUNCHED();
-    k_flash_bwd_q<D><<<grid, FA_WARPS * 32, bytes>>>(dqkv, dout, qkv, lse, delta, B, T, C, NH,
-                                                      causal);
+    k_flash_bwd_q<D, X><<<grid, FA_WARPS * 32, bytes>>>(dqkv, dout, qkv, lse, delta, B, T, C, NH,
+                                                         causal);
     LAUNCHED();
 }
 
-template <int D>
-static void fwd_mma(float *out, float *lse, const float *qkv, int B, int T, int C, int NH,
-                    int causal)
+template <int D, typename X>
+static void fwd_mma(float *out, float *lse, const X *qkv, int B, int T, int C, int NH, int causal)
 {
     static int ready;
     const size_t bytes = sizeof(fmma_fwd_smem<D>);
-    opt_in(k_flash_mma_fwd<D>, bytes, &ready);
+    opt_in(k_flash_mma_fwd<D, X>, bytes, &ready);
     dim3 grid((T + FA_TILE - 1) / FA_TILE, NH, B);
-    k_flash_mma_fwd<D><<<grid, FA_WARPS * 32, bytes>>>(out, lse, qkv, B, T, C, NH, causal);
+    k_flash_mma_fwd<D, X><<<grid, FA_WARPS * 32, bytes>>>(out, lse, qkv, B, T, C, NH, causal);
     LAUNCHED();
 }
 
-template <int D>
-static void bwd_mma(float *dqkv, const float *dout, const float *qkv, const float *lse,
+template <int D, typename X>
+static void bwd_mma(float *dqkv, const float *dout, const X *qkv, const float *lse,
                     const float *delta, int B, int T, int C, int NH, int causal)
 {
     static int ready_kv, ready_q;
     const size_t bytes = sizeof(fmma_bwd_smem<D>);
-    opt_in(k_flash_mma_bwd_kv<D>, bytes, &ready_kv);
-    opt_in(k_flash_mma_bwd_q<D>, bytes, &ready_q);
+    opt_in(k_flash_mma_bwd_kv<D, X>, bytes, &ready_kv);
+    opt_in(k_flash_mma_bwd_q<D, X>, bytes, &ready_q);
     dim3 grid((T + FA_TILE - 1) / FA_TILE, NH, B);
-    k_flash_mma_bwd_kv<D><<<grid, FA_WARPS * 32, bytes>>>(dqkv, dout, qkv, lse, delta, B, T, C,
-                                                           NH, causal);
+    k_flash_mma_bwd_kv<D, X><<<grid, FA_WARPS * 32, bytes>>>(dqkv, dout, qkv, lse, delta, B, T,
+                                                              C, NH, causal);
     LAUNCHED();
-    k_flash_mma_bwd_q<D><<<grid, FA_WARPS * 32, bytes>>>(dqkv, dout, qkv, lse, delta, B, T, C,
-                                                          NH, causal);
+    k_flash_mma_bwd_q<D, X><<<grid, FA_WARPS * 32, bytes>>>(dqkv, dout, qkv, lse, delta, B, T, C,
+                                                             NH, causal);
     LAUNCHED();
+}
+
+/* The forward of either variant (mma: flash_mma.cuh's) at the head size's
+ * padded D; X is the element of qkv (float, or bf16 as stored). */
+template <typename X>
+static void flash_fwd(int mma, float *out, float *lse, const X *qkv, int B, int T, int C, int NH,
+                      int causal)
+{
+    const int hs = C / NH;
+    if (hs <= 16)
+        (mma ? fwd_mma<16, X> : fwd<16, X>)(out, lse, qkv, B, T, C, NH, causal);
+    else if (hs <= 32)
+        (mma ? fwd_mma<32, X> : fwd<32, X>)(out, lse, qkv, B, T, C, NH, causal);
+    else if (hs <= KN_ATTN_FUSED_MAX_HS)
+        (mma ? fwd_mma<64, X> : fwd<64, X>)(out, lse, qkv, B, T, C, NH, causal);
+    else
+        kn_cu_die(__FILE__, __LINE__, "flash attention", "head size past 64 (the model checks)");
+}
+
+/* The backward likewise: Delta from dout and the forward's out (X too),
+ * then the dK/dV and dQ kernels. */
+template <typename X>
+static void flash_bwd(int mma, float *dqkv, const float *dout, const X *qkv, const X *out,
+                      const float *lse, int B, int T, int C, int NH, int causal)
+{
+    const int hs = C / NH, rows = B * NH * T;
+    float *delta = kn_cu_scratch((size_t)rows);
+    k_flash_delta<X><<<(rows + 7) / 8, 256>>>(delta, dout, out, B, T, C, NH);
+    LAUNCHED();
+    if (hs <= 16)
+        (mma ? bwd_mma<16, X> : bwd<16, X>)(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
+    else if (hs <= 32)
+        (mma ? bwd_mma<32, X> : bwd<32, X>)(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
+    else if (hs <= KN_ATTN_FUSED_MAX_HS)
+        (mma ? bwd_mma<64, X> : bwd<64, X>)(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
+    else
+        kn_cu_die(__FILE__, __LINE__, "flash attention", "head size past 64 (the model checks)");
+}
+
+/* backend.h's bf16 storage is uint16_t bits, the kernels' element bf16 */
+static const bf16 *as_bf16(const uint16_t *p)
+{
+    return reinterpret_cast<const bf16 *>(p);
 }
 
 void kn_cu_flash_fwd(float *out, float *lse, const float *qkv, int B, int T, int C, int NH,
                      int causal)
 {
-    const int hs = C / NH;
-    if (hs <= 16)
-        fwd<16>(out, lse, qkv, B, T, C, NH, causal);
-    else if (hs <= 32)
-        fwd<32>(out, lse, qkv, B, T, C, NH, causal);
-    else if (hs <= KN_ATTN_FUSED_MAX_HS)
-        fwd<64>(out, lse, qkv, B, T, C, NH, causal);
-    else
-        kn_cu_die(__FILE__, __LINE__, "flash attention", "head size past 64 (the model checks)");
+    flash_fwd(0, out, lse, qkv, B, T, C, NH, causal);
 }
 
 void kn_cu_flash_bwd(float *dqkv, const float *dout, const float *qkv, const float *out,
                      const float *lse, int B, int T, int C, int NH, int causal)
 {
-    const int hs = C / NH, rows = B * NH * T;
-    float *delta = kn_cu_scratch((size_t)rows);
-    k_flash_delta<<<(rows + 7) / 8, 256>>>(delta, dout, out, B, T, C, NH);
-    LAUNCHED();
-    if (hs <= 16)
-        bwd<16>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
-    else if (hs <= 32)
-        bwd<32>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
-    else if (hs <= KN_ATTN_FUSED_MAX_HS)
-        bwd<64>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
-    else
-        kn_cu_die(__FILE__, __LINE__, "flash attention", "head size past 64 (the model checks)");
+    flash_bwd(0, dqkv, dout, qkv, out, lse, B, T, C, NH, causal);
 }
 
 void kn_cu_flash_mma_fwd(float *out, float *lse, const float *qkv, int B, int T, int C, int NH,
                          int causal)
 {
-    const int hs = C / NH;
-    if (hs <= 16)
-        fwd_mma<16>(out, lse, qkv, B, T, C, NH, causal);
-    else if (hs <= 32)
-        fwd_mma<32>(out, lse, qkv, B, T, C, NH, causal);
-    else if (hs <= KN_ATTN_FUSED_MAX_HS)
-        fwd_mma<64>(out, lse, qkv, B, T, C, NH, causal);
-    else
-        kn_cu_die(__FILE__, __LINE__, "flash attention", "head size past 64 (the model checks)");
+    flash_fwd(1, out, lse, qkv, B, T, C, NH, causal);
 }
 
 void kn_cu_flash_mma_bwd(float *dqkv, const float *dout, const float *qkv, const float *out,
                          const float *lse, int B, int T, int C, int NH, int causal)
 {
-    const int hs = C / NH, rows = B * NH * T;
-    float *delta = kn_cu_scratch((size_t)rows);
-    k_flash_delta<<<(rows + 7) / 8, 256>>>(delta, dout, out, B, T, C, NH);
-    LAUNCHED();
-    if (hs <= 16)
-        bwd_mma<16>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
-    else if (hs <= 32)
-        bwd_mma<32>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
-    else if (hs <= KN_ATTN_FUSED_MAX_HS)
-        bwd_mma<64>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
-    else
-        kn_cu_die(__FILE__, __LINE__, "flash attention", "head size past 64 (the model checks)");
+    flash_bwd(1, dqkv, dout, qkv, out, lse, B, T, C, NH, causal);
+}
+
+void kn_cu_flash_fwd_bf16(float *out, float *lse, const uint16_t *qkv, int B, int T, int C,
+                          int NH, int causal)
+{
+    flash_fwd(0, out, lse, as_bf16(qkv), B, T, C, NH, causal);
+}
+
+void kn_cu_flash_bwd_bf16(float *dqkv, const float *dout, const uint16_t *qkv,
+                          const uint16_t *out, const float *lse, int B, int T, int C, int NH,
+                          int causal)
+{
+    flash_bwd(0, dqkv, dout, as_bf16(qkv), as_bf16(out), lse, B, T, C, NH, causal);
+}
+
+void kn_cu_flash_mma_fwd_bf16(float *out, float *lse, const uint16_t *qkv, int B, int T, int C,
+                              int NH, int causal)
+{
+    flash_fwd(1, out, lse, as_bf16(qkv), B, T, C, NH, causal);
+}
+
+void kn_cu_flash_mma_bwd_bf16(float *dqkv, const float *dout, const uint16_t *qkv,
+                              const uint16_t *out, const float *lse, int B, int T, int C, int NH,
+                              int causal)
+{
+    flash_bwd(1, dqkv, dout, as_bf16(qkv), as_bf16(out), lse, B, T, C, NH, causal);
 }

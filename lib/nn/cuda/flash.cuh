@@ -21,18 +21,29 @@ typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> frag_b
 typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> frag_b_col;
 typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> frag_c;
 
+/* An input element as bf16 or as fp32, the input being fp32
+ * (attention_fused_fwd/bwd) or bf16 as the model stored it
+ * (attention_fused_*_bf16): rounding a bf16 value to bf16 again is the
+ * identity, so both stage the same tiles from the same values. */
+static __device__ __forceinline__ bf16 in_bf16(float x) { return __float2bfloat16(x); }
+static __device__ __forceinline__ bf16 in_bf16(bf16 x) { return x; }
+static __device__ __forceinline__ float in_float(float x) { return x; }
+static __device__ __forceinline__ float in_float(bf16 x) { return __bfloat162float(x); }
+
 /* Stages rows [r0, r0 + 64) of one head's q, k or v (column offset col in
- * the (B, T, 3C) qkv row: C3 = 3C), or of an fp32 (B, T, C) tensor's head
+ * the (B, T, 3C) qkv row: C3 = 3C), or of a (B, T, C) tensor's head
  * (dout: C3 = C), as bf16, D columns (hs real, the rest 0), rows past T 0.
- * ld is the tile's row stride in elements. */
-template <int D>
-static __device__ __forceinline__ void stage(bf16 *tile, int ld, const float *qkv, int b, int r0,
+ * ld is the tile's row stride in elements; X, the input's element, float
+ * or bf16. */
+template <int D, typename X>
+static __device__ __forceinline__ void stage(bf16 *tile, int ld, const X *src, int b, int r0,
                                              int T, int C3, int col, int hs)
 {
     for (int e = threadIdx.x; e < FA_TILE * D; e += blockDim.x) {
         const int r = e / D, d = e % D, t = r0 + r;
-        const float x = t < T && d < hs ? qkv[((size_t)b * T + t) * C3 + col + d] : 0.0f;
-        tile[r * ld + d] = __float2bfloat16(x);
+        /* X() is +0 (value-initialised): float's 0, bf16's zero bits */
+        const X x = t < T && d < hs ? src[((size_t)b * T + t) * C3 + col + d] : X();
+        tile[r * ld + d] = in_bf16(x);
     }
 }
 
@@ -92,9 +103,9 @@ struct fwd_smem {
     float o[FA_TILE][D + 4];    /* output accumulator */
 };
 
-template <int D>
+template <int D, typename X>
 __global__ void __launch_bounds__(FA_WARPS * 32)
-    k_flash_fwd(float *out, float *lse, const float *qkv, int B, int T, int C, int NH, int causal)
+    k_flash_fwd(float *out, float *lse, const X *qkv, int B, int T, int C, int NH, int causal)
 {
     extern __shared__ __align__(128) unsigned char smem_raw[];
     fwd_smem<D> &sm = *reinterpret_cast<fwd_smem<D> *>(smem_raw);
@@ -156,9 +167,11 @@ __global__ void __launch_bounds__(FA_WARPS * 32)
 
 /* ------------------------------------------------------------ backward */
 
-/* delta[(b, h, t)] = dout . out over the head's hs columns, one warp a row. */
-__global__ void k_flash_delta(float *delta, const float *dout, const float *out, int B, int T,
-                              int C, int NH)
+/* delta[(b, h, t)] = dout . out over the head's hs columns, one warp a
+ * row; out (the forward's) fp32 or as stored in bf16 (X). */
+template <typename X>
+__global__ void k_flash_delta(float *delta, const float *dout, const X *out, int B, int T, int C,
+                              int NH)
 {
     const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= B * NH * T) return;
@@ -166,7 +179,7 @@ __global__ void k_flash_delta(float *delta, const float *dout, const float *out,
     const size_t at = ((size_t)b * T + t) * C + h * hs;
     float s = 0.0f;
     for (int d = lane; d < hs; d += 32)
-        s += dout[at + d] * out[at + d];
+        s += dout[at + d] * in_float(out[at + d]);
     s = warp_sum(s);
     if (!lane) delta[row] = s;
 }
@@ -266,9 +279,9 @@ static __device__ __forceinline__ void bwd_scores(bwd_smem<D> &sm, const bwd_pla
 
 /* dK, dV of the key tile blockIdx.x: warps own 16 keys each, the scores
  * transposed (rows keys, columns queries). mine = K, V; walk = Q, dO. */
-template <int D>
+template <int D, typename X>
 __global__ void __launch_bounds__(FA_WARPS * 32)
-    k_flash_bwd_kv(float *dqkv, const float *dout, const float *qkv, const float *lse_g,
+    k_flash_bwd_kv(float *dqkv, const float *dout, const X *qkv, const float *lse_g,
                    const float *delta_g, int B, int T, int C, int NH, int causal)
 {
     bwd_smem<D> &sm = bwd_view<D>();
@@ -314,9 +327,9 @@ __global__ void __launch_bounds__(FA_WARPS * 32)
 
 /* dQ of the query tile blockIdx.x: warps own 16 queries each. mine = Q,
  * dO; walk = K, V. */
-template <int D>
+template <int D, typename X>
 __global__ void __launch_bounds__(FA_WARPS * 32)
-    k_flash_bwd_q(float *dqkv, const float *dout, const float *qkv, const float *lse_g,
+    k_flash_bwd_q(float *dqkv, const float *dout, const X *qkv, const float *lse_g,
                   const float *delta_g, int B, int T, int C, int NH, int causal)
 {
     bwd_smem<D> &sm = bwd_view<D>();

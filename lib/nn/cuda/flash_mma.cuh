@@ -173,9 +173,9 @@ struct fmma_fwd_smem {
     bf16 q[FA_TILE][D + 8], k[FA_TILE][D + 8], v[FA_TILE][D + 8];
 };
 
-template <int D>
+template <int D, typename X>
 __global__ void __launch_bounds__(FA_WARPS * 32)
-    k_flash_mma_fwd(float *out, float *lse, const float *qkv, int B, int T, int C, int NH,
+    k_flash_mma_fwd(float *out, float *lse, const X *qkv, int B, int T, int C, int NH,
                     int causal)
 {
     extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -274,9 +274,9 @@ struct fmma_bwd_smem {
 
 /* dK, dV of the key tile blockIdx.x: warps own 16 keys each, the scores
  * transposed (rows keys, columns queries). mine = K, V; walk = Q, dO. */
-template <int D>
+template <int D, typename X>
 __global__ void __launch_bounds__(FA_WARPS * 32)
-    k_flash_mma_bwd_kv(float *dqkv, const float *dout, const float *qkv, const float *lse_g,
+    k_flash_mma_bwd_kv(float *dqkv, const float *dout, const X *qkv, const float *lse_g,
                        const float *delta_g, int B, int T, int C, int NH, int causal)
 {
     extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -350,9 +350,9 @@ __global__ void __launch_bounds__(FA_WARPS * 32)
 
 /* dQ of the query tile blockIdx.x: warps own 16 queries each. mine = Q,
  * dO; walk = K, V. */
-template <int D>
+template <int D, typename X>
 __global__ void __launch_bounds__(FA_WARPS * 32)
-    k_flash_mma_bwd_q(float *dqkv, const float *dout, const float *qkv, const float *lse_g,
+    k_flash_mma_bwd_q(float *dqkv, const float *dout, const X *qkv, const float *lse_g,
                       const float *delta_g, int B, int T, int C, int NH, int causal)
 {
     extern __shared__ __align__(128) unsigned char smem_raw[];
