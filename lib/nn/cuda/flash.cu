@@ -63,60 +63,60 @@ static void opt_in(K kernel, size_t bytes, int *done)
     *done = 1;
 }
 
-template <int D, typename X>
-static void fwd(float *out, float *lse, const X *qkv, int B, int T, int C, int NH, int causal)
+/* One forward launch, either variant: a block per (query tile, head,
+ * image), bytes of dynamic shared memory. */
+template <typename K, typename X>
+static void launch_fwd(K kernel, size_t bytes, int *ready, float *out, float *lse, const X *qkv,
+                       int B, int T, int C, int NH, int causal)
 {
-    static int ready;
-    const size_t bytes = sizeof(fwd_smem<D>);
-    opt_in(k_flash_fwd<D, X>, bytes, &ready);
+    opt_in(kernel, bytes, ready);
     dim3 grid((T + FA_TILE - 1) / FA_TILE, NH, B);
-    k_flash_fwd<D, X><<<grid, FA_WARPS * 32, bytes>>>(out, lse, qkv, B, T, C, NH, causal);
+    kernel<<<grid, FA_WARPS * 32, bytes>>>(out, lse, qkv, B, T, C, NH, causal);
     LAUNCHED();
 }
 
+/* One backward launch, either variant: the dK/dV kernel (a block per key
+ * tile) then the dQ kernel (a block per query tile), the same grid and
+ * shared memory. */
+template <typename K, typename X>
+static void launch_bwd(K kernel_kv, K kernel_q, size_t bytes, int ready[2], float *dqkv,
+                       const float *dout, const X *qkv, const float *lse, const float *delta,
+                       int B, int T, int C, int NH, int causal)
+{
+    opt_in(kernel_kv, bytes, &ready[0]);
+    opt_in(kernel_q, bytes, &ready[1]);
+    dim3 grid((T + FA_TILE - 1) / FA_TILE, NH, B);
+    kernel_kv<<<grid, FA_WARPS * 32, bytes>>>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
+    LAUNCHED();
+    kernel_q<<<grid, FA_WARPS * 32, bytes>>>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
+    LAUNCHED();
+}
+
+/* The kernels of a head size D, WMMA's or (mma) flash_mma.cuh's. */
 template <int D, typename X>
-static void bwd(float *dqkv, const float *dout, const X *qkv, const float *lse,
+static void fwd(int mma, float *out, float *lse, const X *qkv, int B, int T, int C, int NH,
+                int causal)
+{
+    static int ready[2];
+    if (mma)
+        launch_fwd(k_flash_mma_fwd<D, X>, sizeof(fmma_fwd_smem<D>), &ready[1], out, lse, qkv, B,
+                   T, C, NH, causal);
+    else
+        launch_fwd(k_flash_fwd<D, X>, sizeof(fwd_smem<D>), &ready[0], out, lse, qkv, B, T, C,
+                   NH, causal);
+}
+
+template <int D, typename X>
+static void bwd(int mma, float *dqkv, const float *dout, const X *qkv, const float *lse,
                 const float *delta, int B, int T, int C, int NH, int causal)
 {
-    static int ready_kv, ready_q;
-    const size_t bytes = sizeof(bwd_smem<D>);
-    opt_in(k_flash_bwd_kv<D, X>, bytes, &ready_kv);
-    opt_in(k_flash_bwd_q<D, X>, bytes, &ready_q);
-    dim3 grid((T + FA_TILE - 1) / FA_TILE, NH, B);
-    k_flash_bwd_kv<D, X><<<grid, FA_WARPS * 32, bytes>>>(dqkv, dout, qkv, lse, delta, B, T, C,
-                                                          NH, causal);
-    LAUNCHED();
-    k_flash_bwd_q<D, X><<<grid, FA_WARPS * 32, bytes>>>(dqkv, dout, qkv, lse, delta, B, T, C, NH,
-                                                         causal);
-    LAUNCHED();
-}
-
-template <int D, typename X>
-static void fwd_mma(float *out, float *lse, const X *qkv, int B, int T, int C, int NH, int causal)
-{
-    static int ready;
-    const size_t bytes = sizeof(fmma_fwd_smem<D>);
-    opt_in(k_flash_mma_fwd<D, X>, bytes, &ready);
-    dim3 grid((T + FA_TILE - 1) / FA_TILE, NH, B);
-    k_flash_mma_fwd<D, X><<<grid, FA_WARPS * 32, bytes>>>(out, lse, qkv, B, T, C, NH, causal);
-    LAUNCHED();
-}
-
-template <int D, typename X>
-static void bwd_mma(float *dqkv, const float *dout, const X *qkv, const float *lse,
-                    const float *delta, int B, int T, int C, int NH, int causal)
-{
-    static int ready_kv, ready_q;
-    const size_t bytes = sizeof(fmma_bwd_smem<D>);
-    opt_in(k_flash_mma_bwd_kv<D, X>, bytes, &ready_kv);
-    opt_in(k_flash_mma_bwd_q<D, X>, bytes, &ready_q);
-    dim3 grid((T + FA_TILE - 1) / FA_TILE, NH, B);
-    k_flash_mma_bwd_kv<D, X><<<grid, FA_WARPS * 32, bytes>>>(dqkv, dout, qkv, lse, delta, B, T,
-                                                              C, NH, causal);
-    LAUNCHED();
-    k_flash_mma_bwd_q<D, X><<<grid, FA_WARPS * 32, bytes>>>(dqkv, dout, qkv, lse, delta, B, T, C,
-                                                             NH, causal);
-    LAUNCHED();
+    static int ready[2][2];
+    if (mma)
+        launch_bwd(k_flash_mma_bwd_kv<D, X>, k_flash_mma_bwd_q<D, X>, sizeof(fmma_bwd_smem<D>),
+                   ready[1], dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
+    else
+        launch_bwd(k_flash_bwd_kv<D, X>, k_flash_bwd_q<D, X>, sizeof(bwd_smem<D>), ready[0],
+                   dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
 }
 
 /* The forward of either variant (mma: flash_mma.cuh's) at the head size's
@@ -127,11 +127,11 @@ static void flash_fwd(int mma, float *out, float *lse, const X *qkv, int B, int 
 {
     const int hs = C / NH;
     if (hs <= 16)
-        (mma ? fwd_mma<16, X> : fwd<16, X>)(out, lse, qkv, B, T, C, NH, causal);
+        fwd<16, X>(mma, out, lse, qkv, B, T, C, NH, causal);
     else if (hs <= 32)
-        (mma ? fwd_mma<32, X> : fwd<32, X>)(out, lse, qkv, B, T, C, NH, causal);
+        fwd<32, X>(mma, out, lse, qkv, B, T, C, NH, causal);
     else if (hs <= KN_ATTN_FUSED_MAX_HS)
-        (mma ? fwd_mma<64, X> : fwd<64, X>)(out, lse, qkv, B, T, C, NH, causal);
+        fwd<64, X>(mma, out, lse, qkv, B, T, C, NH, causal);
     else
         kn_cu_die(__FILE__, __LINE__, "flash attention", "head size past 64 (the model checks)");
 }
@@ -147,11 +147,11 @@ static void flash_bwd(int mma, float *dqkv, const float *dout, const X *qkv, con
     k_flash_delta<X><<<(rows + 7) / 8, 256>>>(delta, dout, out, B, T, C, NH);
     LAUNCHED();
     if (hs <= 16)
-        (mma ? bwd_mma<16, X> : bwd<16, X>)(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
+        bwd<16, X>(mma, dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
     else if (hs <= 32)
-        (mma ? bwd_mma<32, X> : bwd<32, X>)(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
+        bwd<32, X>(mma, dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
     else if (hs <= KN_ATTN_FUSED_MAX_HS)
-        (mma ? bwd_mma<64, X> : bwd<64, X>)(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
+        bwd<64, X>(mma, dqkv, dout, qkv, lse, delta, B, T, C, NH, causal);
     else
         kn_cu_die(__FILE__, __LINE__, "flash attention", "head size past 64 (the model checks)");
 }
