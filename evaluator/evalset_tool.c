@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "evaluator.h"
 #include "net/regclient.h"
+#include "service/service.h"
 
 static const char usage[] =
     "usage: kiln-evalset [--config FILE] show DATASET\n"
@@ -76,7 +77,7 @@ int main(int argc, char **argv)
         goto out;
     }
     int ok = 1;
-    const char *brokers = kn_config_get(cfg, "kafka.brokers", "127.0.0.1:19092");
+    const char *brokers = kn_config_get(cfg, "kafka.brokers", KN_SERVICE_DEFAULT_BROKERS);
     const char *prefix = kn_config_get(cfg, "kafka.topic_prefix", "kiln");
     const char *url = kn_config_get(cfg, "registry.url", "http://127.0.0.1:8080");
     const char *token = kn_config_get(cfg, "evaluator.token", getenv("KILN_REGISTRY_TOKEN"));

@@ -24,6 +24,7 @@
 #include "image/idx.h"
 #include "image/image.h"
 #include "recipe/recipe.h"
+#include "service/service.h"
 #include "stream/kafka.h"
 #include "stream/shard.h"
 #include "stream/shardfiles.h"
@@ -503,7 +504,7 @@ int pp_export_main(int argc, char **argv)
         kn_config_destroy(cfg);
         return 1;
     }
-    if (!brokers) brokers = kn_config_get(cfg, "kafka.brokers", "127.0.0.1:19092");
+    if (!brokers) brokers = kn_config_get(cfg, "kafka.brokers", KN_SERVICE_DEFAULT_BROKERS);
     if (!prefix) prefix = kn_config_get(cfg, "kafka.topic_prefix", "kiln");
     char mpath[4096];
     snprintf(mpath, sizeof(mpath), "%s/%s", out, KN_SHARDFILES_MANIFEST);

@@ -16,6 +16,7 @@
 
 #include "core/config.h"
 #include "core/kn.h"
+#include "service/service.h"
 #include "lag_cmd.h"
 #include "stream/kafka.h"
 
@@ -170,7 +171,7 @@ int pp_lag_main(int argc, char **argv)
         return 1;
     }
     /* the service's own defaults (lib/service/keys.c) */
-    if (!brokers) brokers = kn_config_get(cfg, "kafka.brokers", "127.0.0.1:19092");
+    if (!brokers) brokers = kn_config_get(cfg, "kafka.brokers", KN_SERVICE_DEFAULT_BROKERS);
     if (!prefix) prefix = kn_config_get(cfg, "kafka.topic_prefix", "kiln");
     if (!group) group = kn_config_get(cfg, "preprocess.group", "kiln-preprocess");
     json_t *j = group_lag(brokers, prefix, group, err, sizeof(err));

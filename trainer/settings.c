@@ -11,6 +11,7 @@
 #include "core/kn.h"
 #include "core/suggest.h"
 #include "nn/precision.h"
+#include "service/service.h"
 
 static int copy_str(char *dst, size_t dsz, const char *v, const char *key, char *err, size_t errsz)
 {
@@ -121,8 +122,8 @@ int trn_settings_load(const kn_config *cfg, const char *name, trn_settings *s, c
     snprintf(s->topic, sizeof(s->topic), "%s.train.%s", prefix, s->dataset);
     snprintf(s->events_topic, sizeof(s->events_topic), "%s.events", prefix);
     if ((rc = copy_str(s->brokers, sizeof(s->brokers),
-                       kn_config_get(cfg, "kafka.brokers", "127.0.0.1:19092"), "kafka.brokers", err,
-                       errsz)) ||
+                       kn_config_get(cfg, "kafka.brokers", KN_SERVICE_DEFAULT_BROKERS),
+                       "kafka.brokers", err, errsz)) ||
         (rc = copy_str(s->registry_url, sizeof(s->registry_url),
                        kn_config_get(cfg, "registry.url", "http://127.0.0.1:8080"), "registry.url",
                        err, errsz)) ||

@@ -79,10 +79,16 @@ typedef struct {
     const char *help;
 } kn_service_key;
 
+/* kafka.brokers when the configuration does not set it: the broker that
+ * deploy/stack starts (KILN_KAFKA_PORT's default). Subcommands that read the
+ * configuration without the service skeleton (kiln-preprocess export and lag,
+ * the evaluator's evalset tool, the trainer's settings) use it too. */
+#define KN_SERVICE_DEFAULT_BROKERS "127.0.0.1:19092"
+
 /* The stack-wide [kafka] keys, for the tables of the services that use Kafka. */
 /* clang-format off */
 #define KN_SERVICE_KEYS_KAFKA                                                                      \
-    {"kafka.brokers", "127.0.0.1:19092", "Kafka bootstrap servers"},                               \
+    {"kafka.brokers", KN_SERVICE_DEFAULT_BROKERS, "Kafka bootstrap servers"},                      \
     {"kafka.topic_prefix", "kiln", "topic name prefix (<prefix>.raw.text, ...)"}
 /* clang-format on */
 
