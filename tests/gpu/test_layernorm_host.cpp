@@ -18,7 +18,7 @@
  * write that should add fails. Shapes: C = 1, 31, 33, 100, 200, 500, 768,
  * 1024 (each register kernel), 1025 and 2000 (the looping ones), and the
  * looping kernels forced on small C too; N not a multiple of 8 rows a block
- * and past 64 rows (G > 1 chunks, partial last chunk); rows offset by 10
+ * and past 64 rows (G > 1 chunks, partial last chunk); rows offset by 100
  * and constant rows (variance 0). */
 #include <math.h>
 #include <stdio.h>
@@ -136,7 +136,7 @@ static void run(int N, int C, int alone = 0)
     for (int r = 0; r < N; r++)
         for (int c = 0; c < C; c++) {
             float v = frand();
-            if (r % 5 == 3) v = 10.0f + 0.5f * v; /* an offset row (see out/double) */
+            if (r % 5 == 3) v = 100.0f + 0.5f * v; /* an offset row (see out/double) */
             if (r % 7 == 5) v = 0.25f;             /* a constant row: variance 0 */
             x[(size_t)r * C + c] = v;
         }
@@ -163,9 +163,10 @@ static void run(int N, int C, int alone = 0)
     cpu->layernorm_bwd(rdx.data(), rdw.data(), rdb.data(), dout.data(), x.data(), w.data(),
                        rmean.data(), rrstd.data(), N, C);
     check_parity("out", shape, out.data(), rout.data(), n, R_SUM);
-    /* out in double (two passes, as both): at offset 100 the CPU's
-     * sequential fp32 sums were off by 1.5e-4 where the kernel's were
-     * within 5e-6 (2026-12-01), hence offset 10 above */
+    /* out in double (two passes, as both), the kernel's and the CPU's: at
+     * offset 100 the CPU's sequential fp32 sums were off by 1.5e-4 where
+     * the kernel's were within 5e-6 (2026-12-01); cpu.c sums in double
+     * since */
     std::vector<float> dout_d(n);
     for (int r = 0; r < N; r++) {
         const float *xr = &x[(size_t)r * C];
@@ -180,6 +181,7 @@ static void run(int N, int C, int alone = 0)
             dout_d[(size_t)r * C + c] = (float)((xr[c] - m) * rs * w[c] + b[c]);
     }
     check_parity("out/double", shape, out.data(), dout_d.data(), n, R_SUM);
+    check_parity("cpu out/double", shape, rout.data(), dout_d.data(), n, R_SUM);
     check_parity("mean", shape, mean.data(), rmean.data(), N, R_SUM);
     check_parity("rstd", shape, rstd.data(), rrstd.data(), N, R_SUM);
     check_parity("dinp (+=)", shape, inc(dx, dx0).data(), inc(rdx, dx0).data(), n, R_SUM);
