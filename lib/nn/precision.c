@@ -188,6 +188,23 @@ static void emu_matmul_bwd_bf16(float *dinp, float *dw, float *dbias, const floa
     free(x);
 }
 
+/* backend.h's matmul_fwd_to_bf16: the table's matmul_fwd into a host
+ * copy, rounded as to_bf16 rounds: the model's path before it had the op
+ * (matmul_fwd into its working buffer, then to_bf16), by construction */
+static void emu_matmul_fwd_to_bf16(uint16_t *out, const float *inp, const float *w,
+                                   const float *bias, int N, int C, int OC)
+{
+    const size_t n = (size_t)N * OC;
+    float *y = malloc((n ? n : 1) * sizeof(float));
+    if (!y) {
+        fprintf(stderr, "kiln precision emulation: out of memory (%zu floats)\n", n);
+        abort(); /* ops cannot fail (backend.h) */
+    }
+    mf_bf16(y, inp, w, bias, N, C, OC);
+    emu_to_bf16(out, y, n);
+    free(y);
+}
+
 static void emu_act_fwd_bf16(int kind, float *out, const uint16_t *inp, size_t n)
 {
     float *x = widened(inp, n);
@@ -402,6 +419,7 @@ const kn_backend *kn_backend_with_precision(const kn_backend *be, kn_precision p
                 t->matmul_bwd_bf16 = emu_matmul_bwd_bf16;
                 t->act_fwd_bf16 = emu_act_fwd_bf16;
                 t->act_bwd_bf16 = emu_act_bwd_bf16;
+                t->matmul_fwd_to_bf16 = emu_matmul_fwd_to_bf16;
                 const char *att = getenv("KILN_CUDA_ATTENTION");
                 if (!att || strcmp(att, "gemm")) {
                     t->attention_fused_fwd = emu_flash_fwd;

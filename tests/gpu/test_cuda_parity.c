@@ -61,7 +61,10 @@
  * GPT checks run through them. The fused attention reading the stored
  * qkv and out (attention_fused_*_bf16, op_attention_fused_bf16, in
  * fused_attention(): both flash variants under --attention) likewise,
- * bit for bit its fp32 ops on the device.
+ * bit for bit its fp32 ops on the device. The GEMM writing its output
+ * as bf16 (matmul_fwd_to_bf16, op_bf16_gemm_out, 2026-12-01 later): against
+ * the emulation's by norm, and within one bf16 step of the device's own
+ * matmul_fwd + to_bf16; the bf16 GPT checks run through it.
  * Training steps as one CUDA graph (2026-12-01): kn_model_train_step
  * against zero_grad/forward/backward/step, parameters bit for bit
  * (graph_steps; the last checks, since a capture that fails stops).
@@ -1858,6 +1861,79 @@ static void op_bf16_input(const kn_backend *dp, const kn_backend *ce, int N, int
     cpu = cpu32, dev = dev32;
 }
 
+/* The bf16 table's GEMM writing a stored bf16 output (backend.h's
+ * matmul_fwd_to_bf16), out 2 bytes past its allocation's alignment where
+ * off = 1 (cuBLASLt is told, and may then have no algorithm: the fallback
+ * runs), with a bias or without. Outputs poisoned (0xFFFF, a NaN) on the
+ * device. Against the CPU emulation's op, widened, by norm at 1e-3: the
+ * inputs are rounded alike, and where the order of the sums moves a value
+ * across a rounding boundary it rounds one bf16 step the other way. On the
+ * device against to_bf16 of its own matmul_fwd: every element within one
+ * bf16 step (the same bits where the kernels' sums agree; counted), bit
+ * for bit where the device is the emulation itself (--backend cpu). */
+static void op_bf16_gemm_out(const kn_backend *dp, const kn_backend *ce, int N, int C, int OC,
+                             int with_bias, int off)
+{
+    const kn_backend *cpu32 = cpu, *dev32 = dev;
+    checks++;
+    if (!dp->matmul_fwd_to_bf16 || !ce->matmul_fwd_to_bf16) {
+        failures++;
+        printf("FAIL %s bf16 table: no matmul_fwd_to_bf16\n", dp->name);
+        return;
+    }
+    cpu = ce, dev = dp;
+    char w[96];
+    const size_t no = (size_t)N * OC;
+    pair x = pair_rand((size_t)N * C, 1), wt = pair_rand((size_t)OC * C, 0.5f),
+         b = pair_rand((size_t)OC, 0.5f), wide = pair_poisoned(no), y32 = pair_poisoned(no);
+    uint16_t *h = malloc((no + off) * sizeof(uint16_t)), *hd = malloc(no * sizeof(uint16_t)),
+             *hs = malloc(no * sizeof(uint16_t));
+    memset(h, 0xFF, (no + off) * sizeof(uint16_t));
+    uint16_t *oc = ce->alloc((no + off) * sizeof(uint16_t)),
+             *od = dp->alloc((no + off) * sizeof(uint16_t)), *os = dp->alloc(no * sizeof(uint16_t));
+    dp->to_device(od, h, (no + off) * sizeof(uint16_t));
+    dp->to_device(os, h, no * sizeof(uint16_t));
+    const float *bc = with_bias ? b.c : NULL, *bd = with_bias ? b.d : NULL;
+    ce->matmul_fwd_to_bf16(oc + off, x.c, wt.c, bc, N, C, OC);
+    dp->matmul_fwd_to_bf16(od + off, x.d, wt.d, bd, N, C, OC);
+    ce->from_bf16(wide.c, oc + off, no);
+    dp->from_bf16(wide.d, od + off, no);
+    snprintf(w, sizeof(w), "matmul_fwd_to_bf16 %dx%dx%d%s%s", N, C, OC, with_bias ? "" : " no bias",
+             off ? " unaligned" : "");
+    norm_tol = 1e-3;
+    compare_pair(w, &wide, R_SUM);
+    norm_tol = 0;
+    /* the device's own two steps: matmul_fwd, then to_bf16 */
+    dp->matmul_fwd(y32.d, x.d, wt.d, bd, N, C, OC);
+    dp->to_bf16(os, y32.d, no);
+    dp->to_host(hd, od + off, no * sizeof(uint16_t));
+    dp->to_host(hs, os, no * sizeof(uint16_t));
+    size_t differ = 0, far = 0, first = no;
+    for (size_t i = 0; i < no; i++) {
+        const int d = (int)hd[i] - (int)hs[i];
+        if (d && first == no) first = i;
+        differ += d != 0;
+        /* one step: neighbours of one sign (0x7F80 and up: Inf and NaN) */
+        far += d < -1 || d > 1 || (hd[i] & 0x7FFF) >= 0x7F80 || (hs[i] & 0x7FFF) >= 0x7F80;
+    }
+    const int exact = dp == ce;
+    checks++;
+    if (far || (exact && differ)) {
+        failures++;
+        printf("FAIL %-40s %zu of %zu differ (%zu by more than a bf16 step); first [%zu] %04x vs "
+               "%04x\n",
+               "  the device's matmul_fwd + to_bf16", differ, no, far, first,
+               first < no ? hd[first] : 0, first < no ? hs[first] : 0);
+    } else {
+        printf("ok   %-40s n=%-9zu %zu differ by one bf16 step%s\n",
+               "  the device's matmul_fwd + to_bf16", no, differ, exact ? " (bit for bit)" : "");
+    }
+    pair_free(&x), pair_free(&wt), pair_free(&b), pair_free(&wide), pair_free(&y32);
+    ce->free(oc), dp->free(od), dp->free(os);
+    free(h), free(hd), free(hs);
+    cpu = cpu32, dev = dev32;
+}
+
 static void precisions(const char *gpt)
 {
     const kn_backend *cpu32 = cpu, *dev32 = dev;
@@ -1922,6 +1998,10 @@ static void precisions(const char *gpt)
             op_bf16_input(dp, ce, 64, 96, 96, 0);  /* the attention projection's shape */
             op_bf16_input(dp, ce, 700, 40, 48, 0); /* dbias in two passes */
             op_bf16_input(dp, ce, 7, 33, 5, 1);    /* odd sizes, 2 bytes off */
+            op_bf16_gemm_out(dp, ce, 64, 96, 288, 1, 0);  /* the qkv GEMM's shape */
+            op_bf16_gemm_out(dp, ce, 700, 40, 160, 1, 0); /* the fc GEMM's */
+            op_bf16_gemm_out(dp, ce, 7, 33, 5, 1, 1);     /* odd sizes, 2 bytes off */
+            op_bf16_gemm_out(dp, ce, 64, 96, 48, 0, 0);   /* no bias */
         }
         if (precs[k] == KN_PREC_BF16) fused_attention(gpt, dp, ce);
     }

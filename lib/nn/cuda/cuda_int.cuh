@@ -150,6 +150,9 @@ void kn_cu_matmul_fwd_bf16(float *out, const uint16_t *inp, const float *w, cons
                            int N, int C, int OC);
 void kn_cu_matmul_bwd_bf16(float *dinp, float *dw, float *dbias, const float *dout,
                            const uint16_t *inp, const float *w, int N, int C, int OC);
+/* backend.h's matmul_fwd_to_bf16, at kn_cu_precision 2 */
+void kn_cu_matmul_fwd_to_bf16(uint16_t *out, const float *inp, const float *w, const float *bias,
+                              int N, int C, int OC);
 
 /* conv.cu */
 size_t kn_cu_conv2d_scratch(const kn_conv_shape *s);
