@@ -304,7 +304,9 @@ static void test_bf16_storage_ops(void **state)
  * matmul_bwd_bf16, act_fwd_bf16, act_bwd_bf16): only in the bf16 table,
  * beside to_bf16; each gives the bits of its fp32-input op on the input
  * widened (from_bf16), the gradients added to what is there (backend.h),
- * every activation kind; NaN and Inf stored pass through as widened. */
+ * every activation kind; NaN and Inf stored pass through as widened. And
+ * matmul_fwd_to_bf16 (bf16 table only): the bits of matmul_fwd, then
+ * to_bf16. */
 static void test_bf16_input_ops(void **state)
 {
     (void)state;
@@ -317,11 +319,13 @@ static void test_bf16_input_ops(void **state)
         assert_null(none[i]->matmul_bwd_bf16);
         assert_null(none[i]->act_fwd_bf16);
         assert_null(none[i]->act_bwd_bf16);
+        assert_null(none[i]->matmul_fwd_to_bf16);
     }
     assert_non_null(bf->matmul_fwd_bf16);
     assert_non_null(bf->matmul_bwd_bf16);
     assert_non_null(bf->act_fwd_bf16);
     assert_non_null(bf->act_bwd_bf16);
+    assert_non_null(bf->matmul_fwd_to_bf16);
     enum { N = 37, C = 45, OC = 19, NX = N * C };
     uint64_t s = 0x0DDB1A5E5BAD5EEDull;
     float x[NX], xw[NX], w[OC * C], b[OC], dout[N * OC], dact[NX], dx0[NX], dw0[OC * C],
@@ -363,6 +367,16 @@ static void test_bf16_input_ops(void **state)
     bf->matmul_fwd_bf16(o16, x16, w, NULL, N, C, OC);
     bf->matmul_fwd(ow, xw, w, NULL, N, C, OC);
     assert_memory_equal(o16, ow, sizeof o16);
+    /* and writing its output as to_bf16 stores it (matmul_fwd_to_bf16):
+     * the bits of matmul_fwd then to_bf16, with a bias and without */
+    for (int wb = 0; wb < 2; wb++) {
+        uint16_t y16[N * OC], yw16[N * OC];
+        memset(y16, 0xFF, sizeof y16);
+        bf->matmul_fwd_to_bf16(y16, x, w, wb ? b : NULL, N, C, OC);
+        bf->matmul_fwd(ow, x, w, wb ? b : NULL, N, C, OC);
+        bf->to_bf16(yw16, ow, N * OC);
+        assert_memory_equal(y16, yw16, sizeof y16);
+    }
     float dxa[NX], dxb[NX], dwa[OC * C], dwb[OC * C], dba[OC], dbb[OC];
     memcpy(dxa, dx0, sizeof dxa), memcpy(dxb, dx0, sizeof dxb);
     memcpy(dwa, dw0, sizeof dwa), memcpy(dwb, dw0, sizeof dwb);
