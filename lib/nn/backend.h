@@ -156,6 +156,15 @@ struct kn_backend {
     void (*attention_fused_bwd_bf16)(float *dqkv, const float *dout, const uint16_t *qkv,
                                      const uint16_t *out, const float *lse, int B, int T, int C,
                                      int NH, int causal);
+    /* attention_fused_fwd_bf16 writing out (B, T, C bf16 bits) as to_bf16
+     * would store it: to_bf16 of what that op computes (optional, only
+     * beside the two above: NULL where a backend has none; the bf16
+     * tables have it, so that a transformer's attention output is stored
+     * by the attention itself). The CPU emulation runs that op into a
+     * host copy and rounds it; CUDA's kernels round their fp32 result as
+     * they write it (the same RNE as to_bf16): the same bits. */
+    void (*attention_fused_fwd_to_bf16)(uint16_t *out, float *lse, const uint16_t *qkv, int B,
+                                        int T, int C, int NH, int causal);
 
     /* --- KV cache of generation (kn_model_generate), optional: NULL where a
      * backend has none (then every token recomputes the whole context).

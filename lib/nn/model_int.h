@@ -96,8 +96,9 @@ typedef struct {
      * them: work holds only what the forward computes before storing it.
      * bf16_gemm: and with the backend's matmul_fwd_to_bf16 the qkv and fc
      * GEMMs write qkv and fch as bf16 themselves: work holds only atty,
-     * (B, T, C). */
-    int bf16_store, work, bf16_direct, bf16_attn, bf16_gemm;
+     * (B, T, C). bf16_attn_out: and with its attention_fused_fwd_to_bf16
+     * the attention writes atty so: no work (-1). */
+    int bf16_store, work, bf16_direct, bf16_attn, bf16_gemm, bf16_attn_out;
     /* the gradients (dacts), reused layer after layer: dx the residual
      * stream's (B, T, C), dres2 inside a block, dc1/dc2 (B, T, C) and
      * dh1/dh2 (B, T, 4C) the ops', dpreatt/datt the unfused attention's,

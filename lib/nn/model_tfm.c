@@ -152,10 +152,15 @@ int kn_model_tfm_build(kn_model *m, const json_t *spec, json_t *norm, char *err,
      * floats a token instead of 4 C (GPT-2 124M at T = 1024: 9 of 12 MiB
      * a sequence less) */
     t->bf16_gemm = t->bf16_direct && t->bf16_attn && m->be->matmul_fwd_to_bf16;
+    /* and the fused attention writing atty as bf16 (backend.h's
+     * attention_fused_fwd_to_bf16): no working buffer at all */
+    t->bf16_attn_out = t->bf16_gemm && m->be->attention_fused_fwd_to_bf16;
     const int wq = t->bf16_store ? (3 * C + 1) / 2 : 3 * C, wa = t->bf16_store ? (C + 1) / 2 : C,
               wf = t->bf16_store ? 2 * C : 4 * C;
     t->work = -1;
-    if (t->bf16_store && (t->work = adda(m, "work", BT, t->bf16_gemm ? C : 4 * C)) < 0) goto nomem;
+    if (t->bf16_store && !t->bf16_attn_out &&
+        (t->work = adda(m, "work", BT, t->bf16_gemm ? C : 4 * C)) < 0)
+        goto nomem;
     if ((t->encoded = adda(m, "encoded", BT, C)) < 0) goto nomem;
     for (int l = 0; l < L; l++) {
         tfm_block *b = &t->blk[l];
@@ -295,11 +300,11 @@ int kn_model_tfm_forward(kn_model *m, const kn_batch *bt, char *err, size_t errs
         float *gelu = ACT(m, t->gelu_kept ? b->gelu : t->gelu);
         /* bf16_store: computed in work, kept as bf16 once read (model_int.h);
          * bf16_gemm: qkv and fch written as bf16 by their GEMMs, atty alone
-         * in work */
-        float *qkv = t->bf16_store ? ACT(m, t->work) : ACT(m, b->qkv);
-        float *atty =
-            t->bf16_store ? ACT(m, t->work) + (t->bf16_gemm ? 0 : 3 * NC) : ACT(m, b->atty);
-        float *fch = t->bf16_store ? ACT(m, t->work) : ACT(m, b->fch);
+         * in work; bf16_attn_out: atty too, and there is no work */
+        float *wk = t->work >= 0 ? ACT(m, t->work) : NULL;
+        float *qkv = t->bf16_store ? wk : ACT(m, b->qkv);
+        float *atty = !t->bf16_store ? ACT(m, b->atty) : t->bf16_gemm ? wk : wk + 3 * NC;
+        float *fch = t->bf16_store ? wk : ACT(m, b->fch);
         be->layernorm_fwd(ln, ACT(m, b->ln1_mean), ACT(m, b->ln1_rstd), x, PAR(m, b->ln1w),
                           PAR(m, b->ln1b), N, C);
         if (t->bf16_gemm)
@@ -310,9 +315,13 @@ int kn_model_tfm_forward(kn_model *m, const kn_batch *bt, char *err, size_t errs
         /* the fused attention reads q, k, v rounded to bf16 and the GEMM
          * below reads atty so: keeping them rounded changes nothing here */
         if (t->bf16_attn) { /* stored first, the attention reads the copy */
+            const uint16_t *qkv16 = (const uint16_t *)ACT(m, b->qkv);
             if (!t->bf16_gemm) be->to_bf16((uint16_t *)ACT(m, b->qkv), qkv, 3 * NC);
-            be->attention_fused_fwd_bf16(atty, ACT(m, b->att), (const uint16_t *)ACT(m, b->qkv),
-                                         B, T, C, NH, t->causal);
+            if (t->bf16_attn_out)
+                be->attention_fused_fwd_to_bf16((uint16_t *)ACT(m, b->atty), ACT(m, b->att), qkv16,
+                                                B, T, C, NH, t->causal);
+            else
+                be->attention_fused_fwd_bf16(atty, ACT(m, b->att), qkv16, B, T, C, NH, t->causal);
         } else {
             if (t->fused_attn)
                 be->attention_fused_fwd(atty, ACT(m, b->att), qkv, B, T, C, NH, t->causal);
@@ -322,7 +331,7 @@ int kn_model_tfm_forward(kn_model *m, const kn_batch *bt, char *err, size_t errs
             if (t->bf16_store) be->to_bf16((uint16_t *)ACT(m, b->qkv), qkv, 3 * NC);
         }
         if (t->bf16_direct) { /* stored first, the GEMM reads the copy */
-            be->to_bf16((uint16_t *)ACT(m, b->atty), atty, NC);
+            if (!t->bf16_attn_out) be->to_bf16((uint16_t *)ACT(m, b->atty), atty, NC);
             be->matmul_fwd_bf16(proj, (const uint16_t *)ACT(m, b->atty), PAR(m, b->projw),
                                 PAR(m, b->projb), N, C, C);
         } else {

@@ -163,7 +163,8 @@ static void emu_from_bf16(float *dst, const uint16_t *src, size_t n)
 
 static float *widened(const uint16_t *src, size_t n)
 {
-    float *d = malloc((n ? n : 1) * sizeof(float));
+    /* zeroed first: GCC, inlining, cannot see emu_from_bf16 fill it all */
+    float *d = calloc(n ? n : 1, sizeof(float));
     if (!d) {
         fprintf(stderr, "kiln precision emulation: out of memory (%zu floats)\n", n);
         abort(); /* ops cannot fail (backend.h) */
@@ -372,6 +373,22 @@ static void emu_flash_fwd_bf16(float *out, float *lse, const uint16_t *qkv, int 
     free(x);
 }
 
+/* backend.h's attention_fused_fwd_to_bf16: the op above into a host copy,
+ * rounded as to_bf16 rounds */
+static void emu_flash_fwd_to_bf16(uint16_t *out, float *lse, const uint16_t *qkv, int B, int T,
+                                  int C, int NH, int causal)
+{
+    const size_t n = (size_t)B * T * C;
+    float *y = malloc((n ? n : 1) * sizeof(float));
+    if (!y) {
+        fprintf(stderr, "kiln precision emulation: out of memory (%zu floats)\n", n);
+        abort(); /* ops cannot fail (backend.h) */
+    }
+    emu_flash_fwd_bf16(y, lse, qkv, B, T, C, NH, causal);
+    emu_to_bf16(out, y, n);
+    free(y);
+}
+
 static void emu_flash_bwd_bf16(float *dqkv, const float *dout, const uint16_t *qkv,
                                const uint16_t *out, const float *lse, int B, int T, int C, int NH,
                                int causal)
@@ -426,6 +443,7 @@ const kn_backend *kn_backend_with_precision(const kn_backend *be, kn_precision p
                     t->attention_fused_bwd = emu_flash_bwd;
                     t->attention_fused_fwd_bf16 = emu_flash_fwd_bf16;
                     t->attention_fused_bwd_bf16 = emu_flash_bwd_bf16;
+                    t->attention_fused_fwd_to_bf16 = emu_flash_fwd_to_bf16;
                 }
             }
         }

@@ -61,7 +61,9 @@
  * GPT checks run through them. The fused attention reading the stored
  * qkv and out (attention_fused_*_bf16, op_attention_fused_bf16, in
  * fused_attention(): both flash variants under --attention) likewise,
- * bit for bit its fp32 ops on the device. The GEMM writing its output
+ * bit for bit its fp32 ops on the device; its forward writing out as
+ * bf16 (attention_fused_fwd_to_bf16, fwd_to_bf16) against the emulation
+ * and bit for bit the device's own forward + to_bf16. The GEMM writing its output
  * as bf16 (matmul_fwd_to_bf16, op_bf16_gemm_out, 2026-12-01 later): against
  * the emulation's by norm, and within one bf16 step of the device's own
  * matmul_fwd + to_bf16; the bf16 GPT checks run through it.
@@ -1569,6 +1571,53 @@ static void dev_match(const char *what, const float *a, const float *b, size_t n
     free(ha), free(hb);
 }
 
+/* The forward writing its out as bf16 (backend.h's
+ * attention_fused_fwd_to_bf16) on the stored qkv (qc, qd), its outputs
+ * poisoned: against the emulation's, widened, by norm (norm_tol); on the
+ * device bit for bit od and lse_d, to_bf16 of its own
+ * attention_fused_fwd_bf16's out and that op's lse (backend.h: the same
+ * kernels round their result as to_bf16 would). */
+static void fwd_to_bf16(const kn_backend *dp, const kn_backend *ce, const uint16_t *qc,
+                        const uint16_t *qd, const uint16_t *od, const float *lse_d, int B, int T,
+                        int C, int NH, int causal)
+{
+    checks++;
+    if (!dp->attention_fused_fwd_to_bf16 || !ce->attention_fused_fwd_to_bf16) {
+        failures++;
+        printf("FAIL %s bf16 table: no attention_fused_fwd_to_bf16\n", dp->name);
+        return;
+    }
+    const size_t no = (size_t)B * T * C, nl = (size_t)B * NH * T;
+    uint16_t *h = malloc(no * sizeof(uint16_t)), *hr = malloc(no * sizeof(uint16_t));
+    memset(h, 0xFF, no * sizeof(uint16_t));
+    uint16_t *tc = ce->alloc(no * sizeof(uint16_t)), *td = dp->alloc(no * sizeof(uint16_t));
+    dp->to_device(td, h, no * sizeof(uint16_t));
+    pair lse = pair_poisoned(nl), wide = pair_poisoned(no);
+    ce->attention_fused_fwd_to_bf16(tc, lse.c, qc, B, T, C, NH, causal);
+    dp->attention_fused_fwd_to_bf16(td, lse.d, qd, B, T, C, NH, causal);
+    ce->from_bf16(wide.c, tc, no), dp->from_bf16(wide.d, td, no);
+    char w[96];
+    snprintf(w, sizeof(w), "flash fwd_to_bf16 out (%s, T %d, hs %d)", causal ? "causal" : "full", T,
+             C / NH);
+    compare_pair(w, &wide, 0);
+    dp->to_host(h, td, no * sizeof(uint16_t));
+    dp->to_host(hr, od, no * sizeof(uint16_t));
+    size_t bad = 0;
+    for (size_t i = 0; i < no; i++)
+        bad += h[i] != hr[i];
+    checks++;
+    if (bad) {
+        failures++;
+        printf("FAIL %-40s %zu of %zu differ\n", "  the device's fwd_bf16 + to_bf16", bad, no);
+    } else {
+        printf("ok   %-40s n=%-9zu bit for bit\n", "  the device's fwd_bf16 + to_bf16", no);
+    }
+    dev_match("  the device's fwd_to_bf16 lse", lse.d, lse_d, nl, 1, 0);
+    pair_free(&lse), pair_free(&wide);
+    ce->free(tc), dp->free(td);
+    free(h), free(hr);
+}
+
 /* The bf16 table's fused attention reading stored bf16 (backend.h's
  * attention_fused_fwd_bf16 / bwd_bf16): qkv rounded to bf16 and stored,
  * the forward's out stored by to_bf16 for the backward, as the model
@@ -1621,6 +1670,7 @@ static void op_attention_fused_bf16(const kn_backend *dp, const kn_backend *ce, 
     ce->to_bf16(oc, out.c, no), dp->to_bf16(od, out.d, no);
     pair ow = pair_poisoned(no);
     ce->from_bf16(ow.c, oc, no), dp->from_bf16(ow.d, od, no);
+    fwd_to_bf16(dp, ce, qc, qd, od, lse.d, B, T, C, NH, causal);
     float *g0 = host_rand(nq, 1);
     pair dout = pair_rand(no, 1), dq = pair_from(g0, nq), dqw = pair_from(g0, nq);
     ce->attention_fused_bwd_bf16(dq.c, dout.c, qc, oc, lse.c, B, T, C, NH, causal);

@@ -396,7 +396,9 @@ static void test_bf16_input_ops(void **state)
  * table, beside its fused attention; each gives the bits of its
  * fp32-input op on qkv (and the backward's out) widened from what
  * to_bf16 stored, the gradient added to what is there; causal and full,
- * a head size the kernels pad (12), T past one tile of 32 rows. */
+ * a head size the kernels pad (12), T past one tile of 32 rows. And
+ * attention_fused_fwd_to_bf16 (bf16 table only): the forward's out as
+ * to_bf16 stores it, its lse the same. */
 static void test_bf16_attention_ops(void **state)
 {
     (void)state;
@@ -407,14 +409,17 @@ static void test_bf16_attention_ops(void **state)
     assert_null(cpu->attention_fused_bwd_bf16);
     assert_null(tf->attention_fused_fwd_bf16);
     assert_null(tf->attention_fused_bwd_bf16);
+    assert_null(cpu->attention_fused_fwd_to_bf16);
+    assert_null(tf->attention_fused_fwd_to_bf16);
     assert_non_null(bf->attention_fused_fwd);
+    assert_non_null(bf->attention_fused_fwd_to_bf16);
     assert_non_null(bf->attention_fused_fwd_bf16);
     assert_non_null(bf->attention_fused_bwd_bf16);
     enum { B = 2, T = 37, NH = 2, C = 24, NQ = B * T * 3 * C, NO = B * T * C, NL = B * NH * T };
     uint64_t s = 0xA77E5710F1A5Bull;
     static float q[NQ], qw[NQ], dout[NO], dq0[NQ], o[NO], ow[NO], l[NL], o16[NO], l16[NL];
     static float dqa[NQ], dqb[NQ];
-    static uint16_t q16[NQ], os16[NO];
+    static uint16_t q16[NQ], os16[NO], ot16[NO];
     for (int i = 0; i < NQ; i++)
         q[i] = 2.0f * frand(&s), dq0[i] = frand(&s);
     for (int i = 0; i < NO; i++)
@@ -426,8 +431,13 @@ static void test_bf16_attention_ops(void **state)
         bf->attention_fused_fwd(o, l, qw, B, T, C, NH, causal);
         assert_memory_equal(o16, o, sizeof o);
         assert_memory_equal(l16, l, sizeof l);
-        /* the backward reads out as the model stores it */
+        /* the backward reads out as the model stores it: as to_bf16
+         * rounds it, or as attention_fused_fwd_to_bf16 writes it */
         bf->to_bf16(os16, o, NO);
+        memset(ot16, 0xFF, sizeof ot16), memset(l16, 0xFF, sizeof l16);
+        bf->attention_fused_fwd_to_bf16(ot16, l16, q16, B, T, C, NH, causal);
+        assert_memory_equal(ot16, os16, sizeof os16);
+        assert_memory_equal(l16, l, sizeof l);
         bf->from_bf16(ow, os16, NO);
         memcpy(dqa, dq0, sizeof dqa), memcpy(dqb, dq0, sizeof dqb);
         bf->attention_fused_bwd_bf16(dqa, dout, q16, os16, l, B, T, C, NH, causal);

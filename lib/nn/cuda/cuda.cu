@@ -22,7 +22,9 @@
  * (embedding.cu; KILN_CUDA_EMBED_BWD=serial: the old kernel) and a small
  * model's training step as one CUDA graph (graph.cu; KILN_CUDA_GRAPH=0:
  * none), and the bf16 table's GEMMs and activations reading the stored
- * bf16 activations as they are (matmul.cu, act.cuh).
+ * bf16 activations as they are (matmul.cu, act.cuh), and its QKV/FC
+ * GEMMs and flash forward writing them as bf16 (matmul.cu's cuBLASLt
+ * bf16 output, flash.cu's put_out).
  *
  * Everything runs on the legacy default stream (kn_cu_stream = 0), except
  * a training step while graph.cu captures it; to_host waits for it. Every
@@ -245,6 +247,8 @@ extern "C" const kn_backend *kn_backend_cuda_with_precision(int precision)
                         mma ? kn_cu_flash_mma_fwd_bf16 : kn_cu_flash_fwd_bf16;
                     cuda_bf16.attention_fused_bwd_bf16 =
                         mma ? kn_cu_flash_mma_bwd_bf16 : kn_cu_flash_bwd_bf16;
+                    cuda_bf16.attention_fused_fwd_to_bf16 =
+                        mma ? kn_cu_flash_mma_fwd_to_bf16 : kn_cu_flash_fwd_to_bf16;
                 }
             }
         }
