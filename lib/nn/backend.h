@@ -156,6 +156,15 @@ struct kn_backend {
     void (*attention_fused_bwd_bf16)(float *dqkv, const float *dout, const uint16_t *qkv,
                                      const uint16_t *out, const float *lse, int B, int T, int C,
                                      int NH, int causal);
+    /* attention_fused_fwd_bf16 writing out (B, T, C bf16 bits) as to_bf16
+     * would store it: to_bf16 of what that op computes (optional, only
+     * beside the two above: NULL where a backend has none; the bf16
+     * tables have it, so that a transformer's attention output is stored
+     * by the attention itself). The CPU emulation runs that op into a
+     * host copy and rounds it; CUDA's kernels round their fp32 result as
+     * they write it (the same RNE as to_bf16): the same bits. */
+    void (*attention_fused_fwd_to_bf16)(uint16_t *out, float *lse, const uint16_t *qkv, int B,
+                                        int T, int C, int NH, int causal);
 
     /* --- KV cache of generation (kn_model_generate), optional: NULL where a
      * backend has none (then every token recomputes the whole context).
@@ -191,6 +200,19 @@ struct kn_backend {
     void (*act_fwd_bf16)(int kind, float *out, const uint16_t *inp, size_t n);
     void (*act_bwd_bf16)(int kind, float *dinp, const uint16_t *inp, const float *out,
                          const float *dout, size_t n);
+    /* matmul_fwd writing its output as to_bf16 would store it: out (N, OC
+     * bf16 bits) = to_bf16 of what matmul_fwd computes from the same
+     * arguments (optional, only beside the four above: NULL where a
+     * backend has none; the bf16 tables have it, so that a transformer's
+     * qkv and MLP pre-activation are stored by their GEMM with no fp32
+     * copy and no rounding pass, model_tfm.c). The CPU emulation runs its
+     * matmul_fwd into a host copy and rounds that: the same bits. CUDA has
+     * cuBLASLt round its fp32 accumulators (the bias added in fp32 by the
+     * epilogue) as it writes, where it has an algorithm, else the fp32
+     * GEMM into scratch and to_bf16 (matmul.cu): the same up to the order
+     * of the GEMM's sums, which a kernel for a bf16 output may change. */
+    void (*matmul_fwd_to_bf16)(uint16_t *out, const float *inp, const float *w, const float *bias,
+                               int N, int C, int OC);
 
     /* --- dropout, inverted: mask[i] = keep ? 1/(1-p) : 0, drawn from a
      * counter-based hash of (seed, i) so every backend draws the same mask --- */

@@ -93,8 +93,12 @@ typedef struct {
      * stored where they can (GELU both ways, the attention projection's
      * GEMMs); bf16_attn: and its attention_fused_*_bf16 read qkv and atty
      * so (the fused attention both ways). With both, a step widens none of
-     * them: work holds only what the forward computes before storing it. */
-    int bf16_store, work, bf16_direct, bf16_attn;
+     * them: work holds only what the forward computes before storing it.
+     * bf16_gemm: and with the backend's matmul_fwd_to_bf16 the qkv and fc
+     * GEMMs write qkv and fch as bf16 themselves: work holds only atty,
+     * (B, T, C). bf16_attn_out: and with its attention_fused_fwd_to_bf16
+     * the attention writes atty so: no work (-1). */
+    int bf16_store, work, bf16_direct, bf16_attn, bf16_gemm, bf16_attn_out;
     /* the gradients (dacts), reused layer after layer: dx the residual
      * stream's (B, T, C), dres2 inside a block, dc1/dc2 (B, T, C) and
      * dh1/dh2 (B, T, 4C) the ops', dpreatt/datt the unfused attention's,
@@ -160,8 +164,8 @@ int kn_model_tfm_forward(kn_model *m, const kn_batch *b, char *err, size_t errsz
 void kn_model_seq_backward(kn_model *m);
 void kn_model_tfm_backward(kn_model *m);
 /* Layer l's qkv (B, T, 3C) of the last forward in fp32: the saved
- * activation, or (bf16_store) its bf16 copy widened into tfm.work, valid
- * until the next forward or backward. */
+ * activation, or (bf16_store) its bf16 copy widened into the gradient
+ * buffer dh1, valid until the next forward or backward. */
 const float *kn_model_tfm_qkv(kn_model *m, int l);
 
 /* Reads an integer key in [lo, hi] (default def when absent) and records it in norm. */

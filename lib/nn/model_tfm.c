@@ -146,10 +146,21 @@ int kn_model_tfm_build(kn_model *m, const json_t *spec, json_t *norm, char *err,
     /* and the fused attention (backend.h's attention_fused_*_bf16) */
     t->bf16_attn =
         t->bf16_store && m->be->attention_fused_fwd_bf16 && m->be->attention_fused_bwd_bf16;
+    /* and the qkv and fc GEMMs writing bf16 (backend.h's
+     * matmul_fwd_to_bf16): with the two above nothing reads qkv or fch in
+     * fp32, so the working buffer keeps only atty until it is stored, C
+     * floats a token instead of 4 C (GPT-2 124M at T = 1024: 9 of 12 MiB
+     * a sequence less) */
+    t->bf16_gemm = t->bf16_direct && t->bf16_attn && m->be->matmul_fwd_to_bf16;
+    /* and the fused attention writing atty as bf16 (backend.h's
+     * attention_fused_fwd_to_bf16): no working buffer at all */
+    t->bf16_attn_out = t->bf16_gemm && m->be->attention_fused_fwd_to_bf16;
     const int wq = t->bf16_store ? (3 * C + 1) / 2 : 3 * C, wa = t->bf16_store ? (C + 1) / 2 : C,
               wf = t->bf16_store ? 2 * C : 4 * C;
     t->work = -1;
-    if (t->bf16_store && (t->work = adda(m, "work", BT, 4 * C)) < 0) goto nomem;
+    if (t->bf16_store && !t->bf16_attn_out &&
+        (t->work = adda(m, "work", BT, t->bf16_gemm ? C : 4 * C)) < 0)
+        goto nomem;
     if ((t->encoded = adda(m, "encoded", BT, C)) < 0) goto nomem;
     for (int l = 0; l < L; l++) {
         tfm_block *b = &t->blk[l];
@@ -287,19 +298,30 @@ int kn_model_tfm_forward(kn_model *m, const kn_batch *bt, char *err, size_t errs
     for (int l = 0; l < t->L; l++) {
         const tfm_block *b = &t->blk[l];
         float *gelu = ACT(m, t->gelu_kept ? b->gelu : t->gelu);
-        /* bf16_store: computed in work, kept as bf16 once read (model_int.h) */
-        float *qkv = t->bf16_store ? ACT(m, t->work) : ACT(m, b->qkv);
-        float *atty = t->bf16_store ? ACT(m, t->work) + 3 * NC : ACT(m, b->atty);
-        float *fch = t->bf16_store ? ACT(m, t->work) : ACT(m, b->fch);
+        /* bf16_store: computed in work, kept as bf16 once read (model_int.h);
+         * bf16_gemm: qkv and fch written as bf16 by their GEMMs, atty alone
+         * in work; bf16_attn_out: atty too, and there is no work */
+        float *wk = t->work >= 0 ? ACT(m, t->work) : NULL;
+        float *qkv = t->bf16_store ? wk : ACT(m, b->qkv);
+        float *atty = !t->bf16_store ? ACT(m, b->atty) : t->bf16_gemm ? wk : wk + 3 * NC;
+        float *fch = t->bf16_store ? wk : ACT(m, b->fch);
         be->layernorm_fwd(ln, ACT(m, b->ln1_mean), ACT(m, b->ln1_rstd), x, PAR(m, b->ln1w),
                           PAR(m, b->ln1b), N, C);
-        be->matmul_fwd(qkv, ln, PAR(m, b->qkvw), PAR(m, b->qkvb), N, C, 3 * C);
+        if (t->bf16_gemm)
+            be->matmul_fwd_to_bf16((uint16_t *)ACT(m, b->qkv), ln, PAR(m, b->qkvw), PAR(m, b->qkvb),
+                                   N, C, 3 * C);
+        else
+            be->matmul_fwd(qkv, ln, PAR(m, b->qkvw), PAR(m, b->qkvb), N, C, 3 * C);
         /* the fused attention reads q, k, v rounded to bf16 and the GEMM
          * below reads atty so: keeping them rounded changes nothing here */
         if (t->bf16_attn) { /* stored first, the attention reads the copy */
-            be->to_bf16((uint16_t *)ACT(m, b->qkv), qkv, 3 * NC);
-            be->attention_fused_fwd_bf16(atty, ACT(m, b->att), (const uint16_t *)ACT(m, b->qkv),
-                                         B, T, C, NH, t->causal);
+            const uint16_t *qkv16 = (const uint16_t *)ACT(m, b->qkv);
+            if (!t->bf16_gemm) be->to_bf16((uint16_t *)ACT(m, b->qkv), qkv, 3 * NC);
+            if (t->bf16_attn_out)
+                be->attention_fused_fwd_to_bf16((uint16_t *)ACT(m, b->atty), ACT(m, b->att), qkv16,
+                                                B, T, C, NH, t->causal);
+            else
+                be->attention_fused_fwd_bf16(atty, ACT(m, b->att), qkv16, B, T, C, NH, t->causal);
         } else {
             if (t->fused_attn)
                 be->attention_fused_fwd(atty, ACT(m, b->att), qkv, B, T, C, NH, t->causal);
@@ -309,7 +331,7 @@ int kn_model_tfm_forward(kn_model *m, const kn_batch *bt, char *err, size_t errs
             if (t->bf16_store) be->to_bf16((uint16_t *)ACT(m, b->qkv), qkv, 3 * NC);
         }
         if (t->bf16_direct) { /* stored first, the GEMM reads the copy */
-            be->to_bf16((uint16_t *)ACT(m, b->atty), atty, NC);
+            if (!t->bf16_attn_out) be->to_bf16((uint16_t *)ACT(m, b->atty), atty, NC);
             be->matmul_fwd_bf16(proj, (const uint16_t *)ACT(m, b->atty), PAR(m, b->projw),
                                 PAR(m, b->projb), N, C, C);
         } else {
@@ -319,9 +341,14 @@ int kn_model_tfm_forward(kn_model *m, const kn_batch *bt, char *err, size_t errs
         be->residual_fwd(ACT(m, b->res2), x, proj, NC);
         be->layernorm_fwd(ln, ACT(m, b->ln2_mean), ACT(m, b->ln2_rstd), ACT(m, b->res2),
                           PAR(m, b->ln2w), PAR(m, b->ln2b), N, C);
-        be->matmul_fwd(fch, ln, PAR(m, b->fcw), PAR(m, b->fcb), N, C, 4 * C);
         /* bf16_store: GELU reads the rounded fch its backward will read */
-        if (t->bf16_store) be->to_bf16((uint16_t *)ACT(m, b->fch), fch, 4 * NC);
+        if (t->bf16_gemm) {
+            be->matmul_fwd_to_bf16((uint16_t *)ACT(m, b->fch), ln, PAR(m, b->fcw), PAR(m, b->fcb),
+                                   N, C, 4 * C);
+        } else {
+            be->matmul_fwd(fch, ln, PAR(m, b->fcw), PAR(m, b->fcb), N, C, 4 * C);
+            if (t->bf16_store) be->to_bf16((uint16_t *)ACT(m, b->fch), fch, 4 * NC);
+        }
         if (t->bf16_direct) {
             be->act_fwd_bf16(KN_ACT_GELU, gelu, (const uint16_t *)ACT(m, b->fch), 4 * NC);
         } else {
@@ -454,9 +481,11 @@ void kn_model_tfm_backward(kn_model *m)
         float *gelu = ACT(m, t->gelu_kept ? b->gelu : t->gelu);
         float *fch = ACT(m, b->fch), *qkv = ACT(m, b->qkv), *atty = ACT(m, b->atty);
         /* bf16_store: widened into work, fch now (unless GELU reads it as
-         * stored), qkv and atty below (unless the fused attention does) */
+         * stored), qkv and atty below (unless the fused attention does);
+         * bf16_gemm implies both readers, so its smaller work is not used */
         const uint16_t *fch16 = (const uint16_t *)ACT(m, b->fch);
-        if (t->bf16_store) fch = qkv = ACT(m, t->work), atty = ACT(m, t->work) + 3 * NC;
+        if (t->bf16_store && !t->bf16_gemm)
+            fch = qkv = ACT(m, t->work), atty = ACT(m, t->work) + 3 * NC;
         if (t->bf16_store && !t->bf16_direct) be->from_bf16(fch, fch16, 4 * NC);
         if (!t->gelu_kept && t->bf16_direct)
             be->act_fwd_bf16(KN_ACT_GELU, gelu, fch16, 4 * NC);
@@ -522,7 +551,10 @@ const float *kn_model_tfm_qkv(kn_model *m, int l)
 {
     const tfm_model *t = &m->tfm;
     if (!t->bf16_store) return ACT(m, t->blk[l].qkv);
-    float *w = ACT(m, t->work);
+    /* widened into dh1 (4 C floats a token), not work (only C where
+     * bf16_gemm): nothing reads a gradient buffer between a forward and
+     * its backward, which zeroes them all first (kn_model_backward) */
+    float *w = DACT(m, t->dh1);
     m->be->from_bf16(w, (const uint16_t *)ACT(m, t->blk[l].qkv), (size_t)m->B * m->T * 3 * t->C);
     return w;
 }

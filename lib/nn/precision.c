@@ -163,7 +163,8 @@ static void emu_from_bf16(float *dst, const uint16_t *src, size_t n)
 
 static float *widened(const uint16_t *src, size_t n)
 {
-    float *d = malloc((n ? n : 1) * sizeof(float));
+    /* zeroed first: GCC, inlining, cannot see emu_from_bf16 fill it all */
+    float *d = calloc(n ? n : 1, sizeof(float));
     if (!d) {
         fprintf(stderr, "kiln precision emulation: out of memory (%zu floats)\n", n);
         abort(); /* ops cannot fail (backend.h) */
@@ -186,6 +187,23 @@ static void emu_matmul_bwd_bf16(float *dinp, float *dw, float *dbias, const floa
     float *x = widened(inp, (size_t)N * C);
     mb_bf16(dinp, dw, dbias, dout, x, w, N, C, OC);
     free(x);
+}
+
+/* backend.h's matmul_fwd_to_bf16: the table's matmul_fwd into a host
+ * copy, rounded as to_bf16 rounds: the model's path before it had the op
+ * (matmul_fwd into its working buffer, then to_bf16), by construction */
+static void emu_matmul_fwd_to_bf16(uint16_t *out, const float *inp, const float *w,
+                                   const float *bias, int N, int C, int OC)
+{
+    const size_t n = (size_t)N * OC;
+    float *y = malloc((n ? n : 1) * sizeof(float));
+    if (!y) {
+        fprintf(stderr, "kiln precision emulation: out of memory (%zu floats)\n", n);
+        abort(); /* ops cannot fail (backend.h) */
+    }
+    mf_bf16(y, inp, w, bias, N, C, OC);
+    emu_to_bf16(out, y, n);
+    free(y);
 }
 
 static void emu_act_fwd_bf16(int kind, float *out, const uint16_t *inp, size_t n)
@@ -355,6 +373,22 @@ static void emu_flash_fwd_bf16(float *out, float *lse, const uint16_t *qkv, int 
     free(x);
 }
 
+/* backend.h's attention_fused_fwd_to_bf16: the op above into a host copy,
+ * rounded as to_bf16 rounds */
+static void emu_flash_fwd_to_bf16(uint16_t *out, float *lse, const uint16_t *qkv, int B, int T,
+                                  int C, int NH, int causal)
+{
+    const size_t n = (size_t)B * T * C;
+    float *y = malloc((n ? n : 1) * sizeof(float));
+    if (!y) {
+        fprintf(stderr, "kiln precision emulation: out of memory (%zu floats)\n", n);
+        abort(); /* ops cannot fail (backend.h) */
+    }
+    emu_flash_fwd_bf16(y, lse, qkv, B, T, C, NH, causal);
+    emu_to_bf16(out, y, n);
+    free(y);
+}
+
 static void emu_flash_bwd_bf16(float *dqkv, const float *dout, const uint16_t *qkv,
                                const uint16_t *out, const float *lse, int B, int T, int C, int NH,
                                int causal)
@@ -402,12 +436,14 @@ const kn_backend *kn_backend_with_precision(const kn_backend *be, kn_precision p
                 t->matmul_bwd_bf16 = emu_matmul_bwd_bf16;
                 t->act_fwd_bf16 = emu_act_fwd_bf16;
                 t->act_bwd_bf16 = emu_act_bwd_bf16;
+                t->matmul_fwd_to_bf16 = emu_matmul_fwd_to_bf16;
                 const char *att = getenv("KILN_CUDA_ATTENTION");
                 if (!att || strcmp(att, "gemm")) {
                     t->attention_fused_fwd = emu_flash_fwd;
                     t->attention_fused_bwd = emu_flash_bwd;
                     t->attention_fused_fwd_bf16 = emu_flash_fwd_bf16;
                     t->attention_fused_bwd_bf16 = emu_flash_bwd_bf16;
+                    t->attention_fused_fwd_to_bf16 = emu_flash_fwd_to_bf16;
                 }
             }
         }

@@ -61,7 +61,12 @@
  * GPT checks run through them. The fused attention reading the stored
  * qkv and out (attention_fused_*_bf16, op_attention_fused_bf16, in
  * fused_attention(): both flash variants under --attention) likewise,
- * bit for bit its fp32 ops on the device.
+ * bit for bit its fp32 ops on the device; its forward writing out as
+ * bf16 (attention_fused_fwd_to_bf16, fwd_to_bf16) against the emulation
+ * and bit for bit the device's own forward + to_bf16. The GEMM writing its output
+ * as bf16 (matmul_fwd_to_bf16, op_bf16_gemm_out, 2026-12-01 later): against
+ * the emulation's by norm, and within one bf16 step of the device's own
+ * matmul_fwd + to_bf16; the bf16 GPT checks run through it.
  * Training steps as one CUDA graph (2026-12-01): kn_model_train_step
  * against zero_grad/forward/backward/step, parameters bit for bit
  * (graph_steps; the last checks, since a capture that fails stops).
@@ -1566,6 +1571,53 @@ static void dev_match(const char *what, const float *a, const float *b, size_t n
     free(ha), free(hb);
 }
 
+/* The forward writing its out as bf16 (backend.h's
+ * attention_fused_fwd_to_bf16) on the stored qkv (qc, qd), its outputs
+ * poisoned: against the emulation's, widened, by norm (norm_tol); on the
+ * device bit for bit od and lse_d, to_bf16 of its own
+ * attention_fused_fwd_bf16's out and that op's lse (backend.h: the same
+ * kernels round their result as to_bf16 would). */
+static void fwd_to_bf16(const kn_backend *dp, const kn_backend *ce, const uint16_t *qc,
+                        const uint16_t *qd, const uint16_t *od, const float *lse_d, int B, int T,
+                        int C, int NH, int causal)
+{
+    checks++;
+    if (!dp->attention_fused_fwd_to_bf16 || !ce->attention_fused_fwd_to_bf16) {
+        failures++;
+        printf("FAIL %s bf16 table: no attention_fused_fwd_to_bf16\n", dp->name);
+        return;
+    }
+    const size_t no = (size_t)B * T * C, nl = (size_t)B * NH * T;
+    uint16_t *h = malloc(no * sizeof(uint16_t)), *hr = malloc(no * sizeof(uint16_t));
+    memset(h, 0xFF, no * sizeof(uint16_t));
+    uint16_t *tc = ce->alloc(no * sizeof(uint16_t)), *td = dp->alloc(no * sizeof(uint16_t));
+    dp->to_device(td, h, no * sizeof(uint16_t));
+    pair lse = pair_poisoned(nl), wide = pair_poisoned(no);
+    ce->attention_fused_fwd_to_bf16(tc, lse.c, qc, B, T, C, NH, causal);
+    dp->attention_fused_fwd_to_bf16(td, lse.d, qd, B, T, C, NH, causal);
+    ce->from_bf16(wide.c, tc, no), dp->from_bf16(wide.d, td, no);
+    char w[96];
+    snprintf(w, sizeof(w), "flash fwd_to_bf16 out (%s, T %d, hs %d)", causal ? "causal" : "full", T,
+             C / NH);
+    compare_pair(w, &wide, 0);
+    dp->to_host(h, td, no * sizeof(uint16_t));
+    dp->to_host(hr, od, no * sizeof(uint16_t));
+    size_t bad = 0;
+    for (size_t i = 0; i < no; i++)
+        bad += h[i] != hr[i];
+    checks++;
+    if (bad) {
+        failures++;
+        printf("FAIL %-40s %zu of %zu differ\n", "  the device's fwd_bf16 + to_bf16", bad, no);
+    } else {
+        printf("ok   %-40s n=%-9zu bit for bit\n", "  the device's fwd_bf16 + to_bf16", no);
+    }
+    dev_match("  the device's fwd_to_bf16 lse", lse.d, lse_d, nl, 1, 0);
+    pair_free(&lse), pair_free(&wide);
+    ce->free(tc), dp->free(td);
+    free(h), free(hr);
+}
+
 /* The bf16 table's fused attention reading stored bf16 (backend.h's
  * attention_fused_fwd_bf16 / bwd_bf16): qkv rounded to bf16 and stored,
  * the forward's out stored by to_bf16 for the backward, as the model
@@ -1618,6 +1670,7 @@ static void op_attention_fused_bf16(const kn_backend *dp, const kn_backend *ce, 
     ce->to_bf16(oc, out.c, no), dp->to_bf16(od, out.d, no);
     pair ow = pair_poisoned(no);
     ce->from_bf16(ow.c, oc, no), dp->from_bf16(ow.d, od, no);
+    fwd_to_bf16(dp, ce, qc, qd, od, lse.d, B, T, C, NH, causal);
     float *g0 = host_rand(nq, 1);
     pair dout = pair_rand(no, 1), dq = pair_from(g0, nq), dqw = pair_from(g0, nq);
     ce->attention_fused_bwd_bf16(dq.c, dout.c, qc, oc, lse.c, B, T, C, NH, causal);
@@ -1858,6 +1911,79 @@ static void op_bf16_input(const kn_backend *dp, const kn_backend *ce, int N, int
     cpu = cpu32, dev = dev32;
 }
 
+/* The bf16 table's GEMM writing a stored bf16 output (backend.h's
+ * matmul_fwd_to_bf16), out 2 bytes past its allocation's alignment where
+ * off = 1 (cuBLASLt is told, and may then have no algorithm: the fallback
+ * runs), with a bias or without. Outputs poisoned (0xFFFF, a NaN) on the
+ * device. Against the CPU emulation's op, widened, by norm at 1e-3: the
+ * inputs are rounded alike, and where the order of the sums moves a value
+ * across a rounding boundary it rounds one bf16 step the other way. On the
+ * device against to_bf16 of its own matmul_fwd: every element within one
+ * bf16 step (the same bits where the kernels' sums agree; counted), bit
+ * for bit where the device is the emulation itself (--backend cpu). */
+static void op_bf16_gemm_out(const kn_backend *dp, const kn_backend *ce, int N, int C, int OC,
+                             int with_bias, int off)
+{
+    const kn_backend *cpu32 = cpu, *dev32 = dev;
+    checks++;
+    if (!dp->matmul_fwd_to_bf16 || !ce->matmul_fwd_to_bf16) {
+        failures++;
+        printf("FAIL %s bf16 table: no matmul_fwd_to_bf16\n", dp->name);
+        return;
+    }
+    cpu = ce, dev = dp;
+    char w[96];
+    const size_t no = (size_t)N * OC;
+    pair x = pair_rand((size_t)N * C, 1), wt = pair_rand((size_t)OC * C, 0.5f),
+         b = pair_rand((size_t)OC, 0.5f), wide = pair_poisoned(no), y32 = pair_poisoned(no);
+    uint16_t *h = malloc((no + off) * sizeof(uint16_t)), *hd = malloc(no * sizeof(uint16_t)),
+             *hs = malloc(no * sizeof(uint16_t));
+    memset(h, 0xFF, (no + off) * sizeof(uint16_t));
+    uint16_t *oc = ce->alloc((no + off) * sizeof(uint16_t)),
+             *od = dp->alloc((no + off) * sizeof(uint16_t)), *os = dp->alloc(no * sizeof(uint16_t));
+    dp->to_device(od, h, (no + off) * sizeof(uint16_t));
+    dp->to_device(os, h, no * sizeof(uint16_t));
+    const float *bc = with_bias ? b.c : NULL, *bd = with_bias ? b.d : NULL;
+    ce->matmul_fwd_to_bf16(oc + off, x.c, wt.c, bc, N, C, OC);
+    dp->matmul_fwd_to_bf16(od + off, x.d, wt.d, bd, N, C, OC);
+    ce->from_bf16(wide.c, oc + off, no);
+    dp->from_bf16(wide.d, od + off, no);
+    snprintf(w, sizeof(w), "matmul_fwd_to_bf16 %dx%dx%d%s%s", N, C, OC, with_bias ? "" : " no bias",
+             off ? " unaligned" : "");
+    norm_tol = 1e-3;
+    compare_pair(w, &wide, R_SUM);
+    norm_tol = 0;
+    /* the device's own two steps: matmul_fwd, then to_bf16 */
+    dp->matmul_fwd(y32.d, x.d, wt.d, bd, N, C, OC);
+    dp->to_bf16(os, y32.d, no);
+    dp->to_host(hd, od + off, no * sizeof(uint16_t));
+    dp->to_host(hs, os, no * sizeof(uint16_t));
+    size_t differ = 0, far = 0, first = no;
+    for (size_t i = 0; i < no; i++) {
+        const int d = (int)hd[i] - (int)hs[i];
+        if (d && first == no) first = i;
+        differ += d != 0;
+        /* one step: neighbours of one sign (0x7F80 and up: Inf and NaN) */
+        far += d < -1 || d > 1 || (hd[i] & 0x7FFF) >= 0x7F80 || (hs[i] & 0x7FFF) >= 0x7F80;
+    }
+    const int exact = dp == ce;
+    checks++;
+    if (far || (exact && differ)) {
+        failures++;
+        printf("FAIL %-40s %zu of %zu differ (%zu by more than a bf16 step); first [%zu] %04x vs "
+               "%04x\n",
+               "  the device's matmul_fwd + to_bf16", differ, no, far, first,
+               first < no ? hd[first] : 0, first < no ? hs[first] : 0);
+    } else {
+        printf("ok   %-40s n=%-9zu %zu differ by one bf16 step%s\n",
+               "  the device's matmul_fwd + to_bf16", no, differ, exact ? " (bit for bit)" : "");
+    }
+    pair_free(&x), pair_free(&wt), pair_free(&b), pair_free(&wide), pair_free(&y32);
+    ce->free(oc), dp->free(od), dp->free(os);
+    free(h), free(hd), free(hs);
+    cpu = cpu32, dev = dev32;
+}
+
 static void precisions(const char *gpt)
 {
     const kn_backend *cpu32 = cpu, *dev32 = dev;
@@ -1922,6 +2048,10 @@ static void precisions(const char *gpt)
             op_bf16_input(dp, ce, 64, 96, 96, 0);  /* the attention projection's shape */
             op_bf16_input(dp, ce, 700, 40, 48, 0); /* dbias in two passes */
             op_bf16_input(dp, ce, 7, 33, 5, 1);    /* odd sizes, 2 bytes off */
+            op_bf16_gemm_out(dp, ce, 64, 96, 288, 1, 0);  /* the qkv GEMM's shape */
+            op_bf16_gemm_out(dp, ce, 700, 40, 160, 1, 0); /* the fc GEMM's */
+            op_bf16_gemm_out(dp, ce, 7, 33, 5, 1, 1);     /* odd sizes, 2 bytes off */
+            op_bf16_gemm_out(dp, ce, 64, 96, 48, 0, 0);   /* no bias */
         }
         if (precs[k] == KN_PREC_BF16) fused_attention(gpt, dp, ce);
     }

@@ -74,13 +74,14 @@ extern "C" {
 /* ------------------------------------------------------------ launching, as flash.cu */
 
 /* X: the element of qkv and of the backward's out, float or bf16 (as the
- * model stores them: attention_fused_*_bf16) */
-template <int D, typename X>
-static void fwd(float *out, float *lse, const X *qkv, int B, int T, int C, int NH, int causal)
+ * model stores them: attention_fused_*_bf16); O: the forward's out, float
+ * or bf16 (attention_fused_fwd_to_bf16) */
+template <int D, typename X, typename O>
+static void fwd(O *out, float *lse, const X *qkv, int B, int T, int C, int NH, int causal)
 {
     dim3 grid((T + FA_TILE - 1) / FA_TILE, NH, B);
     launch(grid, FA_WARPS * 32, sizeof(fwd_smem<D>),
-           [&] { k_flash_fwd<D, X>(out, lse, qkv, B, T, C, NH, causal); });
+           [&] { k_flash_fwd<D, X, O>(out, lse, qkv, B, T, C, NH, causal); });
 }
 
 template <int D, typename X>
@@ -94,21 +95,20 @@ static void bwd(float *dqkv, const float *dout, const X *qkv, const float *lse,
            [&] { k_flash_bwd_q<D, X>(dqkv, dout, qkv, lse, delta, B, T, C, NH, causal); });
 }
 
-template <int D, typename X>
-static void fwd_mma(float *out, float *lse, const X *qkv, int B, int T, int C, int NH, int causal)
+template <int D, typename X, typename O>
+static void fwd_mma(O *out, float *lse, const X *qkv, int B, int T, int C, int NH, int causal)
 {
     dim3 grid((T + FA_TILE - 1) / FA_TILE, NH, B);
     launch(grid, FA_WARPS * 32, sizeof(fmma_fwd_smem<D>),
-           [&] { k_flash_mma_fwd<D, X>(out, lse, qkv, B, T, C, NH, causal); });
+           [&] { k_flash_mma_fwd<D, X, O>(out, lse, qkv, B, T, C, NH, causal); });
 }
 
 /* the variant under test: 0 WMMA (flash.cuh), 1 mma.sync (flash_mma.cuh) */
 static int variant;
 static const char *const variant_name[] = {"wmma", "mma"};
 
-template <typename X>
-static void flash_fwd(float *out, float *lse, const X *qkv, int B, int T, int C, int NH,
-                      int causal)
+template <typename X, typename O>
+static void flash_fwd(O *out, float *lse, const X *qkv, int B, int T, int C, int NH, int causal)
 {
     const int hs = C / NH;
     if (variant == 1) {
@@ -271,7 +271,10 @@ static void check_bits(const char *what, const char *shape, const float *d, cons
 /* The kernels reading bf16 (attention_fused_*_bf16: qkv, and the
  * backward's out, as the model stores them) against the same kernels
  * reading their fp32 widening (attention_fused_*): bit for bit, out, lse
- * and dqkv (added to a random start). */
+ * and dqkv (added to a random start). And the forward writing out as
+ * bf16 (attention_fused_fwd_to_bf16): bit for bit the fp32 out rounded
+ * as to_bf16 rounds (RNE), lse the same, every element written (the
+ * output starts as NaN bits). */
 static void run_bf16(int B, int T, int NH, int hs, int causal)
 {
     const int C = NH * hs;
@@ -295,6 +298,15 @@ static void run_bf16(int B, int T, int NH, int hs, int causal)
     std::vector<float> ow(no), dq(dqkv0), dq16(dqkv0);
     for (size_t e = 0; e < no; e++) /* out as the model stores it */
         o16[e] = __float2bfloat16(out[e]), ow[e] = __bfloat162float(o16[e]);
+    std::vector<bf16> ot(no);
+    std::vector<float> lset(nl, NAN);
+    memset(ot.data(), 0xFF, no * sizeof(bf16));
+    flash_fwd(ot.data(), lset.data(), q16.data(), B, T, C, NH, causal);
+    size_t bad = 0;
+    for (size_t e = 0; e < no; e++)
+        bad += memcmp(&ot[e], &o16[e], sizeof(bf16)) != 0;
+    verdict(!bad, "out as bf16", shape, "n=%-7zu %zu differ from the fp32 out rounded", no, bad);
+    check_bits("lse/out as bf16", shape, lset.data(), lse.data(), nl);
     flash_bwd(dq.data(), dout.data(), qw.data(), ow.data(), lse.data(), B, T, C, NH, causal);
     flash_bwd(dq16.data(), dout.data(), q16.data(), o16.data(), lse.data(), B, T, C, NH, causal);
     check_bits("dqkv/bf16 input", shape, dq16.data(), dq.data(), nqkv);

@@ -21,8 +21,10 @@
  *   same bits as after a training forward (where it ran in the forward).
  * - bf16 storage (qkv, atty, fch as bf16): the memory it saves, the
  *   training it changes (by rounding only), and its consumers reading it
- *   as stored (backend.h's *_bf16 ops): the same bits as widening it
- *   first, the ops taken (counted). */
+ *   as stored (backend.h's *_bf16 ops) and its GEMMs and attention
+ *   writing it so (matmul_fwd_to_bf16, attention_fused_fwd_to_bf16: no
+ *   working buffer, where it was 4 C floats a token): the same bits as
+ *   widening it first, the ops taken (counted). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -115,13 +117,18 @@ static void test_gpt_memory(void **state)
     /* floats a token: per layer 6 C (qkv, atty and fch as bf16: 4 C,
      * res2 and res3 2 C) + mean, rstd (2 x 2) + lse (NH); the shared ln
      * (C + 2), gelu (4 C), proj (C), encoded (C), ln_f (C + 2), the bf16
-     * store's working buffer (4 C), logits (Vp), lse and losses (2);
-     * gradients 13 C; and up to 15 floats of alignment a tensor (16 L + 21
-     * tensors). With qkv, atty and fch in fp32 (before 2026-12-01, later
-     * the same day) this was 10 C a layer and no working buffer: 51 C a
-     * token against 43 C now, past the bound. */
+     * store's working buffer (none: the GEMMs and the attention write
+     * qkv, atty and fch as bf16 themselves), logits (Vp), lse and losses
+     * (2); gradients 13 C; and up to 15 floats of alignment a tensor (16 L
+     * + 21 tensors). With qkv, atty and fch in fp32 (before 2026-12-01,
+     * later the same day) this was 10 C a layer and no working buffer: 51
+     * C a token against 39 C now, past the bound; with a working buffer
+     * of 4 C (the GEMMs and the attention writing fp32, until later
+     * still) 43 C, or of C (the attention alone) 40 C, past it too. */
     assert_int_equal(m->tfm.bf16_store, 1);
-    const size_t bound = N * (L * (6 * C + 4 + NH) + 25 * C + VP + 6) + 15 * (16 * L + 21);
+    assert_int_equal(m->tfm.bf16_attn_out, 1);
+    assert_int_equal(m->tfm.work, -1);
+    const size_t bound = N * (L * (6 * C + 4 + NH) + 21 * C + VP + 6) + 15 * (16 * L + 21);
     print_message("gpt L=%d C=%d B=%d T=%d: activations and gradients %zu bytes, bound %zu\n", L,
                   C, B, T, acts, bound * sizeof(float));
     assert_true(acts <= bound * sizeof(float));
@@ -347,9 +354,11 @@ static size_t created_bytes(const kn_backend *be, int batch, kn_model **keep)
 /* bf16 storage of the saved qkv, attention output and MLP pre-activation
  * (backend.h's to_bf16 / from_bf16, the bf16 table's; model_tfm.c):
  * - a sequence costs exactly 8 C x 2 bytes a token a layer less than with
- *   them in fp32 (the same bf16 table without the two ops), less the
- *   working buffer's 4 C floats a token, shared by the layers; fp32 and
- *   tf32 keep everything in fp32 (no such ops, qkv 3 C floats a row);
+ *   them in fp32 (the same bf16 table without the two ops): no working
+ *   buffer, the ops writing them as bf16; with one shared by the layers
+ *   where the table has no attention_fused_fwd_to_bf16 (C floats a token,
+ *   atty) or no matmul_fwd_to_bf16 (4 C); fp32 and tf32 keep everything
+ *   in fp32 (no such ops, qkv 3 C floats a row);
  * - the training it changes is the bf16 emulation's only, by rounding:
  *   4 AdamW steps, losses within 1e-3 of the fp32-kept run's; at the
  *   first (the same weights) the gradients differ (the storage is in use),
@@ -360,15 +369,38 @@ static void test_gpt_bf16_storage(void **state)
     const kn_backend *cpu = kn_backend_cpu();
     const kn_backend *bf = kn_backend_with_precision(cpu, KN_PREC_BF16, NULL, 0);
     const kn_backend *tf = kn_backend_with_precision(cpu, KN_PREC_TF32, NULL, 0);
-    kn_backend nostore = *bf;
+    kn_backend nostore = *bf, nogemm = *bf, noaout = *bf;
     nostore.to_bf16 = NULL, nostore.from_bf16 = NULL;
+    nogemm.matmul_fwd_to_bf16 = NULL;
+    noaout.attention_fused_fwd_to_bf16 = NULL;
     const size_t seq_bf = created_bytes(bf, 2, NULL) - created_bytes(bf, 1, NULL);
     const size_t seq_no = created_bytes(&nostore, 2, NULL) - created_bytes(&nostore, 1, NULL);
+    const size_t seq_ng = created_bytes(&nogemm, 2, NULL) - created_bytes(&nogemm, 1, NULL);
+    const size_t seq_na = created_bytes(&noaout, 2, NULL) - created_bytes(&noaout, 1, NULL);
     /* every tensor of this model is a multiple of 16 floats: no alignment */
-    const size_t cut = (size_t)L * T * 8 * C * 2 - (size_t)T * 4 * C * sizeof(float);
-    print_message("a sequence: %zu bytes with bf16 storage, %zu without (%zu less)\n", seq_bf,
-                  seq_no, seq_no - seq_bf);
+    const size_t cut = (size_t)L * T * 8 * C * 2;
+    print_message("a sequence: %zu bytes with bf16 storage, %zu without (%zu less); %zu with "
+                  "the attention writing fp32 (%zu more), %zu with the GEMMs too (%zu more)\n",
+                  seq_bf, seq_no, seq_no - seq_bf, seq_na, seq_na - seq_bf, seq_ng,
+                  seq_ng - seq_bf);
     assert_int_equal(seq_no - seq_bf, cut);
+    assert_int_equal(seq_na - seq_bf, (size_t)T * C * sizeof(float));
+    assert_int_equal(seq_ng - seq_bf, (size_t)T * 4 * C * sizeof(float));
+    kn_model *mw;
+    created_bytes(bf, 1, &mw);
+    assert_int_equal(mw->tfm.bf16_attn_out, 1);
+    assert_int_equal(mw->tfm.work, -1);
+    kn_model_destroy(mw);
+    created_bytes(&noaout, 1, &mw);
+    assert_int_equal(mw->tfm.bf16_gemm, 1);
+    assert_int_equal(mw->tfm.bf16_attn_out, 0);
+    assert_int_equal(mw->acts.t[mw->tfm.work].shape[1], C);
+    kn_model_destroy(mw);
+    created_bytes(&nogemm, 1, &mw);
+    assert_int_equal(mw->tfm.bf16_gemm, 0);
+    assert_int_equal(mw->tfm.bf16_attn_out, 0);
+    assert_int_equal(mw->acts.t[mw->tfm.work].shape[1], 4 * C);
+    kn_model_destroy(mw);
     const kn_backend *fp[3] = {cpu, tf, &nostore};
     for (int i = 0; i < 3; i++) {
         kn_model *m;
@@ -450,11 +482,32 @@ static void test_gpt_bf16_storage(void **state)
  *   training step widens nothing (the fallback: qkv and atty for the
  *   fused attention's backward, 4 C a token a layer, and fch twice, 8 C;
  *   without the attention's ops the 4 C) and calls each op once a layer
- *   (GELU's forward twice where its output is recomputed). */
+ *   (GELU's forward twice where its output is recomputed);
+ * - the GEMMs writing qkv and fch as bf16 (matmul_fwd_to_bf16, with both
+ *   groups above): twice a layer, and to_bf16 then stores only atty, C a
+ *   token a layer instead of 8 C; the attention writing atty as bf16
+ *   (attention_fused_fwd_to_bf16, with the GEMMs' op): once a layer, in
+ *   place of attention_fused_fwd_bf16, and to_bf16 stores nothing; the
+ *   same bits with either removed from the table (into work, then
+ *   to_bf16), and none of it without the attention's ops. */
 
 static const kn_backend *direct_inner; /* the bf16 table the wrappers call */
-static size_t n_widened;               /* elements through from_bf16 */
-static int n_mm_fwd16, n_mm_bwd16, n_act_fwd16, n_act_bwd16, n_fa_fwd16, n_fa_bwd16;
+static size_t n_widened, n_stored;     /* elements through from_bf16, to_bf16 */
+static int n_mm_fwd16, n_mm_bwd16, n_act_fwd16, n_act_bwd16, n_fa_fwd16, n_fa_bwd16, n_mm_to16,
+    n_fa_to16;
+
+static void count_to_bf16(uint16_t *dst, const float *src, size_t n)
+{
+    n_stored += n;
+    direct_inner->to_bf16(dst, src, n);
+}
+
+static void count_mm_to16(uint16_t *out, const float *inp, const float *w, const float *bias, int N,
+                          int Cc, int OC)
+{
+    n_mm_to16++;
+    direct_inner->matmul_fwd_to_bf16(out, inp, w, bias, N, Cc, OC);
+}
 
 static void count_from_bf16(float *dst, const uint16_t *src, size_t n)
 {
@@ -496,6 +549,13 @@ static void count_fa_fwd16(float *out, float *lse, const uint16_t *qkv, int Bb, 
     direct_inner->attention_fused_fwd_bf16(out, lse, qkv, Bb, Tt, Cc, NHh, causal);
 }
 
+static void count_fa_to16(uint16_t *out, float *lse, const uint16_t *qkv, int Bb, int Tt, int Cc,
+                          int NHh, int causal)
+{
+    n_fa_to16++;
+    direct_inner->attention_fused_fwd_to_bf16(out, lse, qkv, Bb, Tt, Cc, NHh, causal);
+}
+
 static void count_fa_bwd16(float *dqkv, const float *dout, const uint16_t *qkv,
                            const uint16_t *out, const float *lse, int Bb, int Tt, int Cc, int NHh,
                            int causal)
@@ -506,8 +566,9 @@ static void count_fa_bwd16(float *dqkv, const float *dout, const uint16_t *qkv,
 
 static void counts_reset(void)
 {
-    n_widened = 0;
+    n_widened = n_stored = 0;
     n_mm_fwd16 = n_mm_bwd16 = n_act_fwd16 = n_act_bwd16 = n_fa_fwd16 = n_fa_bwd16 = 0;
+    n_mm_to16 = n_fa_to16 = 0;
 }
 
 /* spec on be (gelu_keep as kn_tfm_gelu_keep_bytes), batch 3 */
@@ -524,17 +585,23 @@ static kn_model *tfm_on(const char *spec_json, const kn_backend *be, size_t gelu
     return m;
 }
 
-/* direct: the table with the matmul/act ops, and the attention's where
- * attn = 1; fallback: with none of them */
+/* direct: the table with the matmul/act ops, the attention's where attn =
+ * 1, the GEMMs writing bf16 taken where gemm16 = 1, the attention writing
+ * bf16 where aout = 1; fallback: with none of them */
 static void direct_vs_fallback(const char *what, const char *spec, int gpt_model, size_t gelu_keep,
-                               const kn_backend *direct, int attn, const kn_backend *fallback)
+                               const kn_backend *direct, int attn, int gemm16, int aout,
+                               const kn_backend *fallback)
 {
     kn_model *md = tfm_on(spec, direct, gelu_keep), *mf = tfm_on(spec, fallback, gelu_keep);
     assert_int_equal(md->tfm.bf16_direct, 1);
     assert_int_equal(md->tfm.bf16_attn, attn);
+    assert_int_equal(md->tfm.bf16_gemm, gemm16);
+    assert_int_equal(md->tfm.bf16_attn_out, aout);
     assert_int_equal(mf->tfm.bf16_store, 1);
     assert_int_equal(mf->tfm.bf16_direct, 0);
     assert_int_equal(mf->tfm.bf16_attn, 0);
+    assert_int_equal(mf->tfm.bf16_gemm, 0);
+    assert_int_equal(mf->tfm.bf16_attn_out, 0);
     const int Lm = md->tfm.L, Cm = md->tfm.C, kept = md->tfm.gelu_kept;
     const size_t NC = (size_t)B * T * Cm;
     int tok[B * T], tgt[B * T], lab[B] = {1, 0, 2};
@@ -560,13 +627,16 @@ static void direct_vs_fallback(const char *what, const char *spec, int gpt_model
             direct->to_host(gs[i], kn_model_grads(ms[i])->data, n * sizeof(float));
             assert_int_equal(kn_model_step(ms[i], NULL, NULL), KN_OK);
             if (step) continue;
-            print_message("%s, %s: %zu floats widened a step (%zu C a token a layer), ops "
-                          "%d %d %d %d %d %d\n",
-                          what, i ? "fallback" : "direct", n_widened, n_widened / NC / Lm,
-                          n_mm_fwd16, n_mm_bwd16, n_act_fwd16, n_act_bwd16, n_fa_fwd16,
-                          n_fa_bwd16);
+            print_message("%s, %s: %zu floats widened a step (%zu C a token a layer), %zu "
+                          "stored (%zu C), ops %d %d %d %d %d %d %d %d\n",
+                          what, i ? "fallback" : "direct", n_widened, n_widened / NC / Lm, n_stored,
+                          n_stored / NC / Lm, n_mm_fwd16, n_mm_bwd16, n_act_fwd16, n_act_bwd16,
+                          n_fa_fwd16, n_fa_bwd16, n_mm_to16, n_fa_to16);
             assert_int_equal(n_widened, (size_t)Lm * (i ? 12 : attn ? 0 : 4) * NC);
-            assert_int_equal(n_fa_fwd16, i || !attn ? 0 : Lm);
+            assert_int_equal(n_stored, (size_t)Lm * (i ? 8 : aout ? 0 : gemm16 ? 1 : 8) * NC);
+            assert_int_equal(n_mm_to16, !i && gemm16 ? 2 * Lm : 0);
+            assert_int_equal(n_fa_to16, !i && aout ? Lm : 0);
+            assert_int_equal(n_fa_fwd16, i || !attn || aout ? 0 : Lm);
             assert_int_equal(n_fa_bwd16, i || !attn ? 0 : Lm);
             assert_int_equal(n_mm_fwd16, i ? 0 : Lm);
             assert_int_equal(n_mm_bwd16, i ? 0 : Lm);
@@ -592,15 +662,24 @@ static void test_bf16_read_as_stored(void **state)
     assert_non_null(bf->matmul_fwd_bf16);
     assert_non_null(bf->attention_fused_fwd_bf16);
     direct_inner = bf;
-    kn_backend direct = *bf, noattn, fallback;
-    direct.from_bf16 = count_from_bf16;
+    assert_non_null(bf->matmul_fwd_to_bf16);
+    kn_backend direct = *bf, noattn, fallback, nogemm, noaout;
+    direct.to_bf16 = count_to_bf16, direct.from_bf16 = count_from_bf16;
+    direct.matmul_fwd_to_bf16 = count_mm_to16;
+    direct.attention_fused_fwd_to_bf16 = count_fa_to16;
     direct.matmul_fwd_bf16 = count_mm_fwd16, direct.matmul_bwd_bf16 = count_mm_bwd16;
     direct.act_fwd_bf16 = count_act_fwd16, direct.act_bwd_bf16 = count_act_bwd16;
     direct.attention_fused_fwd_bf16 = count_fa_fwd16;
     direct.attention_fused_bwd_bf16 = count_fa_bwd16;
     noattn = direct;
     noattn.attention_fused_fwd_bf16 = NULL, noattn.attention_fused_bwd_bf16 = NULL;
+    noattn.attention_fused_fwd_to_bf16 = NULL;
+    nogemm = direct;
+    nogemm.matmul_fwd_to_bf16 = NULL;
+    noaout = direct;
+    noaout.attention_fused_fwd_to_bf16 = NULL;
     fallback = noattn;
+    fallback.matmul_fwd_to_bf16 = NULL;
     fallback.matmul_fwd_bf16 = NULL, fallback.matmul_bwd_bf16 = NULL;
     fallback.act_fwd_bf16 = NULL, fallback.act_bwd_bf16 = NULL;
     char gpt_spec[256], cls_spec[256];
@@ -612,10 +691,14 @@ static void test_bf16_read_as_stored(void **state)
              "{\"type\":\"txtcls\",\"n_layer\":2,\"n_head\":2,\"n_embd\":24,\"block_size\":%d,"
              "\"vocab_size\":%d,\"classes\":3}",
              T, V);
-    direct_vs_fallback("gpt, GELU kept", gpt_spec, 1, (size_t)64 << 20, &direct, 1, &fallback);
-    direct_vs_fallback("gpt, GELU recomputed", gpt_spec, 1, 0, &direct, 1, &fallback);
-    direct_vs_fallback("txtcls", cls_spec, 0, (size_t)64 << 20, &direct, 1, &fallback);
-    direct_vs_fallback("gpt, no attention ops", gpt_spec, 1, 0, &noattn, 0, &fallback);
+    direct_vs_fallback("gpt, GELU kept", gpt_spec, 1, (size_t)64 << 20, &direct, 1, 1, 1,
+                       &fallback);
+    direct_vs_fallback("gpt, GELU recomputed", gpt_spec, 1, 0, &direct, 1, 1, 1, &fallback);
+    direct_vs_fallback("txtcls", cls_spec, 0, (size_t)64 << 20, &direct, 1, 1, 1, &fallback);
+    direct_vs_fallback("gpt, no attention ops", gpt_spec, 1, 0, &noattn, 0, 0, 0, &fallback);
+    direct_vs_fallback("gpt, no GEMM writing bf16", gpt_spec, 1, 0, &nogemm, 1, 0, 0, &fallback);
+    direct_vs_fallback("gpt, no attention writing bf16", gpt_spec, 1, 0, &noaout, 1, 1, 0,
+                       &fallback);
 }
 
 int main(void)

@@ -304,7 +304,9 @@ static void test_bf16_storage_ops(void **state)
  * matmul_bwd_bf16, act_fwd_bf16, act_bwd_bf16): only in the bf16 table,
  * beside to_bf16; each gives the bits of its fp32-input op on the input
  * widened (from_bf16), the gradients added to what is there (backend.h),
- * every activation kind; NaN and Inf stored pass through as widened. */
+ * every activation kind; NaN and Inf stored pass through as widened. And
+ * matmul_fwd_to_bf16 (bf16 table only): the bits of matmul_fwd, then
+ * to_bf16. */
 static void test_bf16_input_ops(void **state)
 {
     (void)state;
@@ -317,11 +319,13 @@ static void test_bf16_input_ops(void **state)
         assert_null(none[i]->matmul_bwd_bf16);
         assert_null(none[i]->act_fwd_bf16);
         assert_null(none[i]->act_bwd_bf16);
+        assert_null(none[i]->matmul_fwd_to_bf16);
     }
     assert_non_null(bf->matmul_fwd_bf16);
     assert_non_null(bf->matmul_bwd_bf16);
     assert_non_null(bf->act_fwd_bf16);
     assert_non_null(bf->act_bwd_bf16);
+    assert_non_null(bf->matmul_fwd_to_bf16);
     enum { N = 37, C = 45, OC = 19, NX = N * C };
     uint64_t s = 0x0DDB1A5E5BAD5EEDull;
     float x[NX], xw[NX], w[OC * C], b[OC], dout[N * OC], dact[NX], dx0[NX], dw0[OC * C],
@@ -363,6 +367,16 @@ static void test_bf16_input_ops(void **state)
     bf->matmul_fwd_bf16(o16, x16, w, NULL, N, C, OC);
     bf->matmul_fwd(ow, xw, w, NULL, N, C, OC);
     assert_memory_equal(o16, ow, sizeof o16);
+    /* and writing its output as to_bf16 stores it (matmul_fwd_to_bf16):
+     * the bits of matmul_fwd then to_bf16, with a bias and without */
+    for (int wb = 0; wb < 2; wb++) {
+        uint16_t y16[N * OC], yw16[N * OC];
+        memset(y16, 0xFF, sizeof y16);
+        bf->matmul_fwd_to_bf16(y16, x, w, wb ? b : NULL, N, C, OC);
+        bf->matmul_fwd(ow, x, w, wb ? b : NULL, N, C, OC);
+        bf->to_bf16(yw16, ow, N * OC);
+        assert_memory_equal(y16, yw16, sizeof y16);
+    }
     float dxa[NX], dxb[NX], dwa[OC * C], dwb[OC * C], dba[OC], dbb[OC];
     memcpy(dxa, dx0, sizeof dxa), memcpy(dxb, dx0, sizeof dxb);
     memcpy(dwa, dw0, sizeof dwa), memcpy(dwb, dw0, sizeof dwb);
@@ -382,7 +396,9 @@ static void test_bf16_input_ops(void **state)
  * table, beside its fused attention; each gives the bits of its
  * fp32-input op on qkv (and the backward's out) widened from what
  * to_bf16 stored, the gradient added to what is there; causal and full,
- * a head size the kernels pad (12), T past one tile of 32 rows. */
+ * a head size the kernels pad (12), T past one tile of 32 rows. And
+ * attention_fused_fwd_to_bf16 (bf16 table only): the forward's out as
+ * to_bf16 stores it, its lse the same. */
 static void test_bf16_attention_ops(void **state)
 {
     (void)state;
@@ -393,14 +409,17 @@ static void test_bf16_attention_ops(void **state)
     assert_null(cpu->attention_fused_bwd_bf16);
     assert_null(tf->attention_fused_fwd_bf16);
     assert_null(tf->attention_fused_bwd_bf16);
+    assert_null(cpu->attention_fused_fwd_to_bf16);
+    assert_null(tf->attention_fused_fwd_to_bf16);
     assert_non_null(bf->attention_fused_fwd);
+    assert_non_null(bf->attention_fused_fwd_to_bf16);
     assert_non_null(bf->attention_fused_fwd_bf16);
     assert_non_null(bf->attention_fused_bwd_bf16);
     enum { B = 2, T = 37, NH = 2, C = 24, NQ = B * T * 3 * C, NO = B * T * C, NL = B * NH * T };
     uint64_t s = 0xA77E5710F1A5Bull;
     static float q[NQ], qw[NQ], dout[NO], dq0[NQ], o[NO], ow[NO], l[NL], o16[NO], l16[NL];
     static float dqa[NQ], dqb[NQ];
-    static uint16_t q16[NQ], os16[NO];
+    static uint16_t q16[NQ], os16[NO], ot16[NO];
     for (int i = 0; i < NQ; i++)
         q[i] = 2.0f * frand(&s), dq0[i] = frand(&s);
     for (int i = 0; i < NO; i++)
@@ -412,8 +431,13 @@ static void test_bf16_attention_ops(void **state)
         bf->attention_fused_fwd(o, l, qw, B, T, C, NH, causal);
         assert_memory_equal(o16, o, sizeof o);
         assert_memory_equal(l16, l, sizeof l);
-        /* the backward reads out as the model stores it */
+        /* the backward reads out as the model stores it: as to_bf16
+         * rounds it, or as attention_fused_fwd_to_bf16 writes it */
         bf->to_bf16(os16, o, NO);
+        memset(ot16, 0xFF, sizeof ot16), memset(l16, 0xFF, sizeof l16);
+        bf->attention_fused_fwd_to_bf16(ot16, l16, q16, B, T, C, NH, causal);
+        assert_memory_equal(ot16, os16, sizeof os16);
+        assert_memory_equal(l16, l, sizeof l);
         bf->from_bf16(ow, os16, NO);
         memcpy(dqa, dq0, sizeof dqa), memcpy(dqb, dq0, sizeof dqb);
         bf->attention_fused_bwd_bf16(dqa, dout, q16, os16, l, B, T, C, NH, causal);

@@ -22,7 +22,9 @@
  * (embedding.cu; KILN_CUDA_EMBED_BWD=serial: the old kernel) and a small
  * model's training step as one CUDA graph (graph.cu; KILN_CUDA_GRAPH=0:
  * none), and the bf16 table's GEMMs and activations reading the stored
- * bf16 activations as they are (matmul.cu, act.cuh).
+ * bf16 activations as they are (matmul.cu, act.cuh), and its QKV/FC
+ * GEMMs and flash forward writing them as bf16 (matmul.cu's cuBLASLt
+ * bf16 output, flash.cu's put_out).
  *
  * Everything runs on the legacy default stream (kn_cu_stream = 0), except
  * a training step while graph.cu captures it; to_host waits for it. Every
@@ -154,6 +156,14 @@ static void mm_fwd_bf16(float *o, const uint16_t *i, const float *w, const float
     kn_cu_precision = 0;
 }
 
+static void mm_fwd_to_bf16(uint16_t *o, const float *i, const float *w, const float *b, int N,
+                           int C, int OC)
+{
+    kn_cu_precision = 2;
+    kn_cu_matmul_fwd_to_bf16(o, i, w, b, N, C, OC);
+    kn_cu_precision = 0;
+}
+
 static void mm_bwd_bf16(float *di, float *dw, float *db, const float *d, const uint16_t *i,
                         const float *w, int N, int C, int OC)
 {
@@ -202,7 +212,8 @@ extern "C" const kn_backend *kn_backend_cuda_with_precision(int precision)
             cuda_bf16.conv2d_fwd = conv_fwd_p<2>, cuda_bf16.conv2d_bwd = conv_bwd_p<2>;
             /* saved activations kept as bf16 (backend.h, model_tfm.c),
              * read as stored by GELU and the attention projection's
-             * GEMMs: half their memory for the conversion passes left;
+             * GEMMs, written as bf16 by the qkv and fc GEMMs: half their
+             * memory for the conversion passes left;
              * KILN_CUDA_SAVED=fp32 keeps them in fp32 (what the passes
              * cost, measured by tests/gpu/20-bench.sh) */
             const char *saved = getenv("KILN_CUDA_SAVED");
@@ -211,6 +222,7 @@ extern "C" const kn_backend *kn_backend_cuda_with_precision(int precision)
                 cuda_bf16.matmul_fwd_bf16 = mm_fwd_bf16, cuda_bf16.matmul_bwd_bf16 = mm_bwd_bf16;
                 cuda_bf16.act_fwd_bf16 = kn_cu_act_fwd_bf16;
                 cuda_bf16.act_bwd_bf16 = kn_cu_act_bwd_bf16;
+                cuda_bf16.matmul_fwd_to_bf16 = mm_fwd_to_bf16;
             }
             /* bf16 attention on tensor cores without the T x T matrices
              * (flash.cu) unless KILN_CUDA_ATTENTION=gemm asks for the
@@ -235,6 +247,8 @@ extern "C" const kn_backend *kn_backend_cuda_with_precision(int precision)
                         mma ? kn_cu_flash_mma_fwd_bf16 : kn_cu_flash_fwd_bf16;
                     cuda_bf16.attention_fused_bwd_bf16 =
                         mma ? kn_cu_flash_mma_bwd_bf16 : kn_cu_flash_bwd_bf16;
+                    cuda_bf16.attention_fused_fwd_to_bf16 =
+                        mma ? kn_cu_flash_mma_fwd_to_bf16 : kn_cu_flash_fwd_to_bf16;
                 }
             }
         }

@@ -150,6 +150,9 @@ void kn_cu_matmul_fwd_bf16(float *out, const uint16_t *inp, const float *w, cons
                            int N, int C, int OC);
 void kn_cu_matmul_bwd_bf16(float *dinp, float *dw, float *dbias, const float *dout,
                            const uint16_t *inp, const float *w, int N, int C, int OC);
+/* backend.h's matmul_fwd_to_bf16, at kn_cu_precision 2 */
+void kn_cu_matmul_fwd_to_bf16(uint16_t *out, const float *inp, const float *w, const float *bias,
+                              int N, int C, int OC);
 
 /* conv.cu */
 size_t kn_cu_conv2d_scratch(const kn_conv_shape *s);
@@ -206,6 +209,11 @@ void kn_cu_flash_mma_fwd_bf16(float *out, float *lse, const uint16_t *qkv, int B
 void kn_cu_flash_mma_bwd_bf16(float *dqkv, const float *dout, const uint16_t *qkv,
                               const uint16_t *out, const float *lse, int B, int T, int C, int NH,
                               int causal);
+/* flash.cu: attention_fused_fwd_to_bf16, each variant */
+void kn_cu_flash_fwd_to_bf16(uint16_t *out, float *lse, const uint16_t *qkv, int B, int T, int C,
+                             int NH, int causal);
+void kn_cu_flash_mma_fwd_to_bf16(uint16_t *out, float *lse, const uint16_t *qkv, int B, int T,
+                                 int C, int NH, int causal);
 
 /* elementwise.cu */
 void kn_cu_act_fwd(int kind, float *out, const float *inp, size_t n);

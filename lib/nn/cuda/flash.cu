@@ -65,9 +65,9 @@ static void opt_in(K kernel, size_t bytes, int *done)
 
 /* One forward launch, either variant: a block per (query tile, head,
  * image), bytes of dynamic shared memory. */
-template <typename K, typename X>
-static void launch_fwd(K kernel, size_t bytes, int *ready, float *out, float *lse, const X *qkv,
-                       int B, int T, int C, int NH, int causal)
+template <typename K, typename X, typename O>
+static void launch_fwd(K kernel, size_t bytes, int *ready, O *out, float *lse, const X *qkv, int B,
+                       int T, int C, int NH, int causal)
 {
     opt_in(kernel, bytes, ready);
     dim3 grid((T + FA_TILE - 1) / FA_TILE, NH, B);
@@ -92,18 +92,18 @@ static void launch_bwd(K kernel_kv, K kernel_q, size_t bytes, int ready[2], floa
     LAUNCHED();
 }
 
-/* The kernels of a head size D, WMMA's or (mma) flash_mma.cuh's. */
-template <int D, typename X>
-static void fwd(int mma, float *out, float *lse, const X *qkv, int B, int T, int C, int NH,
-                int causal)
+/* The kernels of a head size D, WMMA's or (mma) flash_mma.cuh's; O the
+ * forward's output element (float, or bf16 as to_bf16 stores it). */
+template <int D, typename X, typename O>
+static void fwd(int mma, O *out, float *lse, const X *qkv, int B, int T, int C, int NH, int causal)
 {
     static int ready[2];
     if (mma)
-        launch_fwd(k_flash_mma_fwd<D, X>, sizeof(fmma_fwd_smem<D>), &ready[1], out, lse, qkv, B,
+        launch_fwd(k_flash_mma_fwd<D, X, O>, sizeof(fmma_fwd_smem<D>), &ready[1], out, lse, qkv, B,
                    T, C, NH, causal);
     else
-        launch_fwd(k_flash_fwd<D, X>, sizeof(fwd_smem<D>), &ready[0], out, lse, qkv, B, T, C,
-                   NH, causal);
+        launch_fwd(k_flash_fwd<D, X, O>, sizeof(fwd_smem<D>), &ready[0], out, lse, qkv, B, T, C, NH,
+                   causal);
 }
 
 template <int D, typename X>
@@ -120,18 +120,19 @@ static void bwd(int mma, float *dqkv, const float *dout, const X *qkv, const flo
 }
 
 /* The forward of either variant (mma: flash_mma.cuh's) at the head size's
- * padded D; X is the element of qkv (float, or bf16 as stored). */
-template <typename X>
-static void flash_fwd(int mma, float *out, float *lse, const X *qkv, int B, int T, int C, int NH,
+ * padded D; X is the element of qkv (float, or bf16 as stored), O that of
+ * out. */
+template <typename X, typename O>
+static void flash_fwd(int mma, O *out, float *lse, const X *qkv, int B, int T, int C, int NH,
                       int causal)
 {
     const int hs = C / NH;
     if (hs <= 16)
-        fwd<16, X>(mma, out, lse, qkv, B, T, C, NH, causal);
+        fwd<16, X, O>(mma, out, lse, qkv, B, T, C, NH, causal);
     else if (hs <= 32)
-        fwd<32, X>(mma, out, lse, qkv, B, T, C, NH, causal);
+        fwd<32, X, O>(mma, out, lse, qkv, B, T, C, NH, causal);
     else if (hs <= KN_ATTN_FUSED_MAX_HS)
-        fwd<64, X>(mma, out, lse, qkv, B, T, C, NH, causal);
+        fwd<64, X, O>(mma, out, lse, qkv, B, T, C, NH, causal);
     else
         kn_cu_die(__FILE__, __LINE__, "flash attention", "head size past 64 (the model checks)");
 }
@@ -210,4 +211,18 @@ void kn_cu_flash_mma_bwd_bf16(float *dqkv, const float *dout, const uint16_t *qk
                               int causal)
 {
     flash_bwd(1, dqkv, dout, as_bf16(qkv), as_bf16(out), lse, B, T, C, NH, causal);
+}
+
+/* backend.h's attention_fused_fwd_to_bf16, each variant: the bf16-input
+ * forward writing its output rounded as to_bf16 rounds (put_out) */
+void kn_cu_flash_fwd_to_bf16(uint16_t *out, float *lse, const uint16_t *qkv, int B, int T, int C,
+                             int NH, int causal)
+{
+    flash_fwd(0, reinterpret_cast<bf16 *>(out), lse, as_bf16(qkv), B, T, C, NH, causal);
+}
+
+void kn_cu_flash_mma_fwd_to_bf16(uint16_t *out, float *lse, const uint16_t *qkv, int B, int T,
+                                 int C, int NH, int causal)
+{
+    flash_fwd(1, reinterpret_cast<bf16 *>(out), lse, as_bf16(qkv), B, T, C, NH, causal);
 }

@@ -29,6 +29,16 @@ static __device__ __forceinline__ bf16 in_bf16(float x) { return __float2bfloat1
 static __device__ __forceinline__ bf16 in_bf16(bf16 x) { return x; }
 static __device__ __forceinline__ float in_float(float x) { return x; }
 static __device__ __forceinline__ float in_float(bf16 x) { return __bfloat162float(x); }
+/* The forward's output element: fp32, or bf16 as to_bf16 would store the
+ * fp32 value (round to nearest even: attention_fused_fwd_to_bf16) */
+static __device__ __forceinline__ void put_out(float *dst, float v)
+{
+    *dst = v;
+}
+static __device__ __forceinline__ void put_out(bf16 *dst, float v)
+{
+    *dst = __float2bfloat16_rn(v);
+}
 
 /* Stages rows [r0, r0 + 64) of one head's q, k or v (column offset col in
  * the (B, T, 3C) qkv row: C3 = 3C), or of a (B, T, C) tensor's head
@@ -103,9 +113,9 @@ struct fwd_smem {
     float o[FA_TILE][D + 4];    /* output accumulator */
 };
 
-template <int D, typename X>
+template <int D, typename X, typename O = float>
 __global__ void __launch_bounds__(FA_WARPS * 32)
-    k_flash_fwd(float *out, float *lse, const X *qkv, int B, int T, int C, int NH, int causal)
+    k_flash_fwd(O *out, float *lse, const X *qkv, int B, int T, int C, int NH, int causal)
 {
     extern __shared__ __align__(128) unsigned char smem_raw[];
     fwd_smem<D> &sm = *reinterpret_cast<fwd_smem<D> *>(smem_raw);
@@ -159,9 +169,9 @@ __global__ void __launch_bounds__(FA_WARPS * 32)
     }
     if (i >= T) return;
     const float inv = 1.0f / l;
-    float *o = out + ((size_t)b * T + i) * C + h * hs;
+    O *o = out + ((size_t)b * T + i) * C + h * hs;
     for (int d = half; d < hs; d += 2)
-        o[d] = sm.o[r][d] * inv;
+        put_out(&o[d], sm.o[r][d] * inv);
     if (!half) lse[((size_t)b * NH + h) * T + i] = m + logf(l);
 }
 

@@ -173,10 +173,9 @@ struct fmma_fwd_smem {
     bf16 q[FA_TILE][D + 8], k[FA_TILE][D + 8], v[FA_TILE][D + 8];
 };
 
-template <int D, typename X>
+template <int D, typename X, typename O = float>
 __global__ void __launch_bounds__(FA_WARPS * 32)
-    k_flash_mma_fwd(float *out, float *lse, const X *qkv, int B, int T, int C, int NH,
-                    int causal)
+    k_flash_mma_fwd(O *out, float *lse, const X *qkv, int B, int T, int C, int NH, int causal)
 {
     extern __shared__ __align__(128) unsigned char smem_raw[];
     fmma_fwd_smem<D> &sm = *reinterpret_cast<fmma_fwd_smem<D> *>(smem_raw);
@@ -253,11 +252,11 @@ __global__ void __launch_bounds__(FA_WARPS * 32)
         l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
         if (row[r] >= T) continue;
         const float inv = 1.0f / l[r];
-        float *dst = out + ((size_t)b * T + row[r]) * C + h * hs;
+        O *dst = out + ((size_t)b * T + row[r]) * C + h * hs;
 #pragma unroll
         for (int n = 0; n < D / 8; n++) {
-            if (8 * n + c2 < hs) dst[8 * n + c2] = o[n][2 * r] * inv;
-            if (8 * n + c2 + 1 < hs) dst[8 * n + c2 + 1] = o[n][2 * r + 1] * inv;
+            if (8 * n + c2 < hs) put_out(&dst[8 * n + c2], o[n][2 * r] * inv);
+            if (8 * n + c2 + 1 < hs) put_out(&dst[8 * n + c2 + 1], o[n][2 * r + 1] * inv);
         }
         if (!c2) lse[((size_t)b * NH + h) * T + row[r]] = m[r] + logf(l[r]);
     }

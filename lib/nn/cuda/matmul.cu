@@ -9,8 +9,10 @@
  * (tensor cores, fp32 accumulation). Cost: 2 M N K flops per GEMM; bf16
  * adds one read of each fp32 operand and a write of half its size, but
  * for an input that is bf16 already (matmul_*_bf16: a stored activation,
- * handed to cuBLAS as it is). The
- * bias is written first and accumulated by the GEMM (beta = 1). The bias
+ * handed to cuBLAS as it is; for an output stored as bf16,
+ * matmul_fwd_to_bf16, written as bf16 by cuBLASLt). The bias is added by
+ * cuBLASLt's epilogue or written first and accumulated by the GEMM (beta
+ * = 1). The bias
  * gradient is a column sum in two passes (cuda_int.cuh: chunks of rows by
  * ~1000 blocks, then the partials in order): deterministic, coalesced, one
  * read of dout (N OC floats), always from the fp32 dout. */
@@ -148,7 +150,7 @@ cublasLtHandle_t kn_cu_lt_handle;
 #define LT_PLANS     256
 
 typedef struct {
-    int ta, tb, M, N, K, lda, ldb, ldc, epi, prec;
+    int ta, tb, M, N, K, lda, ldb, ldc, epi, prec, out16;
     unsigned align_a, align_b, align_c;
     int ok; /* 1 an algorithm, 0 none: use the plain path */
     kn_cublaslt_algo algo;
@@ -167,14 +169,24 @@ static unsigned align_of(const void *p)
     return al;
 }
 
+static const char *lt_epi_name(int epi)
+{
+    return epi == KN_LT_EPILOGUE_BIAS     ? "BIAS"
+           : epi == KN_LT_EPILOGUE_BGRADB ? "BGRADB"
+                                          : "DEFAULT";
+}
+
 /* Row-major C (M, N) = op(A) op(B) + beta C through cuBLASLt with epilogue
  * epi: KN_LT_EPILOGUE_BIAS adds vec[n] to every row (vec: N floats),
  * KN_LT_EPILOGUE_BGRADB writes vec[m] = sum over k of op(A)[m, k] (M
- * floats; written, not added). In kn_cu_precision, as gemm_rm, in16
- * included. Returns 1 when done, 0 when this shape has no cuBLASLt
- * algorithm (or there is no cuBLASLt): then nothing was written. */
+ * floats; written, not added), KN_LT_EPILOGUE_DEFAULT neither. In
+ * kn_cu_precision, as gemm_rm, in16 included; out16 (precision 2, beta 0):
+ * C is bf16, rounded from the fp32 accumulators as cuBLASLt writes it.
+ * Returns 1 when done, 0 when this shape has no cuBLASLt algorithm (or
+ * there is no cuBLASLt): then nothing was written. */
 static int gemm_rm_lt(int ta, int tb, int M, int N, int K, const void *A, int lda, const void *B,
-                      int ldb, float beta, float *C, int ldc, int epi, float *vec, int in16)
+                      int ldb, float beta, void *C, int ldc, int epi, float *vec, int in16,
+                      int out16)
 {
     if (!kn_cu_lt || align_of(vec) < 16) return 0;
     const int prec = kn_cu_precision;
@@ -187,7 +199,7 @@ static int gemm_rm_lt(int ta, int tb, int M, int N, int K, const void *A, int ld
         lt_plan *q = &plans[i];
         if (q->ta == ta && q->tb == tb && q->M == M && q->N == N && q->K == K && q->lda == lda &&
             q->ldb == ldb && q->ldc == ldc && q->epi == epi && q->prec == prec &&
-            q->align_a == aa && q->align_b == ab && q->align_c == ac)
+            q->out16 == out16 && q->align_a == aa && q->align_b == ab && q->align_c == ac)
             plan = q;
     }
     if (plan && !plan->ok) return 0;
@@ -214,7 +226,13 @@ static int gemm_rm_lt(int ta, int tb, int M, int N, int K, const void *A, int ld
     CUBLAS(kn_cu_lt->desc_set(op, KN_LT_DESC_BIAS_DATA_TYPE, &vec_type, sizeof(vec_type)));
     CUBLAS(kn_cu_lt->layout_create(&al, t, tb ? K : N, tb ? N : K, ldb));
     CUBLAS(kn_cu_lt->layout_create(&bl, t, ta ? M : K, ta ? K : M, lda));
-    CUBLAS(kn_cu_lt->layout_create(&cl, CUDA_R_32F, N, M, ldc));
+    /* out16: bf16 C and D with the fp32 bias (BIAS_DATA_TYPE, set above:
+     * its default, -1, would mean D's type, cuBLAS docs,
+     * cublasLtMatmulDescAttributes_t), compute and scale 32F. Not checked
+     * on a GPU yet (2026-12-01): a cuBLASLt without a kernel for this
+     * combination answers the heuristic with none, and the caller falls
+     * back */
+    CUBLAS(kn_cu_lt->layout_create(&cl, out16 ? CUDA_R_16BF : CUDA_R_32F, N, M, ldc));
     if (!plan) {
         cublasLtMatmulPreference_t pref = NULL;
         const uint64_t ws = LT_WORKSPACE;
@@ -232,16 +250,17 @@ static int gemm_rm_lt(int ta, int tb, int M, int N, int K, const void *A, int ld
         CUBLAS(kn_cu_lt->pref_destroy(pref));
         if (nplans < LT_PLANS) {
             plan = &plans[nplans++];
-            *plan = (lt_plan){ta, tb, M, N, K, lda, ldb, ldc, epi, prec, aa, ab, ac, 0, {{0}}};
+            *plan =
+                (lt_plan){ta, tb, M, N, K, lda, ldb, ldc, epi, prec, out16, aa, ab, ac, 0, {{0}}};
         }
         const int ok = st == 0 && got > 0 && res.state == 0;
         if (plan) plan->ok = ok, plan->algo = res.algo;
         if (getenv("KILN_CUDA_VERBOSE")) /* which shapes run fused (tests/gpu/10-parity.sh) */
             fprintf(stderr,
-                    "kiln cuda: cuBLASLt %s ta%d tb%d M%d N%d K%d prec %d align %u/%u/%u: %s "
+                    "kiln cuda: cuBLASLt %s ta%d tb%d M%d N%d K%d prec %d%s align %u/%u/%u: %s "
                     "(status %d, %d found)\n",
-                    epi == KN_LT_EPILOGUE_BIAS ? "BIAS" : "BGRADB", ta, tb, M, N, K, prec, aa, ab,
-                    ac, ok ? "fused" : "none, cuBLAS + kernel", (int)st, got);
+                    lt_epi_name(epi), ta, tb, M, N, K, prec, out16 ? " to bf16" : "", aa, ab, ac,
+                    ok ? "fused" : "none, cuBLAS + kernel", (int)st, got);
         if (!ok) {
             CUBLAS(kn_cu_lt->layout_destroy(al));
             CUBLAS(kn_cu_lt->layout_destroy(bl));
@@ -271,7 +290,7 @@ static int gemm_rm_lt(int ta, int tb, int M, int N, int K, const void *A, int ld
         fprintf(stderr,
                 "kiln cuda: cublasLtMatmul refused %s ta%d tb%d M%d N%d K%d prec %d (status %d): "
                 "cuBLAS + kernel for this shape\n",
-                epi == KN_LT_EPILOGUE_BIAS ? "BIAS" : "BGRADB", ta, tb, M, N, K, prec, (int)st);
+                lt_epi_name(epi), ta, tb, M, N, K, prec, (int)st);
         plan->ok = 0;
         return 0;
     }
@@ -303,7 +322,7 @@ int kn_cu_gemm_rm_dbias(int ta, int tb, int M, int N, int K, const float *A, int
 {
     if (!dbias || kn_cu_precision == 2) return 0;
     float *g = lt_vec((size_t)M);
-    if (!gemm_rm_lt(ta, tb, M, N, K, A, lda, B, ldb, 1.0f, dw, ldc, KN_LT_EPILOGUE_BGRADB, g, 0))
+    if (!gemm_rm_lt(ta, tb, M, N, K, A, lda, B, ldb, 1.0f, dw, ldc, KN_LT_EPILOGUE_BGRADB, g, 0, 0))
         return 0;
     k_vec_add<<<(M + 255) / 256, 256, 0, kn_cu_stream>>>(dbias, g, M);
     LAUNCHED();
@@ -354,7 +373,7 @@ static void matmul_fwd(float *out, const void *inp, int inp16, const float *w, c
 {
     const int in16 = inp16 ? IN16_A : 0;
     if (bias && gemm_rm_lt(0, 1, N, OC, C, inp, C, w, C, 0.0f, out, OC, KN_LT_EPILOGUE_BIAS,
-                           (float *)bias, in16))
+                           (float *)bias, in16, 0))
         return;
     float beta = 0.0f;
     if (bias) {
@@ -399,6 +418,31 @@ void kn_cu_matmul_fwd_bf16(float *out, const uint16_t *inp, const float *w, cons
                            int N, int C, int OC)
 {
     matmul_fwd(out, inp, 1, w, bias, N, C, OC);
+}
+
+/* backend.h's matmul_fwd_to_bf16 (the bf16 table's, precision 2): one
+ * cuBLASLt GEMM writing bf16, the fp32 bias added by its epilogue and
+ * beta 0 (a bias written into a bf16 C first would be rounded before the
+ * sum). Where cuBLASLt has no algorithm for this (or is missing): the
+ * fp32 GEMM into scratch and to_bf16, what the model did before; said
+ * once, as it costs the pass the op exists to save. */
+void kn_cu_matmul_fwd_to_bf16(uint16_t *out, const float *inp, const float *w, const float *bias,
+                              int N, int C, int OC)
+{
+    const int epi = bias ? KN_LT_EPILOGUE_BIAS : KN_LT_EPILOGUE_DEFAULT;
+    if (gemm_rm_lt(0, 1, N, OC, C, inp, C, w, C, 0.0f, out, OC, epi, (float *)bias, 0, 1)) return;
+    static int told;
+    if (!told) {
+        told = 1;
+        fprintf(stderr,
+                "kiln cuda: matmul_fwd_to_bf16 N%d C%d OC%d: no cuBLASLt GEMM writing bf16 "
+                "(%s): fp32 GEMM + to_bf16 for such shapes\n",
+                N, C, OC, kn_cu_lt ? "no algorithm" : "no cuBLASLt");
+    }
+    const size_t n = (size_t)N * OC;
+    float *y = kn_cu_scratch(n); /* matmul_fwd takes no kn_cu_scratch of its own */
+    matmul_fwd(y, inp, 0, w, bias, N, C, OC);
+    to_bf16_launch((__nv_bfloat16 *)out, y, n);
 }
 
 void kn_cu_matmul_bwd_bf16(float *dinp, float *dw, float *dbias, const float *dout,
