@@ -48,13 +48,22 @@ void kn_precision_round(kn_precision p, float *dst, const float *src, size_t n)
  * test path) and calls the CPU backend's fp32 op on them. Bias gradients
  * come from a second call on the unrounded output gradient, as on CUDA. */
 
-static float *rounded(kn_precision p, const float *src, size_t n)
+/* A host copy of n floats for the wrappers, zeroed (GCC, inlining,
+ * cannot see emu_from_bf16 fill all of one); ops cannot fail (backend.h),
+ * so running out of memory aborts. */
+static float *host_floats(size_t n)
 {
-    float *d = malloc((n ? n : 1) * sizeof(float));
+    float *d = calloc(n ? n : 1, sizeof(float));
     if (!d) {
         fprintf(stderr, "kiln precision emulation: out of memory (%zu floats)\n", n);
-        abort(); /* ops cannot fail (backend.h) */
+        abort();
     }
+    return d;
+}
+
+static float *rounded(kn_precision p, const float *src, size_t n)
+{
+    float *d = host_floats(n);
     kn_precision_round(p, d, src, n);
     return d;
 }
@@ -163,12 +172,7 @@ static void emu_from_bf16(float *dst, const uint16_t *src, size_t n)
 
 static float *widened(const uint16_t *src, size_t n)
 {
-    /* zeroed first: GCC, inlining, cannot see emu_from_bf16 fill it all */
-    float *d = calloc(n ? n : 1, sizeof(float));
-    if (!d) {
-        fprintf(stderr, "kiln precision emulation: out of memory (%zu floats)\n", n);
-        abort(); /* ops cannot fail (backend.h) */
-    }
+    float *d = host_floats(n);
     emu_from_bf16(d, src, n);
     return d;
 }
@@ -196,11 +200,7 @@ static void emu_matmul_fwd_to_bf16(uint16_t *out, const float *inp, const float 
                                    const float *bias, int N, int C, int OC)
 {
     const size_t n = (size_t)N * OC;
-    float *y = malloc((n ? n : 1) * sizeof(float));
-    if (!y) {
-        fprintf(stderr, "kiln precision emulation: out of memory (%zu floats)\n", n);
-        abort(); /* ops cannot fail (backend.h) */
-    }
+    float *y = host_floats(n);
     mf_bf16(y, inp, w, bias, N, C, OC);
     emu_to_bf16(out, y, n);
     free(y);
@@ -379,11 +379,7 @@ static void emu_flash_fwd_to_bf16(uint16_t *out, float *lse, const uint16_t *qkv
                                   int C, int NH, int causal)
 {
     const size_t n = (size_t)B * T * C;
-    float *y = malloc((n ? n : 1) * sizeof(float));
-    if (!y) {
-        fprintf(stderr, "kiln precision emulation: out of memory (%zu floats)\n", n);
-        abort(); /* ops cannot fail (backend.h) */
-    }
+    float *y = host_floats(n);
     emu_flash_fwd_bf16(y, lse, qkv, B, T, C, NH, causal);
     emu_to_bf16(out, y, n);
     free(y);
