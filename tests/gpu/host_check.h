@@ -80,6 +80,26 @@ static inline int check_parity(const char *what, const char *shape, const float 
                    "n=%-8zu ||d-c||/||c|| %.3g (bound %.0e + %.1e abs)", n, nd.rel(), tol, abs_tol);
 }
 
+/* test_cuda_parity's per-element check (count_bad): |d - r| <= atol + rtol
+ * |r| for every element, atol = 1e-6 max(1, max |r|) (NaN fails) */
+static inline int check_elem(const char *what, const char *shape, const float *d, const float *r,
+                             size_t n, double rtol)
+{
+    double scale = 0, worst = 0;
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < n; i++)
+        scale = fmax(scale, fabs((double)r[i]));
+    const double atol = 1e-6 * (scale > 1 ? scale : 1);
+    for (size_t i = 0; i < n; i++) {
+        const double e = fabs((double)d[i] - r[i]), tol = atol + rtol * fabs((double)r[i]);
+        if (!(e <= tol) && !bad++) first = i;
+        if (e / tol > worst) worst = e / tol;
+    }
+    return verdict(bad == 0, what, shape,
+                   "n=%-7zu %zu beyond %.0e|r| + %.1e (first at %zu, worst %.2g of it)", n, bad,
+                   rtol, atol, first, worst);
+}
+
 /* "NAME: P of N checks passed"; the exit status */
 static inline int check_summary(const char *name)
 {
