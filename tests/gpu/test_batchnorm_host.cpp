@@ -11,9 +11,9 @@
  *   and the running statistics (moved in training, untouched in eval);
  * - the backward in the mode of its forward, adding to random dinp, dw, db,
  *   and with dinp NULL (a first layer) or dw, db NULL;
- * - shapes where each thread sums one value (n <= 256, what
- *   test_cuda_parity runs on a GPU) and where it sums hundreds (a CNN's
- *   B * HW: 16 x 784), HW = 1 (after a linear layer), n not a multiple of
+ * - shapes where each thread sums one value (n <= 256, test_cuda_parity's
+ *   smallest GPU shape) and where it sums up to 196 (B * HW = 64 x 784),
+ *   HW = 1 (after a linear layer), n not a multiple of
  *   the block; activations centred and with a mean far from 0 against
  *   their spread (the fp32 sums' hard case).
  *
