@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 static int failures, checks;
 static unsigned long long rng __attribute__((unused)) = 0x9E3779B97F4A7C15ull;
@@ -98,6 +99,18 @@ static inline int check_elem(const char *what, const char *shape, const float *d
     return verdict(bad == 0, what, shape,
                    "n=%-7zu %zu beyond %.0e|r| + %.1e (first at %zu, worst %.2g of it)", n, bad,
                    rtol, atol, first, worst);
+}
+
+/* d and r the same bits (NaN included), n floats */
+static inline int check_bits(const char *what, const char *shape, const float *d, const float *r,
+                             size_t n)
+{
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&d[i], &r[i], sizeof(float)) != 0 && !bad++) first = i;
+    if (!bad) return verdict(1, what, shape, "n=%-7zu bit for bit", n);
+    return verdict(0, what, shape, "n=%-7zu %zu differ, first [%zu]: %.8g vs %.8g", n, bad, first,
+                   d[first], r[first]);
 }
 
 /* "NAME: P of N checks passed"; the exit status */

@@ -50,16 +50,6 @@ static inline unsigned blocks_for(size_t n, unsigned threads) /* cuda_int.cuh's 
 
 static const char *const names[] = {"", "relu", "tanh", "sigmoid", "gelu"};
 
-/* the same bits in a and b (n floats) */
-static void check_bits(const char *what, const char *shape, const float *a, const float *b,
-                       size_t n)
-{
-    size_t bad = 0, first = 0;
-    for (size_t i = 0; i < n; i++)
-        if (memcmp(&a[i], &b[i], sizeof(float)) != 0 && !bad++) first = i;
-    verdict(bad == 0, what, shape, "n=%-7zu %zu differ (first at %zu)", n, bad, first);
-}
-
 /* bf16 bits: random magnitudes; with specials, every 7th element one of
  * the edge patterns */
 static void inputs(std::vector<uint16_t> &x16, std::vector<float> &xw, int specials)

@@ -254,20 +254,6 @@ static void run(int B, int T, int NH, int hs, int causal)
     check_norm("dqkv/emulation", shape, g.data(), rg.data(), nqkv, 1e-3);
 }
 
-/* d and r the same bits (NaN included) */
-static void check_bits(const char *what, const char *shape, const float *d, const float *r,
-                       size_t n)
-{
-    size_t bad = 0, first = 0;
-    for (size_t i = 0; i < n; i++)
-        if (memcmp(&d[i], &r[i], sizeof(float)) != 0 && !bad++) first = i;
-    if (!bad)
-        verdict(1, what, shape, "n=%-7zu bit for bit", n);
-    else
-        verdict(0, what, shape, "n=%-7zu %zu differ, first [%zu]: %.8g vs %.8g", n, bad, first,
-                d[first], r[first]);
-}
-
 /* The kernels reading bf16 (attention_fused_*_bf16: qkv, and the
  * backward's out, as the model stores them) against the same kernels
  * reading their fp32 widening (attention_fused_*): bit for bit, out, lse

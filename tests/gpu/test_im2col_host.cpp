@@ -45,13 +45,27 @@ using namespace dev;
 
 static const double TOL = 1e-4; /* test_cuda_parity's R_SUM */
 
-static void check_bits(const char *what, const char *shape, const float *a, const float *b,
-                       size_t n)
+/* f(j, i) for each entry j of the column matrix of images [b0, b0 + nb)
+ * in row order ((c, kh, kw), then image, output pixel): i the input element
+ * it reads, -1 in the padding */
+template <class F> static void for_each_col(const kn_conv_shape &s, int b0, int nb, F f)
 {
-    size_t bad = 0, first = 0;
-    for (size_t i = 0; i < n; i++)
-        if (memcmp(&a[i], &b[i], sizeof(float)) != 0 && !bad++) first = i;
-    verdict(bad == 0, what, shape, "n=%-7zu %zu differ (first at %zu)", n, bad, first);
+    const int P = s.OH * s.OW, K = s.K;
+    const size_t NP = (size_t)nb * P, HW = (size_t)s.H * s.W;
+    for (int c = 0; c < s.C; c++)
+        for (int kh = 0; kh < K; kh++)
+            for (int kw = 0; kw < K; kw++)
+                for (int b = 0; b < nb; b++)
+                    for (int oh = 0; oh < s.OH; oh++)
+                        for (int ow = 0; ow < s.OW; ow++) {
+                            const int ih = oh * s.stride - s.pad + kh,
+                                      iw = ow * s.stride - s.pad + kw;
+                            const size_t j = ((size_t)(c * K + kh) * K + kw) * NP + (size_t)b * P +
+                                             oh * s.OW + ow;
+                            const int in = ih >= 0 && ih < s.H && iw >= 0 && iw < s.W;
+                            f(j,
+                              in ? (long)(((size_t)(b0 + b) * s.C + c) * HW + ih * s.W + iw) : -1L);
+                        }
 }
 
 /* out (M, N) = op(A) op(B), row-major, float accumulation in k order */
@@ -82,19 +96,7 @@ static void run(int B, int C, int H, int W, int OC, int K, int S, int pad, int b
 
     /* the direct im2col of images [b0, b0 + nb) */
     std::vector<float> ref(ncol);
-    for (int c = 0; c < C; c++)
-        for (int kh = 0; kh < K; kh++)
-            for (int kw = 0; kw < K; kw++)
-                for (int b = 0; b < nb; b++)
-                    for (int oh = 0; oh < s.OH; oh++)
-                        for (int ow = 0; ow < s.OW; ow++) {
-                            const int ih = oh * S - pad + kh, iw = ow * S - pad + kw;
-                            const size_t r = (size_t)(c * K + kh) * K + kw;
-                            ref[r * NP + (size_t)b * P + oh * s.OW + ow] =
-                                ih >= 0 && ih < H && iw >= 0 && iw < W
-                                    ? x[((size_t)(b0 + b) * C + c) * HW + ih * W + iw]
-                                    : 0.0f;
-                        }
+    for_each_col(s, b0, nb, [&](size_t j, long i) { ref[j] = i < 0 ? 0.0f : x[(size_t)i]; });
     const float *px = x.data();
     for (int small = 0; small < 2; small++) {
         std::vector<float> col(ncol, NAN);
@@ -112,18 +114,9 @@ static void run(int B, int C, int H, int W, int OC, int K, int S, int pad, int b
     for (auto &f : dx0)
         f = frand();
     std::vector<float> acc(nin, 0.0f), want(dx0);
-    for (int c = 0; c < C; c++)
-        for (int kh = 0; kh < K; kh++)
-            for (int kw = 0; kw < K; kw++)
-                for (int b = 0; b < nb; b++)
-                    for (int oh = 0; oh < s.OH; oh++)
-                        for (int ow = 0; ow < s.OW; ow++) {
-                            const int ih = oh * S - pad + kh, iw = ow * S - pad + kw;
-                            if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
-                            const size_t r = (size_t)(c * K + kh) * K + kw;
-                            acc[((size_t)(b0 + b) * C + c) * HW + ih * W + iw] +=
-                                dcol[r * NP + (size_t)b * P + oh * s.OW + ow];
-                        }
+    for_each_col(s, b0, nb, [&](size_t j, long i) {
+        if (i >= 0) acc[(size_t)i] += dcol[j];
+    });
     for (size_t i = (size_t)b0 * C * HW; i < (size_t)(b0 + nb) * C * HW; i++)
         want[i] += acc[i];
     const float *pdc = dcol.data();
