@@ -1,21 +1,22 @@
 /* test_batchnorm_host: the batch-normalisation kernels of the CUDA backend
- * (lib/nn/cuda/batchnorm.cuh, launched by batchnorm.cu: one block of
- * BN_THREADS per channel) compiled for the host with tests/gpu/host_cuda.h's
- * stand-ins (a block's threads as fibers, warps in ascending and descending
- * order, the shuffles through the warp barrier, the shared memory
- * NaN-poisoned before each block) and run there against the CPU backend
- * (cpu.c, which sums in double), with test_cuda_parity's per-element
- * tolerance for sums (1e-4 |cpu| + 1e-6 max(1, max |cpu|)):
+ * (lib/nn/cuda/batchnorm.cuh) compiled for the host with
+ * tests/gpu/host_cuda.h's stand-ins (a block's threads as fibers, warps in
+ * ascending and descending order, the shuffles through the warp barrier,
+ * the shared memory NaN-poisoned before each block), launched as
+ * batchnorm.cu does (grids of S x C blocks, S from bn_segments, the
+ * partials NaN-poisoned), and run against the CPU backend (cpu.c, which
+ * sums in double), with test_cuda_parity's per-element tolerance for sums
+ * (1e-4 |cpu| + 1e-6 max(1, max |cpu|)):
  *
  * - the forward in both modes: out (NaN-poisoned), the saved mean and rstd,
  *   and the running statistics (moved in training, untouched in eval);
  * - the backward in the mode of its forward, adding to random dinp, dw, db,
  *   and with dinp NULL (a first layer) or dw, db NULL;
- * - shapes where each thread sums one value (n <= 256, test_cuda_parity's
- *   smallest GPU shape) and where it sums up to 196 (B * HW = 64 x 784),
- *   HW = 1 (after a linear layer), n not a multiple of
- *   the block; activations centred and with a mean far from 0 against
- *   their spread (the fp32 sums' hard case).
+ * - a thread summing one value (n <= 256, test_cuda_parity's smallest GPU
+ *   shape) to 49 (B * HW = 16 x 784 in one block); S 1, 4, 7 (segments
+ *   of 128-129 values, threads idle) and 13; HW = 1 (after a linear
+ *   layer); n not a multiple of the block; activations centred and with a
+ *   mean far from 0 against their spread (the fp32 sums' hard case).
  *
  * What it cannot check: the device's rsqrtf (here 1/sqrtf), timing. */
 #include <float.h>
@@ -43,6 +44,49 @@ namespace dev
 using namespace dev;
 
 #include "host_check.h"
+
+/* ------------------------------------------------------------ launching, as batchnorm.cu */
+
+static int force_S; /* segments a channel; 0: bn_segments, as batchnorm.cu */
+
+static int segments(int C, int n)
+{
+    return force_S ? force_S : bn_segments(C, n);
+}
+
+static void bn_fwd(float *out, float *mean, float *rstd, float *run_mean, float *run_var,
+                   const float *inp, const float *w, const float *b, int B, int C, int HW,
+                   int training)
+{
+    const int S = segments(C, B * HW);
+    const dim3 grid((unsigned)S, (unsigned)C);
+    std::vector<float> part((size_t)2 * C * S, NAN); /* kn_cu_scratch */
+    float *p1 = training ? part.data() : NULL, *p2 = training ? p1 + (size_t)C * S : NULL;
+    if (training) {
+        launch(grid, BN_THREADS, 0, [&] { k_bn_sum(p1, inp, NULL, B, C, HW, S); });
+        launch(grid, BN_THREADS, 0, [&] { k_bn_sum(p2, inp, p1, B, C, HW, S); });
+    }
+    launch(grid, BN_THREADS, 0, [&] {
+        k_bn_norm(out, mean, rstd, run_mean, run_var, inp, w, b, p1, p2, B, C, HW, S, 0.1f, 1e-5f,
+                  training);
+    });
+}
+
+static void bn_bwd(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                   const float *w, const float *mean, const float *rstd, int B, int C, int HW,
+                   int training)
+{
+    const int S = segments(C, B * HW);
+    std::vector<float> part((size_t)2 * C * S, NAN);
+    float *pp = part.data();
+    launch(dim3((unsigned)S, (unsigned)C), BN_THREADS, 0,
+           [&] { k_bn_bwd_sum(pp, dout, inp, mean, rstd, B, C, HW, S); });
+    launch(dim3(dinp ? (unsigned)S : 1u, (unsigned)C), BN_THREADS, 0, [&] {
+        k_bn_bwd_apply(dinp, dw, db, pp, dout, inp, w, mean, rstd, B, C, HW, S, training);
+    });
+}
+
+/* ------------------------------------------------------------ the checks */
 
 static const double TOL = 1e-4; /* test_cuda_parity's R_SUM */
 
@@ -118,11 +162,11 @@ static void run(int B, int C, int HW, float offset, float spread)
     std::vector<float> rm0 = rand_vec((size_t)C, 0.5f, offset), rv0((size_t)C);
     for (auto &f : rv0)
         f = spread * spread * (1.0f + 0.5f * fabsf(frand()));
-    const dim3 g((unsigned)C), blk(BN_THREADS);
     for (int training = 1; training >= 0; training--) {
         char shape[80];
-        snprintf(shape, sizeof shape, "B%d C%d HW%d x%g+-%g %s%s", B, C, HW, offset, spread,
-                 training ? "train" : "eval", reverse_order ? " rev" : "");
+        snprintf(shape, sizeof shape, "B%d C%d HW%d S%d x%g+-%g %s%s", B, C, HW,
+                 segments(C, B * HW), offset, spread, training ? "train" : "eval",
+                 reverse_order ? " rev" : "");
 
         /* forward */
         std::vector<float> out(n, NAN), mean((size_t)C, NAN), rstd((size_t)C, NAN), rm(rm0),
@@ -134,9 +178,7 @@ static void run(int B, int C, int HW, float offset, float spread)
         float *po = kout.data(), *pm = kmean.data(), *pr = krstd.data(), *prm = krm.data(),
               *prv = krv.data();
         const float *px = x.data(), *pw = w.data(), *pb = b.data();
-        launch(g, blk, 0, [&] {
-            k_batchnorm_fwd(po, pm, pr, prm, prv, px, pw, pb, B, C, HW, 0.1f, 1e-5f, training);
-        });
+        bn_fwd(po, pm, pr, prm, prv, px, pw, pb, B, C, HW, training);
         check_out(shape, po, out.data(), x.data(), w.data(), b.data(), mean.data(), rstd.data(), B,
                   C, HW);
         check_elem("fwd mean", shape, pm, mean.data(), (size_t)C, TOL);
@@ -160,8 +202,7 @@ static void run(int B, int C, int HW, float offset, float spread)
                            mean.data(), rstd.data(), B, C, HW, training);
         float *pdx = kdx.data(), *pdw = kdw.data(), *pdb = kdb.data();
         const float *pg = dout.data(), *pcm = mean.data(), *pcr = rstd.data();
-        launch(g, blk, 0,
-               [&] { k_batchnorm_bwd(pdx, pdw, pdb, pg, px, pw, pcm, pcr, B, C, HW, training); });
+        bn_bwd(pdx, pdw, pdb, pg, px, pw, pcm, pcr, B, C, HW, training);
         check_elem("bwd dinp", shape, minus(kdx, dx0).data(), minus(dx, dx0).data(), n, TOL);
         check_elem("bwd dw", shape, minus(kdw, dw0).data(), minus(dw, dw0).data(), (size_t)C, TOL);
         check_elem("bwd db", shape, minus(kdb, db0).data(), minus(db, db0).data(), (size_t)C, TOL);
@@ -169,17 +210,13 @@ static void run(int B, int C, int HW, float offset, float spread)
         /* without dinp (the first layer), then without dw and db */
         std::vector<float> ndw(dw0), ndb(db0);
         float *pndw = ndw.data(), *pndb = ndb.data();
-        launch(g, blk, 0, [&] {
-            k_batchnorm_bwd(NULL, pndw, pndb, pg, px, pw, pcm, pcr, B, C, HW, training);
-        });
+        bn_bwd(NULL, pndw, pndb, pg, px, pw, pcm, pcr, B, C, HW, training);
         verdict(memcmp(pndw, pdw, (size_t)C * sizeof(float)) == 0 &&
                     memcmp(pndb, pdb, (size_t)C * sizeof(float)) == 0,
                 "bwd no dinp", shape, "dw, db bit for bit as with dinp");
         std::vector<float> odx(dx0);
         float *podx = odx.data();
-        launch(g, blk, 0, [&] {
-            k_batchnorm_bwd(podx, NULL, NULL, pg, px, pw, pcm, pcr, B, C, HW, training);
-        });
+        bn_bwd(podx, NULL, NULL, pg, px, pw, pcm, pcr, B, C, HW, training);
         verdict(memcmp(podx, pdx, n * sizeof(float)) == 0, "bwd no dw db", shape,
                 "dinp bit for bit as with them");
     }
@@ -192,9 +229,23 @@ int main(void)
         run(4, 3, 25, 1.5f, 2.0f);   /* test_cuda_parity's shape: one value a thread */
         run(64, 5, 1, 0.0f, 1.0f);   /* after a linear layer, n = B */
         run(3, 2, 300, 0.0f, 1.0f);  /* n = 900: the block's loops wrap */
-        run(16, 2, 784, 0.5f, 1.0f); /* a CNN's first layer: 49 values a thread */
+        run(16, 2, 784, 0.5f, 1.0f); /* a CNN's first layer: S 4, 13 values a thread */
     }
     reverse_order = 0;
-    run(64, 1, 784, 100.0f, 1.0f); /* a mean 100 spreads wide: the fp32 sums' hard case */
+    force_S = 1; /* the whole channel in one block: 49 values a thread */
+    run(16, 2, 784, 0.5f, 1.0f);
+    force_S = 7; /* segments of 128 or 129 values, some threads idle */
+    run(3, 2, 300, 0.0f, 1.0f);
+    force_S = 0;
+    /* means far from 0 against the spread, the fp32 sums' hard case: a
+     * cancelling output (100 +- 1, S 13), and values so alike that sums
+     * of x round alike add after add (1000.1 +- 0.001: summing x instead
+     * of x - x0 puts the mean 2-3 ulps off and rstd 8-17 times the
+     * tolerance) */
+    run(64, 1, 784, 100.0f, 1.0f);
+    run(64, 2, 784, 1000.1f, 0.001f);
+    force_S = 1; /* and in one block: 49 values a thread */
+    run(16, 2, 784, 1000.1f, 0.001f);
+    force_S = 0;
     return check_summary("test_batchnorm_host");
 }
