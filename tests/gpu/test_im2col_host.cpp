@@ -36,6 +36,7 @@ extern "C" {
  * build's host stubs of the same kernels */
 namespace dev
 {
+#include "nn/cuda/grid.cuh"
 #include "nn/cuda/conv_bias.cuh"
 #include "nn/cuda/conv_im2col.cuh"
 } // namespace dev

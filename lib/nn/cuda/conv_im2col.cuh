@@ -1,8 +1,8 @@
 /* conv_im2col.cuh: the im2col path's elementwise kernels of conv.cu (no
  * launches: conv.cu launches them): k_im2col (a chunk of images to the
  * column matrix the GEMM reads) and k_col2im (the column matrix's gradient
- * gathered back to the input's, in a fixed order, no atomics), with the
- * 2-D grid they run on (plane_grid) and the geometry they read
+ * gathered back to the input's, in a fixed order, no atomics) on
+ * plane_grid's 2-D grid (grid.cuh), with the geometry they read
  * (conv_dims). In a header of their own so that
  * tests/gpu/test_im2col_host.cpp compiles the same source on the host with
  * stand-ins for the CUDA built-ins and checks them against the CPU backend.
@@ -13,21 +13,6 @@
 struct conv_dims {
     int C, H, W, K, S, pad, OH, OW;
 };
-
-/* The elementwise conv kernels run on a 2-D grid: y over planes (a row of
- * the column matrix, or an (image, channel) plane), x over the elements of
- * the plane, with 32-bit index arithmetic (a chunk holds < 2^31 elements of
- * a plane: the scratch budget). The first version decoded a flat 64-bit
- * index with six 64-bit divisions per element (emulated on the GPU, tens of
- * instructions each): im2col was a quarter of the CNN B=256 step on the
- * H200, about ten times its memory-bound time. Now the plane's coordinates
- * are uniform per block and each element costs two 32-bit divisions. */
-static dim3 plane_grid(int per_plane, int planes)
-{
-    int x = (per_plane + 255) / 256;
-    return dim3((unsigned)(x < 1024 ? (x ? x : 1) : 1024),
-                (unsigned)(planes < 65535 ? planes : 65535));
-}
 
 /* col (C*K*K, nb*P) from images [b0, b0 + nb): plane = a row (c, kh, kw) of
  * col, x = its nb*P entries (image b, output pixel p); writes coalesced,

@@ -75,6 +75,9 @@ static inline unsigned blocks_for(size_t n, unsigned threads)
     return (unsigned)(b < 65535u * 32u ? (b ? b : 1) : 65535u * 32u);
 }
 
+/* plane_grid, the per-plane kernels' 2-D grid */
+#include "nn/cuda/grid.cuh"
+
 /* warp_sum, warp_max and the two-pass column sums' chunking
  * (KN_CU_COL_*, kn_cu_col_chunks, kn_cu_chunk_rows): in a header of their
  * own, which tests/gpu's host tests compile with the kernels. */
