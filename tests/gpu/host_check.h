@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <vector>
+
 static int failures, checks;
 static unsigned long long rng __attribute__((unused)) = 0x9E3779B97F4A7C15ull;
 
@@ -22,6 +24,25 @@ static inline unsigned urand(void) /* xorshift64, its high 32 bits */
 static inline float frand(void) /* uniform in [-1, 1) */
 {
     return (float)(urand() >> 8) / 16777216.0f * 2.0f - 1.0f;
+}
+
+/* n floats uniform in [-1, 1) */
+static inline std::vector<float> rand_floats(size_t n)
+{
+    std::vector<float> v(n);
+    for (auto &f : v)
+        f = frand();
+    return v;
+}
+
+/* a - base, element by element: what an accumulating output added */
+static inline std::vector<float> increments(const std::vector<float> &a,
+                                            const std::vector<float> &base)
+{
+    std::vector<float> d(a.size());
+    for (size_t i = 0; i < a.size(); i++)
+        d[i] = a[i] - base[i];
+    return d;
 }
 
 /* Counts one check and prints its line: "ok  " or "FAIL", what, the shape,

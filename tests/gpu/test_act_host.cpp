@@ -31,6 +31,7 @@ extern "C" {
 }
 
 #include "host_cuda.h"
+#include "nn/cuda/grid.cuh" /* blocks_for, plane_grid */
 
 /* in a namespace: kiln_nn (linked for the CPU backend) has the device
  * build's host stubs of the same kernels */
@@ -39,12 +40,6 @@ namespace dev
 #include "nn/cuda/act.cuh"
 }
 using namespace dev;
-
-static inline unsigned blocks_for(size_t n, unsigned threads) /* cuda_int.cuh's */
-{
-    size_t b = (n + threads - 1) / threads;
-    return (unsigned)(b < 65535u * 32u ? (b ? b : 1) : 65535u * 32u);
-}
 
 #include "host_check.h"
 

@@ -98,15 +98,6 @@ static std::vector<float> rand_vec(size_t n, float scale, float offset)
     return v;
 }
 
-/* a - b, element by element (an accumulated output's increment) */
-static std::vector<float> minus(const std::vector<float> &a, const std::vector<float> &b)
-{
-    std::vector<float> d(a.size());
-    for (size_t i = 0; i < a.size(); i++)
-        d[i] = a[i] - b[i];
-    return d;
-}
-
 /* The forward's output against the CPU's: test_cuda_parity's tolerance
  * plus what its form allows. out = x scale + shift (scale = rstd w, shift =
  * b - mean scale) cancels where the mean is far from 0 against the spread
@@ -203,9 +194,12 @@ static void run(int B, int C, int HW, float offset, float spread)
         float *pdx = kdx.data(), *pdw = kdw.data(), *pdb = kdb.data();
         const float *pg = dout.data(), *pcm = mean.data(), *pcr = rstd.data();
         bn_bwd(pdx, pdw, pdb, pg, px, pw, pcm, pcr, B, C, HW, training);
-        check_elem("bwd dinp", shape, minus(kdx, dx0).data(), minus(dx, dx0).data(), n, TOL);
-        check_elem("bwd dw", shape, minus(kdw, dw0).data(), minus(dw, dw0).data(), (size_t)C, TOL);
-        check_elem("bwd db", shape, minus(kdb, db0).data(), minus(db, db0).data(), (size_t)C, TOL);
+        check_elem("bwd dinp", shape, increments(kdx, dx0).data(), increments(dx, dx0).data(), n,
+                   TOL);
+        check_elem("bwd dw", shape, increments(kdw, dw0).data(), increments(dw, dw0).data(),
+                   (size_t)C, TOL);
+        check_elem("bwd db", shape, increments(kdb, db0).data(), increments(db, db0).data(),
+                   (size_t)C, TOL);
 
         /* without dinp (the first layer), then without dw and db */
         std::vector<float> ndw(dw0), ndb(db0);

@@ -36,6 +36,7 @@ extern "C" {
 }
 
 #include "host_cuda.h"
+#include "nn/cuda/grid.cuh" /* blocks_for, plane_grid */
 
 /* in a namespace of their own: kiln_nn (linked for the CPU backend) has
  * the device build's host stubs of the same kernels */
@@ -49,12 +50,6 @@ using namespace dev;
 /* ------------------------------------------------------------ launching, as classifier.cu */
 
 static int sms = 132; /* kn_cu_sms() on an H200 */
-
-static unsigned blocks_for(size_t n, unsigned threads) /* cuda_int.cuh's */
-{
-    size_t b = (n + threads - 1) / threads;
-    return (unsigned)(b < 65535u * 32u ? (b ? b : 1) : 65535u * 32u);
-}
 
 static void xent_fwd(float *losses, float *lse, const float *logits, const int *targets, int N,
                      int V, int Vp)

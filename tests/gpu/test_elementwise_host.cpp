@@ -25,6 +25,7 @@ extern "C" {
 }
 
 #include "host_cuda.h"
+#include "nn/cuda/grid.cuh" /* blocks_for, plane_grid */
 
 /* in a namespace: kiln_nn (linked for the CPU backend) has the device
  * build's host stubs of the same kernels */
@@ -34,21 +35,7 @@ namespace dev
 }
 using namespace dev;
 
-static inline unsigned blocks_for(size_t n, unsigned threads) /* cuda_int.cuh's */
-{
-    size_t b = (n + threads - 1) / threads;
-    return (unsigned)(b < 65535u * 32u ? (b ? b : 1) : 65535u * 32u);
-}
-
 #include "host_check.h"
-
-static std::vector<float> rand_vec(size_t n)
-{
-    std::vector<float> v(n);
-    for (auto &f : v)
-        f = frand();
-    return v;
-}
 
 static void run(size_t n, float p, uint64_t seed, int wrap)
 {
@@ -57,8 +44,8 @@ static void run(size_t n, float p, uint64_t seed, int wrap)
              wrap ? " 2 blocks" : "");
     const kn_backend *cpu = kn_backend_cpu();
     const dim3 g(wrap ? 2 : blocks_for(n, 256));
-    const std::vector<float> x = rand_vec(n), y = rand_vec(n), dout = rand_vec(n), d0 = rand_vec(n),
-                             e0 = rand_vec(n);
+    const std::vector<float> x = rand_floats(n), y = rand_floats(n), dout = rand_floats(n),
+                             d0 = rand_floats(n), e0 = rand_floats(n);
     const float *px = x.data(), *py = y.data(), *pg = dout.data();
 
     /* dropout */

@@ -24,6 +24,7 @@ extern "C" {
 }
 
 #include "host_cuda.h"
+#include "nn/cuda/grid.cuh" /* blocks_for, plane_grid */
 
 /* in a namespace: kiln_nn (linked for the CPU backend) has the device
  * build's host stubs of the same kernels */
@@ -33,21 +34,7 @@ namespace dev
 }
 using namespace dev;
 
-static inline unsigned blocks_for(size_t n, unsigned threads) /* cuda_int.cuh's */
-{
-    size_t b = (n + threads - 1) / threads;
-    return (unsigned)(b < 65535u * 32u ? (b ? b : 1) : 65535u * 32u);
-}
-
 #include "host_check.h"
-
-static std::vector<float> rand_vec(size_t n)
-{
-    std::vector<float> v(n);
-    for (auto &f : v)
-        f = frand();
-    return v;
-}
 
 static void run(int B, int T, int C, int V, int wrap)
 {
@@ -59,8 +46,9 @@ static void run(int B, int T, int C, int V, int wrap)
     std::vector<int> ids((size_t)N);
     for (auto &t : ids)
         t = (int)(urand() % (unsigned)V); /* V < N: tokens repeat */
-    const std::vector<float> wte = rand_vec(ntab), wpe = rand_vec(npos), dout = rand_vec(nout),
-                             dwte0 = rand_vec(ntab), dwpe0 = rand_vec(npos);
+    const std::vector<float> wte = rand_floats(ntab), wpe = rand_floats(npos),
+                             dout = rand_floats(nout), dwte0 = rand_floats(ntab),
+                             dwpe0 = rand_floats(npos);
     const int *pid = ids.data();
     const float *pte = wte.data(), *ppe = wpe.data(), *pg = dout.data();
 

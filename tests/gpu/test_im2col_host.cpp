@@ -30,13 +30,13 @@ extern "C" {
 }
 
 #include "host_cuda.h"
+#include "nn/cuda/grid.cuh"   /* blocks_for, plane_grid */
 #include "nn/cuda/reduce.cuh" /* conv_bias.cuh's k_rowsum_partial sums by warp */
 
 /* in a namespace: kiln_nn (linked for the CPU backend) has the device
  * build's host stubs of the same kernels */
 namespace dev
 {
-#include "nn/cuda/grid.cuh"
 #include "nn/cuda/conv_bias.cuh"
 #include "nn/cuda/conv_im2col.cuh"
 } // namespace dev

@@ -47,6 +47,7 @@ extern "C" {
 }
 
 #include "host_cuda.h"
+#include "nn/cuda/grid.cuh" /* blocks_for, plane_grid */
 #include "nn/cuda/reduce.cuh"
 
 /* The device's vector types and make_float4 (vector_types.h): the
@@ -80,12 +81,6 @@ static inline __nv_bfloat162 bf162_rn(float a, float b)
 }
 #define __float2bfloat16_rn   bf16_rn
 #define __floats2bfloat162_rn bf162_rn
-
-static inline unsigned blocks_for(size_t n, unsigned threads) /* cuda_int.cuh's */
-{
-    size_t b = (n + threads - 1) / threads;
-    return (unsigned)(b < 65535u * 32u ? (b ? b : 1) : 65535u * 32u);
-}
 
 /* in a namespace: kiln_nn (linked for the CPU backend) has the device
  * build's host stubs of the same kernels */
@@ -143,13 +138,6 @@ static void colsum_add(float *dcol, const float *x, int rows, int cols, int *G_o
 }
 
 /* ------------------------------------------------------------ launching, as conv.cu */
-
-static dim3 plane_grid(int per_plane, int planes)
-{
-    int x = (per_plane + 255) / 256;
-    return dim3((unsigned)(x < 1024 ? (x ? x : 1) : 1024),
-                (unsigned)(planes < 65535 ? planes : 65535));
-}
 
 static void rowsum_add(float *dbias, const float *dt, int OC, size_t NP, size_t *S_out)
 {

@@ -27,21 +27,15 @@ extern "C" {
 }
 
 #include "host_cuda.h"
+#include "nn/cuda/grid.cuh" /* blocks_for, plane_grid */
 
 /* in a namespace: kiln_nn (linked for the CPU backend) has the device
  * build's host stubs of the same kernels */
 namespace dev
 {
-#include "nn/cuda/grid.cuh"
 #include "nn/cuda/pool.cuh"
 } // namespace dev
 using namespace dev;
-
-static inline unsigned blocks_for(size_t n, unsigned threads) /* cuda_int.cuh's */
-{
-    size_t b = (n + threads - 1) / threads;
-    return (unsigned)(b < 65535u * 32u ? (b ? b : 1) : 65535u * 32u);
-}
 
 #include "host_check.h"
 
@@ -51,15 +45,6 @@ static std::vector<float> rand_vec(size_t n, int coarse)
     for (auto &f : v)
         f = coarse ? roundf(frand() * 2.0f) : frand(); /* coarse: -2..2, ties in most windows */
     return v;
-}
-
-/* increments: a - base, element by element */
-static std::vector<float> minus(const std::vector<float> &a, const std::vector<float> &base)
-{
-    std::vector<float> d(a.size());
-    for (size_t i = 0; i < a.size(); i++)
-        d[i] = a[i] - base[i];
-    return d;
 }
 
 static void run_pool(int kind, int B, int C, int H, int W, int K, int S, int coarse)
@@ -96,7 +81,8 @@ static void run_pool(int kind, int B, int C, int H, int W, int K, int S, int coa
         if (max && S >= K) /* one window per input at most: the same single addition */
             check_bits("bwd dinp", shape, pdx, dx.data(), nin);
         else
-            check_norm("bwd dinp", shape, minus(kdx, dx0).data(), minus(dx, dx0).data(), nin, 1e-6);
+            check_norm("bwd dinp", shape, increments(kdx, dx0).data(), increments(dx, dx0).data(),
+                       nin, 1e-6);
     }
 }
 
@@ -120,7 +106,8 @@ static void run_seqpool(int kind, int B, int T, int C)
         check_bits("seq bwd", shape, pdx, dx.data(), nin);
     } else {
         check_norm("seq fwd", shape, po, out.data(), nout, 1e-6);
-        check_norm("seq bwd", shape, minus(kdx, dx0).data(), minus(dx, dx0).data(), nin, 1e-6);
+        check_norm("seq bwd", shape, increments(kdx, dx0).data(), increments(dx, dx0).data(), nin,
+                   1e-6);
     }
 }
 

@@ -68,14 +68,8 @@ extern int kn_cu_capturing;
  * unchanged since its capture. */
 extern unsigned kn_cu_mem_gen;
 
-/* Grid size for a grid-stride loop over n items (capped, at least 1). */
-static inline unsigned blocks_for(size_t n, unsigned threads)
-{
-    size_t b = (n + threads - 1) / threads;
-    return (unsigned)(b < 65535u * 32u ? (b ? b : 1) : 65535u * 32u);
-}
-
-/* plane_grid, the per-plane kernels' 2-D grid */
+/* blocks_for (grid-stride loops' grids) and plane_grid (the per-plane
+ * kernels' 2-D grid) */
 #include "nn/cuda/grid.cuh"
 
 /* warp_sum, warp_max and the two-pass column sums' chunking
@@ -202,11 +196,10 @@ void kn_cu_flash_mma_bwd(float *dqkv, const float *dout, const float *qkv, const
                          const float *lse, int B, int T, int C, int NH, int causal);
 /* flash.cu: attention_fused_fwd_bf16 / bwd_bf16, each variant (qkv and the
  * backward's out as the model stored them) */
-void kn_cu_flash_fwd_bf16(float *out, float *lse, const uint16_t *qkv, int B, int T, int C,
-                          int NH, int causal);
-void kn_cu_flash_bwd_bf16(float *dqkv, const float *dout, const uint16_t *qkv,
-                          const uint16_t *out, const float *lse, int B, int T, int C, int NH,
+void kn_cu_flash_fwd_bf16(float *out, float *lse, const uint16_t *qkv, int B, int T, int C, int NH,
                           int causal);
+void kn_cu_flash_bwd_bf16(float *dqkv, const float *dout, const uint16_t *qkv, const uint16_t *out,
+                          const float *lse, int B, int T, int C, int NH, int causal);
 void kn_cu_flash_mma_fwd_bf16(float *out, float *lse, const uint16_t *qkv, int B, int T, int C,
                               int NH, int causal);
 void kn_cu_flash_mma_bwd_bf16(float *dqkv, const float *dout, const uint16_t *qkv,

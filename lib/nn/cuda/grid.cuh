@@ -3,6 +3,13 @@
 #ifndef KN_GRID_CUH
 #define KN_GRID_CUH
 
+/* Grid size for a grid-stride loop over n items (capped, at least 1). */
+static inline unsigned blocks_for(size_t n, unsigned threads)
+{
+    size_t b = (n + threads - 1) / threads;
+    return (unsigned)(b < 65535u * 32u ? (b ? b : 1) : 65535u * 32u);
+}
+
 /* The per-plane elementwise kernels (conv_im2col.cuh, conv_bias.cuh,
  * pool.cuh) run on a 2-D grid: y over planes (a row of a column matrix, an
  * (image, channel) plane), x over the plane's elements, with 32-bit index
