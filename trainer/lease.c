@@ -69,16 +69,28 @@ int trn_lease_take(kn_regclient *reg, const char *model, double ttl_s, double wa
                 return kn_seterr(err, errsz, c, "creating model %s: %s", model, e2);
             continue;
         }
-        if (rc != KN_ECONFLICT) return rc;
+        /* the registry away (no answer) or failing itself (5xx: its database
+         * restarting): as transient as a held lease, so waited out the same
+         * way; the POST is not retried by the client (not idempotent-keyed) */
+        const int st = kn_regclient_last_status(reg);
+        const int away = rc == KN_EHTTP && (st == 0 || st >= 500);
+        if (rc != KN_ECONFLICT && !away) return rc;
         if (trn_now() >= until || kn_shutdown_requested()) {
             char why[600];
             snprintf(why, sizeof(why), "%s", err);
+            if (away)
+                return kn_seterr(err, errsz, rc,
+                                 "the registry did not answer the training lease of %s for %.0f s "
+                                 "(trainer.lease_wait_s): %s",
+                                 model, wait_s, why);
             return kn_seterr(err, errsz, KN_ECONFLICT,
                              "another trainer holds model %s (%s); waited %.0f s "
                              "(trainer.lease_wait_s): exiting so the version chain does not fork",
                              model, why, wait_s);
         }
-        if (!said++) kn_log_warn("%s: waiting up to %.0f s for the training lease", err, wait_s);
+        if (!said++)
+            kn_log_warn("%s: waiting up to %.0f s for the training lease%s", err, wait_s,
+                        away ? " (the registry is away)" : "");
         for (double s = 0; s < 1 && !kn_shutdown_requested(); s += 0.1)
             usleep(100 * 1000);
     }

@@ -422,9 +422,10 @@ typedef struct {
 } trn_lease;
 
 /* Takes the lease of model (creating the model when it does not exist yet),
- * waiting up to wait_s while another trainer holds it. KN_OK and the client
- * set to present the epoch; KN_ECONFLICT with err naming the holder;
- * other codes for registry failures. */
+ * waiting up to wait_s while another trainer holds it or the registry is
+ * away (no answer, or 5xx). KN_OK and the client set to present the epoch;
+ * KN_ECONFLICT with err naming the holder; other codes for the registry's
+ * other refusals, or its absence past wait_s. */
 int trn_lease_take(kn_regclient *reg, const char *model, double ttl_s, double wait_s, trn_lease *l,
                    char *err, size_t errsz);
 /* Renews when due. KN_OK (also when a renewal failed for a transient reason:
