@@ -18,6 +18,8 @@
 #include "net/http.h"
 #include "net/regclient.h"
 
+#include "dead_url.h"
+
 typedef struct {
     int fail_first; /* answer fail_status this many times, then succeed */
     int fail_status;
@@ -158,12 +160,8 @@ static void test_network_error_retried(void **state)
 {
     (void)state;
     /* a port nobody listens on: connection refused, retried with backoff */
-    kn_http_options o = {.service = "gone"};
-    kn_http_server *gone = kn_http_server_new(&o);
     char e[256], url[64];
-    assert_int_equal(kn_http_server_start(gone, e, sizeof(e)), KN_OK);
-    snprintf(url, sizeof(url), "http://127.0.0.1:%u", kn_http_server_port(gone));
-    kn_http_server_destroy(gone);
+    dead_url(url, sizeof(url));
     kn_regclient *c = kn_regclient_new(url, NULL);
     json_t *out = NULL;
     double t0 = now_s();

@@ -27,6 +27,8 @@
 #include "net/regclient.h"
 #include "trainer.h"
 
+#include "dead_url.h"
+
 /* batcher.c's, which this test does not link */
 double trn_now(void)
 {
@@ -108,12 +110,8 @@ static void test_registry_failing_waited_out(void **state)
 static void test_registry_away_past_the_wait(void **state)
 {
     (void)state;
-    kn_http_options o = {.service = "gone"};
-    kn_http_server *gone = kn_http_server_new(&o);
     char e[512], url[64];
-    assert_int_equal(kn_http_server_start(gone, e, sizeof(e)), KN_OK);
-    snprintf(url, sizeof(url), "http://127.0.0.1:%u", kn_http_server_port(gone));
-    kn_http_server_destroy(gone);
+    dead_url(url, sizeof(url));
     kn_regclient *c = kn_regclient_new(url, "tok");
     trn_lease l;
     double t0 = trn_now();
