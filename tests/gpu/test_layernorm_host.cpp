@@ -120,15 +120,6 @@ static void ln_bwd(float *dinp, float *dw, float *db, const float *dout, const f
 
 #define R_SUM 1e-4
 
-/* increments d - d0 */
-static std::vector<float> inc(const std::vector<float> &d, const std::vector<float> &d0)
-{
-    std::vector<float> r(d.size());
-    for (size_t i = 0; i < d.size(); i++)
-        r[i] = d[i] - d0[i];
-    return r;
-}
-
 static void run(int N, int C, int alone = 0)
 {
     const size_t n = (size_t)N * C;
@@ -184,9 +175,12 @@ static void run(int N, int C, int alone = 0)
     check_parity("cpu out/double", shape, rout.data(), dout_d.data(), n, R_SUM);
     check_parity("mean", shape, mean.data(), rmean.data(), N, R_SUM);
     check_parity("rstd", shape, rstd.data(), rrstd.data(), N, R_SUM);
-    check_parity("dinp (+=)", shape, inc(dx, dx0).data(), inc(rdx, dx0).data(), n, R_SUM);
-    check_parity("dw (+=)", shape, inc(dw, dw0).data(), inc(rdw, dw0).data(), C, R_SUM);
-    check_parity("db (+=)", shape, inc(db, db0).data(), inc(rdb, db0).data(), C, R_SUM);
+    check_parity("dinp (+=)", shape, increments(dx, dx0).data(), increments(rdx, dx0).data(), n,
+                 R_SUM);
+    check_parity("dw (+=)", shape, increments(dw, dw0).data(), increments(rdw, dw0).data(), C,
+                 R_SUM);
+    check_parity("db (+=)", shape, increments(db, db0).data(), increments(rdb, db0).data(), C,
+                 R_SUM);
 
     /* one output at a time: NULL dinp, dw, db skipped; the others untouched */
     if (!alone) return;
@@ -197,9 +191,12 @@ static void run(int N, int C, int alone = 0)
            C);
     ln_bwd(dx2.data(), NULL, NULL, dout.data(), x.data(), w.data(), mean.data(), rstd.data(), N,
            C);
-    check_parity("dw alone", shape, inc(dw2, dw0).data(), inc(rdw, dw0).data(), C, R_SUM);
-    check_parity("db alone", shape, inc(db2, db0).data(), inc(rdb, db0).data(), C, R_SUM);
-    check_parity("dinp alone", shape, inc(dx2, dx0).data(), inc(rdx, dx0).data(), n, R_SUM);
+    check_parity("dw alone", shape, increments(dw2, dw0).data(), increments(rdw, dw0).data(), C,
+                 R_SUM);
+    check_parity("db alone", shape, increments(db2, db0).data(), increments(rdb, db0).data(), C,
+                 R_SUM);
+    check_parity("dinp alone", shape, increments(dx2, dx0).data(), increments(rdx, dx0).data(), n,
+                 R_SUM);
 }
 
 int main(void)

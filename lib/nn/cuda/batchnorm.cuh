@@ -120,8 +120,8 @@ __global__ void k_bn_norm(float *out, float *mean, float *rstd, float *run_mean,
     }
 }
 
-/* part[2 (c S + s)] = the segment's sum of dout, part[2 (c S + s) + 1]
- * its sum of dout * xhat */
+/* part[c S + s] = the segment's sum of dout, part[C S + c S + s] its sum
+ * of dout * xhat */
 __global__ void k_bn_bwd_sum(float *part, const float *dout, const float *inp, const float *mean,
                              const float *rstd, int B, int C, int HW, int S)
 {
@@ -138,8 +138,8 @@ __global__ void k_bn_bwd_sum(float *part, const float *dout, const float *inp, c
     a = block_sum(a, sh);
     bx = block_sum(bx, sh);
     if (threadIdx.x == 0) {
-        part[2 * ((size_t)c * S + s)] = a;
-        part[2 * ((size_t)c * S + s) + 1] = bx;
+        part[(size_t)c * S + s] = a;
+        part[(size_t)C * S + (size_t)c * S + s] = bx;
     }
 }
 
@@ -152,11 +152,7 @@ __global__ void k_bn_bwd_apply(float *dinp, float *dw, float *db, const float *p
                                int training)
 {
     const int c = blockIdx.y, s = blockIdx.x, n = B * HW;
-    float sg = 0.0f, sgx = 0.0f;
-    for (int j = 0; j < S; j++) { /* in order, as bn_fold */
-        sg += part[2 * ((size_t)c * S + j)];
-        sgx += part[2 * ((size_t)c * S + j) + 1];
-    }
+    const float sg = bn_fold(part, c, S), sgx = bn_fold(part + (size_t)C * S, c, S);
     if (s == 0 && threadIdx.x == 0) {
         if (dw) dw[c] += sgx;
         if (db) db[c] += sg;
