@@ -4,8 +4,8 @@
  * embedding's forward and backward; the sorted token backward has
  * test_embed_sorted_host) compiled for the host with
  * tests/gpu/host_cuda.h's stand-ins and run there against the CPU backend
- * (cpu.c), launched as embedding.cu does and on 2 blocks (the grid-stride
- * loops wrap): the gather into NaN and the position forward bit for bit
+ * (cpu.c), launched as embedding.cu does and on small grids (the
+ * grid-stride loops wrap): the gather into NaN and the position forward bit for bit
  * (a copy; one addition an element), the serial token backward bit for bit
  * (the CPU's order of additions: rows in order, repeated tokens
  * included), the position backward within 1e-6 by norm of the increment
@@ -41,7 +41,7 @@ static void run(int B, int T, int C, int V, int wrap)
     const int N = B * T;
     const size_t nout = (size_t)N * C, ntab = (size_t)V * C, npos = (size_t)T * C;
     char shape[80];
-    snprintf(shape, sizeof shape, "B%d T%d C%d V%d%s", B, T, C, V, wrap ? " 2 blocks" : "");
+    snprintf(shape, sizeof shape, "B%d T%d C%d V%d%s", B, T, C, V, wrap ? " small grid" : "");
     const kn_backend *cpu = kn_backend_cpu();
     std::vector<int> ids((size_t)N);
     for (auto &t : ids)
@@ -57,8 +57,10 @@ static void run(int B, int T, int C, int V, int wrap)
     cpu->embed_fwd(out.data(), pid, pte, N, C);
     cpu->posemb_fwd(out.data(), ppe, B, T, C);
     float *po = kout.data();
-    launch(wrap ? 2 : blocks_for(nout, 256), 256, 0, [&] { k_embed_fwd(po, pid, pte, N, C); });
-    launch(wrap ? 2 : blocks_for(nout, 256), 256, 0, [&] { k_posemb_fwd(po, ppe, B, T, C); });
+    /* wrap: 2 x 3 blocks of 32 threads, so both grid-stride loops (rows, channels) wrap */
+    const dim3 g_fwd = wrap ? dim3(2, 3) : plane_grid(C, N), b_fwd(wrap ? 32 : 256);
+    launch(g_fwd, b_fwd, 0, [&] { k_embed_fwd(po, pid, pte, N, C); });
+    launch(g_fwd, b_fwd, 0, [&] { k_posemb_fwd(po, ppe, B, T, C); });
     check_bits("fwd", shape, po, out.data(), nout);
 
     /* backward */
@@ -66,7 +68,8 @@ static void run(int B, int T, int C, int V, int wrap)
     cpu->embed_bwd(dwte.data(), pg, pid, N, C);
     cpu->posemb_bwd(dwpe.data(), pg, B, T, C);
     float *pdt = kdwte.data(), *pdp = kdwpe.data();
-    launch(wrap ? 2 : blocks_for((size_t)C, 128), wrap ? 32 : 128, 0,
+    /* the serial kernel is not grid-stride: its grid always covers C */
+    launch(blocks_for((size_t)C, wrap ? 32 : 128), wrap ? 32 : 128, 0,
            [&] { k_embed_bwd(pdt, pg, pid, N, C); });
     launch(wrap ? 2 : blocks_for(npos, 256), 256, 0, [&] { k_posemb_bwd(pdp, pg, B, T, C); });
     check_bits("wte bwd serial", shape, pdt, dwte.data(), ntab);
@@ -80,6 +83,7 @@ int main(void)
     run(2, 5, 16, 7, 0);
     run(3, 17, 40, 11, 0);  /* C not a multiple of a warp */
     run(4, 33, 300, 50, 0); /* C past a 128-thread block */
-    run(3, 17, 40, 11, 1);  /* 2 blocks: the loops wrap; the serial backward on 2 x 32 threads */
+    run(3, 17, 40, 11, 1);  /* small grids: the loops wrap; the serial backward in warps */
+    run(2, 9, 150, 13, 1);  /* the forwards' channel loop wraps too (150 > 2 x 32) */
     return check_summary("test_embedding_host");
 }

@@ -86,7 +86,7 @@ static void run_pool(int kind, int B, int C, int H, int W, int K, int S, int coa
     }
 }
 
-static void run_seqpool(int kind, int B, int T, int C)
+static void run_seqpool(int kind, int B, int T, int C, int small)
 {
     const kn_backend *cpu = kn_backend_cpu();
     const size_t nin = (size_t)B * T * C, nout = (size_t)B * C;
@@ -95,12 +95,16 @@ static void run_seqpool(int kind, int B, int T, int C)
     cpu->seqpool_fwd(kind, out.data(), x.data(), B, T, C);
     cpu->seqpool_bwd(kind, dx.data(), dout.data(), B, T, C);
     char shape[80];
-    snprintf(shape, sizeof shape, "%s B%d T%d C%d", kind == KN_SEQPOOL_CLS ? "cls" : "mean", B, T,
-             C);
+    snprintf(shape, sizeof shape, "%s B%d T%d C%d%s", kind == KN_SEQPOOL_CLS ? "cls" : "mean", B, T,
+             C, small ? " small grid" : "");
     float *po = kout.data(), *pdx = kdx.data();
     const float *px = x.data(), *pg = dout.data();
-    launch(blocks_for(nout, 256), 256, 0, [&] { k_seqpool_fwd(kind, po, px, B, T, C); });
-    launch(blocks_for(nin, 256), 256, 0, [&] { k_seqpool_bwd(kind, pdx, pg, B, T, C); });
+    /* as pool.cu launches them, or on 2 x 2 blocks of 32 threads (both loops wrap) */
+    const dim3 blk(small ? 32 : 256);
+    launch(small ? dim3(2, 2) : plane_grid(C, B), blk, 0,
+           [&] { k_seqpool_fwd(kind, po, px, B, T, C); });
+    launch(small ? dim3(2, 2) : plane_grid(C, B * T), blk, 0,
+           [&] { k_seqpool_bwd(kind, pdx, pg, B, T, C); });
     if (kind == KN_SEQPOOL_CLS) {
         check_bits("seq fwd", shape, po, out.data(), nout);
         check_bits("seq bwd", shape, pdx, dx.data(), nin);
@@ -120,8 +124,11 @@ int main(void)
         run_pool(kind, 3, 2, 8, 8, 3, 1, 1);   /* stride 1, ties */
         run_pool(kind, 2, 3, 14, 14, 2, 2, 1);
     }
-    run_seqpool(KN_SEQPOOL_MEAN, 3, 17, 40);
-    run_seqpool(KN_SEQPOOL_CLS, 3, 17, 40);
-    run_seqpool(KN_SEQPOOL_MEAN, 2, 1, 300); /* T 1; rows past a block */
+    for (int small = 0; small <= 1; small++) {
+        run_seqpool(KN_SEQPOOL_MEAN, 3, 17, 40, small);
+        run_seqpool(KN_SEQPOOL_CLS, 3, 17, 40, small);
+        run_seqpool(KN_SEQPOOL_MEAN, 2, 1, 300, small); /* T 1; rows past a block */
+        run_seqpool(KN_SEQPOOL_CLS, 5, 3, 100, small);
+    }
     return check_summary("test_pool_host");
 }

@@ -24,7 +24,7 @@
 
 void kn_cu_embed_fwd(float *out, const int *ids, const float *wte, int N, int C)
 {
-    k_embed_fwd<<<blocks_for((size_t)N * C, 256), 256>>>(out, ids, wte, N, C);
+    k_embed_fwd<<<plane_grid(C, N), 256>>>(out, ids, wte, N, C);
     LAUNCHED();
 }
 
@@ -66,7 +66,7 @@ void kn_cu_embed_bwd(float *dwte, const float *dout, const int *ids, int N, int 
 
 void kn_cu_posemb_fwd(float *out, const float *wpe, int B, int T, int C)
 {
-    k_posemb_fwd<<<blocks_for((size_t)B * T * C, 256), 256>>>(out, wpe, B, T, C);
+    k_posemb_fwd<<<plane_grid(C, B * T), 256>>>(out, wpe, B, T, C);
     LAUNCHED();
 }
 

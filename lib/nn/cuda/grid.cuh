@@ -11,7 +11,7 @@ static inline unsigned blocks_for(size_t n, unsigned threads)
 }
 
 /* The per-plane elementwise kernels (conv_im2col.cuh, conv_bias.cuh,
- * pool.cuh) run on a 2-D grid: y over planes (a row of a column matrix, an
+ * pool.cuh, embedding.cuh's forwards) run on a 2-D grid: y over planes (a row of a column matrix, an
  * (image, channel) plane), x over the plane's elements, with 32-bit index
  * arithmetic within a plane (< 2^31 elements) and 64-bit plane offsets.
  * Their first versions decoded a flat 64-bit index with 64-bit divisions

@@ -30,14 +30,12 @@ void kn_cu_pool2d_bwd(int kind, float *dinp, const float *dout, const int *idx,
 
 void kn_cu_seqpool_fwd(int kind, float *out, const float *inp, int B, int T, int C)
 {
-    k_seqpool_fwd<<<blocks_for((size_t)B * C, 256), 256, 0, kn_cu_stream>>>(kind, out, inp, B, T,
-                                                                            C);
+    k_seqpool_fwd<<<plane_grid(C, B), 256, 0, kn_cu_stream>>>(kind, out, inp, B, T, C);
     LAUNCHED();
 }
 
 void kn_cu_seqpool_bwd(int kind, float *dinp, const float *dout, int B, int T, int C)
 {
-    k_seqpool_bwd<<<blocks_for((size_t)B * T * C, 256), 256, 0, kn_cu_stream>>>(kind, dinp, dout, B,
-                                                                                T, C);
+    k_seqpool_bwd<<<plane_grid(C, B * T), 256, 0, kn_cu_stream>>>(kind, dinp, dout, B, T, C);
     LAUNCHED();
 }

@@ -2,7 +2,7 @@
  * 2-D max/avg pooling on plane_grid's grid (grid.cuh: y over the B x C
  * image planes, x over a plane's outputs forward, its inputs backward;
  * 32-bit index arithmetic within a plane), and mean/CLS pooling over a
- * sequence (grid-stride). In a header of their own so that
+ * sequence (the same grid, y over sequences or rows). In a header of their own so that
  * tests/gpu/test_pool_host.cpp compiles the same source on the host with
  * stand-ins for the CUDA built-ins and checks it against the CPU backend.
  * Included once, by pool.cu, after cuda_int.cuh. */
@@ -81,37 +81,38 @@ __global__ void k_pool_bwd(int kind, float *dinp, const float *dout, const int *
     }
 }
 
+/* Both on plane_grid's grid, x over the C channels: forward y over the B
+ * sequences (each thread sums its channel over T), backward y over the
+ * B x T rows (no division per element). */
 __global__ void k_seqpool_fwd(int kind, float *out, const float *inp, int B, int T, int C)
 {
-    const size_t n = (size_t)B * C;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        size_t b = i / C, c = i % C;
-        const float *x = inp + b * T * C + c;
-        if (kind == KN_SEQPOOL_CLS) {
-            out[i] = x[0];
-            continue;
+    for (int b = blockIdx.y; b < B; b += gridDim.y) {
+        const float *x = inp + (size_t)b * T * C;
+        float *o = out + (size_t)b * C;
+        for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) {
+            if (kind == KN_SEQPOOL_CLS) {
+                o[c] = x[c];
+                continue;
+            }
+            float acc = 0.0f;
+            for (int t = 0; t < T; t++)
+                acc += x[(size_t)t * C + c];
+            o[c] = acc * (1.0f / (float)T);
         }
-        float acc = 0.0f;
-        for (int t = 0; t < T; t++)
-            acc += x[(size_t)t * C];
-        out[i] = acc * (1.0f / (float)T);
     }
 }
 
 __global__ void k_seqpool_bwd(int kind, float *dinp, const float *dout, int B, int T, int C)
 {
-    const size_t n = (size_t)B * T * C;
     const float s = 1.0f / (float)T;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        size_t c = i % C, t = i / C % T, b = i / C / T;
-        float g = dout[b * C + c];
-        if (kind == KN_SEQPOOL_CLS) {
-            if (t == 0) dinp[i] += g;
-        } else {
-            dinp[i] += g * s;
-        }
+    const int rows = B * T;
+    for (int r = blockIdx.y; r < rows; r += gridDim.y) {
+        const int b = r / T, t = r - b * T;
+        const float *g = dout + (size_t)b * C;
+        float *d = dinp + (size_t)r * C;
+        if (kind == KN_SEQPOOL_CLS && t != 0) continue; /* only the first position's gradient */
+        for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x)
+            d[c] += kind == KN_SEQPOOL_CLS ? g[c] : g[c] * s;
     }
 }
 
