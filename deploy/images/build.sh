@@ -49,7 +49,9 @@ inputs_hash() {
     } | sha256sum | cut -c1-16
 }
 
-# build NAME CONTEXT DOCKERFILE [TARGET]: one image, unless that hash exists.
+# build NAME CONTEXT DOCKERFILE [TARGET]: one image, unless that hash exists;
+# non-zero when it fails (explicitly: callers run it in the background and
+# after ||, where set -e does not stop a function).
 build() {
     local name=$1 ctx=$2 df=$3 target=${4:-} h t0
     h=$(inputs_hash "$ctx" "$df")
@@ -62,10 +64,11 @@ build() {
         nice podman build $build_flags \
             --build-arg BASE_IMAGE="$base" --build-arg RUNTIME_IMAGE="$base" \
             ${target:+--target "$target"} --label "kiln.inputs=$h" \
-            -f "$df" -t "localhost/$name:src-$h" "$ctx" >/dev/null
+            -f "$df" -t "localhost/$name:src-$h" "$ctx" >/dev/null ||
+            { say "$name: build failed after $((SECONDS - t0)) s"; return 1; }
         say "$name: built in $((SECONDS - t0)) s"
     fi
-    podman tag "localhost/$name:src-$h" "localhost/$name:$tag"
+    podman tag "localhost/$name:src-$h" "localhost/$name:$tag" || return 1
 }
 
 # Kafka's jars: fetched on the host (deploy/kafka/fetch-kafka.sh, cached as
@@ -76,11 +79,24 @@ rm -rf "$root/deploy/kafka/libs"
 cp -al "${KILN_CACHE:-$root/.cache}/kafka-$kversion/libs" "$root/deploy/kafka/libs" 2>/dev/null ||
     cp -a "${KILN_CACHE:-$root/.cache}/kafka-$kversion/libs" "$root/deploy/kafka/libs"
 
+# PostgreSQL's and Kafka's images are built beside kiln's (mostly package
+# installs: they overlap kiln's compile); kiln's six share their stages, so
+# the first builds them and the other five are a layer each, in turn.
 t0=$SECONDS
-build kiln-postgres "$root/deploy/postgres" "$root/deploy/postgres/Dockerfile"
-build kiln-kafka "$root/deploy/kafka" "$root/deploy/kafka/Dockerfile"
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT # a build stopped midway stops the others
+trap 'exit 1' INT TERM
+build kiln-postgres "$root/deploy/postgres" "$root/deploy/postgres/Dockerfile" &
+pg_pid=$!
+build kiln-kafka "$root/deploy/kafka" "$root/deploy/kafka/Dockerfile" &
+kafka_pid=$!
+kiln_rc=0
 for svc in registry ingest preprocess trainer evaluator serve; do
-    build "kiln-$svc" "$root" "$root/deploy/Dockerfile" "$svc"
+    build "kiln-$svc" "$root" "$root/deploy/Dockerfile" "$svc" || { kiln_rc=$?; break; }
 done
+failed=""
+wait "$pg_pid" || failed+=" kiln-postgres"
+wait "$kafka_pid" || failed+=" kiln-kafka"
+[ "$kiln_rc" -eq 0 ] || failed+=" kiln-$svc"
+[ -z "$failed" ] || { say "error: building$failed failed"; exit 1; }
 say "all images ready in $((SECONDS - t0)) s"
 podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^localhost/kiln-[a-z]+:'"$tag"' ' >&2
