@@ -77,6 +77,17 @@ curl -sS -H "Authorization: Bearer $ADMIN" "$REG/v1/models/mlp-fmnist/versions?s
 end=$(jq '.versions[-1].lineage.partitions[0].end | .offset + (if .pos > 0 then 1 else 0 end)' "$TMP/versions.json")
 log "registry: $(jq '.versions | length' "$TMP/versions.json") versions; train range [0, $end)"
 
+# The trainer needs only the first shards: preprocess may still be making
+# the rest, the eval split among them (a CI run exported before it had: "holds
+# no eval shards"). Export once it has caught up with everything ingested.
+lag=
+for _ in $(seq 1 240); do
+    lag=$("$B/preprocess/kiln-preprocess" lag --config "$CONFIG" 2>>"$TMP/lag.log" | jq -r '.lag // empty' || true)
+    [ "$lag" = 0 ] && break
+    kill -0 "${PIDS[1]}" 2>/dev/null || { tail -n 20 "$TMP/preprocess.log" >&2; log "FAIL: preprocess died"; exit 1; }
+    sleep 0.5
+done
+[ "$lag" = 0 ] || { tail -n 5 "$TMP/lag.log" >&2; log "FAIL: preprocess has not caught up after 120 s: ${lag:-?} raw record(s) to go"; exit 1; }
 log "exporting the train range and the eval shards"
 "$B/preprocess/kiln-preprocess" export --config "$CONFIG" --dataset fashion-mnist \
     --out "$TMP/export" --range "train:0:0-$end" 2>"$TMP/export.log" ||
