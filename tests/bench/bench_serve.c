@@ -36,6 +36,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../lib/proc.h"
+
 #include "core/config.h"
 #include "core/kn.h"
 #include "net/regclient.h"
@@ -52,44 +54,6 @@ static size_t body_len;
 static char *mbody; /* the multipart body of IMAGES PGMs */
 static size_t mbody_len;
 #define BOUNDARY "kiln-bench-boundary-7f3a"
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static pid_t spawn(char *const argv[], const char *const env[], const char *logpath)
-{
-    pid_t pid = fork();
-    if (pid != 0) return pid;
-    FILE *f = freopen(logpath, "w", stdout);
-    if (!f || dup2(fileno(stdout), 2) < 0) _exit(127);
-    for (size_t i = 0; env && env[i]; i++)
-        putenv((char *)env[i]);
-    execv(argv[0], argv);
-    _exit(127);
-}
-
-static int log_port(const char *path, pid_t pid)
-{
-    for (int i = 0; i < 300; i++) {
-        FILE *f = fopen(path, "r");
-        char line[4096];
-        while (f && fgets(line, sizeof(line), f)) {
-            char *p = strstr(line, "\"port\":");
-            if (p && strstr(line, "listening")) {
-                fclose(f);
-                return atoi(p + 7);
-            }
-        }
-        if (f) fclose(f);
-        if (waitpid(pid, NULL, WNOHANG) == pid) return 0;
-        usleep(100 * 1000);
-    }
-    return 0;
-}
 
 static size_t discard(char *p, size_t sz, size_t n, void *arg)
 {
@@ -156,12 +120,12 @@ static void *open_worker(void *arg)
     open_arg *a = arg;
     CURL *c = handle();
     for (int i = a->k; i < a->total; i += a->nthreads) {
-        double intended = a->t0 + i / a->rate, d = intended - now_s();
+        double intended = a->t0 + i / a->rate, d = intended - tp_now();
         if (d > 0) usleep((useconds_t)(d * 1e6));
         long code = 0;
         int ok = curl_easy_perform(c) == CURLE_OK &&
                  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK && code == 200;
-        a->lat[i] = ok ? now_s() - intended : -1;
+        a->lat[i] = ok ? tp_now() - intended : -1;
     }
     curl_easy_cleanup(c);
     return NULL;
@@ -213,7 +177,7 @@ static void *closed_worker(void *arg)
     closed_arg *a = arg;
     struct curl_slist *hdrs = NULL;
     CURL *c = handle_of(a->multi, &hdrs);
-    while (now_s() < a->until) {
+    while (tp_now() < a->until) {
         long code = 0;
         if (curl_easy_perform(c) == CURLE_OK &&
             curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK && code == 200) {
@@ -243,7 +207,7 @@ static rates closed_loop(int conns, int multi, double seconds, long *failed)
     pthread_t th[256];
     if (conns > 256) conns = 256;
     done_all = 0;
-    double t1 = now_s(), until = t1 + seconds;
+    double t1 = tp_now(), until = t1 + seconds;
     for (int k = 0; k < conns; k++) {
         ca[k] = (closed_arg){.until = until, .multi = multi};
         pthread_create(&th[k], NULL, closed_worker, &ca[k]);
@@ -252,7 +216,7 @@ static rates closed_loop(int conns, int multi, double seconds, long *failed)
     long last = 0;
     double c0 = server_cpu_s();
     for (double w = t1 + 1; w <= until + 1e-3; w += 1) { /* sample the 1-s windows */
-        double d = w - now_s();
+        double d = w - tp_now();
         if (d > 0) usleep((useconds_t)(d * 1e6));
         long now = __atomic_load_n(&done_all, __ATOMIC_RELAXED);
         if (now - last > r.best) r.best = (double)(now - last);
@@ -265,7 +229,7 @@ static rates closed_loop(int conns, int multi, double seconds, long *failed)
         done += ca[k].done;
         *failed += ca[k].failed;
     }
-    r.mean = (double)done / (now_s() - t1);
+    r.mean = (double)done / (tp_now() - t1);
     r.cpu_per = done ? (server_cpu_s() - c0) / (double)done : 0;
     return r;
 }
@@ -340,8 +304,8 @@ int main(int argc, char **argv)
     const char *renv[] = {denv, senv, aenv, "KILN_REGISTRY_PORT=0", NULL};
     char *rargv[] = {bin, NULL};
     snprintf(logpath, sizeof(logpath), "%s/registry.log", tmp);
-    pid_t reg_pid = spawn(rargv, renv, logpath);
-    int port = log_port(logpath, reg_pid);
+    pid_t reg_pid = tp_spawn(rargv, renv, logpath);
+    int port = tp_log_port(logpath, reg_pid, 30);
     pid_t sv_pid = 0;
     int rc = 1;
     if (!port) {
@@ -368,8 +332,8 @@ int main(int argc, char **argv)
     const char *sv_env[] = {uenv, tenv, NULL};
     char *sargv[] = {sbin, "--config", cfgpath, NULL};
     snprintf(logpath, sizeof(logpath), "%s/serve.log", tmp);
-    sv_pid = spawn(sargv, sv_env, logpath);
-    if (!(port = log_port(logpath, sv_pid))) {
+    sv_pid = tp_spawn(sargv, sv_env, logpath);
+    if (!(port = tp_log_port(logpath, sv_pid, 30))) {
         fprintf(stderr, "kiln-serve did not start (%s)\n", logpath);
         goto out;
     }
@@ -395,7 +359,7 @@ int main(int argc, char **argv)
     int total = strstr(phases, "open") ? (int)(rate * seconds) : 0, nth = 64;
     open_arg oa[64];
     pthread_t th[256];
-    double *lat = calloc((size_t)total, sizeof(double)), t0 = now_s() + 0.1;
+    double *lat = calloc((size_t)total, sizeof(double)), t0 = tp_now() + 0.1;
     for (int k = 0; k < nth; k++) {
         oa[k] =
             (open_arg){.k = k, .nthreads = nth, .total = total, .rate = rate, .t0 = t0, .lat = lat};
@@ -449,19 +413,19 @@ int main(int argc, char **argv)
     kn_batch b = {.B = max_batch, .x = x};
     rates off = {0, 0, 0};
     long rows = 0, wrows = 0;
-    double t2 = now_s(), w0 = t2, cpu0 = cpu_now_s();
-    while (now_s() - t2 < seconds) {
+    double t2 = tp_now(), w0 = t2, cpu0 = cpu_now_s();
+    while (tp_now() - t2 < seconds) {
         kn_model_forward(m, &b, NULL, err, sizeof(err));
         rows += max_batch;
         wrows += max_batch;
-        if (now_s() - w0 >= 1.0) { /* a 1-s window ends */
-            double r = (double)wrows / (now_s() - w0);
+        if (tp_now() - w0 >= 1.0) { /* a 1-s window ends */
+            double r = (double)wrows / (tp_now() - w0);
             if (r > off.best) off.best = r;
             wrows = 0;
-            w0 = now_s();
+            w0 = tp_now();
         }
     }
-    off.mean = (double)rows / (now_s() - t2);
+    off.mean = (double)rows / (tp_now() - t2);
     off.cpu_per = (cpu_now_s() - cpu0) / (double)rows;
     printf("== offline (CPU backend, 1 BLAS thread, batches of %d): %.0f images/s (best 1-s "
            "window %.0f)\n",

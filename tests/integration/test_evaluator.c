@@ -44,6 +44,8 @@
 #include <libpq-fe.h>
 
 #include "../unit/skip.h"
+#include "../lib/proc.h"
+#include "test_evaluator_util.h"
 
 #include "stream/kafka.h"
 #include "core/kn.h"
@@ -51,11 +53,8 @@
 #include "net/regclient.h"
 #include "stream/shard.h"
 
-#define MODEL         "evtest"
-#define DATASET       "evds"
-#define DIM           16
-#define CLASSES       4
-#define EVAL_PER_PART 200
+#define MODEL   "evtest"
+#define DATASET "evds"
 
 static struct {
     int skip;
@@ -66,67 +65,12 @@ static struct {
     char good[300], bad[300];
 } F;
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-/* Starts argv with extra environment entries ("K=V", NULL-terminated),
- * stdout and stderr to logpath. */
-static pid_t spawn(char *const argv[], const char *const env[], const char *logpath)
-{
-    pid_t pid = fork();
-    if (pid != 0) return pid;
-    FILE *f = freopen(logpath, "w", stdout);
-    if (!f || dup2(fileno(stdout), 2) < 0) _exit(127);
-    for (size_t i = 0; env && env[i]; i++)
-        putenv((char *)env[i]);
-    execv(argv[0], argv);
-    _exit(127);
-}
-
-/* Waits for `"port":N` in a JSON log; 0 when it did not come. */
-static int log_port(const char *path, pid_t pid)
-{
-    for (int i = 0; i < 200; i++) {
-        FILE *f = fopen(path, "r");
-        char line[4096];
-        while (f && fgets(line, sizeof(line), f)) {
-            char *p = strstr(line, "\"port\":");
-            if (p && strstr(line, "listening")) {
-                fclose(f);
-                return atoi(p + 7);
-            }
-        }
-        if (f) fclose(f);
-        if (waitpid(pid, NULL, WNOHANG) == pid) return 0;
-        usleep(100 * 1000);
-    }
-    return 0;
-}
-
-static int count_in_file(const char *path, const char *needle)
-{
-    FILE *f = fopen(path, "r");
-    char line[8192];
-    int n = 0;
-    while (f && fgets(line, sizeof(line), f))
-        n += strstr(line, needle) != NULL;
-    if (f) fclose(f);
-    return n;
-}
-
+/* The log file name of this test's temporary folder, to stderr. */
 static void dump_log(const char *name)
 {
-    char path[400], line[8192];
+    char path[400];
     snprintf(path, sizeof(path), "%s/%s", F.tmp, name);
-    FILE *f = fopen(path, "r");
-    fprintf(stderr, "--- %s ---\n", name);
-    while (f && fgets(line, sizeof(line), f))
-        fputs(line, stderr);
-    if (f) fclose(f);
+    tp_dump_file(path, name);
 }
 
 static kn_regclient *reg(void)
@@ -134,98 +78,24 @@ static kn_regclient *reg(void)
     return kn_regclient_new(F.url, F.admin);
 }
 
-/* --- data --- */
-
-static uint64_t rng_state = 88172645463325252ull;
-static double urand(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / 9007199254740992.0;
-}
-static float gauss(void)
-{
-    double u = urand() + 1e-12, v = urand();
-    return (float)(sqrt(-2 * log(u)) * cos(2 * M_PI * v));
-}
-/* Class c lights up features j with j % 4 == c, plus noise. */
-static int example(float *x)
-{
-    int c = (int)(urand() * CLASSES) % CLASSES;
-    for (int j = 0; j < DIM; j++)
-        x[j] = (j % CLASSES == c ? 1.0f : 0.0f) + 0.3f * gauss();
-    return c;
-}
+/* --- data (test_evaluator_util.h) --- */
 
 static int produce_eval_set(char *err, size_t errsz)
 {
     char topic[200];
     snprintf(topic, sizeof(topic), "%s.eval.%s", F.prefix, DATASET);
-    kn_kafka_topic_spec spec = {.name = topic, .partitions = 2};
-    if (kn_kafka_create_topics(F.brokers, &spec, 1, 15000, err, errsz) != KN_OK) return -1;
-    kn_kafka_producer_options po = {.brokers = F.brokers, .client_id = "test-evaluator"};
-    kn_kafka_producer *p = kn_kafka_producer_new(&po, err, errsz);
-    if (!p) return -1;
-    uint32_t shape[3] = {4, 4, 1};
-    kn_shard_writer *w = kn_shard_writer_new(KN_SHARD_IMAGE, KN_SHARD_F32, 3, shape, EVAL_PER_PART,
-                                             EVAL_PER_PART, err, errsz);
-    int rc = w ? 0 : -1;
-    for (int part = 0; w && part < 2 && rc == 0; part++) {
-        kn_shard_writer_reset(w);
-        for (int i = 0; i < EVAL_PER_PART; i++) {
-            float x[DIM];
-            int c = example(x);
-            uint8_t key[32] = {0};
-            key[0] = (uint8_t)part;
-            key[1] = (uint8_t)i;
-            assert_int_equal(kn_shard_writer_add(w, x, c, 0, key), KN_OK);
-        }
-        const void *buf;
-        size_t len;
-        kn_shard_writer_finish(w, &buf, &len);
-        rc = kn_kafka_produce(p, topic, part, "k", 1, buf, len, NULL, 0, NULL);
-    }
-    if (kn_kafka_producer_flush(p, 15000) != 0) rc = -1;
-    kn_shard_writer_destroy(w);
-    kn_kafka_producer_destroy(p, 5000);
-    return rc;
+    return te_produce_eval_set(F.brokers, topic, "test-evaluator", err, errsz);
 }
 
 /* good: trained with Adam on fresh samples; bad: the same spec untrained. */
 static int make_checkpoints(char *err, size_t errsz)
 {
-    json_t *spec = json_pack("{s:s,s:[i,i,i],s:s}", "type", "mlp", "sizes", DIM, 32, CLASSES,
-                             "activation", "relu");
-    kn_model *good = NULL, *bad = NULL;
-    int rc = kn_model_new(spec, 7, 64, NULL, &good, err, errsz);
-    if (rc == KN_OK) rc = kn_model_new(spec, 99, 64, NULL, &bad, err, errsz);
-    json_decref(spec);
-    if (rc != KN_OK) return rc;
-    kn_optim_config oc;
-    kn_optim_config_default(&oc, KN_OPT_ADAM);
-    oc.lr = 0.01f;
-    kn_model_set_optim(good, &oc);
-    kn_model_set_training(good, 1);
-    float x[64 * DIM];
-    int y[64];
     float loss = 0;
-    for (int step = 0; step < 300 && rc == KN_OK; step++) {
-        for (int i = 0; i < 64; i++)
-            y[i] = example(x + i * DIM);
-        kn_batch b = {.B = 64, .x = x, .labels = y};
-        kn_model_zero_grad(good);
-        rc = kn_model_forward(good, &b, &loss, err, errsz);
-        if (rc == KN_OK) rc = kn_model_backward(good);
-        if (rc == KN_OK) rc = kn_model_step(good, NULL, NULL);
-    }
-    fprintf(stderr, "good model: final training loss %.4f\n", loss);
     snprintf(F.good, sizeof(F.good), "%s/good.safetensors", F.tmp);
     snprintf(F.bad, sizeof(F.bad), "%s/bad.safetensors", F.tmp);
-    if (rc == KN_OK) rc = kn_model_save_file(good, NULL, F.good, err, errsz);
-    if (rc == KN_OK) rc = kn_model_save_file(bad, NULL, F.bad, err, errsz);
-    kn_model_destroy(good);
-    kn_model_destroy(bad);
+    int rc = te_save_mlp(F.good, 7, 300, &loss, err, errsz);
+    if (rc == KN_OK) fprintf(stderr, "good model: final training loss %.4f\n", loss);
+    if (rc == KN_OK) rc = te_save_mlp(F.bad, 99, 0, NULL, err, errsz);
     return rc;
 }
 
@@ -292,13 +162,13 @@ static const char *status_of(json_t *doc)
  * want is NULL); fails with the evaluator's log otherwise. */
 static void wait_status(int v, const char *want, double timeout)
 {
-    double t0 = now_s();
+    double t0 = tp_now();
     for (;;) {
         json_t *d = version_doc(v);
         int ok = d && status_of(d) && strcmp(status_of(d), want) == 0;
         json_decref(d);
         if (ok) return;
-        if (now_s() - t0 > timeout) {
+        if (tp_now() - t0 > timeout) {
             dump_log("evaluator.log");
             fail_msg("version %d did not become %s within %.0f s", v, want, timeout);
         }
@@ -372,8 +242,8 @@ static int kafka_events(const char *type, int v, json_t **last)
     rd_kafka_topic_partition_list_destroy(l);
     int n = 0, eofs = 0;
     if (last) *last = NULL;
-    double t0 = now_s();
-    while (now_s() - t0 < 20) {
+    double t0 = tp_now();
+    while (tp_now() - t0 < 20) {
         rd_kafka_message_t *m = kn_kafka_consumer_poll(c, 200);
         if (!m) continue;
         int eof = m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
@@ -406,29 +276,12 @@ static pid_t start_evaluator(const char *logname, const char *group)
     snprintf(genv, sizeof(genv), "KILN_EVALUATOR_GROUP=%s", group);
     char *argv[] = {bin, "--config", cfgpath, NULL};
     const char *env[] = {genv, NULL};
-    pid_t pid = spawn(argv, env, logpath);
-    if (!log_port(logpath, pid)) {
+    pid_t pid = tp_spawn(argv, env, logpath);
+    if (!tp_log_port(logpath, pid, 20)) {
         dump_log(logname);
         fail_msg("kiln-evaluator did not start");
     }
     return pid;
-}
-
-static int stop(pid_t pid, double timeout)
-{
-    if (pid <= 0) return -1;
-    kill(pid, SIGTERM);
-    double t0 = now_s();
-    int st = 0;
-    while (waitpid(pid, &st, WNOHANG) == 0) {
-        if (now_s() - t0 > timeout) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            return -1;
-        }
-        usleep(50 * 1000);
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 /* --- fixture --- */
@@ -470,8 +323,8 @@ static int setup(void **state)
     const char *env[] = {denv, senv, aenv, "KILN_REGISTRY_PORT=0", NULL};
     char *argv[] = {bin, NULL};
     snprintf(logpath, sizeof(logpath), "%s/registry.log", F.tmp);
-    F.registry = spawn(argv, env, logpath);
-    int port = log_port(logpath, F.registry);
+    F.registry = tp_spawn(argv, env, logpath);
+    int port = tp_log_port(logpath, F.registry, 20);
     if (!port) {
         dump_log("registry.log");
         fail_msg("kiln-registry did not start");
@@ -503,8 +356,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    if (F.evaluator > 0) stop(F.evaluator, 20);
-    if (F.registry > 0) stop(F.registry, 20);
+    if (F.evaluator > 0) tp_stop(F.evaluator, 20);
+    if (F.registry > 0) tp_stop(F.registry, 20);
     if (F.schema[0] && !F.skip) {
         PGconn *pg = PQconnectdb(F.pg);
         char q[200];
@@ -544,7 +397,7 @@ static void good_is_promoted(void **state)
     assert_true(acc >= 0.8);
     assert_non_null(json_object_get(m, "f1.3"));
     assert_int_equal((int)json_number_value(json_object_get(m, "eval_examples")),
-                     2 * EVAL_PER_PART);
+                     2 * TE_EVAL_PER_PART);
     const char *es = json_string_value(json_object_get(json_object_get(d, "tags"), "eval_set"));
     assert_non_null(es);
     assert_non_null(strstr(es, "\"ends\":\"0:0-1,1:0-1\""));
@@ -557,7 +410,7 @@ static void good_is_promoted(void **state)
     assert_non_null(strstr(json_string_value(json_object_get(ev, "reason")), "first passing"));
     assert_int_equal(
         json_integer_value(json_object_get(json_object_get(ev, "eval_set"), "examples")),
-        2 * EVAL_PER_PART);
+        2 * TE_EVAL_PER_PART);
     json_decref(ev);
 }
 
@@ -618,7 +471,7 @@ static void redelivery_is_harmless(void **state)
     json_decref(ev);
     char logpath[400];
     snprintf(logpath, sizeof(logpath), "%s/evaluator.log", F.tmp);
-    assert_int_equal(count_in_file(logpath, "\"msg\":\"scored\""), 3);
+    assert_int_equal(tp_count_in_file(logpath, "\"msg\":\"scored\""), 3);
 }
 
 static void rollback_restores_previous(void **state)
@@ -650,12 +503,12 @@ static void replay_changes_nothing(void **state)
     pid_t second = start_evaluator("evaluator2.log", "g2");
     char logpath[400];
     snprintf(logpath, sizeof(logpath), "%s/evaluator2.log", F.tmp);
-    double t0 = now_s();
-    while (count_in_file(logpath, "nothing to do") < 5 && now_s() - t0 < 60)
+    double t0 = tp_now();
+    while (tp_count_in_file(logpath, "nothing to do") < 5 && tp_now() - t0 < 60)
         usleep(200 * 1000);
-    assert_int_equal(stop(second, 20), 0);
-    assert_int_equal(count_in_file(logpath, "nothing to do"), 5);
-    assert_int_equal(count_in_file(logpath, "\"msg\":\"scored\""), 0);
+    assert_int_equal(tp_stop(second, 20), 0);
+    assert_int_equal(tp_count_in_file(logpath, "nothing to do"), 5);
+    assert_int_equal(tp_count_in_file(logpath, "\"msg\":\"scored\""), 0);
     int r, n;
     metric_rows(1, &r, &n);
     assert_int_equal(r, r1);
@@ -681,7 +534,7 @@ static void unusable_is_rejected(void **state)
     assert_non_null(f);
     fputs("this is not a safetensors file\n", f);
     fclose(f);
-    json_t *spec = json_pack("{s:s,s:[i,i]}", "type", "mlp", "sizes", DIM + 3, CLASSES);
+    json_t *spec = json_pack("{s:s,s:[i,i]}", "type", "mlp", "sizes", TE_DIM + 3, TE_CLASSES);
     kn_model *m = NULL;
     assert_int_equal(kn_model_new(spec, 5, 4, NULL, &m, err, sizeof(err)), KN_OK);
     json_decref(spec);
@@ -745,7 +598,7 @@ static void eval_set_rolls_over(void **state)
 {
     (void)state;
     SKIP_IF_NEEDED();
-    assert_int_equal(stop(F.evaluator, 20), 0);
+    assert_int_equal(tp_stop(F.evaluator, 20), 0);
     F.evaluator = 0;
     char topic[200], err[256];
     snprintf(topic, sizeof(topic), "%s.eval.%s", F.prefix, DATASET);
@@ -753,12 +606,12 @@ static void eval_set_rolls_over(void **state)
     kn_kafka_producer *p = kn_kafka_producer_new(&po, err, sizeof(err));
     assert_non_null(p);
     uint32_t shape[3] = {4, 4, 1};
-    kn_shard_writer *w = kn_shard_writer_new(KN_SHARD_IMAGE, KN_SHARD_F32, 3, shape, EVAL_PER_PART,
-                                             EVAL_PER_PART, err, sizeof(err));
+    kn_shard_writer *w = kn_shard_writer_new(KN_SHARD_IMAGE, KN_SHARD_F32, 3, shape,
+                                             TE_EVAL_PER_PART, TE_EVAL_PER_PART, err, sizeof(err));
     assert_non_null(w);
-    for (int i = 0; i < EVAL_PER_PART; i++) {
-        float x[DIM];
-        int c = example(x);
+    for (int i = 0; i < TE_EVAL_PER_PART; i++) {
+        float x[TE_DIM];
+        int c = te_example(x);
         uint8_t key[32] = {0};
         key[0] = 9;
         key[1] = (uint8_t)i;
@@ -797,8 +650,8 @@ static void eval_set_rolls_over(void **state)
         dump_log("refreeze.out");
         fail_msg("kiln-evalset refreeze failed");
     }
-    double t0 = now_s();
-    while (now_s() - t0 < 90) {
+    double t0 = tp_now();
+    while (tp_now() - t0 < 90) {
         json_decref(d);
         d = version_doc(v);
         st = d ? status_of(d) : NULL;
@@ -837,7 +690,7 @@ static void eval_set_rolls_over(void **state)
         if (strncmp(ds, DATASET "@g2:", strlen(DATASET) + 4) == 0) {
             g2++;
             assert_int_equal((int)json_number_value(json_object_get(m, "value")),
-                             2 * EVAL_PER_PART);
+                             2 * TE_EVAL_PER_PART);
         }
     }
     json_decref(res);
@@ -898,7 +751,7 @@ static void conflict_decides_again(void **state)
     (void)state;
     SKIP_IF_NEEDED();
     assert_int_equal(production(), 6);
-    assert_int_equal(stop(F.evaluator, 20), 0);
+    assert_int_equal(tp_stop(F.evaluator, 20), 0);
     F.evaluator = 0;
     char path[400], cfgpath[400], ports[16], logpath[400], bin[400];
     snprintf(path, sizeof(path), "%s/proxy.py", F.tmp);
@@ -919,10 +772,10 @@ static void conflict_decides_again(void **state)
     snprintf(ports, sizeof(ports), "%d", port);
     char *pargv[] = {"/usr/bin/env", "python3", path, ports, F.url, F.tmp, NULL};
     snprintf(logpath, sizeof(logpath), "%s/proxy.log", F.tmp);
-    pid_t proxy = spawn(pargv, NULL, logpath);
+    pid_t proxy = tp_spawn(pargv, NULL, logpath);
     char purl[128];
     snprintf(purl, sizeof(purl), "http://127.0.0.1:%d", port);
-    double t0 = now_s();
+    double t0 = tp_now();
     for (;;) { /* the proxy answers */
         CURL *h = curl_easy_init();
         char u[200];
@@ -932,7 +785,7 @@ static void conflict_decides_again(void **state)
         CURLcode cc = curl_easy_perform(h);
         curl_easy_cleanup(h);
         if (cc == CURLE_OK) break;
-        if (now_s() - t0 > 15) {
+        if (tp_now() - t0 > 15) {
             dump_log("proxy.log");
             fail_msg("the proxy did not start");
         }
@@ -957,8 +810,8 @@ static void conflict_decides_again(void **state)
     char *eargv[] = {bin, "--config", cfgpath, NULL};
     const char *eenv[] = {"KILN_EVALUATOR_GROUP=g1", NULL};
     snprintf(logpath, sizeof(logpath), "%s/evaluator4.log", F.tmp);
-    F.evaluator = spawn(eargv, eenv, logpath);
-    if (!log_port(logpath, F.evaluator)) {
+    F.evaluator = tp_spawn(eargv, eenv, logpath);
+    if (!tp_log_port(logpath, F.evaluator, 20)) {
         dump_log("evaluator4.log");
         fail_msg("kiln-evaluator (through the proxy) did not start");
     }
@@ -980,9 +833,9 @@ static void conflict_decides_again(void **state)
     snprintf(path, sizeof(path), "%s/arm", F.tmp);
     assert_int_equal(access(path, F_OK), -1); /* the proxy fired */
     snprintf(path, sizeof(path), "%s/puts", F.tmp);
-    int puts_seen = count_in_file(path, "/aliases/production");
+    int puts_seen = tp_count_in_file(path, "/aliases/production");
     snprintf(path, sizeof(path), "%s/evaluator4.log", F.tmp);
-    int again = count_in_file(path, "deciding again");
+    int again = tp_count_in_file(path, "deciding again");
     fprintf(stderr, "production PUTs through the proxy: %d; 'deciding again' logged %d time(s)\n",
             puts_seen, again);
     assert_int_equal(puts_seen, 2);
@@ -997,7 +850,7 @@ static void sigterm_exits_zero(void **state)
 {
     (void)state;
     SKIP_IF_NEEDED();
-    assert_int_equal(stop(F.evaluator, 20), 0);
+    assert_int_equal(tp_stop(F.evaluator, 20), 0);
     F.evaluator = 0;
 }
 

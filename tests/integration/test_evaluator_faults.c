@@ -36,15 +36,14 @@
 #include <cmocka.h>
 #include <libpq-fe.h>
 
+#include "../lib/proc.h"
+#include "test_evaluator_util.h"
+
 #include "core/kn.h"
 #include "net/regclient.h"
 #include "nn/model.h"
 #include "stream/kafka.h"
 #include "stream/shard.h"
-
-#define DIM           16
-#define CLASSES       4
-#define EVAL_PER_PART 200
 
 static struct {
     char tmp[256], prefix[96], schema[96], admin[64], url[128];
@@ -55,162 +54,27 @@ static struct {
     char good[300];
 } F;
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-/* Starts argv with extra environment entries ("K=V", NULL-terminated),
- * stdout and stderr to logpath. */
-static pid_t spawn(char *const argv[], const char *const env[], const char *logpath)
-{
-    pid_t pid = fork();
-    if (pid != 0) return pid;
-    FILE *f = freopen(logpath, "w", stdout);
-    if (!f || dup2(fileno(stdout), 2) < 0) _exit(127);
-    for (size_t i = 0; env && env[i]; i++)
-        putenv((char *)env[i]);
-    execv(argv[0], argv);
-    _exit(127);
-}
-
-/* Waits for `"port":N` in a JSON log; 0 when it did not come. */
-static int log_port(const char *path, pid_t pid)
-{
-    for (int i = 0; i < 200; i++) {
-        FILE *f = fopen(path, "r");
-        char line[4096];
-        while (f && fgets(line, sizeof(line), f)) {
-            char *p = strstr(line, "\"port\":");
-            if (p && strstr(line, "listening")) {
-                fclose(f);
-                return atoi(p + 7);
-            }
-        }
-        if (f) fclose(f);
-        if (waitpid(pid, NULL, WNOHANG) == pid) return 0;
-        usleep(100 * 1000);
-    }
-    return 0;
-}
-
+/* The log file name of this test's temporary folder, to stderr. */
 static void dump_log(const char *name)
 {
-    char path[400], line[8192];
+    char path[400];
     snprintf(path, sizeof(path), "%s/%s", F.tmp, name);
-    FILE *f = fopen(path, "r");
-    fprintf(stderr, "--- %s ---\n", name);
-    while (f && fgets(line, sizeof(line), f))
-        fputs(line, stderr);
-    if (f) fclose(f);
+    tp_dump_file(path, name);
 }
 
-static uint64_t rng_state = 88172645463325252ull;
-static double urand(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / 9007199254740992.0;
-}
-static float gauss(void)
-{
-    double u = urand() + 1e-12, v = urand();
-    return (float)(sqrt(-2 * log(u)) * cos(2 * M_PI * v));
-}
-/* Class c lights up features j with j % 4 == c, plus noise. */
-static int example(float *x)
-{
-    int c = (int)(urand() * CLASSES) % CLASSES;
-    for (int j = 0; j < DIM; j++)
-        x[j] = (j % CLASSES == c ? 1.0f : 0.0f) + 0.3f * gauss();
-    return c;
-}
-
-static int stop(pid_t pid, double timeout)
-{
-    if (pid <= 0) return -1;
-    kill(pid, SIGTERM);
-    double t0 = now_s();
-    int st = 0;
-    while (waitpid(pid, &st, WNOHANG) == 0) {
-        if (now_s() - t0 > timeout) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            return -1;
-        }
-        usleep(50 * 1000);
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-/* The eval set of dataset on <prefix>.eval.<dataset>: two partitions of
- * EVAL_PER_PART linearly separable examples. */
+/* The eval set of dataset on <prefix>.eval.<dataset> (test_evaluator_util.h). */
 static int produce_eval_set(const char *dataset, char *err, size_t errsz)
 {
     char topic[200];
     snprintf(topic, sizeof(topic), "%s.eval.%s", F.prefix, dataset);
-    kn_kafka_topic_spec spec = {.name = topic, .partitions = 2};
-    if (kn_kafka_create_topics(F.brokers, &spec, 1, 15000, err, errsz) != KN_OK) return -1;
-    kn_kafka_producer_options po = {.brokers = F.brokers, .client_id = "test-evaluator-faults"};
-    kn_kafka_producer *p = kn_kafka_producer_new(&po, err, errsz);
-    if (!p) return -1;
-    uint32_t shape[3] = {4, 4, 1};
-    kn_shard_writer *w = kn_shard_writer_new(KN_SHARD_IMAGE, KN_SHARD_F32, 3, shape, EVAL_PER_PART,
-                                             EVAL_PER_PART, err, errsz);
-    int rc = w ? 0 : -1;
-    for (int part = 0; w && part < 2 && rc == 0; part++) {
-        kn_shard_writer_reset(w);
-        for (int i = 0; i < EVAL_PER_PART; i++) {
-            float x[DIM];
-            int c = example(x);
-            uint8_t key[32] = {0};
-            key[0] = (uint8_t)part;
-            key[1] = (uint8_t)i;
-            assert_int_equal(kn_shard_writer_add(w, x, c, 0, key), KN_OK);
-        }
-        const void *buf;
-        size_t len;
-        kn_shard_writer_finish(w, &buf, &len);
-        rc = kn_kafka_produce(p, topic, part, "k", 1, buf, len, NULL, 0, NULL);
-    }
-    if (kn_kafka_producer_flush(p, 15000) != 0) rc = -1;
-    kn_shard_writer_destroy(w);
-    kn_kafka_producer_destroy(p, 5000);
-    return rc;
+    return te_produce_eval_set(F.brokers, topic, "test-evaluator-faults", err, errsz);
 }
 
 /* A trained MLP that passes min_accuracy = 0.8. */
 static int make_checkpoint(char *err, size_t errsz)
 {
-    json_t *spec = json_pack("{s:s,s:[i,i,i],s:s}", "type", "mlp", "sizes", DIM, 32, CLASSES,
-                             "activation", "relu");
-    kn_model *good = NULL;
-    int rc = kn_model_new(spec, 7, 64, NULL, &good, err, errsz);
-    json_decref(spec);
-    if (rc != KN_OK) return rc;
-    kn_optim_config oc;
-    kn_optim_config_default(&oc, KN_OPT_ADAM);
-    oc.lr = 0.01f;
-    kn_model_set_optim(good, &oc);
-    kn_model_set_training(good, 1);
-    float x[64 * DIM], loss = 0;
-    int y[64];
-    for (int step = 0; step < 300 && rc == KN_OK; step++) {
-        for (int i = 0; i < 64; i++)
-            y[i] = example(x + i * DIM);
-        kn_batch b = {.B = 64, .x = x, .labels = y};
-        kn_model_zero_grad(good);
-        rc = kn_model_forward(good, &b, &loss, err, errsz);
-        if (rc == KN_OK) rc = kn_model_backward(good);
-        if (rc == KN_OK) rc = kn_model_step(good, NULL, NULL);
-    }
     snprintf(F.good, sizeof(F.good), "%s/good.safetensors", F.tmp);
-    if (rc == KN_OK) rc = kn_model_save_file(good, NULL, F.good, err, errsz);
-    kn_model_destroy(good);
-    return rc;
+    return te_save_mlp(F.good, 7, 300, NULL, err, errsz);
 }
 
 static kn_regclient *admin(void)
@@ -300,8 +164,8 @@ static const char *status_of(json_t *doc)
  * decrefs), or NULL after timeout seconds. */
 static json_t *wait_decided_n(const char *model, int v, double timeout)
 {
-    double t0 = now_s();
-    while (now_s() - t0 < timeout) {
+    double t0 = tp_now();
+    while (tp_now() - t0 < timeout) {
         json_t *d = version_n(model, v);
         const char *s = status_of(d);
         if (s && (strcmp(s, "promoted") == 0 || strcmp(s, "rejected") == 0)) return d;
@@ -332,8 +196,8 @@ static pid_t start_evaluator_env(const char *token, const char *group, const cha
     snprintf(logpath, sizeof(logpath), "%s/%s", F.tmp, logname);
     snprintf(bin, sizeof(bin), "%s/evaluator/kiln-evaluator", KILN_BINARY_DIR);
     char *argv[] = {bin, "--config", cfgpath, NULL};
-    pid_t pid = spawn(argv, env, logpath);
-    F.evport = log_port(logpath, pid);
+    pid_t pid = tp_spawn(argv, env, logpath);
+    F.evport = tp_log_port(logpath, pid, 20);
     if (!F.evport) {
         dump_log(logname);
         fail_msg("kiln-evaluator did not start");
@@ -384,8 +248,8 @@ static int setup(void **state)
     const char *env[] = {denv, senv, aenv, "KILN_REGISTRY_PORT=0", NULL};
     char *argv[] = {bin, NULL};
     snprintf(logpath, sizeof(logpath), "%s/registry.log", F.tmp);
-    F.registry = spawn(argv, env, logpath);
-    int port = log_port(logpath, F.registry);
+    F.registry = tp_spawn(argv, env, logpath);
+    int port = tp_log_port(logpath, F.registry, 20);
     if (!port) {
         dump_log("registry.log");
         fail_msg("kiln-registry did not start");
@@ -401,8 +265,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    if (F.evaluator > 0) stop(F.evaluator, 20);
-    if (F.registry > 0) stop(F.registry, 20);
+    if (F.evaluator > 0) tp_stop(F.evaluator, 20);
+    if (F.registry > 0) tp_stop(F.registry, 20);
     PGconn *pg = PQconnectdb(F.pg);
     char q[200];
     snprintf(q, sizeof(q), "DROP SCHEMA IF EXISTS %s CASCADE", F.schema);
@@ -452,7 +316,7 @@ static void forbidden_promotion_rejects(void **state)
     assert_non_null(reason);
     assert_non_null(strstr(reason, "403"));
     json_decref(d);
-    assert_int_equal(stop(F.evaluator, 20), 0);
+    assert_int_equal(tp_stop(F.evaluator, 20), 0);
     F.evaluator = 0;
 }
 
@@ -499,8 +363,8 @@ static void stuck_model_does_not_stop_others(void **state)
     }
     assert_string_equal(status_of(d), "promoted");
     json_decref(d);
-    double t0 = now_s();
-    while ((st = readyz(why, sizeof(why))) != 200 && now_s() - t0 < 10)
+    double t0 = tp_now();
+    while ((st = readyz(why, sizeof(why))) != 200 && tp_now() - t0 < 10)
         usleep(200 * 1000);
     assert_int_equal(st, 200);
 }
@@ -514,12 +378,12 @@ static void registry_down_is_transient(void **state)
     char why[1024], bin[400], logpath[400], denv[600], senv[200], aenv[200], penv[64];
     model_with_version("down");
     int port = atoi(strrchr(F.url, ':') + 1);
-    assert_int_equal(stop(F.registry, 20), 0);
+    assert_int_equal(tp_stop(F.registry, 20), 0);
     F.registry = 0;
     publish_checkpoint("down", "evds");
-    double t0 = now_s();
+    double t0 = tp_now();
     int st = 0;
-    while (now_s() - t0 < 20 && !((st = readyz(why, sizeof(why))) == 503 && strstr(why, "down")))
+    while (tp_now() - t0 < 20 && !((st = readyz(why, sizeof(why))) == 503 && strstr(why, "down")))
         usleep(250 * 1000);
     fprintf(stderr, "/readyz with the registry down: %d %s\n", st, why);
     assert_int_equal(st, 503);
@@ -533,8 +397,8 @@ static void registry_down_is_transient(void **state)
     const char *env[] = {denv, senv, aenv, penv, NULL};
     char *argv[] = {bin, NULL};
     snprintf(logpath, sizeof(logpath), "%s/registry2.log", F.tmp);
-    F.registry = spawn(argv, env, logpath);
-    if (log_port(logpath, F.registry) != port) {
+    F.registry = tp_spawn(argv, env, logpath);
+    if (tp_log_port(logpath, F.registry, 20) != port) {
         dump_log("registry2.log");
         fail_msg("kiln-registry did not come back on port %d", port);
     }
@@ -611,7 +475,7 @@ static void lost_eval_set_needs_operator(void **state)
     snprintf(topic, sizeof(topic), "%s.eval.roll", F.prefix);
     delete_all_records(topic);
     if (produce_eval_set("roll", err, sizeof(err)) != 0) fail_msg("eval set: %s", err);
-    assert_int_equal(stop(F.evaluator, 20), 0); /* a restart reads the frozen range again */
+    assert_int_equal(tp_stop(F.evaluator, 20), 0); /* a restart reads the frozen range again */
     F.evaluator = start_evaluator(F.promoter, "g-promote", "evaluator-promote2.log");
     int v = add_version("rollm");
     publish_version("rollm", v, "roll");
@@ -687,8 +551,8 @@ static int kafka_events(const char *type, const char *model, int v, json_int_t *
     rd_kafka_topic_partition_list_destroy(l);
     int n = 0, eofs = 0;
     if (last) *last = NULL;
-    double t0 = now_s();
-    while (now_s() - t0 < 20) {
+    double t0 = tp_now();
+    while (tp_now() - t0 < 20) {
         rd_kafka_message_t *m = kn_kafka_consumer_poll(c, 200);
         if (!m) continue;
         int eof = m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
@@ -749,17 +613,17 @@ static json_int_t registry_event_id(const char *model, int v, const char *kind)
 static void crash_between_decision_and_publish(void **state)
 {
     (void)state;
-    if (F.evaluator > 0) assert_int_equal(stop(F.evaluator, 20), 0);
+    if (F.evaluator > 0) assert_int_equal(tp_stop(F.evaluator, 20), 0);
     F.evaluator = 0;
     model_with_version("outbox");
     const char *crash_env[] = {"KILN_EVALUATOR_TEST_CRASH=after_decision", NULL};
     pid_t doomed = start_evaluator_env(F.promoter, "g-outbox", "evaluator-crash.log", crash_env);
     publish_checkpoint("outbox", "evds");
     int st = 0;
-    double t0 = now_s();
-    while (waitpid(doomed, &st, WNOHANG) == 0 && now_s() - t0 < 90)
+    double t0 = tp_now();
+    while (waitpid(doomed, &st, WNOHANG) == 0 && tp_now() - t0 < 90)
         usleep(100 * 1000);
-    if (now_s() - t0 >= 90) {
+    if (tp_now() - t0 >= 90) {
         kill(doomed, SIGKILL);
         waitpid(doomed, &st, 0);
         dump_log("evaluator-crash.log");
@@ -780,9 +644,9 @@ static void crash_between_decision_and_publish(void **state)
     F.evaluator = start_evaluator(F.promoter, "g-outbox", "evaluator-outbox.log");
     int n = 0;
     json_t *ev = NULL;
-    t0 = now_s();
+    t0 = tp_now();
     while ((n = kafka_events("version.promoted", "outbox", 1, ids, 8, &ev)) == 0 &&
-           now_s() - t0 < 60) {
+           tp_now() - t0 < 60) {
         json_decref(ev);
         ev = NULL;
         sleep(1);
@@ -800,7 +664,7 @@ static void crash_between_decision_and_publish(void **state)
     json_decref(ev);
 
     /* once: a restart and the trainer's announcement repeated change nothing */
-    assert_int_equal(stop(F.evaluator, 20), 0);
+    assert_int_equal(tp_stop(F.evaluator, 20), 0);
     F.evaluator = start_evaluator(F.promoter, "g-outbox", "evaluator-outbox2.log");
     publish_checkpoint("outbox", "evds");
     sleep(6);
@@ -817,22 +681,22 @@ static void crash_between_decision_and_publish(void **state)
 static void operator_rollback_is_relayed(void **state)
 {
     (void)state;
-    if (F.evaluator > 0) assert_int_equal(stop(F.evaluator, 20), 0);
+    if (F.evaluator > 0) assert_int_equal(tp_stop(F.evaluator, 20), 0);
     F.evaluator = start_evaluator(F.promoter, "g-relay", "evaluator-relay.log");
     sleep(2); /* the relay starts its cursor at the log's end */
     model_with_version("relay");
     kn_regclient *c = admin();
     char err[512];
     int v = 0;
-    assert_int_equal(kn_regclient_create_version(c, "relay", NULL, NULL, NULL, &v, NULL, err,
-                                                 sizeof(err)),
-                     KN_OK);
-    assert_int_equal(kn_regclient_set_alias(c, "relay", "production", 1, 0, "by hand", NULL, err,
-                                            sizeof(err)),
-                     KN_OK);
-    assert_int_equal(kn_regclient_set_alias(c, "relay", "production", 2, 1, "by hand", NULL, err,
-                                            sizeof(err)),
-                     KN_OK);
+    assert_int_equal(
+        kn_regclient_create_version(c, "relay", NULL, NULL, NULL, &v, NULL, err, sizeof(err)),
+        KN_OK);
+    assert_int_equal(
+        kn_regclient_set_alias(c, "relay", "production", 1, 0, "by hand", NULL, err, sizeof(err)),
+        KN_OK);
+    assert_int_equal(
+        kn_regclient_set_alias(c, "relay", "production", 2, 1, "by hand", NULL, err, sizeof(err)),
+        KN_OK);
     json_t *res = NULL;
     if (kn_regclient_rollback(c, "relay", "production", "operator: v2 is bad", &res, err,
                               sizeof(err)) != KN_OK)
@@ -846,16 +710,16 @@ static void operator_rollback_is_relayed(void **state)
     json_int_t ids[8];
     json_t *ev = NULL;
     int n = 0;
-    double t0 = now_s();
+    double t0 = tp_now();
     while ((n = kafka_events("version.rolled_back", "relay", 1, ids, 8, &ev)) == 0 &&
-           now_s() - t0 < 30) {
+           tp_now() - t0 < 30) {
         json_decref(ev);
         ev = NULL;
         sleep(1);
     }
     if (n != 1) dump_log("evaluator-relay.log");
     fprintf(stderr, "relay: rollback on Kafka %.1f s after it was done: %d message(s)\n",
-            now_s() - t0, n);
+            tp_now() - t0, n);
     assert_int_equal(n, 1);
     assert_int_equal(ids[0], id);
     assert_true(json_is_true(json_object_get(ev, "relayed")));
@@ -867,7 +731,7 @@ static void operator_rollback_is_relayed(void **state)
     assert_int_equal(ids[0], pid2);
 
     /* once: a restart announces nothing again */
-    assert_int_equal(stop(F.evaluator, 20), 0);
+    assert_int_equal(tp_stop(F.evaluator, 20), 0);
     F.evaluator = start_evaluator(F.promoter, "g-relay", "evaluator-relay2.log");
     sleep(4);
     n = kafka_events("version.rolled_back", "relay", 1, ids, 8, NULL);

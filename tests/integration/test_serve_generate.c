@@ -43,6 +43,7 @@
 #include <libpq-fe.h>
 
 #include "../unit/skip.h"
+#include "../lib/proc.h"
 
 #include "core/config.h"
 #include "core/kn.h"
@@ -65,73 +66,16 @@ static struct {
     kn_bpe *bpe;
     kn_model *m, *cls;
     char recipe_hash[65], cls_hash[65], cls_ckpt[300];
-    int serving; /* the gentest version the main server should answer with */
+    int serving;  /* the gentest version the main server should answer with */
     int tok_made; /* F.tok was trained here (removed at teardown) */
 } F;
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static pid_t spawn(char *const argv[], const char *const env[], const char *logpath)
-{
-    pid_t pid = fork();
-    if (pid != 0) return pid;
-    FILE *f = freopen(logpath, "w", stdout);
-    if (!f || dup2(fileno(stdout), 2) < 0) _exit(127);
-    for (size_t i = 0; env && env[i]; i++)
-        putenv((char *)env[i]);
-    execv(argv[0], argv);
-    _exit(127);
-}
-
-static int log_port(const char *path, pid_t pid)
-{
-    for (int i = 0; i < 300; i++) {
-        FILE *f = fopen(path, "r");
-        char line[4096];
-        while (f && fgets(line, sizeof(line), f)) {
-            char *p = strstr(line, "\"port\":");
-            if (p && strstr(line, "listening")) {
-                fclose(f);
-                return atoi(p + 7);
-            }
-        }
-        if (f) fclose(f);
-        if (waitpid(pid, NULL, WNOHANG) == pid) return 0;
-        usleep(100 * 1000);
-    }
-    return 0;
-}
-
+/* The log file name of this test's temporary folder, to stderr. */
 static void dump_log(const char *name)
 {
-    char path[400], line[8192];
+    char path[400];
     snprintf(path, sizeof(path), "%s/%s", F.tmp, name);
-    FILE *f = fopen(path, "r");
-    fprintf(stderr, "--- %s ---\n", name);
-    while (f && fgets(line, sizeof(line), f))
-        fputs(line, stderr);
-    if (f) fclose(f);
-}
-
-static int stop(pid_t pid, double timeout)
-{
-    kill(pid, SIGTERM);
-    double t0 = now_s();
-    int st = 0;
-    while (waitpid(pid, &st, WNOHANG) == 0) {
-        if (now_s() - t0 > timeout) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            return -1;
-        }
-        usleep(50 * 1000);
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    tp_dump_file(path, name);
 }
 
 /* --- HTTP --- */
@@ -209,8 +153,8 @@ static int publish(const char *tokenizer_hash)
 
 static int wait_ready(int want, double timeout)
 {
-    double t0 = now_s();
-    while (now_s() - t0 < timeout) {
+    double t0 = tp_now();
+    while (tp_now() - t0 < timeout) {
         long code = http("/readyz", NULL, 0, NULL);
         if ((want && code == 200) || (!want && code == 503)) return 1;
         usleep(100 * 1000);
@@ -318,8 +262,8 @@ static int setup(void **state)
     const char *env[] = {denv, senv, aenv, "KILN_REGISTRY_PORT=0", NULL};
     char *argv[] = {bin, NULL};
     snprintf(logpath, sizeof(logpath), "%s/registry.log", F.tmp);
-    F.registry = spawn(argv, env, logpath);
-    int port = log_port(logpath, F.registry);
+    F.registry = tp_spawn(argv, env, logpath);
+    int port = tp_log_port(logpath, F.registry, 30);
     if (!port) {
         dump_log("registry.log");
         fail_msg("kiln-registry did not start");
@@ -348,8 +292,8 @@ static int setup(void **state)
     const char *senv2[] = {uenv, tenv, NULL};
     char *sargv[] = {sbin, "--config", F.cfgpath, NULL};
     snprintf(logpath, sizeof(logpath), "%s/serve.log", F.tmp);
-    F.server = spawn(sargv, senv2, logpath);
-    if (!(port = log_port(logpath, F.server))) {
+    F.server = tp_spawn(sargv, senv2, logpath);
+    if (!(port = tp_log_port(logpath, F.server, 30))) {
         dump_log("serve.log");
         fail_msg("kiln-serve did not start");
     }
@@ -365,8 +309,8 @@ static int teardown(void **state)
 {
     (void)state;
     if (F.tok_made) unlink(F.tok);
-    if (F.server > 0) stop(F.server, 20);
-    if (F.registry > 0) stop(F.registry, 20);
+    if (F.server > 0) tp_stop(F.server, 20);
+    if (F.registry > 0) tp_stop(F.registry, 20);
     if (F.schema[0] && !F.skip) {
         PGconn *pg = PQconnectdb(F.pg);
         char q[300];
@@ -712,8 +656,8 @@ static void bearer_token(void **state)
     const char *env[] = {uenv, tenv, "KILN_SERVE_AUTH_TOKEN=s3cret", NULL};
     char *argv[] = {sbin, "--config", F.cfgpath, NULL};
     snprintf(logpath, sizeof(logpath), "%s/serve-auth.log", F.tmp);
-    pid_t pid = spawn(argv, env, logpath);
-    int port = log_port(logpath, pid);
+    pid_t pid = tp_spawn(argv, env, logpath);
+    int port = tp_log_port(logpath, pid, 30);
     if (!port) {
         dump_log("serve-auth.log");
         fail_msg("kiln-serve with a token did not start");
@@ -721,7 +665,7 @@ static void bearer_token(void **state)
     snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
     long none = get_with(base, "/v1/models", NULL), wrong = get_with(base, "/v1/models", "nope"),
          right = get_with(base, "/v1/models", "s3cret"), probe = get_with(base, "/healthz", NULL);
-    stop(pid, 20);
+    tp_stop(pid, 20);
     fprintf(stderr, "token: none %ld, wrong %ld, right %ld, /healthz %ld\n", none, wrong, right,
             probe);
     assert_int_equal(none, 401);
@@ -750,13 +694,13 @@ static int served_version(const char *base)
 }
 
 /* Polls the kiln-serve at base until it answers version v of MODEL: the
- * time it was first seen (now_s()), or 0 when timeout_s passed without it. */
+ * time it was first seen (tp_now()), or 0 when timeout_s passed without it. */
 static double wait_served(const char *base, int v, double timeout_s)
 {
-    double t0 = now_s();
+    double t0 = tp_now();
     for (;;) {
-        if (served_version(base) == v) return now_s();
-        if (now_s() - t0 >= timeout_s) return 0;
+        if (served_version(base) == v) return tp_now();
+        if (tp_now() - t0 >= timeout_s) return 0;
         usleep(50 * 1000);
     }
 }
@@ -775,8 +719,8 @@ static void event_triggers_swap(void **state)
     const char *env[] = {uenv, tenv, "KILN_SERVE_POLL_S=60", NULL};
     char *argv[] = {sbin, "--config", F.cfgpath, NULL};
     snprintf(logpath, sizeof(logpath), "%s/serve-events.log", F.tmp);
-    pid_t pid = spawn(argv, env, logpath);
-    int port = log_port(logpath, pid);
+    pid_t pid = tp_spawn(argv, env, logpath);
+    int port = tp_log_port(logpath, pid, 30);
     if (!port) {
         dump_log("serve-events.log");
         fail_msg("kiln-serve did not start");
@@ -796,15 +740,15 @@ static void event_triggers_swap(void **state)
             kn_kafka_produce(p, topic, -1, MODEL, strlen(MODEL), ev, (size_t)n, NULL, 0, NULL),
             KN_OK);
         kn_kafka_producer_flush(p, 5000);
-        sent = now_s();
+        sent = tp_now();
         seen = wait_served(base, v, 2.0);
     }
     kn_kafka_producer_destroy(p, 1000);
     /* it reports what it serves to the registry (its web page): this
      * instance, by its port, with the new version, soon after the swap */
     int reported = 0;
-    double r0 = now_s();
-    while (seen && !reported && now_s() - r0 < 10) {
+    double r0 = tp_now();
+    while (seen && !reported && tp_now() - r0 < 10) {
         CURL *c = curl_easy_init();
         sink s = {0};
         char url[300], suffix[32];
@@ -822,16 +766,16 @@ static void event_triggers_swap(void **state)
             const char *id = json_string_value(json_object_get(inst, "instance"));
             size_t il = id ? strlen(id) : 0, sl = strlen(suffix);
             if (il < sl || strcmp(id + il - sl, suffix) != 0) continue;
-            json_array_foreach(json_object_get(inst, "models"), k, m)
-            if (strcmp(json_string_value(json_object_get(m, "name")) ?: "", MODEL) == 0 &&
-                json_integer_value(json_object_get(m, "version")) == v)
-                reported = 1;
+            json_array_foreach(
+                json_object_get(inst, "models"), k,
+                m) if (strcmp(json_string_value(json_object_get(m, "name")) ?: "", MODEL) == 0 &&
+                       json_integer_value(json_object_get(m, "version")) == v) reported = 1;
         }
         json_decref(d);
         free(s.buf);
         if (!reported) usleep(100 * 1000);
     }
-    stop(pid, 20);
+    tp_stop(pid, 20);
     if (!seen) {
         dump_log("serve-events.log");
         fail_msg("v%d not served after 15 events (poll_s = 60)", v);
@@ -840,7 +784,7 @@ static void event_triggers_swap(void **state)
         dump_log("serve-events.log");
         fail_msg("the registry's /v1/serving does not show this instance serving v%d", v);
     }
-    fprintf(stderr, "reported to the registry: v%d after %.1f s\n", v, now_s() - r0);
+    fprintf(stderr, "reported to the registry: v%d after %.1f s\n", v, tp_now() - r0);
     fprintf(stderr, "event -> v%d served after %.3f s\n", v, seen - sent);
     assert_true(seen - sent < 2.0);
     /* the main server (poll_s = 0.3) follows too */
@@ -867,22 +811,22 @@ static void rollback_relayed_swaps(void **state)
     const char *eenv[] = {uenv, tenv, "KILN_EVALUATOR_PORT=0", NULL};
     char *eargv[] = {ebin, "--config", F.cfgpath, NULL};
     snprintf(elog, sizeof(elog), "%s/evaluator-relay.log", F.tmp);
-    pid_t ev = spawn(eargv, eenv, elog);
+    pid_t ev = tp_spawn(eargv, eenv, elog);
     const char *env[] = {uenv, tenv, "KILN_SERVE_POLL_S=60", NULL};
     char *argv[] = {sbin, "--config", F.cfgpath, NULL};
     snprintf(logpath, sizeof(logpath), "%s/serve-rollback.log", F.tmp);
-    pid_t pid = spawn(argv, env, logpath);
-    int port = log_port(logpath, pid);
+    pid_t pid = tp_spawn(argv, env, logpath);
+    int port = tp_log_port(logpath, pid, 30);
     if (!port) {
         dump_log("serve-rollback.log");
         fail_msg("kiln-serve did not start");
     }
     snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
-    double t0 = now_s();
+    double t0 = tp_now();
     if (!wait_served(base, F.serving, 30))
         fail_msg("the new kiln-serve serves v%d, not v%d", served_version(base), F.serving);
     /* the relay has taken its starting point (the log's end) */
-    while (count_in_log("evaluator-relay.log", "relay: starting at") == 0 && now_s() - t0 < 60)
+    while (count_in_log("evaluator-relay.log", "relay: starting at") == 0 && tp_now() - t0 < 60)
         usleep(100 * 1000);
     if (count_in_log("evaluator-relay.log", "relay: starting at") == 0) {
         dump_log("evaluator-relay.log");
@@ -897,9 +841,9 @@ static void rollback_relayed_swaps(void **state)
     json_decref(res);
     kn_regclient_destroy(c);
     assert_true(prev > 0 && prev != F.serving);
-    double r0 = now_s(), seen = wait_served(base, prev, 20);
-    stop(pid, 20);
-    stop(ev, 20);
+    double r0 = tp_now(), seen = wait_served(base, prev, 20);
+    tp_stop(pid, 20);
+    tp_stop(ev, 20);
     if (!seen) {
         dump_log("evaluator-relay.log");
         dump_log("serve-rollback.log");
@@ -933,14 +877,9 @@ static void foreign_tokenizer_not_served(void **state)
 
 static int count_in_log(const char *name, const char *needle)
 {
-    char path[400], line[8192];
+    char path[400];
     snprintf(path, sizeof(path), "%s/%s", F.tmp, name);
-    FILE *f = fopen(path, "r");
-    int n = 0;
-    while (f && fgets(line, sizeof(line), f))
-        n += strstr(line, needle) != NULL;
-    if (f) fclose(f);
-    return n;
+    return tp_count_in_file(path, needle);
 }
 
 /* The registry goes away: the loaded versions keep answering, the outage is
@@ -949,7 +888,7 @@ static void registry_down_keeps_serving(void **state)
 {
     (void)state;
     SKIP_IF_NEEDED();
-    stop(F.registry, 20);
+    tp_stop(F.registry, 20);
     F.registry = 0;
     usleep(8000 * 1000); /* several polls (poll_s = 0.3; each failing read retries ~2 s) */
     check_same("Once upon a time", 12, 0, 0, 0);
@@ -960,7 +899,7 @@ static void registry_down_keeps_serving(void **state)
     int warned = count_in_log("serve.log", "reading alias");
     fprintf(stderr, "registry down: answers go on; %d outage warning(s)\n", warned);
     assert_true(warned >= 1 && warned <= 2);
-    assert_int_equal(stop(F.server, 20), 0);
+    assert_int_equal(tp_stop(F.server, 20), 0);
     F.server = 0;
 }
 
