@@ -337,7 +337,15 @@ static void stuck_model_does_not_stop_others(void **state)
     model_with_version("fine");
     F.evaluator = start_evaluator(F.promoter, "g-promote", "evaluator-promote.log");
     publish_checkpoint("stuck", "later"); /* <prefix>.eval.later does not exist yet */
-    sleep(2);
+    /* "fine" only once "stuck" is held back (the evaluator may join its group
+     * late and would then see both events at once, in either order) */
+    int st = 0;
+    for (double t0 = tp_now(); tp_now() - t0 < 60; usleep(200 * 1000))
+        if ((st = readyz(why, sizeof(why))) == 503 && strstr(why, "held back")) break;
+    if (st != 503) {
+        dump_log("evaluator-promote.log");
+        fail_msg("stuck v1 was not held back (/readyz %d %s)", st, why);
+    }
     publish_checkpoint("fine", "evds");
     json_t *d = wait_decided("fine", 60);
     if (!d) {
@@ -349,7 +357,7 @@ static void stuck_model_does_not_stop_others(void **state)
     d = version1("stuck");
     assert_string_equal(status_of(d), "registered");
     json_decref(d);
-    int st = readyz(why, sizeof(why));
+    st = readyz(why, sizeof(why));
     fprintf(stderr, "/readyz while held: %d %s\n", st, why);
     assert_int_equal(st, 503);
     assert_non_null(strstr(why, "held back"));
@@ -479,15 +487,19 @@ static void lost_eval_set_needs_operator(void **state)
     F.evaluator = start_evaluator(F.promoter, "g-promote", "evaluator-promote2.log");
     int v = add_version("rollm");
     publish_version("rollm", v, "roll");
-    sleep(8);
-    d = version_n("rollm", v);
-    fprintf(stderr, "rollm v%d after 8 s: %s\n", v, status_of(d));
-    assert_string_equal(status_of(d), "registered"); /* not scored on a set nobody approved */
-    json_decref(d);
-    int st = readyz(why, sizeof(why));
+    /* /readyz says so once the restarted evaluator has taken v's event and
+     * found the frozen range gone (flow.c, evalset_stopped): wait for that,
+     * then v must still be undecided */
+    int st = 0;
+    for (double t0 = tp_now(); tp_now() - t0 < 60; usleep(200 * 1000))
+        if ((st = readyz(why, sizeof(why))) == 503 && strstr(why, "re-freezes")) break;
     fprintf(stderr, "/readyz: %d %s\n", st, why);
     assert_int_equal(st, 503);
     assert_non_null(strstr(why, "re-freezes"));
+    d = version_n("rollm", v);
+    fprintf(stderr, "rollm v%d once stopped: %s\n", v, status_of(d));
+    assert_string_equal(status_of(d), "registered"); /* not scored on a set nobody approved */
+    json_decref(d);
 
     snprintf(cmd, sizeof(cmd),
              "%s/evaluator/kiln-evalset --config %s/g-promote.ini refreeze roll --model rollm "
