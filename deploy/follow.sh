@@ -7,7 +7,8 @@
 # Usage: deploy/follow.sh INBOX INGEST_PORT DATASET MODEL...
 # Uses KILN_REGISTRY_URL and KILN_REGISTRY_TOKEN (kilnctl), KILN_BUILD_DIR;
 # polls every KILN_FOLLOW_INTERVAL seconds (3) until it is killed. What
-# exists when it starts is not news.
+# exists when it starts is not news; a "following" line says when that
+# baseline is taken.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${KILN_BUILD_DIR:-$root/build}
@@ -34,6 +35,7 @@ for m in "${models[@]}"; do
 done
 last_in=$(metric "$port" kiln_ingest_records_total)
 last_dlq=$(metric "$port" kiln_ingest_dlq_records_total)
+say "following $inbox (${#seen[@]} file(s) there already; models: ${models[*]:-none})"
 
 while :; do
     while IFS= read -r f; do

@@ -33,7 +33,10 @@ for _ in $(seq 1 200); do [ "$(acked)" -ge 1 ] && break; sleep 0.1; done
 "$KILN_SOURCE_DIR/deploy/follow.sh" "$TMP/inbox" "$port" notes m1 >"$TMP/follow.out" 2>"$TMP/follow.err" &
 fol_pid=$!
 trap 'kill $fol_pid $ing_pid 2>/dev/null; cleanup' EXIT
-sleep 2
+# new.txt only after follow.sh has taken what is there as its baseline
+for _ in $(seq 1 300); do grep -q 'follow: following ' "$TMP/follow.out" && break; sleep 0.1; done
+grep -q 'follow: following ' "$TMP/follow.out" ||
+    fail "follow.sh did not say it was following within 30 s: $(cat "$TMP/follow.err")"
 
 # wait_for TEXT: the follow output gets a line holding TEXT within 20 s.
 wait_for() {
