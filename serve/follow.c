@@ -1,15 +1,17 @@
-/* follow.c: the follower thread. It keeps every slot on the version its
- * alias names (or its pinned version): kiln.events (version.promoted,
+/* follow.c: the follower thread. It keeps every slot on the version its alias
+ * names (or its pinned version): kiln.events (version.promoted,
  * version.rejected, checkpoint.created: any event naming a served model) make
  * it check that model at once; the registry is polled every poll_s as well,
- * in case an event is missed (no broker, no evaluator to relay a hand move). The event is a hint, the registry the truth: a check always reads
- * the alias. A new version is loaded here, in the background, and swapped in
- * atomically (serve.h); a version that cannot be served is remembered and
- * not tried again until the alias moves. It also reports what it serves to
- * the registry (PUT /v1/serving/<host:port>) for the registry's page. Events
- * relayed by kiln-evaluator from the registry's log (a rollback or an alias
- * moved by hand, docs/evaluator.md) name the model too, so they act at once
- * like promotions; the poll stays as the fallback. */
+ * in case an event is missed (no broker, no evaluator to relay a hand move),
+ * and once when the events' partitions are assigned. The event is a hint, the
+ * registry the truth: a check always reads the alias. A new version is loaded
+ * here, in the background, and swapped in atomically (serve.h); a version
+ * that cannot be served is remembered and not tried again until the alias
+ * moves. It also reports what it serves to the registry
+ * (PUT /v1/serving/<host:port>) for the registry's page. Events relayed by
+ * kiln-evaluator from the registry's log (a rollback or an alias moved by hand,
+ * docs/evaluator.md) name the model too, so they act at once like promotions;
+ * the poll stays as the fallback. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,6 +147,25 @@ static void report(sv_app *app, int *failing)
     }
 }
 
+/* The events consumer's group (one per instance, from the log's end) is
+ * joined in the background: what was published before the assignment is not
+ * read. So every alias is checked once the partitions are assigned, and an
+ * event of that gap (a promotion or rollback while kiln-serve started) is
+ * not left to the next poll_s. Runs inside the follower's consumer_poll. */
+static void on_events_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                                rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    sv_app *app = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        rd_kafka_assign(rk, parts);
+        app->follow_assigned = parts->cnt > 0 ? parts->cnt : -1;
+    } else {
+        if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
+            kn_log_warn("events: rebalance: %s", rd_kafka_err2str(err));
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
 static void *follow_main(void *arg)
 {
     sv_app *app = arg;
@@ -166,7 +187,8 @@ static void *follow_main(void *arg)
         } else {
             kn_service_nap(0.1);
         }
-        int all = now_s() >= next_poll;
+        int assigned = app->follow_assigned, all = now_s() >= next_poll || assigned;
+        app->follow_assigned = 0;
         if (all) next_poll = now_s() + app->poll_s;
         int any = 0;
         for (size_t i = 0; i < app->nslots && !kn_shutdown_requested(); i++)
@@ -175,6 +197,9 @@ static void *follow_main(void *arg)
                 check(app, app->follow_reg, &app->slots[i]);
                 any = 1;
             }
+        if (assigned) /* after the checks: from here on, an event is what moves a slot */
+            kn_log_info("events: %d partition(s) assigned; every alias checked",
+                        assigned > 0 ? assigned : 0);
         if (any) update_ready(app);
         if (now_s() >= next_report || any) { /* at once after a swap, else every REPORT_S */
             report(app, &report_failing);
@@ -207,7 +232,9 @@ int sv_follow_start(sv_app *app, char *errbuf, size_t errsz)
                                         .group_id = group,
                                         .client_id = "kiln-serve",
                                         .auto_offset_reset = "latest",
-                                        .extra = extra};
+                                        .extra = extra,
+                                        .rebalance_cb = on_events_rebalance,
+                                        .opaque = app};
         const char *topics[1] = {topic};
         if (!(cons = kn_kafka_consumer_new(&co, err, sizeof(err))) ||
             kn_kafka_consumer_subscribe(cons, topics, 1, err, sizeof(err)) != KN_OK) {

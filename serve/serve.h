@@ -110,6 +110,8 @@ typedef struct {
     char instance[200];       /* host:port, the id it reports to the registry under */
     char self_url[300];       /* where it answers */
     void *follow_cons;        /* kn_kafka_consumer of <prefix>.events, or NULL */
+    int follow_assigned;      /* follower only: events partitions just assigned (their
+                                 count, -1 for none): check every alias */
     sem_t decoders;           /* images decoded at once (memory bound) */
     int decoders_ready;
 } sv_app;

@@ -705,9 +705,25 @@ static double wait_served(const char *base, int v, double timeout_s)
     }
 }
 
+static int count_in_log(const char *name, const char *needle);
+
+/* Waits (30 s) until the kiln-serve logging to name has its events
+ * partitions: it checks every alias then (follow.c), so an alias moved
+ * before that is served without any event, and a test of the event path
+ * moves it only after. */
+static void wait_events_assigned(const char *name)
+{
+    for (double t0 = tp_now(); tp_now() - t0 < 30; usleep(50 * 1000))
+        if (count_in_log(name, "partition(s) assigned") > 0) return;
+    dump_log(name);
+    fail_msg("kiln-serve (%s) did not get the events topic's partitions in 30 s", name);
+}
+
 /* A version.promoted event on <prefix>.events makes kiln-serve check the
- * alias at once: with poll_s = 60 the swap is seen within 2 s of the event
- * (the event is re-sent while the new instance's consumer joins its group). */
+ * alias at once: with poll_s = 60 the swap is seen within 2 s of the event.
+ * The version is published once the instance has its partitions (and has
+ * checked every alias); the event is re-sent while the consumer may still be
+ * looking up the log's end it starts from. */
 static void event_triggers_swap(void **state)
 {
     (void)state;
@@ -726,6 +742,7 @@ static void event_triggers_swap(void **state)
         fail_msg("kiln-serve did not start");
     }
     snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
+    wait_events_assigned("serve-events.log");
     int v = publish(kn_bpe_hash(F.bpe)); /* a new production version, same weights */
     snprintf(topic, sizeof(topic), "%s.events", F.prefix);
     kn_kafka_producer_options po = {.brokers = F.brokers, .client_id = "test-serve"};
@@ -793,8 +810,6 @@ static void event_triggers_swap(void **state)
     F.serving = v;
 }
 
-static int count_in_log(const char *name, const char *needle);
-
 /* An operator's rollback in the registry (no event of its own) reaches
  * kiln-serve through kiln-evaluator's relay (issue 14): with poll_s = 60 the
  * server is back on the previous version within a few seconds. */
@@ -832,6 +847,7 @@ static void rollback_relayed_swaps(void **state)
         dump_log("evaluator-relay.log");
         fail_msg("the evaluator's relay did not start");
     }
+    wait_events_assigned("serve-rollback.log");
     kn_regclient *c = kn_regclient_new(F.url, F.admin);
     json_t *res = NULL;
     if (kn_regclient_rollback(c, MODEL, "production", "operator: roll back", &res, err,
