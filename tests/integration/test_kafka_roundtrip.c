@@ -288,12 +288,23 @@ static void kafka_timed_out_transaction_recreated(void **state)
     int rc = KN_ECONFLICT;
     for (int attempt = 0; attempt < 3 && rc == KN_ECONFLICT; attempt++) {
         if (attempt) assert_int_equal(kn_kafka_txn_abort(p, 30000, err, sizeof(err)), KN_OK);
+        rd_kafka_t *rk = kn_kafka_producer_handle(p);
+        int64_t lo, hi0, hi = 0;
+        assert_int_equal(kn_kafka_watermarks(rk, topic, 0, &lo, &hi0, 10000), KN_OK);
         assert_int_equal(kn_kafka_txn_begin(p, err, sizeof(err)), KN_OK);
         assert_int_equal(kn_kafka_produce(p, topic, 0, "a0", 2, "v", 1, NULL, 0, NULL), KN_OK);
         assert_int_equal(kn_kafka_producer_flush(p, 10000), 0);
         /* the broker looks for timed-out transactions every 10 s
-         * (transaction.abort.timed.out.transaction.cleanup.interval.ms) */
-        sleep(12);
+         * (transaction.abort.timed.out.transaction.cleanup.interval.ms) and
+         * writes the abort marker after a0: wait for it (a loaded broker may
+         * take longer than one interval), then commit */
+        time_t t0 = time(NULL);
+        while (hi < hi0 + 2 && time(NULL) - t0 < 60) {
+            sleep(1);
+            if (kn_kafka_watermarks(rk, topic, 0, &lo, &hi, 5000) != KN_OK) hi = 0;
+        }
+        fprintf(stderr, "abort marker after %ld s (high watermark %lld -> %lld)\n",
+                (long)(time(NULL) - t0), (long long)hi0, (long long)hi);
         rc = kn_kafka_txn_commit(p, 10000, err, sizeof(err));
         fprintf(stderr, "commit after the transaction timed out: %s: %s\n", kn_strerror(rc), err);
     }

@@ -58,10 +58,12 @@ pipe=$!
 # but for 0.3 s once the pipeline waits for it (that loop may read its
 # /metrics), then for 10 s more: more than a trainer needs to start and
 # reach its idle exit.
-for _ in $(seq 1 600); do [ -s "$KILN_PIPELINE_DIR/run/evaluator.sup" ] && break; sleep 0.02; done
+for _ in $(seq 1 6000); do [ -s "$KILN_PIPELINE_DIR/run/evaluator.sup" ] && break; sleep 0.02; done
+[ -s "$KILN_PIPELINE_DIR/run/evaluator.sup" ] || fail "the pipeline did not start the evaluator within 120 s"
 pid=$(cat "$KILN_PIPELINE_DIR/run/preprocess.pid" 2>/dev/null) || fail "preprocess did not start"
 kill -STOP "$pid" || fail "preprocess exited"
-for _ in $(seq 1 600); do grep -q "waiting for preprocess" "$tmp/pipeline.log" && break; sleep 0.1; done
+for _ in $(seq 1 1200); do grep -q "waiting for preprocess" "$tmp/pipeline.log" && break; sleep 0.1; done
+grep -q "waiting for preprocess" "$tmp/pipeline.log" || { kill -CONT "$pid"; fail "the pipeline did not wait for preprocess within 120 s"; }
 kill -CONT "$pid" || fail "preprocess exited"
 sleep 0.3
 kill -STOP "$pid" || fail "preprocess exited"
