@@ -1,6 +1,7 @@
 /* lag_cmd.c: `kiln-preprocess lag`: how many raw records the preprocess
  * consumer group has not yet committed, per partition of <prefix>.raw.text
- * and <prefix>.raw.image: end offset minus the group's committed offset.
+ * and <prefix>.raw.image: the records past the group's committed offset
+ * (counted in a short tail, else end offset minus committed: count_tail).
  * preprocess commits its input offsets in the same Kafka transaction as the
  * shards made of them, so lag 0 means every ingested record's shards are
  * readable (read_committed) by the trainers and the evaluator. It asks Kafka,
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -26,9 +28,12 @@ static void usage(FILE *f)
                "[--prefix P]\n"
                "\n"
                "Prints one JSON line: the raw records the preprocess consumer group has not\n"
-               "yet committed (\"lag\": end offsets of <prefix>.raw.text and <prefix>.raw.image\n"
-               "minus the group's committed offsets), in all and per partition. Its offsets\n"
+               "yet committed (\"lag\": the records of <prefix>.raw.text and <prefix>.raw.image\n"
+               "past the group's committed offsets), in all and per partition. Its offsets\n"
                "commit with the shards made of them: lag 0 means those shards are readable.\n"
+               "A short tail is read and its records counted (\"exact\": true: transaction\n"
+               "markers and aborted records are not records); a longer one is given as end\n"
+               "offset minus committed offset, an upper bound (\"exact\": false).\n"
                "\n"
                "options:\n"
                "  --config FILE   read kafka.brokers, kafka.topic_prefix and preprocess.group\n"
@@ -70,6 +75,82 @@ static int add_topic(rd_kafka_t *rk, const struct rd_kafka_metadata *md, const c
     return KN_OK;
 }
 
+/* Data records a read_committed reader (as preprocess is) still finds in a
+ * partition's tail [committed, end) are fewer than end - committed when the
+ * tail holds transaction markers (one after each committed transaction:
+ * `kiln-ingest dlq --replay` writes the raw topics in transactions) or
+ * aborted records (an ingest killed mid-transaction): preprocess commits
+ * the offset after the last record it read, never past a trailing marker,
+ * so end - committed stays above 0 once it has read everything. For each
+ * partition with a tail, count_tail reads it with read_committed until its
+ * end (exact[i] = 1, lag[i] the records read) or until TAIL_COUNT_MAX data
+ * records (exact[i] = 0, lag[i] left at end - committed: an upper bound; a
+ * long lag is not read through on every call). Partitions it cannot read
+ * within TAIL_WAIT_MS also keep the upper bound. */
+#define TAIL_COUNT_MAX 100
+#define TAIL_WAIT_MS   10000
+
+static void count_tail(const char *brokers, const char *group,
+                       const rd_kafka_topic_partition_list_t *committed, const int64_t *end,
+                       int64_t *lag, int *exact)
+{
+    char probe[600], err[512];
+    int n = committed->cnt, left = 0;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n > 0 ? n : 1);
+    int *idx = calloc(n > 0 ? (size_t)n : 1, sizeof(int)); /* l's entry -> committed's */
+    int64_t *seen = calloc(n > 0 ? (size_t)n : 1, sizeof(int64_t));
+    for (int i = 0; i < n; i++) {
+        exact[i] = lag[i] == 0;
+        if (lag[i] == 0 || !idx) continue;
+        idx[l->cnt] = i;
+        rd_kafka_topic_partition_list_add(l, committed->elems[i].topic,
+                                          committed->elems[i].partition)
+            ->offset = end[i] - lag[i];
+        left++;
+    }
+    /* a group of its own: it never joins or commits, but preprocess's group
+     * must not even see its id */
+    snprintf(probe, sizeof(probe), "%s.lag-probe", group);
+    static const char *const extra[] = {"enable.partition.eof", "true", NULL};
+    kn_kafka_consumer_options o = {.brokers = brokers,
+                                   .group_id = probe,
+                                   .client_id = "kiln-preprocess-lag",
+                                   .read_committed = 1,
+                                   .extra = extra};
+    kn_kafka_consumer *c = left && seen ? kn_kafka_consumer_new(&o, err, sizeof(err)) : NULL;
+    if (c && kn_kafka_consumer_assign(c, l, err, sizeof(err)) != KN_OK) left = 0;
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (c && left > 0) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > TAIL_WAIT_MS)
+            break;
+        rd_kafka_message_t *m = kn_kafka_consumer_poll(c, 100);
+        if (!m) continue;
+        const char *topic = m->rkt ? rd_kafka_topic_name(m->rkt) : NULL;
+        int k = -1;
+        for (int j = 0; topic && j < l->cnt; j++)
+            if (l->elems[j].partition == m->partition && strcmp(l->elems[j].topic, topic) == 0)
+                k = j;
+        int i = k >= 0 ? idx[k] : -1;
+        if (i >= 0 && !exact[i] && seen[i] >= 0) {
+            if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                exact[i] = 1; /* read through: what it read is the lag */
+                lag[i] = seen[i];
+                left--;
+            } else if (!m->err && m->offset < end[i] && ++seen[i] >= TAIL_COUNT_MAX) {
+                seen[i] = -1; /* a real lag: the upper bound stays */
+                left--;
+            }
+        }
+        rd_kafka_message_destroy(m);
+    }
+    kn_kafka_consumer_destroy(c);
+    rd_kafka_topic_partition_list_destroy(l);
+    free(idx);
+    free(seen);
+}
+
 /* The lag of group on the raw topics as a JSON object, or NULL (err says why). */
 static json_t *group_lag(const char *brokers, const char *prefix, const char *group, char *err,
                          size_t errsz)
@@ -105,20 +186,26 @@ static json_t *group_lag(const char *brokers, const char *prefix, const char *gr
                   rd_kafka_err2str(e));
         goto out;
     }
+    int64_t lag[CAP];
+    int exact[CAP];
+    for (int i = 0; i < l->cnt; i++) {
+        int64_t done = l->elems[i].offset >= 0 ? l->elems[i].offset : low[i];
+        lag[i] = end[i] > done ? end[i] - done : 0;
+    }
+    count_tail(brokers, group, l, end, lag, exact);
     json_t *parts = json_array();
     int64_t total = 0;
     for (int i = 0; i < l->cnt; i++) {
         int64_t done = l->elems[i].offset >= 0 ? l->elems[i].offset : low[i];
-        int64_t lag = end[i] > done ? end[i] - done : 0;
-        total += lag;
-        json_array_append_new(parts, json_pack("{s:s, s:i, s:I, s:I, s:I}", "topic",
-                                               l->elems[i].topic, "partition",
-                                               (int)l->elems[i].partition, "committed",
-                                               (json_int_t)done, "end", (json_int_t)end[i], "lag",
-                                               (json_int_t)lag));
+        total += lag[i];
+        json_array_append_new(parts,
+                              json_pack("{s:s, s:i, s:I, s:I, s:I, s:b}", "topic",
+                                        l->elems[i].topic, "partition", (int)l->elems[i].partition,
+                                        "committed", (json_int_t)done, "end", (json_int_t)end[i],
+                                        "lag", (json_int_t)lag[i], "exact", exact[i]));
     }
-    out = json_pack("{s:s, s:I, s:o}", "group", group, "lag", (json_int_t)total, "partitions",
-                    parts);
+    out =
+        json_pack("{s:s, s:I, s:o}", "group", group, "lag", (json_int_t)total, "partitions", parts);
 out:
     if (md) rd_kafka_metadata_destroy(md);
     rd_kafka_topic_partition_list_destroy(l);
@@ -128,12 +215,10 @@ out:
 
 int pp_lag_main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"group", required_argument, NULL, 'g'},
-                                         {"brokers", required_argument, NULL, 'b'},
-                                         {"prefix", required_argument, NULL, 'p'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},  {"group", required_argument, NULL, 'g'},
+        {"brokers", required_argument, NULL, 'b'}, {"prefix", required_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     const char *config = NULL, *group = NULL, *brokers = NULL, *prefix = NULL;
     int ch;
     optind = 1;

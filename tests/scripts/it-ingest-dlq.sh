@@ -8,7 +8,9 @@
 # --replay re-submits the preprocess refusal, and a second --replay does
 # nothing. Exactly once is checked end to end: the added section is an image
 # dataset, so preprocess refuses each replayed text record again as
-# kind_mismatch; after two replays the DLQ holds one kind_mismatch per record.
+# kind_mismatch; after two replays the DLQ holds one kind_mismatch per record,
+# and `kiln-preprocess lag` is 0 though the replay's transaction markers lie
+# past the committed offsets.
 set -euo pipefail
 src=${KILN_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 bin=${KILN_BINARY_DIR:-$src/build}
@@ -46,15 +48,20 @@ printf 'caf\xe9 au lait\n' >latin.txt
 grep -qF 'dataset fortunes-d has no [dataset.fortunes-d] section in the configuration (there are: digits)' ingest.log ||
     fail "ingest did not warn about the dataset without a section: $(grep warn ingest.log)"
 
-# run_pp UNTIL-WORD: preprocess until `dlq --json` shows UNTIL-WORD (60 s at most).
+# run_pp UNTIL-WORD: preprocess until it has consumed every raw record
+# (`kiln-preprocess lag` 0: the records spread over the raw topic's
+# partitions, each refusal committed with its offsets) and `dlq --json`
+# shows UNTIL-WORD (60 s at most).
 run_pp() {
     "$pp" --config k.ini 2>>pp.log &
     pp_pid=$!
-    local i
+    local i lag
     for i in $(seq 1 120); do
-        "$ingest" --config k.ini dlq --json 2>/dev/null | grep -q "\"$1\"" && break
+        lag=$("$pp" lag --config k.ini 2>/dev/null | jq -r '.lag // empty' || true)
+        [ "$lag" = 0 ] && "$ingest" --config k.ini dlq --json 2>/dev/null | grep -q "\"$1\"" && break
         sleep 0.5
     done
+    [ "$lag" = 0 ] || fail "preprocess has not consumed the raw records in 60 s (lag ${lag:-?})"
     kill "$pp_pid" 2>/dev/null || fail "preprocess died: $(tail -3 pp.log)"
     wait "$pp_pid" || true
     pp_pid=
@@ -92,7 +99,12 @@ grep -qF "replayed 0 record(s)" replay2.txt || fail "replay 2: $(cat replay2.txt
 # What reached the raw topic: preprocess refuses it once more (a text record
 # for an image dataset), exactly once.
 run_pp kind_mismatch
-sleep 2
+# --replay wrote the raw topic in a transaction: a commit marker follows each
+# partition's replayed record, so the committed offsets stay one below the
+# end offsets; `lag` counts the records preprocess would still read (0)
+"$pp" lag --config k.ini >lag.json 2>&1 || fail "kiln-preprocess lag: $(cat lag.json)"
+jq -e '.lag == 0 and ([.partitions[] | select(.end > .committed)] | length) > 0 and all(.partitions[]; .exact)' \
+    lag.json >/dev/null || fail "lag after the replay, want 0 with markers past the committed offsets: $(cat lag.json)"
 [ "$(n --reason kind_mismatch)" = 2 ] || fail "kind_mismatch records: $(n --reason kind_mismatch), want 2 (each replayed record reached the raw topic once)"
 
 [ "$fails" = 0 ] || { echo "it-ingest-dlq: $fails failure(s)"; exit 1; }
