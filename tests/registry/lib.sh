@@ -47,7 +47,7 @@ start_registry() {
         "$REGISTRY_BIN" >>"$TMP/registry.log" 2>&1 &
     REG_PID=$!
     local port=
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 300); do # 30 s: its schema set-up on a loaded machine
         port=$(grep -o '"port":[0-9]*' "$TMP/registry.log" 2>/dev/null | head -n 1 | cut -d: -f2 || true)
         [ -n "$port" ] && break
         kill -0 "$REG_PID" 2>/dev/null || { cat "$TMP/registry.log" >&2; log "FAIL: registry exited"; exit 1; }

@@ -32,8 +32,9 @@ printf '%s\n' "$base" >"$TMP/good.ini"
 # The training topic: preprocess creates it at start.
 "$pp" --config "$TMP/good.ini" 2>"$TMP/pp.log" &
 pp_pid=$!
-for _ in $(seq 1 60); do grep -q 'dataset(s), group' "$TMP/pp.log" && break; sleep 0.25; done
+for _ in $(seq 1 240); do grep -q 'dataset(s), group' "$TMP/pp.log" && break; sleep 0.25; done
 kill "$pp_pid"; wait "$pp_pid" || true
+grep -q 'dataset(s), group' "$TMP/pp.log" || fail "preprocess did not start (and create the topics) within 60 s: $(tail -c 400 "$TMP/pp.log")"
 try() { # NAME WORD CONFIG-TEXT: the trainer exits 1 naming WORD
     printf '%s\n' "$3" >"$TMP/$1.ini"
     local rc=0

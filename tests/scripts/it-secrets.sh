@@ -159,7 +159,9 @@ KILN_REGISTRY_DB="$host_port dbname=kiln user=$P password=$WRONG_PGPW" KILN_REGI
     KILN_REGISTRY_PORT=0 "$B/registry/kiln-registry" >"$TMP/registry-wrong.log" 2>&1 &
 PIDS+=($!)
 wpid=$!
-sleep 2.5
+# wait_log FILE PATTERN: up to 20 s for a line matching PATTERN (grep -i)
+wait_log() { for _ in $(seq 1 200); do grep -qi "$2" "$1" && return 0; sleep 0.1; done; return 1; }
+wait_log "$TMP/registry-wrong.log" 'password authentication failed\|database' || true
 ps -o args= -p "$wpid" >>"$TMP/ps.txt" || true
 grep -qi 'password authentication failed\|database' "$TMP/registry-wrong.log" ||
     { cat "$TMP/registry-wrong.log"; fail "the registry did not say why it cannot reach the database"; }
@@ -168,7 +170,7 @@ grep -qi 'password authentication failed\|database' "$TMP/registry-wrong.log" ||
 KILN_REGISTRY_DB="$host_port dbname=kiln user=$P password=$WRONG_PGPW $PGPART" KILN_REGISTRY_SCHEMA=$P \
     KILN_REGISTRY_PORT=0 "$B/registry/kiln-registry" >"$TMP/registry-malformed.log" 2>&1 &
 PIDS+=($!)
-sleep 2.5
+wait_log "$TMP/registry-malformed.log" 'conninfo\|database' || true
 ps -o args= -p "$!" >>"$TMP/ps.txt" || true
 grep -qi 'conninfo\|database' "$TMP/registry-malformed.log" ||
     { cat "$TMP/registry-malformed.log"; fail "the registry did not say its conninfo is wrong"; }
