@@ -83,7 +83,8 @@ static int add_topic(rd_kafka_t *rk, const struct rd_kafka_metadata *md, const c
  * the offset after the last record it read, never past a trailing marker,
  * so end - committed stays above 0 once it has read everything. For each
  * partition with a tail, count_tail reads it with read_committed until its
- * end (exact[i] = 1, lag[i] the records read) or until TAIL_COUNT_MAX data
+ * end (exact[i] = 1, lag[i] the records read; a transaction still open at
+ * the end is counted by its offsets, exact[i] = 0) or until TAIL_COUNT_MAX data
  * records (exact[i] = 0, lag[i] left at end - committed: an upper bound; a
  * long lag is not read through on every call). Partitions it cannot read
  * within TAIL_WAIT_MS also keep the upper bound. */
@@ -135,8 +136,12 @@ static void count_tail(const char *brokers, const char *group,
         int i = k >= 0 ? idx[k] : -1;
         if (i >= 0 && !exact[i] && seen[i] >= 0) {
             if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-                exact[i] = 1; /* read through: what it read is the lag */
-                lag[i] = seen[i];
+                /* read through: what it read is the lag, unless the end of
+                 * what read_committed may read (the first offset of a
+                 * transaction still open) is below end: its records may
+                 * still commit, so they count, as offsets */
+                exact[i] = m->offset >= end[i];
+                lag[i] = seen[i] + (m->offset < end[i] ? end[i] - m->offset : 0);
                 left--;
             } else if (!m->err && m->offset < end[i] && ++seen[i] >= TAIL_COUNT_MAX) {
                 seen[i] = -1; /* a real lag: the upper bound stays */
