@@ -206,7 +206,7 @@ int trn_settings_load(const kn_config *cfg, const char *name, trn_settings *s, c
         char *end;
         long long kk = strtoll(s->window + 5, &end, 10);
         if (*end || kk < 1) {
-            rc = kn_seterr(err, errsz, KN_EINVAL, "%s: last:K needs K >= 1 records", k);
+            rc = kn_seterr(err, errsz, KN_EINVAL, "%s: last:K needs K >= 1 offsets", k);
             goto fail;
         }
         s->window_kind = TRN_WIN_LAST;

@@ -52,11 +52,11 @@ typedef struct {
     /* epochs over a window (window.c); epochs == 0: the stream, each example once */
     int epochs;              /* passes over the window (cycle 0) */
     int window_kind;         /* TRN_WIN_ALL | TRN_WIN_LAST | TRN_WIN_FIXED */
-    int64_t window_last;     /* last K records per partition (TRN_WIN_LAST) */
+    int64_t window_last;     /* last K offsets per partition (TRN_WIN_LAST) */
     char window[512];        /* the window key as written ("all", "last:K", "0:10-20,1:0-5") */
     double replay_ratio;     /* replay examples per new example in a replay cycle */
     int replay_passes;       /* passes over new + replay in a replay cycle */
-    int64_t replay_min_records; /* new records (shards) that start a replay cycle */
+    int64_t replay_min_records; /* new offsets (shards, markers) that start a replay cycle */
     char replay_from[16];    /* "production" | "latest": the weights a replay cycle starts from */
     int aug_hflip;           /* per-epoch augmentation drawn by the trainer (image models) */
     int aug_crop;            /* random shift by up to N pixels, zero padded */
