@@ -84,10 +84,10 @@ static int add_topic(rd_kafka_t *rk, const struct rd_kafka_metadata *md, const c
  * so end - committed stays above 0 once it has read everything. For each
  * partition with a tail, count_tail reads it with read_committed until its
  * end (exact[i] = 1, lag[i] the records read; a transaction still open at
- * the end is counted by its offsets, exact[i] = 0) or until TAIL_COUNT_MAX data
- * records (exact[i] = 0, lag[i] left at end - committed: an upper bound; a
- * long lag is not read through on every call). Partitions it cannot read
- * within TAIL_WAIT_MS also keep the upper bound. */
+ * the end counts by its offsets, exact[i] = 0) or until TAIL_COUNT_MAX
+ * data records (exact[i] = 0, lag[i] left at end - committed: an upper
+ * bound; a long lag is not read through on every call). Partitions it
+ * cannot read within TAIL_WAIT_MS keep the upper bound too. */
 #define TAIL_COUNT_MAX 100
 #define TAIL_WAIT_MS   10000
 
@@ -119,7 +119,13 @@ static void count_tail(const char *brokers, const char *group,
                                    .read_committed = 1,
                                    .extra = extra};
     kn_kafka_consumer *c = left && seen ? kn_kafka_consumer_new(&o, err, sizeof(err)) : NULL;
-    if (c && kn_kafka_consumer_assign(c, l, err, sizeof(err)) != KN_OK) left = 0;
+    if (left && (!c || kn_kafka_consumer_assign(c, l, err, sizeof(err)) != KN_OK)) {
+        fprintf(stderr,
+                "kiln-preprocess lag: reading the partitions' tails: %s (their lag is "
+                "given as offsets)\n",
+                seen ? err : "out of memory");
+        left = 0;
+    }
     struct timespec t0, t;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     while (c && left > 0) {
