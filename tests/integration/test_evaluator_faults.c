@@ -54,7 +54,7 @@ static struct {
     char good[300];
 } F;
 
-/* The log file name of this test's temporary folder, to stderr. */
+/* Prints the log file name (in this test's temporary folder) to stderr. */
 static void dump_log(const char *name)
 {
     char path[400];

@@ -70,7 +70,7 @@ static struct {
     int tok_made; /* F.tok was trained here (removed at teardown) */
 } F;
 
-/* The log file name of this test's temporary folder, to stderr. */
+/* Prints the log file name (in this test's temporary folder) to stderr. */
 static void dump_log(const char *name)
 {
     char path[400];
