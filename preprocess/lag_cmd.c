@@ -106,7 +106,7 @@ static void count_tail(const char *brokers, const char *group,
         idx[l->cnt] = i;
         rd_kafka_topic_partition_list_add(l, committed->elems[i].topic,
                                           committed->elems[i].partition)
-            ->offset = end[i] - lag[i];
+            ->offset = committed->elems[i].offset;
         left++;
     }
     /* a group of its own: it never joins or commits, but preprocess's group
@@ -200,14 +200,14 @@ static json_t *group_lag(const char *brokers, const char *prefix, const char *gr
     int64_t lag[CAP];
     int exact[CAP];
     for (int i = 0; i < l->cnt; i++) {
-        int64_t done = l->elems[i].offset >= 0 ? l->elems[i].offset : low[i];
-        lag[i] = end[i] > done ? end[i] - done : 0;
+        if (l->elems[i].offset < 0) l->elems[i].offset = low[i]; /* never committed */
+        lag[i] = end[i] > l->elems[i].offset ? end[i] - l->elems[i].offset : 0;
     }
     count_tail(brokers, group, l, end, lag, exact);
     json_t *parts = json_array();
     int64_t total = 0;
     for (int i = 0; i < l->cnt; i++) {
-        int64_t done = l->elems[i].offset >= 0 ? l->elems[i].offset : low[i];
+        int64_t done = l->elems[i].offset;
         total += lag[i];
         json_array_append_new(parts,
                               json_pack("{s:s, s:i, s:I, s:I, s:I, s:b}", "topic",

@@ -98,12 +98,13 @@ psql "$PG_CONNINFO options=-csearch_path=$SCHEMA" -XAtq -c "BEGIN" \
     -c "SELECT 1 FROM versions WHERE version = 2 FOR UPDATE" -c "SELECT pg_sleep(6)" -c "COMMIT" >/dev/null &
 lockpid=$!
 # the lock is taken once that session sleeps (its statements run in order)
+locked=0
 for _ in $(seq 1 100); do
-    [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = 'SELECT pg_sleep(6)'")" = 1 ] && break
+    [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = 'SELECT pg_sleep(6)'")" = 1 ] &&
+        locked=1 && break
     sleep 0.1
 done
-[ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = 'SELECT pg_sleep(6)'")" = 1 ] ||
-    fail "the locking session did not get to its pg_sleep within 10 s"
+[ "$locked" = 1 ] || fail "the locking session did not get to its pg_sleep within 10 s"
 t0=$(now)
 got=$(req POST /v1/models/slow/versions/2/status -H "$A" -d '{"status":"evaluated"}')
 dt=$(echo "$(now) - $t0" | bc)

@@ -161,18 +161,20 @@ PIDS+=($!)
 wpid=$!
 # wait_log FILE PATTERN: up to 20 s for a line matching PATTERN (grep -i)
 wait_log() { for _ in $(seq 1 200); do grep -qi "$2" "$1" && return 0; sleep 0.1; done; return 1; }
-wait_log "$TMP/registry-wrong.log" 'password authentication failed\|database' || true
+said=0
+wait_log "$TMP/registry-wrong.log" 'password authentication failed\|database' && said=1
 ps -o args= -p "$wpid" >>"$TMP/ps.txt" || true
-grep -qi 'password authentication failed\|database' "$TMP/registry-wrong.log" ||
+[ "$said" = 1 ] ||
     { cat "$TMP/registry-wrong.log"; fail "the registry did not say why it cannot reach the database"; }
 # A password with a space and no quotes: a conninfo libpq cannot parse (and
 # whose words it quotes in its error).
 KILN_REGISTRY_DB="$host_port dbname=kiln user=$P password=$WRONG_PGPW $PGPART" KILN_REGISTRY_SCHEMA=$P \
     KILN_REGISTRY_PORT=0 "$B/registry/kiln-registry" >"$TMP/registry-malformed.log" 2>&1 &
 PIDS+=($!)
-wait_log "$TMP/registry-malformed.log" 'conninfo\|database' || true
+said=0
+wait_log "$TMP/registry-malformed.log" 'conninfo\|database' && said=1
 ps -o args= -p "$!" >>"$TMP/ps.txt" || true
-grep -qi 'conninfo\|database' "$TMP/registry-malformed.log" ||
+[ "$said" = 1 ] ||
     { cat "$TMP/registry-malformed.log"; fail "the registry did not say its conninfo is wrong"; }
 
 for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
